@@ -1,0 +1,206 @@
+//! The `Bus` trait: how an event committed on one node reaches the connections of every node.
+//!
+//! The store is the source of truth; the bus only carries notifications. A lost or late bus
+//! event is repaired by the normal sync path (clients and sessions fill gaps from the store),
+//! so implementations may be at-most-once. The in-process bus here serves a single node;
+//! a NATS bus will serve several with the same trait.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex, OnceLock};
+use tidings_proto::ws::ServerFrame;
+use tidings_proto::{ConversationId, DeviceId, Seq, UserId};
+use tokio::sync::mpsc;
+
+/// Why publishing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("bus is closed")]
+    Closed,
+    #[error("bus backend failed: {0}")]
+    Backend(String),
+}
+
+/// A server frame shared by every recipient, serialized to JSON at most once.
+#[derive(Debug)]
+pub struct OutFrame {
+    frame: ServerFrame,
+    json: OnceLock<Arc<str>>,
+}
+
+impl OutFrame {
+    pub fn new(frame: ServerFrame) -> Arc<Self> {
+        Arc::new(OutFrame {
+            frame,
+            json: OnceLock::new(),
+        })
+    }
+
+    pub fn frame(&self) -> &ServerFrame {
+        &self.frame
+    }
+
+    /// The JSON text of the frame, computed on first use and shared afterwards.
+    pub fn json(&self) -> Arc<str> {
+        self.json
+            .get_or_init(|| {
+                serde_json::to_string(&self.frame)
+                    .expect("server frames always serialize")
+                    .into()
+            })
+            .clone()
+    }
+
+    /// For message events, the conversation and sequence, which sessions use to keep each
+    /// conversation gap-free and duplicate-free.
+    pub fn position(&self) -> Option<(ConversationId, Seq)> {
+        match &self.frame {
+            ServerFrame::Message { message } => Some((message.conversation_id, message.seq)),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for OutFrame {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.frame.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for OutFrame {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(OutFrame {
+            frame: ServerFrame::deserialize(d)?,
+            json: OnceLock::new(),
+        })
+    }
+}
+
+/// Something every node must hear about.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum BusEvent {
+    /// Deliver a frame to every connected device of these users.
+    Deliver {
+        users: Arc<[UserId]>,
+        /// A device that must not get it (typing indicators skip the typer's own device).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        except_device: Option<DeviceId>,
+        frame: Arc<OutFrame>,
+    },
+    /// A device was signed out: close its connections.
+    DeviceRevoked { user_id: UserId, device_id: DeviceId },
+    /// A conversation's membership changed: drop cached member lists.
+    MembershipChanged { conversation_id: ConversationId },
+}
+
+/// Fan-out between nodes.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes an event to every subscriber (on every node). May wait for room when
+    /// subscribers lag, which slows publishers instead of growing memory.
+    async fn publish(&self, event: BusEvent) -> Result<(), BusError>;
+    /// Subscribes this node to all events. Each node subscribes once.
+    async fn subscribe(&self) -> Result<mpsc::Receiver<BusEvent>, BusError>;
+}
+
+/// The bus of a single-node deployment: a bounded channel per subscriber.
+pub struct InProcessBus {
+    capacity: usize,
+    subscribers: Mutex<Vec<mpsc::Sender<BusEvent>>>,
+}
+
+impl InProcessBus {
+    /// `capacity` bounds the events buffered per subscriber.
+    pub fn new(capacity: usize) -> Self {
+        InProcessBus {
+            capacity: capacity.max(1),
+            subscribers: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for InProcessBus {
+    async fn publish(&self, event: BusEvent) -> Result<(), BusError> {
+        let subscribers: Vec<_> = {
+            let mut subs = self.subscribers.lock().expect("bus lock poisoned");
+            subs.retain(|s| !s.is_closed());
+            subs.clone()
+        };
+        for sub in subscribers {
+            // A subscriber that went away is not an error for the publisher.
+            let _ = sub.send(event.clone()).await;
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<mpsc::Receiver<BusEvent>, BusError> {
+        let (tx, rx) = mpsc::channel(self.capacity);
+        self.subscribers.lock().expect("bus lock poisoned").push(tx);
+        Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidings_proto::ws::ServerFrame;
+
+    #[tokio::test]
+    async fn every_subscriber_hears_every_event_in_order() {
+        let bus = InProcessBus::new(16);
+        let mut a = bus.subscribe().await.unwrap();
+        let mut b = bus.subscribe().await.unwrap();
+        for i in 0..10 {
+            bus.publish(BusEvent::Deliver {
+                users: Arc::from(vec![UserId(1)]),
+                except_device: None,
+                frame: OutFrame::new(ServerFrame::Pong { id: i.to_string() }),
+            })
+            .await
+            .unwrap();
+        }
+        for rx in [&mut a, &mut b] {
+            for i in 0..10 {
+                match rx.recv().await.unwrap() {
+                    BusEvent::Deliver { frame, .. } => {
+                        assert_eq!(frame.frame(), &ServerFrame::Pong { id: i.to_string() })
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn dropped_subscriber_does_not_block_publishers() {
+        let bus = InProcessBus::new(1);
+        let rx = bus.subscribe().await.unwrap();
+        drop(rx);
+        for _ in 0..5 {
+            bus.publish(BusEvent::MembershipChanged {
+                conversation_id: ConversationId(1),
+            })
+            .await
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn out_frame_round_trips_through_json() {
+        let event = BusEvent::DeviceRevoked {
+            user_id: UserId(3),
+            device_id: DeviceId(4),
+        };
+        let text = serde_json::to_string(&event).unwrap();
+        let back: BusEvent = serde_json::from_str(&text).unwrap();
+        assert!(matches!(
+            back,
+            BusEvent::DeviceRevoked {
+                user_id: UserId(3),
+                device_id: DeviceId(4)
+            }
+        ));
+    }
+}

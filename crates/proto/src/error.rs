@@ -1,0 +1,114 @@
+//! Stable error codes: the contract clients branch on, shared by WebSocket error frames and problem documents.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A machine-readable error code. Codes are never renamed; new ones may be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame or body is not valid JSON, or does not match the expected shape.
+    MalformedRequest,
+    /// The frame's `type` is not one this server knows.
+    UnknownFrame,
+    /// The frame or body exceeds the configured size limit.
+    TooLarge,
+    /// A field has a value outside its rules (username format, password policy, empty text...).
+    InvalidField,
+    /// No valid credentials were presented, or the connection has not authenticated yet.
+    Unauthenticated,
+    /// The access token has expired; refresh it and authenticate again.
+    TokenExpired,
+    /// Username or password is wrong.
+    InvalidCredentials,
+    /// The caller may not do this.
+    Forbidden,
+    /// The thing does not exist, or the caller may not know it exists.
+    NotFound,
+    /// The username is taken, or the request conflicts with existing state.
+    Conflict,
+    /// Registration is closed, or needs a valid invite code.
+    RegistrationClosed,
+    /// The conversation has reached its member limit.
+    LimitExceeded,
+    /// Too many requests; retry later.
+    RateLimited,
+    /// The connection's outbound queue overflowed; reconnect and sync.
+    SlowConsumer,
+    /// The server is shutting down or a dependency is unavailable; retry later.
+    Unavailable,
+    /// Something failed inside the server; the details are in the server log, not here.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status a problem document with this code carries.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::MalformedRequest | ErrorCode::UnknownFrame | ErrorCode::InvalidField => 400,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::Unauthenticated | ErrorCode::TokenExpired | ErrorCode::InvalidCredentials => {
+                401
+            }
+            ErrorCode::Forbidden | ErrorCode::RegistrationClosed => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::LimitExceeded => 422,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::SlowConsumer | ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    /// The snake_case name, as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedRequest => "malformed_request",
+            ErrorCode::UnknownFrame => "unknown_frame",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::RegistrationClosed => "registration_closed",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_str_matches_serde_name() {
+        for code in [
+            ErrorCode::MalformedRequest,
+            ErrorCode::UnknownFrame,
+            ErrorCode::TooLarge,
+            ErrorCode::InvalidField,
+            ErrorCode::Unauthenticated,
+            ErrorCode::TokenExpired,
+            ErrorCode::InvalidCredentials,
+            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
+            ErrorCode::Conflict,
+            ErrorCode::RegistrationClosed,
+            ErrorCode::LimitExceeded,
+            ErrorCode::RateLimited,
+            ErrorCode::SlowConsumer,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}

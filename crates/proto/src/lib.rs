@@ -1,0 +1,54 @@
+//! Wire types of the Tidings protocol: the only place that defines what goes on the wire.
+//!
+//! # Layout
+//! - [`ids`]: the identifiers every other type refers to.
+//! - [`message`]: the message envelope and its extensible body.
+//! - [`ws`]: frames of the native WebSocket protocol (`/ws`, subprotocol [`ws::SUBPROTOCOL`]).
+//! - [`rest`]: request and response bodies of the REST API, including RFC 9457 problems
+//!   and RFC 6749 token responses.
+//! - [`error`]: the stable error codes shared by WebSocket error frames and problem documents.
+//!
+//! Every type derives `serde` and `schemars::JsonSchema`; `cargo xtask codegen` writes the
+//! JSON Schema (`docs/schema/tidings.schema.json`) and the TypeScript declarations
+//! (`sdk-ts/src/protocol.ts`) from them, so no type is written twice.
+
+pub mod error;
+pub mod ids;
+pub mod message;
+pub mod rest;
+pub mod ws;
+
+pub use error::ErrorCode;
+pub use ids::{ConversationId, DeviceId, MessageId, Seq, UserId};
+pub use message::{Message, MessageBody};
+
+/// Every type that ends up in the generated schema, by name.
+///
+/// The code generator walks this list; adding a wire type means adding it here.
+pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
+    use schemars::schema_for;
+    vec![
+        ("ClientFrame", schema_for!(ws::ClientFrame)),
+        ("ServerFrame", schema_for!(ws::ServerFrame)),
+        ("Message", schema_for!(Message)),
+        ("Problem", schema_for!(rest::Problem)),
+        ("RegisterRequest", schema_for!(rest::RegisterRequest)),
+        ("Account", schema_for!(rest::Account)),
+        ("TokenResponse", schema_for!(rest::TokenResponse)),
+        ("OAuthError", schema_for!(rest::OAuthError)),
+        ("Device", schema_for!(rest::Device)),
+        ("DeviceList", schema_for!(rest::DeviceList)),
+        ("ChangePasswordRequest", schema_for!(rest::ChangePasswordRequest)),
+        ("CreateDirectRequest", schema_for!(rest::CreateDirectRequest)),
+        ("CreateGroupRequest", schema_for!(rest::CreateGroupRequest)),
+        ("AddMembersRequest", schema_for!(rest::AddMembersRequest)),
+        ("Conversation", schema_for!(rest::Conversation)),
+        ("ConversationList", schema_for!(rest::ConversationList)),
+        ("Member", schema_for!(rest::Member)),
+        ("SendMessageRequest", schema_for!(rest::SendMessageRequest)),
+        ("SendAck", schema_for!(rest::SendAck)),
+        ("HistoryPage", schema_for!(rest::HistoryPage)),
+        ("UserSummary", schema_for!(rest::UserSummary)),
+        ("Health", schema_for!(rest::Health)),
+    ]
+}

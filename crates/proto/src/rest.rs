@@ -1,0 +1,220 @@
+//! Request and response bodies of the REST API (`/api/v1/...`, `/oauth/...`).
+
+use crate::error::ErrorCode;
+use crate::ids::{ConversationId, DeviceId, Seq, UserId};
+use crate::message::{Message, MessageBody};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// An RFC 9457 problem document, served as `application/problem+json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Problem {
+    /// A URI naming the problem type: `urn:tidings:problem:<code>`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The stable code, the same one WebSocket error frames carry.
+    pub code: ErrorCode,
+}
+
+impl Problem {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Problem {
+            type_uri: format!("urn:tidings:problem:{}", code.as_str()),
+            title: code.as_str().replace('_', " "),
+            status: code.http_status(),
+            detail: Some(detail.into()),
+            code,
+        }
+    }
+}
+
+/// `POST /api/v1/accounts`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// 3 to 32 characters: lowercase letters, digits, `_`, `.` and `-`, starting with a letter.
+    pub username: String,
+    /// 10 to 1024 characters.
+    pub password: String,
+    /// Required when registration is invite-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite_code: Option<String>,
+}
+
+/// A user account as its owner sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Account {
+    pub user_id: UserId,
+    pub username: String,
+    pub created_at: i64,
+}
+
+/// Another user, as shown in member lists.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UserSummary {
+    pub user_id: UserId,
+    pub username: String,
+}
+
+/// RFC 6749 section 5.1 successful token response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    pub refresh_token: String,
+    pub scope: String,
+    /// The device this sign-in created or continued (a Tidings extension).
+    pub device_id: DeviceId,
+    pub user_id: UserId,
+}
+
+/// RFC 6749 section 5.2 error response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OAuthError {
+    /// `invalid_request`, `invalid_client`, `invalid_grant`, `unauthorized_client`,
+    /// `unsupported_grant_type` or `invalid_scope`.
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+}
+
+/// One signed-in device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Device {
+    pub device_id: DeviceId,
+    pub name: String,
+    pub created_at: i64,
+    pub last_active_at: i64,
+    /// True for the device making the request.
+    pub current: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceList {
+    pub devices: Vec<Device>,
+}
+
+/// `POST /api/v1/account/password`: signs out every other device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// `POST /api/v1/conversations/direct`: returns the one direct conversation with that user,
+/// creating it on first use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDirectRequest {
+    pub user_id: UserId,
+}
+
+/// `POST /api/v1/conversations`: creates a group with the caller as owner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroupRequest {
+    pub title: String,
+    #[serde(default)]
+    pub members: Vec<UserId>,
+}
+
+/// `POST /api/v1/conversations/{id}/members`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMembersRequest {
+    pub members: Vec<UserId>,
+}
+
+/// Whether a conversation is between exactly two users or a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    Direct,
+    Group,
+}
+
+/// A member's role in a conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Owner,
+    Member,
+}
+
+/// A member and their markers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Member {
+    pub user_id: UserId,
+    pub username: String,
+    pub role: Role,
+    pub delivered_seq: Seq,
+    pub read_seq: Seq,
+}
+
+/// A conversation as one member sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Conversation {
+    pub id: ConversationId,
+    pub kind: ConversationKind,
+    /// The group title; for direct conversations, empty (clients show the peer's name).
+    pub title: String,
+    pub created_at: i64,
+    /// The newest sequence in the conversation (0 when empty).
+    pub last_seq: Seq,
+    /// The caller's read marker.
+    pub read_seq: Seq,
+    /// Messages from others after the caller's read marker.
+    pub unread: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<Message>,
+    /// For direct conversations, the other user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<UserSummary>,
+    pub member_count: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConversationList {
+    pub conversations: Vec<Conversation>,
+}
+
+/// `POST /api/v1/conversations/{id}/messages`: the REST twin of the `send` frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessageRequest {
+    pub client_msg_id: String,
+    pub body: MessageBody,
+}
+
+/// The REST twin of the `ack` frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SendAck {
+    pub conversation_id: ConversationId,
+    pub seq: Seq,
+    pub message_id: crate::ids::MessageId,
+    pub ts: i64,
+    pub duplicate: bool,
+}
+
+/// A page of history, oldest first; `has_more` tells whether older messages exist.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryPage {
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Health {
+    /// `ok`, or `unavailable` with a 503 status.
+    pub status: String,
+    pub version: String,
+}

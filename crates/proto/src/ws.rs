@@ -1,0 +1,192 @@
+//! Frames of the native WebSocket protocol: JSON text frames tagged by `type`.
+//!
+//! Requests from the client carry an `id` (any string the client picks); the server answers
+//! each with exactly one response frame carrying the same `id`, or an `error` frame with it.
+//! Server events (`message`, `receipt`, `typing`, `presence`, `conversation`) carry no `id`.
+
+use crate::error::ErrorCode;
+use crate::ids::{ConversationId, DeviceId, Seq, UserId};
+use crate::message::{Message, MessageBody};
+use crate::rest::Conversation;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The WebSocket subprotocol that selects this version of the protocol.
+pub const SUBPROTOCOL: &str = "tidings.v1";
+
+/// A frame sent by the client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Authenticates the connection with an OAuth access token. Must be the first frame; may be
+    /// sent again later with a fresh token to extend the session without reconnecting.
+    Auth { id: String, token: String },
+    /// Sends a message. Answered by `ack` once the message is durably stored.
+    Send {
+        id: String,
+        conversation_id: ConversationId,
+        /// Client-chosen idempotency key (1 to 64 characters); a retry with the same key
+        /// returns the original `ack`.
+        client_msg_id: String,
+        body: MessageBody,
+    },
+    /// Asks for everything missed since the given cursors. The server streams `conversation`
+    /// and `message` events in per-conversation order, then answers `sync_done`.
+    Sync {
+        id: String,
+        /// The highest sequence the client holds per conversation. Conversations the user
+        /// belongs to but that are not listed are treated as cursor 0.
+        #[serde(default)]
+        cursors: Vec<Cursor>,
+        /// When set, at most this many of the newest missed messages are sent per conversation,
+        /// preceded by a `gap` event; older ones can be paged with `history`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit_per_conversation: Option<u32>,
+    },
+    /// Pages backwards through a conversation's history.
+    History {
+        id: String,
+        conversation_id: ConversationId,
+        /// Return messages strictly before this sequence; omit for the newest.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before_seq: Option<Seq>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Moves the caller's delivered or read marker forward (it never moves back).
+    Receipt {
+        id: String,
+        conversation_id: ConversationId,
+        receipt: ReceiptKind,
+        seq: Seq,
+    },
+    /// Tells the other members the caller is typing (or stopped). Ephemeral, never stored.
+    Typing {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation_id: ConversationId,
+        typing: bool,
+    },
+    /// Asks for the presence of users who share a conversation with the caller.
+    PresenceQuery { id: String, user_ids: Vec<UserId> },
+    /// Application-level keepalive; answered by `pong`.
+    Ping { id: String },
+}
+
+impl ClientFrame {
+    /// The request id, when the frame has one.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            ClientFrame::Auth { id, .. }
+            | ClientFrame::Send { id, .. }
+            | ClientFrame::Sync { id, .. }
+            | ClientFrame::History { id, .. }
+            | ClientFrame::Receipt { id, .. }
+            | ClientFrame::PresenceQuery { id, .. }
+            | ClientFrame::Ping { id } => Some(id),
+            ClientFrame::Typing { id, .. } => id.as_deref(),
+        }
+    }
+}
+
+/// A client's position in one conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Cursor {
+    pub conversation_id: ConversationId,
+    pub seq: Seq,
+}
+
+/// Which marker a receipt moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptKind {
+    Delivered,
+    Read,
+}
+
+/// Whether a user has a connected device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    Online,
+    Offline,
+}
+
+/// One user's presence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Presence {
+    pub user_id: UserId,
+    pub status: PresenceStatus,
+    /// When the user's last device disconnected, in milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<i64>,
+}
+
+/// A frame sent by the server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The connection is authenticated until `expires_at` (ms since the epoch).
+    AuthOk {
+        id: String,
+        user_id: UserId,
+        device_id: DeviceId,
+        expires_at: i64,
+    },
+    /// The message is durably stored with this sequence; `duplicate` is true when the
+    /// `client_msg_id` had been seen before and this is the original ack.
+    Ack {
+        id: String,
+        conversation_id: ConversationId,
+        seq: Seq,
+        message_id: crate::ids::MessageId,
+        ts: i64,
+        duplicate: bool,
+    },
+    /// A generic success answer for requests with nothing else to say.
+    Ok { id: String },
+    /// A request failed, or (without `id`) the connection is about to close.
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        code: ErrorCode,
+        message: String,
+    },
+    /// A new message, live or during sync.
+    Message { message: Message },
+    /// During sync with `limit_per_conversation`: messages `from_seq..=to_seq` were skipped.
+    Gap {
+        conversation_id: ConversationId,
+        from_seq: Seq,
+        to_seq: Seq,
+    },
+    /// The state of a conversation the user belongs to (sent during sync for every conversation
+    /// with news, and live when the user joins a conversation).
+    Conversation { conversation: Conversation },
+    /// Sync finished: every message up to the server's position at the time is sent.
+    SyncDone { id: String, conversations: u32, messages: u64 },
+    /// A page of history, oldest first.
+    History {
+        id: String,
+        messages: Vec<Message>,
+        has_more: bool,
+    },
+    /// A member moved a marker.
+    Receipt {
+        conversation_id: ConversationId,
+        user_id: UserId,
+        receipt: ReceiptKind,
+        seq: Seq,
+    },
+    /// A member started or stopped typing.
+    Typing {
+        conversation_id: ConversationId,
+        user_id: UserId,
+        typing: bool,
+    },
+    /// A user who shares a conversation came online or went offline.
+    Presence { presence: Presence },
+    /// The answer to `presence_query`.
+    PresenceList { id: String, users: Vec<Presence> },
+    Pong { id: String },
+}

@@ -1,0 +1,295 @@
+//! The `Store` trait: everything Tidings keeps durably, behind one interface.
+//!
+//! The domain core reaches storage only through [`Store`]. Each backend (SQLite today,
+//! PostgreSQL next) implements it and must pass the shared suite in [`conformance`]
+//! (feature `conformance`), so the core can rely on the contract written here, not on a backend.
+//!
+//! # Contract highlights
+//! - [`Store::append_messages`] commits a whole batch in one durable transaction (group commit)
+//!   and returns only after the data is on disk. Sequence numbers are per conversation,
+//!   start at 1, and are gap-free and strictly increasing in commit order.
+//! - Appends are idempotent on `(conversation_id, sender_id, client_msg_id)`: a retry returns the
+//!   stored message with `duplicate = true` and stores nothing.
+//! - Appending moves the sender's delivered and read markers to the new sequence (one's own
+//!   message is read), so unread counts never include one's own messages.
+//! - Markers (delivered, read) only move forward and never past the conversation's last sequence.
+//! - Refresh tokens are stored hashed; a rotated token presented again revokes its device.
+
+use async_trait::async_trait;
+use tidings_proto::rest::{ConversationKind, Role};
+use tidings_proto::ws::ReceiptKind;
+use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, Seq, UserId};
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was violated; the string names which one (e.g. `username`).
+    #[error("conflict on {0}")]
+    Conflict(&'static str),
+    /// The referenced row does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The backend failed (I/O, corruption, connection loss). The message is for logs only.
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A stored user account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: UserId,
+    /// Lowercase, unique.
+    pub username: String,
+    /// PHC string (argon2id).
+    pub password_hash: String,
+    pub created_at: i64,
+    pub disabled: bool,
+}
+
+/// A signed-in device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub id: DeviceId,
+    pub user_id: UserId,
+    pub name: String,
+    pub created_at: i64,
+    pub last_active_at: i64,
+    /// Set when the device was signed out; its tokens are then worthless.
+    pub revoked_at: Option<i64>,
+}
+
+/// A refresh token to store. Only the SHA-256 of the token is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRefreshToken {
+    pub token_hash: [u8; 32],
+    pub device_id: DeviceId,
+    pub user_id: UserId,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// The result of presenting a refresh token for rotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The old token is now used and the new one stored; the device is still signed in.
+    Rotated { user_id: UserId, device_id: DeviceId },
+    /// The token had already been used: the device and all its tokens are now revoked.
+    ReuseDetected { user_id: UserId, device_id: DeviceId },
+    /// Unknown, expired, or belonging to a revoked device.
+    Invalid,
+}
+
+/// A stored conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConversationRecord {
+    pub id: ConversationId,
+    pub kind: ConversationKind,
+    pub title: String,
+    pub created_at: i64,
+    pub last_seq: Seq,
+}
+
+/// A member of a conversation with their markers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub conversation_id: ConversationId,
+    pub user_id: UserId,
+    pub username: String,
+    pub role: Role,
+    pub joined_at: i64,
+    pub delivered_seq: Seq,
+    pub read_seq: Seq,
+}
+
+/// One conversation as seen by one member: for the conversation list and for sync.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserConversation {
+    pub conversation: ConversationRecord,
+    pub me: MemberRecord,
+    /// Messages from other senders after `me.read_seq`.
+    pub unread: u64,
+    pub member_count: u32,
+    /// For direct conversations, the other member.
+    pub peer: Option<(UserId, String)>,
+}
+
+/// A message to append. The store assigns `seq`, `id` and keeps `ts` as given.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewMessage {
+    pub conversation_id: ConversationId,
+    pub sender_id: UserId,
+    pub sender_device_id: DeviceId,
+    pub client_msg_id: String,
+    pub ts: i64,
+    pub body: MessageBody,
+}
+
+/// The result of appending one message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Appended {
+    pub message: Message,
+    /// True when the `client_msg_id` was already stored and `message` is the original.
+    pub duplicate: bool,
+}
+
+/// An invitation code that lets someone register while registration is invite-only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewInvite {
+    pub code_hash: [u8; 32],
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub uses: u32,
+}
+
+/// Durable state of Tidings. Every method is a single atomic operation.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A cheap round trip to the backend, for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // --- Accounts -------------------------------------------------------------------------
+
+    /// Creates a user. `Conflict("username")` if the name is taken.
+    async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> StoreResult<UserRecord>;
+    /// Creates a user only if the invite exists, is unexpired and has uses left, consuming one
+    /// use in the same transaction. `NotFound` if the invite is not usable.
+    async fn create_user_with_invite(
+        &self,
+        username: &str,
+        password_hash: &str,
+        invite_hash: [u8; 32],
+        now: i64,
+    ) -> StoreResult<UserRecord>;
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>>;
+    async fn user_by_id(&self, id: UserId) -> StoreResult<Option<UserRecord>>;
+    /// Users with ids in `ids` (unknown ids are skipped), in id order.
+    async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<UserRecord>>;
+    /// Users in id order after `after`, at most `limit`.
+    async fn list_users(&self, after: Option<UserId>, limit: u32) -> StoreResult<Vec<UserRecord>>;
+    async fn set_password_hash(&self, user: UserId, password_hash: &str) -> StoreResult<()>;
+    async fn create_invite(&self, invite: NewInvite) -> StoreResult<()>;
+
+    // --- Devices and tokens ---------------------------------------------------------------
+
+    async fn create_device(&self, user: UserId, name: &str, now: i64) -> StoreResult<DeviceRecord>;
+    async fn device(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>>;
+    /// The user's devices that are not revoked, oldest first.
+    async fn devices_of(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>>;
+    async fn touch_device(&self, id: DeviceId, now: i64) -> StoreResult<()>;
+    /// Signs a device out: marks it revoked and deletes its refresh tokens.
+    /// Returns false if it did not exist, was not the user's, or was already revoked.
+    async fn revoke_device(&self, user: UserId, id: DeviceId, now: i64) -> StoreResult<bool>;
+    /// Revokes every device of the user except `keep`; returns the revoked ids.
+    async fn revoke_other_devices(
+        &self,
+        user: UserId,
+        keep: Option<DeviceId>,
+        now: i64,
+    ) -> StoreResult<Vec<DeviceId>>;
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> StoreResult<()>;
+    /// Atomically checks `old_hash` and, if valid and unused, marks it used and stores `new`
+    /// (which must name the same device; the store fills in nothing).
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: [u8; 32],
+        new: NewRefreshToken,
+        now: i64,
+    ) -> StoreResult<RotateOutcome>;
+    /// The device a refresh token belongs to, if the token is known (used or not).
+    async fn refresh_token_device(&self, hash: [u8; 32]) -> StoreResult<Option<DeviceId>>;
+
+    // --- Conversations --------------------------------------------------------------------
+
+    /// The one direct conversation between `a` and `b`, created if missing.
+    /// Returns the record and whether it was created now.
+    async fn get_or_create_direct(
+        &self,
+        a: UserId,
+        b: UserId,
+        now: i64,
+    ) -> StoreResult<(ConversationRecord, bool)>;
+    /// Creates a group; `owner` becomes its owner and `members` its members (duplicates and the
+    /// owner are ignored in `members`).
+    async fn create_group(
+        &self,
+        owner: UserId,
+        title: &str,
+        members: &[UserId],
+        now: i64,
+    ) -> StoreResult<ConversationRecord>;
+    /// Adds members (existing ones are skipped); returns those actually added.
+    async fn add_members(
+        &self,
+        conversation: ConversationId,
+        users: &[UserId],
+        now: i64,
+    ) -> StoreResult<Vec<UserId>>;
+    /// Removes a member; returns false if they were not a member.
+    async fn remove_member(&self, conversation: ConversationId, user: UserId)
+    -> StoreResult<bool>;
+    async fn conversation(&self, id: ConversationId) -> StoreResult<Option<ConversationRecord>>;
+    async fn member(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+    ) -> StoreResult<Option<MemberRecord>>;
+    /// All members, in user id order.
+    async fn members(&self, conversation: ConversationId) -> StoreResult<Vec<MemberRecord>>;
+    /// Every conversation the user belongs to, newest activity first.
+    async fn conversations_of(&self, user: UserId) -> StoreResult<Vec<UserConversation>>;
+    /// One conversation as seen by `user`, if they are a member.
+    async fn user_conversation(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+    ) -> StoreResult<Option<UserConversation>>;
+    /// Distinct users (other than `user`) who share at least one conversation with `user`.
+    async fn co_members(&self, user: UserId) -> StoreResult<Vec<UserId>>;
+
+    // --- Messages -------------------------------------------------------------------------
+
+    /// Appends a batch in one durable transaction (see the crate docs). Results are in input
+    /// order. An item fails alone with `NotFound` if its conversation does not exist; any
+    /// backend failure fails the whole batch and nothing from it is stored.
+    async fn append_messages(&self, batch: Vec<NewMessage>) -> StoreResult<Vec<StoreResult<Appended>>>;
+    /// Messages with `seq > after`, ascending, at most `limit`.
+    async fn messages_after(
+        &self,
+        conversation: ConversationId,
+        after: Seq,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>>;
+    /// The newest messages with `seq < before` (or the newest overall), returned ascending.
+    async fn messages_before(
+        &self,
+        conversation: ConversationId,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>>;
+
+    // --- Markers and presence -------------------------------------------------------------
+
+    /// Moves a member's marker forward to `min(seq, last_seq)`. Returns the new value if it
+    /// moved, `None` if it was already there or beyond. `NotFound` if not a member.
+    /// Moving `read` also moves `delivered` (what was read was delivered).
+    async fn advance_marker(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        kind: ReceiptKind,
+        seq: Seq,
+    ) -> StoreResult<Option<Seq>>;
+    async fn set_last_seen(&self, user: UserId, ts: i64) -> StoreResult<()>;
+    /// Last-seen times for these users (users never seen are absent).
+    async fn last_seen(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, i64)>>;
+}
