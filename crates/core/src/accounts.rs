@@ -1,0 +1,380 @@
+//! Accounts, OAuth grants, devices and passwords.
+
+use crate::config::RegistrationMode;
+use crate::error::{CoreError, CoreResult};
+use crate::passwords::{check_password, normalize_username};
+use crate::tokens::{self, AccessClaims, TokenError};
+use crate::{Caller, Core};
+use tidings_bus::BusEvent;
+use tidings_proto::rest::{Account, ChangePasswordRequest, Device, DeviceList, RegisterRequest, TokenResponse};
+use tidings_proto::{DeviceId, ErrorCode, UserId};
+use tidings_store::{NewInvite, NewRefreshToken, RotateOutcome, StoreError, UserRecord};
+
+/// The OAuth client every first-party sign-in is attributed to until clients are registered.
+pub const DEFAULT_CLIENT_ID: &str = "tidings";
+/// The scope of first-party tokens: everything a user can do.
+pub const DEFAULT_SCOPE: &str = "messages profile devices";
+
+fn account(user: &UserRecord) -> Account {
+    Account {
+        user_id: user.id,
+        username: user.username.clone(),
+        created_at: user.created_at,
+    }
+}
+
+fn invalid_grant(message: &str) -> CoreError {
+    CoreError::new(ErrorCode::InvalidCredentials, message)
+}
+
+impl Core {
+    /// `POST /api/v1/accounts`: self-service registration, subject to the registration mode.
+    pub async fn register(&self, req: RegisterRequest) -> CoreResult<Account> {
+        let mode = self.inner.config.accounts.registration;
+        if mode == RegistrationMode::Closed {
+            return Err(CoreError::new(
+                ErrorCode::RegistrationClosed,
+                "registration is closed on this server",
+            ));
+        }
+        let username = normalize_username(&req.username)?;
+        check_password(
+            &req.password,
+            &username,
+            self.inner.config.accounts.min_password_length,
+        )?;
+        let invite = match (mode, req.invite_code) {
+            (RegistrationMode::Invite, Some(code)) => Some(tokens::hash_token(&code)),
+            (RegistrationMode::Invite, None) => {
+                return Err(CoreError::new(
+                    ErrorCode::RegistrationClosed,
+                    "registration needs an invite code",
+                ));
+            }
+            _ => None,
+        };
+        let hash = self.inner.hashing.hash(req.password).await?;
+        let now = self.now_ms();
+        let created = match invite {
+            Some(invite) => self
+                .inner
+                .store
+                .create_user_with_invite(&username, &hash, invite, now)
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound => CoreError::new(
+                        ErrorCode::RegistrationClosed,
+                        "the invite code is unknown, expired or used up",
+                    ),
+                    other => other.into(),
+                })?,
+            None => self.inner.store.create_user(&username, &hash, now).await?,
+        };
+        tracing::info!(user_id = %created.id, "Account registered.");
+        Ok(account(&created))
+    }
+
+    /// Creates an account regardless of the registration mode (operators only).
+    pub async fn admin_create_user(&self, username: &str, password: String) -> CoreResult<Account> {
+        let username = normalize_username(username)?;
+        check_password(&password, &username, self.inner.config.accounts.min_password_length)?;
+        let hash = self.inner.hashing.hash(password).await?;
+        let created = self
+            .inner
+            .store
+            .create_user(&username, &hash, self.now_ms())
+            .await?;
+        Ok(account(&created))
+    }
+
+    /// Lists accounts in id order (operators only).
+    pub async fn admin_list_users(&self, after: Option<UserId>, limit: u32) -> CoreResult<Vec<Account>> {
+        let users = self.inner.store.list_users(after, limit).await?;
+        Ok(users.iter().map(account).collect())
+    }
+
+    /// Sets a new password and signs out every device (operators only).
+    /// Returns how many devices were signed out.
+    pub async fn admin_reset_password(&self, username: &str, password: String) -> CoreResult<usize> {
+        let username = normalize_username(username)?;
+        let user = self
+            .inner
+            .store
+            .user_by_name(&username)
+            .await?
+            .ok_or_else(|| CoreError::not_found("user"))?;
+        check_password(&password, &username, self.inner.config.accounts.min_password_length)?;
+        let hash = self.inner.hashing.hash(password).await?;
+        self.inner.store.set_password_hash(user.id, &hash).await?;
+        let revoked = self
+            .inner
+            .store
+            .revoke_other_devices(user.id, None, self.now_ms())
+            .await?;
+        for device_id in &revoked {
+            self.announce_revoked(user.id, *device_id).await;
+        }
+        Ok(revoked.len())
+    }
+
+    /// Creates an invite code valid for `uses` registrations during `ttl_secs`.
+    pub async fn admin_create_invite(&self, uses: u32, ttl_secs: u64) -> CoreResult<String> {
+        let code = tokens::random_token();
+        let now = self.now_ms();
+        self.inner
+            .store
+            .create_invite(NewInvite {
+                code_hash: tokens::hash_token(&code),
+                created_at: now,
+                expires_at: now.saturating_add((ttl_secs as i64).saturating_mul(1000)),
+                uses: uses.max(1),
+            })
+            .await?;
+        Ok(code)
+    }
+
+    /// Checks a username and password; on success returns the user. Unknown users cost the
+    /// same hashing time as known ones.
+    async fn check_credentials(&self, username: &str, password: String) -> CoreResult<UserRecord> {
+        let user = match normalize_username(username) {
+            Ok(name) => self.inner.store.user_by_name(&name).await?,
+            Err(_) => None,
+        };
+        let phc = match &user {
+            Some(u) if !u.disabled => u.password_hash.clone(),
+            _ => self
+                .inner
+                .dummy_hash
+                .get_or_try_init(|| self.inner.hashing.dummy_hash())
+                .await?
+                .clone(),
+        };
+        let ok = self.inner.hashing.verify(password, phc).await?;
+        match user {
+            Some(u) if ok && !u.disabled => Ok(u),
+            _ => Err(invalid_grant("wrong username or password")),
+        }
+    }
+
+    /// RFC 6749 resource owner password grant: signs in and creates a device.
+    pub async fn password_grant(
+        &self,
+        username: &str,
+        password: String,
+        device_name: Option<String>,
+    ) -> CoreResult<TokenResponse> {
+        let user = self.check_credentials(username, password).await?;
+        let name = device_name
+            .map(|n| n.trim().chars().take(64).collect::<String>())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "Unnamed device".to_string());
+        let device = self
+            .inner
+            .store
+            .create_device(user.id, &name, self.now_ms())
+            .await?;
+        tracing::info!(user_id = %user.id, device_id = %device.id, "Signed in.");
+        let refresh = tokens::random_token();
+        self.inner
+            .store
+            .insert_refresh_token(self.new_refresh(&refresh, user.id, device.id))
+            .await?;
+        Ok(self.token_response(user.id, device.id, refresh))
+    }
+
+    /// RFC 6749 refresh grant with rotation; a reused token revokes its device.
+    pub async fn refresh_grant(&self, refresh_token: &str) -> CoreResult<TokenResponse> {
+        let old_hash = tokens::hash_token(refresh_token);
+        let Some(device_id) = self.inner.store.refresh_token_device(old_hash).await? else {
+            return Err(invalid_grant("unknown refresh token"));
+        };
+        let Some(device) = self.inner.store.device(device_id).await? else {
+            return Err(invalid_grant("unknown refresh token"));
+        };
+        let fresh = tokens::random_token();
+        let outcome = self
+            .inner
+            .store
+            .rotate_refresh_token(
+                old_hash,
+                self.new_refresh(&fresh, device.user_id, device.id),
+                self.now_ms(),
+            )
+            .await?;
+        match outcome {
+            RotateOutcome::Rotated { user_id, device_id } => {
+                self.inner.store.touch_device(device_id, self.now_ms()).await?;
+                Ok(self.token_response(user_id, device_id, fresh))
+            }
+            RotateOutcome::ReuseDetected { user_id, device_id } => {
+                tracing::warn!(%user_id, %device_id, "Refresh token reused; device signed out.");
+                self.announce_revoked(user_id, device_id).await;
+                Err(invalid_grant("refresh token was already used; the device is signed out"))
+            }
+            RotateOutcome::Invalid => Err(invalid_grant("refresh token is expired or revoked")),
+        }
+    }
+
+    /// RFC 7009 revocation. Revoking a refresh token signs its device out; revoking an access
+    /// token signs out the device it was issued to. Unknown tokens are not an error.
+    pub async fn revoke_token(&self, token: &str) -> CoreResult<()> {
+        let device = match self.inner.store.refresh_token_device(tokens::hash_token(token)).await? {
+            Some(device_id) => self.inner.store.device(device_id).await?,
+            None => match self.verify_claims(token) {
+                Ok(claims) => self.inner.store.device(claims.device_id()).await?,
+                Err(_) => None,
+            },
+        };
+        if let Some(device) = device
+            && self
+                .inner
+                .store
+                .revoke_device(device.user_id, device.id, self.now_ms())
+                .await?
+        {
+            self.announce_revoked(device.user_id, device.id).await;
+        }
+        Ok(())
+    }
+
+    fn verify_claims(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        tokens::verify_access(
+            &self.inner.keys,
+            token,
+            &self.inner.issuer,
+            self.now_ms().div_euclid(1000),
+        )
+    }
+
+    /// Validates an access token and the device behind it.
+    pub async fn authenticate(&self, access_token: &str) -> CoreResult<Caller> {
+        let claims = self.verify_claims(access_token).map_err(|e| match e {
+            TokenError::Expired => CoreError::new(ErrorCode::TokenExpired, "access token expired"),
+            _ => CoreError::unauthenticated("invalid access token"),
+        })?;
+        let user_id = claims
+            .user_id()
+            .ok_or_else(|| CoreError::unauthenticated("invalid access token"))?;
+        match self.inner.store.device(claims.device_id()).await? {
+            Some(d) if d.user_id == user_id && d.revoked_at.is_none() => Ok(Caller {
+                user_id,
+                device_id: d.id,
+                expires_at: claims.exp.saturating_mul(1000),
+            }),
+            _ => Err(CoreError::unauthenticated("the device has been signed out")),
+        }
+    }
+
+    /// The caller's account.
+    pub async fn me(&self, caller: &Caller) -> CoreResult<Account> {
+        let user = self
+            .inner
+            .store
+            .user_by_id(caller.user_id)
+            .await?
+            .ok_or_else(|| CoreError::unauthenticated("account no longer exists"))?;
+        Ok(account(&user))
+    }
+
+    pub async fn devices(&self, caller: &Caller) -> CoreResult<DeviceList> {
+        let devices = self.inner.store.devices_of(caller.user_id).await?;
+        Ok(DeviceList {
+            devices: devices
+                .into_iter()
+                .map(|d| Device {
+                    current: d.id == caller.device_id,
+                    device_id: d.id,
+                    name: d.name,
+                    created_at: d.created_at,
+                    last_active_at: d.last_active_at,
+                })
+                .collect(),
+        })
+    }
+
+    /// Signs out one of the caller's devices (possibly the current one).
+    pub async fn sign_out_device(&self, caller: &Caller, device: DeviceId) -> CoreResult<()> {
+        if !self
+            .inner
+            .store
+            .revoke_device(caller.user_id, device, self.now_ms())
+            .await?
+        {
+            return Err(CoreError::not_found("device"));
+        }
+        self.announce_revoked(caller.user_id, device).await;
+        Ok(())
+    }
+
+    /// Changes the password after checking the current one; signs out every other device.
+    pub async fn change_password(&self, caller: &Caller, req: ChangePasswordRequest) -> CoreResult<()> {
+        let user = self.me(caller).await?;
+        self.check_credentials(&user.username, req.current_password)
+            .await
+            .map_err(|_| CoreError::new(ErrorCode::InvalidCredentials, "current password is wrong"))?;
+        check_password(
+            &req.new_password,
+            &user.username,
+            self.inner.config.accounts.min_password_length,
+        )?;
+        let hash = self.inner.hashing.hash(req.new_password).await?;
+        self.inner.store.set_password_hash(caller.user_id, &hash).await?;
+        let revoked = self
+            .inner
+            .store
+            .revoke_other_devices(caller.user_id, Some(caller.device_id), self.now_ms())
+            .await?;
+        for device_id in revoked {
+            self.announce_revoked(caller.user_id, device_id).await;
+        }
+        Ok(())
+    }
+
+    fn new_refresh(&self, token: &str, user: UserId, device: DeviceId) -> NewRefreshToken {
+        let now = self.now_ms();
+        let ttl_ms = (self.inner.config.tokens.refresh_ttl_secs as i64).saturating_mul(1000);
+        NewRefreshToken {
+            token_hash: tokens::hash_token(token),
+            device_id: device,
+            user_id: user,
+            created_at: now,
+            expires_at: now.saturating_add(ttl_ms),
+        }
+    }
+
+    fn token_response(&self, user: UserId, device: DeviceId, refresh: String) -> TokenResponse {
+        let now_secs = self.now_ms().div_euclid(1000);
+        let ttl = self.inner.config.tokens.access_ttl_secs;
+        let claims = AccessClaims {
+            iss: self.inner.issuer.clone(),
+            sub: user.0.to_string(),
+            did: device.0,
+            client_id: DEFAULT_CLIENT_ID.into(),
+            scope: DEFAULT_SCOPE.into(),
+            iat: now_secs,
+            exp: now_secs.saturating_add(ttl as i64),
+            jti: tokens::random_token(),
+        };
+        TokenResponse {
+            access_token: tokens::sign_access(&self.inner.keys, &claims),
+            token_type: "Bearer".into(),
+            expires_in: ttl,
+            refresh_token: refresh,
+            scope: DEFAULT_SCOPE.into(),
+            device_id: device,
+            user_id: user,
+        }
+    }
+
+    /// Tells every node to close the device's connections.
+    async fn announce_revoked(&self, user_id: UserId, device_id: DeviceId) {
+        if let Err(e) = self
+            .inner
+            .bus
+            .publish(BusEvent::DeviceRevoked { user_id, device_id })
+            .await
+        {
+            tracing::warn!(%e, %device_id, "Could not announce a signed-out device.");
+        }
+    }
+}

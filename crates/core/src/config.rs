@@ -1,0 +1,112 @@
+//! Settings of the domain core. The binary reads them from file, environment and flags;
+//! the doc comments here become the comments of `tidings.example.toml`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Who may create an account through the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationMode {
+    /// Anyone who can reach the server.
+    Open,
+    /// Only holders of an invite code (`tidings admin create-invite`).
+    Invite,
+    /// Nobody; operators create accounts with `tidings admin create-user`.
+    Closed,
+}
+
+/// Accounts and sign-in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// Who may register: "open", "invite" or "closed".
+    pub registration: RegistrationMode,
+    /// Minimum password length in characters.
+    pub min_password_length: u32,
+    /// Argon2id memory cost in KiB (OWASP recommends at least 19456).
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations.
+    pub argon2_iterations: u32,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            registration: RegistrationMode::Open,
+            min_password_length: 10,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+        }
+    }
+}
+
+/// OAuth token lifetimes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Lifetime of access tokens in seconds. Short, because they cannot be recalled.
+    pub access_ttl_secs: u64,
+    /// Lifetime of refresh tokens in seconds; each use rotates the token.
+    pub refresh_ttl_secs: u64,
+    /// The `iss` claim and the issuer in the authorization server metadata. Empty means
+    /// "derived from the listen address".
+    pub issuer: String,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            access_ttl_secs: 900,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            issuer: String::new(),
+        }
+    }
+}
+
+/// Limits that protect the server and its users.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest message body in bytes, measured as its JSON encoding.
+    pub max_message_bytes: usize,
+    /// Largest group, owner included.
+    pub max_group_members: u32,
+    /// Largest page of history a client may ask for.
+    pub max_history_page: u32,
+    /// Messages read from the store per page while syncing a connection; bounds the memory
+    /// one syncing connection holds.
+    pub sync_page: u32,
+    /// Events queued for one connection before it is closed as a slow consumer.
+    pub outbound_queue: usize,
+    /// Requests one connection may have in flight before the server stops reading from it.
+    pub max_in_flight: usize,
+    /// Messages committed together at most (group commit).
+    pub max_commit_batch: usize,
+    /// Conversations whose member lists are cached in memory.
+    pub member_cache_entries: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: 64 * 1024,
+            max_group_members: 10_000,
+            max_history_page: 500,
+            sync_page: 256,
+            outbound_queue: 1024,
+            max_in_flight: 256,
+            max_commit_batch: 512,
+            member_cache_entries: 100_000,
+        }
+    }
+}
+
+/// Everything the core is configured with.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoreConfig {
+    pub accounts: AccountsConfig,
+    pub tokens: TokensConfig,
+    pub limits: LimitsConfig,
+}

@@ -1,0 +1,341 @@
+//! Direct and group conversations, membership, and the in-memory member cache.
+
+use crate::error::{CoreError, CoreResult};
+use crate::policy::{Action, Standing, decide};
+use crate::{Caller, Core};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tidings_bus::{BusEvent, OutFrame};
+use tidings_proto::rest::{
+    Conversation, ConversationKind, ConversationList, CreateGroupRequest, Member, Role, UserSummary,
+};
+use tidings_proto::ws::ServerFrame;
+use tidings_proto::{ConversationId, ErrorCode, UserId};
+use tidings_store::UserConversation;
+
+/// What the hot path needs to know about a conversation: its kind and who is in it.
+#[derive(Debug)]
+pub struct ConvInfo {
+    pub kind: ConversationKind,
+    pub roles: HashMap<UserId, Role>,
+    /// The same members as a shared slice, handed to the bus without copying.
+    pub member_ids: Arc<[UserId]>,
+}
+
+impl ConvInfo {
+    pub fn standing(&self, user: UserId) -> Standing {
+        Standing::from_role(self.roles.get(&user).copied())
+    }
+}
+
+/// Member lists of recently used conversations, so sending a message needs no query.
+///
+/// Correctness does not depend on the cache being warm, only on it never being stale: every
+/// membership change invalidates the entry (locally and, through the bus, on other nodes), and
+/// a generation counter stops a load that raced with an invalidation from being stored.
+pub struct MemberCache {
+    entries: Mutex<HashMap<ConversationId, Arc<ConvInfo>>>,
+    generation: AtomicU64,
+    capacity: usize,
+}
+
+impl MemberCache {
+    pub fn new(capacity: usize) -> Self {
+        MemberCache {
+            entries: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn invalidate(&self, id: ConversationId) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.entries.lock().expect("cache lock poisoned").remove(&id);
+    }
+
+    fn get(&self, id: ConversationId) -> Option<Arc<ConvInfo>> {
+        self.entries.lock().expect("cache lock poisoned").get(&id).cloned()
+    }
+
+    fn insert_if_current(&self, id: ConversationId, info: Arc<ConvInfo>, generation: u64) {
+        let mut entries = self.entries.lock().expect("cache lock poisoned");
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if entries.len() >= self.capacity {
+            // A crude but bounded eviction: drop everything. Entries reload on demand, and a
+            // deployment that hits this should raise `member_cache_entries`.
+            entries.clear();
+        }
+        entries.insert(id, info);
+    }
+}
+
+fn role_of(kind: ConversationKind, standing_role: Role) -> Role {
+    match kind {
+        ConversationKind::Direct => Role::Member,
+        ConversationKind::Group => standing_role,
+    }
+}
+
+impl Core {
+    /// The conversation's kind and members, from the cache or the store.
+    pub(crate) async fn conv_info(&self, id: ConversationId) -> CoreResult<Arc<ConvInfo>> {
+        if let Some(info) = self.inner.members.get(id) {
+            return Ok(info);
+        }
+        let generation = self.inner.members.generation.load(Ordering::Acquire);
+        let conv = self
+            .inner
+            .store
+            .conversation(id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("conversation"))?;
+        let members = self.inner.store.members(id).await?;
+        let info = Arc::new(ConvInfo {
+            kind: conv.kind,
+            member_ids: members.iter().map(|m| m.user_id).collect(),
+            roles: members
+                .iter()
+                .map(|m| (m.user_id, role_of(conv.kind, m.role)))
+                .collect(),
+        });
+        self.inner
+            .members
+            .insert_if_current(id, info.clone(), generation);
+        Ok(info)
+    }
+
+    /// Checks the policy for the caller in a conversation and returns the conversation's info.
+    pub(crate) async fn authorize(
+        &self,
+        caller: &Caller,
+        id: ConversationId,
+        action: Action,
+    ) -> CoreResult<Arc<ConvInfo>> {
+        let info = match self.conv_info(id).await {
+            Ok(info) => info,
+            // Unknown conversations and ones the caller is not in look the same.
+            Err(e) if e.code == ErrorCode::NotFound => {
+                return Err(CoreError::not_found("conversation"));
+            }
+            Err(e) => return Err(e),
+        };
+        decide(action, info.kind, info.standing(caller.user_id))?;
+        Ok(info)
+    }
+
+    pub(crate) fn conversation_view(uc: &UserConversation) -> Conversation {
+        Conversation {
+            id: uc.conversation.id,
+            kind: uc.conversation.kind,
+            title: uc.conversation.title.clone(),
+            created_at: uc.conversation.created_at,
+            last_seq: uc.conversation.last_seq,
+            read_seq: uc.me.read_seq,
+            unread: uc.unread,
+            last_message: None,
+            peer: uc.peer.as_ref().map(|(id, name)| UserSummary {
+                user_id: *id,
+                username: name.clone(),
+            }),
+            member_count: uc.member_count,
+        }
+    }
+
+    /// One conversation as the caller sees it, with its last message.
+    pub async fn conversation(&self, caller: &Caller, id: ConversationId) -> CoreResult<Conversation> {
+        self.authorize(caller, id, Action::Read).await?;
+        let uc = self
+            .inner
+            .store
+            .user_conversation(caller.user_id, id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("conversation"))?;
+        let mut view = Self::conversation_view(&uc);
+        view.last_message = self
+            .inner
+            .store
+            .messages_before(id, None, 1)
+            .await?
+            .into_iter()
+            .next();
+        Ok(view)
+    }
+
+    /// The caller's conversations, newest activity first, with last messages and unread counts.
+    pub async fn conversations(&self, caller: &Caller) -> CoreResult<ConversationList> {
+        let list = self.inner.store.conversations_of(caller.user_id).await?;
+        let mut conversations = Vec::with_capacity(list.len());
+        for uc in &list {
+            let mut view = Self::conversation_view(uc);
+            if uc.conversation.last_seq > 0 {
+                view.last_message = self
+                    .inner
+                    .store
+                    .messages_before(uc.conversation.id, None, 1)
+                    .await?
+                    .into_iter()
+                    .next();
+            }
+            conversations.push(view);
+        }
+        Ok(ConversationList { conversations })
+    }
+
+    pub async fn members(&self, caller: &Caller, id: ConversationId) -> CoreResult<Vec<Member>> {
+        let info = self.authorize(caller, id, Action::Read).await?;
+        let members = self.inner.store.members(id).await?;
+        Ok(members
+            .into_iter()
+            .map(|m| Member {
+                role: role_of(info.kind, m.role),
+                user_id: m.user_id,
+                username: m.username,
+                delivered_seq: m.delivered_seq,
+                read_seq: m.read_seq,
+            })
+            .collect())
+    }
+
+    /// The one direct conversation between the caller and `peer`, created on first use.
+    pub async fn open_direct(&self, caller: &Caller, peer: UserId) -> CoreResult<Conversation> {
+        if peer == caller.user_id {
+            return Err(CoreError::invalid("a direct conversation needs another user"));
+        }
+        let exists = self.inner.store.user_by_id(peer).await?;
+        if exists.is_none_or(|u| u.disabled) {
+            return Err(CoreError::not_found("user"));
+        }
+        let (conv, created) = self
+            .inner
+            .store
+            .get_or_create_direct(caller.user_id, peer, self.now_ms())
+            .await?;
+        if created {
+            self.announce_conversation(conv.id, &[caller.user_id, peer]).await;
+        }
+        self.conversation(caller, conv.id).await
+    }
+
+    /// Creates a group owned by the caller.
+    pub async fn create_group(&self, caller: &Caller, req: CreateGroupRequest) -> CoreResult<Conversation> {
+        let title = req.title.trim();
+        if title.is_empty() || title.chars().count() > 128 {
+            return Err(CoreError::invalid("a group title has 1 to 128 characters"));
+        }
+        let mut members = req.members;
+        members.retain(|m| *m != caller.user_id);
+        members.sort();
+        members.dedup();
+        let max = self.inner.config.limits.max_group_members as usize;
+        if members.len() + 1 > max {
+            return Err(CoreError::new(
+                ErrorCode::LimitExceeded,
+                format!("a group has at most {max} members"),
+            ));
+        }
+        self.check_users_exist(&members).await?;
+        let conv = self
+            .inner
+            .store
+            .create_group(caller.user_id, title, &members, self.now_ms())
+            .await?;
+        let mut everyone = members;
+        everyone.push(caller.user_id);
+        self.announce_conversation(conv.id, &everyone).await;
+        self.conversation(caller, conv.id).await
+    }
+
+    /// Adds members to a group (owner only).
+    pub async fn add_members(
+        &self,
+        caller: &Caller,
+        id: ConversationId,
+        users: Vec<UserId>,
+    ) -> CoreResult<Vec<UserId>> {
+        let info = self.authorize(caller, id, Action::AddMembers).await?;
+        let mut users = users;
+        users.sort();
+        users.dedup();
+        users.retain(|u| !info.roles.contains_key(u));
+        let max = self.inner.config.limits.max_group_members as usize;
+        if info.roles.len() + users.len() > max {
+            return Err(CoreError::new(
+                ErrorCode::LimitExceeded,
+                format!("a group has at most {max} members"),
+            ));
+        }
+        self.check_users_exist(&users).await?;
+        let added = self.inner.store.add_members(id, &users, self.now_ms()).await?;
+        self.membership_changed(id).await;
+        self.announce_conversation(id, &added).await;
+        Ok(added)
+    }
+
+    /// Removes a member (owner), or the caller themself (leaving).
+    pub async fn remove_member(&self, caller: &Caller, id: ConversationId, user: UserId) -> CoreResult<()> {
+        let action = if user == caller.user_id {
+            Action::Leave
+        } else {
+            Action::RemoveMember
+        };
+        let info = self.authorize(caller, id, action).await?;
+        if !info.roles.contains_key(&user) {
+            return Err(CoreError::not_found("member"));
+        }
+        if info.roles.get(&user) == Some(&Role::Owner) {
+            return Err(CoreError::forbidden("the owner cannot be removed"));
+        }
+        self.inner.store.remove_member(id, user).await?;
+        self.membership_changed(id).await;
+        Ok(())
+    }
+
+    async fn check_users_exist(&self, users: &[UserId]) -> CoreResult<()> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let found = self.inner.store.users_by_ids(users).await?;
+        if found.iter().filter(|u| !u.disabled).count() != users.len() {
+            return Err(CoreError::not_found("user"));
+        }
+        Ok(())
+    }
+
+    async fn membership_changed(&self, id: ConversationId) {
+        self.inner.members.invalidate(id);
+        if let Err(e) = self
+            .inner
+            .bus
+            .publish(BusEvent::MembershipChanged { conversation_id: id })
+            .await
+        {
+            tracing::warn!(%e, "Could not announce a membership change.");
+        }
+    }
+
+    /// Sends each user their view of a conversation they just joined.
+    async fn announce_conversation(&self, id: ConversationId, users: &[UserId]) {
+        for user in users {
+            match self.inner.store.user_conversation(*user, id).await {
+                Ok(Some(uc)) => {
+                    let frame = OutFrame::new(ServerFrame::Conversation {
+                        conversation: Self::conversation_view(&uc),
+                    });
+                    let event = BusEvent::Deliver {
+                        users: Arc::from(vec![*user]),
+                        except_device: None,
+                        frame,
+                    };
+                    if let Err(e) = self.inner.bus.publish(event).await {
+                        tracing::warn!(%e, "Could not announce a conversation.");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(%e, "Could not load a conversation to announce."),
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The registry of connections this node holds, and the dispatcher that hands bus events to them.
+//!
+//! Each connection registers a bounded queue. Delivery never waits: when a queue is full the
+//! connection is marked as a slow consumer and closed by its own task, and the client
+//! resyncs from the store. That keeps one slow reader from growing the server's memory or
+//! delaying anyone else.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tidings_bus::{BusEvent, OutFrame};
+use tidings_proto::{DeviceId, UserId};
+use tokio::sync::{Notify, mpsc};
+
+/// Why the server closes a connection on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    SlowConsumer,
+    DeviceRevoked,
+    ShuttingDown,
+}
+
+/// Shared between a connection's task and the hub, to ask the task to close.
+#[derive(Debug, Default)]
+pub struct ConnControl {
+    closing: AtomicBool,
+    reason: Mutex<Option<CloseReason>>,
+    notify: Notify,
+}
+
+impl ConnControl {
+    pub fn close(&self, reason: CloseReason) {
+        let mut slot = self.reason.lock().expect("control lock poisoned");
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+        drop(slot);
+        self.closing.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// The close reason, if [`close`](Self::close) has been called.
+    pub fn closed_now(&self) -> Option<CloseReason> {
+        if self.closing.load(Ordering::Acquire) {
+            *self.reason.lock().expect("control lock poisoned")
+        } else {
+            None
+        }
+    }
+
+    /// Resolves once [`close`](Self::close) has been called.
+    pub async fn closed(&self) -> CloseReason {
+        loop {
+            if self.closing.load(Ordering::Acquire) {
+                return self
+                    .reason
+                    .lock()
+                    .expect("control lock poisoned")
+                    .unwrap_or(CloseReason::ShuttingDown);
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+struct Conn {
+    id: u64,
+    device_id: DeviceId,
+    tx: mpsc::Sender<Arc<OutFrame>>,
+    control: Arc<ConnControl>,
+}
+
+const SHARDS: usize = 32;
+
+/// Connections by user, sharded to keep lock contention low under fan-out.
+pub struct Hub {
+    shards: Vec<Mutex<HashMap<UserId, Vec<Conn>>>>,
+    next_id: AtomicU64,
+    queue_capacity: usize,
+}
+
+/// What a connection gets when it registers.
+pub struct Registration {
+    pub conn_id: u64,
+    pub rx: mpsc::Receiver<Arc<OutFrame>>,
+    pub control: Arc<ConnControl>,
+    /// True when this is the user's first connection on this node (the user came online).
+    pub first_for_user: bool,
+}
+
+impl Hub {
+    pub fn new(queue_capacity: usize) -> Self {
+        Hub {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            next_id: AtomicU64::new(1),
+            queue_capacity: queue_capacity.max(1),
+        }
+    }
+
+    fn shard(&self, user: UserId) -> &Mutex<HashMap<UserId, Vec<Conn>>> {
+        &self.shards[(user.0 as u64 as usize) % SHARDS]
+    }
+
+    pub fn register(&self, user: UserId, device_id: DeviceId) -> Registration {
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let control = Arc::new(ConnControl::default());
+        let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut shard = self.shard(user).lock().expect("hub lock poisoned");
+        let conns = shard.entry(user).or_default();
+        let first_for_user = conns.is_empty();
+        conns.push(Conn {
+            id: conn_id,
+            device_id,
+            tx,
+            control: control.clone(),
+        });
+        Registration {
+            conn_id,
+            rx,
+            control,
+            first_for_user,
+        }
+    }
+
+    /// Removes a connection; returns true when it was the user's last one on this node.
+    pub fn unregister(&self, user: UserId, conn_id: u64) -> bool {
+        let mut shard = self.shard(user).lock().expect("hub lock poisoned");
+        let Some(conns) = shard.get_mut(&user) else {
+            return false;
+        };
+        let before = conns.len();
+        conns.retain(|c| c.id != conn_id);
+        let removed = conns.len() < before;
+        if conns.is_empty() {
+            shard.remove(&user);
+            removed
+        } else {
+            false
+        }
+    }
+
+    pub fn is_online(&self, user: UserId) -> bool {
+        self.shard(user)
+            .lock()
+            .expect("hub lock poisoned")
+            .get(&user)
+            .is_some_and(|c| !c.is_empty())
+    }
+
+    /// Number of connections held, for metrics and tests.
+    pub fn connection_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().expect("hub lock poisoned").values().map(Vec::len).sum::<usize>())
+            .sum()
+    }
+
+    /// Hands an event to local connections. Never waits.
+    pub fn dispatch(&self, event: &BusEvent) {
+        match event {
+            BusEvent::Deliver {
+                users,
+                except_device,
+                frame,
+            } => {
+                for user in users.iter() {
+                    let shard = self.shard(*user).lock().expect("hub lock poisoned");
+                    let Some(conns) = shard.get(user) else {
+                        continue;
+                    };
+                    for conn in conns {
+                        if Some(conn.device_id) == *except_device {
+                            continue;
+                        }
+                        if conn.tx.try_send(frame.clone()).is_err() {
+                            // Full (or the task is already gone): the client will resync.
+                            conn.control.close(CloseReason::SlowConsumer);
+                        }
+                    }
+                }
+            }
+            BusEvent::DeviceRevoked { user_id, device_id } => {
+                let shard = self.shard(*user_id).lock().expect("hub lock poisoned");
+                if let Some(conns) = shard.get(user_id) {
+                    for conn in conns.iter().filter(|c| c.device_id == *device_id) {
+                        conn.control.close(CloseReason::DeviceRevoked);
+                    }
+                }
+            }
+            BusEvent::MembershipChanged { .. } => {}
+        }
+    }
+
+    /// Asks every connection to close, for shutdown.
+    pub fn close_all(&self) {
+        for shard in &self.shards {
+            for conns in shard.lock().expect("hub lock poisoned").values() {
+                for conn in conns {
+                    conn.control.close(CloseReason::ShuttingDown);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidings_proto::ws::ServerFrame;
+
+    fn pong(i: u32) -> BusEvent {
+        BusEvent::Deliver {
+            users: Arc::from(vec![UserId(1)]),
+            except_device: None,
+            frame: OutFrame::new(ServerFrame::Pong { id: i.to_string() }),
+        }
+    }
+
+    #[tokio::test]
+    async fn overflow_closes_only_the_slow_connection() {
+        let hub = Hub::new(2);
+        let mut fast = hub.register(UserId(1), DeviceId(1));
+        let slow = hub.register(UserId(1), DeviceId(2));
+        for i in 0..3 {
+            hub.dispatch(&pong(i));
+            // The fast connection drains its queue as events arrive.
+            assert!(fast.rx.recv().await.is_some());
+        }
+        assert_eq!(slow.control.closed().await, CloseReason::SlowConsumer);
+        assert!(!fast.control.closing.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn presence_edges_and_revocation() {
+        let hub = Hub::new(4);
+        let a = hub.register(UserId(5), DeviceId(1));
+        let b = hub.register(UserId(5), DeviceId(2));
+        assert!(a.first_for_user && !b.first_for_user);
+        hub.dispatch(&BusEvent::DeviceRevoked {
+            user_id: UserId(5),
+            device_id: DeviceId(2),
+        });
+        assert_eq!(b.control.closed().await, CloseReason::DeviceRevoked);
+        assert!(!hub.unregister(UserId(5), b.conn_id));
+        assert!(hub.is_online(UserId(5)));
+        assert!(hub.unregister(UserId(5), a.conn_id));
+        assert!(!hub.is_online(UserId(5)));
+        assert_eq!(hub.connection_count(), 0);
+    }
+}

@@ -1,0 +1,171 @@
+//! The Tidings domain core: it decides, backends store, transports translate.
+//!
+//! # Layout
+//! - [`Core`] is the handle transports hold; it is cheap to clone.
+//! - [`accounts`]: registration, OAuth grants, devices, passwords.
+//! - [`conversations`]: direct and group conversations, membership, the member cache.
+//! - [`messaging`]: sending (through the group-commit sequencer), history, receipts, typing, presence.
+//! - [`session`]: the transport-independent state machine of one connection of the native
+//!   protocol: authentication, live delivery without gaps or duplicates, sync, flow control.
+//! - [`hub`]: the connections this node holds and the dispatcher that feeds them from the bus.
+//! - [`policy`]: every access decision.
+//!
+//! The core reaches the world only through [`tidings_store::Store`], [`tidings_bus::Bus`] and
+//! [`Clock`]; it never opens a socket, a file or a database handle.
+
+pub mod accounts;
+pub mod clock;
+pub mod config;
+pub mod conversations;
+pub mod error;
+pub mod hub;
+pub mod messaging;
+pub mod passwords;
+pub mod policy;
+pub mod session;
+pub mod tokens;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::CoreConfig;
+pub use error::{CoreError, CoreResult};
+pub use tokens::Keyring;
+
+use std::sync::Arc;
+use tidings_bus::Bus;
+use tidings_proto::{DeviceId, UserId};
+use tidings_store::Store;
+use tokio::sync::{OnceCell, mpsc};
+use tokio::task::JoinHandle;
+
+/// An authenticated caller: who, from which device, until when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+    /// When the access token expires, in ms since the epoch.
+    pub expires_at: i64,
+}
+
+/// What the core needs from the outside world.
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub clock: Arc<dyn Clock>,
+    pub keys: Keyring,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: CoreConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) keys: Keyring,
+    pub(crate) issuer: String,
+    pub(crate) hashing: passwords::PasswordHashing,
+    /// Verified against when a username is unknown, so failures take the same time.
+    pub(crate) dummy_hash: OnceCell<String>,
+    pub(crate) hub: hub::Hub,
+    pub(crate) members: conversations::MemberCache,
+    /// Requests to the single group-commit writer of this node.
+    pub(crate) sequencer: mpsc::Sender<messaging::SequencerRequest>,
+}
+
+/// The handle to the running core.
+#[derive(Clone)]
+pub struct Core {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// The background tasks of a running core, for orderly shutdown.
+pub struct CoreTasks {
+    pub sequencer: JoinHandle<()>,
+    pub dispatcher: JoinHandle<()>,
+}
+
+impl Core {
+    /// Starts the core: subscribes to the bus and starts the group-commit sequencer.
+    /// `issuer` is the OAuth issuer URL (the `iss` of every token).
+    pub async fn start(
+        config: CoreConfig,
+        deps: Deps,
+        issuer: String,
+    ) -> CoreResult<(Core, CoreTasks)> {
+        let hashing = passwords::PasswordHashing::new(
+            config.accounts.argon2_memory_kib,
+            config.accounts.argon2_iterations,
+        )?;
+        let (seq_tx, seq_rx) = mpsc::channel(config.limits.max_commit_batch.max(1) * 8);
+        let mut bus_rx = deps
+            .bus
+            .subscribe()
+            .await
+            .map_err(|e| CoreError::internal("subscribing to the bus", e))?;
+        let inner = Arc::new(Inner {
+            hub: hub::Hub::new(config.limits.outbound_queue),
+            members: conversations::MemberCache::new(config.limits.member_cache_entries),
+            config,
+            store: deps.store,
+            bus: deps.bus,
+            clock: deps.clock,
+            keys: deps.keys,
+            issuer,
+            hashing,
+            dummy_hash: OnceCell::new(),
+            sequencer: seq_tx,
+        });
+        let core = Core { inner };
+        let sequencer = tokio::spawn(messaging::run_sequencer(core.clone(), seq_rx));
+        let dispatch_core = core.clone();
+        let dispatcher = tokio::spawn(async move {
+            while let Some(event) = bus_rx.recv().await {
+                if let tidings_bus::BusEvent::MembershipChanged { conversation_id } = &event {
+                    dispatch_core.inner.members.invalidate(*conversation_id);
+                }
+                dispatch_core.inner.hub.dispatch(&event);
+            }
+        });
+        Ok((
+            core,
+            CoreTasks {
+                sequencer,
+                dispatcher,
+            },
+        ))
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.inner.config
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    pub fn keys(&self) -> &Keyring {
+        &self.inner.keys
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// Number of live connections on this node.
+    pub fn connection_count(&self) -> usize {
+        self.inner.hub.connection_count()
+    }
+
+    /// Asks every connection to close (for shutdown); in-flight sends still complete.
+    pub fn close_all_connections(&self) {
+        self.inner.hub.close_all();
+    }
+
+    /// Checks that storage answers, for readiness probes.
+    pub async fn ready(&self) -> CoreResult<()> {
+        self.inner.store.ping().await.map_err(CoreError::from)
+    }
+
+    /// Direct access to the store for operator commands that bypass client-facing rules.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+}

@@ -1,0 +1,327 @@
+//! Sending through the group-commit sequencer, history, receipts, typing and presence.
+
+use crate::error::{CoreError, CoreResult};
+use crate::policy::Action;
+use crate::{Caller, Core};
+use std::sync::Arc;
+use tidings_bus::{BusEvent, OutFrame};
+use tidings_proto::rest::{HistoryPage, SendAck};
+use tidings_proto::ws::{Presence, PresenceStatus, ReceiptKind, ServerFrame};
+use tidings_proto::{ConversationId, ErrorCode, MessageBody, Seq, UserId};
+use tidings_store::{Appended, NewMessage};
+use tokio::sync::{mpsc, oneshot};
+
+/// One message waiting for the group commit.
+pub(crate) struct SequencerRequest {
+    message: NewMessage,
+    /// Who gets the message live once it is committed.
+    recipients: Arc<[UserId]>,
+    reply: oneshot::Sender<CoreResult<Appended>>,
+}
+
+/// The single writer of this node: takes every waiting message, commits them in one
+/// transaction, publishes them in commit order, then answers each sender.
+///
+/// While one batch commits, the next one gathers in the channel, so the batch size grows with
+/// load and durability costs one fsync per batch instead of one per message.
+pub(crate) async fn run_sequencer(core: Core, mut rx: mpsc::Receiver<SequencerRequest>) {
+    let max_batch = core.inner.config.limits.max_commit_batch.max(1);
+    let mut batch: Vec<SequencerRequest> = Vec::with_capacity(max_batch);
+    loop {
+        if rx.recv_many(&mut batch, max_batch).await == 0 {
+            return;
+        }
+        let messages: Vec<NewMessage> = batch.iter().map(|r| r.message.clone()).collect();
+        match core.inner.store.append_messages(messages).await {
+            Ok(results) => {
+                for (request, result) in batch.drain(..).zip(results) {
+                    let result = result.map_err(CoreError::from);
+                    if let Ok(appended) = &result
+                        && !appended.duplicate
+                    {
+                        let event = BusEvent::Deliver {
+                            users: request.recipients.clone(),
+                            // The sending device learns the sequence from its ack.
+                            except_device: Some(request.message.sender_device_id),
+                            frame: OutFrame::new(ServerFrame::Message {
+                                message: appended.message.clone(),
+                            }),
+                        };
+                        if let Err(e) = core.inner.bus.publish(event).await {
+                            // Stored but not announced: recipients get it on their next sync.
+                            tracing::warn!(%e, "Could not publish a committed message.");
+                        }
+                    }
+                    let _ = request.reply.send(result);
+                }
+            }
+            Err(e) => {
+                let err = CoreError::from(e);
+                for request in batch.drain(..) {
+                    let _ = request.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Checks a body against the size limit and its kind's rules.
+fn validate_body(body: &MessageBody, max_bytes: usize) -> CoreResult<()> {
+    let size = serde_json::to_vec(body)
+        .map_err(|e| CoreError::internal("measuring a body", e))?
+        .len();
+    if size > max_bytes {
+        return Err(CoreError::new(
+            ErrorCode::TooLarge,
+            format!("message body is {size} bytes; the limit is {max_bytes}"),
+        ));
+    }
+    match body {
+        MessageBody::Text { text } if text.trim().is_empty() => {
+            Err(CoreError::invalid("text must not be empty"))
+        }
+        MessageBody::Encrypted {
+            algorithm,
+            ciphertext,
+            ..
+        } if algorithm.is_empty() || ciphertext.is_empty() => Err(CoreError::invalid(
+            "encrypted bodies need an algorithm and a ciphertext",
+        )),
+        MessageBody::Custom { app, .. } if app.is_empty() || app.len() > 64 => {
+            Err(CoreError::invalid("custom bodies need an app name of 1 to 64 bytes"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn validate_client_msg_id(id: &str) -> CoreResult<()> {
+    if id.is_empty() || id.len() > 64 || id.chars().any(char::is_control) {
+        return Err(CoreError::invalid(
+            "client_msg_id must have 1 to 64 bytes without control characters",
+        ));
+    }
+    Ok(())
+}
+
+impl Core {
+    /// Sends a message: validated, committed durably, published, then acknowledged.
+    pub async fn send(
+        &self,
+        caller: &Caller,
+        conversation_id: ConversationId,
+        client_msg_id: String,
+        body: MessageBody,
+    ) -> CoreResult<SendAck> {
+        validate_client_msg_id(&client_msg_id)?;
+        validate_body(&body, self.inner.config.limits.max_message_bytes)?;
+        let info = self
+            .authorize(caller, conversation_id, Action::SendMessage)
+            .await?;
+        let (reply, rx) = oneshot::channel();
+        let request = SequencerRequest {
+            message: NewMessage {
+                conversation_id,
+                sender_id: caller.user_id,
+                sender_device_id: caller.device_id,
+                client_msg_id,
+                ts: self.now_ms(),
+                body,
+            },
+            recipients: info.member_ids.clone(),
+            reply,
+        };
+        self.inner
+            .sequencer
+            .send(request)
+            .await
+            .map_err(|_| CoreError::new(ErrorCode::Unavailable, "server is shutting down"))?;
+        let appended = rx
+            .await
+            .map_err(|_| CoreError::new(ErrorCode::Unavailable, "server is shutting down"))??;
+        Ok(SendAck {
+            conversation_id,
+            seq: appended.message.seq,
+            message_id: appended.message.id,
+            ts: appended.message.ts,
+            duplicate: appended.duplicate,
+        })
+    }
+
+    /// A page of history before `before` (newest first when omitted), returned oldest first.
+    pub async fn history(
+        &self,
+        caller: &Caller,
+        conversation_id: ConversationId,
+        before: Option<Seq>,
+        limit: Option<u32>,
+    ) -> CoreResult<HistoryPage> {
+        self.authorize(caller, conversation_id, Action::Read).await?;
+        let limit = limit
+            .unwrap_or(50)
+            .clamp(1, self.inner.config.limits.max_history_page);
+        let messages = self
+            .inner
+            .store
+            .messages_before(conversation_id, before, limit)
+            .await?;
+        let has_more = messages.first().is_some_and(|m| m.seq > 1);
+        Ok(HistoryPage { messages, has_more })
+    }
+
+    /// Moves the caller's marker forward and tells the other members.
+    pub async fn receipt(
+        &self,
+        caller: &Caller,
+        conversation_id: ConversationId,
+        kind: ReceiptKind,
+        seq: Seq,
+    ) -> CoreResult<()> {
+        let info = self
+            .authorize(caller, conversation_id, Action::MoveMarker)
+            .await?;
+        let moved = self
+            .inner
+            .store
+            .advance_marker(conversation_id, caller.user_id, kind, seq)
+            .await?;
+        if let Some(seq) = moved {
+            let event = BusEvent::Deliver {
+                users: info.member_ids.clone(),
+                except_device: Some(caller.device_id),
+                frame: OutFrame::new(ServerFrame::Receipt {
+                    conversation_id,
+                    user_id: caller.user_id,
+                    receipt: kind,
+                    seq,
+                }),
+            };
+            self.publish(event).await;
+        }
+        Ok(())
+    }
+
+    /// Relays a typing indicator to the other members; nothing is stored.
+    pub async fn typing(
+        &self,
+        caller: &Caller,
+        conversation_id: ConversationId,
+        typing: bool,
+    ) -> CoreResult<()> {
+        let info = self.authorize(caller, conversation_id, Action::Typing).await?;
+        let others: Arc<[UserId]> = info
+            .member_ids
+            .iter()
+            .copied()
+            .filter(|u| *u != caller.user_id)
+            .collect();
+        self.publish(BusEvent::Deliver {
+            users: others,
+            except_device: None,
+            frame: OutFrame::new(ServerFrame::Typing {
+                conversation_id,
+                user_id: caller.user_id,
+                typing,
+            }),
+        })
+        .await;
+        Ok(())
+    }
+
+    /// The presence of users who share a conversation with the caller; others are left out.
+    pub async fn presence_of(&self, caller: &Caller, users: &[UserId]) -> CoreResult<Vec<Presence>> {
+        if users.len() > 1000 {
+            return Err(CoreError::invalid("ask for at most 1000 users at once"));
+        }
+        let visible: std::collections::HashSet<UserId> = self
+            .inner
+            .store
+            .co_members(caller.user_id)
+            .await?
+            .into_iter()
+            .collect();
+        let mut asked: Vec<UserId> = users
+            .iter()
+            .copied()
+            .filter(|u| *u == caller.user_id || visible.contains(u))
+            .collect();
+        asked.sort();
+        asked.dedup();
+        let seen = self.inner.store.last_seen(&asked).await?;
+        Ok(asked
+            .into_iter()
+            .map(|user_id| {
+                let online = self.inner.hub.is_online(user_id);
+                Presence {
+                    user_id,
+                    status: if online {
+                        PresenceStatus::Online
+                    } else {
+                        PresenceStatus::Offline
+                    },
+                    last_seen: seen.iter().find(|(u, _)| *u == user_id).map(|(_, t)| *t),
+                }
+            })
+            .collect())
+    }
+
+    /// Announces that a user came online or went offline to everyone who shares a conversation.
+    pub(crate) async fn announce_presence(&self, user_id: UserId, status: PresenceStatus) {
+        let last_seen = if status == PresenceStatus::Offline {
+            let now = self.now_ms();
+            if let Err(e) = self.inner.store.set_last_seen(user_id, now).await {
+                tracing::warn!(%e, "Could not store last-seen time.");
+            }
+            Some(now)
+        } else {
+            None
+        };
+        let audience = match self.inner.store.co_members(user_id).await {
+            Ok(users) => users,
+            Err(e) => {
+                tracing::warn!(%e, "Could not load the presence audience.");
+                return;
+            }
+        };
+        if audience.is_empty() {
+            return;
+        }
+        self.publish(BusEvent::Deliver {
+            users: audience.into(),
+            except_device: None,
+            frame: OutFrame::new(ServerFrame::Presence {
+                presence: Presence {
+                    user_id,
+                    status,
+                    last_seen,
+                },
+            }),
+        })
+        .await;
+    }
+
+    async fn publish(&self, event: BusEvent) {
+        if let Err(e) = self.inner.bus.publish(event).await {
+            tracing::warn!(%e, "Could not publish an event.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_rules() {
+        let text = |t: &str| MessageBody::Text { text: t.into() };
+        assert!(validate_body(&text("hi"), 100).is_ok());
+        assert_eq!(validate_body(&text("  "), 100).unwrap_err().code, ErrorCode::InvalidField);
+        assert_eq!(
+            validate_body(&text(&"x".repeat(200)), 100).unwrap_err().code,
+            ErrorCode::TooLarge
+        );
+        assert!(validate_client_msg_id("abc-123").is_ok());
+        assert!(validate_client_msg_id("").is_err());
+        assert!(validate_client_msg_id("a\nb").is_err());
+        assert!(validate_client_msg_id(&"x".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,838 @@
+//! One connection of the native protocol, independent of the transport that carries it.
+//!
+//! A transport (the WebSocket handler today, gateways later) feeds incoming text to
+//! [`Session::handle_text`] and writes whatever [`Session::next_output`] yields. The session
+//! owns every protocol rule in between:
+//!
+//! - **Authentication**: the first frame must be `auth`; `auth` again with a fresh token extends
+//!   the session; expiry closes it with `token_expired` (the client reconnects and syncs).
+//! - **Per-conversation order without gaps or duplicates**: for each conversation the session
+//!   tracks the highest sequence the client is known to hold (`delivered`). Live events that
+//!   would leave a hole the client cannot explain trigger a read from the store; events the
+//!   client already has are dropped. The client's own sends count as known once acknowledged,
+//!   so a sender's ack racing with other members' messages never causes a needless read.
+//! - **Sync**: `sync` turns every conversation with news into work; work is read from the store
+//!   a page at a time, and the next page is read only when the previous one is written, so a
+//!   catch-up of any size holds one page of memory.
+//! - **Flow control**: at most `max_in_flight` requests run at once; past that the transport
+//!   stops reading. Live events queue in a bounded channel; overflow closes the connection as a
+//!   slow consumer (see [`crate::hub`]).
+//!
+//! `next_output` is cancel-safe: the transport may drop it at any await point (to read a frame)
+//! and call it again; every long operation lives in a field, not in the future.
+
+use crate::error::{CoreError, CoreResult};
+use crate::hub::{CloseReason, ConnControl};
+use crate::{Caller, Core};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tidings_bus::OutFrame;
+use tidings_proto::rest::SendAck;
+use tidings_proto::ws::{ClientFrame, Cursor, PresenceStatus, ServerFrame};
+use tidings_proto::{ConversationId, ErrorCode, Message, Seq};
+use tidings_store::UserConversation;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+
+/// How long a new connection may take to authenticate.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// WebSocket close codes the server uses (4000-4999 are for applications).
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const UNAUTHENTICATED: u16 = 4001;
+    pub const TOKEN_EXPIRED: u16 = 4002;
+    pub const DEVICE_REVOKED: u16 = 4003;
+    pub const SLOW_CONSUMER: u16 = 4008;
+    pub const UNAVAILABLE: u16 = 4011;
+}
+
+/// The text of a frame to write.
+#[derive(Debug, Clone)]
+pub enum Text {
+    /// Shared with other recipients.
+    Shared(Arc<str>),
+    Owned(String),
+}
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Text::Shared(s) => s,
+            Text::Owned(s) => s,
+        }
+    }
+}
+
+impl From<Text> for String {
+    fn from(text: Text) -> String {
+        match text {
+            Text::Shared(s) => s.to_string(),
+            Text::Owned(s) => s,
+        }
+    }
+}
+
+/// What the transport should do next.
+#[derive(Debug)]
+pub enum Output {
+    Frame(Text),
+    /// Close the connection with this WebSocket close code and reason.
+    Close { code: u16, reason: &'static str },
+}
+
+/// Why `next_output` woke up.
+enum Wake {
+    Closed(CloseReason),
+    Done(Completion),
+    Event(Option<Arc<OutFrame>>),
+    Deadline,
+}
+
+/// Work whose result changes the session.
+enum Completion {
+    /// Nothing to say (a typing indicator sent without an id).
+    Silent,
+    Reply(ServerFrame),
+    Authed {
+        id: String,
+        result: CoreResult<Caller>,
+    },
+    Sent {
+        id: String,
+        conversation_id: ConversationId,
+        result: CoreResult<SendAck>,
+    },
+    SyncPlan {
+        id: String,
+        cursors: Vec<Cursor>,
+        limit: Option<u32>,
+        result: CoreResult<Vec<UserConversation>>,
+    },
+}
+
+/// What the client is known to hold in one conversation.
+#[derive(Debug, Default)]
+struct ConvState {
+    /// Every sequence up to this one has been delivered (or acknowledged to the client).
+    delivered: Seq,
+    /// Sequences beyond `delivered + 1` the client already holds (its own acked sends, or
+    /// events sent while one of its sends was still unacknowledged).
+    ahead: BTreeSet<Seq>,
+    /// Sends of this connection not yet acknowledged.
+    sending: u32,
+    /// A store read for this conversation is queued or running; live events are dropped
+    /// meanwhile because the read will include them.
+    filling: bool,
+    /// Whether `delivered` is known (from a sync cursor, an event or an ack).
+    known: bool,
+}
+
+impl ConvState {
+    fn advance(&mut self) {
+        while self.ahead.first() == Some(&(self.delivered + 1)) {
+            self.ahead.pop_first();
+            self.delivered += 1;
+        }
+        // Anything at or below `delivered` is no longer "ahead".
+        while self.ahead.first().is_some_and(|s| *s <= self.delivered) {
+            self.ahead.pop_first();
+        }
+    }
+
+    /// Records that the client holds `seq`; returns false if it already did.
+    fn take(&mut self, seq: Seq) -> bool {
+        if !self.known {
+            self.known = true;
+            self.delivered = seq.saturating_sub(1);
+        }
+        if seq <= self.delivered || self.ahead.contains(&seq) {
+            return false;
+        }
+        if seq == self.delivered + 1 {
+            self.delivered = seq;
+            self.advance();
+        } else {
+            self.ahead.insert(seq);
+        }
+        true
+    }
+
+    /// Missing sequences below `seq` that the client does not hold.
+    fn holes_below(&self, seq: Seq) -> u64 {
+        let span = seq.saturating_sub(self.delivered + 1);
+        let covered = self.ahead.range(..seq).count() as u64;
+        span.saturating_sub(covered)
+    }
+}
+
+/// One unit of store-reading work.
+struct Work {
+    conversation_id: ConversationId,
+    /// Sent before the conversation's messages during sync.
+    header: Option<ServerFrame>,
+}
+
+struct Connected {
+    caller: Caller,
+    conn_id: u64,
+    rx: mpsc::Receiver<Arc<OutFrame>>,
+    control: Arc<ConnControl>,
+}
+
+type Fetch = BoxFuture<'static, (ConversationId, CoreResult<Vec<Message>>)>;
+
+struct SyncProgress {
+    id: String,
+    /// Set once the conversation list has been turned into work.
+    planned: bool,
+    conversations: u32,
+    messages: u64,
+}
+
+/// The protocol state of one connection.
+pub struct Session {
+    core: Core,
+    conn: Option<Connected>,
+    out: VecDeque<Output>,
+    in_flight: FuturesUnordered<BoxFuture<'static, Completion>>,
+    convs: HashMap<ConversationId, ConvState>,
+    work: VecDeque<Work>,
+    fetch: Option<Fetch>,
+    sync: Option<SyncProgress>,
+    /// Fires at the auth deadline before authentication and at token expiry after.
+    deadline: Pin<Box<Sleep>>,
+    closing: bool,
+}
+
+impl Session {
+    pub fn new(core: Core) -> Self {
+        Session {
+            core,
+            conn: None,
+            out: VecDeque::new(),
+            in_flight: FuturesUnordered::new(),
+            convs: HashMap::new(),
+            work: VecDeque::new(),
+            fetch: None,
+            sync: None,
+            deadline: Box::pin(tokio::time::sleep(AUTH_TIMEOUT)),
+            closing: false,
+        }
+    }
+
+    /// The authenticated caller, if any.
+    pub fn caller(&self) -> Option<Caller> {
+        self.conn.as_ref().map(|c| c.caller)
+    }
+
+    /// Whether the transport may read another frame: false while the connection has as many
+    /// requests in flight, or as much output queued, as it may.
+    pub fn can_read(&self) -> bool {
+        let limit = self.core.inner.config.limits.max_in_flight;
+        !self.closing && self.in_flight.len() < limit && self.out.len() < limit
+    }
+
+    fn reply(&mut self, frame: ServerFrame) {
+        let text = serde_json::to_string(&frame).expect("server frames always serialize");
+        self.out.push_back(Output::Frame(Text::Owned(text)));
+    }
+
+    fn error(&mut self, id: Option<String>, err: CoreError) {
+        self.reply(ServerFrame::Error {
+            id,
+            code: err.code,
+            message: err.message,
+        });
+    }
+
+    fn close(&mut self, code: u16, reason: &'static str) {
+        self.closing = true;
+        self.out.push_back(Output::Close { code, reason });
+    }
+
+    /// Tells the client a frame was refused for being binary.
+    pub fn handle_binary(&mut self) {
+        self.error(
+            None,
+            CoreError::new(ErrorCode::MalformedRequest, "frames must be JSON text"),
+        );
+    }
+
+    /// Tells the client a frame exceeded the size limit (the transport measured it).
+    pub fn handle_oversized(&mut self, limit: usize) {
+        self.error(
+            None,
+            CoreError::new(ErrorCode::TooLarge, format!("frames are limited to {limit} bytes")),
+        );
+    }
+
+    /// Decodes and starts one request. Errors are answered on the connection; nothing here
+    /// can fail the connection or its neighbours.
+    pub fn handle_text(&mut self, text: &str) {
+        if self.closing {
+            return;
+        }
+        let frame = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let (id, err) = classify_decode_error(text, &e);
+                self.error(id, err);
+                return;
+            }
+        };
+        let Some(caller) = self.caller() else {
+            return match frame {
+                ClientFrame::Auth { id, token } => self.start_auth(id, token),
+                ClientFrame::Ping { id } => self.reply(ServerFrame::Pong { id }),
+                other => self.error(
+                    other.request_id().map(String::from),
+                    CoreError::unauthenticated("authenticate first with an `auth` frame"),
+                ),
+            };
+        };
+        let core = self.core.clone();
+        match frame {
+            ClientFrame::Auth { id, token } => self.start_auth(id, token),
+            ClientFrame::Ping { id } => self.reply(ServerFrame::Pong { id }),
+            ClientFrame::Send {
+                id,
+                conversation_id,
+                client_msg_id,
+                body,
+            } => {
+                self.convs.entry(conversation_id).or_default().sending += 1;
+                self.in_flight.push(Box::pin(async move {
+                    let result = core.send(&caller, conversation_id, client_msg_id, body).await;
+                    Completion::Sent {
+                        id,
+                        conversation_id,
+                        result,
+                    }
+                }));
+            }
+            ClientFrame::Sync {
+                id,
+                cursors,
+                limit_per_conversation,
+            } => {
+                if self.sync.is_some() {
+                    return self.error(
+                        Some(id),
+                        CoreError::new(ErrorCode::Conflict, "a sync is already running"),
+                    );
+                }
+                // Reserve the slot now so a second sync cannot start before the plan arrives.
+                self.sync = Some(SyncProgress {
+                    id: id.clone(),
+                    planned: false,
+                    conversations: 0,
+                    messages: 0,
+                });
+                self.in_flight.push(Box::pin(async move {
+                    let result = core
+                        .inner
+                        .store
+                        .conversations_of(caller.user_id)
+                        .await
+                        .map_err(CoreError::from);
+                    Completion::SyncPlan {
+                        id,
+                        cursors,
+                        limit: limit_per_conversation,
+                        result,
+                    }
+                }));
+            }
+            ClientFrame::History {
+                id,
+                conversation_id,
+                before_seq,
+                limit,
+            } => self.in_flight.push(Box::pin(async move {
+                match core.history(&caller, conversation_id, before_seq, limit).await {
+                    Ok(page) => Completion::Reply(ServerFrame::History {
+                        id,
+                        messages: page.messages,
+                        has_more: page.has_more,
+                    }),
+                    Err(e) => error_completion(Some(id), e),
+                }
+            })),
+            ClientFrame::Receipt {
+                id,
+                conversation_id,
+                receipt,
+                seq,
+            } => self.in_flight.push(Box::pin(async move {
+                match core.receipt(&caller, conversation_id, receipt, seq).await {
+                    Ok(()) => Completion::Reply(ServerFrame::Ok { id }),
+                    Err(e) => error_completion(Some(id), e),
+                }
+            })),
+            ClientFrame::Typing {
+                id,
+                conversation_id,
+                typing,
+            } => self.in_flight.push(Box::pin(async move {
+                match (core.typing(&caller, conversation_id, typing).await, id) {
+                    (Ok(()), Some(id)) => Completion::Reply(ServerFrame::Ok { id }),
+                    // Without an id the client asked for no answer, not even an error.
+                    (_, None) => Completion::Silent,
+                    (Err(e), id) => error_completion(id, e),
+                }
+            })),
+            ClientFrame::PresenceQuery { id, user_ids } => self.in_flight.push(Box::pin(async move {
+                match core.presence_of(&caller, &user_ids).await {
+                    Ok(users) => Completion::Reply(ServerFrame::PresenceList { id, users }),
+                    Err(e) => error_completion(Some(id), e),
+                }
+            })),
+        }
+    }
+
+    fn start_auth(&mut self, id: String, token: String) {
+        let core = self.core.clone();
+        self.in_flight.push(Box::pin(async move {
+            let result = core.authenticate(&token).await;
+            Completion::Authed { id, result }
+        }));
+    }
+
+    /// The next thing to write. Cancel-safe.
+    pub async fn next_output(&mut self) -> Output {
+        loop {
+            if let Some(out) = self.out.pop_front() {
+                return out;
+            }
+            if self.closing {
+                // Everything, including the close, has been handed out; stay quiet.
+                std::future::pending::<()>().await;
+            }
+            if let Some(conn) = &self.conn
+                && let Some(reason) = conn.control.closed_now()
+            {
+                self.closed_by_server(reason);
+                continue;
+            }
+            if self.fetch.is_none() && !self.work.is_empty() {
+                self.start_fetch();
+                continue;
+            }
+            if let Some(fetch) = self.fetch.as_mut() {
+                // Store reads run alone: events wait in the bounded queue, and everything the
+                // read returns is written before the next read starts.
+                let (conversation_id, result) = fetch.await;
+                self.fetch = None;
+                self.finish_fetch(conversation_id, result);
+                continue;
+            }
+            if let Some(sync) = self.sync.as_ref()
+                && sync.planned
+                && self.work.is_empty()
+            {
+                let frame = ServerFrame::SyncDone {
+                    id: sync.id.clone(),
+                    conversations: sync.conversations,
+                    messages: sync.messages,
+                };
+                self.sync = None;
+                self.reply(frame);
+                continue;
+            }
+            let wake = {
+                let in_flight = &mut self.in_flight;
+                let deadline = &mut self.deadline;
+                match self.conn.as_mut() {
+                    Some(conn) => {
+                        let control = &conn.control;
+                        let rx = &mut conn.rx;
+                        tokio::select! {
+                            biased;
+                            reason = control.closed() => Wake::Closed(reason),
+                            Some(done) = in_flight.next(), if !in_flight.is_empty() => Wake::Done(done),
+                            event = rx.recv() => Wake::Event(event),
+                            () = deadline.as_mut() => Wake::Deadline,
+                        }
+                    }
+                    None => tokio::select! {
+                        biased;
+                        Some(done) = in_flight.next(), if !in_flight.is_empty() => Wake::Done(done),
+                        () = deadline.as_mut() => Wake::Deadline,
+                    },
+                }
+            };
+            match wake {
+                Wake::Closed(reason) => self.closed_by_server(reason),
+                Wake::Done(done) => self.complete(done),
+                Wake::Event(Some(frame)) => self.on_event(frame),
+                Wake::Event(None) => self.close(close_code::GOING_AWAY, "server shutting down"),
+                Wake::Deadline if self.conn.is_some() => {
+                    self.error(
+                        None,
+                        CoreError::new(
+                            ErrorCode::TokenExpired,
+                            "access token expired; refresh it and reconnect",
+                        ),
+                    );
+                    self.close(close_code::TOKEN_EXPIRED, "token expired");
+                }
+                Wake::Deadline => {
+                    self.error(None, CoreError::unauthenticated("no `auth` frame in time"));
+                    self.close(close_code::UNAUTHENTICATED, "authentication timeout");
+                }
+            }
+        }
+    }
+
+    fn closed_by_server(&mut self, reason: CloseReason) {
+        match reason {
+            CloseReason::SlowConsumer => {
+                self.error(
+                    None,
+                    CoreError::new(
+                        ErrorCode::SlowConsumer,
+                        "the connection fell too far behind; reconnect and sync",
+                    ),
+                );
+                self.close(close_code::SLOW_CONSUMER, "slow consumer");
+            }
+            CloseReason::DeviceRevoked => {
+                self.error(
+                    None,
+                    CoreError::unauthenticated("this device has been signed out"),
+                );
+                self.close(close_code::DEVICE_REVOKED, "device signed out");
+            }
+            CloseReason::ShuttingDown => self.close(close_code::GOING_AWAY, "server shutting down"),
+        }
+    }
+
+    fn complete(&mut self, done: Completion) {
+        match done {
+            Completion::Silent => {}
+            Completion::Reply(frame) => self.reply(frame),
+            Completion::Authed { id, result } => self.finish_auth(id, result),
+            Completion::Sent {
+                id,
+                conversation_id,
+                result,
+            } => {
+                let state = self.convs.entry(conversation_id).or_default();
+                state.sending = state.sending.saturating_sub(1);
+                match result {
+                    Ok(ack) => {
+                        state.take(ack.seq);
+                        self.reply(ServerFrame::Ack {
+                            id,
+                            conversation_id,
+                            seq: ack.seq,
+                            message_id: ack.message_id,
+                            ts: ack.ts,
+                            duplicate: ack.duplicate,
+                        });
+                    }
+                    Err(e) => self.error(Some(id), e),
+                }
+            }
+            Completion::SyncPlan {
+                id,
+                cursors,
+                limit,
+                result,
+            } => match result {
+                Ok(list) => self.plan_sync(cursors, limit, list),
+                Err(e) => {
+                    self.sync = None;
+                    self.error(Some(id), e);
+                }
+            },
+        }
+    }
+
+    fn finish_auth(&mut self, id: String, result: CoreResult<Caller>) {
+        let caller = match result {
+            Ok(caller) => caller,
+            Err(e) => return self.error(Some(id), e),
+        };
+        if let Some(conn) = &mut self.conn {
+            // Re-authentication extends the session, but only for the same device.
+            if conn.caller.user_id != caller.user_id || conn.caller.device_id != caller.device_id {
+                return self.error(
+                    Some(id),
+                    CoreError::forbidden("a connection stays with the device it authenticated as"),
+                );
+            }
+            conn.caller.expires_at = caller.expires_at;
+        } else {
+            let registration = self.core.inner.hub.register(caller.user_id, caller.device_id);
+            if registration.first_for_user {
+                let core = self.core.clone();
+                tokio::spawn(async move {
+                    core.announce_presence(caller.user_id, PresenceStatus::Online)
+                        .await;
+                });
+            }
+            self.conn = Some(Connected {
+                caller,
+                conn_id: registration.conn_id,
+                rx: registration.rx,
+                control: registration.control,
+            });
+        }
+        let wait_ms = (caller.expires_at - self.core.now_ms()).max(0) as u64;
+        self.deadline
+            .as_mut()
+            .reset(Instant::now() + Duration::from_millis(wait_ms));
+        self.reply(ServerFrame::AuthOk {
+            id,
+            user_id: caller.user_id,
+            device_id: caller.device_id,
+            expires_at: caller.expires_at,
+        });
+    }
+
+    fn plan_sync(&mut self, cursors: Vec<Cursor>, limit: Option<u32>, list: Vec<UserConversation>) {
+        if let Some(sync) = self.sync.as_mut() {
+            sync.planned = true;
+        }
+        let cursors: HashMap<ConversationId, Seq> =
+            cursors.into_iter().map(|c| (c.conversation_id, c.seq)).collect();
+        for uc in list {
+            let id = uc.conversation.id;
+            let last = uc.conversation.last_seq;
+            let mut from = cursors.get(&id).copied().unwrap_or(0).min(last);
+            let state = self.convs.entry(id).or_default();
+            if last <= from {
+                if !state.known {
+                    state.known = true;
+                    state.delivered = from;
+                }
+                continue;
+            }
+            let sync = self.sync.as_mut().expect("sync slot reserved at request");
+            sync.conversations += 1;
+            let header = ServerFrame::Conversation {
+                conversation: Core::conversation_view(&uc),
+            };
+            if let Some(limit) = limit
+                && last - from > u64::from(limit)
+            {
+                let skip_to = last - u64::from(limit);
+                let gap = ServerFrame::Gap {
+                    conversation_id: id,
+                    from_seq: from + 1,
+                    to_seq: skip_to,
+                };
+                let text = serde_json::to_string(&header).expect("server frames always serialize");
+                self.out.push_back(Output::Frame(Text::Owned(text)));
+                self.reply(gap);
+                from = skip_to;
+                let state = self.convs.entry(id).or_default();
+                state.known = true;
+                state.delivered = from;
+                state.ahead.clear();
+                state.filling = true;
+                self.work.push_back(Work {
+                    conversation_id: id,
+                    header: None,
+                });
+                continue;
+            }
+            // The client's cursor is authoritative: it says what it holds.
+            state.known = true;
+            state.delivered = from;
+            state.ahead.retain(|s| *s > from);
+            state.filling = true;
+            self.work.push_back(Work {
+                conversation_id: id,
+                header: Some(header),
+            });
+        }
+    }
+
+    fn start_fetch(&mut self) {
+        let Some(work) = self.work.front_mut() else {
+            return;
+        };
+        if let Some(header) = work.header.take() {
+            self.reply(header);
+            return;
+        }
+        let id = work.conversation_id;
+        let from = self.convs.get(&id).map(|s| s.delivered).unwrap_or(0);
+        let page = self.core.inner.config.limits.sync_page.max(1);
+        let store = self.core.inner.store.clone();
+        self.fetch = Some(Box::pin(async move {
+            let result = store
+                .messages_after(id, from, page)
+                .await
+                .map_err(CoreError::from);
+            (id, result)
+        }));
+    }
+
+    fn finish_fetch(&mut self, id: ConversationId, result: CoreResult<Vec<Message>>) {
+        let messages = match result {
+            Ok(messages) => messages,
+            Err(e) => {
+                self.error(None, e);
+                self.close(close_code::UNAVAILABLE, "storage unavailable");
+                return;
+            }
+        };
+        let page = self.core.inner.config.limits.sync_page.max(1) as usize;
+        let done = messages.len() < page;
+        let state = self.convs.entry(id).or_default();
+        let mut sent = 0u64;
+        for message in messages {
+            if state.take(message.seq) {
+                sent += 1;
+                let frame = OutFrame::new(ServerFrame::Message { message });
+                self.out.push_back(Output::Frame(Text::Shared(frame.json())));
+            }
+        }
+        if done {
+            state.filling = false;
+            self.work.pop_front();
+        }
+        if let Some(sync) = &mut self.sync {
+            sync.messages += sent;
+        }
+    }
+
+    fn on_event(&mut self, frame: Arc<OutFrame>) {
+        let Some((id, seq)) = frame.position() else {
+            self.out.push_back(Output::Frame(Text::Shared(frame.json())));
+            return;
+        };
+        let state = self.convs.entry(id).or_default();
+        if state.filling {
+            return;
+        }
+        if !state.known || seq == state.delivered + 1 {
+            state.take(seq);
+            self.out.push_back(Output::Frame(Text::Shared(frame.json())));
+            return;
+        }
+        if seq <= state.delivered || state.ahead.contains(&seq) {
+            return;
+        }
+        if state.holes_below(seq) <= u64::from(state.sending) {
+            // The holes are this connection's own sends, whose acks are on their way.
+            state.take(seq);
+            self.out.push_back(Output::Frame(Text::Shared(frame.json())));
+            return;
+        }
+        // Holes nobody here can explain (a lost or reordered event): read them from the store.
+        state.filling = true;
+        self.work.push_back(Work {
+            conversation_id: id,
+            header: None,
+        });
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let last = self
+            .core
+            .inner
+            .hub
+            .unregister(conn.caller.user_id, conn.conn_id);
+        if last && let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let core = self.core.clone();
+            handle.spawn(async move {
+                core.announce_presence(conn.caller.user_id, PresenceStatus::Offline)
+                    .await;
+            });
+        }
+    }
+}
+
+fn error_completion(id: Option<String>, err: CoreError) -> Completion {
+    Completion::Reply(ServerFrame::Error {
+        id,
+        code: err.code,
+        message: err.message,
+    })
+}
+
+/// Tells a malformed frame from an unknown one, and recovers its id when possible.
+fn classify_decode_error(text: &str, err: &serde_json::Error) -> (Option<String>, CoreError) {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return (
+            None,
+            CoreError::new(ErrorCode::MalformedRequest, "frame is not valid JSON"),
+        );
+    };
+    let id = value.get("id").and_then(|v| v.as_str()).map(String::from);
+    const KNOWN: [&str; 8] = [
+        "auth",
+        "send",
+        "sync",
+        "history",
+        "receipt",
+        "typing",
+        "presence_query",
+        "ping",
+    ];
+    match value.get("type").and_then(|t| t.as_str()) {
+        Some(t) if !KNOWN.contains(&t) => (
+            id,
+            CoreError::new(ErrorCode::UnknownFrame, format!("unknown frame type `{t}`")),
+        ),
+        None => (
+            id,
+            CoreError::new(ErrorCode::MalformedRequest, "frame needs a string `type`"),
+        ),
+        Some(_) => (
+            id,
+            CoreError::new(ErrorCode::MalformedRequest, format!("invalid frame: {err}")),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conv_state_tracks_holes_and_ahead() {
+        let mut s = ConvState {
+            known: true,
+            delivered: 4,
+            ..Default::default()
+        };
+        assert!(!s.take(4));
+        assert!(s.take(6));
+        assert_eq!(s.delivered, 4);
+        assert_eq!(s.holes_below(7), 1);
+        assert!(s.take(5));
+        assert_eq!(s.delivered, 6);
+        assert!(s.ahead.is_empty());
+        assert!(!s.take(6));
+    }
+
+    #[test]
+    fn decode_errors_are_classified() {
+        let err = serde_json::from_str::<ClientFrame>("{").unwrap_err();
+        assert_eq!(classify_decode_error("{", &err).1.code, ErrorCode::MalformedRequest);
+        let text = r#"{"type":"fly","id":"7"}"#;
+        let err = serde_json::from_str::<ClientFrame>(text).unwrap_err();
+        let (id, e) = classify_decode_error(text, &err);
+        assert_eq!((id.as_deref(), e.code), (Some("7"), ErrorCode::UnknownFrame));
+        let text = r#"{"type":"send","id":"8"}"#;
+        let err = serde_json::from_str::<ClientFrame>(text).unwrap_err();
+        let (id, e) = classify_decode_error(text, &err);
+        assert_eq!((id.as_deref(), e.code), (Some("8"), ErrorCode::MalformedRequest));
+    }
+}
