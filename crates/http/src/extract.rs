@@ -1,0 +1,52 @@
+//! Extractors whose failures are problem documents: bearer authentication and JSON bodies.
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use tidings_core::Caller;
+use tidings_proto::ErrorCode;
+
+/// The caller authenticated by `Authorization: Bearer <access token>`.
+pub struct Authed(pub Caller);
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "missing bearer token"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "expected a bearer token"))?;
+        Ok(Authed(state.core.authenticate(token.trim()).await?))
+    }
+}
+
+/// A JSON body; malformed, mistyped or oversized bodies become problem documents.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let code = if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ErrorCode::TooLarge
+                } else {
+                    ErrorCode::MalformedRequest
+                };
+                Err(ApiError::new(code, rejection.body_text()))
+            }
+        }
+    }
+}

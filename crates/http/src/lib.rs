@@ -1,0 +1,119 @@
+//! The HTTP transport: it translates HTTP and WebSocket traffic into core calls and holds no
+//! business rules.
+//!
+//! # Layout
+//! - [`router`] builds the axum router; [`serve`] runs it on a bound listener until a shutdown
+//!   future resolves (tests bind `127.0.0.1:0`).
+//! - `error`: [`ApiError`], the one error type handlers return, rendered as RFC 9457 problem+json.
+//! - `extract`: the bearer-token extractor and a JSON extractor whose rejections are problems.
+//! - `rest`: REST handlers; `oauth`: the token, revocation and metadata endpoints.
+//! - `ws`: the WebSocket endpoint driving a [`tidings_core::session::Session`].
+//! - `openapi`: the OpenAPI 3.1 document, assembled from the protocol crate's schemas.
+
+mod error;
+mod extract;
+mod oauth;
+mod openapi;
+mod rest;
+mod ws;
+
+pub use error::ApiError;
+pub use openapi::openapi_document;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use tidings_core::Core;
+use tokio::net::TcpListener;
+
+/// Settings of the HTTP and WebSocket listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest REST request body in bytes.
+    pub max_body_bytes: usize,
+    /// Largest WebSocket frame the server answers with a `too_large` error while keeping the
+    /// connection; frames beyond four times this close the connection (code 1009).
+    pub ws_max_frame_bytes: usize,
+    /// Read buffer per WebSocket connection in bytes; the main memory cost of an idle connection.
+    pub ws_read_buffer_bytes: usize,
+    /// Seconds between server pings on a quiet connection; a connection silent for three
+    /// intervals is closed.
+    pub ws_ping_interval_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 1024 * 1024,
+            ws_max_frame_bytes: 256 * 1024,
+            ws_read_buffer_bytes: 4096,
+            ws_ping_interval_secs: 30,
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub core: Core,
+    pub config: HttpConfig,
+}
+
+/// Builds the router for every endpoint.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/", get(rest::index))
+        .route("/healthz", get(rest::healthz))
+        .route("/readyz", get(rest::readyz))
+        .route("/api/openapi.json", get(openapi::serve))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata),
+        )
+        .route("/.well-known/jwks.json", get(oauth::jwks))
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/revoke", post(oauth::revoke))
+        .route("/api/v1/accounts", post(rest::register))
+        .route("/api/v1/account", get(rest::me))
+        .route("/api/v1/account/password", post(rest::change_password))
+        .route("/api/v1/devices", get(rest::devices))
+        .route("/api/v1/devices/{device_id}", delete(rest::sign_out_device))
+        .route(
+            "/api/v1/conversations",
+            get(rest::conversations).post(rest::create_group),
+        )
+        .route("/api/v1/conversations/direct", post(rest::open_direct))
+        .route("/api/v1/conversations/{id}", get(rest::conversation))
+        .route(
+            "/api/v1/conversations/{id}/members",
+            get(rest::members).post(rest::add_members),
+        )
+        .route(
+            "/api/v1/conversations/{id}/members/{user_id}",
+            delete(rest::remove_member),
+        )
+        .route(
+            "/api/v1/conversations/{id}/messages",
+            get(rest::history).post(rest::send),
+        )
+        .route("/ws", get(ws::upgrade))
+        .fallback(rest::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then waits for open requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

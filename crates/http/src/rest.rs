@@ -1,0 +1,198 @@
+//! REST handlers: each one decodes, calls the core, and encodes.
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Authed};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+use tidings_proto::rest::{
+    Account, AddMembersRequest, ChangePasswordRequest, Conversation, ConversationList,
+    CreateDirectRequest, CreateGroupRequest, DeviceList, Health, HistoryPage, Member,
+    RegisterRequest, SendAck, SendMessageRequest,
+};
+use tidings_proto::{ConversationId, DeviceId, ErrorCode, Seq, UserId};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub async fn index() -> Html<&'static str> {
+    Html(include_str!("index.html"))
+}
+
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let ready = state.core.ready().await.is_ok();
+    let body = Json(Health {
+        status: if ready { "ok" } else { "unavailable" }.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    });
+    if ready {
+        body.into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such endpoint")
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> ApiResult<(StatusCode, Json<Account>)> {
+    Ok((StatusCode::CREATED, Json(state.core.register(req).await?)))
+}
+
+pub async fn me(State(state): State<AppState>, Authed(caller): Authed) -> ApiResult<Json<Account>> {
+    Ok(Json(state.core.me(&caller).await?))
+}
+
+pub async fn change_password(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<ChangePasswordRequest>,
+) -> ApiResult<StatusCode> {
+    state.core.change_password(&caller, req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn devices(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+) -> ApiResult<Json<DeviceList>> {
+    Ok(Json(state.core.devices(&caller).await?))
+}
+
+pub async fn sign_out_device(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(device_id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .sign_out_device(&caller, DeviceId(device_id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn conversations(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+) -> ApiResult<Json<ConversationList>> {
+    Ok(Json(state.core.conversations(&caller).await?))
+}
+
+pub async fn create_group(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<CreateGroupRequest>,
+) -> ApiResult<(StatusCode, Json<Conversation>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(state.core.create_group(&caller, req).await?),
+    ))
+}
+
+pub async fn open_direct(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<CreateDirectRequest>,
+) -> ApiResult<Json<Conversation>> {
+    Ok(Json(state.core.open_direct(&caller, req.user_id).await?))
+}
+
+pub async fn conversation(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Conversation>> {
+    Ok(Json(
+        state
+            .core
+            .conversation(&caller, ConversationId(id))
+            .await?,
+    ))
+}
+
+pub async fn members(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<Member>>> {
+    Ok(Json(state.core.members(&caller, ConversationId(id)).await?))
+}
+
+pub async fn add_members(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+    ApiJson(req): ApiJson<AddMembersRequest>,
+) -> ApiResult<Json<Vec<UserId>>> {
+    Ok(Json(
+        state
+            .core
+            .add_members(&caller, ConversationId(id), req.members)
+            .await?,
+    ))
+}
+
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, user_id)): Path<(i64, i64)>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .remove_member(&caller, ConversationId(id), UserId(user_id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    before: Option<Seq>,
+    limit: Option<u32>,
+}
+
+pub async fn history(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<HistoryPage>> {
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.body_text()))?;
+    Ok(Json(
+        state
+            .core
+            .history(&caller, ConversationId(id), query.before, query.limit)
+            .await?,
+    ))
+}
+
+pub async fn send(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+    ApiJson(req): ApiJson<SendMessageRequest>,
+) -> ApiResult<(StatusCode, Json<SendAck>)> {
+    let ack = state
+        .core
+        .send(&caller, ConversationId(id), req.client_msg_id, req.body)
+        .await?;
+    let status = if ack.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(ack)))
+}

@@ -1,0 +1,104 @@
+//! The WebSocket endpoint: moves frames between the socket and a core `Session`.
+//!
+//! One task per connection and no per-connection buffers beyond the configured read buffer keep
+//! an idle connection cheap. Output is written with `feed` and flushed once per burst, so a
+//! busy connection costs one syscall per burst rather than one per frame.
+
+use crate::AppState;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use std::time::Duration;
+use tidings_core::session::{Output, Session};
+use tidings_proto::ws::SUBPROTOCOL;
+use tokio::time::Instant;
+
+/// Frames written before one flush, at most.
+const BURST: usize = 64;
+
+pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let hard_limit = state.config.ws_max_frame_bytes.saturating_mul(4);
+    ws.protocols([SUBPROTOCOL])
+        .read_buffer_size(state.config.ws_read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| run(socket, state))
+}
+
+async fn run(socket: WebSocket, state: AppState) {
+    let (mut sink, mut stream) = socket.split();
+    let mut session = Session::new(state.core.clone());
+    let soft_limit = state.config.ws_max_frame_bytes;
+    let ping_every = Duration::from_secs(state.config.ws_ping_interval_secs.max(1));
+    let keepalive = tokio::time::sleep(ping_every);
+    tokio::pin!(keepalive);
+    // Intervals since the client last sent anything; three in a row mean it is gone.
+    let mut quiet_intervals = 0u32;
+    'connection: loop {
+        tokio::select! {
+            biased;
+            out = session.next_output() => {
+                let mut next = Some(out);
+                let mut written = 0;
+                while let Some(out) = next.take() {
+                    match out {
+                        Output::Frame(text) => {
+                            if sink.feed(Message::Text(String::from(text).into())).await.is_err() {
+                                break 'connection;
+                            }
+                            written += 1;
+                            if written < BURST {
+                                next = session.next_output().now_or_never();
+                            }
+                        }
+                        Output::Close { code, reason } => {
+                            let frame = CloseFrame { code, reason: reason.into() };
+                            let _ = sink.send(Message::Close(Some(frame))).await;
+                            break 'connection;
+                        }
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    break;
+                }
+            }
+            incoming = stream.next(), if session.can_read() => {
+                quiet_intervals = 0;
+                match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        if text.len() > soft_limit {
+                            session.handle_oversized(soft_limit);
+                        } else {
+                            session.handle_text(text.as_str());
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => session.handle_binary(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(e)) => {
+                        // Frames past the hard limit, protocol violations, resets: the
+                        // stream cannot continue. Try to say why before leaving.
+                        tracing::debug!(%e, "WebSocket read failed.");
+                        let frame = CloseFrame { code: 1009, reason: "frame too large or invalid".into() };
+                        let _ = sink.send(Message::Close(Some(frame))).await;
+                        break;
+                    }
+                }
+            }
+            () = &mut keepalive => {
+                quiet_intervals += 1;
+                if quiet_intervals >= 3 {
+                    let frame = CloseFrame { code: 1001, reason: "keepalive timeout".into() };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    break;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+                keepalive.as_mut().reset(Instant::now() + ping_every);
+            }
+        }
+    }
+}
