@@ -1,0 +1,164 @@
+//! Wiring: opens the data directory, builds the store, bus and core, and serves HTTP.
+
+use crate::config::Config;
+use anyhow::Context;
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tidings_bus::InProcessBus;
+use tidings_core::{Core, Deps, Keyring, SystemClock};
+use tidings_http::{AppState, HttpConfig};
+use tidings_store_sqlite::{SqliteOptions, SqliteStore};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Events buffered between the bus and this node's dispatcher.
+const BUS_CAPACITY: usize = 65_536;
+
+/// Creates the data directory with owner-only permissions.
+pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    set_mode(dir, 0o700)?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set permissions of {}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: u32) -> anyhow::Result<()> {
+    Ok(())
+}
+
+/// Loads the token signing key, generating and persisting it (mode 0600) on first start.
+pub fn load_or_create_key(data_dir: &Path) -> anyhow::Result<Keyring> {
+    let path = data_dir.join("token-signing.ed25519");
+    if path.exists() {
+        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let seed: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{} is not a 32-byte Ed25519 seed", path.display()))?;
+        return Ok(Keyring::from_seed(seed));
+    }
+    let seed = Keyring::generate_seed();
+    // Write to a temporary name with 0600 from the start, then rename, so the secret is never
+    // readable by others and a crash never leaves a truncated key behind.
+    let tmp = data_dir.join("token-signing.ed25519.tmp");
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    file.write_all(&seed)?;
+    file.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    tracing::info!(path = %path.display(), "Generated a token signing key.");
+    Ok(Keyring::from_seed(seed))
+}
+
+/// Opens the SQLite database in the data directory.
+pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    prepare_data_dir(&config.data_dir)?;
+    let path: PathBuf = config.data_dir.join("tidings.db");
+    let options = SqliteOptions {
+        read_connections: config.storage.read_connections as usize,
+        cache_size_kib: config.storage.cache_size_kib,
+        ..SqliteOptions::default()
+    };
+    SqliteStore::open(&path, options)
+        .with_context(|| format!("cannot open database {}", path.display()))
+}
+
+/// Builds a core on the embedded store and bus without serving anything (for admin commands).
+pub async fn start_core(config: &Config, bound: SocketAddr) -> anyhow::Result<Core> {
+    let store = open_store(config)?;
+    let keys = load_or_create_key(&config.data_dir)?;
+    let deps = Deps {
+        store: Arc::new(store),
+        bus: Arc::new(InProcessBus::new(BUS_CAPACITY)),
+        clock: Arc::new(SystemClock),
+        keys,
+    };
+    let (core, _tasks) = Core::start(config.core(), deps, config.issuer(bound))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the core: {e}"))?;
+    Ok(core)
+}
+
+/// A server that is running; dropping it does not stop it, [`Running::stop`] does.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub core: Core,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, closes connections, waits for open requests, and returns.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.core.close_all_connections();
+        self.task.await??;
+        Ok(())
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await??;
+        Ok(())
+    }
+
+    /// Stops when `signal` resolves.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let Running {
+            core,
+            stop,
+            mut task,
+            ..
+        } = self;
+        tokio::select! {
+            result = &mut task => { result??; return Ok(()); }
+            () = signal => {}
+        }
+        tracing::info!("Shutting down.");
+        let _ = stop.send(());
+        core.close_all_connections();
+        task.await??;
+        Ok(())
+    }
+}
+
+/// Starts the server on an already bound listener.
+pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
+    let addr = listener.local_addr()?;
+    let core = start_core(&config, addr).await?;
+    let http: HttpConfig = config.http.clone();
+    let app = tidings_http::router(AppState {
+        core: core.clone(),
+        config: http,
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(tidings_http::serve(listener, app, async move {
+        let _ = stopped.await;
+    }));
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "Tidings is listening.");
+    Ok(Running {
+        addr,
+        core,
+        stop,
+        task,
+    })
+}

@@ -1,0 +1,496 @@
+//! The configuration: defaults, then a TOML file, then `TIDINGS_*` variables, then flags.
+//!
+//! This is the only place that reads configuration. The environment comes in as a map, so
+//! tests pass their own instead of mutating the process environment. Every key has an
+//! environment variable: the key path in upper case joined by `_` (`limits.max_message_bytes`
+//! is `TIDINGS_LIMITS_MAX_MESSAGE_BYTES`; top-level `listen` is `TIDINGS_LISTEN`).
+//! A bad value stops start-up with a message naming the key.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tidings_core::config::{AccountsConfig, LimitsConfig, TokensConfig};
+use tidings_http::HttpConfig;
+
+/// Log output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. "info" or "info,tidings_core=debug".
+    pub level: String,
+    /// "text" for people, "json" for log collectors.
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// The embedded SQLite database.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Read-only connections used for queries alongside the single writer.
+    pub read_connections: u32,
+    /// Page cache per connection in KiB.
+    pub cache_size_kib: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            read_connections: 4,
+            cache_size_kib: 16 * 1024,
+        }
+    }
+}
+
+/// Everything `tidings serve` can be configured with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address and port of the HTTP and WebSocket listener.
+    pub listen: SocketAddr,
+    /// Directory for the database and generated keys; created with owner-only permissions.
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    pub storage: StorageConfig,
+    pub accounts: AccountsConfig,
+    pub tokens: TokensConfig,
+    pub limits: LimitsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("tidings-data"),
+            log: LogConfig::default(),
+            http: HttpConfig::default(),
+            storage: StorageConfig::default(),
+            accounts: AccountsConfig::default(),
+            tokens: TokensConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The core's part of the configuration.
+    pub fn core(&self) -> tidings_core::CoreConfig {
+        tidings_core::CoreConfig {
+            accounts: self.accounts.clone(),
+            tokens: self.tokens.clone(),
+            limits: self.limits.clone(),
+        }
+    }
+
+    /// The OAuth issuer: configured, or derived from the listen address.
+    pub fn issuer(&self, bound: SocketAddr) -> String {
+        if self.tokens.issuer.is_empty() {
+            format!("http://{bound}")
+        } else {
+            self.tokens.issuer.trim_end_matches('/').to_string()
+        }
+    }
+}
+
+/// Why configuration could not be loaded. Every message names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var} (config key `{key}`): {message}")]
+    Env {
+        var: String,
+        key: String,
+        message: String,
+    },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("unknown environment variable {0}: no config key has that name")]
+    UnknownEnv(String),
+}
+
+/// Overrides given as command-line flags.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Variables with the prefix that are not config keys but are still ours.
+const NON_KEY_VARS: &[&str] = &["TIDINGS_CONFIG"];
+
+/// Loads the configuration from the layers, in order of increasing precedence.
+pub fn load(
+    file: Option<&Path>,
+    env: &BTreeMap<String, String>,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
+    let mut value = toml::Value::try_from(Config::default()).expect("defaults serialize");
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        merge(&mut value, toml::Value::Table(table));
+    }
+    apply_env(&mut value, env)?;
+    if let Some(listen) = overrides.listen {
+        value["listen"] = toml::Value::String(listen.to_string());
+    }
+    if let Some(dir) = &overrides.data_dir {
+        value["data_dir"] = toml::Value::String(dir.display().to_string());
+    }
+    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        ConfigError::Invalid {
+            key: e.path().to_string(),
+            message: e.inner().to_string(),
+        }
+    })?;
+    validate(&config)?;
+    Ok(config)
+}
+
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(base), toml::Value::Table(overlay)) => {
+            for (k, v) in overlay {
+                match base.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    // Unknown keys stay so deserialization can name them.
+                    None => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+/// Every leaf key of the defaults as a dotted path, with its default value.
+fn leaves(value: &toml::Value, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (k, v) in table {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaves(v, &path, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.clone())),
+    }
+}
+
+fn env_name(key: &str) -> String {
+    format!("TIDINGS_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+fn apply_env(value: &mut toml::Value, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    let mut keys = Vec::new();
+    leaves(
+        &toml::Value::try_from(Config::default()).expect("defaults serialize"),
+        "",
+        &mut keys,
+    );
+    let known: BTreeMap<String, (String, toml::Value)> = keys
+        .into_iter()
+        .map(|(key, default)| (env_name(&key), (key, default)))
+        .collect();
+    for (var, raw) in env.iter().filter(|(k, _)| k.starts_with("TIDINGS_")) {
+        if NON_KEY_VARS.contains(&var.as_str()) {
+            continue;
+        }
+        let Some((key, default)) = known.get(var) else {
+            return Err(ConfigError::UnknownEnv(var.clone()));
+        };
+        let env_err = |message: String| ConfigError::Env {
+            var: var.clone(),
+            key: key.clone(),
+            message,
+        };
+        let parsed = match default {
+            toml::Value::Integer(_) => toml::Value::Integer(
+                raw.trim()
+                    .parse()
+                    .map_err(|e| env_err(format!("expected an integer: {e}")))?,
+            ),
+            toml::Value::Boolean(_) => toml::Value::Boolean(
+                raw.trim()
+                    .parse()
+                    .map_err(|_| env_err("expected true or false".into()))?,
+            ),
+            toml::Value::Float(_) => toml::Value::Float(
+                raw.trim()
+                    .parse()
+                    .map_err(|e| env_err(format!("expected a number: {e}")))?,
+            ),
+            _ => toml::Value::String(raw.clone()),
+        };
+        let mut slot = &mut *value;
+        for part in key.split('.') {
+            slot = slot
+                .get_mut(part)
+                .ok_or_else(|| env_err("no such key".into()))?;
+        }
+        *slot = parsed;
+    }
+    Ok(())
+}
+
+fn validate(config: &Config) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: &str| {
+        Err(ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        })
+    };
+    let limits = &config.limits;
+    if limits.max_message_bytes == 0 {
+        return invalid("limits.max_message_bytes", "must be greater than 0");
+    }
+    if limits.max_message_bytes + 1024 > config.http.ws_max_frame_bytes {
+        return invalid(
+            "http.ws_max_frame_bytes",
+            "must exceed limits.max_message_bytes by at least 1024 bytes of envelope",
+        );
+    }
+    if limits.max_group_members < 2 {
+        return invalid("limits.max_group_members", "must be at least 2");
+    }
+    for (key, v) in [
+        ("limits.sync_page", limits.sync_page as usize),
+        ("limits.outbound_queue", limits.outbound_queue),
+        ("limits.max_in_flight", limits.max_in_flight),
+        ("limits.max_commit_batch", limits.max_commit_batch),
+        ("limits.max_history_page", limits.max_history_page as usize),
+        ("storage.read_connections", config.storage.read_connections as usize),
+    ] {
+        if v == 0 {
+            return invalid(key, "must be greater than 0");
+        }
+    }
+    if config.tokens.access_ttl_secs < 10 {
+        return invalid("tokens.access_ttl_secs", "must be at least 10 seconds");
+    }
+    if config.tokens.refresh_ttl_secs < config.tokens.access_ttl_secs {
+        return invalid(
+            "tokens.refresh_ttl_secs",
+            "must be at least tokens.access_ttl_secs",
+        );
+    }
+    if config.http.ws_read_buffer_bytes < 256 {
+        return invalid("http.ws_read_buffer_bytes", "must be at least 256");
+    }
+    if config.accounts.min_password_length < 8 {
+        return invalid("accounts.min_password_length", "must be at least 8");
+    }
+    if tidings_core::passwords::PasswordHashing::new(
+        config.accounts.argon2_memory_kib,
+        config.accounts.argon2_iterations,
+    )
+    .is_err()
+    {
+        return invalid(
+            "accounts.argon2_memory_kib",
+            "argon2 rejects this memory and iteration cost",
+        );
+    }
+    if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
+        return invalid("log.level", "not a valid tracing filter");
+    }
+    Ok(())
+}
+
+/// The documented example configuration, generated from the structs' doc comments and
+/// defaults. `cargo xtask codegen` writes it to `tidings.example.toml`.
+pub fn example_toml() -> String {
+    let schema = serde_json::to_value(schemars::schema_for!(Config)).expect("schema serializes");
+    let defaults = toml::Value::try_from(Config::default()).expect("defaults serialize");
+    let mut out = String::from(
+        "# Tidings configuration. Every key is optional; the values shown are the defaults.\n\
+         # Generated by `cargo xtask codegen` from crates/tidings/src/config.rs; do not edit.\n\
+         # Each key can also be set through an environment variable named after its path:\n\
+         # `listen` is TIDINGS_LISTEN, `limits.max_message_bytes` is TIDINGS_LIMITS_MAX_MESSAGE_BYTES.\n\
+         # Pass this file with `tidings serve --config FILE` or TIDINGS_CONFIG=FILE.\n",
+    );
+    let defs = &schema["$defs"];
+    let resolve = |s: &serde_json::Value| -> serde_json::Value {
+        match s.get("$ref").and_then(|r| r.as_str()) {
+            Some(r) => defs[r.trim_start_matches("#/$defs/")].clone(),
+            None => s.clone(),
+        }
+    };
+    let table = defaults.as_table().expect("config is a table");
+    let props = &schema["properties"];
+    // Top-level scalars first, then one section per table, as TOML requires.
+    for (key, value) in table.iter().filter(|(_, v)| !v.is_table()) {
+        write_key(&mut out, key, value, &resolve(&props[key]));
+    }
+    for (section, value) in table.iter().filter(|(_, v)| v.is_table()) {
+        let section_schema = resolve(&props[section]);
+        out.push('\n');
+        if let Some(doc) = section_schema["description"].as_str() {
+            for line in doc.lines() {
+                out.push_str(&format!("# {line}\n"));
+            }
+        }
+        out.push_str(&format!("[{section}]\n"));
+        for (key, v) in value.as_table().expect("section is a table") {
+            write_key(&mut out, key, v, &resolve(&section_schema["properties"][key]));
+        }
+    }
+    out
+}
+
+fn write_key(out: &mut String, key: &str, value: &toml::Value, schema: &serde_json::Value) {
+    if let Some(doc) = schema["description"].as_str() {
+        for line in doc.lines() {
+            out.push_str(&format!("# {line}\n"));
+        }
+    }
+    let mut table = toml::Table::new();
+    table.insert(key.to_string(), value.clone());
+    out.push_str(&toml::to_string(&table).expect("value serializes"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let config = load(None, &BTreeMap::new(), &Overrides::default()).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.data_dir, PathBuf::from("tidings-data"));
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\n[limits]\nmax_message_bytes = 1000\n",
+        )
+        .unwrap();
+        let vars = env(&[
+            ("TIDINGS_LISTEN", "127.0.0.1:9001"),
+            ("TIDINGS_LIMITS_MAX_GROUP_MEMBERS", "50"),
+            ("TIDINGS_ACCOUNTS_REGISTRATION", "invite"),
+            ("PATH", "/usr/bin"),
+        ]);
+        let config = load(Some(&file), &vars, &Overrides::default()).unwrap();
+        assert_eq!(config.listen.port(), 9001);
+        assert_eq!(config.limits.max_message_bytes, 1000);
+        assert_eq!(config.limits.max_group_members, 50);
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9002".parse().unwrap()),
+            data_dir: Some("/tmp/x".into()),
+        };
+        let config = load(Some(&file), &vars, &flags).unwrap();
+        assert_eq!(config.listen.port(), 9002);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = load(
+            None,
+            &env(&[("TIDINGS_LIMITS_MAX_MESSAGE_BYTES", "lots")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("limits.max_message_bytes"), "{err}");
+        assert!(err.contains("TIDINGS_LIMITS_MAX_MESSAGE_BYTES"), "{err}");
+
+        let err = load(None, &env(&[("TIDINGS_LISTEN", "nowhere")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
+
+        let err = load(None, &env(&[("TIDINGS_LIMITS_SYNC_PAGE", "0")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.sync_page"), "{err}");
+
+        let err = load(None, &env(&[("TIDINGS_LIMTS_X", "1")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TIDINGS_LIMTS_X"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "[limits]\nmax_mesage_bytes = 5\n").unwrap();
+        let err = load(Some(&file), &BTreeMap::new(), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_mesage_bytes"), "{err}");
+
+        std::fs::write(&file, "[accounts]\nregistration = \"sometimes\"\n").unwrap();
+        let err = load(Some(&file), &BTreeMap::new(), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("accounts.registration"), "{err}");
+    }
+
+    #[test]
+    fn example_parses_back_to_the_defaults() {
+        let text = example_toml();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("example.toml");
+        std::fs::write(&file, &text).unwrap();
+        let config = load(Some(&file), &BTreeMap::new(), &Overrides::default()).unwrap();
+        assert_eq!(config, Config::default());
+        assert!(text.contains("# Largest message body in bytes"));
+        assert!(text.contains("[limits]"));
+    }
+
+    #[test]
+    fn checked_in_example_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tidings.example.toml");
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == example_toml(),
+            "tidings.example.toml is stale: run `cargo xtask codegen`"
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! The Tidings binary's library half: configuration and wiring, so tests and tools can start
+//! the real server in-process exactly as `tidings serve` does.
+
+pub mod app;
+pub mod config;
