@@ -6,7 +6,9 @@ use crate::passwords::{check_password, normalize_username};
 use crate::tokens::{self, AccessClaims, TokenError};
 use crate::{Caller, Core};
 use tidings_bus::BusEvent;
-use tidings_proto::rest::{Account, ChangePasswordRequest, Device, DeviceList, RegisterRequest, TokenResponse};
+use tidings_proto::rest::{
+    Account, ChangePasswordRequest, Device, DeviceList, RegisterRequest, TokenResponse,
+};
 use tidings_proto::{DeviceId, ErrorCode, UserId};
 use tidings_store::{NewInvite, NewRefreshToken, RotateOutcome, StoreError, UserRecord};
 
@@ -77,7 +79,11 @@ impl Core {
     /// Creates an account regardless of the registration mode (operators only).
     pub async fn admin_create_user(&self, username: &str, password: String) -> CoreResult<Account> {
         let username = normalize_username(username)?;
-        check_password(&password, &username, self.inner.config.accounts.min_password_length)?;
+        check_password(
+            &password,
+            &username,
+            self.inner.config.accounts.min_password_length,
+        )?;
         let hash = self.inner.hashing.hash(password).await?;
         let created = self
             .inner
@@ -88,14 +94,22 @@ impl Core {
     }
 
     /// Lists accounts in id order (operators only).
-    pub async fn admin_list_users(&self, after: Option<UserId>, limit: u32) -> CoreResult<Vec<Account>> {
+    pub async fn admin_list_users(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> CoreResult<Vec<Account>> {
         let users = self.inner.store.list_users(after, limit).await?;
         Ok(users.iter().map(account).collect())
     }
 
     /// Sets a new password and signs out every device (operators only).
     /// Returns how many devices were signed out.
-    pub async fn admin_reset_password(&self, username: &str, password: String) -> CoreResult<usize> {
+    pub async fn admin_reset_password(
+        &self,
+        username: &str,
+        password: String,
+    ) -> CoreResult<usize> {
         let username = normalize_username(username)?;
         let user = self
             .inner
@@ -103,7 +117,11 @@ impl Core {
             .user_by_name(&username)
             .await?
             .ok_or_else(|| CoreError::not_found("user"))?;
-        check_password(&password, &username, self.inner.config.accounts.min_password_length)?;
+        check_password(
+            &password,
+            &username,
+            self.inner.config.accounts.min_password_length,
+        )?;
         let hash = self.inner.hashing.hash(password).await?;
         self.inner.store.set_password_hash(user.id, &hash).await?;
         let revoked = self
@@ -203,13 +221,18 @@ impl Core {
             .await?;
         match outcome {
             RotateOutcome::Rotated { user_id, device_id } => {
-                self.inner.store.touch_device(device_id, self.now_ms()).await?;
+                self.inner
+                    .store
+                    .touch_device(device_id, self.now_ms())
+                    .await?;
                 Ok(self.token_response(user_id, device_id, fresh))
             }
             RotateOutcome::ReuseDetected { user_id, device_id } => {
                 tracing::warn!(%user_id, %device_id, "Refresh token reused; device signed out.");
                 self.announce_revoked(user_id, device_id).await;
-                Err(invalid_grant("refresh token was already used; the device is signed out"))
+                Err(invalid_grant(
+                    "refresh token was already used; the device is signed out",
+                ))
             }
             RotateOutcome::Invalid => Err(invalid_grant("refresh token is expired or revoked")),
         }
@@ -218,7 +241,12 @@ impl Core {
     /// RFC 7009 revocation. Revoking a refresh token signs its device out; revoking an access
     /// token signs out the device it was issued to. Unknown tokens are not an error.
     pub async fn revoke_token(&self, token: &str) -> CoreResult<()> {
-        let device = match self.inner.store.refresh_token_device(tokens::hash_token(token)).await? {
+        let device = match self
+            .inner
+            .store
+            .refresh_token_device(tokens::hash_token(token))
+            .await?
+        {
             Some(device_id) => self.inner.store.device(device_id).await?,
             None => match self.verify_claims(token) {
                 Ok(claims) => self.inner.store.device(claims.device_id()).await?,
@@ -307,18 +335,27 @@ impl Core {
     }
 
     /// Changes the password after checking the current one; signs out every other device.
-    pub async fn change_password(&self, caller: &Caller, req: ChangePasswordRequest) -> CoreResult<()> {
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        req: ChangePasswordRequest,
+    ) -> CoreResult<()> {
         let user = self.me(caller).await?;
         self.check_credentials(&user.username, req.current_password)
             .await
-            .map_err(|_| CoreError::new(ErrorCode::InvalidCredentials, "current password is wrong"))?;
+            .map_err(|_| {
+                CoreError::new(ErrorCode::InvalidCredentials, "current password is wrong")
+            })?;
         check_password(
             &req.new_password,
             &user.username,
             self.inner.config.accounts.min_password_length,
         )?;
         let hash = self.inner.hashing.hash(req.new_password).await?;
-        self.inner.store.set_password_hash(caller.user_id, &hash).await?;
+        self.inner
+            .store
+            .set_password_hash(caller.user_id, &hash)
+            .await?;
         let revoked = self
             .inner
             .store

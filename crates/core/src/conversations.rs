@@ -51,11 +51,18 @@ impl MemberCache {
 
     pub fn invalidate(&self, id: ConversationId) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.entries.lock().expect("cache lock poisoned").remove(&id);
+        self.entries
+            .lock()
+            .expect("cache lock poisoned")
+            .remove(&id);
     }
 
     fn get(&self, id: ConversationId) -> Option<Arc<ConvInfo>> {
-        self.entries.lock().expect("cache lock poisoned").get(&id).cloned()
+        self.entries
+            .lock()
+            .expect("cache lock poisoned")
+            .get(&id)
+            .cloned()
     }
 
     fn insert_if_current(&self, id: ConversationId, info: Arc<ConvInfo>, generation: u64) {
@@ -145,7 +152,11 @@ impl Core {
     }
 
     /// One conversation as the caller sees it, with its last message.
-    pub async fn conversation(&self, caller: &Caller, id: ConversationId) -> CoreResult<Conversation> {
+    pub async fn conversation(
+        &self,
+        caller: &Caller,
+        id: ConversationId,
+    ) -> CoreResult<Conversation> {
         self.authorize(caller, id, Action::Read).await?;
         let uc = self
             .inner
@@ -202,7 +213,9 @@ impl Core {
     /// The one direct conversation between the caller and `peer`, created on first use.
     pub async fn open_direct(&self, caller: &Caller, peer: UserId) -> CoreResult<Conversation> {
         if peer == caller.user_id {
-            return Err(CoreError::invalid("a direct conversation needs another user"));
+            return Err(CoreError::invalid(
+                "a direct conversation needs another user",
+            ));
         }
         let exists = self.inner.store.user_by_id(peer).await?;
         if exists.is_none_or(|u| u.disabled) {
@@ -214,13 +227,18 @@ impl Core {
             .get_or_create_direct(caller.user_id, peer, self.now_ms())
             .await?;
         if created {
-            self.announce_conversation(conv.id, &[caller.user_id, peer]).await;
+            self.announce_conversation(conv.id, &[caller.user_id, peer])
+                .await;
         }
         self.conversation(caller, conv.id).await
     }
 
     /// Creates a group owned by the caller.
-    pub async fn create_group(&self, caller: &Caller, req: CreateGroupRequest) -> CoreResult<Conversation> {
+    pub async fn create_group(
+        &self,
+        caller: &Caller,
+        req: CreateGroupRequest,
+    ) -> CoreResult<Conversation> {
         let title = req.title.trim();
         if title.is_empty() || title.chars().count() > 128 {
             return Err(CoreError::invalid("a group title has 1 to 128 characters"));
@@ -268,14 +286,23 @@ impl Core {
             ));
         }
         self.check_users_exist(&users).await?;
-        let added = self.inner.store.add_members(id, &users, self.now_ms()).await?;
+        let added = self
+            .inner
+            .store
+            .add_members(id, &users, self.now_ms())
+            .await?;
         self.membership_changed(id).await;
         self.announce_conversation(id, &added).await;
         Ok(added)
     }
 
     /// Removes a member (owner), or the caller themself (leaving).
-    pub async fn remove_member(&self, caller: &Caller, id: ConversationId, user: UserId) -> CoreResult<()> {
+    pub async fn remove_member(
+        &self,
+        caller: &Caller,
+        id: ConversationId,
+        user: UserId,
+    ) -> CoreResult<()> {
         let action = if user == caller.user_id {
             Action::Leave
         } else {
@@ -309,7 +336,9 @@ impl Core {
         if let Err(e) = self
             .inner
             .bus
-            .publish(BusEvent::MembershipChanged { conversation_id: id })
+            .publish(BusEvent::MembershipChanged {
+                conversation_id: id,
+            })
             .await
         {
             tracing::warn!(%e, "Could not announce a membership change.");

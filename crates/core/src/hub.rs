@@ -151,7 +151,13 @@ impl Hub {
     pub fn connection_count(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().expect("hub lock poisoned").values().map(Vec::len).sum::<usize>())
+            .map(|s| {
+                s.lock()
+                    .expect("hub lock poisoned")
+                    .values()
+                    .map(Vec::len)
+                    .sum::<usize>()
+            })
             .sum()
     }
 

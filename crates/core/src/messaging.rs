@@ -87,9 +87,9 @@ fn validate_body(body: &MessageBody, max_bytes: usize) -> CoreResult<()> {
         } if algorithm.is_empty() || ciphertext.is_empty() => Err(CoreError::invalid(
             "encrypted bodies need an algorithm and a ciphertext",
         )),
-        MessageBody::Custom { app, .. } if app.is_empty() || app.len() > 64 => {
-            Err(CoreError::invalid("custom bodies need an app name of 1 to 64 bytes"))
-        }
+        MessageBody::Custom { app, .. } if app.is_empty() || app.len() > 64 => Err(
+            CoreError::invalid("custom bodies need an app name of 1 to 64 bytes"),
+        ),
         _ => Ok(()),
     }
 }
@@ -155,7 +155,8 @@ impl Core {
         before: Option<Seq>,
         limit: Option<u32>,
     ) -> CoreResult<HistoryPage> {
-        self.authorize(caller, conversation_id, Action::Read).await?;
+        self.authorize(caller, conversation_id, Action::Read)
+            .await?;
         let limit = limit
             .unwrap_or(50)
             .clamp(1, self.inner.config.limits.max_history_page);
@@ -207,7 +208,9 @@ impl Core {
         conversation_id: ConversationId,
         typing: bool,
     ) -> CoreResult<()> {
-        let info = self.authorize(caller, conversation_id, Action::Typing).await?;
+        let info = self
+            .authorize(caller, conversation_id, Action::Typing)
+            .await?;
         let others: Arc<[UserId]> = info
             .member_ids
             .iter()
@@ -228,7 +231,11 @@ impl Core {
     }
 
     /// The presence of users who share a conversation with the caller; others are left out.
-    pub async fn presence_of(&self, caller: &Caller, users: &[UserId]) -> CoreResult<Vec<Presence>> {
+    pub async fn presence_of(
+        &self,
+        caller: &Caller,
+        users: &[UserId],
+    ) -> CoreResult<Vec<Presence>> {
         if users.len() > 1000 {
             return Err(CoreError::invalid("ask for at most 1000 users at once"));
         }
@@ -314,9 +321,14 @@ mod tests {
     fn body_rules() {
         let text = |t: &str| MessageBody::Text { text: t.into() };
         assert!(validate_body(&text("hi"), 100).is_ok());
-        assert_eq!(validate_body(&text("  "), 100).unwrap_err().code, ErrorCode::InvalidField);
         assert_eq!(
-            validate_body(&text(&"x".repeat(200)), 100).unwrap_err().code,
+            validate_body(&text("  "), 100).unwrap_err().code,
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            validate_body(&text(&"x".repeat(200)), 100)
+                .unwrap_err()
+                .code,
             ErrorCode::TooLarge
         );
         assert!(validate_client_msg_id("abc-123").is_ok());

@@ -83,7 +83,9 @@ pub fn check_password(password: &str, username: &str, min_len: u32) -> CoreResul
         )));
     }
     if len > 1024 {
-        return Err(CoreError::invalid("password must have at most 1024 characters"));
+        return Err(CoreError::invalid(
+            "password must have at most 1024 characters",
+        ));
     }
     if password.eq_ignore_ascii_case(username) {
         return Err(CoreError::invalid("password must differ from the username"));
@@ -117,8 +119,18 @@ mod tests {
         let hashing = PasswordHashing::new(256, 1).unwrap();
         let phc = hashing.hash("correct horse".into()).await.unwrap();
         assert!(phc.starts_with("$argon2id$"));
-        assert!(hashing.verify("correct horse".into(), phc.clone()).await.unwrap());
+        assert!(
+            hashing
+                .verify("correct horse".into(), phc.clone())
+                .await
+                .unwrap()
+        );
         assert!(!hashing.verify("wrong horse".into(), phc).await.unwrap());
-        assert!(!hashing.verify("x".into(), "not a hash".into()).await.unwrap());
+        assert!(
+            !hashing
+                .verify("x".into(), "not a hash".into())
+                .await
+                .unwrap()
+        );
     }
 }

@@ -68,10 +68,10 @@ pub fn decide(action: Action, kind: ConversationKind, standing: Standing) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tidings_proto::ErrorCode;
     use Action::*;
     use ConversationKind::*;
     use Standing::*;
+    use tidings_proto::ErrorCode;
 
     /// Expected outcome: `Ok`, `F` (forbidden) or `N` (not found).
     #[derive(Debug, PartialEq)]

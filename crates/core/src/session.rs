@@ -83,7 +83,10 @@ impl From<Text> for String {
 pub enum Output {
     Frame(Text),
     /// Close the connection with this WebSocket close code and reason.
-    Close { code: u16, reason: &'static str },
+    Close {
+        code: u16,
+        reason: &'static str,
+    },
 }
 
 /// Why `next_output` woke up.
@@ -135,13 +138,16 @@ struct ConvState {
 
 impl ConvState {
     fn advance(&mut self) {
-        while self.ahead.first() == Some(&(self.delivered + 1)) {
-            self.ahead.pop_first();
-            self.delivered += 1;
-        }
-        // Anything at or below `delivered` is no longer "ahead".
-        while self.ahead.first().is_some_and(|s| *s <= self.delivered) {
-            self.ahead.pop_first();
+        // Anything at or below `delivered` is no longer "ahead"; then follow the chain.
+        while let Some(&first) = self.ahead.first() {
+            if first <= self.delivered {
+                self.ahead.pop_first();
+            } else if first == self.delivered + 1 {
+                self.ahead.pop_first();
+                self.delivered = first;
+            } else {
+                break;
+            }
         }
     }
 
@@ -150,6 +156,7 @@ impl ConvState {
         if !self.known {
             self.known = true;
             self.delivered = seq.saturating_sub(1);
+            self.advance();
         }
         if seq <= self.delivered || self.ahead.contains(&seq) {
             return false;
@@ -161,6 +168,16 @@ impl ConvState {
             self.ahead.insert(seq);
         }
         true
+    }
+
+    /// Records an ack of the client's own send. Before the position is known (no sync, no
+    /// event yet), an ack says nothing about earlier messages, so it only marks `seq` as held.
+    fn acked(&mut self, seq: Seq) {
+        if self.known {
+            self.take(seq);
+        } else {
+            self.ahead.insert(seq);
+        }
     }
 
     /// Missing sequences below `seq` that the client does not hold.
@@ -268,7 +285,10 @@ impl Session {
     pub fn handle_oversized(&mut self, limit: usize) {
         self.error(
             None,
-            CoreError::new(ErrorCode::TooLarge, format!("frames are limited to {limit} bytes")),
+            CoreError::new(
+                ErrorCode::TooLarge,
+                format!("frames are limited to {limit} bytes"),
+            ),
         );
     }
 
@@ -308,7 +328,9 @@ impl Session {
             } => {
                 self.convs.entry(conversation_id).or_default().sending += 1;
                 self.in_flight.push(Box::pin(async move {
-                    let result = core.send(&caller, conversation_id, client_msg_id, body).await;
+                    let result = core
+                        .send(&caller, conversation_id, client_msg_id, body)
+                        .await;
                     Completion::Sent {
                         id,
                         conversation_id,
@@ -355,7 +377,10 @@ impl Session {
                 before_seq,
                 limit,
             } => self.in_flight.push(Box::pin(async move {
-                match core.history(&caller, conversation_id, before_seq, limit).await {
+                match core
+                    .history(&caller, conversation_id, before_seq, limit)
+                    .await
+                {
                     Ok(page) => Completion::Reply(ServerFrame::History {
                         id,
                         messages: page.messages,
@@ -387,12 +412,14 @@ impl Session {
                     (Err(e), id) => error_completion(id, e),
                 }
             })),
-            ClientFrame::PresenceQuery { id, user_ids } => self.in_flight.push(Box::pin(async move {
-                match core.presence_of(&caller, &user_ids).await {
-                    Ok(users) => Completion::Reply(ServerFrame::PresenceList { id, users }),
-                    Err(e) => error_completion(Some(id), e),
-                }
-            })),
+            ClientFrame::PresenceQuery { id, user_ids } => {
+                self.in_flight.push(Box::pin(async move {
+                    match core.presence_of(&caller, &user_ids).await {
+                        Ok(users) => Completion::Reply(ServerFrame::PresenceList { id, users }),
+                        Err(e) => error_completion(Some(id), e),
+                    }
+                }))
+            }
         }
     }
 
@@ -527,7 +554,7 @@ impl Session {
                 state.sending = state.sending.saturating_sub(1);
                 match result {
                     Ok(ack) => {
-                        state.take(ack.seq);
+                        state.acked(ack.seq);
                         self.reply(ServerFrame::Ack {
                             id,
                             conversation_id,
@@ -570,7 +597,11 @@ impl Session {
             }
             conn.caller.expires_at = caller.expires_at;
         } else {
-            let registration = self.core.inner.hub.register(caller.user_id, caller.device_id);
+            let registration = self
+                .core
+                .inner
+                .hub
+                .register(caller.user_id, caller.device_id);
             if registration.first_for_user {
                 let core = self.core.clone();
                 tokio::spawn(async move {
@@ -601,8 +632,10 @@ impl Session {
         if let Some(sync) = self.sync.as_mut() {
             sync.planned = true;
         }
-        let cursors: HashMap<ConversationId, Seq> =
-            cursors.into_iter().map(|c| (c.conversation_id, c.seq)).collect();
+        let cursors: HashMap<ConversationId, Seq> = cursors
+            .into_iter()
+            .map(|c| (c.conversation_id, c.seq))
+            .collect();
         for uc in list {
             let id = uc.conversation.id;
             let last = uc.conversation.last_seq;
@@ -694,7 +727,8 @@ impl Session {
             if state.take(message.seq) {
                 sent += 1;
                 let frame = OutFrame::new(ServerFrame::Message { message });
-                self.out.push_back(Output::Frame(Text::Shared(frame.json())));
+                self.out
+                    .push_back(Output::Frame(Text::Shared(frame.json())));
             }
         }
         if done {
@@ -708,7 +742,8 @@ impl Session {
 
     fn on_event(&mut self, frame: Arc<OutFrame>) {
         let Some((id, seq)) = frame.position() else {
-            self.out.push_back(Output::Frame(Text::Shared(frame.json())));
+            self.out
+                .push_back(Output::Frame(Text::Shared(frame.json())));
             return;
         };
         let state = self.convs.entry(id).or_default();
@@ -717,7 +752,8 @@ impl Session {
         }
         if !state.known || seq == state.delivered + 1 {
             state.take(seq);
-            self.out.push_back(Output::Frame(Text::Shared(frame.json())));
+            self.out
+                .push_back(Output::Frame(Text::Shared(frame.json())));
             return;
         }
         if seq <= state.delivered || state.ahead.contains(&seq) {
@@ -726,7 +762,8 @@ impl Session {
         if state.holes_below(seq) <= u64::from(state.sending) {
             // The holes are this connection's own sends, whose acks are on their way.
             state.take(seq);
-            self.out.push_back(Output::Frame(Text::Shared(frame.json())));
+            self.out
+                .push_back(Output::Frame(Text::Shared(frame.json())));
             return;
         }
         // Holes nobody here can explain (a lost or reordered event): read them from the store.
@@ -820,19 +857,38 @@ mod tests {
         assert_eq!(s.delivered, 6);
         assert!(s.ahead.is_empty());
         assert!(!s.take(6));
+
+        // Before the position is known, acks only mark what the client holds.
+        let mut s = ConvState::default();
+        s.acked(2);
+        s.acked(5);
+        assert!(!s.known);
+        assert!(s.take(4));
+        assert_eq!(s.delivered, 5);
+        assert!(s.ahead.is_empty());
+        assert!(!s.take(2), "an acked message is never delivered again");
     }
 
     #[test]
     fn decode_errors_are_classified() {
         let err = serde_json::from_str::<ClientFrame>("{").unwrap_err();
-        assert_eq!(classify_decode_error("{", &err).1.code, ErrorCode::MalformedRequest);
+        assert_eq!(
+            classify_decode_error("{", &err).1.code,
+            ErrorCode::MalformedRequest
+        );
         let text = r#"{"type":"fly","id":"7"}"#;
         let err = serde_json::from_str::<ClientFrame>(text).unwrap_err();
         let (id, e) = classify_decode_error(text, &err);
-        assert_eq!((id.as_deref(), e.code), (Some("7"), ErrorCode::UnknownFrame));
+        assert_eq!(
+            (id.as_deref(), e.code),
+            (Some("7"), ErrorCode::UnknownFrame)
+        );
         let text = r#"{"type":"send","id":"8"}"#;
         let err = serde_json::from_str::<ClientFrame>(text).unwrap_err();
         let (id, e) = classify_decode_error(text, &err);
-        assert_eq!((id.as_deref(), e.code), (Some("8"), ErrorCode::MalformedRequest));
+        assert_eq!(
+            (id.as_deref(), e.code),
+            (Some("8"), ErrorCode::MalformedRequest)
+        );
     }
 }

@@ -122,7 +122,10 @@ impl Running {
     }
 
     /// Stops when `signal` resolves.
-    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let Running {
             core,
             stop,

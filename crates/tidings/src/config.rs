@@ -154,10 +154,12 @@ pub fn load(
             path: path.to_path_buf(),
             source,
         })?;
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         merge(&mut value, toml::Value::Table(table));
     }
     apply_env(&mut value, env)?;
@@ -167,12 +169,11 @@ pub fn load(
     if let Some(dir) = &overrides.data_dir {
         value["data_dir"] = toml::Value::String(dir.display().to_string());
     }
-    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
-        ConfigError::Invalid {
+    let config: Config =
+        serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Invalid {
             key: e.path().to_string(),
             message: e.inner().to_string(),
-        }
-    })?;
+        })?;
     validate(&config)?;
     Ok(config)
 }
@@ -293,7 +294,10 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         ("limits.max_in_flight", limits.max_in_flight),
         ("limits.max_commit_batch", limits.max_commit_batch),
         ("limits.max_history_page", limits.max_history_page as usize),
-        ("storage.read_connections", config.storage.read_connections as usize),
+        (
+            "storage.read_connections",
+            config.storage.read_connections as usize,
+        ),
     ] {
         if v == 0 {
             return invalid(key, "must be greater than 0");
@@ -366,7 +370,12 @@ pub fn example_toml() -> String {
         }
         out.push_str(&format!("[{section}]\n"));
         for (key, v) in value.as_table().expect("section is a table") {
-            write_key(&mut out, key, v, &resolve(&section_schema["properties"][key]));
+            write_key(
+                &mut out,
+                key,
+                v,
+                &resolve(&section_schema["properties"][key]),
+            );
         }
     }
     out
@@ -442,19 +451,31 @@ mod tests {
         assert!(err.contains("limits.max_message_bytes"), "{err}");
         assert!(err.contains("TIDINGS_LIMITS_MAX_MESSAGE_BYTES"), "{err}");
 
-        let err = load(None, &env(&[("TIDINGS_LISTEN", "nowhere")]), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            None,
+            &env(&[("TIDINGS_LISTEN", "nowhere")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("listen"), "{err}");
 
-        let err = load(None, &env(&[("TIDINGS_LIMITS_SYNC_PAGE", "0")]), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            None,
+            &env(&[("TIDINGS_LIMITS_SYNC_PAGE", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("limits.sync_page"), "{err}");
 
-        let err = load(None, &env(&[("TIDINGS_LIMTS_X", "1")]), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            None,
+            &env(&[("TIDINGS_LIMTS_X", "1")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("TIDINGS_LIMTS_X"), "{err}");
 
         let dir = tempfile::tempdir().unwrap();

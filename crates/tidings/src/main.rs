@@ -151,7 +151,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(&config);
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
-                .with_context(|| format!("cannot listen on {} (config key `listen`)", config.listen))?;
+                .with_context(|| {
+                    format!("cannot listen on {} (config key `listen`)", config.listen)
+                })?;
             let running = tidings::app::start(config, listener).await?;
             eprintln!("Tidings is running at http://{}", running.addr);
             running.run_until(shutdown_signal()).await

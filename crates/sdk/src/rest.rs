@@ -1,0 +1,333 @@
+//! REST calls: accounts, OAuth, devices, conversations and history.
+
+use crate::{SdkError, SdkResult};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tidings_proto::rest::*;
+use tidings_proto::{ConversationId, DeviceId, MessageBody, Seq, UserId};
+
+/// An unauthenticated client of one server.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> SdkResult<T> {
+    let status = response.status().as_u16();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| SdkError::Transport(e.to_string()))?;
+    if (200..300).contains(&status) {
+        return serde_json::from_slice(&bytes).map_err(|e| {
+            SdkError::Unexpected(format!("{e}: {}", String::from_utf8_lossy(&bytes)))
+        });
+    }
+    if let Ok(problem) = serde_json::from_slice::<Problem>(&bytes) {
+        return Err(SdkError::Problem { status, problem });
+    }
+    if let Ok(error) = serde_json::from_slice::<OAuthError>(&bytes) {
+        return Err(SdkError::OAuth { status, error });
+    }
+    Err(SdkError::Unexpected(format!(
+        "HTTP {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    )))
+}
+
+async fn expect_empty(response: reqwest::Response) -> SdkResult<()> {
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    decode::<serde_json::Value>(response).await.map(|_| ())
+}
+
+fn transport(e: reqwest::Error) -> SdkError {
+    SdkError::Transport(e.to_string())
+}
+
+impl Client {
+    /// `base` is the server's root URL, e.g. `http://127.0.0.1:8080`.
+    pub fn new(base: impl Into<String>) -> Self {
+        Client {
+            http: reqwest::Client::new(),
+            base: base.into().trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The WebSocket URL of the native protocol.
+    pub fn ws_url(&self) -> String {
+        let rest = self
+            .base
+            .strip_prefix("https://")
+            .map(|r| format!("wss://{r}"))
+            .or_else(|| {
+                self.base
+                    .strip_prefix("http://")
+                    .map(|r| format!("ws://{r}"))
+            })
+            .unwrap_or_else(|| self.base.clone());
+        format!("{rest}/ws")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> SdkResult<Account> {
+        self.register_with(RegisterRequest {
+            username: username.into(),
+            password: password.into(),
+            invite_code: None,
+        })
+        .await
+    }
+
+    pub async fn register_with(&self, req: RegisterRequest) -> SdkResult<Account> {
+        let r = self
+            .http
+            .post(self.url("/api/v1/accounts"))
+            .json(&req)
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(r).await
+    }
+
+    /// Signs in with the password grant; each sign-in is a new device.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        device_name: &str,
+    ) -> SdkResult<TokenResponse> {
+        let form = [
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password),
+            ("device_name", device_name),
+        ];
+        let r = self
+            .http
+            .post(self.url("/oauth/token"))
+            .form(&form)
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(r).await
+    }
+
+    /// Exchanges a refresh token for a new pair (the old refresh token stops working).
+    pub async fn refresh(&self, refresh_token: &str) -> SdkResult<TokenResponse> {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        let r = self
+            .http
+            .post(self.url("/oauth/token"))
+            .form(&form)
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(r).await
+    }
+
+    /// RFC 7009 revocation.
+    pub async fn revoke(&self, token: &str) -> SdkResult<()> {
+        let r = self
+            .http
+            .post(self.url("/oauth/revoke"))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .map_err(transport)?;
+        expect_empty(r).await
+    }
+
+    /// A GET returning JSON, for unauthenticated endpoints such as metadata and health.
+    pub async fn get_json(&self, path: &str) -> SdkResult<serde_json::Value> {
+        let r = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(r).await
+    }
+
+    pub fn authed(&self, access_token: impl Into<String>) -> AuthedClient {
+        AuthedClient {
+            client: self.clone(),
+            token: access_token.into(),
+        }
+    }
+}
+
+/// A client that sends a bearer token.
+#[derive(Clone, Debug)]
+pub struct AuthedClient {
+    client: Client,
+    token: String,
+}
+
+impl AuthedClient {
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn set_token(&mut self, token: impl Into<String>) {
+        self.token = token.into();
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> SdkResult<T> {
+        let r = self
+            .client
+            .http
+            .get(self.client.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(r).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> SdkResult<T> {
+        let r = self
+            .client
+            .http
+            .post(self.client.url(path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(r).await
+    }
+
+    async fn delete(&self, path: &str) -> SdkResult<()> {
+        let r = self
+            .client
+            .http
+            .delete(self.client.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(transport)?;
+        expect_empty(r).await
+    }
+
+    pub async fn me(&self) -> SdkResult<Account> {
+        self.get("/api/v1/account").await
+    }
+
+    pub async fn change_password(&self, current: &str, new: &str) -> SdkResult<()> {
+        let r = self
+            .client
+            .http
+            .post(self.client.url("/api/v1/account/password"))
+            .bearer_auth(&self.token)
+            .json(&ChangePasswordRequest {
+                current_password: current.into(),
+                new_password: new.into(),
+            })
+            .send()
+            .await
+            .map_err(transport)?;
+        expect_empty(r).await
+    }
+
+    pub async fn devices(&self) -> SdkResult<DeviceList> {
+        self.get("/api/v1/devices").await
+    }
+
+    pub async fn sign_out_device(&self, device: DeviceId) -> SdkResult<()> {
+        self.delete(&format!("/api/v1/devices/{device}")).await
+    }
+
+    pub async fn conversations(&self) -> SdkResult<ConversationList> {
+        self.get("/api/v1/conversations").await
+    }
+
+    pub async fn conversation(&self, id: ConversationId) -> SdkResult<Conversation> {
+        self.get(&format!("/api/v1/conversations/{id}")).await
+    }
+
+    pub async fn open_direct(&self, peer: UserId) -> SdkResult<Conversation> {
+        self.post(
+            "/api/v1/conversations/direct",
+            &CreateDirectRequest { user_id: peer },
+        )
+        .await
+    }
+
+    pub async fn create_group(&self, title: &str, members: &[UserId]) -> SdkResult<Conversation> {
+        self.post(
+            "/api/v1/conversations",
+            &CreateGroupRequest {
+                title: title.into(),
+                members: members.to_vec(),
+            },
+        )
+        .await
+    }
+
+    pub async fn members(&self, id: ConversationId) -> SdkResult<Vec<Member>> {
+        self.get(&format!("/api/v1/conversations/{id}/members"))
+            .await
+    }
+
+    pub async fn add_members(
+        &self,
+        id: ConversationId,
+        users: &[UserId],
+    ) -> SdkResult<Vec<UserId>> {
+        self.post(
+            &format!("/api/v1/conversations/{id}/members"),
+            &AddMembersRequest {
+                members: users.to_vec(),
+            },
+        )
+        .await
+    }
+
+    pub async fn remove_member(&self, id: ConversationId, user: UserId) -> SdkResult<()> {
+        self.delete(&format!("/api/v1/conversations/{id}/members/{user}"))
+            .await
+    }
+
+    pub async fn history(
+        &self,
+        id: ConversationId,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> SdkResult<HistoryPage> {
+        let mut path = format!("/api/v1/conversations/{id}/messages?limit={limit}");
+        if let Some(before) = before {
+            path.push_str(&format!("&before={before}"));
+        }
+        self.get(&path).await
+    }
+
+    pub async fn send(
+        &self,
+        id: ConversationId,
+        client_msg_id: &str,
+        body: MessageBody,
+    ) -> SdkResult<SendAck> {
+        self.post(
+            &format!("/api/v1/conversations/{id}/messages"),
+            &SendMessageRequest {
+                client_msg_id: client_msg_id.into(),
+                body,
+            },
+        )
+        .await
+    }
+}

@@ -1,0 +1,312 @@
+//! Messaging over real sockets: live delivery, acks, idempotent retries, history, receipts, typing.
+
+use std::time::Duration;
+use tidings_proto::ws::{ClientFrame, ReceiptKind, ServerFrame};
+use tidings_proto::{ErrorCode, MessageBody};
+use tidings_sdk::{Connection, Cursors};
+use tidings_testkit::TestServer;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn next_message(conn: &mut Connection) -> tidings_proto::Message {
+    loop {
+        let event = tokio::time::timeout(WAIT, conn.next_event())
+            .await
+            .expect("an event in time")
+            .expect("connection open");
+        if let ServerFrame::Message { message } = event {
+            return message;
+        }
+    }
+}
+
+#[tokio::test]
+async fn direct_message_is_acked_then_delivered_to_every_device() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let alice_phone = server.second_device(&alice, "phone").await;
+    let conv = alice.api.open_direct(bob.user_id).await.unwrap();
+    // Opening it again returns the same conversation, from either side.
+    assert_eq!(
+        bob.api.open_direct(alice.user_id).await.unwrap().id,
+        conv.id
+    );
+
+    let alice_ws = server.connect(&alice).await;
+    let mut phone_ws = server.connect(&alice_phone).await;
+    let mut bob_ws = server.connect(&bob).await;
+
+    let (seq, duplicate) = alice_ws
+        .send_text(conv.id, "m-1", "hello bob")
+        .await
+        .unwrap();
+    assert_eq!((seq, duplicate), (1, false));
+    let got = next_message(&mut bob_ws).await;
+    assert_eq!(got.seq, 1);
+    assert_eq!(got.sender_id, alice.user_id);
+    assert_eq!(
+        got.body,
+        MessageBody::Text {
+            text: "hello bob".into()
+        }
+    );
+    // The sender's other device gets it too.
+    assert_eq!(next_message(&mut phone_ws).await.id, got.id);
+
+    // A retry with the same client_msg_id returns the original ack and stores nothing.
+    let (seq, duplicate) = alice_ws
+        .send_text(conv.id, "m-1", "hello bob")
+        .await
+        .unwrap();
+    assert_eq!((seq, duplicate), (1, true));
+    let (seq, _) = bob_ws.send_text(conv.id, "b-1", "hi alice").await.unwrap();
+    assert_eq!(seq, 2);
+    let history = bob.api.history(conv.id, None, 50).await.unwrap();
+    assert_eq!(history.messages.len(), 2);
+    assert!(!history.has_more);
+
+    // Unread counts exclude one's own messages; a read receipt clears them and is fanned out.
+    let list = alice.api.conversations().await.unwrap();
+    assert_eq!(list.conversations[0].unread, 1);
+    assert_eq!(list.conversations[0].last_message.as_ref().unwrap().seq, 2);
+    alice_ws
+        .request(|id| ClientFrame::Receipt {
+            id,
+            conversation_id: conv.id,
+            receipt: ReceiptKind::Read,
+            seq: 2,
+        })
+        .await
+        .unwrap();
+    loop {
+        let event = tokio::time::timeout(WAIT, bob_ws.next_event())
+            .await
+            .unwrap()
+            .unwrap();
+        if let ServerFrame::Receipt {
+            user_id,
+            receipt,
+            seq,
+            ..
+        } = event
+        {
+            assert_eq!(
+                (user_id, receipt, seq),
+                (alice.user_id, ReceiptKind::Read, 2)
+            );
+            break;
+        }
+    }
+    assert_eq!(
+        alice.api.conversations().await.unwrap().conversations[0].unread,
+        0
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn group_messages_reach_members_in_one_order() {
+    let server = TestServer::start().await;
+    let owner = server.user("owner").await;
+    let a = server.user("member-a").await;
+    let b = server.user("member-b").await;
+    let outsider = server.user("outsider").await;
+    let group = owner
+        .api
+        .create_group("team", &[a.user_id, b.user_id])
+        .await
+        .unwrap();
+    assert_eq!(group.member_count, 3);
+    let mut conns = vec![
+        server.connect(&owner).await,
+        server.connect(&a).await,
+        server.connect(&b).await,
+    ];
+    // Everyone sends concurrently; everyone must see the same sequence.
+    let mut sends = Vec::new();
+    for (i, conn) in conns.iter().enumerate() {
+        for n in 0..20 {
+            let (id, text) = (format!("{i}-{n}"), format!("message {i}-{n}"));
+            let group_id = group.id;
+            sends.push(async move { conn.send_text(group_id, &id, &text).await });
+        }
+    }
+    let acks = futures_util::future::join_all(sends).await;
+    assert!(acks.iter().all(|a| a.is_ok()));
+    let mut seqs: Vec<u64> = acks.iter().map(|a| a.as_ref().unwrap().0).collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=60).collect::<Vec<_>>());
+    // Each connection receives the messages it did not send, in sequence order, once.
+    for conn in conns.iter_mut() {
+        let mut last = 0;
+        for _ in 0..40 {
+            let m = next_message(conn).await;
+            assert!(m.seq > last, "out of order: {} after {last}", m.seq);
+            last = m.seq;
+        }
+    }
+    // Outsiders cannot see or write, and cannot tell the group exists.
+    let err = outsider.api.history(group.id, None, 10).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
+    let outsider_ws = server.connect(&outsider).await;
+    let err = outsider_ws
+        .send_text(group.id, "x", "let me in")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
+    // Members cannot add people; the owner can, and the newcomer is told live.
+    let err = a
+        .api
+        .add_members(group.id, &[outsider.user_id])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden));
+    let mut outsider_ws = outsider_ws;
+    owner
+        .api
+        .add_members(group.id, &[outsider.user_id])
+        .await
+        .unwrap();
+    loop {
+        let event = tokio::time::timeout(WAIT, outsider_ws.next_event())
+            .await
+            .unwrap()
+            .unwrap();
+        if let ServerFrame::Conversation { conversation } = event {
+            assert_eq!(conversation.id, group.id);
+            break;
+        }
+    }
+    outsider_ws
+        .send_text(group.id, "x", "thanks")
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn typing_is_relayed_but_never_stored() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let conv = alice.api.open_direct(bob.user_id).await.unwrap();
+    let alice_ws = server.connect(&alice).await;
+    let mut bob_ws = server.connect(&bob).await;
+    alice_ws
+        .request(|id| ClientFrame::Typing {
+            id: Some(id),
+            conversation_id: conv.id,
+            typing: true,
+        })
+        .await
+        .unwrap();
+    loop {
+        let event = tokio::time::timeout(WAIT, bob_ws.next_event())
+            .await
+            .unwrap()
+            .unwrap();
+        if let ServerFrame::Typing {
+            user_id, typing, ..
+        } = event
+        {
+            assert_eq!((user_id, typing), (alice.user_id, true));
+            break;
+        }
+    }
+    assert_eq!(conv.last_seq, 0);
+    assert!(
+        bob.api
+            .history(conv.id, None, 10)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn offline_user_syncs_exactly_what_they_missed() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let direct = alice.api.open_direct(bob.user_id).await.unwrap();
+    let group = alice
+        .api
+        .create_group("trio", &[bob.user_id, carol.user_id])
+        .await
+        .unwrap();
+    let mut bob_ws = server.connect(&bob).await;
+    let alice_ws = server.connect(&alice).await;
+    // Bob sees the first few live, then goes away.
+    for i in 1..=3 {
+        alice_ws
+            .send_text(direct.id, &format!("d{i}"), "early")
+            .await
+            .unwrap();
+    }
+    let mut cursors = Cursors::default();
+    for _ in 0..3 {
+        let m = next_message(&mut bob_ws).await;
+        cursors.observe(m.conversation_id, m.seq);
+    }
+    bob_ws.close();
+    drop(bob_ws);
+    for i in 4..=700 {
+        alice_ws
+            .send_text(direct.id, &format!("d{i}"), "while away")
+            .await
+            .unwrap();
+    }
+    for i in 1..=50 {
+        alice_ws
+            .send_text(group.id, &format!("g{i}"), "group while away")
+            .await
+            .unwrap();
+    }
+    let mut bob_ws = server.connect(&bob).await;
+    let (conversations, messages) = {
+        let sync = bob_ws.sync(&cursors, None);
+        sync.await.unwrap()
+    };
+    assert_eq!((conversations, messages), (2, 697 + 50));
+    let mut seen = Cursors::default();
+    let mut count = 0;
+    while let Some(event) = bob_ws.try_next_event() {
+        if let ServerFrame::Message { message } = event {
+            assert!(
+                seen.observe(message.conversation_id, message.seq),
+                "duplicate {message:?}"
+            );
+            let expected_from = if message.conversation_id == direct.id {
+                4
+            } else {
+                1
+            };
+            if seen.get(message.conversation_id) == message.seq && count == 0 {
+                assert_eq!(message.seq, expected_from);
+            }
+            count += 1;
+        }
+    }
+    assert_eq!(count, 747);
+    assert_eq!(seen.get(direct.id), 700);
+    assert_eq!(seen.get(group.id), 50);
+    // With a limit, only the newest messages come, after a gap marker.
+    let mut carol_ws = server.connect(&carol).await;
+    let (_, messages) = carol_ws.sync(&Cursors::default(), Some(10)).await.unwrap();
+    assert_eq!(messages, 10);
+    let mut gap = None;
+    while let Some(event) = carol_ws.try_next_event() {
+        if let ServerFrame::Gap {
+            from_seq, to_seq, ..
+        } = event
+        {
+            gap = Some((from_seq, to_seq));
+        }
+    }
+    assert_eq!(gap, Some((1, 40)));
+    server.stop().await;
+}
