@@ -1,0 +1,376 @@
+//! The SQLite backend of [`tidings_store::Store`], for single-node deployments.
+//!
+//! # Layout
+//! - [`SqliteStore`] (here): opens the file, and routes each trait method to the writer or to a
+//!   reader.
+//! - `writer`: the one read-write connection, owned by the thread `tidings-sqlite-writer`. Every
+//!   write is a job on its channel; jobs queued together share one transaction (group commit).
+//! - `readers`: a small pool of read-only connections used from tokio's blocking pool.
+//! - `queries`: every SQL statement, as blocking functions on a `&Connection`.
+//! - `schema`: pragmas and the embedded migrations (`src/migrations/*.sql`).
+//! - `error`: SQLite errors to [`StoreError`].
+//!
+//! **Architecture Invariant:** no SQLite call runs on an async worker thread. Writes run on the
+//! writer thread and reads on the blocking pool; async methods only send work and await answers.
+//!
+//! **Architecture Invariant:** a write returns only after the COMMIT that contains it has
+//! returned, and the database runs with `synchronous = FULL`, so whatever a caller was told is
+//! stored has been fsync'd.
+
+mod error;
+mod queries;
+mod readers;
+mod schema;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use async_trait::async_trait;
+use queries::PreparedMessage;
+use readers::Readers;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tidings_proto::ws::ReceiptKind;
+use tidings_proto::{ConversationId, DeviceId, Message, Seq, UserId};
+use tidings_store::{
+    Appended, ConversationRecord, DeviceRecord, MemberRecord, NewInvite, NewMessage,
+    NewRefreshToken, RotateOutcome, Store, StoreError, StoreResult, UserConversation, UserRecord,
+};
+use writer::Writer;
+
+/// How to open the database.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// Read-only connections, i.e. reads that can run at the same time beside the writer
+    /// (at least 1).
+    pub read_connections: usize,
+    /// How long a connection waits for a lock held by another process (a backup, the sqlite3
+    /// shell) before failing. Within one store the writer never contends with itself.
+    pub busy_timeout: Duration,
+    /// Page cache per connection, in KiB.
+    pub cache_size_kib: u32,
+    /// Bytes of the file each connection maps into memory; 0 disables mapping. Off by default:
+    /// with mapping, an I/O error while reading becomes a SIGBUS instead of an error.
+    pub mmap_size: u64,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            read_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+            cache_size_kib: 16 * 1024,
+            mmap_size: 0,
+        }
+    }
+}
+
+/// A [`Store`] on one SQLite file in WAL mode.
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Arc<Readers>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies pending migrations and starts
+    /// the writer thread.
+    ///
+    /// This blocks on file I/O; from async code, call it through `spawn_blocking`, or before the
+    /// server starts accepting connections.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let writer_conn = schema::open_writer(path, &options)?;
+        let readers = (0..options.read_connections.max(1))
+            .map(|_| schema::open_reader(path, &options))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(SqliteStore {
+            writer: Writer::start(writer_conn, path)?,
+            readers: Readers::new(readers),
+        })
+    }
+
+    async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.writer.run(work).await
+    }
+
+    async fn read<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.readers.run(work).await
+    }
+}
+
+/// Usernames are stored lowercase (see [`UserRecord::username`]); lowering them here too makes
+/// the uniqueness rule case-insensitive whatever the caller passes.
+fn normalize_username(username: &str) -> String {
+    username.to_lowercase()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        if !self.writer.is_alive() {
+            return Err(StoreError::Backend(
+                "the SQLite writer thread has stopped".into(),
+            ));
+        }
+        self.read(queries::ping).await
+    }
+
+    async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> StoreResult<UserRecord> {
+        let username = normalize_username(username);
+        let password_hash = password_hash.to_owned();
+        self.write(move |conn| queries::create_user(conn, &username, &password_hash, now))
+            .await
+    }
+
+    async fn create_user_with_invite(
+        &self,
+        username: &str,
+        password_hash: &str,
+        invite_hash: [u8; 32],
+        now: i64,
+    ) -> StoreResult<UserRecord> {
+        let username = normalize_username(username);
+        let password_hash = password_hash.to_owned();
+        self.write(move |conn| {
+            queries::create_user_with_invite(conn, &username, &password_hash, invite_hash, now)
+        })
+        .await
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let username = normalize_username(username);
+        self.read(move |conn| queries::user_by_name(conn, &username))
+            .await
+    }
+
+    async fn user_by_id(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
+        self.read(move |conn| queries::user_by_id(conn, id)).await
+    }
+
+    async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<UserRecord>> {
+        let ids = ids.to_vec();
+        self.read(move |conn| queries::users_by_ids(conn, &ids))
+            .await
+    }
+
+    async fn list_users(&self, after: Option<UserId>, limit: u32) -> StoreResult<Vec<UserRecord>> {
+        self.read(move |conn| queries::list_users(conn, after, limit))
+            .await
+    }
+
+    async fn set_password_hash(&self, user: UserId, password_hash: &str) -> StoreResult<()> {
+        let password_hash = password_hash.to_owned();
+        self.write(move |conn| queries::set_password_hash(conn, user, &password_hash))
+            .await
+    }
+
+    async fn create_invite(&self, invite: NewInvite) -> StoreResult<()> {
+        self.write(move |conn| queries::create_invite(conn, &invite))
+            .await
+    }
+
+    async fn create_device(&self, user: UserId, name: &str, now: i64) -> StoreResult<DeviceRecord> {
+        let name = name.to_owned();
+        self.write(move |conn| queries::create_device(conn, user, &name, now))
+            .await
+    }
+
+    async fn device(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>> {
+        self.read(move |conn| queries::device(conn, id)).await
+    }
+
+    async fn devices_of(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>> {
+        self.read(move |conn| queries::devices_of(conn, user)).await
+    }
+
+    async fn touch_device(&self, id: DeviceId, now: i64) -> StoreResult<()> {
+        self.write(move |conn| queries::touch_device(conn, id, now))
+            .await
+    }
+
+    async fn revoke_device(&self, user: UserId, id: DeviceId, now: i64) -> StoreResult<bool> {
+        self.write(move |conn| queries::revoke_device(conn, user, id, now))
+            .await
+    }
+
+    async fn revoke_other_devices(
+        &self,
+        user: UserId,
+        keep: Option<DeviceId>,
+        now: i64,
+    ) -> StoreResult<Vec<DeviceId>> {
+        self.write(move |conn| queries::revoke_other_devices(conn, user, keep, now))
+            .await
+    }
+
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> StoreResult<()> {
+        self.write(move |conn| queries::insert_refresh_token(conn, &token))
+            .await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: [u8; 32],
+        new: NewRefreshToken,
+        now: i64,
+    ) -> StoreResult<RotateOutcome> {
+        self.write(move |conn| queries::rotate_refresh_token(conn, old_hash, &new, now))
+            .await
+    }
+
+    async fn refresh_token_device(&self, hash: [u8; 32]) -> StoreResult<Option<DeviceId>> {
+        self.read(move |conn| queries::refresh_token_device(conn, hash))
+            .await
+    }
+
+    async fn get_or_create_direct(
+        &self,
+        a: UserId,
+        b: UserId,
+        now: i64,
+    ) -> StoreResult<(ConversationRecord, bool)> {
+        self.write(move |conn| queries::get_or_create_direct(conn, a, b, now))
+            .await
+    }
+
+    async fn create_group(
+        &self,
+        owner: UserId,
+        title: &str,
+        members: &[UserId],
+        now: i64,
+    ) -> StoreResult<ConversationRecord> {
+        let title = title.to_owned();
+        let members = members.to_vec();
+        self.write(move |conn| queries::create_group(conn, owner, &title, &members, now))
+            .await
+    }
+
+    async fn add_members(
+        &self,
+        conversation: ConversationId,
+        users: &[UserId],
+        now: i64,
+    ) -> StoreResult<Vec<UserId>> {
+        let users = users.to_vec();
+        self.write(move |conn| queries::add_members(conn, conversation, &users, now))
+            .await
+    }
+
+    async fn remove_member(&self, conversation: ConversationId, user: UserId) -> StoreResult<bool> {
+        self.write(move |conn| queries::remove_member(conn, conversation, user))
+            .await
+    }
+
+    async fn conversation(&self, id: ConversationId) -> StoreResult<Option<ConversationRecord>> {
+        self.read(move |conn| queries::conversation(conn, id)).await
+    }
+
+    async fn member(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+    ) -> StoreResult<Option<MemberRecord>> {
+        self.read(move |conn| queries::member(conn, conversation, user))
+            .await
+    }
+
+    async fn members(&self, conversation: ConversationId) -> StoreResult<Vec<MemberRecord>> {
+        self.read(move |conn| queries::members(conn, conversation))
+            .await
+    }
+
+    async fn conversations_of(&self, user: UserId) -> StoreResult<Vec<UserConversation>> {
+        self.read(move |conn| queries::conversations_of(conn, user))
+            .await
+    }
+
+    async fn user_conversation(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+    ) -> StoreResult<Option<UserConversation>> {
+        self.read(move |conn| queries::user_conversation(conn, user, conversation))
+            .await
+    }
+
+    async fn co_members(&self, user: UserId) -> StoreResult<Vec<UserId>> {
+        self.read(move |conn| queries::co_members(conn, user)).await
+    }
+
+    async fn append_messages(
+        &self,
+        batch: Vec<NewMessage>,
+    ) -> StoreResult<Vec<StoreResult<Appended>>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = batch
+            .into_iter()
+            .map(|message| {
+                let body_json = serde_json::to_string(&message.body).map_err(|e| {
+                    StoreError::Backend(format!("message body does not serialize: {e}"))
+                })?;
+                Ok(PreparedMessage { message, body_json })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.write(move |conn| queries::append_messages(conn, batch))
+            .await
+    }
+
+    async fn messages_after(
+        &self,
+        conversation: ConversationId,
+        after: Seq,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        self.read(move |conn| queries::messages_after(conn, conversation, after, limit))
+            .await
+    }
+
+    async fn messages_before(
+        &self,
+        conversation: ConversationId,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        self.read(move |conn| queries::messages_before(conn, conversation, before, limit))
+            .await
+    }
+
+    async fn advance_marker(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        kind: ReceiptKind,
+        seq: Seq,
+    ) -> StoreResult<Option<Seq>> {
+        self.write(move |conn| queries::advance_marker(conn, conversation, user, kind, seq))
+            .await
+    }
+
+    async fn set_last_seen(&self, user: UserId, ts: i64) -> StoreResult<()> {
+        self.write(move |conn| queries::set_last_seen(conn, user, ts))
+            .await
+    }
+
+    async fn last_seen(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, i64)>> {
+        let users = users.to_vec();
+        self.read(move |conn| queries::last_seen(conn, &users))
+            .await
+    }
+}

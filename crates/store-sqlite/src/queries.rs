@@ -1,0 +1,921 @@
+//! Every SQL statement of the backend, and the blocking functions that run them.
+//!
+//! The functions here take a plain `&Connection` and know nothing about threads: `lib.rs`
+//! decides whether they run on the writer thread (anything that writes) or on a reader. Each
+//! statement is prepared once per connection and then reused (`prepare_cached`).
+//!
+//! **Invariant:** every statement is an index lookup or a range scan over an index; the test at
+//! the bottom asks SQLite for each statement's plan and fails on a full table scan.
+
+use crate::error::backend;
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tidings_proto::rest::{ConversationKind, Role};
+use tidings_proto::ws::ReceiptKind;
+use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, MessageId, Seq, UserId};
+use tidings_store::{
+    Appended, ConversationRecord, DeviceRecord, MemberRecord, NewInvite, NewRefreshToken,
+    RotateOutcome, StoreError, StoreResult, UserConversation, UserRecord,
+};
+
+/// Defines one constant per statement and the list of all of them, for the plan test.
+macro_rules! statements {
+    ($($name:ident = $sql:expr;)*) => {
+        $(const $name: &str = $sql;)*
+        #[cfg(test)]
+        pub(crate) const ALL: &[(&str, &str)] = &[$((stringify!($name), $name)),*];
+    };
+}
+
+statements! {
+    // --- Accounts
+    INSERT_USER = "INSERT INTO users (username, password_hash, created_at) VALUES (?1, ?2, ?3) \
+                   RETURNING id";
+    USER_BY_NAME = "SELECT id, username, password_hash, created_at, disabled FROM users \
+                    WHERE username = ?1";
+    USER_BY_ID = "SELECT id, username, password_hash, created_at, disabled FROM users \
+                  WHERE id = ?1";
+    USERS_BY_IDS = "SELECT id, username, password_hash, created_at, disabled FROM users \
+                    WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id";
+    LIST_USERS = "SELECT id, username, password_hash, created_at, disabled FROM users \
+                  WHERE id > ?1 ORDER BY id LIMIT ?2";
+    SET_PASSWORD = "UPDATE users SET password_hash = ?2 WHERE id = ?1";
+    INSERT_INVITE = "INSERT INTO invites (code_hash, created_at, expires_at, uses_left) \
+                     VALUES (?1, ?2, ?3, ?4)";
+    USE_INVITE = "UPDATE invites SET uses_left = uses_left - 1 \
+                  WHERE code_hash = ?1 AND expires_at > ?2 AND uses_left > 0";
+
+    // --- Devices and tokens
+    INSERT_DEVICE = "INSERT INTO devices (user_id, name, created_at, last_active_at) \
+                     VALUES (?1, ?2, ?3, ?3) RETURNING id";
+    DEVICE = "SELECT id, user_id, name, created_at, last_active_at, revoked_at FROM devices \
+              WHERE id = ?1";
+    DEVICES_OF = "SELECT id, user_id, name, created_at, last_active_at, revoked_at FROM devices \
+                  WHERE user_id = ?1 AND revoked_at IS NULL ORDER BY created_at, id";
+    TOUCH_DEVICE = "UPDATE devices SET last_active_at = max(last_active_at, ?2) WHERE id = ?1";
+    REVOKE_DEVICE = "UPDATE devices SET revoked_at = ?3 \
+                     WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL";
+    REVOKE_OTHER_DEVICES = "UPDATE devices SET revoked_at = ?3 \
+                            WHERE user_id = ?1 AND revoked_at IS NULL AND id IS NOT ?2 \
+                            RETURNING id";
+    DELETE_DEVICE_TOKENS = "DELETE FROM refresh_tokens WHERE device_id = ?1";
+    INSERT_TOKEN = "INSERT INTO refresh_tokens \
+                    (token_hash, device_id, user_id, created_at, expires_at) \
+                    VALUES (?1, ?2, ?3, ?4, ?5)";
+    TOKEN_FOR_ROTATION = "SELECT t.device_id, t.user_id, t.expires_at, t.used_at, d.revoked_at \
+                          FROM refresh_tokens t JOIN devices d ON d.id = t.device_id \
+                          WHERE t.token_hash = ?1";
+    USE_TOKEN = "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1";
+    TOKEN_DEVICE = "SELECT device_id FROM refresh_tokens WHERE token_hash = ?1";
+
+    // --- Conversations
+    CONVERSATION = "SELECT id, kind, title, created_at, last_seq FROM conversations WHERE id = ?1";
+    DIRECT_BY_KEY = "SELECT id, kind, title, created_at, last_seq FROM conversations \
+                     WHERE direct_key = ?1";
+    INSERT_CONVERSATION = "INSERT INTO conversations \
+                           (kind, title, created_at, last_activity, direct_key) \
+                           VALUES (?1, ?2, ?3, ?3, ?4) RETURNING id";
+    // New members start with their markers at the current end of the conversation: history from
+    // before they joined is not unread for them. This also keeps the unread invariant below.
+    INSERT_MEMBER = "INSERT INTO members \
+                     (conversation_id, user_id, role, joined_at, delivered_seq, read_seq) \
+                     SELECT id, ?2, ?3, ?4, last_seq, last_seq FROM conversations WHERE id = ?1 \
+                     ON CONFLICT (conversation_id, user_id) DO NOTHING";
+    DELETE_MEMBER = "DELETE FROM members WHERE conversation_id = ?1 AND user_id = ?2";
+    ADD_MEMBER_COUNT = "UPDATE conversations SET member_count = member_count + ?2 WHERE id = ?1";
+    MEMBER = "SELECT m.conversation_id, m.user_id, u.username, m.role, m.joined_at, \
+              m.delivered_seq, m.read_seq \
+              FROM members m JOIN users u ON u.id = m.user_id \
+              WHERE m.conversation_id = ?1 AND m.user_id = ?2";
+    MEMBERS = "SELECT m.conversation_id, m.user_id, u.username, m.role, m.joined_at, \
+               m.delivered_seq, m.read_seq \
+               FROM members m JOIN users u ON u.id = m.user_id \
+               WHERE m.conversation_id = ?1 ORDER BY m.user_id";
+    // The unread count is `last_seq - read_seq`, which is exactly "messages from others after the
+    // read marker" because no own message can lie after one's read marker: appending moves the
+    // sender's read marker to the new message (which is then the last one), markers never move
+    // back, and members join with their markers at the then-last sequence. That makes the count
+    // O(1) per conversation, and the whole list O(conversations of the user): one range scan of
+    // members_by_user, then primary-key lookups.
+    CONVERSATIONS_OF = "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, \
+                        m.conversation_id, m.user_id, u.username, m.role, m.joined_at, \
+                        m.delivered_seq, m.read_seq, \
+                        c.member_count, p.user_id, pu.username \
+                        FROM members m \
+                        JOIN conversations c ON c.id = m.conversation_id \
+                        JOIN users u ON u.id = m.user_id \
+                        LEFT JOIN members p ON c.kind = 'direct' \
+                            AND p.conversation_id = c.id AND p.user_id <> m.user_id \
+                        LEFT JOIN users pu ON pu.id = p.user_id \
+                        WHERE m.user_id = ?1 \
+                        ORDER BY c.last_activity DESC, c.id DESC";
+    USER_CONVERSATION = "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, \
+                         m.conversation_id, m.user_id, u.username, m.role, m.joined_at, \
+                         m.delivered_seq, m.read_seq, \
+                         c.member_count, p.user_id, pu.username \
+                         FROM members m \
+                         JOIN conversations c ON c.id = m.conversation_id \
+                         JOIN users u ON u.id = m.user_id \
+                         LEFT JOIN members p ON c.kind = 'direct' \
+                             AND p.conversation_id = c.id AND p.user_id <> m.user_id \
+                         LEFT JOIN users pu ON pu.id = p.user_id \
+                         WHERE m.conversation_id = ?2 AND m.user_id = ?1";
+    CO_MEMBERS = "SELECT DISTINCT o.user_id FROM members m \
+                  JOIN members o ON o.conversation_id = m.conversation_id \
+                  WHERE m.user_id = ?1 AND o.user_id <> ?1 ORDER BY o.user_id";
+
+    // --- Messages (the hot path: four statements per appended message)
+    MESSAGE_BY_CLIENT_ID = "SELECT id, conversation_id, seq, sender_id, sender_device_id, \
+                            client_msg_id, ts, body FROM messages \
+                            WHERE conversation_id = ?1 AND sender_id = ?2 AND client_msg_id = ?3";
+    NEXT_SEQ = "UPDATE conversations SET last_seq = last_seq + 1, \
+                last_activity = max(last_activity, ?2) WHERE id = ?1 RETURNING last_seq";
+    INSERT_MESSAGE = "INSERT INTO messages (conversation_id, seq, sender_id, sender_device_id, \
+                      client_msg_id, ts, kind, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    SENDER_MARKERS = "UPDATE members SET delivered_seq = max(delivered_seq, ?3), \
+                      read_seq = max(read_seq, ?3) WHERE conversation_id = ?1 AND user_id = ?2";
+    MESSAGES_AFTER = "SELECT id, conversation_id, seq, sender_id, sender_device_id, \
+                      client_msg_id, ts, body FROM messages \
+                      WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+    MESSAGES_BEFORE = "SELECT id, conversation_id, seq, sender_id, sender_device_id, \
+                       client_msg_id, ts, body FROM messages \
+                       WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3";
+
+    // --- Markers and presence
+    MARKERS = "SELECT c.last_seq, m.delivered_seq, m.read_seq \
+               FROM members m JOIN conversations c ON c.id = m.conversation_id \
+               WHERE m.conversation_id = ?1 AND m.user_id = ?2";
+    SET_DELIVERED = "UPDATE members SET delivered_seq = ?3 \
+                     WHERE conversation_id = ?1 AND user_id = ?2";
+    SET_READ = "UPDATE members SET read_seq = ?3, delivered_seq = max(delivered_seq, ?3) \
+                WHERE conversation_id = ?1 AND user_id = ?2";
+    SET_LAST_SEEN = "INSERT INTO last_seen (user_id, ts) VALUES (?1, ?2) \
+                     ON CONFLICT (user_id) DO UPDATE SET ts = excluded.ts";
+    LAST_SEEN = "SELECT user_id, ts FROM last_seen \
+                 WHERE user_id IN (SELECT value FROM json_each(?1)) ORDER BY user_id";
+    PING = "SELECT 1";
+}
+
+// --- Conversions -----------------------------------------------------------------------------
+
+/// Sequences are `u64` in the API and `INTEGER` (i64) in SQLite. Stored values are never
+/// negative; a bound larger than i64::MAX means "no bound" and is clamped.
+fn seq_to_sql(seq: Seq) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn seq_from_sql(value: i64) -> Seq {
+    Seq::try_from(value).unwrap_or(0)
+}
+
+fn bad_column(index: usize, what: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(index, Type::Text, what.into())
+}
+
+fn kind_to_sql(kind: ConversationKind) -> &'static str {
+    match kind {
+        ConversationKind::Direct => "direct",
+        ConversationKind::Group => "group",
+    }
+}
+
+fn kind_from_row(row: &Row<'_>, index: usize) -> rusqlite::Result<ConversationKind> {
+    match row.get_ref(index)?.as_str()? {
+        "direct" => Ok(ConversationKind::Direct),
+        "group" => Ok(ConversationKind::Group),
+        other => Err(bad_column(
+            index,
+            format!("unknown conversation kind {other:?}"),
+        )),
+    }
+}
+
+fn role_to_sql(role: Role) -> &'static str {
+    match role {
+        Role::Owner => "owner",
+        Role::Member => "member",
+    }
+}
+
+fn role_from_row(row: &Row<'_>, index: usize) -> rusqlite::Result<Role> {
+    match row.get_ref(index)?.as_str()? {
+        "owner" => Ok(Role::Owner),
+        "member" => Ok(Role::Member),
+        other => Err(bad_column(index, format!("unknown role {other:?}"))),
+    }
+}
+
+/// Ids as a JSON array, for `IN (SELECT value FROM json_each(?))`: one statement for any count.
+fn json_ids(ids: impl Iterator<Item = i64>) -> String {
+    let ids: Vec<i64> = ids.collect();
+    serde_json::Value::from(ids).to_string()
+}
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        id: UserId(row.get(0)?),
+        username: row.get(1)?,
+        password_hash: row.get(2)?,
+        created_at: row.get(3)?,
+        disabled: row.get(4)?,
+    })
+}
+
+fn device_from_row(row: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
+    Ok(DeviceRecord {
+        id: DeviceId(row.get(0)?),
+        user_id: UserId(row.get(1)?),
+        name: row.get(2)?,
+        created_at: row.get(3)?,
+        last_active_at: row.get(4)?,
+        revoked_at: row.get(5)?,
+    })
+}
+
+/// Reads `id, kind, title, created_at, last_seq` starting at column `at`.
+fn conversation_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<ConversationRecord> {
+    Ok(ConversationRecord {
+        id: ConversationId(row.get(at)?),
+        kind: kind_from_row(row, at + 1)?,
+        title: row.get(at + 2)?,
+        created_at: row.get(at + 3)?,
+        last_seq: seq_from_sql(row.get(at + 4)?),
+    })
+}
+
+/// Reads `conversation_id, user_id, username, role, joined_at, delivered_seq, read_seq`
+/// starting at column `at`.
+fn member_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<MemberRecord> {
+    Ok(MemberRecord {
+        conversation_id: ConversationId(row.get(at)?),
+        user_id: UserId(row.get(at + 1)?),
+        username: row.get(at + 2)?,
+        role: role_from_row(row, at + 3)?,
+        joined_at: row.get(at + 4)?,
+        delivered_seq: seq_from_sql(row.get(at + 5)?),
+        read_seq: seq_from_sql(row.get(at + 6)?),
+    })
+}
+
+fn user_conversation_from_row(row: &Row<'_>) -> rusqlite::Result<UserConversation> {
+    let conversation = conversation_from_row(row, 0)?;
+    let me = member_from_row(row, 5)?;
+    let unread = conversation.last_seq.saturating_sub(me.read_seq);
+    let peer = match row.get::<_, Option<i64>>(13)? {
+        Some(id) => Some((UserId(id), row.get(14)?)),
+        None => None,
+    };
+    Ok(UserConversation {
+        conversation,
+        me,
+        unread,
+        member_count: row.get(12)?,
+        peer,
+    })
+}
+
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+    let body = row.get_ref(7)?.as_str()?;
+    let body: MessageBody =
+        serde_json::from_str(body).map_err(|e| bad_column(7, format!("bad message body: {e}")))?;
+    Ok(Message {
+        id: MessageId(row.get(0)?),
+        conversation_id: ConversationId(row.get(1)?),
+        seq: seq_from_sql(row.get(2)?),
+        sender_id: UserId(row.get(3)?),
+        sender_device_id: DeviceId(row.get(4)?),
+        client_msg_id: row.get(5)?,
+        ts: row.get(6)?,
+        body,
+    })
+}
+
+/// Runs a statement that changes rows and returns how many it changed.
+fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<usize> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute(params))
+        .map_err(backend)
+}
+
+/// Runs a statement that returns at most one row.
+fn query_opt<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Option<T>> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.query_row(params, map).optional())
+        .map_err(backend)
+}
+
+/// Runs a statement that returns any number of rows.
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.query_map(params, map)?.collect())
+        .map_err(backend)
+}
+
+// --- Accounts --------------------------------------------------------------------------------
+
+pub(crate) fn ping(conn: &Connection) -> StoreResult<()> {
+    query_opt(conn, PING, [], |row| row.get::<_, i64>(0)).map(drop)
+}
+
+pub(crate) fn create_user(
+    conn: &Connection,
+    username: &str,
+    password_hash: &str,
+    now: i64,
+) -> StoreResult<UserRecord> {
+    let id = query_opt(
+        conn,
+        INSERT_USER,
+        params![username, password_hash, now],
+        |row| row.get(0),
+    )?
+    .ok_or_else(|| StoreError::Backend("INSERT ... RETURNING returned no row".into()))?;
+    Ok(UserRecord {
+        id: UserId(id),
+        username: username.to_owned(),
+        password_hash: password_hash.to_owned(),
+        created_at: now,
+        disabled: false,
+    })
+}
+
+/// Consumes one use of the invite, then creates the user. Runs inside the writer's savepoint,
+/// so a username conflict after the invite was consumed gives the use back.
+pub(crate) fn create_user_with_invite(
+    conn: &Connection,
+    username: &str,
+    password_hash: &str,
+    invite_hash: [u8; 32],
+    now: i64,
+) -> StoreResult<UserRecord> {
+    if execute(conn, USE_INVITE, params![invite_hash, now])? == 0 {
+        return Err(StoreError::NotFound);
+    }
+    create_user(conn, username, password_hash, now)
+}
+
+pub(crate) fn user_by_name(conn: &Connection, username: &str) -> StoreResult<Option<UserRecord>> {
+    query_opt(conn, USER_BY_NAME, [username], user_from_row)
+}
+
+pub(crate) fn user_by_id(conn: &Connection, id: UserId) -> StoreResult<Option<UserRecord>> {
+    query_opt(conn, USER_BY_ID, [id.0], user_from_row)
+}
+
+pub(crate) fn users_by_ids(conn: &Connection, ids: &[UserId]) -> StoreResult<Vec<UserRecord>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = json_ids(ids.iter().map(|id| id.0));
+    query_all(conn, USERS_BY_IDS, [ids], user_from_row)
+}
+
+pub(crate) fn list_users(
+    conn: &Connection,
+    after: Option<UserId>,
+    limit: u32,
+) -> StoreResult<Vec<UserRecord>> {
+    let after = after.map_or(i64::MIN, |id| id.0);
+    query_all(conn, LIST_USERS, params![after, limit], user_from_row)
+}
+
+pub(crate) fn set_password_hash(
+    conn: &Connection,
+    user: UserId,
+    password_hash: &str,
+) -> StoreResult<()> {
+    match execute(conn, SET_PASSWORD, params![user.0, password_hash])? {
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn create_invite(conn: &Connection, invite: &NewInvite) -> StoreResult<()> {
+    execute(
+        conn,
+        INSERT_INVITE,
+        params![
+            invite.code_hash,
+            invite.created_at,
+            invite.expires_at,
+            invite.uses
+        ],
+    )
+    .map(drop)
+}
+
+// --- Devices and tokens ----------------------------------------------------------------------
+
+pub(crate) fn create_device(
+    conn: &Connection,
+    user: UserId,
+    name: &str,
+    now: i64,
+) -> StoreResult<DeviceRecord> {
+    let id = query_opt(conn, INSERT_DEVICE, params![user.0, name, now], |row| {
+        row.get(0)
+    })?
+    .ok_or_else(|| StoreError::Backend("INSERT ... RETURNING returned no row".into()))?;
+    Ok(DeviceRecord {
+        id: DeviceId(id),
+        user_id: user,
+        name: name.to_owned(),
+        created_at: now,
+        last_active_at: now,
+        revoked_at: None,
+    })
+}
+
+pub(crate) fn device(conn: &Connection, id: DeviceId) -> StoreResult<Option<DeviceRecord>> {
+    query_opt(conn, DEVICE, [id.0], device_from_row)
+}
+
+pub(crate) fn devices_of(conn: &Connection, user: UserId) -> StoreResult<Vec<DeviceRecord>> {
+    query_all(conn, DEVICES_OF, [user.0], device_from_row)
+}
+
+pub(crate) fn touch_device(conn: &Connection, id: DeviceId, now: i64) -> StoreResult<()> {
+    match execute(conn, TOUCH_DEVICE, params![id.0, now])? {
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn revoke_device(
+    conn: &Connection,
+    user: UserId,
+    id: DeviceId,
+    now: i64,
+) -> StoreResult<bool> {
+    if execute(conn, REVOKE_DEVICE, params![id.0, user.0, now])? == 0 {
+        return Ok(false);
+    }
+    execute(conn, DELETE_DEVICE_TOKENS, [id.0])?;
+    Ok(true)
+}
+
+pub(crate) fn revoke_other_devices(
+    conn: &Connection,
+    user: UserId,
+    keep: Option<DeviceId>,
+    now: i64,
+) -> StoreResult<Vec<DeviceId>> {
+    let keep = keep.map(|id| id.0);
+    let mut revoked = query_all(
+        conn,
+        REVOKE_OTHER_DEVICES,
+        params![user.0, keep, now],
+        |row| row.get(0).map(DeviceId),
+    )?;
+    for id in &revoked {
+        execute(conn, DELETE_DEVICE_TOKENS, [id.0])?;
+    }
+    revoked.sort_unstable();
+    Ok(revoked)
+}
+
+pub(crate) fn insert_refresh_token(conn: &Connection, token: &NewRefreshToken) -> StoreResult<()> {
+    execute(
+        conn,
+        INSERT_TOKEN,
+        params![
+            token.token_hash,
+            token.device_id.0,
+            token.user_id.0,
+            token.created_at,
+            token.expires_at
+        ],
+    )
+    .map(drop)
+}
+
+pub(crate) fn rotate_refresh_token(
+    conn: &Connection,
+    old_hash: [u8; 32],
+    new: &NewRefreshToken,
+    now: i64,
+) -> StoreResult<RotateOutcome> {
+    struct Found {
+        device_id: DeviceId,
+        user_id: UserId,
+        expires_at: i64,
+        used: bool,
+        revoked: bool,
+    }
+    let found = query_opt(conn, TOKEN_FOR_ROTATION, [old_hash], |row| {
+        Ok(Found {
+            device_id: DeviceId(row.get(0)?),
+            user_id: UserId(row.get(1)?),
+            expires_at: row.get(2)?,
+            used: row.get::<_, Option<i64>>(3)?.is_some(),
+            revoked: row.get::<_, Option<i64>>(4)?.is_some(),
+        })
+    })?;
+    let Some(found) = found else {
+        return Ok(RotateOutcome::Invalid);
+    };
+    if found.revoked || found.expires_at <= now {
+        return Ok(RotateOutcome::Invalid);
+    }
+    if found.used {
+        // Someone presents a token that was already exchanged: either the client or a thief has
+        // a copy. Sign the device out so neither can go on (RFC 9700, section 4.14.2).
+        revoke_device(conn, found.user_id, found.device_id, now)?;
+        return Ok(RotateOutcome::ReuseDetected {
+            user_id: found.user_id,
+            device_id: found.device_id,
+        });
+    }
+    if new.device_id != found.device_id || new.user_id != found.user_id {
+        return Err(StoreError::Backend(
+            "rotate_refresh_token: the new token names another device".into(),
+        ));
+    }
+    execute(conn, USE_TOKEN, params![old_hash, now])?;
+    insert_refresh_token(conn, new)?;
+    Ok(RotateOutcome::Rotated {
+        user_id: found.user_id,
+        device_id: found.device_id,
+    })
+}
+
+pub(crate) fn refresh_token_device(
+    conn: &Connection,
+    hash: [u8; 32],
+) -> StoreResult<Option<DeviceId>> {
+    query_opt(conn, TOKEN_DEVICE, [hash], |row| row.get(0).map(DeviceId))
+}
+
+// --- Conversations ---------------------------------------------------------------------------
+
+fn conversation_by(
+    conn: &Connection,
+    sql: &str,
+    key: impl rusqlite::ToSql,
+) -> StoreResult<Option<ConversationRecord>> {
+    query_opt(conn, sql, [key], |row| conversation_from_row(row, 0))
+}
+
+fn insert_conversation(
+    conn: &Connection,
+    kind: ConversationKind,
+    title: &str,
+    direct_key: Option<&str>,
+    now: i64,
+) -> StoreResult<ConversationRecord> {
+    let id = query_opt(
+        conn,
+        INSERT_CONVERSATION,
+        params![kind_to_sql(kind), title, now, direct_key],
+        |row| row.get(0),
+    )?
+    .ok_or_else(|| StoreError::Backend("INSERT ... RETURNING returned no row".into()))?;
+    Ok(ConversationRecord {
+        id: ConversationId(id),
+        kind,
+        title: title.to_owned(),
+        created_at: now,
+        last_seq: 0,
+    })
+}
+
+/// Adds members that are not members yet and returns those added, in input order. The member
+/// count is updated in the same transaction.
+fn insert_members(
+    conn: &Connection,
+    conversation: ConversationId,
+    users: &[(UserId, Role)],
+    now: i64,
+) -> StoreResult<Vec<UserId>> {
+    let mut added = Vec::new();
+    for &(user, role) in users {
+        let inserted = execute(
+            conn,
+            INSERT_MEMBER,
+            params![conversation.0, user.0, role_to_sql(role), now],
+        )?;
+        if inserted > 0 {
+            added.push(user);
+        }
+    }
+    if !added.is_empty() {
+        execute(conn, ADD_MEMBER_COUNT, params![conversation.0, added.len()])?;
+    }
+    Ok(added)
+}
+
+pub(crate) fn get_or_create_direct(
+    conn: &Connection,
+    a: UserId,
+    b: UserId,
+    now: i64,
+) -> StoreResult<(ConversationRecord, bool)> {
+    let key = format!("{}:{}", a.0.min(b.0), a.0.max(b.0));
+    if let Some(existing) = conversation_by(conn, DIRECT_BY_KEY, &key)? {
+        return Ok((existing, false));
+    }
+    let conversation = insert_conversation(conn, ConversationKind::Direct, "", Some(&key), now)?;
+    let mut members = vec![(a, Role::Member)];
+    if b != a {
+        members.push((b, Role::Member));
+    }
+    insert_members(conn, conversation.id, &members, now)?;
+    Ok((conversation, true))
+}
+
+pub(crate) fn create_group(
+    conn: &Connection,
+    owner: UserId,
+    title: &str,
+    members: &[UserId],
+    now: i64,
+) -> StoreResult<ConversationRecord> {
+    let conversation = insert_conversation(conn, ConversationKind::Group, title, None, now)?;
+    // The owner goes first so that, if `members` names them too, that duplicate is skipped and
+    // the owner keeps the owner role; other duplicates are skipped the same way.
+    let all: Vec<(UserId, Role)> = std::iter::once((owner, Role::Owner))
+        .chain(members.iter().map(|&user| (user, Role::Member)))
+        .collect();
+    insert_members(conn, conversation.id, &all, now)?;
+    Ok(conversation)
+}
+
+pub(crate) fn add_members(
+    conn: &Connection,
+    conversation: ConversationId,
+    users: &[UserId],
+    now: i64,
+) -> StoreResult<Vec<UserId>> {
+    if conversation_by(conn, CONVERSATION, conversation.0)?.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    let users: Vec<(UserId, Role)> = users.iter().map(|&user| (user, Role::Member)).collect();
+    insert_members(conn, conversation, &users, now)
+}
+
+pub(crate) fn remove_member(
+    conn: &Connection,
+    conversation: ConversationId,
+    user: UserId,
+) -> StoreResult<bool> {
+    if execute(conn, DELETE_MEMBER, params![conversation.0, user.0])? == 0 {
+        return Ok(false);
+    }
+    execute(conn, ADD_MEMBER_COUNT, params![conversation.0, -1])?;
+    Ok(true)
+}
+
+pub(crate) fn conversation(
+    conn: &Connection,
+    id: ConversationId,
+) -> StoreResult<Option<ConversationRecord>> {
+    conversation_by(conn, CONVERSATION, id.0)
+}
+
+pub(crate) fn member(
+    conn: &Connection,
+    conversation: ConversationId,
+    user: UserId,
+) -> StoreResult<Option<MemberRecord>> {
+    query_opt(conn, MEMBER, params![conversation.0, user.0], |row| {
+        member_from_row(row, 0)
+    })
+}
+
+pub(crate) fn members(
+    conn: &Connection,
+    conversation: ConversationId,
+) -> StoreResult<Vec<MemberRecord>> {
+    query_all(conn, MEMBERS, [conversation.0], |row| {
+        member_from_row(row, 0)
+    })
+}
+
+pub(crate) fn conversations_of(
+    conn: &Connection,
+    user: UserId,
+) -> StoreResult<Vec<UserConversation>> {
+    query_all(conn, CONVERSATIONS_OF, [user.0], user_conversation_from_row)
+}
+
+pub(crate) fn user_conversation(
+    conn: &Connection,
+    user: UserId,
+    conversation: ConversationId,
+) -> StoreResult<Option<UserConversation>> {
+    query_opt(
+        conn,
+        USER_CONVERSATION,
+        params![user.0, conversation.0],
+        user_conversation_from_row,
+    )
+}
+
+pub(crate) fn co_members(conn: &Connection, user: UserId) -> StoreResult<Vec<UserId>> {
+    query_all(conn, CO_MEMBERS, [user.0], |row| row.get(0).map(UserId))
+}
+
+// --- Messages --------------------------------------------------------------------------------
+
+/// A message to append with its body already serialized, so the writer thread, which every
+/// write waits for, spends no time on JSON.
+pub(crate) struct PreparedMessage {
+    pub(crate) message: tidings_store::NewMessage,
+    pub(crate) body_json: String,
+}
+
+/// Appends a batch in the caller's transaction. An item whose conversation does not exist
+/// fails alone; any SQLite error fails the whole batch (the writer rolls it back).
+pub(crate) fn append_messages(
+    conn: &Connection,
+    batch: Vec<PreparedMessage>,
+) -> StoreResult<Vec<StoreResult<Appended>>> {
+    let mut find = conn.prepare_cached(MESSAGE_BY_CLIENT_ID).map_err(backend)?;
+    let mut next_seq = conn.prepare_cached(NEXT_SEQ).map_err(backend)?;
+    let mut insert = conn.prepare_cached(INSERT_MESSAGE).map_err(backend)?;
+    let mut markers = conn.prepare_cached(SENDER_MARKERS).map_err(backend)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for PreparedMessage { message, body_json } in batch {
+        let conversation = message.conversation_id.0;
+        let sender = message.sender_id.0;
+        // The unique index (conversation, sender, client id) answers this, and it also sees
+        // rows inserted earlier in this same batch, so a copy within a batch is a duplicate too.
+        let existing = find
+            .query_row(
+                params![conversation, sender, message.client_msg_id],
+                message_from_row,
+            )
+            .optional()
+            .map_err(backend)?;
+        if let Some(original) = existing {
+            results.push(Ok(Appended {
+                message: original,
+                duplicate: true,
+            }));
+            continue;
+        }
+        let seq: Option<i64> = next_seq
+            .query_row(params![conversation, message.ts], |row| row.get(0))
+            .optional()
+            .map_err(backend)?;
+        let Some(seq) = seq else {
+            results.push(Err(StoreError::NotFound));
+            continue;
+        };
+        insert
+            .execute(params![
+                conversation,
+                seq,
+                sender,
+                message.sender_device_id.0,
+                message.client_msg_id,
+                message.ts,
+                message.body.kind(),
+                body_json,
+            ])
+            .map_err(backend)?;
+        let id = conn.last_insert_rowid();
+        // One's own message is delivered and read; it is also the newest, so max() is only a
+        // guard for markers that are somehow ahead.
+        markers
+            .execute(params![conversation, sender, seq])
+            .map_err(backend)?;
+        results.push(Ok(Appended {
+            message: Message {
+                conversation_id: message.conversation_id,
+                seq: seq_from_sql(seq),
+                id: MessageId(id),
+                sender_id: message.sender_id,
+                sender_device_id: message.sender_device_id,
+                client_msg_id: message.client_msg_id,
+                ts: message.ts,
+                body: message.body,
+            },
+            duplicate: false,
+        }));
+    }
+    Ok(results)
+}
+
+pub(crate) fn messages_after(
+    conn: &Connection,
+    conversation: ConversationId,
+    after: Seq,
+    limit: u32,
+) -> StoreResult<Vec<Message>> {
+    query_all(
+        conn,
+        MESSAGES_AFTER,
+        params![conversation.0, seq_to_sql(after), limit],
+        message_from_row,
+    )
+}
+
+pub(crate) fn messages_before(
+    conn: &Connection,
+    conversation: ConversationId,
+    before: Option<Seq>,
+    limit: u32,
+) -> StoreResult<Vec<Message>> {
+    let before = before.map_or(i64::MAX, seq_to_sql);
+    let mut messages = query_all(
+        conn,
+        MESSAGES_BEFORE,
+        params![conversation.0, before, limit],
+        message_from_row,
+    )?;
+    messages.reverse();
+    Ok(messages)
+}
+
+// --- Markers and presence --------------------------------------------------------------------
+
+pub(crate) fn advance_marker(
+    conn: &Connection,
+    conversation: ConversationId,
+    user: UserId,
+    kind: ReceiptKind,
+    seq: Seq,
+) -> StoreResult<Option<Seq>> {
+    let markers = query_opt(conn, MARKERS, params![conversation.0, user.0], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    })?;
+    let Some((last_seq, delivered, read)) = markers else {
+        return Err(StoreError::NotFound);
+    };
+    let target = seq_to_sql(seq).min(last_seq);
+    let (current, sql) = match kind {
+        ReceiptKind::Delivered => (delivered, SET_DELIVERED),
+        ReceiptKind::Read => (read, SET_READ),
+    };
+    if target <= current {
+        return Ok(None);
+    }
+    execute(conn, sql, params![conversation.0, user.0, target])?;
+    Ok(Some(seq_from_sql(target)))
+}
+
+pub(crate) fn set_last_seen(conn: &Connection, user: UserId, ts: i64) -> StoreResult<()> {
+    execute(conn, SET_LAST_SEEN, params![user.0, ts]).map(drop)
+}
+
+pub(crate) fn last_seen(conn: &Connection, users: &[UserId]) -> StoreResult<Vec<(UserId, i64)>> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = json_ids(users.iter().map(|id| id.0));
+    query_all(conn, LAST_SEEN, [ids], |row| {
+        Ok((UserId(row.get(0)?), row.get(1)?))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Asks SQLite how it would run each statement and fails on a full scan of a table or an
+    /// index. `SCAN` of json_each is the list of ids we pass in, which is fine.
+    #[test]
+    fn every_statement_uses_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn =
+            crate::schema::open_writer(&dir.path().join("plan.db"), &Default::default()).unwrap();
+        for (name, sql) in ALL {
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap_or_else(|e| panic!("{name} does not prepare: {e}"));
+            // The plan does not depend on the values, so every parameter is bound to NULL.
+            let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(nulls), |row| {
+                    row.get::<_, String>(3)
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            for step in &plan {
+                let full_scan = step.starts_with("SCAN") && !step.contains("json_each");
+                // A constant-only SELECT (ping) has the plan "SCAN CONSTANT ROW".
+                let constant = step == "SCAN CONSTANT ROW";
+                assert!(
+                    !full_scan || constant,
+                    "{name} scans instead of searching: {plan:?}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,1464 @@
+//! The conformance suite: the [`Store`] contract as executable cases that every backend runs.
+//!
+//! Each case is a `pub async fn` that takes a fresh, empty store and panics on the first broken
+//! promise. A backend runs all of them with one line in its tests:
+//!
+//! ```ignore
+//! tidings_store::store_conformance_tests!(fresh_store());
+//! ```
+//!
+//! where `fresh_store()` is an expression evaluating to a future that yields a [`Fixture`]: an
+//! `Arc<dyn Store>` on a new empty database, or a pair `(Arc<dyn Store>, guard)` whose guard
+//! (say, a temporary directory) must outlive the store. The expression is pasted into each test,
+//! so every case gets its own database. The backend's crate needs `tokio` among its
+//! dev-dependencies, since each case becomes a `#[tokio::test]`.
+//!
+//! The cases check only what the trait documents. Where the documentation leaves a choice open
+//! (the order of ids in `add_members`' answer, say), they compare as sets.
+
+use crate::{
+    Appended, ConversationRecord, NewInvite, NewMessage, NewRefreshToken, RotateOutcome, Store,
+    StoreError,
+};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tidings_proto::rest::{ConversationKind, Role};
+use tidings_proto::ws::ReceiptKind;
+use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, Seq, UserId};
+
+/// What a backend's test hands to a case: the store, plus anything that must live as long.
+pub trait Fixture {
+    fn store(&self) -> Arc<dyn Store>;
+}
+
+impl Fixture for Arc<dyn Store> {
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(self)
+    }
+}
+
+impl<G> Fixture for (Arc<dyn Store>, G) {
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.0)
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance case; see the module docs.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@cases $make;
+            ping,
+            create_user_and_look_up,
+            username_conflict,
+            list_and_batch_lookup_users,
+            set_password_hash,
+            invite_consumes_uses,
+            invite_refuses_expired_and_unknown,
+            invite_use_is_kept_on_username_conflict,
+            devices_create_list_touch,
+            revoke_device_only_own,
+            revoke_other_devices_keeps_one,
+            refresh_rotates_once,
+            refresh_reuse_revokes_device,
+            refresh_expired_is_invalid,
+            refresh_of_revoked_device_is_invalid,
+            direct_is_unique_per_pair,
+            group_roles_and_dedup,
+            add_members_returns_only_new,
+            remove_member,
+            conversations_of_newest_activity_first,
+            unread_counts_only_others,
+            append_assigns_gap_free_seqs,
+            append_moves_sender_markers,
+            append_idempotent_across_batches,
+            append_idempotent_within_batch,
+            append_unknown_conversation_fails_alone,
+            append_bodies_round_trip,
+            history_paging,
+            advance_marker_rules,
+            co_members_distinct_without_self,
+            last_seen_upsert,
+            concurrent_appends_are_gap_free,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let fixture = $make.await;
+                $crate::conformance::$case($crate::conformance::Fixture::store(&fixture)).await;
+            }
+        )*
+    };
+}
+
+// --- Helpers ---------------------------------------------------------------------------------
+
+const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+
+async fn user(store: &Arc<dyn Store>, name: &str) -> UserId {
+    store.create_user(name, HASH, 1_000).await.unwrap().id
+}
+
+async fn device(store: &Arc<dyn Store>, user: UserId) -> DeviceId {
+    store.create_device(user, "laptop", 1_000).await.unwrap().id
+}
+
+fn token(n: u8, user: UserId, device: DeviceId, expires_at: i64) -> NewRefreshToken {
+    NewRefreshToken {
+        token_hash: [n; 32],
+        device_id: device,
+        user_id: user,
+        created_at: 1_000,
+        expires_at,
+    }
+}
+
+fn text(
+    conversation: ConversationId,
+    sender: UserId,
+    device: DeviceId,
+    client_msg_id: &str,
+    ts: i64,
+) -> NewMessage {
+    NewMessage {
+        conversation_id: conversation,
+        sender_id: sender,
+        sender_device_id: device,
+        client_msg_id: client_msg_id.to_owned(),
+        ts,
+        body: MessageBody::Text {
+            text: format!("message {client_msg_id}"),
+        },
+    }
+}
+
+/// Appends a batch whose items must all succeed.
+async fn append(store: &Arc<dyn Store>, batch: Vec<NewMessage>) -> Vec<Appended> {
+    store
+        .append_messages(batch)
+        .await
+        .expect("the batch commits")
+        .into_iter()
+        .map(|item| item.expect("every item is stored"))
+        .collect()
+}
+
+async fn append_one(store: &Arc<dyn Store>, message: NewMessage) -> Appended {
+    append(store, vec![message]).await.remove(0)
+}
+
+/// A sender with a device, for cases about messages.
+struct Sender {
+    user: UserId,
+    device: DeviceId,
+}
+
+async fn sender(store: &Arc<dyn Store>, name: &str) -> Sender {
+    let user = user(store, name).await;
+    Sender {
+        user,
+        device: device(store, user).await,
+    }
+}
+
+async fn group(store: &Arc<dyn Store>, owner: UserId, members: &[UserId]) -> ConversationRecord {
+    store
+        .create_group(owner, "group", members, 1_000)
+        .await
+        .unwrap()
+}
+
+async fn unread(store: &Arc<dyn Store>, user: UserId, conversation: ConversationId) -> u64 {
+    store
+        .user_conversation(user, conversation)
+        .await
+        .unwrap()
+        .expect("the user is a member")
+        .unread
+}
+
+fn set<T: Ord>(items: impl IntoIterator<Item = T>) -> BTreeSet<T> {
+    items.into_iter().collect()
+}
+
+// --- Accounts --------------------------------------------------------------------------------
+
+pub async fn ping(store: Arc<dyn Store>) {
+    store.ping().await.expect("a fresh store answers ping");
+}
+
+pub async fn create_user_and_look_up(store: Arc<dyn Store>) {
+    let alice = store.create_user("alice", HASH, 1_234).await.unwrap();
+    assert_eq!(alice.username, "alice");
+    assert_eq!(alice.password_hash, HASH);
+    assert_eq!(alice.created_at, 1_234);
+    assert!(!alice.disabled);
+
+    assert_eq!(
+        store.user_by_name("alice").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store.user_by_id(alice.id).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(store.user_by_name("bob").await.unwrap(), None);
+    assert_eq!(
+        store.user_by_id(UserId(alice.id.0 + 1_000)).await.unwrap(),
+        None
+    );
+
+    let bob = store.create_user("bob", HASH, 1_235).await.unwrap();
+    assert_ne!(alice.id, bob.id, "every user gets their own id");
+}
+
+pub async fn username_conflict(store: Arc<dyn Store>) {
+    let alice = store.create_user("alice", HASH, 1_000).await.unwrap();
+    let again = store.create_user("alice", "other-hash", 2_000).await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict("username"))),
+        "a taken username is Conflict(\"username\"), got {again:?}"
+    );
+    // The failed attempt changed nothing.
+    assert_eq!(store.user_by_name("alice").await.unwrap(), Some(alice));
+    assert_eq!(store.list_users(None, 10).await.unwrap().len(), 1);
+}
+
+pub async fn list_and_batch_lookup_users(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for name in ["u1", "u2", "u3", "u4", "u5"] {
+        ids.push(user(&store, name).await);
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+
+    let all: Vec<UserId> = store
+        .list_users(None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(all, sorted, "list_users is in id order");
+
+    let first: Vec<UserId> = store
+        .list_users(None, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(first, sorted[..2]);
+    let next: Vec<UserId> = store
+        .list_users(Some(sorted[1]), 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(next, sorted[2..4], "paging continues after `after`");
+    let rest = store.list_users(Some(sorted[4]), 2).await.unwrap();
+    assert!(rest.is_empty());
+
+    let unknown = UserId(sorted[4].0 + 1_000);
+    let wanted = [sorted[3], unknown, sorted[0], sorted[3]];
+    let found: Vec<UserId> = store
+        .users_by_ids(&wanted)
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(
+        found,
+        vec![sorted[0], sorted[3]],
+        "users_by_ids skips unknown ids and answers in id order, once per user"
+    );
+    assert!(store.users_by_ids(&[]).await.unwrap().is_empty());
+}
+
+pub async fn set_password_hash(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    store.set_password_hash(alice, "new-hash").await.unwrap();
+    let stored = store.user_by_id(alice).await.unwrap().unwrap();
+    assert_eq!(stored.password_hash, "new-hash");
+}
+
+fn invite(n: u8, expires_at: i64, uses: u32) -> NewInvite {
+    NewInvite {
+        code_hash: [n; 32],
+        created_at: 1_000,
+        expires_at,
+        uses,
+    }
+}
+
+pub async fn invite_consumes_uses(store: Arc<dyn Store>) {
+    store.create_invite(invite(1, 10_000, 2)).await.unwrap();
+    let a = store
+        .create_user_with_invite("a", HASH, [1; 32], 2_000)
+        .await
+        .unwrap();
+    assert_eq!(a.username, "a");
+    assert_eq!(store.user_by_name("a").await.unwrap(), Some(a));
+    store
+        .create_user_with_invite("b", HASH, [1; 32], 2_000)
+        .await
+        .unwrap();
+    let third = store
+        .create_user_with_invite("c", HASH, [1; 32], 2_000)
+        .await;
+    assert!(
+        matches!(third, Err(StoreError::NotFound)),
+        "a used-up invite is NotFound, got {third:?}"
+    );
+    assert_eq!(store.user_by_name("c").await.unwrap(), None);
+
+    let duplicate = store.create_invite(invite(1, 10_000, 5)).await;
+    assert!(
+        matches!(duplicate, Err(StoreError::Conflict(_))),
+        "an invite code is unique, got {duplicate:?}"
+    );
+}
+
+pub async fn invite_refuses_expired_and_unknown(store: Arc<dyn Store>) {
+    store.create_invite(invite(1, 5_000, 3)).await.unwrap();
+    let expired = store
+        .create_user_with_invite("late", HASH, [1; 32], 9_000)
+        .await;
+    assert!(
+        matches!(expired, Err(StoreError::NotFound)),
+        "an expired invite is NotFound, got {expired:?}"
+    );
+    let unknown = store
+        .create_user_with_invite("stranger", HASH, [2; 32], 2_000)
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound)),
+        "an unknown invite is NotFound, got {unknown:?}"
+    );
+    assert_eq!(store.user_by_name("late").await.unwrap(), None);
+    assert_eq!(store.user_by_name("stranger").await.unwrap(), None);
+    // The refusals consumed nothing: before expiry, all three uses are still there.
+    for name in ["x", "y", "z"] {
+        store
+            .create_user_with_invite(name, HASH, [1; 32], 2_000)
+            .await
+            .unwrap();
+    }
+}
+
+pub async fn invite_use_is_kept_on_username_conflict(store: Arc<dyn Store>) {
+    user(&store, "taken").await;
+    store.create_invite(invite(1, 10_000, 1)).await.unwrap();
+    let clash = store
+        .create_user_with_invite("taken", HASH, [1; 32], 2_000)
+        .await;
+    assert!(
+        matches!(clash, Err(StoreError::Conflict("username"))),
+        "got {clash:?}"
+    );
+    // Atomic: the failed registration did not consume the only use.
+    store
+        .create_user_with_invite("fresh", HASH, [1; 32], 2_000)
+        .await
+        .expect("the invite's use survived the failed registration");
+}
+
+// --- Devices and tokens ----------------------------------------------------------------------
+
+pub async fn devices_create_list_touch(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let phone = store.create_device(alice, "phone", 100).await.unwrap();
+    assert_eq!(phone.user_id, alice);
+    assert_eq!(phone.name, "phone");
+    assert_eq!(phone.created_at, 100);
+    assert_eq!(phone.last_active_at, 100);
+    assert_eq!(phone.revoked_at, None);
+    let laptop = store.create_device(alice, "laptop", 200).await.unwrap();
+    let bobs = store.create_device(bob, "desk", 150).await.unwrap();
+
+    assert_eq!(store.device(phone.id).await.unwrap(), Some(phone.clone()));
+    assert_eq!(
+        store.devices_of(alice).await.unwrap(),
+        vec![phone.clone(), laptop.clone()],
+        "devices_of lists the user's devices, oldest first"
+    );
+    assert_eq!(store.devices_of(bob).await.unwrap(), vec![bobs]);
+
+    store.touch_device(phone.id, 500).await.unwrap();
+    let touched = store.device(phone.id).await.unwrap().unwrap();
+    assert_eq!(touched.last_active_at, 500);
+    assert_eq!(touched.created_at, 100);
+}
+
+pub async fn revoke_device_only_own(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let mallory = user(&store, "mallory").await;
+    let phone = device(&store, alice).await;
+    let laptop = device(&store, alice).await;
+
+    assert!(
+        !store.revoke_device(mallory, phone, 2_000).await.unwrap(),
+        "nobody revokes someone else's device"
+    );
+    assert_eq!(store.device(phone).await.unwrap().unwrap().revoked_at, None);
+
+    assert!(store.revoke_device(alice, phone, 2_000).await.unwrap());
+    assert_eq!(
+        store.device(phone).await.unwrap().unwrap().revoked_at,
+        Some(2_000)
+    );
+    assert!(
+        !store.revoke_device(alice, phone, 3_000).await.unwrap(),
+        "revoking twice reports false"
+    );
+    assert_eq!(
+        store.device(phone).await.unwrap().unwrap().revoked_at,
+        Some(2_000),
+        "a second revocation does not move revoked_at"
+    );
+    assert!(
+        !store
+            .revoke_device(alice, DeviceId(laptop.0 + 1_000), 2_000)
+            .await
+            .unwrap()
+    );
+    let listed: Vec<DeviceId> = store
+        .devices_of(alice)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(listed, vec![laptop], "devices_of excludes revoked devices");
+}
+
+pub async fn revoke_other_devices_keeps_one(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let d1 = device(&store, alice).await;
+    let d2 = device(&store, alice).await;
+    let d3 = device(&store, alice).await;
+    let bobs = device(&store, bob).await;
+    store
+        .insert_refresh_token(token(1, alice, d1, 10_000))
+        .await
+        .unwrap();
+
+    let revoked = store
+        .revoke_other_devices(alice, Some(d2), 2_000)
+        .await
+        .unwrap();
+    assert_eq!(set(revoked), set([d1, d3]));
+    let listed: Vec<DeviceId> = store
+        .devices_of(alice)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(listed, vec![d2]);
+    assert_eq!(
+        store.devices_of(bob).await.unwrap().len(),
+        1,
+        "other users' devices are untouched"
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token([1; 32], token(2, alice, d1, 10_000), 2_500)
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid,
+        "a revoked device's tokens are worthless"
+    );
+
+    let rest = store
+        .revoke_other_devices(alice, None, 3_000)
+        .await
+        .unwrap();
+    assert_eq!(rest, vec![d2], "with no device to keep, all are revoked");
+    assert!(store.devices_of(alice).await.unwrap().is_empty());
+    assert_eq!(store.device(bobs).await.unwrap().unwrap().revoked_at, None);
+}
+
+pub async fn refresh_rotates_once(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let phone = device(&store, alice).await;
+    store
+        .insert_refresh_token(token(1, alice, phone, 10_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.refresh_token_device([1; 32]).await.unwrap(),
+        Some(phone)
+    );
+
+    let first = store
+        .rotate_refresh_token([1; 32], token(2, alice, phone, 10_000), 2_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        RotateOutcome::Rotated {
+            user_id: alice,
+            device_id: phone
+        }
+    );
+    assert_eq!(
+        store.refresh_token_device([1; 32]).await.unwrap(),
+        Some(phone),
+        "a used token is still known"
+    );
+    assert_eq!(
+        store.refresh_token_device([2; 32]).await.unwrap(),
+        Some(phone),
+        "the new token is stored"
+    );
+    let second = store
+        .rotate_refresh_token([2; 32], token(3, alice, phone, 10_000), 3_000)
+        .await
+        .unwrap();
+    assert!(matches!(second, RotateOutcome::Rotated { .. }));
+
+    assert_eq!(
+        store
+            .rotate_refresh_token([9; 32], token(4, alice, phone, 10_000), 3_000)
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid,
+        "an unknown token is invalid"
+    );
+    assert_eq!(store.refresh_token_device([9; 32]).await.unwrap(), None);
+    assert_eq!(
+        store.refresh_token_device([4; 32]).await.unwrap(),
+        None,
+        "a refused rotation stores no new token"
+    );
+}
+
+pub async fn refresh_reuse_revokes_device(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let phone = device(&store, alice).await;
+    let laptop = device(&store, alice).await;
+    store
+        .insert_refresh_token(token(1, alice, phone, 10_000))
+        .await
+        .unwrap();
+    store
+        .insert_refresh_token(token(11, alice, laptop, 10_000))
+        .await
+        .unwrap();
+    store
+        .rotate_refresh_token([1; 32], token(2, alice, phone, 10_000), 2_000)
+        .await
+        .unwrap();
+
+    // Someone presents the old token again.
+    let reuse = store
+        .rotate_refresh_token([1; 32], token(3, alice, phone, 10_000), 3_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        reuse,
+        RotateOutcome::ReuseDetected {
+            user_id: alice,
+            device_id: phone
+        }
+    );
+    let revoked = store.device(phone).await.unwrap().unwrap();
+    assert!(revoked.revoked_at.is_some(), "reuse revokes the device");
+    assert_eq!(
+        store
+            .rotate_refresh_token([2; 32], token(4, alice, phone, 10_000), 3_100)
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid,
+        "after reuse, even the device's newest token is invalid"
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token([3; 32], token(5, alice, phone, 10_000), 3_100)
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid,
+        "the token offered with the reused one was never stored"
+    );
+
+    // The user's other device is not affected.
+    assert_eq!(
+        store.device(laptop).await.unwrap().unwrap().revoked_at,
+        None
+    );
+    assert!(matches!(
+        store
+            .rotate_refresh_token([11; 32], token(12, alice, laptop, 10_000), 3_200)
+            .await
+            .unwrap(),
+        RotateOutcome::Rotated { .. }
+    ));
+}
+
+pub async fn refresh_expired_is_invalid(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let phone = device(&store, alice).await;
+    store
+        .insert_refresh_token(token(1, alice, phone, 5_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .rotate_refresh_token([1; 32], token(2, alice, phone, 20_000), 9_000)
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
+    assert_eq!(
+        store.refresh_token_device([2; 32]).await.unwrap(),
+        None,
+        "no new token for an expired one"
+    );
+    assert_eq!(
+        store.device(phone).await.unwrap().unwrap().revoked_at,
+        None,
+        "an expired token is not reuse"
+    );
+}
+
+pub async fn refresh_of_revoked_device_is_invalid(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let phone = device(&store, alice).await;
+    store
+        .insert_refresh_token(token(1, alice, phone, 10_000))
+        .await
+        .unwrap();
+    assert!(store.revoke_device(alice, phone, 2_000).await.unwrap());
+    assert_eq!(
+        store.refresh_token_device([1; 32]).await.unwrap(),
+        None,
+        "revoking a device deletes its refresh tokens"
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token([1; 32], token(2, alice, phone, 10_000), 3_000)
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
+    assert_eq!(store.refresh_token_device([2; 32]).await.unwrap(), None);
+}
+
+// --- Conversations ---------------------------------------------------------------------------
+
+pub async fn direct_is_unique_per_pair(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+
+    let (ab, created) = store.get_or_create_direct(alice, bob, 500).await.unwrap();
+    assert!(created);
+    assert_eq!(ab.kind, ConversationKind::Direct);
+    assert_eq!(ab.created_at, 500);
+    assert_eq!(ab.last_seq, 0);
+    assert_eq!(store.conversation(ab.id).await.unwrap(), Some(ab.clone()));
+
+    let (ba, created) = store.get_or_create_direct(bob, alice, 600).await.unwrap();
+    assert!(!created, "the pair is unordered: (b, a) finds (a, b)");
+    assert_eq!(ba, ab);
+    let (again, created) = store.get_or_create_direct(alice, bob, 700).await.unwrap();
+    assert!(!created);
+    assert_eq!(again.id, ab.id);
+
+    let (ac, created) = store.get_or_create_direct(alice, carol, 800).await.unwrap();
+    assert!(created);
+    assert_ne!(ac.id, ab.id);
+
+    let members: Vec<UserId> = store
+        .members(ab.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.user_id)
+        .collect();
+    let mut both = vec![alice, bob];
+    both.sort();
+    assert_eq!(members, both, "members are in user id order");
+
+    let seen_by_alice = store
+        .user_conversation(alice, ab.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen_by_alice.peer, Some((bob, "bob".to_owned())));
+    assert_eq!(seen_by_alice.member_count, 2);
+    assert_eq!(seen_by_alice.me.user_id, alice);
+    assert_eq!(seen_by_alice.me.username, "alice");
+    let seen_by_bob = store.user_conversation(bob, ab.id).await.unwrap().unwrap();
+    assert_eq!(seen_by_bob.peer, Some((alice, "alice".to_owned())));
+    assert_eq!(store.user_conversation(carol, ab.id).await.unwrap(), None);
+}
+
+pub async fn group_roles_and_dedup(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    let group = store
+        .create_group(owner, "Team", &[a, b, a, owner, b], 900)
+        .await
+        .unwrap();
+    assert_eq!(group.kind, ConversationKind::Group);
+    assert_eq!(group.title, "Team");
+    assert_eq!(group.created_at, 900);
+    assert_eq!(group.last_seq, 0);
+    assert_eq!(
+        store.conversation(group.id).await.unwrap(),
+        Some(group.clone())
+    );
+
+    let members = store.members(group.id).await.unwrap();
+    let ids: Vec<UserId> = members.iter().map(|m| m.user_id).collect();
+    let mut expected = vec![owner, a, b];
+    expected.sort();
+    assert_eq!(ids, expected, "each member once, in user id order");
+    for member in &members {
+        let role = if member.user_id == owner {
+            Role::Owner
+        } else {
+            Role::Member
+        };
+        assert_eq!(member.role, role, "role of {}", member.username);
+        assert_eq!(member.conversation_id, group.id);
+        assert_eq!(member.joined_at, 900);
+        assert_eq!((member.delivered_seq, member.read_seq), (0, 0));
+    }
+    assert_eq!(
+        store.member(group.id, owner).await.unwrap().unwrap().role,
+        Role::Owner
+    );
+    let seen = store.user_conversation(a, group.id).await.unwrap().unwrap();
+    assert_eq!(seen.member_count, 3);
+    assert_eq!(seen.peer, None, "groups have no peer");
+
+    let alone = store
+        .create_group(owner, "Just me", &[], 901)
+        .await
+        .unwrap();
+    assert_eq!(store.members(alone.id).await.unwrap().len(), 1);
+}
+
+pub async fn add_members_returns_only_new(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    let c = user(&store, "c").await;
+    let group = group(&store, owner, &[a]).await;
+
+    let added = store
+        .add_members(group.id, &[b, a, c, b, owner], 2_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        added.len(),
+        2,
+        "each new member is reported once: {added:?}"
+    );
+    assert_eq!(set(added), set([b, c]));
+    let ids = set(store
+        .members(group.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.user_id));
+    assert_eq!(ids, set([owner, a, b, c]));
+    let newcomer = store.member(group.id, b).await.unwrap().unwrap();
+    assert_eq!(newcomer.role, Role::Member);
+    assert_eq!(newcomer.joined_at, 2_000);
+    assert_eq!(
+        store.member(group.id, owner).await.unwrap().unwrap().role,
+        Role::Owner,
+        "re-adding the owner does not demote them"
+    );
+    assert!(
+        store
+            .add_members(group.id, &[a, c], 3_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "existing members are skipped"
+    );
+    assert_eq!(
+        store
+            .user_conversation(a, group.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .member_count,
+        4
+    );
+    let missing = store
+        .add_members(ConversationId(group.id.0 + 1_000), &[a], 3_000)
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound)),
+        "adding to an unknown conversation is NotFound, got {missing:?}"
+    );
+}
+
+pub async fn remove_member(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    let group = group(&store, owner, &[a, b]).await;
+
+    assert!(store.remove_member(group.id, a).await.unwrap());
+    assert!(
+        !store.remove_member(group.id, a).await.unwrap(),
+        "removing a non-member reports false"
+    );
+    assert_eq!(store.member(group.id, a).await.unwrap(), None);
+    assert_eq!(
+        set(store
+            .members(group.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.user_id)),
+        set([owner, b])
+    );
+    assert!(store.conversations_of(a).await.unwrap().is_empty());
+    assert_eq!(store.user_conversation(a, group.id).await.unwrap(), None);
+    assert_eq!(
+        store
+            .user_conversation(b, group.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .member_count,
+        2
+    );
+}
+
+pub async fn conversations_of_newest_activity_first(store: Arc<dyn Store>) {
+    let alice = sender(&store, "alice").await;
+    let bob = sender(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let (with_bob, _) = store
+        .get_or_create_direct(alice.user, bob.user, 10)
+        .await
+        .unwrap();
+    let team = store
+        .create_group(alice.user, "team", &[bob.user, carol], 20)
+        .await
+        .unwrap();
+    let (with_carol, _) = store
+        .get_or_create_direct(carol, alice.user, 30)
+        .await
+        .unwrap();
+
+    let order = |list: Vec<crate::UserConversation>| -> Vec<ConversationId> {
+        list.iter().map(|c| c.conversation.id).collect()
+    };
+    assert_eq!(
+        order(store.conversations_of(alice.user).await.unwrap()),
+        vec![with_carol.id, team.id, with_bob.id],
+        "without messages, the newest conversation comes first"
+    );
+
+    append_one(&store, text(with_bob.id, bob.user, bob.device, "m1", 40)).await;
+    assert_eq!(
+        order(store.conversations_of(alice.user).await.unwrap()),
+        vec![with_bob.id, with_carol.id, team.id],
+        "a new message moves its conversation to the top"
+    );
+    append_one(&store, text(team.id, alice.user, alice.device, "m2", 50)).await;
+    let list = store.conversations_of(alice.user).await.unwrap();
+    assert_eq!(
+        order(list.clone()),
+        vec![team.id, with_bob.id, with_carol.id]
+    );
+    assert_eq!(
+        order(store.conversations_of(bob.user).await.unwrap()),
+        vec![team.id, with_bob.id]
+    );
+    assert!(
+        store
+            .conversations_of(UserId(carol.0 + 1_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Each entry is the conversation as seen by alice.
+    for entry in &list {
+        assert_eq!(entry.me.user_id, alice.user);
+        assert_eq!(entry.me.username, "alice");
+        assert_eq!(entry.me.conversation_id, entry.conversation.id);
+    }
+    let bob_entry = &list[1];
+    assert_eq!(bob_entry.conversation.kind, ConversationKind::Direct);
+    assert_eq!(bob_entry.conversation.last_seq, 1);
+    assert_eq!(bob_entry.unread, 1);
+    assert_eq!(bob_entry.peer, Some((bob.user, "bob".to_owned())));
+    assert_eq!(bob_entry.member_count, 2);
+    let team_entry = &list[0];
+    assert_eq!(team_entry.conversation.title, "team");
+    assert_eq!(team_entry.me.role, Role::Owner);
+    assert_eq!(team_entry.unread, 0);
+    assert_eq!(team_entry.member_count, 3);
+    assert_eq!(team_entry.peer, None);
+    assert_eq!(
+        list[2].peer,
+        Some((carol, "carol".to_owned())),
+        "the peer is the other member, whoever created the conversation"
+    );
+}
+
+pub async fn unread_counts_only_others(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let b = sender(&store, "b").await;
+    let g = group(&store, a.user, &[b.user]).await.id;
+
+    append(
+        &store,
+        (1..=3)
+            .map(|i| text(g, b.user, b.device, &format!("b{i}"), 100 + i))
+            .collect(),
+    )
+    .await;
+    assert_eq!(unread(&store, a.user, g).await, 3);
+    assert_eq!(
+        unread(&store, b.user, g).await,
+        0,
+        "own messages never count"
+    );
+
+    append_one(&store, text(g, a.user, a.device, "a1", 200)).await;
+    assert_eq!(
+        unread(&store, a.user, g).await,
+        0,
+        "sending moves the sender's read marker past what they answered"
+    );
+    assert_eq!(unread(&store, b.user, g).await, 1);
+
+    append(
+        &store,
+        vec![
+            text(g, b.user, b.device, "b4", 300),
+            text(g, b.user, b.device, "b5", 301),
+        ],
+    )
+    .await;
+    assert_eq!(unread(&store, a.user, g).await, 2);
+    assert_eq!(
+        store
+            .advance_marker(g, a.user, ReceiptKind::Read, 5)
+            .await
+            .unwrap(),
+        Some(5)
+    );
+    assert_eq!(unread(&store, a.user, g).await, 1);
+    assert_eq!(
+        store
+            .advance_marker(g, a.user, ReceiptKind::Delivered, 6)
+            .await
+            .unwrap(),
+        Some(6)
+    );
+    assert_eq!(unread(&store, a.user, g).await, 1, "delivered is not read");
+    let listed = store.conversations_of(a.user).await.unwrap();
+    assert_eq!(listed[0].unread, 1, "conversations_of agrees");
+    assert_eq!(
+        store
+            .user_conversation(b.user, g)
+            .await
+            .unwrap()
+            .unwrap()
+            .unread,
+        0
+    );
+}
+
+// --- Messages --------------------------------------------------------------------------------
+
+pub async fn append_assigns_gap_free_seqs(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let b = user(&store, "b").await;
+    let c = user(&store, "c").await;
+    let (x, _) = store.get_or_create_direct(a.user, b, 1_000).await.unwrap();
+    let (y, _) = store.get_or_create_direct(a.user, c, 1_000).await.unwrap();
+
+    let batch = vec![
+        text(x.id, a.user, a.device, "1", 2_001),
+        text(y.id, a.user, a.device, "2", 2_002),
+        text(x.id, a.user, a.device, "3", 2_003),
+        text(x.id, a.user, a.device, "4", 2_004),
+        text(y.id, a.user, a.device, "5", 2_005),
+    ];
+    let appended = append(&store, batch.clone()).await;
+    let seqs: Vec<(ConversationId, Seq)> = appended
+        .iter()
+        .map(|r| (r.message.conversation_id, r.message.seq))
+        .collect();
+    assert_eq!(
+        seqs,
+        vec![(x.id, 1), (y.id, 1), (x.id, 2), (x.id, 3), (y.id, 2)],
+        "per-conversation seqs start at 1 and follow input order"
+    );
+    for (result, input) in appended.iter().zip(&batch) {
+        assert!(!result.duplicate);
+        let m = &result.message;
+        assert_eq!(m.sender_id, input.sender_id);
+        assert_eq!(m.sender_device_id, input.sender_device_id);
+        assert_eq!(m.client_msg_id, input.client_msg_id);
+        assert_eq!(m.ts, input.ts, "the store keeps ts as given");
+        assert_eq!(m.body, input.body);
+    }
+    let ids = set(appended.iter().map(|r| r.message.id));
+    assert_eq!(ids.len(), appended.len(), "message ids are unique");
+
+    let more = append(
+        &store,
+        vec![
+            text(y.id, a.user, a.device, "6", 2_006),
+            text(x.id, a.user, a.device, "7", 2_007),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (more[0].message.seq, more[1].message.seq),
+        (3, 4),
+        "the next batch continues where the last one stopped"
+    );
+    assert_eq!(store.conversation(x.id).await.unwrap().unwrap().last_seq, 4);
+    assert_eq!(store.conversation(y.id).await.unwrap().unwrap().last_seq, 3);
+
+    let stored = store.messages_after(x.id, 0, 100).await.unwrap();
+    let expected: Vec<Message> = appended
+        .iter()
+        .chain(&more)
+        .map(|r| r.message.clone())
+        .filter(|m| m.conversation_id == x.id)
+        .collect();
+    assert_eq!(stored, expected, "what was acknowledged is what is stored");
+    assert!(store.append_messages(Vec::new()).await.unwrap().is_empty());
+}
+
+pub async fn append_moves_sender_markers(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let b = sender(&store, "b").await;
+    let g = group(&store, a.user, &[b.user]).await.id;
+    append(
+        &store,
+        vec![
+            text(g, b.user, b.device, "b1", 1),
+            text(g, a.user, a.device, "a1", 2),
+            text(g, b.user, b.device, "b2", 3),
+        ],
+    )
+    .await;
+    let a_marks = store.member(g, a.user).await.unwrap().unwrap();
+    assert_eq!((a_marks.delivered_seq, a_marks.read_seq), (2, 2));
+    let b_marks = store.member(g, b.user).await.unwrap().unwrap();
+    assert_eq!((b_marks.delivered_seq, b_marks.read_seq), (3, 3));
+}
+
+pub async fn append_idempotent_across_batches(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let b = sender(&store, "b").await;
+    let (x, _) = store.get_or_create_direct(a.user, b.user, 1).await.unwrap();
+    let g = group(&store, a.user, &[b.user]).await.id;
+
+    let original = append_one(&store, text(x.id, a.user, a.device, "k1", 100)).await;
+    assert!(!original.duplicate);
+
+    let mut retry = text(x.id, a.user, a.device, "k1", 999);
+    retry.body = MessageBody::Text {
+        text: "a different body".into(),
+    };
+    let again = append_one(&store, retry).await;
+    assert!(again.duplicate, "the same client_msg_id is a duplicate");
+    assert_eq!(
+        again.message, original.message,
+        "a duplicate returns the stored original, not the retry"
+    );
+    assert_eq!(store.conversation(x.id).await.unwrap().unwrap().last_seq, 1);
+    assert_eq!(store.messages_after(x.id, 0, 10).await.unwrap().len(), 1);
+
+    // The key is (conversation, sender, client_msg_id): change any part and it is new.
+    let other_sender = append_one(&store, text(x.id, b.user, b.device, "k1", 101)).await;
+    assert!(!other_sender.duplicate);
+    assert_eq!(other_sender.message.seq, 2);
+    let other_conversation = append_one(&store, text(g, a.user, a.device, "k1", 102)).await;
+    assert!(!other_conversation.duplicate);
+    assert_eq!(other_conversation.message.seq, 1);
+}
+
+pub async fn append_idempotent_within_batch(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let b = user(&store, "b").await;
+    let (x, _) = store.get_or_create_direct(a.user, b, 1).await.unwrap();
+    let results = append(
+        &store,
+        vec![
+            text(x.id, a.user, a.device, "k1", 100),
+            text(x.id, a.user, a.device, "k2", 101),
+            text(x.id, a.user, a.device, "k1", 102),
+        ],
+    )
+    .await;
+    assert!(!results[0].duplicate);
+    assert!(!results[1].duplicate);
+    assert!(
+        results[2].duplicate,
+        "a second copy in the same batch is a duplicate"
+    );
+    assert_eq!(results[2].message, results[0].message);
+    assert_eq!((results[0].message.seq, results[1].message.seq), (1, 2));
+    assert_eq!(store.conversation(x.id).await.unwrap().unwrap().last_seq, 2);
+}
+
+pub async fn append_unknown_conversation_fails_alone(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let b = user(&store, "b").await;
+    let (x, _) = store.get_or_create_direct(a.user, b, 1).await.unwrap();
+    let nowhere = ConversationId(x.id.0 + 1_000);
+    let results = store
+        .append_messages(vec![
+            text(x.id, a.user, a.device, "k1", 100),
+            text(nowhere, a.user, a.device, "k2", 101),
+            text(x.id, a.user, a.device, "k3", 102),
+        ])
+        .await
+        .expect("one bad item does not fail the batch");
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].as_ref().unwrap().message.seq, 1);
+    assert!(
+        matches!(results[1], Err(StoreError::NotFound)),
+        "got {:?}",
+        results[1]
+    );
+    assert_eq!(results[2].as_ref().unwrap().message.seq, 2);
+    assert_eq!(store.conversation(nowhere).await.unwrap(), None);
+    assert!(
+        store
+            .messages_after(nowhere, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.messages_after(x.id, 0, 10).await.unwrap().len(), 2);
+}
+
+pub async fn append_bodies_round_trip(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let b = user(&store, "b").await;
+    let (x, _) = store.get_or_create_direct(a.user, b, 1).await.unwrap();
+    let bodies = vec![
+        MessageBody::Text {
+            text: String::new(),
+        },
+        MessageBody::Text {
+            text: "héllo \"wörld\"\n\ttabs, emoji 🎉, NUL-free \\ backslash, 中文".into(),
+        },
+        MessageBody::Encrypted {
+            algorithm: "tidings.e2e.v1".into(),
+            ciphertext: "q83vEjRWeJA=".into(),
+            session_id: Some("session-7".into()),
+        },
+        MessageBody::Encrypted {
+            algorithm: "m.megolm.v1.aes-sha2".into(),
+            ciphertext: "AAAA".into(),
+            session_id: None,
+        },
+        MessageBody::Custom {
+            app: "com.example.poll".into(),
+            data: serde_json::json!({
+                "question": "Lunch?",
+                "options": ["pizza", "sushi", null],
+                "nested": {"deep": {"n": -42, "big": 9_007_199_254_740_991_i64, "half": 0.5}},
+                "flag": true,
+                "empty": {}
+            }),
+        },
+        MessageBody::Custom {
+            app: "bare".into(),
+            data: serde_json::json!("just a string"),
+        },
+    ];
+    let batch: Vec<NewMessage> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| NewMessage {
+            body: body.clone(),
+            ..text(x.id, a.user, a.device, &format!("k{i}"), 100)
+        })
+        .collect();
+    let appended = append(&store, batch).await;
+    let stored = store.messages_after(x.id, 0, 100).await.unwrap();
+    let read_back: Vec<MessageBody> = stored.into_iter().map(|m| m.body).collect();
+    assert_eq!(read_back, bodies, "bodies come back exactly as sent");
+    let acked: Vec<MessageBody> = appended.into_iter().map(|r| r.message.body).collect();
+    assert_eq!(acked, bodies);
+
+    // A duplicate's body is read back from storage, so it must round-trip too.
+    let dup = append_one(
+        &store,
+        NewMessage {
+            body: MessageBody::Text { text: "x".into() },
+            ..text(x.id, a.user, a.device, "k4", 100)
+        },
+    )
+    .await;
+    assert!(dup.duplicate);
+    assert_eq!(dup.message.body, bodies[4]);
+}
+
+pub async fn history_paging(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let b = user(&store, "b").await;
+    let (x, _) = store.get_or_create_direct(a.user, b, 1).await.unwrap();
+    let (empty, _) = store
+        .get_or_create_direct(b, user(&store, "c").await, 1)
+        .await
+        .unwrap();
+    append(
+        &store,
+        (1..=10)
+            .map(|i| text(x.id, a.user, a.device, &format!("k{i}"), i))
+            .collect(),
+    )
+    .await;
+    let seqs = |messages: Vec<Message>| -> Vec<Seq> { messages.iter().map(|m| m.seq).collect() };
+
+    assert_eq!(
+        seqs(store.messages_after(x.id, 0, 3).await.unwrap()),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        seqs(store.messages_after(x.id, 3, 100).await.unwrap()),
+        (4..=10).collect::<Vec<_>>()
+    );
+    assert!(
+        store
+            .messages_after(x.id, 10, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.messages_after(x.id, 0, 0).await.unwrap().is_empty());
+    assert!(
+        store
+            .messages_after(empty.id, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(
+        seqs(store.messages_before(x.id, None, 3).await.unwrap()),
+        vec![8, 9, 10],
+        "before = None pages back from the newest, answered ascending"
+    );
+    assert_eq!(
+        seqs(store.messages_before(x.id, Some(8), 3).await.unwrap()),
+        vec![5, 6, 7]
+    );
+    assert_eq!(
+        seqs(store.messages_before(x.id, Some(3), 5).await.unwrap()),
+        vec![1, 2]
+    );
+    assert!(
+        store
+            .messages_before(x.id, Some(1), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        seqs(store.messages_before(x.id, None, 100).await.unwrap()),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert!(
+        store
+            .messages_before(empty.id, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn advance_marker_rules(store: Arc<dyn Store>) {
+    let a = user(&store, "a").await;
+    let b = sender(&store, "b").await;
+    let c = user(&store, "c").await;
+    let outsider = user(&store, "outsider").await;
+    let g = group(&store, b.user, &[a, c]).await.id;
+    append(
+        &store,
+        (1..=5)
+            .map(|i| text(g, b.user, b.device, &format!("k{i}"), i))
+            .collect(),
+    )
+    .await;
+    let marks = |m: crate::MemberRecord| (m.delivered_seq, m.read_seq);
+
+    let advance = |user: UserId, kind: ReceiptKind, seq: Seq| {
+        let store = Arc::clone(&store);
+        async move { store.advance_marker(g, user, kind, seq).await.unwrap() }
+    };
+    assert_eq!(advance(a, ReceiptKind::Delivered, 3).await, Some(3));
+    assert_eq!(
+        advance(a, ReceiptKind::Delivered, 2).await,
+        None,
+        "never backwards"
+    );
+    assert_eq!(
+        advance(a, ReceiptKind::Delivered, 3).await,
+        None,
+        "no move, no news"
+    );
+    assert_eq!(
+        advance(a, ReceiptKind::Delivered, 99).await,
+        Some(5),
+        "clamped to last_seq"
+    );
+    assert_eq!(advance(a, ReceiptKind::Delivered, 99).await, None);
+    assert_eq!(marks(store.member(g, a).await.unwrap().unwrap()), (5, 0));
+
+    assert_eq!(advance(a, ReceiptKind::Read, 2).await, Some(2));
+    assert_eq!(
+        marks(store.member(g, a).await.unwrap().unwrap()),
+        (5, 2),
+        "reading does not pull delivered back"
+    );
+    assert_eq!(advance(a, ReceiptKind::Read, 1).await, None);
+    assert_eq!(advance(a, ReceiptKind::Read, u64::MAX).await, Some(5));
+    assert_eq!(marks(store.member(g, a).await.unwrap().unwrap()), (5, 5));
+
+    assert_eq!(advance(c, ReceiptKind::Read, 4).await, Some(4));
+    assert_eq!(
+        marks(store.member(g, c).await.unwrap().unwrap()),
+        (4, 4),
+        "what was read was delivered"
+    );
+    assert_eq!(
+        advance(c, ReceiptKind::Delivered, 4).await,
+        None,
+        "delivered is already there"
+    );
+
+    let stranger = store
+        .advance_marker(g, outsider, ReceiptKind::Read, 1)
+        .await;
+    assert!(
+        matches!(stranger, Err(StoreError::NotFound)),
+        "a non-member has no marker: got {stranger:?}"
+    );
+    let nowhere = store
+        .advance_marker(ConversationId(g.0 + 1_000), a, ReceiptKind::Read, 1)
+        .await;
+    assert!(
+        matches!(nowhere, Err(StoreError::NotFound)),
+        "got {nowhere:?}"
+    );
+}
+
+// --- Presence --------------------------------------------------------------------------------
+
+pub async fn co_members_distinct_without_self(store: Arc<dyn Store>) {
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    let c = user(&store, "c").await;
+    let d = user(&store, "d").await;
+    let loner = user(&store, "loner").await;
+    store.get_or_create_direct(a, b, 1).await.unwrap();
+    group(&store, a, &[b, c]).await;
+    group(&store, c, &[a, b]).await;
+    group(&store, d, &[b]).await;
+
+    let mut of_a = store.co_members(a).await.unwrap();
+    of_a.sort();
+    let mut expected = vec![b, c];
+    expected.sort();
+    assert_eq!(of_a, expected, "each co-member once, never oneself");
+    assert_eq!(set(store.co_members(b).await.unwrap()), set([a, c, d]));
+    assert_eq!(store.co_members(b).await.unwrap().len(), 3);
+    assert!(store.co_members(loner).await.unwrap().is_empty());
+}
+
+pub async fn last_seen_upsert(store: Arc<dyn Store>) {
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    let never = user(&store, "never").await;
+    store.set_last_seen(a, 100).await.unwrap();
+    store.set_last_seen(b, 200).await.unwrap();
+    assert_eq!(
+        set(store.last_seen(&[a, b, never]).await.unwrap()),
+        set([(a, 100), (b, 200)]),
+        "users never seen are absent"
+    );
+    store.set_last_seen(a, 300).await.unwrap();
+    assert_eq!(store.last_seen(&[a]).await.unwrap(), vec![(a, 300)]);
+    assert!(store.last_seen(&[]).await.unwrap().is_empty());
+}
+
+// --- Concurrency -----------------------------------------------------------------------------
+
+pub async fn concurrent_appends_are_gap_free(store: Arc<dyn Store>) {
+    const TASKS: usize = 8;
+    const PER_TASK: usize = 200;
+    let owner = sender(&store, "owner").await;
+    let mut senders = Vec::new();
+    for i in 0..TASKS {
+        senders.push(sender(&store, &format!("sender{i}")).await);
+    }
+    let ids: Vec<UserId> = senders.iter().map(|s| s.user).collect();
+    let g = group(&store, owner.user, &ids).await.id;
+
+    let mut tasks = Vec::new();
+    for s in senders {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::with_capacity(PER_TASK);
+            for i in 0..PER_TASK {
+                let appended = append_one(
+                    &store,
+                    text(g, s.user, s.device, &format!("m{i}"), i as i64),
+                )
+                .await;
+                seqs.push(appended.message.seq);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        let seqs = task.await.expect("an append task panicked");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one sender's sequential appends get increasing seqs"
+        );
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    let total = (TASKS * PER_TASK) as Seq;
+    assert_eq!(
+        all,
+        (1..=total).collect::<Vec<_>>(),
+        "seqs are exactly 1..=N"
+    );
+
+    let stored = store.messages_after(g, 0, u32::MAX).await.unwrap();
+    assert_eq!(stored.len() as Seq, total);
+    assert!(
+        stored.iter().zip(1..).all(|(m, seq)| m.seq == seq),
+        "history is gap-free and ordered"
+    );
+    assert_eq!(
+        store.conversation(g).await.unwrap().unwrap().last_seq,
+        total
+    );
+}
