@@ -89,7 +89,10 @@ pub enum BusEvent {
         frame: Arc<OutFrame>,
     },
     /// A device was signed out: close its connections.
-    DeviceRevoked { user_id: UserId, device_id: DeviceId },
+    DeviceRevoked {
+        user_id: UserId,
+        device_id: DeviceId,
+    },
     /// A conversation's membership changed: drop cached member lists.
     MembershipChanged { conversation_id: ConversationId },
 }

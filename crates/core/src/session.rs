@@ -90,6 +90,9 @@ pub enum Output {
 }
 
 /// Why `next_output` woke up.
+// A `Wake` is built and consumed without an await in between, so its size never lands in a
+// connection's future; boxing the large variant would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Wake {
     Closed(CloseReason),
     Done(Completion),

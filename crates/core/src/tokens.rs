@@ -159,7 +159,7 @@ pub fn verify_access(
     let signature = Signature::from_bytes(&sig_bytes);
     let signing_input_len = h.len() + 1 + p.len();
     keys.verifying_key()
-        .verify(token[..signing_input_len].as_bytes(), &signature)
+        .verify(&token.as_bytes()[..signing_input_len], &signature)
         .map_err(|_| TokenError::BadSignature)?;
     let claims: AccessClaims = B64
         .decode(p)

@@ -132,7 +132,11 @@ pub async fn revoke(
         token: Some(token), ..
     })) = form
     else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is required",
+        );
     };
     match state.core.revoke_token(&token).await {
         Ok(()) => StatusCode::OK.into_response(),

@@ -64,27 +64,216 @@ fn build() -> Value {
         "properties": {"token": {"type": "string"}, "token_type_hint": {"type": "string"}}
     });
     let ops = vec![
-        Op { method: "get", path: "/healthz", summary: "Liveness: the process answers.", auth: false, request: None, form: None, status: 200, response: Some(schema::<Health>(g)) },
-        Op { method: "get", path: "/readyz", summary: "Readiness: storage answers (503 otherwise).", auth: false, request: None, form: None, status: 200, response: Some(schema::<Health>(g)) },
-        Op { method: "post", path: "/oauth/token", summary: "RFC 6749 token endpoint: password and refresh_token grants.", auth: false, request: None, form: Some(token_form), status: 200, response: Some(schema::<TokenResponse>(g)) },
-        Op { method: "post", path: "/oauth/revoke", summary: "RFC 7009 revocation; signs the token's device out.", auth: false, request: None, form: Some(revoke_form), status: 200, response: None },
-        Op { method: "get", path: "/.well-known/oauth-authorization-server", summary: "RFC 8414 authorization server metadata.", auth: false, request: None, form: None, status: 200, response: Some(json!({"type": "object"})) },
-        Op { method: "get", path: "/.well-known/jwks.json", summary: "The public keys that sign access tokens.", auth: false, request: None, form: None, status: 200, response: Some(json!({"type": "object"})) },
-        Op { method: "post", path: "/api/v1/accounts", summary: "Register an account.", auth: false, request: Some(schema::<RegisterRequest>(g)), form: None, status: 201, response: Some(schema::<Account>(g)) },
-        Op { method: "get", path: "/api/v1/account", summary: "The caller's account.", auth: true, request: None, form: None, status: 200, response: Some(schema::<Account>(g)) },
-        Op { method: "post", path: "/api/v1/account/password", summary: "Change the password; signs out every other device.", auth: true, request: Some(schema::<ChangePasswordRequest>(g)), form: None, status: 204, response: None },
-        Op { method: "get", path: "/api/v1/devices", summary: "The caller's signed-in devices.", auth: true, request: None, form: None, status: 200, response: Some(schema::<DeviceList>(g)) },
-        Op { method: "delete", path: "/api/v1/devices/{device_id}", summary: "Sign a device out.", auth: true, request: None, form: None, status: 204, response: None },
-        Op { method: "get", path: "/api/v1/conversations", summary: "The caller's conversations, newest activity first.", auth: true, request: None, form: None, status: 200, response: Some(schema::<ConversationList>(g)) },
-        Op { method: "post", path: "/api/v1/conversations", summary: "Create a group owned by the caller.", auth: true, request: Some(schema::<CreateGroupRequest>(g)), form: None, status: 201, response: Some(schema::<Conversation>(g)) },
-        Op { method: "post", path: "/api/v1/conversations/direct", summary: "The direct conversation with a user, created on first use.", auth: true, request: Some(schema::<CreateDirectRequest>(g)), form: None, status: 200, response: Some(schema::<Conversation>(g)) },
-        Op { method: "get", path: "/api/v1/conversations/{id}", summary: "One conversation.", auth: true, request: None, form: None, status: 200, response: Some(schema::<Conversation>(g)) },
-        Op { method: "get", path: "/api/v1/conversations/{id}/members", summary: "Members and their markers.", auth: true, request: None, form: None, status: 200, response: Some(schema::<Vec<Member>>(g)) },
-        Op { method: "post", path: "/api/v1/conversations/{id}/members", summary: "Add members to a group (owner only); returns those added.", auth: true, request: Some(schema::<AddMembersRequest>(g)), form: None, status: 200, response: Some(json!({"type": "array", "items": {"type": "integer"}})) },
-        Op { method: "delete", path: "/api/v1/conversations/{id}/members/{user_id}", summary: "Remove a member (owner) or leave (oneself).", auth: true, request: None, form: None, status: 204, response: None },
-        Op { method: "get", path: "/api/v1/conversations/{id}/messages", summary: "A page of history before `before` (query), oldest first.", auth: true, request: None, form: None, status: 200, response: Some(schema::<HistoryPage>(g)) },
-        Op { method: "post", path: "/api/v1/conversations/{id}/messages", summary: "Send a message (201; 200 for a retried client_msg_id).", auth: true, request: Some(schema::<SendMessageRequest>(g)), form: None, status: 201, response: Some(schema::<SendAck>(g)) },
-        Op { method: "get", path: "/ws", summary: "Upgrade to the native WebSocket protocol (subprotocol tidings.v1); see docs/protocol.md.", auth: false, request: None, form: None, status: 101, response: None },
+        Op {
+            method: "get",
+            path: "/healthz",
+            summary: "Liveness: the process answers.",
+            auth: false,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<Health>(g)),
+        },
+        Op {
+            method: "get",
+            path: "/readyz",
+            summary: "Readiness: storage answers (503 otherwise).",
+            auth: false,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<Health>(g)),
+        },
+        Op {
+            method: "post",
+            path: "/oauth/token",
+            summary: "RFC 6749 token endpoint: password and refresh_token grants.",
+            auth: false,
+            request: None,
+            form: Some(token_form),
+            status: 200,
+            response: Some(schema::<TokenResponse>(g)),
+        },
+        Op {
+            method: "post",
+            path: "/oauth/revoke",
+            summary: "RFC 7009 revocation; signs the token's device out.",
+            auth: false,
+            request: None,
+            form: Some(revoke_form),
+            status: 200,
+            response: None,
+        },
+        Op {
+            method: "get",
+            path: "/.well-known/oauth-authorization-server",
+            summary: "RFC 8414 authorization server metadata.",
+            auth: false,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(json!({"type": "object"})),
+        },
+        Op {
+            method: "get",
+            path: "/.well-known/jwks.json",
+            summary: "The public keys that sign access tokens.",
+            auth: false,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(json!({"type": "object"})),
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/accounts",
+            summary: "Register an account.",
+            auth: false,
+            request: Some(schema::<RegisterRequest>(g)),
+            form: None,
+            status: 201,
+            response: Some(schema::<Account>(g)),
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/account",
+            summary: "The caller's account.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<Account>(g)),
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/account/password",
+            summary: "Change the password; signs out every other device.",
+            auth: true,
+            request: Some(schema::<ChangePasswordRequest>(g)),
+            form: None,
+            status: 204,
+            response: None,
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/devices",
+            summary: "The caller's signed-in devices.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<DeviceList>(g)),
+        },
+        Op {
+            method: "delete",
+            path: "/api/v1/devices/{device_id}",
+            summary: "Sign a device out.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 204,
+            response: None,
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/conversations",
+            summary: "The caller's conversations, newest activity first.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<ConversationList>(g)),
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/conversations",
+            summary: "Create a group owned by the caller.",
+            auth: true,
+            request: Some(schema::<CreateGroupRequest>(g)),
+            form: None,
+            status: 201,
+            response: Some(schema::<Conversation>(g)),
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/conversations/direct",
+            summary: "The direct conversation with a user, created on first use.",
+            auth: true,
+            request: Some(schema::<CreateDirectRequest>(g)),
+            form: None,
+            status: 200,
+            response: Some(schema::<Conversation>(g)),
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/conversations/{id}",
+            summary: "One conversation.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<Conversation>(g)),
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/conversations/{id}/members",
+            summary: "Members and their markers.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<Vec<Member>>(g)),
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/conversations/{id}/members",
+            summary: "Add members to a group (owner only); returns those added.",
+            auth: true,
+            request: Some(schema::<AddMembersRequest>(g)),
+            form: None,
+            status: 200,
+            response: Some(json!({"type": "array", "items": {"type": "integer"}})),
+        },
+        Op {
+            method: "delete",
+            path: "/api/v1/conversations/{id}/members/{user_id}",
+            summary: "Remove a member (owner) or leave (oneself).",
+            auth: true,
+            request: None,
+            form: None,
+            status: 204,
+            response: None,
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/conversations/{id}/messages",
+            summary: "A page of history before `before` (query), oldest first.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<HistoryPage>(g)),
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/conversations/{id}/messages",
+            summary: "Send a message (201; 200 for a retried client_msg_id).",
+            auth: true,
+            request: Some(schema::<SendMessageRequest>(g)),
+            form: None,
+            status: 201,
+            response: Some(schema::<SendAck>(g)),
+        },
+        Op {
+            method: "get",
+            path: "/ws",
+            summary: "Upgrade to the native WebSocket protocol (subprotocol tidings.v1); see docs/protocol.md.",
+            auth: false,
+            request: None,
+            form: None,
+            status: 101,
+            response: None,
+        },
     ];
     let problem = schema::<Problem>(g);
     let mut paths: Map<String, Value> = Map::new();
@@ -105,7 +294,10 @@ fn build() -> Value {
             operation.insert("parameters".into(), Value::Array(params));
         }
         if let Some(body) = op.request {
-            operation.insert("requestBody".into(), json!({"required": true, "content": {"application/json": {"schema": body}}}));
+            operation.insert(
+                "requestBody".into(),
+                json!({"required": true, "content": {"application/json": {"schema": body}}}),
+            );
         }
         if let Some(form) = op.form {
             operation.insert("requestBody".into(), json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": form}}}));
@@ -114,7 +306,9 @@ fn build() -> Value {
             operation.insert("security".into(), json!([{"bearer": []}]));
         }
         let success = match op.response {
-            Some(s) => json!({"description": "Success", "content": {"application/json": {"schema": s}}}),
+            Some(s) => {
+                json!({"description": "Success", "content": {"application/json": {"schema": s}}})
+            }
             None => json!({"description": "Success"}),
         };
         operation.insert(
@@ -124,7 +318,9 @@ fn build() -> Value {
                 "default": {"description": "An RFC 9457 problem", "content": {"application/problem+json": {"schema": problem.clone()}}}
             }),
         );
-        let entry = paths.entry(op.path.to_string()).or_insert_with(|| json!({}));
+        let entry = paths
+            .entry(op.path.to_string())
+            .or_insert_with(|| json!({}));
         entry[op.method] = Value::Object(operation);
     }
     let schemas = Value::Object(generator.take_definitions(true).into_iter().collect());

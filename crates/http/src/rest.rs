@@ -116,10 +116,7 @@ pub async fn conversation(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Conversation>> {
     Ok(Json(
-        state
-            .core
-            .conversation(&caller, ConversationId(id))
-            .await?,
+        state.core.conversation(&caller, ConversationId(id)).await?,
     ))
 }
 

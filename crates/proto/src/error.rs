@@ -47,9 +47,9 @@ impl ErrorCode {
         match self {
             ErrorCode::MalformedRequest | ErrorCode::UnknownFrame | ErrorCode::InvalidField => 400,
             ErrorCode::TooLarge => 413,
-            ErrorCode::Unauthenticated | ErrorCode::TokenExpired | ErrorCode::InvalidCredentials => {
-                401
-            }
+            ErrorCode::Unauthenticated
+            | ErrorCode::TokenExpired
+            | ErrorCode::InvalidCredentials => 401,
             ErrorCode::Forbidden | ErrorCode::RegistrationClosed => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,

@@ -38,8 +38,14 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ("OAuthError", schema_for!(rest::OAuthError)),
         ("Device", schema_for!(rest::Device)),
         ("DeviceList", schema_for!(rest::DeviceList)),
-        ("ChangePasswordRequest", schema_for!(rest::ChangePasswordRequest)),
-        ("CreateDirectRequest", schema_for!(rest::CreateDirectRequest)),
+        (
+            "ChangePasswordRequest",
+            schema_for!(rest::ChangePasswordRequest),
+        ),
+        (
+            "CreateDirectRequest",
+            schema_for!(rest::CreateDirectRequest),
+        ),
         ("CreateGroupRequest", schema_for!(rest::CreateGroupRequest)),
         ("AddMembersRequest", schema_for!(rest::AddMembersRequest)),
         ("Conversation", schema_for!(rest::Conversation)),

@@ -144,7 +144,9 @@ pub enum ServerFrame {
         duplicate: bool,
     },
     /// A generic success answer for requests with nothing else to say.
-    Ok { id: String },
+    Ok {
+        id: String,
+    },
     /// A request failed, or (without `id`) the connection is about to close.
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,7 +155,9 @@ pub enum ServerFrame {
         message: String,
     },
     /// A new message, live or during sync.
-    Message { message: Message },
+    Message {
+        message: Message,
+    },
     /// During sync with `limit_per_conversation`: messages `from_seq..=to_seq` were skipped.
     Gap {
         conversation_id: ConversationId,
@@ -162,9 +166,15 @@ pub enum ServerFrame {
     },
     /// The state of a conversation the user belongs to (sent during sync for every conversation
     /// with news, and live when the user joins a conversation).
-    Conversation { conversation: Conversation },
+    Conversation {
+        conversation: Conversation,
+    },
     /// Sync finished: every message up to the server's position at the time is sent.
-    SyncDone { id: String, conversations: u32, messages: u64 },
+    SyncDone {
+        id: String,
+        conversations: u32,
+        messages: u64,
+    },
     /// A page of history, oldest first.
     History {
         id: String,
@@ -185,8 +195,15 @@ pub enum ServerFrame {
         typing: bool,
     },
     /// A user who shares a conversation came online or went offline.
-    Presence { presence: Presence },
+    Presence {
+        presence: Presence,
+    },
     /// The answer to `presence_query`.
-    PresenceList { id: String, users: Vec<Presence> },
-    Pong { id: String },
+    PresenceList {
+        id: String,
+        users: Vec<Presence>,
+    },
+    Pong {
+        id: String,
+    },
 }

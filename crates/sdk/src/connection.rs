@@ -17,7 +17,9 @@ use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<ServerFrame>>>>;
+/// Requests waiting for their answers; `None` once the connection is gone, so a request made
+/// after the reader stopped fails at once instead of waiting forever.
+type Pending = Arc<Mutex<Option<HashMap<String, oneshot::Sender<ServerFrame>>>>>;
 
 /// How to open a connection.
 #[derive(Clone, Debug)]
@@ -137,7 +139,7 @@ impl Connection {
             }
             let _ = sink.close().await;
         });
-        let pending: Pending = Arc::default();
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let close: Arc<Mutex<Option<(u16, String)>>> = Arc::default();
         let (events_tx, events) = mpsc::channel(options.event_buffer.max(1));
         let reader_pending = pending.clone();
@@ -160,7 +162,11 @@ impl Connection {
                     continue;
                 };
                 if let Some(id) = response_id(&frame) {
-                    let waiter = reader_pending.lock().expect("pending lock").remove(id);
+                    let waiter = reader_pending
+                        .lock()
+                        .expect("pending lock")
+                        .as_mut()
+                        .and_then(|p| p.remove(id));
                     if let Some(waiter) = waiter {
                         let _ = waiter.send(frame);
                         continue;
@@ -172,7 +178,7 @@ impl Connection {
                 }
             }
             // Dropping the waiters tells every open request the connection is gone.
-            reader_pending.lock().expect("pending lock").clear();
+            reader_pending.lock().expect("pending lock").take();
         });
         Ok(Connection {
             writer,
@@ -226,10 +232,10 @@ impl Connection {
     ) -> SdkResult<ServerFrame> {
         let id = self.new_id();
         let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .insert(id.clone(), tx);
+        match self.pending.lock().expect("pending lock").as_mut() {
+            Some(pending) => pending.insert(id.clone(), tx),
+            None => return Err(SdkError::Closed),
+        };
         let frame = make(id);
         let text =
             serde_json::to_string(&frame).map_err(|e| SdkError::Unexpected(e.to_string()))?;

@@ -77,9 +77,15 @@ pub struct NewRefreshToken {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RotateOutcome {
     /// The old token is now used and the new one stored; the device is still signed in.
-    Rotated { user_id: UserId, device_id: DeviceId },
+    Rotated {
+        user_id: UserId,
+        device_id: DeviceId,
+    },
     /// The token had already been used: the device and all its tokens are now revoked.
-    ReuseDetected { user_id: UserId, device_id: DeviceId },
+    ReuseDetected {
+        user_id: UserId,
+        device_id: DeviceId,
+    },
     /// Unknown, expired, or belonging to a revoked device.
     Invalid,
 }
@@ -235,8 +241,7 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> StoreResult<Vec<UserId>>;
     /// Removes a member; returns false if they were not a member.
-    async fn remove_member(&self, conversation: ConversationId, user: UserId)
-    -> StoreResult<bool>;
+    async fn remove_member(&self, conversation: ConversationId, user: UserId) -> StoreResult<bool>;
     async fn conversation(&self, id: ConversationId) -> StoreResult<Option<ConversationRecord>>;
     async fn member(
         &self,
@@ -261,7 +266,10 @@ pub trait Store: Send + Sync + 'static {
     /// Appends a batch in one durable transaction (see the crate docs). Results are in input
     /// order. An item fails alone with `NotFound` if its conversation does not exist; any
     /// backend failure fails the whole batch and nothing from it is stored.
-    async fn append_messages(&self, batch: Vec<NewMessage>) -> StoreResult<Vec<StoreResult<Appended>>>;
+    async fn append_messages(
+        &self,
+        batch: Vec<NewMessage>,
+    ) -> StoreResult<Vec<StoreResult<Appended>>>;
     /// Messages with `seq > after`, ascending, at most `limit`.
     async fn messages_after(
         &self,

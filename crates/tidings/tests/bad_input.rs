@@ -11,7 +11,10 @@ const WAIT: Duration = Duration::from_secs(10);
 
 async fn next_error(conn: &mut Connection) -> (Option<String>, ErrorCode) {
     loop {
-        match tokio::time::timeout(WAIT, conn.next_event()).await.expect("event in time") {
+        match tokio::time::timeout(WAIT, conn.next_event())
+            .await
+            .expect("event in time")
+        {
             Some(ServerFrame::Error { id, code, .. }) => return (id, code),
             Some(_) => continue,
             None => panic!("connection closed: {:?}", conn.close_reason()),
@@ -34,21 +37,35 @@ async fn malformed_unknown_and_binary_frames_get_errors_and_the_connection_survi
     let mut neighbour = server.connect(&bob).await;
 
     ws.send_raw("{not json").unwrap();
-    assert_eq!(next_error(&mut ws).await, (None, ErrorCode::MalformedRequest));
+    assert_eq!(
+        next_error(&mut ws).await,
+        (None, ErrorCode::MalformedRequest)
+    );
     ws.send_raw(r#"{"type":"teleport","id":"t1"}"#).unwrap();
-    assert_eq!(next_error(&mut ws).await, (Some("t1".into()), ErrorCode::UnknownFrame));
-    ws.send_raw(r#"{"type":"send","id":"s1","conversation_id":"seven"}"#).unwrap();
-    assert_eq!(next_error(&mut ws).await, (Some("s1".into()), ErrorCode::MalformedRequest));
+    assert_eq!(
+        next_error(&mut ws).await,
+        (Some("t1".into()), ErrorCode::UnknownFrame)
+    );
+    ws.send_raw(r#"{"type":"send","id":"s1","conversation_id":"seven"}"#)
+        .unwrap();
+    assert_eq!(
+        next_error(&mut ws).await,
+        (Some("s1".into()), ErrorCode::MalformedRequest)
+    );
     ws.send_raw(r#"[1,2,3]"#).unwrap();
     assert_eq!(next_error(&mut ws).await.1, ErrorCode::MalformedRequest);
-    ws.send_raw(r#"{"type":"ping","id":"p","extra":true}"#).unwrap();
+    ws.send_raw(r#"{"type":"ping","id":"p","extra":true}"#)
+        .unwrap();
     assert_eq!(next_error(&mut ws).await.1, ErrorCode::MalformedRequest);
     ws.send_binary(vec![0, 159, 146, 150]).unwrap();
     assert_eq!(next_error(&mut ws).await.1, ErrorCode::MalformedRequest);
     still_alive(&ws).await;
 
     // Messages to conversations the user is not in, or that do not exist.
-    let err = ws.send_text(ConversationId(999_999), "c1", "hello?").await.unwrap_err();
+    let err = ws
+        .send_text(ConversationId(999_999), "c1", "hello?")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NotFound));
     // Invalid bodies and ids.
     let err = ws.send_text(conv.id, "c2", "   ").await.unwrap_err();
@@ -61,11 +78,16 @@ async fn malformed_unknown_and_binary_frames_get_errors_and_the_connection_survi
     still_alive(&ws).await;
 
     // None of it touched stored data, and the neighbour saw nothing but the one good message.
-    ws.send_text(conv.id, "good", "the only message").await.unwrap();
+    ws.send_text(conv.id, "good", "the only message")
+        .await
+        .unwrap();
     let history = alice.api.history(conv.id, None, 50).await.unwrap();
     assert_eq!(history.messages.len(), 1);
     loop {
-        let event = tokio::time::timeout(WAIT, neighbour.next_event()).await.unwrap().unwrap();
+        let event = tokio::time::timeout(WAIT, neighbour.next_event())
+            .await
+            .unwrap()
+            .unwrap();
         if let ServerFrame::Message { message } = event {
             assert_eq!(message.client_msg_id, "good");
             break;
@@ -83,15 +105,17 @@ async fn oversized_frames_are_refused_then_closed_past_the_hard_limit() {
     let alice = server.user("alice").await;
     let mut ws = server.connect(&alice).await;
     // Over the soft limit: refused, connection kept.
-    ws.send_raw(format!(r#"{{"type":"ping","id":"{}"}}"#, "y".repeat(100 * 1024))).unwrap();
+    ws.send_raw(format!(
+        r#"{{"type":"ping","id":"{}"}}"#,
+        "y".repeat(100 * 1024)
+    ))
+    .unwrap();
     assert_eq!(next_error(&mut ws).await, (None, ErrorCode::TooLarge));
     still_alive(&ws).await;
     // Over four times the soft limit: the stream cannot continue; it closes with 1009.
     ws.send_raw("z".repeat(400 * 1024)).unwrap();
-    let closed = tokio::time::timeout(WAIT, async {
-        while ws.next_event().await.is_some() {}
-    })
-    .await;
+    let closed =
+        tokio::time::timeout(WAIT, async { while ws.next_event().await.is_some() {} }).await;
     assert!(closed.is_ok());
     assert_eq!(ws.close_reason().map(|r| r.0), Some(1009));
     // The server itself is fine.
@@ -103,16 +127,28 @@ async fn oversized_frames_are_refused_then_closed_past_the_hard_limit() {
 async fn unauthenticated_connections_can_only_authenticate() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
-    let mut ws = Connection::open(&server.client().ws_url(), &ConnectOptions::default()).await.unwrap();
+    let mut ws = Connection::open(&server.client().ws_url(), &ConnectOptions::default())
+        .await
+        .unwrap();
     let err = ws
-        .request(|id| ClientFrame::Sync { id, cursors: vec![], limit_per_conversation: None })
+        .request(|id| ClientFrame::Sync {
+            id,
+            cursors: vec![],
+            limit_per_conversation: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Unauthenticated));
-    let err = ws.authenticate("eyJhbGciOiJub25lIn0.e30.").await.unwrap_err();
+    let err = ws
+        .authenticate("eyJhbGciOiJub25lIn0.e30.")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Unauthenticated));
     // A forged token: real header and payload of another key's making are refused too.
-    let err = ws.authenticate(&alice.tokens.access_token.replace('.', ".x")).await.unwrap_err();
+    let err = ws
+        .authenticate(&alice.tokens.access_token.replace('.', ".x"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Unauthenticated));
     ws.authenticate(&alice.tokens.access_token).await.unwrap();
     still_alive(&ws).await;
@@ -128,16 +164,31 @@ async fn rest_bodies_that_are_malformed_or_too_large_get_problems() {
     assert_eq!(status, 400);
     assert_eq!(body["code"], "malformed_request");
     let (status, body) = http
-        .post_json("/api/v1/accounts", &format!("{{\"username\":\"{}\",\"password\":\"x\"}}", "a".repeat(5000)))
+        .post_json(
+            "/api/v1/accounts",
+            &format!(
+                "{{\"username\":\"{}\",\"password\":\"x\"}}",
+                "a".repeat(5000)
+            ),
+        )
         .await;
     assert_eq!(status, 413);
     assert_eq!(body["code"], "too_large");
     let err = alice
         .api
-        .send(ConversationId(1), "x", MessageBody::Text { text: "x".repeat(5000) })
+        .send(
+            ConversationId(1),
+            "x",
+            MessageBody::Text {
+                text: "x".repeat(5000),
+            },
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, SdkError::Problem { status: 413, .. }), "{err:?}");
+    assert!(
+        matches!(err, SdkError::Problem { status: 413, .. }),
+        "{err:?}"
+    );
     server.stop().await;
 }
 
@@ -162,7 +213,11 @@ impl RawHttp {
         stream.read_to_end(&mut response).await.unwrap();
         let text = String::from_utf8_lossy(&response);
         let status = text[9..12].parse().unwrap();
-        assert!(text.to_ascii_lowercase().contains("content-type: application/problem+json"), "{text}");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{text}"
+        );
         let json_start = text.find("\r\n\r\n").unwrap() + 4;
         (status, serde_json::from_str(&text[json_start..]).unwrap())
     }

@@ -118,7 +118,7 @@ async fn group_messages_reach_members_in_one_order() {
         .await
         .unwrap();
     assert_eq!(group.member_count, 3);
-    let mut conns = vec![
+    let mut conns = [
         server.connect(&owner).await,
         server.connect(&a).await,
         server.connect(&b).await,
