@@ -50,7 +50,7 @@ export interface ClientFrameSend {
   id: string;
   conversation_id: ConversationId;
   /**
-   * Client-chosen idempotency key (1 to 64 characters); a retry with the same key
+   * Client-chosen idempotency key (1 to 64 bytes of UTF-8 without control characters); a retry with the same key
    * returns the original `ack`.
    */
   client_msg_id: string;

@@ -95,6 +95,7 @@ pub enum Output {
 #[allow(clippy::large_enum_variant)]
 enum Wake {
     Closed(CloseReason),
+    Fetched(ConversationId, CoreResult<Vec<Message>>),
     Done(Completion),
     Event(Option<Arc<OutFrame>>),
     Deadline,
@@ -137,6 +138,9 @@ struct ConvState {
     filling: bool,
     /// Whether `delivered` is known (from a sync cursor, an event or an ack).
     known: bool,
+    /// A live event was dropped while a read of this conversation was running. That read may
+    /// have started before the event's commit, so it cannot be the last one.
+    dropped_while_reading: bool,
 }
 
 impl ConvState {
@@ -284,10 +288,16 @@ impl Session {
         );
     }
 
-    /// Tells the client a frame exceeded the size limit (the transport measured it).
-    pub fn handle_oversized(&mut self, limit: usize) {
+    /// Tells the client a frame exceeded the size limit (the transport measured it). The
+    /// request id is recovered when the frame is JSON, so the request still gets its answer.
+    pub fn handle_oversized(&mut self, text: &str, limit: usize) {
+        #[derive(serde::Deserialize)]
+        struct IdOnly {
+            id: Option<String>,
+        }
+        let id = serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id);
         self.error(
-            None,
+            id,
             CoreError::new(
                 ErrorCode::TooLarge,
                 format!("frames are limited to {limit} bytes"),
@@ -454,14 +464,6 @@ impl Session {
                 self.start_fetch();
                 continue;
             }
-            if let Some(fetch) = self.fetch.as_mut() {
-                // Store reads run alone: events wait in the bounded queue, and everything the
-                // read returns is written before the next read starts.
-                let (conversation_id, result) = fetch.await;
-                self.fetch = None;
-                self.finish_fetch(conversation_id, result);
-                continue;
-            }
             if let Some(sync) = self.sync.as_ref()
                 && sync.planned
                 && self.work.is_empty()
@@ -475,9 +477,14 @@ impl Session {
                 self.reply(frame);
                 continue;
             }
+            // A store read runs alongside everything else: live events keep draining (those
+            // for conversations being filled are dropped, the read covers them) and requests
+            // keep completing, so a long sync neither overflows the queue nor stalls sends.
             let wake = {
                 let in_flight = &mut self.in_flight;
                 let deadline = &mut self.deadline;
+                let fetch = &mut self.fetch;
+                let fetching = fetch.is_some();
                 match self.conn.as_mut() {
                     Some(conn) => {
                         let control = &conn.control;
@@ -485,6 +492,9 @@ impl Session {
                         tokio::select! {
                             biased;
                             reason = control.closed() => Wake::Closed(reason),
+                            (id, result) = async { fetch.as_mut().expect("guarded").await }, if fetching => {
+                                Wake::Fetched(id, result)
+                            }
                             Some(done) = in_flight.next(), if !in_flight.is_empty() => Wake::Done(done),
                             event = rx.recv() => Wake::Event(event),
                             () = deadline.as_mut() => Wake::Deadline,
@@ -498,6 +508,10 @@ impl Session {
                 }
             };
             match wake {
+                Wake::Fetched(id, result) => {
+                    self.fetch = None;
+                    self.finish_fetch(id, result);
+                }
                 Wake::Closed(reason) => self.closed_by_server(reason),
                 Wake::Done(done) => self.complete(done),
                 Wake::Event(Some(frame)) => self.on_event(frame),
@@ -643,11 +657,26 @@ impl Session {
             let id = uc.conversation.id;
             let last = uc.conversation.last_seq;
             let mut from = cursors.get(&id).copied().unwrap_or(0).min(last);
+            let listed = cursors.contains_key(&id);
             let state = self.convs.entry(id).or_default();
+            // What this connection already delivered, the client holds (one TCP stream, in
+            // order), so a sync never repeats it, whatever the cursor says.
+            if state.known {
+                from = from.max(state.delivered.min(last));
+            }
             if last <= from {
                 if !state.known {
                     state.known = true;
                     state.delivered = from;
+                }
+                if !listed {
+                    // New to the client (say, joined while away) but without messages yet:
+                    // it still needs to learn the conversation exists.
+                    let sync = self.sync.as_mut().expect("sync slot reserved at request");
+                    sync.conversations += 1;
+                    self.reply(ServerFrame::Conversation {
+                        conversation: Core::conversation_view(&uc),
+                    });
                 }
                 continue;
             }
@@ -680,7 +709,6 @@ impl Session {
                 });
                 continue;
             }
-            // The client's cursor is authoritative: it says what it holds.
             state.known = true;
             state.delivered = from;
             state.ahead.retain(|s| *s > from);
@@ -701,7 +729,9 @@ impl Session {
             return;
         }
         let id = work.conversation_id;
-        let from = self.convs.get(&id).map(|s| s.delivered).unwrap_or(0);
+        let state = self.convs.entry(id).or_default();
+        state.dropped_while_reading = false;
+        let from = state.delivered;
         let page = self.core.inner.config.limits.sync_page.max(1);
         let store = self.core.inner.store.clone();
         self.fetch = Some(Box::pin(async move {
@@ -723,8 +753,8 @@ impl Session {
             }
         };
         let page = self.core.inner.config.limits.sync_page.max(1) as usize;
-        let done = messages.len() < page;
         let state = self.convs.entry(id).or_default();
+        let done = messages.len() < page && !state.dropped_while_reading;
         let mut sent = 0u64;
         for message in messages {
             if state.take(message.seq) {
@@ -751,6 +781,7 @@ impl Session {
         };
         let state = self.convs.entry(id).or_default();
         if state.filling {
+            state.dropped_while_reading = true;
             return;
         }
         if !state.known || seq == state.delivered + 1 {

@@ -4,20 +4,45 @@
 //! an idle connection cheap. Output is written with `feed` and flushed once per burst, so a
 //! busy connection costs one syscall per burst rather than one per frame.
 
+use crate::ApiError;
 use crate::AppState;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::time::Duration;
 use tidings_core::session::{Output, Session};
+use tidings_proto::ErrorCode;
 use tidings_proto::ws::SUBPROTOCOL;
 use tokio::time::Instant;
 
 /// Frames written before one flush, at most.
 const BURST: usize = 64;
 
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // A client that offers subprotocols must offer ours; one that offers none gets v1, so
+    // simple tools can connect. Accepting a client that asked only for, say, `tidings.v2`
+    // would let it believe it speaks a protocol we do not.
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if !offered.is_empty() && !offered.contains(&SUBPROTOCOL) {
+        return ApiError::new(
+            ErrorCode::MalformedRequest,
+            format!("unsupported subprotocol; this server speaks {SUBPROTOCOL}"),
+        )
+        .into_response();
+    }
     let hard_limit = state.config.ws_max_frame_bytes.saturating_mul(4);
     ws.protocols([SUBPROTOCOL])
         .read_buffer_size(state.config.ws_read_buffer_bytes)
@@ -69,14 +94,19 @@ async fn run(socket: WebSocket, state: AppState) {
                 match incoming {
                     Some(Ok(Message::Text(text))) => {
                         if text.len() > soft_limit {
-                            session.handle_oversized(soft_limit);
+                            session.handle_oversized(text.as_str(), soft_limit);
                         } else {
                             session.handle_text(text.as_str());
                         }
                     }
                     Some(Ok(Message::Binary(_))) => session.handle_binary(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(Message::Close(_))) => {
+                        // tungstenite queued the closing handshake's reply; send it.
+                        let _ = sink.flush().await;
+                        break;
+                    }
+                    None => break,
                     Some(Err(e)) => {
                         // Frames past the hard limit, protocol violations, resets: the
                         // stream cannot continue. Try to say why before leaving.
@@ -88,7 +118,8 @@ async fn run(socket: WebSocket, state: AppState) {
                 }
             }
             () = &mut keepalive => {
-                quiet_intervals += 1;
+                // While flow control has paused reading, silence is ours, not the client's.
+                quiet_intervals = if session.can_read() { quiet_intervals + 1 } else { 0 };
                 if quiet_intervals >= 3 {
                     let frame = CloseFrame { code: 1001, reason: "keepalive timeout".into() };
                     let _ = sink.send(Message::Close(Some(frame))).await;

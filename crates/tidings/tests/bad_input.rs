@@ -105,12 +105,16 @@ async fn oversized_frames_are_refused_then_closed_past_the_hard_limit() {
     let alice = server.user("alice").await;
     let mut ws = server.connect(&alice).await;
     // Over the soft limit: refused, connection kept.
+    let padding = "y".repeat(100 * 1024);
     ws.send_raw(format!(
-        r#"{{"type":"ping","id":"{}"}}"#,
-        "y".repeat(100 * 1024)
+        r#"{{"type":"ping","id":"big","padding":"{padding}"}}"#
     ))
     .unwrap();
-    assert_eq!(next_error(&mut ws).await, (None, ErrorCode::TooLarge));
+    // The request keeps its one answer: the id is recovered from the oversized frame.
+    assert_eq!(
+        next_error(&mut ws).await,
+        (Some("big".into()), ErrorCode::TooLarge)
+    );
     still_alive(&ws).await;
     // Over four times the soft limit: the stream cannot continue; it closes with 1009.
     ws.send_raw("z".repeat(400 * 1024)).unwrap();
@@ -221,4 +225,20 @@ impl RawHttp {
         let json_start = text.find("\r\n\r\n").unwrap() + 4;
         (status, serde_json::from_str(&text[json_start..]).unwrap())
     }
+}
+
+#[tokio::test]
+async fn a_client_asking_for_another_protocol_version_is_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = TestServer::start().await;
+    let mut request = server.client().ws_url().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "tidings.v2".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(request).await.unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(response) => assert_eq!(response.status(), 400),
+        other => panic!("expected an HTTP refusal, got {other:?}"),
+    }
+    server.stop().await;
 }

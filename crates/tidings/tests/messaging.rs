@@ -310,3 +310,93 @@ async fn offline_user_syncs_exactly_what_they_missed() {
     assert_eq!(gap, Some((1, 40)));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_sync_keeps_live_traffic_and_requests_flowing() {
+    // A small queue: if live events waited for the whole sync, they would overflow it.
+    let server = TestServer::start_with(|c| {
+        c.limits.outbound_queue = 16;
+        c.limits.sync_page = 64;
+    })
+    .await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let backlog = alice.api.open_direct(bob.user_id).await.unwrap();
+    let live = carol.api.open_direct(bob.user_id).await.unwrap();
+    let alice_ws = server.connect(&alice).await;
+    for i in 0..3000 {
+        alice_ws
+            .send_text(backlog.id, &format!("b{i}"), "backlog")
+            .await
+            .unwrap();
+    }
+    let carol_ws = server.connect(&carol).await;
+    let mut bob_ws = server.connect(&bob).await;
+    // Carol talks to Bob while he catches up.
+    let chatter = tokio::spawn(async move {
+        for i in 0..200 {
+            carol_ws
+                .send_text(live.id, &format!("c{i}"), "live")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        carol_ws
+    });
+    bob_ws.sync(&Cursors::default(), None).await.unwrap();
+    // Bob sends while live traffic flows; his own message reaches his other devices, while
+    // this one learns its sequence from the ack.
+    let (own_seq, _) = bob_ws
+        .send_text(live.id, "from-bob", "hi carol")
+        .await
+        .unwrap();
+    let _carol_ws = chatter.await.unwrap();
+    // Everything arrives exactly once, in order per conversation, and the connection lived.
+    let mut seen = Cursors::default();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.get(backlog.id) < 3000 || seen.get(live.id) < 201 {
+        if seen.get(live.id) + 1 == own_seq {
+            seen.observe(live.id, own_seq);
+            continue;
+        }
+        let event = tokio::time::timeout_at(deadline, bob_ws.next_event())
+            .await
+            .expect("all messages in time")
+            .expect("connection stays open");
+        if let ServerFrame::Message { message } = event {
+            let before = seen.get(message.conversation_id);
+            assert!(
+                seen.observe(message.conversation_id, message.seq),
+                "duplicate {}",
+                message.seq
+            );
+            assert_eq!(message.seq, before + 1, "gap");
+        }
+    }
+    assert!(bob_ws.close_reason().is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sync_announces_conversations_joined_while_away_even_when_empty() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let group = alice
+        .api
+        .create_group("quiet", &[bob.user_id])
+        .await
+        .unwrap();
+    let mut bob_ws = server.connect(&bob).await;
+    let (conversations, messages) = bob_ws.sync(&Cursors::default(), None).await.unwrap();
+    assert_eq!((conversations, messages), (1, 0));
+    let mut announced = false;
+    while let Some(event) = bob_ws.try_next_event() {
+        if let ServerFrame::Conversation { conversation } = event {
+            announced |= conversation.id == group.id;
+        }
+    }
+    assert!(announced);
+    server.stop().await;
+}
