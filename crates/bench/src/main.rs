@@ -1,0 +1,256 @@
+//! `tidings-bench`: starts the real server and measures it under load.
+//!
+//! # Layout
+//! - [`server`]: the server as a child process (fresh data directory, cheap password hashing)
+//!   and what `/proc` says about it.
+//! - [`setup`]: accounts, conversations and connections, spread over 127.0.x.y source addresses.
+//! - [`throughput`]: open-loop senders, ack and end-to-end latency, completeness, rate sweep.
+//! - [`idle`]: server memory per idle authenticated connection.
+//! - [`catchup`]: one offline user syncing a large backlog.
+//! - [`stats`]: histograms, regression and the completeness check (the unit-tested parts).
+//!
+//! The load generator is one process with one multi-threaded tokio runtime; see
+//! `docs/benchmarks.md` for why, and for the method and the results.
+
+mod catchup;
+mod idle;
+mod server;
+mod setup;
+mod stats;
+mod throughput;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use server::{Machine, ServerOptions};
+use std::path::{Path, PathBuf};
+
+/// Load scenarios against a real `tidings serve` started by this tool.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// The server binary; build it with `cargo build --release -p tidings`.
+    #[arg(long, global = true, default_value = "target/release/tidings")]
+    server: PathBuf,
+    /// Results file (JSON): results are merged into it under the commit (see --rev).
+    #[arg(long, global = true)]
+    out: Option<PathBuf>,
+    /// The commit the server binary was built from, as the results key. Defaults to
+    /// `git rev-parse HEAD` when the tool starts (others may commit during a long run).
+    #[arg(long, global = true)]
+    rev: Option<String>,
+    /// Where the server's temporary data directory is created (a real disk: acks wait for fsync).
+    #[arg(long, global = true, default_value_os_t = std::env::temp_dir())]
+    data_parent: PathBuf,
+    /// Extra server settings as `TIDINGS_KEY=value` (none by default: the defaults are measured).
+    #[arg(long = "server-env", global = true, value_parser = parse_env)]
+    server_env: Vec<(String, String)>,
+    /// Seconds a timed phase waits for other processes on the machine to go quiet (0: no wait).
+    #[arg(long, global = true, default_value_t = 60.0)]
+    quiet_wait: f64,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Open-loop messaging between user pairs: latency percentiles and completeness.
+    Throughput {
+        /// User pairs, each with a direct conversation; one user sends, the other receives.
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        /// Messages per second offered, all senders together.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 20.0)]
+        duration: f64,
+        /// Filler characters per message text.
+        #[arg(long, default_value_t = 64)]
+        payload_bytes: usize,
+        /// Seconds to wait for outstanding answers after the schedule ends.
+        #[arg(long, default_value_t = 10.0)]
+        drain: f64,
+        /// Run increasing rates (see --rates), each on a fresh server, and report the highest
+        /// whose end-to-end p99 stays within 50 ms with nothing lost.
+        #[arg(long)]
+        sweep: bool,
+        /// Rates for --sweep.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "5000,10000,15000,20000,25000,30000,35000,40000,50000"
+        )]
+        rates: Vec<u64>,
+    },
+    /// Server memory per idle authenticated WebSocket connection.
+    Idle {
+        /// Connection counts to measure at, in increasing order.
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000,15000")]
+        counts: Vec<usize>,
+        /// Client read buffer per connection, bytes.
+        #[arg(long, default_value_t = 2048)]
+        read_buffer: usize,
+        /// Seconds to wait before reading the server's RSS at each count.
+        #[arg(long, default_value_t = 3.0)]
+        settle: f64,
+    },
+    /// An offline user's catch-up from cursor 0 through one sync.
+    Catchup {
+        #[arg(long, default_value_t = 100_000)]
+        messages: u64,
+        /// Unacknowledged sends the sender keeps in flight.
+        #[arg(long, default_value_t = 1024)]
+        window: u64,
+        /// Filler characters per message text.
+        #[arg(long, default_value_t = 64)]
+        payload_bytes: usize,
+    },
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or("expected KEY=value")?;
+    if !k.starts_with("TIDINGS_") {
+        return Err("server settings start with TIDINGS_".into());
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (head, dirty) = server::git_revision();
+    let revision = Revision {
+        dirty: cli.rev.is_none() && dirty,
+        commit: cli.rev.clone().unwrap_or(head),
+    };
+    let open_files = server::raise_open_files_limit().context("raising RLIMIT_NOFILE")?;
+    let options = ServerOptions {
+        binary: server::check_binary(&cli.server)?,
+        data_parent: cli.data_parent.clone(),
+        env: cli.server_env.clone(),
+        quiet_wait: std::time::Duration::from_secs_f64(cli.quiet_wait),
+    };
+    let machine = Machine::describe();
+    println!(
+        "machine: {} x {}, {:.1} GiB, Linux {}; open files limit {open_files}",
+        machine.cores, machine.cpu_model, machine.memory_gib, machine.kernel
+    );
+    let (key, value) = match cli.scenario {
+        Scenario::Throughput {
+            pairs,
+            rate,
+            duration,
+            payload_bytes,
+            drain,
+            sweep,
+            rates,
+        } => {
+            let params = throughput::Params {
+                pairs,
+                rate,
+                duration_secs: duration,
+                payload_bytes,
+                drain_secs: drain,
+            };
+            if sweep {
+                let result = throughput::sweep(&options, params, &rates).await?;
+                (
+                    format!("throughput_sweep_pairs{pairs}"),
+                    serde_json::to_value(result)?,
+                )
+            } else {
+                let result = throughput::run(&options, params).await?;
+                throughput::print(&result);
+                (
+                    format!("throughput_pairs{pairs}_rate{rate}"),
+                    serde_json::to_value(result)?,
+                )
+            }
+        }
+        Scenario::Idle {
+            counts,
+            read_buffer,
+            settle,
+        } => {
+            let result = idle::run(
+                &options,
+                idle::Params {
+                    counts,
+                    read_buffer,
+                    settle_secs: settle,
+                },
+            )
+            .await?;
+            idle::print(&result);
+            ("idle".to_string(), serde_json::to_value(result)?)
+        }
+        Scenario::Catchup {
+            messages,
+            window,
+            payload_bytes,
+        } => {
+            let result = catchup::run(
+                &options,
+                catchup::Params {
+                    messages,
+                    window,
+                    payload_bytes,
+                },
+            )
+            .await?;
+            catchup::print(&result);
+            (format!("catchup_{messages}"), serde_json::to_value(result)?)
+        }
+    };
+    if let Some(out) = &cli.out {
+        let command: Vec<String> = std::env::args().collect();
+        save(out, &revision, &machine, &key, value, &command)?;
+        println!("results written to {} under {key}", out.display());
+    }
+    Ok(())
+}
+
+/// The results key: a commit, and whether tracked files differed from it.
+struct Revision {
+    commit: String,
+    dirty: bool,
+}
+
+/// Merges one scenario's results into the file: `{ "<commit>": { "<scenario>": {...} } }`.
+fn save(
+    path: &Path,
+    revision: &Revision,
+    machine: &Machine,
+    key: &str,
+    value: serde_json::Value,
+    command: &[String],
+) -> anyhow::Result<()> {
+    let mut root: serde_json::Value = match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a results file", path.display()))?,
+        Err(_) => serde_json::json!({}),
+    };
+    let entry = root
+        .as_object_mut()
+        .context("the results file holds an object")?
+        .entry(revision.commit.clone())
+        .or_insert_with(|| serde_json::json!({}));
+    let entry = entry
+        .as_object_mut()
+        .context("a commit entry is an object")?;
+    entry.insert("machine".into(), serde_json::to_value(machine)?);
+    let recorded_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    entry.insert(
+        key.into(),
+        serde_json::json!({
+            "command": command.join(" "),
+            "recorded_at_unix": recorded_at,
+            "tracked_files_modified": revision.dirty,
+            "result": value,
+        }),
+    );
+    std::fs::write(path, serde_json::to_string_pretty(&root)? + "\n")?;
+    Ok(())
+}
