@@ -19,49 +19,81 @@ pub(crate) struct SequencerRequest {
     reply: oneshot::Sender<CoreResult<Appended>>,
 }
 
-/// The single writer of this node: takes every waiting message, commits them in one
-/// transaction, publishes them in commit order, then answers each sender.
+/// Batches appended at once, at most. While one batch commits the next ones are already
+/// handed to the store, so the storage writer never idles while this node publishes; the SQLite
+/// backend folds batches that queue up behind each other into one transaction.
+const APPENDS_IN_FLIGHT: usize = 2;
+
+type AppendResult = tidings_store::StoreResult<Vec<tidings_store::StoreResult<Appended>>>;
+
+/// The group-commit sequencer of this node: takes every waiting message, appends them as one
+/// batch, and once the batch is durable publishes its messages in commit order and answers each
+/// sender.
 ///
-/// While one batch commits, the next one gathers in the channel, so the batch size grows with
-/// load and durability costs one fsync per batch instead of one per message.
+/// Batches are awaited in the order they were handed to the store, so publication follows
+/// commit order, and the batch size grows with load: durability costs one fsync per batch
+/// instead of one per message.
 pub(crate) async fn run_sequencer(core: Core, mut rx: mpsc::Receiver<SequencerRequest>) {
+    use futures_util::stream::{FuturesOrdered, StreamExt};
     let max_batch = core.inner.config.limits.max_commit_batch.max(1);
-    let mut batch: Vec<SequencerRequest> = Vec::with_capacity(max_batch);
+    let mut appending = FuturesOrdered::new();
+    let mut open = true;
     loop {
-        if rx.recv_many(&mut batch, max_batch).await == 0 {
+        if !open && appending.is_empty() {
             return;
         }
-        let messages: Vec<NewMessage> = batch.iter().map(|r| r.message.clone()).collect();
-        match core.inner.store.append_messages(messages).await {
-            Ok(results) => {
-                for (request, result) in batch.drain(..).zip(results) {
-                    let result = result.map_err(CoreError::from);
-                    if let Ok(appended) = &result
-                        && !appended.duplicate
-                    {
-                        let event = BusEvent::Deliver {
-                            users: request.recipients.clone(),
-                            // The sending device learns the sequence from its ack.
-                            except_device: Some(request.message.sender_device_id),
-                            frame: OutFrame::new(ServerFrame::Message {
-                                message: appended.message.clone(),
-                            }),
-                        };
-                        if let Err(e) = core.inner.bus.publish(event).await {
-                            // Stored but not announced: recipients get it on their next sync.
-                            tracing::warn!(%e, "Could not publish a committed message.");
-                        }
-                    }
-                    let _ = request.reply.send(result);
-                }
+        let mut batch: Vec<SequencerRequest> = Vec::new();
+        tokio::select! {
+            biased;
+            Some((done, result)) = appending.next(), if !appending.is_empty() => {
+                publish_and_reply(&core, done, result).await;
             }
-            Err(e) => {
-                let err = CoreError::from(e);
-                for request in batch.drain(..) {
-                    let _ = request.reply.send(Err(err.clone()));
+            received = rx.recv_many(&mut batch, max_batch), if open && appending.len() < APPENDS_IN_FLIGHT => {
+                if received == 0 {
+                    open = false;
+                    continue;
                 }
+                let messages: Vec<NewMessage> = batch.iter().map(|r| r.message.clone()).collect();
+                let store = core.inner.store.clone();
+                appending.push_back(async move {
+                    let result: AppendResult = store.append_messages(messages).await;
+                    (batch, result)
+                });
             }
         }
+    }
+}
+
+async fn publish_and_reply(core: &Core, batch: Vec<SequencerRequest>, result: AppendResult) {
+    let results = match result {
+        Ok(results) => results,
+        Err(e) => {
+            let err = CoreError::from(e);
+            for request in batch {
+                let _ = request.reply.send(Err(err.clone()));
+            }
+            return;
+        }
+    };
+    for (request, result) in batch.into_iter().zip(results) {
+        let result = result.map_err(CoreError::from);
+        if let Ok(appended) = &result
+            && !appended.duplicate
+        {
+            let event = BusEvent::Deliver {
+                users: request.recipients.clone(),
+                // The sending device learns the sequence from its ack.
+                except_device: Some(request.message.sender_device_id),
+                frame: OutFrame::new(ServerFrame::Message {
+                    message: appended.message.clone(),
+                }),
+            };
+            if let Err(e) = core.inner.bus.publish(event).await {
+                // Stored but not announced: recipients get it on their next sync.
+                tracing::warn!(%e, "Could not publish a committed message.");
+            }
+        }
+        let _ = request.reply.send(result);
     }
 }
 

@@ -38,7 +38,9 @@ pub struct HttpConfig {
     /// Largest WebSocket frame the server answers with a `too_large` error while keeping the
     /// connection; frames beyond four times this close the connection (code 1009).
     pub ws_max_frame_bytes: usize,
-    /// Read buffer per WebSocket connection in bytes; the main memory cost of an idle connection.
+    /// Read buffer per WebSocket connection in bytes; the main memory cost of an idle connection
+    /// (it is allocated whole for every connection). Larger frames are still read, in several
+    /// reads.
     pub ws_read_buffer_bytes: usize,
     /// Seconds between server pings on a quiet connection; a connection silent for three
     /// intervals is closed.
@@ -50,7 +52,7 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: 1024 * 1024,
             ws_max_frame_bytes: 256 * 1024,
-            ws_read_buffer_bytes: 4096,
+            ws_read_buffer_bytes: 2048,
             ws_ping_interval_secs: 30,
         }
     }
@@ -113,6 +115,14 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Frames are small and latency matters more than packet count: without TCP_NODELAY,
+    // Nagle's algorithm holds a small write back until the previous one is acknowledged.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%e, "Could not set TCP_NODELAY.");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -67,9 +67,12 @@ fn writer_gone() -> StoreError {
 
 /// One unit of work for the writer, type-erased so jobs of every result type share a channel.
 trait Job: Send {
-    /// Runs the work inside a savepoint of the open transaction. An `Err` means the
-    /// transaction itself is broken (not that the work failed), and the group must be abandoned.
-    fn run(&mut self, conn: &Connection) -> Result<(), StoreError>;
+    /// Runs the work in the open transaction, inside a savepoint when `isolate` is set. An `Err`
+    /// means the transaction itself is broken (not that the work failed), and the group must be
+    /// abandoned.
+    fn run(&mut self, conn: &Connection, isolate: bool) -> Result<(), StoreError>;
+    /// Whether the work ran and failed (its effects must not be committed).
+    fn failed(&self) -> bool;
     /// Answers the caller once the fate of the transaction is known.
     fn finish(self: Box<Self>, commit: Result<(), &StoreError>);
 }
@@ -85,7 +88,7 @@ where
     T: Send,
     F: FnOnce(&Connection) -> StoreResult<T> + Send,
 {
-    fn run(&mut self, conn: &Connection) -> Result<(), StoreError> {
+    fn run(&mut self, conn: &Connection, isolate: bool) -> Result<(), StoreError> {
         let Some(work) = self.work.take() else {
             return Ok(());
         };
@@ -94,17 +97,25 @@ where
         if self.reply.is_closed() {
             return Ok(());
         }
-        exec(conn, "SAVEPOINT job")?;
+        if isolate {
+            exec(conn, "SAVEPOINT job")?;
+        }
         // The work is our own code and should not panic; if it does, the thread survives and
         // only this caller gets an error.
         let outcome = catch_unwind(AssertUnwindSafe(|| work(conn)))
             .unwrap_or_else(|_| Err(StoreError::Backend("a write job panicked".into())));
-        if outcome.is_err() {
-            exec(conn, "ROLLBACK TO job")?;
+        if isolate {
+            if outcome.is_err() {
+                exec(conn, "ROLLBACK TO job")?;
+            }
+            exec(conn, "RELEASE job")?;
         }
-        exec(conn, "RELEASE job")?;
         self.outcome = Some(outcome);
         Ok(())
+    }
+
+    fn failed(&self) -> bool {
+        matches!(self.outcome, Some(Err(_)))
     }
 
     fn finish(self: Box<Self>, commit: Result<(), &StoreError>) {
@@ -147,12 +158,20 @@ fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, path: &str) {
 }
 
 fn commit_group(conn: &Connection, mut group: Vec<Box<dyn Job>>) {
+    // A job alone in its transaction needs no savepoint: if it fails, the whole transaction is
+    // rolled back instead. Savepoints make SQLite keep statement journals, which cost real
+    // time on the append path.
+    let alone = group.len() == 1;
     let outcome = (|| {
         exec(conn, "BEGIN IMMEDIATE")?;
         for job in &mut group {
-            job.run(conn)?;
+            job.run(conn, !alone)?;
         }
-        exec(conn, "COMMIT")
+        if alone && group[0].failed() {
+            exec(conn, "ROLLBACK")
+        } else {
+            exec(conn, "COMMIT")
+        }
     })();
     if let Err(err) = &outcome {
         // Nothing of the group is durable. SQLite may already have rolled back on its own

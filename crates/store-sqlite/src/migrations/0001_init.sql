@@ -81,9 +81,12 @@ CREATE INDEX members_by_user ON members (user_id);
 -- never reused). `body` is the JSON of the MessageBody, `kind` its tag, so queries can filter by
 -- kind without parsing JSON. Sender columns carry no foreign keys: the hot path should not pay
 -- two extra lookups per message for rows the core has already checked.
+-- No foreign key on conversation_id: the append path reaches the conversation first (it bumps
+-- last_seq and fails with NotFound when the row is missing), and an enforced foreign key would
+-- make SQLite keep a statement journal for every insert of the hot path.
 CREATE TABLE messages (
     id               INTEGER PRIMARY KEY,
-    conversation_id  INTEGER NOT NULL REFERENCES conversations (id),
+    conversation_id  INTEGER NOT NULL,
     seq              INTEGER NOT NULL,
     sender_id        INTEGER NOT NULL,
     sender_device_id INTEGER NOT NULL,
