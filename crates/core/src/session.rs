@@ -581,7 +581,18 @@ impl Session {
                             duplicate: ack.duplicate,
                         });
                     }
-                    Err(e) => self.error(Some(id), e),
+                    Err(e) => {
+                        // A refused send (say, to a conversation the caller is not in) must not
+                        // leave state behind, or a stream of them would grow the map.
+                        if !state.known
+                            && !state.filling
+                            && state.sending == 0
+                            && state.ahead.is_empty()
+                        {
+                            self.convs.remove(&conversation_id);
+                        }
+                        self.error(Some(id), e);
+                    }
                 }
             }
             Completion::SyncPlan {
