@@ -679,6 +679,8 @@ impl Session {
                 if !state.known {
                     state.known = true;
                     state.delivered = from;
+                    // Acked sends above the cursor are held too.
+                    state.advance();
                 }
                 if !listed {
                     // New to the client (say, joined while away) but without messages yet:
@@ -712,7 +714,8 @@ impl Session {
                 let state = self.convs.entry(id).or_default();
                 state.known = true;
                 state.delivered = from;
-                state.ahead.clear();
+                // What the client holds beyond the gap (acked sends, live events) stays held.
+                state.advance();
                 state.filling = true;
                 self.work.push_back(Work {
                     conversation_id: id,
@@ -722,7 +725,9 @@ impl Session {
             }
             state.known = true;
             state.delivered = from;
-            state.ahead.retain(|s| *s > from);
+            // Drop what the cursor covers and follow the chain of held sequences, or an ack
+            // received before the first sync would keep `delivered` below it for good.
+            state.advance();
             state.filling = true;
             self.work.push_back(Work {
                 conversation_id: id,

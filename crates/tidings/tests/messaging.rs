@@ -400,3 +400,44 @@ async fn sync_announces_conversations_joined_while_away_even_when_empty() {
     assert!(announced);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_ack_before_the_first_sync_does_not_make_later_syncs_repeat() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let conv = alice.api.open_direct(bob.user_id).await.unwrap();
+    let bob_ws = server.connect(&bob).await;
+    for n in 1..=4 {
+        bob_ws
+            .send_text(conv.id, &format!("b-{n}"), "earlier")
+            .await
+            .unwrap();
+    }
+    let mut alice_ws = server.connect(&alice).await;
+    // After a reconnect Alice resends an unacknowledged message, then syncs from her cursor; the
+    // ack arrives first, before the connection knows her position.
+    let (seq, _) = alice_ws.send_text(conv.id, "a-5", "resent").await.unwrap();
+    assert_eq!(seq, 5);
+    let mut cursors = Cursors::default();
+    cursors.observe(conv.id, 4);
+    assert_eq!(alice_ws.sync(&cursors, None).await.unwrap(), (1, 0));
+    while alice_ws.try_next_event().is_some() {}
+    for n in 6..=8 {
+        bob_ws
+            .send_text(conv.id, &format!("b-{n}"), "live")
+            .await
+            .unwrap();
+        assert_eq!(next_message(&mut alice_ws).await.seq, n);
+    }
+    // Everything up to 8 came over this connection, so a sync from an older cursor neither
+    // repeats it nor announces part of it as a gap.
+    cursors.observe(conv.id, 5);
+    let done = alice_ws.sync(&cursors, Some(1)).await.unwrap();
+    let mut events = Vec::new();
+    while let Some(event) = alice_ws.try_next_event() {
+        events.push(event);
+    }
+    assert_eq!(done, (0, 0), "{events:?}");
+    server.stop().await;
+}
