@@ -141,21 +141,46 @@ struct ConvState {
     /// A live event was dropped while a read of this conversation was running. That read may
     /// have started before the event's commit, so it cannot be the last one.
     dropped_while_reading: bool,
+    /// Set when `delivered` was guessed from the first live event (`seq - 1`) rather than told
+    /// by a sync: the first sequence this connection delivered. A later sync with a lower
+    /// cursor then knows the client holds only what came from there on.
+    guessed_from: Option<Seq>,
+    /// A contiguous range above `delivered` the client holds (what this connection delivered
+    /// after a guessed position, once a sync revealed the hole below it).
+    held: Option<(Seq, Seq)>,
 }
 
 impl ConvState {
     fn advance(&mut self) {
-        // Anything at or below `delivered` is no longer "ahead"; then follow the chain.
-        while let Some(&first) = self.ahead.first() {
-            if first <= self.delivered {
-                self.ahead.pop_first();
-            } else if first == self.delivered + 1 {
-                self.ahead.pop_first();
-                self.delivered = first;
-            } else {
-                break;
+        // Anything at or below `delivered` is no longer "ahead"; then follow the chain through
+        // single held sequences and the held range.
+        loop {
+            if let Some((start, end)) = self.held
+                && start <= self.delivered + 1
+            {
+                self.delivered = self.delivered.max(end);
+                self.held = None;
+                continue;
+            }
+            match self.ahead.first() {
+                Some(&first) if first <= self.delivered => {
+                    self.ahead.pop_first();
+                }
+                Some(&first) if first == self.delivered + 1 => {
+                    self.ahead.pop_first();
+                    self.delivered = first;
+                }
+                _ => break,
             }
         }
+    }
+
+    fn holds(&self, seq: Seq) -> bool {
+        seq <= self.delivered
+            || self.ahead.contains(&seq)
+            || self
+                .held
+                .is_some_and(|(start, end)| (start..=end).contains(&seq))
     }
 
     /// Records that the client holds `seq`; returns false if it already did.
@@ -163,9 +188,10 @@ impl ConvState {
         if !self.known {
             self.known = true;
             self.delivered = seq.saturating_sub(1);
+            self.guessed_from = Some(seq);
             self.advance();
         }
-        if seq <= self.delivered || self.ahead.contains(&seq) {
+        if self.holds(seq) {
             return false;
         }
         if seq == self.delivered + 1 {
@@ -190,7 +216,14 @@ impl ConvState {
     /// Missing sequences below `seq` that the client does not hold.
     fn holes_below(&self, seq: Seq) -> u64 {
         let span = seq.saturating_sub(self.delivered + 1);
-        let covered = self.ahead.range(..seq).count() as u64;
+        let mut covered = self.ahead.range(..seq).count() as u64;
+        if let Some((start, end)) = self.held {
+            let low = start.max(self.delivered + 1);
+            let high = end.min(seq.saturating_sub(1));
+            if high >= low {
+                covered += high - low + 1;
+            }
+        }
         span.saturating_sub(covered)
     }
 }
@@ -667,13 +700,22 @@ impl Session {
         for uc in list {
             let id = uc.conversation.id;
             let last = uc.conversation.last_seq;
-            let mut from = cursors.get(&id).copied().unwrap_or(0).min(last);
+            let cursor = cursors.get(&id).copied().unwrap_or(0).min(last);
+            let mut from = cursor;
             let listed = cursors.contains_key(&id);
             let state = self.convs.entry(id).or_default();
             // What this connection already delivered, the client holds (one TCP stream, in
-            // order), so a sync never repeats it, whatever the cursor says.
+            // order), so a sync never repeats it, whatever the cursor says. When the position
+            // was only guessed from the first live event, the client may lack what lies below
+            // that event: keep what was delivered as held and read the hole from the cursor.
             if state.known {
-                from = from.max(state.delivered.min(last));
+                match state.guessed_from.take() {
+                    Some(first) if cursor + 1 < first => {
+                        state.held = Some((first, state.delivered));
+                        state.delivered = cursor;
+                    }
+                    _ => from = from.max(state.delivered.min(last)),
+                }
             }
             if last <= from {
                 if !state.known {
@@ -806,7 +848,7 @@ impl Session {
                 .push_back(Output::Frame(Text::Shared(frame.json())));
             return;
         }
-        if seq <= state.delivered || state.ahead.contains(&seq) {
+        if state.holds(seq) {
             return;
         }
         if state.holes_below(seq) <= u64::from(state.sending) {
@@ -917,6 +959,20 @@ mod tests {
         assert_eq!(s.delivered, 5);
         assert!(s.ahead.is_empty());
         assert!(!s.take(2), "an acked message is never delivered again");
+
+        // A held range counts as held, and the chain runs through it.
+        let mut s = ConvState {
+            known: true,
+            delivered: 0,
+            held: Some((4, 6)),
+            ..Default::default()
+        };
+        assert_eq!(s.holes_below(8), 4, "1, 2, 3 and 7 are missing");
+        assert!(!s.take(5));
+        assert!(s.take(1) && s.take(2));
+        assert_eq!(s.delivered, 2);
+        assert!(s.take(3));
+        assert_eq!((s.delivered, s.held), (6, None));
     }
 
     #[test]

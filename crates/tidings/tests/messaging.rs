@@ -441,3 +441,33 @@ async fn an_ack_before_the_first_sync_does_not_make_later_syncs_repeat() {
     assert_eq!(done, (0, 0), "{events:?}");
     server.stop().await;
 }
+
+/// The documented recovery for a hole seen before the first sync (protocol 8.5, case 1) is to
+/// sync; the sync must then deliver the missing messages.
+#[tokio::test]
+async fn a_sync_after_a_live_message_fills_the_hole_below_it() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let conv = alice.api.open_direct(bob.user_id).await.unwrap();
+    let bob_ws = server.connect(&bob).await;
+    for n in 1..=3 {
+        bob_ws
+            .send_text(conv.id, &format!("b-{n}"), "while away")
+            .await
+            .unwrap();
+    }
+    let mut alice_ws = server.connect(&alice).await;
+    bob_ws.send_text(conv.id, "b-4", "live").await.unwrap();
+    assert_eq!(next_message(&mut alice_ws).await.seq, 4);
+    // Alice holds nothing before 4; she syncs with cursor 0.
+    let (_, messages) = alice_ws.sync(&Cursors::default(), None).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(event) = alice_ws.try_next_event() {
+        if let ServerFrame::Message { message } = event {
+            got.push(message.seq);
+        }
+    }
+    assert_eq!((messages, got), (3, vec![1, 2, 3]));
+    server.stop().await;
+}
