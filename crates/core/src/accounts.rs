@@ -105,7 +105,7 @@ impl Core {
 
     /// Sets a new password and signs out every device (operators only).
     /// Returns how many devices were signed out.
-    pub async fn admin_reset_password(
+    async fn admin_reset_password_steps(
         &self,
         username: &str,
         password: String,
@@ -175,7 +175,7 @@ impl Core {
     }
 
     /// RFC 6749 resource owner password grant: signs in and creates a device.
-    pub async fn password_grant(
+    async fn password_grant_steps(
         &self,
         username: &str,
         password: String,
@@ -201,7 +201,7 @@ impl Core {
     }
 
     /// RFC 6749 refresh grant with rotation; a reused token revokes its device.
-    pub async fn refresh_grant(&self, refresh_token: &str) -> CoreResult<TokenResponse> {
+    async fn refresh_grant_steps(&self, refresh_token: &str) -> CoreResult<TokenResponse> {
         let old_hash = tokens::hash_token(refresh_token);
         let Some(device_id) = self.inner.store.refresh_token_device(old_hash).await? else {
             return Err(invalid_grant("unknown refresh token"));
@@ -240,7 +240,7 @@ impl Core {
 
     /// RFC 7009 revocation. Revoking a refresh token signs its device out; revoking an access
     /// token signs out the device it was issued to. Unknown tokens are not an error.
-    pub async fn revoke_token(&self, token: &str) -> CoreResult<()> {
+    async fn revoke_token_steps(&self, token: &str) -> CoreResult<()> {
         let device = match self
             .inner
             .store
@@ -321,7 +321,7 @@ impl Core {
     }
 
     /// Signs out one of the caller's devices (possibly the current one).
-    pub async fn sign_out_device(&self, caller: &Caller, device: DeviceId) -> CoreResult<()> {
+    async fn sign_out_device_steps(&self, caller: &Caller, device: DeviceId) -> CoreResult<()> {
         if !self
             .inner
             .store
@@ -335,7 +335,7 @@ impl Core {
     }
 
     /// Changes the password after checking the current one; signs out every other device.
-    pub async fn change_password(
+    async fn change_password_steps(
         &self,
         caller: &Caller,
         req: ChangePasswordRequest,
@@ -413,5 +413,72 @@ impl Core {
         {
             tracing::warn!(%e, %device_id, "Could not announce a signed-out device.");
         }
+    }
+}
+
+/// The public faces of the multi-step operations above. Each runs detached (see
+/// [`Core::detached`]): a client that hangs up must not leave a device without its token, a new
+/// password with the old devices still signed in, or a sign-out that nobody announced.
+impl Core {
+    /// Sets a new password and signs out every device (operators only).
+    /// Returns how many devices were signed out.
+    pub async fn admin_reset_password(
+        &self,
+        username: &str,
+        password: String,
+    ) -> CoreResult<usize> {
+        let username = username.to_owned();
+        self.detached(move |core| async move {
+            core.admin_reset_password_steps(&username, password).await
+        })
+        .await
+    }
+
+    /// RFC 6749 resource owner password grant: signs in and creates a device.
+    pub async fn password_grant(
+        &self,
+        username: &str,
+        password: String,
+        device_name: Option<String>,
+    ) -> CoreResult<TokenResponse> {
+        let username = username.to_owned();
+        self.detached(move |core| async move {
+            core.password_grant_steps(&username, password, device_name)
+                .await
+        })
+        .await
+    }
+
+    /// RFC 6749 refresh grant with rotation; a reused token revokes its device.
+    pub async fn refresh_grant(&self, refresh_token: &str) -> CoreResult<TokenResponse> {
+        let token = refresh_token.to_owned();
+        self.detached(move |core| async move { core.refresh_grant_steps(&token).await })
+            .await
+    }
+
+    /// RFC 7009 revocation. Revoking a refresh token signs its device out; revoking an access
+    /// token signs out the device it was issued to. Unknown tokens are not an error.
+    pub async fn revoke_token(&self, token: &str) -> CoreResult<()> {
+        let token = token.to_owned();
+        self.detached(move |core| async move { core.revoke_token_steps(&token).await })
+            .await
+    }
+
+    /// Signs out one of the caller's devices (possibly the current one).
+    pub async fn sign_out_device(&self, caller: &Caller, device: DeviceId) -> CoreResult<()> {
+        let caller = *caller;
+        self.detached(move |core| async move { core.sign_out_device_steps(&caller, device).await })
+            .await
+    }
+
+    /// Changes the password after checking the current one; signs out every other device.
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        req: ChangePasswordRequest,
+    ) -> CoreResult<()> {
+        let caller = *caller;
+        self.detached(move |core| async move { core.change_password_steps(&caller, req).await })
+            .await
     }
 }

@@ -211,7 +211,7 @@ impl Core {
     }
 
     /// The one direct conversation between the caller and `peer`, created on first use.
-    pub async fn open_direct(&self, caller: &Caller, peer: UserId) -> CoreResult<Conversation> {
+    async fn open_direct_steps(&self, caller: &Caller, peer: UserId) -> CoreResult<Conversation> {
         if peer == caller.user_id {
             return Err(CoreError::invalid(
                 "a direct conversation needs another user",
@@ -234,7 +234,7 @@ impl Core {
     }
 
     /// Creates a group owned by the caller.
-    pub async fn create_group(
+    async fn create_group_steps(
         &self,
         caller: &Caller,
         req: CreateGroupRequest,
@@ -267,7 +267,7 @@ impl Core {
     }
 
     /// Adds members to a group (owner only).
-    pub async fn add_members(
+    async fn add_members_steps(
         &self,
         caller: &Caller,
         id: ConversationId,
@@ -297,7 +297,7 @@ impl Core {
     }
 
     /// Removes a member (owner), or the caller themself (leaving).
-    pub async fn remove_member(
+    async fn remove_member_steps(
         &self,
         caller: &Caller,
         id: ConversationId,
@@ -366,5 +366,52 @@ impl Core {
                 Err(e) => tracing::warn!(%e, "Could not load a conversation to announce."),
             }
         }
+    }
+}
+
+/// The public faces of the membership changes above, run detached (see [`Core::detached`]): a
+/// change stored but never announced would leave member caches stale, so new members could not
+/// post and removed ones would still receive.
+impl Core {
+    /// The one direct conversation between the caller and `peer`, created on first use.
+    pub async fn open_direct(&self, caller: &Caller, peer: UserId) -> CoreResult<Conversation> {
+        let caller = *caller;
+        self.detached(move |core| async move { core.open_direct_steps(&caller, peer).await })
+            .await
+    }
+
+    /// Creates a group owned by the caller.
+    pub async fn create_group(
+        &self,
+        caller: &Caller,
+        req: CreateGroupRequest,
+    ) -> CoreResult<Conversation> {
+        let caller = *caller;
+        self.detached(move |core| async move { core.create_group_steps(&caller, req).await })
+            .await
+    }
+
+    /// Adds members to a group (owner only); returns those actually added.
+    pub async fn add_members(
+        &self,
+        caller: &Caller,
+        id: ConversationId,
+        users: Vec<UserId>,
+    ) -> CoreResult<Vec<UserId>> {
+        let caller = *caller;
+        self.detached(move |core| async move { core.add_members_steps(&caller, id, users).await })
+            .await
+    }
+
+    /// Removes a member (owner), or the caller themself (leaving).
+    pub async fn remove_member(
+        &self,
+        caller: &Caller,
+        id: ConversationId,
+        user: UserId,
+    ) -> CoreResult<()> {
+        let caller = *caller;
+        self.detached(move |core| async move { core.remove_member_steps(&caller, id, user).await })
+            .await
     }
 }

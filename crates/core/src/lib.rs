@@ -164,6 +164,19 @@ impl Core {
         self.inner.store.ping().await.map_err(CoreError::from)
     }
 
+    /// Runs `op` as its own task and waits for it. The operation finishes even if the caller
+    /// stops waiting: a client that disconnects cancels its request's future, and a multi-step
+    /// change cut off half-way is worse than one whose answer nobody reads.
+    pub(crate) async fn detached<T, F>(&self, op: impl FnOnce(Core) -> F) -> CoreResult<T>
+    where
+        F: std::future::Future<Output = CoreResult<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::spawn(op(self.clone()))
+            .await
+            .map_err(|e| CoreError::internal("detached operation", e))?
+    }
+
     /// Direct access to the store for operator commands that bypass client-facing rules.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store

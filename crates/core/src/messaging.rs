@@ -304,22 +304,29 @@ impl Core {
     }
 
     /// Announces that a user came online or went offline to everyone who shares a conversation.
-    pub(crate) async fn announce_presence(&self, user_id: UserId, status: PresenceStatus) {
-        let last_seen = if status == PresenceStatus::Offline {
+    ///
+    /// The status is read from the hub when the announcement is made, not passed in: a quick
+    /// connect and disconnect spawn two announcements that may run in either order, and both
+    /// then tell the truth as of their own moment, so the last one heard is the current state.
+    pub(crate) async fn announce_presence(&self, user_id: UserId) {
+        let audience = match self.inner.store.co_members(user_id).await {
+            Ok(users) => users,
+            Err(e) => {
+                // At shutdown the read is cancelled; nothing is lost, presence is ephemeral.
+                tracing::debug!(%e, "Could not load the presence audience.");
+                return;
+            }
+        };
+        // Read the status after the query, as close to the publication as possible.
+        let online = self.inner.hub.is_online(user_id);
+        let (status, last_seen) = if online {
+            (PresenceStatus::Online, None)
+        } else {
             let now = self.now_ms();
             if let Err(e) = self.inner.store.set_last_seen(user_id, now).await {
                 tracing::warn!(%e, "Could not store last-seen time.");
             }
-            Some(now)
-        } else {
-            None
-        };
-        let audience = match self.inner.store.co_members(user_id).await {
-            Ok(users) => users,
-            Err(e) => {
-                tracing::warn!(%e, "Could not load the presence audience.");
-                return;
-            }
+            (PresenceStatus::Offline, Some(now))
         };
         if audience.is_empty() {
             return;

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tidings_bus::OutFrame;
 use tidings_proto::rest::SendAck;
-use tidings_proto::ws::{ClientFrame, Cursor, PresenceStatus, ServerFrame};
+use tidings_proto::ws::{ClientFrame, Cursor, ServerFrame};
 use tidings_proto::{ConversationId, ErrorCode, Message, Seq};
 use tidings_store::UserConversation;
 use tokio::sync::mpsc;
@@ -105,6 +105,8 @@ enum Wake {
 enum Completion {
     /// Nothing to say (a typing indicator sent without an id).
     Silent,
+    /// The device turned out to be signed out.
+    Revoked,
     Reply(ServerFrame),
     Authed {
         id: String,
@@ -593,6 +595,7 @@ impl Session {
     fn complete(&mut self, done: Completion) {
         match done {
             Completion::Silent => {}
+            Completion::Revoked => self.closed_by_server(CloseReason::DeviceRevoked),
             Completion::Reply(frame) => self.reply(frame),
             Completion::Authed { id, result } => self.finish_auth(id, result),
             Completion::Sent {
@@ -666,8 +669,7 @@ impl Session {
             if registration.first_for_user {
                 let core = self.core.clone();
                 tokio::spawn(async move {
-                    core.announce_presence(caller.user_id, PresenceStatus::Online)
-                        .await;
+                    core.announce_presence(caller.user_id).await;
                 });
             }
             self.conn = Some(Connected {
@@ -676,6 +678,22 @@ impl Session {
                 rx: registration.rx,
                 control: registration.control,
             });
+            // A sign-out that landed between the token check and this registration was
+            // announced to a hub that did not know the connection yet: look once more.
+            let core = self.core.clone();
+            self.in_flight.push(Box::pin(async move {
+                let revoked = match core.inner.store.device(caller.device_id).await {
+                    Ok(Some(device)) => device.revoked_at.is_some(),
+                    Ok(None) => true,
+                    // Storage trouble is not a sign-out; the next request will tell.
+                    Err(_) => false,
+                };
+                if revoked {
+                    Completion::Revoked
+                } else {
+                    Completion::Silent
+                }
+            }));
         }
         let wait_ms = (caller.expires_at - self.core.now_ms()).max(0) as u64;
         self.deadline
@@ -880,8 +898,7 @@ impl Drop for Session {
         if last && let Ok(handle) = tokio::runtime::Handle::try_current() {
             let core = self.core.clone();
             handle.spawn(async move {
-                core.announce_presence(conn.caller.user_id, PresenceStatus::Offline)
-                    .await;
+                core.announce_presence(conn.caller.user_id).await;
             });
         }
     }
