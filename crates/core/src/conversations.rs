@@ -71,9 +71,11 @@ impl MemberCache {
             return;
         }
         if entries.len() >= self.capacity {
-            // A crude but bounded eviction: drop everything. Entries reload on demand, and a
-            // deployment that hits this should raise `member_cache_entries`.
-            entries.clear();
+            // Evict one arbitrary entry (the map's iteration order is effectively random), so a
+            // cache at capacity keeps most of its entries instead of reloading everything.
+            if let Some(victim) = entries.keys().next().copied() {
+                entries.remove(&victim);
+            }
         }
         entries.insert(id, info);
     }

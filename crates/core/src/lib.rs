@@ -80,7 +80,11 @@ pub struct Core {
 pub struct CoreTasks {
     pub sequencer: JoinHandle<()>,
     pub dispatcher: JoinHandle<()>,
+    pub janitor: JoinHandle<()>,
 }
+
+/// How often expired state (refresh tokens) is pruned.
+const JANITOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Core {
     /// Starts the core: subscribes to the bus and starts the group-commit sequencer.
@@ -124,11 +128,28 @@ impl Core {
                 dispatch_core.inner.hub.dispatch(&event);
             }
         });
+        // Used refresh tokens are kept until they expire (to recognise reuse); without pruning
+        // the table would grow by one row per refresh forever.
+        let janitor_core = core.clone();
+        let janitor = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(JANITOR_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let now = janitor_core.now_ms();
+                match janitor_core.inner.store.prune_refresh_tokens(now).await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "Pruned expired refresh tokens."),
+                    Err(e) => tracing::warn!(%e, "Could not prune expired refresh tokens."),
+                }
+            }
+        });
         Ok((
             core,
             CoreTasks {
                 sequencer,
                 dispatcher,
+                janitor,
             },
         ))
     }

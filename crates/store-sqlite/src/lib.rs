@@ -237,6 +237,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn prune_refresh_tokens(&self, now: i64) -> StoreResult<u64> {
+        self.write(move |conn| queries::prune_refresh_tokens(conn, now))
+            .await
+    }
+
     async fn get_or_create_direct(
         &self,
         a: UserId,

@@ -67,6 +67,7 @@ statements! {
                           WHERE t.token_hash = ?1";
     USE_TOKEN = "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1";
     TOKEN_DEVICE = "SELECT device_id FROM refresh_tokens WHERE token_hash = ?1";
+    PRUNE_TOKENS = "DELETE FROM refresh_tokens WHERE expires_at <= ?1";
 
     // --- Conversations
     CONVERSATION = "SELECT id, kind, title, created_at, last_seq FROM conversations WHERE id = ?1";
@@ -547,6 +548,10 @@ pub(crate) fn rotate_refresh_token(
         user_id: found.user_id,
         device_id: found.device_id,
     })
+}
+
+pub(crate) fn prune_refresh_tokens(conn: &Connection, now: i64) -> StoreResult<u64> {
+    execute(conn, PRUNE_TOKENS, [now]).map(|n| n as u64)
 }
 
 pub(crate) fn refresh_token_device(

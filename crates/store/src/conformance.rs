@@ -62,6 +62,7 @@ macro_rules! store_conformance_tests {
             refresh_rotates_once,
             refresh_reuse_revokes_device,
             refresh_expired_is_invalid,
+            refresh_prune_removes_only_expired,
             refresh_of_revoked_device_is_invalid,
             direct_is_unique_per_pair,
             group_roles_and_dedup,
@@ -626,6 +627,38 @@ pub async fn refresh_expired_is_invalid(store: Arc<dyn Store>) {
         None,
         "an expired token is not reuse"
     );
+}
+
+pub async fn refresh_prune_removes_only_expired(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let phone = device(&store, alice).await;
+    store
+        .insert_refresh_token(token(1, alice, phone, 5_000))
+        .await
+        .unwrap();
+    store
+        .insert_refresh_token(token(2, alice, phone, 50_000))
+        .await
+        .unwrap();
+    // Token 2 is used (rotated into 3) but not expired: it must stay, to detect reuse.
+    assert!(matches!(
+        store
+            .rotate_refresh_token([2; 32], token(3, alice, phone, 60_000), 6_000)
+            .await
+            .unwrap(),
+        RotateOutcome::Rotated { .. }
+    ));
+    assert_eq!(store.prune_refresh_tokens(10_000).await.unwrap(), 1);
+    assert_eq!(store.refresh_token_device([1; 32]).await.unwrap(), None);
+    assert_eq!(
+        store.refresh_token_device([2; 32]).await.unwrap(),
+        Some(phone)
+    );
+    assert_eq!(
+        store.refresh_token_device([3; 32]).await.unwrap(),
+        Some(phone)
+    );
+    assert_eq!(store.prune_refresh_tokens(10_000).await.unwrap(), 0);
 }
 
 pub async fn refresh_of_revoked_device_is_invalid(store: Arc<dyn Store>) {

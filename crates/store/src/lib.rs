@@ -213,6 +213,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<RotateOutcome>;
     /// The device a refresh token belongs to, if the token is known (used or not).
     async fn refresh_token_device(&self, hash: [u8; 32]) -> StoreResult<Option<DeviceId>>;
+    /// Deletes refresh tokens that expired at or before `now`, used or not: they can no longer
+    /// be rotated, and presenting one is answered `Invalid` either way. Returns how many.
+    async fn prune_refresh_tokens(&self, now: i64) -> StoreResult<u64>;
 
     // --- Conversations --------------------------------------------------------------------
 

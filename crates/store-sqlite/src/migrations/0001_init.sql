@@ -47,6 +47,8 @@ CREATE TABLE refresh_tokens (
 ) STRICT, WITHOUT ROWID;
 -- Deleting a revoked device's tokens.
 CREATE INDEX refresh_tokens_by_device ON refresh_tokens (device_id);
+-- Used tokens are kept (to detect reuse) until they expire; the janitor prunes by expiry.
+CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens (expires_at);
 
 -- Conversations. `last_seq` is the sequence counter that appends bump; `last_activity` orders the
 -- conversation list; `member_count` is kept up to date so listing needs no COUNT per
