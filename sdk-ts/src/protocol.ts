@@ -133,6 +133,10 @@ export interface Conversation {
   last_message?: Message | null;
   /** For direct conversations, the other user. */
   peer?: UserSummary | null;
+  /** For direct conversations, how far the other user has received messages. */
+  peer_delivered_seq?: number | null;
+  /** For direct conversations, how far the other user has read (the "seen" mark). */
+  peer_read_seq?: number | null;
 }
 
 /** A direct or group conversation. */
@@ -163,6 +167,12 @@ export interface CreateGroupRequest {
 export interface Cursor {
   conversation_id: ConversationId;
   seq: number;
+  /**
+   * For direct conversations, the other user's read marker as the client last saw it. When
+   * the server's is further along, the sync sends the conversation's header even without
+   * new messages, so read receipts made while the client was away reach it.
+   */
+  peer_read_seq?: number | null;
 }
 
 /** One signed-in device. */

@@ -145,10 +145,12 @@ impl Core {
             read_seq: uc.me.read_seq,
             unread: uc.unread,
             last_message: None,
-            peer: uc.peer.as_ref().map(|(id, name)| UserSummary {
-                user_id: *id,
-                username: name.clone(),
+            peer: uc.peer.as_ref().map(|p| UserSummary {
+                user_id: p.user_id,
+                username: p.username.clone(),
             }),
+            peer_delivered_seq: uc.peer.as_ref().map(|p| p.delivered_seq),
+            peer_read_seq: uc.peer.as_ref().map(|p| p.read_seq),
             member_count: uc.member_count,
         }
     }

@@ -711,14 +711,20 @@ impl Session {
         if let Some(sync) = self.sync.as_mut() {
             sync.planned = true;
         }
-        let cursors: HashMap<ConversationId, Seq> = cursors
+        let cursors: HashMap<ConversationId, Cursor> = cursors
             .into_iter()
-            .map(|c| (c.conversation_id, c.seq))
+            .map(|c| (c.conversation_id, c))
             .collect();
         for uc in list {
             let id = uc.conversation.id;
             let last = uc.conversation.last_seq;
-            let cursor = cursors.get(&id).copied().unwrap_or(0).min(last);
+            let cursor = cursors.get(&id).map_or(0, |c| c.seq).min(last);
+            // Read receipts made while the client was away: the peer is further along than the
+            // client last saw.
+            let receipts_moved = match (cursors.get(&id).and_then(|c| c.peer_read_seq), &uc.peer) {
+                (Some(seen), Some(peer)) => peer.read_seq > seen,
+                _ => false,
+            };
             let mut from = cursor;
             let listed = cursors.contains_key(&id);
             let state = self.convs.entry(id).or_default();
@@ -742,9 +748,9 @@ impl Session {
                     // Acked sends above the cursor are held too.
                     state.advance();
                 }
-                if !listed {
-                    // New to the client (say, joined while away) but without messages yet:
-                    // it still needs to learn the conversation exists.
+                if !listed || receipts_moved {
+                    // New to the client (say, joined while away) but without messages yet, or
+                    // read further by the peer: the header tells the client what changed.
                     let sync = self.sync.as_mut().expect("sync slot reserved at request");
                     sync.conversations += 1;
                     self.reply(ServerFrame::Conversation {

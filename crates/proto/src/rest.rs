@@ -178,6 +178,12 @@ pub struct Conversation {
     /// For direct conversations, the other user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<UserSummary>,
+    /// For direct conversations, how far the other user has received messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_delivered_seq: Option<Seq>,
+    /// For direct conversations, how far the other user has read (the "seen" mark).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_read_seq: Option<Seq>,
     pub member_count: u32,
 }
 

@@ -94,6 +94,11 @@ impl ClientFrame {
 pub struct Cursor {
     pub conversation_id: ConversationId,
     pub seq: Seq,
+    /// For direct conversations, the other user's read marker as the client last saw it. When
+    /// the server's is further along, the sync sends the conversation's header even without
+    /// new messages, so read receipts made while the client was away reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_read_seq: Option<Seq>,
 }
 
 /// Which marker a receipt moves.

@@ -405,6 +405,7 @@ impl Cursors {
             .map(|(c, s)| Cursor {
                 conversation_id: *c,
                 seq: *s,
+                peer_read_seq: None,
             })
             .collect()
     }

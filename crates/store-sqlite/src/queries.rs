@@ -14,7 +14,7 @@ use tidings_proto::rest::{ConversationKind, Role};
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, MessageId, Seq, UserId};
 use tidings_store::{
-    Appended, ConversationRecord, DeviceRecord, MemberRecord, NewInvite, NewRefreshToken,
+    Appended, ConversationRecord, DeviceRecord, MemberRecord, NewInvite, NewRefreshToken, Peer,
     RotateOutcome, StoreError, StoreResult, UserConversation, UserRecord,
 };
 
@@ -101,7 +101,7 @@ statements! {
     CONVERSATIONS_OF = "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, \
                         m.conversation_id, m.user_id, u.username, m.role, m.joined_at, \
                         m.delivered_seq, m.read_seq, \
-                        c.member_count, p.user_id, pu.username \
+                        c.member_count, p.user_id, pu.username, p.delivered_seq, p.read_seq \
                         FROM members m \
                         JOIN conversations c ON c.id = m.conversation_id \
                         JOIN users u ON u.id = m.user_id \
@@ -113,7 +113,7 @@ statements! {
     USER_CONVERSATION = "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, \
                          m.conversation_id, m.user_id, u.username, m.role, m.joined_at, \
                          m.delivered_seq, m.read_seq, \
-                         c.member_count, p.user_id, pu.username \
+                         c.member_count, p.user_id, pu.username, p.delivered_seq, p.read_seq \
                          FROM members m \
                          JOIN conversations c ON c.id = m.conversation_id \
                          JOIN users u ON u.id = m.user_id \
@@ -263,7 +263,12 @@ fn user_conversation_from_row(row: &Row<'_>) -> rusqlite::Result<UserConversatio
     let me = member_from_row(row, 5)?;
     let unread = conversation.last_seq.saturating_sub(me.read_seq);
     let peer = match row.get::<_, Option<i64>>(13)? {
-        Some(id) => Some((UserId(id), row.get(14)?)),
+        Some(id) => Some(Peer {
+            user_id: UserId(id),
+            username: row.get(14)?,
+            delivered_seq: seq_from_sql(row.get(15)?),
+            read_seq: seq_from_sql(row.get(16)?),
+        }),
         None => None,
     };
     Ok(UserConversation {

@@ -70,6 +70,7 @@ macro_rules! store_conformance_tests {
             remove_member,
             conversations_of_newest_activity_first,
             unread_counts_only_others,
+            direct_peer_markers_follow_receipts,
             append_assigns_gap_free_seqs,
             append_moves_sender_markers,
             append_idempotent_across_batches,
@@ -725,12 +726,24 @@ pub async fn direct_is_unique_per_pair(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(seen_by_alice.peer, Some((bob, "bob".to_owned())));
+    assert_eq!(
+        seen_by_alice
+            .peer
+            .as_ref()
+            .map(|p| (p.user_id, p.username.clone())),
+        Some((bob, "bob".to_owned()))
+    );
     assert_eq!(seen_by_alice.member_count, 2);
     assert_eq!(seen_by_alice.me.user_id, alice);
     assert_eq!(seen_by_alice.me.username, "alice");
     let seen_by_bob = store.user_conversation(bob, ab.id).await.unwrap().unwrap();
-    assert_eq!(seen_by_bob.peer, Some((alice, "alice".to_owned())));
+    assert_eq!(
+        seen_by_bob
+            .peer
+            .as_ref()
+            .map(|p| (p.user_id, p.username.clone())),
+        Some((alice, "alice".to_owned()))
+    );
     assert_eq!(store.user_conversation(carol, ab.id).await.unwrap(), None);
 }
 
@@ -773,7 +786,11 @@ pub async fn group_roles_and_dedup(store: Arc<dyn Store>) {
     );
     let seen = store.user_conversation(a, group.id).await.unwrap().unwrap();
     assert_eq!(seen.member_count, 3);
-    assert_eq!(seen.peer, None, "groups have no peer");
+    assert_eq!(
+        seen.peer.as_ref().map(|p| (p.user_id, p.username.clone())),
+        None,
+        "groups have no peer"
+    );
 
     let alone = store
         .create_group(owner, "Just me", &[], 901)
@@ -934,18 +951,67 @@ pub async fn conversations_of_newest_activity_first(store: Arc<dyn Store>) {
     assert_eq!(bob_entry.conversation.kind, ConversationKind::Direct);
     assert_eq!(bob_entry.conversation.last_seq, 1);
     assert_eq!(bob_entry.unread, 1);
-    assert_eq!(bob_entry.peer, Some((bob.user, "bob".to_owned())));
+    assert_eq!(
+        bob_entry
+            .peer
+            .as_ref()
+            .map(|p| (p.user_id, p.username.clone())),
+        Some((bob.user, "bob".to_owned()))
+    );
     assert_eq!(bob_entry.member_count, 2);
     let team_entry = &list[0];
     assert_eq!(team_entry.conversation.title, "team");
     assert_eq!(team_entry.me.role, Role::Owner);
     assert_eq!(team_entry.unread, 0);
     assert_eq!(team_entry.member_count, 3);
-    assert_eq!(team_entry.peer, None);
     assert_eq!(
-        list[2].peer,
+        team_entry
+            .peer
+            .as_ref()
+            .map(|p| (p.user_id, p.username.clone())),
+        None
+    );
+    assert_eq!(
+        list[2]
+            .peer
+            .as_ref()
+            .map(|p| (p.user_id, p.username.clone())),
         Some((carol, "carol".to_owned())),
         "the peer is the other member, whoever created the conversation"
+    );
+}
+
+pub async fn direct_peer_markers_follow_receipts(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let b = sender(&store, "b").await;
+    let (direct, _) = store.get_or_create_direct(a.user, b.user, 1).await.unwrap();
+    append(
+        &store,
+        (1..=3)
+            .map(|i| text(direct.id, a.user, a.device, &format!("a{i}"), 100 + i))
+            .collect(),
+    )
+    .await;
+    let seen_by_a = store
+        .user_conversation(a.user, direct.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let peer = seen_by_a.peer.expect("a direct conversation has a peer");
+    assert_eq!((peer.delivered_seq, peer.read_seq), (0, 0));
+    store
+        .advance_marker(direct.id, b.user, ReceiptKind::Delivered, 3)
+        .await
+        .unwrap();
+    store
+        .advance_marker(direct.id, b.user, ReceiptKind::Read, 2)
+        .await
+        .unwrap();
+    let list = store.conversations_of(a.user).await.unwrap();
+    let peer = list[0].peer.clone().unwrap();
+    assert_eq!(
+        (peer.user_id, peer.delivered_seq, peer.read_seq),
+        (b.user, 3, 2)
     );
 }
 

@@ -112,6 +112,15 @@ pub struct MemberRecord {
     pub read_seq: Seq,
 }
 
+/// The other member of a direct conversation, with their markers (the "seen" of a 1:1 chat).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub user_id: UserId,
+    pub username: String,
+    pub delivered_seq: Seq,
+    pub read_seq: Seq,
+}
+
 /// One conversation as seen by one member: for the conversation list and for sync.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UserConversation {
@@ -120,8 +129,8 @@ pub struct UserConversation {
     /// Messages from other senders after `me.read_seq`.
     pub unread: u64,
     pub member_count: u32,
-    /// For direct conversations, the other member.
-    pub peer: Option<(UserId, String)>,
+    /// For direct conversations, the other member and their markers.
+    pub peer: Option<Peer>,
 }
 
 /// A message to append. The store assigns `seq`, `id` and keeps `ts` as given.

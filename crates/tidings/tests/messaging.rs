@@ -471,3 +471,85 @@ async fn a_sync_after_a_live_message_fills_the_hole_below_it() {
     assert_eq!((messages, got), (3, vec![1, 2, 3]));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn read_receipts_made_while_away_arrive_on_sync() {
+    use tidings_proto::ws::{ClientFrame, Cursor, ReceiptKind};
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let conv = alice.api.open_direct(bob.user_id).await.unwrap();
+    let alice_ws = server.connect(&alice).await;
+    for i in 1..=3 {
+        alice_ws
+            .send_text(conv.id, &format!("a{i}"), "hello")
+            .await
+            .unwrap();
+    }
+    alice_ws.close();
+    drop(alice_ws);
+    // Bob reads everything while Alice is away.
+    let bob_ws = server.connect(&bob).await;
+    bob_ws
+        .request(|id| ClientFrame::Receipt {
+            id,
+            conversation_id: conv.id,
+            receipt: ReceiptKind::Read,
+            seq: 3,
+        })
+        .await
+        .unwrap();
+    let sync = |peer_read_seq| {
+        move |id| ClientFrame::Sync {
+            id,
+            cursors: vec![Cursor {
+                conversation_id: conv.id,
+                seq: 3,
+                peer_read_seq,
+            }],
+            limit_per_conversation: None,
+        }
+    };
+    // Alice has every message; she last saw Bob's read marker at 0.
+    let mut alice_ws = server.connect(&alice).await;
+    let done = alice_ws.request(sync(Some(0))).await.unwrap();
+    assert!(
+        matches!(
+            done,
+            ServerFrame::SyncDone {
+                conversations: 1,
+                messages: 0,
+                ..
+            }
+        ),
+        "{done:?}"
+    );
+    let mut header = None;
+    while let Some(event) = alice_ws.try_next_event() {
+        if let ServerFrame::Conversation { conversation } = event {
+            header = Some(conversation);
+        }
+    }
+    let header = header.expect("a header for the conversation whose receipts moved");
+    assert_eq!(
+        (header.peer_read_seq, header.peer_delivered_seq),
+        (Some(3), Some(3))
+    );
+    // Once she has seen it, the next sync has nothing to say.
+    let done = alice_ws.request(sync(Some(3))).await.unwrap();
+    assert!(
+        matches!(
+            done,
+            ServerFrame::SyncDone {
+                conversations: 0,
+                messages: 0,
+                ..
+            }
+        ),
+        "{done:?}"
+    );
+    // The REST list shows the same marks.
+    let list = alice.api.conversations().await.unwrap();
+    assert_eq!(list.conversations[0].peer_read_seq, Some(3));
+    server.stop().await;
+}
