@@ -776,30 +776,27 @@ impl Session {
                 let text = serde_json::to_string(&header).expect("server frames always serialize");
                 self.out.push_back(Output::Frame(Text::Owned(text)));
                 self.reply(gap);
-                from = skip_to;
-                let state = self.convs.entry(id).or_default();
-                state.known = true;
-                state.delivered = from;
-                // What the client holds beyond the gap (acked sends, live events) stays held.
-                state.advance();
-                state.filling = true;
-                self.work.push_back(Work {
-                    conversation_id: id,
-                    header: None,
-                });
+                self.fill_from(id, skip_to, None);
                 continue;
             }
-            state.known = true;
-            state.delivered = from;
-            // Drop what the cursor covers and follow the chain of held sequences, or an ack
-            // received before the first sync would keep `delivered` below it for good.
-            state.advance();
-            state.filling = true;
-            self.work.push_back(Work {
-                conversation_id: id,
-                header: Some(header),
-            });
+            self.fill_from(id, from, Some(header));
         }
+    }
+
+    /// Sets the client's position in a conversation and queues a store read from there.
+    fn fill_from(&mut self, id: ConversationId, from: Seq, header: Option<ServerFrame>) {
+        let state = self.convs.entry(id).or_default();
+        state.known = true;
+        state.delivered = from;
+        // What the client holds beyond `from` (acked sends, live events, a held range) stays
+        // held, and the chain through it is followed: otherwise an ack received before the
+        // first sync would keep `delivered` below it for good.
+        state.advance();
+        state.filling = true;
+        self.work.push_back(Work {
+            conversation_id: id,
+            header,
+        });
     }
 
     fn start_fetch(&mut self) {
