@@ -17,6 +17,19 @@ export interface AddMembersRequest {
   members: UserId[];
 }
 
+/** `GET /api/v1/blocks`. */
+export interface BlockList {
+  users: BlockedUser[];
+}
+
+/** One entry of the caller's block list. */
+export interface BlockedUser {
+  user_id: UserId;
+  username: string;
+  /** When the block was made, in milliseconds since the Unix epoch. */
+  since: number;
+}
+
 /** `POST /api/v1/account/password`: signs out every other device. */
 export interface ChangePasswordRequest {
   current_password: string;

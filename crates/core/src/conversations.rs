@@ -21,11 +21,26 @@ pub struct ConvInfo {
     pub roles: HashMap<UserId, Role>,
     /// The same members as a shared slice, handed to the bus without copying.
     pub member_ids: Arc<[UserId]>,
+    /// For direct conversations, the blocks between the two members as (blocker, blocked), so
+    /// the send path needs no query. Blocking invalidates the entry.
+    pub blocks: Vec<(UserId, UserId)>,
 }
 
 impl ConvInfo {
     pub fn standing(&self, user: UserId) -> Standing {
         Standing::from_role(self.roles.get(&user).copied())
+    }
+
+    /// For a direct conversation, the other member.
+    pub fn peer_of(&self, user: UserId) -> Option<UserId> {
+        match self.kind {
+            ConversationKind::Direct => self.member_ids.iter().copied().find(|m| *m != user),
+            ConversationKind::Group => None,
+        }
+    }
+
+    pub fn has_blocked(&self, blocker: UserId, blocked: UserId) -> bool {
+        self.blocks.contains(&(blocker, blocked))
     }
 }
 
@@ -102,7 +117,18 @@ impl Core {
             .await?
             .ok_or_else(|| CoreError::not_found("conversation"))?;
         let members = self.inner.store.members(id).await?;
+        let mut blocks = Vec::new();
+        if conv.kind == ConversationKind::Direct
+            && let [a, b] = members.as_slice()
+        {
+            for (blocker, blocked) in [(a.user_id, b.user_id), (b.user_id, a.user_id)] {
+                if self.inner.store.is_blocked(blocker, blocked).await? {
+                    blocks.push((blocker, blocked));
+                }
+            }
+        }
         let info = Arc::new(ConvInfo {
+            blocks,
             kind: conv.kind,
             member_ids: members.iter().map(|m| m.user_id).collect(),
             roles: members
@@ -225,6 +251,10 @@ impl Core {
         if exists.is_none_or(|u| u.disabled) {
             return Err(CoreError::not_found("user"));
         }
+        crate::policy::direct_contact(
+            self.inner.store.is_blocked(caller.user_id, peer).await?,
+            self.inner.store.is_blocked(peer, caller.user_id).await?,
+        )?;
         let (conv, created) = self
             .inner
             .store
@@ -335,7 +365,7 @@ impl Core {
         Ok(())
     }
 
-    async fn membership_changed(&self, id: ConversationId) {
+    pub(crate) async fn membership_changed(&self, id: ConversationId) {
         self.inner.members.invalidate(id);
         if let Err(e) = self
             .inner

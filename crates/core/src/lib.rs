@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`Core`] is the handle transports hold; it is cheap to clone.
 //! - [`accounts`]: registration, OAuth grants, devices, passwords.
+//! - [`contacts`]: the block list.
 //! - [`conversations`]: direct and group conversations, membership, the member cache.
 //! - [`messaging`]: sending (through the group-commit sequencer), history, receipts, typing, presence.
 //! - [`session`]: the transport-independent state machine of one connection of the native
@@ -16,6 +17,7 @@
 pub mod accounts;
 pub mod clock;
 pub mod config;
+pub mod contacts;
 pub mod conversations;
 pub mod error;
 pub mod hub;

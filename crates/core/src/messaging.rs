@@ -3,9 +3,10 @@
 use crate::error::{CoreError, CoreResult};
 use crate::policy::Action;
 use crate::{Caller, Core};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tidings_bus::{BusEvent, OutFrame};
-use tidings_proto::rest::{HistoryPage, SendAck};
+use tidings_proto::rest::{ConversationKind, HistoryPage, SendAck};
 use tidings_proto::ws::{Presence, PresenceStatus, ReceiptKind, ServerFrame};
 use tidings_proto::{ConversationId, ErrorCode, MessageBody, Seq, UserId};
 use tidings_store::{Appended, NewMessage};
@@ -149,6 +150,12 @@ impl Core {
         let info = self
             .authorize(caller, conversation_id, Action::SendMessage)
             .await?;
+        if let Some(peer) = info.peer_of(caller.user_id) {
+            crate::policy::direct_contact(
+                info.has_blocked(caller.user_id, peer),
+                info.has_blocked(peer, caller.user_id),
+            )?;
+        }
         let (reply, rx) = oneshot::channel();
         let request = SequencerRequest {
             message: NewMessage {
@@ -243,11 +250,27 @@ impl Core {
         let info = self
             .authorize(caller, conversation_id, Action::Typing)
             .await?;
+        // Users the typer has blocked do not see it type (in groups too); in a direct
+        // conversation under a block in either direction nobody does, and nobody is told.
+        if let Some(peer) = info.peer_of(caller.user_id)
+            && crate::policy::direct_contact(
+                info.has_blocked(caller.user_id, peer),
+                info.has_blocked(peer, caller.user_id),
+            )
+            .is_err()
+        {
+            return Ok(());
+        }
+        let blocked: HashSet<UserId> = if info.kind == ConversationKind::Group {
+            self.blocked_ids(caller.user_id).await?
+        } else {
+            HashSet::new()
+        };
         let others: Arc<[UserId]> = info
             .member_ids
             .iter()
             .copied()
-            .filter(|u| *u != caller.user_id)
+            .filter(|u| *u != caller.user_id && !blocked.contains(u))
             .collect();
         self.publish(BusEvent::Deliver {
             users: others,
@@ -271,7 +294,7 @@ impl Core {
         if users.len() > 1000 {
             return Err(CoreError::invalid("ask for at most 1000 users at once"));
         }
-        let visible: std::collections::HashSet<UserId> = self
+        let visible: HashSet<UserId> = self
             .inner
             .store
             .co_members(caller.user_id)
@@ -285,6 +308,14 @@ impl Core {
             .collect();
         asked.sort();
         asked.dedup();
+        // Someone who blocked the caller is left out as if unknown.
+        let mut shown = Vec::with_capacity(asked.len());
+        for user in asked {
+            if user == caller.user_id || !self.inner.store.is_blocked(user, caller.user_id).await? {
+                shown.push(user);
+            }
+        }
+        let asked = shown;
         let seen = self.inner.store.last_seen(&asked).await?;
         Ok(asked
             .into_iter()
@@ -309,8 +340,19 @@ impl Core {
     /// connect and disconnect spawn two announcements that may run in either order, and both
     /// then tell the truth as of their own moment, so the last one heard is the current state.
     pub(crate) async fn announce_presence(&self, user_id: UserId) {
+        let blocked = match self.blocked_ids(user_id).await {
+            Ok(blocked) => blocked,
+            Err(e) => {
+                tracing::debug!(%e, "Could not load the block list for presence.");
+                return;
+            }
+        };
         let audience = match self.inner.store.co_members(user_id).await {
-            Ok(users) => users,
+            Ok(mut users) => {
+                // Users this one has blocked do not see them come and go.
+                users.retain(|u| !blocked.contains(u));
+                users
+            }
             Err(e) => {
                 // At shutdown the read is cancelled; nothing is lost, presence is ephemeral.
                 tracing::debug!(%e, "Could not load the presence audience.");
@@ -343,6 +385,18 @@ impl Core {
             }),
         })
         .await;
+    }
+
+    /// The ids of the users `user` has blocked.
+    pub(crate) async fn blocked_ids(&self, user: UserId) -> CoreResult<HashSet<UserId>> {
+        Ok(self
+            .inner
+            .store
+            .blocked_by(user)
+            .await?
+            .into_iter()
+            .map(|b| b.user_id)
+            .collect())
     }
 
     async fn publish(&self, event: BusEvent) {

@@ -65,6 +65,26 @@ pub fn decide(action: Action, kind: ConversationKind, standing: Standing) -> Res
     }
 }
 
+/// Whether `sender` may write to `recipient` in their direct conversation, given the blocks
+/// between them. The blocked side learns nothing: its refusal reads like any user's who does
+/// not accept messages from it.
+pub fn direct_contact(
+    sender_blocked_recipient: bool,
+    recipient_blocked_sender: bool,
+) -> Result<(), CoreError> {
+    if recipient_blocked_sender {
+        return Err(CoreError::forbidden(
+            "this user does not accept messages from you",
+        ));
+    }
+    if sender_blocked_recipient {
+        return Err(CoreError::forbidden(
+            "you have blocked this user; unblock them to write to them",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +99,26 @@ mod tests {
         Ok,
         F,
         N,
+    }
+
+    #[test]
+    fn direct_contact_under_every_block() {
+        // (sender blocked recipient, recipient blocked sender) -> allowed
+        for (mine, theirs, allowed) in [
+            (false, false, true),
+            (true, false, false),
+            (false, true, false),
+            (true, true, false),
+        ] {
+            assert_eq!(
+                direct_contact(mine, theirs).is_ok(),
+                allowed,
+                "{mine} {theirs}"
+            );
+        }
+        // The blocked sender's refusal does not mention blocking.
+        let refusal = direct_contact(false, true).unwrap_err();
+        assert!(!refusal.message.contains("block"));
     }
 
     #[test]

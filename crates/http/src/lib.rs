@@ -83,6 +83,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/accounts", post(rest::register))
         .route("/api/v1/account", get(rest::me))
         .route("/api/v1/account/password", post(rest::change_password))
+        .route("/api/v1/blocks", get(rest::blocks))
+        .route(
+            "/api/v1/blocks/{user_id}",
+            axum::routing::put(rest::block).delete(rest::unblock),
+        )
         .route("/api/v1/devices", get(rest::devices))
         .route("/api/v1/devices/{device_id}", delete(rest::sign_out_device))
         .route(

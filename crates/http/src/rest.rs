@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use tidings_proto::rest::{
-    Account, AddMembersRequest, ChangePasswordRequest, Conversation, ConversationList,
+    Account, AddMembersRequest, BlockList, ChangePasswordRequest, Conversation, ConversationList,
     CreateDirectRequest, CreateGroupRequest, DeviceList, Health, HistoryPage, Member,
     RegisterRequest, SendAck, SendMessageRequest,
 };
@@ -62,6 +62,31 @@ pub async fn change_password(
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> ApiResult<StatusCode> {
     state.core.change_password(&caller, req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn blocks(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+) -> ApiResult<Json<BlockList>> {
+    Ok(Json(state.core.blocks(&caller).await?))
+}
+
+pub async fn block(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(user_id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    state.core.block(&caller, UserId(user_id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn unblock(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(user_id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    state.core.unblock(&caller, UserId(user_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -56,5 +56,7 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ("HistoryPage", schema_for!(rest::HistoryPage)),
         ("UserSummary", schema_for!(rest::UserSummary)),
         ("Health", schema_for!(rest::Health)),
+        ("BlockedUser", schema_for!(rest::BlockedUser)),
+        ("BlockList", schema_for!(rest::BlockList)),
     ]
 }

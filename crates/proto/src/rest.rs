@@ -217,6 +217,21 @@ pub struct HistoryPage {
     pub has_more: bool,
 }
 
+/// One entry of the caller's block list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BlockedUser {
+    pub user_id: UserId,
+    pub username: String,
+    /// When the block was made, in milliseconds since the Unix epoch.
+    pub since: i64,
+}
+
+/// `GET /api/v1/blocks`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BlockList {
+    pub users: Vec<BlockedUser>,
+}
+
 /// `GET /healthz` and `GET /readyz`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Health {

@@ -243,6 +243,26 @@ impl AuthedClient {
         expect_empty(r).await
     }
 
+    pub async fn blocks(&self) -> SdkResult<BlockList> {
+        self.get("/api/v1/blocks").await
+    }
+
+    pub async fn block(&self, user: UserId) -> SdkResult<()> {
+        let r = self
+            .client
+            .http
+            .put(self.client.url(&format!("/api/v1/blocks/{user}")))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(transport)?;
+        expect_empty(r).await
+    }
+
+    pub async fn unblock(&self, user: UserId) -> SdkResult<()> {
+        self.delete(&format!("/api/v1/blocks/{user}")).await
+    }
+
     pub async fn devices(&self) -> SdkResult<DeviceList> {
         self.get("/api/v1/devices").await
     }

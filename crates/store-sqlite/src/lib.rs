@@ -35,7 +35,7 @@ use std::time::Duration;
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, Seq, UserId};
 use tidings_store::{
-    Appended, ConversationRecord, DeviceRecord, MemberRecord, NewInvite, NewMessage,
+    Appended, BlockRecord, ConversationRecord, DeviceRecord, MemberRecord, NewInvite, NewMessage,
     NewRefreshToken, RotateOutcome, Store, StoreError, StoreResult, UserConversation, UserRecord,
 };
 use writer::Writer;
@@ -239,6 +239,35 @@ impl Store for SqliteStore {
 
     async fn prune_refresh_tokens(&self, now: i64) -> StoreResult<u64> {
         self.write(move |conn| queries::prune_refresh_tokens(conn, now))
+            .await
+    }
+
+    async fn block_user(&self, blocker: UserId, blocked: UserId, now: i64) -> StoreResult<bool> {
+        self.write(move |conn| queries::block_user(conn, blocker, blocked, now))
+            .await
+    }
+
+    async fn unblock_user(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool> {
+        self.write(move |conn| queries::unblock_user(conn, blocker, blocked))
+            .await
+    }
+
+    async fn blocked_by(&self, blocker: UserId) -> StoreResult<Vec<BlockRecord>> {
+        self.read(move |conn| queries::blocked_by(conn, blocker))
+            .await
+    }
+
+    async fn is_blocked(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool> {
+        self.read(move |conn| queries::is_blocked(conn, blocker, blocked))
+            .await
+    }
+
+    async fn direct_between(
+        &self,
+        a: UserId,
+        b: UserId,
+    ) -> StoreResult<Option<ConversationRecord>> {
+        self.read(move |conn| queries::direct_between(conn, a, b))
             .await
     }
 

@@ -14,8 +14,8 @@ use tidings_proto::rest::{ConversationKind, Role};
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, MessageId, Seq, UserId};
 use tidings_store::{
-    Appended, ConversationRecord, DeviceRecord, MemberRecord, NewInvite, NewRefreshToken, Peer,
-    RotateOutcome, StoreError, StoreResult, UserConversation, UserRecord,
+    Appended, BlockRecord, ConversationRecord, DeviceRecord, MemberRecord, NewInvite,
+    NewRefreshToken, Peer, RotateOutcome, StoreError, StoreResult, UserConversation, UserRecord,
 };
 
 /// Defines one constant per statement and the list of all of them, for the plan test.
@@ -68,6 +68,14 @@ statements! {
     USE_TOKEN = "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1";
     TOKEN_DEVICE = "SELECT device_id FROM refresh_tokens WHERE token_hash = ?1";
     PRUNE_TOKENS = "DELETE FROM refresh_tokens WHERE expires_at <= ?1";
+
+    // --- Block list
+    INSERT_BLOCK = "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES (?1, ?2, ?3) \
+                    ON CONFLICT (blocker_id, blocked_id) DO NOTHING";
+    DELETE_BLOCK = "DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2";
+    BLOCKED_BY = "SELECT b.blocked_id, u.username, b.created_at FROM blocks b \
+                  JOIN users u ON u.id = b.blocked_id WHERE b.blocker_id = ?1 ORDER BY b.blocked_id";
+    IS_BLOCKED = "SELECT 1 FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2";
 
     // --- Conversations
     CONVERSATION = "SELECT id, kind, title, created_at, last_seq FROM conversations WHERE id = ?1";
@@ -566,7 +574,52 @@ pub(crate) fn refresh_token_device(
     query_opt(conn, TOKEN_DEVICE, [hash], |row| row.get(0).map(DeviceId))
 }
 
+// --- Block list ------------------------------------------------------------------------------
+
+pub(crate) fn block_user(
+    conn: &Connection,
+    blocker: UserId,
+    blocked: UserId,
+    now: i64,
+) -> StoreResult<bool> {
+    execute(conn, INSERT_BLOCK, params![blocker.0, blocked.0, now]).map(|n| n == 1)
+}
+
+pub(crate) fn unblock_user(
+    conn: &Connection,
+    blocker: UserId,
+    blocked: UserId,
+) -> StoreResult<bool> {
+    execute(conn, DELETE_BLOCK, params![blocker.0, blocked.0]).map(|n| n == 1)
+}
+
+pub(crate) fn blocked_by(conn: &Connection, blocker: UserId) -> StoreResult<Vec<BlockRecord>> {
+    query_all(conn, BLOCKED_BY, [blocker.0], |row| {
+        Ok(BlockRecord {
+            user_id: UserId(row.get(0)?),
+            username: row.get(1)?,
+            since: row.get(2)?,
+        })
+    })
+}
+
+pub(crate) fn is_blocked(conn: &Connection, blocker: UserId, blocked: UserId) -> StoreResult<bool> {
+    query_opt(conn, IS_BLOCKED, [blocker.0, blocked.0], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map(|r| r.is_some())
+}
+
 // --- Conversations ---------------------------------------------------------------------------
+
+pub(crate) fn direct_between(
+    conn: &Connection,
+    a: UserId,
+    b: UserId,
+) -> StoreResult<Option<ConversationRecord>> {
+    let key = format!("{}:{}", a.0.min(b.0), a.0.max(b.0));
+    conversation_by(conn, DIRECT_BY_KEY, &key)
+}
 
 fn conversation_by(
     conn: &Connection,

@@ -8,7 +8,10 @@ use tidings_store::{StoreError, StoreResult};
 
 /// The schema, one migration per element, applied in order. `PRAGMA user_version` records how
 /// many have been applied. Never edit a released migration: add a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+pub(crate) const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_blocks.sql"),
+];
 
 /// Opens the one read-write connection and brings the schema up to date.
 pub(crate) fn open_writer(path: &Path, options: &SqliteOptions) -> StoreResult<Connection> {

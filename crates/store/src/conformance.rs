@@ -71,6 +71,8 @@ macro_rules! store_conformance_tests {
             conversations_of_newest_activity_first,
             unread_counts_only_others,
             direct_peer_markers_follow_receipts,
+            block_list_is_directional_and_idempotent,
+            direct_between_never_creates,
             append_assigns_gap_free_seqs,
             append_moves_sender_markers,
             append_idempotent_across_batches,
@@ -1012,6 +1014,53 @@ pub async fn direct_peer_markers_follow_receipts(store: Arc<dyn Store>) {
     assert_eq!(
         (peer.user_id, peer.delivered_seq, peer.read_seq),
         (b.user, 3, 2)
+    );
+}
+
+pub async fn block_list_is_directional_and_idempotent(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    assert!(store.block_user(alice, bob, 10).await.unwrap());
+    assert!(
+        !store.block_user(alice, bob, 11).await.unwrap(),
+        "blocking twice changes nothing"
+    );
+    assert!(store.block_user(alice, carol, 12).await.unwrap());
+    assert!(store.is_blocked(alice, bob).await.unwrap());
+    assert!(
+        !store.is_blocked(bob, alice).await.unwrap(),
+        "a block has a direction"
+    );
+    let list = store.blocked_by(alice).await.unwrap();
+    assert_eq!(
+        list.iter()
+            .map(|b| (b.user_id, b.username.as_str(), b.since))
+            .collect::<Vec<_>>(),
+        vec![(bob, "bob", 10), (carol, "carol", 12)]
+    );
+    assert!(store.blocked_by(bob).await.unwrap().is_empty());
+    assert!(store.unblock_user(alice, bob).await.unwrap());
+    assert!(!store.unblock_user(alice, bob).await.unwrap());
+    assert!(!store.is_blocked(alice, bob).await.unwrap());
+    assert!(matches!(
+        store.block_user(alice, UserId(999_999), 13).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn direct_between_never_creates(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    assert_eq!(store.direct_between(alice, bob).await.unwrap(), None);
+    let (created, _) = store.get_or_create_direct(bob, alice, 5).await.unwrap();
+    assert_eq!(
+        store.direct_between(alice, bob).await.unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(
+        store.direct_between(bob, alice).await.unwrap(),
+        Some(created)
     );
 }
 

@@ -161,6 +161,14 @@ pub struct NewInvite {
     pub uses: u32,
 }
 
+/// An entry of a user's block list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockRecord {
+    pub user_id: UserId,
+    pub username: String,
+    pub since: i64,
+}
+
 /// Durable state of Tidings. Every method is a single atomic operation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -226,7 +234,22 @@ pub trait Store: Send + Sync + 'static {
     /// be rotated, and presenting one is answered `Invalid` either way. Returns how many.
     async fn prune_refresh_tokens(&self, now: i64) -> StoreResult<u64>;
 
+    // --- Block list -----------------------------------------------------------------------
+
+    /// `blocker` blocks `blocked`; returns false if it already had. `NotFound` for unknown users.
+    async fn block_user(&self, blocker: UserId, blocked: UserId, now: i64) -> StoreResult<bool>;
+    /// Lifts a block; returns false if there was none.
+    async fn unblock_user(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool>;
+    /// The users `blocker` has blocked, in user id order.
+    async fn blocked_by(&self, blocker: UserId) -> StoreResult<Vec<BlockRecord>>;
+    /// Whether `blocker` has blocked `blocked`.
+    async fn is_blocked(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool>;
+
     // --- Conversations --------------------------------------------------------------------
+
+    /// The direct conversation between `a` and `b`, if there is one (never creates it).
+    async fn direct_between(&self, a: UserId, b: UserId)
+    -> StoreResult<Option<ConversationRecord>>;
 
     /// The one direct conversation between `a` and `b`, created if missing.
     /// Returns the record and whether it was created now.
