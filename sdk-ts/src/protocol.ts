@@ -345,6 +345,15 @@ export interface Problem {
   detail?: string | null;
 }
 
+/** What a user shows of themselves. */
+export interface Profile {
+  user_id: UserId;
+  username: string;
+  /** Empty when never set (clients show the username). */
+  display_name: string;
+  status_text: string;
+}
+
 /** Which marker a receipt moves. */
 export type ReceiptKind = "delivered" | "read";
 
@@ -518,8 +527,21 @@ export interface TokenResponse {
   user_id: UserId;
 }
 
+/** `PATCH /api/v1/profile`: fields left out keep their value. */
+export interface UpdateProfileRequest {
+  /** Up to 64 characters; empty clears it. */
+  display_name?: string | null;
+  /** Up to 140 characters; empty clears it. */
+  status_text?: string | null;
+}
+
 /** A user account. */
 export type UserId = number;
+
+/** `GET /api/v1/users?q=`: users whose username or display name starts with `q`. */
+export interface UserSearchResults {
+  users: Profile[];
+}
 
 /** Another user, as shown in member lists. */
 export interface UserSummary {

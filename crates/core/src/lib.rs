@@ -9,6 +9,7 @@
 //! - [`session`]: the transport-independent state machine of one connection of the native
 //!   protocol: authentication, live delivery without gaps or duplicates, sync, flow control.
 //! - [`hub`]: the connections this node holds and the dispatcher that feeds them from the bus.
+//! - [`profiles`]: profiles and the user directory.
 //! - [`policy`]: every access decision.
 //!
 //! The core reaches the world only through [`tidings_store::Store`], [`tidings_bus::Bus`] and
@@ -24,6 +25,7 @@ pub mod hub;
 pub mod messaging;
 pub mod passwords;
 pub mod policy;
+pub mod profiles;
 pub mod session;
 pub mod tokens;
 

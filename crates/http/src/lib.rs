@@ -83,6 +83,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/accounts", post(rest::register))
         .route("/api/v1/account", get(rest::me))
         .route("/api/v1/account/password", post(rest::change_password))
+        .route(
+            "/api/v1/profile",
+            get(rest::my_profile).patch(rest::update_profile),
+        )
+        .route("/api/v1/users", get(rest::search_users))
+        .route("/api/v1/users/{user_id}", get(rest::profile))
         .route("/api/v1/blocks", get(rest::blocks))
         .route(
             "/api/v1/blocks/{user_id}",

@@ -156,6 +156,46 @@ fn build() -> Value {
         },
         Op {
             method: "get",
+            path: "/api/v1/profile",
+            summary: "The caller's profile.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<Profile>(g)),
+        },
+        Op {
+            method: "patch",
+            path: "/api/v1/profile",
+            summary: "Change the caller's display name or status text.",
+            auth: true,
+            request: Some(schema::<UpdateProfileRequest>(g)),
+            form: None,
+            status: 200,
+            response: Some(schema::<Profile>(g)),
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/users",
+            summary: "Directory search: users whose username or display name starts with `q` (2 to 64 characters); `limit` up to 50, default 20.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<UserSearchResults>(g)),
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/users/{user_id}",
+            summary: "A user's profile.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<Profile>(g)),
+        },
+        Op {
+            method: "get",
             path: "/api/v1/blocks",
             summary: "The caller's block list.",
             auth: true,
@@ -315,6 +355,10 @@ fn build() -> Value {
             if op.path.contains(&format!("{{{name}}}")) {
                 params.push(id_param(name));
             }
+        }
+        if op.path == "/api/v1/users" {
+            params.push(json!({"name": "q", "in": "query", "required": true, "schema": {"type": "string", "minLength": 2, "maxLength": 64}}));
+            params.push(json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 50}}));
         }
         if op.path.ends_with("/messages") && op.method == "get" {
             params.push(json!({"name": "before", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1}}));

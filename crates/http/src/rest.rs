@@ -10,8 +10,8 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use tidings_proto::rest::{
     Account, AddMembersRequest, BlockList, ChangePasswordRequest, Conversation, ConversationList,
-    CreateDirectRequest, CreateGroupRequest, DeviceList, Health, HistoryPage, Member,
-    RegisterRequest, SendAck, SendMessageRequest,
+    CreateDirectRequest, CreateGroupRequest, DeviceList, Health, HistoryPage, Member, Profile,
+    RegisterRequest, SendAck, SendMessageRequest, UpdateProfileRequest, UserSearchResults,
 };
 use tidings_proto::{ConversationId, DeviceId, ErrorCode, Seq, UserId};
 
@@ -63,6 +63,50 @@ pub async fn change_password(
 ) -> ApiResult<StatusCode> {
     state.core.change_password(&caller, req).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn my_profile(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+) -> ApiResult<Json<Profile>> {
+    Ok(Json(state.core.profile(&caller, caller.user_id).await?))
+}
+
+pub async fn update_profile(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<UpdateProfileRequest>,
+) -> ApiResult<Json<Profile>> {
+    Ok(Json(state.core.update_profile(&caller, req).await?))
+}
+
+pub async fn profile(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(user_id): Path<i64>,
+) -> ApiResult<Json<Profile>> {
+    Ok(Json(state.core.profile(&caller, UserId(user_id)).await?))
+}
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    q: String,
+    limit: Option<u32>,
+}
+
+pub async fn search_users(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<UserSearchResults>> {
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.body_text()))?;
+    Ok(Json(
+        state
+            .core
+            .search_users(&caller, &query.q, query.limit)
+            .await?,
+    ))
 }
 
 pub async fn blocks(

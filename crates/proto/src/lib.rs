@@ -57,6 +57,12 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ("UserSummary", schema_for!(rest::UserSummary)),
         ("Health", schema_for!(rest::Health)),
         ("BlockedUser", schema_for!(rest::BlockedUser)),
+        ("Profile", schema_for!(rest::Profile)),
+        (
+            "UpdateProfileRequest",
+            schema_for!(rest::UpdateProfileRequest),
+        ),
+        ("UserSearchResults", schema_for!(rest::UserSearchResults)),
         ("BlockList", schema_for!(rest::BlockList)),
     ]
 }

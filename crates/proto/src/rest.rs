@@ -217,6 +217,34 @@ pub struct HistoryPage {
     pub has_more: bool,
 }
 
+/// What a user shows of themselves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Profile {
+    pub user_id: UserId,
+    pub username: String,
+    /// Empty when never set (clients show the username).
+    pub display_name: String,
+    pub status_text: String,
+}
+
+/// `PATCH /api/v1/profile`: fields left out keep their value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProfileRequest {
+    /// Up to 64 characters; empty clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Up to 140 characters; empty clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
+}
+
+/// `GET /api/v1/users?q=`: users whose username or display name starts with `q`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UserSearchResults {
+    pub users: Vec<Profile>,
+}
+
 /// One entry of the caller's block list.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BlockedUser {

@@ -243,6 +243,40 @@ impl AuthedClient {
         expect_empty(r).await
     }
 
+    pub async fn my_profile(&self) -> SdkResult<Profile> {
+        self.get("/api/v1/profile").await
+    }
+
+    pub async fn profile(&self, user: UserId) -> SdkResult<Profile> {
+        self.get(&format!("/api/v1/users/{user}")).await
+    }
+
+    pub async fn update_profile(&self, req: &UpdateProfileRequest) -> SdkResult<Profile> {
+        let r = self
+            .client
+            .http
+            .patch(self.client.url("/api/v1/profile"))
+            .bearer_auth(&self.token)
+            .json(req)
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(r).await
+    }
+
+    pub async fn search_users(&self, query: &str, limit: u32) -> SdkResult<UserSearchResults> {
+        let r = self
+            .client
+            .http
+            .get(self.client.url("/api/v1/users"))
+            .query(&[("q", query.to_string()), ("limit", limit.to_string())])
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(r).await
+    }
+
     pub async fn blocks(&self) -> SdkResult<BlockList> {
         self.get("/api/v1/blocks").await
     }

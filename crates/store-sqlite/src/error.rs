@@ -36,6 +36,7 @@ fn unique_rule(message: &str) -> &'static str {
         "conversations.id" => "conversation",
         "members.conversation_id, members.user_id" => "member",
         "blocks.blocker_id, blocks.blocked_id" => "block",
+        "profiles.user_id" => "profile",
         "messages.conversation_id, messages.seq" => "seq",
         "messages.conversation_id, messages.sender_id, messages.client_msg_id" => "client_msg_id",
         "messages.id" => "message",

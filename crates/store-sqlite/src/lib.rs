@@ -36,7 +36,8 @@ use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, Seq, UserId};
 use tidings_store::{
     Appended, BlockRecord, ConversationRecord, DeviceRecord, MemberRecord, NewInvite, NewMessage,
-    NewRefreshToken, RotateOutcome, Store, StoreError, StoreResult, UserConversation, UserRecord,
+    NewRefreshToken, ProfileRecord, RotateOutcome, Store, StoreError, StoreResult,
+    UserConversation, UserRecord,
 };
 use writer::Writer;
 
@@ -239,6 +240,28 @@ impl Store for SqliteStore {
 
     async fn prune_refresh_tokens(&self, now: i64) -> StoreResult<u64> {
         self.write(move |conn| queries::prune_refresh_tokens(conn, now))
+            .await
+    }
+
+    async fn profile(&self, user: UserId) -> StoreResult<Option<ProfileRecord>> {
+        self.read(move |conn| queries::profile(conn, user)).await
+    }
+
+    async fn set_profile(
+        &self,
+        user: UserId,
+        display_name: &str,
+        status_text: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        let (display_name, status_text) = (display_name.to_owned(), status_text.to_owned());
+        self.write(move |conn| queries::set_profile(conn, user, &display_name, &status_text, now))
+            .await
+    }
+
+    async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<ProfileRecord>> {
+        let prefix = prefix.to_owned();
+        self.read(move |conn| queries::search_users(conn, &prefix, limit))
             .await
     }
 

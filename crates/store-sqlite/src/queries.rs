@@ -15,7 +15,8 @@ use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, MessageId, Seq, UserId};
 use tidings_store::{
     Appended, BlockRecord, ConversationRecord, DeviceRecord, MemberRecord, NewInvite,
-    NewRefreshToken, Peer, RotateOutcome, StoreError, StoreResult, UserConversation, UserRecord,
+    NewRefreshToken, Peer, ProfileRecord, RotateOutcome, StoreError, StoreResult, UserConversation,
+    UserRecord,
 };
 
 /// Defines one constant per statement and the list of all of them, for the plan test.
@@ -68,6 +69,25 @@ statements! {
     USE_TOKEN = "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1";
     TOKEN_DEVICE = "SELECT device_id FROM refresh_tokens WHERE token_hash = ?1";
     PRUNE_TOKENS = "DELETE FROM refresh_tokens WHERE expires_at <= ?1";
+
+    // --- Profiles
+    PROFILE = "SELECT u.id, u.username, coalesce(p.display_name, ''), coalesce(p.status_text, '') \
+               FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE u.id = ?1";
+    UPSERT_PROFILE = "INSERT INTO profiles (user_id, display_name, status_text, updated_at) \
+                      VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id) DO UPDATE SET \
+                      display_name = excluded.display_name, status_text = excluded.status_text, \
+                      updated_at = excluded.updated_at";
+    // Prefix searches as index range scans: [prefix, prefix + U+10FFFF).
+    SEARCH_BY_USERNAME = "SELECT u.id, u.username, coalesce(p.display_name, ''), \
+                          coalesce(p.status_text, '') FROM users u \
+                          LEFT JOIN profiles p ON p.user_id = u.id \
+                          WHERE u.username >= ?1 AND u.username < ?2 AND u.disabled = 0 \
+                          ORDER BY u.username LIMIT ?3";
+    SEARCH_BY_DISPLAY_NAME = "SELECT u.id, u.username, p.display_name, p.status_text \
+                              FROM profiles p JOIN users u ON u.id = p.user_id \
+                              WHERE p.display_name >= ?1 COLLATE NOCASE \
+                              AND p.display_name < ?2 COLLATE NOCASE AND u.disabled = 0 \
+                              LIMIT ?3";
 
     // --- Block list
     INSERT_BLOCK = "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES (?1, ?2, ?3) \
@@ -572,6 +592,62 @@ pub(crate) fn refresh_token_device(
     hash: [u8; 32],
 ) -> StoreResult<Option<DeviceId>> {
     query_opt(conn, TOKEN_DEVICE, [hash], |row| row.get(0).map(DeviceId))
+}
+
+// --- Profiles --------------------------------------------------------------------------------
+
+fn profile_from_row(row: &Row<'_>) -> rusqlite::Result<ProfileRecord> {
+    Ok(ProfileRecord {
+        user_id: UserId(row.get(0)?),
+        username: row.get(1)?,
+        display_name: row.get(2)?,
+        status_text: row.get(3)?,
+    })
+}
+
+pub(crate) fn profile(conn: &Connection, user: UserId) -> StoreResult<Option<ProfileRecord>> {
+    query_opt(conn, PROFILE, [user.0], profile_from_row)
+}
+
+pub(crate) fn set_profile(
+    conn: &Connection,
+    user: UserId,
+    display_name: &str,
+    status_text: &str,
+    now: i64,
+) -> StoreResult<()> {
+    execute(
+        conn,
+        UPSERT_PROFILE,
+        params![user.0, display_name, status_text, now],
+    )
+    .map(drop)
+}
+
+pub(crate) fn search_users(
+    conn: &Connection,
+    prefix: &str,
+    limit: u32,
+) -> StoreResult<Vec<ProfileRecord>> {
+    let upper = format!("{prefix}\u{10FFFF}");
+    let by_username = prefix.to_lowercase();
+    let upper_username = format!("{by_username}\u{10FFFF}");
+    let mut found = query_all(
+        conn,
+        SEARCH_BY_USERNAME,
+        params![by_username, upper_username, limit],
+        profile_from_row,
+    )?;
+    found.extend(query_all(
+        conn,
+        SEARCH_BY_DISPLAY_NAME,
+        params![prefix, upper, limit],
+        profile_from_row,
+    )?);
+    found.sort_by(|a, b| a.username.cmp(&b.username));
+    found.dedup_by(|a, b| a.user_id == b.user_id);
+    found.truncate(limit as usize);
+    Ok(found)
 }
 
 // --- Block list ------------------------------------------------------------------------------

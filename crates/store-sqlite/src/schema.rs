@@ -11,6 +11,7 @@ use tidings_store::{StoreError, StoreResult};
 pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_blocks.sql"),
+    include_str!("migrations/0003_profiles.sql"),
 ];
 
 /// Opens the one read-write connection and brings the schema up to date.

@@ -17,8 +17,8 @@
 //! (the order of ids in `add_members`' answer, say), they compare as sets.
 
 use crate::{
-    Appended, ConversationRecord, NewInvite, NewMessage, NewRefreshToken, RotateOutcome, Store,
-    StoreError,
+    Appended, ConversationRecord, NewInvite, NewMessage, NewRefreshToken, ProfileRecord,
+    RotateOutcome, Store, StoreError,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -72,6 +72,8 @@ macro_rules! store_conformance_tests {
             unread_counts_only_others,
             direct_peer_markers_follow_receipts,
             block_list_is_directional_and_idempotent,
+            profiles_default_empty_and_update,
+            search_by_username_and_display_name_prefix,
             direct_between_never_creates,
             append_assigns_gap_free_seqs,
             append_moves_sender_markers,
@@ -1015,6 +1017,67 @@ pub async fn direct_peer_markers_follow_receipts(store: Arc<dyn Store>) {
         (peer.user_id, peer.delivered_seq, peer.read_seq),
         (b.user, 3, 2)
     );
+}
+
+pub async fn profiles_default_empty_and_update(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let profile = store.profile(alice).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            profile.username.as_str(),
+            profile.display_name.as_str(),
+            profile.status_text.as_str()
+        ),
+        ("alice", "", "")
+    );
+    store
+        .set_profile(alice, "Alice Liddell", "down the hole", 5)
+        .await
+        .unwrap();
+    store
+        .set_profile(alice, "Alice L.", "back", 6)
+        .await
+        .unwrap();
+    let profile = store.profile(alice).await.unwrap().unwrap();
+    assert_eq!(
+        (profile.display_name.as_str(), profile.status_text.as_str()),
+        ("Alice L.", "back")
+    );
+    assert_eq!(store.profile(UserId(999_999)).await.unwrap(), None);
+    assert!(matches!(
+        store.set_profile(UserId(999_999), "x", "", 1).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn search_by_username_and_display_name_prefix(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let alina = user(&store, "alina").await;
+    let bob = user(&store, "bob").await;
+    let wang = user(&store, "wang").await;
+    store
+        .set_profile(bob, "Alfred Bobson", "", 1)
+        .await
+        .unwrap();
+    store.set_profile(wang, "王小明", "", 1).await.unwrap();
+    let names =
+        |found: Vec<ProfileRecord>| found.into_iter().map(|p| p.username).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.search_users("al", 10).await.unwrap()),
+        ["alice", "alina", "bob"]
+    );
+    assert_eq!(
+        names(store.search_users("AL", 10).await.unwrap()),
+        ["alice", "alina", "bob"]
+    );
+    assert_eq!(
+        names(store.search_users("ali", 10).await.unwrap()),
+        ["alice", "alina"]
+    );
+    assert_eq!(names(store.search_users("王", 10).await.unwrap()), ["wang"]);
+    assert_eq!(names(store.search_users("al", 2).await.unwrap()).len(), 2);
+    assert!(store.search_users("zz", 10).await.unwrap().is_empty());
+    let _ = (alice, alina);
 }
 
 pub async fn block_list_is_directional_and_idempotent(store: Arc<dyn Store>) {

@@ -169,6 +169,16 @@ pub struct BlockRecord {
     pub since: i64,
 }
 
+/// What a user shows of themselves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProfileRecord {
+    pub user_id: UserId,
+    pub username: String,
+    /// Empty when never set.
+    pub display_name: String,
+    pub status_text: String,
+}
+
 /// Durable state of Tidings. Every method is a single atomic operation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -233,6 +243,22 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes refresh tokens that expired at or before `now`, used or not: they can no longer
     /// be rotated, and presenting one is answered `Invalid` either way. Returns how many.
     async fn prune_refresh_tokens(&self, now: i64) -> StoreResult<u64>;
+
+    // --- Profiles ---------------------------------------------------------------------------
+
+    /// A user's profile (empty fields when never set); `None` for unknown users.
+    async fn profile(&self, user: UserId) -> StoreResult<Option<ProfileRecord>>;
+    /// Replaces a user's display name and status text. `NotFound` for unknown users.
+    async fn set_profile(
+        &self,
+        user: UserId,
+        display_name: &str,
+        status_text: &str,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// Enabled users whose username starts with `prefix`, or whose display name starts with it
+    /// (ASCII case-insensitively), ordered by username, at most `limit`.
+    async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<ProfileRecord>>;
 
     // --- Block list -----------------------------------------------------------------------
 
