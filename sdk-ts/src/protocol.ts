@@ -343,6 +343,11 @@ export interface Problem {
   /** The stable code, the same one WebSocket error frames carry. */
   code: ErrorCode;
   detail?: string | null;
+  /**
+   * With `rate_limited`: milliseconds to wait before trying again (the `Retry-After` header
+   * says the same in whole seconds).
+   */
+  retry_after_ms?: number | null;
 }
 
 /** What a user shows of themselves. */
@@ -437,6 +442,8 @@ export interface ServerFrameError {
   code: ErrorCode;
   message: string;
   id?: string | null;
+  /** With `rate_limited`: milliseconds to wait before trying again. */
+  retry_after_ms?: number | null;
 }
 
 /** A new message, live or during sync. */

@@ -151,7 +151,7 @@ async fn run_sender(
                     answered += 1;
                     *report.errors.entry(code.as_str().to_string()).or_default() += 1;
                 }
-                Some(ServerFrame::Error { id: None, code, message }) => {
+                Some(ServerFrame::Error { id: None, code, message, .. }) => {
                     report.connection_errors.push(format!("sender {index}: {}: {message}", code.as_str()));
                 }
                 Some(_) => {}
@@ -235,7 +235,7 @@ async fn run_receiver(
                     report.last_ns = now;
                     received.fetch_add(1, Ordering::Relaxed);
                 }
-                Some(ServerFrame::Error { id: None, code, message }) => {
+                Some(ServerFrame::Error { id: None, code, message, .. }) => {
                     report.connection_errors.push(format!("receiver {index}: {}: {message}", code.as_str()));
                 }
                 Some(_) => {}

@@ -85,6 +85,9 @@ pub struct LimitsConfig {
     pub max_commit_batch: usize,
     /// Conversations whose member lists are cached in memory.
     pub member_cache_entries: usize,
+    /// Directory searches one user may make per minute (after a burst of ten); 0 turns the
+    /// limit off. Keeps the directory from being used to list every account.
+    pub directory_searches_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -98,6 +101,7 @@ impl Default for LimitsConfig {
             max_in_flight: 256,
             max_commit_batch: 512,
             member_cache_entries: 100_000,
+            directory_searches_per_minute: 30,
         }
     }
 }

@@ -10,6 +10,8 @@ use tidings_store::StoreError;
 pub struct CoreError {
     pub code: ErrorCode,
     pub message: String,
+    /// For `rate_limited`: how long to wait before trying again, in milliseconds.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl CoreError {
@@ -17,6 +19,16 @@ impl CoreError {
         CoreError {
             code,
             message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// Too many requests; `retry_after_ms` says when the next one will be accepted.
+    pub fn rate_limited(what: &str, retry_after_ms: u64) -> Self {
+        CoreError {
+            code: ErrorCode::RateLimited,
+            message: format!("too many {what}; retry in {} ms", retry_after_ms.max(1)),
+            retry_after_ms: Some(retry_after_ms.max(1)),
         }
     }
 

@@ -26,6 +26,7 @@ pub mod messaging;
 pub mod passwords;
 pub mod policy;
 pub mod profiles;
+pub mod ratelimit;
 pub mod session;
 pub mod tokens;
 
@@ -72,6 +73,8 @@ pub(crate) struct Inner {
     pub(crate) members: conversations::MemberCache,
     /// Requests to the single group-commit writer of this node.
     pub(crate) sequencer: mpsc::Sender<messaging::SequencerRequest>,
+    /// Directory searches per user.
+    pub(crate) search_limiter: ratelimit::RateLimiter<UserId>,
 }
 
 /// The handle to the running core.
@@ -110,6 +113,11 @@ impl Core {
             .map_err(|e| CoreError::internal("subscribing to the bus", e))?;
         let inner = Arc::new(Inner {
             hub: hub::Hub::new(config.limits.outbound_queue),
+            search_limiter: ratelimit::RateLimiter::new(
+                config.limits.directory_searches_per_minute,
+                10,
+                100_000,
+            ),
             members: conversations::MemberCache::new(config.limits.member_cache_entries),
             config,
             store: deps.store,

@@ -1,8 +1,8 @@
 //! Profiles (display name, status text) and the user directory.
 //!
 //! Any signed-in user may read a profile and search the directory; the directory answers
-//! prefixes of at least two characters with a small page, so it cannot be used to list every
-//! account in one go.
+//! prefixes of at least two characters with a small page, at a limited rate per user
+//! (`limits.directory_searches_per_minute`), so it cannot be used to list every account.
 
 use crate::error::{CoreError, CoreResult};
 use crate::{Caller, Core};
@@ -84,7 +84,7 @@ impl Core {
     /// Users whose username or display name starts with `query`.
     pub async fn search_users(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         query: &str,
         limit: Option<u32>,
     ) -> CoreResult<UserSearchResults> {
@@ -94,6 +94,10 @@ impl Core {
                 "a search needs {MIN_SEARCH_PREFIX} to 64 characters"
             )));
         }
+        self.inner
+            .search_limiter
+            .check(&caller.user_id, self.now_ms())
+            .map_err(|wait| CoreError::rate_limited("directory searches", wait))?;
         let limit = limit.unwrap_or(20).clamp(1, MAX_SEARCH_RESULTS);
         let users = self.inner.store.search_users(query, limit).await?;
         Ok(UserSearchResults {

@@ -307,6 +307,7 @@ impl Session {
             id,
             code: err.code,
             message: err.message,
+            retry_after_ms: err.retry_after_ms,
         });
     }
 
@@ -912,6 +913,7 @@ fn error_completion(id: Option<String>, err: CoreError) -> Completion {
         id,
         code: err.code,
         message: err.message,
+        retry_after_ms: err.retry_after_ms,
     })
 }
 

@@ -25,7 +25,9 @@ impl From<CoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let problem = Problem::new(self.0.code, self.0.message);
+        let retry_after_ms = self.0.retry_after_ms;
+        let mut problem = Problem::new(self.0.code, self.0.message);
+        problem.retry_after_ms = retry_after_ms;
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&problem).expect("problems serialize");
@@ -34,6 +36,13 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(ms) = retry_after_ms {
+            // RFC 9110: whole seconds, rounded up so a client that obeys is never early.
+            let secs = ms.div_ceil(1000).max(1);
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

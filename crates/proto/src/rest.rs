@@ -18,6 +18,10 @@ pub struct Problem {
     pub detail: Option<String>,
     /// The stable code, the same one WebSocket error frames carry.
     pub code: ErrorCode,
+    /// With `rate_limited`: milliseconds to wait before trying again (the `Retry-After` header
+    /// says the same in whole seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Problem {
@@ -28,6 +32,7 @@ impl Problem {
             status: code.http_status(),
             detail: Some(detail.into()),
             code,
+            retry_after_ms: None,
         }
     }
 }

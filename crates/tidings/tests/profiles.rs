@@ -83,3 +83,27 @@ async fn profiles_can_be_set_read_and_found() {
     let _ = alina;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn directory_searches_are_rate_limited_with_a_clear_wait() {
+    let server = TestServer::start_with(|c| c.limits.directory_searches_per_minute = 6).await;
+    let alice = server.user("alice").await;
+    // A burst of ten passes; the eleventh waits about ten seconds (six a minute).
+    for _ in 0..10 {
+        alice.api.search_users("al", 5).await.unwrap();
+    }
+    let err = alice.api.search_users("al", 5).await.unwrap_err();
+    match err {
+        tidings_sdk::SdkError::Problem { status, problem } => {
+            assert_eq!(status, 429);
+            assert_eq!(problem.code, ErrorCode::RateLimited);
+            let wait = problem.retry_after_ms.expect("a wait");
+            assert!((1..=10_000).contains(&wait), "{wait}");
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+    // Other users have their own budget.
+    let bob = server.user("bob").await;
+    bob.api.search_users("al", 5).await.unwrap();
+    server.stop().await;
+}
