@@ -40,11 +40,6 @@ impl Core {
             ));
         }
         let username = normalize_username(&req.username)?;
-        check_password(
-            &req.password,
-            &username,
-            self.inner.config.accounts.min_password_length,
-        )?;
         let invite = match (mode, req.invite_code) {
             (RegistrationMode::Invite, Some(code)) => Some(tokens::hash_token(&code)),
             (RegistrationMode::Invite, None) => {
@@ -55,7 +50,7 @@ impl Core {
             }
             _ => None,
         };
-        let hash = self.inner.hashing.hash(req.password).await?;
+        let hash = self.new_password_hash(&username, req.password).await?;
         let now = self.now_ms();
         let created = match invite {
             Some(invite) => self
@@ -79,12 +74,7 @@ impl Core {
     /// Creates an account regardless of the registration mode (operators only).
     pub async fn admin_create_user(&self, username: &str, password: String) -> CoreResult<Account> {
         let username = normalize_username(username)?;
-        check_password(
-            &password,
-            &username,
-            self.inner.config.accounts.min_password_length,
-        )?;
-        let hash = self.inner.hashing.hash(password).await?;
+        let hash = self.new_password_hash(&username, password).await?;
         let created = self
             .inner
             .store
@@ -103,8 +93,7 @@ impl Core {
         Ok(users.iter().map(account).collect())
     }
 
-    /// Sets a new password and signs out every device (operators only).
-    /// Returns how many devices were signed out.
+    /// The steps of [`Core::admin_reset_password`], which runs them detached.
     async fn admin_reset_password_steps(
         &self,
         username: &str,
@@ -117,12 +106,7 @@ impl Core {
             .user_by_name(&username)
             .await?
             .ok_or_else(|| CoreError::not_found("user"))?;
-        check_password(
-            &password,
-            &username,
-            self.inner.config.accounts.min_password_length,
-        )?;
-        let hash = self.inner.hashing.hash(password).await?;
+        let hash = self.new_password_hash(&username, password).await?;
         self.inner.store.set_password_hash(user.id, &hash).await?;
         let revoked = self
             .inner
@@ -151,6 +135,17 @@ impl Core {
         Ok(code)
     }
 
+    /// Checks a new password against the policy and hashes it: the one path every password
+    /// that gets stored goes through.
+    async fn new_password_hash(&self, username: &str, password: String) -> CoreResult<String> {
+        check_password(
+            &password,
+            username,
+            self.inner.config.accounts.min_password_length,
+        )?;
+        self.inner.hashing.hash(password).await
+    }
+
     /// Checks a username and password; on success returns the user. Unknown users cost the
     /// same hashing time as known ones.
     async fn check_credentials(&self, username: &str, password: String) -> CoreResult<UserRecord> {
@@ -174,7 +169,7 @@ impl Core {
         }
     }
 
-    /// RFC 6749 resource owner password grant: signs in and creates a device.
+    /// The steps of [`Core::password_grant`], which runs them detached.
     async fn password_grant_steps(
         &self,
         username: &str,
@@ -200,7 +195,7 @@ impl Core {
         Ok(self.token_response(user.id, device.id, refresh))
     }
 
-    /// RFC 6749 refresh grant with rotation; a reused token revokes its device.
+    /// The steps of [`Core::refresh_grant`], which runs them detached.
     async fn refresh_grant_steps(&self, refresh_token: &str) -> CoreResult<TokenResponse> {
         let old_hash = tokens::hash_token(refresh_token);
         let Some(device_id) = self.inner.store.refresh_token_device(old_hash).await? else {
@@ -238,8 +233,7 @@ impl Core {
         }
     }
 
-    /// RFC 7009 revocation. Revoking a refresh token signs its device out; revoking an access
-    /// token signs out the device it was issued to. Unknown tokens are not an error.
+    /// The steps of [`Core::revoke_token`], which runs them detached.
     async fn revoke_token_steps(&self, token: &str) -> CoreResult<()> {
         let device = match self
             .inner
@@ -320,7 +314,7 @@ impl Core {
         })
     }
 
-    /// Signs out one of the caller's devices (possibly the current one).
+    /// The steps of [`Core::sign_out_device`], which runs them detached.
     async fn sign_out_device_steps(&self, caller: &Caller, device: DeviceId) -> CoreResult<()> {
         if !self
             .inner
@@ -334,7 +328,7 @@ impl Core {
         Ok(())
     }
 
-    /// Changes the password after checking the current one; signs out every other device.
+    /// The steps of [`Core::change_password`], which runs them detached.
     async fn change_password_steps(
         &self,
         caller: &Caller,
@@ -346,12 +340,9 @@ impl Core {
             .map_err(|_| {
                 CoreError::new(ErrorCode::InvalidCredentials, "current password is wrong")
             })?;
-        check_password(
-            &req.new_password,
-            &user.username,
-            self.inner.config.accounts.min_password_length,
-        )?;
-        let hash = self.inner.hashing.hash(req.new_password).await?;
+        let hash = self
+            .new_password_hash(&user.username, req.new_password)
+            .await?;
         self.inner
             .store
             .set_password_hash(caller.user_id, &hash)

@@ -240,7 +240,7 @@ impl Core {
             .collect())
     }
 
-    /// The one direct conversation between the caller and `peer`, created on first use.
+    /// The steps of [`Core::open_direct`], which runs them detached.
     async fn open_direct_steps(&self, caller: &Caller, peer: UserId) -> CoreResult<Conversation> {
         if peer == caller.user_id {
             return Err(CoreError::invalid(
@@ -267,7 +267,7 @@ impl Core {
         self.conversation(caller, conv.id).await
     }
 
-    /// Creates a group owned by the caller.
+    /// The steps of [`Core::create_group`], which runs them detached.
     async fn create_group_steps(
         &self,
         caller: &Caller,
@@ -300,7 +300,7 @@ impl Core {
         self.conversation(caller, conv.id).await
     }
 
-    /// Adds members to a group (owner only).
+    /// The steps of [`Core::add_members`], which runs them detached.
     async fn add_members_steps(
         &self,
         caller: &Caller,
@@ -330,7 +330,7 @@ impl Core {
         Ok(added)
     }
 
-    /// Removes a member (owner), or the caller themself (leaving).
+    /// The steps of [`Core::remove_member`], which runs them detached.
     async fn remove_member_steps(
         &self,
         caller: &Caller,

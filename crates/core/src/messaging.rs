@@ -100,9 +100,22 @@ async fn publish_and_reply(core: &Core, batch: Vec<SequencerRequest>, result: Ap
 
 /// Checks a body against the size limit and its kind's rules.
 fn validate_body(body: &MessageBody, max_bytes: usize) -> CoreResult<()> {
-    let size = serde_json::to_vec(body)
-        .map_err(|e| CoreError::internal("measuring a body", e))?
-        .len();
+    // Count the encoded bytes without building the encoding: this runs for every message, and
+    // the store encodes the body again anyway.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, body)
+        .map_err(|e| CoreError::internal("measuring a body", e))?;
+    let size = counter.0;
     if size > max_bytes {
         return Err(CoreError::new(
             ErrorCode::TooLarge,
@@ -309,13 +322,14 @@ impl Core {
         asked.sort();
         asked.dedup();
         // Someone who blocked the caller is left out as if unknown.
-        let mut shown = Vec::with_capacity(asked.len());
-        for user in asked {
-            if user == caller.user_id || !self.inner.store.is_blocked(user, caller.user_id).await? {
-                shown.push(user);
-            }
-        }
-        let asked = shown;
+        let blockers: HashSet<UserId> = self
+            .inner
+            .store
+            .blockers_of(caller.user_id)
+            .await?
+            .into_iter()
+            .collect();
+        asked.retain(|u| !blockers.contains(u));
         let seen = self.inner.store.last_seen(&asked).await?;
         Ok(asked
             .into_iter()

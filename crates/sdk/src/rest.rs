@@ -107,32 +107,30 @@ impl Client {
         password: &str,
         device_name: &str,
     ) -> SdkResult<TokenResponse> {
-        let form = [
+        self.token(&[
             ("grant_type", "password"),
             ("username", username),
             ("password", password),
             ("device_name", device_name),
-        ];
-        let r = self
-            .http
-            .post(self.url("/oauth/token"))
-            .form(&form)
-            .send()
-            .await
-            .map_err(transport)?;
-        decode(r).await
+        ])
+        .await
     }
 
     /// Exchanges a refresh token for a new pair (the old refresh token stops working).
     pub async fn refresh(&self, refresh_token: &str) -> SdkResult<TokenResponse> {
-        let form = [
+        self.token(&[
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
-        ];
+        ])
+        .await
+    }
+
+    /// A form POST to the token endpoint.
+    async fn token(&self, form: &[(&str, &str)]) -> SdkResult<TokenResponse> {
         let r = self
             .http
             .post(self.url("/oauth/token"))
-            .form(&form)
+            .form(form)
             .send()
             .await
             .map_err(transport)?;
@@ -186,12 +184,17 @@ impl AuthedClient {
         self.token = token.into();
     }
 
+    /// A request to `path` carrying the bearer token.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .http
+            .request(method, self.client.url(path))
+            .bearer_auth(&self.token)
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> SdkResult<T> {
         let r = self
-            .client
-            .http
-            .get(self.client.url(path))
-            .bearer_auth(&self.token)
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .map_err(transport)?;
@@ -200,10 +203,7 @@ impl AuthedClient {
 
     async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> SdkResult<T> {
         let r = self
-            .client
-            .http
-            .post(self.client.url(path))
-            .bearer_auth(&self.token)
+            .request(reqwest::Method::POST, path)
             .json(body)
             .send()
             .await
@@ -211,16 +211,14 @@ impl AuthedClient {
         decode(r).await
     }
 
-    async fn delete(&self, path: &str) -> SdkResult<()> {
-        let r = self
-            .client
-            .http
-            .delete(self.client.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(transport)?;
+    /// A request whose success has no body (`204`).
+    async fn empty(&self, method: reqwest::Method, path: &str) -> SdkResult<()> {
+        let r = self.request(method, path).send().await.map_err(transport)?;
         expect_empty(r).await
+    }
+
+    async fn delete(&self, path: &str) -> SdkResult<()> {
+        self.empty(reqwest::Method::DELETE, path).await
     }
 
     pub async fn me(&self) -> SdkResult<Account> {
@@ -229,10 +227,7 @@ impl AuthedClient {
 
     pub async fn change_password(&self, current: &str, new: &str) -> SdkResult<()> {
         let r = self
-            .client
-            .http
-            .post(self.client.url("/api/v1/account/password"))
-            .bearer_auth(&self.token)
+            .request(reqwest::Method::POST, "/api/v1/account/password")
             .json(&ChangePasswordRequest {
                 current_password: current.into(),
                 new_password: new.into(),
@@ -253,10 +248,7 @@ impl AuthedClient {
 
     pub async fn update_profile(&self, req: &UpdateProfileRequest) -> SdkResult<Profile> {
         let r = self
-            .client
-            .http
-            .patch(self.client.url("/api/v1/profile"))
-            .bearer_auth(&self.token)
+            .request(reqwest::Method::PATCH, "/api/v1/profile")
             .json(req)
             .send()
             .await
@@ -266,11 +258,8 @@ impl AuthedClient {
 
     pub async fn search_users(&self, query: &str, limit: u32) -> SdkResult<UserSearchResults> {
         let r = self
-            .client
-            .http
-            .get(self.client.url("/api/v1/users"))
+            .request(reqwest::Method::GET, "/api/v1/users")
             .query(&[("q", query.to_string()), ("limit", limit.to_string())])
-            .bearer_auth(&self.token)
             .send()
             .await
             .map_err(transport)?;
@@ -282,15 +271,8 @@ impl AuthedClient {
     }
 
     pub async fn block(&self, user: UserId) -> SdkResult<()> {
-        let r = self
-            .client
-            .http
-            .put(self.client.url(&format!("/api/v1/blocks/{user}")))
-            .bearer_auth(&self.token)
-            .send()
+        self.empty(reqwest::Method::PUT, &format!("/api/v1/blocks/{user}"))
             .await
-            .map_err(transport)?;
-        expect_empty(r).await
     }
 
     pub async fn unblock(&self, user: UserId) -> SdkResult<()> {

@@ -280,6 +280,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn blockers_of(&self, blocked: UserId) -> StoreResult<Vec<UserId>> {
+        self.read(move |conn| queries::blockers_of(conn, blocked))
+            .await
+    }
+
     async fn is_blocked(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool> {
         self.read(move |conn| queries::is_blocked(conn, blocker, blocked))
             .await

@@ -19,6 +19,23 @@ use tidings_store::{
     UserRecord,
 };
 
+/// The columns `user_conversation_from_row` reads: the conversation, the member, and for
+/// direct conversations the peer with its markers. Shared by the list and the single lookup.
+macro_rules! user_conversation_select {
+    () => {
+        "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, \
+         m.conversation_id, m.user_id, u.username, m.role, m.joined_at, \
+         m.delivered_seq, m.read_seq, \
+         c.member_count, p.user_id, pu.username, p.delivered_seq, p.read_seq \
+         FROM members m \
+         JOIN conversations c ON c.id = m.conversation_id \
+         JOIN users u ON u.id = m.user_id \
+         LEFT JOIN members p ON c.kind = 'direct' \
+             AND p.conversation_id = c.id AND p.user_id <> m.user_id \
+         LEFT JOIN users pu ON pu.id = p.user_id "
+    };
+}
+
 /// Defines one constant per statement and the list of all of them, for the plan test.
 macro_rules! statements {
     ($($name:ident = $sql:expr;)*) => {
@@ -96,6 +113,7 @@ statements! {
     BLOCKED_BY = "SELECT b.blocked_id, u.username, b.created_at FROM blocks b \
                   JOIN users u ON u.id = b.blocked_id WHERE b.blocker_id = ?1 ORDER BY b.blocked_id";
     IS_BLOCKED = "SELECT 1 FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2";
+    BLOCKERS_OF = "SELECT blocker_id FROM blocks WHERE blocked_id = ?1 ORDER BY blocker_id";
 
     // --- Conversations
     CONVERSATION = "SELECT id, kind, title, created_at, last_seq FROM conversations WHERE id = ?1";
@@ -126,29 +144,14 @@ statements! {
     // back, and members join with their markers at the then-last sequence. That makes the count
     // O(1) per conversation, and the whole list O(conversations of the user): one range scan of
     // members_by_user, then primary-key lookups.
-    CONVERSATIONS_OF = "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, \
-                        m.conversation_id, m.user_id, u.username, m.role, m.joined_at, \
-                        m.delivered_seq, m.read_seq, \
-                        c.member_count, p.user_id, pu.username, p.delivered_seq, p.read_seq \
-                        FROM members m \
-                        JOIN conversations c ON c.id = m.conversation_id \
-                        JOIN users u ON u.id = m.user_id \
-                        LEFT JOIN members p ON c.kind = 'direct' \
-                            AND p.conversation_id = c.id AND p.user_id <> m.user_id \
-                        LEFT JOIN users pu ON pu.id = p.user_id \
-                        WHERE m.user_id = ?1 \
-                        ORDER BY c.last_activity DESC, c.id DESC";
-    USER_CONVERSATION = "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, \
-                         m.conversation_id, m.user_id, u.username, m.role, m.joined_at, \
-                         m.delivered_seq, m.read_seq, \
-                         c.member_count, p.user_id, pu.username, p.delivered_seq, p.read_seq \
-                         FROM members m \
-                         JOIN conversations c ON c.id = m.conversation_id \
-                         JOIN users u ON u.id = m.user_id \
-                         LEFT JOIN members p ON c.kind = 'direct' \
-                             AND p.conversation_id = c.id AND p.user_id <> m.user_id \
-                         LEFT JOIN users pu ON pu.id = p.user_id \
-                         WHERE m.conversation_id = ?2 AND m.user_id = ?1";
+    CONVERSATIONS_OF = concat!(
+        user_conversation_select!(),
+        "WHERE m.user_id = ?1 ORDER BY c.last_activity DESC, c.id DESC"
+    );
+    USER_CONVERSATION = concat!(
+        user_conversation_select!(),
+        "WHERE m.conversation_id = ?2 AND m.user_id = ?1"
+    );
     CO_MEMBERS = "SELECT DISTINCT o.user_id FROM members m \
                   JOIN members o ON o.conversation_id = m.conversation_id \
                   WHERE m.user_id = ?1 AND o.user_id <> ?1 ORDER BY o.user_id";
@@ -677,6 +680,10 @@ pub(crate) fn blocked_by(conn: &Connection, blocker: UserId) -> StoreResult<Vec<
             since: row.get(2)?,
         })
     })
+}
+
+pub(crate) fn blockers_of(conn: &Connection, blocked: UserId) -> StoreResult<Vec<UserId>> {
+    query_all(conn, BLOCKERS_OF, [blocked.0], |row| row.get(0).map(UserId))
 }
 
 pub(crate) fn is_blocked(conn: &Connection, blocker: UserId, blocked: UserId) -> StoreResult<bool> {

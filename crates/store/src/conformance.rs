@@ -1103,6 +1103,8 @@ pub async fn block_list_is_directional_and_idempotent(store: Arc<dyn Store>) {
         vec![(bob, "bob", 10), (carol, "carol", 12)]
     );
     assert!(store.blocked_by(bob).await.unwrap().is_empty());
+    assert_eq!(store.blockers_of(bob).await.unwrap(), vec![alice]);
+    assert!(store.blockers_of(alice).await.unwrap().is_empty());
     assert!(store.unblock_user(alice, bob).await.unwrap());
     assert!(!store.unblock_user(alice, bob).await.unwrap());
     assert!(!store.is_blocked(alice, bob).await.unwrap());

@@ -268,6 +268,8 @@ pub trait Store: Send + Sync + 'static {
     async fn unblock_user(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool>;
     /// The users `blocker` has blocked, in user id order.
     async fn blocked_by(&self, blocker: UserId) -> StoreResult<Vec<BlockRecord>>;
+    /// The users who have blocked `blocked`, in user id order.
+    async fn blockers_of(&self, blocked: UserId) -> StoreResult<Vec<UserId>>;
     /// Whether `blocker` has blocked `blocked`.
     async fn is_blocked(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool>;
 
