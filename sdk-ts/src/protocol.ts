@@ -284,7 +284,8 @@ export interface Message {
 export type MessageBody =
   | MessageBodyText
   | MessageBodyEncrypted
-  | MessageBodyCustom;
+  | MessageBodyCustom
+  | MessageBodyDeleted;
 
 /** Plain text (UTF-8). */
 export interface MessageBodyText {
@@ -308,6 +309,14 @@ export interface MessageBodyCustom {
   kind: "custom";
   app: string;
   data: unknown;
+}
+
+/**
+ * A tombstone: the content was removed (by a moderator, or with its sender's deleted
+ * account). The envelope keeps its place in the conversation's order.
+ */
+export interface MessageBodyDeleted {
+  kind: "deleted";
 }
 
 /** The server-wide id of a stored message. */

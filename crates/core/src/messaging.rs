@@ -136,6 +136,8 @@ fn validate_body(body: &MessageBody, max_bytes: usize) -> CoreResult<()> {
         MessageBody::Custom { app, .. } if app.is_empty() || app.len() > 64 => Err(
             CoreError::invalid("custom bodies need an app name of 1 to 64 bytes"),
         ),
+        // Tombstones are written by the server when content is removed, never sent.
+        MessageBody::Deleted {} => Err(CoreError::invalid("clients cannot send deleted bodies")),
         _ => Ok(()),
     }
 }

@@ -42,6 +42,9 @@ pub enum MessageBody {
         app: String,
         data: serde_json::Value,
     },
+    /// A tombstone: the content was removed (by a moderator, or with its sender's deleted
+    /// account). The envelope keeps its place in the conversation's order.
+    Deleted {},
 }
 
 impl MessageBody {
@@ -51,6 +54,7 @@ impl MessageBody {
             MessageBody::Text { .. } => "text",
             MessageBody::Encrypted { .. } => "encrypted",
             MessageBody::Custom { .. } => "custom",
+            MessageBody::Deleted {} => "deleted",
         }
     }
 }

@@ -179,6 +179,34 @@ pub struct ProfileRecord {
     pub status_text: String,
 }
 
+/// Whether an audited action was carried out or refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditOutcome {
+    Done,
+    Refused,
+}
+
+/// An entry to append to the audit log. The store numbers it and chains its hash to the entry
+/// before it; a mutating method that takes one writes it in the same transaction as its change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewAudit {
+    /// Milliseconds since the Unix epoch.
+    pub ts: i64,
+    /// Who acted; `None` for the server itself or a client that is not signed in.
+    pub actor: Option<UserId>,
+    /// What happened: a stable dotted name such as `sign_in.failure` or `group.ban`.
+    pub kind: String,
+    pub outcome: AuditOutcome,
+    /// The user acted upon, if any.
+    pub target_user: Option<UserId>,
+    /// The conversation acted in, if any.
+    pub conversation: Option<ConversationId>,
+    /// The client's network address, where known.
+    pub address: Option<String>,
+    /// Further facts, as a JSON object (never secrets).
+    pub detail: serde_json::Value,
+}
+
 /// Durable state of Tidings. Every method is a single atomic operation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
