@@ -17,6 +17,35 @@ export interface AddMembersRequest {
   members: UserId[];
 }
 
+/**
+ * The answer to adding members: users whose privacy settings let the caller add them were
+ * added; the others were sent an invitation they may accept.
+ */
+export interface AddMembersResult {
+  added: UserId[];
+  invited: UserId[];
+}
+
+/** `GET /api/v1/conversations/{id}/bans`. */
+export interface BanList {
+  users: BannedUser[];
+}
+
+/** `PUT /api/v1/conversations/{id}/bans/{user_id}`. */
+export interface BanRequest {
+  /** Up to 200 characters, shown to the group. */
+  reason?: string | null;
+}
+
+/** One banned user. */
+export interface BannedUser {
+  user_id: UserId;
+  username: string;
+  banned_by: UserId;
+  since: number;
+  reason?: string | null;
+}
+
 /** `GET /api/v1/blocks`. */
 export interface BlockList {
   users: BlockedUser[];
@@ -176,6 +205,14 @@ export interface CreateGroupRequest {
   members?: UserId[];
 }
 
+/** `POST /api/v1/conversations/{id}/invite-links`. */
+export interface CreateInviteLinkRequest {
+  /** Seconds until the link stops working; omit for a link that does not expire. */
+  expires_in_secs?: number | null;
+  /** How many users may join with it; omit for no limit. */
+  max_uses?: number | null;
+}
+
 /** A client's position in one conversation. */
 export interface Cursor {
   conversation_id: ConversationId;
@@ -240,6 +277,69 @@ export type ErrorCode =
   /** Something failed inside the server; the details are in the server log, not here. */
   | "internal";
 
+/** A group's information and settings, as its members see them. */
+export interface GroupInfo {
+  conversation_id: ConversationId;
+  title: string;
+  description: string;
+  /** A file id, once uploads exist; empty when unset. */
+  avatar: string;
+  announcement: string;
+  /** Whether joining by link needs an admin's approval. */
+  join_approval: boolean;
+  permissions: GroupPermissions;
+  member_count: number;
+  /** The caller's role. */
+  role: Role;
+}
+
+/** An invitation to a group, waiting for the invited user to accept or decline. */
+export interface GroupInvitation {
+  conversation_id: ConversationId;
+  title: string;
+  inviter: UserSummary;
+  created_at: number;
+}
+
+/** `GET /api/v1/group-invitations`. */
+export interface GroupInvitationList {
+  invitations: GroupInvitation[];
+}
+
+/**
+ * Who may do what in a group: for each power, the lowest role that has it. The owner sets
+ * these; transferring ownership, dissolving the group and changing these settings are the
+ * owner's alone. Acting on another member (removing, muting, banning, changing their role)
+ * also needs a role above theirs.
+ */
+export interface GroupPermissions {
+  /** Approve or decline join requests. */
+  approve_joins?: Role;
+  /** Ban and unban users. */
+  ban_members?: Role;
+  /** Make members admins or admins members. */
+  change_roles?: Role;
+  /** Delete other members' messages. */
+  delete_messages?: Role;
+  /** Change the title, avatar, description, announcement and whether joining needs approval. */
+  edit_info?: Role;
+  /** Add members, and create and revoke invite links. */
+  invite?: Role;
+  /** Mute and unmute members. */
+  mute_members?: Role;
+  pin_messages?: Role;
+  remove_members?: Role;
+}
+
+/** What someone holding an invite link sees before joining. */
+export interface GroupPreview {
+  conversation_id: ConversationId;
+  title: string;
+  description: string;
+  member_count: number;
+  join_approval: boolean;
+}
+
 /** `GET /healthz` and `GET /readyz`. */
 export interface Health {
   /** `ok`, or `unavailable` with a 503 status. */
@@ -253,6 +353,69 @@ export interface HistoryPage {
   has_more: boolean;
 }
 
+/**
+ * An invite link of a group. The code is shown once, when the link is made; the server keeps
+ * only its hash.
+ */
+export interface InviteLink {
+  id: number;
+  conversation_id: ConversationId;
+  created_by: UserId;
+  created_at: number;
+  uses: number;
+  revoked: boolean;
+  /** Only in the answer to creating the link. */
+  code?: string | null;
+  expires_at?: number | null;
+  max_uses?: number | null;
+}
+
+/** `GET /api/v1/conversations/{id}/invite-links`. */
+export interface InviteLinkList {
+  links: InviteLink[];
+}
+
+/**
+ * `POST /api/v1/groups/preview` and `POST /api/v1/groups/join`: the code travels in the body
+ * so it stays out of URLs and access logs.
+ */
+export interface JoinGroupRequest {
+  code: string;
+  /** For groups that need approval: a note to the admins (up to 200 characters). */
+  message?: string | null;
+}
+
+export interface JoinGroupResult {
+  conversation_id: ConversationId;
+  status: JoinStatus;
+}
+
+/** How a user came to join a group. */
+export type JoinMethod =
+  /** With an invite link, in a group that needs no approval. */
+  | "link"
+  /** A join request was approved (the message's sender is the approver). */
+  | "request"
+  /** The user accepted an invitation. */
+  | "invitation";
+
+/** A pending request to join a group. */
+export interface JoinRequest {
+  conversation_id: ConversationId;
+  user_id: UserId;
+  username: string;
+  message: string;
+  created_at: number;
+}
+
+/** `GET /api/v1/conversations/{id}/join-requests`. */
+export interface JoinRequestList {
+  requests: JoinRequest[];
+}
+
+/** Whether a join took effect or awaits approval. */
+export type JoinStatus = "joined" | "requested";
+
 /** A member and their markers. */
 export interface Member {
   user_id: UserId;
@@ -260,6 +423,8 @@ export interface Member {
   role: Role;
   delivered_seq: number;
   read_seq: number;
+  /** While set and in the future (ms since the epoch), the member cannot post. */
+  muted_until?: number | null;
 }
 
 /** A stored message as every member sees it. */
@@ -285,6 +450,7 @@ export type MessageBody =
   | MessageBodyText
   | MessageBodyEncrypted
   | MessageBodyCustom
+  | MessageBodySystem
   | MessageBodyDeleted;
 
 /** Plain text (UTF-8). */
@@ -312,6 +478,15 @@ export interface MessageBodyCustom {
 }
 
 /**
+ * Something that happened to a group, written by the server (never sent by clients). The
+ * message's `sender_id` is who did it.
+ */
+export interface MessageBodySystem {
+  kind: "system";
+  event: SystemEvent;
+}
+
+/**
  * A tombstone: the content was removed (by a moderator, or with its sender's deleted
  * account). The envelope keeps its place in the conversation's order.
  */
@@ -321,6 +496,12 @@ export interface MessageBodyDeleted {
 
 /** The server-wide id of a stored message. */
 export type MessageId = number;
+
+/** `PUT /api/v1/conversations/{id}/members/{user_id}/mute`. */
+export interface MuteRequest {
+  /** How long the member cannot post, in seconds (1 second to 366 days). */
+  duration_secs: number;
+}
 
 /** RFC 6749 section 5.2 error response. */
 export interface OAuthError {
@@ -381,8 +562,11 @@ export interface RegisterRequest {
   invite_code?: string | null;
 }
 
-/** A member's role in a conversation. */
-export type Role = "owner" | "member";
+/**
+ * A member's role in a conversation. Roles are ranked owner > admin > member; in direct
+ * conversations both users are members.
+ */
+export type Role = "member" | "admin" | "owner";
 
 /** The REST twin of the `ack` frame. */
 export interface SendAck {
@@ -414,7 +598,9 @@ export type ServerFrame =
   | ServerFrameTyping
   | ServerFramePresence
   | ServerFramePresenceList
-  | ServerFramePong;
+  | ServerFramePong
+  | ServerFrameGroupInvitation
+  | ServerFrameJoinRequest;
 
 /** The connection is authenticated until `expires_at` (ms since the epoch). */
 export interface ServerFrameAuthOk {
@@ -529,6 +715,134 @@ export interface ServerFramePong {
   id: string;
 }
 
+/** The user was invited to a group (their privacy settings asked for an invitation). */
+export interface ServerFrameGroupInvitation {
+  type: "group_invitation";
+  invitation: GroupInvitation;
+}
+
+/** Someone asked to join a group the user may approve joins of. */
+export interface ServerFrameJoinRequest {
+  type: "join_request";
+  request: JoinRequest;
+}
+
+/**
+ * `PUT /api/v1/conversations/{id}/members/{user_id}/role`: `admin` or `member` (ownership
+ * moves only by transfer).
+ */
+export interface SetRoleRequest {
+  role: Role;
+}
+
+/**
+ * An event in a group's timeline. Events are ordinary messages (kind `system`), so they arrive
+ * live and on sync, in order with everything else. The message's sender is the actor.
+ */
+export type SystemEvent =
+  | SystemEventMembersAdded
+  | SystemEventMemberJoined
+  | SystemEventMemberLeft
+  | SystemEventMemberRemoved
+  | SystemEventMemberBanned
+  | SystemEventMemberUnbanned
+  | SystemEventMemberMuted
+  | SystemEventMemberUnmuted
+  | SystemEventRoleChanged
+  | SystemEventOwnershipTransferred
+  | SystemEventInfoChanged
+  | SystemEventPermissionsChanged
+  | SystemEventMessageDeleted
+  | SystemEventGroupDissolved;
+
+/** The sender added these users. */
+export interface SystemEventMembersAdded {
+  type: "members_added";
+  users: UserId[];
+}
+
+/** `user` joined (by link, approved request or accepted invitation). */
+export interface SystemEventMemberJoined {
+  type: "member_joined";
+  user: UserId;
+  via: JoinMethod;
+}
+
+/** The sender left. */
+export interface SystemEventMemberLeft {
+  type: "member_left";
+}
+
+/** The sender removed `user`. */
+export interface SystemEventMemberRemoved {
+  type: "member_removed";
+  user: UserId;
+}
+
+/** The sender banned `user` (removing them if they were a member). */
+export interface SystemEventMemberBanned {
+  type: "member_banned";
+  user: UserId;
+  reason?: string | null;
+}
+
+export interface SystemEventMemberUnbanned {
+  type: "member_unbanned";
+  user: UserId;
+}
+
+/** The sender muted `user` until `until` (ms since the epoch). */
+export interface SystemEventMemberMuted {
+  type: "member_muted";
+  user: UserId;
+  until: number;
+}
+
+export interface SystemEventMemberUnmuted {
+  type: "member_unmuted";
+  user: UserId;
+}
+
+/** The sender gave `user` this role. */
+export interface SystemEventRoleChanged {
+  type: "role_changed";
+  user: UserId;
+  role: Role;
+}
+
+/** The sender handed ownership to `user` and became an admin. */
+export interface SystemEventOwnershipTransferred {
+  type: "ownership_transferred";
+  user: UserId;
+}
+
+/** The sender changed the group's information; only changed fields are present. */
+export interface SystemEventInfoChanged {
+  type: "info_changed";
+  announcement?: string | null;
+  avatar?: string | null;
+  description?: string | null;
+  join_approval?: boolean | null;
+  title?: string | null;
+}
+
+/** The owner changed who may do what. */
+export interface SystemEventPermissionsChanged {
+  type: "permissions_changed";
+  permissions: GroupPermissions;
+}
+
+/** The sender removed the message at `seq` (its body is now a tombstone). */
+export interface SystemEventMessageDeleted {
+  type: "message_deleted";
+  seq: number;
+}
+
+/** The owner dissolved the group; nobody is a member any more. */
+export interface SystemEventGroupDissolved {
+  type: "group_dissolved";
+}
+
 /** RFC 6749 section 5.1 successful token response. */
 export interface TokenResponse {
   access_token: string;
@@ -541,6 +855,24 @@ export interface TokenResponse {
   /** The device this sign-in created or continued (a Tidings extension). */
   device_id: DeviceId;
   user_id: UserId;
+}
+
+/** `POST /api/v1/conversations/{id}/transfer`: the caller (the owner) becomes an admin. */
+export interface TransferOwnershipRequest {
+  user_id: UserId;
+}
+
+/** `PATCH /api/v1/conversations/{id}/group`: fields left out keep their value. */
+export interface UpdateGroupRequest {
+  /** Up to 2000 characters. */
+  announcement?: string | null;
+  /** Up to 128 characters; empty clears it. */
+  avatar?: string | null;
+  /** Up to 1000 characters. */
+  description?: string | null;
+  join_approval?: boolean | null;
+  /** 1 to 128 characters. */
+  title?: string | null;
 }
 
 /** `PATCH /api/v1/profile`: fields left out keep their value. */

@@ -88,6 +88,14 @@ pub struct LimitsConfig {
     /// Directory searches one user may make per minute (after a burst of ten); 0 turns the
     /// limit off. Keeps the directory from being used to list every account.
     pub directory_searches_per_minute: u32,
+    /// Messages one user may send per minute, across all their devices, after a burst of
+    /// `message_burst`; 0 turns the limit off.
+    pub messages_per_minute: u32,
+    /// Messages one user may send at once before `messages_per_minute` applies.
+    pub message_burst: u32,
+    /// Users one user may add to groups or invite per minute (after a burst of 100, enough to
+    /// create a large group at once); 0 turns the limit off.
+    pub group_invitations_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -102,6 +110,9 @@ impl Default for LimitsConfig {
             max_commit_batch: 512,
             member_cache_entries: 100_000,
             directory_searches_per_minute: 30,
+            messages_per_minute: 600,
+            message_burst: 100,
+            group_invitations_per_minute: 20,
         }
     }
 }

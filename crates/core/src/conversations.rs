@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tidings_bus::{BusEvent, OutFrame};
+use tidings_proto::rest::GroupPermissions;
 use tidings_proto::rest::{
     Conversation, ConversationKind, ConversationList, CreateGroupRequest, Member, Role, UserSummary,
 };
@@ -19,6 +20,11 @@ use tidings_store::UserConversation;
 pub struct ConvInfo {
     pub kind: ConversationKind,
     pub roles: HashMap<UserId, Role>,
+    /// Members with a mute set, and until when (ms since the epoch); expired mutes may linger
+    /// here and are ignored.
+    pub muted_until: HashMap<UserId, i64>,
+    /// For groups, who may do what (defaults for direct conversations, where they are unused).
+    pub permissions: GroupPermissions,
     /// The same members as a shared slice, handed to the bus without copying.
     pub member_ids: Arc<[UserId]>,
     /// For direct conversations, the blocks between the two members as (blocker, blocked), so
@@ -27,8 +33,15 @@ pub struct ConvInfo {
 }
 
 impl ConvInfo {
-    pub fn standing(&self, user: UserId) -> Standing {
-        Standing::from_role(self.roles.get(&user).copied())
+    /// The user's standing at `now`.
+    pub fn standing(&self, user: UserId, now: i64) -> Standing {
+        Standing {
+            role: self.roles.get(&user).copied(),
+            muted: self
+                .muted_until
+                .get(&user)
+                .is_some_and(|until| now < *until),
+        }
     }
 
     /// For a direct conversation, the other member.
@@ -116,6 +129,16 @@ impl Core {
             .conversation(id)
             .await?
             .ok_or_else(|| CoreError::not_found("conversation"))?;
+        let permissions = match conv.kind {
+            ConversationKind::Group => self
+                .inner
+                .store
+                .group(id)
+                .await?
+                .map(|g| g.permissions)
+                .unwrap_or_default(),
+            ConversationKind::Direct => GroupPermissions::default(),
+        };
         let members = self.inner.store.members(id).await?;
         let mut blocks = Vec::new();
         if conv.kind == ConversationKind::Direct
@@ -129,6 +152,11 @@ impl Core {
         }
         let info = Arc::new(ConvInfo {
             blocks,
+            permissions,
+            muted_until: members
+                .iter()
+                .filter_map(|m| m.muted_until.map(|until| (m.user_id, until)))
+                .collect(),
             kind: conv.kind,
             member_ids: members.iter().map(|m| m.user_id).collect(),
             roles: members
@@ -157,7 +185,8 @@ impl Core {
             }
             Err(e) => return Err(e),
         };
-        decide(action, info.kind, info.standing(caller.user_id))?;
+        let standing = info.standing(caller.user_id, self.now_ms());
+        decide(action, info.kind, standing, &info.permissions)?;
         Ok(info)
     }
 
@@ -228,6 +257,7 @@ impl Core {
     pub async fn members(&self, caller: &Caller, id: ConversationId) -> CoreResult<Vec<Member>> {
         let info = self.authorize(caller, id, Action::Read).await?;
         let members = self.inner.store.members(id).await?;
+        let now = self.now_ms();
         Ok(members
             .into_iter()
             .map(|m| Member {
@@ -236,6 +266,7 @@ impl Core {
                 username: m.username,
                 delivered_seq: m.delivered_seq,
                 read_seq: m.read_seq,
+                muted_until: m.muted_until.filter(|until| *until > now),
             })
             .collect())
     }
@@ -288,73 +319,25 @@ impl Core {
                 format!("a group has at most {max} members"),
             ));
         }
-        self.check_users_exist(&members).await?;
+        // Privacy settings apply from the start: users who do not accept direct adds from the
+        // creator get an invitation instead.
+        let (add, invite, _silent) = self.sort_additions(caller, None, &members).await?;
         let conv = self
             .inner
             .store
-            .create_group(caller.user_id, title, &members, self.now_ms())
+            .create_group(caller.user_id, title, &add, self.now_ms())
             .await?;
-        let mut everyone = members;
+        let mut everyone = add;
         everyone.push(caller.user_id);
         self.announce_conversation(conv.id, &everyone).await;
+        if !invite.is_empty() {
+            self.invite_users_to(caller, conv.id, title, &invite)
+                .await?;
+        }
         self.conversation(caller, conv.id).await
     }
 
-    /// The steps of [`Core::add_members`], which runs them detached.
-    async fn add_members_steps(
-        &self,
-        caller: &Caller,
-        id: ConversationId,
-        users: Vec<UserId>,
-    ) -> CoreResult<Vec<UserId>> {
-        let info = self.authorize(caller, id, Action::AddMembers).await?;
-        let mut users = users;
-        users.sort();
-        users.dedup();
-        users.retain(|u| !info.roles.contains_key(u));
-        let max = self.inner.config.limits.max_group_members as usize;
-        if info.roles.len() + users.len() > max {
-            return Err(CoreError::new(
-                ErrorCode::LimitExceeded,
-                format!("a group has at most {max} members"),
-            ));
-        }
-        self.check_users_exist(&users).await?;
-        let added = self
-            .inner
-            .store
-            .add_members(id, &users, self.now_ms())
-            .await?;
-        self.membership_changed(id).await;
-        self.announce_conversation(id, &added).await;
-        Ok(added)
-    }
-
-    /// The steps of [`Core::remove_member`], which runs them detached.
-    async fn remove_member_steps(
-        &self,
-        caller: &Caller,
-        id: ConversationId,
-        user: UserId,
-    ) -> CoreResult<()> {
-        let action = if user == caller.user_id {
-            Action::Leave
-        } else {
-            Action::RemoveMember
-        };
-        let info = self.authorize(caller, id, action).await?;
-        if !info.roles.contains_key(&user) {
-            return Err(CoreError::not_found("member"));
-        }
-        if info.roles.get(&user) == Some(&Role::Owner) {
-            return Err(CoreError::forbidden("the owner cannot be removed"));
-        }
-        self.inner.store.remove_member(id, user).await?;
-        self.membership_changed(id).await;
-        Ok(())
-    }
-
-    async fn check_users_exist(&self, users: &[UserId]) -> CoreResult<()> {
+    pub(crate) async fn check_users_exist(&self, users: &[UserId]) -> CoreResult<()> {
         if users.is_empty() {
             return Ok(());
         }
@@ -380,7 +363,7 @@ impl Core {
     }
 
     /// Sends each user their view of a conversation they just joined.
-    async fn announce_conversation(&self, id: ConversationId, users: &[UserId]) {
+    pub(crate) async fn announce_conversation(&self, id: ConversationId, users: &[UserId]) {
         for user in users {
             match self.inner.store.user_conversation(*user, id).await {
                 Ok(Some(uc)) => {
@@ -422,30 +405,6 @@ impl Core {
     ) -> CoreResult<Conversation> {
         let caller = *caller;
         self.detached(move |core| async move { core.create_group_steps(&caller, req).await })
-            .await
-    }
-
-    /// Adds members to a group (owner only); returns those actually added.
-    pub async fn add_members(
-        &self,
-        caller: &Caller,
-        id: ConversationId,
-        users: Vec<UserId>,
-    ) -> CoreResult<Vec<UserId>> {
-        let caller = *caller;
-        self.detached(move |core| async move { core.add_members_steps(&caller, id, users).await })
-            .await
-    }
-
-    /// Removes a member (owner), or the caller themself (leaving).
-    pub async fn remove_member(
-        &self,
-        caller: &Caller,
-        id: ConversationId,
-        user: UserId,
-    ) -> CoreResult<()> {
-        let caller = *caller;
-        self.detached(move |core| async move { core.remove_member_steps(&caller, id, user).await })
             .await
     }
 }

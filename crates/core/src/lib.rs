@@ -5,6 +5,8 @@
 //! - [`accounts`]: registration, OAuth grants, devices, passwords.
 //! - [`contacts`]: the block list.
 //! - [`conversations`]: direct and group conversations, membership, the member cache.
+//! - [`groups`]: group management: roles, mutes, bans, settings, invite links, join requests,
+//!   invitations, and the system messages that record each change.
 //! - [`messaging`]: sending (through the group-commit sequencer), history, receipts, typing, presence.
 //! - [`session`]: the transport-independent state machine of one connection of the native
 //!   protocol: authentication, live delivery without gaps or duplicates, sync, flow control.
@@ -21,6 +23,7 @@ pub mod config;
 pub mod contacts;
 pub mod conversations;
 pub mod error;
+pub mod groups;
 pub mod hub;
 pub mod messaging;
 pub mod passwords;
@@ -75,6 +78,10 @@ pub(crate) struct Inner {
     pub(crate) sequencer: mpsc::Sender<messaging::SequencerRequest>,
     /// Directory searches per user.
     pub(crate) search_limiter: ratelimit::RateLimiter<UserId>,
+    /// Messages sent per user.
+    pub(crate) message_limiter: ratelimit::RateLimiter<UserId>,
+    /// Users added to groups or invited, per inviting user.
+    pub(crate) invite_limiter: ratelimit::RateLimiter<UserId>,
 }
 
 /// The handle to the running core.
@@ -116,6 +123,16 @@ impl Core {
             search_limiter: ratelimit::RateLimiter::new(
                 config.limits.directory_searches_per_minute,
                 10,
+                100_000,
+            ),
+            message_limiter: ratelimit::RateLimiter::new(
+                config.limits.messages_per_minute,
+                config.limits.message_burst,
+                100_000,
+            ),
+            invite_limiter: ratelimit::RateLimiter::new(
+                config.limits.group_invitations_per_minute,
+                100,
                 100_000,
             ),
             members: conversations::MemberCache::new(config.limits.member_cache_entries),

@@ -136,8 +136,10 @@ fn validate_body(body: &MessageBody, max_bytes: usize) -> CoreResult<()> {
         MessageBody::Custom { app, .. } if app.is_empty() || app.len() > 64 => Err(
             CoreError::invalid("custom bodies need an app name of 1 to 64 bytes"),
         ),
-        // Tombstones are written by the server when content is removed, never sent.
-        MessageBody::Deleted {} => Err(CoreError::invalid("clients cannot send deleted bodies")),
+        // System events and tombstones are written by the server, never sent by clients.
+        MessageBody::System { .. } | MessageBody::Deleted {} => Err(CoreError::invalid(
+            "system and deleted bodies are written by the server only",
+        )),
         _ => Ok(()),
     }
 }
@@ -171,6 +173,10 @@ impl Core {
                 info.has_blocked(peer, caller.user_id),
             )?;
         }
+        self.inner
+            .message_limiter
+            .check(&caller.user_id, self.now_ms())
+            .map_err(|wait| CoreError::rate_limited("messages", wait))?;
         let (reply, rx) = oneshot::channel();
         let request = SequencerRequest {
             message: NewMessage {

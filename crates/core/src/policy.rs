@@ -1,25 +1,31 @@
 //! The one place that decides who may do what in a conversation.
 //!
-//! Every service asks [`decide`] before acting; transports never decide. A table-driven test
-//! walks every standing against every action in every kind of conversation.
+//! Every service asks [`decide`] (and, for actions on another member, [`decide_on_member`])
+//! before acting; transports never decide. Table-driven tests walk every standing against every
+//! action in every kind of conversation.
 
 use crate::error::CoreError;
-use tidings_proto::rest::{ConversationKind, Role};
+use tidings_proto::rest::{ConversationKind, GroupPermissions, Role};
 
 /// The caller's relation to a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Standing {
-    NonMember,
-    Member,
-    Owner,
+pub struct Standing {
+    /// `None` for non-members.
+    pub role: Option<Role>,
+    /// Whether a mute is in force now.
+    pub muted: bool,
 }
 
 impl Standing {
-    pub fn from_role(role: Option<Role>) -> Self {
-        match role {
-            None => Standing::NonMember,
-            Some(Role::Member) => Standing::Member,
-            Some(Role::Owner) => Standing::Owner,
+    pub const NON_MEMBER: Standing = Standing {
+        role: None,
+        muted: false,
+    };
+
+    pub fn member(role: Role) -> Self {
+        Standing {
+            role: Some(role),
+            muted: false,
         }
     }
 }
@@ -27,41 +33,138 @@ impl Standing {
 /// Something a caller wants to do in a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// See the conversation, its members and history.
+    /// See the conversation, its members, settings and history.
     Read,
     SendMessage,
     /// Move one's own delivered or read marker.
     MoveMarker,
     Typing,
-    AddMembers,
+    /// Add members, and create, list and revoke invite links.
+    Invite,
+    ApproveJoins,
     /// Remove someone else.
     RemoveMember,
     /// Remove oneself.
     Leave,
+    Mute,
+    Ban,
+    EditInfo,
+    PinMessages,
+    /// Delete another member's message.
+    DeleteMessages,
+    ChangeRoles,
+    SetPermissions,
+    TransferOwnership,
+    Dissolve,
+}
+
+impl Action {
+    /// The stable name used in audit entries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::SendMessage => "send_message",
+            Action::MoveMarker => "move_marker",
+            Action::Typing => "typing",
+            Action::Invite => "invite",
+            Action::ApproveJoins => "approve_joins",
+            Action::RemoveMember => "remove_member",
+            Action::Leave => "leave",
+            Action::Mute => "mute",
+            Action::Ban => "ban",
+            Action::EditInfo => "edit_info",
+            Action::PinMessages => "pin_messages",
+            Action::DeleteMessages => "delete_messages",
+            Action::ChangeRoles => "change_roles",
+            Action::SetPermissions => "set_permissions",
+            Action::TransferOwnership => "transfer_ownership",
+            Action::Dissolve => "dissolve",
+        }
+    }
+
+    /// The lowest role allowed to do this in a group with these settings; `None` when no role
+    /// is needed beyond membership.
+    fn min_role(self, permissions: &GroupPermissions) -> Option<Role> {
+        match self {
+            Action::Read | Action::SendMessage | Action::MoveMarker | Action::Typing => None,
+            Action::Leave => None,
+            Action::Invite => Some(permissions.invite),
+            Action::ApproveJoins => Some(permissions.approve_joins),
+            Action::RemoveMember => Some(permissions.remove_members),
+            Action::Mute => Some(permissions.mute_members),
+            Action::Ban => Some(permissions.ban_members),
+            Action::EditInfo => Some(permissions.edit_info),
+            Action::PinMessages => Some(permissions.pin_messages),
+            Action::DeleteMessages => Some(permissions.delete_messages),
+            Action::ChangeRoles => Some(permissions.change_roles),
+            // These stay with the owner whatever the settings say: otherwise an admin could
+            // take the group from the person who made it.
+            Action::SetPermissions | Action::TransferOwnership | Action::Dissolve => {
+                Some(Role::Owner)
+            }
+        }
+    }
 }
 
 /// Allows or refuses an action. Non-members learn nothing: they get `not_found`, the same
 /// answer as for a conversation that does not exist.
-pub fn decide(action: Action, kind: ConversationKind, standing: Standing) -> Result<(), CoreError> {
-    use Action::*;
-    use Standing::*;
-    if standing == NonMember {
+pub fn decide(
+    action: Action,
+    kind: ConversationKind,
+    standing: Standing,
+    permissions: &GroupPermissions,
+) -> Result<(), CoreError> {
+    let Some(role) = standing.role else {
         return Err(CoreError::not_found("conversation"));
-    }
-    let allowed = match (action, kind) {
-        (Read | SendMessage | MoveMarker | Typing, _) => true,
-        // A direct conversation is always exactly its two users.
-        (AddMembers | RemoveMember | Leave, ConversationKind::Direct) => false,
-        (AddMembers | RemoveMember, ConversationKind::Group) => standing == Owner,
-        // The owner would leave the group without anyone able to manage it.
-        (Leave, ConversationKind::Group) => standing == Member,
     };
-    if allowed {
+    if kind == ConversationKind::Direct {
+        // A direct conversation is always exactly its two users, with nothing to manage.
+        return match action {
+            Action::Read | Action::SendMessage | Action::MoveMarker | Action::Typing => Ok(()),
+            _ => Err(CoreError::forbidden(format!(
+                "{} is not possible in a direct conversation",
+                action.as_str()
+            ))),
+        };
+    }
+    if standing.muted && matches!(action, Action::SendMessage | Action::Typing) {
+        return Err(CoreError::forbidden("you are muted in this group"));
+    }
+    if action == Action::Leave && role == Role::Owner {
+        // The group would be left without anyone able to manage it.
+        return Err(CoreError::forbidden(
+            "the owner cannot leave; transfer ownership or dissolve the group",
+        ));
+    }
+    match action.min_role(permissions) {
+        Some(min) if role < min => Err(CoreError::forbidden(format!(
+            "{} needs the {} role or higher in this group",
+            action.as_str(),
+            role_name(min)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// For actions on another member (remove, mute, ban, change role): the actor must rank above
+/// the target, so admins cannot act on each other or on the owner.
+pub fn decide_on_member(action: Action, actor: Role, target: Role) -> Result<(), CoreError> {
+    if actor > target {
         Ok(())
     } else {
         Err(CoreError::forbidden(format!(
-            "{action:?} is not allowed for a {standing:?} of a {kind:?} conversation"
+            "{} needs a role above the member's ({})",
+            action.as_str(),
+            role_name(target)
         )))
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Owner => "owner",
+        Role::Admin => "admin",
+        Role::Member => "member",
     }
 }
 
@@ -88,17 +191,24 @@ pub fn direct_contact(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Action::*;
-    use ConversationKind::*;
-    use Standing::*;
     use tidings_proto::ErrorCode;
 
-    /// Expected outcome: `Ok`, `F` (forbidden) or `N` (not found).
-    #[derive(Debug, PartialEq)]
+    /// Expected outcome: `Y` (allowed), `F` (forbidden) or `N` (not found).
+    #[derive(Clone, Copy, Debug, PartialEq)]
     enum Out {
-        Ok,
+        Y,
         F,
         N,
+    }
+    use Out::*;
+
+    fn outcome(result: Result<(), CoreError>) -> Out {
+        match result {
+            Ok(()) => Y,
+            Err(e) if e.code == ErrorCode::Forbidden => F,
+            Err(e) if e.code == ErrorCode::NotFound => N,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
     }
 
     #[test]
@@ -121,36 +231,131 @@ mod tests {
         assert!(!refusal.message.contains("block"));
     }
 
+    /// Every action against every standing, in a direct conversation and in a group with the
+    /// default permissions.
     #[test]
     fn every_standing_against_every_action() {
+        use Action::*;
+        let standings = [
+            Standing::NON_MEMBER,
+            Standing {
+                role: Some(Role::Member),
+                muted: true,
+            },
+            Standing::member(Role::Member),
+            Standing::member(Role::Admin),
+            Standing::member(Role::Owner),
+        ];
+        #[rustfmt::skip]
+        let group = [
+            // action            non-member  muted  member  admin  owner
+            (Read,               [N,         Y,     Y,      Y,     Y]),
+            (SendMessage,        [N,         F,     Y,      Y,     Y]),
+            (MoveMarker,         [N,         Y,     Y,      Y,     Y]),
+            (Typing,             [N,         F,     Y,      Y,     Y]),
+            (Invite,             [N,         Y,     Y,      Y,     Y]),
+            (ApproveJoins,       [N,         F,     F,      Y,     Y]),
+            (RemoveMember,       [N,         F,     F,      Y,     Y]),
+            (Leave,              [N,         Y,     Y,      Y,     F]),
+            (Mute,               [N,         F,     F,      Y,     Y]),
+            (Ban,                [N,         F,     F,      Y,     Y]),
+            (EditInfo,           [N,         F,     F,      Y,     Y]),
+            (PinMessages,        [N,         F,     F,      Y,     Y]),
+            (DeleteMessages,     [N,         F,     F,      Y,     Y]),
+            (ChangeRoles,        [N,         F,     F,      F,     Y]),
+            (SetPermissions,     [N,         F,     F,      F,     Y]),
+            (TransferOwnership,  [N,         F,     F,      F,     Y]),
+            (Dissolve,           [N,         F,     F,      F,     Y]),
+        ];
+        let defaults = GroupPermissions::default();
+        for (action, expected) in group {
+            for (standing, want) in standings.iter().zip(expected) {
+                let got = outcome(decide(
+                    action,
+                    ConversationKind::Group,
+                    *standing,
+                    &defaults,
+                ));
+                assert_eq!(got, want, "{action:?} in a group as {standing:?}");
+            }
+            // In a direct conversation members may only talk.
+            let direct_want = match action {
+                Read | SendMessage | MoveMarker | Typing => Y,
+                _ => F,
+            };
+            let got = outcome(decide(
+                action,
+                ConversationKind::Direct,
+                Standing::member(Role::Member),
+                &defaults,
+            ));
+            assert_eq!(got, direct_want, "{action:?} in a direct conversation");
+            let got = outcome(decide(
+                action,
+                ConversationKind::Direct,
+                Standing::NON_MEMBER,
+                &defaults,
+            ));
+            assert_eq!(got, N, "{action:?} in a direct conversation as a stranger");
+        }
+    }
+
+    /// The owner's settings move the adjustable powers, never the owner's own.
+    #[test]
+    fn owner_adjusts_the_matrix() {
+        let open = GroupPermissions {
+            remove_members: Role::Member,
+            change_roles: Role::Admin,
+            ..GroupPermissions::default()
+        };
+        let closed = GroupPermissions {
+            invite: Role::Owner,
+            ..GroupPermissions::default()
+        };
+        let member = Standing::member(Role::Member);
+        let admin = Standing::member(Role::Admin);
+        let group = ConversationKind::Group;
+        assert_eq!(
+            outcome(decide(Action::RemoveMember, group, member, &open)),
+            Y
+        );
+        assert_eq!(outcome(decide(Action::ChangeRoles, group, admin, &open)), Y);
+        assert_eq!(outcome(decide(Action::Invite, group, member, &closed)), F);
+        assert_eq!(outcome(decide(Action::Invite, group, admin, &closed)), F);
+        for action in [
+            Action::SetPermissions,
+            Action::TransferOwnership,
+            Action::Dissolve,
+        ] {
+            assert_eq!(
+                outcome(decide(action, group, admin, &open)),
+                F,
+                "{action:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn actors_must_outrank_their_targets() {
+        use Role::*;
         #[rustfmt::skip]
         let table = [
-            // action        kind    non-member  member   owner
-            (Read,          Direct, [Out::N, Out::Ok, Out::Ok]),
-            (SendMessage,   Direct, [Out::N, Out::Ok, Out::Ok]),
-            (MoveMarker,    Direct, [Out::N, Out::Ok, Out::Ok]),
-            (Typing,        Direct, [Out::N, Out::Ok, Out::Ok]),
-            (AddMembers,    Direct, [Out::N, Out::F,  Out::F]),
-            (RemoveMember,  Direct, [Out::N, Out::F,  Out::F]),
-            (Leave,         Direct, [Out::N, Out::F,  Out::F]),
-            (Read,          Group,  [Out::N, Out::Ok, Out::Ok]),
-            (SendMessage,   Group,  [Out::N, Out::Ok, Out::Ok]),
-            (MoveMarker,    Group,  [Out::N, Out::Ok, Out::Ok]),
-            (Typing,        Group,  [Out::N, Out::Ok, Out::Ok]),
-            (AddMembers,    Group,  [Out::N, Out::F,  Out::Ok]),
-            (RemoveMember,  Group,  [Out::N, Out::F,  Out::Ok]),
-            (Leave,         Group,  [Out::N, Out::Ok, Out::F]),
+            // actor   target   allowed
+            (Owner,  Admin,  Y),
+            (Owner,  Member, Y),
+            (Owner,  Owner,  F),
+            (Admin,  Member, Y),
+            (Admin,  Admin,  F),
+            (Admin,  Owner,  F),
+            (Member, Member, F),
+            (Member, Admin,  F),
         ];
-        for (action, kind, expected) in table {
-            for (standing, want) in [NonMember, Member, Owner].into_iter().zip(expected) {
-                let got = match decide(action, kind, standing) {
-                    Ok(()) => Out::Ok,
-                    Err(e) if e.code == ErrorCode::Forbidden => Out::F,
-                    Err(e) if e.code == ErrorCode::NotFound => Out::N,
-                    Err(e) => panic!("unexpected {e:?}"),
-                };
-                assert_eq!(got, want, "{action:?} in {kind:?} as {standing:?}");
-            }
+        for (actor, target, want) in table {
+            assert_eq!(
+                outcome(decide_on_member(Action::Ban, actor, target)),
+                want,
+                "{actor:?} on {target:?}"
+            );
         }
     }
 }

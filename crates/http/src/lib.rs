@@ -22,7 +22,7 @@ pub use openapi::openapi_document;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -101,7 +101,70 @@ pub fn router(state: AppState) -> Router {
             get(rest::conversations).post(rest::create_group),
         )
         .route("/api/v1/conversations/direct", post(rest::open_direct))
-        .route("/api/v1/conversations/{id}", get(rest::conversation))
+        .route(
+            "/api/v1/conversations/{id}",
+            get(rest::conversation).delete(rest::dissolve_group),
+        )
+        .route(
+            "/api/v1/conversations/{id}/group",
+            get(rest::group_info).patch(rest::update_group),
+        )
+        .route(
+            "/api/v1/conversations/{id}/permissions",
+            put(rest::set_permissions),
+        )
+        .route(
+            "/api/v1/conversations/{id}/transfer",
+            post(rest::transfer_ownership),
+        )
+        .route(
+            "/api/v1/conversations/{id}/members/{user_id}/role",
+            put(rest::set_role),
+        )
+        .route(
+            "/api/v1/conversations/{id}/members/{user_id}/mute",
+            put(rest::mute_member).delete(rest::unmute_member),
+        )
+        .route("/api/v1/conversations/{id}/bans", get(rest::bans))
+        .route(
+            "/api/v1/conversations/{id}/bans/{user_id}",
+            put(rest::ban).delete(rest::unban),
+        )
+        .route(
+            "/api/v1/conversations/{id}/messages/{seq}",
+            delete(rest::delete_message),
+        )
+        .route(
+            "/api/v1/conversations/{id}/invite-links",
+            get(rest::invite_links).post(rest::create_invite_link),
+        )
+        .route(
+            "/api/v1/conversations/{id}/invite-links/{link_id}",
+            delete(rest::revoke_invite_link),
+        )
+        .route(
+            "/api/v1/conversations/{id}/join-requests",
+            get(rest::join_requests),
+        )
+        .route(
+            "/api/v1/conversations/{id}/join-requests/{user_id}/approve",
+            post(rest::approve_join_request),
+        )
+        .route(
+            "/api/v1/conversations/{id}/join-requests/{user_id}",
+            delete(rest::decline_join_request),
+        )
+        .route("/api/v1/groups/preview", post(rest::preview_group))
+        .route("/api/v1/groups/join", post(rest::join_group))
+        .route("/api/v1/group-invitations", get(rest::group_invitations))
+        .route(
+            "/api/v1/group-invitations/{id}/accept",
+            post(rest::accept_group_invitation),
+        )
+        .route(
+            "/api/v1/group-invitations/{id}",
+            delete(rest::decline_group_invitation),
+        )
         .route(
             "/api/v1/conversations/{id}/members",
             get(rest::members).post(rest::add_members),

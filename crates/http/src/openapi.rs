@@ -297,17 +297,17 @@ fn build() -> Value {
         Op {
             method: "post",
             path: "/api/v1/conversations/{id}/members",
-            summary: "Add members to a group (owner only); returns those added.",
+            summary: "Add members to a group (those with the invite power); users whose privacy settings do not allow it are invited instead.",
             auth: true,
             request: Some(schema::<AddMembersRequest>(g)),
             form: None,
             status: 200,
-            response: Some(json!({"type": "array", "items": {"type": "integer"}})),
+            response: Some(schema::<AddMembersResult>(g)),
         },
         Op {
             method: "delete",
             path: "/api/v1/conversations/{id}/members/{user_id}",
-            summary: "Remove a member (owner) or leave (oneself).",
+            summary: "Remove a member (those with the remove power, above the member's role) or leave (oneself).",
             auth: true,
             request: None,
             form: None,
@@ -345,13 +345,15 @@ fn build() -> Value {
             response: None,
         },
     ];
+    let mut ops = ops;
+    ops.extend(group_ops(g));
     let problem = schema::<Problem>(g);
     let mut paths: Map<String, Value> = Map::new();
     for op in ops {
         let mut operation = Map::new();
         operation.insert("summary".into(), json!(op.summary));
         let mut params = Vec::new();
-        for name in ["id", "user_id", "device_id"] {
+        for name in ["id", "user_id", "device_id", "seq", "link_id"] {
             if op.path.contains(&format!("{{{name}}}")) {
                 params.push(id_param(name));
             }
@@ -411,6 +413,217 @@ fn build() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
         }
     })
+}
+
+/// An authenticated JSON operation.
+fn op(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    request: Option<Value>,
+    status: u16,
+    response: Option<Value>,
+) -> Op {
+    Op {
+        method,
+        path,
+        summary,
+        auth: true,
+        request,
+        form: None,
+        status,
+        response,
+    }
+}
+
+/// Group management: settings, roles, moderation, invite links, join requests, invitations.
+fn group_ops(g: &mut SchemaGenerator) -> Vec<Op> {
+    vec![
+        op(
+            "get",
+            "/api/v1/conversations/{id}/group",
+            "The group's information, settings and the caller's role.",
+            None,
+            200,
+            Some(schema::<GroupInfo>(g)),
+        ),
+        op(
+            "patch",
+            "/api/v1/conversations/{id}/group",
+            "Change the title, description, avatar, announcement or join approval (edit_info power).",
+            Some(schema::<UpdateGroupRequest>(g)),
+            200,
+            Some(schema::<GroupInfo>(g)),
+        ),
+        op(
+            "delete",
+            "/api/v1/conversations/{id}",
+            "Dissolve the group (owner): every member is removed; history is kept.",
+            None,
+            204,
+            None,
+        ),
+        op(
+            "put",
+            "/api/v1/conversations/{id}/permissions",
+            "Set who may do what (owner).",
+            Some(schema::<GroupPermissions>(g)),
+            200,
+            Some(schema::<GroupInfo>(g)),
+        ),
+        op(
+            "post",
+            "/api/v1/conversations/{id}/transfer",
+            "Hand ownership to another member (owner); the caller becomes an admin.",
+            Some(schema::<TransferOwnershipRequest>(g)),
+            204,
+            None,
+        ),
+        op(
+            "put",
+            "/api/v1/conversations/{id}/members/{user_id}/role",
+            "Make a member an admin or an admin a member (change_roles power, above both roles).",
+            Some(schema::<SetRoleRequest>(g)),
+            204,
+            None,
+        ),
+        op(
+            "put",
+            "/api/v1/conversations/{id}/members/{user_id}/mute",
+            "Mute a member for a while (mute power): they cannot post or type.",
+            Some(schema::<MuteRequest>(g)),
+            204,
+            None,
+        ),
+        op(
+            "delete",
+            "/api/v1/conversations/{id}/members/{user_id}/mute",
+            "Lift a mute.",
+            None,
+            204,
+            None,
+        ),
+        op(
+            "get",
+            "/api/v1/conversations/{id}/bans",
+            "Banned users (ban power).",
+            None,
+            200,
+            Some(schema::<BanList>(g)),
+        ),
+        op(
+            "put",
+            "/api/v1/conversations/{id}/bans/{user_id}",
+            "Ban a user, removing them if a member; they cannot rejoin by link, request or invitation.",
+            Some(schema::<BanRequest>(g)),
+            204,
+            None,
+        ),
+        op(
+            "delete",
+            "/api/v1/conversations/{id}/bans/{user_id}",
+            "Lift a ban.",
+            None,
+            204,
+            None,
+        ),
+        op(
+            "delete",
+            "/api/v1/conversations/{id}/messages/{seq}",
+            "Delete another member's message (delete_messages power): its body becomes a tombstone.",
+            None,
+            204,
+            None,
+        ),
+        op(
+            "get",
+            "/api/v1/conversations/{id}/invite-links",
+            "The group's live invite links (invite power); codes are not shown again.",
+            None,
+            200,
+            Some(schema::<InviteLinkList>(g)),
+        ),
+        op(
+            "post",
+            "/api/v1/conversations/{id}/invite-links",
+            "Make an invite link (invite power); the answer holds its code, once.",
+            Some(schema::<CreateInviteLinkRequest>(g)),
+            201,
+            Some(schema::<InviteLink>(g)),
+        ),
+        op(
+            "delete",
+            "/api/v1/conversations/{id}/invite-links/{link_id}",
+            "Revoke an invite link.",
+            None,
+            204,
+            None,
+        ),
+        op(
+            "get",
+            "/api/v1/conversations/{id}/join-requests",
+            "Pending join requests (approve_joins power).",
+            None,
+            200,
+            Some(schema::<JoinRequestList>(g)),
+        ),
+        op(
+            "post",
+            "/api/v1/conversations/{id}/join-requests/{user_id}/approve",
+            "Approve a join request.",
+            None,
+            204,
+            None,
+        ),
+        op(
+            "delete",
+            "/api/v1/conversations/{id}/join-requests/{user_id}",
+            "Decline a join request.",
+            None,
+            204,
+            None,
+        ),
+        op(
+            "post",
+            "/api/v1/groups/preview",
+            "What an invite link leads to.",
+            Some(schema::<JoinGroupRequest>(g)),
+            200,
+            Some(schema::<GroupPreview>(g)),
+        ),
+        op(
+            "post",
+            "/api/v1/groups/join",
+            "Join with an invite link, or ask to when the group needs approval.",
+            Some(schema::<JoinGroupRequest>(g)),
+            200,
+            Some(schema::<JoinGroupResult>(g)),
+        ),
+        op(
+            "get",
+            "/api/v1/group-invitations",
+            "The caller's pending group invitations.",
+            None,
+            200,
+            Some(schema::<GroupInvitationList>(g)),
+        ),
+        op(
+            "post",
+            "/api/v1/group-invitations/{id}/accept",
+            "Accept an invitation and join the group.",
+            None,
+            204,
+            None,
+        ),
+        op(
+            "delete",
+            "/api/v1/group-invitations/{id}",
+            "Decline an invitation.",
+            None,
+            204,
+            None,
+        ),
+    ]
 }
 
 #[cfg(test)]

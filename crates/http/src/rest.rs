@@ -9,9 +9,13 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use tidings_proto::rest::{
-    Account, AddMembersRequest, BlockList, ChangePasswordRequest, Conversation, ConversationList,
-    CreateDirectRequest, CreateGroupRequest, DeviceList, Health, HistoryPage, Member, Profile,
-    RegisterRequest, SendAck, SendMessageRequest, UpdateProfileRequest, UserSearchResults,
+    Account, AddMembersRequest, AddMembersResult, BanList, BanRequest, BlockList,
+    ChangePasswordRequest, Conversation, ConversationList, CreateDirectRequest, CreateGroupRequest,
+    CreateInviteLinkRequest, DeviceList, GroupInfo, GroupInvitationList, GroupPermissions,
+    GroupPreview, Health, HistoryPage, InviteLink, InviteLinkList, JoinGroupRequest,
+    JoinGroupResult, JoinRequestList, Member, MuteRequest, Profile, RegisterRequest, SendAck,
+    SendMessageRequest, SetRoleRequest, TransferOwnershipRequest, UpdateGroupRequest,
+    UpdateProfileRequest, UserSearchResults,
 };
 use tidings_proto::{ConversationId, DeviceId, ErrorCode, Seq, UserId};
 
@@ -202,7 +206,7 @@ pub async fn add_members(
     Authed(caller): Authed,
     Path(id): Path<i64>,
     ApiJson(req): ApiJson<AddMembersRequest>,
-) -> ApiResult<Json<Vec<UserId>>> {
+) -> ApiResult<Json<AddMembersResult>> {
     Ok(Json(
         state
             .core
@@ -261,4 +265,285 @@ pub async fn send(
         StatusCode::CREATED
     };
     Ok((status, Json(ack)))
+}
+
+// --- Groups ----------------------------------------------------------------------------------
+
+pub async fn group_info(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<GroupInfo>> {
+    Ok(Json(
+        state.core.group_info(&caller, ConversationId(id)).await?,
+    ))
+}
+
+pub async fn update_group(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+    ApiJson(req): ApiJson<UpdateGroupRequest>,
+) -> ApiResult<Json<GroupInfo>> {
+    Ok(Json(
+        state
+            .core
+            .update_group(&caller, ConversationId(id), req)
+            .await?,
+    ))
+}
+
+pub async fn dissolve_group(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .dissolve_group(&caller, ConversationId(id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn set_permissions(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+    ApiJson(req): ApiJson<GroupPermissions>,
+) -> ApiResult<Json<GroupInfo>> {
+    Ok(Json(
+        state
+            .core
+            .set_group_permissions(&caller, ConversationId(id), req)
+            .await?,
+    ))
+}
+
+pub async fn transfer_ownership(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+    ApiJson(req): ApiJson<TransferOwnershipRequest>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .transfer_ownership(&caller, ConversationId(id), req.user_id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn set_role(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, user_id)): Path<(i64, i64)>,
+    ApiJson(req): ApiJson<SetRoleRequest>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .set_role(&caller, ConversationId(id), UserId(user_id), req.role)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn mute_member(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, user_id)): Path<(i64, i64)>,
+    ApiJson(req): ApiJson<MuteRequest>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .mute_member(
+            &caller,
+            ConversationId(id),
+            UserId(user_id),
+            Some(req.duration_secs),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn unmute_member(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, user_id)): Path<(i64, i64)>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .mute_member(&caller, ConversationId(id), UserId(user_id), None)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn bans(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<BanList>> {
+    Ok(Json(state.core.bans(&caller, ConversationId(id)).await?))
+}
+
+pub async fn ban(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, user_id)): Path<(i64, i64)>,
+    ApiJson(req): ApiJson<BanRequest>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .ban(&caller, ConversationId(id), UserId(user_id), req.reason)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn unban(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, user_id)): Path<(i64, i64)>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .unban(&caller, ConversationId(id), UserId(user_id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn delete_message(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, seq)): Path<(i64, Seq)>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .delete_message(&caller, ConversationId(id), seq)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn invite_links(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<InviteLinkList>> {
+    Ok(Json(
+        state.core.invite_links(&caller, ConversationId(id)).await?,
+    ))
+}
+
+pub async fn create_invite_link(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+    ApiJson(req): ApiJson<CreateInviteLinkRequest>,
+) -> ApiResult<(StatusCode, Json<InviteLink>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            state
+                .core
+                .create_invite_link(&caller, ConversationId(id), req)
+                .await?,
+        ),
+    ))
+}
+
+pub async fn revoke_invite_link(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, link_id)): Path<(i64, i64)>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .revoke_invite_link(&caller, ConversationId(id), link_id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn join_requests(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<JoinRequestList>> {
+    Ok(Json(
+        state
+            .core
+            .join_requests(&caller, ConversationId(id))
+            .await?,
+    ))
+}
+
+pub async fn approve_join_request(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, user_id)): Path<(i64, i64)>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .approve_join_request(&caller, ConversationId(id), UserId(user_id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn decline_join_request(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, user_id)): Path<(i64, i64)>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .decline_join_request(&caller, ConversationId(id), UserId(user_id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn preview_group(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<JoinGroupRequest>,
+) -> ApiResult<Json<GroupPreview>> {
+    Ok(Json(state.core.preview_group(&caller, &req.code).await?))
+}
+
+pub async fn join_group(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<JoinGroupRequest>,
+) -> ApiResult<Json<JoinGroupResult>> {
+    Ok(Json(
+        state
+            .core
+            .join_group(&caller, req.code, req.message)
+            .await?,
+    ))
+}
+
+pub async fn group_invitations(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+) -> ApiResult<Json<GroupInvitationList>> {
+    Ok(Json(state.core.group_invitations(&caller).await?))
+}
+
+pub async fn accept_group_invitation(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .accept_group_invitation(&caller, ConversationId(id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn decline_group_invitation(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .decline_group_invitation(&caller, ConversationId(id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

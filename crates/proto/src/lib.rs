@@ -64,5 +64,31 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ),
         ("UserSearchResults", schema_for!(rest::UserSearchResults)),
         ("BlockList", schema_for!(rest::BlockList)),
+        ("AddMembersResult", schema_for!(rest::AddMembersResult)),
+        ("GroupPermissions", schema_for!(rest::GroupPermissions)),
+        ("GroupInfo", schema_for!(rest::GroupInfo)),
+        ("UpdateGroupRequest", schema_for!(rest::UpdateGroupRequest)),
+        ("MuteRequest", schema_for!(rest::MuteRequest)),
+        ("BanRequest", schema_for!(rest::BanRequest)),
+        ("BanList", schema_for!(rest::BanList)),
+        ("SetRoleRequest", schema_for!(rest::SetRoleRequest)),
+        (
+            "TransferOwnershipRequest",
+            schema_for!(rest::TransferOwnershipRequest),
+        ),
+        (
+            "CreateInviteLinkRequest",
+            schema_for!(rest::CreateInviteLinkRequest),
+        ),
+        ("InviteLink", schema_for!(rest::InviteLink)),
+        ("InviteLinkList", schema_for!(rest::InviteLinkList)),
+        ("JoinGroupRequest", schema_for!(rest::JoinGroupRequest)),
+        ("GroupPreview", schema_for!(rest::GroupPreview)),
+        ("JoinGroupResult", schema_for!(rest::JoinGroupResult)),
+        ("JoinRequestList", schema_for!(rest::JoinRequestList)),
+        (
+            "GroupInvitationList",
+            schema_for!(rest::GroupInvitationList),
+        ),
     ]
 }

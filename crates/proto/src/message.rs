@@ -42,6 +42,12 @@ pub enum MessageBody {
         app: String,
         data: serde_json::Value,
     },
+    /// Something that happened to a group, written by the server (never sent by clients). The
+    /// message's `sender_id` is who did it.
+    System {
+        /// Boxed: events are rare, and inline they would make every message larger.
+        event: Box<SystemEvent>,
+    },
     /// A tombstone: the content was removed (by a moderator, or with its sender's deleted
     /// account). The envelope keeps its place in the conversation's order.
     Deleted {},
@@ -54,7 +60,91 @@ impl MessageBody {
             MessageBody::Text { .. } => "text",
             MessageBody::Encrypted { .. } => "encrypted",
             MessageBody::Custom { .. } => "custom",
+            MessageBody::System { .. } => "system",
             MessageBody::Deleted {} => "deleted",
         }
     }
+}
+
+/// How a user came to join a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinMethod {
+    /// With an invite link, in a group that needs no approval.
+    Link,
+    /// A join request was approved (the message's sender is the approver).
+    Request,
+    /// The user accepted an invitation.
+    Invitation,
+}
+
+/// An event in a group's timeline. Events are ordinary messages (kind `system`), so they arrive
+/// live and on sync, in order with everything else. The message's sender is the actor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SystemEvent {
+    /// The sender added these users.
+    MembersAdded {
+        users: Vec<UserId>,
+    },
+    /// `user` joined (by link, approved request or accepted invitation).
+    MemberJoined {
+        user: UserId,
+        via: JoinMethod,
+    },
+    /// The sender left.
+    MemberLeft {},
+    /// The sender removed `user`.
+    MemberRemoved {
+        user: UserId,
+    },
+    /// The sender banned `user` (removing them if they were a member).
+    MemberBanned {
+        user: UserId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    MemberUnbanned {
+        user: UserId,
+    },
+    /// The sender muted `user` until `until` (ms since the epoch).
+    MemberMuted {
+        user: UserId,
+        until: i64,
+    },
+    MemberUnmuted {
+        user: UserId,
+    },
+    /// The sender gave `user` this role.
+    RoleChanged {
+        user: UserId,
+        role: crate::rest::Role,
+    },
+    /// The sender handed ownership to `user` and became an admin.
+    OwnershipTransferred {
+        user: UserId,
+    },
+    /// The sender changed the group's information; only changed fields are present.
+    InfoChanged {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        avatar: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        announcement: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        join_approval: Option<bool>,
+    },
+    /// The owner changed who may do what.
+    PermissionsChanged {
+        permissions: crate::rest::GroupPermissions,
+    },
+    /// The sender removed the message at `seq` (its body is now a tombstone).
+    MessageDeleted {
+        seq: Seq,
+    },
+    /// The owner dissolved the group; nobody is a member any more.
+    GroupDissolved {},
 }

@@ -138,6 +138,247 @@ pub struct AddMembersRequest {
     pub members: Vec<UserId>,
 }
 
+/// The answer to adding members: users whose privacy settings let the caller add them were
+/// added; the others were sent an invitation they may accept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AddMembersResult {
+    pub added: Vec<UserId>,
+    pub invited: Vec<UserId>,
+}
+
+/// The lowest role allowed to do something in a group.
+pub type MinRole = Role;
+
+/// Who may do what in a group: for each power, the lowest role that has it. The owner sets
+/// these; transferring ownership, dissolving the group and changing these settings are the
+/// owner's alone. Acting on another member (removing, muting, banning, changing their role)
+/// also needs a role above theirs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupPermissions {
+    /// Add members, and create and revoke invite links.
+    pub invite: MinRole,
+    /// Approve or decline join requests.
+    pub approve_joins: MinRole,
+    pub remove_members: MinRole,
+    /// Mute and unmute members.
+    pub mute_members: MinRole,
+    /// Ban and unban users.
+    pub ban_members: MinRole,
+    /// Change the title, avatar, description, announcement and whether joining needs approval.
+    pub edit_info: MinRole,
+    pub pin_messages: MinRole,
+    /// Delete other members' messages.
+    pub delete_messages: MinRole,
+    /// Make members admins or admins members.
+    pub change_roles: MinRole,
+}
+
+impl Default for GroupPermissions {
+    fn default() -> Self {
+        GroupPermissions {
+            invite: Role::Member,
+            approve_joins: Role::Admin,
+            remove_members: Role::Admin,
+            mute_members: Role::Admin,
+            ban_members: Role::Admin,
+            edit_info: Role::Admin,
+            pin_messages: Role::Admin,
+            delete_messages: Role::Admin,
+            change_roles: Role::Owner,
+        }
+    }
+}
+
+/// A group's information and settings, as its members see them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GroupInfo {
+    pub conversation_id: ConversationId,
+    pub title: String,
+    pub description: String,
+    /// A file id, once uploads exist; empty when unset.
+    pub avatar: String,
+    pub announcement: String,
+    /// Whether joining by link needs an admin's approval.
+    pub join_approval: bool,
+    pub permissions: GroupPermissions,
+    pub member_count: u32,
+    /// The caller's role.
+    pub role: Role,
+}
+
+/// `PATCH /api/v1/conversations/{id}/group`: fields left out keep their value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateGroupRequest {
+    /// 1 to 128 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Up to 1000 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Up to 128 characters; empty clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    /// Up to 2000 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announcement: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_approval: Option<bool>,
+}
+
+/// `PUT /api/v1/conversations/{id}/members/{user_id}/mute`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MuteRequest {
+    /// How long the member cannot post, in seconds (1 second to 366 days).
+    pub duration_secs: u64,
+}
+
+/// `PUT /api/v1/conversations/{id}/bans/{user_id}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BanRequest {
+    /// Up to 200 characters, shown to the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One banned user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BannedUser {
+    pub user_id: UserId,
+    pub username: String,
+    pub banned_by: UserId,
+    pub since: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `GET /api/v1/conversations/{id}/bans`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BanList {
+    pub users: Vec<BannedUser>,
+}
+
+/// `PUT /api/v1/conversations/{id}/members/{user_id}/role`: `admin` or `member` (ownership
+/// moves only by transfer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRoleRequest {
+    pub role: Role,
+}
+
+/// `POST /api/v1/conversations/{id}/transfer`: the caller (the owner) becomes an admin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferOwnershipRequest {
+    pub user_id: UserId,
+}
+
+/// `POST /api/v1/conversations/{id}/invite-links`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInviteLinkRequest {
+    /// Seconds until the link stops working; omit for a link that does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
+    /// How many users may join with it; omit for no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u32>,
+}
+
+/// An invite link of a group. The code is shown once, when the link is made; the server keeps
+/// only its hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InviteLink {
+    pub id: i64,
+    pub conversation_id: ConversationId,
+    /// Only in the answer to creating the link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub created_by: UserId,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub revoked: bool,
+}
+
+/// `GET /api/v1/conversations/{id}/invite-links`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InviteLinkList {
+    pub links: Vec<InviteLink>,
+}
+
+/// `POST /api/v1/groups/preview` and `POST /api/v1/groups/join`: the code travels in the body
+/// so it stays out of URLs and access logs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinGroupRequest {
+    pub code: String,
+    /// For groups that need approval: a note to the admins (up to 200 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What someone holding an invite link sees before joining.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GroupPreview {
+    pub conversation_id: ConversationId,
+    pub title: String,
+    pub description: String,
+    pub member_count: u32,
+    pub join_approval: bool,
+}
+
+/// Whether a join took effect or awaits approval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinStatus {
+    Joined,
+    Requested,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JoinGroupResult {
+    pub conversation_id: ConversationId,
+    pub status: JoinStatus,
+}
+
+/// A pending request to join a group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JoinRequest {
+    pub conversation_id: ConversationId,
+    pub user_id: UserId,
+    pub username: String,
+    pub message: String,
+    pub created_at: i64,
+}
+
+/// `GET /api/v1/conversations/{id}/join-requests`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JoinRequestList {
+    pub requests: Vec<JoinRequest>,
+}
+
+/// An invitation to a group, waiting for the invited user to accept or decline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GroupInvitation {
+    pub conversation_id: ConversationId,
+    pub title: String,
+    pub inviter: UserSummary,
+    pub created_at: i64,
+}
+
+/// `GET /api/v1/group-invitations`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GroupInvitationList {
+    pub invitations: Vec<GroupInvitation>,
+}
+
 /// Whether a conversation is between exactly two users or a group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -146,12 +387,17 @@ pub enum ConversationKind {
     Group,
 }
 
-/// A member's role in a conversation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// A member's role in a conversation. Roles are ranked owner > admin > member; in direct
+/// conversations both users are members.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    Owner,
+    // Declared from lowest to highest so the derived order is the rank.
     Member,
+    Admin,
+    Owner,
 }
 
 /// A member and their markers.
@@ -162,6 +408,9 @@ pub struct Member {
     pub role: Role,
     pub delivered_seq: Seq,
     pub read_seq: Seq,
+    /// While set and in the future (ms since the epoch), the member cannot post.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_until: Option<i64>,
 }
 
 /// A conversation as one member sees it.

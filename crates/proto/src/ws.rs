@@ -214,6 +214,14 @@ pub enum ServerFrame {
     Pong {
         id: String,
     },
+    /// The user was invited to a group (their privacy settings asked for an invitation).
+    GroupInvitation {
+        invitation: crate::rest::GroupInvitation,
+    },
+    /// Someone asked to join a group the user may approve joins of.
+    JoinRequest {
+        request: crate::rest::JoinRequest,
+    },
 }
 
 #[cfg(test)]

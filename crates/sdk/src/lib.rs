@@ -11,6 +11,7 @@
 //! protocol from `tidings-proto`.
 
 mod connection;
+mod groups;
 mod rest;
 
 pub use connection::{ConnectOptions, Connection, Cursors};

@@ -192,7 +192,7 @@ impl AuthedClient {
             .bearer_auth(&self.token)
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> SdkResult<T> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> SdkResult<T> {
         let r = self
             .request(reqwest::Method::GET, path)
             .send()
@@ -201,9 +201,23 @@ impl AuthedClient {
         decode(r).await
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> SdkResult<T> {
+    pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> SdkResult<T> {
+        self.json(reqwest::Method::POST, path, body).await
+    }
+
+    /// A request with a JSON body and a JSON answer.
+    pub(crate) async fn json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &B,
+    ) -> SdkResult<T> {
         let r = self
-            .request(reqwest::Method::POST, path)
+            .request(method, path)
             .json(body)
             .send()
             .await
@@ -211,13 +225,29 @@ impl AuthedClient {
         decode(r).await
     }
 
+    /// A request with a JSON body whose success has no body (`204`).
+    pub(crate) async fn json_empty<B: Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &B,
+    ) -> SdkResult<()> {
+        let r = self
+            .request(method, path)
+            .json(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        expect_empty(r).await
+    }
+
     /// A request whose success has no body (`204`).
-    async fn empty(&self, method: reqwest::Method, path: &str) -> SdkResult<()> {
+    pub(crate) async fn empty(&self, method: reqwest::Method, path: &str) -> SdkResult<()> {
         let r = self.request(method, path).send().await.map_err(transport)?;
         expect_empty(r).await
     }
 
-    async fn delete(&self, path: &str) -> SdkResult<()> {
+    pub(crate) async fn delete(&self, path: &str) -> SdkResult<()> {
         self.empty(reqwest::Method::DELETE, path).await
     }
 
@@ -323,7 +353,7 @@ impl AuthedClient {
         &self,
         id: ConversationId,
         users: &[UserId],
-    ) -> SdkResult<Vec<UserId>> {
+    ) -> SdkResult<AddMembersResult> {
         self.post(
             &format!("/api/v1/conversations/{id}/members"),
             &AddMembersRequest {

@@ -35,9 +35,10 @@ use std::time::Duration;
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, Seq, UserId};
 use tidings_store::{
-    Appended, BlockRecord, ConversationRecord, DeviceRecord, MemberRecord, NewInvite, NewMessage,
-    NewRefreshToken, ProfileRecord, RotateOutcome, Store, StoreError, StoreResult,
-    UserConversation, UserRecord,
+    Appended, BanRecord, BlockRecord, ConversationRecord, DeviceRecord, GroupChange, GroupChanged,
+    GroupInvitationRecord, GroupRecord, InviteLinkRecord, JoinRequestRecord, MemberRecord,
+    NewAudit, NewInvite, NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome,
+    Store, StoreError, StoreResult, UserConversation, UserRecord,
 };
 use writer::Writer;
 
@@ -374,6 +375,102 @@ impl Store for SqliteStore {
         self.read(move |conn| queries::co_members(conn, user)).await
     }
 
+    async fn group(&self, id: ConversationId) -> StoreResult<Option<GroupRecord>> {
+        self.read(move |conn| queries::group(conn, id)).await
+    }
+
+    async fn change_group(
+        &self,
+        change: GroupChange,
+        event: NewMessage,
+        audit: Option<NewAudit>,
+    ) -> StoreResult<GroupChanged> {
+        let event = PreparedMessage::new(event)?;
+        // MERGE: the audit log lands on the `admin` branch; its insert joins this transaction.
+        let _ = audit;
+        self.write(move |conn| queries::change_group(conn, change, event))
+            .await
+    }
+
+    async fn group_bans(&self, id: ConversationId) -> StoreResult<Vec<BanRecord>> {
+        self.read(move |conn| queries::group_bans(conn, id)).await
+    }
+
+    async fn is_banned(&self, id: ConversationId, user: UserId) -> StoreResult<bool> {
+        self.read(move |conn| queries::is_banned(conn, id, user))
+            .await
+    }
+
+    async fn create_invite_link(&self, link: NewInviteLink) -> StoreResult<InviteLinkRecord> {
+        self.write(move |conn| queries::create_invite_link(conn, &link))
+            .await
+    }
+
+    async fn invite_links(&self, id: ConversationId) -> StoreResult<Vec<InviteLinkRecord>> {
+        self.read(move |conn| queries::invite_links(conn, id)).await
+    }
+
+    async fn invite_link_by_code(
+        &self,
+        code_hash: [u8; 32],
+    ) -> StoreResult<Option<InviteLinkRecord>> {
+        self.read(move |conn| queries::invite_link_by_code(conn, code_hash))
+            .await
+    }
+
+    async fn revoke_invite_link(
+        &self,
+        id: ConversationId,
+        link_id: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.write(move |conn| queries::revoke_invite_link(conn, id, link_id, now))
+            .await
+    }
+
+    async fn create_join_request(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        message: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let message = message.to_owned();
+        self.write(move |conn| queries::create_join_request(conn, id, user, &message, now))
+            .await
+    }
+
+    async fn join_requests(&self, id: ConversationId) -> StoreResult<Vec<JoinRequestRecord>> {
+        self.read(move |conn| queries::join_requests(conn, id))
+            .await
+    }
+
+    async fn delete_join_request(&self, id: ConversationId, user: UserId) -> StoreResult<bool> {
+        self.write(move |conn| queries::delete_join_request(conn, id, user))
+            .await
+    }
+
+    async fn create_group_invitation(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        inviter: UserId,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.write(move |conn| queries::create_group_invitation(conn, id, user, inviter, now))
+            .await
+    }
+
+    async fn group_invitations_of(&self, user: UserId) -> StoreResult<Vec<GroupInvitationRecord>> {
+        self.read(move |conn| queries::group_invitations_of(conn, user))
+            .await
+    }
+
+    async fn delete_group_invitation(&self, id: ConversationId, user: UserId) -> StoreResult<bool> {
+        self.write(move |conn| queries::delete_group_invitation(conn, id, user))
+            .await
+    }
+
     async fn append_messages(
         &self,
         batch: Vec<NewMessage>,
@@ -383,12 +480,7 @@ impl Store for SqliteStore {
         }
         let batch = batch
             .into_iter()
-            .map(|message| {
-                let body_json = serde_json::to_string(&message.body).map_err(|e| {
-                    StoreError::Backend(format!("message body does not serialize: {e}"))
-                })?;
-                Ok(PreparedMessage { message, body_json })
-            })
+            .map(PreparedMessage::new)
             .collect::<StoreResult<Vec<_>>>()?;
         self.write(move |conn| queries::append_messages(conn, batch))
             .await

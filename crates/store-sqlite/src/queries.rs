@@ -10,13 +10,14 @@
 use crate::error::backend;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use tidings_proto::rest::{ConversationKind, Role};
+use tidings_proto::rest::{ConversationKind, GroupPermissions, Role};
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, MessageId, Seq, UserId};
 use tidings_store::{
-    Appended, BlockRecord, ConversationRecord, DeviceRecord, MemberRecord, NewInvite,
-    NewRefreshToken, Peer, ProfileRecord, RotateOutcome, StoreError, StoreResult, UserConversation,
-    UserRecord,
+    Appended, BanRecord, BlockRecord, ConversationRecord, DeviceRecord, GroupChange, GroupChanged,
+    GroupInvitationRecord, GroupRecord, InviteLinkRecord, JoinRequestRecord, MemberRecord,
+    NewInvite, NewInviteLink, NewRefreshToken, Peer, ProfileRecord, RotateOutcome, StoreError,
+    StoreResult, UserConversation, UserRecord,
 };
 
 /// The columns `user_conversation_from_row` reads: the conversation, the member, and for
@@ -26,7 +27,8 @@ macro_rules! user_conversation_select {
         "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, \
          m.conversation_id, m.user_id, u.username, m.role, m.joined_at, \
          m.delivered_seq, m.read_seq, \
-         c.member_count, p.user_id, pu.username, p.delivered_seq, p.read_seq \
+         c.member_count, p.user_id, pu.username, p.delivered_seq, p.read_seq, \
+         m.muted_until \
          FROM members m \
          JOIN conversations c ON c.id = m.conversation_id \
          JOIN users u ON u.id = m.user_id \
@@ -131,11 +133,11 @@ statements! {
     DELETE_MEMBER = "DELETE FROM members WHERE conversation_id = ?1 AND user_id = ?2";
     ADD_MEMBER_COUNT = "UPDATE conversations SET member_count = member_count + ?2 WHERE id = ?1";
     MEMBER = "SELECT m.conversation_id, m.user_id, u.username, m.role, m.joined_at, \
-              m.delivered_seq, m.read_seq \
+              m.delivered_seq, m.read_seq, m.muted_until \
               FROM members m JOIN users u ON u.id = m.user_id \
               WHERE m.conversation_id = ?1 AND m.user_id = ?2";
     MEMBERS = "SELECT m.conversation_id, m.user_id, u.username, m.role, m.joined_at, \
-               m.delivered_seq, m.read_seq \
+               m.delivered_seq, m.read_seq, m.muted_until \
                FROM members m JOIN users u ON u.id = m.user_id \
                WHERE m.conversation_id = ?1 ORDER BY m.user_id";
     // The unread count is `last_seq - read_seq`, which is exactly "messages from others after the
@@ -186,6 +188,66 @@ statements! {
     LAST_SEEN = "SELECT user_id, ts FROM last_seen \
                  WHERE user_id IN (SELECT value FROM json_each(?1)) ORDER BY user_id";
     PING = "SELECT 1";
+
+    // --- Groups
+    GROUP = "SELECT id, kind, title, created_at, last_seq, description, avatar, announcement, \
+             join_approval, permissions, member_count FROM conversations \
+             WHERE id = ?1 AND kind = 'group' AND dissolved_at IS NULL";
+    UPDATE_GROUP_INFO = "UPDATE conversations SET title = coalesce(?2, title), \
+                         description = coalesce(?3, description), avatar = coalesce(?4, avatar), \
+                         announcement = coalesce(?5, announcement), \
+                         join_approval = coalesce(?6, join_approval) WHERE id = ?1";
+    SET_PERMISSIONS = "UPDATE conversations SET permissions = ?2 WHERE id = ?1";
+    DISSOLVE_GROUP = "UPDATE conversations SET dissolved_at = ?2, member_count = 0 WHERE id = ?1";
+    DELETE_ALL_MEMBERS = "DELETE FROM members WHERE conversation_id = ?1 RETURNING user_id";
+    SET_ROLE = "UPDATE members SET role = ?3 WHERE conversation_id = ?1 AND user_id = ?2";
+    SET_MUTE = "UPDATE members SET muted_until = ?3 WHERE conversation_id = ?1 AND user_id = ?2";
+    DELETE_MESSAGE_BODY = "UPDATE messages SET kind = 'deleted', body = ?3 \
+                           WHERE conversation_id = ?1 AND seq = ?2 AND kind <> 'system'";
+    UPSERT_BAN = "INSERT INTO group_bans (conversation_id, user_id, banned_by, created_at, reason) \
+                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (conversation_id, user_id) DO UPDATE \
+                  SET banned_by = excluded.banned_by, created_at = excluded.created_at, \
+                  reason = excluded.reason";
+    DELETE_BAN = "DELETE FROM group_bans WHERE conversation_id = ?1 AND user_id = ?2";
+    IS_BANNED = "SELECT 1 FROM group_bans WHERE conversation_id = ?1 AND user_id = ?2";
+    GROUP_BANS = "SELECT b.user_id, u.username, b.banned_by, b.created_at, b.reason \
+                  FROM group_bans b JOIN users u ON u.id = b.user_id \
+                  WHERE b.conversation_id = ?1 ORDER BY b.user_id";
+    INSERT_LINK = "INSERT INTO group_invite_links \
+                   (conversation_id, code_hash, created_by, created_at, expires_at, max_uses) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id";
+    LINKS_OF = "SELECT id, conversation_id, created_by, created_at, expires_at, max_uses, uses, \
+                revoked_at FROM group_invite_links \
+                WHERE conversation_id = ?1 AND revoked_at IS NULL ORDER BY id DESC";
+    LINK_BY_CODE = "SELECT id, conversation_id, created_by, created_at, expires_at, max_uses, \
+                    uses, revoked_at FROM group_invite_links WHERE code_hash = ?1";
+    REVOKE_LINK = "UPDATE group_invite_links SET revoked_at = ?3 \
+                   WHERE id = ?2 AND conversation_id = ?1 AND revoked_at IS NULL";
+    REVOKE_ALL_LINKS = "UPDATE group_invite_links SET revoked_at = ?2 \
+                        WHERE conversation_id = ?1 AND revoked_at IS NULL";
+    // Uses one use of a link only if it is still usable at ?3.
+    USE_LINK = "UPDATE group_invite_links SET uses = uses + 1 \
+                WHERE id = ?1 AND conversation_id = ?2 AND revoked_at IS NULL \
+                AND (expires_at IS NULL OR expires_at > ?3) \
+                AND (max_uses IS NULL OR uses < max_uses)";
+    INSERT_JOIN_REQUEST = "INSERT INTO group_join_requests \
+                           (conversation_id, user_id, message, created_at) VALUES (?1, ?2, ?3, ?4) \
+                           ON CONFLICT (conversation_id, user_id) DO NOTHING";
+    JOIN_REQUESTS = "SELECT r.conversation_id, r.user_id, u.username, r.message, r.created_at \
+                     FROM group_join_requests r JOIN users u ON u.id = r.user_id \
+                     WHERE r.conversation_id = ?1 ORDER BY r.created_at, r.user_id";
+    DELETE_JOIN_REQUEST = "DELETE FROM group_join_requests \
+                           WHERE conversation_id = ?1 AND user_id = ?2";
+    DELETE_ALL_JOIN_REQUESTS = "DELETE FROM group_join_requests WHERE conversation_id = ?1";
+    INSERT_INVITATION = "INSERT INTO group_invitations \
+                         (conversation_id, user_id, inviter_id, created_at) VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT (conversation_id, user_id) DO NOTHING";
+    INVITATIONS_OF = "SELECT i.conversation_id, c.title, i.inviter_id, u.username, i.created_at \
+                      FROM group_invitations i JOIN conversations c ON c.id = i.conversation_id \
+                      JOIN users u ON u.id = i.inviter_id \
+                      WHERE i.user_id = ?1 ORDER BY i.created_at DESC, i.conversation_id DESC";
+    DELETE_INVITATION = "DELETE FROM group_invitations WHERE conversation_id = ?1 AND user_id = ?2";
+    DELETE_ALL_INVITATIONS = "DELETE FROM group_invitations WHERE conversation_id = ?1";
 }
 
 // --- Conversions -----------------------------------------------------------------------------
@@ -225,6 +287,7 @@ fn kind_from_row(row: &Row<'_>, index: usize) -> rusqlite::Result<ConversationKi
 fn role_to_sql(role: Role) -> &'static str {
     match role {
         Role::Owner => "owner",
+        Role::Admin => "admin",
         Role::Member => "member",
     }
 }
@@ -232,6 +295,7 @@ fn role_to_sql(role: Role) -> &'static str {
 fn role_from_row(row: &Row<'_>, index: usize) -> rusqlite::Result<Role> {
     match row.get_ref(index)?.as_str()? {
         "owner" => Ok(Role::Owner),
+        "admin" => Ok(Role::Admin),
         "member" => Ok(Role::Member),
         other => Err(bad_column(index, format!("unknown role {other:?}"))),
     }
@@ -276,8 +340,8 @@ fn conversation_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<Conversat
 }
 
 /// Reads `conversation_id, user_id, username, role, joined_at, delivered_seq, read_seq`
-/// starting at column `at`.
-fn member_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<MemberRecord> {
+/// starting at column `at`, and `muted_until` from column `muted_at`.
+fn member_from_row(row: &Row<'_>, at: usize, muted_at: usize) -> rusqlite::Result<MemberRecord> {
     Ok(MemberRecord {
         conversation_id: ConversationId(row.get(at)?),
         user_id: UserId(row.get(at + 1)?),
@@ -286,12 +350,13 @@ fn member_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<MemberRecord> {
         joined_at: row.get(at + 4)?,
         delivered_seq: seq_from_sql(row.get(at + 5)?),
         read_seq: seq_from_sql(row.get(at + 6)?),
+        muted_until: row.get(muted_at)?,
     })
 }
 
 fn user_conversation_from_row(row: &Row<'_>) -> rusqlite::Result<UserConversation> {
     let conversation = conversation_from_row(row, 0)?;
-    let me = member_from_row(row, 5)?;
+    let me = member_from_row(row, 5, 17)?;
     let unread = conversation.last_seq.saturating_sub(me.read_seq);
     let peer = match row.get::<_, Option<i64>>(13)? {
         Some(id) => Some(Peer {
@@ -834,7 +899,7 @@ pub(crate) fn member(
     user: UserId,
 ) -> StoreResult<Option<MemberRecord>> {
     query_opt(conn, MEMBER, params![conversation.0, user.0], |row| {
-        member_from_row(row, 0)
+        member_from_row(row, 0, 7)
     })
 }
 
@@ -843,7 +908,7 @@ pub(crate) fn members(
     conversation: ConversationId,
 ) -> StoreResult<Vec<MemberRecord>> {
     query_all(conn, MEMBERS, [conversation.0], |row| {
-        member_from_row(row, 0)
+        member_from_row(row, 0, 7)
     })
 }
 
@@ -878,6 +943,14 @@ pub(crate) fn co_members(conn: &Connection, user: UserId) -> StoreResult<Vec<Use
 pub(crate) struct PreparedMessage {
     pub(crate) message: tidings_store::NewMessage,
     pub(crate) body_json: String,
+}
+
+impl PreparedMessage {
+    pub(crate) fn new(message: tidings_store::NewMessage) -> StoreResult<Self> {
+        let body_json = serde_json::to_string(&message.body)
+            .map_err(|e| StoreError::Backend(format!("message body does not serialize: {e}")))?;
+        Ok(PreparedMessage { message, body_json })
+    }
 }
 
 /// Appends a batch in the caller's transaction. An item whose conversation does not exist
@@ -982,6 +1055,379 @@ pub(crate) fn messages_before(
     )?;
     messages.reverse();
     Ok(messages)
+}
+
+// --- Groups ----------------------------------------------------------------------------------
+
+fn group_from_row(row: &Row<'_>) -> rusqlite::Result<GroupRecord> {
+    let permissions = match row.get_ref(9)?.as_str_or_null()? {
+        None => GroupPermissions::default(),
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| bad_column(9, format!("bad group permissions: {e}")))?,
+    };
+    Ok(GroupRecord {
+        conversation: conversation_from_row(row, 0)?,
+        description: row.get(5)?,
+        avatar: row.get(6)?,
+        announcement: row.get(7)?,
+        join_approval: row.get(8)?,
+        permissions,
+        member_count: row.get(10)?,
+    })
+}
+
+pub(crate) fn group(conn: &Connection, id: ConversationId) -> StoreResult<Option<GroupRecord>> {
+    query_opt(conn, GROUP, [id.0], group_from_row)
+}
+
+fn require_member(conn: &Connection, id: ConversationId, user: UserId) -> StoreResult<()> {
+    match member(conn, id, user)? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+fn refuse_banned(conn: &Connection, id: ConversationId, user: UserId) -> StoreResult<()> {
+    if is_banned(conn, id, user)? {
+        return Err(StoreError::Conflict("banned"));
+    }
+    Ok(())
+}
+
+/// Applies one group change in the caller's transaction; returns who joined and who left.
+fn apply_group_change(
+    conn: &Connection,
+    id: ConversationId,
+    change: GroupChange,
+    now: i64,
+) -> StoreResult<(Vec<UserId>, Vec<UserId>)> {
+    let add = |users: &[UserId]| -> StoreResult<Vec<UserId>> {
+        let users: Vec<(UserId, Role)> = users.iter().map(|&u| (u, Role::Member)).collect();
+        insert_members(conn, id, &users, now)
+    };
+    let remove = |user: UserId| -> StoreResult<Vec<UserId>> {
+        Ok(if remove_member(conn, id, user)? {
+            vec![user]
+        } else {
+            Vec::new()
+        })
+    };
+    Ok(match change {
+        GroupChange::AddMembers { users } => (add(&users)?, Vec::new()),
+        GroupChange::RemoveMember { user } => {
+            let removed = remove(user)?;
+            if removed.is_empty() {
+                return Err(StoreError::NotFound);
+            }
+            (Vec::new(), removed)
+        }
+        GroupChange::Ban { user, by, reason } => {
+            execute(conn, UPSERT_BAN, params![id.0, user.0, by.0, now, reason])?;
+            execute(conn, DELETE_JOIN_REQUEST, params![id.0, user.0])?;
+            execute(conn, DELETE_INVITATION, params![id.0, user.0])?;
+            (Vec::new(), remove(user)?)
+        }
+        GroupChange::Unban { user } => {
+            if execute(conn, DELETE_BAN, params![id.0, user.0])? == 0 {
+                return Err(StoreError::NotFound);
+            }
+            (Vec::new(), Vec::new())
+        }
+        GroupChange::Mute { user, until } => {
+            if execute(conn, SET_MUTE, params![id.0, user.0, until])? == 0 {
+                return Err(StoreError::NotFound);
+            }
+            (Vec::new(), Vec::new())
+        }
+        GroupChange::SetRole { user, role } => {
+            if role == Role::Owner {
+                return Err(StoreError::Conflict("role"));
+            }
+            if execute(conn, SET_ROLE, params![id.0, user.0, role_to_sql(role)])? == 0 {
+                return Err(StoreError::NotFound);
+            }
+            (Vec::new(), Vec::new())
+        }
+        GroupChange::TransferOwnership { from, to } => {
+            require_member(conn, id, from)?;
+            if execute(
+                conn,
+                SET_ROLE,
+                params![id.0, to.0, role_to_sql(Role::Owner)],
+            )? == 0
+            {
+                return Err(StoreError::NotFound);
+            }
+            execute(
+                conn,
+                SET_ROLE,
+                params![id.0, from.0, role_to_sql(Role::Admin)],
+            )?;
+            (Vec::new(), Vec::new())
+        }
+        GroupChange::UpdateInfo {
+            title,
+            description,
+            avatar,
+            announcement,
+            join_approval,
+        } => {
+            execute(
+                conn,
+                UPDATE_GROUP_INFO,
+                params![
+                    id.0,
+                    title,
+                    description,
+                    avatar,
+                    announcement,
+                    join_approval
+                ],
+            )?;
+            (Vec::new(), Vec::new())
+        }
+        GroupChange::SetPermissions(permissions) => {
+            let json = serde_json::to_string(&permissions)
+                .map_err(|e| StoreError::Backend(format!("encoding permissions: {e}")))?;
+            execute(conn, SET_PERMISSIONS, params![id.0, json])?;
+            (Vec::new(), Vec::new())
+        }
+        GroupChange::DeleteMessage { seq } => {
+            let tombstone = serde_json::to_string(&MessageBody::Deleted {})
+                .map_err(|e| StoreError::Backend(format!("encoding a tombstone: {e}")))?;
+            if execute(
+                conn,
+                DELETE_MESSAGE_BODY,
+                params![id.0, seq_to_sql(seq), tombstone],
+            )? == 0
+            {
+                return Err(StoreError::NotFound);
+            }
+            (Vec::new(), Vec::new())
+        }
+        GroupChange::Dissolve => {
+            let removed = query_all(conn, DELETE_ALL_MEMBERS, [id.0], |row| {
+                row.get(0).map(UserId)
+            })?;
+            execute(conn, DISSOLVE_GROUP, params![id.0, now])?;
+            execute(conn, REVOKE_ALL_LINKS, params![id.0, now])?;
+            execute(conn, DELETE_ALL_JOIN_REQUESTS, [id.0])?;
+            execute(conn, DELETE_ALL_INVITATIONS, [id.0])?;
+            (Vec::new(), removed)
+        }
+        GroupChange::JoinByLink { user, link_id } => {
+            refuse_banned(conn, id, user)?;
+            if execute(conn, USE_LINK, params![link_id, id.0, now])? == 0 {
+                return Err(StoreError::NotFound);
+            }
+            (add(&[user])?, Vec::new())
+        }
+        GroupChange::AcceptInvitation { user } => {
+            refuse_banned(conn, id, user)?;
+            if execute(conn, DELETE_INVITATION, params![id.0, user.0])? == 0 {
+                return Err(StoreError::NotFound);
+            }
+            (add(&[user])?, Vec::new())
+        }
+        GroupChange::ApproveJoinRequest { user } => {
+            refuse_banned(conn, id, user)?;
+            if execute(conn, DELETE_JOIN_REQUEST, params![id.0, user.0])? == 0 {
+                return Err(StoreError::NotFound);
+            }
+            (add(&[user])?, Vec::new())
+        }
+    })
+}
+
+/// Applies a group change and appends its system message in the caller's transaction.
+pub(crate) fn change_group(
+    conn: &Connection,
+    change: GroupChange,
+    event: PreparedMessage,
+) -> StoreResult<GroupChanged> {
+    let id = event.message.conversation_id;
+    if group(conn, id)?.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    let now = event.message.ts;
+    let (added, removed) = apply_group_change(conn, id, change, now)?;
+    let appended = append_messages(conn, vec![event])?
+        .pop()
+        .ok_or_else(|| StoreError::Backend("append returned no result".into()))??;
+    if appended.duplicate {
+        // System messages carry fresh ids; a duplicate means the caller reused one.
+        return Err(StoreError::Conflict("client_msg_id"));
+    }
+    Ok(GroupChanged {
+        event: appended.message,
+        added,
+        removed,
+    })
+}
+
+pub(crate) fn is_banned(conn: &Connection, id: ConversationId, user: UserId) -> StoreResult<bool> {
+    Ok(query_opt(conn, IS_BANNED, params![id.0, user.0], |_| Ok(()))?.is_some())
+}
+
+pub(crate) fn group_bans(conn: &Connection, id: ConversationId) -> StoreResult<Vec<BanRecord>> {
+    query_all(conn, GROUP_BANS, [id.0], |row| {
+        Ok(BanRecord {
+            user_id: UserId(row.get(0)?),
+            username: row.get(1)?,
+            banned_by: UserId(row.get(2)?),
+            since: row.get(3)?,
+            reason: row.get(4)?,
+        })
+    })
+}
+
+fn link_from_row(row: &Row<'_>) -> rusqlite::Result<InviteLinkRecord> {
+    Ok(InviteLinkRecord {
+        id: row.get(0)?,
+        conversation_id: ConversationId(row.get(1)?),
+        created_by: UserId(row.get(2)?),
+        created_at: row.get(3)?,
+        expires_at: row.get(4)?,
+        max_uses: row.get(5)?,
+        uses: row.get(6)?,
+        revoked: row.get::<_, Option<i64>>(7)?.is_some(),
+    })
+}
+
+pub(crate) fn create_invite_link(
+    conn: &Connection,
+    link: &NewInviteLink,
+) -> StoreResult<InviteLinkRecord> {
+    if group(conn, link.conversation_id)?.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    let id: i64 = query_opt(
+        conn,
+        INSERT_LINK,
+        params![
+            link.conversation_id.0,
+            link.code_hash.as_slice(),
+            link.created_by.0,
+            link.created_at,
+            link.expires_at,
+            link.max_uses
+        ],
+        |row| row.get(0),
+    )?
+    .ok_or_else(|| StoreError::Backend("INSERT ... RETURNING returned no row".into()))?;
+    Ok(InviteLinkRecord {
+        id,
+        conversation_id: link.conversation_id,
+        created_by: link.created_by,
+        created_at: link.created_at,
+        expires_at: link.expires_at,
+        max_uses: link.max_uses,
+        uses: 0,
+        revoked: false,
+    })
+}
+
+pub(crate) fn invite_links(
+    conn: &Connection,
+    id: ConversationId,
+) -> StoreResult<Vec<InviteLinkRecord>> {
+    query_all(conn, LINKS_OF, [id.0], link_from_row)
+}
+
+pub(crate) fn invite_link_by_code(
+    conn: &Connection,
+    code_hash: [u8; 32],
+) -> StoreResult<Option<InviteLinkRecord>> {
+    query_opt(conn, LINK_BY_CODE, [code_hash.as_slice()], link_from_row)
+}
+
+pub(crate) fn revoke_invite_link(
+    conn: &Connection,
+    id: ConversationId,
+    link_id: i64,
+    now: i64,
+) -> StoreResult<bool> {
+    Ok(execute(conn, REVOKE_LINK, params![id.0, link_id, now])? > 0)
+}
+
+pub(crate) fn create_join_request(
+    conn: &Connection,
+    id: ConversationId,
+    user: UserId,
+    message: &str,
+    now: i64,
+) -> StoreResult<bool> {
+    if group(conn, id)?.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    Ok(execute(
+        conn,
+        INSERT_JOIN_REQUEST,
+        params![id.0, user.0, message, now],
+    )? > 0)
+}
+
+pub(crate) fn join_requests(
+    conn: &Connection,
+    id: ConversationId,
+) -> StoreResult<Vec<JoinRequestRecord>> {
+    query_all(conn, JOIN_REQUESTS, [id.0], |row| {
+        Ok(JoinRequestRecord {
+            conversation_id: ConversationId(row.get(0)?),
+            user_id: UserId(row.get(1)?),
+            username: row.get(2)?,
+            message: row.get(3)?,
+            created_at: row.get(4)?,
+        })
+    })
+}
+
+pub(crate) fn delete_join_request(
+    conn: &Connection,
+    id: ConversationId,
+    user: UserId,
+) -> StoreResult<bool> {
+    Ok(execute(conn, DELETE_JOIN_REQUEST, params![id.0, user.0])? > 0)
+}
+
+pub(crate) fn create_group_invitation(
+    conn: &Connection,
+    id: ConversationId,
+    user: UserId,
+    inviter: UserId,
+    now: i64,
+) -> StoreResult<bool> {
+    if group(conn, id)?.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    Ok(execute(
+        conn,
+        INSERT_INVITATION,
+        params![id.0, user.0, inviter.0, now],
+    )? > 0)
+}
+
+pub(crate) fn group_invitations_of(
+    conn: &Connection,
+    user: UserId,
+) -> StoreResult<Vec<GroupInvitationRecord>> {
+    query_all(conn, INVITATIONS_OF, [user.0], |row| {
+        Ok(GroupInvitationRecord {
+            conversation_id: ConversationId(row.get(0)?),
+            title: row.get(1)?,
+            inviter_id: UserId(row.get(2)?),
+            inviter_username: row.get(3)?,
+            created_at: row.get(4)?,
+        })
+    })
+}
+
+pub(crate) fn delete_group_invitation(
+    conn: &Connection,
+    id: ConversationId,
+    user: UserId,
+) -> StoreResult<bool> {
+    Ok(execute(conn, DELETE_INVITATION, params![id.0, user.0])? > 0)
 }
 
 // --- Markers and presence --------------------------------------------------------------------

@@ -17,12 +17,13 @@
 //! (the order of ids in `add_members`' answer, say), they compare as sets.
 
 use crate::{
-    Appended, ConversationRecord, NewInvite, NewMessage, NewRefreshToken, ProfileRecord,
-    RotateOutcome, Store, StoreError,
+    Appended, ConversationRecord, GroupChange, NewInvite, NewInviteLink, NewMessage,
+    NewRefreshToken, ProfileRecord, RotateOutcome, Store, StoreError,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tidings_proto::rest::{ConversationKind, Role};
+use tidings_proto::message::SystemEvent;
+use tidings_proto::rest::{ConversationKind, GroupPermissions, Role};
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, Seq, UserId};
 
@@ -86,6 +87,15 @@ macro_rules! store_conformance_tests {
             co_members_distinct_without_self,
             last_seen_upsert,
             concurrent_appends_are_gap_free,
+            group_settings_default_and_update,
+            group_change_appends_its_event,
+            group_change_failure_stores_nothing,
+            group_roles_mutes_and_transfer,
+            group_bans_block_every_way_back,
+            group_invite_links_count_and_expire,
+            group_join_requests_and_invitations,
+            group_dissolve_removes_everyone,
+            group_delete_message_leaves_tombstone,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1674,4 +1684,600 @@ pub async fn concurrent_appends_are_gap_free(store: Arc<dyn Store>) {
         store.conversation(g).await.unwrap().unwrap().last_seq,
         total
     );
+}
+
+// --- Groups ----------------------------------------------------------------------------------
+
+/// A system message for `change_group`, with a unique client id.
+fn event(conversation: ConversationId, actor: UserId, n: u32, ts: i64) -> NewMessage {
+    NewMessage {
+        conversation_id: conversation,
+        sender_id: actor,
+        sender_device_id: DeviceId(0),
+        client_msg_id: format!("system:{n}"),
+        ts,
+        body: MessageBody::System {
+            event: Box::new(SystemEvent::MemberLeft {}),
+        },
+    }
+}
+
+fn link(conversation: ConversationId, by: UserId, n: u8) -> NewInviteLink {
+    NewInviteLink {
+        conversation_id: conversation,
+        code_hash: [n; 32],
+        created_by: by,
+        created_at: 1_000,
+        expires_at: None,
+        max_uses: None,
+    }
+}
+
+fn member_ids(members: &[crate::MemberRecord]) -> BTreeSet<UserId> {
+    members.iter().map(|m| m.user_id).collect()
+}
+
+pub async fn group_settings_default_and_update(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let peer = user(&store, "peer").await;
+    let g = group(&store, owner, &[]).await;
+    let record = store.group(g.id).await.unwrap().expect("a group");
+    assert_eq!(record.description, "");
+    assert!(!record.join_approval);
+    assert_eq!(record.permissions, GroupPermissions::default());
+    assert_eq!(record.member_count, 1);
+    let (direct, _) = store
+        .get_or_create_direct(owner, peer, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.group(direct.id).await.unwrap(),
+        None,
+        "direct is no group"
+    );
+    assert_eq!(store.group(ConversationId(9_999)).await.unwrap(), None);
+
+    let change = GroupChange::UpdateInfo {
+        title: None,
+        description: Some("about".into()),
+        avatar: None,
+        announcement: Some("read the rules".into()),
+        join_approval: Some(true),
+    };
+    store
+        .change_group(change, event(g.id, owner, 1, 2_000), None)
+        .await
+        .unwrap();
+    let permissions = GroupPermissions {
+        invite: Role::Admin,
+        ..GroupPermissions::default()
+    };
+    store
+        .change_group(
+            GroupChange::SetPermissions(permissions.clone()),
+            event(g.id, owner, 2, 2_000),
+            None,
+        )
+        .await
+        .unwrap();
+    let record = store.group(g.id).await.unwrap().unwrap();
+    assert_eq!(
+        record.conversation.title, g.title,
+        "unset fields keep their value"
+    );
+    assert_eq!(record.description, "about");
+    assert_eq!(record.announcement, "read the rules");
+    assert!(record.join_approval);
+    assert_eq!(record.permissions, permissions);
+}
+
+pub async fn group_change_appends_its_event(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let a = user(&store, "a").await;
+    let d = device(&store, owner).await;
+    let g = group(&store, owner, &[]).await;
+    store
+        .append_messages(vec![text(g.id, owner, d, "m1", 1_500)])
+        .await
+        .unwrap();
+    let changed = store
+        .change_group(
+            GroupChange::AddMembers { users: vec![a] },
+            event(g.id, owner, 1, 2_000),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.added, vec![a]);
+    assert!(changed.removed.is_empty());
+    assert_eq!(changed.event.seq, 2, "the event takes the next sequence");
+    assert_eq!(changed.event.sender_id, owner);
+    let stored = store.messages_after(g.id, 1, 10).await.unwrap();
+    assert_eq!(stored, vec![changed.event.clone()]);
+    // The new member's markers start before the event that announces them, so they see it.
+    let member = store.member(g.id, a).await.unwrap().unwrap();
+    assert_eq!(member.read_seq, 1);
+    // Sequences stay gap-free across plain appends and group changes.
+    let next = store
+        .append_messages(vec![text(g.id, a, d, "m2", 2_500)])
+        .await
+        .unwrap();
+    assert_eq!(next[0].as_ref().unwrap().message.seq, 3);
+}
+
+pub async fn group_change_failure_stores_nothing(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let stranger = user(&store, "stranger").await;
+    let g = group(&store, owner, &[]).await;
+    for change in [
+        GroupChange::RemoveMember { user: stranger },
+        GroupChange::Mute {
+            user: stranger,
+            until: Some(5_000),
+        },
+        GroupChange::SetRole {
+            user: stranger,
+            role: Role::Admin,
+        },
+        GroupChange::Unban { user: stranger },
+        GroupChange::AcceptInvitation { user: stranger },
+        GroupChange::ApproveJoinRequest { user: stranger },
+        GroupChange::DeleteMessage { seq: 7 },
+    ] {
+        let err = store
+            .change_group(change.clone(), event(g.id, owner, 1, 2_000), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound), "{change:?}: {err:?}");
+    }
+    let err = store
+        .change_group(
+            GroupChange::SetRole {
+                user: owner,
+                role: Role::Owner,
+            },
+            event(g.id, owner, 1, 2_000),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(
+        store.conversation(g.id).await.unwrap().unwrap().last_seq,
+        0,
+        "no event was stored for a change that failed"
+    );
+    let err = store
+        .change_group(
+            GroupChange::AddMembers {
+                users: vec![stranger],
+            },
+            event(ConversationId(9_999), owner, 1, 2_000),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound));
+}
+
+pub async fn group_roles_mutes_and_transfer(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let a = user(&store, "a").await;
+    let g = group(&store, owner, &[a]).await;
+    store
+        .change_group(
+            GroupChange::SetRole {
+                user: a,
+                role: Role::Admin,
+            },
+            event(g.id, owner, 1, 2_000),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.member(g.id, a).await.unwrap().unwrap().role,
+        Role::Admin
+    );
+    store
+        .change_group(
+            GroupChange::Mute {
+                user: a,
+                until: Some(9_000),
+            },
+            event(g.id, owner, 2, 2_000),
+            None,
+        )
+        .await
+        .unwrap();
+    let members = store.members(g.id).await.unwrap();
+    let muted = members.iter().find(|m| m.user_id == a).unwrap();
+    assert_eq!(muted.muted_until, Some(9_000));
+    assert_eq!(
+        store
+            .user_conversation(a, g.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .me
+            .muted_until,
+        Some(9_000)
+    );
+    store
+        .change_group(
+            GroupChange::Mute {
+                user: a,
+                until: None,
+            },
+            event(g.id, owner, 3, 2_000),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.member(g.id, a).await.unwrap().unwrap().muted_until,
+        None
+    );
+
+    store
+        .change_group(
+            GroupChange::TransferOwnership { from: owner, to: a },
+            event(g.id, owner, 4, 2_000),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.member(g.id, a).await.unwrap().unwrap().role,
+        Role::Owner
+    );
+    assert_eq!(
+        store.member(g.id, owner).await.unwrap().unwrap().role,
+        Role::Admin,
+        "the old owner stays as an admin"
+    );
+}
+
+pub async fn group_bans_block_every_way_back(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let a = user(&store, "a").await;
+    let g = group(&store, owner, &[a]).await;
+    let l = store
+        .create_invite_link(link(g.id, owner, 1))
+        .await
+        .unwrap();
+    store
+        .create_group_invitation(g.id, a, owner, 1_500)
+        .await
+        .unwrap();
+    let changed = store
+        .change_group(
+            GroupChange::Ban {
+                user: a,
+                by: owner,
+                reason: Some("spam".into()),
+            },
+            event(g.id, owner, 1, 2_000),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.removed, vec![a], "a banned member is removed");
+    assert!(store.is_banned(g.id, a).await.unwrap());
+    let bans = store.group_bans(g.id).await.unwrap();
+    assert_eq!(bans.len(), 1);
+    assert_eq!(
+        (
+            bans[0].user_id,
+            bans[0].banned_by,
+            bans[0].reason.as_deref()
+        ),
+        (a, owner, Some("spam"))
+    );
+    assert!(
+        store.group_invitations_of(a).await.unwrap().is_empty(),
+        "a ban withdraws pending invitations"
+    );
+    let err = store
+        .change_group(
+            GroupChange::JoinByLink {
+                user: a,
+                link_id: l.id,
+            },
+            event(g.id, a, 2, 2_000),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    store
+        .create_join_request(g.id, a, "let me in", 2_100)
+        .await
+        .unwrap();
+    let err = store
+        .change_group(
+            GroupChange::ApproveJoinRequest { user: a },
+            event(g.id, owner, 3, 2_200),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.invite_links(g.id).await.unwrap()[0].uses, 0);
+
+    store
+        .change_group(
+            GroupChange::Unban { user: a },
+            event(g.id, owner, 4, 2_300),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!store.is_banned(g.id, a).await.unwrap());
+    store
+        .change_group(
+            GroupChange::JoinByLink {
+                user: a,
+                link_id: l.id,
+            },
+            event(g.id, a, 5, 2_400),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(store.member(g.id, a).await.unwrap().is_some());
+}
+
+pub async fn group_invite_links_count_and_expire(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let users = [
+        user(&store, "a").await,
+        user(&store, "b").await,
+        user(&store, "c").await,
+    ];
+    let g = group(&store, owner, &[]).await;
+    let other = group(&store, owner, &[]).await;
+    let mut limited = link(g.id, owner, 1);
+    limited.max_uses = Some(2);
+    let limited = store.create_invite_link(limited).await.unwrap();
+    let mut expiring = link(g.id, owner, 2);
+    expiring.expires_at = Some(3_000);
+    let expiring = store.create_invite_link(expiring).await.unwrap();
+    assert!(matches!(
+        store.create_invite_link(link(g.id, owner, 1)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.invite_link_by_code([1; 32]).await.unwrap(),
+        Some(limited.clone())
+    );
+    assert_eq!(store.invite_link_by_code([9; 32]).await.unwrap(), None);
+
+    let join = |user: UserId, link_id: i64, n: u32, ts: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .change_group(
+                    GroupChange::JoinByLink { user, link_id },
+                    event(g.id, user, n, ts),
+                    None,
+                )
+                .await
+        }
+    };
+    join(users[0], limited.id, 1, 2_000).await.unwrap();
+    join(users[1], limited.id, 2, 2_000).await.unwrap();
+    assert!(matches!(
+        join(users[2], limited.id, 3, 2_000).await,
+        Err(StoreError::NotFound)
+    ));
+    let stored = store.invite_link_by_code([1; 32]).await.unwrap().unwrap();
+    assert_eq!(stored.uses, 2);
+    assert!(!stored.usable(2_000), "used up");
+    assert!(matches!(
+        join(users[2], expiring.id, 4, 3_000).await,
+        Err(StoreError::NotFound)
+    ));
+    // A link works only for its own group.
+    assert!(matches!(
+        store
+            .change_group(
+                GroupChange::JoinByLink {
+                    user: users[2],
+                    link_id: expiring.id,
+                },
+                event(other.id, users[2], 5, 2_000),
+                None,
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    join(users[2], expiring.id, 6, 2_999).await.unwrap();
+    assert_eq!(
+        member_ids(&store.members(g.id).await.unwrap()),
+        set([owner, users[0], users[1], users[2]])
+    );
+
+    assert!(
+        store
+            .revoke_invite_link(g.id, expiring.id, 4_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_invite_link(g.id, expiring.id, 4_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_invite_link(other.id, limited.id, 4_000)
+            .await
+            .unwrap(),
+        "a link is revoked only through its own group"
+    );
+    let listed: Vec<i64> = store
+        .invite_links(g.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(listed, vec![limited.id], "revoked links are not listed");
+    assert!(
+        store
+            .invite_link_by_code([2; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+}
+
+pub async fn group_join_requests_and_invitations(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    let g = group(&store, owner, &[]).await;
+    assert!(
+        store
+            .create_join_request(g.id, a, "hi", 1_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .create_join_request(g.id, a, "again", 1_100)
+            .await
+            .unwrap(),
+        "one pending request per user"
+    );
+    assert!(store.create_join_request(g.id, b, "", 1_200).await.unwrap());
+    let requests = store.join_requests(g.id).await.unwrap();
+    assert_eq!(
+        requests
+            .iter()
+            .map(|r| (r.user_id, r.message.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(a, "hi"), (b, "")]
+    );
+    assert!(store.delete_join_request(g.id, b).await.unwrap());
+    assert!(!store.delete_join_request(g.id, b).await.unwrap());
+    let changed = store
+        .change_group(
+            GroupChange::ApproveJoinRequest { user: a },
+            event(g.id, owner, 1, 2_000),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.added, vec![a]);
+    assert!(store.join_requests(g.id).await.unwrap().is_empty());
+
+    assert!(
+        store
+            .create_group_invitation(g.id, b, owner, 3_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .create_group_invitation(g.id, b, a, 3_100)
+            .await
+            .unwrap()
+    );
+    let invitations = store.group_invitations_of(b).await.unwrap();
+    assert_eq!(invitations.len(), 1);
+    assert_eq!(invitations[0].inviter_id, owner);
+    assert_eq!(invitations[0].inviter_username, "owner");
+    assert_eq!(invitations[0].title, g.title);
+    let changed = store
+        .change_group(
+            GroupChange::AcceptInvitation { user: b },
+            event(g.id, b, 2, 3_200),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.added, vec![b]);
+    assert!(store.group_invitations_of(b).await.unwrap().is_empty());
+    assert!(matches!(
+        store
+            .create_join_request(ConversationId(9_999), a, "", 1)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        !store.delete_group_invitation(g.id, b).await.unwrap(),
+        "accepting consumed the invitation"
+    );
+}
+
+pub async fn group_dissolve_removes_everyone(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    let g = group(&store, owner, &[a]).await;
+    store
+        .create_invite_link(link(g.id, owner, 1))
+        .await
+        .unwrap();
+    store.create_join_request(g.id, b, "", 1_000).await.unwrap();
+    let changed = store
+        .change_group(GroupChange::Dissolve, event(g.id, owner, 1, 2_000), None)
+        .await
+        .unwrap();
+    assert_eq!(set(changed.removed.iter().copied()), set([owner, a]));
+    assert!(store.members(g.id).await.unwrap().is_empty());
+    assert!(store.conversations_of(a).await.unwrap().is_empty());
+    assert_eq!(
+        store.group(g.id).await.unwrap(),
+        None,
+        "a dissolved group is gone"
+    );
+    assert!(store.invite_links(g.id).await.unwrap().is_empty());
+    assert!(store.join_requests(g.id).await.unwrap().is_empty());
+    // History stays, ending with the event that dissolved the group.
+    let history = store.messages_before(g.id, None, 10).await.unwrap();
+    assert_eq!(history.last().unwrap().seq, changed.event.seq);
+}
+
+pub async fn group_delete_message_leaves_tombstone(store: Arc<dyn Store>) {
+    let owner = user(&store, "owner").await;
+    let a = user(&store, "a").await;
+    let d = device(&store, a).await;
+    let g = group(&store, owner, &[a]).await;
+    store
+        .append_messages(vec![text(g.id, a, d, "m1", 1_500)])
+        .await
+        .unwrap();
+    let changed = store
+        .change_group(
+            GroupChange::DeleteMessage { seq: 1 },
+            event(g.id, owner, 1, 2_000),
+            None,
+        )
+        .await
+        .unwrap();
+    let history = store.messages_after(g.id, 0, 10).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].body, MessageBody::Deleted {});
+    assert_eq!(
+        history[0].sender_id, a,
+        "the envelope keeps its sender and place"
+    );
+    assert_eq!(history[1], changed.event);
+    // System messages are the group's record and cannot be deleted.
+    let err = store
+        .change_group(
+            GroupChange::DeleteMessage {
+                seq: changed.event.seq,
+            },
+            event(g.id, owner, 2, 2_100),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound));
 }

@@ -16,7 +16,7 @@
 //! - Refresh tokens are stored hashed; a rotated token presented again revokes its device.
 
 use async_trait::async_trait;
-use tidings_proto::rest::{ConversationKind, Role};
+use tidings_proto::rest::{ConversationKind, GroupPermissions, Role};
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, Seq, UserId};
 
@@ -110,6 +110,8 @@ pub struct MemberRecord {
     pub joined_at: i64,
     pub delivered_seq: Seq,
     pub read_seq: Seq,
+    /// The member cannot post before this time (ms since the epoch); `None` when never muted.
+    pub muted_until: Option<i64>,
 }
 
 /// The other member of a direct conversation, with their markers (the "seen" of a 1:1 chat).
@@ -177,6 +179,165 @@ pub struct ProfileRecord {
     /// Empty when never set.
     pub display_name: String,
     pub status_text: String,
+}
+
+/// A group with its settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupRecord {
+    pub conversation: ConversationRecord,
+    pub description: String,
+    pub avatar: String,
+    pub announcement: String,
+    pub join_approval: bool,
+    pub permissions: GroupPermissions,
+    pub member_count: u32,
+}
+
+/// A change to a group's membership or settings. [`Store::change_group`] applies it together
+/// with the system message that tells the group, so the timeline and the state never disagree.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GroupChange {
+    /// Adds users as members (existing members are skipped).
+    AddMembers {
+        users: Vec<UserId>,
+    },
+    /// `NotFound` if `user` is not a member.
+    RemoveMember {
+        user: UserId,
+    },
+    /// Records the ban (replacing an earlier one) and removes `user` if a member.
+    Ban {
+        user: UserId,
+        by: UserId,
+        reason: Option<String>,
+    },
+    /// `NotFound` if `user` was not banned.
+    Unban {
+        user: UserId,
+    },
+    /// Sets or (with `None`) lifts a mute. `NotFound` if `user` is not a member.
+    Mute {
+        user: UserId,
+        until: Option<i64>,
+    },
+    /// `NotFound` if `user` is not a member; `Conflict("role")` for [`Role::Owner`] (ownership
+    /// moves only by transfer).
+    SetRole {
+        user: UserId,
+        role: Role,
+    },
+    /// `from` becomes an admin and `to` the owner. `NotFound` if `to` is not a member.
+    TransferOwnership {
+        from: UserId,
+        to: UserId,
+    },
+    /// Replaces the fields that are `Some`.
+    UpdateInfo {
+        title: Option<String>,
+        description: Option<String>,
+        avatar: Option<String>,
+        announcement: Option<String>,
+        join_approval: Option<bool>,
+    },
+    SetPermissions(GroupPermissions),
+    /// Replaces the body of the message at `seq` with the `deleted` tombstone. `NotFound` if
+    /// there is no such message, or it is a system message.
+    DeleteMessage {
+        seq: Seq,
+    },
+    /// Removes every member, invite link, join request and invitation; history is kept.
+    Dissolve,
+    /// Joins with an invite link, using one of its uses. `NotFound` if the link is not of this
+    /// group, revoked, expired (at the event's time) or used up; `Conflict("banned")` if the user
+    /// is banned.
+    JoinByLink {
+        user: UserId,
+        link_id: i64,
+    },
+    /// Consumes the user's invitation and adds them. `NotFound` without an invitation;
+    /// `Conflict("banned")` if banned.
+    AcceptInvitation {
+        user: UserId,
+    },
+    /// Consumes the user's join request and adds them. `NotFound` without a request;
+    /// `Conflict("banned")` if banned.
+    ApproveJoinRequest {
+        user: UserId,
+    },
+}
+
+/// What [`Store::change_group`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupChanged {
+    /// The stored system message.
+    pub event: Message,
+    /// Users who became members.
+    pub added: Vec<UserId>,
+    /// Users who stopped being members.
+    pub removed: Vec<UserId>,
+}
+
+/// One banned user of a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanRecord {
+    pub user_id: UserId,
+    pub username: String,
+    pub banned_by: UserId,
+    pub since: i64,
+    pub reason: Option<String>,
+}
+
+/// An invite link to store; only the SHA-256 of its code is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewInviteLink {
+    pub conversation_id: ConversationId,
+    pub code_hash: [u8; 32],
+    pub created_by: UserId,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub max_uses: Option<u32>,
+}
+
+/// A stored invite link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InviteLinkRecord {
+    pub id: i64,
+    pub conversation_id: ConversationId,
+    pub created_by: UserId,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub revoked: bool,
+}
+
+impl InviteLinkRecord {
+    /// Whether someone may join with the link at `now`.
+    pub fn usable(&self, now: i64) -> bool {
+        !self.revoked
+            && self.expires_at.is_none_or(|at| now < at)
+            && self.max_uses.is_none_or(|max| self.uses < max)
+    }
+}
+
+/// A pending request to join a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinRequestRecord {
+    pub conversation_id: ConversationId,
+    pub user_id: UserId,
+    pub username: String,
+    pub message: String,
+    pub created_at: i64,
+}
+
+/// A pending invitation to a group, as the invited user sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupInvitationRecord {
+    pub conversation_id: ConversationId,
+    pub title: String,
+    pub inviter_id: UserId,
+    pub inviter_username: String,
+    pub created_at: i64,
 }
 
 /// Whether an audited action was carried out or refused.
@@ -351,6 +512,61 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<UserConversation>>;
     /// Distinct users (other than `user`) who share at least one conversation with `user`.
     async fn co_members(&self, user: UserId) -> StoreResult<Vec<UserId>>;
+
+    // --- Groups -----------------------------------------------------------------------------
+
+    /// A group with its settings; `None` for unknown ids and direct conversations.
+    async fn group(&self, id: ConversationId) -> StoreResult<Option<GroupRecord>>;
+    /// Applies `change` to the group `event.conversation_id`, appends `event` (a system message,
+    /// sequenced like any other) and writes `audit`, all in one durable transaction. If the
+    /// change fails, nothing is stored. `NotFound` if the group does not exist.
+    async fn change_group(
+        &self,
+        change: GroupChange,
+        event: NewMessage,
+        audit: Option<NewAudit>,
+    ) -> StoreResult<GroupChanged>;
+    /// The group's banned users, in user id order.
+    async fn group_bans(&self, id: ConversationId) -> StoreResult<Vec<BanRecord>>;
+    async fn is_banned(&self, id: ConversationId, user: UserId) -> StoreResult<bool>;
+    async fn create_invite_link(&self, link: NewInviteLink) -> StoreResult<InviteLinkRecord>;
+    /// The group's links that are not revoked, newest first.
+    async fn invite_links(&self, id: ConversationId) -> StoreResult<Vec<InviteLinkRecord>>;
+    async fn invite_link_by_code(
+        &self,
+        code_hash: [u8; 32],
+    ) -> StoreResult<Option<InviteLinkRecord>>;
+    /// Returns false if the link is not the group's or was already revoked.
+    async fn revoke_invite_link(
+        &self,
+        id: ConversationId,
+        link_id: i64,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Returns false if the user already has a pending request to this group.
+    async fn create_join_request(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        message: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Pending requests, oldest first.
+    async fn join_requests(&self, id: ConversationId) -> StoreResult<Vec<JoinRequestRecord>>;
+    /// Declines (or withdraws) a request; returns false if there was none.
+    async fn delete_join_request(&self, id: ConversationId, user: UserId) -> StoreResult<bool>;
+    /// Returns false if the user already has a pending invitation to this group.
+    async fn create_group_invitation(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        inviter: UserId,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// The user's pending invitations, newest first.
+    async fn group_invitations_of(&self, user: UserId) -> StoreResult<Vec<GroupInvitationRecord>>;
+    /// Declines an invitation; returns false if there was none.
+    async fn delete_group_invitation(&self, id: ConversationId, user: UserId) -> StoreResult<bool>;
 
     // --- Messages -------------------------------------------------------------------------
 

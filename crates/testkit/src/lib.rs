@@ -21,7 +21,9 @@ use tokio::process::{Child, Command};
 /// The password every test user gets.
 pub const PASSWORD: &str = "correct horse battery";
 
-/// The configuration tests start from: defaults, a cheap password hash, quiet logs.
+/// The configuration tests start from: defaults, a cheap password hash, no per-user message
+/// rate limit (suites send bursts far beyond a person's; the test of the limit turns it back
+/// on), quiet logs.
 pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config {
         data_dir: data_dir.to_path_buf(),
@@ -30,6 +32,7 @@ pub fn test_config(data_dir: &Path) -> Config {
     };
     config.accounts.argon2_memory_kib = 256;
     config.accounts.argon2_iterations = 1;
+    config.limits.messages_per_minute = 0;
     config.log.level = "warn".into();
     config
 }
@@ -165,6 +168,7 @@ impl ServerProcess {
             .arg(data_dir)
             .env("TIDINGS_ACCOUNTS_ARGON2_MEMORY_KIB", "256")
             .env("TIDINGS_ACCOUNTS_ARGON2_ITERATIONS", "1")
+            .env("TIDINGS_LIMITS_MESSAGES_PER_MINUTE", "0")
             .env("TIDINGS_LOG_LEVEL", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -155,7 +155,17 @@ async fn group_messages_reach_members_in_one_order() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NotFound));
-    // Members cannot add people; the owner can, and the newcomer is told live.
+    // Once the owner keeps invitations to admins, members cannot add people; the owner can,
+    // and the newcomer is told live.
+    let permissions = tidings_proto::rest::GroupPermissions {
+        invite: tidings_proto::rest::Role::Admin,
+        ..Default::default()
+    };
+    owner
+        .api
+        .set_group_permissions(group.id, &permissions)
+        .await
+        .unwrap();
     let err = a
         .api
         .add_members(group.id, &[outsider.user_id])
