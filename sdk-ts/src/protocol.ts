@@ -483,6 +483,7 @@ export interface MessageBodyCustom {
  */
 export interface MessageBodySystem {
   kind: "system";
+  /** Boxed: events are rare, and inline they would make every message larger. */
   event: SystemEvent;
 }
 
