@@ -33,7 +33,7 @@ use std::time::Duration;
 use tidings_bus::OutFrame;
 use tidings_proto::rest::SendAck;
 use tidings_proto::ws::{ClientFrame, Cursor, ServerFrame};
-use tidings_proto::{ConversationId, ErrorCode, Message, Seq};
+use tidings_proto::{ConversationId, ErrorCode, Message, MessageBody, Seq, UserId};
 use tidings_store::UserConversation;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
@@ -150,6 +150,10 @@ struct ConvState {
     /// A contiguous range above `delivered` the client holds (what this connection delivered
     /// after a guessed position, once a sync revealed the hole below it).
     held: Option<(Seq, Seq)>,
+    /// The user left or was removed from this group at this sequence. Later messages (which
+    /// a read filling an earlier hole could still return) are passed over without being sent,
+    /// until an event adds the user back.
+    ended_at: Option<Seq>,
 }
 
 impl ConvState {
@@ -823,6 +827,28 @@ impl Session {
         }));
     }
 
+    /// Decides whether `message` may go to this connection's user, updating the conversation's
+    /// membership state from the group events it carries.
+    fn visible(state: &mut ConvState, user: Option<UserId>, message: &Message) -> bool {
+        let Some(user) = user else {
+            return true;
+        };
+        let before_end = state.ended_at.is_none_or(|end| message.seq <= end);
+        match membership_change(message, user) {
+            // Being added back makes the conversation visible again from this event on.
+            Some(true) => {
+                state.ended_at = None;
+                true
+            }
+            // The event that ends the membership is the last one the user sees.
+            Some(false) if before_end => {
+                state.ended_at = Some(message.seq);
+                true
+            }
+            _ => before_end,
+        }
+    }
+
     fn finish_fetch(&mut self, id: ConversationId, result: CoreResult<Vec<Message>>) {
         let messages = match result {
             Ok(messages) => messages,
@@ -833,10 +859,16 @@ impl Session {
             }
         };
         let page = self.core.inner.config.limits.sync_page.max(1) as usize;
+        let user = self.caller().map(|c| c.user_id);
         let state = self.convs.entry(id).or_default();
         let done = messages.len() < page && !state.dropped_while_reading;
         let mut sent = 0u64;
         for message in messages {
+            if !Self::visible(state, user, &message) {
+                // Marked as held so the position moves past it, but never sent.
+                state.take(message.seq);
+                continue;
+            }
             if state.take(message.seq) {
                 sent += 1;
                 let frame = OutFrame::new(ServerFrame::Message { message });
@@ -859,9 +891,16 @@ impl Session {
                 .push_back(Output::Frame(Text::Shared(frame.json())));
             return;
         };
+        let user = self.caller().map(|c| c.user_id);
         let state = self.convs.entry(id).or_default();
         if state.filling {
             state.dropped_while_reading = true;
+            return;
+        }
+        if let ServerFrame::Message { message } = frame.frame()
+            && !Self::visible(state, user, message)
+        {
+            state.take(seq);
             return;
         }
         if !state.known || seq == state.delivered + 1 {
@@ -886,6 +925,27 @@ impl Session {
             conversation_id: id,
             header: None,
         });
+    }
+}
+
+/// Whether a group event adds (`Some(true)`) or removes (`Some(false)`) `user`.
+fn membership_change(message: &Message, user: UserId) -> Option<bool> {
+    use tidings_proto::message::SystemEvent;
+    let MessageBody::System { event } = &message.body else {
+        return None;
+    };
+    match &**event {
+        SystemEvent::MembersAdded { users } if users.contains(&user) => Some(true),
+        SystemEvent::MemberJoined { user: joined, .. } if *joined == user => Some(true),
+        SystemEvent::MemberLeft {} if message.sender_id == user => Some(false),
+        SystemEvent::MemberRemoved { user: gone }
+        | SystemEvent::MemberBanned { user: gone, .. }
+            if *gone == user =>
+        {
+            Some(false)
+        }
+        SystemEvent::GroupDissolved {} => Some(false),
+        _ => None,
     }
 }
 
@@ -955,6 +1015,67 @@ fn classify_decode_error(text: &str, err: &serde_json::Error) -> (Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tidings_proto::message::SystemEvent;
+    use tidings_proto::{DeviceId, MessageId};
+
+    fn message(seq: Seq, sender: i64, body: MessageBody) -> Message {
+        Message {
+            conversation_id: ConversationId(1),
+            seq,
+            id: MessageId(seq as i64),
+            sender_id: UserId(sender),
+            sender_device_id: DeviceId(1),
+            client_msg_id: format!("c{seq}"),
+            ts: 0,
+            body,
+        }
+    }
+
+    fn system(seq: Seq, sender: i64, event: SystemEvent) -> Message {
+        message(
+            seq,
+            sender,
+            MessageBody::System {
+                event: Box::new(event),
+            },
+        )
+    }
+
+    /// A removed user sees the event that removed them and nothing after it, until an event
+    /// adds them back.
+    #[test]
+    fn removal_ends_visibility_until_readded() {
+        let me = UserId(7);
+        let text = |seq| message(seq, 2, MessageBody::Text { text: "x".into() });
+        let mut state = ConvState::default();
+        let seen: Vec<bool> = [
+            text(1),
+            system(2, 2, SystemEvent::MemberRemoved { user: UserId(8) }),
+            text(3),
+            system(4, 2, SystemEvent::MemberRemoved { user: me }),
+            text(5),
+            system(6, 2, SystemEvent::MemberMuted { user: me, until: 9 }),
+            system(
+                7,
+                2,
+                SystemEvent::MembersAdded {
+                    users: vec![UserId(3), me],
+                },
+            ),
+            text(8),
+            system(9, 7, SystemEvent::MemberLeft {}),
+            text(10),
+        ]
+        .iter()
+        .map(|m| Session::visible(&mut state, Some(me), m))
+        .collect();
+        assert_eq!(
+            seen,
+            [
+                true, true, true, true, false, false, true, true, true, false
+            ]
+        );
+    }
 
     #[test]
     fn conv_state_tracks_holes_and_ahead() {

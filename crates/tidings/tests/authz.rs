@@ -41,7 +41,13 @@ enum Who {
     Owner,
 }
 
-const COLUMNS: [Who; 5] = [Who::NonMember, Who::Member, Who::Muted, Who::Admin, Who::Owner];
+const COLUMNS: [Who; 5] = [
+    Who::NonMember,
+    Who::Member,
+    Who::Muted,
+    Who::Admin,
+    Who::Owner,
+];
 
 /// What can be done to or in a group.
 #[derive(Clone, Copy, Debug)]
@@ -128,13 +134,7 @@ impl Cast {
     }
 }
 
-async fn perform(
-    act: Act,
-    cast: &Cast,
-    who: Who,
-    ws: &Connection,
-    f: &Fixture,
-) -> Out {
+async fn perform(act: Act, cast: &Cast, who: Who, ws: &Connection, f: &Fixture) -> Out {
     let me = cast.user(who);
     let api = &me.api;
     let id = f.id;
@@ -189,10 +189,7 @@ async fn perform(
         ),
         Act::DeleteOthersMessage => outcome(api.delete_message(id, f.target_message).await),
         Act::PromoteToAdmin => outcome(api.set_role(id, target, Role::Admin).await),
-        Act::SetPermissions => outcome(
-            api.set_group_permissions(id, &Default::default())
-                .await,
-        ),
+        Act::SetPermissions => outcome(api.set_group_permissions(id, &Default::default()).await),
         Act::TransferOwnership => outcome(api.transfer_ownership(id, target).await),
         Act::Dissolve => outcome(api.dissolve_group(id).await),
     }
@@ -201,7 +198,8 @@ async fn perform(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_group_standing_against_every_action() {
     // The table creates a group per cell, far more additions than the invitation limit allows.
-    let server = TestServer::start_with(|config| config.limits.group_invitations_per_minute = 0).await;
+    let server =
+        TestServer::start_with(|config| config.limits.group_invitations_per_minute = 0).await;
     let cast = Cast {
         owner: server.user("owner").await,
         admin: server.user("admin").await,
