@@ -38,7 +38,7 @@ use tidings_store::{
     Appended, BanRecord, BlockRecord, ConversationRecord, DeviceRecord, GroupChange, GroupChanged,
     GroupInvitationRecord, GroupRecord, InviteLinkRecord, JoinRequestRecord, MemberRecord,
     NewAudit, NewInvite, NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome,
-    Store, StoreError, StoreResult, UserConversation, UserRecord,
+    SearchHit, SearchQuery, Store, StoreError, StoreResult, UserConversation, UserRecord,
 };
 use writer::Writer;
 
@@ -468,6 +468,20 @@ impl Store for SqliteStore {
 
     async fn delete_group_invitation(&self, id: ConversationId, user: UserId) -> StoreResult<bool> {
         self.write(move |conn| queries::delete_group_invitation(conn, id, user))
+            .await
+    }
+
+    async fn index_pending(&self, limit: u32) -> StoreResult<u32> {
+        self.write(move |conn| queries::index_pending(conn, limit))
+            .await
+    }
+
+    async fn search_messages(
+        &self,
+        user: UserId,
+        query: SearchQuery,
+    ) -> StoreResult<Vec<SearchHit>> {
+        self.read(move |conn| queries::search_messages(conn, user, &query))
             .await
     }
 

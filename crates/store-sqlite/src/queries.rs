@@ -16,8 +16,8 @@ use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, MessageId, S
 use tidings_store::{
     Appended, BanRecord, BlockRecord, ConversationRecord, DeviceRecord, GroupChange, GroupChanged,
     GroupInvitationRecord, GroupRecord, InviteLinkRecord, JoinRequestRecord, MemberRecord,
-    NewInvite, NewInviteLink, NewRefreshToken, Peer, ProfileRecord, RotateOutcome, StoreError,
-    StoreResult, UserConversation, UserRecord,
+    NewInvite, NewInviteLink, NewRefreshToken, Peer, ProfileRecord, RotateOutcome, SearchHit,
+    SearchQuery, StoreError, StoreResult, UserConversation, UserRecord,
 };
 
 /// The columns `user_conversation_from_row` reads: the conversation, the member, and for
@@ -248,6 +248,25 @@ statements! {
                       WHERE i.user_id = ?1 ORDER BY i.created_at DESC, i.conversation_id DESC";
     DELETE_INVITATION = "DELETE FROM group_invitations WHERE conversation_id = ?1 AND user_id = ?2";
     DELETE_ALL_INVITATIONS = "DELETE FROM group_invitations WHERE conversation_id = ?1";
+
+    // --- Search
+    SEARCH_PROGRESS = "SELECT last_message_id FROM search_progress WHERE id = 1";
+    SET_SEARCH_PROGRESS = "UPDATE search_progress SET last_message_id = ?1 WHERE id = 1";
+    MESSAGES_TO_INDEX = "SELECT id, kind, body FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2";
+    INDEX_MESSAGE = "INSERT INTO message_search (rowid, terms) VALUES (?1, ?2)";
+    UNINDEX_MESSAGE = "DELETE FROM message_search WHERE rowid = \
+                       (SELECT id FROM messages WHERE conversation_id = ?1 AND seq = ?2)";
+    // Ranked by bm25 (lower is better in SQLite's convention); membership is checked per hit
+    // through the members primary key, so hits from other conversations never leave the query.
+    SEARCH = "SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.sender_device_id, \
+              m.client_msg_id, m.ts, m.body, s.rank \
+              FROM message_search s \
+              JOIN messages m ON m.id = s.rowid \
+              JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.user_id = ?2 \
+              WHERE message_search MATCH ?1 AND m.kind = 'text' \
+              AND (?3 IS NULL OR m.conversation_id = ?3) AND (?4 IS NULL OR m.sender_id = ?4) \
+              AND (?5 IS NULL OR m.ts >= ?5) AND (?6 IS NULL OR m.ts < ?6) \
+              ORDER BY s.rank LIMIT ?7 OFFSET ?8";
 }
 
 // --- Conversions -----------------------------------------------------------------------------
@@ -1195,6 +1214,8 @@ fn apply_group_change(
         GroupChange::DeleteMessage { seq } => {
             let tombstone = serde_json::to_string(&MessageBody::Deleted {})
                 .map_err(|e| StoreError::Backend(format!("encoding a tombstone: {e}")))?;
+            // The index entry goes first: it is found through the message, which stays.
+            execute(conn, UNINDEX_MESSAGE, params![id.0, seq_to_sql(seq)])?;
             if execute(
                 conn,
                 DELETE_MESSAGE_BODY,
@@ -1430,6 +1451,110 @@ pub(crate) fn delete_group_invitation(
     Ok(execute(conn, DELETE_INVITATION, params![id.0, user.0])? > 0)
 }
 
+// --- Search ----------------------------------------------------------------------------------
+
+pub(crate) fn index_pending(conn: &Connection, limit: u32) -> StoreResult<u32> {
+    let after: i64 = query_opt(conn, SEARCH_PROGRESS, [], |row| row.get(0))?.unwrap_or(0);
+    let rows = query_all(conn, MESSAGES_TO_INDEX, params![after, limit], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })?;
+    let Some(&(last, _, _)) = rows.last() else {
+        return Ok(0);
+    };
+    let mut insert = conn.prepare_cached(INDEX_MESSAGE).map_err(backend)?;
+    for (id, kind, body) in &rows {
+        if kind != "text" {
+            continue;
+        }
+        // Bodies were written by this backend; one that no longer parses is skipped rather
+        // than stopping the indexer for every message after it.
+        let Ok(MessageBody::Text { text }) = serde_json::from_str::<MessageBody>(body) else {
+            continue;
+        };
+        insert
+            .execute(params![id, tidings_store::search::index_terms(&text)])
+            .map_err(backend)?;
+    }
+    execute(conn, SET_SEARCH_PROGRESS, [last])?;
+    Ok(rows.len() as u32)
+}
+
+/// Rows read per round while confirming CJK hits, and the most rows one search reads.
+const SEARCH_CHUNK: u32 = 200;
+const SEARCH_MAX_ROWS: u32 = 5_000;
+
+pub(crate) fn search_messages(
+    conn: &Connection,
+    user: UserId,
+    query: &SearchQuery,
+) -> StoreResult<Vec<SearchHit>> {
+    let Some(parsed) = tidings_store::search::parse_query(&query.text) else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = conn.prepare_cached(SEARCH).map_err(backend)?;
+    let mut hits = Vec::new();
+    let mut skipped = 0u32;
+    let mut read = 0u32;
+    // Without long CJK phrases every row is a hit and one page is read; with them, rows are
+    // read in chunks and confirmed until the page is full.
+    let confirming = !parsed.cjk_phrases.is_empty();
+    let (mut row_offset, chunk) = if confirming {
+        (0, SEARCH_CHUNK)
+    } else {
+        (query.offset, query.limit)
+    };
+    loop {
+        let rows: Vec<(Message, f64)> = stmt
+            .query_map(
+                params![
+                    parsed.fts,
+                    user.0,
+                    query.conversation.map(|c| c.0),
+                    query.sender.map(|s| s.0),
+                    query.since,
+                    query.until,
+                    chunk,
+                    row_offset
+                ],
+                |row| Ok((message_from_row(row)?, row.get::<_, f64>(8)?)),
+            )
+            .and_then(|rows| rows.collect())
+            .map_err(backend)?;
+        let exhausted = (rows.len() as u32) < chunk;
+        read += rows.len() as u32;
+        row_offset += rows.len() as u32;
+        for (message, rank) in rows {
+            if confirming {
+                let MessageBody::Text { text } = &message.body else {
+                    continue;
+                };
+                if !parsed.confirms(text) {
+                    continue;
+                }
+                if skipped < query.offset {
+                    skipped += 1;
+                    continue;
+                }
+            }
+            // bm25 is negative, better matches more so; flip it so higher is better.
+            hits.push(SearchHit {
+                message,
+                score: -rank,
+            });
+            if hits.len() as u32 >= query.limit {
+                return Ok(hits);
+            }
+        }
+        if !confirming || exhausted || read >= SEARCH_MAX_ROWS {
+            return Ok(hits);
+        }
+    }
+}
+
 // --- Markers and presence --------------------------------------------------------------------
 
 pub(crate) fn advance_marker(
@@ -1500,7 +1625,10 @@ mod tests {
                 .collect::<Result<_, _>>()
                 .unwrap();
             for step in &plan {
-                let full_scan = step.starts_with("SCAN") && !step.contains("json_each");
+                // Full-text MATCH is an index lookup too, reported as a virtual table scan.
+                let full_scan = step.starts_with("SCAN")
+                    && !step.contains("json_each")
+                    && !step.contains("VIRTUAL TABLE INDEX");
                 // A constant-only SELECT (ping) has the plan "SCAN CONSTANT ROW".
                 let constant = step == "SCAN CONSTANT ROW";
                 assert!(

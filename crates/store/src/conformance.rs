@@ -18,7 +18,7 @@
 
 use crate::{
     Appended, ConversationRecord, GroupChange, NewInvite, NewInviteLink, NewMessage,
-    NewRefreshToken, ProfileRecord, RotateOutcome, Store, StoreError,
+    NewRefreshToken, ProfileRecord, RotateOutcome, SearchQuery, Store, StoreError,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -96,6 +96,12 @@ macro_rules! store_conformance_tests {
             group_join_requests_and_invitations,
             group_dissolve_removes_everyone,
             group_delete_message_leaves_tombstone,
+            search_index_catches_up,
+            search_english_words_any_case_and_prefix,
+            search_chinese_inside_longer_text,
+            search_only_what_the_user_can_read,
+            search_filters_and_pages,
+            search_forgets_deleted_and_skips_non_text,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -2280,4 +2286,225 @@ pub async fn group_delete_message_leaves_tombstone(store: Arc<dyn Store>) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound));
+}
+
+// --- Search ----------------------------------------------------------------------------------
+
+fn said(conversation: ConversationId, sender: UserId, n: usize, ts: i64, text: &str) -> NewMessage {
+    NewMessage {
+        conversation_id: conversation,
+        sender_id: sender,
+        sender_device_id: DeviceId(1),
+        client_msg_id: format!("s{n}"),
+        ts,
+        body: MessageBody::Text { text: text.into() },
+    }
+}
+
+/// Appends texts (one message each, ts = 1000 + index) and indexes everything.
+async fn say_all(
+    store: &Arc<dyn Store>,
+    conversation: ConversationId,
+    sender: UserId,
+    texts: &[&str],
+) -> Vec<Seq> {
+    let batch = texts
+        .iter()
+        .enumerate()
+        .map(|(n, t)| said(conversation, sender, n, 1_000 + n as i64, t))
+        .collect();
+    let seqs = store
+        .append_messages(batch)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap().message.seq)
+        .collect();
+    while store.index_pending(100).await.unwrap() > 0 {}
+    seqs
+}
+
+fn query(text: &str) -> SearchQuery {
+    SearchQuery {
+        text: text.into(),
+        conversation: None,
+        sender: None,
+        since: None,
+        until: None,
+        limit: 20,
+        offset: 0,
+    }
+}
+
+async fn found(store: &Arc<dyn Store>, user: UserId, q: SearchQuery) -> Vec<String> {
+    store
+        .search_messages(user, q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|hit| match hit.message.body {
+            MessageBody::Text { text } => text,
+            other => panic!("a non-text hit {other:?}"),
+        })
+        .collect()
+}
+
+pub async fn search_index_catches_up(store: Arc<dyn Store>) {
+    let a = user(&store, "a").await;
+    let g = group(&store, a, &[]).await;
+    assert_eq!(store.index_pending(10).await.unwrap(), 0, "nothing to index");
+    let batch = (0..5).map(|n| said(g.id, a, n, 1_000, "word")).collect();
+    store.append_messages(batch).await.unwrap();
+    assert_eq!(store.index_pending(3).await.unwrap(), 3);
+    assert_eq!(found(&store, a, query("word")).await.len(), 3, "indexed so far");
+    assert_eq!(store.index_pending(3).await.unwrap(), 2);
+    assert_eq!(store.index_pending(3).await.unwrap(), 0);
+    assert_eq!(found(&store, a, query("word")).await.len(), 5);
+}
+
+pub async fn search_english_words_any_case_and_prefix(store: Arc<dyn Store>) {
+    let a = user(&store, "a").await;
+    let g = group(&store, a, &[]).await;
+    say_all(
+        &store,
+        g.id,
+        a,
+        &["Meeting at NOON", "no meeting today", "Café opens", "noonday sun"],
+    )
+    .await;
+    let mut hits = found(&store, a, query("meeting")).await;
+    hits.sort();
+    assert_eq!(hits, vec!["Meeting at NOON", "no meeting today"]);
+    assert_eq!(found(&store, a, query("MEETING noon")).await, vec!["Meeting at NOON"]);
+    let mut hits = found(&store, a, query("noon")).await;
+    hits.sort();
+    assert_eq!(hits, vec!["Meeting at NOON", "noonday sun"], "words match as prefixes");
+    assert_eq!(found(&store, a, query("cafe")).await, vec!["Café opens"], "diacritics fold");
+    assert!(found(&store, a, query("evening")).await.is_empty());
+    assert!(found(&store, a, query("!!!")).await.is_empty());
+    // Query syntax from users is taken literally, never as operators.
+    assert!(found(&store, a, query("meeting OR sun")).await.is_empty());
+    assert!(found(&store, a, query("\"unbalanced")).await.is_empty());
+}
+
+pub async fn search_chinese_inside_longer_text(store: Arc<dyn Store>) {
+    let a = user(&store, "a").await;
+    let g = group(&store, a, &[]).await;
+    say_all(
+        &store,
+        g.id,
+        a,
+        &[
+            "大家好，你好吗？",
+            "我们的通讯软件很好用",
+            "通 讯录 软件",
+            "Tidings是一个即时通讯服务",
+            "hello 世界",
+        ],
+    )
+    .await;
+    assert_eq!(found(&store, a, query("你好")).await, vec!["大家好，你好吗？"]);
+    let mut hits = found(&store, a, query("通讯")).await;
+    hits.sort();
+    assert_eq!(
+        hits,
+        vec!["Tidings是一个即时通讯服务", "我们的通讯软件很好用"],
+        "two characters inside longer text, and beside Latin letters"
+    );
+    assert_eq!(
+        found(&store, a, query("通讯软件")).await,
+        vec!["我们的通讯软件很好用"],
+        "longer words match only where contiguous"
+    );
+    assert_eq!(found(&store, a, query("世界")).await, vec!["hello 世界"]);
+    assert_eq!(found(&store, a, query("tidings 即时")).await.len(), 1);
+    assert_eq!(found(&store, a, query("吗")).await.len(), 1, "single characters");
+}
+
+pub async fn search_only_what_the_user_can_read(store: Arc<dyn Store>) {
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    let outsider = user(&store, "outsider").await;
+    let shared = group(&store, a, &[b]).await;
+    let private = group(&store, a, &[]).await;
+    say_all(&store, shared.id, a, &["secret plans shared"]).await;
+    say_all(&store, private.id, a, &["secret plans private"]).await;
+    assert_eq!(found(&store, a, query("secret")).await.len(), 2);
+    assert_eq!(found(&store, b, query("secret")).await, vec!["secret plans shared"]);
+    assert!(found(&store, outsider, query("secret")).await.is_empty());
+    store.remove_member(shared.id, b).await.unwrap();
+    assert!(
+        found(&store, b, query("secret")).await.is_empty(),
+        "leaving ends access to the conversation's messages"
+    );
+}
+
+pub async fn search_filters_and_pages(store: Arc<dyn Store>) {
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    let g1 = group(&store, a, &[b]).await;
+    let g2 = group(&store, a, &[b]).await;
+    say_all(&store, g1.id, a, &["apple one", "apple two", "apple three"]).await;
+    say_all(&store, g2.id, b, &["apple four"]).await;
+    let mut q = query("apple");
+    q.conversation = Some(g2.id);
+    assert_eq!(found(&store, a, q).await, vec!["apple four"]);
+    let mut q = query("apple");
+    q.sender = Some(b);
+    assert_eq!(found(&store, a, q).await, vec!["apple four"]);
+    let mut q = query("apple");
+    q.conversation = Some(g1.id);
+    q.since = Some(1_001);
+    q.until = Some(1_002);
+    assert_eq!(found(&store, a, q).await, vec!["apple two"]);
+    // Pages do not overlap and together hold every hit.
+    let mut seen = Vec::new();
+    for offset in [0, 2, 4] {
+        let mut q = query("apple");
+        q.limit = 2;
+        q.offset = offset;
+        seen.extend(found(&store, a, q).await);
+    }
+    seen.sort();
+    assert_eq!(seen, vec!["apple four", "apple one", "apple three", "apple two"]);
+    // Pages of confirmed CJK hits work the same way.
+    say_all(&store, g1.id, b, &["通讯软件一", "通讯 软件", "通讯软件二"]).await;
+    let mut pages = Vec::new();
+    for offset in [0, 1, 2] {
+        let mut q = query("通讯软件");
+        q.limit = 1;
+        q.offset = offset;
+        pages.push(found(&store, a, q).await);
+    }
+    assert_eq!(pages[0].len() + pages[1].len(), 2);
+    assert!(pages[2].is_empty());
+    assert_ne!(pages[0], pages[1]);
+}
+
+pub async fn search_forgets_deleted_and_skips_non_text(store: Arc<dyn Store>) {
+    let a = user(&store, "a").await;
+    let g = group(&store, a, &[]).await;
+    let seqs = say_all(&store, g.id, a, &["remove this word", "keep this word"]).await;
+    store
+        .append_messages(vec![NewMessage {
+            body: MessageBody::Custom {
+                app: "x".into(),
+                data: serde_json::json!({"text": "word"}),
+            },
+            ..said(g.id, a, 99, 2_000, "")
+        }])
+        .await
+        .unwrap();
+    while store.index_pending(100).await.unwrap() > 0 {}
+    assert_eq!(found(&store, a, query("word")).await.len(), 2);
+    store
+        .change_group(
+            GroupChange::DeleteMessage { seq: seqs[0] },
+            event(g.id, a, 1, 3_000),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(found(&store, a, query("word")).await, vec!["keep this word"]);
+    assert!(found(&store, a, query("remove")).await.is_empty());
 }

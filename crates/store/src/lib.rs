@@ -22,6 +22,7 @@ use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, Seq, UserId}
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod search;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -340,6 +341,30 @@ pub struct GroupInvitationRecord {
     pub created_at: i64,
 }
 
+/// A full-text search over the messages one user can read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchQuery {
+    /// What the user typed (see [`search::parse_query`]).
+    pub text: String,
+    pub conversation: Option<ConversationId>,
+    pub sender: Option<UserId>,
+    /// Only messages with `ts >= since`.
+    pub since: Option<i64>,
+    /// Only messages with `ts < until`.
+    pub until: Option<i64>,
+    pub limit: u32,
+    /// Hits to skip (for the next page).
+    pub offset: u32,
+}
+
+/// One search result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchHit {
+    pub message: Message,
+    /// Relevance; higher is better. Comparable only within one result list.
+    pub score: f64,
+}
+
 /// Whether an audited action was carried out or refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuditOutcome {
@@ -591,6 +616,19 @@ pub trait Store: Send + Sync + 'static {
         before: Option<Seq>,
         limit: u32,
     ) -> StoreResult<Vec<Message>>;
+
+    // --- Search ---------------------------------------------------------------------------
+
+    /// Adds up to `limit` messages not yet indexed to the search index, oldest first; returns
+    /// how many were examined (0 when the index is up to date). Only text bodies are indexed,
+    /// with [`search::index_terms`]. Appends never wait for the index: the core runs this in
+    /// the background, so a message becomes searchable shortly after it is stored.
+    async fn index_pending(&self, limit: u32) -> StoreResult<u32>;
+    /// Indexed messages matching `query` in conversations `user` is a member of, best first.
+    /// Words match case-insensitively as prefixes; CJK text matches as substrings. Messages
+    /// whose body was replaced by a tombstone are never returned.
+    async fn search_messages(&self, user: UserId, query: SearchQuery)
+    -> StoreResult<Vec<SearchHit>>;
 
     // --- Markers and presence -------------------------------------------------------------
 
