@@ -96,6 +96,9 @@ pub struct LimitsConfig {
     /// Users one user may add to groups or invite per minute (after a burst of 100, enough to
     /// create a large group at once); 0 turns the limit off.
     pub group_invitations_per_minute: u32,
+    /// Message searches one user may make per minute (after a burst of 20); 0 turns the limit
+    /// off.
+    pub searches_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -113,6 +116,7 @@ impl Default for LimitsConfig {
             messages_per_minute: 600,
             message_burst: 100,
             group_invitations_per_minute: 20,
+            searches_per_minute: 60,
         }
     }
 }

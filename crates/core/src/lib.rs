@@ -13,6 +13,7 @@
 //! - [`hub`]: the connections this node holds and the dispatcher that feeds them from the bus.
 //! - [`profiles`]: profiles and the user directory.
 //! - [`policy`]: every access decision.
+//! - [`search`]: full-text message search, and the background indexer that feeds it.
 //!
 //! The core reaches the world only through [`tidings_store::Store`], [`tidings_bus::Bus`] and
 //! [`Clock`]; it never opens a socket, a file or a database handle.
@@ -30,6 +31,7 @@ pub mod passwords;
 pub mod policy;
 pub mod profiles;
 pub mod ratelimit;
+pub mod search;
 pub mod session;
 pub mod tokens;
 
@@ -82,6 +84,8 @@ pub(crate) struct Inner {
     pub(crate) message_limiter: ratelimit::RateLimiter<UserId>,
     /// Users added to groups or invited, per inviting user.
     pub(crate) invite_limiter: ratelimit::RateLimiter<UserId>,
+    /// Message searches per user.
+    pub(crate) message_search_limiter: ratelimit::RateLimiter<UserId>,
 }
 
 /// The handle to the running core.
@@ -95,6 +99,7 @@ pub struct CoreTasks {
     pub sequencer: JoinHandle<()>,
     pub dispatcher: JoinHandle<()>,
     pub janitor: JoinHandle<()>,
+    pub indexer: JoinHandle<()>,
 }
 
 /// How often expired state (refresh tokens) is pruned.
@@ -135,6 +140,11 @@ impl Core {
                 100,
                 100_000,
             ),
+            message_search_limiter: ratelimit::RateLimiter::new(
+                config.limits.searches_per_minute,
+                20,
+                100_000,
+            ),
             members: conversations::MemberCache::new(config.limits.member_cache_entries),
             config,
             store: deps.store,
@@ -173,12 +183,14 @@ impl Core {
                 }
             }
         });
+        let indexer = tokio::spawn(search::run_indexer(core.clone()));
         Ok((
             core,
             CoreTasks {
                 sequencer,
                 dispatcher,
                 janitor,
+                indexer,
             },
         ))
     }

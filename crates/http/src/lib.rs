@@ -154,6 +154,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/conversations/{id}/join-requests/{user_id}",
             delete(rest::decline_join_request),
         )
+        .route("/api/v1/search", get(rest::search))
         .route("/api/v1/groups/preview", post(rest::preview_group))
         .route("/api/v1/groups/join", post(rest::join_group))
         .route("/api/v1/group-invitations", get(rest::group_invitations))

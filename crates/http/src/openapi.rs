@@ -347,6 +347,14 @@ fn build() -> Value {
     ];
     let mut ops = ops;
     ops.extend(group_ops(g));
+    ops.push(op(
+        "get",
+        "/api/v1/search",
+        "Full-text search over every conversation the caller can read, best first; words match as case-insensitive prefixes, Chinese, Japanese and Korean text as substrings.",
+        None,
+        200,
+        Some(schema::<SearchResults>(g)),
+    ));
     let problem = schema::<Problem>(g);
     let mut paths: Map<String, Value> = Map::new();
     for op in ops {
@@ -357,6 +365,14 @@ fn build() -> Value {
             if op.path.contains(&format!("{{{name}}}")) {
                 params.push(id_param(name));
             }
+        }
+        if op.path == "/api/v1/search" {
+            params.push(json!({"name": "q", "in": "query", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 100}}));
+            for name in ["conversation_id", "sender_id", "since", "until"] {
+                params.push(json!({"name": name, "in": "query", "required": false, "schema": {"type": "integer", "format": "int64"}}));
+            }
+            params.push(json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 50}}));
+            params.push(json!({"name": "offset", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}}));
         }
         if op.path == "/api/v1/users" {
             params.push(json!({"name": "q", "in": "query", "required": true, "schema": {"type": "string", "minLength": 2, "maxLength": 64}}));

@@ -13,9 +13,9 @@ use tidings_proto::rest::{
     ChangePasswordRequest, Conversation, ConversationList, CreateDirectRequest, CreateGroupRequest,
     CreateInviteLinkRequest, DeviceList, GroupInfo, GroupInvitationList, GroupPermissions,
     GroupPreview, Health, HistoryPage, InviteLink, InviteLinkList, JoinGroupRequest,
-    JoinGroupResult, JoinRequestList, Member, MuteRequest, Profile, RegisterRequest, SendAck,
-    SendMessageRequest, SetRoleRequest, TransferOwnershipRequest, UpdateGroupRequest,
-    UpdateProfileRequest, UserSearchResults,
+    JoinGroupResult, JoinRequestList, Member, MuteRequest, Profile, RegisterRequest, SearchRequest,
+    SearchResults, SendAck, SendMessageRequest, SetRoleRequest, TransferOwnershipRequest,
+    UpdateGroupRequest, UpdateProfileRequest, UserSearchResults,
 };
 use tidings_proto::{ConversationId, DeviceId, ErrorCode, Seq, UserId};
 
@@ -546,4 +546,35 @@ pub async fn decline_group_invitation(
         .decline_group_invitation(&caller, ConversationId(id))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// --- Search ----------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+pub struct SearchParams {
+    q: String,
+    conversation_id: Option<i64>,
+    sender_id: Option<i64>,
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+pub async fn search(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    query: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<SearchResults>> {
+    let Query(p) = query.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.body_text()))?;
+    let req = SearchRequest {
+        q: p.q,
+        conversation_id: p.conversation_id.map(ConversationId),
+        sender_id: p.sender_id.map(UserId),
+        since: p.since,
+        until: p.until,
+        limit: p.limit,
+        offset: p.offset,
+    };
+    Ok(Json(state.core.search(&caller, req).await?))
 }

@@ -521,3 +521,45 @@ pub struct Health {
     pub status: String,
     pub version: String,
 }
+
+/// `GET /api/v1/search`: full-text search over every conversation the caller can read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// 1 to 100 characters. Words match case-insensitively as prefixes; Chinese, Japanese and
+    /// Korean text matches as substrings.
+    pub q: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<ConversationId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_id: Option<UserId>,
+    /// Only messages sent at or after this time (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+    /// Only messages sent before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<i64>,
+    /// 1 to 50; default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Hits to skip: the `next_offset` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u32>,
+}
+
+/// One search result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SearchHit {
+    pub message: Message,
+    /// Relevance, higher is better; comparable only within one answer.
+    pub score: f64,
+}
+
+/// The answer to a search, best hits first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SearchResults {
+    pub hits: Vec<SearchHit>,
+    /// Present when there may be more hits: pass it as `offset` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<u32>,
+}

@@ -1,5 +1,5 @@
-//! REST calls for group management: settings, roles, moderation, invite links, join requests
-//! and invitations.
+//! REST calls for group management (settings, roles, moderation, invite links, join requests,
+//! invitations) and message search.
 
 use crate::SdkResult;
 use crate::rest::AuthedClient;
@@ -189,5 +189,24 @@ impl AuthedClient {
     pub async fn decline_group_invitation(&self, id: ConversationId) -> SdkResult<()> {
         self.delete(&format!("/api/v1/group-invitations/{id}"))
             .await
+    }
+
+    /// Full-text search over the caller's conversations.
+    pub async fn search(&self, req: &SearchRequest) -> SdkResult<SearchResults> {
+        let mut pairs = vec![("q", req.q.clone())];
+        let optional = [
+            ("conversation_id", req.conversation_id.map(|c| c.0)),
+            ("sender_id", req.sender_id.map(|s| s.0)),
+            ("since", req.since),
+            ("until", req.until),
+            ("limit", req.limit.map(i64::from)),
+            ("offset", req.offset.map(i64::from)),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                pairs.push((name, value.to_string()));
+            }
+        }
+        self.get_query("/api/v1/search", &pairs).await
     }
 }

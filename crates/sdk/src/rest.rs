@@ -192,6 +192,21 @@ impl AuthedClient {
             .bearer_auth(&self.token)
     }
 
+    /// A GET with query parameters.
+    pub(crate) async fn get_query<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> SdkResult<T> {
+        let r = self
+            .request(reqwest::Method::GET, path)
+            .query(query)
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(r).await
+    }
+
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> SdkResult<T> {
         let r = self
             .request(reqwest::Method::GET, path)

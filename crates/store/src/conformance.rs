@@ -2352,11 +2352,19 @@ async fn found(store: &Arc<dyn Store>, user: UserId, q: SearchQuery) -> Vec<Stri
 pub async fn search_index_catches_up(store: Arc<dyn Store>) {
     let a = user(&store, "a").await;
     let g = group(&store, a, &[]).await;
-    assert_eq!(store.index_pending(10).await.unwrap(), 0, "nothing to index");
+    assert_eq!(
+        store.index_pending(10).await.unwrap(),
+        0,
+        "nothing to index"
+    );
     let batch = (0..5).map(|n| said(g.id, a, n, 1_000, "word")).collect();
     store.append_messages(batch).await.unwrap();
     assert_eq!(store.index_pending(3).await.unwrap(), 3);
-    assert_eq!(found(&store, a, query("word")).await.len(), 3, "indexed so far");
+    assert_eq!(
+        found(&store, a, query("word")).await.len(),
+        3,
+        "indexed so far"
+    );
     assert_eq!(store.index_pending(3).await.unwrap(), 2);
     assert_eq!(store.index_pending(3).await.unwrap(), 0);
     assert_eq!(found(&store, a, query("word")).await.len(), 5);
@@ -2369,17 +2377,33 @@ pub async fn search_english_words_any_case_and_prefix(store: Arc<dyn Store>) {
         &store,
         g.id,
         a,
-        &["Meeting at NOON", "no meeting today", "Café opens", "noonday sun"],
+        &[
+            "Meeting at NOON",
+            "no meeting today",
+            "Café opens",
+            "noonday sun",
+        ],
     )
     .await;
     let mut hits = found(&store, a, query("meeting")).await;
     hits.sort();
     assert_eq!(hits, vec!["Meeting at NOON", "no meeting today"]);
-    assert_eq!(found(&store, a, query("MEETING noon")).await, vec!["Meeting at NOON"]);
+    assert_eq!(
+        found(&store, a, query("MEETING noon")).await,
+        vec!["Meeting at NOON"]
+    );
     let mut hits = found(&store, a, query("noon")).await;
     hits.sort();
-    assert_eq!(hits, vec!["Meeting at NOON", "noonday sun"], "words match as prefixes");
-    assert_eq!(found(&store, a, query("cafe")).await, vec!["Café opens"], "diacritics fold");
+    assert_eq!(
+        hits,
+        vec!["Meeting at NOON", "noonday sun"],
+        "words match as prefixes"
+    );
+    assert_eq!(
+        found(&store, a, query("cafe")).await,
+        vec!["Café opens"],
+        "diacritics fold"
+    );
     assert!(found(&store, a, query("evening")).await.is_empty());
     assert!(found(&store, a, query("!!!")).await.is_empty());
     // Query syntax from users is taken literally, never as operators.
@@ -2403,7 +2427,10 @@ pub async fn search_chinese_inside_longer_text(store: Arc<dyn Store>) {
         ],
     )
     .await;
-    assert_eq!(found(&store, a, query("你好")).await, vec!["大家好，你好吗？"]);
+    assert_eq!(
+        found(&store, a, query("你好")).await,
+        vec!["大家好，你好吗？"]
+    );
     let mut hits = found(&store, a, query("通讯")).await;
     hits.sort();
     assert_eq!(
@@ -2418,7 +2445,11 @@ pub async fn search_chinese_inside_longer_text(store: Arc<dyn Store>) {
     );
     assert_eq!(found(&store, a, query("世界")).await, vec!["hello 世界"]);
     assert_eq!(found(&store, a, query("tidings 即时")).await.len(), 1);
-    assert_eq!(found(&store, a, query("吗")).await.len(), 1, "single characters");
+    assert_eq!(
+        found(&store, a, query("吗")).await.len(),
+        1,
+        "single characters"
+    );
 }
 
 pub async fn search_only_what_the_user_can_read(store: Arc<dyn Store>) {
@@ -2430,7 +2461,10 @@ pub async fn search_only_what_the_user_can_read(store: Arc<dyn Store>) {
     say_all(&store, shared.id, a, &["secret plans shared"]).await;
     say_all(&store, private.id, a, &["secret plans private"]).await;
     assert_eq!(found(&store, a, query("secret")).await.len(), 2);
-    assert_eq!(found(&store, b, query("secret")).await, vec!["secret plans shared"]);
+    assert_eq!(
+        found(&store, b, query("secret")).await,
+        vec!["secret plans shared"]
+    );
     assert!(found(&store, outsider, query("secret")).await.is_empty());
     store.remove_member(shared.id, b).await.unwrap();
     assert!(
@@ -2466,7 +2500,10 @@ pub async fn search_filters_and_pages(store: Arc<dyn Store>) {
         seen.extend(found(&store, a, q).await);
     }
     seen.sort();
-    assert_eq!(seen, vec!["apple four", "apple one", "apple three", "apple two"]);
+    assert_eq!(
+        seen,
+        vec!["apple four", "apple one", "apple three", "apple two"]
+    );
     // Pages of confirmed CJK hits work the same way.
     say_all(&store, g1.id, b, &["通讯软件一", "通讯 软件", "通讯软件二"]).await;
     let mut pages = Vec::new();
@@ -2505,6 +2542,9 @@ pub async fn search_forgets_deleted_and_skips_non_text(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    assert_eq!(found(&store, a, query("word")).await, vec!["keep this word"]);
+    assert_eq!(
+        found(&store, a, query("word")).await,
+        vec!["keep this word"]
+    );
     assert!(found(&store, a, query("remove")).await.is_empty());
 }

@@ -627,8 +627,11 @@ pub trait Store: Send + Sync + 'static {
     /// Indexed messages matching `query` in conversations `user` is a member of, best first.
     /// Words match case-insensitively as prefixes; CJK text matches as substrings. Messages
     /// whose body was replaced by a tombstone are never returned.
-    async fn search_messages(&self, user: UserId, query: SearchQuery)
-    -> StoreResult<Vec<SearchHit>>;
+    async fn search_messages(
+        &self,
+        user: UserId,
+        query: SearchQuery,
+    ) -> StoreResult<Vec<SearchHit>>;
 
     // --- Markers and presence -------------------------------------------------------------
 
