@@ -88,6 +88,9 @@ pub struct LimitsConfig {
     /// Directory searches one user may make per minute (after a burst of ten); 0 turns the
     /// limit off. Keeps the directory from being used to list every account.
     pub directory_searches_per_minute: u32,
+    /// Friend requests one user may send per hour (after a burst of up to five); 0 turns the
+    /// limit off. Keeps friend requests from being used for spam.
+    pub friend_requests_per_hour: u32,
 }
 
 impl Default for LimitsConfig {
@@ -102,6 +105,7 @@ impl Default for LimitsConfig {
             max_commit_batch: 512,
             member_cache_entries: 100_000,
             directory_searches_per_minute: 30,
+            friend_requests_per_hour: 30,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`Core`] is the handle transports hold; it is cheap to clone.
 //! - [`accounts`]: registration, OAuth grants, devices, passwords.
-//! - [`contacts`]: the block list.
+//! - [`contacts`]: the block list, friends and friend requests, privacy settings.
 //! - [`conversations`]: direct and group conversations, membership, the member cache.
 //! - [`messaging`]: sending (through the group-commit sequencer), history, receipts, typing, presence.
 //! - [`session`]: the transport-independent state machine of one connection of the native
@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     pub(crate) sequencer: mpsc::Sender<messaging::SequencerRequest>,
     /// Directory searches per user.
     pub(crate) search_limiter: ratelimit::RateLimiter<UserId>,
+    /// Friend requests per user.
+    pub(crate) friend_request_limiter: ratelimit::RateLimiter<UserId>,
 }
 
 /// The handle to the running core.
@@ -116,6 +118,11 @@ impl Core {
             search_limiter: ratelimit::RateLimiter::new(
                 config.limits.directory_searches_per_minute,
                 10,
+                100_000,
+            ),
+            friend_request_limiter: ratelimit::RateLimiter::per_hour(
+                config.limits.friend_requests_per_hour,
+                config.limits.friend_requests_per_hour.clamp(1, 5),
                 100_000,
             ),
             members: conversations::MemberCache::new(config.limits.member_cache_entries),
