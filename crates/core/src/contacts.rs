@@ -454,7 +454,8 @@ impl Core {
                 }
             }
             if after.presence != before.presence {
-                core.presence_setting_changed(user).await?;
+                core.presence_setting_changed(user, before.presence, after.presence)
+                    .await?;
             }
             Ok(after)
         })
@@ -497,9 +498,20 @@ impl Core {
     pub(crate) async fn presence_audience(
         &self,
         subject: UserId,
-        mut watchers: Vec<UserId>,
+        watchers: Vec<UserId>,
     ) -> CoreResult<Vec<UserId>> {
         let setting = self.privacy_settings(subject).await?.presence;
+        self.presence_audience_under(subject, setting, watchers)
+            .await
+    }
+
+    /// Of `watchers`, those who may see `subject`'s presence under `setting`.
+    async fn presence_audience_under(
+        &self,
+        subject: UserId,
+        setting: Visibility,
+        mut watchers: Vec<UserId>,
+    ) -> CoreResult<Vec<UserId>> {
         let friends: HashSet<UserId> = if setting == Visibility::Friends {
             self.friend_ids(subject).await?
         } else {
@@ -550,21 +562,29 @@ impl Core {
             .collect())
     }
 
-    /// After a presence setting changed: those who may still see the user get the current
-    /// presence again (which announces it to anyone who just gained sight), and those who no
-    /// longer may see the user offline without a last-seen time, as for anyone hidden.
-    async fn presence_setting_changed(&self, user: UserId) -> CoreResult<()> {
+    /// After a presence setting changed: those who could see the user and no longer may are
+    /// shown them offline without a last-seen time, as for anyone hidden (those hidden before
+    /// hear nothing, so they learn nothing of the change); those who may see the user get the
+    /// current presence again, which announces it to anyone who just gained sight.
+    async fn presence_setting_changed(
+        &self,
+        user: UserId,
+        before: Visibility,
+        after: Visibility,
+    ) -> CoreResult<()> {
         let blocked = self.blocked_ids(user).await?;
         let mut everyone = self.inner.store.co_members(user).await?;
         everyone.retain(|u| !blocked.contains(u));
-        let visible: HashSet<UserId> = self
-            .presence_audience(user, everyone.clone())
+        let still: HashSet<UserId> = self
+            .presence_audience_under(user, after, everyone.clone())
             .await?
             .into_iter()
             .collect();
-        let hidden: Vec<UserId> = everyone
+        let hidden: Vec<UserId> = self
+            .presence_audience_under(user, before, everyone)
+            .await?
             .into_iter()
-            .filter(|u| !visible.contains(u))
+            .filter(|u| !still.contains(u))
             .collect();
         if !hidden.is_empty() {
             let event = BusEvent::Deliver {

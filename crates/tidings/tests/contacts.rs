@@ -564,9 +564,11 @@ async fn presence_follows_the_visibility_setting() {
     // Her own presence she always sees.
     let own = presence_query(&alice_ws, vec![alice.user_id]).await;
     assert_eq!(own[0].status, PresenceStatus::Online);
+    // Carol, hidden from before, hears nothing of the change.
+    let carol_saw = drain(&mut carol_ws, Duration::from_millis(200)).await;
+    assert!(presence_of_in(&carol_saw, alice.user_id).is_empty());
     // Leaving is not announced to anyone either.
     drain(&mut bob_ws, Duration::from_millis(100)).await;
-    drain(&mut carol_ws, Duration::from_millis(100)).await;
     drop(alice_ws);
     let bob_saw = drain(&mut bob_ws, Duration::from_millis(300)).await;
     let carol_saw = drain(&mut carol_ws, Duration::from_millis(100)).await;
