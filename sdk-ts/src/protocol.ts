@@ -107,6 +107,12 @@ export interface ClientFrameSync {
   type: "sync";
   id: string;
   /**
+   * The `version` of the last contacts snapshot the client holds (0 for none). When the
+   * server's is newer, a `contacts` snapshot is sent before `sync_done`; when omitted,
+   * contacts are left out of the sync.
+   */
+  contacts_version?: number | null;
+  /**
    * The highest sequence the client holds per conversation. Conversations the user
    * belongs to but that are not listed are treated as cursor 0.
    */
@@ -156,6 +162,74 @@ export interface ClientFramePresenceQuery {
 export interface ClientFramePing {
   type: "ping";
   id: string;
+}
+
+/**
+ * A change to the user's friends or friend requests, sent live to every device of both users
+ * involved (in the `contact` frame).
+ */
+export type ContactEvent =
+  | ContactEventRequestReceived
+  | ContactEventRequestSent
+  | ContactEventRequestAccepted
+  | ContactEventRequestDeclined
+  | ContactEventRequestCancelled
+  | ContactEventFriendRemoved;
+
+/** Someone asked the user to be friends. */
+export interface ContactEventRequestReceived {
+  event: "request_received";
+  request: FriendRequest;
+}
+
+/** The user (from one of their devices) asked someone to be friends. */
+export interface ContactEventRequestSent {
+  event: "request_sent";
+  request: FriendRequest;
+}
+
+/**
+ * A request between the user and `friend` was accepted (or both had asked each other):
+ * they are friends now.
+ */
+export interface ContactEventRequestAccepted {
+  event: "request_accepted";
+  friend: Friend;
+}
+
+/** The request from `from` to `to` was declined by `to`. */
+export interface ContactEventRequestDeclined {
+  event: "request_declined";
+  from: UserId;
+  to: UserId;
+}
+
+/** The request from `from` to `to` was withdrawn by `from`. */
+export interface ContactEventRequestCancelled {
+  event: "request_cancelled";
+  from: UserId;
+  to: UserId;
+}
+
+/** The user and `user_id` are no longer friends. */
+export interface ContactEventFriendRemoved {
+  event: "friend_removed";
+  user_id: UserId;
+}
+
+/**
+ * Everything a user's contacts hold, sent during `sync` when the client's `contacts_version`
+ * is older than the server's.
+ */
+export interface ContactsSnapshot {
+  /**
+   * Grows with every change to the user's friends or requests; send it back in the next
+   * `sync` to receive a snapshot only when something changed.
+   */
+  version: number;
+  friends: Friend[];
+  incoming: FriendRequest[];
+  outgoing: FriendRequest[];
 }
 
 /** A conversation as one member sees it. */
@@ -242,6 +316,9 @@ export interface DeviceList {
   devices: Device[];
 }
 
+/** Who may open a direct conversation with the user and write in it. */
+export type DirectMessages = "everyone" | "friends";
+
 /** A machine-readable error code. Codes are never renamed; new ones may be added. */
 export type ErrorCode =
   /** The frame or body is not valid JSON, or does not match the expected shape. */
@@ -276,6 +353,50 @@ export type ErrorCode =
   | "unavailable"
   /** Something failed inside the server; the details are in the server log, not here. */
   | "internal";
+
+/** One of the caller's friends. */
+export interface Friend {
+  user_id: UserId;
+  username: string;
+  /** When the friendship began, in milliseconds since the Unix epoch. */
+  since: number;
+}
+
+/** `GET /api/v1/friends`, in user id order. */
+export interface FriendList {
+  friends: Friend[];
+}
+
+/** A pending friend request from one user to another. */
+export interface FriendRequest {
+  from: UserSummary;
+  to: UserSummary;
+  /** When the request was sent, in milliseconds since the Unix epoch. */
+  created_at: number;
+  /** What the sender wrote with the request (up to 200 characters). */
+  note?: string | null;
+}
+
+/** `GET /api/v1/friend-requests`: requests to the caller and from the caller, oldest first. */
+export interface FriendRequestList {
+  incoming: FriendRequest[];
+  outgoing: FriendRequest[];
+}
+
+/** What `POST /api/v1/friend-requests` did. */
+export type FriendRequestOutcome =
+  /** The request is pending until the other user answers it. */
+  | "sent"
+  /** The other user had already asked the caller, so the two are friends now. */
+  | "became_friends";
+
+/** The answer to `POST /api/v1/friend-requests`. */
+export interface FriendRequestResult {
+  outcome: FriendRequestOutcome;
+}
+
+/** Who may add the user to a group directly; anyone else can only invite them. */
+export type GroupAdds = "everyone" | "friends" | "nobody";
 
 /** A group's information and settings, as its members see them. */
 export interface GroupInfo {
@@ -525,6 +646,13 @@ export interface Presence {
 /** Whether a user has a connected device. */
 export type PresenceStatus = "online" | "offline";
 
+/** A user's privacy settings (`GET /api/v1/privacy`). Everything is open by default. */
+export interface PrivacySettings {
+  direct_messages: DirectMessages;
+  presence: Visibility;
+  group_adds: GroupAdds;
+}
+
 /** An RFC 9457 problem document, served as `application/problem+json`. */
 export interface Problem {
   /** A URI naming the problem type: `urn:tidings:problem:<code>`. */
@@ -569,6 +697,39 @@ export interface RegisterRequest {
  */
 export type Role = "member" | "admin" | "owner";
 
+/** One search result. */
+export interface SearchHit {
+  message: Message;
+  /** Relevance, higher is better; comparable only within one answer. */
+  score: number;
+}
+
+/** `GET /api/v1/search`: full-text search over every conversation the caller can read. */
+export interface SearchRequest {
+  /**
+   * 1 to 100 characters. Words match case-insensitively as prefixes; Chinese, Japanese and
+   * Korean text matches as substrings.
+   */
+  q: string;
+  conversation_id?: ConversationId | null;
+  /** 1 to 50; default 20. */
+  limit?: number | null;
+  /** Hits to skip: the `next_offset` of the previous page. */
+  offset?: number | null;
+  sender_id?: UserId | null;
+  /** Only messages sent at or after this time (ms since the epoch). */
+  since?: number | null;
+  /** Only messages sent before this time. */
+  until?: number | null;
+}
+
+/** The answer to a search, best hits first. */
+export interface SearchResults {
+  hits: SearchHit[];
+  /** Present when there may be more hits: pass it as `offset` for the next page. */
+  next_offset?: number | null;
+}
+
 /** The REST twin of the `ack` frame. */
 export interface SendAck {
   conversation_id: ConversationId;
@@ -576,6 +737,13 @@ export interface SendAck {
   message_id: MessageId;
   ts: number;
   duplicate: boolean;
+}
+
+/** `POST /api/v1/friend-requests`. */
+export interface SendFriendRequest {
+  user_id: UserId;
+  /** Up to 200 characters, no control characters other than line breaks. */
+  note?: string | null;
 }
 
 /** `POST /api/v1/conversations/{id}/messages`: the REST twin of the `send` frame. */
@@ -601,7 +769,9 @@ export type ServerFrame =
   | ServerFramePresenceList
   | ServerFramePong
   | ServerFrameGroupInvitation
-  | ServerFrameJoinRequest;
+  | ServerFrameJoinRequest
+  | ServerFrameContact
+  | ServerFrameContacts;
 
 /** The connection is authenticated until `expires_at` (ms since the epoch). */
 export interface ServerFrameAuthOk {
@@ -726,6 +896,26 @@ export interface ServerFrameGroupInvitation {
 export interface ServerFrameJoinRequest {
   type: "join_request";
   request: JoinRequest;
+}
+
+/**
+ * A change to the user's friends or friend requests. `version` is the user's contacts
+ * version after the change: a client holding `version - 1` may adopt it; otherwise it
+ * keeps its own and the next sync sends a snapshot.
+ */
+export interface ServerFrameContact {
+  type: "contact";
+  event: ContactEvent;
+  version: number;
+}
+
+/**
+ * During sync: the user's friends and pending requests, when they changed since the
+ * client's `contacts_version`.
+ */
+export interface ServerFrameContacts {
+  type: "contacts";
+  contacts: ContactsSnapshot;
 }
 
 /**
@@ -876,6 +1066,13 @@ export interface UpdateGroupRequest {
   title?: string | null;
 }
 
+/** `PATCH /api/v1/privacy`: fields left out keep their value. */
+export interface UpdatePrivacyRequest {
+  direct_messages?: DirectMessages | null;
+  group_adds?: GroupAdds | null;
+  presence?: Visibility | null;
+}
+
 /** `PATCH /api/v1/profile`: fields left out keep their value. */
 export interface UpdateProfileRequest {
   /** Up to 64 characters; empty clears it. */
@@ -897,3 +1094,6 @@ export interface UserSummary {
   user_id: UserId;
   username: string;
 }
+
+/** Who may see the user's presence and last-seen time. */
+export type Visibility = "everyone" | "friends" | "nobody";

@@ -99,6 +99,9 @@ pub struct LimitsConfig {
     /// Message searches one user may make per minute (after a burst of 20); 0 turns the limit
     /// off.
     pub searches_per_minute: u32,
+    /// Friend requests one user may send per hour (after a burst of up to five); 0 turns the
+    /// limit off. Keeps friend requests from being used for spam.
+    pub friend_requests_per_hour: u32,
 }
 
 impl Default for LimitsConfig {
@@ -117,6 +120,7 @@ impl Default for LimitsConfig {
             message_burst: 100,
             group_invitations_per_minute: 20,
             searches_per_minute: 60,
+            friend_requests_per_hour: 30,
         }
     }
 }

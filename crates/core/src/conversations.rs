@@ -1,12 +1,13 @@
 //! Direct and group conversations, membership, and the in-memory member cache.
 
 use crate::error::{CoreError, CoreResult};
-use crate::policy::{Action, Standing, decide};
+use crate::policy::{Action, DirectFacts, Standing, decide};
 use crate::{Caller, Core};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tidings_bus::{BusEvent, OutFrame};
+use tidings_proto::contacts::DirectMessages;
 use tidings_proto::rest::GroupPermissions;
 use tidings_proto::rest::{
     Conversation, ConversationKind, ConversationList, CreateGroupRequest, Member, Role, UserSummary,
@@ -30,6 +31,10 @@ pub struct ConvInfo {
     /// For direct conversations, the blocks between the two members as (blocker, blocked), so
     /// the send path needs no query. Blocking invalidates the entry.
     pub blocks: Vec<(UserId, UserId)>,
+    /// For direct conversations, whether the two members are friends, and which of them accept
+    /// direct messages only from friends. Friendship and privacy changes invalidate the entry.
+    pub friends: bool,
+    pub friends_only: Vec<UserId>,
 }
 
 impl ConvInfo {
@@ -54,6 +59,21 @@ impl ConvInfo {
 
     pub fn has_blocked(&self, blocker: UserId, blocked: UserId) -> bool {
         self.blocks.contains(&(blocker, blocked))
+    }
+
+    /// What the direct-contact policy needs to decide whether `sender` may write to
+    /// `recipient` here, without a query.
+    pub fn direct_facts(&self, sender: UserId, recipient: UserId) -> DirectFacts {
+        DirectFacts {
+            sender_blocked_recipient: self.has_blocked(sender, recipient),
+            recipient_blocked_sender: self.has_blocked(recipient, sender),
+            recipient_accepts: if self.friends_only.contains(&recipient) {
+                DirectMessages::Friends
+            } else {
+                DirectMessages::Everyone
+            },
+            friends: self.friends,
+        }
     }
 }
 
@@ -141,6 +161,8 @@ impl Core {
         };
         let members = self.inner.store.members(id).await?;
         let mut blocks = Vec::new();
+        let mut friends = false;
+        let mut friends_only = Vec::new();
         if conv.kind == ConversationKind::Direct
             && let [a, b] = members.as_slice()
         {
@@ -149,6 +171,16 @@ impl Core {
                     blocks.push((blocker, blocked));
                 }
             }
+            friends = self.inner.store.are_friends(a.user_id, b.user_id).await?;
+            friends_only = self
+                .inner
+                .store
+                .privacy_of(&[a.user_id, b.user_id])
+                .await?
+                .into_iter()
+                .filter(|(_, p)| p.direct_messages == DirectMessages::Friends)
+                .map(|(user, _)| user)
+                .collect();
         }
         let info = Arc::new(ConvInfo {
             blocks,
@@ -157,6 +189,8 @@ impl Core {
                 .iter()
                 .filter_map(|m| m.muted_until.map(|until| (m.user_id, until)))
                 .collect(),
+            friends,
+            friends_only,
             kind: conv.kind,
             member_ids: members.iter().map(|m| m.user_id).collect(),
             roles: members
@@ -282,10 +316,7 @@ impl Core {
         if exists.is_none_or(|u| u.disabled) {
             return Err(CoreError::not_found("user"));
         }
-        crate::policy::direct_contact(
-            self.inner.store.is_blocked(caller.user_id, peer).await?,
-            self.inner.store.is_blocked(peer, caller.user_id).await?,
-        )?;
+        crate::policy::direct_contact(self.direct_facts(caller.user_id, peer).await?)?;
         let (conv, created) = self
             .inner
             .store

@@ -242,6 +242,11 @@ impl Core {
         if self.inner.store.is_blocked(target, adder).await? {
             return Ok(Addable::Silently);
         }
+        if self.inner.store.is_blocked(adder, target).await? {
+            return Err(CoreError::forbidden(format!(
+                "you have blocked user {target}; unblock them to add them"
+            )));
+        }
         if self.may_add_to_group(adder, target).await? {
             Ok(Addable::Add)
         } else {
@@ -1241,15 +1246,5 @@ impl Core {
             return Err(CoreError::not_found("invitation"));
         }
         Ok(())
-    }
-
-    /// Until the privacy settings land (branch `contacts`), everyone accepts direct adds from
-    /// anyone they have not blocked; `addable` checks blocks itself.
-    pub(crate) async fn may_add_to_group(
-        &self,
-        _adder: UserId,
-        _target: UserId,
-    ) -> CoreResult<bool> {
-        Ok(true)
     }
 }

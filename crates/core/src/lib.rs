@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`Core`] is the handle transports hold; it is cheap to clone.
 //! - [`accounts`]: registration, OAuth grants, devices, passwords.
-//! - [`contacts`]: the block list.
+//! - [`contacts`]: the block list, friends and friend requests, privacy settings.
 //! - [`conversations`]: direct and group conversations, membership, the member cache.
 //! - [`groups`]: group management: roles, mutes, bans, settings, invite links, join requests,
 //!   invitations, and the system messages that record each change.
@@ -86,6 +86,8 @@ pub(crate) struct Inner {
     pub(crate) invite_limiter: ratelimit::RateLimiter<UserId>,
     /// Message searches per user.
     pub(crate) message_search_limiter: ratelimit::RateLimiter<UserId>,
+    /// Friend requests per user.
+    pub(crate) friend_request_limiter: ratelimit::RateLimiter<UserId>,
 }
 
 /// The handle to the running core.
@@ -143,6 +145,11 @@ impl Core {
             message_search_limiter: ratelimit::RateLimiter::new(
                 config.limits.searches_per_minute,
                 20,
+                100_000,
+            ),
+            friend_request_limiter: ratelimit::RateLimiter::per_hour(
+                config.limits.friend_requests_per_hour,
+                config.limits.friend_requests_per_hour.clamp(1, 5),
                 100_000,
             ),
             members: conversations::MemberCache::new(config.limits.member_cache_entries),

@@ -168,10 +168,7 @@ impl Core {
             .authorize(caller, conversation_id, Action::SendMessage)
             .await?;
         if let Some(peer) = info.peer_of(caller.user_id) {
-            crate::policy::direct_contact(
-                info.has_blocked(caller.user_id, peer),
-                info.has_blocked(peer, caller.user_id),
-            )?;
+            crate::policy::direct_contact(info.direct_facts(caller.user_id, peer))?;
         }
         self.inner
             .message_limiter
@@ -272,13 +269,10 @@ impl Core {
             .authorize(caller, conversation_id, Action::Typing)
             .await?;
         // Users the typer has blocked do not see it type (in groups too); in a direct
-        // conversation under a block in either direction nobody does, and nobody is told.
+        // conversation where the policy refuses contact (a block either way, or a friends-only
+        // peer who is not a friend) nobody does, and nobody is told.
         if let Some(peer) = info.peer_of(caller.user_id)
-            && crate::policy::direct_contact(
-                info.has_blocked(caller.user_id, peer),
-                info.has_blocked(peer, caller.user_id),
-            )
-            .is_err()
+            && crate::policy::direct_contact(info.direct_facts(caller.user_id, peer)).is_err()
         {
             return Ok(());
         }
@@ -338,10 +332,20 @@ impl Core {
             .into_iter()
             .collect();
         asked.retain(|u| !blockers.contains(u));
+        // Users whose setting hides them from the caller look like users who are away, without
+        // a last-seen time.
+        let hidden = self.presence_hidden_from(caller.user_id, &asked).await?;
         let seen = self.inner.store.last_seen(&asked).await?;
         Ok(asked
             .into_iter()
             .map(|user_id| {
+                if hidden.contains(&user_id) {
+                    return Presence {
+                        user_id,
+                        status: PresenceStatus::Offline,
+                        last_seen: None,
+                    };
+                }
                 let online = self.inner.hub.is_online(user_id);
                 Presence {
                     user_id,
@@ -378,6 +382,14 @@ impl Core {
             Err(e) => {
                 // At shutdown the read is cancelled; nothing is lost, presence is ephemeral.
                 tracing::debug!(%e, "Could not load the presence audience.");
+                return;
+            }
+        };
+        // Nor does anyone the user's presence setting leaves out.
+        let audience = match self.presence_audience(user_id, audience).await {
+            Ok(audience) => audience,
+            Err(e) => {
+                tracing::debug!(%e, "Could not load the presence setting.");
                 return;
             }
         };

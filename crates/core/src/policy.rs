@@ -2,9 +2,11 @@
 //!
 //! Every service asks [`decide`] (and, for actions on another member, [`decide_on_member`])
 //! before acting; transports never decide. Table-driven tests walk every standing against every
-//! action in every kind of conversation.
+//! action in every kind of conversation, and one table per contact rule (direct messages,
+//! friend requests, presence, group adds) walks its inputs.
 
 use crate::error::CoreError;
+use tidings_proto::contacts::{DirectMessages, GroupAdds, Visibility};
 use tidings_proto::rest::{ConversationKind, GroupPermissions, Role};
 
 /// The caller's relation to a conversation.
@@ -168,24 +170,76 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-/// Whether `sender` may write to `recipient` in their direct conversation, given the blocks
-/// between them. The blocked side learns nothing: its refusal reads like any user's who does
-/// not accept messages from it.
-pub fn direct_contact(
-    sender_blocked_recipient: bool,
-    recipient_blocked_sender: bool,
-) -> Result<(), CoreError> {
-    if recipient_blocked_sender {
-        return Err(CoreError::forbidden(
-            "this user does not accept messages from you",
-        ));
+/// The refusal a user gets from someone who does not accept their messages or requests: the
+/// same words whether the reason is a block or a privacy setting, so a block is never revealed.
+pub const NOT_ACCEPTED: &str = "this user does not accept messages from you";
+
+/// What decides whether a sender may write to a recipient directly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirectFacts {
+    pub sender_blocked_recipient: bool,
+    pub recipient_blocked_sender: bool,
+    /// The recipient's "who may message me directly" setting.
+    pub recipient_accepts: DirectMessages,
+    pub friends: bool,
+}
+
+/// Whether `sender` may write to `recipient` in their direct conversation (or open one), given
+/// the blocks between them, the recipient's setting and their friendship. The blocked side
+/// learns nothing: its refusal reads like that of any user who accepts messages only from
+/// friends.
+pub fn direct_contact(facts: DirectFacts) -> Result<(), CoreError> {
+    if facts.recipient_blocked_sender {
+        return Err(CoreError::forbidden(NOT_ACCEPTED));
     }
-    if sender_blocked_recipient {
+    if facts.sender_blocked_recipient {
         return Err(CoreError::forbidden(
             "you have blocked this user; unblock them to write to them",
         ));
     }
+    if facts.recipient_accepts == DirectMessages::Friends && !facts.friends {
+        return Err(CoreError::forbidden(NOT_ACCEPTED));
+    }
     Ok(())
+}
+
+/// Whether `sender` may ask `recipient` to be friends, given the blocks between them. A
+/// blocked sender gets the same refusal as for a message.
+pub fn friend_request(
+    sender_blocked_recipient: bool,
+    recipient_blocked_sender: bool,
+) -> Result<(), CoreError> {
+    if recipient_blocked_sender {
+        return Err(CoreError::forbidden(NOT_ACCEPTED));
+    }
+    if sender_blocked_recipient {
+        return Err(CoreError::forbidden(
+            "you have blocked this user; unblock them to send a friend request",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a viewer may see a subject's presence and last-seen time, by the subject's setting.
+/// Everyone sees their own. (Blocks are applied by the callers, which leave blockers out.)
+pub fn presence_visible(setting: Visibility, viewer_is_subject: bool, friends: bool) -> bool {
+    viewer_is_subject
+        || match setting {
+            Visibility::Everyone => true,
+            Visibility::Friends => friends,
+            Visibility::Nobody => false,
+        }
+}
+
+/// Whether `adder` may put a user into a group directly, by the user's setting; when not, the
+/// group code sends an invitation the user may accept. A block either way always says no.
+pub fn group_add(setting: GroupAdds, friends: bool, blocked_either_way: bool) -> bool {
+    !blocked_either_way
+        && match setting {
+            GroupAdds::Everyone => true,
+            GroupAdds::Friends => friends,
+            GroupAdds::Nobody => false,
+        }
 }
 
 #[cfg(test)]
@@ -212,8 +266,48 @@ mod tests {
     }
 
     #[test]
-    fn direct_contact_under_every_block() {
-        // (sender blocked recipient, recipient blocked sender) -> allowed
+    fn direct_contact_under_every_block_setting_and_friendship() {
+        use DirectMessages::{Everyone as All, Friends as OnlyFriends};
+        #[rustfmt::skip]
+        let table = [
+            // mine   theirs  setting      friends  allowed
+            (false, false, All,         false, true),
+            (true,  false, All,         false, false),
+            (false, true,  All,         false, false),
+            (true,  true,  All,         false, false),
+            (false, false, OnlyFriends, false, false),
+            (false, false, OnlyFriends, true,  true),
+            (false, false, All,         true,  true),
+            (false, true,  OnlyFriends, true,  false),
+            (true,  false, OnlyFriends, true,  false),
+        ];
+        for (mine, theirs, setting, friends, allowed) in table {
+            let facts = DirectFacts {
+                sender_blocked_recipient: mine,
+                recipient_blocked_sender: theirs,
+                recipient_accepts: setting,
+                friends,
+            };
+            assert_eq!(direct_contact(facts).is_ok(), allowed, "{facts:?}");
+        }
+        // The blocked sender's refusal is word for word the friends-only refusal.
+        let blocked = direct_contact(DirectFacts {
+            recipient_blocked_sender: true,
+            ..DirectFacts::default()
+        })
+        .unwrap_err();
+        let friends_only = direct_contact(DirectFacts {
+            recipient_accepts: OnlyFriends,
+            ..DirectFacts::default()
+        })
+        .unwrap_err();
+        assert_eq!(blocked.message, friends_only.message);
+        assert_eq!(blocked.code, friends_only.code);
+        assert!(!blocked.message.contains("block"));
+    }
+
+    #[test]
+    fn friend_requests_under_every_block() {
         for (mine, theirs, allowed) in [
             (false, false, true),
             (true, false, false),
@@ -221,14 +315,67 @@ mod tests {
             (true, true, false),
         ] {
             assert_eq!(
-                direct_contact(mine, theirs).is_ok(),
+                friend_request(mine, theirs).is_ok(),
                 allowed,
                 "{mine} {theirs}"
             );
         }
-        // The blocked sender's refusal does not mention blocking.
-        let refusal = direct_contact(false, true).unwrap_err();
-        assert!(!refusal.message.contains("block"));
+        let refusal = friend_request(false, true).unwrap_err();
+        assert_eq!(refusal.message, NOT_ACCEPTED);
+        assert!(
+            friend_request(true, false)
+                .unwrap_err()
+                .message
+                .contains("unblock")
+        );
+    }
+
+    #[test]
+    fn presence_by_setting_and_friendship() {
+        use Visibility::*;
+        #[rustfmt::skip]
+        let table = [
+            // setting   self   friends  visible
+            (Everyone, false, false, true),
+            (Everyone, false, true,  true),
+            (Friends,  false, false, false),
+            (Friends,  false, true,  true),
+            (Nobody,   false, false, false),
+            (Nobody,   false, true,  false),
+            (Nobody,   true,  false, true),
+            (Friends,  true,  false, true),
+        ];
+        for (setting, own, friends, visible) in table {
+            assert_eq!(
+                presence_visible(setting, own, friends),
+                visible,
+                "{setting:?} self={own} friends={friends}"
+            );
+        }
+    }
+
+    #[test]
+    fn group_adds_by_setting_friendship_and_blocks() {
+        use GroupAdds::*;
+        #[rustfmt::skip]
+        let table = [
+            // setting  friends blocked  allowed
+            (Everyone, false, false, true),
+            (Everyone, true,  false, true),
+            (Everyone, true,  true,  false),
+            (Friends,  false, false, false),
+            (Friends,  true,  false, true),
+            (Friends,  true,  true,  false),
+            (Nobody,   false, false, false),
+            (Nobody,   true,  false, false),
+        ];
+        for (setting, friends, blocked, allowed) in table {
+            assert_eq!(
+                group_add(setting, friends, blocked),
+                allowed,
+                "{setting:?} friends={friends} blocked={blocked}"
+            );
+        }
     }
 
     /// Every action against every standing, in a direct conversation and in a group with the

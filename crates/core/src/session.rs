@@ -13,7 +13,8 @@
 //!   so a sender's ack racing with other members' messages never causes a needless read.
 //! - **Sync**: `sync` turns every conversation with news into work; work is read from the store
 //!   a page at a time, and the next page is read only when the previous one is written, so a
-//!   catch-up of any size holds one page of memory.
+//!   catch-up of any size holds one page of memory. With a `contacts_version` older than the
+//!   server's, a `contacts` snapshot goes out first.
 //! - **Flow control**: at most `max_in_flight` requests run at once; past that the transport
 //!   stops reading. Live events queue in a bounded channel; overflow closes the connection as a
 //!   slow consumer (see [`crate::hub`]).
@@ -31,6 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tidings_bus::OutFrame;
+use tidings_proto::contacts::ContactsSnapshot;
 use tidings_proto::rest::SendAck;
 use tidings_proto::ws::{ClientFrame, Cursor, ServerFrame};
 use tidings_proto::{ConversationId, ErrorCode, Message, MessageBody, Seq, UserId};
@@ -121,7 +123,8 @@ enum Completion {
         id: String,
         cursors: Vec<Cursor>,
         limit: Option<u32>,
-        result: CoreResult<Vec<UserConversation>>,
+        /// The conversations, and the contacts snapshot when the client's is outdated.
+        result: CoreResult<(Vec<UserConversation>, Option<ContactsSnapshot>)>,
     },
 }
 
@@ -395,6 +398,7 @@ impl Session {
                 id,
                 cursors,
                 limit_per_conversation,
+                contacts_version,
             } => {
                 if self.sync.is_some() {
                     return self.error(
@@ -410,12 +414,15 @@ impl Session {
                     messages: 0,
                 });
                 self.in_flight.push(Box::pin(async move {
-                    let result = core
-                        .inner
-                        .store
-                        .conversations_of(caller.user_id)
-                        .await
-                        .map_err(CoreError::from);
+                    let result = async {
+                        let list = core.inner.store.conversations_of(caller.user_id).await?;
+                        let contacts = match contacts_version {
+                            Some(held) => core.contacts_if_newer(caller.user_id, held).await?,
+                            None => None,
+                        };
+                        Ok((list, contacts))
+                    }
+                    .await;
                     Completion::SyncPlan {
                         id,
                         cursors,
@@ -642,7 +649,12 @@ impl Session {
                 limit,
                 result,
             } => match result {
-                Ok(list) => self.plan_sync(cursors, limit, list),
+                Ok((list, contacts)) => {
+                    if let Some(contacts) = contacts {
+                        self.reply(ServerFrame::Contacts { contacts });
+                    }
+                    self.plan_sync(cursors, limit, list)
+                }
                 Err(e) => {
                     self.sync = None;
                     self.error(Some(id), e);

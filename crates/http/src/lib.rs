@@ -94,6 +94,28 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/blocks/{user_id}",
             axum::routing::put(rest::block).delete(rest::unblock),
         )
+        .route("/api/v1/friends", get(rest::friends))
+        .route("/api/v1/friends/{user_id}", delete(rest::remove_friend))
+        .route(
+            "/api/v1/friend-requests",
+            get(rest::friend_requests).post(rest::send_friend_request),
+        )
+        .route(
+            "/api/v1/friend-requests/{user_id}",
+            delete(rest::cancel_friend_request),
+        )
+        .route(
+            "/api/v1/friend-requests/{user_id}/accept",
+            post(rest::accept_friend_request),
+        )
+        .route(
+            "/api/v1/friend-requests/{user_id}/decline",
+            post(rest::decline_friend_request),
+        )
+        .route(
+            "/api/v1/privacy",
+            get(rest::privacy).patch(rest::update_privacy),
+        )
         .route("/api/v1/devices", get(rest::devices))
         .route("/api/v1/devices/{device_id}", delete(rest::sign_out_device))
         .route(

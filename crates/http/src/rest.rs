@@ -8,6 +8,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
+use tidings_proto::contacts::{
+    FriendList, FriendRequestList, FriendRequestResult, PrivacySettings, SendFriendRequest,
+    UpdatePrivacyRequest,
+};
 use tidings_proto::rest::{
     Account, AddMembersRequest, AddMembersResult, BanList, BanRequest, BlockList,
     ChangePasswordRequest, Conversation, ConversationList, CreateDirectRequest, CreateGroupRequest,
@@ -136,6 +140,88 @@ pub async fn unblock(
 ) -> ApiResult<StatusCode> {
     state.core.unblock(&caller, UserId(user_id)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn friends(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+) -> ApiResult<Json<FriendList>> {
+    Ok(Json(state.core.friends(&caller).await?))
+}
+
+pub async fn remove_friend(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(user_id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    state.core.remove_friend(&caller, UserId(user_id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn friend_requests(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+) -> ApiResult<Json<FriendRequestList>> {
+    Ok(Json(state.core.friend_requests(&caller).await?))
+}
+
+pub async fn send_friend_request(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<SendFriendRequest>,
+) -> ApiResult<Json<FriendRequestResult>> {
+    Ok(Json(state.core.send_friend_request(&caller, req).await?))
+}
+
+pub async fn accept_friend_request(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(user_id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .accept_friend_request(&caller, UserId(user_id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn decline_friend_request(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(user_id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .decline_friend_request(&caller, UserId(user_id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn cancel_friend_request(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(user_id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .cancel_friend_request(&caller, UserId(user_id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn privacy(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+) -> ApiResult<Json<PrivacySettings>> {
+    Ok(Json(state.core.privacy(&caller).await?))
+}
+
+pub async fn update_privacy(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<UpdatePrivacyRequest>,
+) -> ApiResult<Json<PrivacySettings>> {
+    Ok(Json(state.core.update_privacy(&caller, req).await?))
 }
 
 pub async fn devices(

@@ -6,12 +6,14 @@
 //! - [`ws`]: frames of the native WebSocket protocol (`/ws`, subprotocol [`ws::SUBPROTOCOL`]).
 //! - [`rest`]: request and response bodies of the REST API, including RFC 9457 problems
 //!   and RFC 6749 token responses.
+//! - [`contacts`]: friends, friend requests, privacy settings and their live events.
 //! - [`error`]: the stable error codes shared by WebSocket error frames and problem documents.
 //!
 //! Every type derives `serde` and `schemars::JsonSchema`; `cargo xtask codegen` writes the
 //! JSON Schema (`docs/schema/tidings.schema.json`) and the TypeScript declarations
 //! (`sdk-ts/src/protocol.ts`) from them, so no type is written twice.
 
+pub mod contacts;
 pub mod error;
 pub mod ids;
 pub mod message;
@@ -89,6 +91,26 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         (
             "GroupInvitationList",
             schema_for!(rest::GroupInvitationList),
+        ),
+        ("SearchRequest", schema_for!(rest::SearchRequest)),
+        ("SearchResults", schema_for!(rest::SearchResults)),
+        ("FriendList", schema_for!(contacts::FriendList)),
+        (
+            "FriendRequestList",
+            schema_for!(contacts::FriendRequestList),
+        ),
+        (
+            "SendFriendRequest",
+            schema_for!(contacts::SendFriendRequest),
+        ),
+        (
+            "FriendRequestResult",
+            schema_for!(contacts::FriendRequestResult),
+        ),
+        ("PrivacySettings", schema_for!(contacts::PrivacySettings)),
+        (
+            "UpdatePrivacyRequest",
+            schema_for!(contacts::UpdatePrivacyRequest),
         ),
     ]
 }

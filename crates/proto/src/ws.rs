@@ -2,8 +2,10 @@
 //!
 //! Requests from the client carry an `id` (any string the client picks); the server answers
 //! each with exactly one response frame carrying the same `id`, or an `error` frame with it.
-//! Server events (`message`, `receipt`, `typing`, `presence`, `conversation`) carry no `id`.
+//! Server events (`message`, `receipt`, `typing`, `presence`, `conversation`, `contact`) carry no
+//! `id`.
 
+use crate::contacts::{ContactEvent, ContactsSnapshot};
 use crate::error::ErrorCode;
 use crate::ids::{ConversationId, DeviceId, Seq, UserId};
 use crate::message::{Message, MessageBody};
@@ -42,6 +44,11 @@ pub enum ClientFrame {
         /// preceded by a `gap` event; older ones can be paged with `history`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit_per_conversation: Option<u32>,
+        /// The `version` of the last contacts snapshot the client holds (0 for none). When the
+        /// server's is newer, a `contacts` snapshot is sent before `sync_done`; when omitted,
+        /// contacts are left out of the sync.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        contacts_version: Option<u64>,
     },
     /// Pages backwards through a conversation's history.
     History {
@@ -221,6 +228,18 @@ pub enum ServerFrame {
     /// Someone asked to join a group the user may approve joins of.
     JoinRequest {
         request: crate::rest::JoinRequest,
+    },
+    /// A change to the user's friends or friend requests. `version` is the user's contacts
+    /// version after the change: a client holding `version - 1` may adopt it; otherwise it
+    /// keeps its own and the next sync sends a snapshot.
+    Contact {
+        event: ContactEvent,
+        version: u64,
+    },
+    /// During sync: the user's friends and pending requests, when they changed since the
+    /// client's `contacts_version`.
+    Contacts {
+        contacts: ContactsSnapshot,
     },
 }
 

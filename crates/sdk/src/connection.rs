@@ -305,12 +305,26 @@ impl Connection {
         cursors: &Cursors,
         limit_per_conversation: Option<u32>,
     ) -> SdkResult<(u32, u64)> {
+        self.sync_with_contacts(cursors, limit_per_conversation, None)
+            .await
+    }
+
+    /// Like [`Connection::sync`], and with `contacts_version` (the version of the contacts
+    /// snapshot the client holds, 0 for none) a `contacts` event arrives first when the
+    /// server's contacts are newer.
+    pub async fn sync_with_contacts(
+        &self,
+        cursors: &Cursors,
+        limit_per_conversation: Option<u32>,
+        contacts_version: Option<u64>,
+    ) -> SdkResult<(u32, u64)> {
         let cursors = cursors.to_vec();
         match self
             .request(|id| ClientFrame::Sync {
                 id,
                 cursors,
                 limit_per_conversation,
+                contacts_version,
             })
             .await?
         {

@@ -1,8 +1,12 @@
-//! REST calls: accounts, OAuth, devices, conversations and history.
+//! REST calls: accounts, OAuth, profiles, contacts, devices, conversations and history.
 
 use crate::{SdkError, SdkResult};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tidings_proto::contacts::{
+    FriendList, FriendRequestList, FriendRequestOutcome, FriendRequestResult, PrivacySettings,
+    SendFriendRequest, UpdatePrivacyRequest,
+};
 use tidings_proto::rest::*;
 use tidings_proto::{ConversationId, DeviceId, MessageBody, Seq, UserId};
 
@@ -322,6 +326,67 @@ impl AuthedClient {
 
     pub async fn unblock(&self, user: UserId) -> SdkResult<()> {
         self.delete(&format!("/api/v1/blocks/{user}")).await
+    }
+
+    pub async fn friends(&self) -> SdkResult<FriendList> {
+        self.get("/api/v1/friends").await
+    }
+
+    pub async fn remove_friend(&self, user: UserId) -> SdkResult<()> {
+        self.delete(&format!("/api/v1/friends/{user}")).await
+    }
+
+    pub async fn friend_requests(&self) -> SdkResult<FriendRequestList> {
+        self.get("/api/v1/friend-requests").await
+    }
+
+    /// Asks `user` to be friends; the answer says whether they are friends already (when
+    /// `user` had asked first).
+    pub async fn send_friend_request(
+        &self,
+        user: UserId,
+        note: Option<&str>,
+    ) -> SdkResult<FriendRequestOutcome> {
+        let body = SendFriendRequest {
+            user_id: user,
+            note: note.map(String::from),
+        };
+        let result: FriendRequestResult = self.post("/api/v1/friend-requests", &body).await?;
+        Ok(result.outcome)
+    }
+
+    pub async fn accept_friend_request(&self, from: UserId) -> SdkResult<()> {
+        self.empty(
+            reqwest::Method::POST,
+            &format!("/api/v1/friend-requests/{from}/accept"),
+        )
+        .await
+    }
+
+    pub async fn decline_friend_request(&self, from: UserId) -> SdkResult<()> {
+        self.empty(
+            reqwest::Method::POST,
+            &format!("/api/v1/friend-requests/{from}/decline"),
+        )
+        .await
+    }
+
+    pub async fn cancel_friend_request(&self, to: UserId) -> SdkResult<()> {
+        self.delete(&format!("/api/v1/friend-requests/{to}")).await
+    }
+
+    pub async fn privacy(&self) -> SdkResult<PrivacySettings> {
+        self.get("/api/v1/privacy").await
+    }
+
+    pub async fn update_privacy(&self, req: &UpdatePrivacyRequest) -> SdkResult<PrivacySettings> {
+        let r = self
+            .request(reqwest::Method::PATCH, "/api/v1/privacy")
+            .json(req)
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(r).await
     }
 
     pub async fn devices(&self) -> SdkResult<DeviceList> {

@@ -32,13 +32,15 @@ use readers::Readers;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tidings_proto::contacts::PrivacySettings;
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, Seq, UserId};
 use tidings_store::{
-    Appended, BanRecord, BlockRecord, ConversationRecord, DeviceRecord, GroupChange, GroupChanged,
-    GroupInvitationRecord, GroupRecord, InviteLinkRecord, JoinRequestRecord, MemberRecord,
-    NewAudit, NewInvite, NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome,
-    SearchHit, SearchQuery, Store, StoreError, StoreResult, UserConversation, UserRecord,
+    Appended, BanRecord, BlockRecord, ConversationRecord, DeviceRecord, FriendRecord,
+    FriendRequestRecord, FriendRequestSent, GroupChange, GroupChanged, GroupInvitationRecord,
+    GroupRecord, InviteLinkRecord, JoinRequestRecord, MemberRecord, NewAudit, NewInvite,
+    NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome, SearchHit,
+    SearchQuery, Store, StoreError, StoreResult, UserConversation, UserRecord,
 };
 use writer::Writer;
 
@@ -288,6 +290,87 @@ impl Store for SqliteStore {
 
     async fn is_blocked(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool> {
         self.read(move |conn| queries::is_blocked(conn, blocker, blocked))
+            .await
+    }
+
+    async fn send_friend_request(
+        &self,
+        from: UserId,
+        to: UserId,
+        note: Option<&str>,
+        now: i64,
+    ) -> StoreResult<FriendRequestSent> {
+        let note = note.map(str::to_owned);
+        self.write(move |conn| queries::send_friend_request(conn, from, to, note.as_deref(), now))
+            .await
+    }
+
+    async fn accept_friend_request(&self, from: UserId, to: UserId, now: i64) -> StoreResult<bool> {
+        self.write(move |conn| queries::accept_friend_request(conn, from, to, now))
+            .await
+    }
+
+    async fn delete_friend_request(&self, from: UserId, to: UserId) -> StoreResult<bool> {
+        self.write(move |conn| queries::delete_friend_request(conn, from, to))
+            .await
+    }
+
+    async fn remove_friend(&self, a: UserId, b: UserId) -> StoreResult<bool> {
+        self.write(move |conn| queries::remove_friend(conn, a, b))
+            .await
+    }
+
+    async fn friends_of(&self, user: UserId) -> StoreResult<Vec<FriendRecord>> {
+        self.read(move |conn| queries::friends_of(conn, user)).await
+    }
+
+    async fn are_friends(&self, a: UserId, b: UserId) -> StoreResult<bool> {
+        self.read(move |conn| queries::are_friends(conn, a, b))
+            .await
+    }
+
+    async fn friend_request(
+        &self,
+        from: UserId,
+        to: UserId,
+    ) -> StoreResult<Option<FriendRequestRecord>> {
+        self.read(move |conn| queries::friend_request(conn, from, to))
+            .await
+    }
+
+    async fn friend_requests_to(&self, user: UserId) -> StoreResult<Vec<FriendRequestRecord>> {
+        self.read(move |conn| queries::friend_requests_to(conn, user))
+            .await
+    }
+
+    async fn friend_requests_from(&self, user: UserId) -> StoreResult<Vec<FriendRequestRecord>> {
+        self.read(move |conn| queries::friend_requests_from(conn, user))
+            .await
+    }
+
+    async fn contacts_version(&self, user: UserId) -> StoreResult<u64> {
+        self.read(move |conn| queries::contacts_version(conn, user))
+            .await
+    }
+
+    async fn privacy_of(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, PrivacySettings)>> {
+        let users = users.to_vec();
+        self.read(move |conn| queries::privacy_of(conn, &users))
+            .await
+    }
+
+    async fn set_privacy(
+        &self,
+        user: UserId,
+        settings: PrivacySettings,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.write(move |conn| queries::set_privacy(conn, user, settings, now))
+            .await
+    }
+
+    async fn direct_conversations_of(&self, user: UserId) -> StoreResult<Vec<ConversationId>> {
+        self.read(move |conn| queries::direct_conversations_of(conn, user))
             .await
     }
 

@@ -10,14 +10,16 @@
 use crate::error::backend;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use tidings_proto::contacts::{DirectMessages, GroupAdds, PrivacySettings, Visibility};
 use tidings_proto::rest::{ConversationKind, GroupPermissions, Role};
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, MessageId, Seq, UserId};
 use tidings_store::{
-    Appended, BanRecord, BlockRecord, ConversationRecord, DeviceRecord, GroupChange, GroupChanged,
-    GroupInvitationRecord, GroupRecord, InviteLinkRecord, JoinRequestRecord, MemberRecord,
-    NewInvite, NewInviteLink, NewRefreshToken, Peer, ProfileRecord, RotateOutcome, SearchHit,
-    SearchQuery, StoreError, StoreResult, UserConversation, UserRecord,
+    Appended, BanRecord, BlockRecord, ConversationRecord, DeviceRecord, FriendRecord,
+    FriendRequestRecord, FriendRequestSent, GroupChange, GroupChanged, GroupInvitationRecord,
+    GroupRecord, InviteLinkRecord, JoinRequestRecord, MemberRecord, NewInvite, NewInviteLink,
+    NewRefreshToken, Peer, ProfileRecord, RotateOutcome, SearchHit, SearchQuery, StoreError,
+    StoreResult, UserConversation, UserRecord,
 };
 
 /// The columns `user_conversation_from_row` reads: the conversation, the member, and for
@@ -35,6 +37,16 @@ macro_rules! user_conversation_select {
          LEFT JOIN members p ON c.kind = 'direct' \
              AND p.conversation_id = c.id AND p.user_id <> m.user_id \
          LEFT JOIN users pu ON pu.id = p.user_id "
+    };
+}
+
+/// The columns `friend_request_from_row` reads: a request with both users' names.
+macro_rules! friend_request_select {
+    () => {
+        "SELECT r.from_id, fu.username, r.to_id, tu.username, r.note, r.created_at \
+         FROM friend_requests r \
+         JOIN users fu ON fu.id = r.from_id \
+         JOIN users tu ON tu.id = r.to_id "
     };
 }
 
@@ -117,6 +129,42 @@ statements! {
     IS_BLOCKED = "SELECT 1 FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2";
     BLOCKERS_OF = "SELECT blocker_id FROM blocks WHERE blocked_id = ?1 ORDER BY blocker_id";
 
+    // --- Friends and privacy
+    INSERT_FRIEND_REQUEST = "INSERT INTO friend_requests (from_id, to_id, note, created_at) \
+                             VALUES (?1, ?2, ?3, ?4)";
+    DELETE_FRIEND_REQUEST = "DELETE FROM friend_requests WHERE from_id = ?1 AND to_id = ?2";
+    FRIEND_REQUEST = concat!(
+        friend_request_select!(),
+        "WHERE r.from_id = ?1 AND r.to_id = ?2"
+    );
+    FRIEND_REQUESTS_TO = concat!(
+        friend_request_select!(),
+        "WHERE r.to_id = ?1 ORDER BY r.created_at, r.from_id"
+    );
+    FRIEND_REQUESTS_FROM = concat!(
+        friend_request_select!(),
+        "WHERE r.from_id = ?1 ORDER BY r.created_at, r.to_id"
+    );
+    // Friendships are stored once, smaller id first; callers order the pair.
+    INSERT_FRIENDSHIP = "INSERT INTO friendships (low_id, high_id, created_at) VALUES (?1, ?2, ?3)";
+    DELETE_FRIENDSHIP = "DELETE FROM friendships WHERE low_id = ?1 AND high_id = ?2";
+    IS_FRIEND = "SELECT 1 FROM friendships WHERE low_id = ?1 AND high_id = ?2";
+    FRIENDS_ABOVE = "SELECT f.high_id, u.username, f.created_at FROM friendships f \
+                     JOIN users u ON u.id = f.high_id WHERE f.low_id = ?1";
+    FRIENDS_BELOW = "SELECT f.low_id, u.username, f.created_at FROM friendships f \
+                     JOIN users u ON u.id = f.low_id WHERE f.high_id = ?1";
+    BUMP_CONTACTS_VERSION = "INSERT INTO contacts_versions (user_id, version) VALUES (?1, 1) \
+                             ON CONFLICT (user_id) DO UPDATE SET version = version + 1";
+    CONTACTS_VERSION = "SELECT version FROM contacts_versions WHERE user_id = ?1";
+    PRIVACY_OF = "SELECT u.id, p.direct_messages, p.presence, p.group_adds FROM users u \
+                  LEFT JOIN privacy_settings p ON p.user_id = u.id \
+                  WHERE u.id IN (SELECT value FROM json_each(?1)) ORDER BY u.id";
+    UPSERT_PRIVACY = "INSERT INTO privacy_settings \
+                      (user_id, direct_messages, presence, group_adds, updated_at) \
+                      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (user_id) DO UPDATE SET \
+                      direct_messages = excluded.direct_messages, presence = excluded.presence, \
+                      group_adds = excluded.group_adds, updated_at = excluded.updated_at";
+
     // --- Conversations
     CONVERSATION = "SELECT id, kind, title, created_at, last_seq FROM conversations WHERE id = ?1";
     DIRECT_BY_KEY = "SELECT id, kind, title, created_at, last_seq FROM conversations \
@@ -154,6 +202,9 @@ statements! {
         user_conversation_select!(),
         "WHERE m.conversation_id = ?2 AND m.user_id = ?1"
     );
+    DIRECT_CONVERSATIONS_OF = "SELECT c.id FROM members m \
+                               JOIN conversations c ON c.id = m.conversation_id \
+                               WHERE m.user_id = ?1 AND c.kind = 'direct' ORDER BY c.id";
     CO_MEMBERS = "SELECT DISTINCT o.user_id FROM members m \
                   JOIN members o ON o.conversation_id = m.conversation_id \
                   WHERE m.user_id = ?1 AND o.user_id <> ?1 ORDER BY o.user_id";
@@ -739,13 +790,23 @@ pub(crate) fn search_users(
 
 // --- Block list ------------------------------------------------------------------------------
 
+/// Stores the block, and in the same transaction ends the pair's friendship and drops their
+/// pending requests both ways (see `Store::block_user`).
 pub(crate) fn block_user(
     conn: &Connection,
     blocker: UserId,
     blocked: UserId,
     now: i64,
 ) -> StoreResult<bool> {
-    execute(conn, INSERT_BLOCK, params![blocker.0, blocked.0, now]).map(|n| n == 1)
+    let added = execute(conn, INSERT_BLOCK, params![blocker.0, blocked.0, now])? == 1;
+    let (low, high) = ordered(blocker, blocked);
+    let mut changed = execute(conn, DELETE_FRIENDSHIP, [low, high])?;
+    changed += execute(conn, DELETE_FRIEND_REQUEST, [blocker.0, blocked.0])?;
+    changed += execute(conn, DELETE_FRIEND_REQUEST, [blocked.0, blocker.0])?;
+    if changed > 0 {
+        bump_contacts_versions(conn, [blocker, blocked])?;
+    }
+    Ok(added)
 }
 
 pub(crate) fn unblock_user(
@@ -775,6 +836,246 @@ pub(crate) fn is_blocked(conn: &Connection, blocker: UserId, blocked: UserId) ->
         row.get::<_, i64>(0)
     })
     .map(|r| r.is_some())
+}
+
+// --- Friends and privacy ---------------------------------------------------------------------
+
+fn friend_request_from_row(row: &Row<'_>) -> rusqlite::Result<FriendRequestRecord> {
+    Ok(FriendRequestRecord {
+        from: UserId(row.get(0)?),
+        from_username: row.get(1)?,
+        to: UserId(row.get(2)?),
+        to_username: row.get(3)?,
+        note: row.get(4)?,
+        created_at: row.get(5)?,
+    })
+}
+
+/// A friendship's key: the pair with the smaller id first.
+fn ordered(a: UserId, b: UserId) -> (i64, i64) {
+    (a.0.min(b.0), a.0.max(b.0))
+}
+
+fn bump_contacts_versions(conn: &Connection, users: [UserId; 2]) -> StoreResult<()> {
+    for user in users {
+        execute(conn, BUMP_CONTACTS_VERSION, [user.0])?;
+    }
+    Ok(())
+}
+
+fn befriend(conn: &Connection, a: UserId, b: UserId, now: i64) -> StoreResult<()> {
+    let (low, high) = ordered(a, b);
+    execute(conn, INSERT_FRIENDSHIP, params![low, high, now])?;
+    bump_contacts_versions(conn, [a, b])
+}
+
+pub(crate) fn are_friends(conn: &Connection, a: UserId, b: UserId) -> StoreResult<bool> {
+    let (low, high) = ordered(a, b);
+    query_opt(conn, IS_FRIEND, [low, high], |row| row.get::<_, i64>(0)).map(|r| r.is_some())
+}
+
+pub(crate) fn friend_request(
+    conn: &Connection,
+    from: UserId,
+    to: UserId,
+) -> StoreResult<Option<FriendRequestRecord>> {
+    query_opt(
+        conn,
+        FRIEND_REQUEST,
+        [from.0, to.0],
+        friend_request_from_row,
+    )
+}
+
+/// Checks the pair, then either completes a mutual request or stores a new one; all in the
+/// writer's transaction, so two crossing requests cannot both end up pending.
+pub(crate) fn send_friend_request(
+    conn: &Connection,
+    from: UserId,
+    to: UserId,
+    note: Option<&str>,
+    now: i64,
+) -> StoreResult<FriendRequestSent> {
+    if from == to {
+        return Err(StoreError::Conflict("friend_request"));
+    }
+    if are_friends(conn, from, to)? {
+        return Err(StoreError::Conflict("friendship"));
+    }
+    if execute(conn, DELETE_FRIEND_REQUEST, [to.0, from.0])? == 1 {
+        befriend(conn, from, to, now)?;
+        return Ok(FriendRequestSent::BecameFriends);
+    }
+    // A duplicate violates the primary key (Conflict) and an unknown user the foreign key
+    // (NotFound).
+    execute(
+        conn,
+        INSERT_FRIEND_REQUEST,
+        params![from.0, to.0, note, now],
+    )?;
+    bump_contacts_versions(conn, [from, to])?;
+    Ok(FriendRequestSent::Pending)
+}
+
+pub(crate) fn accept_friend_request(
+    conn: &Connection,
+    from: UserId,
+    to: UserId,
+    now: i64,
+) -> StoreResult<bool> {
+    if execute(conn, DELETE_FRIEND_REQUEST, [from.0, to.0])? == 0 {
+        return Ok(false);
+    }
+    // A request never coexists with a friendship (sending checks, befriending consumes), but
+    // stay correct if one does: the pair is friends either way.
+    if !are_friends(conn, from, to)? {
+        let (low, high) = ordered(from, to);
+        execute(conn, INSERT_FRIENDSHIP, params![low, high, now])?;
+    }
+    bump_contacts_versions(conn, [from, to])?;
+    Ok(true)
+}
+
+pub(crate) fn delete_friend_request(
+    conn: &Connection,
+    from: UserId,
+    to: UserId,
+) -> StoreResult<bool> {
+    if execute(conn, DELETE_FRIEND_REQUEST, [from.0, to.0])? == 0 {
+        return Ok(false);
+    }
+    bump_contacts_versions(conn, [from, to])?;
+    Ok(true)
+}
+
+pub(crate) fn remove_friend(conn: &Connection, a: UserId, b: UserId) -> StoreResult<bool> {
+    let (low, high) = ordered(a, b);
+    if execute(conn, DELETE_FRIENDSHIP, [low, high])? == 0 {
+        return Ok(false);
+    }
+    bump_contacts_versions(conn, [a, b])?;
+    Ok(true)
+}
+
+pub(crate) fn friends_of(conn: &Connection, user: UserId) -> StoreResult<Vec<FriendRecord>> {
+    let friend = |row: &Row<'_>| {
+        Ok(FriendRecord {
+            user_id: UserId(row.get(0)?),
+            username: row.get(1)?,
+            since: row.get(2)?,
+        })
+    };
+    let mut friends = query_all(conn, FRIENDS_ABOVE, [user.0], friend)?;
+    friends.extend(query_all(conn, FRIENDS_BELOW, [user.0], friend)?);
+    friends.sort_by_key(|f| f.user_id);
+    Ok(friends)
+}
+
+pub(crate) fn friend_requests_to(
+    conn: &Connection,
+    user: UserId,
+) -> StoreResult<Vec<FriendRequestRecord>> {
+    query_all(conn, FRIEND_REQUESTS_TO, [user.0], friend_request_from_row)
+}
+
+pub(crate) fn friend_requests_from(
+    conn: &Connection,
+    user: UserId,
+) -> StoreResult<Vec<FriendRequestRecord>> {
+    query_all(
+        conn,
+        FRIEND_REQUESTS_FROM,
+        [user.0],
+        friend_request_from_row,
+    )
+}
+
+pub(crate) fn contacts_version(conn: &Connection, user: UserId) -> StoreResult<u64> {
+    query_opt(conn, CONTACTS_VERSION, [user.0], |row| row.get::<_, i64>(0))
+        .map(|v| v.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
+}
+
+fn direct_messages_to_sql(value: DirectMessages) -> &'static str {
+    match value {
+        DirectMessages::Everyone => "everyone",
+        DirectMessages::Friends => "friends",
+    }
+}
+
+fn visibility_to_sql(value: Visibility) -> &'static str {
+    match value {
+        Visibility::Everyone => "everyone",
+        Visibility::Friends => "friends",
+        Visibility::Nobody => "nobody",
+    }
+}
+
+fn group_adds_to_sql(value: GroupAdds) -> &'static str {
+    match value {
+        GroupAdds::Everyone => "everyone",
+        GroupAdds::Friends => "friends",
+        GroupAdds::Nobody => "nobody",
+    }
+}
+
+/// Reads the three settings from columns 1 to 3; NULLs (no row) are the defaults.
+fn privacy_from_row(row: &Row<'_>) -> rusqlite::Result<PrivacySettings> {
+    let text = |index: usize| row.get::<_, Option<String>>(index);
+    let direct_messages = match text(1)?.as_deref() {
+        None | Some("everyone") => DirectMessages::Everyone,
+        Some("friends") => DirectMessages::Friends,
+        Some(other) => return Err(bad_column(1, format!("unknown setting {other:?}"))),
+    };
+    let presence = match text(2)?.as_deref() {
+        None | Some("everyone") => Visibility::Everyone,
+        Some("friends") => Visibility::Friends,
+        Some("nobody") => Visibility::Nobody,
+        Some(other) => return Err(bad_column(2, format!("unknown setting {other:?}"))),
+    };
+    let group_adds = match text(3)?.as_deref() {
+        None | Some("everyone") => GroupAdds::Everyone,
+        Some("friends") => GroupAdds::Friends,
+        Some("nobody") => GroupAdds::Nobody,
+        Some(other) => return Err(bad_column(3, format!("unknown setting {other:?}"))),
+    };
+    Ok(PrivacySettings {
+        direct_messages,
+        presence,
+        group_adds,
+    })
+}
+
+pub(crate) fn privacy_of(
+    conn: &Connection,
+    users: &[UserId],
+) -> StoreResult<Vec<(UserId, PrivacySettings)>> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = json_ids(users.iter().map(|id| id.0));
+    query_all(conn, PRIVACY_OF, [ids], |row| {
+        Ok((UserId(row.get(0)?), privacy_from_row(row)?))
+    })
+}
+
+pub(crate) fn set_privacy(
+    conn: &Connection,
+    user: UserId,
+    settings: PrivacySettings,
+    now: i64,
+) -> StoreResult<()> {
+    execute(
+        conn,
+        UPSERT_PRIVACY,
+        params![
+            user.0,
+            direct_messages_to_sql(settings.direct_messages),
+            visibility_to_sql(settings.presence),
+            group_adds_to_sql(settings.group_adds),
+            now
+        ],
+    )
+    .map(drop)
 }
 
 // --- Conversations ---------------------------------------------------------------------------
@@ -949,6 +1250,15 @@ pub(crate) fn user_conversation(
         params![user.0, conversation.0],
         user_conversation_from_row,
     )
+}
+
+pub(crate) fn direct_conversations_of(
+    conn: &Connection,
+    user: UserId,
+) -> StoreResult<Vec<ConversationId>> {
+    query_all(conn, DIRECT_CONVERSATIONS_OF, [user.0], |row| {
+        row.get(0).map(ConversationId)
+    })
 }
 
 pub(crate) fn co_members(conn: &Connection, user: UserId) -> StoreResult<Vec<UserId>> {

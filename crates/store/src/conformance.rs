@@ -17,8 +17,8 @@
 //! (the order of ids in `add_members`' answer, say), they compare as sets.
 
 use crate::{
-    Appended, ConversationRecord, GroupChange, NewInvite, NewInviteLink, NewMessage,
-    NewRefreshToken, ProfileRecord, RotateOutcome, SearchQuery, Store, StoreError,
+    Appended, ConversationRecord, FriendRequestSent, GroupChange, NewInvite, NewInviteLink,
+    NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome, SearchQuery, Store, StoreError,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -73,6 +73,14 @@ macro_rules! store_conformance_tests {
             unread_counts_only_others,
             direct_peer_markers_follow_receipts,
             block_list_is_directional_and_idempotent,
+            friend_request_accept_and_lists,
+            crossing_friend_requests_make_friends,
+            friend_request_conflicts_and_unknown_users,
+            decline_cancel_and_remove_friend,
+            contacts_version_counts_changes,
+            blocking_ends_friendship_and_requests,
+            privacy_defaults_and_updates,
+            direct_conversations_of_lists_only_direct,
             profiles_default_empty_and_update,
             search_by_username_and_display_name_prefix,
             direct_between_never_creates,
@@ -1128,6 +1136,310 @@ pub async fn block_list_is_directional_and_idempotent(store: Arc<dyn Store>) {
         store.block_user(alice, UserId(999_999), 13).await,
         Err(StoreError::NotFound)
     ));
+}
+
+pub async fn friend_request_accept_and_lists(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    assert_eq!(
+        store
+            .send_friend_request(alice, bob, Some("hi, it's alice"), 10)
+            .await
+            .unwrap(),
+        FriendRequestSent::Pending
+    );
+    assert_eq!(
+        store
+            .send_friend_request(carol, bob, None, 11)
+            .await
+            .unwrap(),
+        FriendRequestSent::Pending
+    );
+    let incoming = store.friend_requests_to(bob).await.unwrap();
+    assert_eq!(
+        incoming
+            .iter()
+            .map(|r| (
+                r.from,
+                r.from_username.as_str(),
+                r.to_username.as_str(),
+                r.note.as_deref(),
+                r.created_at
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (alice, "alice", "bob", Some("hi, it's alice"), 10),
+            (carol, "carol", "bob", None, 11)
+        ],
+        "incoming requests, oldest first"
+    );
+    let outgoing = store.friend_requests_from(alice).await.unwrap();
+    assert_eq!(outgoing.len(), 1);
+    assert_eq!((outgoing[0].to, outgoing[0].created_at), (bob, 10));
+    assert_eq!(
+        store.friend_request(alice, bob).await.unwrap(),
+        Some(outgoing[0].clone())
+    );
+    assert_eq!(store.friend_request(bob, alice).await.unwrap(), None);
+    assert!(!store.are_friends(alice, bob).await.unwrap());
+
+    assert!(store.accept_friend_request(alice, bob, 20).await.unwrap());
+    assert!(
+        !store.accept_friend_request(alice, bob, 21).await.unwrap(),
+        "the request was consumed"
+    );
+    assert!(store.are_friends(alice, bob).await.unwrap());
+    assert!(
+        store.are_friends(bob, alice).await.unwrap(),
+        "friendship is symmetric"
+    );
+    assert!(!store.are_friends(alice, carol).await.unwrap());
+    assert!(store.friend_requests_from(alice).await.unwrap().is_empty());
+    assert_eq!(store.friend_requests_to(bob).await.unwrap().len(), 1);
+    let friends = store.friends_of(bob).await.unwrap();
+    assert_eq!(
+        friends
+            .iter()
+            .map(|f| (f.user_id, f.username.as_str(), f.since))
+            .collect::<Vec<_>>(),
+        vec![(alice, "alice", 20)]
+    );
+    // Both sides list the friendship, whichever id is smaller.
+    assert!(store.accept_friend_request(carol, bob, 30).await.unwrap());
+    let of_bob: Vec<UserId> = store
+        .friends_of(bob)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.user_id)
+        .collect();
+    assert_eq!(of_bob, vec![alice, carol], "in user id order");
+    assert_eq!(store.friends_of(carol).await.unwrap()[0].user_id, bob);
+    // Accepting a request that was never sent does nothing.
+    assert!(!store.accept_friend_request(bob, alice, 40).await.unwrap());
+}
+
+pub async fn crossing_friend_requests_make_friends(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    assert_eq!(
+        store
+            .send_friend_request(bob, alice, None, 10)
+            .await
+            .unwrap(),
+        FriendRequestSent::Pending
+    );
+    assert_eq!(
+        store
+            .send_friend_request(alice, bob, Some("me too"), 11)
+            .await
+            .unwrap(),
+        FriendRequestSent::BecameFriends
+    );
+    assert!(store.are_friends(alice, bob).await.unwrap());
+    assert!(store.friend_requests_to(alice).await.unwrap().is_empty());
+    assert!(store.friend_requests_to(bob).await.unwrap().is_empty());
+    assert_eq!(store.friends_of(alice).await.unwrap()[0].since, 11);
+}
+
+pub async fn friend_request_conflicts_and_unknown_users(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    store
+        .send_friend_request(alice, bob, None, 10)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.send_friend_request(alice, bob, None, 11).await,
+        Err(StoreError::Conflict("friend_request"))
+    ));
+    store.accept_friend_request(alice, bob, 12).await.unwrap();
+    for (from, to) in [(alice, bob), (bob, alice)] {
+        assert!(matches!(
+            store.send_friend_request(from, to, None, 13).await,
+            Err(StoreError::Conflict("friendship"))
+        ));
+    }
+    assert!(matches!(
+        store
+            .send_friend_request(alice, UserId(999_999), None, 14)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.friend_requests_from(alice).await.unwrap().is_empty());
+}
+
+pub async fn decline_cancel_and_remove_friend(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    // Declined (deleted by the recipient) and cancelled (by the sender) look the same here.
+    store
+        .send_friend_request(alice, bob, None, 10)
+        .await
+        .unwrap();
+    assert!(store.delete_friend_request(alice, bob).await.unwrap());
+    assert!(!store.delete_friend_request(alice, bob).await.unwrap());
+    assert!(store.friend_request(alice, bob).await.unwrap().is_none());
+    assert!(!store.are_friends(alice, bob).await.unwrap());
+    // A declined request may be sent again.
+    store
+        .send_friend_request(alice, bob, None, 11)
+        .await
+        .unwrap();
+    assert!(
+        !store.delete_friend_request(bob, alice).await.unwrap(),
+        "requests have a direction"
+    );
+    store.accept_friend_request(alice, bob, 12).await.unwrap();
+    assert!(store.remove_friend(bob, alice).await.unwrap());
+    assert!(!store.remove_friend(alice, bob).await.unwrap());
+    assert!(!store.are_friends(alice, bob).await.unwrap());
+    assert!(store.friends_of(alice).await.unwrap().is_empty());
+    assert!(store.friends_of(bob).await.unwrap().is_empty());
+}
+
+pub async fn contacts_version_counts_changes(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let versions = || async {
+        (
+            store.contacts_version(alice).await.unwrap(),
+            store.contacts_version(bob).await.unwrap(),
+            store.contacts_version(carol).await.unwrap(),
+        )
+    };
+    assert_eq!(versions().await, (0, 0, 0));
+    store
+        .send_friend_request(alice, bob, None, 10)
+        .await
+        .unwrap();
+    let (a1, b1, c1) = versions().await;
+    assert!(a1 > 0 && b1 > 0, "both sides of a request move");
+    assert_eq!(c1, 0, "bystanders do not");
+    store.accept_friend_request(alice, bob, 11).await.unwrap();
+    let (a2, b2, _) = versions().await;
+    assert!(a2 > a1 && b2 > b1);
+    // Failures and no-ops change nothing.
+    let _ = store.send_friend_request(alice, bob, None, 12).await;
+    assert!(!store.delete_friend_request(alice, carol).await.unwrap());
+    assert_eq!(versions().await, (a2, b2, 0));
+    store.remove_friend(alice, bob).await.unwrap();
+    let (a3, b3, _) = versions().await;
+    assert!(a3 > a2 && b3 > b2);
+    store
+        .send_friend_request(carol, alice, None, 13)
+        .await
+        .unwrap();
+    store.delete_friend_request(carol, alice).await.unwrap();
+    let (a4, b4, c4) = versions().await;
+    assert!(a4 > a3 + 1, "sending and deleting are two changes");
+    assert_eq!(b4, b3);
+    assert!(c4 > 0);
+}
+
+pub async fn blocking_ends_friendship_and_requests(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    // A friendship ends with a block.
+    store
+        .send_friend_request(alice, bob, None, 10)
+        .await
+        .unwrap();
+    store.accept_friend_request(alice, bob, 11).await.unwrap();
+    let before = store.contacts_version(bob).await.unwrap();
+    assert!(store.block_user(bob, alice, 12).await.unwrap());
+    assert!(!store.are_friends(alice, bob).await.unwrap());
+    assert!(store.contacts_version(bob).await.unwrap() > before);
+    // Pending requests in either direction are dropped with a block.
+    store
+        .send_friend_request(carol, alice, None, 13)
+        .await
+        .unwrap();
+    assert!(store.block_user(alice, carol, 16).await.unwrap());
+    assert!(store.friend_requests_to(alice).await.unwrap().is_empty());
+    assert!(store.friend_requests_from(carol).await.unwrap().is_empty());
+    store.unblock_user(alice, carol).await.unwrap();
+    store
+        .send_friend_request(alice, carol, None, 17)
+        .await
+        .unwrap();
+    assert!(store.block_user(alice, carol, 18).await.unwrap());
+    assert!(store.friend_requests_from(alice).await.unwrap().is_empty());
+    assert!(store.friend_requests_to(carol).await.unwrap().is_empty());
+    // A block that changes no contacts leaves the versions alone.
+    let before = store.contacts_version(carol).await.unwrap();
+    assert!(!store.block_user(alice, carol, 19).await.unwrap());
+    assert_eq!(store.contacts_version(carol).await.unwrap(), before);
+}
+
+pub async fn privacy_defaults_and_updates(store: Arc<dyn Store>) {
+    use tidings_proto::contacts::{DirectMessages, GroupAdds, PrivacySettings, Visibility};
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    assert_eq!(
+        store
+            .privacy_of(&[bob, UserId(999_999), alice])
+            .await
+            .unwrap(),
+        vec![
+            (alice, PrivacySettings::default()),
+            (bob, PrivacySettings::default())
+        ],
+        "defaults, in user id order, unknown ids skipped"
+    );
+    assert_eq!(
+        PrivacySettings::default(),
+        PrivacySettings {
+            direct_messages: DirectMessages::Everyone,
+            presence: Visibility::Everyone,
+            group_adds: GroupAdds::Everyone,
+        }
+    );
+    let closed = PrivacySettings {
+        direct_messages: DirectMessages::Friends,
+        presence: Visibility::Nobody,
+        group_adds: GroupAdds::Friends,
+    };
+    store.set_privacy(alice, closed, 10).await.unwrap();
+    assert_eq!(
+        store.privacy_of(&[alice, bob]).await.unwrap(),
+        vec![(alice, closed), (bob, PrivacySettings::default())]
+    );
+    let partly = PrivacySettings {
+        presence: Visibility::Friends,
+        group_adds: GroupAdds::Nobody,
+        ..PrivacySettings::default()
+    };
+    store.set_privacy(alice, partly, 11).await.unwrap();
+    assert_eq!(
+        store.privacy_of(&[alice]).await.unwrap(),
+        vec![(alice, partly)]
+    );
+    assert!(store.privacy_of(&[]).await.unwrap().is_empty());
+    assert!(matches!(
+        store.set_privacy(UserId(999_999), closed, 12).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn direct_conversations_of_lists_only_direct(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let (with_bob, _) = store.get_or_create_direct(alice, bob, 1).await.unwrap();
+    group(&store, alice, &[bob, carol]).await;
+    let (with_carol, _) = store.get_or_create_direct(carol, alice, 2).await.unwrap();
+    assert_eq!(
+        store.direct_conversations_of(alice).await.unwrap(),
+        vec![with_bob.id, with_carol.id]
+    );
+    assert_eq!(
+        store.direct_conversations_of(bob).await.unwrap(),
+        vec![with_bob.id]
+    );
 }
 
 pub async fn direct_between_never_creates(store: Arc<dyn Store>) {

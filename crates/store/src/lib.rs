@@ -16,6 +16,7 @@
 //! - Refresh tokens are stored hashed; a rotated token presented again revokes its device.
 
 use async_trait::async_trait;
+use tidings_proto::contacts::PrivacySettings;
 use tidings_proto::rest::{ConversationKind, GroupPermissions, Role};
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, Seq, UserId};
@@ -365,6 +366,35 @@ pub struct SearchHit {
     pub score: f64,
 }
 
+/// One of a user's friends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FriendRecord {
+    pub user_id: UserId,
+    pub username: String,
+    pub since: i64,
+}
+
+/// A pending friend request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FriendRequestRecord {
+    pub from: UserId,
+    pub from_username: String,
+    pub to: UserId,
+    pub to_username: String,
+    pub note: Option<String>,
+    pub created_at: i64,
+}
+
+/// What [`Store::send_friend_request`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FriendRequestSent {
+    /// The request is stored and pending.
+    Pending,
+    /// The other user had a pending request to the sender: it was consumed and the two are
+    /// friends now.
+    BecameFriends,
+}
+
 /// Whether an audited action was carried out or refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuditOutcome {
@@ -476,7 +506,10 @@ pub trait Store: Send + Sync + 'static {
 
     // --- Block list -----------------------------------------------------------------------
 
-    /// `blocker` blocks `blocked`; returns false if it already had. `NotFound` for unknown users.
+    /// `blocker` blocks `blocked`. In the same transaction a block ends their friendship and
+    /// removes pending friend requests both ways (and bumps both contacts versions when it
+    /// does), so a blocked user never lingers in the blocker's friends or requests.
+    /// Returns false if the block already existed. `NotFound` for unknown users.
     async fn block_user(&self, blocker: UserId, blocked: UserId, now: i64) -> StoreResult<bool>;
     /// Lifts a block; returns false if there was none.
     async fn unblock_user(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool>;
@@ -486,6 +519,60 @@ pub trait Store: Send + Sync + 'static {
     async fn blockers_of(&self, blocked: UserId) -> StoreResult<Vec<UserId>>;
     /// Whether `blocker` has blocked `blocked`.
     async fn is_blocked(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool>;
+
+    // --- Friends and privacy --------------------------------------------------------------
+    //
+    // Every change to a user's friends or friend requests bumps that user's contacts version
+    // (see [`Store::contacts_version`]) in the same transaction, for both users involved.
+
+    /// `from` asks `to` to be friends, with an optional note. If `to` already has a pending
+    /// request to `from`, that request is consumed and the two become friends at once.
+    /// `NotFound` for unknown users, `Conflict("friendship")` if they are friends already,
+    /// `Conflict("friend_request")` if `from` already has a pending request to `to`.
+    /// Blocks are the caller's business (the core checks them first).
+    async fn send_friend_request(
+        &self,
+        from: UserId,
+        to: UserId,
+        note: Option<&str>,
+        now: i64,
+    ) -> StoreResult<FriendRequestSent>;
+    /// `to` accepts the pending request from `from`: the request is consumed and they become
+    /// friends. Returns false if there was no such request.
+    async fn accept_friend_request(&self, from: UserId, to: UserId, now: i64) -> StoreResult<bool>;
+    /// Deletes the pending request from `from` to `to` (declined by `to` or cancelled by
+    /// `from`). Returns false if there was none.
+    async fn delete_friend_request(&self, from: UserId, to: UserId) -> StoreResult<bool>;
+    /// Ends the friendship between `a` and `b` (in either order); returns false if there was
+    /// none.
+    async fn remove_friend(&self, a: UserId, b: UserId) -> StoreResult<bool>;
+    /// The user's friends, in user id order.
+    async fn friends_of(&self, user: UserId) -> StoreResult<Vec<FriendRecord>>;
+    /// Whether `a` and `b` are friends (symmetric).
+    async fn are_friends(&self, a: UserId, b: UserId) -> StoreResult<bool>;
+    /// The pending request from `from` to `to`, if any.
+    async fn friend_request(
+        &self,
+        from: UserId,
+        to: UserId,
+    ) -> StoreResult<Option<FriendRequestRecord>>;
+    /// Pending requests to `user`, oldest first.
+    async fn friend_requests_to(&self, user: UserId) -> StoreResult<Vec<FriendRequestRecord>>;
+    /// Pending requests from `user`, oldest first.
+    async fn friend_requests_from(&self, user: UserId) -> StoreResult<Vec<FriendRequestRecord>>;
+    /// A counter that grows with every change to the user's friends or requests; 0 for a user
+    /// whose contacts never changed.
+    async fn contacts_version(&self, user: UserId) -> StoreResult<u64>;
+    /// The privacy settings of these users, in user id order; users who never changed theirs
+    /// get the defaults (everything open). Unknown ids are skipped.
+    async fn privacy_of(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, PrivacySettings)>>;
+    /// Replaces a user's privacy settings. `NotFound` for unknown users.
+    async fn set_privacy(
+        &self,
+        user: UserId,
+        settings: PrivacySettings,
+        now: i64,
+    ) -> StoreResult<()>;
 
     // --- Conversations --------------------------------------------------------------------
 
@@ -535,6 +622,8 @@ pub trait Store: Send + Sync + 'static {
         user: UserId,
         conversation: ConversationId,
     ) -> StoreResult<Option<UserConversation>>;
+    /// The direct conversations `user` is in, in conversation id order.
+    async fn direct_conversations_of(&self, user: UserId) -> StoreResult<Vec<ConversationId>>;
     /// Distinct users (other than `user`) who share at least one conversation with `user`.
     async fn co_members(&self, user: UserId) -> StoreResult<Vec<UserId>>;
 

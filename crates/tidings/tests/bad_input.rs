@@ -139,6 +139,7 @@ async fn unauthenticated_connections_can_only_authenticate() {
             id,
             cursors: vec![],
             limit_per_conversation: None,
+            contacts_version: None,
         })
         .await
         .unwrap_err();

@@ -518,6 +518,7 @@ async fn read_receipts_made_while_away_arrive_on_sync() {
                 peer_read_seq,
             }],
             limit_per_conversation: None,
+            contacts_version: None,
         }
     };
     // Alice has every message; she last saw Bob's read marker at 0.
