@@ -12,6 +12,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_blocks.sql"),
     include_str!("migrations/0003_profiles.sql"),
+    include_str!("migrations/0005_admin.sql"),
 ];
 
 /// Opens the one read-write connection and brings the schema up to date.
