@@ -16,6 +16,16 @@ pub enum RegistrationMode {
     Closed,
 }
 
+/// What happens to a deleted account's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletedUserMessages {
+    /// They stay, shown as from a deleted user.
+    Keep,
+    /// Their content is replaced by a `deleted` tombstone (each keeps its place in the order).
+    Remove,
+}
+
 /// Accounts and sign-in.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -28,6 +38,8 @@ pub struct AccountsConfig {
     pub argon2_memory_kib: u32,
     /// Argon2id iterations.
     pub argon2_iterations: u32,
+    /// What deleting an account does to its messages: "keep" or "remove".
+    pub deleted_user_messages: DeletedUserMessages,
 }
 
 impl Default for AccountsConfig {
@@ -37,6 +49,7 @@ impl Default for AccountsConfig {
             min_password_length: 10,
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
+            deleted_user_messages: DeletedUserMessages::Keep,
         }
     }
 }
@@ -88,6 +101,10 @@ pub struct LimitsConfig {
     /// Directory searches one user may make per minute (after a burst of ten); 0 turns the
     /// limit off. Keeps the directory from being used to list every account.
     pub directory_searches_per_minute: u32,
+    /// Password sign-in attempts one network address may make per minute (up to this many at
+    /// once); 0 turns the limit off. Behind a reverse proxy every client shares the proxy's
+    /// address, so raise it there.
+    pub sign_in_attempts_per_address_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -102,6 +119,24 @@ impl Default for LimitsConfig {
             max_commit_batch: 512,
             member_cache_entries: 100_000,
             directory_searches_per_minute: 30,
+            sign_in_attempts_per_address_per_minute: 20,
+        }
+    }
+}
+
+/// The audit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Days an audit entry is kept; 0 keeps entries forever. Pruning leaves a checkpoint signed
+    /// by the server key, so `tidings admin audit verify` still checks what remains.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention_days: 365,
         }
     }
 }
@@ -113,4 +148,5 @@ pub struct CoreConfig {
     pub accounts: AccountsConfig,
     pub tokens: TokensConfig,
     pub limits: LimitsConfig,
+    pub audit: AuditConfig,
 }

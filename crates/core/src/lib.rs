@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`Core`] is the handle transports hold; it is cheap to clone.
 //! - [`accounts`]: registration, OAuth grants, devices, passwords.
+//! - [`admin`]: server administration (roles, suspension, deletion, forced sign-out).
+//! - [`audit`]: the tamper-evident audit log: kinds, refusals, queries, export, verify, prune.
 //! - [`contacts`]: the block list.
 //! - [`conversations`]: direct and group conversations, membership, the member cache.
 //! - [`messaging`]: sending (through the group-commit sequencer), history, receipts, typing, presence.
@@ -16,6 +18,8 @@
 //! [`Clock`]; it never opens a socket, a file or a database handle.
 
 pub mod accounts;
+pub mod admin;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod contacts;
@@ -75,6 +79,8 @@ pub(crate) struct Inner {
     pub(crate) sequencer: mpsc::Sender<messaging::SequencerRequest>,
     /// Directory searches per user.
     pub(crate) search_limiter: ratelimit::RateLimiter<UserId>,
+    /// Password sign-in attempts per client address.
+    pub(crate) sign_in_limiter: ratelimit::RateLimiter<std::net::IpAddr>,
 }
 
 /// The handle to the running core.
@@ -90,7 +96,7 @@ pub struct CoreTasks {
     pub janitor: JoinHandle<()>,
 }
 
-/// How often expired state (refresh tokens) is pruned.
+/// How often expired state (refresh tokens, audit entries past retention) is pruned.
 const JANITOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Core {
@@ -116,6 +122,11 @@ impl Core {
             search_limiter: ratelimit::RateLimiter::new(
                 config.limits.directory_searches_per_minute,
                 10,
+                100_000,
+            ),
+            sign_in_limiter: ratelimit::RateLimiter::new(
+                config.limits.sign_in_attempts_per_address_per_minute,
+                config.limits.sign_in_attempts_per_address_per_minute,
                 100_000,
             ),
             members: conversations::MemberCache::new(config.limits.member_cache_entries),
@@ -153,6 +164,11 @@ impl Core {
                     Ok(0) => {}
                     Ok(pruned) => tracing::info!(pruned, "Pruned expired refresh tokens."),
                     Err(e) => tracing::warn!(%e, "Could not prune expired refresh tokens."),
+                }
+                match janitor_core.prune_audit().await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "Pruned old audit entries."),
+                    Err(e) => tracing::warn!(%e, "Could not prune the audit log."),
                 }
             }
         });

@@ -1,7 +1,8 @@
-//! The one place that decides who may do what in a conversation.
+//! The one place that decides who may do what: in a conversation, and on the server.
 //!
-//! Every service asks [`decide`] before acting; transports never decide. A table-driven test
-//! walks every standing against every action in every kind of conversation.
+//! Every service asks [`decide`] (conversations) or [`decide_admin`] (server administration)
+//! before acting; transports never decide. Table-driven tests walk every standing against every
+//! action in every kind of conversation, and every server role against every admin action.
 
 use crate::error::CoreError;
 use tidings_proto::rest::{ConversationKind, Role};
@@ -85,6 +86,46 @@ pub fn direct_contact(
     Ok(())
 }
 
+/// The caller's role on the server, read from the store on every request (never from a token),
+/// so a demotion takes effect at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerRole {
+    User,
+    Administrator,
+}
+
+/// Something only administrators may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminAction {
+    ListUsers,
+    SuspendUser,
+    ReactivateUser,
+    DeleteUser,
+    /// Sign out every device of a user.
+    SignOutUser,
+    GrantAdmin,
+    RevokeAdmin,
+    ReadAudit,
+}
+
+/// Allows or refuses an admin action; `on_self` when the target is the caller. Administrators
+/// may not suspend, delete or demote themselves: that could leave the server without any, and
+/// the command line (`tidings admin ...`) is there for an operator who means it.
+pub fn decide_admin(action: AdminAction, role: ServerRole, on_self: bool) -> Result<(), CoreError> {
+    use AdminAction::*;
+    if role != ServerRole::Administrator {
+        return Err(CoreError::forbidden(
+            "only server administrators may do this",
+        ));
+    }
+    if on_self && matches!(action, SuspendUser | DeleteUser | RevokeAdmin) {
+        return Err(CoreError::forbidden(
+            "administrators cannot suspend, delete or demote themselves",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +160,40 @@ mod tests {
         // The blocked sender's refusal does not mention blocking.
         let refusal = direct_contact(false, true).unwrap_err();
         assert!(!refusal.message.contains("block"));
+    }
+
+    #[test]
+    fn every_server_role_against_every_admin_action() {
+        use AdminAction as A;
+        use ServerRole::{Administrator, User};
+        #[rustfmt::skip]
+        let table = [
+            // action            user (other, self)   administrator (other, self)
+            (A::ListUsers,      [Out::F, Out::F,       Out::Ok, Out::Ok]),
+            (A::SuspendUser,    [Out::F, Out::F,       Out::Ok, Out::F]),
+            (A::ReactivateUser, [Out::F, Out::F,       Out::Ok, Out::Ok]),
+            (A::DeleteUser,     [Out::F, Out::F,       Out::Ok, Out::F]),
+            (A::SignOutUser,    [Out::F, Out::F,       Out::Ok, Out::Ok]),
+            (A::GrantAdmin,     [Out::F, Out::F,       Out::Ok, Out::Ok]),
+            (A::RevokeAdmin,    [Out::F, Out::F,       Out::Ok, Out::F]),
+            (A::ReadAudit,      [Out::F, Out::F,       Out::Ok, Out::Ok]),
+        ];
+        for (action, expected) in table {
+            let cases = [
+                (User, false),
+                (User, true),
+                (Administrator, false),
+                (Administrator, true),
+            ];
+            for ((role, on_self), want) in cases.into_iter().zip(expected) {
+                let got = match decide_admin(action, role, on_self) {
+                    Ok(()) => Out::Ok,
+                    Err(e) if e.code == ErrorCode::Forbidden => Out::F,
+                    Err(e) => panic!("unexpected {e:?}"),
+                };
+                assert_eq!(got, want, "{action:?} as {role:?} (on self: {on_self})");
+            }
+        }
     }
 
     #[test]

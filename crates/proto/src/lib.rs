@@ -64,5 +64,9 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ),
         ("UserSearchResults", schema_for!(rest::UserSearchResults)),
         ("BlockList", schema_for!(rest::BlockList)),
+        ("AdminUser", schema_for!(rest::AdminUser)),
+        ("AdminUserList", schema_for!(rest::AdminUserList)),
+        ("AuditEntry", schema_for!(rest::AuditEntry)),
+        ("AuditPage", schema_for!(rest::AuditPage)),
     ]
 }

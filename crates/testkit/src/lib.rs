@@ -31,6 +31,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.accounts.argon2_memory_kib = 256;
     config.accounts.argon2_iterations = 1;
     config.log.level = "warn".into();
+    // Suites sign many users in from 127.0.0.1; the tests of the limit turn it back on.
+    config.limits.sign_in_attempts_per_address_per_minute = 0;
     config
 }
 
@@ -166,6 +168,10 @@ impl ServerProcess {
             .env("TIDINGS_ACCOUNTS_ARGON2_MEMORY_KIB", "256")
             .env("TIDINGS_ACCOUNTS_ARGON2_ITERATIONS", "1")
             .env("TIDINGS_LOG_LEVEL", "warn")
+            .env(
+                "TIDINGS_LIMITS_SIGN_IN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
+                "0",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
