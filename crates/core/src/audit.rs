@@ -250,8 +250,16 @@ impl Core {
         if days == 0 {
             return Ok(0);
         }
+        let cut = self
+            .now_ms()
+            .saturating_sub(i64::from(days).saturating_mul(86_400_000));
+        self.prune_audit_before(cut).await
+    }
+
+    /// Removes the entries older than `cut` (ms since the epoch), leaving a checkpoint signed by
+    /// the server key. Returns how many entries were removed.
+    pub async fn prune_audit_before(&self, cut: i64) -> CoreResult<u64> {
         let now = self.now_ms();
-        let cut = now.saturating_sub(i64::from(days).saturating_mul(86_400_000));
         let keys = self.inner.keys.clone();
         let checkpoint = self
             .inner
