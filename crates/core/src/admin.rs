@@ -11,18 +11,37 @@ use crate::config::DeletedUserMessages;
 use crate::error::{CoreError, CoreResult};
 use crate::policy::{self, AdminAction, ServerRole};
 use crate::{Caller, Core};
+use std::net::IpAddr;
 use tidings_bus::BusEvent;
 use tidings_proto::UserId;
 use tidings_proto::rest::{AdminUser, AdminUserList};
-use tidings_store::{StoreError, UserRecord};
+use tidings_store::{AuditOutcome, NewAudit, StoreError, UserRecord};
 
 /// Who asks for an admin operation.
 #[derive(Clone, Copy, Debug)]
 pub enum AdminActor<'a> {
     /// The operator, through `tidings admin ...` on the data directory.
     Operator,
-    /// A signed-in user over the API; must hold the administrator role.
-    User(&'a Caller),
+    /// A signed-in user over the API, from this network address; must hold the administrator
+    /// role.
+    User(&'a Caller, Option<IpAddr>),
+}
+
+/// Who was allowed to act, for stamping the audit entries of what they do.
+#[derive(Clone, Debug)]
+pub(crate) struct Acting {
+    /// `None` for the operator.
+    pub(crate) user: Option<UserId>,
+    pub(crate) address: Option<String>,
+}
+
+impl Acting {
+    /// An entry of `kind` about `target`, by this actor.
+    pub(crate) fn entry(&self, core: &Core, kind: &str, target: Option<UserId>) -> NewAudit {
+        let mut entry = core.new_audit(kind, self.user, target);
+        entry.address = self.address.clone();
+        entry
+    }
 }
 
 /// Largest page of `GET /api/v1/admin/users`.
@@ -62,16 +81,25 @@ fn unknown_user(e: StoreError) -> CoreError {
 
 impl Core {
     /// Allows or refuses `action` on `target` for `actor`; refusals are recorded in the audit
-    /// log. Returns the acting user (`None` for the operator).
+    /// log. Returns who acts.
     pub(crate) async fn authorize_admin(
         &self,
         actor: AdminActor<'_>,
         action: AdminAction,
         target: Option<UserId>,
-    ) -> CoreResult<Option<UserId>> {
-        let caller = match actor {
-            AdminActor::Operator => return Ok(None),
-            AdminActor::User(caller) => caller.user_id,
+    ) -> CoreResult<Acting> {
+        let (caller, address) = match actor {
+            AdminActor::Operator => {
+                return Ok(Acting {
+                    user: None,
+                    address: None,
+                });
+            }
+            AdminActor::User(caller, address) => (caller.user_id, address.map(|a| a.to_string())),
+        };
+        let acting = Acting {
+            user: Some(caller),
+            address,
         };
         // Read the role now rather than trusting a claim, so a demotion takes effect at once.
         let role = match self.inner.store.user_by_id(caller).await? {
@@ -81,17 +109,15 @@ impl Core {
             _ => ServerRole::User,
         };
         if let Err(refusal) = policy::decide_admin(action, role, target == Some(caller)) {
-            self.audit_refused(
-                Some(caller),
-                action_kind(action),
-                target,
-                None,
-                serde_json::json!({ "reason": refusal.message }),
-            )
-            .await;
+            let mut entry = acting.entry(self, action_kind(action), target);
+            entry.outcome = AuditOutcome::Refused;
+            entry.detail = serde_json::json!({ "reason": refusal.message });
+            if let Err(e) = self.inner.store.append_audit(entry).await {
+                tracing::error!(%e, "Could not record a refused admin action in the audit log.");
+            }
             return Err(refusal);
         }
-        Ok(Some(caller))
+        Ok(acting)
     }
 
     /// The id of the account named `username` (for the command line).
@@ -170,7 +196,7 @@ impl Core {
             (AdminAction::ReactivateUser, kinds::USER_REACTIVATE)
         };
         let by = self.authorize_admin(actor, action, Some(target)).await?;
-        let entry = self.new_audit(kind, by, Some(target));
+        let entry = by.entry(self, kind, Some(target));
         self.detached(move |core| async move {
             let revoked = core
                 .inner
@@ -196,7 +222,7 @@ impl Core {
             .await?;
         let remove =
             self.inner.config.accounts.deleted_user_messages == DeletedUserMessages::Remove;
-        let mut entry = self.new_audit(kinds::USER_DELETE, by, Some(target));
+        let mut entry = by.entry(self, kinds::USER_DELETE, Some(target));
         entry.detail = serde_json::json!({ "messages": if remove { "remove" } else { "keep" } });
         self.detached(move |core| async move {
             let deleted = core
@@ -232,7 +258,7 @@ impl Core {
         if self.inner.store.user_by_id(target).await?.is_none() {
             return Err(CoreError::not_found("user"));
         }
-        let entry = self.new_audit(kinds::USER_SIGN_OUT, by, Some(target));
+        let entry = by.entry(self, kinds::USER_SIGN_OUT, Some(target));
         self.detached(move |core| async move {
             let revoked = core
                 .inner
@@ -260,7 +286,7 @@ impl Core {
             (AdminAction::RevokeAdmin, kinds::ROLE_REVOKE_ADMIN)
         };
         let by = self.authorize_admin(actor, action, Some(target)).await?;
-        let entry = self.new_audit(kind, by, Some(target));
+        let entry = by.entry(self, kind, Some(target));
         self.inner
             .store
             .set_admin(target, is_admin, entry)

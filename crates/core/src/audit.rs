@@ -165,7 +165,7 @@ impl Core {
         let by = self
             .authorize_admin(actor, AdminAction::ReadAudit, None)
             .await?;
-        let mut entry = self.new_audit(kinds::AUDIT_EXPORT, by, None);
+        let mut entry = by.entry(self, kinds::AUDIT_EXPORT, None);
         entry.detail = serde_json::json!({
             "actor": filter.actor.map(|u| u.0),
             "target_user": filter.target_user.map(|u| u.0),

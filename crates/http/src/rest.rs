@@ -2,7 +2,7 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Authed};
+use crate::extract::{ApiJson, Authed, ClientAddr};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -278,6 +278,7 @@ pub struct AdminUsersQuery {
 pub async fn admin_users(
     State(state): State<AppState>,
     Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
     query: Result<Query<AdminUsersQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<AdminUserList>> {
     let Query(query) =
@@ -287,7 +288,7 @@ pub async fn admin_users(
         state
             .core
             .admin_users(
-                AdminActor::User(&caller),
+                AdminActor::User(&caller, address),
                 &prefix,
                 query.after.map(UserId),
                 query.limit,
@@ -299,18 +300,20 @@ pub async fn admin_users(
 pub async fn admin_suspend(
     State(state): State<AppState>,
     Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
     Path(user_id): Path<i64>,
 ) -> ApiResult<Json<AdminUser>> {
-    let actor = AdminActor::User(&caller);
+    let actor = AdminActor::User(&caller, address);
     Ok(Json(state.core.suspend_user(actor, UserId(user_id)).await?))
 }
 
 pub async fn admin_reactivate(
     State(state): State<AppState>,
     Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
     Path(user_id): Path<i64>,
 ) -> ApiResult<Json<AdminUser>> {
-    let actor = AdminActor::User(&caller);
+    let actor = AdminActor::User(&caller, address);
     Ok(Json(
         state.core.reactivate_user(actor, UserId(user_id)).await?,
     ))
@@ -319,9 +322,10 @@ pub async fn admin_reactivate(
 pub async fn admin_delete_user(
     State(state): State<AppState>,
     Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
     Path(user_id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    let actor = AdminActor::User(&caller);
+    let actor = AdminActor::User(&caller, address);
     state.core.delete_user(actor, UserId(user_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -329,9 +333,10 @@ pub async fn admin_delete_user(
 pub async fn admin_sign_out(
     State(state): State<AppState>,
     Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
     Path(user_id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    let actor = AdminActor::User(&caller);
+    let actor = AdminActor::User(&caller, address);
     state.core.sign_out_user(actor, UserId(user_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -339,9 +344,10 @@ pub async fn admin_sign_out(
 pub async fn admin_grant(
     State(state): State<AppState>,
     Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
     Path(user_id): Path<i64>,
 ) -> ApiResult<Json<AdminUser>> {
-    let actor = AdminActor::User(&caller);
+    let actor = AdminActor::User(&caller, address);
     Ok(Json(
         state
             .core
@@ -353,9 +359,10 @@ pub async fn admin_grant(
 pub async fn admin_revoke(
     State(state): State<AppState>,
     Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
     Path(user_id): Path<i64>,
 ) -> ApiResult<Json<AdminUser>> {
-    let actor = AdminActor::User(&caller);
+    let actor = AdminActor::User(&caller, address);
     Ok(Json(
         state
             .core
@@ -391,6 +398,7 @@ impl AuditQuery {
 pub async fn admin_audit(
     State(state): State<AppState>,
     Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<AuditPage>> {
     let Query(query) =
@@ -399,7 +407,7 @@ pub async fn admin_audit(
         state
             .core
             .admin_audit(
-                AdminActor::User(&caller),
+                AdminActor::User(&caller, address),
                 &query.filter(),
                 query.after,
                 query.limit,
@@ -412,6 +420,7 @@ pub async fn admin_audit(
 pub async fn admin_audit_export(
     State(state): State<AppState>,
     Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     use futures_util::TryStreamExt;
@@ -419,7 +428,7 @@ pub async fn admin_audit_export(
         query.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.body_text()))?;
     let lines = state
         .core
-        .admin_audit_export(AdminActor::User(&caller), query.filter())
+        .admin_audit_export(AdminActor::User(&caller, address), query.filter())
         .await?;
     // A failure after the first page can only cut the stream short; the client sees a
     // truncated body (no final newline-terminated entry is ever split), and the cause is logged.

@@ -75,8 +75,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Lists accounts.
+    /// Lists accounts with their role and status (suspended and deleted ones too).
     ListUsers {
+        /// Only usernames starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
         /// Start after this user id.
         #[arg(long)]
         after: Option<i64>,
@@ -344,14 +347,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     out.flush()?;
                 }
-                AdminCommand::ListUsers { after, limit } => {
-                    let users = core
-                        .admin_list_users(after.map(UserId), limit)
+                AdminCommand::ListUsers {
+                    prefix,
+                    after,
+                    limit,
+                } => {
+                    let list = core
+                        .admin_users(operator, &prefix, after.map(UserId), Some(limit))
                         .await
                         .map_err(core_error)?;
-                    println!("{:>8}  {:<32}  created", "id", "username");
-                    for u in users {
-                        println!("{:>8}  {:<32}  {}", u.user_id, u.username, u.created_at);
+                    println!("{:>8}  {:<32}  {:<9}  created", "id", "username", "status");
+                    for u in list.users {
+                        let status = match (u.deleted, u.suspended, u.is_admin) {
+                            (true, _, _) => "deleted",
+                            (_, true, _) => "suspended",
+                            (_, _, true) => "admin",
+                            _ => "active",
+                        };
+                        println!(
+                            "{:>8}  {:<32}  {:<9}  {}",
+                            u.user_id, u.username, status, u.created_at
+                        );
                     }
                 }
                 AdminCommand::ResetPassword { username } => {

@@ -115,6 +115,11 @@ async fn non_admins_are_refused_everywhere_and_each_refusal_is_audited() {
     let refused = &by_bob[1..];
     assert_eq!(refused.len(), refusals.len());
     assert!(refused.iter().all(|e| e.outcome == AuditOutcome::Refused));
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.address.as_deref() == Some("127.0.0.1"))
+    );
     let kinds: Vec<&str> = refused.iter().map(|e| e.kind.as_str()).collect();
     let expected: Vec<&str> = refusals.iter().map(|(k, _)| *k).collect();
     assert_eq!(kinds, expected);
@@ -642,9 +647,11 @@ async fn cli_bootstraps_an_admin_and_an_altered_audit_row_fails_verify() {
     // Deletion from the command line.
     let out = run_admin(&["delete-user", "mallory"], "");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = run_admin(&["list-users"], "");
+    let out = run_admin(&["list-users", "--prefix", "mal"], "");
+    let listing = text(&out.stdout);
     assert!(
-        text(&out.stdout).contains("mallory"),
-        "the name stays reserved"
+        listing.contains("mallory") && listing.contains("deleted"),
+        "{listing}"
     );
+    assert!(!listing.contains("root"), "{listing}");
 }
