@@ -271,4 +271,14 @@ mod tests {
         assert_eq!(jwks["keys"][0]["kid"], keys.kid());
         assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
     }
+
+    #[test]
+    fn byte_signatures_verify_only_unchanged_with_the_same_key() {
+        let keys = Keyring::from_seed([1; 32]);
+        let signature = keys.sign_bytes(b"checkpoint");
+        assert!(keys.verify_bytes(b"checkpoint", &signature));
+        assert!(!keys.verify_bytes(b"checkpoinT", &signature));
+        assert!(!keys.verify_bytes(b"checkpoint", &signature[1..]));
+        assert!(!Keyring::from_seed([2; 32]).verify_bytes(b"checkpoint", &signature));
+    }
 }

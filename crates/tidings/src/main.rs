@@ -390,3 +390,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_are_milliseconds_or_ages() {
+        let now = 10_000_000_000;
+        assert_eq!(parse_time("1234", now).unwrap(), 1234);
+        assert_eq!(parse_time("30s", now).unwrap(), now - 30_000);
+        assert_eq!(parse_time("2h", now).unwrap(), now - 7_200_000);
+        assert_eq!(parse_time("7d", now).unwrap(), now - 604_800_000);
+        for bad in ["", "d", "7w", "x7d", "1.5h"] {
+            assert!(parse_time(bad, now).is_err(), "{bad}");
+        }
+    }
+}
