@@ -38,6 +38,23 @@ fn suspended() -> CoreError {
     CoreError::forbidden("account suspended")
 }
 
+/// The key a sign-in attempt is counted under. An IPv6 client usually holds a whole /64 and
+/// could try from a new address each time, so IPv6 addresses count by their /64; an IPv4
+/// address mapped into IPv6 counts as itself.
+fn limit_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(octets))
+            }
+        },
+    }
+}
+
 /// Why a password sign-in failed, for the audit log (never shown to the client).
 enum CredentialFailure {
     UnknownUser,
@@ -542,7 +559,7 @@ impl Core {
         if let Some(address) = address {
             self.inner
                 .sign_in_limiter
-                .check(&address, self.now_ms())
+                .check(&limit_key(address), self.now_ms())
                 .map_err(|wait| CoreError::rate_limited("sign-in attempts", wait))?;
         }
         let username = username.to_owned();
@@ -589,5 +606,20 @@ impl Core {
         let caller = *caller;
         self.detached(move |core| async move { core.change_password_steps(&caller, req).await })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::limit_key;
+    use std::net::IpAddr;
+
+    #[test]
+    fn ipv6_attempts_count_per_64_and_mapped_ipv4_as_itself() {
+        let key = |s: &str| limit_key(s.parse::<IpAddr>().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
     }
 }

@@ -101,9 +101,9 @@ pub struct LimitsConfig {
     /// Directory searches one user may make per minute (after a burst of ten); 0 turns the
     /// limit off. Keeps the directory from being used to list every account.
     pub directory_searches_per_minute: u32,
-    /// Password sign-in attempts one network address may make per minute (up to this many at
-    /// once); 0 turns the limit off. Behind a reverse proxy every client shares the proxy's
-    /// address, so raise it there.
+    /// Password sign-in attempts one network address (an IPv6 /64) may make per minute (up to
+    /// this many at once); 0 turns the limit off. Behind a reverse proxy every client shares the
+    /// proxy's address, so raise it there.
     pub sign_in_attempts_per_address_per_minute: u32,
 }
 

@@ -76,6 +76,8 @@ statements! {
     MARK_DELETED = "UPDATE users SET deleted_at = ?2, disabled = 1, is_admin = 0 \
                     WHERE id = ?1 AND deleted_at IS NULL";
     MEMBERSHIPS_OF = "SELECT conversation_id FROM members WHERE user_id = ?1 ORDER BY conversation_id";
+    DELETE_PROFILE = "DELETE FROM profiles WHERE user_id = ?1";
+    DELETE_LAST_SEEN = "DELETE FROM last_seen WHERE user_id = ?1";
     TOMBSTONE_MESSAGES = "UPDATE messages SET kind = 'deleted', body = ?3 \
                           WHERE conversation_id = ?1 AND sender_id = ?2 AND kind <> 'deleted'";
     INSERT_INVITE = "INSERT INTO invites (code_hash, created_at, expires_at, uses_left) \
@@ -792,6 +794,9 @@ pub(crate) fn delete_user(
         }
         remove_member(conn, conversation, user)?;
     }
+    // What the account said about itself goes with it.
+    execute(conn, DELETE_PROFILE, [user.0])?;
+    execute(conn, DELETE_LAST_SEEN, [user.0])?;
     insert_audit(conn, audit)?;
     Ok(DeletedAccount {
         devices,

@@ -2185,6 +2185,11 @@ pub async fn delete_user_keeps_or_tombstones_messages(store: Arc<dyn Store>) {
         ],
     )
     .await;
+    store
+        .set_profile(bob.user, "Bob B.", "around", 1_400)
+        .await
+        .unwrap();
+    store.set_last_seen(bob.user, 1_500).await.unwrap();
     // Keep: bob leaves every conversation, his messages stay as they were.
     let deleted = store
         .delete_user(
@@ -2205,6 +2210,12 @@ pub async fn delete_user_keeps_or_tombstones_messages(store: Arc<dyn Store>) {
     assert!(record.disabled);
     let history = store.messages_after(g.id, 0, 10).await.unwrap();
     assert!(history.iter().all(|m| m.body.kind() == "text"));
+    let profile = store.profile(bob.user).await.unwrap().unwrap();
+    assert_eq!(
+        (profile.display_name.as_str(), profile.status_text.as_str()),
+        ("", "")
+    );
+    assert!(store.last_seen(&[bob.user]).await.unwrap().is_empty());
     // Deleting twice is NotFound; the name stays taken.
     assert!(matches!(
         store
