@@ -16,7 +16,8 @@ pub enum RegistrationMode {
     Closed,
 }
 
-/// What happens to a deleted account's messages.
+/// What happens to a deleted account's messages: "keep" (shown as from a deleted user) or
+/// "remove" (each replaced by a `deleted` tombstone in place).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeletedUserMessages {
