@@ -12,7 +12,6 @@ use crate::error::{CoreError, CoreResult};
 use crate::policy::{self, AdminAction, ServerRole};
 use crate::{Caller, Core};
 use std::net::IpAddr;
-use tidings_bus::BusEvent;
 use tidings_proto::UserId;
 use tidings_proto::rest::{AdminUser, AdminUserList};
 use tidings_store::{AuditOutcome, NewAudit, StoreError, UserRecord};
@@ -235,14 +234,7 @@ impl Core {
                 core.announce_revoked(target, device).await;
             }
             for conversation_id in deleted.conversations {
-                if let Err(e) = core
-                    .inner
-                    .bus
-                    .publish(BusEvent::MembershipChanged { conversation_id })
-                    .await
-                {
-                    tracing::warn!(%e, %conversation_id, "Could not announce a membership change.");
-                }
+                core.membership_changed(conversation_id).await;
             }
             tracing::info!(user_id = %target, removed = deleted.messages_removed, "Account deleted.");
             Ok(())
