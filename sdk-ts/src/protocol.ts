@@ -26,6 +26,61 @@ export interface AddMembersResult {
   invited: UserId[];
 }
 
+/** An account as administrators see it (`/api/v1/admin/users`). */
+export interface AdminUser {
+  user_id: UserId;
+  username: string;
+  created_at: number;
+  /** Holds the server administrator role. */
+  is_admin: boolean;
+  /** Suspended: cannot sign in until reactivated. */
+  suspended: boolean;
+  /** Deleted: can never sign in again; the username stays reserved. */
+  deleted: boolean;
+}
+
+/** `GET /api/v1/admin/users`: a page in user id order. */
+export interface AdminUserList {
+  users: AdminUser[];
+  /** Pass as `after` for the next page; absent on the last page. */
+  next_after?: UserId | null;
+}
+
+/** One entry of the tamper-evident audit log. */
+export interface AuditEntry {
+  /** Gap-free and ascending. */
+  id: number;
+  /** Milliseconds since the Unix epoch. */
+  ts: number;
+  /** A stable dotted name, e.g. `sign_in.failure`, `user.suspend`, `token.reuse`. */
+  kind: string;
+  outcome: AuditOutcome;
+  /** Further facts (never secrets). */
+  detail: unknown;
+  /** Hex SHA-256 of the entry before; `hash` chains this entry to it. */
+  prev_hash: string;
+  hash: string;
+  /**
+   * Who acted; absent for the server itself, an operator at the command line, or a client
+   * that was not signed in.
+   */
+  actor?: UserId | null;
+  /** The client's network address, where known. */
+  address?: string | null;
+  conversation_id?: ConversationId | null;
+  target_user?: UserId | null;
+}
+
+/** Whether an audited action was carried out or refused. */
+export type AuditOutcome = "done" | "refused";
+
+/** `GET /api/v1/admin/audit`: a page in id order. */
+export interface AuditPage {
+  entries: AuditEntry[];
+  /** Pass as `after` for the next page; absent on the last page. */
+  next_after?: number | null;
+}
+
 /** `GET /api/v1/conversations/{id}/bans`. */
 export interface BanList {
   users: BannedUser[];

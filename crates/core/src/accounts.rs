@@ -1,10 +1,13 @@
 //! Accounts, OAuth grants, devices and passwords.
 
+use crate::admin::AdminActor;
+use crate::audit::kinds;
 use crate::config::RegistrationMode;
 use crate::error::{CoreError, CoreResult};
 use crate::passwords::{check_password, normalize_username};
 use crate::tokens::{self, AccessClaims, TokenError};
 use crate::{Caller, Core};
+use std::net::IpAddr;
 use tidings_bus::BusEvent;
 use tidings_proto::rest::{
     Account, ChangePasswordRequest, Device, DeviceList, RegisterRequest, TokenResponse,
@@ -27,6 +30,37 @@ fn account(user: &UserRecord) -> Account {
 
 fn invalid_grant(message: &str) -> CoreError {
     CoreError::new(ErrorCode::InvalidCredentials, message)
+}
+
+/// The answer to a suspended account's sign-in or refresh (the token endpoint turns it into
+/// `invalid_grant`, as RFC 6749 requires).
+fn suspended() -> CoreError {
+    CoreError::forbidden("account suspended")
+}
+
+/// The key a sign-in attempt is counted under. An IPv6 client usually holds a whole /64 and
+/// could try from a new address each time, so IPv6 addresses count by their /64; an IPv4
+/// address mapped into IPv6 counts as itself.
+fn limit_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(octets))
+            }
+        },
+    }
+}
+
+/// Why a password sign-in failed, for the audit log (never shown to the client).
+enum CredentialFailure {
+    UnknownUser,
+    WrongPassword(UserId),
+    Suspended(UserId),
+    Deleted(UserId),
 }
 
 impl Core {
@@ -71,8 +105,14 @@ impl Core {
         Ok(account(&created))
     }
 
-    /// Creates an account regardless of the registration mode (operators only).
-    pub async fn admin_create_user(&self, username: &str, password: String) -> CoreResult<Account> {
+    /// Creates an account regardless of the registration mode (operators only); with
+    /// `admin`, it also gets the server administrator role (how the first one is made).
+    pub async fn admin_create_user(
+        &self,
+        username: &str,
+        password: String,
+        admin: bool,
+    ) -> CoreResult<Account> {
         let username = normalize_username(username)?;
         let hash = self.new_password_hash(&username, password).await?;
         let created = self
@@ -80,6 +120,10 @@ impl Core {
             .store
             .create_user(&username, &hash, self.now_ms())
             .await?;
+        if admin {
+            self.set_server_admin(AdminActor::Operator, created.id, true)
+                .await?;
+        }
         Ok(account(&created))
     }
 
@@ -107,11 +151,11 @@ impl Core {
             .await?
             .ok_or_else(|| CoreError::not_found("user"))?;
         let hash = self.new_password_hash(&username, password).await?;
-        self.inner.store.set_password_hash(user.id, &hash).await?;
+        let entry = self.new_audit(kinds::PASSWORD_RESET, None, Some(user.id));
         let revoked = self
             .inner
             .store
-            .revoke_other_devices(user.id, None, self.now_ms())
+            .replace_password(user.id, &hash, None, self.now_ms(), entry)
             .await?;
         for device_id in &revoked {
             self.announce_revoked(user.id, *device_id).await;
@@ -147,14 +191,19 @@ impl Core {
     }
 
     /// Checks a username and password; on success returns the user. Unknown users cost the
-    /// same hashing time as known ones.
-    async fn check_credentials(&self, username: &str, password: String) -> CoreResult<UserRecord> {
+    /// same hashing time as known ones. A suspended account is named as such only to someone
+    /// who knows its password.
+    async fn check_credentials(
+        &self,
+        username: &str,
+        password: String,
+    ) -> CoreResult<Result<UserRecord, CredentialFailure>> {
         let user = match normalize_username(username) {
             Ok(name) => self.inner.store.user_by_name(&name).await?,
             Err(_) => None,
         };
         let phc = match &user {
-            Some(u) if !u.disabled => u.password_hash.clone(),
+            Some(u) if u.deleted_at.is_none() => u.password_hash.clone(),
             _ => self
                 .inner
                 .dummy_hash
@@ -163,10 +212,13 @@ impl Core {
                 .clone(),
         };
         let ok = self.inner.hashing.verify(password, phc).await?;
-        match user {
-            Some(u) if ok && !u.disabled => Ok(u),
-            _ => Err(invalid_grant("wrong username or password")),
-        }
+        Ok(match user {
+            None => Err(CredentialFailure::UnknownUser),
+            Some(u) if u.deleted_at.is_some() => Err(CredentialFailure::Deleted(u.id)),
+            Some(u) if !ok => Err(CredentialFailure::WrongPassword(u.id)),
+            Some(u) if u.disabled => Err(CredentialFailure::Suspended(u.id)),
+            Some(u) => Ok(u),
+        })
     }
 
     /// The steps of [`Core::password_grant`], which runs them detached.
@@ -175,28 +227,56 @@ impl Core {
         username: &str,
         password: String,
         device_name: Option<String>,
+        address: Option<IpAddr>,
     ) -> CoreResult<TokenResponse> {
-        let user = self.check_credentials(username, password).await?;
+        let user = match self.check_credentials(username, password).await? {
+            Ok(user) => user,
+            Err(failure) => {
+                let (user, reason, error) = match failure {
+                    CredentialFailure::UnknownUser => (None, "unknown_user", None),
+                    CredentialFailure::WrongPassword(id) => (Some(id), "wrong_password", None),
+                    CredentialFailure::Deleted(id) => (Some(id), "deleted", None),
+                    CredentialFailure::Suspended(id) => (Some(id), "suspended", Some(suspended())),
+                };
+                self.audit_sign_in_failure(user, address, reason).await;
+                return Err(error.unwrap_or_else(|| invalid_grant("wrong username or password")));
+            }
+        };
         let name = device_name
             .map(|n| n.trim().chars().take(64).collect::<String>())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "Unnamed device".to_string());
+        let refresh = tokens::random_token();
+        let mut entry = self.new_audit(kinds::SIGN_IN_SUCCESS, Some(user.id), Some(user.id));
+        entry.address = address.map(|a| a.to_string());
+        entry.detail = serde_json::json!({ "device_name": name });
         let device = self
             .inner
             .store
-            .create_device(user.id, &name, self.now_ms())
-            .await?;
+            .sign_in(
+                user.id,
+                &name,
+                tokens::hash_token(&refresh),
+                self.refresh_expiry(),
+                self.now_ms(),
+                entry,
+            )
+            .await
+            .map_err(|e| match e {
+                // Suspended or deleted after the password check.
+                StoreError::NotFound => suspended(),
+                other => other.into(),
+            })?;
         tracing::info!(user_id = %user.id, device_id = %device.id, "Signed in.");
-        let refresh = tokens::random_token();
-        self.inner
-            .store
-            .insert_refresh_token(self.new_refresh(&refresh, user.id, device.id))
-            .await?;
         Ok(self.token_response(user.id, device.id, refresh))
     }
 
     /// The steps of [`Core::refresh_grant`], which runs them detached.
-    async fn refresh_grant_steps(&self, refresh_token: &str) -> CoreResult<TokenResponse> {
+    async fn refresh_grant_steps(
+        &self,
+        refresh_token: &str,
+        address: Option<IpAddr>,
+    ) -> CoreResult<TokenResponse> {
         let old_hash = tokens::hash_token(refresh_token);
         let Some(device_id) = self.inner.store.refresh_token_device(old_hash).await? else {
             return Err(invalid_grant("unknown refresh token"));
@@ -204,7 +284,17 @@ impl Core {
         let Some(device) = self.inner.store.device(device_id).await? else {
             return Err(invalid_grant("unknown refresh token"));
         };
+        // Suspension revokes every device, so this only answers a token that raced it, with
+        // the clearer reason.
+        if let Some(user) = self.inner.store.user_by_id(device.user_id).await?
+            && user.disabled
+        {
+            return Err(suspended());
+        }
         let fresh = tokens::random_token();
+        let mut on_reuse = self.new_audit(kinds::TOKEN_REUSE, None, Some(device.user_id));
+        on_reuse.address = address.map(|a| a.to_string());
+        on_reuse.detail = serde_json::json!({ "device_id": device.id.0 });
         let outcome = self
             .inner
             .store
@@ -212,6 +302,7 @@ impl Core {
                 old_hash,
                 self.new_refresh(&fresh, device.user_id, device.id),
                 self.now_ms(),
+                on_reuse,
             )
             .await?;
         match outcome {
@@ -247,13 +338,21 @@ impl Core {
                 Err(_) => None,
             },
         };
-        if let Some(device) = device
-            && self
+        if let Some(device) = device {
+            let mut entry = self.new_audit(
+                kinds::DEVICE_SIGN_OUT,
+                Some(device.user_id),
+                Some(device.user_id),
+            );
+            entry.detail = serde_json::json!({ "device_id": device.id.0, "via": "revocation" });
+            if !self
                 .inner
                 .store
-                .revoke_device(device.user_id, device.id, self.now_ms())
+                .revoke_device(device.user_id, device.id, self.now_ms(), Some(entry))
                 .await?
-        {
+            {
+                return Ok(());
+            }
             self.announce_revoked(device.user_id, device.id).await;
         }
         Ok(())
@@ -316,10 +415,16 @@ impl Core {
 
     /// The steps of [`Core::sign_out_device`], which runs them detached.
     async fn sign_out_device_steps(&self, caller: &Caller, device: DeviceId) -> CoreResult<()> {
+        let mut entry = self.new_audit(
+            kinds::DEVICE_SIGN_OUT,
+            Some(caller.user_id),
+            Some(caller.user_id),
+        );
+        entry.detail = serde_json::json!({ "device_id": device.0 });
         if !self
             .inner
             .store
-            .revoke_device(caller.user_id, device, self.now_ms())
+            .revoke_device(caller.user_id, device, self.now_ms(), Some(entry))
             .await?
         {
             return Err(CoreError::not_found("device"));
@@ -335,22 +440,34 @@ impl Core {
         req: ChangePasswordRequest,
     ) -> CoreResult<()> {
         let user = self.me(caller).await?;
-        self.check_credentials(&user.username, req.current_password)
-            .await
-            .map_err(|_| {
-                CoreError::new(ErrorCode::InvalidCredentials, "current password is wrong")
-            })?;
+        if self
+            .check_credentials(&user.username, req.current_password)
+            .await?
+            .is_err()
+        {
+            return Err(CoreError::new(
+                ErrorCode::InvalidCredentials,
+                "current password is wrong",
+            ));
+        }
         let hash = self
             .new_password_hash(&user.username, req.new_password)
             .await?;
-        self.inner
-            .store
-            .set_password_hash(caller.user_id, &hash)
-            .await?;
+        let entry = self.new_audit(
+            kinds::PASSWORD_CHANGE,
+            Some(caller.user_id),
+            Some(caller.user_id),
+        );
         let revoked = self
             .inner
             .store
-            .revoke_other_devices(caller.user_id, Some(caller.device_id), self.now_ms())
+            .replace_password(
+                caller.user_id,
+                &hash,
+                Some(caller.device_id),
+                self.now_ms(),
+                entry,
+            )
             .await?;
         for device_id in revoked {
             self.announce_revoked(caller.user_id, device_id).await;
@@ -358,15 +475,19 @@ impl Core {
         Ok(())
     }
 
-    fn new_refresh(&self, token: &str, user: UserId, device: DeviceId) -> NewRefreshToken {
-        let now = self.now_ms();
+    /// When a refresh token issued now expires.
+    fn refresh_expiry(&self) -> i64 {
         let ttl_ms = (self.inner.config.tokens.refresh_ttl_secs as i64).saturating_mul(1000);
+        self.now_ms().saturating_add(ttl_ms)
+    }
+
+    fn new_refresh(&self, token: &str, user: UserId, device: DeviceId) -> NewRefreshToken {
         NewRefreshToken {
             token_hash: tokens::hash_token(token),
             device_id: device,
             user_id: user,
-            created_at: now,
-            expires_at: now.saturating_add(ttl_ms),
+            created_at: self.now_ms(),
+            expires_at: self.refresh_expiry(),
         }
     }
 
@@ -395,7 +516,7 @@ impl Core {
     }
 
     /// Tells every node to close the device's connections.
-    async fn announce_revoked(&self, user_id: UserId, device_id: DeviceId) {
+    pub(crate) async fn announce_revoked(&self, user_id: UserId, device_id: DeviceId) {
         if let Err(e) = self
             .inner
             .bus
@@ -425,25 +546,39 @@ impl Core {
         .await
     }
 
-    /// RFC 6749 resource owner password grant: signs in and creates a device.
+    /// RFC 6749 resource owner password grant: signs in and creates a device. `address` is
+    /// the client's network address: attempts are limited per address
+    /// (`limits.sign_in_attempts_per_address_per_minute`) and recorded in the audit log.
     pub async fn password_grant(
         &self,
         username: &str,
         password: String,
         device_name: Option<String>,
+        address: Option<IpAddr>,
     ) -> CoreResult<TokenResponse> {
+        if let Some(address) = address {
+            self.inner
+                .sign_in_limiter
+                .check(&limit_key(address), self.now_ms())
+                .map_err(|wait| CoreError::rate_limited("sign-in attempts", wait))?;
+        }
         let username = username.to_owned();
         self.detached(move |core| async move {
-            core.password_grant_steps(&username, password, device_name)
+            core.password_grant_steps(&username, password, device_name, address)
                 .await
         })
         .await
     }
 
-    /// RFC 6749 refresh grant with rotation; a reused token revokes its device.
-    pub async fn refresh_grant(&self, refresh_token: &str) -> CoreResult<TokenResponse> {
+    /// RFC 6749 refresh grant with rotation; a reused token revokes its device (and is recorded
+    /// with `address` in the audit log).
+    pub async fn refresh_grant(
+        &self,
+        refresh_token: &str,
+        address: Option<IpAddr>,
+    ) -> CoreResult<TokenResponse> {
         let token = refresh_token.to_owned();
-        self.detached(move |core| async move { core.refresh_grant_steps(&token).await })
+        self.detached(move |core| async move { core.refresh_grant_steps(&token, address).await })
             .await
     }
 
@@ -471,5 +606,20 @@ impl Core {
         let caller = *caller;
         self.detached(move |core| async move { core.change_password_steps(&caller, req).await })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::limit_key;
+    use std::net::IpAddr;
+
+    #[test]
+    fn ipv6_attempts_count_per_64_and_mapped_ipv4_as_itself() {
+        let key = |s: &str| limit_key(s.parse::<IpAddr>().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
     }
 }

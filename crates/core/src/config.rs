@@ -16,6 +16,17 @@ pub enum RegistrationMode {
     Closed,
 }
 
+/// What happens to a deleted account's messages: "keep" (shown as from a deleted user) or
+/// "remove" (each replaced by a `deleted` tombstone in place).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletedUserMessages {
+    /// They stay, shown as from a deleted user.
+    Keep,
+    /// Their content is replaced by a `deleted` tombstone (each keeps its place in the order).
+    Remove,
+}
+
 /// Accounts and sign-in.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -28,6 +39,8 @@ pub struct AccountsConfig {
     pub argon2_memory_kib: u32,
     /// Argon2id iterations.
     pub argon2_iterations: u32,
+    /// What deleting an account does to its messages: "keep" or "remove".
+    pub deleted_user_messages: DeletedUserMessages,
 }
 
 impl Default for AccountsConfig {
@@ -37,6 +50,7 @@ impl Default for AccountsConfig {
             min_password_length: 10,
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
+            deleted_user_messages: DeletedUserMessages::Keep,
         }
     }
 }
@@ -102,6 +116,10 @@ pub struct LimitsConfig {
     /// Friend requests one user may send per hour (after a burst of up to five); 0 turns the
     /// limit off. Keeps friend requests from being used for spam.
     pub friend_requests_per_hour: u32,
+    /// Password sign-in attempts one network address (an IPv6 /64) may make per minute (up to
+    /// this many at once); 0 turns the limit off. Behind a reverse proxy every client shares the
+    /// proxy's address, so raise it there.
+    pub sign_in_attempts_per_address_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -121,6 +139,24 @@ impl Default for LimitsConfig {
             group_invitations_per_minute: 20,
             searches_per_minute: 60,
             friend_requests_per_hour: 30,
+            sign_in_attempts_per_address_per_minute: 20,
+        }
+    }
+}
+
+/// The audit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Days an audit entry is kept; 0 keeps entries forever. Pruning leaves a checkpoint signed
+    /// by the server key, so `tidings admin audit verify` still checks what remains.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention_days: 365,
         }
     }
 }
@@ -132,4 +168,5 @@ pub struct CoreConfig {
     pub accounts: AccountsConfig,
     pub tokens: TokensConfig,
     pub limits: LimitsConfig,
+    pub audit: AuditConfig,
 }

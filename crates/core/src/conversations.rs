@@ -220,8 +220,41 @@ impl Core {
             Err(e) => return Err(e),
         };
         let standing = info.standing(caller.user_id, self.now_ms());
-        decide(action, info.kind, standing, &info.permissions)?;
+        let decision = decide(action, info.kind, standing, &info.permissions);
+        self.audited(caller, id, action, None, decision).await?;
         Ok(info)
+    }
+
+    /// Passes `result` through, recording a refusal (`forbidden`) in the audit log first.
+    /// Refused reads and sends of members are recorded too: a muted member trying to post is
+    /// exactly what moderators want to see. Not-found answers are not refusals of a forbidden
+    /// action but of an unknown one, and are not recorded.
+    pub(crate) async fn audited<T>(
+        &self,
+        caller: &Caller,
+        id: ConversationId,
+        action: Action,
+        target: Option<UserId>,
+        result: CoreResult<T>,
+    ) -> CoreResult<T> {
+        if let Err(refusal) = &result
+            && refusal.code == ErrorCode::Forbidden
+        {
+            let kind = format!(
+                "{}{}",
+                crate::audit::kinds::CONVERSATION_PREFIX,
+                action.as_str()
+            );
+            self.audit_refused(
+                Some(caller.user_id),
+                &kind,
+                target,
+                Some(id),
+                serde_json::json!({ "reason": refusal.message }),
+            )
+            .await;
+        }
+        result
     }
 
     pub(crate) fn conversation_view(uc: &UserConversation) -> Conversation {

@@ -7,6 +7,7 @@
 //! including members who were just removed, so they learn why the conversation went quiet.
 //! The decisions themselves are in [`crate::policy`].
 
+use crate::audit::kinds;
 use crate::conversations::ConvInfo;
 use crate::error::{CoreError, CoreResult};
 use crate::policy::{Action, decide_on_member};
@@ -106,14 +107,25 @@ impl Core {
         Ok((info, role))
     }
 
-    /// Checks the rank rule for acting on `target`, who must be a member.
-    fn outranks(info: &ConvInfo, action: Action, actor: Role, target: UserId) -> CoreResult<Role> {
+    /// Checks the rank rule for acting on `target`, who must be a member; refusals are
+    /// audited.
+    async fn outranks(
+        &self,
+        caller: &Caller,
+        info: &ConvInfo,
+        id: ConversationId,
+        action: Action,
+        actor: Role,
+        target: UserId,
+    ) -> CoreResult<Role> {
         let target_role = info
             .roles
             .get(&target)
             .copied()
             .ok_or_else(|| CoreError::not_found("member"))?;
-        decide_on_member(action, actor, target_role)?;
+        let decision = decide_on_member(action, actor, target_role);
+        self.audited(caller, id, action, Some(target), decision)
+            .await?;
         Ok(target_role)
     }
 
@@ -389,8 +401,15 @@ impl Core {
         let (info, role) = self
             .authorize_group(caller, id, Action::RemoveMember)
             .await?;
-        Self::outranks(&info, Action::RemoveMember, role, user)?;
-        let audit = self.audit_entry(caller, id, "group.kick", Some(user), serde_json::json!({}));
+        self.outranks(caller, &info, id, Action::RemoveMember, role, user)
+            .await?;
+        let audit = self.audit_entry(
+            caller,
+            id,
+            kinds::GROUP_KICK,
+            Some(user),
+            serde_json::json!({}),
+        );
         self.change_group(
             caller,
             id,
@@ -410,17 +429,22 @@ impl Core {
         duration_secs: Option<u64>,
     ) -> CoreResult<()> {
         let (info, role) = self.authorize_group(caller, id, Action::Mute).await?;
-        Self::outranks(&info, Action::Mute, role, user)?;
+        self.outranks(caller, &info, id, Action::Mute, role, user)
+            .await?;
         let (until, event, kind) = match duration_secs {
             Some(secs) => {
                 let until = self.now_ms() + duration_ms(secs, "a mute")?;
                 (
                     Some(until),
                     SystemEvent::MemberMuted { user, until },
-                    "group.mute",
+                    kinds::GROUP_MUTE,
                 )
             }
-            None => (None, SystemEvent::MemberUnmuted { user }, "group.unmute"),
+            None => (
+                None,
+                SystemEvent::MemberUnmuted { user },
+                kinds::GROUP_UNMUTE,
+            ),
         };
         let audit = self.audit_entry(
             caller,
@@ -452,7 +476,8 @@ impl Core {
             return Err(CoreError::invalid("you cannot ban yourself"));
         }
         if info.roles.contains_key(&user) {
-            Self::outranks(&info, Action::Ban, role, user)?;
+            self.outranks(caller, &info, id, Action::Ban, role, user)
+                .await?;
         } else {
             // Users who are not members can be banned ahead of time, so a link cannot bring
             // them in.
@@ -467,7 +492,7 @@ impl Core {
         let audit = self.audit_entry(
             caller,
             id,
-            "group.ban",
+            kinds::GROUP_BAN,
             Some(user),
             serde_json::json!({ "reason": reason }),
         );
@@ -493,7 +518,13 @@ impl Core {
         user: UserId,
     ) -> CoreResult<()> {
         self.authorize_group(caller, id, Action::Ban).await?;
-        let audit = self.audit_entry(caller, id, "group.unban", Some(user), serde_json::json!({}));
+        let audit = self.audit_entry(
+            caller,
+            id,
+            kinds::GROUP_UNBAN,
+            Some(user),
+            serde_json::json!({}),
+        );
         self.change_group(
             caller,
             id,
@@ -524,14 +555,17 @@ impl Core {
                 "ownership moves only by transfer (POST .../transfer)",
             ));
         }
-        Self::outranks(&info, Action::ChangeRoles, role, user)?;
+        self.outranks(caller, &info, id, Action::ChangeRoles, role, user)
+            .await?;
         // Nobody hands out a role as high as their own: an admin allowed to change roles can
         // make members, not more admins.
-        decide_on_member(Action::ChangeRoles, role, new_role)?;
+        let decision = decide_on_member(Action::ChangeRoles, role, new_role);
+        self.audited(caller, id, Action::ChangeRoles, Some(user), decision)
+            .await?;
         let audit = self.audit_entry(
             caller,
             id,
-            "group.role",
+            kinds::GROUP_ROLE,
             Some(user),
             serde_json::json!({ "role": new_role }),
         );
@@ -569,7 +603,7 @@ impl Core {
         let audit = self.audit_entry(
             caller,
             id,
-            "group.transfer",
+            kinds::GROUP_TRANSFER,
             Some(to),
             serde_json::json!({}),
         );
@@ -615,7 +649,7 @@ impl Core {
         {
             return Err(CoreError::invalid("nothing to change"));
         }
-        let audit = self.audit_entry(caller, id, "group.info", None, serde_json::json!({}));
+        let audit = self.audit_entry(caller, id, kinds::GROUP_INFO, None, serde_json::json!({}));
         self.change_group(
             caller,
             id,
@@ -651,7 +685,7 @@ impl Core {
         let audit = self.audit_entry(
             caller,
             id,
-            "group.permissions",
+            kinds::GROUP_PERMISSIONS,
             None,
             serde_json::to_value(&permissions).unwrap_or_default(),
         );
@@ -668,7 +702,13 @@ impl Core {
 
     async fn dissolve_steps(&self, caller: &Caller, id: ConversationId) -> CoreResult<()> {
         self.authorize_group(caller, id, Action::Dissolve).await?;
-        let audit = self.audit_entry(caller, id, "group.dissolve", None, serde_json::json!({}));
+        let audit = self.audit_entry(
+            caller,
+            id,
+            kinds::GROUP_DISSOLVE,
+            None,
+            serde_json::json!({}),
+        );
         self.change_group(
             caller,
             id,
@@ -707,12 +747,20 @@ impl Core {
             && let Some(sender_role) = info.roles.get(&message.sender_id)
         {
             // Moderators cannot delete the messages of those above or beside them.
-            decide_on_member(Action::DeleteMessages, role, *sender_role)?;
+            let decision = decide_on_member(Action::DeleteMessages, role, *sender_role);
+            self.audited(
+                caller,
+                id,
+                Action::DeleteMessages,
+                Some(message.sender_id),
+                decision,
+            )
+            .await?;
         }
         let audit = self.audit_entry(
             caller,
             id,
-            "group.delete_message",
+            kinds::GROUP_DELETE_MESSAGE,
             Some(message.sender_id),
             serde_json::json!({ "seq": seq }),
         );
@@ -1246,5 +1294,51 @@ impl Core {
             return Err(CoreError::not_found("invitation"));
         }
         Ok(())
+    }
+
+    /// Replaces any message in any conversation with a tombstone (server administrators, over
+    /// the API). The members see a `message_deleted` event from the administrator.
+    pub async fn admin_remove_message(
+        &self,
+        caller: &Caller,
+        address: Option<std::net::IpAddr>,
+        id: ConversationId,
+        seq: Seq,
+    ) -> CoreResult<()> {
+        let acting = self
+            .authorize_admin(
+                crate::admin::AdminActor::User(caller, address),
+                crate::policy::AdminAction::RemoveMessage,
+                None,
+            )
+            .await?;
+        let caller = *caller;
+        self.detached(move |core| async move {
+            let message = core
+                .inner
+                .store
+                .messages_after(id, seq.saturating_sub(1), 1)
+                .await?
+                .into_iter()
+                .find(|m| m.seq == seq)
+                .ok_or_else(|| CoreError::not_found("message"))?;
+            let mut audit = acting.entry(&core, kinds::MESSAGE_REMOVE, Some(message.sender_id));
+            audit.conversation = Some(id);
+            audit.detail = serde_json::json!({ "seq": seq });
+            core.change_group(
+                &caller,
+                id,
+                GroupChange::DeleteMessage { seq },
+                SystemEvent::MessageDeleted { seq },
+                Some(audit),
+            )
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::NotFound => CoreError::not_found("message"),
+                _ => e,
+            })?;
+            Ok(())
+        })
+        .await
     }
 }

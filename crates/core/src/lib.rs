@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`Core`] is the handle transports hold; it is cheap to clone.
 //! - [`accounts`]: registration, OAuth grants, devices, passwords.
+//! - [`admin`]: server administration (roles, suspension, deletion, forced sign-out).
+//! - [`audit`]: the tamper-evident audit log: kinds, refusals, queries, export, verify, prune.
 //! - [`contacts`]: the block list, friends and friend requests, privacy settings.
 //! - [`conversations`]: direct and group conversations, membership, the member cache.
 //! - [`groups`]: group management: roles, mutes, bans, settings, invite links, join requests,
@@ -19,6 +21,8 @@
 //! [`Clock`]; it never opens a socket, a file or a database handle.
 
 pub mod accounts;
+pub mod admin;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod contacts;
@@ -88,6 +92,8 @@ pub(crate) struct Inner {
     pub(crate) message_search_limiter: ratelimit::RateLimiter<UserId>,
     /// Friend requests per user.
     pub(crate) friend_request_limiter: ratelimit::RateLimiter<UserId>,
+    /// Password sign-in attempts per client address.
+    pub(crate) sign_in_limiter: ratelimit::RateLimiter<std::net::IpAddr>,
 }
 
 /// The handle to the running core.
@@ -104,7 +110,7 @@ pub struct CoreTasks {
     pub indexer: JoinHandle<()>,
 }
 
-/// How often expired state (refresh tokens) is pruned.
+/// How often expired state (refresh tokens, audit entries past retention) is pruned.
 const JANITOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Core {
@@ -152,6 +158,11 @@ impl Core {
                 config.limits.friend_requests_per_hour.clamp(1, 5),
                 100_000,
             ),
+            sign_in_limiter: ratelimit::RateLimiter::new(
+                config.limits.sign_in_attempts_per_address_per_minute,
+                config.limits.sign_in_attempts_per_address_per_minute,
+                100_000,
+            ),
             members: conversations::MemberCache::new(config.limits.member_cache_entries),
             config,
             store: deps.store,
@@ -187,6 +198,11 @@ impl Core {
                     Ok(0) => {}
                     Ok(pruned) => tracing::info!(pruned, "Pruned expired refresh tokens."),
                     Err(e) => tracing::warn!(%e, "Could not prune expired refresh tokens."),
+                }
+                match janitor_core.prune_audit().await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "Pruned old audit entries."),
+                    Err(e) => tracing::warn!(%e, "Could not prune the audit log."),
                 }
             }
         });

@@ -1,9 +1,10 @@
 //! The one place that decides who may do what in a conversation.
 //!
-//! Every service asks [`decide`] (and, for actions on another member, [`decide_on_member`])
-//! before acting; transports never decide. Table-driven tests walk every standing against every
+//! Every service asks [`decide`] (and, for actions on another member, [`decide_on_member`]) or,
+//! for server administration, [`decide_admin`] before acting; transports never decide. Table-driven tests walk every standing against every
 //! action in every kind of conversation, and one table per contact rule (direct messages,
-//! friend requests, presence, group adds) walks its inputs.
+//! friend requests, presence, group adds) walks its inputs, as does one of every server role
+//! against every admin action.
 
 use crate::error::CoreError;
 use tidings_proto::contacts::{DirectMessages, GroupAdds, Visibility};
@@ -240,6 +241,48 @@ pub fn group_add(setting: GroupAdds, friends: bool, blocked_either_way: bool) ->
             GroupAdds::Friends => friends,
             GroupAdds::Nobody => false,
         }
+}
+
+/// The caller's role on the server, read from the store on every request (never from a token),
+/// so a demotion takes effect at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerRole {
+    User,
+    Administrator,
+}
+
+/// Something only administrators may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminAction {
+    ListUsers,
+    SuspendUser,
+    ReactivateUser,
+    DeleteUser,
+    /// Sign out every device of a user.
+    SignOutUser,
+    GrantAdmin,
+    RevokeAdmin,
+    ReadAudit,
+    /// Replace any message in any conversation with a tombstone.
+    RemoveMessage,
+}
+
+/// Allows or refuses an admin action; `on_self` when the target is the caller. Administrators
+/// may not suspend, delete or demote themselves: that could leave the server without any, and
+/// the command line (`tidings admin ...`) is there for an operator who means it.
+pub fn decide_admin(action: AdminAction, role: ServerRole, on_self: bool) -> Result<(), CoreError> {
+    use AdminAction::*;
+    if role != ServerRole::Administrator {
+        return Err(CoreError::forbidden(
+            "only server administrators may do this",
+        ));
+    }
+    if on_self && matches!(action, SuspendUser | DeleteUser | RevokeAdmin) {
+        return Err(CoreError::forbidden(
+            "administrators cannot suspend, delete or demote themselves",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -503,6 +546,41 @@ mod tests {
                 want,
                 "{actor:?} on {target:?}"
             );
+        }
+    }
+
+    #[test]
+    fn every_server_role_against_every_admin_action() {
+        use AdminAction as A;
+        use ServerRole::{Administrator, User};
+        #[rustfmt::skip]
+        let table = [
+            // action            user (other, self)   administrator (other, self)
+            (A::ListUsers,      [F, F,       Y, Y]),
+            (A::SuspendUser,    [F, F,       Y, F]),
+            (A::ReactivateUser, [F, F,       Y, Y]),
+            (A::DeleteUser,     [F, F,       Y, F]),
+            (A::SignOutUser,    [F, F,       Y, Y]),
+            (A::GrantAdmin,     [F, F,       Y, Y]),
+            (A::RevokeAdmin,    [F, F,       Y, F]),
+            (A::ReadAudit,      [F, F,       Y, Y]),
+            (A::RemoveMessage,  [F, F,       Y, Y]),
+        ];
+        for (action, expected) in table {
+            let cases = [
+                (User, false),
+                (User, true),
+                (Administrator, false),
+                (Administrator, true),
+            ];
+            for ((role, on_self), want) in cases.into_iter().zip(expected) {
+                let got = match decide_admin(action, role, on_self) {
+                    Ok(()) => Y,
+                    Err(e) if e.code == ErrorCode::Forbidden => F,
+                    Err(e) => panic!("unexpected {e:?}"),
+                };
+                assert_eq!(got, want, "{action:?} as {role:?} (on self: {on_self})");
+            }
         }
     }
 }

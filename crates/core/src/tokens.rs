@@ -52,6 +52,21 @@ impl Keyring {
         self.signing.verifying_key()
     }
 
+    /// Signs arbitrary bytes (audit checkpoints) with the server key.
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        self.signing.sign(message).to_bytes().to_vec()
+    }
+
+    /// Whether `signature` is this key's signature over `message`.
+    pub fn verify_bytes(&self, message: &[u8], signature: &[u8]) -> bool {
+        let Ok(bytes) = <[u8; 64]>::try_from(signature) else {
+            return false;
+        };
+        self.verifying_key()
+            .verify(message, &Signature::from_bytes(&bytes))
+            .is_ok()
+    }
+
     /// The public key as an RFC 8037 JWK set, for `/.well-known/jwks.json`.
     pub fn jwks(&self) -> serde_json::Value {
         serde_json::json!({
@@ -255,5 +270,15 @@ mod tests {
         let jwks = keys.jwks();
         assert_eq!(jwks["keys"][0]["kid"], keys.kid());
         assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
+    }
+
+    #[test]
+    fn byte_signatures_verify_only_unchanged_with_the_same_key() {
+        let keys = Keyring::from_seed([1; 32]);
+        let signature = keys.sign_bytes(b"checkpoint");
+        assert!(keys.verify_bytes(b"checkpoint", &signature));
+        assert!(!keys.verify_bytes(b"checkpoinT", &signature));
+        assert!(!keys.verify_bytes(b"checkpoint", &signature[1..]));
+        assert!(!Keyring::from_seed([2; 32]).verify_bytes(b"checkpoint", &signature));
     }
 }

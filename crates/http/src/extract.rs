@@ -1,4 +1,5 @@
-//! Extractors whose failures are problem documents: bearer authentication and JSON bodies.
+//! Extractors whose failures are problem documents: bearer authentication and JSON bodies;
+//! and the client's network address.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -48,5 +49,22 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 Err(ApiError::new(code, rejection.body_text()))
             }
         }
+    }
+}
+
+/// The client's IP address, when the server was started with connection info (it always is by
+/// [`crate::serve`]; a router driven another way, say in a unit test, has none).
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
     }
 }

@@ -200,6 +200,33 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/conversations/{id}/messages",
             get(rest::history).post(rest::send),
         )
+        .route("/api/v1/admin/users", get(rest::admin_users))
+        .route(
+            "/api/v1/admin/users/{user_id}",
+            delete(rest::admin_delete_user),
+        )
+        .route(
+            "/api/v1/admin/users/{user_id}/suspend",
+            post(rest::admin_suspend),
+        )
+        .route(
+            "/api/v1/admin/users/{user_id}/reactivate",
+            post(rest::admin_reactivate),
+        )
+        .route(
+            "/api/v1/admin/users/{user_id}/sign-out",
+            post(rest::admin_sign_out),
+        )
+        .route(
+            "/api/v1/admin/users/{user_id}/admin",
+            axum::routing::put(rest::admin_grant).delete(rest::admin_revoke),
+        )
+        .route(
+            "/api/v1/admin/conversations/{id}/messages/{seq}",
+            delete(rest::admin_remove_message),
+        )
+        .route("/api/v1/admin/audit", get(rest::admin_audit))
+        .route("/api/v1/admin/audit/export", get(rest::admin_audit_export))
         .route("/ws", get(ws::upgrade))
         .fallback(rest::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -220,7 +247,12 @@ pub async fn serve(
             tracing::debug!(%e, "Could not set TCP_NODELAY.");
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // Connection info gives handlers the client's address (per-address sign-in limits, and
+    // the address in the audit log).
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -1,6 +1,7 @@
 //! OAuth 2.0 endpoints: token (RFC 6749), revocation (RFC 7009), metadata (RFC 8414), JWKS.
 
 use crate::AppState;
+use crate::extract::ClientAddr;
 use axum::Form;
 use axum::Json;
 use axum::extract::State;
@@ -50,7 +51,9 @@ fn no_store(mut response: Response) -> Response {
 
 fn grant_error(err: CoreError) -> Response {
     match err.code {
-        ErrorCode::InvalidCredentials | ErrorCode::NotFound => {
+        // A suspended account is an invalid grant too (RFC 6749 section 5.2); the description
+        // says why.
+        ErrorCode::InvalidCredentials | ErrorCode::NotFound | ErrorCode::Forbidden => {
             oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", err.message)
         }
         ErrorCode::InvalidField | ErrorCode::MalformedRequest => {
@@ -62,6 +65,7 @@ fn grant_error(err: CoreError) -> Response {
 
 pub async fn token(
     State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
     form: Result<Form<TokenRequest>, FormRejection>,
 ) -> Response {
     let Ok(Form(req)) = form else {
@@ -82,7 +86,7 @@ pub async fn token(
             };
             state
                 .core
-                .password_grant(&username, password, req.device_name)
+                .password_grant(&username, password, req.device_name, address)
                 .await
         }
         Some("refresh_token") => {
@@ -93,7 +97,7 @@ pub async fn token(
                     "the refresh_token grant needs refresh_token",
                 );
             };
-            state.core.refresh_grant(&refresh).await
+            state.core.refresh_grant(&refresh, address).await
         }
         Some(other) => {
             return oauth_error(

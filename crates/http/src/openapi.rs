@@ -427,6 +427,96 @@ fn build() -> Value {
         },
         Op {
             method: "get",
+            path: "/api/v1/admin/users",
+            summary: "Administrators: accounts in id order, optionally by username prefix `q`; page with `after` and `limit` (up to 500).",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<AdminUserList>(g)),
+        },
+        Op {
+            method: "delete",
+            path: "/api/v1/admin/users/{user_id}",
+            summary: "Administrators: delete an account (devices signed out, removed from its conversations, messages kept or tombstoned per accounts.deleted_user_messages).",
+            auth: true,
+            request: None,
+            form: None,
+            status: 204,
+            response: None,
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/admin/users/{user_id}/suspend",
+            summary: "Administrators: suspend an account; every device is signed out at once.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<AdminUser>(g)),
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/admin/users/{user_id}/reactivate",
+            summary: "Administrators: let a suspended account sign in again.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<AdminUser>(g)),
+        },
+        Op {
+            method: "post",
+            path: "/api/v1/admin/users/{user_id}/sign-out",
+            summary: "Administrators: sign out every device of an account.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 204,
+            response: None,
+        },
+        Op {
+            method: "put",
+            path: "/api/v1/admin/users/{user_id}/admin",
+            summary: "Administrators: grant the server administrator role.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<AdminUser>(g)),
+        },
+        Op {
+            method: "delete",
+            path: "/api/v1/admin/users/{user_id}/admin",
+            summary: "Administrators: revoke the server administrator role (not one's own).",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<AdminUser>(g)),
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/admin/audit",
+            summary: "Administrators: a page of the audit log in id order, filtered by actor, target, kind and time range.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<AuditPage>(g)),
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/admin/audit/export",
+            summary: "Administrators: the audit log as JSON Lines (application/jsonl, one AuditEntry per line), with the same filters.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: None,
+        },
+        Op {
+            method: "get",
             path: "/ws",
             summary: "Upgrade to the native WebSocket protocol (subprotocol tidings.v1); see docs/protocol.md.",
             auth: false,
@@ -438,6 +528,14 @@ fn build() -> Value {
     ];
     let mut ops = ops;
     ops.extend(group_ops(g));
+    ops.push(op(
+        "delete",
+        "/api/v1/admin/conversations/{id}/messages/{seq}",
+        "Remove any message (server administrators): its body becomes a tombstone and members see a message_deleted event; audited.",
+        None,
+        204,
+        None,
+    ));
     ops.push(op(
         "get",
         "/api/v1/search",
@@ -472,6 +570,24 @@ fn build() -> Value {
         if op.path.ends_with("/messages") && op.method == "get" {
             params.push(json!({"name": "before", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1}}));
             params.push(json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1}}));
+        }
+        if op.path == "/api/v1/admin/users" {
+            params.push(json!({"name": "q", "in": "query", "required": false, "schema": {"type": "string"}}));
+            params.push(json!({"name": "after", "in": "query", "required": false, "schema": {"type": "integer", "format": "int64"}}));
+            params.push(json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 500}}));
+        }
+        if op.path.starts_with("/api/v1/admin/audit") {
+            for (name, kind) in [
+                ("actor", "integer"),
+                ("target", "integer"),
+                ("kind", "string"),
+                ("since", "integer"),
+                ("until", "integer"),
+                ("after", "integer"),
+                ("limit", "integer"),
+            ] {
+                params.push(json!({"name": name, "in": "query", "required": false, "schema": {"type": kind}}));
+            }
         }
         if !params.is_empty() {
             operation.insert("parameters".into(), Value::Array(params));

@@ -2,24 +2,27 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Authed};
+use crate::extract::{ApiJson, Authed, ClientAddr};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
+use tidings_core::admin::AdminActor;
+use tidings_core::audit::AuditFilter;
 use tidings_proto::contacts::{
     FriendList, FriendRequestList, FriendRequestResult, PrivacySettings, SendFriendRequest,
     UpdatePrivacyRequest,
 };
 use tidings_proto::rest::{
-    Account, AddMembersRequest, AddMembersResult, BanList, BanRequest, BlockList,
-    ChangePasswordRequest, Conversation, ConversationList, CreateDirectRequest, CreateGroupRequest,
-    CreateInviteLinkRequest, DeviceList, GroupInfo, GroupInvitationList, GroupPermissions,
-    GroupPreview, Health, HistoryPage, InviteLink, InviteLinkList, JoinGroupRequest,
-    JoinGroupResult, JoinRequestList, Member, MuteRequest, Profile, RegisterRequest, SearchRequest,
-    SearchResults, SendAck, SendMessageRequest, SetRoleRequest, TransferOwnershipRequest,
-    UpdateGroupRequest, UpdateProfileRequest, UserSearchResults,
+    Account, AddMembersRequest, AddMembersResult, AdminUser, AdminUserList, AuditPage, BanList,
+    BanRequest, BlockList, ChangePasswordRequest, Conversation, ConversationList,
+    CreateDirectRequest, CreateGroupRequest, CreateInviteLinkRequest, DeviceList, GroupInfo,
+    GroupInvitationList, GroupPermissions, GroupPreview, Health, HistoryPage, InviteLink,
+    InviteLinkList, JoinGroupRequest, JoinGroupResult, JoinRequestList, Member, MuteRequest,
+    Profile, RegisterRequest, SearchRequest, SearchResults, SendAck, SendMessageRequest,
+    SetRoleRequest, TransferOwnershipRequest, UpdateGroupRequest, UpdateProfileRequest,
+    UserSearchResults,
 };
 use tidings_proto::{ConversationId, DeviceId, ErrorCode, Seq, UserId};
 
@@ -663,4 +666,191 @@ pub async fn search(
         offset: p.offset,
     };
     Ok(Json(state.core.search(&caller, req).await?))
+}
+
+// --- Server administration (administrators only; the core checks the role) ----------------
+
+#[derive(Deserialize)]
+pub struct AdminUsersQuery {
+    q: Option<String>,
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+pub async fn admin_users(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
+    query: Result<Query<AdminUsersQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<AdminUserList>> {
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.body_text()))?;
+    let prefix = query.q.unwrap_or_default();
+    Ok(Json(
+        state
+            .core
+            .admin_users(
+                AdminActor::User(&caller, address),
+                &prefix,
+                query.after.map(UserId),
+                query.limit,
+            )
+            .await?,
+    ))
+}
+
+pub async fn admin_suspend(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
+    Path(user_id): Path<i64>,
+) -> ApiResult<Json<AdminUser>> {
+    let actor = AdminActor::User(&caller, address);
+    Ok(Json(state.core.suspend_user(actor, UserId(user_id)).await?))
+}
+
+pub async fn admin_reactivate(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
+    Path(user_id): Path<i64>,
+) -> ApiResult<Json<AdminUser>> {
+    let actor = AdminActor::User(&caller, address);
+    Ok(Json(
+        state.core.reactivate_user(actor, UserId(user_id)).await?,
+    ))
+}
+
+pub async fn admin_delete_user(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
+    Path(user_id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    let actor = AdminActor::User(&caller, address);
+    state.core.delete_user(actor, UserId(user_id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn admin_sign_out(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
+    Path(user_id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    let actor = AdminActor::User(&caller, address);
+    state.core.sign_out_user(actor, UserId(user_id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn admin_grant(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
+    Path(user_id): Path<i64>,
+) -> ApiResult<Json<AdminUser>> {
+    let actor = AdminActor::User(&caller, address);
+    Ok(Json(
+        state
+            .core
+            .set_server_admin(actor, UserId(user_id), true)
+            .await?,
+    ))
+}
+
+pub async fn admin_revoke(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
+    Path(user_id): Path<i64>,
+) -> ApiResult<Json<AdminUser>> {
+    let actor = AdminActor::User(&caller, address);
+    Ok(Json(
+        state
+            .core
+            .set_server_admin(actor, UserId(user_id), false)
+            .await?,
+    ))
+}
+
+/// The filters and cursor of the audit endpoints; times are ms since the Unix epoch.
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    actor: Option<i64>,
+    target: Option<i64>,
+    kind: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+impl AuditQuery {
+    fn filter(&self) -> AuditFilter {
+        AuditFilter {
+            actor: self.actor.map(UserId),
+            target_user: self.target.map(UserId),
+            kind: self.kind.clone().filter(|k| !k.is_empty()),
+            since: self.since,
+            until: self.until,
+        }
+    }
+}
+
+pub async fn admin_audit(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<AuditPage>> {
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.body_text()))?;
+    Ok(Json(
+        state
+            .core
+            .admin_audit(
+                AdminActor::User(&caller, address),
+                &query.filter(),
+                query.after,
+                query.limit,
+            )
+            .await?,
+    ))
+}
+
+/// The audit log as JSON Lines, streamed a page at a time.
+pub async fn admin_audit_export(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    use futures_util::TryStreamExt;
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.body_text()))?;
+    let lines = state
+        .core
+        .admin_audit_export(AdminActor::User(&caller, address), query.filter())
+        .await?;
+    // A failure after the first page can only cut the stream short; the client sees a
+    // truncated body (no final newline-terminated entry is ever split), and the cause is logged.
+    let body = axum::body::Body::from_stream(lines.map_err(ApiError));
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/jsonl")],
+        body,
+    )
+        .into_response())
+}
+
+pub async fn admin_remove_message(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
+    Path((id, seq)): Path<(i64, Seq)>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .admin_remove_message(&caller, address, ConversationId(id), seq)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -112,5 +112,9 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
             "UpdatePrivacyRequest",
             schema_for!(contacts::UpdatePrivacyRequest),
         ),
+        ("AdminUser", schema_for!(rest::AdminUser)),
+        ("AdminUserList", schema_for!(rest::AdminUserList)),
+        ("AuditEntry", schema_for!(rest::AuditEntry)),
+        ("AuditPage", schema_for!(rest::AuditPage)),
     ]
 }

@@ -563,3 +563,71 @@ pub struct SearchResults {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_offset: Option<u32>,
 }
+
+/// An account as administrators see it (`/api/v1/admin/users`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AdminUser {
+    pub user_id: UserId,
+    pub username: String,
+    pub created_at: i64,
+    /// Holds the server administrator role.
+    pub is_admin: bool,
+    /// Suspended: cannot sign in until reactivated.
+    pub suspended: bool,
+    /// Deleted: can never sign in again; the username stays reserved.
+    pub deleted: bool,
+}
+
+/// `GET /api/v1/admin/users`: a page in user id order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AdminUserList {
+    pub users: Vec<AdminUser>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<UserId>,
+}
+
+/// Whether an audited action was carried out or refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcome {
+    Done,
+    Refused,
+}
+
+/// One entry of the tamper-evident audit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditEntry {
+    /// Gap-free and ascending.
+    pub id: i64,
+    /// Milliseconds since the Unix epoch.
+    pub ts: i64,
+    /// Who acted; absent for the server itself, an operator at the command line, or a client
+    /// that was not signed in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<UserId>,
+    /// A stable dotted name, e.g. `sign_in.failure`, `user.suspend`, `token.reuse`.
+    pub kind: String,
+    pub outcome: AuditOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_user: Option<UserId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<ConversationId>,
+    /// The client's network address, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Further facts (never secrets).
+    pub detail: serde_json::Value,
+    /// Hex SHA-256 of the entry before; `hash` chains this entry to it.
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// `GET /api/v1/admin/audit`: a page in id order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<i64>,
+}

@@ -209,4 +209,10 @@ impl AuthedClient {
         }
         self.get_query("/api/v1/search", &pairs).await
     }
+
+    /// Removes any message (server administrators only).
+    pub async fn admin_remove_message(&self, id: ConversationId, seq: Seq) -> SdkResult<()> {
+        self.delete(&format!("/api/v1/admin/conversations/{id}/messages/{seq}"))
+            .await
+    }
 }

@@ -476,4 +476,99 @@ impl AuthedClient {
         )
         .await
     }
+
+    // --- Server administration (administrators only) ---------------------------------------
+
+    /// Accounts whose username starts with `prefix` (all when empty), in id order after `after`.
+    pub async fn admin_users(
+        &self,
+        prefix: &str,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> SdkResult<AdminUserList> {
+        let mut query = vec![("q", prefix.to_string()), ("limit", limit.to_string())];
+        if let Some(after) = after {
+            query.push(("after", after.to_string()));
+        }
+        let r = self
+            .request(reqwest::Method::GET, "/api/v1/admin/users")
+            .query(&query)
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(r).await
+    }
+
+    async fn admin_post(&self, path: &str) -> SdkResult<AdminUser> {
+        let r = self
+            .request(reqwest::Method::POST, path)
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(r).await
+    }
+
+    pub async fn admin_suspend(&self, user: UserId) -> SdkResult<AdminUser> {
+        self.admin_post(&format!("/api/v1/admin/users/{user}/suspend"))
+            .await
+    }
+
+    pub async fn admin_reactivate(&self, user: UserId) -> SdkResult<AdminUser> {
+        self.admin_post(&format!("/api/v1/admin/users/{user}/reactivate"))
+            .await
+    }
+
+    pub async fn admin_delete_user(&self, user: UserId) -> SdkResult<()> {
+        self.delete(&format!("/api/v1/admin/users/{user}")).await
+    }
+
+    /// Signs out every device of `user`.
+    pub async fn admin_sign_out(&self, user: UserId) -> SdkResult<()> {
+        self.empty(
+            reqwest::Method::POST,
+            &format!("/api/v1/admin/users/{user}/sign-out"),
+        )
+        .await
+    }
+
+    /// Grants (`true`) or revokes (`false`) the server administrator role.
+    pub async fn admin_set_admin(&self, user: UserId, is_admin: bool) -> SdkResult<AdminUser> {
+        let method = if is_admin {
+            reqwest::Method::PUT
+        } else {
+            reqwest::Method::DELETE
+        };
+        let r = self
+            .request(method, &format!("/api/v1/admin/users/{user}/admin"))
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(r).await
+    }
+
+    /// A page of the audit log. `query` holds the filters and cursor as query parameters:
+    /// `actor`, `target`, `kind`, `since`, `until`, `after`, `limit`.
+    pub async fn admin_audit(&self, query: &[(&str, String)]) -> SdkResult<AuditPage> {
+        let r = self
+            .request(reqwest::Method::GET, "/api/v1/admin/audit")
+            .query(query)
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(r).await
+    }
+
+    /// The audit log as JSON Lines, with the same filters as [`AuthedClient::admin_audit`].
+    pub async fn admin_audit_export(&self, query: &[(&str, String)]) -> SdkResult<String> {
+        let r = self
+            .request(reqwest::Method::GET, "/api/v1/admin/audit/export")
+            .query(query)
+            .send()
+            .await
+            .map_err(transport)?;
+        if !r.status().is_success() {
+            return decode::<String>(r).await;
+        }
+        r.text().await.map_err(transport)
+    }
 }

@@ -36,11 +36,12 @@ use tidings_proto::contacts::PrivacySettings;
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, Seq, UserId};
 use tidings_store::{
-    Appended, BanRecord, BlockRecord, ConversationRecord, DeviceRecord, FriendRecord,
-    FriendRequestRecord, FriendRequestSent, GroupChange, GroupChanged, GroupInvitationRecord,
-    GroupRecord, InviteLinkRecord, JoinRequestRecord, MemberRecord, NewAudit, NewInvite,
-    NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome, SearchHit,
-    SearchQuery, Store, StoreError, StoreResult, UserConversation, UserRecord,
+    Appended, AuditCheckpoint, AuditFilter, AuditRecord, BanRecord, BlockRecord, CheckpointSigner,
+    ConversationRecord, DeletedAccount, DeviceRecord, FriendRecord, FriendRequestRecord,
+    FriendRequestSent, GroupChange, GroupChanged, GroupInvitationRecord, GroupRecord,
+    InviteLinkRecord, JoinRequestRecord, MemberRecord, NewAudit, NewInvite, NewInviteLink,
+    NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome, SearchHit, SearchQuery, Store,
+    StoreError, StoreResult, UserConversation, UserRecord,
 };
 use writer::Writer;
 
@@ -182,6 +183,59 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn replace_password(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        keep: Option<DeviceId>,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<Vec<DeviceId>> {
+        let password_hash = password_hash.to_owned();
+        self.write(move |conn| {
+            queries::replace_password(conn, user, &password_hash, keep, now, &audit)
+        })
+        .await
+    }
+
+    async fn find_users(
+        &self,
+        prefix: &str,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<UserRecord>> {
+        let prefix = normalize_username(prefix);
+        self.read(move |conn| queries::find_users(conn, &prefix, after, limit))
+            .await
+    }
+
+    async fn set_suspended(
+        &self,
+        user: UserId,
+        suspended: bool,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<Vec<DeviceId>> {
+        self.write(move |conn| queries::set_suspended(conn, user, suspended, now, &audit))
+            .await
+    }
+
+    async fn set_admin(&self, user: UserId, is_admin: bool, audit: NewAudit) -> StoreResult<bool> {
+        self.write(move |conn| queries::set_admin(conn, user, is_admin, &audit))
+            .await
+    }
+
+    async fn delete_user(
+        &self,
+        user: UserId,
+        now: i64,
+        remove_messages: bool,
+        audit: NewAudit,
+    ) -> StoreResult<DeletedAccount> {
+        self.write(move |conn| queries::delete_user(conn, user, now, remove_messages, &audit))
+            .await
+    }
+
     async fn create_invite(&self, invite: NewInvite) -> StoreResult<()> {
         self.write(move |conn| queries::create_invite(conn, &invite))
             .await
@@ -206,8 +260,38 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn revoke_device(&self, user: UserId, id: DeviceId, now: i64) -> StoreResult<bool> {
-        self.write(move |conn| queries::revoke_device(conn, user, id, now))
+    async fn sign_in(
+        &self,
+        user: UserId,
+        device_name: &str,
+        refresh_hash: [u8; 32],
+        refresh_expires_at: i64,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<DeviceRecord> {
+        let name = device_name.to_owned();
+        self.write(move |conn| {
+            queries::sign_in(
+                conn,
+                user,
+                &name,
+                refresh_hash,
+                refresh_expires_at,
+                now,
+                &audit,
+            )
+        })
+        .await
+    }
+
+    async fn revoke_device(
+        &self,
+        user: UserId,
+        id: DeviceId,
+        now: i64,
+        audit: Option<NewAudit>,
+    ) -> StoreResult<bool> {
+        self.write(move |conn| queries::revoke_device(conn, user, id, now, audit.as_ref()))
             .await
     }
 
@@ -216,8 +300,9 @@ impl Store for SqliteStore {
         user: UserId,
         keep: Option<DeviceId>,
         now: i64,
+        audit: Option<NewAudit>,
     ) -> StoreResult<Vec<DeviceId>> {
-        self.write(move |conn| queries::revoke_other_devices(conn, user, keep, now))
+        self.write(move |conn| queries::revoke_other_devices(conn, user, keep, now, audit.as_ref()))
             .await
     }
 
@@ -231,8 +316,9 @@ impl Store for SqliteStore {
         old_hash: [u8; 32],
         new: NewRefreshToken,
         now: i64,
+        on_reuse: NewAudit,
     ) -> StoreResult<RotateOutcome> {
-        self.write(move |conn| queries::rotate_refresh_token(conn, old_hash, &new, now))
+        self.write(move |conn| queries::rotate_refresh_token(conn, old_hash, &new, now, &on_reuse))
             .await
     }
 
@@ -469,10 +555,15 @@ impl Store for SqliteStore {
         audit: Option<NewAudit>,
     ) -> StoreResult<GroupChanged> {
         let event = PreparedMessage::new(event)?;
-        // MERGE: the audit log lands on the `admin` branch; its insert joins this transaction.
-        let _ = audit;
-        self.write(move |conn| queries::change_group(conn, change, event))
-            .await
+        // The entry joins the change's transaction: both commit or neither does.
+        self.write(move |conn| {
+            let changed = queries::change_group(conn, change, event)?;
+            if let Some(entry) = &audit {
+                queries::insert_audit(conn, entry)?;
+            }
+            Ok(changed)
+        })
+        .await
     }
 
     async fn group_bans(&self, id: ConversationId) -> StoreResult<Vec<BanRecord>> {
@@ -623,5 +714,35 @@ impl Store for SqliteStore {
         let users = users.to_vec();
         self.read(move |conn| queries::last_seen(conn, &users))
             .await
+    }
+
+    async fn append_audit(&self, entry: NewAudit) -> StoreResult<i64> {
+        self.write(move |conn| queries::insert_audit(conn, &entry))
+            .await
+    }
+
+    async fn audit_entries(
+        &self,
+        filter: &AuditFilter,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let filter = filter.clone();
+        self.read(move |conn| queries::audit_entries(conn, &filter, after, limit))
+            .await
+    }
+
+    async fn prune_audit(
+        &self,
+        before: i64,
+        now: i64,
+        sign: CheckpointSigner,
+    ) -> StoreResult<Option<AuditCheckpoint>> {
+        self.write(move |conn| queries::prune_audit(conn, before, now, sign))
+            .await
+    }
+
+    async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {
+        self.read(queries::audit_checkpoints).await
     }
 }

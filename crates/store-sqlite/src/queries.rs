@@ -14,12 +14,14 @@ use tidings_proto::contacts::{DirectMessages, GroupAdds, PrivacySettings, Visibi
 use tidings_proto::rest::{ConversationKind, GroupPermissions, Role};
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, MessageId, Seq, UserId};
+use tidings_store::audit::{self, GENESIS_HASH};
 use tidings_store::{
-    Appended, BanRecord, BlockRecord, ConversationRecord, DeviceRecord, FriendRecord,
+    Appended, AuditCheckpoint, AuditFilter, AuditOutcome, AuditRecord, BanRecord, BlockRecord,
+    CheckpointSigner, ConversationRecord, DeletedAccount, DeviceRecord, FriendRecord,
     FriendRequestRecord, FriendRequestSent, GroupChange, GroupChanged, GroupInvitationRecord,
-    GroupRecord, InviteLinkRecord, JoinRequestRecord, MemberRecord, NewInvite, NewInviteLink,
-    NewRefreshToken, Peer, ProfileRecord, RotateOutcome, SearchHit, SearchQuery, StoreError,
-    StoreResult, UserConversation, UserRecord,
+    GroupRecord, InviteLinkRecord, JoinRequestRecord, MemberRecord, NewAudit, NewInvite,
+    NewInviteLink, NewRefreshToken, Peer, ProfileRecord, RotateOutcome, SearchHit, SearchQuery,
+    StoreError, StoreResult, UserConversation, UserRecord,
 };
 
 /// The columns `user_conversation_from_row` reads: the conversation, the member, and for
@@ -50,6 +52,14 @@ macro_rules! friend_request_select {
     };
 }
 
+/// The columns `audit_from_row` reads.
+macro_rules! audit_select {
+    () => {
+        "SELECT id, ts, actor, kind, outcome, target_user, conversation, address, detail, \
+         prev_hash, hash FROM audit_log "
+    };
+}
+
 /// Defines one constant per statement and the list of all of them, for the plan test.
 macro_rules! statements {
     ($($name:ident = $sql:expr;)*) => {
@@ -63,15 +73,27 @@ statements! {
     // --- Accounts
     INSERT_USER = "INSERT INTO users (username, password_hash, created_at) VALUES (?1, ?2, ?3) \
                    RETURNING id";
-    USER_BY_NAME = "SELECT id, username, password_hash, created_at, disabled FROM users \
+    USER_BY_NAME = "SELECT id, username, password_hash, created_at, disabled, is_admin, deleted_at FROM users \
                     WHERE username = ?1";
-    USER_BY_ID = "SELECT id, username, password_hash, created_at, disabled FROM users \
+    USER_BY_ID = "SELECT id, username, password_hash, created_at, disabled, is_admin, deleted_at FROM users \
                   WHERE id = ?1";
-    USERS_BY_IDS = "SELECT id, username, password_hash, created_at, disabled FROM users \
+    USERS_BY_IDS = "SELECT id, username, password_hash, created_at, disabled, is_admin, deleted_at FROM users \
                     WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id";
-    LIST_USERS = "SELECT id, username, password_hash, created_at, disabled FROM users \
+    LIST_USERS = "SELECT id, username, password_hash, created_at, disabled, is_admin, deleted_at FROM users \
                   WHERE id > ?1 ORDER BY id LIMIT ?2";
     SET_PASSWORD = "UPDATE users SET password_hash = ?2 WHERE id = ?1";
+    FIND_USERS = "SELECT id, username, password_hash, created_at, disabled, is_admin, deleted_at FROM users \
+                  WHERE username >= ?1 AND username < ?2 AND id > ?3 ORDER BY id LIMIT ?4";
+    USER_IS_ACTIVE = "SELECT 1 FROM users WHERE id = ?1 AND disabled = 0 AND deleted_at IS NULL";
+    SET_SUSPENDED = "UPDATE users SET disabled = ?2 WHERE id = ?1 AND deleted_at IS NULL";
+    SET_ADMIN = "UPDATE users SET is_admin = ?2 WHERE id = ?1 AND deleted_at IS NULL";
+    MARK_DELETED = "UPDATE users SET deleted_at = ?2, disabled = 1, is_admin = 0 \
+                    WHERE id = ?1 AND deleted_at IS NULL";
+    MEMBERSHIPS_OF = "SELECT conversation_id FROM members WHERE user_id = ?1 ORDER BY conversation_id";
+    DELETE_PROFILE = "DELETE FROM profiles WHERE user_id = ?1";
+    DELETE_LAST_SEEN = "DELETE FROM last_seen WHERE user_id = ?1";
+    TOMBSTONE_MESSAGES = "UPDATE messages SET kind = 'deleted', body = ?3 \
+                          WHERE conversation_id = ?1 AND sender_id = ?2 AND kind <> 'deleted'";
     INSERT_INVITE = "INSERT INTO invites (code_hash, created_at, expires_at, uses_left) \
                      VALUES (?1, ?2, ?3, ?4)";
     USE_INVITE = "UPDATE invites SET uses_left = uses_left - 1 \
@@ -318,6 +340,46 @@ statements! {
               AND (?3 IS NULL OR m.conversation_id = ?3) AND (?4 IS NULL OR m.sender_id = ?4) \
               AND (?5 IS NULL OR m.ts >= ?5) AND (?6 IS NULL OR m.ts < ?6) \
               ORDER BY s.rank LIMIT ?7 OFFSET ?8";
+    // --- Audit log
+    AUDIT_HEAD = "SELECT id, hash FROM audit_log WHERE id = (SELECT max(id) FROM audit_log)";
+    CHECKPOINT_HEAD = "SELECT last_id, last_hash FROM audit_checkpoints \
+                       WHERE last_id = (SELECT max(last_id) FROM audit_checkpoints)";
+    INSERT_AUDIT = "INSERT INTO audit_log (id, ts, actor, kind, outcome, target_user, \
+                    conversation, address, detail, prev_hash, hash) \
+                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+    AUDIT_BY_ACTOR = concat!(
+        audit_select!(),
+        "WHERE actor = ?1 AND id > ?2 AND (?3 IS NULL OR target_user = ?3) \
+         AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR ts >= ?5) AND (?6 IS NULL OR ts < ?6) \
+         ORDER BY id LIMIT ?7"
+    );
+    AUDIT_BY_TARGET = concat!(
+        audit_select!(),
+        "WHERE target_user = ?1 AND id > ?2 AND (?3 IS NULL OR actor = ?3) \
+         AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR ts >= ?5) AND (?6 IS NULL OR ts < ?6) \
+         ORDER BY id LIMIT ?7"
+    );
+    AUDIT_BY_KIND = concat!(
+        audit_select!(),
+        "WHERE kind = ?1 AND id > ?2 AND (?3 IS NULL OR actor = ?3) \
+         AND (?4 IS NULL OR target_user = ?4) AND (?5 IS NULL OR ts >= ?5) \
+         AND (?6 IS NULL OR ts < ?6) ORDER BY id LIMIT ?7"
+    );
+    AUDIT_BY_ID = concat!(
+        audit_select!(),
+        "WHERE id > ?1 AND (?2 IS NULL OR ts >= ?2) AND (?3 IS NULL OR ts < ?3) \
+         ORDER BY id LIMIT ?4"
+    );
+    // Where a time range starts and where pruning stops, through audit_by_ts.
+    AUDIT_FIRST_SINCE = "SELECT min(id) FROM audit_log WHERE ts >= ?1";
+    AUDIT_LAST_BEFORE = "SELECT max(id) FROM audit_log WHERE ts < ?1";
+    AUDIT_HASH = "SELECT hash FROM audit_log WHERE id = ?1";
+    AUDIT_PRUNE = "DELETE FROM audit_log WHERE id <= ?1";
+    INSERT_CHECKPOINT = "INSERT INTO audit_checkpoints \
+                         (last_id, last_hash, pruned, created_at, key_id, signature) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    CHECKPOINTS = "SELECT last_id, last_hash, pruned, created_at, key_id, signature \
+                   FROM audit_checkpoints WHERE last_id > ?1 ORDER BY last_id";
 }
 
 // --- Conversions -----------------------------------------------------------------------------
@@ -384,6 +446,8 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
         password_hash: row.get(2)?,
         created_at: row.get(3)?,
         disabled: row.get(4)?,
+        is_admin: row.get(5)?,
+        deleted_at: row.get(6)?,
     })
 }
 
@@ -518,6 +582,8 @@ pub(crate) fn create_user(
         password_hash: password_hash.to_owned(),
         created_at: now,
         disabled: false,
+        is_admin: false,
+        deleted_at: None,
     })
 }
 
@@ -628,11 +694,15 @@ pub(crate) fn revoke_device(
     user: UserId,
     id: DeviceId,
     now: i64,
+    audit: Option<&NewAudit>,
 ) -> StoreResult<bool> {
     if execute(conn, REVOKE_DEVICE, params![id.0, user.0, now])? == 0 {
         return Ok(false);
     }
     execute(conn, DELETE_DEVICE_TOKENS, [id.0])?;
+    if let Some(entry) = audit {
+        insert_audit(conn, entry)?;
+    }
     Ok(true)
 }
 
@@ -641,7 +711,11 @@ pub(crate) fn revoke_other_devices(
     user: UserId,
     keep: Option<DeviceId>,
     now: i64,
+    audit: Option<&NewAudit>,
 ) -> StoreResult<Vec<DeviceId>> {
+    if let Some(entry) = audit {
+        insert_audit(conn, entry)?;
+    }
     let keep = keep.map(|id| id.0);
     let mut revoked = query_all(
         conn,
@@ -676,6 +750,7 @@ pub(crate) fn rotate_refresh_token(
     old_hash: [u8; 32],
     new: &NewRefreshToken,
     now: i64,
+    on_reuse: &NewAudit,
 ) -> StoreResult<RotateOutcome> {
     struct Found {
         device_id: DeviceId,
@@ -702,7 +777,8 @@ pub(crate) fn rotate_refresh_token(
     if found.used {
         // Someone presents a token that was already exchanged: either the client or a thief has
         // a copy. Sign the device out so neither can go on (RFC 9700, section 4.14.2).
-        revoke_device(conn, found.user_id, found.device_id, now)?;
+        revoke_device(conn, found.user_id, found.device_id, now, None)?;
+        insert_audit(conn, on_reuse)?;
         return Ok(RotateOutcome::ReuseDetected {
             user_id: found.user_id,
             device_id: found.device_id,
@@ -730,6 +806,137 @@ pub(crate) fn refresh_token_device(
     hash: [u8; 32],
 ) -> StoreResult<Option<DeviceId>> {
     query_opt(conn, TOKEN_DEVICE, [hash], |row| row.get(0).map(DeviceId))
+}
+
+// --- Administration --------------------------------------------------------------------------
+
+pub(crate) fn sign_in(
+    conn: &Connection,
+    user: UserId,
+    device_name: &str,
+    refresh_hash: [u8; 32],
+    refresh_expires_at: i64,
+    now: i64,
+    audit: &NewAudit,
+) -> StoreResult<DeviceRecord> {
+    if query_opt(conn, USER_IS_ACTIVE, [user.0], |row| row.get::<_, i64>(0))?.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    let device = create_device(conn, user, device_name, now)?;
+    insert_refresh_token(
+        conn,
+        &NewRefreshToken {
+            token_hash: refresh_hash,
+            device_id: device.id,
+            user_id: user,
+            created_at: now,
+            expires_at: refresh_expires_at,
+        },
+    )?;
+    insert_audit(conn, audit)?;
+    Ok(device)
+}
+
+pub(crate) fn replace_password(
+    conn: &Connection,
+    user: UserId,
+    password_hash: &str,
+    keep: Option<DeviceId>,
+    now: i64,
+    audit: &NewAudit,
+) -> StoreResult<Vec<DeviceId>> {
+    set_password_hash(conn, user, password_hash)?;
+    revoke_other_devices(conn, user, keep, now, Some(audit))
+}
+
+pub(crate) fn find_users(
+    conn: &Connection,
+    prefix: &str,
+    after: Option<UserId>,
+    limit: u32,
+) -> StoreResult<Vec<UserRecord>> {
+    if prefix.is_empty() {
+        return list_users(conn, after, limit);
+    }
+    let after = after.map_or(i64::MIN, |id| id.0);
+    let upper = format!("{prefix}\u{10FFFF}");
+    query_all(
+        conn,
+        FIND_USERS,
+        params![prefix, upper, after, limit],
+        user_from_row,
+    )
+}
+
+pub(crate) fn set_suspended(
+    conn: &Connection,
+    user: UserId,
+    suspended: bool,
+    now: i64,
+    audit: &NewAudit,
+) -> StoreResult<Vec<DeviceId>> {
+    if execute(conn, SET_SUSPENDED, params![user.0, suspended])? == 0 {
+        return Err(StoreError::NotFound);
+    }
+    let revoked = if suspended {
+        revoke_other_devices(conn, user, None, now, None)?
+    } else {
+        Vec::new()
+    };
+    insert_audit(conn, audit)?;
+    Ok(revoked)
+}
+
+pub(crate) fn set_admin(
+    conn: &Connection,
+    user: UserId,
+    is_admin: bool,
+    audit: &NewAudit,
+) -> StoreResult<bool> {
+    let Some(current) = user_by_id(conn, user)?.filter(|u| u.deleted_at.is_none()) else {
+        return Err(StoreError::NotFound);
+    };
+    execute(conn, SET_ADMIN, params![user.0, is_admin])?;
+    insert_audit(conn, audit)?;
+    Ok(current.is_admin != is_admin)
+}
+
+pub(crate) fn delete_user(
+    conn: &Connection,
+    user: UserId,
+    now: i64,
+    remove_messages: bool,
+    audit: &NewAudit,
+) -> StoreResult<DeletedAccount> {
+    if execute(conn, MARK_DELETED, params![user.0, now])? == 0 {
+        return Err(StoreError::NotFound);
+    }
+    let devices = revoke_other_devices(conn, user, None, now, None)?;
+    let conversations = query_all(conn, MEMBERSHIPS_OF, [user.0], |row| {
+        row.get(0).map(ConversationId)
+    })?;
+    let tombstone = serde_json::to_string(&MessageBody::Deleted {})
+        .map_err(|e| StoreError::Backend(format!("tombstone does not serialize: {e}")))?;
+    let mut messages_removed = 0;
+    for &conversation in &conversations {
+        if remove_messages {
+            messages_removed += execute(
+                conn,
+                TOMBSTONE_MESSAGES,
+                params![conversation.0, user.0, tombstone],
+            )? as u64;
+        }
+        remove_member(conn, conversation, user)?;
+    }
+    // What the account said about itself goes with it.
+    execute(conn, DELETE_PROFILE, [user.0])?;
+    execute(conn, DELETE_LAST_SEEN, [user.0])?;
+    insert_audit(conn, audit)?;
+    Ok(DeletedAccount {
+        devices,
+        conversations,
+        messages_removed,
+    })
 }
 
 // --- Profiles --------------------------------------------------------------------------------
@@ -1577,7 +1784,12 @@ pub(crate) fn change_group(
     event: PreparedMessage,
 ) -> StoreResult<GroupChanged> {
     let id = event.message.conversation_id;
-    if group(conn, id)?.is_none() {
+    // Moderators delete messages in groups; server administrators may in any conversation.
+    let exists = match change {
+        GroupChange::DeleteMessage { .. } => conversation(conn, id)?.is_some(),
+        _ => group(conn, id)?.is_some(),
+    };
+    if !exists {
         return Err(StoreError::NotFound);
     }
     let now = event.message.ts;
@@ -1907,6 +2119,184 @@ pub(crate) fn last_seen(conn: &Connection, users: &[UserId]) -> StoreResult<Vec<
     let ids = json_ids(users.iter().map(|id| id.0));
     query_all(conn, LAST_SEEN, [ids], |row| {
         Ok((UserId(row.get(0)?), row.get(1)?))
+    })
+}
+
+// --- Audit log -------------------------------------------------------------------------------
+
+fn outcome_to_sql(outcome: AuditOutcome) -> &'static str {
+    match outcome {
+        AuditOutcome::Done => "done",
+        AuditOutcome::Refused => "refused",
+    }
+}
+
+fn hash_from_row(row: &Row<'_>, index: usize) -> rusqlite::Result<[u8; 32]> {
+    let bytes: Vec<u8> = row.get(index)?;
+    bytes
+        .try_into()
+        .map_err(|_| bad_column(index, "a hash is not 32 bytes".into()))
+}
+
+fn audit_from_row(row: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    let outcome = match row.get_ref(4)?.as_str()? {
+        "done" => AuditOutcome::Done,
+        "refused" => AuditOutcome::Refused,
+        other => return Err(bad_column(4, format!("unknown outcome {other:?}"))),
+    };
+    let detail = row.get_ref(8)?.as_str()?;
+    let detail = serde_json::from_str(detail)
+        .map_err(|e| bad_column(8, format!("bad audit detail: {e}")))?;
+    Ok(AuditRecord {
+        id: row.get(0)?,
+        entry: NewAudit {
+            ts: row.get(1)?,
+            actor: row.get::<_, Option<i64>>(2)?.map(UserId),
+            kind: row.get(3)?,
+            outcome,
+            target_user: row.get::<_, Option<i64>>(5)?.map(UserId),
+            conversation: row.get::<_, Option<i64>>(6)?.map(ConversationId),
+            address: row.get(7)?,
+            detail,
+        },
+        prev_hash: hash_from_row(row, 9)?,
+        hash: hash_from_row(row, 10)?,
+    })
+}
+
+/// Appends `entry` to the audit log in the caller's transaction and returns its id. Any write
+/// closure can call it, so an action and the entry that records it commit together.
+///
+/// The id and the previous hash come from the newest entry, or, when pruning has removed every
+/// entry, from the newest checkpoint. On the single writer nothing can slip in between.
+pub(crate) fn insert_audit(conn: &Connection, entry: &NewAudit) -> StoreResult<i64> {
+    let head = match query_opt(conn, AUDIT_HEAD, [], |row| {
+        Ok((row.get::<_, i64>(0)?, hash_from_row(row, 1)?))
+    })? {
+        Some(head) => Some(head),
+        None => query_opt(conn, CHECKPOINT_HEAD, [], |row| {
+            Ok((row.get::<_, i64>(0)?, hash_from_row(row, 1)?))
+        })?,
+    };
+    let (prev_id, prev_hash) = head.unwrap_or((0, GENESIS_HASH));
+    let id = prev_id + 1;
+    let hash = audit::entry_hash(&prev_hash, id, entry);
+    execute(
+        conn,
+        INSERT_AUDIT,
+        params![
+            id,
+            entry.ts,
+            entry.actor.map(|u| u.0),
+            entry.kind,
+            outcome_to_sql(entry.outcome),
+            entry.target_user.map(|u| u.0),
+            entry.conversation.map(|c| c.0),
+            entry.address,
+            entry.detail.to_string(),
+            prev_hash,
+            hash,
+        ],
+    )?;
+    Ok(id)
+}
+
+pub(crate) fn audit_entries(
+    conn: &Connection,
+    filter: &AuditFilter,
+    after: Option<i64>,
+    limit: u32,
+) -> StoreResult<Vec<AuditRecord>> {
+    let mut after = after.unwrap_or(0);
+    let (actor, target) = (filter.actor.map(|u| u.0), filter.target_user.map(|u| u.0));
+    let (since, until) = (filter.since, filter.until);
+    // The most selective filter picks the index; the others are checked on the rows it yields.
+    if let Some(actor) = actor {
+        return query_all(
+            conn,
+            AUDIT_BY_ACTOR,
+            params![actor, after, target, filter.kind, since, until, limit],
+            audit_from_row,
+        );
+    }
+    if let Some(target) = target {
+        return query_all(
+            conn,
+            AUDIT_BY_TARGET,
+            params![target, after, actor, filter.kind, since, until, limit],
+            audit_from_row,
+        );
+    }
+    if let Some(kind) = &filter.kind {
+        return query_all(
+            conn,
+            AUDIT_BY_KIND,
+            params![kind, after, actor, target, since, until, limit],
+            audit_from_row,
+        );
+    }
+    if let Some(since) = since {
+        // Start the id range at the first entry of the time range instead of walking to it.
+        match query_opt(conn, AUDIT_FIRST_SINCE, [since], |row| {
+            row.get::<_, Option<i64>>(0)
+        })?
+        .flatten()
+        {
+            Some(first) => after = after.max(first - 1),
+            None => return Ok(Vec::new()),
+        }
+    }
+    query_all(
+        conn,
+        AUDIT_BY_ID,
+        params![after, since, until, limit],
+        audit_from_row,
+    )
+}
+
+pub(crate) fn prune_audit(
+    conn: &Connection,
+    before: i64,
+    now: i64,
+    sign: CheckpointSigner,
+) -> StoreResult<Option<AuditCheckpoint>> {
+    let last = query_opt(conn, AUDIT_LAST_BEFORE, [before], |row| {
+        row.get::<_, Option<i64>>(0)
+    })?
+    .flatten();
+    let Some(last_id) = last else {
+        return Ok(None);
+    };
+    let last_hash = query_opt(conn, AUDIT_HASH, [last_id], |row| hash_from_row(row, 0))?
+        .ok_or_else(|| StoreError::Backend("the prune point vanished".into()))?;
+    let pruned = execute(conn, AUDIT_PRUNE, [last_id])? as u64;
+    let message = audit::checkpoint_message(last_id, &last_hash, pruned, now);
+    let (key_id, signature) = sign(&message);
+    execute(
+        conn,
+        INSERT_CHECKPOINT,
+        params![last_id, last_hash, pruned, now, key_id, signature],
+    )?;
+    Ok(Some(AuditCheckpoint {
+        last_id,
+        last_hash,
+        pruned,
+        created_at: now,
+        key_id,
+        signature,
+    }))
+}
+
+pub(crate) fn audit_checkpoints(conn: &Connection) -> StoreResult<Vec<AuditCheckpoint>> {
+    query_all(conn, CHECKPOINTS, [i64::MIN], |row| {
+        Ok(AuditCheckpoint {
+            last_id: row.get(0)?,
+            last_hash: hash_from_row(row, 1)?,
+            pruned: row.get::<_, i64>(2)? as u64,
+            created_at: row.get(3)?,
+            key_id: row.get(4)?,
+            signature: row.get(5)?,
+        })
     })
 }
 

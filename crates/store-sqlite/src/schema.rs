@@ -13,6 +13,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_blocks.sql"),
     include_str!("migrations/0003_profiles.sql"),
     include_str!("migrations/0004_contacts.sql"),
+    include_str!("migrations/0005_admin.sql"),
     include_str!("migrations/0006_groups.sql"),
     include_str!("migrations/0008_search.sql"),
 ];

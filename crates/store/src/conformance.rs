@@ -16,9 +16,11 @@
 //! The cases check only what the trait documents. Where the documentation leaves a choice open
 //! (the order of ids in `add_members`' answer, say), they compare as sets.
 
+use crate::audit::{ChainVerifier, checkpoint_message};
 use crate::{
-    Appended, ConversationRecord, FriendRequestSent, GroupChange, NewInvite, NewInviteLink,
-    NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome, SearchQuery, Store, StoreError,
+    Appended, AuditFilter, AuditOutcome, AuditRecord, ConversationRecord, FriendRequestSent,
+    GroupChange, NewAudit, NewInvite, NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord,
+    RotateOutcome, SearchQuery, Store, StoreError,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -110,6 +112,16 @@ macro_rules! store_conformance_tests {
             search_only_what_the_user_can_read,
             search_filters_and_pages,
             search_forgets_deleted_and_skips_non_text,
+            audit_chain_is_continuous_across_appends_and_actions,
+            audit_filters_and_paging,
+            audit_prune_keeps_the_chain_verifiable,
+            failed_actions_write_no_audit_entry,
+            sign_in_creates_device_token_and_entry,
+            suspend_signs_out_and_reactivate_restores,
+            admin_role_changes,
+            replace_password_signs_out_others,
+            delete_user_keeps_or_tombstones_messages,
+            find_users_by_prefix_includes_suspended,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -211,6 +223,49 @@ async fn unread(store: &Arc<dyn Store>, user: UserId, conversation: Conversation
 
 fn set<T: Ord>(items: impl IntoIterator<Item = T>) -> BTreeSet<T> {
     items.into_iter().collect()
+}
+
+/// An audit entry of `kind` at `ts`.
+fn entry(kind: &str, ts: i64, actor: Option<UserId>, target: Option<UserId>) -> NewAudit {
+    NewAudit {
+        ts,
+        actor,
+        kind: kind.to_owned(),
+        outcome: AuditOutcome::Done,
+        target_user: target,
+        conversation: None,
+        address: Some("192.0.2.1".into()),
+        detail: serde_json::json!({"n": ts}),
+    }
+}
+
+fn reuse_entry() -> NewAudit {
+    entry("token.reuse", 1_000, None, None)
+}
+
+/// Every stored entry, in id order, read a page at a time.
+async fn all_entries(store: &Arc<dyn Store>, filter: &AuditFilter) -> Vec<AuditRecord> {
+    let mut out: Vec<AuditRecord> = Vec::new();
+    loop {
+        let page = store
+            .audit_entries(filter, out.last().map(|r| r.id), 3)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+/// Checks the whole stored chain from the newest checkpoint; returns how many entries it holds.
+async fn verify(store: &Arc<dyn Store>) -> u64 {
+    let checkpoints = store.audit_checkpoints().await.unwrap();
+    let mut verifier = ChainVerifier::new(checkpoints.last());
+    for record in all_entries(store, &AuditFilter::default()).await {
+        verifier.push(&record).expect("the chain verifies");
+    }
+    verifier.checked()
 }
 
 // --- Accounts --------------------------------------------------------------------------------
@@ -432,18 +487,29 @@ pub async fn revoke_device_only_own(store: Arc<dyn Store>) {
     let laptop = device(&store, alice).await;
 
     assert!(
-        !store.revoke_device(mallory, phone, 2_000).await.unwrap(),
+        !store
+            .revoke_device(mallory, phone, 2_000, None)
+            .await
+            .unwrap(),
         "nobody revokes someone else's device"
     );
     assert_eq!(store.device(phone).await.unwrap().unwrap().revoked_at, None);
 
-    assert!(store.revoke_device(alice, phone, 2_000).await.unwrap());
+    assert!(
+        store
+            .revoke_device(alice, phone, 2_000, None)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.device(phone).await.unwrap().unwrap().revoked_at,
         Some(2_000)
     );
     assert!(
-        !store.revoke_device(alice, phone, 3_000).await.unwrap(),
+        !store
+            .revoke_device(alice, phone, 3_000, None)
+            .await
+            .unwrap(),
         "revoking twice reports false"
     );
     assert_eq!(
@@ -453,7 +519,7 @@ pub async fn revoke_device_only_own(store: Arc<dyn Store>) {
     );
     assert!(
         !store
-            .revoke_device(alice, DeviceId(laptop.0 + 1_000), 2_000)
+            .revoke_device(alice, DeviceId(laptop.0 + 1_000), 2_000, None)
             .await
             .unwrap()
     );
@@ -480,7 +546,7 @@ pub async fn revoke_other_devices_keeps_one(store: Arc<dyn Store>) {
         .unwrap();
 
     let revoked = store
-        .revoke_other_devices(alice, Some(d2), 2_000)
+        .revoke_other_devices(alice, Some(d2), 2_000, None)
         .await
         .unwrap();
     assert_eq!(set(revoked), set([d1, d3]));
@@ -499,7 +565,7 @@ pub async fn revoke_other_devices_keeps_one(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .rotate_refresh_token([1; 32], token(2, alice, d1, 10_000), 2_500)
+            .rotate_refresh_token([1; 32], token(2, alice, d1, 10_000), 2_500, reuse_entry())
             .await
             .unwrap(),
         RotateOutcome::Invalid,
@@ -507,7 +573,7 @@ pub async fn revoke_other_devices_keeps_one(store: Arc<dyn Store>) {
     );
 
     let rest = store
-        .revoke_other_devices(alice, None, 3_000)
+        .revoke_other_devices(alice, None, 3_000, None)
         .await
         .unwrap();
     assert_eq!(rest, vec![d2], "with no device to keep, all are revoked");
@@ -528,7 +594,12 @@ pub async fn refresh_rotates_once(store: Arc<dyn Store>) {
     );
 
     let first = store
-        .rotate_refresh_token([1; 32], token(2, alice, phone, 10_000), 2_000)
+        .rotate_refresh_token(
+            [1; 32],
+            token(2, alice, phone, 10_000),
+            2_000,
+            reuse_entry(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -549,14 +620,24 @@ pub async fn refresh_rotates_once(store: Arc<dyn Store>) {
         "the new token is stored"
     );
     let second = store
-        .rotate_refresh_token([2; 32], token(3, alice, phone, 10_000), 3_000)
+        .rotate_refresh_token(
+            [2; 32],
+            token(3, alice, phone, 10_000),
+            3_000,
+            reuse_entry(),
+        )
         .await
         .unwrap();
     assert!(matches!(second, RotateOutcome::Rotated { .. }));
 
     assert_eq!(
         store
-            .rotate_refresh_token([9; 32], token(4, alice, phone, 10_000), 3_000)
+            .rotate_refresh_token(
+                [9; 32],
+                token(4, alice, phone, 10_000),
+                3_000,
+                reuse_entry()
+            )
             .await
             .unwrap(),
         RotateOutcome::Invalid,
@@ -583,13 +664,23 @@ pub async fn refresh_reuse_revokes_device(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store
-        .rotate_refresh_token([1; 32], token(2, alice, phone, 10_000), 2_000)
+        .rotate_refresh_token(
+            [1; 32],
+            token(2, alice, phone, 10_000),
+            2_000,
+            reuse_entry(),
+        )
         .await
         .unwrap();
 
     // Someone presents the old token again.
     let reuse = store
-        .rotate_refresh_token([1; 32], token(3, alice, phone, 10_000), 3_000)
+        .rotate_refresh_token(
+            [1; 32],
+            token(3, alice, phone, 10_000),
+            3_000,
+            reuse_entry(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -603,7 +694,12 @@ pub async fn refresh_reuse_revokes_device(store: Arc<dyn Store>) {
     assert!(revoked.revoked_at.is_some(), "reuse revokes the device");
     assert_eq!(
         store
-            .rotate_refresh_token([2; 32], token(4, alice, phone, 10_000), 3_100)
+            .rotate_refresh_token(
+                [2; 32],
+                token(4, alice, phone, 10_000),
+                3_100,
+                reuse_entry()
+            )
             .await
             .unwrap(),
         RotateOutcome::Invalid,
@@ -611,7 +707,12 @@ pub async fn refresh_reuse_revokes_device(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .rotate_refresh_token([3; 32], token(5, alice, phone, 10_000), 3_100)
+            .rotate_refresh_token(
+                [3; 32],
+                token(5, alice, phone, 10_000),
+                3_100,
+                reuse_entry()
+            )
             .await
             .unwrap(),
         RotateOutcome::Invalid,
@@ -625,7 +726,12 @@ pub async fn refresh_reuse_revokes_device(store: Arc<dyn Store>) {
     );
     assert!(matches!(
         store
-            .rotate_refresh_token([11; 32], token(12, alice, laptop, 10_000), 3_200)
+            .rotate_refresh_token(
+                [11; 32],
+                token(12, alice, laptop, 10_000),
+                3_200,
+                reuse_entry()
+            )
             .await
             .unwrap(),
         RotateOutcome::Rotated { .. }
@@ -641,7 +747,12 @@ pub async fn refresh_expired_is_invalid(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(
         store
-            .rotate_refresh_token([1; 32], token(2, alice, phone, 20_000), 9_000)
+            .rotate_refresh_token(
+                [1; 32],
+                token(2, alice, phone, 20_000),
+                9_000,
+                reuse_entry()
+            )
             .await
             .unwrap(),
         RotateOutcome::Invalid
@@ -672,7 +783,12 @@ pub async fn refresh_prune_removes_only_expired(store: Arc<dyn Store>) {
     // Token 2 is used (rotated into 3) but not expired: it must stay, to detect reuse.
     assert!(matches!(
         store
-            .rotate_refresh_token([2; 32], token(3, alice, phone, 60_000), 6_000)
+            .rotate_refresh_token(
+                [2; 32],
+                token(3, alice, phone, 60_000),
+                6_000,
+                reuse_entry()
+            )
             .await
             .unwrap(),
         RotateOutcome::Rotated { .. }
@@ -697,7 +813,12 @@ pub async fn refresh_of_revoked_device_is_invalid(store: Arc<dyn Store>) {
         .insert_refresh_token(token(1, alice, phone, 10_000))
         .await
         .unwrap();
-    assert!(store.revoke_device(alice, phone, 2_000).await.unwrap());
+    assert!(
+        store
+            .revoke_device(alice, phone, 2_000, None)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.refresh_token_device([1; 32]).await.unwrap(),
         None,
@@ -705,7 +826,12 @@ pub async fn refresh_of_revoked_device_is_invalid(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .rotate_refresh_token([1; 32], token(2, alice, phone, 10_000), 3_000)
+            .rotate_refresh_token(
+                [1; 32],
+                token(2, alice, phone, 10_000),
+                3_000,
+                reuse_entry()
+            )
             .await
             .unwrap(),
         RotateOutcome::Invalid
@@ -2859,4 +2985,483 @@ pub async fn search_forgets_deleted_and_skips_non_text(store: Arc<dyn Store>) {
         vec!["keep this word"]
     );
     assert!(found(&store, a, query("remove")).await.is_empty());
+}
+
+// --- Audit log and administration ------------------------------------------------------------
+
+pub async fn audit_chain_is_continuous_across_appends_and_actions(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    assert_eq!(verify(&store).await, 0, "an empty log verifies");
+    let first = store
+        .append_audit(entry("sign_in.failure", 1_000, None, Some(alice)))
+        .await
+        .unwrap();
+    assert_eq!(first, 1, "ids start at 1");
+    store
+        .set_suspended(
+            alice,
+            true,
+            1_100,
+            entry("user.suspend", 1_100, None, Some(alice)),
+        )
+        .await
+        .unwrap();
+    store
+        .append_audit(entry("user.suspend", 1_200, Some(alice), None))
+        .await
+        .unwrap();
+    let records = all_entries(&store, &AuditFilter::default()).await;
+    assert_eq!(
+        records.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(records[1].entry.kind, "user.suspend");
+    assert_eq!(records[1].entry.address.as_deref(), Some("192.0.2.1"));
+    assert_eq!(records[1].entry.detail, serde_json::json!({"n": 1_100}));
+    assert_eq!(records[1].prev_hash, records[0].hash);
+    assert_eq!(verify(&store).await, 3);
+}
+
+pub async fn audit_filters_and_paging(store: Arc<dyn Store>) {
+    let (a, b) = (UserId(1), UserId(2));
+    for (i, (kind, actor, target)) in [
+        ("x", Some(a), Some(b)),
+        ("y", Some(b), Some(a)),
+        ("x", None, Some(b)),
+        ("z", Some(a), None),
+        ("x", Some(a), Some(a)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        store
+            .append_audit(entry(kind, 1_000 + i as i64 * 100, actor, target))
+            .await
+            .unwrap();
+    }
+    let ids = |records: Vec<AuditRecord>| records.iter().map(|r| r.id).collect::<Vec<_>>();
+    let filter = |actor, target, kind: Option<&str>, since, until| AuditFilter {
+        actor,
+        target_user: target,
+        kind: kind.map(str::to_owned),
+        since,
+        until,
+    };
+    for (f, want) in [
+        (filter(Some(a), None, None, None, None), vec![1, 4, 5]),
+        (filter(None, Some(b), None, None, None), vec![1, 3]),
+        (filter(None, None, Some("x"), None, None), vec![1, 3, 5]),
+        (filter(Some(a), None, Some("x"), None, None), vec![1, 5]),
+        (filter(None, Some(a), Some("x"), None, None), vec![5]),
+        (
+            filter(None, None, None, Some(1_100), Some(1_300)),
+            vec![2, 3],
+        ),
+        (filter(None, None, Some("x"), Some(1_100), None), vec![3, 5]),
+        (filter(Some(a), None, None, None, Some(1_400)), vec![1, 4]),
+        (filter(None, None, None, Some(9_000), None), vec![]),
+    ] {
+        assert_eq!(ids(all_entries(&store, &f).await), want, "{f:?}");
+    }
+    // Paging: `after` is exclusive and `limit` is honoured.
+    let page = store
+        .audit_entries(&filter(Some(a), None, None, None, None), Some(1), 1)
+        .await
+        .unwrap();
+    assert_eq!(ids(page), vec![4]);
+    let page = store
+        .audit_entries(&AuditFilter::default(), Some(2), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(page), vec![3, 4]);
+}
+
+pub async fn audit_prune_keeps_the_chain_verifiable(store: Arc<dyn Store>) {
+    for i in 0..6 {
+        store
+            .append_audit(entry("k", 1_000 + i * 100, None, None))
+            .await
+            .unwrap();
+    }
+    let before = all_entries(&store, &AuditFilter::default()).await;
+    let signed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = signed.clone();
+    let checkpoint = store
+        .prune_audit(
+            1_250,
+            5_000,
+            Box::new(move |message: &[u8]| {
+                seen.lock().unwrap().push(message.to_vec());
+                ("key-1".to_owned(), b"signature".to_vec())
+            }),
+        )
+        .await
+        .unwrap()
+        .expect("entries older than the cut exist");
+    // Entries 1..=3 (ts 1000, 1100, 1200) are gone; the checkpoint names the last of them.
+    assert_eq!(checkpoint.last_id, 3);
+    assert_eq!(checkpoint.last_hash, before[2].hash);
+    assert_eq!(checkpoint.pruned, 3);
+    assert_eq!(checkpoint.created_at, 5_000);
+    assert_eq!(
+        signed.lock().unwrap().as_slice(),
+        &[checkpoint_message(3, &before[2].hash, 3, 5_000)]
+    );
+    assert_eq!(
+        store.audit_checkpoints().await.unwrap(),
+        vec![checkpoint.clone()]
+    );
+    let left = all_entries(&store, &AuditFilter::default()).await;
+    assert_eq!(left.first().map(|r| r.id), Some(4));
+    assert_eq!(verify(&store).await, 3);
+    // Nothing older than the cut: no checkpoint.
+    let none = store
+        .prune_audit(
+            1_250,
+            5_100,
+            Box::new(|_: &[u8]| (String::new(), Vec::new())),
+        )
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    // Pruning everything, then appending: the new entry chains from the checkpoint.
+    store
+        .prune_audit(99_999, 6_000, Box::new(|_: &[u8]| ("k".into(), vec![1])))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        all_entries(&store, &AuditFilter::default())
+            .await
+            .is_empty()
+    );
+    let id = store
+        .append_audit(entry("after", 7_000, None, None))
+        .await
+        .unwrap();
+    assert_eq!(id, 7, "ids continue after a prune");
+    assert_eq!(store.audit_checkpoints().await.unwrap().len(), 2);
+    assert_eq!(verify(&store).await, 1);
+}
+
+pub async fn failed_actions_write_no_audit_entry(store: Arc<dyn Store>) {
+    let unknown = UserId(999);
+    let audit = || entry("x", 1_000, None, Some(unknown));
+    assert!(matches!(
+        store.set_suspended(unknown, true, 1_000, audit()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.set_admin(unknown, true, audit()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_user(unknown, 1_000, false, audit()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .sign_in(unknown, "x", [1; 32], 9_000, 1_000, audit())
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let alice = user(&store, "alice").await;
+    let phone = device(&store, alice).await;
+    assert!(
+        !store
+            .revoke_device(unknown, phone, 1_000, Some(audit()))
+            .await
+            .unwrap()
+    );
+    assert!(
+        all_entries(&store, &AuditFilter::default())
+            .await
+            .is_empty()
+    );
+    // A rotation without reuse writes nothing either; a reuse writes its entry.
+    store
+        .insert_refresh_token(token(1, alice, phone, 9_000))
+        .await
+        .unwrap();
+    let rotated = store
+        .rotate_refresh_token([1; 32], token(2, alice, phone, 9_000), 2_000, audit())
+        .await
+        .unwrap();
+    assert!(matches!(rotated, RotateOutcome::Rotated { .. }));
+    assert!(
+        all_entries(&store, &AuditFilter::default())
+            .await
+            .is_empty()
+    );
+    store
+        .rotate_refresh_token([1; 32], token(3, alice, phone, 9_000), 2_100, reuse_entry())
+        .await
+        .unwrap();
+    let entries = all_entries(&store, &AuditFilter::default()).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].entry.kind, "token.reuse");
+}
+
+pub async fn sign_in_creates_device_token_and_entry(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let device = store
+        .sign_in(
+            alice,
+            "phone",
+            [7; 32],
+            9_000,
+            2_000,
+            entry("sign_in.success", 2_000, Some(alice), None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(device.user_id, alice);
+    assert_eq!(device.name, "phone");
+    assert_eq!(
+        store.refresh_token_device([7; 32]).await.unwrap(),
+        Some(device.id)
+    );
+    assert_eq!(store.devices_of(alice).await.unwrap().len(), 1);
+    let entries = all_entries(&store, &AuditFilter::default()).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].entry.actor, Some(alice));
+    // Suspended and deleted users cannot sign in.
+    store
+        .set_suspended(alice, true, 2_100, entry("s", 2_100, None, Some(alice)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .sign_in(
+                alice,
+                "x",
+                [8; 32],
+                9_000,
+                2_200,
+                entry("x", 2_200, None, None)
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let bob = user(&store, "bob").await;
+    store
+        .delete_user(bob, 2_300, false, entry("d", 2_300, None, Some(bob)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .sign_in(
+                bob,
+                "x",
+                [9; 32],
+                9_000,
+                2_400,
+                entry("x", 2_400, None, None)
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.refresh_token_device([8; 32]).await.unwrap(), None);
+}
+
+pub async fn suspend_signs_out_and_reactivate_restores(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let d1 = device(&store, alice).await;
+    let d2 = device(&store, alice).await;
+    store
+        .insert_refresh_token(token(1, alice, d1, 9_000))
+        .await
+        .unwrap();
+    let revoked = store
+        .set_suspended(
+            alice,
+            true,
+            2_000,
+            entry("user.suspend", 2_000, None, Some(alice)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(set(revoked), set([d1, d2]));
+    assert!(store.devices_of(alice).await.unwrap().is_empty());
+    assert_eq!(store.refresh_token_device([1; 32]).await.unwrap(), None);
+    let record = store.user_by_id(alice).await.unwrap().unwrap();
+    assert!(record.disabled);
+    assert!(record.deleted_at.is_none());
+    let revoked = store
+        .set_suspended(
+            alice,
+            false,
+            3_000,
+            entry("user.reactivate", 3_000, None, Some(alice)),
+        )
+        .await
+        .unwrap();
+    assert!(revoked.is_empty());
+    assert!(!store.user_by_id(alice).await.unwrap().unwrap().disabled);
+    let kinds: Vec<String> = all_entries(&store, &AuditFilter::default())
+        .await
+        .into_iter()
+        .map(|r| r.entry.kind)
+        .collect();
+    assert_eq!(kinds, vec!["user.suspend", "user.reactivate"]);
+}
+
+pub async fn admin_role_changes(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    assert!(!store.user_by_id(alice).await.unwrap().unwrap().is_admin);
+    let grant = || entry("role.grant_admin", 2_000, None, Some(alice));
+    assert!(store.set_admin(alice, true, grant()).await.unwrap());
+    assert!(
+        !store.set_admin(alice, true, grant()).await.unwrap(),
+        "already an admin"
+    );
+    assert!(store.user_by_id(alice).await.unwrap().unwrap().is_admin);
+    assert!(store.user_by_name("alice").await.unwrap().unwrap().is_admin);
+    assert!(store.set_admin(alice, false, grant()).await.unwrap());
+    assert!(!store.user_by_id(alice).await.unwrap().unwrap().is_admin);
+    assert_eq!(all_entries(&store, &AuditFilter::default()).await.len(), 3);
+}
+
+pub async fn replace_password_signs_out_others(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let keep = device(&store, alice).await;
+    let other = device(&store, alice).await;
+    let revoked = store
+        .replace_password(
+            alice,
+            "new-hash",
+            Some(keep),
+            2_000,
+            entry("password.change", 2_000, Some(alice), None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked, vec![other]);
+    assert_eq!(
+        store
+            .user_by_id(alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "new-hash"
+    );
+    assert_eq!(store.devices_of(alice).await.unwrap().len(), 1);
+    assert_eq!(all_entries(&store, &AuditFilter::default()).await.len(), 1);
+    assert!(matches!(
+        store
+            .replace_password(UserId(999), "h", None, 2_000, entry("p", 2_000, None, None))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(all_entries(&store, &AuditFilter::default()).await.len(), 1);
+}
+
+pub async fn delete_user_keeps_or_tombstones_messages(store: Arc<dyn Store>) {
+    let alice = sender(&store, "alice").await;
+    let bob = sender(&store, "bob").await;
+    let carol = sender(&store, "carol").await;
+    let g = group(&store, alice.user, &[bob.user, carol.user]).await;
+    append(
+        &store,
+        vec![
+            text(g.id, bob.user, bob.device, "b1", 1_100),
+            text(g.id, carol.user, carol.device, "c1", 1_200),
+            text(g.id, bob.user, bob.device, "b2", 1_300),
+        ],
+    )
+    .await;
+    store
+        .set_profile(bob.user, "Bob B.", "around", 1_400)
+        .await
+        .unwrap();
+    store.set_last_seen(bob.user, 1_500).await.unwrap();
+    // Keep: bob leaves every conversation, his messages stay as they were.
+    let deleted = store
+        .delete_user(
+            bob.user,
+            2_000,
+            false,
+            entry("user.delete", 2_000, None, Some(bob.user)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.devices, vec![bob.device]);
+    assert_eq!(deleted.conversations, vec![g.id]);
+    assert_eq!(deleted.messages_removed, 0);
+    assert!(store.member(g.id, bob.user).await.unwrap().is_none());
+    assert_eq!(store.members(g.id).await.unwrap().len(), 2);
+    let record = store.user_by_id(bob.user).await.unwrap().unwrap();
+    assert_eq!(record.deleted_at, Some(2_000));
+    assert!(record.disabled);
+    let history = store.messages_after(g.id, 0, 10).await.unwrap();
+    assert!(history.iter().all(|m| m.body.kind() == "text"));
+    let profile = store.profile(bob.user).await.unwrap().unwrap();
+    assert_eq!(
+        (profile.display_name.as_str(), profile.status_text.as_str()),
+        ("", "")
+    );
+    assert!(store.last_seen(&[bob.user]).await.unwrap().is_empty());
+    // Deleting twice is NotFound; the name stays taken.
+    assert!(matches!(
+        store
+            .delete_user(bob.user, 2_100, false, entry("d", 2_100, None, None))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.create_user("bob", HASH, 2_200).await,
+        Err(StoreError::Conflict("username"))
+    ));
+    // Remove: carol's messages become tombstones in place; others' are untouched.
+    let deleted = store
+        .delete_user(
+            carol.user,
+            3_000,
+            true,
+            entry("user.delete", 3_000, None, Some(carol.user)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.messages_removed, 1);
+    let history = store.messages_after(g.id, 0, 10).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|m| (m.seq, m.body.kind()))
+            .collect::<Vec<_>>(),
+        vec![(1, "text"), (2, "deleted"), (3, "text")]
+    );
+    assert_eq!(history[1].body, MessageBody::Deleted {});
+    assert_eq!(history[1].sender_id, carol.user);
+    assert_eq!(store.members(g.id).await.unwrap().len(), 1);
+    assert_eq!(all_entries(&store, &AuditFilter::default()).await.len(), 2);
+}
+
+pub async fn find_users_by_prefix_includes_suspended(store: Arc<dyn Store>) {
+    let anna = user(&store, "anna").await;
+    let andy = user(&store, "andy").await;
+    let bert = user(&store, "bert").await;
+    store
+        .set_suspended(andy, true, 2_000, entry("s", 2_000, None, Some(andy)))
+        .await
+        .unwrap();
+    let ids = |users: Vec<crate::UserRecord>| users.iter().map(|u| u.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.find_users("an", None, 10).await.unwrap()),
+        vec![anna, andy]
+    );
+    assert_eq!(
+        ids(store.find_users("AN", Some(anna), 10).await.unwrap()),
+        vec![andy]
+    );
+    assert_eq!(
+        ids(store.find_users("", None, 10).await.unwrap()),
+        vec![anna, andy, bert]
+    );
+    assert_eq!(
+        ids(store.find_users("", None, 1).await.unwrap()),
+        vec![anna]
+    );
+    assert!(store.find_users("zz", None, 10).await.unwrap().is_empty());
 }

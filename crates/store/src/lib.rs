@@ -14,6 +14,9 @@
 //!   message is read), so unread counts never include one's own messages.
 //! - Markers (delivered, read) only move forward and never past the conversation's last sequence.
 //! - Refresh tokens are stored hashed; a rotated token presented again revokes its device.
+//! - Methods that take a [`NewAudit`] append it to the audit log in the same transaction as their
+//!   change: an audited action and its entry commit together or not at all. Entries are
+//!   numbered gap-free and hash-chained (see [`audit`]).
 
 use async_trait::async_trait;
 use tidings_proto::contacts::PrivacySettings;
@@ -21,9 +24,12 @@ use tidings_proto::rest::{ConversationKind, GroupPermissions, Role};
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, Seq, UserId};
 
+pub mod audit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod search;
+
+pub use audit::{AuditCheckpoint, AuditFilter, AuditRecord, CheckpointSigner};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +56,13 @@ pub struct UserRecord {
     /// PHC string (argon2id).
     pub password_hash: String,
     pub created_at: i64,
+    /// Suspended by an administrator (or deleted): cannot sign in or refresh.
     pub disabled: bool,
+    /// A server administrator (the role is read from here on every admin request).
+    pub is_admin: bool,
+    /// When the account was deleted; a deleted account keeps its row (and its username, so
+    /// nobody can take the name over in old conversations) but can never sign in again.
+    pub deleted_at: Option<i64>,
 }
 
 /// A signed-in device.
@@ -423,6 +435,17 @@ pub struct NewAudit {
     pub detail: serde_json::Value,
 }
 
+/// What deleting an account touched, so the core can announce it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletedAccount {
+    /// Devices signed out by the deletion.
+    pub devices: Vec<DeviceId>,
+    /// Conversations the account was removed from.
+    pub conversations: Vec<ConversationId>,
+    /// Messages replaced by the `deleted` tombstone (0 when messages are kept).
+    pub messages_removed: u64,
+}
+
 /// Durable state of Tidings. Every method is a single atomic operation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -454,33 +477,101 @@ pub trait Store: Send + Sync + 'static {
     /// Users in id order after `after`, at most `limit`.
     async fn list_users(&self, after: Option<UserId>, limit: u32) -> StoreResult<Vec<UserRecord>>;
     async fn set_password_hash(&self, user: UserId, password_hash: &str) -> StoreResult<()>;
+    /// Sets a new password hash and signs out every device but `keep`, writing `audit`, all in
+    /// one transaction. Returns the signed-out devices. `NotFound` for unknown users.
+    async fn replace_password(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        keep: Option<DeviceId>,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<Vec<DeviceId>>;
+    /// Users (suspended and deleted ones too) whose username starts with `prefix` (lowercased
+    /// by the store; empty matches all), in id order after `after`, at most `limit`.
+    async fn find_users(
+        &self,
+        prefix: &str,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<UserRecord>>;
+    /// Suspends (signing out every device) or reactivates an account, writing `audit` in the
+    /// same transaction. Returns the devices signed out. `NotFound` for unknown or deleted users.
+    async fn set_suspended(
+        &self,
+        user: UserId,
+        suspended: bool,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<Vec<DeviceId>>;
+    /// Grants or revokes the administrator role, writing `audit` in the same transaction.
+    /// Returns whether the role changed. `NotFound` for unknown or deleted users.
+    async fn set_admin(&self, user: UserId, is_admin: bool, audit: NewAudit) -> StoreResult<bool>;
+    /// Deletes an account in one transaction: marks it deleted and suspended, drops its admin
+    /// role, signs out every device, removes it from every conversation, clears its profile and
+    /// last-seen time, and, with
+    /// `remove_messages`, replaces the body of every message it sent in those conversations with
+    /// the `deleted` tombstone (envelopes keep their sequence). Writes `audit`.
+    /// `NotFound` for unknown or already deleted users.
+    async fn delete_user(
+        &self,
+        user: UserId,
+        now: i64,
+        remove_messages: bool,
+        audit: NewAudit,
+    ) -> StoreResult<DeletedAccount>;
     async fn create_invite(&self, invite: NewInvite) -> StoreResult<()>;
 
     // --- Devices and tokens ---------------------------------------------------------------
 
     async fn create_device(&self, user: UserId, name: &str, now: i64) -> StoreResult<DeviceRecord>;
+    /// A successful sign-in in one transaction: creates the device, stores its first refresh
+    /// token (`refresh_hash`, valid until `refresh_expires_at`) and writes `audit`.
+    /// `NotFound` if the user is unknown, suspended or deleted (checked in the same transaction,
+    /// so a suspension can never be outrun by a sign-in that passed its password check earlier).
+    async fn sign_in(
+        &self,
+        user: UserId,
+        device_name: &str,
+        refresh_hash: [u8; 32],
+        refresh_expires_at: i64,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<DeviceRecord>;
     async fn device(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>>;
     /// The user's devices that are not revoked, oldest first.
     async fn devices_of(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>>;
     async fn touch_device(&self, id: DeviceId, now: i64) -> StoreResult<()>;
-    /// Signs a device out: marks it revoked and deletes its refresh tokens.
-    /// Returns false if it did not exist, was not the user's, or was already revoked.
-    async fn revoke_device(&self, user: UserId, id: DeviceId, now: i64) -> StoreResult<bool>;
-    /// Revokes every device of the user except `keep`; returns the revoked ids.
+    /// Signs a device out: marks it revoked and deletes its refresh tokens, and writes `audit`
+    /// (if given) in the same transaction when it did.
+    /// Returns false (and writes nothing) if it did not exist, was not the user's, or was
+    /// already revoked.
+    async fn revoke_device(
+        &self,
+        user: UserId,
+        id: DeviceId,
+        now: i64,
+        audit: Option<NewAudit>,
+    ) -> StoreResult<bool>;
+    /// Revokes every device of the user except `keep`, writing `audit` (if given) in the same
+    /// transaction; returns the revoked ids.
     async fn revoke_other_devices(
         &self,
         user: UserId,
         keep: Option<DeviceId>,
         now: i64,
+        audit: Option<NewAudit>,
     ) -> StoreResult<Vec<DeviceId>>;
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> StoreResult<()>;
     /// Atomically checks `old_hash` and, if valid and unused, marks it used and stores `new`
-    /// (which must name the same device; the store fills in nothing).
+    /// (which must name the same device; the store fills in nothing). When the token was
+    /// already used, the device is revoked and `on_reuse` is written in the same transaction.
     async fn rotate_refresh_token(
         &self,
         old_hash: [u8; 32],
         new: NewRefreshToken,
         now: i64,
+        on_reuse: NewAudit,
     ) -> StoreResult<RotateOutcome>;
     /// The device a refresh token belongs to, if the token is known (used or not).
     async fn refresh_token_device(&self, hash: [u8; 32]) -> StoreResult<Option<DeviceId>>;
@@ -633,7 +724,9 @@ pub trait Store: Send + Sync + 'static {
     async fn group(&self, id: ConversationId) -> StoreResult<Option<GroupRecord>>;
     /// Applies `change` to the group `event.conversation_id`, appends `event` (a system message,
     /// sequenced like any other) and writes `audit`, all in one durable transaction. If the
-    /// change fails, nothing is stored. `NotFound` if the group does not exist.
+    /// change fails, nothing is stored. `NotFound` if the group does not exist (for
+    /// [`GroupChange::DeleteMessage`], any conversation will do: administrators remove messages
+    /// from direct conversations too).
     async fn change_group(
         &self,
         change: GroupChange,
@@ -737,4 +830,29 @@ pub trait Store: Send + Sync + 'static {
     async fn set_last_seen(&self, user: UserId, ts: i64) -> StoreResult<()>;
     /// Last-seen times for these users (users never seen are absent).
     async fn last_seen(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, i64)>>;
+
+    // --- Audit log ------------------------------------------------------------------------
+
+    /// Appends an entry that records no state change of its own (a failed sign-in, a refused
+    /// attempt). Returns its id.
+    async fn append_audit(&self, entry: NewAudit) -> StoreResult<i64>;
+    /// Entries matching `filter` with `id > after`, ascending by id, at most `limit`.
+    async fn audit_entries(
+        &self,
+        filter: &AuditFilter,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
+    /// Removes the entries up to the last one with `ts < before` and, in the same transaction,
+    /// stores a checkpoint naming the last removed entry and its hash, signed by `sign` over
+    /// [`audit::checkpoint_message`]. Returns the checkpoint, or `None` if nothing was old
+    /// enough. The remaining chain verifies from the checkpoint.
+    async fn prune_audit(
+        &self,
+        before: i64,
+        now: i64,
+        sign: CheckpointSigner,
+    ) -> StoreResult<Option<AuditCheckpoint>>;
+    /// Every checkpoint, oldest first.
+    async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>>;
 }

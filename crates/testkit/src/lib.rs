@@ -34,6 +34,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.accounts.argon2_iterations = 1;
     config.limits.messages_per_minute = 0;
     config.log.level = "warn".into();
+    // Suites sign many users in from 127.0.0.1; the tests of the limit turn it back on.
+    config.limits.sign_in_attempts_per_address_per_minute = 0;
     config
 }
 
@@ -170,6 +172,10 @@ impl ServerProcess {
             .env("TIDINGS_ACCOUNTS_ARGON2_ITERATIONS", "1")
             .env("TIDINGS_LIMITS_MESSAGES_PER_MINUTE", "0")
             .env("TIDINGS_LOG_LEVEL", "warn")
+            .env(
+                "TIDINGS_LIMITS_SIGN_IN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
+                "0",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

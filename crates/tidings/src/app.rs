@@ -82,8 +82,26 @@ pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
         .with_context(|| format!("cannot open database {}", path.display()))
 }
 
-/// Builds a core on the embedded store and bus without serving anything (for admin commands).
+/// Builds a core for an operator command: like [`start_core`], with its janitor stopped, so
+/// that no background pruning runs while the command reads or changes the data.
+pub async fn start_core_without_janitor(
+    config: &Config,
+    bound: SocketAddr,
+) -> anyhow::Result<Core> {
+    let (core, tasks) = start_core_with_tasks(config, bound).await?;
+    tasks.janitor.abort();
+    Ok(core)
+}
+
+/// Builds a core on the embedded store and bus without serving anything.
 pub async fn start_core(config: &Config, bound: SocketAddr) -> anyhow::Result<Core> {
+    Ok(start_core_with_tasks(config, bound).await?.0)
+}
+
+async fn start_core_with_tasks(
+    config: &Config,
+    bound: SocketAddr,
+) -> anyhow::Result<(Core, tidings_core::CoreTasks)> {
     let store = open_store(config)?;
     let keys = load_or_create_key(&config.data_dir)?;
     let deps = Deps {
@@ -92,10 +110,9 @@ pub async fn start_core(config: &Config, bound: SocketAddr) -> anyhow::Result<Co
         clock: Arc::new(SystemClock),
         keys,
     };
-    let (core, _tasks) = Core::start(config.core(), deps, config.issuer(bound))
+    Core::start(config.core(), deps, config.issuer(bound))
         .await
-        .map_err(|e| anyhow::anyhow!("cannot start the core: {e}"))?;
-    Ok(core)
+        .map_err(|e| anyhow::anyhow!("cannot start the core: {e}"))
 }
 
 /// A server that is running; dropping it does not stop it, [`Running::stop`] does.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use tidings_core::config::{AccountsConfig, LimitsConfig, TokensConfig};
+use tidings_core::config::{AccountsConfig, AuditConfig, LimitsConfig, TokensConfig};
 use tidings_http::HttpConfig;
 
 /// Log output.
@@ -73,6 +73,7 @@ pub struct Config {
     pub accounts: AccountsConfig,
     pub tokens: TokensConfig,
     pub limits: LimitsConfig,
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -86,6 +87,7 @@ impl Default for Config {
             accounts: AccountsConfig::default(),
             tokens: TokensConfig::default(),
             limits: LimitsConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -97,6 +99,7 @@ impl Config {
             accounts: self.accounts.clone(),
             tokens: self.tokens.clone(),
             limits: self.limits.clone(),
+            audit: self.audit.clone(),
         }
     }
 

@@ -7,6 +7,7 @@ use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tidings::config::{self, Config, LogFormat, Overrides};
+use tidings_core::admin::AdminActor;
 use tidings_proto::UserId;
 
 /// Tidings: a self-hosted instant-messaging server.
@@ -51,9 +52,34 @@ enum Command {
 #[derive(Subcommand)]
 enum AdminCommand {
     /// Creates an account, whatever the registration mode. Reads the password from stdin.
-    CreateUser { username: String },
-    /// Lists accounts.
+    /// `--admin` makes it a server administrator: run this once to bootstrap a new server.
+    CreateUser {
+        username: String,
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Grants the server administrator role.
+    GrantAdmin { username: String },
+    /// Revokes the server administrator role.
+    RevokeAdmin { username: String },
+    /// Suspends an account: signs out every device at once; it cannot sign in until reactivated.
+    Suspend { username: String },
+    /// Lets a suspended account sign in again.
+    Reactivate { username: String },
+    /// Deletes an account (see `accounts.deleted_user_messages` for its messages).
+    DeleteUser { username: String },
+    /// Signs out every device of an account.
+    SignOut { username: String },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Lists accounts with their role and status (suspended and deleted ones too).
     ListUsers {
+        /// Only usernames starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
         /// Start after this user id.
         #[arg(long)]
         after: Option<i64>,
@@ -71,6 +97,55 @@ enum AdminCommand {
         #[arg(long, default_value_t = 168)]
         valid_hours: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Checks the hash chain and the signed pruning checkpoints. Exits 0 with the entry count
+    /// when intact; fails naming the first broken entry otherwise.
+    Verify,
+    /// Writes entries to stdout as JSON Lines.
+    Export {
+        /// Only entries at or after this time: milliseconds since the epoch, or an age such as
+        /// `30m`, `24h` or `7d`.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only entries before this time (same forms as --since).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only entries of this kind, e.g. `sign_in.failure`.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only entries by this user (username).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only entries about this user (username).
+        #[arg(long)]
+        target: Option<String>,
+    },
+}
+
+/// A point in time given as ms since the epoch, or as an age (`30m`, `24h`, `7d`) before now.
+fn parse_time(value: &str, now_ms: i64) -> anyhow::Result<i64> {
+    if let Ok(ms) = value.parse::<i64>() {
+        return Ok(ms);
+    }
+    let (number, unit) = value.split_at(value.len().saturating_sub(1));
+    let unit_ms: i64 = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => anyhow::bail!("`{value}` is neither milliseconds nor an age like 24h or 7d"),
+    };
+    let count: i64 = number
+        .parse()
+        .with_context(|| format!("`{value}` is neither milliseconds nor an age like 24h or 7d"))?;
+    Ok(now_ms.saturating_sub(count.saturating_mul(unit_ms)))
+}
+
+fn core_error(e: tidings_core::CoreError) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message)
 }
 
 fn load_config(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
@@ -167,24 +242,132 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 ..config.clone()
             });
-            let core = tidings::app::start_core(&config, config.listen).await?;
+            // No background pruning while an operator command reads the log.
+            let core = tidings::app::start_core_without_janitor(&config, config.listen).await?;
+            let operator = AdminActor::Operator;
             match command {
-                AdminCommand::CreateUser { username } => {
+                AdminCommand::CreateUser { username, admin } => {
                     let password = read_password("Password")?;
                     let account = core
-                        .admin_create_user(&username, password)
+                        .admin_create_user(&username, password, admin)
                         .await
-                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-                    println!("created user {} (id {})", account.username, account.user_id);
+                        .map_err(core_error)?;
+                    let role = if admin { " as an administrator" } else { "" };
+                    println!(
+                        "created user {} (id {}){role}",
+                        account.username, account.user_id
+                    );
                 }
-                AdminCommand::ListUsers { after, limit } => {
-                    let users = core
-                        .admin_list_users(after.map(UserId), limit)
+                AdminCommand::GrantAdmin { username } => {
+                    let user = core.user_id_by_name(&username).await.map_err(core_error)?;
+                    core.set_server_admin(operator, user, true)
                         .await
-                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-                    println!("{:>8}  {:<32}  created", "id", "username");
-                    for u in users {
-                        println!("{:>8}  {:<32}  {}", u.user_id, u.username, u.created_at);
+                        .map_err(core_error)?;
+                    println!("{username} is now an administrator");
+                }
+                AdminCommand::RevokeAdmin { username } => {
+                    let user = core.user_id_by_name(&username).await.map_err(core_error)?;
+                    core.set_server_admin(operator, user, false)
+                        .await
+                        .map_err(core_error)?;
+                    println!("{username} is no longer an administrator");
+                }
+                AdminCommand::Suspend { username } => {
+                    let user = core.user_id_by_name(&username).await.map_err(core_error)?;
+                    core.suspend_user(operator, user)
+                        .await
+                        .map_err(core_error)?;
+                    println!("{username} is suspended; every device is signed out");
+                }
+                AdminCommand::Reactivate { username } => {
+                    let user = core.user_id_by_name(&username).await.map_err(core_error)?;
+                    core.reactivate_user(operator, user)
+                        .await
+                        .map_err(core_error)?;
+                    println!("{username} is active again");
+                }
+                AdminCommand::DeleteUser { username } => {
+                    let user = core.user_id_by_name(&username).await.map_err(core_error)?;
+                    core.delete_user(operator, user).await.map_err(core_error)?;
+                    println!("{username} is deleted");
+                }
+                AdminCommand::SignOut { username } => {
+                    let user = core.user_id_by_name(&username).await.map_err(core_error)?;
+                    let n = core
+                        .sign_out_user(operator, user)
+                        .await
+                        .map_err(core_error)?;
+                    println!("{n} device(s) of {username} signed out");
+                }
+                AdminCommand::Audit {
+                    command: AuditCommand::Verify,
+                } => match core.verify_audit().await.map_err(core_error)? {
+                    Ok(verified) => println!(
+                        "audit log intact: {} entries checked, {} checkpoint(s); head {}",
+                        verified.entries, verified.checkpoints, verified.head
+                    ),
+                    Err(broken) => {
+                        anyhow::bail!("audit log broken: {broken}")
+                    }
+                },
+                AdminCommand::Audit {
+                    command:
+                        AuditCommand::Export {
+                            since,
+                            until,
+                            kind,
+                            actor,
+                            target,
+                        },
+                } => {
+                    use futures_util::TryStreamExt;
+                    use std::io::Write;
+                    let now = core.now_ms();
+                    let mut filter = tidings_core::audit::AuditFilter {
+                        kind,
+                        since: since.map(|v| parse_time(&v, now)).transpose()?,
+                        until: until.map(|v| parse_time(&v, now)).transpose()?,
+                        ..Default::default()
+                    };
+                    if let Some(name) = actor {
+                        filter.actor = Some(core.user_id_by_name(&name).await.map_err(core_error)?);
+                    }
+                    if let Some(name) = target {
+                        filter.target_user =
+                            Some(core.user_id_by_name(&name).await.map_err(core_error)?);
+                    }
+                    let lines = core
+                        .admin_audit_export(operator, filter)
+                        .await
+                        .map_err(core_error)?;
+                    let mut lines = std::pin::pin!(lines);
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    while let Some(chunk) = lines.try_next().await.map_err(core_error)? {
+                        out.write_all(chunk.as_bytes())?;
+                    }
+                    out.flush()?;
+                }
+                AdminCommand::ListUsers {
+                    prefix,
+                    after,
+                    limit,
+                } => {
+                    let list = core
+                        .admin_users(operator, &prefix, after.map(UserId), Some(limit))
+                        .await
+                        .map_err(core_error)?;
+                    println!("{:>8}  {:<32}  {:<9}  created", "id", "username", "status");
+                    for u in list.users {
+                        let status = match (u.deleted, u.suspended, u.is_admin) {
+                            (true, _, _) => "deleted",
+                            (_, true, _) => "suspended",
+                            (_, _, true) => "admin",
+                            _ => "active",
+                        };
+                        println!(
+                            "{:>8}  {:<32}  {:<9}  {}",
+                            u.user_id, u.username, status, u.created_at
+                        );
                     }
                 }
                 AdminCommand::ResetPassword { username } => {
@@ -192,18 +375,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let signed_out = core
                         .admin_reset_password(&username, password)
                         .await
-                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                        .map_err(core_error)?;
                     println!("password reset; {signed_out} device(s) signed out");
                 }
                 AdminCommand::CreateInvite { uses, valid_hours } => {
                     let code = core
                         .admin_create_invite(uses, valid_hours.saturating_mul(3600))
                         .await
-                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                        .map_err(core_error)?;
                     println!("{code}");
                 }
             }
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_are_milliseconds_or_ages() {
+        let now = 10_000_000_000;
+        assert_eq!(parse_time("1234", now).unwrap(), 1234);
+        assert_eq!(parse_time("30s", now).unwrap(), now - 30_000);
+        assert_eq!(parse_time("2h", now).unwrap(), now - 7_200_000);
+        assert_eq!(parse_time("7d", now).unwrap(), now - 604_800_000);
+        for bad in ["", "d", "7w", "x7d", "1.5h"] {
+            assert!(parse_time(bad, now).is_err(), "{bad}");
         }
     }
 }

@@ -54,7 +54,7 @@ async fn closed_and_invite_only_registration() {
     // Operators can still create accounts.
     closed
         .core()
-        .admin_create_user("alice", PASSWORD.into())
+        .admin_create_user("alice", PASSWORD.into(), false)
         .await
         .unwrap();
     closed

@@ -8,7 +8,7 @@ use tidings_proto::rest::{CreateInviteLinkRequest, Role, UpdateGroupRequest};
 use tidings_proto::ws::{ClientFrame, ReceiptKind};
 use tidings_proto::{ConversationId, MessageBody, Seq};
 use tidings_sdk::{Connection, SdkError, SdkResult};
-use tidings_testkit::{TestServer, TestUser};
+use tidings_testkit::{PASSWORD, TestServer, TestUser};
 
 /// Expected outcome of one cell: allowed, forbidden, not found (the caller may not know the
 /// conversation exists), or unauthenticated (the caller has no valid session).
@@ -17,6 +17,7 @@ enum Out {
     Y,
     F,
     N,
+    U,
 }
 use Out::*;
 
@@ -26,12 +27,15 @@ fn outcome<T>(result: SdkResult<T>) -> Out {
         Err(e) => match e.code() {
             Some(ErrorCode::Forbidden) => F,
             Some(ErrorCode::NotFound) => N,
+            Some(ErrorCode::Unauthenticated) => U,
             _ => panic!("unexpected error {e:?}"),
         },
     }
 }
 
-/// The standings of the group table, in column order.
+/// The standings of the group table, in column order. The server administrator is not a
+/// member of the groups: the role gives no power inside them beyond removing messages. The
+/// suspended user was signed in before being suspended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Who {
     NonMember,
@@ -39,14 +43,18 @@ enum Who {
     Muted,
     Admin,
     Owner,
+    ServerAdmin,
+    Suspended,
 }
 
-const COLUMNS: [Who; 5] = [
+const COLUMNS: [Who; 7] = [
     Who::NonMember,
     Who::Member,
     Who::Muted,
     Who::Admin,
     Who::Owner,
+    Who::ServerAdmin,
+    Who::Suspended,
 ];
 
 /// What can be done to or in a group.
@@ -74,6 +82,10 @@ enum Act {
     SetPermissions,
     TransferOwnership,
     Dissolve,
+    /// The server administrators' removal of any message.
+    AdminRemoveMessage,
+    /// The audit log, also for server administrators only.
+    ReadAudit,
 }
 
 /// One fresh group: the owner, an admin, a member, a muted member and a plain member to act
@@ -91,6 +103,8 @@ struct Cast {
     target: TestUser,
     outsider: TestUser,
     newcomer: TestUser,
+    server_admin: TestUser,
+    suspended: TestUser,
 }
 
 impl Cast {
@@ -101,6 +115,8 @@ impl Cast {
             Who::Muted => &self.muted,
             Who::Admin => &self.admin,
             Who::Owner => &self.owner,
+            Who::ServerAdmin => &self.server_admin,
+            Who::Suspended => &self.suspended,
         }
     }
 
@@ -134,35 +150,59 @@ impl Cast {
     }
 }
 
-async fn perform(act: Act, cast: &Cast, who: Who, ws: &Connection, f: &Fixture) -> Out {
+async fn perform(
+    act: Act,
+    cast: &Cast,
+    who: Who,
+    ws: Option<&Connection>,
+    server: &TestServer,
+    f: &Fixture,
+) -> Out {
+    let is_ws = matches!(
+        act,
+        Act::HistoryWs | Act::SendWs | Act::TypingWs | Act::ReceiptWs
+    );
+    if !is_ws {
+        return perform_rest(act, cast, who, f).await;
+    }
+    let Some(ws) = ws else {
+        // No session: a WebSocket action starts by authenticating, which must fail.
+        let token = &cast.user(who).tokens.access_token;
+        return outcome(Connection::connect(&server.client().ws_url(), token).await);
+    };
+    match act {
+        Act::HistoryWs => outcome(ws.history(f.id, None, Some(10)).await),
+        Act::SendWs => outcome(ws.send_text(f.id, "ws-1", "hi").await),
+        Act::TypingWs => outcome(
+            ws.request(|rid| ClientFrame::Typing {
+                id: Some(rid),
+                conversation_id: f.id,
+                typing: true,
+            })
+            .await,
+        ),
+        _ => outcome(
+            ws.request(|rid| ClientFrame::Receipt {
+                id: rid,
+                conversation_id: f.id,
+                receipt: ReceiptKind::Read,
+                seq: f.target_message,
+            })
+            .await,
+        ),
+    }
+}
+
+async fn perform_rest(act: Act, cast: &Cast, who: Who, f: &Fixture) -> Out {
     let me = cast.user(who);
     let api = &me.api;
     let id = f.id;
     let target = cast.target.user_id;
     match act {
         Act::ReadHistoryRest => outcome(api.history(id, None, 10).await),
-        Act::HistoryWs => outcome(ws.history(id, None, Some(10)).await),
         Act::SendRest => outcome(
             api.send(id, "rest-1", MessageBody::Text { text: "hi".into() })
                 .await,
-        ),
-        Act::SendWs => outcome(ws.send_text(id, "ws-1", "hi").await),
-        Act::TypingWs => outcome(
-            ws.request(|rid| ClientFrame::Typing {
-                id: Some(rid),
-                conversation_id: id,
-                typing: true,
-            })
-            .await,
-        ),
-        Act::ReceiptWs => outcome(
-            ws.request(|rid| ClientFrame::Receipt {
-                id: rid,
-                conversation_id: id,
-                receipt: ReceiptKind::Read,
-                seq: f.target_message,
-            })
-            .await,
         ),
         Act::Members => outcome(api.members(id).await),
         Act::GroupInfo => outcome(api.group_info(id).await),
@@ -192,6 +232,11 @@ async fn perform(act: Act, cast: &Cast, who: Who, ws: &Connection, f: &Fixture) 
         Act::SetPermissions => outcome(api.set_group_permissions(id, &Default::default()).await),
         Act::TransferOwnership => outcome(api.transfer_ownership(id, target).await),
         Act::Dissolve => outcome(api.dissolve_group(id).await),
+        Act::AdminRemoveMessage => outcome(api.admin_remove_message(id, f.target_message).await),
+        Act::ReadAudit => outcome(api.admin_audit(&[]).await),
+        Act::HistoryWs | Act::SendWs | Act::TypingWs | Act::ReceiptWs => {
+            unreachable!("WebSocket actions are performed over the connection")
+        }
     }
 }
 
@@ -208,42 +253,76 @@ async fn every_group_standing_against_every_action() {
         target: server.user("target").await,
         outsider: server.user("outsider").await,
         newcomer: server.user("newcomer").await,
+        server_admin: {
+            server
+                .core()
+                .admin_create_user("root", PASSWORD.into(), true)
+                .await
+                .unwrap();
+            let tokens = server
+                .client()
+                .login("root", PASSWORD, "console")
+                .await
+                .unwrap();
+            TestUser {
+                user_id: tokens.user_id,
+                username: "root".into(),
+                api: server.client().authed(tokens.access_token.clone()),
+                tokens,
+            }
+        },
+        suspended: server.user("suspended").await,
     };
+    let root = &cast.server_admin.api;
+    root.admin_suspend(cast.suspended.user_id).await.unwrap();
     #[rustfmt::skip]
-    let table: &[(Act, [Out; 5])] = &[
-        // action                    non-member member muted admin owner
-        (Act::ReadHistoryRest,       [N,         Y,     Y,    Y,    Y]),
-        (Act::HistoryWs,             [N,         Y,     Y,    Y,    Y]),
-        (Act::SendRest,              [N,         Y,     F,    Y,    Y]),
-        (Act::SendWs,                [N,         Y,     F,    Y,    Y]),
-        (Act::TypingWs,              [N,         Y,     F,    Y,    Y]),
-        (Act::ReceiptWs,             [N,         Y,     Y,    Y,    Y]),
-        (Act::Members,               [N,         Y,     Y,    Y,    Y]),
-        (Act::GroupInfo,             [N,         Y,     Y,    Y,    Y]),
-        (Act::Invite,                [N,         Y,     Y,    Y,    Y]),
-        (Act::CreateInviteLink,      [N,         Y,     Y,    Y,    Y]),
-        (Act::ListJoinRequests,      [N,         F,     F,    Y,    Y]),
-        (Act::RemoveMember,          [N,         F,     F,    Y,    Y]),
-        (Act::Leave,                 [N,         Y,     Y,    Y,    F]),
-        (Act::Mute,                  [N,         F,     F,    Y,    Y]),
-        (Act::Ban,                   [N,         F,     F,    Y,    Y]),
-        (Act::ListBans,              [N,         F,     F,    Y,    Y]),
-        (Act::EditInfo,              [N,         F,     F,    Y,    Y]),
-        (Act::DeleteOthersMessage,   [N,         F,     F,    Y,    Y]),
-        (Act::PromoteToAdmin,        [N,         F,     F,    F,    Y]),
-        (Act::SetPermissions,        [N,         F,     F,    F,    Y]),
-        (Act::TransferOwnership,     [N,         F,     F,    F,    Y]),
-        (Act::Dissolve,              [N,         F,     F,    F,    Y]),
+    let table: &[(Act, [Out; 7])] = &[
+        // action                    non-member member muted admin owner server-admin suspended
+        (Act::ReadHistoryRest,       [N,         Y,     Y,    Y,    Y,    N,           U]),
+        (Act::HistoryWs,             [N,         Y,     Y,    Y,    Y,    N,           U]),
+        (Act::SendRest,              [N,         Y,     F,    Y,    Y,    N,           U]),
+        (Act::SendWs,                [N,         Y,     F,    Y,    Y,    N,           U]),
+        (Act::TypingWs,              [N,         Y,     F,    Y,    Y,    N,           U]),
+        (Act::ReceiptWs,             [N,         Y,     Y,    Y,    Y,    N,           U]),
+        (Act::Members,               [N,         Y,     Y,    Y,    Y,    N,           U]),
+        (Act::GroupInfo,             [N,         Y,     Y,    Y,    Y,    N,           U]),
+        (Act::Invite,                [N,         Y,     Y,    Y,    Y,    N,           U]),
+        (Act::CreateInviteLink,      [N,         Y,     Y,    Y,    Y,    N,           U]),
+        (Act::ListJoinRequests,      [N,         F,     F,    Y,    Y,    N,           U]),
+        (Act::RemoveMember,          [N,         F,     F,    Y,    Y,    N,           U]),
+        (Act::Leave,                 [N,         Y,     Y,    Y,    F,    N,           U]),
+        (Act::Mute,                  [N,         F,     F,    Y,    Y,    N,           U]),
+        (Act::Ban,                   [N,         F,     F,    Y,    Y,    N,           U]),
+        (Act::ListBans,              [N,         F,     F,    Y,    Y,    N,           U]),
+        (Act::EditInfo,              [N,         F,     F,    Y,    Y,    N,           U]),
+        (Act::DeleteOthersMessage,   [N,         F,     F,    Y,    Y,    N,           U]),
+        (Act::PromoteToAdmin,        [N,         F,     F,    F,    Y,    N,           U]),
+        (Act::SetPermissions,        [N,         F,     F,    F,    Y,    N,           U]),
+        (Act::TransferOwnership,     [N,         F,     F,    F,    Y,    N,           U]),
+        (Act::Dissolve,              [N,         F,     F,    F,    Y,    N,           U]),
+        (Act::AdminRemoveMessage,    [F,         F,     F,    F,    F,    Y,           U]),
+        (Act::ReadAudit,             [F,         F,     F,    F,    F,    Y,           U]),
     ];
     let mut connections = Vec::new();
     for who in COLUMNS {
-        connections.push(server.connect(cast.user(who)).await);
+        connections.push(match who {
+            Who::Suspended => None,
+            _ => Some(server.connect(cast.user(who)).await),
+        });
     }
     let mut failures = Vec::new();
     for (act, expected) in table {
         for (column, who) in COLUMNS.iter().enumerate() {
             let fixture = cast.fixture(&server).await;
-            let got = perform(*act, &cast, *who, &connections[column], &fixture).await;
+            let got = perform(
+                *act,
+                &cast,
+                *who,
+                connections[column].as_ref(),
+                &server,
+                &fixture,
+            )
+            .await;
             if got != expected[column] {
                 failures.push(format!(
                     "{act:?} as {who:?}: expected {:?}, got {got:?}",

@@ -614,3 +614,144 @@ async fn the_message_rate_limit_answers_with_the_wait() {
     ws.send_text(conv.id, "m7", "later").await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn privacy_settings_turn_adds_into_invitations() {
+    use tidings_proto::contacts::{GroupAdds, UpdatePrivacyRequest};
+    let server = TestServer::start().await;
+    let owner = server.user("owner").await;
+    let careful = server.user("careful").await;
+    careful
+        .api
+        .update_privacy(&UpdatePrivacyRequest {
+            group_adds: Some(GroupAdds::Nobody),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut careful_ws = server.connect(&careful).await;
+    // At creation and when adding later, the user is invited instead of added.
+    let group = owner
+        .api
+        .create_group("book club", &[careful.user_id])
+        .await
+        .unwrap();
+    assert_eq!(group.member_count, 1);
+    loop {
+        let event = tokio::time::timeout(WAIT, careful_ws.next_event())
+            .await
+            .unwrap()
+            .unwrap();
+        if let ServerFrame::GroupInvitation { invitation } = event {
+            assert_eq!(invitation.conversation_id, group.id);
+            assert_eq!(invitation.inviter.user_id, owner.user_id);
+            break;
+        }
+    }
+    let result = owner
+        .api
+        .add_members(group.id, &[careful.user_id])
+        .await
+        .unwrap();
+    assert!(result.added.is_empty());
+    assert_eq!(result.invited, vec![careful.user_id]);
+    let invitations = careful.api.group_invitations().await.unwrap();
+    assert_eq!(invitations.invitations.len(), 1, "one invitation, not two");
+    assert_eq!(
+        code(careful.api.history(group.id, None, 5).await.unwrap_err()),
+        ErrorCode::NotFound
+    );
+    careful.api.accept_group_invitation(group.id).await.unwrap();
+    let (message, event) = next_system_event(&mut careful_ws).await;
+    assert_eq!(message.sender_id, careful.user_id);
+    assert_eq!(
+        event,
+        SystemEvent::MemberJoined {
+            user: careful.user_id,
+            via: JoinMethod::Invitation
+        }
+    );
+    assert!(
+        careful
+            .api
+            .group_invitations()
+            .await
+            .unwrap()
+            .invitations
+            .is_empty()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn moderation_and_refusals_are_in_the_audit_log() {
+    let server = TestServer::start().await;
+    server
+        .core()
+        .admin_create_user("root", tidings_testkit::PASSWORD.into(), true)
+        .await
+        .unwrap();
+    let tokens = server
+        .client()
+        .login("root", tidings_testkit::PASSWORD, "console")
+        .await
+        .unwrap();
+    let root = server.client().authed(tokens.access_token);
+    let owner = server.user("owner").await;
+    let member = server.user("member").await;
+    let group = owner
+        .api
+        .create_group("g", &[member.user_id])
+        .await
+        .unwrap();
+    owner.api.mute(group.id, member.user_id, 60).await.unwrap();
+    assert_eq!(
+        code(
+            member
+                .api
+                .ban(group.id, owner.user_id, None)
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::Forbidden
+    );
+    let ws = server.connect(&owner).await;
+    let (seq, _) = ws.send_text(group.id, "m1", "rule breaking").await.unwrap();
+    // A server administrator removes it without being a member.
+    root.admin_remove_message(group.id, seq).await.unwrap();
+    let history = owner.api.history(group.id, None, 10).await.unwrap();
+    assert_eq!(
+        history.messages.iter().find(|m| m.seq == seq).unwrap().body,
+        MessageBody::Deleted {}
+    );
+    assert_eq!(
+        code(
+            owner
+                .api
+                .admin_remove_message(group.id, seq)
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::Forbidden,
+        "group owners are not server administrators"
+    );
+    let page = root.admin_audit(&[]).await.unwrap();
+    let find = |kind: &str, outcome: tidings_proto::rest::AuditOutcome| {
+        page.entries
+            .iter()
+            .find(|e| e.kind == kind && e.outcome == outcome)
+            .unwrap_or_else(|| panic!("no {kind} {outcome:?} entry in {:#?}", page.entries))
+            .clone()
+    };
+    use tidings_proto::rest::AuditOutcome::{Done, Refused};
+    let mute = find("group.mute", Done);
+    assert_eq!(mute.actor, Some(owner.user_id));
+    assert_eq!(mute.target_user, Some(member.user_id));
+    assert_eq!(mute.conversation_id, Some(group.id));
+    let refused = find("conversation.ban", Refused);
+    assert_eq!(refused.actor, Some(member.user_id));
+    let removed = find("message.remove", Done);
+    assert_eq!(removed.detail["seq"], seq);
+    find("message.remove", Refused);
+    server.stop().await;
+}
