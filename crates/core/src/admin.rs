@@ -225,6 +225,10 @@ impl Core {
         let mut entry = by.entry(self, kinds::USER_DELETE, Some(target));
         entry.detail = serde_json::json!({ "messages": if remove { "remove" } else { "keep" } });
         self.detached(move |core| async move {
+            if core.inner.store.user_by_id(target).await?.is_none() {
+                return Err(CoreError::not_found("user"));
+            }
+            let groups = core.hand_on_groups_of(target).await?;
             let deleted = core
                 .inner
                 .store
@@ -237,6 +241,7 @@ impl Core {
             for conversation_id in deleted.conversations {
                 core.membership_changed(conversation_id).await;
             }
+            core.announce_departure(target, &groups).await;
             tracing::info!(user_id = %target, removed = deleted.messages_removed, "Account deleted.");
             Ok(())
         })

@@ -1341,4 +1341,81 @@ impl Core {
         })
         .await
     }
+
+    /// Hands on the groups a user who is being deleted owns: each passes to the
+    /// highest-ranking, longest-standing other member (or is dissolved when nobody else is
+    /// left). Without this a deleted owner would leave groups nobody can manage. Returns the
+    /// groups the user is still in, for [`Core::announce_departure`] once the account is gone.
+    pub(crate) async fn hand_on_groups_of(&self, user: UserId) -> CoreResult<Vec<ConversationId>> {
+        let departing = Self::departing(user);
+        let mut remaining = Vec::new();
+        for uc in self.inner.store.conversations_of(user).await? {
+            if uc.conversation.kind != tidings_proto::rest::ConversationKind::Group {
+                continue;
+            }
+            let id = uc.conversation.id;
+            if uc.me.role == Role::Owner {
+                let mut others: Vec<_> = self
+                    .inner
+                    .store
+                    .members(id)
+                    .await?
+                    .into_iter()
+                    .filter(|m| m.user_id != user)
+                    .collect();
+                others.sort_by_key(|m| (std::cmp::Reverse(m.role), m.joined_at, m.user_id));
+                let Some(successor) = others.first() else {
+                    self.change_group(
+                        &departing,
+                        id,
+                        GroupChange::Dissolve,
+                        SystemEvent::GroupDissolved {},
+                        None,
+                    )
+                    .await?;
+                    continue;
+                };
+                let to = successor.user_id;
+                self.change_group(
+                    &departing,
+                    id,
+                    GroupChange::TransferOwnership { from: user, to },
+                    SystemEvent::OwnershipTransferred { user: to },
+                    None,
+                )
+                .await?;
+            }
+            remaining.push(id);
+        }
+        Ok(remaining)
+    }
+
+    /// Tells each group that a deleted user has left (the deletion removed the membership).
+    pub(crate) async fn announce_departure(&self, user: UserId, groups: &[ConversationId]) {
+        let departing = Self::departing(user);
+        for &id in groups {
+            if let Err(e) = self
+                .change_group(
+                    &departing,
+                    id,
+                    GroupChange::Notice,
+                    SystemEvent::MemberLeft {},
+                    None,
+                )
+                .await
+            {
+                tracing::warn!(%e, "Could not tell a group that a deleted member left.");
+            }
+        }
+    }
+
+    /// The caller a deleted user's last events are attributed to. Their devices are revoked,
+    /// so the device recorded is none of them.
+    fn departing(user: UserId) -> Caller {
+        Caller {
+            user_id: user,
+            device_id: tidings_proto::DeviceId(0),
+            expires_at: 0,
+        }
+    }
 }

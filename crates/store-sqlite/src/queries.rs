@@ -1767,6 +1767,7 @@ fn apply_group_change(
             }
             (add(&[user])?, Vec::new())
         }
+        GroupChange::Notice => (Vec::new(), Vec::new()),
         GroupChange::ApproveJoinRequest { user } => {
             refuse_banned(conn, id, user)?;
             if execute(conn, DELETE_JOIN_REQUEST, params![id.0, user.0])? == 0 {

@@ -273,6 +273,9 @@ pub enum GroupChange {
     AcceptInvitation {
         user: UserId,
     },
+    /// Changes nothing: records an event for a change made elsewhere (an account deletion
+    /// that already removed the member, say).
+    Notice,
     /// Consumes the user's join request and adds them. `NotFound` without a request;
     /// `Conflict("banned")` if banned.
     ApproveJoinRequest {

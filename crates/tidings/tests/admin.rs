@@ -280,7 +280,12 @@ async fn deletion_keeps_or_removes_messages_by_policy() {
             .await
             .unwrap()
             .messages;
-        assert_eq!(history.len(), 2, "envelopes keep their place either way");
+        assert_eq!(history.len(), 3, "envelopes keep their place either way");
+        assert!(
+            matches!(&history[2].body, MessageBody::System { event }
+                if **event == tidings_proto::message::SystemEvent::MemberLeft {}),
+            "the group is told bob left"
+        );
         assert_eq!(history[0].sender_id, bob.user_id);
         let expected_kind = if remove { "deleted" } else { "text" };
         assert_eq!(history[0].body.kind(), expected_kind);

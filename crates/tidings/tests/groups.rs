@@ -755,3 +755,58 @@ async fn moderation_and_refusals_are_in_the_audit_log() {
     find("message.remove", Refused);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_deleted_owner_hands_the_group_on() {
+    let server = TestServer::start().await;
+    server
+        .core()
+        .admin_create_user("root", tidings_testkit::PASSWORD.into(), true)
+        .await
+        .unwrap();
+    let tokens = server
+        .client()
+        .login("root", tidings_testkit::PASSWORD, "console")
+        .await
+        .unwrap();
+    let root = server.client().authed(tokens.access_token);
+    let owner = server.user("owner").await;
+    let early = server.user("early").await;
+    let deputy = server.user("deputy").await;
+    let group = owner
+        .api
+        .create_group("club", &[early.user_id, deputy.user_id])
+        .await
+        .unwrap();
+    owner
+        .api
+        .set_role(group.id, deputy.user_id, Role::Admin)
+        .await
+        .unwrap();
+    let alone = owner.api.create_group("solo", &[]).await.unwrap();
+    let mut early_ws = server.connect(&early).await;
+    root.admin_delete_user(owner.user_id).await.unwrap();
+
+    // The admin outranks the longer-standing member, so the admin becomes the owner.
+    let (_, event) = next_system_event(&mut early_ws).await;
+    assert_eq!(
+        event,
+        SystemEvent::OwnershipTransferred {
+            user: deputy.user_id
+        }
+    );
+    let (message, event) = next_system_event(&mut early_ws).await;
+    assert_eq!(event, SystemEvent::MemberLeft {});
+    assert_eq!(message.sender_id, owner.user_id);
+    assert_eq!(
+        deputy.api.group_info(group.id).await.unwrap().role,
+        Role::Owner
+    );
+    assert_eq!(deputy.api.members(group.id).await.unwrap().len(), 2);
+    // A group with nobody else left is dissolved.
+    let store = server.core().store();
+    assert!(store.conversation(alone.id).await.unwrap().is_some());
+    assert_eq!(store.group(alone.id).await.unwrap(), None);
+    assert!(store.group(group.id).await.unwrap().is_some());
+    server.stop().await;
+}
