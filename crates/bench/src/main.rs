@@ -14,6 +14,7 @@
 
 mod catchup;
 mod idle;
+mod search;
 mod server;
 mod setup;
 mod stats;
@@ -104,6 +105,20 @@ enum Scenario {
         /// Filler characters per message text.
         #[arg(long, default_value_t = 64)]
         payload_bytes: usize,
+    },
+    /// Full-text search latency over many stored messages of mixed English and Chinese.
+    Search {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// Group conversations the messages are spread over.
+        #[arg(long, default_value_t = 50)]
+        conversations: usize,
+        /// Searches timed per query kind.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Unacknowledged sends kept in flight while loading.
+        #[arg(long, default_value_t = 1024)]
+        window: u64,
     },
 }
 
@@ -200,6 +215,25 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             catchup::print(&result);
             (format!("catchup_{messages}"), serde_json::to_value(result)?)
+        }
+        Scenario::Search {
+            messages,
+            conversations,
+            queries,
+            window,
+        } => {
+            let result = search::run(
+                &options,
+                search::Params {
+                    messages,
+                    conversations,
+                    queries_per_kind: queries,
+                    window,
+                },
+            )
+            .await?;
+            search::print(&result);
+            (format!("search_{messages}"), serde_json::to_value(result)?)
         }
     };
     if let Some(out) = &cli.out {

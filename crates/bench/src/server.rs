@@ -14,12 +14,13 @@ use tokio::process::{Child, Command};
 
 /// Settings every benchmark server gets: a cheap password hash so thousands of test accounts
 /// are created in seconds (sign-in cost is not what these scenarios measure), no per-user
-/// message rate limit (a benchmark user sends far more than a person may), no per-address
+/// message or search rate limit (a benchmark user does far more than a person may), no per-address
 /// sign-in limit (every simulated user signs in from 127.0.0.1), and quiet logs.
 pub const BENCH_ENV: &[(&str, &str)] = &[
     ("TIDINGS_ACCOUNTS_ARGON2_MEMORY_KIB", "256"),
     ("TIDINGS_ACCOUNTS_ARGON2_ITERATIONS", "1"),
     ("TIDINGS_LIMITS_MESSAGES_PER_MINUTE", "0"),
+    ("TIDINGS_LIMITS_SEARCHES_PER_MINUTE", "0"),
     (
         "TIDINGS_LIMITS_SIGN_IN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
         "0",
