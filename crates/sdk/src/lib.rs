@@ -5,16 +5,20 @@
 //!   [`Client::authed`] for calls with an access token ([`AuthedClient`]).
 //! - [`Connection`]: one native-protocol WebSocket connection. Requests are matched to their
 //!   responses by id; server events arrive on [`Connection::next_event`].
+//! - Files: [`AuthedClient::upload`] (tus 1.0.0, resuming from the server's offset after a
+//!   failed request) and [`AuthedClient::download`] (with `Range`).
 //! - [`Cursors`]: what a client holds per conversation, to resume with `sync` after a reconnect.
 //!
 //! Tests, the CLI and the load generator all use this crate, so it speaks only the public
 //! protocol from `tidings-proto`.
 
 mod connection;
+mod files;
 mod groups;
 mod rest;
 
 pub use connection::{ConnectOptions, Connection, Cursors};
+pub use files::{TUS_VERSION, UPLOADS_PATH};
 pub use rest::{AuthedClient, Client};
 
 use tidings_proto::ErrorCode;

@@ -37,6 +37,8 @@ fn unique_rule(message: &str) -> &'static str {
         "members.conversation_id, members.user_id" => "member",
         "blocks.blocker_id, blocks.blocked_id" => "block",
         "profiles.user_id" => "profile",
+        "uploads.id" => "upload",
+        "files.id" => "file",
         "messages.conversation_id, messages.seq" => "seq",
         "messages.conversation_id, messages.sender_id, messages.client_msg_id" => "client_msg_id",
         "messages.id" => "message",

@@ -13,6 +13,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_blocks.sql"),
     include_str!("migrations/0003_profiles.sql"),
     include_str!("migrations/0006_groups.sql"),
+    include_str!("migrations/0007_files.sql"),
 ];
 
 /// Opens the one read-write connection and brings the schema up to date.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tidings_bus::InProcessBus;
 use tidings_core::{Core, Deps, Keyring, SystemClock};
+use tidings_files::{Blobs, Files};
 use tidings_http::{AppState, HttpConfig};
 use tidings_store_sqlite::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
@@ -98,6 +99,23 @@ pub async fn start_core(config: &Config, bound: SocketAddr) -> anyhow::Result<Co
     Ok(core)
 }
 
+/// Opens file storage: local disk under `files.dir` (default: `files` in the data directory).
+pub fn open_files(config: &Config, core: &Core) -> anyhow::Result<Files> {
+    let dir = if config.files.dir.as_os_str().is_empty() {
+        config.data_dir.join("files")
+    } else {
+        config.files.dir.clone()
+    };
+    let blobs = Blobs::local(&dir)
+        .with_context(|| format!("cannot open file storage in {}", dir.display()))?;
+    Ok(Files::new(
+        Arc::clone(core.store()),
+        blobs,
+        Arc::new(SystemClock),
+        config.files.clone(),
+    ))
+}
+
 /// A server that is running; dropping it does not stop it, [`Running::stop`] does.
 pub struct Running {
     pub addr: SocketAddr,
@@ -149,14 +167,23 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let addr = listener.local_addr()?;
     let core = start_core(&config, addr).await?;
     let http: HttpConfig = config.http.clone();
+    let files = open_files(&config, &core)?;
+    let janitor = files.spawn_janitor();
     let app = tidings_http::router(AppState {
         core: core.clone(),
         config: http,
+        files,
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(tidings_http::serve(listener, app, async move {
         let _ = stopped.await;
     }));
+    // The janitor only deletes expired uploads; it stops with the server.
+    let task = tokio::spawn(async move {
+        let served = task.await;
+        janitor.abort();
+        served.map_err(std::io::Error::other)?
+    });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "Tidings is listening.");
     Ok(Running {
         addr,

@@ -1,0 +1,34 @@
+//! Settings of uploads and file storage (`files.*`); the doc comments become the comments of
+//! `tidings.example.toml`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Uploads and file storage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Directory for uploaded bytes on local disk. Empty means "files" inside the data
+    /// directory.
+    pub dir: PathBuf,
+    /// Largest file in bytes (advertised as `Tus-Max-Size`); larger uploads are refused before
+    /// any byte is stored.
+    pub max_file_bytes: u64,
+    /// Bytes one user may store: their files plus the declared sizes of their unfinished
+    /// uploads. An upload that would go over is refused before any byte is stored.
+    pub user_quota_bytes: u64,
+    /// Seconds an upload may stay unfinished; then it and its bytes are removed.
+    pub upload_expiry_secs: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            dir: PathBuf::new(),
+            max_file_bytes: 4 * 1024 * 1024 * 1024,
+            user_quota_bytes: 20 * 1024 * 1024 * 1024,
+            upload_expiry_secs: 24 * 3600,
+        }
+    }
+}
