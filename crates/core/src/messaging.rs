@@ -236,6 +236,36 @@ impl Core {
         else {
             return Ok(());
         };
+        let file = self
+            .share_readable_file(caller, conversation_id, file_id)
+            .await?;
+        *size = file.size;
+        *content_type = file.content_type;
+        Ok(())
+    }
+
+    /// Shares a file the caller may read with a conversation the caller may post in, without
+    /// a `file` message: for end-to-end-encrypted attachments, whose message the server cannot
+    /// read (docs/protocol.md, 16.3).
+    pub async fn share_file(
+        &self,
+        caller: &Caller,
+        conversation_id: ConversationId,
+        file_id: &str,
+    ) -> CoreResult<()> {
+        self.authorize(caller, conversation_id, Action::SendMessage)
+            .await?;
+        self.share_readable_file(caller, conversation_id, file_id)
+            .await
+            .map(drop)
+    }
+
+    async fn share_readable_file(
+        &self,
+        caller: &Caller,
+        conversation_id: ConversationId,
+        file_id: &str,
+    ) -> CoreResult<tidings_store::FileRecord> {
         let store = &self.inner.store;
         let file = match store.file(file_id).await? {
             Some(file) if store.can_read_file(file_id, caller.user_id).await? => file,
@@ -243,9 +273,7 @@ impl Core {
             _ => return Err(CoreError::not_found("file")),
         };
         store.share_file(file_id, conversation_id).await?;
-        *size = file.size;
-        *content_type = file.content_type;
-        Ok(())
+        Ok(file)
     }
 
     /// A page of history before `before` (newest first when omitted), returned oldest first.

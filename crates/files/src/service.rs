@@ -33,6 +33,10 @@ const SNIFF_BYTES: u64 = 8192;
 /// Upload states (locks and running hashes) kept in memory at most; beyond this, idle ones are
 /// dropped and their hash is recomputed from storage when they complete.
 const MAX_TRACKED_UPLOADS: usize = 10_000;
+/// A request body that sends nothing for this long counts as cut off: its bytes so far are
+/// kept and the upload's lock is released, so a stalled client cannot hold its upload (and
+/// every `HEAD` waiting for it) forever.
+const BODY_IDLE: Duration = Duration::from_secs(60);
 /// Expired uploads removed per store query by the janitor.
 const EXPIRY_BATCH: u32 = 100;
 
@@ -354,11 +358,17 @@ impl Files {
         let path = Blobs::segment_path(&upload.id, upload.offset);
         let mut writer = None;
         let mut cut = false;
-        while let Some(chunk) = body.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(e) => {
+        loop {
+            let chunk = match tokio::time::timeout(BODY_IDLE, body.next()).await {
+                Ok(None) => break,
+                Ok(Some(Ok(chunk))) => chunk,
+                Ok(Some(Err(e))) => {
                     tracing::debug!(upload = %upload.id, %e, "Upload request cut off.");
+                    cut = true;
+                    break;
+                }
+                Err(_) => {
+                    tracing::debug!(upload = %upload.id, "Upload request stalled.");
                     cut = true;
                     break;
                 }

@@ -430,6 +430,20 @@ fn content_disposition(inline: bool, name: &str) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
+/// `PUT /api/v1/conversations/{id}/files/{file_id}`: share a file with a conversation without
+/// a `file` message (end-to-end-encrypted attachments).
+pub async fn share(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((conversation_id, file_id)): Path<(tidings_proto::ConversationId, String)>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .share_file(&caller, conversation_id, &file_id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `DELETE /api/v1/files/{file_id}`: the owner deletes a file.
 pub async fn delete_file(
     State(state): State<AppState>,
