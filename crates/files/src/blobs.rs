@@ -64,6 +64,31 @@ impl Blobs {
         Ok(Blobs::new(Arc::new(store)))
     }
 
+    /// Bytes in an S3-compatible bucket.
+    pub fn s3(config: &crate::S3Config) -> Result<Blobs, BlobError> {
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&config.bucket)
+            .with_region(if config.region.is_empty() {
+                "us-east-1"
+            } else {
+                &config.region
+            });
+        if !config.endpoint.is_empty() {
+            // Self-hosted servers are addressed by path (http://host/bucket/key), and may be
+            // plain HTTP on a private network.
+            builder = builder
+                .with_endpoint(&config.endpoint)
+                .with_virtual_hosted_style_request(false)
+                .with_allow_http(config.endpoint.starts_with("http://"));
+        }
+        if !config.access_key_id.is_empty() {
+            builder = builder
+                .with_access_key_id(&config.access_key_id)
+                .with_secret_access_key(&config.secret_access_key);
+        }
+        Ok(Blobs::new(Arc::new(builder.build()?)))
+    }
+
     pub fn segment_path(upload: &str, offset: u64) -> Path {
         Path::from(format!("uploads/{upload}/{offset:020}"))
     }

@@ -5,7 +5,7 @@
 //! - [`tus`]: parsing and validating the tus 1.0.0 headers (metadata, checksums, concatenation)
 //!   and the ids this crate hands out; pure functions, unit-tested.
 //! - [`blobs`]: [`Blobs`], the object layout over any `object_store` backend (local disk by
-//!   default): upload segments, staging objects and content-addressed bytes under
+//!   default, S3-compatible storage by configuration): upload segments, staging objects and content-addressed bytes under
 //!   `sha256/<hex>`.
 //! - [`service`]: [`Files`], the upload state machine (create, append, terminate, concatenate,
 //!   complete, expire) and downloads. It decides; the HTTP layer only translates.
@@ -21,5 +21,5 @@ pub mod service;
 pub mod tus;
 
 pub use blobs::Blobs;
-pub use config::FilesConfig;
+pub use config::{FilesConfig, S3Config};
 pub use service::{ByteStream, Download, Files, NewUpload};

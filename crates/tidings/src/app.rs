@@ -99,15 +99,21 @@ pub async fn start_core(config: &Config, bound: SocketAddr) -> anyhow::Result<Co
     Ok(core)
 }
 
-/// Opens file storage: local disk under `files.dir` (default: `files` in the data directory).
+/// Opens file storage: the S3 bucket `files.s3.bucket` when set, else local disk under
+/// `files.dir` (default: `files` in the data directory).
 pub fn open_files(config: &Config, core: &Core) -> anyhow::Result<Files> {
     let dir = if config.files.dir.as_os_str().is_empty() {
         config.data_dir.join("files")
     } else {
         config.files.dir.clone()
     };
-    let blobs = Blobs::local(&dir)
-        .with_context(|| format!("cannot open file storage in {}", dir.display()))?;
+    let blobs = if config.files.s3.bucket.is_empty() {
+        Blobs::local(&dir)
+            .with_context(|| format!("cannot open file storage in {}", dir.display()))?
+    } else {
+        Blobs::s3(&config.files.s3)
+            .with_context(|| format!("cannot open S3 bucket {}", config.files.s3.bucket))?
+    };
     Ok(Files::new(
         Arc::clone(core.store()),
         blobs,

@@ -2,9 +2,9 @@
 //! broken connection in the middle, resumes, and checks the stored bytes (scripts/tus/).
 //!
 //! The clients live in a Python virtual environment that `scripts/test` prepares and names in
-//! `TIDINGS_TUS_PYTHON` (with `TIDINGS_REQUIRE_TUS_CLIENTS=1`, so the one test command cannot
+//! `TIDINGS_TEST_PYTHON` (with `TIDINGS_REQUIRE_PYTHON_CLIENTS=1`, so the one test command cannot
 //! pass without running them). A plain `cargo test` on a machine without that environment says
-//! so and skips; `target/tus-venv` is used when present.
+//! so and skips; `target/py-venv` is used when present.
 
 use std::path::PathBuf;
 use tidings_testkit::TestServer;
@@ -15,10 +15,10 @@ fn workspace_root() -> PathBuf {
 
 /// The Python interpreter that has tuspy, if there is one.
 fn tus_python() -> Option<PathBuf> {
-    if let Some(python) = std::env::var_os("TIDINGS_TUS_PYTHON") {
+    if let Some(python) = std::env::var_os("TIDINGS_TEST_PYTHON") {
         return Some(PathBuf::from(python));
     }
-    let venv = workspace_root().join("target/tus-venv/bin/python");
+    let venv = workspace_root().join("target/py-venv/bin/python");
     venv.exists().then_some(venv)
 }
 
@@ -26,10 +26,10 @@ fn tus_python() -> Option<PathBuf> {
 async fn tuspy_uploads_resumes_after_a_cut_and_the_bytes_match() {
     let Some(python) = tus_python() else {
         assert!(
-            std::env::var_os("TIDINGS_REQUIRE_TUS_CLIENTS").is_none(),
-            "TIDINGS_REQUIRE_TUS_CLIENTS is set but no Python with tuspy was found"
+            std::env::var_os("TIDINGS_REQUIRE_PYTHON_CLIENTS").is_none(),
+            "TIDINGS_REQUIRE_PYTHON_CLIENTS is set but no Python with tuspy was found"
         );
-        eprintln!("SKIPPED: no Python with tuspy; scripts/test prepares target/tus-venv");
+        eprintln!("SKIPPED: no Python with tuspy; scripts/test prepares target/py-venv");
         return;
     };
     let size_mb = std::env::var("TIDINGS_TUS_SIZE_MB").unwrap_or_else(|_| "20".into());
