@@ -231,6 +231,8 @@ impl Core {
             file_id,
             size,
             content_type,
+            width,
+            height,
             ..
         } = body
         else {
@@ -241,6 +243,8 @@ impl Core {
             .await?;
         *size = file.size;
         *content_type = file.content_type;
+        *width = file.width;
+        *height = file.height;
         Ok(())
     }
 

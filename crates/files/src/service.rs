@@ -28,8 +28,9 @@ use tokio::task::JoinHandle;
 /// A request body as the transport hands it over. An error item means the client went away.
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
-/// Bytes read to sniff a file's type.
-const SNIFF_BYTES: u64 = 8192;
+/// Bytes read to sniff a file's type and an image's size (a JPEG's size can follow tens of
+/// KiB of metadata).
+const SNIFF_BYTES: u64 = 64 * 1024;
 /// Upload states (locks and running hashes) kept in memory at most; beyond this, idle ones are
 /// dropped and their hash is recomputed from storage when they complete.
 const MAX_TRACKED_UPLOADS: usize = 10_000;
@@ -466,14 +467,18 @@ impl Files {
                 .head_bytes(&target, SNIFF_BYTES)
                 .await
                 .map_err(storage)?;
+            let content_type = tus::sniff_content_type(&head);
+            let (width, height) = tus::image_size(content_type, &head).unzip();
             let file = FileRecord {
                 id: tus::new_id(),
                 owner: upload.owner,
                 sha256,
                 size: upload.length,
-                content_type: tus::sniff_content_type(&head).to_owned(),
+                content_type: content_type.to_owned(),
                 name: upload.name.clone(),
                 created_at: self.now(),
+                width,
+                height,
             };
             let consumed: Vec<String> = if upload.kind == UploadKind::Final {
                 upload.parts.clone()

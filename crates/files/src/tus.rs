@@ -193,6 +193,18 @@ pub fn sniff_content_type(head: &[u8]) -> &'static str {
     infer::get(head).map_or("application/octet-stream", |kind| kind.mime_type())
 }
 
+/// Width and height of a raster image, from its header alone.
+pub fn image_size(content_type: &str, head: &[u8]) -> Option<(u32, u32)> {
+    if !is_safe_inline(content_type) {
+        return None;
+    }
+    let size = imagesize::blob_size(head).ok()?;
+    Some((
+        u32::try_from(size.width).ok()?,
+        u32::try_from(size.height).ok()?,
+    ))
+}
+
 /// Types a browser may render inline from our origin: raster images, which cannot run script.
 /// (SVG is excluded on purpose: it can.)
 pub fn is_safe_inline(content_type: &str) -> bool {
@@ -293,6 +305,9 @@ mod tests {
         let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
         assert_eq!(sniff_content_type(png), "image/png");
         assert!(is_safe_inline(sniff_content_type(png)));
+        let png_1x1 = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\x02\x80\0\0\x01\xe0\x08\x06\0\0\0";
+        assert_eq!(image_size("image/png", png_1x1), Some((640, 480)));
+        assert_eq!(image_size("application/octet-stream", png_1x1), None);
         let html = b"<!DOCTYPE html><script>alert(1)</script>";
         assert!(!is_safe_inline(sniff_content_type(html)));
         assert!(!is_safe_inline("image/svg+xml"));

@@ -50,8 +50,8 @@ pub enum MessageBody {
     },
     /// A file uploaded through `/api/v1/uploads/` (see docs/protocol.md, "Files"). Sending it
     /// shares the file with the conversation's members, who may then download it from
-    /// `/api/v1/files/{file_id}`. The server fills `size` and `content_type` from the stored
-    /// file (sniffed from its bytes), whatever the client wrote.
+    /// `/api/v1/files/{file_id}`. The server fills `size`, `content_type`, `width` and `height`
+    /// from the stored file (sniffed from its bytes), whatever the client wrote.
     File {
         /// The id the finished upload became (32 lowercase hex characters).
         file_id: String,

@@ -271,10 +271,10 @@ statements! {
                     ON CONFLICT (sha256) DO UPDATE SET refs = refs + 1 RETURNING refs";
     DROP_BLOB_REF = "UPDATE blobs SET refs = refs - 1 WHERE sha256 = ?1 RETURNING refs";
     DELETE_BLOB = "DELETE FROM blobs WHERE sha256 = ?1 AND refs <= 0";
-    INSERT_FILE = "INSERT INTO files (id, owner_id, sha256, size, content_type, name, created_at) \
-                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-    FILE = "SELECT id, owner_id, sha256, size, content_type, name, created_at FROM files \
-            WHERE id = ?1";
+    INSERT_FILE = "INSERT INTO files (id, owner_id, sha256, size, content_type, name, created_at, \
+                   width, height) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+    FILE = "SELECT id, owner_id, sha256, size, content_type, name, created_at, width, height \
+            FROM files WHERE id = ?1";
     DELETE_FILE = "DELETE FROM files WHERE id = ?1";
     SHARE_FILE = "INSERT INTO file_shares (file_id, conversation_id) \
                   SELECT id, ?2 FROM files WHERE id = ?1 \
@@ -1566,6 +1566,8 @@ fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
         content_type: row.get(4)?,
         name: row.get(5)?,
         created_at: row.get(6)?,
+        width: row.get(7)?,
+        height: row.get(8)?,
     })
 }
 
@@ -1661,6 +1663,8 @@ pub(crate) fn complete_upload(
             file.content_type,
             file.name,
             file.created_at,
+            file.width,
+            file.height,
         ],
     )?;
     Ok(refs == 1)

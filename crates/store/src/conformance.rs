@@ -2316,6 +2316,8 @@ fn new_file(id: &str, owner: UserId, sha: u8, size: u64) -> FileRecord {
         content_type: "image/png".to_owned(),
         name: "picture.png".to_owned(),
         created_at: 2_000,
+        width: Some(640),
+        height: Some(480),
     }
 }
 

@@ -415,6 +415,9 @@ pub struct FileRecord {
     pub content_type: String,
     pub name: String,
     pub created_at: i64,
+    /// Pixel size, for images whose header gives it.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
 }
 
 /// Durable state of Tidings. Every method is a single atomic operation.

@@ -796,6 +796,22 @@ async fn files_shared_in_a_conversation_are_readable_by_its_members_only() {
         .unwrap();
     assert_eq!(header(&response, "content-type"), "image/png");
     assert!(header(&response, "content-disposition").starts_with("inline;"));
+    // Its pixel size travels in the message, from the image's header, not the client.
+    alice.api.send(ab.id, "m2", body(&image)).await.unwrap();
+    let history = bob.api.history(ab.id, None, 50).await.unwrap();
+    let MessageBody::File {
+        width,
+        height,
+        content_type,
+        ..
+    } = &history.messages[1].body
+    else {
+        panic!("a file message");
+    };
+    assert_eq!(
+        (*width, *height, content_type.as_str()),
+        (Some(1), Some(1), "image/png")
+    );
 }
 
 #[tokio::test]

@@ -34,7 +34,10 @@ CREATE TABLE files (
     size INTEGER NOT NULL,
     content_type TEXT NOT NULL,
     name TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    -- Pixel size of images, read from their header.
+    width INTEGER,
+    height INTEGER
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX files_by_owner ON files (owner_id);
 CREATE INDEX files_by_blob ON files (sha256);
