@@ -60,7 +60,11 @@ impl Blobs {
             })
         })?;
         // Cleaning up empty directories keeps finished uploads from leaving one behind each.
-        let store = LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
+        // fsync before a write returns: an offset the server reports (and a file it records)
+        // must describe bytes that survive a power cut, as they would on S3.
+        let store = LocalFileSystem::new_with_prefix(dir)?
+            .with_automatic_cleanup(true)
+            .with_fsync(true);
         Ok(Blobs::new(Arc::new(store)))
     }
 
