@@ -288,6 +288,17 @@ export type ErrorCode =
   /** The client speaks a protocol version this server does not (tus `Tus-Resumable`). */
   | "version_unsupported";
 
+/**
+ * `POST /api/v1/files/{file_id}/link`: a short-lived URL that serves the file without a bearer
+ * token, for `<img src>` and other places that cannot send headers.
+ */
+export interface FileLink {
+  /** A path with a signature in its query, relative to the server's root. */
+  url: string;
+  /** When the link stops working (ms since the epoch). */
+  expires_at: number;
+}
+
 /** A group's information and settings, as its members see them. */
 export interface GroupInfo {
   conversation_id: ConversationId;

@@ -20,6 +20,8 @@ pub struct FilesConfig {
     pub user_quota_bytes: u64,
     /// Seconds an upload may stay unfinished; then it and its bytes are removed.
     pub upload_expiry_secs: u64,
+    /// Seconds a signed download link (for `<img src>`) stays valid.
+    pub link_ttl_secs: u64,
     pub s3: S3Config,
 }
 
@@ -47,6 +49,7 @@ impl Default for FilesConfig {
             max_file_bytes: 4 * 1024 * 1024 * 1024,
             user_quota_bytes: 20 * 1024 * 1024 * 1024,
             upload_expiry_secs: 24 * 3600,
+            link_ttl_secs: 300,
             s3: S3Config::default(),
         }
     }

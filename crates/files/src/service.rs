@@ -72,6 +72,9 @@ struct Inner {
     blobs: Blobs,
     clock: Arc<dyn Clock>,
     config: FilesConfig,
+    /// Signs download links; derived by the binary from the server's signing key, so every
+    /// node of a deployment accepts the links any of them issued.
+    link_key: [u8; 32],
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<UploadState>>>>,
     /// Held while bytes are moved to (or deleted from) their content address together with the
     /// store's reference count, so a deletion of the last reference cannot remove bytes a
@@ -91,6 +94,7 @@ impl Files {
         blobs: Blobs,
         clock: Arc<dyn Clock>,
         config: FilesConfig,
+        link_key: [u8; 32],
     ) -> Files {
         Files {
             inner: Arc::new(Inner {
@@ -98,6 +102,7 @@ impl Files {
                 blobs,
                 clock,
                 config,
+                link_key,
                 uploads: Mutex::new(HashMap::new()),
                 content: tokio::sync::Mutex::new(()),
             }),
@@ -677,6 +682,65 @@ impl Files {
         range: impl FnOnce(&FileRecord) -> Option<Range<u64>>,
     ) -> CoreResult<Download> {
         let file = self.file_for(caller, id).await?;
+        self.stream(file, range).await
+    }
+
+    /// A link to a file the caller may read that works without a token until it expires:
+    /// `(path with query, expires_at)`.
+    pub async fn link(&self, caller: &Caller, id: &str) -> CoreResult<(String, i64)> {
+        let file = self.file_for(caller, id).await?;
+        let ttl_ms = self.inner.config.link_ttl_secs.saturating_mul(1000);
+        let expires_at = self
+            .now()
+            .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
+        let signature = self.link_signature(&file.id, expires_at);
+        let url = format!(
+            "/api/v1/files/{}?expires={expires_at}&signature={signature}",
+            file.id
+        );
+        Ok((url, expires_at))
+    }
+
+    fn link_signature(&self, id: &str, expires_at: i64) -> String {
+        use base64::Engine;
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.inner.link_key)
+            .expect("HMAC takes any key length");
+        mac.update(format!("tidings.file-link.v1:{id}:{expires_at}").as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// Streams a file through a signed link; an expired, altered or foreign link is
+    /// `not_found`.
+    pub async fn download_linked(
+        &self,
+        id: &str,
+        expires_at: i64,
+        signature: &str,
+        range: impl FnOnce(&FileRecord) -> Option<Range<u64>>,
+    ) -> CoreResult<Download> {
+        use subtle::ConstantTimeEq;
+        let expected = self.link_signature(id, expires_at);
+        let valid = tus::is_valid_id(id)
+            && expires_at > self.now()
+            && bool::from(expected.as_bytes().ct_eq(signature.as_bytes()));
+        if !valid {
+            return Err(CoreError::not_found("file"));
+        }
+        let file = self
+            .inner
+            .store
+            .file(id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("file"))?;
+        self.stream(file, range).await
+    }
+
+    async fn stream(
+        &self,
+        file: FileRecord,
+        range: impl FnOnce(&FileRecord) -> Option<Range<u64>>,
+    ) -> CoreResult<Download> {
         let range = range(&file).filter(|r| r.start < r.end);
         let path = Blobs::blob_path(&file.sha256);
         let body = self.inner.blobs.read(&path, range).await.map_err(storage)?;

@@ -6,7 +6,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::Authed;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -303,39 +303,57 @@ fn requested_range(value: Option<&str>, size: u64) -> Result<Option<Range<u64>>,
     Ok(Some(range))
 }
 
+/// The query of a signed download link.
+#[derive(serde::Deserialize)]
+pub struct LinkQuery {
+    expires: Option<i64>,
+    signature: Option<String>,
+}
+
 /// `GET /api/v1/files/{file_id}`: the file, or one byte range of it (206), for its owner and
-/// the members of conversations it was shared in.
+/// the members of conversations it was shared in, or for anyone holding a valid signed link
+/// (`?expires=&signature=`, from `POST /api/v1/files/{file_id}/link`).
 pub async fn download(
     State(state): State<AppState>,
-    Authed(caller): Authed,
+    authed: Result<Authed, ApiError>,
     Path(file_id): Path<String>,
+    Query(link): Query<LinkQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let if_range = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok());
     let mut unsatisfiable = false;
     let mut served = None;
-    let download = state
-        .files
-        .download(&caller, &file_id, |file| {
-            let etag = etag(file);
-            // A range is only valid against the version the client has: If-Range names it.
-            if if_range.is_some_and(|v| v.trim() != etag) {
-                return None;
+    let pick_range = |file: &tidings_store::FileRecord| {
+        let etag = etag(file);
+        // A range is only valid against the version the client has: If-Range names it.
+        if if_range.is_some_and(|v| v.trim() != etag) {
+            return None;
+        }
+        match requested_range(range_header, file.size) {
+            Ok(range) => {
+                served = range.clone();
+                range
             }
-            match requested_range(range_header, file.size) {
-                Ok(range) => {
-                    served = range.clone();
-                    range
-                }
-                Err(()) => {
-                    unsatisfiable = true;
-                    // Nothing is read: an empty range.
-                    Some(0..0)
-                }
+            Err(()) => {
+                unsatisfiable = true;
+                // Nothing is read: an empty range.
+                Some(0..0)
             }
-        })
-        .await?;
+        }
+    };
+    let download = match (link.expires, link.signature) {
+        (Some(expires), Some(signature)) => {
+            state
+                .files
+                .download_linked(&file_id, expires, &signature, pick_range)
+                .await?
+        }
+        _ => {
+            let Authed(caller) = authed?;
+            state.files.download(&caller, &file_id, pick_range).await?
+        }
+    };
     let file = &download.file;
     let mut out = HeaderMap::new();
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -442,6 +460,19 @@ pub async fn share(
         .share_file(&caller, conversation_id, &file_id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/files/{file_id}/link`: a short-lived signed link for `<img src>`.
+pub async fn link(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(file_id): Path<String>,
+) -> ApiResult<axum::Json<tidings_proto::rest::FileLink>> {
+    let (url, expires_at) = state.files.link(&caller, &file_id).await?;
+    Ok(axum::Json(tidings_proto::rest::FileLink {
+        url,
+        expires_at,
+    }))
 }
 
 /// `DELETE /api/v1/files/{file_id}`: the owner deletes a file.

@@ -213,6 +213,7 @@ fn file_routes() -> Router<AppState> {
             "/api/v1/files/{file_id}",
             get(files::download).delete(files::delete_file),
         )
+        .route("/api/v1/files/{file_id}/link", post(files::link))
         .route(
             "/api/v1/conversations/{id}/files/{file_id}",
             axum::routing::put(files::share),

@@ -347,7 +347,7 @@ fn build() -> Value {
     ];
     let mut ops = ops;
     ops.extend(group_ops(g));
-    ops.extend(file_ops());
+    ops.extend(file_ops(g));
     let problem = schema::<Problem>(g);
     let mut paths: Map<String, Value> = Map::new();
     for op in ops {
@@ -444,7 +444,7 @@ fn op(
 
 /// tus uploads and file downloads. Their bodies are raw bytes, and their state travels in tus
 /// headers (docs/protocol.md, "Files"), so these operations have no JSON schemas.
-fn file_ops() -> Vec<Op> {
+fn file_ops(g: &mut SchemaGenerator) -> Vec<Op> {
     let raw = |method, path, summary, auth, status| Op {
         method,
         path,
@@ -456,6 +456,16 @@ fn file_ops() -> Vec<Op> {
         response: None,
     };
     vec![
+        Op {
+            method: "post",
+            path: "/api/v1/files/{file_id}/link",
+            summary: "A short-lived signed link to a file the caller may read, for <img src>: GET it without a token until expires_at.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<FileLink>(g)),
+        },
         raw(
             "options",
             "/api/v1/uploads/",
@@ -494,7 +504,7 @@ fn file_ops() -> Vec<Op> {
         raw(
             "get",
             "/api/v1/files/{file_id}",
-            "Download a file (Range, If-Range, ETag); for its owner and members of conversations it was shared in.",
+            "Download a file (Range, If-Range, ETag); for its owner and members of conversations it was shared in, or without a token through a signed link (?expires=&signature=).",
             true,
             200,
         ),

@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use anyhow::Context;
+use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -114,11 +115,18 @@ pub fn open_files(config: &Config, core: &Core) -> anyhow::Result<Files> {
         Blobs::s3(&config.files.s3)
             .with_context(|| format!("cannot open S3 bucket {}", config.files.s3.bucket))?
     };
+    // Download links are signed with a key derived from the token signing seed, which every
+    // node of a deployment shares, so a link issued by one node works on all of them.
+    let seed = fs::read(config.data_dir.join("token-signing.ed25519"))
+        .context("cannot read the token signing key")?;
+    let link_key: [u8; 32] =
+        Sha256::digest([b"tidings.file-link-key.v1:".as_slice(), &seed].concat()).into();
     Ok(Files::new(
         Arc::clone(core.store()),
         blobs,
         Arc::new(SystemClock),
         config.files.clone(),
+        link_key,
     ))
 }
 

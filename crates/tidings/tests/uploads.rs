@@ -914,3 +914,63 @@ async fn encrypted_attachments_are_ciphertext_on_the_server_and_open_for_the_rec
     let (_, other) = tidings_sdk::encrypt_file(b"x");
     assert!(bob.api.download_decrypted(file_id, &other).await.is_err());
 }
+
+#[tokio::test]
+async fn signed_links_serve_images_without_a_token_until_they_expire() {
+    let server = TestServer::start_with(|c| c.files.link_ttl_secs = 1).await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let png =
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x02\0\0\0\x02\x08\x06\0\0\0\x72\xb6\x0d\x24".to_vec();
+    let image = alice.api.upload(&png, "avatar.png").await.unwrap();
+    let link: serde_json::Value = alice
+        .api
+        .request(Method::POST, &format!("/api/v1/files/{image}/link"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!("{}{}", server.base_url, link["url"].as_str().unwrap());
+    assert!(link["expires_at"].as_i64().unwrap() > 0);
+    // No Authorization header: the link itself is the credential.
+    let plain = reqwest::Client::new();
+    let response = plain.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "content-type"), "image/png");
+    assert_eq!(response.bytes().await.unwrap(), png);
+    // An altered signature, or the signature on another file, is nothing.
+    let other = alice.api.upload(b"another file", "x.txt").await.unwrap();
+    for bad in [
+        url.replace("signature=", "signature=A"),
+        url.replace(&image, &other),
+    ] {
+        assert_eq!(
+            plain.get(&bad).send().await.unwrap().status(),
+            StatusCode::NOT_FOUND,
+            "{bad}"
+        );
+    }
+    // Only someone who can read the file gets a link to it.
+    let refused = bob
+        .api
+        .request(Method::POST, &format!("/api/v1/files/{image}/link"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    // Without a link, a token is still required.
+    let bare = plain
+        .get(format!("{}/api/v1/files/{image}", server.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        plain.get(&url).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "expired"
+    );
+}
