@@ -407,7 +407,29 @@ export type ErrorCode =
   /** The server is shutting down or a dependency is unavailable; retry later. */
   | "unavailable"
   /** Something failed inside the server; the details are in the server log, not here. */
-  | "internal";
+  | "internal"
+  /**
+   * The bytes of an upload request do not match the checksum the client sent (tus 460);
+   * nothing of that request was kept.
+   */
+  | "checksum_mismatch"
+  /** The thing existed but is gone for good (an expired upload). */
+  | "gone"
+  /** The request would take the user over their storage quota. */
+  | "quota_exceeded"
+  /** The client speaks a protocol version this server does not (tus `Tus-Resumable`). */
+  | "version_unsupported";
+
+/**
+ * `POST /api/v1/files/{file_id}/link`: a short-lived URL that serves the file without a bearer
+ * token, for `<img src>` and other places that cannot send headers.
+ */
+export interface FileLink {
+  /** A path with a signature in its query, relative to the server's root. */
+  url: string;
+  /** When the link stops working (ms since the epoch). */
+  expires_at: number;
+}
 
 /** One of the caller's friends. */
 export interface Friend {
@@ -627,6 +649,7 @@ export type MessageBody =
   | MessageBodyEncrypted
   | MessageBodyCustom
   | MessageBodySystem
+  | MessageBodyFile
   | MessageBodyDeleted;
 
 /** Plain text (UTF-8). */
@@ -661,6 +684,25 @@ export interface MessageBodySystem {
   kind: "system";
   /** Boxed: events are rare, and inline they would make every message larger. */
   event: SystemEvent;
+}
+
+/**
+ * A file uploaded through `/api/v1/uploads/` (see docs/protocol.md, "Files"). Sending it
+ * shares the file with the conversation's members, who may then download it from
+ * `/api/v1/files/{file_id}`. The server fills `size`, `content_type`, `width` and `height`
+ * from the stored file (sniffed from its bytes), whatever the client wrote.
+ */
+export interface MessageBodyFile {
+  kind: "file";
+  /** The id the finished upload became (32 lowercase hex characters). */
+  file_id: string;
+  content_type?: string;
+  height?: number | null;
+  /** The name to show; empty for none. */
+  name?: string;
+  size?: number;
+  /** Pixel size of an image, so clients can lay it out before loading it. */
+  width?: number | null;
 }
 
 /**

@@ -137,6 +137,13 @@ fn validate_body(body: &MessageBody, max_bytes: usize) -> CoreResult<()> {
             CoreError::invalid("custom bodies need an app name of 1 to 64 bytes"),
         ),
         // System events and tombstones are written by the server, never sent by clients.
+        MessageBody::File { file_id, name, .. }
+            if file_id.len() != 32 || name.chars().count() > 255 =>
+        {
+            Err(CoreError::invalid(
+                "file bodies need a file_id of 32 hex characters and a name of at most 255",
+            ))
+        }
         MessageBody::System { .. } | MessageBody::Deleted {} => Err(CoreError::invalid(
             "system and deleted bodies are written by the server only",
         )),
@@ -160,7 +167,7 @@ impl Core {
         caller: &Caller,
         conversation_id: ConversationId,
         client_msg_id: String,
-        body: MessageBody,
+        mut body: MessageBody,
     ) -> CoreResult<SendAck> {
         validate_client_msg_id(&client_msg_id)?;
         validate_body(&body, self.inner.config.limits.max_message_bytes)?;
@@ -174,6 +181,10 @@ impl Core {
             .message_limiter
             .check(&caller.user_id, self.now_ms())
             .map_err(|wait| CoreError::rate_limited("messages", wait))?;
+        // Only a file message pays for the lookups that attaching a file needs.
+        if let MessageBody::File { .. } = body {
+            self.attach_file(caller, conversation_id, &mut body).await?;
+        }
         let (reply, rx) = oneshot::channel();
         let request = SequencerRequest {
             message: NewMessage {
@@ -202,6 +213,68 @@ impl Core {
             ts: appended.message.ts,
             duplicate: appended.duplicate,
         })
+    }
+
+    /// Checks that the sender may read the file a message carries, records that it is shared
+    /// in the conversation (so its members may download it), and fills the body's size and
+    /// type from the stored file rather than trusting the client.
+    async fn attach_file(
+        &self,
+        caller: &Caller,
+        conversation_id: ConversationId,
+        body: &mut MessageBody,
+    ) -> CoreResult<()> {
+        let MessageBody::File {
+            file_id,
+            size,
+            content_type,
+            width,
+            height,
+            ..
+        } = body
+        else {
+            return Ok(());
+        };
+        let file = self
+            .share_readable_file(caller, conversation_id, file_id)
+            .await?;
+        *size = file.size;
+        *content_type = file.content_type;
+        *width = file.width;
+        *height = file.height;
+        Ok(())
+    }
+
+    /// Shares a file the caller may read with a conversation the caller may post in, without
+    /// a `file` message: for end-to-end-encrypted attachments, whose message the server cannot
+    /// read (docs/protocol.md, 16.3).
+    pub async fn share_file(
+        &self,
+        caller: &Caller,
+        conversation_id: ConversationId,
+        file_id: &str,
+    ) -> CoreResult<()> {
+        self.authorize(caller, conversation_id, Action::SendMessage)
+            .await?;
+        self.share_readable_file(caller, conversation_id, file_id)
+            .await
+            .map(drop)
+    }
+
+    async fn share_readable_file(
+        &self,
+        caller: &Caller,
+        conversation_id: ConversationId,
+        file_id: &str,
+    ) -> CoreResult<tidings_store::FileRecord> {
+        let store = &self.inner.store;
+        let file = match store.file(file_id).await? {
+            Some(file) if store.can_read_file(file_id, caller.user_id).await? => file,
+            // Whether the file exists is nobody's business but its readers'.
+            _ => return Err(CoreError::not_found("file")),
+        };
+        store.share_file(file_id, conversation_id).await?;
+        Ok(file)
     }
 
     /// A page of history before `before` (newest first when omitted), returned oldest first.

@@ -7,11 +7,13 @@
 //! - `error`: [`ApiError`], the one error type handlers return, rendered as RFC 9457 problem+json.
 //! - `extract`: the bearer-token extractor and a JSON extractor whose rejections are problems.
 //! - `rest`: REST handlers; `oauth`: the token, revocation and metadata endpoints.
+//! - `files`: tus uploads and file downloads, streamed both ways.
 //! - `ws`: the WebSocket endpoint driving a [`tidings_core::session::Session`].
 //! - `openapi`: the OpenAPI 3.1 document, assembled from the protocol crate's schemas.
 
 mod error;
 mod extract;
+mod files;
 mod oauth;
 mod openapi;
 mod rest;
@@ -63,6 +65,8 @@ impl Default for HttpConfig {
 pub struct AppState {
     pub core: Core,
     pub config: HttpConfig,
+    /// Uploads and file storage.
+    pub files: tidings_files::Files,
 }
 
 /// Builds the router for every endpoint.
@@ -228,9 +232,43 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/audit", get(rest::admin_audit))
         .route("/api/v1/admin/audit/export", get(rest::admin_audit_export))
         .route("/ws", get(ws::upgrade))
+        .merge(file_routes())
         .fallback(rest::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// tus uploads (every response carries `Tus-Resumable`) and downloads. Upload bodies are
+/// streamed, so the REST body limit does not apply to them.
+fn file_routes() -> Router<AppState> {
+    use axum::routing::{head, options};
+    let uploads = Router::new()
+        .route(
+            "/api/v1/uploads/",
+            options(files::options).post(files::create),
+        )
+        .route(
+            "/api/v1/uploads",
+            options(files::options).post(files::create),
+        )
+        .route(
+            "/api/v1/uploads/{upload_id}",
+            head(files::status)
+                .patch(files::append)
+                .delete(files::terminate),
+        )
+        .route_layer(axum::middleware::from_fn(files::tus_headers));
+    Router::new()
+        .route(
+            "/api/v1/files/{file_id}",
+            get(files::download).delete(files::delete_file),
+        )
+        .route("/api/v1/files/{file_id}/link", post(files::link))
+        .route(
+            "/api/v1/conversations/{id}/files/{file_id}",
+            axum::routing::put(files::share),
+        )
+        .merge(uploads)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for open requests.

@@ -544,6 +544,7 @@ fn build() -> Value {
         200,
         Some(schema::<SearchResults>(g)),
     ));
+    ops.extend(file_ops(g));
     let problem = schema::<Problem>(g);
     let mut paths: Map<String, Value> = Map::new();
     for op in ops {
@@ -562,6 +563,11 @@ fn build() -> Value {
             }
             params.push(json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 50}}));
             params.push(json!({"name": "offset", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}}));
+        }
+        for name in ["upload_id", "file_id"] {
+            if op.path.contains(&format!("{{{name}}}")) {
+                params.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}));
+            }
         }
         if op.path == "/api/v1/users" {
             params.push(json!({"name": "q", "in": "query", "required": true, "schema": {"type": "string", "minLength": 2, "maxLength": 64}}));
@@ -657,6 +663,82 @@ fn op(
         status,
         response,
     }
+}
+
+/// tus uploads and file downloads. Their bodies are raw bytes, and their state travels in tus
+/// headers (docs/protocol.md, "Files"), so these operations have no JSON schemas.
+fn file_ops(g: &mut SchemaGenerator) -> Vec<Op> {
+    let raw = |method, path, summary, auth, status| Op {
+        method,
+        path,
+        summary,
+        auth,
+        request: None,
+        form: None,
+        status,
+        response: None,
+    };
+    vec![
+        Op {
+            method: "post",
+            path: "/api/v1/files/{file_id}/link",
+            summary: "A short-lived signed link to a file the caller may read, for <img src>: GET it without a token until expires_at.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<FileLink>(g)),
+        },
+        raw(
+            "options",
+            "/api/v1/uploads/",
+            "tus discovery: Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm.",
+            false,
+            204,
+        ),
+        raw(
+            "post",
+            "/api/v1/uploads/",
+            "Create an upload (Upload-Length, Upload-Metadata, Upload-Concat); with Content-Type application/offset+octet-stream the body is its first bytes. Also at /api/v1/uploads.",
+            true,
+            201,
+        ),
+        raw(
+            "head",
+            "/api/v1/uploads/{upload_id}",
+            "An upload's state: Upload-Offset (where to resume), Upload-Length, Upload-Expires; Tidings-File-Id once complete.",
+            true,
+            200,
+        ),
+        raw(
+            "patch",
+            "/api/v1/uploads/{upload_id}",
+            "Append the body (application/offset+octet-stream) at Upload-Offset, optionally verified by Upload-Checksum (460 on mismatch).",
+            true,
+            204,
+        ),
+        raw(
+            "delete",
+            "/api/v1/uploads/{upload_id}",
+            "Terminate an upload and delete its bytes.",
+            true,
+            204,
+        ),
+        raw(
+            "get",
+            "/api/v1/files/{file_id}",
+            "Download a file (Range, If-Range, ETag); for its owner and members of conversations it was shared in, or without a token through a signed link (?expires=&signature=).",
+            true,
+            200,
+        ),
+        raw(
+            "delete",
+            "/api/v1/files/{file_id}",
+            "Delete one of the caller's files; the bytes go with the last file that refers to them.",
+            true,
+            204,
+        ),
+    ]
 }
 
 /// Group management: settings, roles, moderation, invite links, join requests, invitations.

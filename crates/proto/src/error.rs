@@ -39,6 +39,15 @@ pub enum ErrorCode {
     Unavailable,
     /// Something failed inside the server; the details are in the server log, not here.
     Internal,
+    /// The bytes of an upload request do not match the checksum the client sent (tus 460);
+    /// nothing of that request was kept.
+    ChecksumMismatch,
+    /// The thing existed but is gone for good (an expired upload).
+    Gone,
+    /// The request would take the user over their storage quota.
+    QuotaExceeded,
+    /// The client speaks a protocol version this server does not (tus `Tus-Resumable`).
+    VersionUnsupported,
 }
 
 impl ErrorCode {
@@ -57,6 +66,10 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::SlowConsumer | ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::ChecksumMismatch => 460,
+            ErrorCode::Gone => 410,
+            ErrorCode::QuotaExceeded => 413,
+            ErrorCode::VersionUnsupported => 412,
         }
     }
 
@@ -79,6 +92,10 @@ impl ErrorCode {
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::ChecksumMismatch => "checksum_mismatch",
+            ErrorCode::Gone => "gone",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::VersionUnsupported => "version_unsupported",
         }
     }
 }
@@ -105,6 +122,10 @@ mod tests {
             ErrorCode::RateLimited,
             ErrorCode::SlowConsumer,
             ErrorCode::Unavailable,
+            ErrorCode::ChecksumMismatch,
+            ErrorCode::Gone,
+            ErrorCode::QuotaExceeded,
+            ErrorCode::VersionUnsupported,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

@@ -58,6 +58,7 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ("HistoryPage", schema_for!(rest::HistoryPage)),
         ("UserSummary", schema_for!(rest::UserSummary)),
         ("Health", schema_for!(rest::Health)),
+        ("FileLink", schema_for!(rest::FileLink)),
         ("BlockedUser", schema_for!(rest::BlockedUser)),
         ("Profile", schema_for!(rest::Profile)),
         (

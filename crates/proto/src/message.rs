@@ -48,6 +48,26 @@ pub enum MessageBody {
         /// Boxed: events are rare, and inline they would make every message larger.
         event: Box<SystemEvent>,
     },
+    /// A file uploaded through `/api/v1/uploads/` (see docs/protocol.md, "Files"). Sending it
+    /// shares the file with the conversation's members, who may then download it from
+    /// `/api/v1/files/{file_id}`. The server fills `size`, `content_type`, `width` and `height`
+    /// from the stored file (sniffed from its bytes), whatever the client wrote.
+    File {
+        /// The id the finished upload became (32 lowercase hex characters).
+        file_id: String,
+        /// The name to show; empty for none.
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        size: u64,
+        #[serde(default)]
+        content_type: String,
+        /// Pixel size of an image, so clients can lay it out before loading it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        width: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        height: Option<u32>,
+    },
     /// A tombstone: the content was removed (by a moderator, or with its sender's deleted
     /// account). The envelope keeps its place in the conversation's order.
     Deleted {},
@@ -62,6 +82,7 @@ impl MessageBody {
             MessageBody::Custom { .. } => "custom",
             MessageBody::System { .. } => "system",
             MessageBody::Deleted {} => "deleted",
+            MessageBody::File { .. } => "file",
         }
     }
 }

@@ -631,3 +631,14 @@ pub struct AuditPage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_after: Option<i64>,
 }
+
+/// `POST /api/v1/files/{file_id}/link`: a short-lived URL that serves the file without a bearer
+/// token, for `<img src>` and other places that cannot send headers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileLink {
+    /// A path with a signature in its query, relative to the server's root.
+    pub url: String,
+    /// When the link stops working (ms since the epoch).
+    pub expires_at: i64,
+}

@@ -5,16 +5,24 @@
 //!   [`Client::authed`] for calls with an access token ([`AuthedClient`]).
 //! - [`Connection`]: one native-protocol WebSocket connection. Requests are matched to their
 //!   responses by id; server events arrive on [`Connection::next_event`].
+//! - Files: [`AuthedClient::upload`] (tus 1.0.0, resuming from the server's offset after a
+//!   failed request) and [`AuthedClient::download`] (with `Range`); end-to-end-encrypted
+//!   attachments ([`encrypt_file`], [`AuthedClient::upload_encrypted`], scheme
+//!   `tidings.file.v1`).
 //! - [`Cursors`]: what a client holds per conversation, to resume with `sync` after a reconnect.
 //!
 //! Tests, the CLI and the load generator all use this crate, so it speaks only the public
 //! protocol from `tidings-proto`.
 
 mod connection;
+mod e2e_file;
+mod files;
 mod groups;
 mod rest;
 
 pub use connection::{ConnectOptions, Connection, Cursors};
+pub use e2e_file::{CHUNK_BYTES, FILE_SCHEME, FileKey, decrypt_file, encrypt_file};
+pub use files::{TUS_VERSION, UPLOADS_PATH};
 pub use rest::{AuthedClient, Client};
 
 use tidings_proto::ErrorCode;

@@ -17,7 +17,7 @@ pub struct Client {
     base: String,
 }
 
-async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> SdkResult<T> {
+pub(crate) async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> SdkResult<T> {
     let status = response.status().as_u16();
     let bytes = response
         .bytes()
@@ -40,7 +40,7 @@ async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> SdkResult<T
     )))
 }
 
-async fn expect_empty(response: reqwest::Response) -> SdkResult<()> {
+pub(crate) async fn expect_empty(response: reqwest::Response) -> SdkResult<()> {
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         return Ok(());
@@ -48,7 +48,7 @@ async fn expect_empty(response: reqwest::Response) -> SdkResult<()> {
     decode::<serde_json::Value>(response).await.map(|_| ())
 }
 
-fn transport(e: reqwest::Error) -> SdkError {
+pub(crate) fn transport(e: reqwest::Error) -> SdkError {
     SdkError::Transport(e.to_string())
 }
 
@@ -189,7 +189,7 @@ impl AuthedClient {
     }
 
     /// A request to `path` carrying the bearer token.
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client
             .http
             .request(method, self.client.url(path))

@@ -39,6 +39,8 @@ fn unique_rule(message: &str) -> &'static str {
         "profiles.user_id" => "profile",
         "friend_requests.from_id, friend_requests.to_id" => "friend_request",
         "friendships.low_id, friendships.high_id" => "friendship",
+        "uploads.id" => "upload",
+        "files.id" => "file",
         "messages.conversation_id, messages.seq" => "seq",
         "messages.conversation_id, messages.sender_id, messages.client_msg_id" => "client_msg_id",
         "messages.id" => "message",

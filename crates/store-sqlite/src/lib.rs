@@ -43,6 +43,7 @@ use tidings_store::{
     NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome, SearchHit, SearchQuery, Store,
     StoreError, StoreResult, UserConversation, UserRecord,
 };
+use tidings_store::{FileRecord, UploadRecord};
 use writer::Writer;
 
 /// How to open the database.
@@ -744,5 +745,72 @@ impl Store for SqliteStore {
 
     async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {
         self.read(queries::audit_checkpoints).await
+    }
+
+    async fn create_upload(&self, upload: UploadRecord, quota: u64) -> StoreResult<bool> {
+        self.write(move |conn| queries::create_upload(conn, &upload, quota))
+            .await
+    }
+
+    async fn upload(&self, id: &str) -> StoreResult<Option<UploadRecord>> {
+        let id = id.to_owned();
+        self.read(move |conn| queries::upload(conn, &id)).await
+    }
+
+    async fn advance_upload(&self, id: &str, from: u64, to: u64) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.write(move |conn| queries::advance_upload(conn, &id, from, to))
+            .await
+    }
+
+    async fn delete_upload(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.write(move |conn| queries::delete_upload(conn, &id))
+            .await
+    }
+
+    async fn expired_uploads(&self, now: i64, limit: u32) -> StoreResult<Vec<UploadRecord>> {
+        self.read(move |conn| queries::expired_uploads(conn, now, limit))
+            .await
+    }
+
+    async fn storage_usage(&self, user: UserId) -> StoreResult<u64> {
+        self.read(move |conn| queries::storage_usage(conn, user))
+            .await
+    }
+
+    async fn complete_upload(
+        &self,
+        upload_id: &str,
+        consumed: &[String],
+        file: FileRecord,
+    ) -> StoreResult<bool> {
+        let upload_id = upload_id.to_owned();
+        let consumed = consumed.to_vec();
+        self.write(move |conn| queries::complete_upload(conn, &upload_id, &consumed, &file))
+            .await
+    }
+
+    async fn file(&self, id: &str) -> StoreResult<Option<FileRecord>> {
+        let id = id.to_owned();
+        self.read(move |conn| queries::file(conn, &id)).await
+    }
+
+    async fn delete_file(&self, id: &str) -> StoreResult<Option<(FileRecord, bool)>> {
+        let id = id.to_owned();
+        self.write(move |conn| queries::delete_file(conn, &id))
+            .await
+    }
+
+    async fn share_file(&self, file: &str, conversation: ConversationId) -> StoreResult<bool> {
+        let file = file.to_owned();
+        self.write(move |conn| queries::share_file(conn, &file, conversation))
+            .await
+    }
+
+    async fn can_read_file(&self, file: &str, user: UserId) -> StoreResult<bool> {
+        let file = file.to_owned();
+        self.read(move |conn| queries::can_read_file(conn, &file, user))
+            .await
     }
 }

@@ -23,6 +23,7 @@ use tidings_store::{
     NewInviteLink, NewRefreshToken, Peer, ProfileRecord, RotateOutcome, SearchHit, SearchQuery,
     StoreError, StoreResult, UserConversation, UserRecord,
 };
+use tidings_store::{FileRecord, UploadKind, UploadRecord};
 
 /// The columns `user_conversation_from_row` reads: the conversation, the member, and for
 /// direct conversations the peer with its markers. Shared by the list and the single lookup.
@@ -380,6 +381,41 @@ statements! {
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
     CHECKPOINTS = "SELECT last_id, last_hash, pruned, created_at, key_id, signature \
                    FROM audit_checkpoints WHERE last_id > ?1 ORDER BY last_id";
+    // --- Uploads and files
+    INSERT_UPLOAD = "INSERT INTO uploads (id, owner_id, length, offset, kind, parts, metadata, \
+                     name, created_at, expires_at, file_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+    UPLOAD = "SELECT id, owner_id, length, offset, kind, parts, metadata, name, created_at, \
+              expires_at, file_id FROM uploads WHERE id = ?1";
+    ADVANCE_UPLOAD = "UPDATE uploads SET offset = ?3 \
+                      WHERE id = ?1 AND offset = ?2 AND file_id IS NULL AND ?3 <= length";
+    DELETE_UPLOAD = "DELETE FROM uploads WHERE id = ?1";
+    EXPIRED_UPLOADS = "SELECT id, owner_id, length, offset, kind, parts, metadata, name, \
+                       created_at, expires_at, file_id FROM uploads \
+                       WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
+    UPLOAD_USAGE = "SELECT coalesce(sum(length), 0) FROM uploads \
+                    WHERE owner_id = ?1 AND file_id IS NULL";
+    FILE_USAGE = "SELECT coalesce(sum(size), 0) FROM files WHERE owner_id = ?1";
+    COMPLETE_UPLOAD = "UPDATE uploads SET offset = length, file_id = ?2 \
+                       WHERE id = ?1 AND file_id IS NULL";
+    ADD_BLOB_REF = "INSERT INTO blobs (sha256, size, refs) VALUES (?1, ?2, 1) \
+                    ON CONFLICT (sha256) DO UPDATE SET refs = refs + 1 RETURNING refs";
+    DROP_BLOB_REF = "UPDATE blobs SET refs = refs - 1 WHERE sha256 = ?1 RETURNING refs";
+    DELETE_BLOB = "DELETE FROM blobs WHERE sha256 = ?1 AND refs <= 0";
+    INSERT_FILE = "INSERT INTO files (id, owner_id, sha256, size, content_type, name, created_at, \
+                   width, height) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+    FILE = "SELECT id, owner_id, sha256, size, content_type, name, created_at, width, height \
+            FROM files WHERE id = ?1";
+    DELETE_FILE = "DELETE FROM files WHERE id = ?1";
+    SHARE_FILE = "INSERT INTO file_shares (file_id, conversation_id) \
+                  SELECT id, ?2 FROM files WHERE id = ?1 \
+                  ON CONFLICT (file_id, conversation_id) DO NOTHING";
+    FILE_EXISTS = "SELECT 1 FROM files WHERE id = ?1";
+    CAN_READ_FILE = "SELECT 1 FROM files WHERE id = ?1 AND owner_id = ?2 \
+                     UNION ALL \
+                     SELECT 1 FROM file_shares s JOIN members m \
+                     ON m.conversation_id = s.conversation_id AND m.user_id = ?2 \
+                     WHERE s.file_id = ?1 LIMIT 1";
 }
 
 // --- Conversions -----------------------------------------------------------------------------
@@ -2299,6 +2335,198 @@ pub(crate) fn audit_checkpoints(conn: &Connection) -> StoreResult<Vec<AuditCheck
             signature: row.get(5)?,
         })
     })
+}
+
+// --- Uploads and files -----------------------------------------------------------------------
+
+/// Sizes are `u64` in the API and `INTEGER` in SQLite; no real size comes near i64::MAX.
+fn size_to_sql(size: u64) -> i64 {
+    i64::try_from(size).unwrap_or(i64::MAX)
+}
+
+fn upload_kind_to_sql(kind: UploadKind) -> &'static str {
+    match kind {
+        UploadKind::Single => "single",
+        UploadKind::Partial => "partial",
+        UploadKind::Final => "final",
+    }
+}
+
+fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<UploadRecord> {
+    let kind: String = row.get(4)?;
+    let kind = match kind.as_str() {
+        "single" => UploadKind::Single,
+        "partial" => UploadKind::Partial,
+        "final" => UploadKind::Final,
+        other => return Err(bad_column(4, format!("unknown upload kind {other}"))),
+    };
+    let parts: String = row.get(5)?;
+    let parts: Vec<String> =
+        serde_json::from_str(&parts).map_err(|e| bad_column(5, e.to_string()))?;
+    Ok(UploadRecord {
+        id: row.get(0)?,
+        owner: UserId(row.get(1)?),
+        length: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+        offset: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+        kind,
+        parts,
+        metadata: row.get(6)?,
+        name: row.get(7)?,
+        created_at: row.get(8)?,
+        expires_at: row.get(9)?,
+        file_id: row.get(10)?,
+    })
+}
+
+fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
+    let sha: Vec<u8> = row.get(2)?;
+    let sha256: [u8; 32] = sha
+        .try_into()
+        .map_err(|_| bad_column(2, "sha256 is not 32 bytes".into()))?;
+    Ok(FileRecord {
+        id: row.get(0)?,
+        owner: UserId(row.get(1)?),
+        sha256,
+        size: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+        content_type: row.get(4)?,
+        name: row.get(5)?,
+        created_at: row.get(6)?,
+        width: row.get(7)?,
+        height: row.get(8)?,
+    })
+}
+
+pub(crate) fn storage_usage(conn: &Connection, user: UserId) -> StoreResult<u64> {
+    let uploads: i64 = query_opt(conn, UPLOAD_USAGE, [user.0], |row| row.get(0))?.unwrap_or(0);
+    let files: i64 = query_opt(conn, FILE_USAGE, [user.0], |row| row.get(0))?.unwrap_or(0);
+    Ok(u64::try_from(uploads.saturating_add(files)).unwrap_or(0))
+}
+
+pub(crate) fn create_upload(
+    conn: &Connection,
+    upload: &UploadRecord,
+    quota: u64,
+) -> StoreResult<bool> {
+    let used = storage_usage(conn, upload.owner)?;
+    if used.saturating_add(upload.length) > quota {
+        return Ok(false);
+    }
+    let parts =
+        serde_json::to_string(&upload.parts).map_err(|e| StoreError::Backend(e.to_string()))?;
+    execute(
+        conn,
+        INSERT_UPLOAD,
+        params![
+            upload.id,
+            upload.owner.0,
+            size_to_sql(upload.length),
+            size_to_sql(upload.offset),
+            upload_kind_to_sql(upload.kind),
+            parts,
+            upload.metadata,
+            upload.name,
+            upload.created_at,
+            upload.expires_at,
+            upload.file_id,
+        ],
+    )?;
+    Ok(true)
+}
+
+pub(crate) fn upload(conn: &Connection, id: &str) -> StoreResult<Option<UploadRecord>> {
+    query_opt(conn, UPLOAD, [id], upload_from_row)
+}
+
+pub(crate) fn advance_upload(conn: &Connection, id: &str, from: u64, to: u64) -> StoreResult<bool> {
+    execute(
+        conn,
+        ADVANCE_UPLOAD,
+        params![id, size_to_sql(from), size_to_sql(to)],
+    )
+    .map(|n| n == 1)
+}
+
+pub(crate) fn delete_upload(conn: &Connection, id: &str) -> StoreResult<bool> {
+    execute(conn, DELETE_UPLOAD, [id]).map(|n| n == 1)
+}
+
+pub(crate) fn expired_uploads(
+    conn: &Connection,
+    now: i64,
+    limit: u32,
+) -> StoreResult<Vec<UploadRecord>> {
+    query_all(conn, EXPIRED_UPLOADS, params![now, limit], upload_from_row)
+}
+
+pub(crate) fn complete_upload(
+    conn: &Connection,
+    upload_id: &str,
+    consumed: &[String],
+    file: &FileRecord,
+) -> StoreResult<bool> {
+    if execute(conn, COMPLETE_UPLOAD, params![upload_id, file.id])? != 1 {
+        return Err(StoreError::NotFound);
+    }
+    for part in consumed {
+        execute(conn, DELETE_UPLOAD, [part])?;
+    }
+    let refs: i64 = query_opt(
+        conn,
+        ADD_BLOB_REF,
+        params![&file.sha256[..], size_to_sql(file.size)],
+        |row| row.get(0),
+    )?
+    .unwrap_or(0);
+    execute(
+        conn,
+        INSERT_FILE,
+        params![
+            file.id,
+            file.owner.0,
+            &file.sha256[..],
+            size_to_sql(file.size),
+            file.content_type,
+            file.name,
+            file.created_at,
+            file.width,
+            file.height,
+        ],
+    )?;
+    Ok(refs == 1)
+}
+
+pub(crate) fn file(conn: &Connection, id: &str) -> StoreResult<Option<FileRecord>> {
+    query_opt(conn, FILE, [id], file_from_row)
+}
+
+pub(crate) fn delete_file(conn: &Connection, id: &str) -> StoreResult<Option<(FileRecord, bool)>> {
+    let Some(record) = file(conn, id)? else {
+        return Ok(None);
+    };
+    execute(conn, DELETE_FILE, [id])?;
+    let refs: i64 =
+        query_opt(conn, DROP_BLOB_REF, [&record.sha256[..]], |row| row.get(0))?.unwrap_or(0);
+    let last = refs <= 0;
+    if last {
+        execute(conn, DELETE_BLOB, [&record.sha256[..]])?;
+    }
+    Ok(Some((record, last)))
+}
+
+pub(crate) fn share_file(
+    conn: &Connection,
+    file: &str,
+    conversation: ConversationId,
+) -> StoreResult<bool> {
+    execute(conn, SHARE_FILE, params![file, conversation.0])?;
+    query_opt(conn, FILE_EXISTS, [file], |row| row.get::<_, i64>(0)).map(|r| r.is_some())
+}
+
+pub(crate) fn can_read_file(conn: &Connection, file: &str, user: UserId) -> StoreResult<bool> {
+    query_opt(conn, CAN_READ_FILE, params![file, user.0], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map(|r| r.is_some())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_contacts.sql"),
     include_str!("migrations/0005_admin.sql"),
     include_str!("migrations/0006_groups.sql"),
+    include_str!("migrations/0007_files.sql"),
     include_str!("migrations/0008_search.sql"),
 ];
 

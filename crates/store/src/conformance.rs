@@ -22,6 +22,7 @@ use crate::{
     GroupChange, NewAudit, NewInvite, NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord,
     RotateOutcome, SearchQuery, Store, StoreError,
 };
+use crate::{FileRecord, UploadKind, UploadRecord};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tidings_proto::message::SystemEvent;
@@ -122,6 +123,12 @@ macro_rules! store_conformance_tests {
             replace_password_signs_out_others,
             delete_user_keeps_or_tombstones_messages,
             find_users_by_prefix_includes_suspended,
+            upload_create_respects_quota,
+            upload_advance_is_compare_and_set,
+            upload_expiry_lists_only_expired,
+            upload_complete_dedups_blobs_and_consumes_parts,
+            file_delete_reports_last_reference,
+            file_access_for_owner_and_share_members,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -3480,4 +3487,274 @@ pub async fn find_users_by_prefix_includes_suspended(store: Arc<dyn Store>) {
         vec![anna]
     );
     assert!(store.find_users("zz", None, 10).await.unwrap().is_empty());
+}
+
+// --- Uploads and files -----------------------------------------------------------------------
+
+fn new_upload(id: &str, owner: UserId, length: u64, expires_at: i64) -> UploadRecord {
+    UploadRecord {
+        id: id.to_owned(),
+        owner,
+        length,
+        offset: 0,
+        kind: UploadKind::Single,
+        parts: Vec::new(),
+        metadata: "filename aGVsbG8udHh0".to_owned(),
+        name: "hello.txt".to_owned(),
+        created_at: 1_000,
+        expires_at,
+        file_id: None,
+    }
+}
+
+fn new_file(id: &str, owner: UserId, sha: u8, size: u64) -> FileRecord {
+    FileRecord {
+        id: id.to_owned(),
+        owner,
+        sha256: [sha; 32],
+        size,
+        content_type: "image/png".to_owned(),
+        name: "picture.png".to_owned(),
+        created_at: 2_000,
+        width: Some(640),
+        height: Some(480),
+    }
+}
+
+pub async fn upload_create_respects_quota(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    assert!(
+        store
+            .create_upload(new_upload("u1", alice, 600, 9_000), 1_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .create_upload(new_upload("u2", alice, 401, 9_000), 1_000)
+            .await
+            .unwrap(),
+        "600 + 401 is over a quota of 1000"
+    );
+    assert!(
+        store.upload("u2").await.unwrap().is_none(),
+        "a refused upload stores nothing"
+    );
+    assert!(
+        store
+            .create_upload(new_upload("u3", alice, 400, 9_000), 1_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .create_upload(new_upload("u4", bob, 1_000, 9_000), 1_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.storage_usage(alice).await.unwrap(), 1_000);
+    assert_eq!(store.storage_usage(bob).await.unwrap(), 1_000);
+    assert!(
+        matches!(
+            store
+                .create_upload(new_upload("u1", bob, 1, 9_000), u64::MAX)
+                .await,
+            Err(StoreError::Conflict("upload"))
+        ),
+        "ids are unique"
+    );
+    let stored = store.upload("u1").await.unwrap().unwrap();
+    assert_eq!(stored, new_upload("u1", alice, 600, 9_000));
+    assert!(store.delete_upload("u1").await.unwrap());
+    assert!(!store.delete_upload("u1").await.unwrap());
+    assert_eq!(store.storage_usage(alice).await.unwrap(), 400);
+}
+
+pub async fn upload_advance_is_compare_and_set(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    store
+        .create_upload(new_upload("u1", alice, 100, 9_000), u64::MAX)
+        .await
+        .unwrap();
+    assert!(store.advance_upload("u1", 0, 40).await.unwrap());
+    assert!(
+        !store.advance_upload("u1", 0, 50).await.unwrap(),
+        "the offset is no longer 0"
+    );
+    assert!(
+        !store.advance_upload("u1", 40, 101).await.unwrap(),
+        "never past the length"
+    );
+    assert!(store.advance_upload("u1", 40, 100).await.unwrap());
+    assert_eq!(store.upload("u1").await.unwrap().unwrap().offset, 100);
+    assert!(!store.advance_upload("nope", 0, 1).await.unwrap());
+}
+
+pub async fn upload_expiry_lists_only_expired(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    for (id, expires_at) in [("late", 5_000), ("early", 3_000), ("later", 9_000)] {
+        store
+            .create_upload(new_upload(id, alice, 1, expires_at), u64::MAX)
+            .await
+            .unwrap();
+    }
+    let ids = |list: Vec<UploadRecord>| list.into_iter().map(|u| u.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.expired_uploads(5_000, 10).await.unwrap()),
+        ["early", "late"]
+    );
+    assert_eq!(
+        ids(store.expired_uploads(5_000, 1).await.unwrap()),
+        ["early"]
+    );
+    assert!(store.expired_uploads(2_999, 10).await.unwrap().is_empty());
+}
+
+pub async fn upload_complete_dedups_blobs_and_consumes_parts(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    for part in ["p1", "p2"] {
+        let mut upload = new_upload(part, alice, 50, 9_000);
+        upload.kind = UploadKind::Partial;
+        store.create_upload(upload, u64::MAX).await.unwrap();
+    }
+    let mut last = new_upload("final", alice, 100, 9_000);
+    last.kind = UploadKind::Final;
+    last.parts = vec!["p1".to_owned(), "p2".to_owned()];
+    store.create_upload(last.clone(), u64::MAX).await.unwrap();
+    assert_eq!(
+        store.upload("final").await.unwrap().unwrap().parts,
+        last.parts
+    );
+    let parts = ["p1".to_owned(), "p2".to_owned()];
+    assert!(
+        store
+            .complete_upload("final", &parts, new_file("f1", alice, 7, 100))
+            .await
+            .unwrap(),
+        "the first reference to these bytes"
+    );
+    assert!(
+        store.upload("p1").await.unwrap().is_none(),
+        "parts are consumed"
+    );
+    assert!(store.upload("p2").await.unwrap().is_none());
+    let done = store.upload("final").await.unwrap().unwrap();
+    assert_eq!((done.offset, done.file_id.as_deref()), (100, Some("f1")));
+    assert_eq!(
+        store.storage_usage(alice).await.unwrap(),
+        100,
+        "the file, not the upload"
+    );
+    assert!(
+        matches!(
+            store
+                .complete_upload("final", &[], new_file("f9", alice, 7, 100))
+                .await,
+            Err(StoreError::NotFound)
+        ),
+        "an upload completes once"
+    );
+    assert!(store.file("f9").await.unwrap().is_none());
+
+    store
+        .create_upload(new_upload("same", bob, 100, 9_000), u64::MAX)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .complete_upload("same", &[], new_file("f2", bob, 7, 100))
+            .await
+            .unwrap(),
+        "the same bytes are already stored"
+    );
+    assert_eq!(
+        store.file("f1").await.unwrap().unwrap(),
+        new_file("f1", alice, 7, 100)
+    );
+    assert_eq!(store.file("f2").await.unwrap().unwrap().owner, bob);
+    assert!(matches!(
+        store
+            .complete_upload("missing", &[], new_file("f3", bob, 8, 1))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn file_delete_reports_last_reference(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    for (upload, file) in [("u1", "f1"), ("u2", "f2")] {
+        store
+            .create_upload(new_upload(upload, alice, 10, 9_000), u64::MAX)
+            .await
+            .unwrap();
+        store
+            .complete_upload(upload, &[], new_file(file, alice, 3, 10))
+            .await
+            .unwrap();
+    }
+    let (record, last) = store.delete_file("f1").await.unwrap().unwrap();
+    assert_eq!(
+        (record.id.as_str(), last),
+        ("f1", false),
+        "f2 still refers to the bytes"
+    );
+    assert!(store.delete_file("f1").await.unwrap().is_none());
+    let (_, last) = store.delete_file("f2").await.unwrap().unwrap();
+    assert!(last, "the last reference");
+    // The bytes may be stored again from scratch.
+    store
+        .create_upload(new_upload("u3", alice, 10, 9_000), u64::MAX)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .complete_upload("u3", &[], new_file("f3", alice, 3, 10))
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn file_access_for_owner_and_share_members(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    store
+        .create_upload(new_upload("u1", alice, 10, 9_000), u64::MAX)
+        .await
+        .unwrap();
+    store
+        .complete_upload("u1", &[], new_file("f1", alice, 1, 10))
+        .await
+        .unwrap();
+    assert!(
+        store.can_read_file("f1", alice).await.unwrap(),
+        "the owner reads"
+    );
+    assert!(!store.can_read_file("f1", bob).await.unwrap());
+    let (direct, _) = store.get_or_create_direct(alice, bob, 1_000).await.unwrap();
+    assert!(store.share_file("f1", direct.id).await.unwrap());
+    assert!(
+        store.share_file("f1", direct.id).await.unwrap(),
+        "sharing twice is fine"
+    );
+    assert!(
+        store.can_read_file("f1", bob).await.unwrap(),
+        "a member of the conversation"
+    );
+    assert!(
+        !store.can_read_file("f1", carol).await.unwrap(),
+        "not a member"
+    );
+    assert!(
+        !store.share_file("nope", direct.id).await.unwrap(),
+        "no such file"
+    );
+    assert!(!store.can_read_file("nope", alice).await.unwrap());
+    store.remove_member(direct.id, bob).await.unwrap();
+    assert!(
+        !store.can_read_file("f1", bob).await.unwrap(),
+        "access ends with membership"
+    );
 }

@@ -449,6 +449,58 @@ pub struct DeletedAccount {
     pub messages_removed: u64,
 }
 
+/// What an upload becomes (tus concatenation extension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadKind {
+    /// An ordinary upload: a file once complete.
+    Single,
+    /// A part of a parallel upload; never a file by itself, consumed by a final upload.
+    Partial,
+    /// The concatenation of partial uploads, listed in `UploadRecord::parts`.
+    Final,
+}
+
+/// An upload in progress (or just completed). Ids are 32 lowercase hex characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub id: String,
+    pub owner: UserId,
+    /// Declared total size in bytes (creation-defer-length is not supported).
+    pub length: u64,
+    /// Bytes received and stored so far.
+    pub offset: u64,
+    pub kind: UploadKind,
+    /// For a final upload: the partial uploads it concatenates, in order.
+    pub parts: Vec<String>,
+    /// The `Upload-Metadata` header as the client sent it (validated), echoed on HEAD.
+    pub metadata: String,
+    /// The file name from the metadata (`filename` or `name`), empty when none was given.
+    pub name: String,
+    pub created_at: i64,
+    /// After this time (ms since the epoch) an incomplete upload is removed with its bytes.
+    pub expires_at: i64,
+    /// Set once the upload is complete and its file exists.
+    pub file_id: Option<String>,
+}
+
+/// A stored file: a named reference to content-addressed bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRecord {
+    /// 32 lowercase hex characters.
+    pub id: String,
+    pub owner: UserId,
+    /// SHA-256 of the content; the bytes are stored once per distinct value.
+    pub sha256: [u8; 32],
+    pub size: u64,
+    /// Sniffed from the bytes, never taken from the client.
+    pub content_type: String,
+    pub name: String,
+    pub created_at: i64,
+    /// Pixel size, for images whose header gives it.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
 /// Durable state of Tidings. Every method is a single atomic operation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -858,4 +910,41 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<AuditCheckpoint>>;
     /// Every checkpoint, oldest first.
     async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>>;
+    // --- Uploads and files ----------------------------------------------------------------
+
+    /// Stores a new upload unless the owner's usage ([`Store::storage_usage`]) plus its length
+    /// would exceed `quota`; returns `false` (storing nothing) in that case. The check and the
+    /// insert are one transaction, so concurrent creations cannot overrun the quota together.
+    async fn create_upload(&self, upload: UploadRecord, quota: u64) -> StoreResult<bool>;
+    async fn upload(&self, id: &str) -> StoreResult<Option<UploadRecord>>;
+    /// Moves an incomplete upload's offset from `from` to `to` (compare-and-set). Returns
+    /// `false` and changes nothing when the offset is no longer `from` or the upload is gone.
+    async fn advance_upload(&self, id: &str, from: u64, to: u64) -> StoreResult<bool>;
+    /// Removes an upload record (not a file it became). `false` if there was none.
+    async fn delete_upload(&self, id: &str) -> StoreResult<bool>;
+    /// Uploads whose `expires_at` is at or before `now`, oldest first, at most `limit`.
+    async fn expired_uploads(&self, now: i64, limit: u32) -> StoreResult<Vec<UploadRecord>>;
+    /// Bytes counted against a user's quota: the declared lengths of their incomplete uploads
+    /// plus the sizes of the files they own (a deduplicated file still counts for each owner).
+    async fn storage_usage(&self, user: UserId) -> StoreResult<u64>;
+    /// Completes an upload in one transaction: stores `file`, adds a reference to its bytes,
+    /// sets the upload's `file_id`, and deletes the `consumed` partial uploads. Returns `true`
+    /// when these bytes had no reference before. `NotFound` if the upload is gone or already
+    /// complete.
+    async fn complete_upload(
+        &self,
+        upload_id: &str,
+        consumed: &[String],
+        file: FileRecord,
+    ) -> StoreResult<bool>;
+    async fn file(&self, id: &str) -> StoreResult<Option<FileRecord>>;
+    /// Deletes a file record and drops its reference to the bytes. Returns the record and
+    /// whether that was the last reference (then the caller deletes the bytes); `None` if
+    /// there was no such file. Its shares go with it.
+    async fn delete_file(&self, id: &str) -> StoreResult<Option<(FileRecord, bool)>>;
+    /// Records that `file` was shared in `conversation`, so the conversation's members may
+    /// read it. Idempotent. `false` if there is no such file.
+    async fn share_file(&self, file: &str, conversation: ConversationId) -> StoreResult<bool>;
+    /// Whether `user` owns `file` or is a member of a conversation it was shared in.
+    async fn can_read_file(&self, file: &str, user: UserId) -> StoreResult<bool>;
 }

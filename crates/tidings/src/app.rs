@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use anyhow::Context;
+use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tidings_bus::InProcessBus;
 use tidings_core::{Core, Deps, Keyring, SystemClock};
+use tidings_files::{Blobs, Files};
 use tidings_http::{AppState, HttpConfig};
 use tidings_store_sqlite::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
@@ -115,6 +117,36 @@ async fn start_core_with_tasks(
         .map_err(|e| anyhow::anyhow!("cannot start the core: {e}"))
 }
 
+/// Opens file storage: the S3 bucket `files.s3.bucket` when set, else local disk under
+/// `files.dir` (default: `files` in the data directory).
+pub fn open_files(config: &Config, core: &Core) -> anyhow::Result<Files> {
+    let dir = if config.files.dir.as_os_str().is_empty() {
+        config.data_dir.join("files")
+    } else {
+        config.files.dir.clone()
+    };
+    let blobs = if config.files.s3.bucket.is_empty() {
+        Blobs::local(&dir)
+            .with_context(|| format!("cannot open file storage in {}", dir.display()))?
+    } else {
+        Blobs::s3(&config.files.s3)
+            .with_context(|| format!("cannot open S3 bucket {}", config.files.s3.bucket))?
+    };
+    // Download links are signed with a key derived from the token signing seed, which every
+    // node of a deployment shares, so a link issued by one node works on all of them.
+    let seed = fs::read(config.data_dir.join("token-signing.ed25519"))
+        .context("cannot read the token signing key")?;
+    let link_key: [u8; 32] =
+        Sha256::digest([b"tidings.file-link-key.v1:".as_slice(), &seed].concat()).into();
+    Ok(Files::new(
+        Arc::clone(core.store()),
+        blobs,
+        Arc::new(SystemClock),
+        config.files.clone(),
+        link_key,
+    ))
+}
+
 /// A server that is running; dropping it does not stop it, [`Running::stop`] does.
 pub struct Running {
     pub addr: SocketAddr,
@@ -166,14 +198,23 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let addr = listener.local_addr()?;
     let core = start_core(&config, addr).await?;
     let http: HttpConfig = config.http.clone();
+    let files = open_files(&config, &core)?;
+    let janitor = files.spawn_janitor();
     let app = tidings_http::router(AppState {
         core: core.clone(),
         config: http,
+        files,
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(tidings_http::serve(listener, app, async move {
         let _ = stopped.await;
     }));
+    // The janitor only deletes expired uploads; it stops with the server.
+    let task = tokio::spawn(async move {
+        let served = task.await;
+        janitor.abort();
+        served.map_err(std::io::Error::other)?
+    });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "Tidings is listening.");
     Ok(Running {
         addr,

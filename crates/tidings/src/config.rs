@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tidings_core::config::{AccountsConfig, AuditConfig, LimitsConfig, TokensConfig};
+use tidings_files::FilesConfig;
 use tidings_http::HttpConfig;
 
 /// Log output.
@@ -74,6 +75,7 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
+    pub files: FilesConfig,
 }
 
 impl Default for Config {
@@ -88,6 +90,7 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             limits: LimitsConfig::default(),
             audit: AuditConfig::default(),
+            files: FilesConfig::default(),
         }
     }
 }
@@ -278,6 +281,12 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             message: message.into(),
         })
     };
+    if config.files.max_file_bytes == 0 {
+        return invalid("files.max_file_bytes", "must be greater than 0");
+    }
+    if config.files.upload_expiry_secs == 0 {
+        return invalid("files.upload_expiry_secs", "must be at least 1");
+    }
     let limits = &config.limits;
     if limits.max_message_bytes == 0 {
         return invalid("limits.max_message_bytes", "must be greater than 0");
