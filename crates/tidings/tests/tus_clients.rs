@@ -4,8 +4,8 @@
 //! checked by SHA-256.
 //!
 //! `scripts/test` prepares the clients (a Python virtual environment named in
-//! `TIDINGS_TEST_PYTHON`, and `npm ci` in scripts/tus) and sets
-//! `TIDINGS_REQUIRE_TEST_CLIENTS=1`, so the one test command cannot pass without running them.
+//! `TEST_CLIENTS_PYTHON`, and `npm ci` in scripts/tus) and sets
+//! `REQUIRE_TEST_CLIENTS=1`, so the one test command cannot pass without running them.
 //! A plain `cargo test` on a machine without them says so and skips.
 
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ fn workspace_root() -> PathBuf {
 
 /// The Python interpreter that has tuspy, if there is one.
 fn tus_python() -> Option<PathBuf> {
-    if let Some(python) = std::env::var_os("TIDINGS_TEST_PYTHON") {
+    if let Some(python) = std::env::var_os("TEST_CLIENTS_PYTHON") {
         return Some(PathBuf::from(python));
     }
     let venv = workspace_root().join("target/py-venv/bin/python");
@@ -28,13 +28,13 @@ fn tus_python() -> Option<PathBuf> {
 async fn tuspy_uploads_resumes_after_a_cut_and_the_bytes_match() {
     let Some(python) = tus_python() else {
         assert!(
-            std::env::var_os("TIDINGS_REQUIRE_TEST_CLIENTS").is_none(),
-            "TIDINGS_REQUIRE_TEST_CLIENTS is set but no Python with tuspy was found"
+            std::env::var_os("REQUIRE_TEST_CLIENTS").is_none(),
+            "REQUIRE_TEST_CLIENTS is set but no Python with tuspy was found"
         );
         eprintln!("SKIPPED: no Python with tuspy; scripts/test prepares target/py-venv");
         return;
     };
-    let size_mb = std::env::var("TIDINGS_TUS_SIZE_MB").unwrap_or_else(|_| "20".into());
+    let size_mb = std::env::var("TUS_TEST_SIZE_MB").unwrap_or_else(|_| "20".into());
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let output = tokio::process::Command::new(python)
@@ -64,7 +64,7 @@ fn tus_js_client() -> bool {
 async fn tus_js_client_resumes_an_aborted_upload_and_uploads_four_parallel_parts() {
     if !tus_js_client() {
         assert!(
-            std::env::var_os("TIDINGS_REQUIRE_TEST_CLIENTS").is_none(),
+            std::env::var_os("REQUIRE_TEST_CLIENTS").is_none(),
             "the tus clients are required but scripts/tus/node_modules is missing"
         );
         eprintln!(
@@ -72,7 +72,7 @@ async fn tus_js_client_resumes_an_aborted_upload_and_uploads_four_parallel_parts
         );
         return;
     }
-    let size_mb = std::env::var("TIDINGS_TUS_SIZE_MB").unwrap_or_else(|_| "20".into());
+    let size_mb = std::env::var("TUS_TEST_SIZE_MB").unwrap_or_else(|_| "20".into());
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let output = tokio::process::Command::new("node")
