@@ -69,26 +69,26 @@ impl Blobs {
     }
 
     /// Bytes in an S3-compatible bucket.
-    pub fn s3(config: &crate::S3Config) -> Result<Blobs, BlobError> {
+    pub fn s3(config: &crate::FilesConfig) -> Result<Blobs, BlobError> {
         let mut builder = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(&config.bucket)
-            .with_region(if config.region.is_empty() {
+            .with_bucket_name(&config.s3_bucket)
+            .with_region(if config.s3_region.is_empty() {
                 "us-east-1"
             } else {
-                &config.region
+                &config.s3_region
             });
-        if !config.endpoint.is_empty() {
+        if !config.s3_endpoint.is_empty() {
             // Self-hosted servers are addressed by path (http://host/bucket/key), and may be
             // plain HTTP on a private network.
             builder = builder
-                .with_endpoint(&config.endpoint)
+                .with_endpoint(&config.s3_endpoint)
                 .with_virtual_hosted_style_request(false)
-                .with_allow_http(config.endpoint.starts_with("http://"));
+                .with_allow_http(config.s3_endpoint.starts_with("http://"));
         }
-        if !config.access_key_id.is_empty() {
+        if !config.s3_access_key_id.is_empty() {
             builder = builder
-                .with_access_key_id(&config.access_key_id)
-                .with_secret_access_key(&config.secret_access_key);
+                .with_access_key_id(&config.s3_access_key_id)
+                .with_secret_access_key(&config.s3_secret_access_key);
         }
         Ok(Blobs::new(Arc::new(builder.build()?)))
     }

@@ -22,24 +22,18 @@ pub struct FilesConfig {
     pub upload_expiry_secs: u64,
     /// Seconds a signed download link (for `<img src>`) stays valid.
     pub link_ttl_secs: u64,
-    pub s3: S3Config,
-}
-
-/// S3-compatible object storage for uploaded bytes, instead of local disk.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct S3Config {
-    /// Bucket to store bytes in; empty keeps them on local disk in `files.dir`.
-    pub bucket: String,
+    /// S3-compatible bucket to store bytes in instead of local disk; empty keeps them in
+    /// `files.dir`.
+    pub s3_bucket: String,
     /// Endpoint URL of an S3-compatible server, e.g. "http://127.0.0.1:9000"; empty means
-    /// Amazon S3. This build speaks plain HTTP only: use a server on a trusted network.
-    pub endpoint: String,
-    /// Region; empty means "us-east-1".
-    pub region: String,
-    /// Access key id; empty means the usual AWS environment variables and instance metadata.
-    pub access_key_id: String,
-    /// Secret access key (better given as TIDINGS_FILES_S3_SECRET_ACCESS_KEY).
-    pub secret_access_key: String,
+    /// Amazon S3.
+    pub s3_endpoint: String,
+    /// S3 region; empty means "us-east-1".
+    pub s3_region: String,
+    /// S3 access key id; empty means the usual AWS environment variables.
+    pub s3_access_key_id: String,
+    /// S3 secret access key (better given as TIDINGS_FILES_S3_SECRET_ACCESS_KEY).
+    pub s3_secret_access_key: String,
 }
 
 impl Default for FilesConfig {
@@ -50,7 +44,11 @@ impl Default for FilesConfig {
             user_quota_bytes: 20 * 1024 * 1024 * 1024,
             upload_expiry_secs: 24 * 3600,
             link_ttl_secs: 300,
-            s3: S3Config::default(),
+            s3_bucket: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: String::new(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
         }
     }
 }

@@ -21,5 +21,5 @@ pub mod service;
 pub mod tus;
 
 pub use blobs::Blobs;
-pub use config::{FilesConfig, S3Config};
+pub use config::FilesConfig;
 pub use service::{ByteStream, Download, Files, NewUpload};

@@ -461,7 +461,7 @@ impl Files {
             }
         };
         let target = Blobs::blob_path(&sha256);
-        let head = {
+        {
             let _content = self.inner.content.lock().await;
             if blobs.exists(&target).await.map_err(storage)? {
                 blobs.delete(&source).await.map_err(storage)?;
@@ -494,9 +494,7 @@ impl Files {
                 .store
                 .complete_upload(&upload.id, &consumed, file)
                 .await?;
-            head
-        };
-        drop(head);
+        }
         for (id, _) in &sources {
             blobs.delete_upload(id).await.map_err(storage)?;
         }

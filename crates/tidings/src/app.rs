@@ -117,7 +117,7 @@ async fn start_core_with_tasks(
         .map_err(|e| anyhow::anyhow!("cannot start the core: {e}"))
 }
 
-/// Opens file storage: the S3 bucket `files.s3.bucket` when set, else local disk under
+/// Opens file storage: the S3 bucket `files.s3_bucket` when set, else local disk under
 /// `files.dir` (default: `files` in the data directory).
 pub fn open_files(config: &Config, core: &Core) -> anyhow::Result<Files> {
     let dir = if config.files.dir.as_os_str().is_empty() {
@@ -125,12 +125,12 @@ pub fn open_files(config: &Config, core: &Core) -> anyhow::Result<Files> {
     } else {
         config.files.dir.clone()
     };
-    let blobs = if config.files.s3.bucket.is_empty() {
+    let blobs = if config.files.s3_bucket.is_empty() {
         Blobs::local(&dir)
             .with_context(|| format!("cannot open file storage in {}", dir.display()))?
     } else {
-        Blobs::s3(&config.files.s3)
-            .with_context(|| format!("cannot open S3 bucket {}", config.files.s3.bucket))?
+        Blobs::s3(&config.files)
+            .with_context(|| format!("cannot open S3 bucket {}", config.files.s3_bucket))?
     };
     // Download links are signed with a key derived from the token signing seed, which every
     // node of a deployment shares, so a link issued by one node works on all of them.

@@ -15,7 +15,7 @@ fn workspace_root() -> PathBuf {
 }
 
 fn python() -> Option<PathBuf> {
-    if let Some(python) = std::env::var_os("TIDINGS_TEST_PYTHON") {
+    if let Some(python) = std::env::var_os("TEST_CLIENTS_PYTHON") {
         return Some(PathBuf::from(python));
     }
     let venv = workspace_root().join("target/py-venv/bin/python");
@@ -90,8 +90,8 @@ fn data(len: usize) -> Vec<u8> {
 async fn uploads_resume_concatenate_and_download_on_s3() {
     let Some(python) = python() else {
         assert!(
-            std::env::var_os("TIDINGS_REQUIRE_PYTHON_CLIENTS").is_none(),
-            "TIDINGS_REQUIRE_PYTHON_CLIENTS is set but no Python with moto was found"
+            std::env::var_os("REQUIRE_TEST_CLIENTS").is_none(),
+            "REQUIRE_TEST_CLIENTS is set but no Python with moto was found"
         );
         eprintln!("SKIPPED: no Python with moto; scripts/test prepares target/py-venv");
         return;
@@ -107,10 +107,10 @@ async fn uploads_resume_concatenate_and_download_on_s3() {
 
     let endpoint = moto.url.clone();
     let server = TestServer::start_with(|c| {
-        c.files.s3.bucket = bucket.into();
-        c.files.s3.endpoint = endpoint;
-        c.files.s3.access_key_id = "test".into();
-        c.files.s3.secret_access_key = "test".into();
+        c.files.s3_bucket = bucket.into();
+        c.files.s3_endpoint = endpoint;
+        c.files.s3_access_key_id = "test".into();
+        c.files.s3_secret_access_key = "test".into();
     })
     .await;
     let alice = server.user("alice").await;
