@@ -716,6 +716,22 @@ export interface MessageBodyDeleted {
 /** The server-wide id of a stored message. */
 export type MessageId = number;
 
+/**
+ * `GET /api/v1/conversations/{id}/messages/{seq}/readers`: who has read a message, derived
+ * from the members' read and delivered markers (nothing is stored per message and member).
+ * The sender and members who joined after the message was sent are left out.
+ */
+export interface MessageReaders {
+  conversation_id: ConversationId;
+  seq: number;
+  /** Read it. */
+  read: UserSummary[];
+  /** Received it on a device but not read it yet. */
+  delivered: UserSummary[];
+  /** Neither. */
+  unread: UserSummary[];
+}
+
 /** `PUT /api/v1/conversations/{id}/members/{user_id}/mute`. */
 export interface MuteRequest {
   /** How long the member cannot post, in seconds (1 second to 366 days). */

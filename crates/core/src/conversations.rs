@@ -10,10 +10,11 @@ use tidings_bus::{BusEvent, OutFrame};
 use tidings_proto::contacts::DirectMessages;
 use tidings_proto::rest::GroupPermissions;
 use tidings_proto::rest::{
-    Conversation, ConversationKind, ConversationList, CreateGroupRequest, Member, Role, UserSummary,
+    Conversation, ConversationKind, ConversationList, CreateGroupRequest, Member, MessageReaders,
+    Role, UserSummary,
 };
 use tidings_proto::ws::ServerFrame;
-use tidings_proto::{ConversationId, ErrorCode, UserId};
+use tidings_proto::{ConversationId, ErrorCode, Seq, UserId};
 use tidings_store::UserConversation;
 
 /// What the hot path needs to know about a conversation: its kind and who is in it.
@@ -336,6 +337,51 @@ impl Core {
                 muted_until: m.muted_until.filter(|until| *until > now),
             })
             .collect())
+    }
+
+    /// Who has read, received or not yet received the message at `seq`, from the members'
+    /// markers: a marker at or past `seq` covers it, since markers only move forward.
+    pub async fn message_readers(
+        &self,
+        caller: &Caller,
+        id: ConversationId,
+        seq: Seq,
+    ) -> CoreResult<MessageReaders> {
+        self.authorize(caller, id, Action::Read).await?;
+        let message = self
+            .inner
+            .store
+            .messages_after(id, seq.saturating_sub(1), 1)
+            .await?
+            .into_iter()
+            .find(|m| m.seq == seq)
+            .ok_or_else(|| CoreError::not_found("message"))?;
+        let mut readers = MessageReaders {
+            conversation_id: id,
+            seq,
+            read: Vec::new(),
+            delivered: Vec::new(),
+            unread: Vec::new(),
+        };
+        for m in self.inner.store.members(id).await? {
+            // Members start with their markers at the end of the conversation when they join,
+            // so a later joiner's marker says nothing about this message.
+            if m.user_id == message.sender_id || m.joined_at > message.ts {
+                continue;
+            }
+            let who = UserSummary {
+                user_id: m.user_id,
+                username: m.username,
+            };
+            if m.read_seq >= seq {
+                readers.read.push(who);
+            } else if m.delivered_seq >= seq {
+                readers.delivered.push(who);
+            } else {
+                readers.unread.push(who);
+            }
+        }
+        Ok(readers)
     }
 
     /// The steps of [`Core::open_direct`], which runs them detached.

@@ -161,6 +161,10 @@ pub fn router(state: AppState) -> Router {
             delete(rest::delete_message),
         )
         .route(
+            "/api/v1/conversations/{id}/messages/{seq}/readers",
+            get(rest::message_readers),
+        )
+        .route(
             "/api/v1/conversations/{id}/invite-links",
             get(rest::invite_links).post(rest::create_invite_link),
         )

@@ -538,6 +538,14 @@ fn build() -> Value {
     ));
     ops.push(op(
         "get",
+        "/api/v1/conversations/{id}/messages/{seq}/readers",
+        "Who has read, received or not yet received a message, from the members' markers.",
+        None,
+        200,
+        Some(schema::<MessageReaders>(g)),
+    ));
+    ops.push(op(
+        "get",
         "/api/v1/search",
         "Full-text search over every conversation the caller can read, best first; words match as case-insensitive prefixes, Chinese, Japanese and Korean text as substrings.",
         None,

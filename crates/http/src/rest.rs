@@ -854,3 +854,16 @@ pub async fn admin_remove_message(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+pub async fn message_readers(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, seq)): Path<(i64, Seq)>,
+) -> ApiResult<Json<tidings_proto::rest::MessageReaders>> {
+    Ok(Json(
+        state
+            .core
+            .message_readers(&caller, ConversationId(id), seq)
+            .await?,
+    ))
+}

@@ -95,6 +95,7 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ),
         ("SearchRequest", schema_for!(rest::SearchRequest)),
         ("SearchResults", schema_for!(rest::SearchResults)),
+        ("MessageReaders", schema_for!(rest::MessageReaders)),
         ("FriendList", schema_for!(contacts::FriendList)),
         (
             "FriendRequestList",

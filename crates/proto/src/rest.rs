@@ -642,3 +642,18 @@ pub struct FileLink {
     /// When the link stops working (ms since the epoch).
     pub expires_at: i64,
 }
+
+/// `GET /api/v1/conversations/{id}/messages/{seq}/readers`: who has read a message, derived
+/// from the members' read and delivered markers (nothing is stored per message and member).
+/// The sender and members who joined after the message was sent are left out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MessageReaders {
+    pub conversation_id: ConversationId,
+    pub seq: Seq,
+    /// Read it.
+    pub read: Vec<UserSummary>,
+    /// Received it on a device but not read it yet.
+    pub delivered: Vec<UserSummary>,
+    /// Neither.
+    pub unread: Vec<UserSummary>,
+}

@@ -215,4 +215,12 @@ impl AuthedClient {
         self.delete(&format!("/api/v1/admin/conversations/{id}/messages/{seq}"))
             .await
     }
+
+    /// Who has read a message (from the members' markers).
+    pub async fn message_readers(&self, id: ConversationId, seq: Seq) -> SdkResult<MessageReaders> {
+        self.get(&format!(
+            "/api/v1/conversations/{id}/messages/{seq}/readers"
+        ))
+        .await
+    }
 }

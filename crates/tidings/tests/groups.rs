@@ -810,3 +810,70 @@ async fn a_deleted_owner_hands_the_group_on() {
     assert!(store.group(group.id).await.unwrap().is_some());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn read_lists_come_from_the_markers() {
+    use tidings_proto::ws::{ClientFrame, ReceiptKind};
+    let server = TestServer::start().await;
+    let owner = server.user("owner").await;
+    let reader = server.user("reader").await;
+    let receiver = server.user("receiver").await;
+    let away = server.user("away").await;
+    let group = owner
+        .api
+        .create_group("g", &[reader.user_id, receiver.user_id, away.user_id])
+        .await
+        .unwrap();
+    let owner_ws = server.connect(&owner).await;
+    let (seq, _) = owner_ws
+        .send_text(group.id, "m1", "did you see this?")
+        .await
+        .unwrap();
+    let reader_ws = server.connect(&reader).await;
+    reader_ws
+        .request(|id| ClientFrame::Receipt {
+            id,
+            conversation_id: group.id,
+            receipt: ReceiptKind::Read,
+            seq,
+        })
+        .await
+        .unwrap();
+    let receiver_ws = server.connect(&receiver).await;
+    receiver_ws
+        .request(|id| ClientFrame::Receipt {
+            id,
+            conversation_id: group.id,
+            receipt: ReceiptKind::Delivered,
+            seq,
+        })
+        .await
+        .unwrap();
+    // Someone who joins later is not counted either way.
+    let late = server.user("late").await;
+    owner
+        .api
+        .add_members(group.id, &[late.user_id])
+        .await
+        .unwrap();
+    let readers = owner.api.message_readers(group.id, seq).await.unwrap();
+    let names = |list: &[tidings_proto::rest::UserSummary]| {
+        list.iter().map(|u| u.username.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&readers.read), vec!["reader"]);
+    assert_eq!(names(&readers.delivered), vec!["receiver"]);
+    assert_eq!(names(&readers.unread), vec!["away"]);
+    assert_eq!(
+        code(
+            server
+                .user("stranger")
+                .await
+                .api
+                .message_readers(group.id, seq)
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::NotFound
+    );
+    server.stop().await;
+}
