@@ -18,8 +18,6 @@ use crate::error::{CoreError, CoreResult};
 use crate::policy::DirectFacts;
 use crate::{Caller, Core};
 use std::collections::HashSet;
-use std::sync::Arc;
-use tidings_bus::{BusEvent, OutFrame};
 use tidings_proto::contacts::{
     ContactEvent, ContactsSnapshot, Friend, FriendList, FriendRequest, FriendRequestList,
     FriendRequestOutcome, FriendRequestResult, MAX_FRIEND_NOTE_CHARS, PrivacySettings,
@@ -398,14 +396,8 @@ impl Core {
                 return;
             }
         };
-        let event = BusEvent::Deliver {
-            users: Arc::from(vec![user]),
-            except_device: None,
-            frame: OutFrame::new(ServerFrame::Contact { event, version }),
-        };
-        if let Err(e) = self.inner.bus.publish(event).await {
-            tracing::warn!(%e, "Could not publish a contact event.");
-        }
+        self.deliver(vec![user], ServerFrame::Contact { event, version })
+            .await;
     }
 }
 
@@ -587,20 +579,17 @@ impl Core {
             .filter(|u| !still.contains(u))
             .collect();
         if !hidden.is_empty() {
-            let event = BusEvent::Deliver {
-                users: hidden.into(),
-                except_device: None,
-                frame: OutFrame::new(ServerFrame::Presence {
+            self.deliver(
+                hidden,
+                ServerFrame::Presence {
                     presence: Presence {
                         user_id: user,
                         status: PresenceStatus::Offline,
                         last_seen: None,
                     },
-                }),
-            };
-            if let Err(e) = self.inner.bus.publish(event).await {
-                tracing::warn!(%e, "Could not publish a presence change.");
-            }
+                },
+            )
+            .await;
         }
         if self.inner.hub.is_online(user) {
             self.announce_presence(user).await;
@@ -612,6 +601,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     /// A core on a real SQLite store in a temporary directory.
     async fn core_on_sqlite() -> (Core, tempfile::TempDir) {

@@ -6,7 +6,7 @@ use crate::{Caller, Core};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tidings_bus::{BusEvent, OutFrame};
+use tidings_bus::BusEvent;
 use tidings_proto::contacts::DirectMessages;
 use tidings_proto::rest::GroupPermissions;
 use tidings_proto::rest::{
@@ -348,14 +348,7 @@ impl Core {
         seq: Seq,
     ) -> CoreResult<MessageReaders> {
         self.authorize(caller, id, Action::Read).await?;
-        let message = self
-            .inner
-            .store
-            .messages_after(id, seq.saturating_sub(1), 1)
-            .await?
-            .into_iter()
-            .find(|m| m.seq == seq)
-            .ok_or_else(|| CoreError::not_found("message"))?;
+        let message = self.message_at(id, seq).await?;
         let mut readers = MessageReaders {
             conversation_id: id,
             seq,
@@ -477,17 +470,9 @@ impl Core {
         for user in users {
             match self.inner.store.user_conversation(*user, id).await {
                 Ok(Some(uc)) => {
-                    let frame = OutFrame::new(ServerFrame::Conversation {
-                        conversation: Self::conversation_view(&uc),
-                    });
-                    let event = BusEvent::Deliver {
-                        users: Arc::from(vec![*user]),
-                        except_device: None,
-                        frame,
-                    };
-                    if let Err(e) = self.inner.bus.publish(event).await {
-                        tracing::warn!(%e, "Could not announce a conversation.");
-                    }
+                    let conversation = Self::conversation_view(&uc);
+                    self.deliver(vec![*user], ServerFrame::Conversation { conversation })
+                        .await;
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(%e, "Could not load a conversation to announce."),

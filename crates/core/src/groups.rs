@@ -13,7 +13,6 @@ use crate::error::{CoreError, CoreResult};
 use crate::policy::{Action, decide_on_member};
 use crate::{Caller, Core, tokens};
 use std::sync::Arc;
-use tidings_bus::{BusEvent, OutFrame};
 use tidings_proto::message::{JoinMethod, SystemEvent};
 use tidings_proto::rest::{
     AddMembersResult, BanList, BannedUser, CreateInviteLinkRequest, GroupInfo, GroupInvitation,
@@ -199,22 +198,9 @@ impl Core {
         recipients.extend(changed.removed.iter().copied());
         recipients.sort();
         recipients.dedup();
-        let frame = OutFrame::new(ServerFrame::Message {
-            message: changed.event.clone(),
-        });
-        if let Err(e) = self
-            .inner
-            .bus
-            .publish(BusEvent::Deliver {
-                users: Arc::from(recipients),
-                except_device: None,
-                frame,
-            })
-            .await
-        {
-            // The event is stored; members catch up on their next sync.
-            tracing::warn!(%e, "Could not publish a group event.");
-        }
+        let message = changed.event.clone();
+        self.deliver(recipients, ServerFrame::Message { message })
+            .await;
         if !changed.added.is_empty() {
             self.announce_conversation(id, &changed.added).await;
         }
@@ -290,25 +276,17 @@ impl Core {
             {
                 continue;
             }
-            let frame = OutFrame::new(ServerFrame::GroupInvitation {
-                invitation: GroupInvitation {
-                    conversation_id: id,
-                    title: title.to_owned(),
-                    inviter: UserSummary {
-                        user_id: inviter.id,
-                        username: inviter.username.clone(),
-                    },
-                    created_at: now,
+            let invitation = GroupInvitation {
+                conversation_id: id,
+                title: title.to_owned(),
+                inviter: UserSummary {
+                    user_id: inviter.id,
+                    username: inviter.username.clone(),
                 },
-            });
-            let event = BusEvent::Deliver {
-                users: Arc::from(vec![user]),
-                except_device: None,
-                frame,
+                created_at: now,
             };
-            if let Err(e) = self.inner.bus.publish(event).await {
-                tracing::warn!(%e, "Could not deliver a group invitation.");
-            }
+            self.deliver(vec![user], ServerFrame::GroupInvitation { invitation })
+                .await;
         }
         Ok(())
     }
@@ -729,14 +707,7 @@ impl Core {
         let (info, role) = self
             .authorize_group(caller, id, Action::DeleteMessages)
             .await?;
-        let message = self
-            .inner
-            .store
-            .messages_after(id, seq.saturating_sub(1), 1)
-            .await?
-            .into_iter()
-            .find(|m| m.seq == seq)
-            .ok_or_else(|| CoreError::not_found("message"))?;
+        let message = self.message_at(id, seq).await?;
         if matches!(
             message.body,
             MessageBody::System { .. } | MessageBody::Deleted {}
@@ -902,23 +873,15 @@ impl Core {
             Ok(Some(user)) => user.username,
             _ => return,
         };
-        let frame = OutFrame::new(ServerFrame::JoinRequest {
-            request: JoinRequest {
-                conversation_id: id,
-                user_id: caller.user_id,
-                username,
-                message,
-                created_at: now,
-            },
-        });
-        let event = BusEvent::Deliver {
-            users: Arc::from(approvers),
-            except_device: None,
-            frame,
+        let request = JoinRequest {
+            conversation_id: id,
+            user_id: caller.user_id,
+            username,
+            message,
+            created_at: now,
         };
-        if let Err(e) = self.inner.bus.publish(event).await {
-            tracing::warn!(%e, "Could not announce a join request.");
-        }
+        self.deliver(approvers, ServerFrame::JoinRequest { request })
+            .await;
     }
 
     async fn approve_steps(
@@ -1314,14 +1277,7 @@ impl Core {
             .await?;
         let caller = *caller;
         self.detached(move |core| async move {
-            let message = core
-                .inner
-                .store
-                .messages_after(id, seq.saturating_sub(1), 1)
-                .await?
-                .into_iter()
-                .find(|m| m.seq == seq)
-                .ok_or_else(|| CoreError::not_found("message"))?;
+            let message = core.message_at(id, seq).await?;
             let mut audit = acting.entry(&core, kinds::MESSAGE_REMOVE, Some(message.sender_id));
             audit.conversation = Some(id);
             audit.detail = serde_json::json!({ "seq": seq });

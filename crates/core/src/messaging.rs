@@ -360,15 +360,14 @@ impl Core {
             .copied()
             .filter(|u| *u != caller.user_id && !blocked.contains(u))
             .collect();
-        self.publish(BusEvent::Deliver {
-            users: others,
-            except_device: None,
-            frame: OutFrame::new(ServerFrame::Typing {
+        self.deliver(
+            others,
+            ServerFrame::Typing {
                 conversation_id,
                 user_id: caller.user_id,
                 typing,
-            }),
-        })
+            },
+        )
         .await;
         Ok(())
     }
@@ -480,17 +479,16 @@ impl Core {
         if audience.is_empty() {
             return;
         }
-        self.publish(BusEvent::Deliver {
-            users: audience.into(),
-            except_device: None,
-            frame: OutFrame::new(ServerFrame::Presence {
+        self.deliver(
+            audience,
+            ServerFrame::Presence {
                 presence: Presence {
                     user_id,
                     status,
                     last_seen,
                 },
-            }),
-        })
+            },
+        )
         .await;
     }
 
@@ -510,6 +508,33 @@ impl Core {
         if let Err(e) = self.inner.bus.publish(event).await {
             tracing::warn!(%e, "Could not publish an event.");
         }
+    }
+
+    /// Delivers a frame to every connection of `users`, on every node. The store stays the
+    /// truth (a lost event is repaired by the next sync or listing), so a bus failure is only
+    /// logged.
+    pub(crate) async fn deliver(&self, users: impl Into<Arc<[UserId]>>, frame: ServerFrame) {
+        self.publish(BusEvent::Deliver {
+            users: users.into(),
+            except_device: None,
+            frame: OutFrame::new(frame),
+        })
+        .await;
+    }
+
+    /// The message at `seq`, or `not_found`.
+    pub(crate) async fn message_at(
+        &self,
+        id: ConversationId,
+        seq: Seq,
+    ) -> CoreResult<tidings_proto::Message> {
+        self.inner
+            .store
+            .messages_after(id, seq.saturating_sub(1), 1)
+            .await?
+            .into_iter()
+            .find(|m| m.seq == seq)
+            .ok_or_else(|| CoreError::not_found("message"))
     }
 }
 

@@ -98,6 +98,27 @@ impl TestServer {
         signed_in_user(&self.client(), username).await
     }
 
+    /// Creates a server administrator the way an operator does (`tidings admin create-user
+    /// --admin`), then signs them in.
+    pub async fn admin(&self, username: &str) -> TestUser {
+        let account = self
+            .core()
+            .admin_create_user(username, PASSWORD.into(), true)
+            .await
+            .expect("create an administrator");
+        let client = self.client();
+        let tokens = client
+            .login(username, PASSWORD, "console")
+            .await
+            .expect("login");
+        TestUser {
+            user_id: account.user_id,
+            username: account.username,
+            api: client.authed(tokens.access_token.clone()),
+            tokens,
+        }
+    }
+
     /// Signs the user in again: a second device.
     pub async fn second_device(&self, user: &TestUser, device_name: &str) -> TestUser {
         let client = self.client();

@@ -14,17 +14,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// Creates the first administrator the way an operator does (`create-user --admin`), in process.
 async fn admin(server: &TestServer) -> AuthedClient {
-    server
-        .core()
-        .admin_create_user("root", PASSWORD.into(), true)
-        .await
-        .unwrap();
-    let tokens = server
-        .client()
-        .login("root", PASSWORD, "console")
-        .await
-        .unwrap();
-    server.client().authed(tokens.access_token)
+    server.admin("root").await.api
 }
 
 fn oauth_description(err: SdkError) -> (String, String) {

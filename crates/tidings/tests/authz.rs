@@ -8,7 +8,7 @@ use tidings_proto::rest::{CreateInviteLinkRequest, Role, UpdateGroupRequest};
 use tidings_proto::ws::{ClientFrame, ReceiptKind};
 use tidings_proto::{ConversationId, MessageBody, Seq};
 use tidings_sdk::{Connection, SdkError, SdkResult};
-use tidings_testkit::{PASSWORD, TestServer, TestUser};
+use tidings_testkit::{TestServer, TestUser};
 
 /// Expected outcome of one cell: allowed, forbidden, not found (the caller may not know the
 /// conversation exists), or unauthenticated (the caller has no valid session).
@@ -253,24 +253,7 @@ async fn every_group_standing_against_every_action() {
         target: server.user("target").await,
         outsider: server.user("outsider").await,
         newcomer: server.user("newcomer").await,
-        server_admin: {
-            server
-                .core()
-                .admin_create_user("root", PASSWORD.into(), true)
-                .await
-                .unwrap();
-            let tokens = server
-                .client()
-                .login("root", PASSWORD, "console")
-                .await
-                .unwrap();
-            TestUser {
-                user_id: tokens.user_id,
-                username: "root".into(),
-                api: server.client().authed(tokens.access_token.clone()),
-                tokens,
-            }
-        },
+        server_admin: server.admin("root").await,
         suspended: server.user("suspended").await,
     };
     let root = &cast.server_admin.api;

@@ -686,17 +686,7 @@ async fn privacy_settings_turn_adds_into_invitations() {
 #[tokio::test]
 async fn moderation_and_refusals_are_in_the_audit_log() {
     let server = TestServer::start().await;
-    server
-        .core()
-        .admin_create_user("root", tidings_testkit::PASSWORD.into(), true)
-        .await
-        .unwrap();
-    let tokens = server
-        .client()
-        .login("root", tidings_testkit::PASSWORD, "console")
-        .await
-        .unwrap();
-    let root = server.client().authed(tokens.access_token);
+    let root = server.admin("root").await.api;
     let owner = server.user("owner").await;
     let member = server.user("member").await;
     let group = owner
@@ -759,17 +749,7 @@ async fn moderation_and_refusals_are_in_the_audit_log() {
 #[tokio::test]
 async fn a_deleted_owner_hands_the_group_on() {
     let server = TestServer::start().await;
-    server
-        .core()
-        .admin_create_user("root", tidings_testkit::PASSWORD.into(), true)
-        .await
-        .unwrap();
-    let tokens = server
-        .client()
-        .login("root", tidings_testkit::PASSWORD, "console")
-        .await
-        .unwrap();
-    let root = server.client().authed(tokens.access_token);
+    let root = server.admin("root").await.api;
     let owner = server.user("owner").await;
     let early = server.user("early").await;
     let deputy = server.user("deputy").await;
