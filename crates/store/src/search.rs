@@ -118,6 +118,95 @@ impl ParsedQuery {
     }
 }
 
+/// Folds a word the way SQLite's `unicode61 remove_diacritics 2` tokenizer does: lowercase,
+/// with combining marks removed after canonical decomposition ("Café" becomes "cafe").
+pub fn fold_word(word: &str) -> String {
+    let nfd = icu_normalizer::DecomposingNormalizerBorrowed::new_nfd();
+    nfd.normalize_iter(word.chars())
+        .filter(|c| !is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The combining diacritical mark blocks (the marks decomposition splits off Latin, Greek and
+/// Cyrillic letters).
+fn is_combining_mark(c: char) -> bool {
+    matches!(c as u32,
+        0x0300..=0x036F | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF | 0x20D0..=0x20FF | 0xFE20..=0xFE2F)
+}
+
+/// The lexemes of a message for backends without a tokenizer of their own (PostgreSQL stores
+/// them as a `tsvector`): words split at anything not alphanumeric and folded with
+/// [`fold_word`]; CJK runs as characters and pairs, as in [`index_terms`]. Deduplicated.
+pub fn lexemes(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (cjk, run) in runs(text) {
+        if cjk {
+            let chars: Vec<char> = run.chars().collect();
+            out.extend(chars.iter().map(|c| c.to_string()));
+            out.extend(chars.windows(2).map(|pair| pair.iter().collect::<String>()));
+        } else {
+            out.extend(
+                run.split(|c: char| !c.is_alphanumeric())
+                    .filter(|w| !w.is_empty())
+                    .map(fold_word),
+            );
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// One term of a [`ParsedQuery`], for backends that match lexemes themselves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueryTerm {
+    /// Folded like [`lexemes`] folds the text.
+    pub lexeme: String,
+    /// Matches any lexeme that starts with it (words), or only itself (CJK).
+    pub prefix: bool,
+}
+
+impl ParsedQuery {
+    /// The terms of the query, each of which a hit must contain. They are read back from the
+    /// FTS5 form, which quotes every term, so this stays in step with [`parse_query`].
+    pub fn terms(&self) -> Vec<QueryTerm> {
+        self.fts
+            .split(' ')
+            .filter_map(|term| {
+                let (quoted, prefix) = match term.strip_suffix('*') {
+                    Some(quoted) => (quoted, true),
+                    None => (term, false),
+                };
+                let inner = quoted.strip_prefix('"')?.strip_suffix('"')?;
+                let lexeme = if prefix {
+                    fold_word(inner)
+                } else {
+                    inner.to_owned()
+                };
+                (!lexeme.is_empty()).then_some(QueryTerm { lexeme, prefix })
+            })
+            .collect()
+    }
+
+    /// The query as a PostgreSQL `tsquery` literal (cast with `::tsquery`, which parses the
+    /// syntax without normalizing the lexemes): every term quoted, words with `:*`, ANDed.
+    pub fn tsquery(&self) -> String {
+        self.terms()
+            .iter()
+            .map(|term| {
+                let quoted = term.lexeme.replace('\\', "\\\\").replace('\'', "''");
+                if term.prefix {
+                    format!("'{quoted}':*")
+                } else {
+                    format!("'{quoted}'")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" & ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +237,21 @@ mod tests {
         assert_eq!(q.fts, "\"a\"* \"or\"* \"b\"* \"near\"* \"x\"*");
         assert_eq!(parse_query("!!! ..."), None);
         assert_eq!(parse_query("通").unwrap().fts, "\"通\"");
+    }
+
+    #[test]
+    fn lexemes_fold_words_and_expand_cjk() {
+        assert_eq!(
+            lexemes("Café NOON, 通讯软件!"),
+            vec![
+                "cafe", "noon", "件", "讯", "讯软", "软", "软件", "通", "通讯"
+            ]
+        );
+        let q = parse_query("MEETING café 通讯软件").unwrap();
+        assert_eq!(
+            q.tsquery(),
+            "'meeting':* & 'cafe':* & '通讯' & '讯软' & '软件'"
+        );
+        assert_eq!(parse_query("通").unwrap().tsquery(), "'通'");
     }
 }

@@ -1,0 +1,846 @@
+//! The PostgreSQL backend of [`tidings_store::Store`], for deployments with several nodes.
+//!
+//! # Layout
+//! - [`PgStore`] (here): the connection pool, and each trait method as one transaction (writes)
+//!   or one pooled connection (reads).
+//! - `queries`: every SQL statement, as async functions over any pooled client or transaction.
+//! - `schema`: the embedded migrations (`src/migrations/*.sql`) and how they are applied.
+//! - `error`: PostgreSQL errors to [`StoreError`], and which of them call for a retry.
+//!
+//! **Architecture Invariant:** a write returns only after its COMMIT returned, and the server
+//! runs with its default `synchronous_commit = on`, so what a caller is told is stored has been
+//! flushed to the write-ahead log.
+//!
+//! **Architecture Invariant:** several nodes may share one database. Every read-then-write
+//! decision is protected by a row lock or a transaction-scoped advisory lock (see `queries`),
+//! and a transaction that PostgreSQL aborts to break a deadlock or a serialization conflict is
+//! run again from the start, a bounded number of times.
+//!
+//! Group commit: the core's sequencer hands each batch of waiting messages to one
+//! `append_messages` call, which is one transaction and so one WAL flush for the whole batch.
+
+mod error;
+mod queries;
+mod schema;
+#[doc(hidden)]
+pub mod testing;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use error::Fail;
+use queries::PreparedMessage;
+use std::time::Duration;
+use tidings_proto::contacts::PrivacySettings;
+use tidings_proto::ws::ReceiptKind;
+use tidings_proto::{ConversationId, DeviceId, Message, Seq, UserId};
+use tidings_store::{
+    Appended, AuditCheckpoint, AuditFilter, AuditRecord, BanRecord, BlockRecord, CheckpointSigner,
+    ConversationRecord, DeletedAccount, DeviceRecord, FileRecord, FriendRecord,
+    FriendRequestRecord, FriendRequestSent, GroupChange, GroupChanged, GroupInvitationRecord,
+    GroupRecord, InviteLinkRecord, JoinRequestRecord, MemberRecord, NewAudit, NewInvite,
+    NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome, SearchHit,
+    SearchQuery, Store, StoreError, StoreResult, UploadRecord, UserConversation, UserRecord,
+};
+
+/// How to reach the database.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// A libpq-style URL, `postgres://user@host:port/database`. TLS is not supported: run the
+    /// database on a private network or loopback.
+    pub url: String,
+    /// Connections in this node's pool (at least 1).
+    pub max_connections: usize,
+    /// How long connecting, or waiting for a free pooled connection, may take.
+    pub connect_timeout: Duration,
+}
+
+impl PgOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        PgOptions {
+            url: url.into(),
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A [`Store`] on a PostgreSQL database, shareable by several nodes.
+pub struct PgStore {
+    pool: Pool,
+}
+
+/// How often a transaction aborted by a deadlock or a serialization conflict is run again.
+const MAX_RETRIES: u32 = 8;
+
+/// Runs `$body` (which uses `$c`, a transaction, with `?` and `.await`) in a transaction,
+/// commits it, and runs the whole again when PostgreSQL aborted it for a retryable reason. The
+/// body may run more than once, so it must only borrow what it uses.
+macro_rules! in_tx {
+    ($store:expr, |$c:ident| $body:expr) => {{
+        let mut attempt = 0u32;
+        loop {
+            let outcome: Result<_, Fail> = async {
+                let mut client = $store.pool.get().await?;
+                let tx = client.transaction().await?;
+                let $c = &tx;
+                let value = $body;
+                tx.commit().await?;
+                Ok(value)
+            }
+            .await;
+            match outcome {
+                Ok(value) => break Ok(value),
+                Err(fail) if fail.is_retryable() && attempt < MAX_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(
+                        attempt,
+                        "Retrying a PostgreSQL transaction after a conflict."
+                    );
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
+                }
+                Err(fail) => break Err(fail.into_store()),
+            }
+        }
+    }};
+}
+
+/// Runs `$body` on a pooled connection, outside any explicit transaction (each statement sees
+/// the latest committed state).
+macro_rules! read {
+    ($store:expr, |$c:ident| $body:expr) => {{
+        let outcome: Result<_, Fail> = async {
+            let client = $store.pool.get().await?;
+            let $c = &client;
+            Ok($body)
+        }
+        .await;
+        outcome.map_err(Fail::into_store)
+    }};
+}
+
+impl PgStore {
+    /// Connects, applies pending migrations, and returns the store.
+    pub async fn connect(options: PgOptions) -> StoreResult<PgStore> {
+        let mut config: tokio_postgres::Config = options
+            .url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+        config.application_name("tidings");
+        config.connect_timeout(options.connect_timeout);
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("building the PostgreSQL pool: {e}")))?;
+        let mut client = pool.get().await.map_err(|e| Fail::from(e).into_store())?;
+        schema::migrate(&mut client)
+            .await
+            .map_err(Fail::into_store)?;
+        Ok(PgStore { pool })
+    }
+}
+
+/// Usernames are stored lowercase, as in the SQLite backend.
+fn normalize_username(username: &str) -> String {
+    username.to_lowercase()
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        read!(self, |c| queries::ping(c).await?)
+    }
+
+    async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> StoreResult<UserRecord> {
+        let username = normalize_username(username);
+        in_tx!(self, |c| queries::create_user(
+            c,
+            &username,
+            password_hash,
+            now
+        )
+        .await?)
+    }
+
+    async fn create_user_with_invite(
+        &self,
+        username: &str,
+        password_hash: &str,
+        invite_hash: [u8; 32],
+        now: i64,
+    ) -> StoreResult<UserRecord> {
+        let username = normalize_username(username);
+        in_tx!(self, |c| queries::create_user_with_invite(
+            c,
+            &username,
+            password_hash,
+            invite_hash,
+            now
+        )
+        .await?)
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let username = normalize_username(username);
+        read!(self, |c| queries::user_by_name(c, &username).await?)
+    }
+
+    async fn user_by_id(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
+        read!(self, |c| queries::user_by_id(c, id).await?)
+    }
+
+    async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<UserRecord>> {
+        read!(self, |c| queries::users_by_ids(c, ids).await?)
+    }
+
+    async fn list_users(&self, after: Option<UserId>, limit: u32) -> StoreResult<Vec<UserRecord>> {
+        read!(self, |c| queries::list_users(c, after, limit).await?)
+    }
+
+    async fn set_password_hash(&self, user: UserId, password_hash: &str) -> StoreResult<()> {
+        in_tx!(self, |c| queries::set_password_hash(c, user, password_hash)
+            .await?)
+    }
+
+    async fn replace_password(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        keep: Option<DeviceId>,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<Vec<DeviceId>> {
+        in_tx!(self, |c| queries::replace_password(
+            c,
+            user,
+            password_hash,
+            keep,
+            now,
+            &audit
+        )
+        .await?)
+    }
+
+    async fn find_users(
+        &self,
+        prefix: &str,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<UserRecord>> {
+        let prefix = normalize_username(prefix);
+        read!(self, |c| queries::find_users(c, &prefix, after, limit)
+            .await?)
+    }
+
+    async fn set_suspended(
+        &self,
+        user: UserId,
+        suspended: bool,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<Vec<DeviceId>> {
+        in_tx!(self, |c| queries::set_suspended(
+            c, user, suspended, now, &audit
+        )
+        .await?)
+    }
+
+    async fn set_admin(&self, user: UserId, is_admin: bool, audit: NewAudit) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::set_admin(c, user, is_admin, &audit)
+            .await?)
+    }
+
+    async fn delete_user(
+        &self,
+        user: UserId,
+        now: i64,
+        remove_messages: bool,
+        audit: NewAudit,
+    ) -> StoreResult<DeletedAccount> {
+        in_tx!(self, |c| queries::delete_user(
+            c,
+            user,
+            now,
+            remove_messages,
+            &audit
+        )
+        .await?)
+    }
+
+    async fn create_invite(&self, invite: NewInvite) -> StoreResult<()> {
+        in_tx!(self, |c| queries::create_invite(c, &invite).await?)
+    }
+
+    async fn create_device(&self, user: UserId, name: &str, now: i64) -> StoreResult<DeviceRecord> {
+        in_tx!(self, |c| queries::create_device(c, user, name, now).await?)
+    }
+
+    async fn sign_in(
+        &self,
+        user: UserId,
+        device_name: &str,
+        refresh_hash: [u8; 32],
+        refresh_expires_at: i64,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<DeviceRecord> {
+        in_tx!(self, |c| queries::sign_in(
+            c,
+            user,
+            device_name,
+            refresh_hash,
+            refresh_expires_at,
+            now,
+            &audit
+        )
+        .await?)
+    }
+
+    async fn device(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>> {
+        read!(self, |c| queries::device(c, id).await?)
+    }
+
+    async fn devices_of(&self, user: UserId) -> StoreResult<Vec<DeviceRecord>> {
+        read!(self, |c| queries::devices_of(c, user).await?)
+    }
+
+    async fn touch_device(&self, id: DeviceId, now: i64) -> StoreResult<()> {
+        in_tx!(self, |c| queries::touch_device(c, id, now).await?)
+    }
+
+    async fn revoke_device(
+        &self,
+        user: UserId,
+        id: DeviceId,
+        now: i64,
+        audit: Option<NewAudit>,
+    ) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::revoke_device(
+            c,
+            user,
+            id,
+            now,
+            audit.as_ref()
+        )
+        .await?)
+    }
+
+    async fn revoke_other_devices(
+        &self,
+        user: UserId,
+        keep: Option<DeviceId>,
+        now: i64,
+        audit: Option<NewAudit>,
+    ) -> StoreResult<Vec<DeviceId>> {
+        in_tx!(self, |c| queries::revoke_other_devices(
+            c,
+            user,
+            keep,
+            now,
+            audit.as_ref()
+        )
+        .await?)
+    }
+
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> StoreResult<()> {
+        in_tx!(self, |c| queries::insert_refresh_token(c, &token).await?)
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: [u8; 32],
+        new: NewRefreshToken,
+        now: i64,
+        on_reuse: NewAudit,
+    ) -> StoreResult<RotateOutcome> {
+        in_tx!(self, |c| queries::rotate_refresh_token(
+            c, old_hash, &new, now, &on_reuse
+        )
+        .await?)
+    }
+
+    async fn refresh_token_device(&self, hash: [u8; 32]) -> StoreResult<Option<DeviceId>> {
+        read!(self, |c| queries::refresh_token_device(c, hash).await?)
+    }
+
+    async fn prune_refresh_tokens(&self, now: i64) -> StoreResult<u64> {
+        in_tx!(self, |c| queries::prune_refresh_tokens(c, now).await?)
+    }
+
+    async fn profile(&self, user: UserId) -> StoreResult<Option<ProfileRecord>> {
+        read!(self, |c| queries::profile(c, user).await?)
+    }
+
+    async fn set_profile(
+        &self,
+        user: UserId,
+        display_name: &str,
+        status_text: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| queries::set_profile(
+            c,
+            user,
+            display_name,
+            status_text,
+            now
+        )
+        .await?)
+    }
+
+    async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<ProfileRecord>> {
+        read!(self, |c| queries::search_users(c, prefix, limit).await?)
+    }
+
+    async fn block_user(&self, blocker: UserId, blocked: UserId, now: i64) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::block_user(c, blocker, blocked, now)
+            .await?)
+    }
+
+    async fn unblock_user(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::unblock_user(c, blocker, blocked).await?)
+    }
+
+    async fn blocked_by(&self, blocker: UserId) -> StoreResult<Vec<BlockRecord>> {
+        read!(self, |c| queries::blocked_by(c, blocker).await?)
+    }
+
+    async fn blockers_of(&self, blocked: UserId) -> StoreResult<Vec<UserId>> {
+        read!(self, |c| queries::blockers_of(c, blocked).await?)
+    }
+
+    async fn is_blocked(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool> {
+        read!(self, |c| queries::is_blocked(c, blocker, blocked).await?)
+    }
+
+    async fn send_friend_request(
+        &self,
+        from: UserId,
+        to: UserId,
+        note: Option<&str>,
+        now: i64,
+    ) -> StoreResult<FriendRequestSent> {
+        in_tx!(self, |c| queries::send_friend_request(
+            c, from, to, note, now
+        )
+        .await?)
+    }
+
+    async fn accept_friend_request(&self, from: UserId, to: UserId, now: i64) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::accept_friend_request(c, from, to, now)
+            .await?)
+    }
+
+    async fn delete_friend_request(&self, from: UserId, to: UserId) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::delete_friend_request(c, from, to)
+            .await?)
+    }
+
+    async fn remove_friend(&self, a: UserId, b: UserId) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::remove_friend(c, a, b).await?)
+    }
+
+    async fn friends_of(&self, user: UserId) -> StoreResult<Vec<FriendRecord>> {
+        read!(self, |c| queries::friends_of(c, user).await?)
+    }
+
+    async fn are_friends(&self, a: UserId, b: UserId) -> StoreResult<bool> {
+        read!(self, |c| queries::are_friends(c, a, b).await?)
+    }
+
+    async fn friend_request(
+        &self,
+        from: UserId,
+        to: UserId,
+    ) -> StoreResult<Option<FriendRequestRecord>> {
+        read!(self, |c| queries::friend_request(c, from, to).await?)
+    }
+
+    async fn friend_requests_to(&self, user: UserId) -> StoreResult<Vec<FriendRequestRecord>> {
+        read!(self, |c| queries::friend_requests_to(c, user).await?)
+    }
+
+    async fn friend_requests_from(&self, user: UserId) -> StoreResult<Vec<FriendRequestRecord>> {
+        read!(self, |c| queries::friend_requests_from(c, user).await?)
+    }
+
+    async fn contacts_version(&self, user: UserId) -> StoreResult<u64> {
+        read!(self, |c| queries::contacts_version(c, user).await?)
+    }
+
+    async fn privacy_of(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, PrivacySettings)>> {
+        read!(self, |c| queries::privacy_of(c, users).await?)
+    }
+
+    async fn set_privacy(
+        &self,
+        user: UserId,
+        settings: PrivacySettings,
+        now: i64,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| queries::set_privacy(c, user, settings, now)
+            .await?)
+    }
+
+    async fn direct_between(
+        &self,
+        a: UserId,
+        b: UserId,
+    ) -> StoreResult<Option<ConversationRecord>> {
+        read!(self, |c| queries::direct_between(c, a, b).await?)
+    }
+
+    async fn get_or_create_direct(
+        &self,
+        a: UserId,
+        b: UserId,
+        now: i64,
+    ) -> StoreResult<(ConversationRecord, bool)> {
+        in_tx!(self, |c| queries::get_or_create_direct(c, a, b, now)
+            .await?)
+    }
+
+    async fn create_group(
+        &self,
+        owner: UserId,
+        title: &str,
+        members: &[UserId],
+        now: i64,
+    ) -> StoreResult<ConversationRecord> {
+        in_tx!(self, |c| queries::create_group(
+            c, owner, title, members, now
+        )
+        .await?)
+    }
+
+    async fn add_members(
+        &self,
+        conversation: ConversationId,
+        users: &[UserId],
+        now: i64,
+    ) -> StoreResult<Vec<UserId>> {
+        in_tx!(self, |c| queries::add_members(c, conversation, users, now)
+            .await?)
+    }
+
+    async fn remove_member(&self, conversation: ConversationId, user: UserId) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::remove_member(c, conversation, user)
+            .await?)
+    }
+
+    async fn conversation(&self, id: ConversationId) -> StoreResult<Option<ConversationRecord>> {
+        read!(self, |c| queries::conversation(c, id).await?)
+    }
+
+    async fn member(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+    ) -> StoreResult<Option<MemberRecord>> {
+        read!(self, |c| queries::member(c, conversation, user).await?)
+    }
+
+    async fn members(&self, conversation: ConversationId) -> StoreResult<Vec<MemberRecord>> {
+        read!(self, |c| queries::members(c, conversation).await?)
+    }
+
+    async fn conversations_of(&self, user: UserId) -> StoreResult<Vec<UserConversation>> {
+        read!(self, |c| queries::conversations_of(c, user).await?)
+    }
+
+    async fn user_conversation(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+    ) -> StoreResult<Option<UserConversation>> {
+        read!(self, |c| queries::user_conversation(c, user, conversation)
+            .await?)
+    }
+
+    async fn direct_conversations_of(&self, user: UserId) -> StoreResult<Vec<ConversationId>> {
+        read!(self, |c| queries::direct_conversations_of(c, user).await?)
+    }
+
+    async fn co_members(&self, user: UserId) -> StoreResult<Vec<UserId>> {
+        read!(self, |c| queries::co_members(c, user).await?)
+    }
+
+    async fn group(&self, id: ConversationId) -> StoreResult<Option<GroupRecord>> {
+        read!(self, |c| queries::group(c, id).await?)
+    }
+
+    async fn change_group(
+        &self,
+        change: GroupChange,
+        event: NewMessage,
+        audit: Option<NewAudit>,
+    ) -> StoreResult<GroupChanged> {
+        let event = PreparedMessage::new(event)?;
+        in_tx!(self, |c| queries::change_group(
+            c,
+            &change,
+            &event,
+            audit.as_ref()
+        )
+        .await?)
+    }
+
+    async fn group_bans(&self, id: ConversationId) -> StoreResult<Vec<BanRecord>> {
+        read!(self, |c| queries::group_bans(c, id).await?)
+    }
+
+    async fn is_banned(&self, id: ConversationId, user: UserId) -> StoreResult<bool> {
+        read!(self, |c| queries::is_banned(c, id, user).await?)
+    }
+
+    async fn create_invite_link(&self, link: NewInviteLink) -> StoreResult<InviteLinkRecord> {
+        in_tx!(self, |c| queries::create_invite_link(c, &link).await?)
+    }
+
+    async fn invite_links(&self, id: ConversationId) -> StoreResult<Vec<InviteLinkRecord>> {
+        read!(self, |c| queries::invite_links(c, id).await?)
+    }
+
+    async fn invite_link_by_code(
+        &self,
+        code_hash: [u8; 32],
+    ) -> StoreResult<Option<InviteLinkRecord>> {
+        read!(self, |c| queries::invite_link_by_code(c, code_hash).await?)
+    }
+
+    async fn revoke_invite_link(
+        &self,
+        id: ConversationId,
+        link_id: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::revoke_invite_link(c, id, link_id, now)
+            .await?)
+    }
+
+    async fn create_join_request(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        message: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::create_join_request(
+            c, id, user, message, now
+        )
+        .await?)
+    }
+
+    async fn join_requests(&self, id: ConversationId) -> StoreResult<Vec<JoinRequestRecord>> {
+        read!(self, |c| queries::join_requests(c, id).await?)
+    }
+
+    async fn delete_join_request(&self, id: ConversationId, user: UserId) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::delete_join_request(c, id, user).await?)
+    }
+
+    async fn create_group_invitation(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        inviter: UserId,
+        now: i64,
+    ) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::create_group_invitation(
+            c, id, user, inviter, now
+        )
+        .await?)
+    }
+
+    async fn group_invitations_of(&self, user: UserId) -> StoreResult<Vec<GroupInvitationRecord>> {
+        read!(self, |c| queries::group_invitations_of(c, user).await?)
+    }
+
+    async fn delete_group_invitation(&self, id: ConversationId, user: UserId) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::delete_group_invitation(c, id, user)
+            .await?)
+    }
+
+    async fn append_messages(
+        &self,
+        batch: Vec<NewMessage>,
+    ) -> StoreResult<Vec<StoreResult<Appended>>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = batch
+            .into_iter()
+            .map(PreparedMessage::new)
+            .collect::<StoreResult<Vec<_>>>()?;
+        in_tx!(self, |c| queries::append_messages(c, &batch).await?)
+    }
+
+    async fn messages_after(
+        &self,
+        conversation: ConversationId,
+        after: Seq,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        read!(self, |c| queries::messages_after(
+            c,
+            conversation,
+            after,
+            limit
+        )
+        .await?)
+    }
+
+    async fn messages_before(
+        &self,
+        conversation: ConversationId,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        read!(self, |c| queries::messages_before(
+            c,
+            conversation,
+            before,
+            limit
+        )
+        .await?)
+    }
+
+    async fn index_pending(&self, limit: u32) -> StoreResult<u32> {
+        in_tx!(self, |c| queries::index_pending(c, limit).await?)
+    }
+
+    async fn search_messages(
+        &self,
+        user: UserId,
+        query: SearchQuery,
+    ) -> StoreResult<Vec<SearchHit>> {
+        read!(self, |c| queries::search_messages(c, user, &query).await?)
+    }
+
+    async fn advance_marker(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        kind: ReceiptKind,
+        seq: Seq,
+    ) -> StoreResult<Option<Seq>> {
+        in_tx!(self, |c| queries::advance_marker(
+            c,
+            conversation,
+            user,
+            kind,
+            seq
+        )
+        .await?)
+    }
+
+    async fn set_last_seen(&self, user: UserId, ts: i64) -> StoreResult<()> {
+        in_tx!(self, |c| queries::set_last_seen(c, user, ts).await?)
+    }
+
+    async fn last_seen(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, i64)>> {
+        read!(self, |c| queries::last_seen(c, users).await?)
+    }
+
+    async fn append_audit(&self, entry: NewAudit) -> StoreResult<i64> {
+        in_tx!(self, |c| queries::insert_audit(c, &entry).await?)
+    }
+
+    async fn audit_entries(
+        &self,
+        filter: &AuditFilter,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        read!(self, |c| queries::audit_entries(c, filter, after, limit)
+            .await?)
+    }
+
+    async fn prune_audit(
+        &self,
+        before: i64,
+        now: i64,
+        sign: CheckpointSigner,
+    ) -> StoreResult<Option<AuditCheckpoint>> {
+        let sign = std::sync::Mutex::new(Some(sign));
+        let signer = || {
+            sign.lock().ok().and_then(|mut s| s.take()).ok_or_else(|| {
+                Fail::Store(StoreError::Backend(
+                    "the checkpoint was signed by an attempt that failed".into(),
+                ))
+            })
+        };
+        in_tx!(self, |c| queries::prune_audit(c, before, now, signer()?)
+            .await?)
+    }
+
+    async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {
+        read!(self, |c| queries::audit_checkpoints(c).await?)
+    }
+
+    async fn create_upload(&self, upload: UploadRecord, quota: u64) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::create_upload(c, &upload, quota).await?)
+    }
+
+    async fn upload(&self, id: &str) -> StoreResult<Option<UploadRecord>> {
+        read!(self, |c| queries::upload(c, id).await?)
+    }
+
+    async fn advance_upload(&self, id: &str, from: u64, to: u64) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::advance_upload(c, id, from, to).await?)
+    }
+
+    async fn delete_upload(&self, id: &str) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::delete_upload(c, id).await?)
+    }
+
+    async fn expired_uploads(&self, now: i64, limit: u32) -> StoreResult<Vec<UploadRecord>> {
+        read!(self, |c| queries::expired_uploads(c, now, limit).await?)
+    }
+
+    async fn storage_usage(&self, user: UserId) -> StoreResult<u64> {
+        read!(self, |c| queries::storage_usage(c, user).await?)
+    }
+
+    async fn complete_upload(
+        &self,
+        upload_id: &str,
+        consumed: &[String],
+        file: FileRecord,
+    ) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::complete_upload(
+            c, upload_id, consumed, &file
+        )
+        .await?)
+    }
+
+    async fn file(&self, id: &str) -> StoreResult<Option<FileRecord>> {
+        read!(self, |c| queries::file(c, id).await?)
+    }
+
+    async fn delete_file(&self, id: &str) -> StoreResult<Option<(FileRecord, bool)>> {
+        in_tx!(self, |c| queries::delete_file(c, id).await?)
+    }
+
+    async fn share_file(&self, file: &str, conversation: ConversationId) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::share_file(c, file, conversation).await?)
+    }
+
+    async fn can_read_file(&self, file: &str, user: UserId) -> StoreResult<bool> {
+        read!(self, |c| queries::can_read_file(c, file, user).await?)
+    }
+}
