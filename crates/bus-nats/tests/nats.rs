@@ -1,0 +1,124 @@
+//! The NATS bus against the real NATS server on 127.0.0.1:4222 (or `NATS_TEST_URL`): two buses
+//! stand for two nodes. Each test uses its own subject prefix, so runs never hear each other.
+//! An unreachable server fails the tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tidings_bus::{Bus, BusEvent, OutFrame};
+use tidings_bus_nats::{NatsBus, NatsOptions};
+use tidings_proto::ws::ServerFrame;
+use tidings_proto::{ConversationId, DeviceId, UserId};
+use tokio::time::timeout;
+
+fn options(prefix: &str) -> NatsOptions {
+    let url = std::env::var("NATS_TEST_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let mut options = NatsOptions::new(url);
+    options.subject_prefix = format!("tidings-test.{prefix}.{}", std::process::id());
+    options
+}
+
+async fn node(prefix: &str) -> NatsBus {
+    let options = options(prefix);
+    let url = options.url.clone();
+    NatsBus::connect(options).await.unwrap_or_else(|err| {
+        panic!("NATS at {url} is not reachable ({err}); the NATS bus tests need it")
+    })
+}
+
+fn pong(i: usize, user: UserId) -> BusEvent {
+    BusEvent::Deliver {
+        users: Arc::from(vec![user]),
+        except_device: Some(DeviceId(9)),
+        frame: OutFrame::new(ServerFrame::Pong { id: i.to_string() }),
+    }
+}
+
+async fn next(rx: &mut tokio::sync::mpsc::Receiver<BusEvent>) -> BusEvent {
+    timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("an event within 5 s")
+        .expect("the subscription is open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_hears_every_event_in_publish_order() {
+    let a = node("order").await;
+    let b = node("order").await;
+    let mut heard_a = a.subscribe().await.unwrap();
+    let mut heard_b = b.subscribe().await.unwrap();
+    const N: usize = 1_000;
+    // Node A publishes for a user only node B holds, and the other way round.
+    for i in 0..N {
+        a.publish(pong(i, UserId(2))).await.unwrap();
+    }
+    // Order holds per publisher; the flush puts A's events at the server before B's.
+    a.flush().await.unwrap();
+    b.publish(BusEvent::DeviceRevoked {
+        user_id: UserId(1),
+        device_id: DeviceId(7),
+    })
+    .await
+    .unwrap();
+    for rx in [&mut heard_a, &mut heard_b] {
+        for i in 0..N {
+            match next(rx).await {
+                BusEvent::Deliver {
+                    users,
+                    except_device,
+                    frame,
+                } => {
+                    assert_eq!(&*users, &[UserId(2)]);
+                    assert_eq!(except_device, Some(DeviceId(9)));
+                    assert_eq!(frame.frame(), &ServerFrame::Pong { id: i.to_string() });
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(matches!(
+            next(rx).await,
+            BusEvent::DeviceRevoked {
+                user_id: UserId(1),
+                device_id: DeviceId(7)
+            }
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_with_other_prefixes_are_not_heard() {
+    let ours = node("mine").await;
+    let theirs = node("theirs").await;
+    let mut heard = ours.subscribe().await.unwrap();
+    theirs
+        .publish(BusEvent::MembershipChanged {
+            conversation_id: ConversationId(1),
+        })
+        .await
+        .unwrap();
+    theirs.flush().await.unwrap();
+    ours.publish(BusEvent::MembershipChanged {
+        conversation_id: ConversationId(2),
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        next(&mut heard).await,
+        BusEvent::MembershipChanged {
+            conversation_id: ConversationId(2)
+        }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_subscription_does_not_block_publishers() {
+    let a = node("dropped").await;
+    let rx = a.subscribe().await.unwrap();
+    drop(rx);
+    for i in 0..100 {
+        timeout(Duration::from_secs(5), a.publish(pong(i, UserId(1))))
+            .await
+            .expect("publishing does not wait for a subscriber that is gone")
+            .unwrap();
+    }
+    a.flush().await.unwrap();
+}
