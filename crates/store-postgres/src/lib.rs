@@ -149,6 +149,13 @@ impl PgStore {
     }
 }
 
+/// Checks that `url` is a PostgreSQL URL this backend can use, for configuration validation.
+pub fn validate_url(url: &str) -> Result<(), String> {
+    url.parse::<tokio_postgres::Config>()
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// Usernames are stored lowercase, as in the SQLite backend.
 fn normalize_username(username: &str) -> String {
     username.to_lowercase()

@@ -1,6 +1,6 @@
 //! Wiring: opens the data directory, builds the store, bus and core, and serves HTTP.
 
-use crate::config::Config;
+use crate::config::{BusKind, Config, StoreKind};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -8,17 +8,17 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tidings_bus::InProcessBus;
+use tidings_bus::{Bus, InProcessBus};
+use tidings_bus_nats::{NatsBus, NatsOptions};
 use tidings_core::{Core, Deps, Keyring, SystemClock};
 use tidings_files::{Blobs, Files};
 use tidings_http::{AppState, HttpConfig};
+use tidings_store::Store;
+use tidings_store_postgres::{PgOptions, PgStore};
 use tidings_store_sqlite::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-/// Events buffered between the bus and this node's dispatcher.
-const BUS_CAPACITY: usize = 65_536;
 
 /// Creates the data directory with owner-only permissions.
 pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
@@ -33,6 +33,18 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot set permissions of {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_lose_their_credentials_in_messages() {
+        assert_eq!(
+            super::redact_url("postgres://u:secret@db:5432/t"),
+            "postgres://***@db:5432/t"
+        );
+        assert_eq!(super::redact_url("postgres://db/t"), "postgres://db/t");
+    }
 }
 
 #[cfg(not(unix))]
@@ -72,7 +84,7 @@ pub fn load_or_create_key(data_dir: &Path) -> anyhow::Result<Keyring> {
 }
 
 /// Opens the SQLite database in the data directory.
-pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+pub fn open_sqlite(config: &Config) -> anyhow::Result<SqliteStore> {
     prepare_data_dir(&config.data_dir)?;
     let path: PathBuf = config.data_dir.join("tidings.db");
     let options = SqliteOptions {
@@ -82,6 +94,58 @@ pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
     };
     SqliteStore::open(&path, options)
         .with_context(|| format!("cannot open database {}", path.display()))
+}
+
+/// Connects to PostgreSQL at `url` and brings its schema up to date.
+pub async fn open_postgres(url: &str, max_connections: u32) -> anyhow::Result<PgStore> {
+    let mut options = PgOptions::new(url);
+    options.max_connections = max_connections.max(1) as usize;
+    // The URL may carry a password: errors name the database by host only.
+    PgStore::connect(options)
+        .await
+        .with_context(|| format!("cannot open the PostgreSQL database at {}", redact_url(url)))
+}
+
+/// A database URL without its user information (which may hold a password), for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Opens the configured store: SQLite in the data directory, or PostgreSQL.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match config.store.kind {
+        StoreKind::Sqlite => {
+            let config = config.clone();
+            // Opening runs migrations and file I/O: keep it off the async workers.
+            let store = tokio::task::spawn_blocking(move || open_sqlite(&config)).await??;
+            Arc::new(store)
+        }
+        StoreKind::Postgres => {
+            prepare_data_dir(&config.data_dir)?;
+            Arc::new(open_postgres(&config.store.url, config.store.max_connections).await?)
+        }
+    })
+}
+
+/// Opens the configured bus: in-process, or NATS.
+pub async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+    let capacity = config.bus.capacity as usize;
+    Ok(match config.bus.kind {
+        BusKind::Local => Arc::new(InProcessBus::new(capacity)),
+        BusKind::Nats => {
+            let mut options = NatsOptions::new(config.bus.url.clone());
+            options.subject_prefix = config.bus.subject_prefix.clone();
+            options.capacity = capacity;
+            Arc::new(NatsBus::connect(options).await.with_context(|| {
+                format!("cannot connect to NATS at {}", redact_url(&config.bus.url))
+            })?)
+        }
+    })
 }
 
 /// Builds a core for an operator command: like [`start_core`], with its janitor stopped, so
@@ -95,7 +159,7 @@ pub async fn start_core_without_janitor(
     Ok(core)
 }
 
-/// Builds a core on the embedded store and bus without serving anything.
+/// Builds a core on the configured store and bus without serving anything.
 pub async fn start_core(config: &Config, bound: SocketAddr) -> anyhow::Result<Core> {
     Ok(start_core_with_tasks(config, bound).await?.0)
 }
@@ -104,11 +168,12 @@ async fn start_core_with_tasks(
     config: &Config,
     bound: SocketAddr,
 ) -> anyhow::Result<(Core, tidings_core::CoreTasks)> {
-    let store = open_store(config)?;
+    let store = open_store(config).await?;
+    let bus = open_bus(config).await?;
     let keys = load_or_create_key(&config.data_dir)?;
     let deps = Deps {
-        store: Arc::new(store),
-        bus: Arc::new(InProcessBus::new(BUS_CAPACITY)),
+        store,
+        bus,
         clock: Arc::new(SystemClock),
         keys,
     };
@@ -215,7 +280,13 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         janitor.abort();
         served.map_err(std::io::Error::other)?
     });
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "Tidings is listening.");
+    tracing::info!(
+        %addr,
+        data_dir = %config.data_dir.display(),
+        store = ?config.store.kind,
+        bus = ?config.bus.kind,
+        "Tidings is listening."
+    );
     Ok(Running {
         addr,
         core,

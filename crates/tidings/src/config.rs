@@ -41,7 +41,7 @@ impl Default for LogConfig {
     }
 }
 
-/// The embedded SQLite database.
+/// The embedded SQLite database (used when `store.kind` is "sqlite").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
@@ -60,6 +60,77 @@ impl Default for StorageConfig {
     }
 }
 
+/// Which database holds the durable state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// The embedded SQLite file in the data directory (one node).
+    Sqlite,
+    /// A PostgreSQL database, which several nodes can share.
+    Postgres,
+}
+
+/// Where durable state lives: the embedded SQLite database (tuned under `[storage]`) for a
+/// single node, or PostgreSQL for several nodes sharing one database.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// "sqlite" or "postgres".
+    pub kind: StoreKind,
+    /// For "postgres": the database URL, e.g. "postgres://tidings@db.internal:5432/tidings"
+    /// (TLS is not supported; keep the database on a private network). A password in the URL is
+    /// never logged; prefer the TIDINGS_STORE_URL variable to a file for it.
+    pub url: String,
+    /// For "postgres": connections in this node's pool.
+    pub max_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Sqlite,
+            url: String::new(),
+            max_connections: 16,
+        }
+    }
+}
+
+/// Which bus carries events between nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BusKind {
+    /// In-process: one node.
+    Local,
+    /// NATS: every node publishes its events there and delivers what it hears.
+    Nats,
+}
+
+/// How events (new messages, receipts, presence, typing) reach the connections of every node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// "local" for a single node, "nats" for several.
+    pub kind: BusKind,
+    /// For "nats": the server URL, e.g. "nats://127.0.0.1:4222".
+    pub url: String,
+    /// For "nats": the subject prefix; every node of a deployment uses the same one, and two
+    /// deployments sharing a NATS server must use different ones.
+    pub subject_prefix: String,
+    /// Events buffered between the bus and this node's dispatcher.
+    pub capacity: u32,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            kind: BusKind::Local,
+            url: String::new(),
+            subject_prefix: "tidings".into(),
+            capacity: 65_536,
+        }
+    }
+}
+
 /// Everything `tidings serve` can be configured with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -71,6 +142,8 @@ pub struct Config {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub storage: StorageConfig,
+    pub store: StoreConfig,
+    pub bus: BusConfig,
     pub accounts: AccountsConfig,
     pub tokens: TokensConfig,
     pub limits: LimitsConfig,
@@ -86,6 +159,8 @@ impl Default for Config {
             log: LogConfig::default(),
             http: HttpConfig::default(),
             storage: StorageConfig::default(),
+            store: StoreConfig::default(),
+            bus: BusConfig::default(),
             accounts: AccountsConfig::default(),
             tokens: TokensConfig::default(),
             limits: LimitsConfig::default(),
@@ -315,6 +390,23 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             return invalid(key, "must be greater than 0");
         }
     }
+    if config.store.kind == StoreKind::Postgres {
+        if config.store.url.is_empty() {
+            return invalid("store.url", "is required when store.kind is \"postgres\"");
+        }
+        if tidings_store_postgres::validate_url(&config.store.url).is_err() {
+            return invalid("store.url", "is not a valid PostgreSQL URL");
+        }
+        if config.store.max_connections == 0 {
+            return invalid("store.max_connections", "must be greater than 0");
+        }
+    }
+    if config.bus.kind == BusKind::Nats && config.bus.url.is_empty() {
+        return invalid("bus.url", "is required when bus.kind is \"nats\"");
+    }
+    if config.bus.capacity == 0 {
+        return invalid("bus.capacity", "must be greater than 0");
+    }
     if config.tokens.access_ttl_secs < 10 {
         return invalid("tokens.access_ttl_secs", "must be at least 10 seconds");
     }
@@ -503,6 +595,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("accounts.registration"), "{err}");
+    }
+
+    #[test]
+    fn scaled_out_backends_need_their_urls() {
+        let vars = env(&[
+            ("TIDINGS_STORE_KIND", "postgres"),
+            (
+                "TIDINGS_STORE_URL",
+                "postgres://tidings@127.0.0.1:5432/tidings",
+            ),
+            ("TIDINGS_BUS_KIND", "nats"),
+            ("TIDINGS_BUS_URL", "nats://127.0.0.1:4222"),
+        ]);
+        let config = load(None, &vars, &Overrides::default()).unwrap();
+        assert_eq!(config.store.kind, StoreKind::Postgres);
+        assert_eq!(config.bus.kind, BusKind::Nats);
+
+        let err = load(
+            None,
+            &env(&[("TIDINGS_STORE_KIND", "postgres")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("store.url"), "{err}");
+        let err = load(
+            None,
+            &env(&[("TIDINGS_BUS_KIND", "nats")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bus.url"), "{err}");
+        let err = load(
+            None,
+            &env(&[("TIDINGS_STORE_KIND", "mysql")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("store.kind"), "{err}");
     }
 
     #[test]
