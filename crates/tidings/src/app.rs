@@ -35,18 +35,6 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("cannot set permissions of {}", path.display()))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn urls_lose_their_credentials_in_messages() {
-        assert_eq!(
-            super::redact_url("postgres://u:secret@db:5432/t"),
-            "postgres://***@db:5432/t"
-        );
-        assert_eq!(super::redact_url("postgres://db/t"), "postgres://db/t");
-    }
-}
-
 #[cfg(not(unix))]
 fn set_mode(_path: &Path, _mode: u32) -> anyhow::Result<()> {
     Ok(())
@@ -293,4 +281,16 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         stop,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_lose_their_credentials_in_messages() {
+        assert_eq!(
+            super::redact_url("postgres://u:secret@db:5432/t"),
+            "postgres://***@db:5432/t"
+        );
+        assert_eq!(super::redact_url("postgres://db/t"), "postgres://db/t");
+    }
 }
