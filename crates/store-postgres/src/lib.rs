@@ -20,6 +20,7 @@
 //! `append_messages` call, which is one transaction and so one WAL flush for the whole batch.
 
 mod error;
+pub mod import;
 mod queries;
 mod schema;
 #[doc(hidden)]

@@ -88,6 +88,17 @@ enum AdminCommand {
     },
     /// Sets a new password (read from stdin) and signs out every device of the account.
     ResetPassword { username: String },
+    /// Copies a single-node deployment's SQLite database into an empty PostgreSQL database
+    /// (then set `store.kind = "postgres"`). Stop the server first for a cut-over: what it
+    /// writes after the copy starts is not copied.
+    MigrateStore {
+        /// The source: `sqlite:PATH` (the tidings.db of the data directory).
+        #[arg(long)]
+        from: String,
+        /// The target: a `postgres://` URL of an empty database.
+        #[arg(long)]
+        to: String,
+    },
     /// Creates an invite code for invite-only registration.
     CreateInvite {
         /// How many registrations the code allows.
@@ -242,6 +253,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 ..config.clone()
             });
+            if let AdminCommand::MigrateStore { from, to } = &command {
+                let copied = tidings::migrate::migrate_store(from, to).await?;
+                for (table, rows) in copied {
+                    println!("{table}: {rows} rows");
+                }
+                println!("copied; the search index is rebuilt by the server in the background");
+                return Ok(());
+            }
             // No background pruning while an operator command reads the log.
             let core = tidings::app::start_core_without_janitor(&config, config.listen).await?;
             let operator = AdminActor::Operator;
@@ -378,6 +397,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(core_error)?;
                     println!("password reset; {signed_out} device(s) signed out");
                 }
+                // Handled above, before a core starts on the configured store.
+                AdminCommand::MigrateStore { .. } => {}
                 AdminCommand::CreateInvite { uses, valid_hours } => {
                     let code = core
                         .admin_create_invite(uses, valid_hours.saturating_mul(3600))
