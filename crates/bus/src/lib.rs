@@ -95,6 +95,17 @@ pub enum BusEvent {
     },
     /// A conversation's membership changed: drop cached member lists.
     MembershipChanged { conversation_id: ConversationId },
+    /// Which users have connections on the node `node` (a random id each node picks at start):
+    /// with `full`, a periodic snapshot that replaces what other nodes knew of it; otherwise a
+    /// change (users who came online there, users who left it). Other nodes use this to answer
+    /// presence for users connected elsewhere; a node not heard from for a while is forgotten.
+    NodePresence {
+        node: u64,
+        full: bool,
+        online: Arc<[UserId]>,
+        #[serde(default)]
+        offline: Arc<[UserId]>,
+    },
 }
 
 /// Fan-out between nodes.

@@ -147,6 +147,24 @@ impl Hub {
             .is_some_and(|c| !c.is_empty())
     }
 
+    /// Users with at least one connection on this node.
+    pub fn online_users(&self) -> Vec<UserId> {
+        let mut users: Vec<UserId> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                s.lock()
+                    .expect("hub lock poisoned")
+                    .iter()
+                    .filter(|(_, conns)| !conns.is_empty())
+                    .map(|(user, _)| *user)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        users.sort_unstable();
+        users
+    }
+
     /// Number of connections held, for metrics and tests.
     pub fn connection_count(&self) -> usize {
         self.shards
@@ -193,7 +211,7 @@ impl Hub {
                     }
                 }
             }
-            BusEvent::MembershipChanged { .. } => {}
+            BusEvent::MembershipChanged { .. } | BusEvent::NodePresence { .. } => {}
         }
     }
 

@@ -24,6 +24,7 @@ pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod clock;
+mod cluster;
 pub mod config;
 pub mod contacts;
 pub mod conversations;
@@ -79,6 +80,8 @@ pub(crate) struct Inner {
     /// Verified against when a username is unknown, so failures take the same time.
     pub(crate) dummy_hash: OnceCell<String>,
     pub(crate) hub: hub::Hub,
+    /// The other nodes' online users (for presence across a cluster).
+    pub(crate) cluster: cluster::ClusterPresence,
     pub(crate) members: conversations::MemberCache,
     /// Requests to the single group-commit writer of this node.
     pub(crate) sequencer: mpsc::Sender<messaging::SequencerRequest>,
@@ -108,6 +111,8 @@ pub struct CoreTasks {
     pub dispatcher: JoinHandle<()>,
     pub janitor: JoinHandle<()>,
     pub indexer: JoinHandle<()>,
+    /// Publishes this node's online users for the other nodes (see `cluster`).
+    pub presence: JoinHandle<()>,
 }
 
 /// How often expired state (refresh tokens, audit entries past retention) is pruned.
@@ -133,6 +138,7 @@ impl Core {
             .map_err(|e| CoreError::internal("subscribing to the bus", e))?;
         let inner = Arc::new(Inner {
             hub: hub::Hub::new(config.limits.outbound_queue),
+            cluster: cluster::ClusterPresence::new(),
             search_limiter: ratelimit::RateLimiter::new(
                 config.limits.directory_searches_per_minute,
                 10,
@@ -182,6 +188,7 @@ impl Core {
                 if let tidings_bus::BusEvent::MembershipChanged { conversation_id } = &event {
                     dispatch_core.inner.members.invalidate(*conversation_id);
                 }
+                dispatch_core.inner.cluster.apply(&event);
                 dispatch_core.inner.hub.dispatch(&event);
             }
         });
@@ -207,6 +214,7 @@ impl Core {
             }
         });
         let indexer = tokio::spawn(search::run_indexer(core.clone()));
+        let presence = tokio::spawn(cluster::run_heartbeat(core.clone()));
         Ok((
             core,
             CoreTasks {
@@ -214,6 +222,7 @@ impl Core {
                 dispatcher,
                 janitor,
                 indexer,
+                presence,
             },
         ))
     }

@@ -418,7 +418,7 @@ impl Core {
                         last_seen: None,
                     };
                 }
-                let online = self.inner.hub.is_online(user_id);
+                let online = self.online_anywhere(user_id);
                 Presence {
                     user_id,
                     status: if online {
@@ -438,6 +438,9 @@ impl Core {
     /// connect and disconnect spawn two announcements that may run in either order, and both
     /// then tell the truth as of their own moment, so the last one heard is the current state.
     pub(crate) async fn announce_presence(&self, user_id: UserId) {
+        // The other nodes learn first whether the user is still here, so that their own
+        // announcements (a device leaving there) take this node's connections into account.
+        self.publish_node_presence(user_id).await;
         let blocked = match self.blocked_ids(user_id).await {
             Ok(blocked) => blocked,
             Err(e) => {
@@ -465,8 +468,9 @@ impl Core {
                 return;
             }
         };
-        // Read the status after the query, as close to the publication as possible.
-        let online = self.inner.hub.is_online(user_id);
+        // Read the status after the query, as close to the publication as possible. A user
+        // still connected through another node is online, whatever happened here.
+        let online = self.online_anywhere(user_id);
         let (status, last_seen) = if online {
             (PresenceStatus::Online, None)
         } else {

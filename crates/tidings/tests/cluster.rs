@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tidings_proto::ws::ServerFrame;
+use tidings_proto::ws::{ClientFrame, PresenceStatus, ServerFrame};
 use tidings_proto::{ConversationId, Seq, UserId};
 use tidings_sdk::{Client, ConnectOptions, Connection, Cursors};
 use tidings_store_postgres::testing::TestDatabase;
@@ -351,6 +351,29 @@ async fn run(binary: &Path) {
     }
     let late: usize = states.iter().map(|s| s.0.late).sum();
     eprintln!("cluster test: phase 1: {late} events arrived after a higher sequence");
+
+    // Presence crosses nodes: user1 (node 1) sees everyone, connected through every node, online.
+    let everyone: Vec<UserId> = users.iter().map(|u| u.id).collect();
+    let answer = states[1]
+        .1
+        .request(|id| ClientFrame::PresenceQuery {
+            id,
+            user_ids: everyone.clone(),
+        })
+        .await
+        .expect("presence");
+    let ServerFrame::PresenceList { users: listed, .. } = answer else {
+        panic!("unexpected {answer:?}");
+    };
+    assert_eq!(listed.len(), USERS);
+    for presence in &listed {
+        assert_eq!(
+            presence.status,
+            PresenceStatus::Online,
+            "{:?} is online through another node",
+            presence.user_id
+        );
+    }
     eprintln!(
         "cluster test: phase 1 delivered {} messages to every member across {NODES} nodes",
         acked.load(Ordering::Relaxed)
