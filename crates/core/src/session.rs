@@ -10,7 +10,10 @@
 //!   tracks the highest sequence the client is known to hold (`delivered`). Live events that
 //!   would leave a hole the client cannot explain trigger a read from the store; events the
 //!   client already has are dropped. The client's own sends count as known once acknowledged,
-//!   so a sender's ack racing with other members' messages never causes a needless read.
+//!   so a sender's ack racing with other members' messages never causes a needless read: an
+//!   event past holes that unacknowledged sends may explain is parked until they are answered
+//!   (with several nodes such a hole may instead be another node's message still in transit,
+//!   which must not be overtaken).
 //! - **Sync**: `sync` turns every conversation with news into work; work is read from the store
 //!   a page at a time, and the next page is read only when the previous one is written, so a
 //!   catch-up of any size holds one page of memory. With a `contacts_version` older than the
@@ -128,6 +131,10 @@ enum Completion {
     },
 }
 
+/// Live events held back per conversation while this connection's own sends are answered;
+/// past this many the store is read instead.
+const MAX_PARKED: usize = 256;
+
 /// What the client is known to hold in one conversation.
 #[derive(Debug, Default)]
 struct ConvState {
@@ -153,6 +160,11 @@ struct ConvState {
     /// A contiguous range above `delivered` the client holds (what this connection delivered
     /// after a guessed position, once a sync revealed the hole below it).
     held: Option<(Seq, Seq)>,
+    /// Live events past holes this connection's own unacknowledged sends may explain, held back
+    /// until the holes close (by acks or events) so the client still gets sequence order. With
+    /// several nodes a hole can also be another node's message whose event is still on its way;
+    /// when the sends are all answered and a hole remains, the store fills it instead.
+    parked: std::collections::BTreeMap<Seq, Arc<OutFrame>>,
     /// The user left or was removed from this group at this sequence. Later messages (which
     /// a read filling an earlier hole could still return) are passed over without being sent,
     /// until an event adds the user back.
@@ -628,8 +640,14 @@ impl Session {
                             ts: ack.ts,
                             duplicate: ack.duplicate,
                         });
+                        self.release_parked(conversation_id);
                     }
                     Err(e) => {
+                        if !state.parked.is_empty() {
+                            self.error(Some(id), e);
+                            self.release_parked(conversation_id);
+                            return;
+                        }
                         // A refused send (say, to a conversation the caller is not in) must not
                         // leave state behind, or a stream of them would grow the map.
                         if !state.known
@@ -919,24 +937,62 @@ impl Session {
             state.take(seq);
             self.out
                 .push_back(Output::Frame(Text::Shared(frame.json())));
+            self.release_parked(id);
             return;
         }
         if state.holds(seq) {
             return;
         }
-        if state.holes_below(seq) <= u64::from(state.sending) {
-            // The holes are this connection's own sends, whose acks are on their way.
-            state.take(seq);
-            self.out
-                .push_back(Output::Frame(Text::Shared(frame.json())));
+        if state.holes_below(seq) <= u64::from(state.sending) && state.parked.len() < MAX_PARKED {
+            // The holes may be this connection's own sends, whose acks are on their way: wait
+            // for them rather than deliver out of order.
+            state.parked.insert(seq, frame);
             return;
         }
         // Holes nobody here can explain (a lost or reordered event): read them from the store.
+        self.fill(id);
+    }
+
+    /// Reads a conversation's holes from the store; what was parked is in the read too.
+    fn fill(&mut self, id: ConversationId) {
+        let state = self.convs.entry(id).or_default();
+        state.parked.clear();
+        if state.filling {
+            return;
+        }
         state.filling = true;
         self.work.push_back(Work {
             conversation_id: id,
             header: None,
         });
+    }
+
+    /// Delivers parked events that are next in sequence; when the holes before the rest can no
+    /// longer be this connection's own sends, fills them from the store.
+    fn release_parked(&mut self, id: ConversationId) {
+        let Some(state) = self.convs.get_mut(&id) else {
+            return;
+        };
+        while let Some((&seq, _)) = state.parked.first_key_value() {
+            if state.holds(seq) {
+                state.parked.pop_first();
+                continue;
+            }
+            if seq != state.delivered + 1 {
+                break;
+            }
+            let Some((_, frame)) = state.parked.pop_first() else {
+                break;
+            };
+            state.take(seq);
+            self.out
+                .push_back(Output::Frame(Text::Shared(frame.json())));
+        }
+        if let Some((&first, _)) = state.parked.first_key_value()
+            && state.holes_below(first) > u64::from(state.sending)
+        {
+            self.fill(id);
+        }
     }
 }
 
