@@ -36,6 +36,7 @@ pub mod passwords;
 pub mod policy;
 pub mod profiles;
 pub mod ratelimit;
+pub mod rich;
 pub mod search;
 pub mod session;
 pub mod tokens;
@@ -113,6 +114,7 @@ pub struct CoreTasks {
     pub indexer: JoinHandle<()>,
     /// Publishes this node's online users for the other nodes (see `cluster`).
     pub presence: JoinHandle<()>,
+    pub retention: JoinHandle<()>,
 }
 
 /// How often expired state (refresh tokens, audit entries past retention) is pruned.
@@ -215,6 +217,7 @@ impl Core {
         });
         let indexer = tokio::spawn(search::run_indexer(core.clone()));
         let presence = tokio::spawn(cluster::run_heartbeat(core.clone()));
+        let retention = tokio::spawn(rich::run_retention(core.clone()));
         Ok((
             core,
             CoreTasks {
@@ -223,6 +226,7 @@ impl Core {
                 janitor,
                 indexer,
                 presence,
+                retention,
             },
         ))
     }

@@ -22,6 +22,7 @@
 mod error;
 pub mod import;
 mod queries;
+mod rich;
 mod schema;
 #[doc(hidden)]
 pub mod testing;
@@ -32,6 +33,7 @@ use error::Fail;
 use queries::PreparedMessage;
 use std::time::Duration;
 use tidings_proto::contacts::PrivacySettings;
+use tidings_proto::rest::{ConversationSettings, UpdateConversationSettingsRequest};
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, Seq, UserId};
 use tidings_store::{
@@ -42,6 +44,7 @@ use tidings_store::{
     NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome, SearchHit,
     SearchQuery, Store, StoreError, StoreResult, UploadRecord, UserConversation, UserRecord,
 };
+use tidings_store::{EditRecord, Prune, Retention, ThreadRecord};
 
 /// How to reach the database.
 #[derive(Clone, Debug)]
@@ -850,5 +853,157 @@ impl Store for PgStore {
 
     async fn can_read_file(&self, file: &str, user: UserId) -> StoreResult<bool> {
         read!(self, |c| queries::can_read_file(c, file, user).await?)
+    }
+    async fn edit_history(
+        &self,
+        conversation: ConversationId,
+        seq: Seq,
+    ) -> StoreResult<Vec<EditRecord>> {
+        read!(self, |c| rich::edit_history(c, conversation, seq).await?)
+    }
+
+    async fn reactions(
+        &self,
+        conversation: ConversationId,
+        seq: Seq,
+    ) -> StoreResult<Vec<(String, Vec<UserId>)>> {
+        read!(self, |c| rich::reactions(c, conversation, seq).await?)
+    }
+
+    async fn pinned_messages(
+        &self,
+        conversation: ConversationId,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        read!(self, |c| rich::pinned_messages(c, conversation, limit)
+            .await?)
+    }
+
+    async fn thread_messages(
+        &self,
+        conversation: ConversationId,
+        root: Seq,
+        after: Seq,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        read!(self, |c| rich::thread_messages(
+            c,
+            conversation,
+            root,
+            after,
+            limit
+        )
+        .await?)
+    }
+
+    async fn update_conversation_settings(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        change: UpdateConversationSettingsRequest,
+        now: i64,
+    ) -> StoreResult<ConversationSettings> {
+        in_tx!(self, |c| rich::update_conversation_settings(
+            c,
+            conversation,
+            user,
+            &change,
+            now
+        )
+        .await?)
+    }
+
+    async fn hide_message(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        seq: Seq,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| rich::hide_message(c, user, conversation, seq)
+            .await?)
+    }
+
+    async fn hidden_messages(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        from: Seq,
+        to: Seq,
+    ) -> StoreResult<Vec<Seq>> {
+        read!(self, |c| rich::hidden_messages(
+            c,
+            user,
+            conversation,
+            from,
+            to
+        )
+        .await?)
+    }
+
+    async fn mark_thread_read(
+        &self,
+        conversation: ConversationId,
+        root: Seq,
+        user: UserId,
+        seq: Seq,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| rich::mark_thread_read(
+            c,
+            conversation,
+            root,
+            user,
+            seq
+        )
+        .await?)
+    }
+
+    async fn threads(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        limit: u32,
+    ) -> StoreResult<Vec<ThreadRecord>> {
+        read!(self, |c| rich::threads(c, conversation, user, limit)
+            .await?)
+    }
+
+    async fn set_retention(
+        &self,
+        conversation: ConversationId,
+        retention: Retention,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| rich::set_retention(c, conversation, retention)
+            .await?)
+    }
+
+    async fn retention(&self, conversation: ConversationId) -> StoreResult<Retention> {
+        read!(self, |c| rich::retention(c, conversation).await?)
+    }
+
+    async fn retentions(
+        &self,
+        after: ConversationId,
+        limit: u32,
+    ) -> StoreResult<Vec<(ConversationId, Retention)>> {
+        read!(self, |c| rich::retentions(c, after, limit).await?)
+    }
+
+    async fn prune_conversation(
+        &self,
+        conversation: ConversationId,
+        prune: Prune,
+        limit: u32,
+    ) -> StoreResult<u32> {
+        in_tx!(self, |c| rich::prune_conversation(
+            c,
+            conversation,
+            prune,
+            limit
+        )
+        .await?)
+    }
+
+    async fn prune_before(&self, before_ts: i64, limit: u32) -> StoreResult<u32> {
+        in_tx!(self, |c| rich::prune_before(c, before_ts, limit).await?)
     }
 }

@@ -17,9 +17,14 @@
 use crate::error::{Fail, Result};
 use deadpool_postgres::GenericClient;
 use tidings_proto::contacts::{DirectMessages, GroupAdds, PrivacySettings, Visibility};
-use tidings_proto::rest::{ConversationKind, GroupPermissions, Role};
+use tidings_proto::rest::{
+    ConversationKind, ConversationSettings, GroupPermissions, NotifyLevel, Role,
+};
 use tidings_proto::ws::ReceiptKind;
-use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, MessageId, Seq, UserId};
+use tidings_proto::{
+    ConversationId, DeviceId, Mentions, Message, MessageBody, MessageId, ReactionCount, Seq,
+    ThreadSummary, UserId,
+};
 use tidings_store::audit::{self, GENESIS_HASH};
 use tidings_store::{
     Appended, AuditCheckpoint, AuditFilter, AuditOutcome, AuditRecord, BanRecord, BlockRecord,
@@ -36,32 +41,40 @@ type Param<'a> = &'a (dyn ToSql + Sync);
 
 // --- Statement helpers -----------------------------------------------------------------------
 
-async fn exec<C: GenericClient>(c: &C, sql: &str, params: &[Param<'_>]) -> Result<u64> {
+pub(crate) async fn exec<C: GenericClient>(c: &C, sql: &str, params: &[Param<'_>]) -> Result<u64> {
     let stmt = c.prepare_cached(sql).await?;
     Ok(c.execute(&stmt, params).await?)
 }
 
-async fn opt<C: GenericClient>(c: &C, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>> {
+pub(crate) async fn opt<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<Option<Row>> {
     let stmt = c.prepare_cached(sql).await?;
     Ok(c.query_opt(&stmt, params).await?)
 }
 
-async fn all<C: GenericClient>(c: &C, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
+pub(crate) async fn all<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<Vec<Row>> {
     let stmt = c.prepare_cached(sql).await?;
     Ok(c.query(&stmt, params).await?)
 }
 
-fn bad(what: impl Into<String>) -> Fail {
+pub(crate) fn bad(what: impl Into<String>) -> Fail {
     Fail::Store(StoreError::Backend(what.into()))
 }
 
 /// Sequences are `u64` in the API and BIGINT in the database. Stored values are never negative;
 /// a bound larger than i64::MAX means "no bound" and is clamped.
-fn seq_to_sql(seq: Seq) -> i64 {
+pub(crate) fn seq_to_sql(seq: Seq) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
-fn seq_from_sql(value: i64) -> Seq {
+pub(crate) fn seq_from_sql(value: i64) -> Seq {
     Seq::try_from(value).unwrap_or(0)
 }
 
@@ -186,23 +199,72 @@ fn member_from_row(row: &Row, at: usize, muted_at: usize) -> Result<MemberRecord
     })
 }
 
-const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, ts, body";
+pub(crate) const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, sender_device_id, \
+     client_msg_id, ts, body, reply_to, thread_root, meta";
 
-fn message_from_row(row: &Row) -> Result<Message> {
+/// What the server aggregates onto a message, stored as JSON in `messages.meta` (the same
+/// shape as the SQLite backend's, so `migrate-store` copies it as it is).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct MessageMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) mentions: Option<Mentions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) edited_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) reactions: Vec<ReactionCount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) thread: Option<ThreadSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pinned_at: Option<i64>,
+}
+
+impl MessageMeta {
+    pub(crate) fn parse(json: Option<&str>) -> Result<MessageMeta> {
+        match json {
+            None => Ok(MessageMeta::default()),
+            Some(json) => {
+                serde_json::from_str(json).map_err(|e| bad(format!("bad message meta: {e}")))
+            }
+        }
+    }
+
+    pub(crate) fn to_sql(&self) -> Result<Option<String>> {
+        if self.mentions.is_none()
+            && self.edited_at.is_none()
+            && self.reactions.is_empty()
+            && self.thread.is_none()
+            && self.pinned_at.is_none()
+        {
+            return Ok(None);
+        }
+        serde_json::to_string(self)
+            .map(Some)
+            .map_err(|e| bad(format!("encoding message meta: {e}")))
+    }
+}
+
+pub(crate) fn message_from_row(row: &Row) -> Result<Message> {
     let body: &str = row.try_get(7)?;
     let body: MessageBody =
         serde_json::from_str(body).map_err(|e| bad(format!("bad message body: {e}")))?;
-    Ok(Message {
-        id: MessageId(row.try_get(0)?),
-        conversation_id: ConversationId(row.try_get(1)?),
-        seq: seq_from_sql(row.try_get(2)?),
-        sender_id: UserId(row.try_get(3)?),
-        sender_device_id: DeviceId(row.try_get(4)?),
-        client_msg_id: row.try_get(5)?,
-        ts: row.try_get(6)?,
+    let meta = MessageMeta::parse(row.try_get(10)?)?;
+    let mut message = Message::new(
+        ConversationId(row.try_get(1)?),
+        seq_from_sql(row.try_get(2)?),
+        MessageId(row.try_get(0)?),
+        (UserId(row.try_get(3)?), DeviceId(row.try_get(4)?)),
+        row.try_get(5)?,
+        row.try_get(6)?,
         body,
-    })
+    );
+    message.reply_to = row.try_get::<_, Option<i64>>(8)?.map(seq_from_sql);
+    message.thread_root = row.try_get::<_, Option<i64>>(9)?.map(seq_from_sql);
+    message.mentions = meta.mentions;
+    message.edited_at = meta.edited_at;
+    message.reactions = meta.reactions;
+    message.thread = meta.thread;
+    message.pinned_at = meta.pinned_at;
+    Ok(message)
 }
 
 fn hash_from_row(row: &Row, index: usize) -> Result<[u8; 32]> {
@@ -214,7 +276,7 @@ fn ids(ids: &[UserId]) -> Vec<i64> {
     ids.iter().map(|id| id.0).collect()
 }
 
-fn tombstone() -> Result<String> {
+pub(crate) fn tombstone() -> Result<String> {
     serde_json::to_string(&MessageBody::Deleted {})
         .map_err(|e| bad(format!("tombstone does not serialize: {e}")))
 }
@@ -1257,9 +1319,9 @@ async fn insert_members<C: GenericClient>(
         let inserted = exec(
             c,
             "INSERT INTO members \
-             (conversation_id, user_id, role, joined_at, delivered_seq, read_seq) \
-             SELECT id, $2, $3, $4, last_seq, last_seq FROM conversations WHERE id = $1 \
-             ON CONFLICT (conversation_id, user_id) DO NOTHING",
+             (conversation_id, user_id, role, joined_at, delivered_seq, read_seq, read_count) \
+             SELECT id, $2, $3, $4, last_seq, last_seq, message_count FROM conversations \
+             WHERE id = $1 ON CONFLICT (conversation_id, user_id) DO NOTHING",
             &[&conversation.0, &user.0, &role_to_sql(role), &now],
         )
         .await?;
@@ -1412,7 +1474,10 @@ const USER_CONVERSATION_SELECT: &str = "SELECT c.id, c.kind, c.title, c.created_
      m.conversation_id, m.user_id, u.username, m.role, m.joined_at, \
      m.delivered_seq, m.read_seq, \
      c.member_count, p.user_id, pu.username, p.delivered_seq, p.read_seq, \
-     m.muted_until \
+     m.muted_until, c.message_count, m.read_count, c.last_message_seq, \
+     m.notify, m.pinned_at, m.archived, m.marked_unread, \
+     (SELECT count(*) FROM mentions x WHERE x.conversation_id = m.conversation_id \
+         AND x.user_id IN (m.user_id, 0) AND x.seq > m.read_seq) \
      FROM members m \
      JOIN conversations c ON c.id = m.conversation_id \
      JOIN users u ON u.id = m.user_id \
@@ -1420,12 +1485,28 @@ const USER_CONVERSATION_SELECT: &str = "SELECT c.id, c.kind, c.title, c.created_
          AND p.conversation_id = c.id AND p.user_id <> m.user_id \
      LEFT JOIN users pu ON pu.id = p.user_id ";
 
-/// Unread is `last_seq - read_seq`, exact for the reasons given in the SQLite backend: no own
-/// message can lie after one's read marker.
+pub(crate) fn notify_from_sql(value: &str) -> NotifyLevel {
+    match value {
+        "mentions" => NotifyLevel::Mentions,
+        "none" => NotifyLevel::None,
+        _ => NotifyLevel::All,
+    }
+}
+
+/// Unread is the conversation's count of countable messages minus the count at the member's
+/// read marker, exact for the reasons given in the SQLite backend.
 fn user_conversation_from_row(row: &Row) -> Result<UserConversation> {
     let conversation = conversation_from_row(row, 0)?;
     let me = member_from_row(row, 5, 17)?;
-    let unread = conversation.last_seq.saturating_sub(me.read_seq);
+    let message_count: i64 = row.try_get(18)?;
+    let read_count: i64 = row.try_get(19)?;
+    let unread = message_count.saturating_sub(read_count).max(0) as u64;
+    let settings = ConversationSettings {
+        notify: notify_from_sql(row.try_get(21)?),
+        pinned_at: row.try_get(22)?,
+        archived: row.try_get(23)?,
+        marked_unread: row.try_get(24)?,
+    };
     let peer = match row.try_get::<_, Option<i64>>(13)? {
         Some(id) => Some(Peer {
             user_id: UserId(id),
@@ -1439,6 +1520,9 @@ fn user_conversation_from_row(row: &Row) -> Result<UserConversation> {
         conversation,
         me,
         unread,
+        mentions: row.try_get::<_, i64>(25)?.max(0) as u64,
+        settings,
+        last_message_seq: seq_from_sql(row.try_get(20)?),
         member_count: u32_from_sql(row.try_get(12)?),
         peer,
     })
@@ -1540,26 +1624,9 @@ pub(crate) async fn append_messages<C: GenericClient>(
              WHERE conversation_id = $1 AND sender_id = $2 AND client_msg_id = $3"
         ))
         .await?;
-    let next_seq = c
-        .prepare_cached(
-            "UPDATE conversations SET last_seq = last_seq + 1, \
-             last_activity = GREATEST(last_activity, $2) WHERE id = $1 RETURNING last_seq",
-        )
-        .await?;
-    let insert = c
-        .prepare_cached(
-            "INSERT INTO messages (conversation_id, seq, sender_id, sender_device_id, \
-             client_msg_id, ts, kind, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-        )
-        .await?;
-    let markers = c
-        .prepare_cached(
-            "UPDATE members SET delivered_seq = GREATEST(delivered_seq, $3), \
-             read_seq = GREATEST(read_seq, $3) WHERE conversation_id = $1 AND user_id = $2",
-        )
-        .await?;
     let mut results = Vec::with_capacity(batch.len());
-    for PreparedMessage { message, body_json } in batch {
+    for prepared in batch {
+        let message = &prepared.message;
         let conversation = message.conversation_id.0;
         let sender = message.sender_id.0;
         if let Some(row) = c
@@ -1572,44 +1639,28 @@ pub(crate) async fn append_messages<C: GenericClient>(
             }));
             continue;
         }
-        let Some(row) = c
-            .query_opt(&next_seq, &[&conversation, &message.ts])
-            .await?
-        else {
-            results.push(Err(StoreError::NotFound));
-            continue;
-        };
-        let seq: i64 = row.try_get(0)?;
-        let row = c
-            .query_one(
-                &insert,
-                &[
-                    &conversation,
-                    &seq,
-                    &sender,
-                    &message.sender_device_id.0,
-                    &message.client_msg_id,
-                    &message.ts,
-                    &message.body.kind(),
-                    body_json,
-                ],
-            )
-            .await?;
-        let id: i64 = row.try_get(0)?;
-        c.execute(&markers, &[&conversation, &sender, &seq]).await?;
-        results.push(Ok(Appended {
-            message: Message {
-                conversation_id: message.conversation_id,
-                seq: seq_from_sql(seq),
-                id: MessageId(id),
-                sender_id: message.sender_id,
-                sender_device_id: message.sender_device_id,
-                client_msg_id: message.client_msg_id.clone(),
-                ts: message.ts,
-                body: message.body.clone(),
-            },
-            duplicate: false,
-        }));
+        // An item with an effect gets a savepoint, so when its target is refused it leaves no
+        // trace while the rest of the batch commits.
+        let savepoint = message.body.target().is_some();
+        if savepoint {
+            c.batch_execute("SAVEPOINT item").await?;
+        }
+        match crate::rich::append_one(c, prepared).await {
+            Ok(appended) => {
+                if savepoint {
+                    c.batch_execute("RELEASE SAVEPOINT item").await?;
+                }
+                results.push(Ok(appended));
+            }
+            Err(Fail::Store(refusal @ (StoreError::NotFound | StoreError::Conflict(_)))) => {
+                if savepoint {
+                    c.batch_execute("ROLLBACK TO SAVEPOINT item; RELEASE SAVEPOINT item")
+                        .await?;
+                }
+                results.push(Err(refusal));
+            }
+            Err(other) => return Err(other),
+        }
     }
     Ok(results)
 }
@@ -2261,11 +2312,13 @@ pub(crate) async fn index_pending<C: GenericClient>(c: &C, limit: u32) -> Result
         let body: &str = row.try_get(2)?;
         // Bodies were written by this backend; one that no longer parses is skipped rather
         // than stopping the indexer for every message after it.
-        let text = match (kind, serde_json::from_str::<MessageBody>(body)) {
-            ("text", Ok(MessageBody::Text { text })) => Some(text),
+        let terms_of = match serde_json::from_str::<MessageBody>(body) {
+            Ok(body) if SEARCHABLE_KINDS.contains(&kind) => body
+                .text()
+                .map(|text| tidings_store::search::lexemes(text).join(" ")),
             _ => None,
         };
-        terms.push(text.map(|text| tidings_store::search::lexemes(&text).join(" ")));
+        terms.push(terms_of);
     }
     exec(
         c,
@@ -2277,6 +2330,9 @@ pub(crate) async fn index_pending<C: GenericClient>(c: &C, limit: u32) -> Result
     .await?;
     Ok(rows.len() as u32)
 }
+
+/// The kinds whose text is indexed (see [`MessageBody::text`]); the search filters on the same.
+pub(crate) const SEARCHABLE_KINDS: &[&str] = &["text", "markdown", "location", "file"];
 
 /// Rows read per round while confirming CJK hits, and the most rows one search reads.
 const SEARCH_CHUNK: u32 = 200;
@@ -2299,11 +2355,12 @@ pub(crate) async fn search_messages<C: GenericClient>(
     let stmt = c
         .prepare_cached(
             "SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.sender_device_id, \
-             m.client_msg_id, m.ts, m.body, ts_rank(m.search_terms, q.q)::float8 AS rank \
+             m.client_msg_id, m.ts, m.body, m.reply_to, m.thread_root, m.meta, \
+             ts_rank(m.search_terms, q.q)::float8 AS rank \
              FROM (SELECT $1::text::tsquery AS q) q \
              JOIN messages m ON m.search_terms @@ q.q \
              JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.user_id = $2 \
-             WHERE m.kind = 'text' \
+             WHERE m.kind IN ('text', 'markdown', 'location', 'file') \
              AND ($3::bigint IS NULL OR m.conversation_id = $3) \
              AND ($4::bigint IS NULL OR m.sender_id = $4) \
              AND ($5::bigint IS NULL OR m.ts >= $5) AND ($6::bigint IS NULL OR m.ts < $6) \
@@ -2342,9 +2399,9 @@ pub(crate) async fn search_messages<C: GenericClient>(
         row_offset += rows.len() as u32;
         for row in &rows {
             let message = message_from_row(row)?;
-            let rank: f64 = row.try_get(8)?;
+            let rank: f64 = row.try_get(11)?;
             if confirming {
-                let MessageBody::Text { text } = &message.body else {
+                let Some(text) = message.body.text() else {
                     continue;
                 };
                 if !parsed.confirms(text) {
@@ -2401,14 +2458,32 @@ pub(crate) async fn advance_marker<C: GenericClient>(
         ),
         ReceiptKind::Read => (
             read,
-            "UPDATE members SET read_seq = $3, delivered_seq = GREATEST(delivered_seq, $3) \
+            "UPDATE members SET read_seq = $3, delivered_seq = GREATEST(delivered_seq, $3), \
+             read_count = GREATEST(read_count, $4), marked_unread = false \
              WHERE conversation_id = $1 AND user_id = $2",
         ),
     };
     if target <= current {
         return Ok(None);
     }
-    exec(c, sql, &[&conversation.0, &user.0, &target]).await?;
+    match kind {
+        ReceiptKind::Delivered => exec(c, sql, &[&conversation.0, &user.0, &target]).await?,
+        ReceiptKind::Read => {
+            // The ordinal at the marker: of the message there, or (when retention removed it)
+            // of the newest earlier one that is left.
+            let ordinal: i64 = opt(
+                c,
+                "SELECT ordinal FROM messages WHERE conversation_id = $1 AND seq <= $2 \
+                 ORDER BY seq DESC LIMIT 1",
+                &[&conversation.0, &target],
+            )
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?
+            .unwrap_or(0);
+            exec(c, sql, &[&conversation.0, &user.0, &target, &ordinal]).await?
+        }
+    };
     Ok(Some(seq_from_sql(target)))
 }
 

@@ -6,7 +6,10 @@ use deadpool_postgres::Object;
 
 /// The schema, one migration per element, applied in order; `schema_migrations` records which
 /// are applied. Never edit a released migration: add a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+pub(crate) const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_rich.sql"),
+];
 
 /// Applies the migrations the database has not seen yet, in one transaction. An advisory lock
 /// makes nodes that start together apply them once: the others wait, then find nothing to do.

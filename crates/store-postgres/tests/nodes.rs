@@ -23,6 +23,7 @@ fn message(conversation: ConversationId, sender: UserId, client_msg_id: String) 
         body: MessageBody::Text {
             text: "hello".into(),
         },
+        relations: Default::default(),
     }
 }
 
