@@ -116,7 +116,7 @@ async fn a_sqlite_deployment_moves_to_postgres() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(report.contains("messages: 31 rows"), "{report}");
+    assert!(report.contains("messages: 34 rows"), "{report}");
 
     let node = ServerProcess::spawn(
         binary,
@@ -145,6 +145,13 @@ async fn a_sqlite_deployment_moves_to_postgres() {
         conversations_before.conversations.len()
     );
     assert_eq!(alice_api.friends().await.unwrap().friends.len(), 1);
+    let rich_after = format!(
+        "{:?} {:?} {:?}",
+        alice_api.reactions(direct, 1).await.unwrap(),
+        alice_api.edit_history(direct, 2).await.unwrap(),
+        alice_api.pins(direct).await.unwrap()
+    );
+    assert_eq!(rich_after, rich_before, "reactions, edit history and pins came along");
 
     // Sequences and ids continue where SQLite left them.
     let ack = alice_api
