@@ -151,7 +151,10 @@ async fn a_sqlite_deployment_moves_to_postgres() {
         alice_api.edit_history(direct, 2).await.unwrap(),
         alice_api.pins(direct).await.unwrap()
     );
-    assert_eq!(rich_after, rich_before, "reactions, edit history and pins came along");
+    assert_eq!(
+        rich_after, rich_before,
+        "reactions, edit history and pins came along"
+    );
 
     // Sequences and ids continue where SQLite left them.
     let ack = alice_api
