@@ -96,6 +96,49 @@ async fn a_sqlite_deployment_moves_to_postgres() {
         )
         .await
         .unwrap();
+    // Rich state: a reaction, an edit (with its history) and a pin.
+    bob_api
+        .send(
+            direct,
+            "r1",
+            MessageBody::Reaction {
+                target: 1,
+                key: "👍".into(),
+                remove: false,
+            },
+        )
+        .await
+        .unwrap();
+    alice_api
+        .send(
+            direct,
+            "e2",
+            MessageBody::Edit {
+                target: 2,
+                body: Box::new(MessageBody::Text {
+                    text: "direct 1, edited".into(),
+                }),
+            },
+        )
+        .await
+        .unwrap();
+    alice_api
+        .send(
+            direct,
+            "p3",
+            MessageBody::Pin {
+                target: 3,
+                unpin: false,
+            },
+        )
+        .await
+        .unwrap();
+    let rich_before = format!(
+        "{:?} {:?} {:?}",
+        alice_api.reactions(direct, 1).await.unwrap(),
+        alice_api.edit_history(direct, 2).await.unwrap(),
+        alice_api.pins(direct).await.unwrap()
+    );
     bob_api
         .send_friend_request(alice.user_id, Some("hi"))
         .await
