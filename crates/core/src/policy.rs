@@ -158,6 +158,21 @@ pub fn decide(
     }
 }
 
+/// Using a file as an avatar (a user's or a group's): the caller must be able to read it, and it
+/// must be an image. An avatar is then readable by every signed-in user, so this is also the
+/// decision to publish the picture.
+pub fn use_as_avatar(readable: bool, image: bool) -> Result<(), CoreError> {
+    if !readable {
+        return Err(CoreError::not_found("file"));
+    }
+    if !image {
+        return Err(CoreError::invalid(
+            "an avatar is a PNG, JPEG, GIF or WebP image",
+        ));
+    }
+    Ok(())
+}
+
 /// Editing a message: only its sender, and only within the edit window (`window_ms` 0 means
 /// any time).
 pub fn edit_message(own: bool, age_ms: i64, window_ms: i64) -> Result<(), CoreError> {
@@ -590,6 +605,17 @@ mod tests {
                 "{action:?}"
             );
         }
+    }
+
+    #[test]
+    fn avatars_are_readable_images() {
+        assert_eq!(outcome(use_as_avatar(true, true)), Y);
+        assert_eq!(
+            use_as_avatar(true, false).unwrap_err().code,
+            ErrorCode::InvalidField
+        );
+        assert_eq!(outcome(use_as_avatar(false, true)), N);
+        assert_eq!(outcome(use_as_avatar(false, false)), N);
     }
 
     #[test]

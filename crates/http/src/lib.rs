@@ -298,6 +298,7 @@ fn file_routes() -> Router<AppState> {
             get(files::download).delete(files::delete_file),
         )
         .route("/api/v1/files/{file_id}/link", post(files::link))
+        .route("/api/v1/files/{file_id}/thumbnail", get(files::thumbnail))
         .route(
             "/api/v1/conversations/{id}/files/{file_id}",
             axum::routing::put(files::share),
