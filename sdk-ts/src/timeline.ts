@@ -1,0 +1,117 @@
+// The messages of one conversation as a client holds them: stored messages ordered by `seq`
+// with no duplicates, plus the user's own messages that have no `ack` yet. Pure state logic, kept
+// apart from the network so its ordering, dedupe and hole rules are unit-tested directly.
+
+import type { Message, MessageBody } from "./protocol";
+
+export type PendingState = "pending" | "failed";
+
+/** A message the user sent that the server has not acknowledged (or refused). */
+export interface PendingMessage {
+  client_msg_id: string;
+  conversation_id: number;
+  body: MessageBody;
+  created_at: number;
+  state: PendingState;
+  attempts: number;
+  /** The error code of a refused send (state `failed`). */
+  error?: string;
+}
+
+export class Timeline {
+  /** Stored messages, ascending by `seq`, each `seq` once. */
+  messages: Message[] = [];
+  /** Own messages waiting for an ack, in the order they were written. */
+  pending: PendingMessage[] = [];
+  /** Whether messages older than the first held one exist (unknown until history says). */
+  hasOlder = true;
+  /** Whether the newest page has been read from history. */
+  loaded = false;
+
+  /** The highest `seq` held, 0 for none. */
+  get top(): number {
+    return this.messages.length ? this.messages[this.messages.length - 1].seq : 0;
+  }
+
+  /** The lowest `seq` held, 0 for none. */
+  get bottom(): number {
+    return this.messages.length ? this.messages[0].seq : 0;
+  }
+
+  has(seq: number): boolean {
+    return this.indexOf(seq) >= 0;
+  }
+
+  private indexOf(seq: number): number {
+    let lo = 0;
+    let hi = this.messages.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const s = this.messages[mid].seq;
+      if (s === seq) return mid;
+      if (s < seq) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -(lo + 1);
+  }
+
+  /**
+   * Inserts stored messages in `seq` order, ignoring any `seq` already held, and drops the
+   * pending entry a message of `me` answers (same `client_msg_id`). Returns the messages that
+   * were new.
+   */
+  insert(messages: Message[], me?: number): Message[] {
+    const added: Message[] = [];
+    for (const m of messages) {
+      const i = this.indexOf(m.seq);
+      if (i >= 0) continue;
+      const at = -(i + 1);
+      if (at === this.messages.length) this.messages.push(m);
+      else this.messages.splice(at, 0, m);
+      added.push(m);
+      if (me !== undefined && m.sender_id === me) {
+        this.pending = this.pending.filter((p) => p.client_msg_id !== m.client_msg_id);
+      }
+    }
+    return added;
+  }
+
+  /**
+   * The runs of sequences missing between the lowest and the highest held message, as
+   * inclusive `[from, to]` pairs, oldest first.
+   */
+  holes(): Array<[number, number]> {
+    const out: Array<[number, number]> = [];
+    for (let i = 1; i < this.messages.length; i++) {
+      const prev = this.messages[i - 1].seq;
+      const cur = this.messages[i].seq;
+      if (cur > prev + 1) out.push([prev + 1, cur - 1]);
+    }
+    return out;
+  }
+
+  addPending(p: PendingMessage): void {
+    if (!this.pending.some((x) => x.client_msg_id === p.client_msg_id)) this.pending.push(p);
+  }
+
+  findPending(clientMsgId: string): PendingMessage | undefined {
+    return this.pending.find((p) => p.client_msg_id === clientMsgId);
+  }
+
+  removePending(clientMsgId: string): void {
+    this.pending = this.pending.filter((p) => p.client_msg_id !== clientMsgId);
+  }
+}
+
+/** Exponential backoff with full jitter: a delay in `[min, min(max, min·2^attempt)]`. */
+export function backoffDelay(attempt: number, minMs: number, maxMs: number, random = Math.random): number {
+  const ceiling = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 20));
+  return Math.round(minMs + random() * Math.max(0, ceiling - minMs));
+}
+
+/** A fresh idempotency key for a send (reused for every retry of that message). */
+export function newClientMsgId(): string {
+  const c = (globalThis as { crypto?: Crypto }).crypto;
+  if (c?.randomUUID) return c.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}-${Math.random().toString(36).slice(2)}`;
+}
