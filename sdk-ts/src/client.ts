@@ -708,6 +708,30 @@ export class TidingsClient {
     }
   }
 
+  // ---- conversations -------------------------------------------------------------------------
+
+  /** The direct conversation with a user (created on first use), known to the client at once. */
+  async openDirect(userId: number): Promise<number> {
+    const c = await this.rest.openDirect(userId);
+    this.upsertConversation(c);
+    this.changed();
+    return c.id;
+  }
+
+  /** Creates a group owned by the user. */
+  async createGroup(title: string, members: number[]): Promise<number> {
+    const c = await this.rest.createGroup(title, members);
+    this.upsertConversation(c);
+    this.changed();
+    return c.id;
+  }
+
+  /** Forgets a conversation the user left or was removed from. */
+  forgetConversation(conversationId: number): void {
+    this.conversations.delete(conversationId);
+    this.changed();
+  }
+
   // ---- presence, files -----------------------------------------------------------------------
 
   isOnline(userId: number): boolean {

@@ -1,0 +1,437 @@
+// The chat view: history that loads as you scroll up, day separators, sender grouping, optimistic
+// sends with pending and failed states, ticks, typing and presence, and files (pick, drag and
+// drop, paste) uploaded with tus, with progress, pause and resume.
+
+import { Fragment, useCallback, useEffect, useLayoutEffect, useRef, useState, type ClipboardEvent, type DragEvent, type KeyboardEvent } from "react";
+import { upload, type Message, type MessageBodyFile, type PendingMessage, type UploadHandle } from "@tidings/sdk";
+import { useClient } from "../state";
+import { useI18n, type T } from "../i18n";
+import { Avatar } from "../ui/Avatar";
+import { Icon } from "../ui/Icon";
+import { conversationName, dayKey, dayLabel, formatBytes, nameOf, startsGroup, timeOf } from "../util";
+import { MembersPanel } from "./Groups";
+
+interface Uploading {
+  key: string;
+  name: string;
+  sent: number;
+  total: number;
+  paused: boolean;
+  failed: boolean;
+  handle: UploadHandle;
+}
+
+export function ChatView({ conversationId, onBack }: { conversationId: number; onBack: () => void }) {
+  const c = useClient();
+  const { t, lang } = useI18n();
+  const s = c.conversations.get(conversationId)!;
+  const conv = s.conversation;
+  const me = c.me!.user_id;
+  const name = conversationName(s);
+  const scroller = useRef<HTMLDivElement>(null);
+  const atBottom = useRef(true);
+  const [loadingOlder, setLoadingOlder] = useState(false);
+  const [text, setText] = useState("");
+  const [dragging, setDragging] = useState(false);
+  const [uploads, setUploads] = useState<Uploading[]>([]);
+  const [showMembers, setShowMembers] = useState(false);
+  const [memberNames, setMemberNames] = useState<Map<number, string>>(new Map());
+  // Where "new messages" starts: the read marker when the conversation was opened.
+  const [firstUnreadSeq] = useState(() => (conv.unread > 0 ? conv.read_seq + 1 : null));
+  const fileInput = useRef<HTMLInputElement>(null);
+  const composer = useRef<HTMLTextAreaElement>(null);
+
+  useEffect(() => {
+    void c.open(conversationId);
+    composer.current?.focus();
+    if (conv.kind === "group") {
+      c.rest
+        .members(conversationId)
+        .then((ms) => setMemberNames(new Map(ms.map((m) => [m.user_id, m.username]))))
+        .catch(() => undefined);
+    }
+  }, [conversationId]);
+
+  const messages = s.timeline.messages;
+  const pending = s.timeline.pending;
+  const lastKey = `${messages.at(-1)?.seq ?? 0}:${pending.length}`;
+
+  // Stay at the bottom as messages arrive, if the reader was there; mark them read when visible.
+  useLayoutEffect(() => {
+    const el = scroller.current;
+    if (el && atBottom.current) el.scrollTop = el.scrollHeight;
+    if (atBottom.current && document.visibilityState === "visible") c.markRead(conversationId);
+  }, [lastKey, conversationId]);
+
+  useEffect(() => {
+    const onVisible = () => {
+      if (document.visibilityState === "visible" && atBottom.current) c.markRead(conversationId);
+    };
+    document.addEventListener("visibilitychange", onVisible);
+    window.addEventListener("focus", onVisible);
+    return () => {
+      document.removeEventListener("visibilitychange", onVisible);
+      window.removeEventListener("focus", onVisible);
+    };
+  }, [conversationId]);
+
+  const onScroll = useCallback(async () => {
+    const el = scroller.current;
+    if (!el) return;
+    atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+    if (atBottom.current && document.visibilityState === "visible") c.markRead(conversationId);
+    if (el.scrollTop < 80 && !loadingOlder && s.timeline.hasOlder && s.timeline.loaded) {
+      setLoadingOlder(true);
+      const before = el.scrollHeight;
+      try {
+        await c.loadOlder(conversationId);
+      } finally {
+        setLoadingOlder(false);
+        // Keep the message the reader was looking at in place.
+        requestAnimationFrame(() => {
+          if (scroller.current) scroller.current.scrollTop += scroller.current.scrollHeight - before;
+        });
+      }
+    }
+  }, [conversationId, loadingOlder]);
+
+  const send = () => {
+    const body = text.trim();
+    if (!body) return;
+    atBottom.current = true;
+    c.sendText(conversationId, body);
+    setText("");
+  };
+
+  const onKeyDown = (e: KeyboardEvent<HTMLTextAreaElement>) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.nativeEvent.isComposing) {
+      e.preventDefault();
+      send();
+    }
+  };
+
+  const startUploads = (files: FileList | File[]) => {
+    for (const file of Array.from(files)) {
+      const key = `${file.name}-${file.size}-${Date.now()}-${Math.random()}`;
+      const update = (patch: Partial<Uploading>) => setUploads((u) => u.map((x) => (x.key === key ? { ...x, ...patch } : x)));
+      const handle = upload(c, file, { name: file.name, type: file.type || undefined, onProgress: (sent, total) => update({ sent, total }) });
+      setUploads((u) => [...u, { key, name: file.name, sent: 0, total: file.size, paused: false, failed: false, handle }]);
+      handle.done
+        .then(async (body) => {
+          const sized = await imageSize(file, body);
+          atBottom.current = true;
+          c.send(conversationId, sized);
+          setUploads((u) => u.filter((x) => x.key !== key));
+        })
+        .catch(() => update({ failed: true }));
+    }
+  };
+
+  const onPaste = (e: ClipboardEvent) => {
+    if (e.clipboardData.files.length) {
+      e.preventDefault();
+      startUploads(e.clipboardData.files);
+    }
+  };
+  const onDrop = (e: DragEvent) => {
+    e.preventDefault();
+    setDragging(false);
+    if (e.dataTransfer.files.length) startUploads(e.dataTransfer.files);
+  };
+
+  const typers = [...s.typing.keys()];
+  const peer = conv.peer?.user_id;
+  const presence = peer !== undefined ? c.presence.get(peer) : undefined;
+  let subtitle: string;
+  if (typers.length === 1) subtitle = t("chat.typing", { name: nameOf(c, typers[0], memberNames) });
+  else if (typers.length > 1) subtitle = t("chat.typingMany");
+  else if (conv.kind === "group") subtitle = t("chat.membersCount", { n: conv.member_count });
+  else if (presence?.status === "online") subtitle = t("chat.online");
+  else if (presence?.last_seen) subtitle = t("chat.lastSeen", { time: `${dayLabel(presence.last_seen, lang, t)} ${timeOf(presence.last_seen, lang)}` });
+  else subtitle = t("chat.offline");
+
+  const jumpToUnread = () => {
+    const el = document.getElementById(`msg-${conversationId}-${firstUnreadSeq}`);
+    el?.scrollIntoView({ block: "center" });
+  };
+
+  return (
+    <section className="chat" aria-label={name} onDragOver={(e) => (e.preventDefault(), setDragging(true))} onDragLeave={() => setDragging(false)} onDrop={onDrop}>
+      <header className="chat-head">
+        <button className="icon-btn back" aria-label={t("chat.back")} onClick={onBack}>
+          <Icon name="back" />
+        </button>
+        <Avatar name={name} seed={peer ?? `g${conv.id}`} size={40} online={peer !== undefined ? presence?.status === "online" : undefined} />
+        <div className="chat-title">
+          <h2>{name}</h2>
+          <p className={typers.length ? "typing" : ""} data-testid="chat-subtitle" aria-live="polite">
+            {subtitle}
+          </p>
+        </div>
+        {conv.kind === "group" && (
+          <button className="icon-btn" aria-label={t("chat.members")} title={t("chat.members")} onClick={() => setShowMembers(true)} data-testid="members-btn">
+            <Icon name="users" />
+          </button>
+        )}
+      </header>
+      {firstUnreadSeq !== null && messages.length > 0 && messages[0].seq > firstUnreadSeq && (
+        <button className="jump" onClick={jumpToUnread}>
+          {t("chat.jumpUnread")}
+        </button>
+      )}
+      <div className="messages" ref={scroller} onScroll={onScroll} role="log" aria-label={t("chat.messages")} aria-live="polite" tabIndex={0} data-testid="messages">
+        {loadingOlder && <p className="muted center">{t("chat.loadingOlder")}</p>}
+        {s.timeline.loaded && !s.timeline.hasOlder && <p className="muted center small">{t("chat.beginning")}</p>}
+        {messages.map((m, i) => {
+          const prev = messages[i - 1];
+          const newDay = !prev || dayKey(prev.ts) !== dayKey(m.ts);
+          const group = startsGroup(prev, m);
+          return (
+            <Fragment key={m.seq}>
+              {newDay && (
+                <div className="day" role="separator">
+                  <span>{dayLabel(m.ts, lang, t)}</span>
+                </div>
+              )}
+              {firstUnreadSeq === m.seq && (
+                <div className="day unread-sep" role="separator">
+                  <span>{t("chat.newMessages")}</span>
+                </div>
+              )}
+              <MessageRow m={m} mine={m.sender_id === me} first={group} showName={conv.kind === "group"} senderName={nameOf(c, m.sender_id, memberNames)} tick={tickFor(m, me, conv)} t={t} />
+            </Fragment>
+          );
+        })}
+        {pending.map((p) => (
+          <PendingRow key={p.client_msg_id} p={p} onRetry={() => c.retry(conversationId, p.client_msg_id)} onDiscard={() => c.discard(conversationId, p.client_msg_id)} />
+        ))}
+      </div>
+      {uploads.length > 0 && (
+        <ul className="uploads" aria-label={t("chat.attach")}>
+          {uploads.map((u) => (
+            <li key={u.key} className="upload">
+              <Icon name="file" size={18} />
+              <div className="upload-main">
+                <span className="upload-name">{u.failed ? t("file.failed") : t("file.uploading", { name: u.name })}</span>
+                <progress max={u.total || 1} value={u.sent} aria-label={u.name} />
+                <span className="small muted">
+                  {formatBytes(u.sent)} / {formatBytes(u.total)}
+                </span>
+              </div>
+              {!u.failed && (
+                <button
+                  className="ghost small"
+                  onClick={() => {
+                    if (u.paused) u.handle.resume();
+                    else u.handle.pause();
+                    setUploads((list) => list.map((x) => (x.key === u.key ? { ...x, paused: !u.paused } : x)));
+                  }}
+                >
+                  {u.paused ? t("file.resume") : t("file.pause")}
+                </button>
+              )}
+              <button
+                className="ghost small"
+                onClick={() => {
+                  void u.handle.cancel().catch(() => undefined);
+                  setUploads((list) => list.filter((x) => x.key !== u.key));
+                }}
+              >
+                {t("file.cancel")}
+              </button>
+            </li>
+          ))}
+        </ul>
+      )}
+      <form
+        className="composer"
+        onSubmit={(e) => {
+          e.preventDefault();
+          send();
+        }}
+      >
+        <button type="button" className="icon-btn" aria-label={t("chat.attach")} title={t("chat.attach")} onClick={() => fileInput.current?.click()}>
+          <Icon name="attach" />
+        </button>
+        <input
+          ref={fileInput}
+          type="file"
+          multiple
+          hidden
+          data-testid="file-input"
+          onChange={(e) => {
+            if (e.target.files) startUploads(e.target.files);
+            e.target.value = "";
+          }}
+        />
+        <textarea
+          ref={composer}
+          rows={1}
+          placeholder={t("chat.placeholder")}
+          aria-label={t("chat.placeholder")}
+          value={text}
+          onChange={(e) => {
+            setText(e.target.value);
+            c.setTyping(conversationId, e.target.value.length > 0);
+          }}
+          onKeyDown={onKeyDown}
+          onPaste={onPaste}
+          data-testid="composer"
+        />
+        <button type="submit" className="send-btn" aria-label={t("chat.send")} disabled={!text.trim()} data-testid="send">
+          <Icon name="send" />
+        </button>
+      </form>
+      {dragging && (
+        <div className="drop" aria-hidden="true">
+          <Icon name="attach" size={32} />
+          <span>{t("chat.dropHere")}</span>
+        </div>
+      )}
+      {showMembers && <MembersPanel conversationId={conversationId} onClose={() => setShowMembers(false)} />}
+    </section>
+  );
+}
+
+type Tick = "sent" | "delivered" | "read" | null;
+
+function tickFor(m: Message, me: number, conv: { kind: string; peer_delivered_seq?: number | null; peer_read_seq?: number | null }): Tick {
+  if (m.sender_id !== me) return null;
+  if (conv.kind !== "direct") return "sent";
+  if ((conv.peer_read_seq ?? 0) >= m.seq) return "read";
+  if ((conv.peer_delivered_seq ?? 0) >= m.seq) return "delivered";
+  return "sent";
+}
+
+function MessageRow({ m, mine, first, showName, senderName, tick, t }: { m: Message; mine: boolean; first: boolean; showName: boolean; senderName: string; tick: Tick; t: T }) {
+  const { lang } = useI18n();
+  if (m.body.kind === "system") {
+    return (
+      <div className="system-msg" id={`msg-${m.conversation_id}-${m.seq}`}>
+        {systemText(m, senderName, t)}
+      </div>
+    );
+  }
+  return (
+    <div className={`row ${mine ? "mine" : "theirs"} ${first ? "first" : ""}`} id={`msg-${m.conversation_id}-${m.seq}`} data-seq={m.seq}>
+      {!mine && showName && <div className="avatar-slot">{first && <Avatar name={senderName} seed={m.sender_id} size={32} />}</div>}
+      <div className="bubble" data-testid="bubble">
+        {!mine && showName && first && <div className="sender">{senderName}</div>}
+        <Body m={m} t={t} />
+        <span className="meta">
+          <time dateTime={new Date(m.ts).toISOString()}>{timeOf(m.ts, lang)}</time>
+          {tick && (
+            <span className={`tick ${tick}`} aria-label={t(`chat.${tick}`)} title={t(`chat.${tick}`)} data-testid={`tick-${tick}`}>
+              <Icon name={tick === "sent" ? "check" : "checks"} size={14} />
+            </span>
+          )}
+        </span>
+      </div>
+    </div>
+  );
+}
+
+function systemText(m: Message, actor: string, t: T): string {
+  void actor;
+  return t("chat.system");
+}
+
+function Body({ m, t }: { m: Message; t: T }) {
+  switch (m.body.kind) {
+    case "text":
+      return <p className="text">{m.body.text}</p>;
+    case "file":
+      return <FileBody body={m.body} t={t} />;
+    case "deleted":
+      return <p className="text muted italic">{t("chat.deleted")}</p>;
+    case "encrypted":
+      return <p className="text muted italic">{t("chat.encrypted")}</p>;
+    default:
+      return <p className="text muted italic">{t("chat.unsupported")}</p>;
+  }
+}
+
+function FileBody({ body, t }: { body: MessageBodyFile; t: T }) {
+  const c = useClient();
+  const [src, setSrc] = useState<string | null>(null);
+  const image = body.content_type?.startsWith("image/");
+  useEffect(() => {
+    if (image) c.fileUrl(body.file_id).then(setSrc, () => undefined);
+  }, [body.file_id, image]);
+  const download = async () => {
+    const blob = await c.rest.download(body.file_id);
+    const url = URL.createObjectURL(blob);
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = body.name || body.file_id;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  };
+  return (
+    <div className="file">
+      {image && src && (
+        <img className="file-img" src={src} alt={body.name ?? ""} width={body.width ?? undefined} height={body.height ?? undefined} loading="lazy" />
+      )}
+      <div className="file-card">
+        <Icon name="file" size={22} />
+        <div className="file-info">
+          <span className="file-name">{body.name || body.file_id}</span>
+          <span className="small muted">{formatBytes(body.size ?? 0)}</span>
+        </div>
+        <button className="icon-btn" aria-label={`${t("file.download")} ${body.name ?? ""}`} title={t("file.download")} onClick={() => void download()} data-testid="download">
+          <Icon name="download" size={18} />
+        </button>
+      </div>
+    </div>
+  );
+}
+
+function PendingRow({ p, onRetry, onDiscard }: { p: PendingMessage; onRetry: () => void; onDiscard: () => void }) {
+  const { t } = useI18n();
+  const failed = p.state === "failed";
+  const reason = !failed ? "" : p.error === "forbidden" ? t("chat.refused.forbidden") : p.error === "not_found" ? t("chat.refused.not_found") : t("chat.refused.other", { code: p.error ?? "" });
+  return (
+    <div className={`row mine first ${failed ? "failed" : "pending"}`} data-testid={failed ? "failed-message" : "pending-message"}>
+      <div className="bubble">
+        {p.body.kind === "text" ? <p className="text">{p.body.text}</p> : <p className="text muted">{p.body.kind === "file" ? p.body.name : ""}</p>}
+        <span className="meta">
+          {failed ? (
+            <span className="tick failed" aria-label={t("chat.failed")}>
+              <Icon name="alert" size={14} />
+            </span>
+          ) : (
+            <span className="tick pending" aria-label={t("chat.pending")} title={t("chat.pending")}>
+              <Icon name="clock" size={14} />
+            </span>
+          )}
+        </span>
+      </div>
+      {failed && (
+        <div className="failed-actions" role="alert">
+          <span>{reason}</span>
+          <button className="link" onClick={onRetry}>
+            {t("chat.retry")}
+          </button>
+          <button className="link" onClick={onDiscard}>
+            {t("chat.discard")}
+          </button>
+        </div>
+      )}
+    </div>
+  );
+}
+
+/** Adds an image's pixel size so others can lay it out before it loads. */
+async function imageSize(file: File, body: MessageBodyFile): Promise<MessageBodyFile> {
+  if (!file.type.startsWith("image/") || typeof createImageBitmap === "undefined") return body;
+  try {
+    const bmp = await createImageBitmap(file);
+    const sized = { ...body, width: bmp.width, height: bmp.height };
+    bmp.close();
+    return sized;
+  } catch {
+    return body;
+  }
+}
