@@ -333,6 +333,8 @@ export class TidingsClient {
     if (!s) {
       s = { conversation: c, timeline: new Timeline(), typing: new Map() };
       this.conversations.set(c.id, s);
+      // Presence events only report changes; ask for the current state of a new peer.
+      if (c.peer && !this.presence.has(c.peer.user_id)) this.askPresence([c.peer.user_id]);
     } else {
       // Keep the furthest markers: an event may be older than what receipts already told us.
       const prev = s.conversation;
@@ -379,7 +381,30 @@ export class TidingsClient {
   async refreshContacts(): Promise<void> {
     const [friends, requests, blocks] = await Promise.all([this.rest.friends(), this.rest.friendRequests(), this.rest.blocks()]);
     this.contacts = { friends: friends.friends, incoming: requests.incoming, outgoing: requests.outgoing, blocked: blocks.users };
+    const unknown = friends.friends.map((f) => f.user_id).filter((id) => !this.presence.has(id));
+    if (unknown.length) this.askPresence(unknown);
     this.changed();
+  }
+
+  private presenceWanted = new Set<number>();
+  private presenceTimer: ReturnType<typeof setTimeout> | null = null;
+
+  /** Queries the presence of these users soon, batching the ids of several calls. */
+  private askPresence(ids: number[]): void {
+    for (const id of ids) this.presenceWanted.add(id);
+    if (this.presenceTimer) return;
+    this.presenceTimer = setTimeout(() => {
+      this.presenceTimer = null;
+      const user_ids = [...this.presenceWanted].slice(0, 1000);
+      this.presenceWanted.clear();
+      this.conn
+        ?.request<ServerFramePresenceList>({ type: "presence_query", user_ids })
+        .then((list) => {
+          for (const p of list.users) this.presence.set(p.user_id, p);
+          this.changed();
+        })
+        .catch(() => undefined);
+    }, 50);
   }
 
   // ---- events --------------------------------------------------------------------------------

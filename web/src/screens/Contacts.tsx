@@ -73,11 +73,10 @@ export function ContactsPanel({ onOpen }: { onOpen: (conversationId: number) => 
             {results?.length === 0 && <p className="muted pad">{t("contacts.noResults")}</p>}
             {results?.map((u) => (
               <Person key={u.user_id} id={u.user_id} name={u.username} sub={u.display_name || u.status_text}>
-                {isFriend(u.user_id) ? (
-                  <button className="ghost small" onClick={() => void message(u.user_id)}>
-                    {t("contacts.message")}
-                  </button>
-                ) : asked(u.user_id) ? (
+                <button className="ghost small" onClick={() => void message(u.user_id)} data-testid={`message-${u.username}`}>
+                  {t("contacts.message")}
+                </button>
+                {isFriend(u.user_id) ? null : asked(u.user_id) ? (
                   <span className="small muted">{t("contacts.requested")}</span>
                 ) : (
                   <button className="primary small" onClick={() => void act(() => c.rest.sendFriendRequest(u.user_id))} data-testid={`add-${u.username}`}>
@@ -125,7 +124,7 @@ export function ContactsPanel({ onOpen }: { onOpen: (conversationId: number) => 
         <PersonList title={t("contacts.friends")}>
           {friends.length === 0 && <p className="muted pad">{t("contacts.noFriends")}</p>}
           {friends.map((f) => (
-            <Person key={f.user_id} id={f.user_id} name={f.username} online={c.isOnline(f.user_id)}>
+            <Person key={f.user_id} id={f.user_id} name={f.username} online={c.presence.has(f.user_id) ? c.isOnline(f.user_id) : undefined}>
               <button className="primary small" onClick={() => void message(f.user_id)} data-testid={`message-${f.username}`}>
                 {t("contacts.message")}
               </button>

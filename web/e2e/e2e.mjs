@@ -1,0 +1,203 @@
+// Browser end-to-end test of the web client served by the real `tidings` binary, driven by
+// playwright-core in Debian's Chromium: three people register; alice and bob become friends,
+// chat both ways, see typing and read ticks, send a file and download it intact; alice switches
+// to Chinese; bob blocks carol, whose next message is refused. Screenshots of the main screens go
+// to target/web-screenshots/ (or SCREENSHOT_DIR).
+//
+// Run with `npm run e2e -w web` after building web/dist and the server binary (scripts/test
+// does both). CHROMIUM may name another browser binary.
+
+import { chromium } from "playwright-core";
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, writeFileSync, rmSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { startServer } from "../../sdk-ts/test/server.mjs";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const shots = process.env.SCREENSHOT_DIR || join(process.env.CARGO_TARGET_DIR || join(root, "target"), "web-screenshots");
+mkdirSync(shots, { recursive: true });
+const PASSWORD = "correct horse battery";
+const T = 15000;
+
+const server = await startServer();
+const base = server.baseUrl;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const started = Date.now();
+let step = "start";
+const log = (s) => {
+  step = s;
+  console.log(`[e2e +${((Date.now() - started) / 1000).toFixed(1)}s] ${s}`);
+};
+
+async function person(name, viewport = { width: 1280, height: 800 }) {
+  const context = await browser.newContext({ viewport, locale: "en-US", acceptDownloads: true });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error(`[${name}] page error: ${e.message}`));
+  return { name, context, page };
+}
+
+async function register(p, username) {
+  await p.page.goto(base + "/");
+  await p.page.getByTestId("auth-toggle").click();
+  await p.page.getByLabel("Username").fill(username);
+  await p.page.getByLabel("Password").fill(PASSWORD);
+  await p.page.getByTestId("auth-submit").click();
+  await p.page.getByTestId("nav-chats").waitFor({ timeout: T });
+  // Online: the connecting banner goes away once the first sync is done.
+  await p.page.getByTestId("connection-banner").waitFor({ state: "detached", timeout: T });
+}
+
+async function searchPerson(p, q) {
+  await p.page.getByTestId("nav-contacts").click();
+  await p.page.getByTestId("user-search").fill(q);
+}
+
+const shot = (p, file) => p.page.screenshot({ path: join(shots, file) });
+
+try {
+  // The app is what `/` serves (embedded in the binary), not the plain landing page.
+  const html = await (await fetch(base + "/")).text();
+  assert.match(html, /<div id="root">/, "the binary serves the built web client at /");
+
+  const alice = await person("alice");
+  const bob = await person("bob");
+  const carol = await person("carol");
+  const suffix = randomBytes(3).toString("hex");
+  const names = { alice: `alice${suffix}`, bob: `bob${suffix}`, carol: `carol${suffix}` };
+
+  log("sign-in screen");
+  await alice.page.goto(base + "/");
+  await alice.page.getByTestId("auth-submit").waitFor();
+  await shot(alice, "01-sign-in.png");
+
+  log("register three users");
+  await register(alice, names.alice);
+  await register(bob, names.bob);
+  await register(carol, names.carol);
+
+  log("alice asks bob to be friends; bob accepts");
+  await searchPerson(alice, names.bob);
+  await alice.page.getByTestId(`add-${names.bob}`).click();
+  await alice.page.getByText("Sent requests").waitFor({ timeout: T });
+  await bob.page.getByTestId("nav-contacts").click();
+  await bob.page.getByTestId(`accept-${names.alice}`).click({ timeout: T });
+  await bob.page.locator(".person-list", { hasText: "Friends" }).getByTestId(`person-${names.alice}`).waitFor({ timeout: T });
+  await alice.page.getByTestId("user-search").fill("");
+  await alice.page.locator(".person-list", { hasText: "Friends" }).getByTestId(`person-${names.bob}`).waitFor({ timeout: T });
+  await shot(bob, "02-contacts.png");
+
+  log("alice writes to bob");
+  await alice.page.locator(".person-list", { hasText: "Friends" }).getByTestId(`message-${names.bob}`).click();
+  await alice.page.getByTestId("composer").fill("Hello Bob! Lunch at noon?");
+  await alice.page.getByTestId("composer").press("Enter");
+  await alice.page.locator(".row.mine .bubble", { hasText: "Hello Bob!" }).waitFor({ timeout: T });
+
+  log("bob sees it with an unread badge, opens it; alice sees the read tick");
+  await bob.page.getByTestId("nav-chats").click();
+  const bobConv = bob.page.getByTestId(`conv-${names.alice}`);
+  await bobConv.locator(".badge").waitFor({ timeout: T });
+  await bobConv.click();
+  await bob.page.locator(".row.theirs .bubble", { hasText: "Hello Bob!" }).waitFor({ timeout: T });
+  await alice.page.getByTestId("tick-read").first().waitFor({ timeout: T });
+
+  log("bob types; alice sees the typing indicator; bob answers");
+  await bob.page.getByTestId("composer").pressSequentially("Sure, see y", { delay: 30 });
+  await alice.page.getByTestId("chat-subtitle").filter({ hasText: "typing" }).waitFor({ timeout: T });
+  await bob.page.getByTestId("composer").pressSequentially("ou there 🍜");
+  await bob.page.getByTestId("composer").press("Enter");
+  await alice.page.locator(".row.theirs .bubble", { hasText: "Sure, see you there" }).waitFor({ timeout: T });
+  await bob.page.getByTestId("tick-read").first().waitFor({ timeout: T });
+  // Presence: bob is online in alice's header.
+  await alice.page.getByTestId("chat-subtitle").filter({ hasText: "online" }).waitFor({ timeout: T });
+
+  log("alice sends a file; bob downloads it intact");
+  const bytes = randomBytes(256 * 1024 + 123);
+  await alice.page.getByTestId("file-input").setInputFiles({ name: "report.bin", mimeType: "application/octet-stream", buffer: bytes });
+  await alice.page.locator(".row.mine .file-name", { hasText: "report.bin" }).waitFor({ timeout: T });
+  const fileRow = bob.page.locator(".row.theirs", { hasText: "report.bin" });
+  await fileRow.waitFor({ timeout: T });
+  const [download] = await Promise.all([bob.page.waitForEvent("download", { timeout: T }), fileRow.getByTestId("download").click()]);
+  const dir = mkdtempSync(join(tmpdir(), "tidings-e2e-"));
+  const saved = join(dir, "got.bin");
+  await download.saveAs(saved);
+  assert.equal(download.suggestedFilename(), "report.bin");
+  const sha = (b) => createHash("sha256").update(b).digest("hex");
+  assert.equal(sha(readFileSync(saved)), sha(bytes), "the downloaded file equals the uploaded one");
+  rmSync(dir, { recursive: true, force: true });
+
+  log("a few more messages for the screenshots");
+  for (const text of ["I'll bring the slides.", "Great — the report is above."]) {
+    await alice.page.getByTestId("composer").fill(text);
+    await alice.page.getByTestId("composer").press("Enter");
+  }
+  await bob.page.locator(".row.theirs .bubble", { hasText: "the report is above" }).waitFor({ timeout: T });
+  await shot(alice, "03-chat-alice.png");
+  await shot(bob, "04-chat-bob.png");
+
+  log("carol writes to bob; bob blocks carol; carol's next message is refused");
+  await searchPerson(carol, names.bob);
+  await carol.page.locator(".person-list", { hasText: "Search results" }).getByTestId(`message-${names.bob}`).click({ timeout: T });
+  await carol.page.getByTestId("composer").fill("Hi bob, it's carol");
+  await carol.page.getByTestId("composer").press("Enter");
+  await carol.page.locator(".row.mine .bubble", { hasText: "it's carol" }).waitFor({ timeout: T });
+  await bob.page.getByTestId(`conv-${names.carol}`).waitFor({ timeout: T });
+  await searchPerson(bob, names.carol);
+  await bob.page.getByTestId(`block-${names.carol}`).click({ timeout: T });
+  await bob.page.locator(".person-list", { hasText: "Blocked" }).getByTestId(`person-${names.carol}`).waitFor({ timeout: T });
+  await carol.page.getByTestId("composer").fill("Are you there?");
+  await carol.page.getByTestId("composer").press("Enter");
+  await carol.page.getByTestId("failed-message").filter({ hasText: "does not accept messages" }).waitFor({ timeout: T });
+  await shot(carol, "05-blocked.png");
+  const history = await bob.page.evaluate(async (convs) => {
+    const c = window.tidings;
+    const conv = [...c.conversations.values()].find((s) => s.conversation.peer?.username === convs);
+    return conv ? (await c.rest.history(conv.conversation.id)).messages.map((m) => m.body.text) : null;
+  }, names.carol);
+  assert.deepEqual(history, ["Hi bob, it's carol"], "bob never received the message sent after the block");
+
+  log("alice switches to Chinese");
+  await alice.page.getByTestId("nav-settings").click();
+  await alice.page.getByTestId("lang-zh-CN").click();
+  await alice.page.getByRole("heading", { name: "设置" }).waitFor({ timeout: T });
+  await alice.page.getByRole("button", { name: "消息", exact: true }).waitFor();
+  await alice.page.getByRole("button", { name: "联系人", exact: true }).waitFor();
+  await alice.page.getByText("已登录的设备").waitFor();
+  await alice.page.getByTestId("devices").getByText("本设备").waitFor();
+  assert.equal(await alice.page.evaluate(() => document.documentElement.lang), "zh-CN");
+  await shot(alice, "06-settings-zh.png");
+
+  log("dark theme, and the phone layout");
+  await alice.page.getByTestId("theme-dark").click();
+  await alice.page.getByTestId("nav-chats").click();
+  await alice.page.getByTestId(`conv-${names.bob}`).click();
+  await alice.page.locator(".row.theirs .bubble", { hasText: "Sure, see you there" }).waitFor({ timeout: T });
+  await shot(alice, "07-chat-dark-zh.png");
+  await bob.page.setViewportSize({ width: 360, height: 740 });
+  await bob.page.getByTestId("nav-chats").click();
+  await bob.page.getByRole("button", { name: "Back to conversations" }).click();
+  await shot(bob, "08-phone-list.png");
+  await bob.page.getByTestId(`conv-${names.alice}`).click();
+  await bob.page.locator(".row.theirs .bubble", { hasText: "the report is above" }).waitFor({ timeout: T });
+  await shot(bob, "09-phone-chat.png");
+
+  log("sign out");
+  await bob.page.setViewportSize({ width: 1280, height: 800 });
+  await bob.page.getByTestId("nav-settings").click();
+  await bob.page.getByTestId("sign-out").click();
+  await bob.page.getByTestId("auth-submit").waitFor({ timeout: T });
+
+  console.log(`[e2e] passed in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${shots}`);
+  writeFileSync(join(shots, "RESULT"), "passed\n");
+} catch (e) {
+  console.error(`[e2e] FAILED at step "${step}": ${e.stack || e}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close().catch(() => undefined);
+  await server.stop();
+}
