@@ -19,10 +19,16 @@ fn main() {
         println!("cargo:rerun-if-changed={}", web.display());
     }
     files.sort();
-    let mut out = String::from("/// Every file of the built web client: (path below `web/dist`, bytes).\n");
+    let mut out =
+        String::from("/// Every file of the built web client: (path below `web/dist`, bytes).\n");
     out.push_str("pub static ASSETS: &[(&str, &[u8])] = &[\n");
     for (rel, abs) in &files {
-        writeln!(out, "    ({rel:?}, include_bytes!({:?})),", abs.display().to_string()).expect("write to a String");
+        writeln!(
+            out,
+            "    ({rel:?}, include_bytes!({:?})),",
+            abs.display().to_string()
+        )
+        .expect("write to a String");
     }
     out.push_str("];\n");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
@@ -30,7 +36,9 @@ fn main() {
 }
 
 fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {

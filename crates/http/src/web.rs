@@ -25,9 +25,16 @@ fn find(path: &str) -> Option<&'static [u8]> {
 
 /// Paths the server owns: an unknown one there is an API 404, never the app.
 fn server_namespace(path: &str) -> bool {
-    ["/api", "/oauth", "/ws", "/.well-known", "/healthz", "/readyz"]
-        .iter()
-        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    [
+        "/api",
+        "/oauth",
+        "/ws",
+        "/.well-known",
+        "/healthz",
+        "/readyz",
+    ]
+    .iter()
+    .any(|p| path == *p || path.starts_with(&format!("{p}/")))
 }
 
 fn content_type(path: &str) -> &'static str {
@@ -60,7 +67,10 @@ fn file_response(path: &str, bytes: &'static [u8], head: bool) -> Response {
         Response::new(Body::from(bytes))
     };
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(path)),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     h.insert(
@@ -114,7 +124,14 @@ mod tests {
 
     #[test]
     fn server_paths_are_never_the_app() {
-        for p in ["/api", "/api/v1/nope", "/oauth/x", "/ws", "/.well-known/x", "/healthz"] {
+        for p in [
+            "/api",
+            "/api/v1/nope",
+            "/oauth/x",
+            "/ws",
+            "/.well-known/x",
+            "/healthz",
+        ] {
             assert!(server_namespace(p), "{p}");
         }
         for p in ["/", "/chats/3", "/apis", "/assets/index.js", "/wsx"] {
@@ -124,8 +141,14 @@ mod tests {
 
     #[test]
     fn types_follow_the_extension() {
-        assert_eq!(content_type("assets/a-1.js"), "text/javascript; charset=utf-8");
-        assert_eq!(content_type("manifest.webmanifest"), "application/manifest+json");
+        assert_eq!(
+            content_type("assets/a-1.js"),
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(
+            content_type("manifest.webmanifest"),
+            "application/manifest+json"
+        );
         assert_eq!(content_type("index.html"), "text/html; charset=utf-8");
         assert_eq!(content_type("x.unknown"), "application/octet-stream");
     }
