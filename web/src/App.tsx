@@ -21,6 +21,8 @@ export function App() {
   const [theme, setTheme] = useTheme();
   const [tab, setTab] = useState<Tab>("chats");
   const [open, setOpen] = useState<number | null>(null);
+  // A message to show when the chat opens (a search hit).
+  const [focusSeq, setFocusSeq] = useState<number | undefined>(undefined);
 
   // Notifications for messages that arrive while the page is hidden.
   useEffect(
@@ -48,8 +50,9 @@ export function App() {
   if (c.status === "signed_out" || !c.me) return <AuthScreen />;
 
   const me = c.me;
-  const openConversation = (id: number) => {
+  const openConversation = (id: number, seq?: number) => {
     setOpen(id);
+    setFocusSeq(seq);
     setTab("chats");
   };
 
@@ -88,7 +91,7 @@ export function App() {
       <main className="main">
         <ConnectionBanner />
         {open !== null && c.conversations.has(open) ? (
-          <ChatView key={open} conversationId={open} onBack={() => setOpen(null)} />
+          <ChatView key={`${open}-${focusSeq ?? ""}`} conversationId={open} focusSeq={focusSeq} onBack={() => setOpen(null)} />
         ) : (
           <div className="empty-main">
             <div className="empty-logo" aria-hidden="true">

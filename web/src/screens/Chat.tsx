@@ -21,7 +21,7 @@ interface Uploading {
   handle: UploadHandle;
 }
 
-export function ChatView({ conversationId, onBack }: { conversationId: number; onBack: () => void }) {
+export function ChatView({ conversationId, focusSeq, onBack }: { conversationId: number; focusSeq?: number; onBack: () => void }) {
   const c = useClient();
   const { t, lang } = useI18n();
   const s = c.conversations.get(conversationId)!;
@@ -42,7 +42,20 @@ export function ChatView({ conversationId, onBack }: { conversationId: number; o
   const composer = useRef<HTMLTextAreaElement>(null);
 
   useEffect(() => {
-    void c.open(conversationId);
+    void c.open(conversationId).then(async () => {
+      if (focusSeq === undefined) return;
+      // Page back until the message is held, then bring it into view.
+      const tl = c.conversations.get(conversationId)?.timeline;
+      while (tl && tl.bottom > focusSeq && tl.hasOlder) {
+        if (!(await c.loadOlder(conversationId, 200))) break;
+      }
+      atBottom.current = false;
+      requestAnimationFrame(() => {
+        const el = document.getElementById(`msg-${conversationId}-${focusSeq}`);
+        el?.scrollIntoView({ block: "center" });
+        el?.classList.add("flash");
+      });
+    });
     composer.current?.focus();
     if (conv.kind === "group") {
       c.rest
@@ -198,7 +211,7 @@ export function ChatView({ conversationId, onBack }: { conversationId: number; o
                   <span>{t("chat.newMessages")}</span>
                 </div>
               )}
-              <MessageRow m={m} mine={m.sender_id === me} first={group} showName={conv.kind === "group"} senderName={nameOf(c, m.sender_id, memberNames)} tick={tickFor(m, me, conv)} t={t} />
+              <MessageRow m={m} mine={m.sender_id === me} first={group} showName={conv.kind === "group"} senderName={nameOf(c, m.sender_id, memberNames)} tick={tickFor(m, me, conv)} t={t} nameFor={(id) => nameOf(c, id, memberNames)} />
             </Fragment>
           );
         })}
@@ -303,12 +316,12 @@ function tickFor(m: Message, me: number, conv: { kind: string; peer_delivered_se
   return "sent";
 }
 
-function MessageRow({ m, mine, first, showName, senderName, tick, t }: { m: Message; mine: boolean; first: boolean; showName: boolean; senderName: string; tick: Tick; t: T }) {
+function MessageRow({ m, mine, first, showName, senderName, tick, t, nameFor }: { m: Message; mine: boolean; first: boolean; showName: boolean; senderName: string; tick: Tick; t: T; nameFor: (id: number) => string }) {
   const { lang } = useI18n();
   if (m.body.kind === "system") {
     return (
       <div className="system-msg" id={`msg-${m.conversation_id}-${m.seq}`}>
-        {systemText(m, senderName, t)}
+        {systemText(m, senderName, t, nameFor)}
       </div>
     );
   }
@@ -331,9 +344,34 @@ function MessageRow({ m, mine, first, showName, senderName, tick, t }: { m: Mess
   );
 }
 
-function systemText(m: Message, actor: string, t: T): string {
-  void actor;
-  return t("chat.system");
+function systemText(m: Message, actor: string, t: T, name: (id: number) => string): string {
+  if (m.body.kind !== "system") return "";
+  const e = m.body.event;
+  switch (e.type) {
+    case "members_added":
+      return t("sys.members_added", { actor, users: e.users.map(name).join(", ") });
+    case "member_joined":
+      return t("sys.member_joined", { user: name(e.user) });
+    case "member_left":
+      return t("sys.member_left", { actor });
+    case "member_removed":
+    case "member_banned":
+    case "member_unbanned":
+    case "member_muted":
+    case "member_unmuted":
+    case "ownership_transferred":
+      return t(`sys.${e.type}`, { actor, user: name(e.user) });
+    case "role_changed":
+      return t("sys.role_changed", { actor, user: name(e.user), role: t(`group.role.${e.role}`) });
+    case "info_changed":
+      return e.title ? t("sys.title_changed", { actor, title: e.title }) : t("sys.info_changed", { actor });
+    case "permissions_changed":
+    case "message_deleted":
+    case "group_dissolved":
+      return t(`sys.${e.type}`, { actor });
+    default:
+      return t("chat.system");
+  }
 }
 
 function Body({ m, t }: { m: Message; t: T }) {

@@ -1,7 +1,8 @@
 // The conversation list: search box, newest activity first, last message, unread badges and
 // presence dots. Arrow keys move between conversations.
 
-import { useRef, useState, type KeyboardEvent } from "react";
+import { useEffect, useRef, useState, type KeyboardEvent } from "react";
+import type { SearchHit } from "@tidings/sdk";
 import { useClient } from "../state";
 import { useI18n } from "../i18n";
 import { Avatar } from "../ui/Avatar";
@@ -9,13 +10,29 @@ import { Icon } from "../ui/Icon";
 import { conversationName, preview, shortTime } from "../util";
 import { GroupCreateDialog } from "./Groups";
 
-export function ConversationList({ selected, onSelect }: { selected: number | null; onSelect: (id: number) => void }) {
+export function ConversationList({ selected, onSelect }: { selected: number | null; onSelect: (id: number, seq?: number) => void }) {
   const c = useClient();
   const { t, lang } = useI18n();
   const [q, setQ] = useState("");
   const [creating, setCreating] = useState(false);
   const listRef = useRef<HTMLUListElement>(null);
   const needle = q.trim().toLowerCase();
+  const [hits, setHits] = useState<SearchHit[] | null>(null);
+
+  // Message search on the server (full text, CJK included), after a pause in typing.
+  useEffect(() => {
+    if (needle.length < 2) {
+      setHits(null);
+      return;
+    }
+    const timer = setTimeout(() => {
+      c.rest.search(needle).then(
+        (r) => setHits(r.hits),
+        () => setHits(null),
+      );
+    }, 300);
+    return () => clearTimeout(timer);
+  }, [needle]);
   const items = c.conversationList().filter((s) => !needle || conversationName(s).toLowerCase().includes(needle) || preview(s.lastMessage, t).toLowerCase().includes(needle));
 
   const onKey = (e: KeyboardEvent) => {
@@ -87,6 +104,31 @@ export function ConversationList({ selected, onSelect }: { selected: number | nu
             );
           })}
         </ul>
+      )}
+      {hits !== null && (
+        <div className="person-list search-hits">
+          <h3>{t("search.messages")}</h3>
+          {hits.length === 0 && <p className="muted pad small">{t("search.noHits")}</p>}
+          <ul role="list">
+            {hits.map((h) => {
+              const conv = c.conversations.get(h.message.conversation_id);
+              if (!conv) return null;
+              return (
+                <li key={`${h.message.conversation_id}-${h.message.seq}`}>
+                  <button className="conv hit" onClick={() => onSelect(h.message.conversation_id, h.message.seq)} data-testid="search-hit">
+                    <span className="conv-text">
+                      <span className="conv-top">
+                        <span className="conv-name">{conversationName(conv)}</span>
+                        <time className="conv-time">{shortTime(h.message.ts, lang)}</time>
+                      </span>
+                      <span className="conv-preview">{preview(h.message, t)}</span>
+                    </span>
+                  </button>
+                </li>
+              );
+            })}
+          </ul>
+        </div>
       )}
       {creating && <GroupCreateDialog onClose={() => setCreating(false)} onCreated={(id) => onSelect(id)} />}
     </section>
