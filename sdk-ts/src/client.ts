@@ -250,6 +250,8 @@ export class TidingsClient {
         this.flushOutbox();
         const code = await closed;
         this.conn = null;
+        // What others' presence was is unknown while away; the next resync asks again.
+        this.presence.clear();
         if (code === 4003) {
           // The device was signed out: its tokens will never work again.
           this.auth.forget();
@@ -760,6 +762,7 @@ export class TidingsClient {
   // ---- presence, files -----------------------------------------------------------------------
 
   isOnline(userId: number): boolean {
+    if (userId === this.me?.user_id) return this.status === "online";
     return this.presence.get(userId)?.status === "online";
   }
 

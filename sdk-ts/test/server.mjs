@@ -22,12 +22,14 @@ export function serverBinary() {
 }
 
 /**
- * Starts a server; resolves with `{ baseUrl, stop }`. `env` adds TIDINGS_* settings.
+ * Starts a server; resolves with `{ baseUrl, dataDir, stop }`. `env` adds TIDINGS_* settings;
+ * `dataDir` and `listen` restart a stopped server on its data and address.
  * @param {Record<string, string>} [env]
+ * @param {{ dataDir?: string, listen?: string }} [at]
  */
-export async function startServer(env = {}) {
-  const dataDir = mkdtempSync(join(tmpdir(), "tidings-js-test-"));
-  const child = spawn(serverBinary(), ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], {
+export async function startServer(env = {}, at = {}) {
+  const dataDir = at.dataDir ?? mkdtempSync(join(tmpdir(), "tidings-js-test-"));
+  const child = spawn(serverBinary(), ["serve", "--listen", at.listen ?? "127.0.0.1:0", "--data-dir", dataDir], {
     env: {
       ...process.env,
       TIDINGS_ACCOUNTS_ARGON2_MEMORY_KIB: "256",
@@ -58,14 +60,16 @@ export async function startServer(env = {}) {
   });
   return {
     baseUrl,
+    dataDir,
     log: () => log,
-    async stop() {
+    /** Stops the server; `keepData` leaves the data directory for a restart. */
+    async stop({ keepData = false } = {}) {
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once("exit", r));
         child.kill("SIGTERM");
         await exited;
       }
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!keepData) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }

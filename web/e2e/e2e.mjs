@@ -1,7 +1,8 @@
 // Browser end-to-end test of the web client served by the real `tidings` binary, driven by
 // playwright-core in Debian's Chromium: three people register; alice and bob become friends,
-// chat both ways, see typing and read ticks, send a file and download it intact; alice switches
-// to Chinese; bob blocks carol, whose next message is refused. Screenshots of the main screens go
+// chat both ways, see typing and read ticks, send a file and download it intact, chat in a
+// group; the server goes down and comes back while alice writes (banner, pending, delivered
+// once); bob blocks carol, whose next message is refused; alice switches to Chinese. Screenshots of the main screens go
 // to target/web-screenshots/ (or SCREENSHOT_DIR).
 //
 // Run with `npm run e2e -w web` after building web/dist and the server binary (scripts/test
@@ -22,7 +23,7 @@ mkdirSync(shots, { recursive: true });
 const PASSWORD = "correct horse battery";
 const T = 15000;
 
-const server = await startServer();
+let server = await startServer();
 const base = server.baseUrl;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -140,6 +141,47 @@ try {
   await shot(alice, "03-chat-alice.png");
   await shot(bob, "04-chat-bob.png");
 
+  log("alice creates a group with bob; bob sees it and alice's role");
+  await alice.page.getByTestId("nav-chats").click();
+  await alice.page.getByTestId("new-group").click();
+  await alice.page.getByTestId("group-title").fill("Lunch club");
+  await alice.page.getByRole("dialog").getByLabel(names.bob).check();
+  await alice.page.getByTestId("group-create").click();
+  await alice.page.getByRole("heading", { name: "Lunch club" }).waitFor({ timeout: T });
+  await alice.page.getByTestId("composer").fill("Welcome to the lunch club 🥗");
+  await alice.page.getByTestId("composer").press("Enter");
+  await bob.page.getByTestId("nav-chats").click();
+  await bob.page.getByTestId("conv-Lunch club").click({ timeout: T });
+  await bob.page.locator(".row.theirs .bubble", { hasText: "Welcome to the lunch club" }).waitFor({ timeout: T });
+  await bob.page.getByTestId("members-btn").click();
+  const members = bob.page.getByRole("dialog");
+  await members.getByText("Owner").waitFor({ timeout: T });
+  await members.getByText(names.alice).waitFor();
+  await shot(bob, "05-group-members.png");
+  await bob.page.keyboard.press("Escape");
+  await members.waitFor({ state: "detached" });
+
+  log("the server goes away: banner, and a message written meanwhile stays pending");
+  await bob.page.getByTestId(`conv-${names.alice}`).click();
+  await alice.page.getByTestId(`conv-${names.bob}`).click();
+  const port = new URL(base).port;
+  await server.stop({ keepData: true });
+  await alice.page.getByTestId("connection-banner").filter({ hasText: "Reconnecting" }).waitFor({ timeout: T });
+  await alice.page.getByTestId("composer").fill("Written while the server was away");
+  await alice.page.getByTestId("composer").press("Enter");
+  await alice.page.getByTestId("pending-message").waitFor({ timeout: T });
+  await shot(alice, "06-reconnecting.png");
+
+  log("the server is back: reconnect, resync, the message is delivered exactly once");
+  server = await startServer({}, { dataDir: server.dataDir, listen: `127.0.0.1:${port}` });
+  await alice.page.getByRole("button", { name: "Retry now" }).click().catch(() => undefined);
+  await alice.page.getByTestId("connection-banner").waitFor({ state: "detached", timeout: 40000 });
+  await alice.page.getByTestId("pending-message").waitFor({ state: "detached", timeout: T });
+  const away = bob.page.locator(".row.theirs .bubble", { hasText: "Written while the server was away" });
+  await away.waitFor({ timeout: 40000 });
+  await bob.page.waitForTimeout(500);
+  assert.equal(await away.count(), 1, "delivered once");
+
   log("carol writes to bob; bob blocks carol; carol's next message is refused");
   await searchPerson(carol, names.bob);
   await carol.page.locator(".person-list", { hasText: "Search results" }).getByTestId(`message-${names.bob}`).click({ timeout: T });
@@ -153,7 +195,7 @@ try {
   await carol.page.getByTestId("composer").fill("Are you there?");
   await carol.page.getByTestId("composer").press("Enter");
   await carol.page.getByTestId("failed-message").filter({ hasText: "does not accept messages" }).waitFor({ timeout: T });
-  await shot(carol, "05-blocked.png");
+  await shot(carol, "07-blocked.png");
   const history = await bob.page.evaluate(async (convs) => {
     const c = window.tidings;
     const conv = [...c.conversations.values()].find((s) => s.conversation.peer?.username === convs);
@@ -170,21 +212,21 @@ try {
   await alice.page.getByText("已登录的设备").waitFor();
   await alice.page.getByTestId("devices").getByText("本设备").waitFor();
   assert.equal(await alice.page.evaluate(() => document.documentElement.lang), "zh-CN");
-  await shot(alice, "06-settings-zh.png");
+  await shot(alice, "08-settings-zh.png");
 
   log("dark theme, and the phone layout");
   await alice.page.getByTestId("theme-dark").click();
   await alice.page.getByTestId("nav-chats").click();
   await alice.page.getByTestId(`conv-${names.bob}`).click();
   await alice.page.locator(".row.theirs .bubble", { hasText: "Sure, see you there" }).waitFor({ timeout: T });
-  await shot(alice, "07-chat-dark-zh.png");
+  await shot(alice, "09-chat-dark-zh.png");
   await bob.page.setViewportSize({ width: 360, height: 740 });
   await bob.page.getByTestId("nav-chats").click();
   await bob.page.getByRole("button", { name: "Back to conversations" }).click();
-  await shot(bob, "08-phone-list.png");
+  await shot(bob, "10-phone-list.png");
   await bob.page.getByTestId(`conv-${names.alice}`).click();
   await bob.page.locator(".row.theirs .bubble", { hasText: "the report is above" }).waitFor({ timeout: T });
-  await shot(bob, "09-phone-chat.png");
+  await shot(bob, "11-phone-chat.png");
 
   log("sign out");
   await bob.page.setViewportSize({ width: 1280, height: 800 });
