@@ -482,6 +482,10 @@ export class TidingsClient {
     const hadTop = s.timeline.top;
     const added = s.timeline.insert([m], this.me?.user_id);
     if (!added.length) return;
+    if (m.body.kind === "system" && m.body.event.type === "message_deleted") {
+      // A moderator removed a message: what we hold of it becomes the tombstone history shows.
+      s.timeline.replaceBody(m.body.event.seq, { kind: "deleted" });
+    }
     const c = s.conversation;
     const mine = m.sender_id === this.me?.user_id;
     s.conversation = {
@@ -751,6 +755,12 @@ export class TidingsClient {
     this.upsertConversation(c);
     this.changed();
     return c.id;
+  }
+
+  /** Adds (or updates) a conversation read over REST, e.g. after joining a group. */
+  addConversation(c: Conversation): void {
+    this.upsertConversation(c);
+    this.changed();
   }
 
   /** Forgets a conversation the user left or was removed from. */

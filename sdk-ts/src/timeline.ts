@@ -90,6 +90,12 @@ export class Timeline {
     return out;
   }
 
+  /** Replaces the body of a held message (a moderator's deletion leaves a tombstone). */
+  replaceBody(seq: number, body: MessageBody): void {
+    const i = this.indexOf(seq);
+    if (i >= 0) this.messages[i] = { ...this.messages[i], body };
+  }
+
   addPending(p: PendingMessage): void {
     if (!this.pending.some((x) => x.client_msg_id === p.client_msg_id)) this.pending.push(p);
   }

@@ -48,6 +48,14 @@ describe("Timeline", () => {
     expect(t.pending.map((p) => p.client_msg_id)).toEqual(["b"]);
   });
 
+  it("turns a held message into a tombstone in place", () => {
+    const t = new Timeline();
+    t.insert([msg(1), msg(2)]);
+    t.replaceBody(2, { kind: "deleted" });
+    t.replaceBody(7, { kind: "deleted" });
+    expect(t.messages.map((m) => m.body.kind)).toEqual(["text", "deleted"]);
+  });
+
   it("finds the holes between held messages", () => {
     const t = new Timeline();
     t.insert([msg(3), msg(4), msg(8), msg(10)]);

@@ -36,11 +36,15 @@ const log = (s) => {
   console.log(`[e2e +${((Date.now() - started) / 1000).toFixed(1)}s] ${s}`);
 };
 
+const people = [];
 async function person(name, viewport = { width: 1280, height: 800 }) {
   const context = await browser.newContext({ viewport, locale: "en-US", acceptDownloads: true });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`[${name}] page error: ${e.message}`));
-  return { name, context, page };
+  page.on("console", (m) => m.type() === "error" && console.error(`[${name}] console: ${m.text()}`));
+  const p = { name, context, page };
+  people.push(p);
+  return p;
 }
 
 async function register(p, username) {
@@ -161,6 +165,22 @@ try {
   await bob.page.keyboard.press("Escape");
   await members.waitFor({ state: "detached" });
 
+  log("carol joins the group with alice's invite link; alice (owner) removes her again");
+  await alice.page.getByTestId("members-btn").click();
+  const aliceMembers = alice.page.getByRole("dialog");
+  await aliceMembers.getByRole("button", { name: "Create invite link" }).click();
+  const link = (await aliceMembers.locator(".notice").textContent({ timeout: T })).replace(/^.*?(http\S+).*$/, "$1");
+  assert.match(link, /\/join\//);
+  await carol.page.goto(link);
+  await carol.page.getByRole("heading", { name: "Lunch club" }).waitFor({ timeout: T });
+  await carol.page.locator(".bubble", { hasText: "Welcome to the lunch club" }).waitFor({ timeout: T });
+  await aliceMembers.getByRole("button", { name: "Close" }).click();
+  await alice.page.getByTestId("members-btn").click();
+  const carolRow = alice.page.getByRole("dialog").locator(".person", { hasText: names.carol });
+  await carolRow.getByRole("button", { name: "Remove" }).click({ timeout: T });
+  await carolRow.waitFor({ state: "detached", timeout: T });
+  await alice.page.keyboard.press("Escape");
+
   log("the server goes away: banner, and a message written meanwhile stays pending");
   await bob.page.getByTestId(`conv-${names.alice}`).click();
   await alice.page.getByTestId(`conv-${names.bob}`).click();
@@ -239,6 +259,8 @@ try {
 } catch (e) {
   console.error(`[e2e] FAILED at step "${step}": ${e.stack || e}`);
   process.exitCode = 1;
+  // What each browser showed when it failed, for the CI log's reader.
+  for (const p of people) await shot(p, `failed-${p.name}.png`).catch(() => undefined);
 } finally {
   await browser.close().catch(() => undefined);
   await server.stop();

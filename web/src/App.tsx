@@ -41,6 +41,29 @@ export function App() {
     [t],
   );
 
+  // An invite link (`/join/<code>`): remembered through sign-in, then used once.
+  useEffect(() => {
+    const m = /^\/join\/([^/]+)$/.exec(location.pathname);
+    if (m) {
+      sessionStorage.setItem("tidings.join", decodeURIComponent(m[1]));
+      history.replaceState(null, "", "/");
+    }
+  }, []);
+  useEffect(() => {
+    const code = sessionStorage.getItem("tidings.join");
+    if (!code || c.status !== "online") return;
+    sessionStorage.removeItem("tidings.join");
+    c.rest
+      .joinGroup(code)
+      .then(async (r) => {
+        if (r.status !== "joined") return;
+        c.addConversation(await c.rest.conversation(r.conversation_id));
+        setOpen(r.conversation_id);
+        setTab("chats");
+      })
+      .catch(() => undefined);
+  }, [c.status]);
+
   // The unread total in the tab title.
   const unread = [...c.conversations.values()].reduce((n, s) => n + s.conversation.unread, 0);
   useEffect(() => {

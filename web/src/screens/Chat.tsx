@@ -36,6 +36,7 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
   const [uploads, setUploads] = useState<Uploading[]>([]);
   const [showMembers, setShowMembers] = useState(false);
   const [memberNames, setMemberNames] = useState<Map<number, string>>(new Map());
+  const [myRole, setMyRole] = useState<string>("member");
   // Where "new messages" starts: the read marker when the conversation was opened.
   const [firstUnreadSeq] = useState(() => (conv.unread > 0 ? conv.read_seq + 1 : null));
   const fileInput = useRef<HTMLInputElement>(null);
@@ -60,7 +61,10 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
     if (conv.kind === "group") {
       c.rest
         .members(conversationId)
-        .then((ms) => setMemberNames(new Map(ms.map((m) => [m.user_id, m.username]))))
+        .then((ms) => {
+          setMemberNames(new Map(ms.map((m) => [m.user_id, m.username])));
+          setMyRole(ms.find((m) => m.user_id === me)?.role ?? "member");
+        })
         .catch(() => undefined);
     }
   }, [conversationId]);
@@ -211,7 +215,9 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
                   <span>{t("chat.newMessages")}</span>
                 </div>
               )}
-              <MessageRow m={m} mine={m.sender_id === me} first={group} showName={conv.kind === "group"} senderName={nameOf(c, m.sender_id, memberNames)} tick={tickFor(m, me, conv)} t={t} nameFor={(id) => nameOf(c, id, memberNames)} />
+              <MessageRow m={m} mine={m.sender_id === me} first={group} showName={conv.kind === "group"} senderName={nameOf(c, m.sender_id, memberNames)} tick={tickFor(m, me, conv)} t={t} nameFor={(id) => nameOf(c, id, memberNames)}
+                onDelete={conv.kind === "group" && myRole !== "member" && m.body.kind !== "deleted" ? () => void c.rest.deleteMessage(conversationId, m.seq).catch(() => undefined) : undefined}
+              />
             </Fragment>
           );
         })}
@@ -316,7 +322,7 @@ function tickFor(m: Message, me: number, conv: { kind: string; peer_delivered_se
   return "sent";
 }
 
-function MessageRow({ m, mine, first, showName, senderName, tick, t, nameFor }: { m: Message; mine: boolean; first: boolean; showName: boolean; senderName: string; tick: Tick; t: T; nameFor: (id: number) => string }) {
+function MessageRow({ m, mine, first, showName, senderName, tick, t, nameFor, onDelete }: { m: Message; mine: boolean; first: boolean; showName: boolean; senderName: string; tick: Tick; t: T; nameFor: (id: number) => string; onDelete?: () => void }) {
   const { lang } = useI18n();
   if (m.body.kind === "system") {
     return (
@@ -340,6 +346,11 @@ function MessageRow({ m, mine, first, showName, senderName, tick, t, nameFor }: 
           )}
         </span>
       </div>
+      {onDelete && (
+        <button className="icon-btn msg-action" aria-label={t("chat.delete")} title={t("chat.delete")} onClick={onDelete}>
+          <Icon name="x" size={16} />
+        </button>
+      )}
     </div>
   );
 }

@@ -29,11 +29,14 @@ export function GroupCreateDialog({ onClose, onCreated }: { onClose: () => void;
   };
   const join = async () => {
     try {
-      const r = await c.rest.joinGroup(code.trim());
-      const conv = await c.rest.conversation(r.conversation_id).catch(() => null);
-      if (conv) {
-        onClose();
+      // Accept a whole link as well as the bare code.
+      const bare = decodeURIComponent(code.trim().replace(/^.*\/join\//, ""));
+      const r = await c.rest.joinGroup(bare);
+      if (r.status === "joined") {
+        c.addConversation(await c.rest.conversation(r.conversation_id));
+        onCreated(r.conversation_id);
       }
+      onClose();
     } catch (e) {
       setError((e as Error).message);
     }
@@ -183,7 +186,7 @@ export function MembersPanel({ conversationId, onClose }: { conversationId: numb
       )}
       {invite && <p className="notice">{t("group.linkCopied", { code: invite })}</p>}
       <div className="dialog-actions wrap">
-        <button className="ghost" onClick={() => void act(async () => setInvite((await c.rest.createInviteLink(conversationId)).code ?? ""))}>
+        <button className="ghost" onClick={() => void act(async () => setInvite(`${location.origin}/join/${encodeURIComponent((await c.rest.createInviteLink(conversationId)).code ?? "")}`))}>
           {t("group.inviteLink")}
         </button>
         {mine !== "owner" && (
