@@ -99,6 +99,7 @@ try {
 
   log("alice writes to bob");
   await alice.page.locator(".person-list", { hasText: "Friends" }).getByTestId(`message-${names.bob}`).click();
+  await alice.page.getByRole("heading", { name: names.bob }).waitFor({ timeout: T });
   await alice.page.getByTestId("composer").fill("Hello Bob! Lunch at noon?");
   await alice.page.getByTestId("composer").press("Enter");
   await alice.page.locator(".row.mine .bubble", { hasText: "Hello Bob!" }).waitFor({ timeout: T });
@@ -205,6 +206,7 @@ try {
   log("carol writes to bob; bob blocks carol; carol's next message is refused");
   await searchPerson(carol, names.bob);
   await carol.page.locator(".person-list", { hasText: "Search results" }).getByTestId(`message-${names.bob}`).click({ timeout: T });
+  await carol.page.getByRole("heading", { name: names.bob }).waitFor({ timeout: T });
   await carol.page.getByTestId("composer").fill("Hi bob, it's carol");
   await carol.page.getByTestId("composer").press("Enter");
   await carol.page.locator(".row.mine .bubble", { hasText: "it's carol" }).waitFor({ timeout: T });

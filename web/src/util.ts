@@ -46,7 +46,7 @@ export function conversationName(c: ConversationState): string {
   return c.conversation.kind === "direct" ? (c.conversation.peer?.username ?? "…") : c.conversation.title;
 }
 
-export function preview(m: Message | undefined, t: T): string {
+export function preview(m: Message | undefined, t: T, client?: TidingsClient): string {
   if (!m) return t("list.noMessages");
   switch (m.body.kind) {
     case "text":
@@ -58,7 +58,7 @@ export function preview(m: Message | undefined, t: T): string {
     case "encrypted":
       return t("chat.encrypted");
     case "system":
-      return t("chat.system");
+      return client ? systemText(m, nameOf(client, m.sender_id), t, (id) => nameOf(client, id)) : t("chat.system");
     default:
       return t("chat.unsupported");
   }
@@ -84,4 +84,35 @@ export function nameOf(client: TidingsClient, userId: number, members?: Map<numb
 /** Messages of one sender within five minutes of each other form a group. */
 export function startsGroup(prev: Message | undefined, m: Message): boolean {
   return !prev || prev.sender_id !== m.sender_id || m.ts - prev.ts > 5 * 60 * 1000 || dayKey(prev.ts) !== dayKey(m.ts) || prev.body.kind === "system";
+}
+
+/** A group event in words. */
+export function systemText(m: Message, actor: string, t: T, name: (id: number) => string): string {
+  if (m.body.kind !== "system") return "";
+  const e = m.body.event;
+  switch (e.type) {
+    case "members_added":
+      return t("sys.members_added", { actor, users: e.users.map(name).join(", ") });
+    case "member_joined":
+      return t("sys.member_joined", { user: name(e.user) });
+    case "member_left":
+      return t("sys.member_left", { actor });
+    case "member_removed":
+    case "member_banned":
+    case "member_unbanned":
+    case "member_muted":
+    case "member_unmuted":
+    case "ownership_transferred":
+      return t(`sys.${e.type}`, { actor, user: name(e.user) });
+    case "role_changed":
+      return t("sys.role_changed", { actor, user: name(e.user), role: t(`group.role.${e.role}`) });
+    case "info_changed":
+      return e.title ? t("sys.title_changed", { actor, title: e.title }) : t("sys.info_changed", { actor });
+    case "permissions_changed":
+    case "message_deleted":
+    case "group_dissolved":
+      return t(`sys.${e.type}`, { actor });
+    default:
+      return t("chat.system");
+  }
 }

@@ -8,7 +8,7 @@ import { useClient } from "../state";
 import { useI18n, type T } from "../i18n";
 import { Avatar } from "../ui/Avatar";
 import { Icon } from "../ui/Icon";
-import { conversationName, dayKey, dayLabel, formatBytes, nameOf, startsGroup, timeOf } from "../util";
+import { conversationName, dayKey, dayLabel, formatBytes, nameOf, startsGroup, systemText, timeOf } from "../util";
 import { MembersPanel } from "./Groups";
 
 interface Uploading {
@@ -353,36 +353,6 @@ function MessageRow({ m, mine, first, showName, senderName, tick, t, nameFor, on
       )}
     </div>
   );
-}
-
-function systemText(m: Message, actor: string, t: T, name: (id: number) => string): string {
-  if (m.body.kind !== "system") return "";
-  const e = m.body.event;
-  switch (e.type) {
-    case "members_added":
-      return t("sys.members_added", { actor, users: e.users.map(name).join(", ") });
-    case "member_joined":
-      return t("sys.member_joined", { user: name(e.user) });
-    case "member_left":
-      return t("sys.member_left", { actor });
-    case "member_removed":
-    case "member_banned":
-    case "member_unbanned":
-    case "member_muted":
-    case "member_unmuted":
-    case "ownership_transferred":
-      return t(`sys.${e.type}`, { actor, user: name(e.user) });
-    case "role_changed":
-      return t("sys.role_changed", { actor, user: name(e.user), role: t(`group.role.${e.role}`) });
-    case "info_changed":
-      return e.title ? t("sys.title_changed", { actor, title: e.title }) : t("sys.info_changed", { actor });
-    case "permissions_changed":
-    case "message_deleted":
-    case "group_dissolved":
-      return t(`sys.${e.type}`, { actor });
-    default:
-      return t("chat.system");
-  }
 }
 
 function Body({ m, t }: { m: Message; t: T }) {

@@ -90,7 +90,7 @@ export function ConversationList({ selected, onSelect }: { selected: number | nu
                           ? conv.kind === "direct"
                             ? t("chat.typing", { name })
                             : t("chat.typingMany")
-                          : `${mine ? t("list.you") : ""}${preview(last, t)}`}
+                          : `${mine && last?.body.kind !== "system" ? t("list.you") : ""}${preview(last, t, c)}`}
                       </span>
                       {conv.unread > 0 && (
                         <span className="badge" aria-hidden="true">
