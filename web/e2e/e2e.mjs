@@ -250,6 +250,17 @@ try {
   await bob.page.locator(".row.theirs .bubble", { hasText: "the report is above" }).waitFor({ timeout: T });
   await shot(bob, "11-phone-chat.png");
 
+  log("offline start: the service worker serves the app shell without the network");
+  await alice.page.evaluate(async () => {
+    await navigator.serviceWorker.ready;
+  });
+  await alice.context.setOffline(true);
+  await alice.page.reload();
+  await alice.page.getByTestId("nav-chats").waitFor({ timeout: T });
+  await alice.page.getByTestId("connection-banner").waitFor({ timeout: T });
+  await shot(alice, "12-offline-start.png");
+  await alice.context.setOffline(false);
+
   log("sign out");
   await bob.page.setViewportSize({ width: 1280, height: 800 });
   await bob.page.getByTestId("nav-settings").click();

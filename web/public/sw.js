@@ -4,8 +4,18 @@
 const CACHE = "tidings-shell-v1";
 const SHELL = ["/", "/manifest.webmanifest", "/icon.svg", "/icon-192.png"];
 
+// The page's hashed bundles are named in index.html; cache them with the shell at install, so
+// the first offline start works even though the first visit fetched them before this worker ran.
+async function precache() {
+  const cache = await caches.open(CACHE);
+  await cache.addAll(SHELL);
+  const page = await (await cache.match("/")).text();
+  const assets = [...new Set(page.match(/\/assets\/[^"']+/g) || [])];
+  await cache.addAll(assets);
+}
+
 self.addEventListener("install", (event) => {
-  event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
+  event.waitUntil(precache().then(() => self.skipWaiting()));
 });
 
 self.addEventListener("activate", (event) => {

@@ -20,7 +20,12 @@ async fn the_app_is_served_without_shadowing_server_routes() {
     let page = index.text().await.unwrap();
 
     // Unknown paths in the server's namespaces stay problem+json 404s, whatever is embedded.
-    for path in ["/api/v1/nope", "/oauth/nope", "/.well-known/nope", "/ws/nope"] {
+    for path in [
+        "/api/v1/nope",
+        "/oauth/nope",
+        "/.well-known/nope",
+        "/ws/nope",
+    ] {
         let res = get(path).await.unwrap();
         assert_eq!(res.status(), 404, "{path}");
         assert_eq!(
