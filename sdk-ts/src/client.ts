@@ -546,10 +546,25 @@ export class TidingsClient {
     this.changed();
   }
 
+  private deliveredDue = new Map<number, number>();
+  private deliveredTimer: ReturnType<typeof setTimeout> | null = null;
+
+  /**
+   * Moves the delivered marker, batched: a burst of messages (a sync, a busy group) costs one
+   * receipt per conversation, carrying the highest sequence.
+   */
   private markDelivered(conversationId: number, seq: number): void {
     if ((this.deliveredSent.get(conversationId) ?? 0) >= seq) return;
     this.deliveredSent.set(conversationId, seq);
-    this.conn?.request({ type: "receipt", conversation_id: conversationId, receipt: "delivered", seq }).catch(() => undefined);
+    this.deliveredDue.set(conversationId, seq);
+    if (this.deliveredTimer) return;
+    this.deliveredTimer = setTimeout(() => {
+      this.deliveredTimer = null;
+      for (const [conversation_id, s] of this.deliveredDue) {
+        this.conn?.request({ type: "receipt", conversation_id, receipt: "delivered", seq: s }).catch(() => undefined);
+      }
+      this.deliveredDue.clear();
+    }, 100);
   }
 
   /**

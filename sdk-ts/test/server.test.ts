@@ -67,6 +67,8 @@ describe("TidingsClient against the real server", () => {
     // The server sequences one connection's pipelined sends in the order they were sent.
     expect(texts(b, id)).toEqual(Array.from({ length: 40 }, (_, i) => `n${i}`));
     expect(b.conversations.get(id)!.conversation.unread).toBe(40);
+    // Receiving moved bob's delivered marker (one batched receipt), which alice hears of.
+    await until(() => (a.conversations.get(id)!.conversation.peer_delivered_seq ?? 0) === 40, 20000, "delivered receipt");
     b.markRead(id);
     await until(() => (a.conversations.get(id)!.conversation.peer_read_seq ?? 0) === 40, 20000, "read receipt");
   });

@@ -167,9 +167,15 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
   else if (presence?.last_seen) subtitle = t("chat.lastSeen", { time: `${dayLabel(presence.last_seen, lang, t)} ${timeOf(presence.last_seen, lang)}` });
   else subtitle = t("chat.offline");
 
-  const jumpToUnread = () => {
-    const el = document.getElementById(`msg-${conversationId}-${firstUnreadSeq}`);
-    el?.scrollIntoView({ block: "center" });
+  const jumpToUnread = async () => {
+    if (firstUnreadSeq === null) return;
+    // The first unread message may be older than what is loaded: page back to it first.
+    const tl = c.conversations.get(conversationId)?.timeline;
+    while (tl && tl.bottom > firstUnreadSeq && tl.hasOlder) {
+      if (!(await c.loadOlder(conversationId, 200))) break;
+    }
+    atBottom.current = false;
+    requestAnimationFrame(() => document.getElementById(`msg-${conversationId}-${firstUnreadSeq}`)?.scrollIntoView({ block: "center" }));
   };
 
   return (
@@ -192,7 +198,7 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
         )}
       </header>
       {firstUnreadSeq !== null && messages.length > 0 && messages[0].seq > firstUnreadSeq && (
-        <button className="jump" onClick={jumpToUnread}>
+        <button className="jump" onClick={() => void jumpToUnread()}>
           {t("chat.jumpUnread")}
         </button>
       )}

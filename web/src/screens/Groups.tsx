@@ -2,7 +2,7 @@
 // the user's role allows (the server's policy decides; the panel only hides what cannot work).
 
 import { useEffect, useState } from "react";
-import type { Member, Role } from "@tidings/sdk";
+import type { GroupInfo, Member, Role } from "@tidings/sdk";
 import { useClient } from "../state";
 import { useI18n } from "../i18n";
 import { Avatar } from "../ui/Avatar";
@@ -103,8 +103,18 @@ export function MembersPanel({ conversationId, onClose }: { conversationId: numb
   const [invite, setInvite] = useState<string | null>(null);
   const me = c.me!.user_id;
 
+  const [info, setInfo] = useState<GroupInfo | null>(null);
+  const [title, setTitle] = useState("");
+  const [announcement, setAnnouncement] = useState("");
   const load = () =>
-    c.rest.members(conversationId).then(setMembers, (e: Error) => setError(e.message));
+    Promise.all([
+      c.rest.members(conversationId).then(setMembers),
+      c.rest.groupInfo(conversationId).then((g) => {
+        setInfo(g);
+        setTitle(g.title);
+        setAnnouncement(g.announcement);
+      }),
+    ]).catch((e: Error) => setError(e.message));
   useEffect(() => {
     void load();
   }, [conversationId]);
@@ -130,6 +140,42 @@ export function MembersPanel({ conversationId, onClose }: { conversationId: numb
           {error}
         </p>
       )}
+      {info && mine !== "member" ? (
+        <div className="group-settings">
+          <label className="field">
+            <span>{t("group.title")}</span>
+            <input value={title} maxLength={128} onChange={(e) => setTitle(e.target.value)} />
+          </label>
+          <label className="field">
+            <span>{t("group.announcement")}</span>
+            <textarea className="textarea" rows={2} maxLength={2000} value={announcement} onChange={(e) => setAnnouncement(e.target.value)} />
+          </label>
+          <div className="dialog-actions">
+            <button
+              className="ghost"
+              disabled={!title.trim() || (title === info.title && announcement === info.announcement)}
+              onClick={() =>
+                void act(async () => {
+                  const g = await c.rest.updateGroup(conversationId, { title: title.trim(), announcement });
+                  const s = c.conversations.get(conversationId);
+                  if (s) c.addConversation({ ...s.conversation, title: g.title });
+                })
+              }
+            >
+              {t("group.save")}
+            </button>
+          </div>
+        </div>
+      ) : (
+        info?.announcement && (
+          <p className="notice">
+            <strong>{t("group.announcement")}</strong>
+            <br />
+            {info.announcement}
+          </p>
+        )
+      )}
+      <h3 className="members-h">{t("group.members")}</h3>
       <ul className="members" role="list">
         {members.map((m) => {
           const above = RANK[mine] > RANK[m.role] && m.user_id !== me;
