@@ -137,6 +137,21 @@ try {
   assert.equal(sha(readFileSync(saved)), sha(bytes), "the downloaded file equals the uploaded one");
   rmSync(dir, { recursive: true, force: true });
 
+  log("an image dropped on the chat shows as a preview on both sides");
+  const png = readFileSync(join(root, "web/public/icon-192.png"));
+  const dataTransfer = await alice.page.evaluateHandle((b64) => {
+    const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], "tidings-icon.png", { type: "image/png" }));
+    return dt;
+  }, png.toString("base64"));
+  await alice.page.dispatchEvent("section.chat", "drop", { dataTransfer });
+  for (const p of [alice, bob]) {
+    const img = p.page.locator("img.file-img[alt='tidings-icon.png']");
+    await img.waitFor({ timeout: T });
+    await p.page.waitForFunction((el) => el.complete && el.naturalWidth === 192, await img.elementHandle(), { timeout: T });
+  }
+
   log("a few more messages for the screenshots");
   for (const text of ["I'll bring the slides.", "Great — the report is above."]) {
     await alice.page.getByTestId("composer").fill(text);
