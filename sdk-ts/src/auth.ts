@@ -2,10 +2,10 @@
 // (docs/protocol.md section 2). Refreshes are serialized, across browser tabs too (Web Locks),
 // because presenting a spent refresh token signs the whole device out.
 
-import { TidingsError } from "./errors";
-import type { Account, TokenResponse } from "./protocol";
-import { problemOf, type Fetch, type TokenSource } from "./rest";
-import type { KeyValueStorage } from "./storage";
+import { TidingsError } from "./errors.js";
+import type { Account, TokenResponse } from "./protocol.js";
+import { problemOf, type Fetch, type TokenSource } from "./rest.js";
+import type { KeyValueStorage } from "./storage.js";
 
 export interface StoredTokens {
   access_token: string;

@@ -4,9 +4,9 @@
 // (conversations, timelines, presence, typing, contacts) with a change counter that UIs
 // subscribe to. The rules it follows are docs/protocol.md sections 8 and 9.
 
-import { Auth, type StoredTokens } from "./auth";
-import { Connection, type WebSocketCtor } from "./connection";
-import { TidingsError } from "./errors";
+import { Auth, type StoredTokens } from "./auth.js";
+import { Connection, type WebSocketCtor } from "./connection.js";
+import { TidingsError } from "./errors.js";
 import type {
   BlockedUser,
   Conversation,
@@ -19,10 +19,10 @@ import type {
   ServerFrameAck,
   ServerFrameHistory,
   ServerFramePresenceList,
-} from "./protocol";
-import { Rest, type Fetch } from "./rest";
-import { defaultStorage, type KeyValueStorage } from "./storage";
-import { Timeline, backoffDelay, newClientMsgId, type PendingMessage } from "./timeline";
+} from "./protocol.js";
+import { Rest, type Fetch } from "./rest.js";
+import { defaultStorage, type KeyValueStorage } from "./storage.js";
+import { Timeline, backoffDelay, newClientMsgId, type PendingMessage } from "./timeline.js";
 
 export type ConnectionStatus = "signed_out" | "connecting" | "online" | "offline";
 

@@ -2,8 +2,8 @@
 // answers (which may come in any order, docs/protocol.md section 4.1); everything else is an
 // event handed to `onEvent`. It knows nothing of reconnecting: `TidingsClient` owns that.
 
-import { TidingsError } from "./errors";
-import type { ClientFrame, ServerFrame } from "./protocol";
+import { TidingsError } from "./errors.js";
+import type { ClientFrame, ServerFrame } from "./protocol.js";
 
 export const SUBPROTOCOL = "tidings.v1";
 

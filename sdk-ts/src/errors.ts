@@ -1,7 +1,7 @@
 // What can go wrong, as one error type: the server's stable error code (a WebSocket error frame,
 // an RFC 9457 problem document or an OAuth error), plus the client-side conditions the SDK adds.
 
-import type { ErrorCode } from "./protocol";
+import type { ErrorCode } from "./protocol.js";
 
 /**
  * A stable code: one of the server's `ErrorCode`s, an OAuth error (`invalid_grant`), or one the

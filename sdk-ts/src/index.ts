@@ -1,17 +1,17 @@
 // The public surface of @tidings/sdk.
 
-export { TidingsClient } from "./client";
-export type { ClientOptions, ConnectionStatus, ConversationState, Contacts } from "./client";
-export { Auth } from "./auth";
-export type { StoredTokens } from "./auth";
-export { Rest } from "./rest";
-export { Connection, SUBPROTOCOL } from "./connection";
-export type { WebSocketCtor } from "./connection";
-export { TidingsError } from "./errors";
-export { MemoryStorage, defaultStorage } from "./storage";
-export type { KeyValueStorage } from "./storage";
-export { Timeline, backoffDelay, newClientMsgId } from "./timeline";
-export type { PendingMessage, PendingState } from "./timeline";
-export { upload } from "./upload";
-export type { UploadHandle, UploadOptions, UploadSource } from "./upload";
-export type * from "./protocol";
+export { TidingsClient } from "./client.js";
+export type { ClientOptions, ConnectionStatus, ConversationState, Contacts } from "./client.js";
+export { Auth } from "./auth.js";
+export type { StoredTokens } from "./auth.js";
+export { Rest } from "./rest.js";
+export { Connection, SUBPROTOCOL } from "./connection.js";
+export type { WebSocketCtor } from "./connection.js";
+export { TidingsError } from "./errors.js";
+export { MemoryStorage, defaultStorage } from "./storage.js";
+export type { KeyValueStorage } from "./storage.js";
+export { Timeline, backoffDelay, newClientMsgId } from "./timeline.js";
+export type { PendingMessage, PendingState } from "./timeline.js";
+export { upload } from "./upload.js";
+export type { UploadHandle, UploadOptions, UploadSource } from "./upload.js";
+export type * from "./protocol.js";

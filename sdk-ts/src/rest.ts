@@ -2,7 +2,7 @@
 // `Auth` for a fresh access token first and retries once after a refresh when the server says
 // the token expired, so a long-lived page never sees an expiry.
 
-import { TidingsError } from "./errors";
+import { TidingsError } from "./errors.js";
 import type {
   Account,
   AddMembersResult,
@@ -29,7 +29,7 @@ import type {
   SendAck,
   UpdateGroupRequest,
   UserSearchResults,
-} from "./protocol";
+} from "./protocol.js";
 
 export type Fetch = typeof fetch;
 

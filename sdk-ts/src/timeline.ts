@@ -2,7 +2,7 @@
 // with no duplicates, plus the user's own messages that have no `ack` yet. Pure state logic, kept
 // apart from the network so its ordering, dedupe and hole rules are unit-tested directly.
 
-import type { Message, MessageBody } from "./protocol";
+import type { Message, MessageBody } from "./protocol.js";
 
 export type PendingState = "pending" | "failed";
 

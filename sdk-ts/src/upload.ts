@@ -3,9 +3,9 @@
 // files. The finished upload's file id comes back in the `Tidings-File-Id` header.
 
 import * as tus from "tus-js-client";
-import type { TidingsClient } from "./client";
-import { TidingsError } from "./errors";
-import type { MessageBodyFile } from "./protocol";
+import type { TidingsClient } from "./client.js";
+import { TidingsError } from "./errors.js";
+import type { MessageBodyFile } from "./protocol.js";
 
 export interface UploadOptions {
   name: string;

@@ -1,7 +1,7 @@
 // Groups: creating one from friends, and the member panel with roles and the moderation actions
 // the user's role allows (the server's policy decides; the panel only hides what cannot work).
 
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import type { GroupInfo, Member, Role } from "@tidings/sdk";
 import { useClient } from "../state";
 import { useI18n } from "../i18n";
@@ -271,6 +271,28 @@ export function MembersPanel({ conversationId, onClose }: { conversationId: numb
 /** A modal dialog: focus moves in, Escape closes it. */
 export function Dialog({ title, onClose, children }: { title: string; onClose: () => void; children: React.ReactNode }) {
   const { t } = useI18n();
+  const box = useRef<HTMLDivElement>(null);
+  // Focus moves into the dialog when it opens and back to where it was when it closes.
+  useEffect(() => {
+    const before = document.activeElement as HTMLElement | null;
+    const first = box.current?.querySelector<HTMLElement>("input, textarea, button:not([disabled])");
+    if (!box.current?.contains(document.activeElement)) first?.focus();
+    return () => before?.focus?.();
+  }, []);
+  // Tab stays inside the dialog.
+  const trap = (e: React.KeyboardEvent) => {
+    if (e.key !== "Tab" || !box.current) return;
+    const items = [...box.current.querySelectorAll<HTMLElement>("input, textarea, button:not([disabled]), [tabindex='0']")];
+    if (!items.length) return;
+    const [first, last] = [items[0], items[items.length - 1]];
+    if (e.shiftKey && document.activeElement === first) {
+      e.preventDefault();
+      last.focus();
+    } else if (!e.shiftKey && document.activeElement === last) {
+      e.preventDefault();
+      first.focus();
+    }
+  };
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => e.key === "Escape" && onClose();
     window.addEventListener("keydown", onKey);
@@ -278,7 +300,7 @@ export function Dialog({ title, onClose, children }: { title: string; onClose: (
   }, [onClose]);
   return (
     <div className="overlay" onMouseDown={(e) => e.target === e.currentTarget && onClose()}>
-      <div className="dialog" role="dialog" aria-modal="true" aria-label={title}>
+      <div className="dialog" role="dialog" aria-modal="true" aria-label={title} ref={box} onKeyDown={trap}>
         <header className="dialog-head">
           <h2>{title}</h2>
           <button className="icon-btn" aria-label={t("common.close")} onClick={onClose}>
