@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use tidings_core::config::{AccountsConfig, AuditConfig, LimitsConfig, TokensConfig};
+use tidings_core::config::{
+    AccountsConfig, AuditConfig, LimitsConfig, MessagesConfig, TokensConfig,
+};
 use tidings_files::FilesConfig;
 use tidings_http::HttpConfig;
 
@@ -75,6 +77,7 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
+    pub messages: MessagesConfig,
     pub files: FilesConfig,
 }
 
@@ -90,6 +93,7 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             limits: LimitsConfig::default(),
             audit: AuditConfig::default(),
+            messages: MessagesConfig::default(),
             files: FilesConfig::default(),
         }
     }
@@ -103,6 +107,7 @@ impl Config {
             tokens: self.tokens.clone(),
             limits: self.limits.clone(),
             audit: self.audit.clone(),
+            messages: self.messages.clone(),
         }
     }
 
@@ -306,6 +311,18 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         ("limits.max_in_flight", limits.max_in_flight),
         ("limits.max_commit_batch", limits.max_commit_batch),
         ("limits.max_history_page", limits.max_history_page as usize),
+        (
+            "messages.retention_interval_secs",
+            config.messages.retention_interval_secs as usize,
+        ),
+        (
+            "messages.retention_batch",
+            config.messages.retention_batch as usize,
+        ),
+        (
+            "messages.max_reaction_keys",
+            config.messages.max_reaction_keys,
+        ),
         (
             "storage.read_connections",
             config.storage.read_connections as usize,
