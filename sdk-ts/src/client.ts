@@ -10,6 +10,8 @@ import { TidingsError } from "./errors.js";
 import type {
   BlockedUser,
   Conversation,
+  ConversationSettings,
+  Mentions,
   Friend,
   FriendRequest,
   Message,
@@ -22,7 +24,16 @@ import type {
 } from "./protocol.js";
 import { Rest, type Fetch } from "./rest.js";
 import { defaultStorage, type KeyValueStorage } from "./storage.js";
-import { Timeline, backoffDelay, newClientMsgId, type PendingMessage } from "./timeline.js";
+import { Timeline, backoffDelay, isShown, newClientMsgId, type PendingMessage } from "./timeline.js";
+
+/** What `send` may carry beside the body (protocol section 17.1). */
+export interface SendOptions {
+  /** The idempotency key; a fresh one by default. Reuse it only to retry the same message. */
+  clientMsgId?: string;
+  /** The sequence of the message this one answers. */
+  replyTo?: number;
+  mentions?: Mentions;
+}
 
 export type ConnectionStatus = "signed_out" | "connecting" | "online" | "offline";
 
@@ -154,7 +165,9 @@ export class TidingsClient {
   conversationList(): ConversationState[] {
     const key = (c: ConversationState) =>
       Math.max(c.lastMessage?.ts ?? 0, c.timeline.messages.at(-1)?.ts ?? 0, c.timeline.pending.at(-1)?.created_at ?? 0, c.conversation.created_at);
-    return [...this.conversations.values()].sort((a, b) => key(b) - key(a));
+    // Pinned conversations first, most recently pinned first; then newest activity.
+    const pin = (c: ConversationState) => c.conversation.settings?.pinned_at ?? 0;
+    return [...this.conversations.values()].sort((a, b) => pin(b) - pin(a) || key(b) - key(a));
   }
 
   // ---- accounts ------------------------------------------------------------------------------
@@ -447,6 +460,18 @@ export class TidingsClient {
       case "presence":
         this.presence.set(f.presence.user_id, f.presence);
         break;
+      case "conversation_settings": {
+        const s = this.conversations.get(f.conversation_id);
+        if (s) s.conversation = { ...s.conversation, settings: f.settings };
+        break;
+      }
+      case "message_hidden": {
+        // Deleted for this user on another device.
+        const s = this.conversations.get(f.conversation_id);
+        s?.timeline.remove(f.seq);
+        if (s && s.lastMessage?.seq === f.seq) s.lastMessage = s.timeline.lastShown();
+        break;
+      }
       case "contact":
       case "contacts":
         void this.refreshContacts().catch(() => undefined);
@@ -460,7 +485,7 @@ export class TidingsClient {
 
   private countUnread(s: ConversationState, readSeq: number): number {
     const me = this.me?.user_id;
-    const held = s.timeline.messages.filter((m) => m.seq > readSeq && m.sender_id !== me).length;
+    const held = s.timeline.messages.filter((m) => m.seq > readSeq && m.sender_id !== me && isShown(m)).length;
     const unheld = Math.max(0, s.conversation.last_seq - Math.max(readSeq, s.timeline.top));
     return held + unheld;
   }
@@ -488,16 +513,26 @@ export class TidingsClient {
     }
     const c = s.conversation;
     const mine = m.sender_id === this.me?.user_id;
+    const shown = isShown(m);
+    const me = this.me?.user_id;
+    const mentionsMe = !!m.mentions && (m.mentions.all === true || (me !== undefined && (m.mentions.users ?? []).includes(me)));
     s.conversation = {
       ...c,
       last_seq: Math.max(c.last_seq, m.seq),
-      unread: !mine && m.seq > c.read_seq ? c.unread + 1 : c.unread,
+      // Edits, recalls, reactions and pins are not unread (protocol section 17).
+      unread: shown && !mine && m.seq > c.read_seq ? c.unread + 1 : c.unread,
+      mentions: shown && !mine && mentionsMe && m.seq > c.read_seq ? (c.mentions ?? 0) + 1 : c.mentions,
     };
-    if (!s.lastMessage || s.lastMessage.seq < m.seq) s.lastMessage = m;
+    if (shown && (!s.lastMessage || s.lastMessage.seq < m.seq)) s.lastMessage = m;
+    if (s.lastMessage && !shown && s.lastMessage.seq !== undefined) {
+      // An edit or recall of the last message changes what the list shows.
+      const fresh = s.timeline.messages.find((x) => x.seq === s!.lastMessage!.seq);
+      if (fresh) s.lastMessage = fresh;
+    }
     if (hadTop && m.seq > hadTop + 1) void this.fillHoles(m.conversation_id).catch(() => undefined);
     if (!mine) {
       this.markDelivered(m.conversation_id, m.seq);
-      for (const fn of this.messageListeners) fn(m, s);
+      if (shown) for (const fn of this.messageListeners) fn(m, s);
     }
   }
 
@@ -510,7 +545,7 @@ export class TidingsClient {
     const page = this.conn
       ? await this.conn.request<ServerFrameHistory>({ type: "history", conversation_id: conversationId, limit: 50 })
       : await this.rest.history(conversationId, undefined, 50);
-    s.timeline.insert(page.messages, this.me?.user_id);
+    s.timeline.insert(page.messages, this.me?.user_id, true);
     s.timeline.loaded = true;
     s.timeline.hasOlder = page.has_more;
     await this.fillHoles(conversationId).catch(() => undefined);
@@ -529,7 +564,7 @@ export class TidingsClient {
     const page = this.conn
       ? await this.conn.request<ServerFrameHistory>({ type: "history", conversation_id: conversationId, before_seq: before, limit })
       : await this.rest.history(conversationId, before, limit);
-    s.timeline.insert(page.messages, this.me?.user_id);
+    s.timeline.insert(page.messages, this.me?.user_id, true);
     s.timeline.hasOlder = page.has_more;
     this.changed();
     return page.messages.length > 0;
@@ -540,8 +575,9 @@ export class TidingsClient {
     const s = this.conversations.get(conversationId);
     if (!s) return;
     const seq = Math.max(s.timeline.top, s.conversation.last_seq);
-    if (seq <= s.conversation.read_seq && s.conversation.unread === 0) return;
-    s.conversation = { ...s.conversation, read_seq: Math.max(seq, s.conversation.read_seq), unread: 0 };
+    if (seq <= s.conversation.read_seq && s.conversation.unread === 0 && !s.conversation.settings?.marked_unread) return;
+    const settings = s.conversation.settings ? { ...s.conversation.settings, marked_unread: false } : undefined;
+    s.conversation = { ...s.conversation, read_seq: Math.max(seq, s.conversation.read_seq), unread: 0, mentions: 0, settings };
     this.conn?.request({ type: "receipt", conversation_id: conversationId, receipt: "read", seq }).catch(() => undefined);
     this.changed();
   }
@@ -599,19 +635,61 @@ export class TidingsClient {
    * and is retried with the same `client_msg_id` until the server acknowledges or refuses it.
    * Returns the `client_msg_id`.
    */
-  send(conversationId: number, body: MessageBody, clientMsgId = newClientMsgId()): string {
+  send(conversationId: number, body: MessageBody, options: SendOptions | string = {}): string {
+    const opts = typeof options === "string" ? { clientMsgId: options } : options;
+    const clientMsgId = opts.clientMsgId ?? newClientMsgId();
     const s = this.conversations.get(conversationId);
     if (!s) throw new TidingsError("not_found", "unknown conversation");
-    this.setTyping(conversationId, false);
-    s.timeline.addPending({ client_msg_id: clientMsgId, conversation_id: conversationId, body, created_at: Date.now(), state: "pending", attempts: 0 });
+    if (isShown({ body } as Message)) this.setTyping(conversationId, false);
+    s.timeline.addPending({
+      client_msg_id: clientMsgId,
+      conversation_id: conversationId,
+      body,
+      reply_to: opts.replyTo,
+      mentions: opts.mentions,
+      created_at: Date.now(),
+      state: "pending",
+      attempts: 0,
+    });
     this.saveOutbox();
     this.changed();
     this.sendOne(conversationId, clientMsgId);
     return clientMsgId;
   }
 
-  sendText(conversationId: number, text: string): string {
-    return this.send(conversationId, { kind: "text", text });
+  sendText(conversationId: number, text: string, options: SendOptions = {}): string {
+    return this.send(conversationId, { kind: "text", text }, options);
+  }
+
+  /** Adds (or with `remove`, takes back) the user's reaction to a message. */
+  react(conversationId: number, seq: number, key: string, remove = false): string {
+    return this.send(conversationId, remove ? { kind: "reaction", target: seq, key, remove: true } : { kind: "reaction", target: seq, key });
+  }
+
+  /** Replaces the body of one of the user's messages (same kind, within the edit window). */
+  edit(conversationId: number, seq: number, body: MessageBody): string {
+    return this.send(conversationId, { kind: "edit", target: seq, body });
+  }
+
+  /** Deletes a message for everyone (the sender within the recall window, or a moderator). */
+  recall(conversationId: number, seq: number): string {
+    return this.send(conversationId, { kind: "recall", target: seq });
+  }
+
+  pin(conversationId: number, seq: number, unpin = false): string {
+    return this.send(conversationId, unpin ? { kind: "pin", target: seq, unpin: true } : { kind: "pin", target: seq });
+  }
+
+  /** Changes the user's own settings of a conversation (notify level, pinned, archived...). */
+  async updateSettings(
+    conversationId: number,
+    patch: { notify?: ConversationSettings["notify"]; pinned?: boolean; archived?: boolean; marked_unread?: boolean },
+    // (the REST request type, spelled out so callers need not import it)
+  ): Promise<void> {
+    const settings = await this.rest.updateConversationSettings(conversationId, patch);
+    const s = this.conversations.get(conversationId);
+    if (s) s.conversation = { ...s.conversation, settings };
+    this.changed();
   }
 
   /** Tries a failed message again (same `client_msg_id`). */
@@ -675,7 +753,14 @@ export class TidingsClient {
     this.inFlight.add(clientMsgId);
     p.attempts++;
     conn
-      .request<ServerFrameAck>({ type: "send", conversation_id: conversationId, client_msg_id: clientMsgId, body: p.body })
+      .request<ServerFrameAck>({
+        type: "send",
+        conversation_id: conversationId,
+        client_msg_id: clientMsgId,
+        body: p.body,
+        ...(p.reply_to !== undefined ? { reply_to: p.reply_to } : {}),
+        ...(p.mentions ? { mentions: p.mentions } : {}),
+      })
       .then((ack) => {
         const me = this.me;
         const m: Message = {
@@ -687,12 +772,15 @@ export class TidingsClient {
           client_msg_id: clientMsgId,
           ts: ack.ts,
           body: p.body,
+          reply_to: p.reply_to ?? null,
+          mentions: p.mentions ?? null,
         };
         const hadTop = s.timeline.top;
         s.timeline.insert([m], me?.user_id);
         s.timeline.removePending(clientMsgId);
         s.conversation = { ...s.conversation, last_seq: Math.max(s.conversation.last_seq, ack.seq), read_seq: Math.max(s.conversation.read_seq, ack.seq) };
-        if (!s.lastMessage || s.lastMessage.seq < ack.seq) s.lastMessage = m;
+        if (isShown(m) && (!s.lastMessage || s.lastMessage.seq < ack.seq)) s.lastMessage = m;
+        else if (!isShown(m) && s.lastMessage) s.lastMessage = s.timeline.messages.find((x) => x.seq === s.lastMessage!.seq) ?? s.lastMessage;
         if (hadTop && ack.seq > hadTop + 1) void this.fillHoles(conversationId).catch(() => undefined);
         this.saveOutbox();
         this.changed();

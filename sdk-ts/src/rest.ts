@@ -5,6 +5,9 @@
 import { TidingsError } from "./errors.js";
 import type {
   Account,
+  ConversationSettings,
+  ReactionList,
+  UpdateConversationSettingsRequest,
   AddMembersResult,
   BlockList,
   Conversation,
@@ -133,6 +136,10 @@ export class Rest {
   search = (q: string, conversationId?: number) =>
     this.request<SearchResults>("GET", `/api/v1/search?q=${encodeURIComponent(q)}${conversationId ? `&conversation_id=${conversationId}` : ""}`);
 
+  updateConversationSettings = (id: number, patch: UpdateConversationSettingsRequest) =>
+    this.request<ConversationSettings>("PATCH", `/api/v1/conversations/${id}/settings`, patch);
+  reactions = (id: number, seq: number) => this.request<ReactionList>("GET", `/api/v1/conversations/${id}/messages/${seq}/reactions`);
+  pins = (id: number) => this.request<{ messages: import("./protocol.js").Message[] }>("GET", `/api/v1/conversations/${id}/pins`);
   members = (id: number) => this.request<Member[]>("GET", `/api/v1/conversations/${id}/members`);
   addMembers = (id: number, members: number[]) =>
     this.request<AddMembersResult>("POST", `/api/v1/conversations/${id}/members`, { members });

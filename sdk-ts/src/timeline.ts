@@ -2,7 +2,15 @@
 // with no duplicates, plus the user's own messages that have no `ack` yet. Pure state logic, kept
 // apart from the network so its ordering, dedupe and hole rules are unit-tested directly.
 
-import type { Message, MessageBody } from "./protocol.js";
+import type { Mentions, Message, MessageBody } from "./protocol.js";
+
+/** Kinds that act on another message (`target`) instead of being shown as bubbles. */
+export const ACTING_KINDS = new Set(["edit", "recall", "reaction", "pin"]);
+
+/** Whether a message is shown as a bubble and counts as unread (protocol section 17). */
+export function isShown(m: Message): boolean {
+  return !ACTING_KINDS.has(m.body.kind);
+}
 
 export type PendingState = "pending" | "failed";
 
@@ -11,6 +19,8 @@ export interface PendingMessage {
   client_msg_id: string;
   conversation_id: number;
   body: MessageBody;
+  reply_to?: number;
+  mentions?: Mentions;
   created_at: number;
   state: PendingState;
   attempts: number;
@@ -57,10 +67,12 @@ export class Timeline {
 
   /**
    * Inserts stored messages in `seq` order, ignoring any `seq` already held, and drops the
-   * pending entry a message of `me` answers (same `client_msg_id`). Returns the messages that
-   * were new.
+   * pending entry a message of `me` answers (same `client_msg_id`). New acting messages (edit,
+   * recall, reaction, pin) are applied to their targets, unless `fromHistory`: history pages
+   * already show their targets as they are now, and applying an old reaction removal again
+   * could undo a later one. Returns the messages that were new.
    */
-  insert(messages: Message[], me?: number): Message[] {
+  insert(messages: Message[], me?: number, fromHistory = false): Message[] {
     const added: Message[] = [];
     for (const m of messages) {
       const i = this.indexOf(m.seq);
@@ -73,7 +85,63 @@ export class Timeline {
         this.pending = this.pending.filter((p) => p.client_msg_id !== m.client_msg_id);
       }
     }
+    for (const m of added) if (!isShown(m)) this.apply(m, fromHistory);
     return added;
+  }
+
+  /** Applies an acting message to its target, if held. Edits and pins never go backwards. */
+  apply(m: Message, fromHistory = false): void {
+    const b = m.body;
+    if (b.kind !== "edit" && b.kind !== "recall" && b.kind !== "reaction" && b.kind !== "pin") return;
+    const i = this.indexOf(b.target);
+    if (i < 0) return;
+    const t = this.messages[i];
+    if (t.body.kind === "deleted") return;
+    let next: Message = t;
+    switch (b.kind) {
+      case "edit":
+        if (m.ts >= (t.edited_at ?? 0)) next = { ...t, body: b.body, edited_at: m.ts };
+        break;
+      case "recall":
+        next = { ...t, body: { kind: "deleted" }, reactions: [], pinned_at: null, edited_at: null };
+        break;
+      case "pin":
+        if (b.unpin) {
+          if ((t.pinned_at ?? 0) <= m.ts) next = { ...t, pinned_at: null };
+        } else if (m.ts >= (t.pinned_at ?? 0)) next = { ...t, pinned_at: m.ts };
+        break;
+      case "reaction": {
+        if (fromHistory) return;
+        const reactions = (t.reactions ?? []).map((r) => ({ ...r, users: [...r.users] }));
+        const r = reactions.find((x) => x.key === b.key);
+        if (b.remove) {
+          if (r && r.users.includes(m.sender_id)) {
+            r.users = r.users.filter((u) => u !== m.sender_id);
+            r.count -= 1;
+          }
+        } else if (!r) {
+          reactions.push({ key: b.key, count: 1, users: [m.sender_id] });
+        } else if (!r.users.includes(m.sender_id)) {
+          r.users.push(m.sender_id);
+          r.count += 1;
+        }
+        next = { ...t, reactions: reactions.filter((x) => x.count > 0) };
+        break;
+      }
+    }
+    this.messages[i] = next;
+  }
+
+  /** Forgets a message (deleted for this user only, on another device). */
+  remove(seq: number): void {
+    const i = this.indexOf(seq);
+    if (i >= 0) this.messages.splice(i, 1);
+  }
+
+  /** The newest message shown as a bubble. */
+  lastShown(): Message | undefined {
+    for (let i = this.messages.length - 1; i >= 0; i--) if (isShown(this.messages[i])) return this.messages[i];
+    return undefined;
   }
 
   /**

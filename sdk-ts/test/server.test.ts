@@ -194,4 +194,41 @@ describe("TidingsClient against the real server", () => {
       expect(sha256(new Uint8Array(await blob.arrayBuffer()))).toBe(sha256(bytes));
     }
   });
+
+  it("applies replies, edits, reactions, pins and recalls to the messages both sides hold", async () => {
+    const [a, b] = [await user(), await user()];
+    const id = await direct(a, b);
+    const first = await a.whenSent(id, a.sendText(id, "lunch at noon?"));
+    const answer = await b.whenSent(id, b.sendText(id, "yes!", { replyTo: first.seq, mentions: { users: [a.me!.user_id] } }));
+    await until(() => a.conversations.get(id)!.timeline.has(answer.seq));
+    const got = a.conversations.get(id)!.timeline.messages.find((m) => m.seq === answer.seq)!;
+    expect(got.reply_to).toBe(first.seq);
+    expect(a.conversations.get(id)!.conversation.mentions).toBe(1);
+
+    b.react(id, first.seq, "👍");
+    a.edit(id, first.seq, { kind: "text", text: "lunch at 12:30?" });
+    a.pin(id, first.seq);
+    const target = (c: TidingsClient) => c.conversations.get(id)!.timeline.messages.find((m) => m.seq === first.seq)!;
+    for (const c of [a, b]) {
+      await until(() => {
+        const t = target(c);
+        return t.body.kind === "text" && t.body.text === "lunch at 12:30?" && !!t.edited_at && !!t.pinned_at && (t.reactions ?? []).some((r) => r.key === "👍" && r.count === 1);
+      }, 10000, "edit, reaction and pin applied");
+    }
+    // Acting messages are neither unread nor the conversation's last message.
+    expect(b.conversations.get(id)!.lastMessage?.seq).toBe(answer.seq);
+    // A fresh client reading history sees the same state the live events produced.
+    const fresh = (await b.rest.history(id)).messages.find((m) => m.seq === first.seq)!;
+    expect({ body: fresh.body, reactions: fresh.reactions?.map((r) => [r.key, r.count]) }).toEqual({
+      body: target(b).body,
+      reactions: target(b).reactions?.map((r) => [r.key, r.count]),
+    });
+    b.react(id, first.seq, "👍", true);
+    a.recall(id, first.seq);
+    for (const c of [a, b]) await until(() => target(c).body.kind === "deleted" && (target(c).reactions ?? []).length === 0, 10000, "recall");
+
+    await a.updateSettings(id, { pinned: true, notify: "mentions" });
+    expect(a.conversations.get(id)!.conversation.settings?.notify).toBe("mentions");
+    expect(a.conversationList()[0].conversation.id).toBe(id);
+  });
 });

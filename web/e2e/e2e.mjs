@@ -1,6 +1,7 @@
 // Browser end-to-end test of the web client served by the real `tidings` binary, driven by
 // playwright-core in Debian's Chromium: three people register; alice and bob become friends,
-// chat both ways, see typing and read ticks, send a file and download it intact, chat in a
+// chat both ways, see typing and read ticks, react, reply and edit, send a file and download it
+// intact, chat in a
 // group; the server goes down and comes back while alice writes (banner, pending, delivered
 // once); bob blocks carol, whose next message is refused; alice switches to Chinese. Screenshots of the main screens go
 // to target/web-screenshots/ (or SCREENSHOT_DIR).
@@ -63,7 +64,11 @@ async function searchPerson(p, q) {
   await p.page.getByTestId("user-search").fill(q);
 }
 
-const shot = (p, file) => p.page.screenshot({ path: join(shots, file) });
+// The mouse moves away first so hover toolbars do not cover the screen.
+const shot = async (p, file) => {
+  await p.page.mouse.move(1, 1).catch(() => undefined);
+  await p.page.screenshot({ path: join(shots, file) });
+};
 
 try {
   // The app is what `/` serves (embedded in the binary), not the plain landing page.
@@ -121,6 +126,25 @@ try {
   await bob.page.getByTestId("tick-read").first().waitFor({ timeout: T });
   // Presence: bob is online in alice's header.
   await alice.page.getByTestId("chat-subtitle").filter({ hasText: "online" }).waitFor({ timeout: T });
+
+  log("rich messages: bob reacts and replies with a quote; alice edits her message");
+  const helloRow = bob.page.locator(".row.theirs", { hasText: "Hello Bob!" });
+  await helloRow.hover();
+  await helloRow.getByRole("button", { name: "React with 👍" }).click();
+  await alice.page.locator(".row.mine", { hasText: "Hello Bob!" }).getByTestId("reaction").filter({ hasText: "👍" }).waitFor({ timeout: T });
+  await helloRow.hover();
+  await helloRow.getByTestId("reply").click();
+  await bob.page.getByTestId("compose-context").waitFor();
+  await bob.page.getByTestId("composer").fill("Noon works 👌");
+  await bob.page.getByTestId("composer").press("Enter");
+  const quoted = alice.page.locator(".row.theirs", { hasText: "Noon works" }).locator(".quote");
+  await quoted.filter({ hasText: "Hello Bob!" }).waitFor({ timeout: T });
+  const mineHello = alice.page.locator(".row.mine", { hasText: "Hello Bob!" });
+  await mineHello.hover();
+  await mineHello.getByTestId("edit").click();
+  await alice.page.getByTestId("composer").fill("Hello Bob! Lunch at 12:30?");
+  await alice.page.getByTestId("composer").press("Enter");
+  await bob.page.locator(".row.theirs", { hasText: "Lunch at 12:30?" }).locator(".edited").waitFor({ timeout: T });
 
   log("alice sends a file; bob downloads it intact");
   const bytes = randomBytes(256 * 1024 + 123);

@@ -29,6 +29,11 @@ export function App() {
     () =>
       client.onMessage((m, conv) => {
         if (!document.hidden || typeof Notification === "undefined" || Notification.permission !== "granted") return;
+        // The user's per-conversation setting: everything, mentions of them only, or nothing.
+        const notify = conv.conversation.settings?.notify ?? "all";
+        const me = client.me?.user_id;
+        const mentioned = !!m.mentions && (m.mentions.all === true || (me !== undefined && (m.mentions.users ?? []).includes(me)));
+        if (notify === "none" || (notify === "mentions" && !mentioned)) return;
         const name = conv.conversation.kind === "direct" ? conversationName(conv) : `${conversationName(conv)}`;
         const n = new Notification(t("notify.newMessage", { name }), { body: preview(m, t), tag: `conv-${m.conversation_id}`, icon: "/icon-192.png" });
         n.onclick = () => {
@@ -65,7 +70,7 @@ export function App() {
   }, [c.status]);
 
   // The unread total in the tab title.
-  const unread = [...c.conversations.values()].reduce((n, s) => n + s.conversation.unread, 0);
+  const unread = [...c.conversations.values()].reduce((n, s) => n + (s.conversation.settings?.notify === "none" ? 0 : s.conversation.unread), 0);
   useEffect(() => {
     document.title = unread ? `(${unread}) ${t("app.name")}` : t("app.name");
   }, [unread, t]);

@@ -3,12 +3,14 @@
 // drop, paste) uploaded with tus, with progress, pause and resume.
 
 import { Fragment, useCallback, useEffect, useLayoutEffect, useRef, useState, type ClipboardEvent, type DragEvent, type KeyboardEvent } from "react";
-import { upload, type Message, type MessageBodyFile, type PendingMessage, type UploadHandle } from "@tidings/sdk";
+import { isShown, upload, type Message, type MessageBodyFile, type PendingMessage, type UploadHandle } from "@tidings/sdk";
 import { useClient } from "../state";
 import { useI18n, type T } from "../i18n";
 import { Avatar } from "../ui/Avatar";
 import { Icon } from "../ui/Icon";
-import { conversationName, dayKey, dayLabel, formatBytes, nameOf, startsGroup, systemText, timeOf } from "../util";
+import { conversationName, dayKey, dayLabel, formatBytes, nameOf, preview, startsGroup, systemText, timeOf } from "../util";
+
+const QUICK_REACTIONS = ["👍", "❤️", "😂", "🎉"];
 import { MembersPanel } from "./Groups";
 
 interface Uploading {
@@ -40,6 +42,9 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
   // Where "new messages" starts: the read marker when the conversation was opened.
   const [firstUnreadSeq] = useState(() => (conv.unread > 0 ? conv.read_seq + 1 : null));
   const fileInput = useRef<HTMLInputElement>(null);
+  // The message being answered, or edited, by the composer.
+  const [replyTo, setReplyTo] = useState<Message | null>(null);
+  const [editing, setEditing] = useState<Message | null>(null);
   const composer = useRef<HTMLTextAreaElement>(null);
 
   useEffect(() => {
@@ -69,8 +74,9 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
     }
   }, [conversationId]);
 
-  const messages = s.timeline.messages;
-  const pending = s.timeline.pending;
+  // Edits, reactions, recalls and pins change other messages; they are not bubbles.
+  const messages = s.timeline.messages.filter(isShown);
+  const pending = s.timeline.pending.filter((p) => isShown({ body: p.body } as Message));
   const lastKey = `${messages.at(-1)?.seq ?? 0}:${pending.length}`;
 
   // Stay at the bottom as messages arrive, if the reader was there; mark them read when visible.
@@ -115,15 +121,45 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
   const send = () => {
     const body = text.trim();
     if (!body) return;
+    if (editing) {
+      if (editing.body.kind === "text" && editing.body.text !== body) c.edit(conversationId, editing.seq, { kind: "text", text: body });
+      setEditing(null);
+      setText("");
+      return;
+    }
     atBottom.current = true;
-    c.sendText(conversationId, body);
+    // @name mentions of members (or the peer) become the message's mentions.
+    const names = new Map<string, number>();
+    for (const [id, n] of memberNames) names.set(n.toLowerCase(), id);
+    if (conv.peer) names.set(conv.peer.username.toLowerCase(), conv.peer.user_id);
+    const users = [...body.matchAll(/@([a-z][a-z0-9_.-]{2,31})/gi)].map((m) => names.get(m[1].toLowerCase())).filter((x): x is number => x !== undefined && x !== me);
+    c.sendText(conversationId, body, { replyTo: replyTo?.seq, mentions: users.length ? { users: [...new Set(users)] } : undefined });
+    setReplyTo(null);
     setText("");
+  };
+  const startEdit = (m: Message) => {
+    if (m.body.kind !== "text") return;
+    setReplyTo(null);
+    setEditing(m);
+    setText(m.body.text);
+    composer.current?.focus();
   };
 
   const onKeyDown = (e: KeyboardEvent<HTMLTextAreaElement>) => {
     if (e.key === "Enter" && !e.shiftKey && !e.nativeEvent.isComposing) {
       e.preventDefault();
       send();
+    } else if (e.key === "Escape" && (replyTo || editing)) {
+      setReplyTo(null);
+      if (editing) setText("");
+      setEditing(null);
+    } else if (e.key === "ArrowUp" && !text) {
+      // Up in an empty composer edits one's last message, as in most chat apps.
+      const last = [...messages].reverse().find((m) => m.sender_id === me && m.body.kind === "text");
+      if (last) {
+        e.preventDefault();
+        startEdit(last);
+      }
     }
   };
 
@@ -191,6 +227,24 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
             {subtitle}
           </p>
         </div>
+        <button
+          className={`icon-btn ${conv.settings?.pinned_at ? "on" : ""}`}
+          aria-label={conv.settings?.pinned_at ? t("conv.unpin") : t("conv.pin")}
+          title={conv.settings?.pinned_at ? t("conv.unpin") : t("conv.pin")}
+          aria-pressed={!!conv.settings?.pinned_at}
+          onClick={() => void c.updateSettings(conversationId, { pinned: !conv.settings?.pinned_at })}
+        >
+          <Icon name="pin" />
+        </button>
+        <button
+          className={`icon-btn ${conv.settings?.notify === "none" ? "on" : ""}`}
+          aria-label={conv.settings?.notify === "none" ? t("conv.unmute") : t("conv.mute")}
+          title={conv.settings?.notify === "none" ? t("conv.unmute") : t("conv.mute")}
+          aria-pressed={conv.settings?.notify === "none"}
+          onClick={() => void c.updateSettings(conversationId, { notify: conv.settings?.notify === "none" ? "all" : "none" })}
+        >
+          <Icon name={conv.settings?.notify === "none" ? "bellOff" : "bell"} />
+        </button>
         {conv.kind === "group" && (
           <button className="icon-btn" aria-label={t("chat.members")} title={t("chat.members")} onClick={() => setShowMembers(true)} data-testid="members-btn">
             <Icon name="users" />
@@ -221,7 +275,20 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
                   <span>{t("chat.newMessages")}</span>
                 </div>
               )}
-              <MessageRow m={m} mine={m.sender_id === me} first={group} showName={conv.kind === "group"} senderName={nameOf(c, m.sender_id, memberNames)} tick={tickFor(m, me, conv)} t={t} nameFor={(id) => nameOf(c, id, memberNames)}
+              <MessageRow
+                m={m}
+                quoted={m.reply_to ? s.timeline.messages.find((x) => x.seq === m.reply_to) : undefined}
+                onReply={() => {
+                  setEditing(null);
+                  setReplyTo(m);
+                  composer.current?.focus();
+                }}
+                onEdit={m.sender_id === me && m.body.kind === "text" ? () => startEdit(m) : undefined}
+                onRecall={m.sender_id === me && m.body.kind !== "deleted" ? () => c.recall(conversationId, m.seq) : undefined}
+                onReact={(key, remove) => c.react(conversationId, m.seq, key, remove)}
+                onPin={() => c.pin(conversationId, m.seq, !!m.pinned_at)}
+                me={me}
+                mine={m.sender_id === me} first={group} showName={conv.kind === "group"} senderName={nameOf(c, m.sender_id, memberNames)} tick={tickFor(m, me, conv)} t={t} nameFor={(id) => nameOf(c, id, memberNames)}
                 onDelete={conv.kind === "group" && myRole !== "member" && m.body.kind !== "deleted" ? () => void c.rest.deleteMessage(conversationId, m.seq).catch(() => undefined) : undefined}
               />
             </Fragment>
@@ -267,6 +334,26 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
             </li>
           ))}
         </ul>
+      )}
+      {(replyTo || editing) && (
+        <div className="compose-context" data-testid="compose-context">
+          <Icon name={editing ? "edit" : "reply"} size={16} />
+          <div className="compose-context-text">
+            <strong>{editing ? t("msg.editing") : t("msg.replyingTo", { name: nameOf(c, replyTo!.sender_id, memberNames) })}</strong>
+            <span className="muted small">{preview(editing ?? replyTo!, t)}</span>
+          </div>
+          <button
+            className="icon-btn"
+            aria-label={t("common.cancel")}
+            onClick={() => {
+              setReplyTo(null);
+              if (editing) setText("");
+              setEditing(null);
+            }}
+          >
+            <Icon name="x" size={16} />
+          </button>
+        </div>
       )}
       <form
         className="composer"
@@ -328,7 +415,26 @@ function tickFor(m: Message, me: number, conv: { kind: string; peer_delivered_se
   return "sent";
 }
 
-function MessageRow({ m, mine, first, showName, senderName, tick, t, nameFor, onDelete }: { m: Message; mine: boolean; first: boolean; showName: boolean; senderName: string; tick: Tick; t: T; nameFor: (id: number) => string; onDelete?: () => void }) {
+interface RowProps {
+  m: Message;
+  me: number;
+  mine: boolean;
+  first: boolean;
+  showName: boolean;
+  senderName: string;
+  tick: Tick;
+  t: T;
+  nameFor: (id: number) => string;
+  quoted?: Message;
+  onDelete?: () => void;
+  onReply: () => void;
+  onEdit?: () => void;
+  onRecall?: () => void;
+  onReact: (key: string, remove: boolean) => void;
+  onPin: () => void;
+}
+
+function MessageRow({ m, me, mine, first, showName, senderName, tick, t, nameFor, quoted, onDelete, onReply, onEdit, onRecall, onReact, onPin }: RowProps) {
   const { lang } = useI18n();
   if (m.body.kind === "system") {
     return (
@@ -342,8 +448,30 @@ function MessageRow({ m, mine, first, showName, senderName, tick, t, nameFor, on
       {!mine && showName && <div className="avatar-slot">{first && <Avatar name={senderName} seed={m.sender_id} size={32} />}</div>}
       <div className="bubble" data-testid="bubble">
         {!mine && showName && first && <div className="sender">{senderName}</div>}
+        {m.reply_to && (
+          <button
+            className="quote"
+            aria-label={t("msg.original")}
+            onClick={() => document.getElementById(`msg-${m.conversation_id}-${m.reply_to}`)?.scrollIntoView({ block: "center" })}
+          >
+            {quoted ? (
+              <>
+                <strong>{nameFor(quoted.sender_id)}</strong>
+                <span>{preview(quoted, t)}</span>
+              </>
+            ) : (
+              <span>{t("msg.original")}</span>
+            )}
+          </button>
+        )}
         <Body m={m} t={t} />
         <span className="meta">
+          {m.pinned_at && (
+            <span className="pinned" title={t("msg.pinned")} aria-label={t("msg.pinned")}>
+              <Icon name="pin" size={12} />
+            </span>
+          )}
+          {m.edited_at && m.body.kind !== "deleted" && <span className="edited">{t("msg.edited")}</span>}
           <time dateTime={new Date(m.ts).toISOString()}>{timeOf(m.ts, lang)}</time>
           {tick && (
             <span className={`tick ${tick}`} aria-label={t(`chat.${tick}`)} title={t(`chat.${tick}`)} data-testid={`tick-${tick}`}>
@@ -352,10 +480,42 @@ function MessageRow({ m, mine, first, showName, senderName, tick, t, nameFor, on
           )}
         </span>
       </div>
-      {onDelete && (
-        <button className="icon-btn msg-action" aria-label={t("chat.delete")} title={t("chat.delete")} onClick={onDelete}>
-          <Icon name="x" size={16} />
-        </button>
+      {m.body.kind !== "deleted" && (
+        <div className="msg-actions" role="toolbar" aria-label={t("msg.actions")}>
+          {QUICK_REACTIONS.map((key) => (
+            <button key={key} className="icon-btn emoji" aria-label={t("msg.react", { key })} title={t("msg.react", { key })} onClick={() => onReact(key, false)}>
+              {key}
+            </button>
+          ))}
+          <button className="icon-btn" aria-label={t("msg.reply")} title={t("msg.reply")} onClick={onReply} data-testid="reply">
+            <Icon name="reply" size={16} />
+          </button>
+          {onEdit && (
+            <button className="icon-btn" aria-label={t("msg.edit")} title={t("msg.edit")} onClick={onEdit} data-testid="edit">
+              <Icon name="edit" size={16} />
+            </button>
+          )}
+          <button className="icon-btn" aria-label={m.pinned_at ? t("msg.unpin") : t("msg.pin")} title={m.pinned_at ? t("msg.unpin") : t("msg.pin")} onClick={onPin}>
+            <Icon name="pin" size={16} />
+          </button>
+          {(onRecall || onDelete) && (
+            <button className="icon-btn danger" aria-label={onRecall ? t("msg.recall") : t("chat.delete")} title={onRecall ? t("msg.recall") : t("chat.delete")} onClick={onRecall ?? onDelete} data-testid="recall">
+              <Icon name="trash" size={16} />
+            </button>
+          )}
+        </div>
+      )}
+      {(m.reactions ?? []).length > 0 && (
+        <div className="reactions">
+          {m.reactions!.map((r) => {
+            const reacted = r.users.includes(me);
+            return (
+              <button key={r.key} className={`reaction ${reacted ? "own" : ""}`} aria-pressed={reacted} aria-label={`${r.key} ${r.count}`} onClick={() => onReact(r.key, reacted)} data-testid="reaction">
+                {r.key} <span>{r.count}</span>
+              </button>
+            );
+          })}
+        </div>
       )}
     </div>
   );

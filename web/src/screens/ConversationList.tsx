@@ -82,7 +82,19 @@ export function ConversationList({ selected, onSelect }: { selected: number | nu
                       <span className="conv-name">
                         {conv.kind === "group" && <Icon name="users" size={14} />} {name}
                       </span>
-                      {last && <time className="conv-time">{shortTime(last.ts, lang)}</time>}
+                      <span className="conv-flags">
+                        {conv.settings?.pinned_at && (
+                          <span title={t("conv.pinned")} aria-label={t("conv.pinned")}>
+                            <Icon name="pin" size={13} />
+                          </span>
+                        )}
+                        {conv.settings?.notify === "none" && (
+                          <span title={t("conv.muted")} aria-label={t("conv.muted")}>
+                            <Icon name="bellOff" size={13} />
+                          </span>
+                        )}
+                        {last && <time className="conv-time">{shortTime(last.ts, lang)}</time>}
+                      </span>
                     </span>
                     <span className="conv-bottom">
                       <span className={`conv-preview ${typing ? "typing" : ""}`}>
@@ -92,9 +104,14 @@ export function ConversationList({ selected, onSelect }: { selected: number | nu
                             : t("chat.typingMany")
                           : `${mine && last?.body.kind !== "system" ? t("list.you") : ""}${preview(last, t, c)}`}
                       </span>
-                      {conv.unread > 0 && (
-                        <span className="badge" aria-hidden="true">
-                          {conv.unread > 99 ? "99+" : conv.unread}
+                      {(conv.mentions ?? 0) > 0 && (
+                        <span className="badge mention" title={t("list.mentioned")}>
+                          @
+                        </span>
+                      )}
+                      {(conv.unread > 0 || conv.settings?.marked_unread) && (
+                        <span className={`badge ${conv.settings?.notify === "none" ? "muted" : ""}`} aria-hidden="true">
+                          {conv.unread > 99 ? "99+" : conv.unread || ""}
                         </span>
                       )}
                     </span>
