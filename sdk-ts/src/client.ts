@@ -32,6 +32,8 @@ export interface SendOptions {
   clientMsgId?: string;
   /** The sequence of the message this one answers. */
   replyTo?: number;
+  /** Posts into the thread under this message (threads are one level deep). */
+  threadRoot?: number;
   mentions?: Mentions;
 }
 
@@ -646,6 +648,7 @@ export class TidingsClient {
       conversation_id: conversationId,
       body,
       reply_to: opts.replyTo,
+      thread_root: opts.threadRoot,
       mentions: opts.mentions,
       created_at: Date.now(),
       state: "pending",
@@ -759,6 +762,7 @@ export class TidingsClient {
         client_msg_id: clientMsgId,
         body: p.body,
         ...(p.reply_to !== undefined ? { reply_to: p.reply_to } : {}),
+        ...(p.thread_root !== undefined ? { thread_root: p.thread_root } : {}),
         ...(p.mentions ? { mentions: p.mentions } : {}),
       })
       .then((ack) => {
@@ -773,6 +777,7 @@ export class TidingsClient {
           ts: ack.ts,
           body: p.body,
           reply_to: p.reply_to ?? null,
+          thread_root: p.thread_root ?? null,
           mentions: p.mentions ?? null,
         };
         const hadTop = s.timeline.top;

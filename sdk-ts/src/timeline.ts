@@ -20,6 +20,7 @@ export interface PendingMessage {
   conversation_id: number;
   body: MessageBody;
   reply_to?: number;
+  thread_root?: number;
   mentions?: Mentions;
   created_at: number;
   state: PendingState;
@@ -85,7 +86,10 @@ export class Timeline {
         this.pending = this.pending.filter((p) => p.client_msg_id !== m.client_msg_id);
       }
     }
-    for (const m of added) if (!isShown(m)) this.apply(m, fromHistory);
+    for (const m of added) {
+      if (!isShown(m)) this.apply(m, fromHistory);
+      else if (m.thread_root) this.countReply(m);
+    }
     return added;
   }
 
@@ -130,6 +134,16 @@ export class Timeline {
       }
     }
     this.messages[i] = next;
+  }
+
+  /** A new reply in a thread updates its root's summary (the sequence guard makes it once). */
+  private countReply(m: Message): void {
+    const i = this.indexOf(m.thread_root!);
+    if (i < 0) return;
+    const root = this.messages[i];
+    const t = root.thread;
+    if (t && t.last_seq >= m.seq) return;
+    this.messages[i] = { ...root, thread: { replies: (t?.replies ?? 0) + 1, last_seq: m.seq, last_ts: m.ts } };
   }
 
   /** Forgets a message (deleted for this user only, on another device). */

@@ -223,6 +223,13 @@ describe("TidingsClient against the real server", () => {
       body: target(b).body,
       reactions: target(b).reactions?.map((r) => [r.key, r.count]),
     });
+    // A reply in the thread under bob's answer: both sides count it on the root, as the server does.
+    const inThread = await a.whenSent(id, a.sendText(id, "in the thread", { threadRoot: answer.seq }));
+    expect(inThread.thread_root).toBe(answer.seq);
+    const root = (c: TidingsClient) => c.conversations.get(id)!.timeline.messages.find((m) => m.seq === answer.seq)!;
+    for (const c of [a, b]) await until(() => root(c).thread?.replies === 1, 10000, "thread summary");
+    const serverRoot = (await b.rest.history(id)).messages.find((m) => m.seq === answer.seq)!;
+    expect(serverRoot.thread).toEqual(root(b).thread);
     b.react(id, first.seq, "👍", true);
     a.recall(id, first.seq);
     for (const c of [a, b]) await until(() => target(c).body.kind === "deleted" && (target(c).reactions ?? []).length === 0, 10000, "recall");

@@ -56,6 +56,38 @@ describe("Timeline", () => {
     expect(t.messages.map((m) => m.body.kind)).toEqual(["text", "deleted"]);
   });
 
+  it("applies edits, reactions, pins and recalls to held targets, never backwards", () => {
+    const t = new Timeline();
+    const act = (seq: number, sender: number, ts: number, body: Message["body"]): Message => ({ ...msg(seq, sender), ts, body });
+    t.insert([msg(1)]);
+    t.insert([act(2, 2, 2000, { kind: "edit", target: 1, body: { kind: "text", text: "v2" } })]);
+    // An older edit arriving late (a filled hole) does not undo the newer one.
+    t.insert([act(3, 2, 1500, { kind: "edit", target: 1, body: { kind: "text", text: "v1" } })]);
+    t.insert([act(4, 3, 2100, { kind: "reaction", target: 1, key: "👍" }), act(5, 3, 2200, { kind: "reaction", target: 1, key: "👍" })]);
+    t.insert([act(6, 4, 2300, { kind: "reaction", target: 1, key: "👍" }), act(7, 3, 2400, { kind: "reaction", target: 1, key: "👍", remove: true })]);
+    t.insert([act(8, 2, 2500, { kind: "pin", target: 1 })]);
+    const m1 = () => t.messages.find((m) => m.seq === 1)!;
+    expect(m1().body).toEqual({ kind: "text", text: "v2" });
+    expect(m1().edited_at).toBe(2000);
+    expect(m1().reactions).toEqual([{ key: "👍", count: 1, users: [4] }]);
+    expect(m1().pinned_at).toBe(2500);
+    // Reactions from history pages are already counted in their targets.
+    t.insert([act(9, 5, 2600, { kind: "reaction", target: 1, key: "🎉" })], undefined, true);
+    expect(m1().reactions).toHaveLength(1);
+    t.insert([act(10, 2, 2700, { kind: "recall", target: 1 })]);
+    expect(m1()).toMatchObject({ body: { kind: "deleted" }, reactions: [], pinned_at: null });
+  });
+
+  it("counts thread replies on their root once", () => {
+    const t = new Timeline();
+    t.insert([msg(1)]);
+    const reply = { ...msg(2), thread_root: 1 };
+    t.insert([reply]);
+    t.insert([reply]);
+    t.insert([{ ...msg(3), thread_root: 1 }]);
+    expect(t.messages[0].thread).toEqual({ replies: 2, last_seq: 3, last_ts: 1003 });
+  });
+
   it("finds the holes between held messages", () => {
     const t = new Timeline();
     t.insert([msg(3), msg(4), msg(8), msg(10)]);

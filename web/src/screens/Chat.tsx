@@ -45,6 +45,7 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
   // The message being answered, or edited, by the composer.
   const [replyTo, setReplyTo] = useState<Message | null>(null);
   const [editing, setEditing] = useState<Message | null>(null);
+  const [threadRoot, setThreadRoot] = useState<Message | null>(null);
   const composer = useRef<HTMLTextAreaElement>(null);
 
   useEffect(() => {
@@ -133,8 +134,9 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
     for (const [id, n] of memberNames) names.set(n.toLowerCase(), id);
     if (conv.peer) names.set(conv.peer.username.toLowerCase(), conv.peer.user_id);
     const users = [...body.matchAll(/@([a-z][a-z0-9_.-]{2,31})/gi)].map((m) => names.get(m[1].toLowerCase())).filter((x): x is number => x !== undefined && x !== me);
-    c.sendText(conversationId, body, { replyTo: replyTo?.seq, mentions: users.length ? { users: [...new Set(users)] } : undefined });
+    c.sendText(conversationId, body, { replyTo: replyTo?.seq, threadRoot: threadRoot?.seq, mentions: users.length ? { users: [...new Set(users)] } : undefined });
     setReplyTo(null);
+    setThreadRoot(null);
     setText("");
   };
   const startEdit = (m: Message) => {
@@ -149,8 +151,9 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
     if (e.key === "Enter" && !e.shiftKey && !e.nativeEvent.isComposing) {
       e.preventDefault();
       send();
-    } else if (e.key === "Escape" && (replyTo || editing)) {
+    } else if (e.key === "Escape" && (replyTo || editing || threadRoot)) {
       setReplyTo(null);
+      setThreadRoot(null);
       if (editing) setText("");
       setEditing(null);
     } else if (e.key === "ArrowUp" && !text) {
@@ -278,6 +281,17 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
               <MessageRow
                 m={m}
                 quoted={m.reply_to ? s.timeline.messages.find((x) => x.seq === m.reply_to) : undefined}
+                root={m.thread_root ? s.timeline.messages.find((x) => x.seq === m.thread_root) : undefined}
+                onThread={
+                  m.thread_root
+                    ? undefined
+                    : () => {
+                        setEditing(null);
+                        setReplyTo(null);
+                        setThreadRoot(m);
+                        composer.current?.focus();
+                      }
+                }
                 onReply={() => {
                   setEditing(null);
                   setReplyTo(m);
@@ -335,18 +349,25 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
           ))}
         </ul>
       )}
-      {(replyTo || editing) && (
+      {(replyTo || editing || threadRoot) && (
         <div className="compose-context" data-testid="compose-context">
-          <Icon name={editing ? "edit" : "reply"} size={16} />
+          <Icon name={editing ? "edit" : threadRoot ? "chat" : "reply"} size={16} />
           <div className="compose-context-text">
-            <strong>{editing ? t("msg.editing") : t("msg.replyingTo", { name: nameOf(c, replyTo!.sender_id, memberNames) })}</strong>
-            <span className="muted small">{preview(editing ?? replyTo!, t)}</span>
+            <strong>
+              {editing
+                ? t("msg.editing")
+                : threadRoot
+                  ? t("msg.threadingTo", { name: nameOf(c, threadRoot.sender_id, memberNames) })
+                  : t("msg.replyingTo", { name: nameOf(c, replyTo!.sender_id, memberNames) })}
+            </strong>
+            <span className="muted small">{preview(editing ?? threadRoot ?? replyTo!, t)}</span>
           </div>
           <button
             className="icon-btn"
             aria-label={t("common.cancel")}
             onClick={() => {
               setReplyTo(null);
+              setThreadRoot(null);
               if (editing) setText("");
               setEditing(null);
             }}
@@ -426,6 +447,8 @@ interface RowProps {
   t: T;
   nameFor: (id: number) => string;
   quoted?: Message;
+  root?: Message;
+  onThread?: () => void;
   onDelete?: () => void;
   onReply: () => void;
   onEdit?: () => void;
@@ -434,7 +457,7 @@ interface RowProps {
   onPin: () => void;
 }
 
-function MessageRow({ m, me, mine, first, showName, senderName, tick, t, nameFor, quoted, onDelete, onReply, onEdit, onRecall, onReact, onPin }: RowProps) {
+function MessageRow({ m, me, mine, first, showName, senderName, tick, t, nameFor, quoted, root, onThread, onDelete, onReply, onEdit, onRecall, onReact, onPin }: RowProps) {
   const { lang } = useI18n();
   if (m.body.kind === "system") {
     return (
@@ -464,7 +487,19 @@ function MessageRow({ m, me, mine, first, showName, senderName, tick, t, nameFor
             )}
           </button>
         )}
+        {m.thread_root && (
+          <button className="quote thread" onClick={() => document.getElementById(`msg-${m.conversation_id}-${m.thread_root}`)?.scrollIntoView({ block: "center" })}>
+            <span>
+              {t("msg.inThread")} {root ? preview(root, t) : ""}
+            </span>
+          </button>
+        )}
         <Body m={m} t={t} />
+        {m.thread && m.thread.replies > 0 && (
+          <button className="thread-chip" onClick={onThread} data-testid="thread-chip">
+            <Icon name="chat" size={13} /> {t("msg.threadReplies", { n: m.thread.replies })}
+          </button>
+        )}
         <span className="meta">
           {m.pinned_at && (
             <span className="pinned" title={t("msg.pinned")} aria-label={t("msg.pinned")}>
@@ -490,6 +525,11 @@ function MessageRow({ m, me, mine, first, showName, senderName, tick, t, nameFor
           <button className="icon-btn" aria-label={t("msg.reply")} title={t("msg.reply")} onClick={onReply} data-testid="reply">
             <Icon name="reply" size={16} />
           </button>
+          {onThread && (
+            <button className="icon-btn" aria-label={t("msg.replyInThread")} title={t("msg.replyInThread")} onClick={onThread} data-testid="reply-thread">
+              <Icon name="chat" size={16} />
+            </button>
+          )}
           {onEdit && (
             <button className="icon-btn" aria-label={t("msg.edit")} title={t("msg.edit")} onClick={onEdit} data-testid="edit">
               <Icon name="edit" size={16} />
