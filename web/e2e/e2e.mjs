@@ -1,6 +1,7 @@
 // Browser end-to-end test of the web client served by the real `tidings` binary, driven by
 // playwright-core in Debian's Chromium: three people register; alice and bob become friends,
-// chat both ways, see typing and read ticks, react, reply and edit, send a file and download it
+// chat both ways, see typing and read ticks, react, reply, edit and answer in a thread, send a
+// file and download it
 // intact, chat in a
 // group; the server goes down and comes back while alice writes (banner, pending, delivered
 // once); bob blocks carol, whose next message is refused; alice switches to Chinese. Screenshots of the main screens go
@@ -145,6 +146,15 @@ try {
   await alice.page.getByTestId("composer").fill("Hello Bob! Lunch at 12:30?");
   await alice.page.getByTestId("composer").press("Enter");
   await bob.page.locator(".row.theirs", { hasText: "Lunch at 12:30?" }).locator(".edited").waitFor({ timeout: T });
+
+  log("bob answers in a thread under alice's message; alice sees the thread count");
+  const editedRow = bob.page.locator(".row.theirs", { hasText: "Lunch at 12:30?" });
+  await editedRow.hover();
+  await editedRow.getByTestId("reply-thread").click();
+  await bob.page.getByTestId("composer").fill("12:30 is fine, I'll book a table");
+  await bob.page.getByTestId("composer").press("Enter");
+  await alice.page.locator(".row.mine", { hasText: "Lunch at 12:30?" }).getByTestId("thread-chip").filter({ hasText: "1" }).waitFor({ timeout: T });
+  await alice.page.locator(".row.theirs", { hasText: "book a table" }).locator(".quote.thread").waitFor({ timeout: T });
 
   log("alice sends a file; bob downloads it intact");
   const bytes = randomBytes(256 * 1024 + 123);
