@@ -50,6 +50,7 @@ export function preview(m: Message | undefined, t: T, client?: TidingsClient): s
   if (!m) return t("list.noMessages");
   switch (m.body.kind) {
     case "text":
+    case "markdown":
       return m.body.text;
     case "file":
       return m.body.content_type?.startsWith("image/") ? t("body.image") : t("body.file", { name: m.body.name ?? "" });

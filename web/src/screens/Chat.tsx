@@ -565,6 +565,9 @@ function Body({ m, t }: { m: Message; t: T }) {
   switch (m.body.kind) {
     case "text":
       return <p className="text">{m.body.text}</p>;
+    case "markdown":
+      // Shown as escaped text: a message can never inject markup (protocol section 17.1).
+      return <p className="text">{m.body.text}</p>;
     case "file":
       return <FileBody body={m.body} t={t} />;
     case "deleted":
