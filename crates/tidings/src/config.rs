@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use tidings_core::config::{AccountsConfig, AuditConfig, LimitsConfig, TokensConfig};
 use tidings_files::FilesConfig;
 use tidings_http::HttpConfig;
+use tidings_mqtt::MqttConfig;
 
 /// Log output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -76,6 +77,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
     pub files: FilesConfig,
+    pub mqtt: MqttConfig,
 }
 
 impl Default for Config {
@@ -91,6 +93,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             audit: AuditConfig::default(),
             files: FilesConfig::default(),
+            mqtt: MqttConfig::default(),
         }
     }
 }
