@@ -292,3 +292,216 @@ async fn paho_v311_device_chats_in_a_group_and_learns_of_refusals_on_the_events_
     );
     server.stop().await;
 }
+
+/// Runs a Mosquitto client to completion as alice (MQTT 5) and returns (success, stdout+stderr).
+async fn mosquitto(program: &str, server: &TestServer, args: &[&str]) -> (bool, String) {
+    let port = server.mqtt_addr().port().to_string();
+    let output = tokio::process::Command::new(program)
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5"])
+        .args(["-u", "alice", "-P", PASSWORD])
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("mosquitto client runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// Reads lines of a running client until one contains `needle`.
+async fn read_until(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    needle: &str,
+) -> String {
+    let mut seen = String::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no line with {needle:?} in time; saw:\n{seen}"))
+            .expect("read")
+            .unwrap_or_else(|| panic!("client ended before {needle:?}; saw:\n{seen}"));
+        if line.contains(needle) {
+            return line;
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_clients_chat_with_a_websocket_user_and_use_the_broker() {
+    if !have("mosquitto_sub") {
+        skip("mosquitto-clients");
+        return;
+    }
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let group = bob
+        .api
+        .create_group("lamps", &[alice.user_id])
+        .await
+        .unwrap()
+        .id;
+    let not_mine = bob.api.open_direct(carol.user_id).await.unwrap().id;
+    let mut bob_ws = server.connect(&bob).await;
+    let port = server.mqtt_addr().port().to_string();
+
+    // alice's device listens with mosquitto_sub; bob writes from the WebSocket.
+    // Line-buffered, so the debug lines (SUBACK) arrive while it runs.
+    let mut sub = tokio::process::Command::new("stdbuf")
+        .args([
+            "-oL",
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-u",
+            "alice",
+        ])
+        .args([
+            "-P",
+            PASSWORD,
+            "-i",
+            "alice-sub",
+            "-q",
+            "1",
+            "-d",
+            "-W",
+            "20",
+        ])
+        .args(["-t", "tidings/v1/me/events"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
+    read_until(&mut lines, "SUBACK").await;
+    bob_ws
+        .send_text(group, "w1", "hello mosquitto")
+        .await
+        .unwrap();
+    let line = read_until(&mut lines, "hello mosquitto").await;
+    let event: Value = serde_json::from_str(&line).expect("the event is the native JSON frame");
+    assert_eq!(event["type"], "message");
+    assert_eq!(event["message"]["conversation_id"], group.0);
+
+    // mosquitto_pub writes into the group at QoS 1; bob reads it.
+    let (ok, out) = mosquitto(
+        "mosquitto_pub",
+        &server,
+        &[
+            "-q",
+            "1",
+            "-t",
+            &messages_topic(group),
+            "-m",
+            &send_payload("m1", "hello bob"),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert_eq!(next_text(&mut bob_ws).await, "hello bob");
+    let (_, out) = mosquitto(
+        "mosquitto_pub",
+        &server,
+        &[
+            "-q",
+            "1",
+            "-t",
+            &messages_topic(not_mine),
+            "-m",
+            &send_payload("m2", "x"),
+        ],
+    )
+    .await;
+    assert!(out.to_lowercase().contains("not authorized"), "{out}");
+    drop(sub);
+
+    // Broker mode: a retained message reaches a later wildcard subscriber.
+    let (ok, out) = mosquitto(
+        "mosquitto_pub",
+        &server,
+        &["-q", "1", "-r", "-t", "users/alice/lamp/state", "-m", "on"],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = mosquitto(
+        "mosquitto_sub",
+        &server,
+        &[
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "5",
+            "-v",
+            "-t",
+            "users/alice/+/state",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "users/alice/lamp/state on");
+
+    // Live wildcard delivery at QoS 2.
+    // Line-buffered, so the debug lines (SUBACK) arrive while it runs.
+    let mut sub = tokio::process::Command::new("stdbuf")
+        .args([
+            "-oL",
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-u",
+            "alice",
+        ])
+        .args(["-P", PASSWORD, "-q", "2", "-d", "-v", "-C", "2", "-W", "10"])
+        .args(["-t", "users/alice/#", "-T", "users/alice/lamp/state"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
+    read_until(&mut lines, "SUBACK").await;
+    for (topic, payload) in [("users/alice/a", "one"), ("users/alice/b/c", "two")] {
+        let (ok, out) = mosquitto(
+            "mosquitto_pub",
+            &server,
+            &["-q", "2", "-t", topic, "-m", payload],
+        )
+        .await;
+        assert!(ok, "{out}");
+    }
+    read_until(&mut lines, "users/alice/a one").await;
+    read_until(&mut lines, "users/alice/b/c two").await;
+
+    // Access rules: another user's prefix is closed; shared/ is read-only.
+    let (_, out) = mosquitto(
+        "mosquitto_sub",
+        &server,
+        &["-C", "1", "-W", "3", "-t", "users/bob/#"],
+    )
+    .await;
+    assert!(out.to_lowercase().contains("denied"), "{out}");
+    let (_, out) = mosquitto(
+        "mosquitto_pub",
+        &server,
+        &["-q", "1", "-t", "shared/news", "-m", "x"],
+    )
+    .await;
+    assert!(out.to_lowercase().contains("not authorized"), "{out}");
+    server.stop().await;
+}
