@@ -505,3 +505,55 @@ async fn mosquitto_clients_chat_with_a_websocket_user_and_use_the_broker() {
     assert!(out.to_lowercase().contains("not authorized"), "{out}");
     server.stop().await;
 }
+
+/// Whether mqtt.js is installed (`npm ci` in scripts/mqtt, which `scripts/test` runs).
+fn mqtt_js() -> bool {
+    workspace_root()
+        .join("scripts/mqtt/node_modules/mqtt")
+        .exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_js_chats_over_tcp_and_websocket_and_uses_retained_and_shared_subscriptions() {
+    if !mqtt_js() {
+        skip("mqtt.js (scripts/mqtt/node_modules)");
+        return;
+    }
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let direct = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let mut bob_ws = server.connect(&bob).await;
+    let ws_url = format!("{}/mqtt", server.base_url.replacen("http", "ws", 1));
+    let tcp_url = format!("mqtt://{}", server.mqtt_addr());
+    for (tag, url) in [("tcp", tcp_url), ("ws", ws_url)] {
+        let mut node = tokio::process::Command::new("node")
+            .arg(workspace_root().join("scripts/mqtt/mqttjs_im.mjs"))
+            .args([&url, "alice", PASSWORD, &direct.to_string()])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+        read_until(&mut lines, "READY").await;
+        assert_eq!(
+            next_text(&mut bob_ws).await,
+            format!("hello from mqtt.js over {tag}")
+        );
+        bob_ws
+            .send_text(direct, &format!("r-{tag}"), &format!("reply over {tag}"))
+            .await
+            .unwrap();
+        read_until(&mut lines, &format!("GOT reply over {tag}")).await;
+        read_until(&mut lines, "BROKER users/alice/js/state js-on").await;
+        let shared = read_until(&mut lines, "SHARED").await;
+        assert_eq!(
+            shared, "SHARED 2 2",
+            "each member of the group takes its turn"
+        );
+        let refused = read_until(&mut lines, "REFUSED").await;
+        assert_eq!(refused, "REFUSED 135", "not authorized");
+        assert!(node.wait().await.unwrap().success());
+    }
+    server.stop().await;
+}
