@@ -385,6 +385,89 @@ pub fn decode(
     Ok(Some((packet, total)))
 }
 
+/// Decodes one packet a server sent (for clients: the tests and the benchmark driver).
+pub fn decode_from_server(
+    buf: &[u8],
+    version: Version,
+    max_packet: usize,
+) -> Result<Option<(Packet, usize)>> {
+    let Some((first, remaining, header)) = fixed_header(buf)? else {
+        return Ok(None);
+    };
+    let total = header + remaining;
+    if total > max_packet {
+        return Err(DecodeError {
+            reason: Reason::PACKET_TOO_LARGE,
+            message: "packet exceeds the maximum packet size",
+        });
+    }
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let body = &buf[header..total];
+    let (kind, flags) = (first >> 4, first & 0x0F);
+    let mut r = Reader { buf: body };
+    let v5 = version == Version::V5;
+    let packet = match kind {
+        2 => {
+            expect_flags(flags, 0)?;
+            let session_present = r.u8()? & 0x01 != 0;
+            let code = r.u8()?;
+            let reason = if v5 {
+                Reason(code)
+            } else {
+                match code {
+                    0 => Reason::SUCCESS,
+                    1 => Reason::UNSUPPORTED_PROTOCOL_VERSION,
+                    2 => Reason::CLIENT_ID_NOT_VALID,
+                    3 => Reason::SERVER_UNAVAILABLE,
+                    4 => Reason::BAD_USER_NAME_OR_PASSWORD,
+                    _ => Reason::NOT_AUTHORIZED,
+                }
+            };
+            let properties = r.properties(version, PropCtx::ConnAck)?;
+            Packet::ConnAck(ConnAck {
+                session_present,
+                reason,
+                properties,
+            })
+        }
+        9 | 11 => {
+            expect_flags(flags, 0)?;
+            let packet_id = r.packet_id()?;
+            let properties = r.properties(version, PropCtx::Ack)?;
+            let reasons = r.buf.iter().map(|b| Reason(*b)).collect();
+            r.buf = &[];
+            if kind == 9 {
+                Packet::SubAck(SubAck {
+                    packet_id,
+                    properties,
+                    reasons,
+                })
+            } else {
+                Packet::UnsubAck(UnsubAck {
+                    packet_id,
+                    properties,
+                    reasons,
+                })
+            }
+        }
+        13 => {
+            expect_flags(flags, 0)?;
+            Packet::PingResp
+        }
+        3 => Packet::Publish(decode_publish(flags, &mut r, version)?),
+        4..=7 | 14 | 15 => {
+            return decode_body(kind, flags, body, version).map(|p| Some((p, total)));
+        }
+        _ => return Err(protocol_error("a packet type servers may not send")),
+    };
+    if !r.buf.is_empty() {
+        return Err(malformed("bytes left over at the end of the packet"));
+    }
+    Ok(Some((packet, total)))
+}
+
 fn expect_flags(flags: u8, expected: u8) -> Result<()> {
     if flags == expected {
         Ok(())
@@ -397,7 +480,15 @@ fn decode_body(kind: u8, flags: u8, body: &[u8], v: Version) -> Result<Packet> {
     let mut r = Reader { buf: body };
     let packet = match kind {
         1 => return Err(protocol_error("a second CONNECT")),
-        3 => Packet::Publish(decode_publish(flags, &mut r, v)?),
+        3 => {
+            let publish = decode_publish(flags, &mut r, v)?;
+            if !publish.properties.subscription_identifiers.is_empty() {
+                return Err(protocol_error(
+                    "a client PUBLISH with a subscription identifier",
+                ));
+            }
+            Packet::Publish(publish)
+        }
         4 | 5 | 7 => {
             expect_flags(flags, 0)?;
             let ack = decode_ack(&mut r, v)?;
@@ -576,11 +667,6 @@ fn decode_publish(flags: u8, r: &mut Reader<'_>, v: Version) -> Result<Publish> 
         r.packet_id()?
     };
     let properties = r.properties(v, PropCtx::Publish)?;
-    if !properties.subscription_identifiers.is_empty() {
-        return Err(protocol_error(
-            "a client PUBLISH with a subscription identifier",
-        ));
-    }
     if properties.topic_alias == Some(0) {
         return Err(DecodeError {
             reason: Reason::TOPIC_ALIAS_INVALID,
