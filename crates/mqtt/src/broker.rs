@@ -45,7 +45,7 @@ pub struct Queued {
 pub enum Inflight {
     /// Waiting for PUBACK (QoS 1) or PUBREC (QoS 2); resent with DUP on reconnection.
     Publish {
-        publish: Publish,
+        publish: Box<Publish>,
         /// The IM message this delivery carries, whose acknowledgement moves the cursor.
         im: Option<(ConversationId, Seq)>,
     },

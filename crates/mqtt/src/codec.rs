@@ -1232,9 +1232,11 @@ mod tests {
 
     #[test]
     fn other_packets_round_trip() {
-        let mut props = Properties::default();
-        props.topic_alias = Some(3);
-        props.payload_format_indicator = Some(1);
+        let props = Properties {
+            topic_alias: Some(3),
+            payload_format_indicator: Some(1),
+            ..Properties::default()
+        };
         round_trip(
             Packet::Publish(Publish {
                 dup: true,

@@ -854,7 +854,7 @@ where
         id: Option<u32>,
     ) -> Reason {
         let inner = match topic::shared(filter) {
-            Err(()) => return Reason::TOPIC_FILTER_INVALID,
+            Err(topic::InvalidShare) => return Reason::TOPIC_FILTER_INVALID,
             Ok(Some((_, inner))) => {
                 if options.no_local {
                     return Reason::PROTOCOL_ERROR;
@@ -963,9 +963,7 @@ where
                 return Some(End::Abnormal);
             }
         };
-        let Some(peek) = im::peek(text.as_str()) else {
-            return None;
-        };
+        let peek = im::peek(text.as_str())?;
         if let Some(id) = peek.id
             && id.starts_with(im::INTERNAL_ID)
         {
@@ -1048,14 +1046,16 @@ where
             properties,
             payload: Bytes::from(text),
         };
-        let packet = Packet::Publish(publish);
-        if self.write(&packet) && publish_qos(&packet) != QoS::AtMostOnce {
-            let Packet::Publish(publish) = packet else {
-                unreachable!()
-            };
+        let qos = publish.qos;
+        if self.write(&Packet::Publish(publish.clone())) && qos != QoS::AtMostOnce {
             self.session_state(|s| {
-                s.inflight
-                    .insert(packet_id, Inflight::Publish { publish, im })
+                s.inflight.insert(
+                    packet_id,
+                    Inflight::Publish {
+                        publish: Box::new(publish),
+                        im,
+                    },
+                )
             });
         }
     }
@@ -1112,7 +1112,7 @@ where
                     s.inflight.insert(
                         packet_id,
                         Inflight::Publish {
-                            publish: publish.clone(),
+                            publish: Box::new(publish.clone()),
                             im: None,
                         },
                     );
@@ -1140,7 +1140,7 @@ where
                 .iter()
                 .map(|(id, inflight)| match inflight {
                     Inflight::Publish { publish, .. } => {
-                        let mut publish = publish.clone();
+                        let mut publish = (**publish).clone();
                         publish.dup = true;
                         Packet::Publish(publish)
                     }
@@ -1207,13 +1207,6 @@ where
         }
         tracing::debug!(user_id = %self.caller.user_id, client_id = %self.key.1, "MQTT client disconnected.");
         // Dropping the core session unregisters the device and announces presence.
-    }
-}
-
-fn publish_qos(packet: &Packet) -> QoS {
-    match packet {
-        Packet::Publish(p) => p.qos,
-        _ => QoS::AtMostOnce,
     }
 }
 

@@ -42,15 +42,19 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     t.next().is_none()
 }
 
+/// A `$share/...` filter without a valid group name or filter.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InvalidShare;
+
 /// Splits `$share/{group}/{filter}` into the group and the filter; `Ok(None)` for an ordinary
 /// filter, `Err` for a malformed shared one.
-pub fn shared(filter: &str) -> Result<Option<(&str, &str)>, ()> {
+pub fn shared(filter: &str) -> Result<Option<(&str, &str)>, InvalidShare> {
     let Some(rest) = filter.strip_prefix("$share/") else {
         return Ok(None);
     };
-    let (group, inner) = rest.split_once('/').ok_or(())?;
+    let (group, inner) = rest.split_once('/').ok_or(InvalidShare)?;
     if group.is_empty() || group.contains(['+', '#']) || inner.is_empty() {
-        return Err(());
+        return Err(InvalidShare);
     }
     Ok(Some((group, inner)))
 }

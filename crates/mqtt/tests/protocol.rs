@@ -285,8 +285,10 @@ async fn receive_maximum_topic_aliases_and_keep_alive_are_enforced() {
         .await;
     let mut aliaser = Raw::connect(addr, "aliaser").await;
     for topic in ["users/alice/alias/t", ""] {
-        let mut properties = Properties::default();
-        properties.topic_alias = Some(1);
+        let properties = Properties {
+            topic_alias: Some(1),
+            ..Properties::default()
+        };
         aliaser
             .send(&Packet::Publish(Publish {
                 dup: false,
@@ -303,8 +305,10 @@ async fn receive_maximum_topic_aliases_and_keep_alive_are_enforced() {
             other => panic!("expected PUBLISH, got {other:?}"),
         }
     }
-    let mut properties = Properties::default();
-    properties.topic_alias = Some(3);
+    let properties = Properties {
+        topic_alias: Some(3),
+        ..Properties::default()
+    };
     aliaser
         .send(&Packet::Publish(Publish {
             dup: false,
