@@ -82,7 +82,8 @@ pub struct SessionState {
     pub notify: Arc<Notify>,
     /// The connection holding the session, and how to ask it to leave.
     pub owner: Option<(u64, Arc<Notify>)>,
-    /// Bumped on every connection, so timers armed for an earlier one know they are stale.
+    /// The id of the last connection that held the session (ids are unique per node), so
+    /// timers armed when an earlier connection ended know they are stale.
     pub generation: u64,
     /// Messages dropped because the queue was full (logged when the client returns).
     pub dropped: u64,
@@ -189,14 +190,14 @@ impl Broker {
 
     /// Takes (or creates) the session for a connection. With `clean`, any earlier state is
     /// discarded. Returns whether earlier state was kept (CONNACK's "session present"), the
-    /// notifier of the session, and the generation of this connection.
+    /// notifier of the session.
     pub fn attach(
         &self,
         key: &SessionKey,
         clean: bool,
         conn_id: u64,
         kick: Arc<Notify>,
-    ) -> (bool, Arc<Notify>, u64) {
+    ) -> (bool, Arc<Notify>) {
         let mut state = self.lock();
         if let Some(old) = state.sessions.get_mut(key)
             && let Some((_, old_kick)) = old.owner.take()
@@ -214,8 +215,8 @@ impl Broker {
             .entry(key.clone())
             .or_insert_with(SessionState::new);
         session.owner = Some((conn_id, kick));
-        session.generation += 1;
-        (present, session.notify.clone(), session.generation)
+        session.generation = conn_id;
+        (present, session.notify.clone())
     }
 
     /// Releases the session when its connection ends. A session without expiry goes at once;

@@ -36,6 +36,8 @@ use tokio::time::{Instant, sleep_until};
 
 /// How long one write to the client may take before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection the server ended keeps reading (and discarding) before it closes.
+const LINGER: Duration = Duration::from_secs(2);
 /// The request id of the gateway's own catch-up `sync`.
 const SYNC_ID: &str = "mqtt:sync";
 /// The request id of a token renewal.
@@ -221,6 +223,14 @@ struct Conn<S> {
     next_request: u64,
     /// QoS 1 and 2 IM publications waiting for the core's answer.
     waiting: usize,
+    /// The server ended the connection: read what the client still sends for a moment before
+    /// closing, so it reads the DISCONNECT rather than a reset.
+    linger: bool,
+    /// Topic aliases the client accepts from the server (MQTT 5), and those assigned.
+    client_alias_max: u16,
+    out_aliases: HashMap<String, u16>,
+    /// Whether the client accepts reason strings (MQTT 5 request problem information).
+    problem_information: bool,
 }
 
 type Refused<S> = (S, Reason, &'static str);
@@ -367,9 +377,10 @@ where
         let key: SessionKey = (caller.user_id, client_id);
         let conn_id = gw.conn_id();
         let kick = Arc::new(Notify::new());
-        let (present, notify, generation) =
-            gw.broker
-                .attach(&key, connect.clean_start, conn_id, kick.clone());
+        let (present, notify) = gw
+            .broker
+            .attach(&key, connect.clean_start, conn_id, kick.clone());
+        let generation = conn_id;
         gw.broker
             .lock()
             .sessions
@@ -418,6 +429,14 @@ where
             pending: HashMap::new(),
             next_request: 1,
             waiting: 0,
+            linger: false,
+            client_alias_max: if v == Version::V5 {
+                connect.properties.topic_alias_maximum.unwrap_or(0)
+            } else {
+                0
+            },
+            out_aliases: HashMap::new(),
+            problem_information: connect.properties.request_problem_information != Some(0),
             wbuf: BytesMut::with_capacity(256),
             rbuf,
             stream,
@@ -548,6 +567,34 @@ where
     /// Appends a packet to the output, unless it exceeds the client's maximum packet size
     /// (MQTT 5 says such a packet is dropped as if sent). Returns whether it was written.
     fn write(&mut self, packet: &Packet) -> bool {
+        if let Packet::Publish(p) = packet
+            && self.client_alias_max > 0
+        {
+            return self.write_aliased(p.clone());
+        }
+        self.write_plain(packet)
+    }
+
+    /// Writes a publication with a topic alias: the alias alone once the client knows it,
+    /// both when there is room for a new one, the topic alone otherwise.
+    fn write_aliased(&mut self, mut p: Publish) -> bool {
+        let mut assigned = None;
+        if let Some(&alias) = self.out_aliases.get(&p.topic) {
+            p.properties.topic_alias = Some(alias);
+            p.topic = String::new();
+        } else if self.out_aliases.len() < usize::from(self.client_alias_max) {
+            let alias = self.out_aliases.len() as u16 + 1;
+            p.properties.topic_alias = Some(alias);
+            assigned = Some((p.topic.clone(), alias));
+        }
+        let written = self.write_plain(&Packet::Publish(p));
+        if written && let Some((topic, alias)) = assigned {
+            self.out_aliases.insert(topic, alias);
+        }
+        written
+    }
+
+    fn write_plain(&mut self, packet: &Packet) -> bool {
         if self.client_max_packet == usize::MAX {
             codec::encode(packet, self.v, &mut self.wbuf);
             return true;
@@ -571,6 +618,7 @@ where
     }
 
     fn disconnect(&mut self, reason: Reason) {
+        self.linger = true;
         if self.v == Version::V5 {
             self.write(&Packet::Disconnect(Disconnect {
                 reason,
@@ -583,7 +631,7 @@ where
     /// the packet id until PUBREL when it succeeded).
     fn ack(&mut self, qos: QoS, packet_id: u16, reason: Reason, why: Option<String>) {
         let mut ack = Ack::new(packet_id, reason);
-        if self.v == Version::V5 {
+        if self.v == Version::V5 && self.problem_information {
             ack.properties.reason_string = why;
         }
         match qos {
@@ -798,8 +846,10 @@ where
             BrokerAccess::Publish,
             &p.topic,
         );
-        if let Err(e) = allowed {
-            self.ack(p.qos, p.packet_id, Reason::NOT_AUTHORIZED, Some(e.message));
+        if allowed.is_err() {
+            // The reason code says it all; some clients (the Paho test client) accept no
+            // properties on PUBACK, as Mosquitto sends none.
+            self.ack(p.qos, p.packet_id, Reason::NOT_AUTHORIZED, None);
             return;
         }
         let message = Message {
@@ -1157,6 +1207,19 @@ where
 
     async fn finish(mut self, end: End) {
         let _ = self.stream.shutdown().await;
+        if self.linger {
+            // Closing with unread input makes the kernel send a reset, which can destroy the
+            // DISCONNECT before the client reads it: drain for a moment first.
+            let deadline = Instant::now() + LINGER;
+            let mut sink = [0u8; 4096];
+            while let Ok(Ok(n)) =
+                tokio::time::timeout_at(deadline, self.stream.read(&mut sink)).await
+            {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
         let detached = self.gw.broker.detach(&self.key, self.conn_id);
         if let Some((expiry, generation)) = detached
             && expiry != u32::MAX

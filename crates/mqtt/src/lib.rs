@@ -55,7 +55,8 @@ pub struct MqttConfig {
     /// this.
     pub max_session_expiry_secs: u32,
     /// Longest keep-alive allowed, in seconds; MQTT 5 clients asking for more (or none) are
-    /// told this one. 0 accepts what the client asks.
+    /// told this one, so a dead connection is found within 1.5 times it. 0 accepts what the
+    /// client asks.
     pub max_keep_alive_secs: u16,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u16,
@@ -78,7 +79,7 @@ impl Default for MqttConfig {
             max_queued_messages: 1000,
             topic_alias_maximum: 16,
             max_session_expiry_secs: 7 * 24 * 3600,
-            max_keep_alive_secs: 0,
+            max_keep_alive_secs: 3600,
             connect_timeout_secs: 10,
             catch_up_limit: 500,
             broker_rules: vec![

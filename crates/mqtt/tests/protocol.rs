@@ -322,6 +322,30 @@ async fn receive_maximum_topic_aliases_and_keep_alive_are_enforced() {
         .await;
     aliaser.expect_disconnect(Reason::TOPIC_ALIAS_INVALID).await;
 
+    // Towards a client that accepts topic aliases, the server sets one with the first
+    // delivery on a topic and sends the alias alone afterwards.
+    let mut connect = connect_packet(Version::V5, "alias-taker");
+    connect.properties.topic_alias_maximum = Some(1);
+    let (mut taker, _) = Raw::open(addr, connect).await;
+    taker.subscribe("users/alice/out/#", QoS::AtMostOnce).await;
+    for _ in 0..2 {
+        aliaser_free_publish(addr, "users/alice/out/t").await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        match taker.recv().await {
+            Some(Packet::Publish(p)) => seen.push((p.topic, p.properties.topic_alias)),
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ("users/alice/out/t".to_string(), Some(1)),
+            (String::new(), Some(1))
+        ]
+    );
+
     // A client silent for 1.5 times its keep-alive is disconnected.
     let mut connect = connect_packet(Version::V5, "sleepy");
     connect.keep_alive = 1;
@@ -424,4 +448,11 @@ async fn a_qos1_message_is_in_the_store_when_its_puback_arrives() {
     let history = bob.api.history(conv, None, 50).await.unwrap();
     assert_eq!(history.messages.len(), 20);
     server.stop().await;
+}
+
+/// Publishes one QoS 0 message from a fresh connection.
+async fn aliaser_free_publish(addr: SocketAddr, topic: &str) {
+    let mut publisher = Raw::connect(addr, "one-shot").await;
+    publisher.publish(topic, "x", QoS::AtMostOnce, 0).await;
+    publisher.ping().await;
 }
