@@ -36,6 +36,9 @@ use tokio::time::{Instant, sleep_until};
 
 /// How long one write to the client may take before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a connection whose client's window is full checks whether the server wants it
+/// closed.
+const STALLED_CHECK: Duration = Duration::from_secs(1);
 /// How long a connection the server ended keeps reading (and discarding) before it closes.
 const LINGER: Duration = Duration::from_secs(2);
 /// The request id of the gateway's own catch-up `sync`.
@@ -526,6 +529,15 @@ where
                     }
                 }
                 () = self.notify.notified() => self.pump(),
+                // While the client's window is full, output waits; a close the server asked for
+                // meanwhile (say, the IM queue overflowed) must still end the connection.
+                () = tokio::time::sleep(STALLED_CHECK), if !window_open => {
+                    if self.session.close_requested() {
+                        self.disconnect(Reason::QUOTA_EXCEEDED);
+                        let _ = self.flush().await;
+                        return End::Abnormal;
+                    }
+                }
                 () = sleep_until(keep_alive_at.unwrap_or_else(Instant::now)), if keep_alive_at.is_some() => {
                     self.disconnect(Reason::KEEP_ALIVE_TIMEOUT);
                     let _ = self.flush().await;
@@ -1097,7 +1109,19 @@ where
             payload: Bytes::from(text),
         };
         let qos = publish.qos;
-        if self.write(&Packet::Publish(publish.clone())) && qos != QoS::AtMostOnce {
+        if qos == QoS::AtMostOnce {
+            // Nothing will acknowledge it: at QoS 0, written is as delivered as it gets.
+            if self.write(&Packet::Publish(publish))
+                && let Some((conv, seq)) = im
+            {
+                self.session_state(|s| {
+                    let cursor = s.im_cursors.entry(conv).or_insert(0);
+                    *cursor = (*cursor).max(seq);
+                });
+            }
+            return;
+        }
+        if self.write(&Packet::Publish(publish.clone())) {
             self.session_state(|s| {
                 s.inflight.insert(
                     packet_id,

@@ -456,3 +456,39 @@ async fn aliaser_free_publish(addr: SocketAddr, topic: &str) {
     publisher.publish(topic, "x", QoS::AtMostOnce, 0).await;
     publisher.ping().await;
 }
+
+#[tokio::test]
+async fn a_device_that_stops_acknowledging_is_let_go_when_its_queue_overflows() {
+    let server = TestServer::start_with(|c| c.limits.outbound_queue = 4).await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let conv = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let mut connect = connect_packet(Version::V5, "stalled");
+    connect.properties.receive_maximum = Some(1);
+    let (mut device, _) = Raw::open(server.mqtt_addr(), connect).await;
+    device
+        .subscribe("tidings/v1/me/events", QoS::AtLeastOnce)
+        .await;
+    let bob_ws = server.connect(&bob).await;
+    for i in 0..20 {
+        bob_ws
+            .send_text(conv, &format!("s{i}"), "are you there?")
+            .await
+            .unwrap();
+    }
+    // One delivery fills the device's window; it never acknowledges, the IM queue behind it
+    // overflows, and the server ends the connection as it would a slow WebSocket client.
+    let mut publishes = 0;
+    loop {
+        match device.recv().await {
+            Some(Packet::Publish(_)) => publishes += 1,
+            Some(Packet::Disconnect(d)) => {
+                assert_eq!(d.reason, Reason::QUOTA_EXCEEDED);
+                break;
+            }
+            other => panic!("expected PUBLISH or DISCONNECT, got {other:?}"),
+        }
+    }
+    assert_eq!(publishes, 1, "no more than the window allows");
+    server.stop().await;
+}
