@@ -386,7 +386,7 @@ async fn fanout(
             }))
             .await?;
         sent += 1;
-        if sent % 100 == 0 {
+        if sent.is_multiple_of(100) {
             publisher.send(&Packet::PingReq).await?;
             while !matches!(publisher.recv().await?, Packet::PingResp) {}
         }
