@@ -152,6 +152,12 @@ export interface ClientFrameSend {
    */
   client_msg_id: string;
   body: MessageBody;
+  /** Users (or with `all`, every member) the message mentions. */
+  mentions?: Mentions | null;
+  /** Replies to the message at this sequence (same conversation). */
+  reply_to?: number | null;
+  /** Posts into the thread under the message at this sequence (same conversation). */
+  thread_root?: number | null;
 }
 
 /**
@@ -298,16 +304,23 @@ export interface Conversation {
   last_seq: number;
   /** The caller's read marker. */
   read_seq: number;
-  /** Messages from others after the caller's read marker. */
+  /**
+   * Messages from others after the caller's read marker (edits, reactions, recalls and
+   * pins do not count).
+   */
   unread: number;
   member_count: number;
   last_message?: Message | null;
+  /** Of those, the ones that mention the caller (by name or with `all`). */
+  mentions?: number;
   /** For direct conversations, the other user. */
   peer?: UserSummary | null;
   /** For direct conversations, how far the other user has received messages. */
   peer_delivered_seq?: number | null;
   /** For direct conversations, how far the other user has read (the "seen" mark). */
   peer_read_seq?: number | null;
+  /** The caller's own settings for the conversation. */
+  settings?: ConversationSettings;
 }
 
 /** A direct or group conversation. */
@@ -318,6 +331,19 @@ export type ConversationKind = "direct" | "group";
 
 export interface ConversationList {
   conversations: Conversation[];
+}
+
+/**
+ * A member's own settings for a conversation, the same on every device of theirs. Changes
+ * reach the member's other devices live (`conversation_settings`) and on sync.
+ */
+export interface ConversationSettings {
+  notify: NotifyLevel;
+  archived?: boolean;
+  /** Marked unread by hand; cleared when the read marker next moves. */
+  marked_unread?: boolean;
+  /** Pinned conversations sort first, by when they were pinned (ms since the epoch). */
+  pinned_at?: number | null;
 }
 
 /**
@@ -374,6 +400,14 @@ export interface DeviceList {
 /** Who may open a direct conversation with the user and write in it. */
 export type DirectMessages = "everyone" | "friends";
 
+/**
+ * `GET /api/v1/conversations/{id}/messages/{seq}/edits`: every version, oldest first; the
+ * last one is the current body.
+ */
+export interface EditHistory {
+  versions: MessageVersion[];
+}
+
 /** A machine-readable error code. Codes are never renamed; new ones may be added. */
 export type ErrorCode =
   /** The frame or body is not valid JSON, or does not match the expected shape. */
@@ -429,6 +463,19 @@ export interface FileLink {
   url: string;
   /** When the link stops working (ms since the epoch). */
   expires_at: number;
+}
+
+/** One message inside a `forward` body: a copy of the original as it was when forwarded. */
+export interface ForwardedMessage {
+  /**
+   * Where the original is. The sender names it; the server checks the sender may read it
+   * and fills in the rest.
+   */
+  conversation_id: ConversationId;
+  seq: number;
+  body?: MessageBody | null;
+  sender_id?: UserId | null;
+  ts?: number | null;
 }
 
 /** One of the caller's friends. */
@@ -523,6 +570,8 @@ export interface GroupPermissions {
   edit_info?: Role;
   /** Add members, and create and revoke invite links. */
   invite?: Role;
+  /** Mention everyone (`@all`), which notifies every member. */
+  mention_all?: Role;
   /** Mute and unmute members. */
   mute_members?: Role;
   pin_messages?: Role;
@@ -625,6 +674,15 @@ export interface Member {
   muted_until?: number | null;
 }
 
+/**
+ * The users a message mentions. Mentioned users get a mention count and a higher-priority
+ * notification; `all` mentions every member and needs the `mention_all` permission in groups.
+ */
+export interface Mentions {
+  all?: boolean;
+  users?: UserId[];
+}
+
 /** A stored message as every member sees it. */
 export interface Message {
   conversation_id: ConversationId;
@@ -638,6 +696,20 @@ export interface Message {
   /** Server time of the commit, in milliseconds since the Unix epoch. */
   ts: number;
   body: MessageBody;
+  /** When the body was last edited (ms since the epoch); the server keeps the history. */
+  edited_at?: number | null;
+  /** Who the message mentions. */
+  mentions?: Mentions | null;
+  /** When the message was pinned in its conversation, while it is. */
+  pinned_at?: number | null;
+  /** Reactions, aggregated per key, most used first. */
+  reactions?: ReactionCount[];
+  /** The message this one replies to (same conversation); clients show it as a quote. */
+  reply_to?: number | null;
+  /** For a thread root: how many replies it has and the newest one. */
+  thread?: ThreadSummary | null;
+  /** The root of the thread this message belongs to (same conversation). */
+  thread_root?: number | null;
 }
 
 /**
@@ -650,7 +722,15 @@ export type MessageBody =
   | MessageBodyCustom
   | MessageBodySystem
   | MessageBodyFile
-  | MessageBodyDeleted;
+  | MessageBodyDeleted
+  | MessageBodyMarkdown
+  | MessageBodyLocation
+  | MessageBodyContact
+  | MessageBodyForward
+  | MessageBodyEdit
+  | MessageBodyRecall
+  | MessageBodyReaction
+  | MessageBodyPin;
 
 /** Plain text (UTF-8). */
 export interface MessageBodyText {
@@ -706,11 +786,83 @@ export interface MessageBodyFile {
 }
 
 /**
- * A tombstone: the content was removed (by a moderator, or with its sender's deleted
- * account). The envelope keeps its place in the conversation's order.
+ * A tombstone: the content was removed (recalled by its sender, removed by a moderator,
+ * or with its sender's deleted account). The envelope keeps its place in the order.
  */
 export interface MessageBodyDeleted {
   kind: "deleted";
+}
+
+/**
+ * Text in the Markdown subset of docs/protocol.md ("Rich messages"): emphasis, code, links,
+ * lists and quotes. Clients render it without HTML, so it can never inject markup.
+ */
+export interface MessageBodyMarkdown {
+  kind: "markdown";
+  text: string;
+}
+
+/** A place on the map. */
+export interface MessageBodyLocation {
+  kind: "location";
+  latitude: number;
+  longitude: number;
+  /** The place's name or address; empty for none. */
+  name?: string;
+}
+
+/** A contact card: another user the sender recommends. */
+export interface MessageBodyContact {
+  kind: "contact";
+  user_id: UserId;
+}
+
+/**
+ * One or several messages forwarded from conversations the sender can read, as one
+ * bundle (at most 100).
+ */
+export interface MessageBodyForward {
+  kind: "forward";
+  messages: ForwardedMessage[];
+}
+
+/**
+ * Replaces the body of the sender's own message at `target`, which must be of the same
+ * kind (text, markdown, location or custom) and inside the edit window. The target then
+ * carries the new body and `edited_at`; the old bodies stay in the edit history.
+ */
+export interface MessageBodyEdit {
+  kind: "edit";
+  target: number;
+  body: MessageBody;
+}
+
+/**
+ * Deletes the message at `target` for everyone: its body becomes a tombstone and its
+ * content leaves storage and search. Senders recall their own messages inside the recall
+ * window; group moderators recall any member's message at any time.
+ */
+export interface MessageBodyRecall {
+  kind: "recall";
+  target: number;
+}
+
+/**
+ * Adds (or with `remove`, takes back) the sender's reaction `key` on the message at
+ * `target`. Reacting twice with the same key is harmless.
+ */
+export interface MessageBodyReaction {
+  kind: "reaction";
+  target: number;
+  key: string;
+  remove?: boolean;
+}
+
+/** Pins (or with `unpin`, unpins) the message at `target` in the conversation. */
+export interface MessageBodyPin {
+  kind: "pin";
+  target: number;
+  unpin?: boolean;
 }
 
 /** The server-wide id of a stored message. */
@@ -732,11 +884,28 @@ export interface MessageReaders {
   unread: UserSummary[];
 }
 
+/** One version of an edited message's body. */
+export interface MessageVersion {
+  /** When this version was written (the message's time for the first one). */
+  ts: number;
+  editor_id: UserId;
+  body: MessageBody;
+}
+
 /** `PUT /api/v1/conversations/{id}/members/{user_id}/mute`. */
 export interface MuteRequest {
   /** How long the member cannot post, in seconds (1 second to 366 days). */
   duration_secs: number;
 }
+
+/** When a member wants to be notified of new messages in a conversation. */
+export type NotifyLevel =
+  /** Every message. */
+  | "all"
+  /** Only messages that mention the member (the usual choice for busy groups). */
+  | "mentions"
+  /** Never (muted). Calls still ring unless the caller is blocked. */
+  | "none";
 
 /** RFC 6749 section 5.2 error response. */
 export interface OAuthError {
@@ -746,6 +915,11 @@ export interface OAuthError {
    */
   error: string;
   error_description?: string | null;
+}
+
+/** `GET /api/v1/conversations/{id}/pins`: pinned messages, most recently pinned first. */
+export interface PinnedMessages {
+  messages: Message[];
 }
 
 /** One user's presence. */
@@ -791,6 +965,29 @@ export interface Profile {
   status_text: string;
 }
 
+/** One reaction key on a message and who used it. */
+export interface ReactionCount {
+  /** The reaction, usually one emoji. */
+  key: string;
+  count: number;
+  /**
+   * The first users who reacted with this key (at most 20; the full list is at
+   * `GET /api/v1/conversations/{id}/messages/{seq}/reactions`).
+   */
+  users: UserId[];
+}
+
+/** `GET /api/v1/conversations/{id}/messages/{seq}/reactions`. */
+export interface ReactionList {
+  reactions: Reactors[];
+}
+
+/** Who reacted with one key. */
+export interface Reactors {
+  key: string;
+  users: UserId[];
+}
+
 /** Which marker a receipt moves. */
 export type ReceiptKind = "delivered" | "read";
 
@@ -802,6 +999,17 @@ export interface RegisterRequest {
   password: string;
   /** Required when registration is invite-only. */
   invite_code?: string | null;
+}
+
+/**
+ * `GET`/`PUT /api/v1/conversations/{id}/retention`: a group's own retention. The server's
+ * policy applies on top, so a group can keep messages for less time, never more.
+ */
+export interface RetentionPolicy {
+  /** Delete all but the newest this many messages. */
+  keep_last?: number | null;
+  /** Delete messages older than this many days. */
+  max_age_days?: number | null;
 }
 
 /**
@@ -863,6 +1071,12 @@ export interface SendFriendRequest {
 export interface SendMessageRequest {
   client_msg_id: string;
   body: MessageBody;
+  /** Users (or with `all`, every member) the message mentions. */
+  mentions?: Mentions | null;
+  /** Replies to the message at this sequence (same conversation). */
+  reply_to?: number | null;
+  /** Posts into the thread under the message at this sequence (same conversation). */
+  thread_root?: number | null;
 }
 
 /** A frame sent by the server. */
@@ -884,6 +1098,8 @@ export type ServerFrame =
   | ServerFrameGroupInvitation
   | ServerFrameJoinRequest
   | ServerFrameContact
+  | ServerFrameMessageHidden
+  | ServerFrameConversationSettings
   | ServerFrameContacts;
 
 /** The connection is authenticated until `expires_at` (ms since the epoch). */
@@ -1023,6 +1239,23 @@ export interface ServerFrameContact {
 }
 
 /**
+ * The user deleted a message for themselves (on this or another device): show it as a
+ * tombstone from now on.
+ */
+export interface ServerFrameMessageHidden {
+  type: "message_hidden";
+  conversation_id: ConversationId;
+  seq: number;
+}
+
+/** The user changed their settings for a conversation (on this or another device). */
+export interface ServerFrameConversationSettings {
+  type: "conversation_settings";
+  conversation_id: ConversationId;
+  settings: ConversationSettings;
+}
+
+/**
  * During sync: the user's friends and pending requests, when they changed since the
  * client's `contacts_version`.
  */
@@ -1147,6 +1380,33 @@ export interface SystemEventGroupDissolved {
   type: "group_dissolved";
 }
 
+/** `GET /api/v1/conversations/{id}/threads`: most recently active first. */
+export interface ThreadList {
+  threads: ThreadView[];
+}
+
+/** `POST /api/v1/conversations/{id}/threads/{root}/read`. */
+export interface ThreadReadRequest {
+  seq: number;
+}
+
+/** The replies under a thread root. */
+export interface ThreadSummary {
+  replies: number;
+  last_seq: number;
+  last_ts: number;
+}
+
+/** A thread as the caller sees it. */
+export interface ThreadView {
+  /** The root message, with its `thread` summary. */
+  root: Message;
+  /** Replies from others after the caller's read position in the thread. */
+  unread: number;
+  /** The caller's read position in the thread (0 when never read). */
+  read_seq: number;
+}
+
 /** RFC 6749 section 5.1 successful token response. */
 export interface TokenResponse {
   access_token: string;
@@ -1164,6 +1424,14 @@ export interface TokenResponse {
 /** `POST /api/v1/conversations/{id}/transfer`: the caller (the owner) becomes an admin. */
 export interface TransferOwnershipRequest {
   user_id: UserId;
+}
+
+/** `PATCH /api/v1/conversations/{id}/settings`: the fields to change. */
+export interface UpdateConversationSettingsRequest {
+  archived?: boolean | null;
+  marked_unread?: boolean | null;
+  notify?: NotifyLevel | null;
+  pinned?: boolean | null;
 }
 
 /** `PATCH /api/v1/conversations/{id}/group`: fields left out keep their value. */

@@ -161,6 +161,41 @@ impl Default for AuditConfig {
     }
 }
 
+/// Rich messages: edits, recalls, reactions, and how long messages are kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagesConfig {
+    /// Seconds after sending during which a sender may edit a message; 0 allows edits at any
+    /// time.
+    pub edit_window_secs: u64,
+    /// Seconds after sending during which a sender may recall (delete for everyone) a message;
+    /// 0 allows it at any time. Group moderators may recall members' messages at any time.
+    pub recall_window_secs: u64,
+    /// Different reaction keys one message may carry.
+    pub max_reaction_keys: usize,
+    /// Messages older than this many days are deleted from every conversation; 0 keeps them
+    /// forever. Conversations may set a shorter retention of their own.
+    pub retention_days: u32,
+    /// Seconds between retention passes.
+    pub retention_interval_secs: u64,
+    /// Messages deleted per retention transaction; small batches keep the writer free for
+    /// live traffic.
+    pub retention_batch: u32,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        MessagesConfig {
+            edit_window_secs: 2 * 24 * 3600,
+            recall_window_secs: 24 * 3600,
+            max_reaction_keys: 50,
+            retention_days: 0,
+            retention_interval_secs: 3600,
+            retention_batch: 500,
+        }
+    }
+}
+
 /// Everything the core is configured with.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -169,4 +204,5 @@ pub struct CoreConfig {
     pub tokens: TokensConfig,
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
+    pub messages: MessagesConfig,
 }

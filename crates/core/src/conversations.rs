@@ -267,6 +267,8 @@ impl Core {
             last_seq: uc.conversation.last_seq,
             read_seq: uc.me.read_seq,
             unread: uc.unread,
+            mentions: uc.mentions,
+            settings: uc.settings.clone(),
             last_message: None,
             peer: uc.peer.as_ref().map(|p| UserSummary {
                 user_id: p.user_id,
@@ -276,6 +278,23 @@ impl Core {
             peer_read_seq: uc.peer.as_ref().map(|p| p.read_seq),
             member_count: uc.member_count,
         }
+    }
+
+    /// The newest message that is content, not an edit, reaction, recall or pin.
+    async fn last_message(
+        &self,
+        uc: &UserConversation,
+    ) -> CoreResult<Option<tidings_proto::Message>> {
+        if uc.last_message_seq == 0 {
+            return Ok(None);
+        }
+        Ok(self
+            .inner
+            .store
+            .messages_after(uc.conversation.id, uc.last_message_seq - 1, 1)
+            .await?
+            .into_iter()
+            .find(|m| m.seq == uc.last_message_seq))
     }
 
     /// One conversation as the caller sees it, with its last message.
@@ -292,13 +311,7 @@ impl Core {
             .await?
             .ok_or_else(|| CoreError::not_found("conversation"))?;
         let mut view = Self::conversation_view(&uc);
-        view.last_message = self
-            .inner
-            .store
-            .messages_before(id, None, 1)
-            .await?
-            .into_iter()
-            .next();
+        view.last_message = self.last_message(&uc).await?;
         Ok(view)
     }
 
@@ -308,17 +321,12 @@ impl Core {
         let mut conversations = Vec::with_capacity(list.len());
         for uc in &list {
             let mut view = Self::conversation_view(uc);
-            if uc.conversation.last_seq > 0 {
-                view.last_message = self
-                    .inner
-                    .store
-                    .messages_before(uc.conversation.id, None, 1)
-                    .await?
-                    .into_iter()
-                    .next();
-            }
+            view.last_message = self.last_message(uc).await?;
             conversations.push(view);
         }
+        // Pinned conversations first, by when they were pinned; the rest keep the store's
+        // order (newest activity first).
+        conversations.sort_by_key(|c| c.settings.pinned_at.map_or(i64::MAX, |at| -at));
         Ok(ConversationList { conversations })
     }
 

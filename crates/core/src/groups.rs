@@ -143,6 +143,7 @@ impl Core {
             body: MessageBody::System {
                 event: Box::new(event),
             },
+            relations: Default::default(),
         }
     }
 

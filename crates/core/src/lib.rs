@@ -35,6 +35,7 @@ pub mod passwords;
 pub mod policy;
 pub mod profiles;
 pub mod ratelimit;
+pub mod rich;
 pub mod search;
 pub mod session;
 pub mod tokens;
@@ -108,6 +109,7 @@ pub struct CoreTasks {
     pub dispatcher: JoinHandle<()>,
     pub janitor: JoinHandle<()>,
     pub indexer: JoinHandle<()>,
+    pub retention: JoinHandle<()>,
 }
 
 /// How often expired state (refresh tokens, audit entries past retention) is pruned.
@@ -207,6 +209,7 @@ impl Core {
             }
         });
         let indexer = tokio::spawn(search::run_indexer(core.clone()));
+        let retention = tokio::spawn(rich::run_retention(core.clone()));
         Ok((
             core,
             CoreTasks {
@@ -214,6 +217,7 @@ impl Core {
                 dispatcher,
                 janitor,
                 indexer,
+                retention,
             },
         ))
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tidings_bus::{BusEvent, OutFrame};
 use tidings_proto::rest::{ConversationKind, HistoryPage, SendAck};
 use tidings_proto::ws::{Presence, PresenceStatus, ReceiptKind, ServerFrame};
-use tidings_proto::{ConversationId, ErrorCode, MessageBody, Seq, UserId};
+use tidings_proto::{ConversationId, ErrorCode, MessageBody, Relations, Seq, UserId};
 use tidings_store::{Appended, NewMessage};
 use tokio::sync::{mpsc, oneshot};
 
@@ -99,7 +99,7 @@ async fn publish_and_reply(core: &Core, batch: Vec<SequencerRequest>, result: Ap
 }
 
 /// Checks a body against the size limit and its kind's rules.
-fn validate_body(body: &MessageBody, max_bytes: usize) -> CoreResult<()> {
+pub(crate) fn validate_body(body: &MessageBody, max_bytes: usize) -> CoreResult<()> {
     // Count the encoded bytes without building the encoding: this runs for every message, and
     // the store encodes the body again anyway.
     struct Counter(usize);
@@ -147,6 +147,9 @@ fn validate_body(body: &MessageBody, max_bytes: usize) -> CoreResult<()> {
         MessageBody::System { .. } | MessageBody::Deleted {} => Err(CoreError::invalid(
             "system and deleted bodies are written by the server only",
         )),
+        MessageBody::Markdown { text } if text.trim().is_empty() => {
+            Err(CoreError::invalid("markdown text must not be empty"))
+        }
         _ => Ok(()),
     }
 }
@@ -168,6 +171,7 @@ impl Core {
         conversation_id: ConversationId,
         client_msg_id: String,
         mut body: MessageBody,
+        mut relations: Relations,
     ) -> CoreResult<SendAck> {
         validate_client_msg_id(&client_msg_id)?;
         validate_body(&body, self.inner.config.limits.max_message_bytes)?;
@@ -181,9 +185,22 @@ impl Core {
             .message_limiter
             .check(&caller.user_id, self.now_ms())
             .map_err(|wait| CoreError::rate_limited("messages", wait))?;
-        // Only a file message pays for the lookups that attaching a file needs.
+        // Only a file message pays for the lookups that attaching a file needs, and only rich
+        // messages for theirs.
         if let MessageBody::File { .. } = body {
             self.attach_file(caller, conversation_id, &mut body).await?;
+        }
+        if relations != Relations::default()
+            || !matches!(
+                body,
+                MessageBody::Text { .. }
+                    | MessageBody::Encrypted { .. }
+                    | MessageBody::Custom { .. }
+                    | MessageBody::File { .. }
+            )
+        {
+            self.prepare_rich(caller, conversation_id, &info, &mut body, &mut relations)
+                .await?;
         }
         let (reply, rx) = oneshot::channel();
         let request = SequencerRequest {
@@ -194,6 +211,7 @@ impl Core {
                 client_msg_id,
                 ts: self.now_ms(),
                 body,
+                relations,
             },
             recipients: info.member_ids.clone(),
             reply,
@@ -205,7 +223,15 @@ impl Core {
             .map_err(|_| CoreError::new(ErrorCode::Unavailable, "server is shutting down"))?;
         let appended = rx
             .await
-            .map_err(|_| CoreError::new(ErrorCode::Unavailable, "server is shutting down"))??;
+            .map_err(|_| CoreError::new(ErrorCode::Unavailable, "server is shutting down"))?
+            .map_err(|e| match e.code {
+                // The store refuses effects on a target recalled in the meantime.
+                ErrorCode::Conflict => {
+                    CoreError::new(ErrorCode::Conflict, "the message was recalled")
+                }
+                ErrorCode::NotFound => CoreError::not_found("message"),
+                _ => e,
+            })?;
         Ok(SendAck {
             conversation_id,
             seq: appended.message.seq,
@@ -290,10 +316,12 @@ impl Core {
         let limit = limit
             .unwrap_or(50)
             .clamp(1, self.inner.config.limits.max_history_page);
-        let messages = self
+        let mut messages = self
             .inner
             .store
             .messages_before(conversation_id, before, limit)
+            .await?;
+        self.apply_hidden(caller.user_id, conversation_id, &mut messages)
             .await?;
         let has_more = messages.first().is_some_and(|m| m.seq > 1);
         Ok(HistoryPage { messages, has_more })

@@ -53,8 +53,10 @@ pub enum Action {
     Ban,
     EditInfo,
     PinMessages,
-    /// Delete another member's message.
+    /// Delete (recall) another member's message.
     DeleteMessages,
+    /// Mention everyone in a message.
+    MentionAll,
     ChangeRoles,
     SetPermissions,
     TransferOwnership,
@@ -78,6 +80,7 @@ impl Action {
             Action::EditInfo => "edit_info",
             Action::PinMessages => "pin_messages",
             Action::DeleteMessages => "delete_messages",
+            Action::MentionAll => "mention_all",
             Action::ChangeRoles => "change_roles",
             Action::SetPermissions => "set_permissions",
             Action::TransferOwnership => "transfer_ownership",
@@ -99,6 +102,7 @@ impl Action {
             Action::EditInfo => Some(permissions.edit_info),
             Action::PinMessages => Some(permissions.pin_messages),
             Action::DeleteMessages => Some(permissions.delete_messages),
+            Action::MentionAll => Some(permissions.mention_all),
             Action::ChangeRoles => Some(permissions.change_roles),
             // These stay with the owner whatever the settings say: otherwise an admin could
             // take the group from the person who made it.
@@ -123,7 +127,12 @@ pub fn decide(
     if kind == ConversationKind::Direct {
         // A direct conversation is always exactly its two users, with nothing to manage.
         return match action {
-            Action::Read | Action::SendMessage | Action::MoveMarker | Action::Typing => Ok(()),
+            // Either of the two may pin: there is nobody else to moderate.
+            Action::Read
+            | Action::SendMessage
+            | Action::MoveMarker
+            | Action::Typing
+            | Action::PinMessages => Ok(()),
             _ => Err(CoreError::forbidden(format!(
                 "{} is not possible in a direct conversation",
                 action.as_str()
@@ -147,6 +156,63 @@ pub fn decide(
         ))),
         _ => Ok(()),
     }
+}
+
+/// Editing a message: only its sender, and only within the edit window (`window_ms` 0 means
+/// any time).
+pub fn edit_message(own: bool, age_ms: i64, window_ms: i64) -> Result<(), CoreError> {
+    if !own {
+        return Err(CoreError::forbidden("only the sender may edit a message"));
+    }
+    if window_ms > 0 && age_ms > window_ms {
+        return Err(CoreError::forbidden(format!(
+            "messages can be edited for {} seconds after sending",
+            window_ms / 1000
+        )));
+    }
+    Ok(())
+}
+
+/// Who wrote the message someone wants to recall, and how they stand in the conversation.
+#[derive(Clone, Copy, Debug)]
+pub struct RecallFacts {
+    pub own: bool,
+    pub age_ms: i64,
+    /// The sender's role, when they are still a member.
+    pub sender_role: Option<Role>,
+}
+
+/// Recalling (deleting for everyone): the sender within the recall window (`window_ms` 0 means
+/// any time); in groups, also anyone allowed to delete messages who outranks the sender (or
+/// whose sender has left), at any time.
+pub fn recall_message(
+    kind: ConversationKind,
+    actor: Standing,
+    facts: RecallFacts,
+    window_ms: i64,
+    permissions: &GroupPermissions,
+) -> Result<(), CoreError> {
+    if facts.own && (window_ms == 0 || facts.age_ms <= window_ms) {
+        return Ok(());
+    }
+    let moderator = kind == ConversationKind::Group
+        && decide(Action::DeleteMessages, kind, actor, permissions).is_ok()
+        && match (actor.role, facts.sender_role) {
+            (Some(actor), Some(sender)) => facts.own || actor > sender,
+            (Some(_), None) => true,
+            _ => false,
+        };
+    if moderator {
+        return Ok(());
+    }
+    Err(CoreError::forbidden(if facts.own {
+        format!(
+            "messages can be recalled for {} seconds after sending",
+            window_ms / 1000
+        )
+    } else {
+        "only the sender or a group moderator may recall a message".to_string()
+    }))
 }
 
 /// For actions on another member (remove, mute, ban, change role): the actor must rank above
@@ -542,6 +608,7 @@ mod tests {
             (EditInfo,           [N,         F,     F,      Y,     Y]),
             (PinMessages,        [N,         F,     F,      Y,     Y]),
             (DeleteMessages,     [N,         F,     F,      Y,     Y]),
+            (MentionAll,         [N,         F,     F,      Y,     Y]),
             (ChangeRoles,        [N,         F,     F,      F,     Y]),
             (SetPermissions,     [N,         F,     F,      F,     Y]),
             (TransferOwnership,  [N,         F,     F,      F,     Y]),
@@ -558,9 +625,9 @@ mod tests {
                 ));
                 assert_eq!(got, want, "{action:?} in a group as {standing:?}");
             }
-            // In a direct conversation members may only talk.
+            // In a direct conversation members may only talk (and pin).
             let direct_want = match action {
-                Read | SendMessage | MoveMarker | Typing => Y,
+                Read | SendMessage | MoveMarker | Typing | PinMessages => Y,
                 _ => F,
             };
             let got = outcome(decide(
@@ -611,6 +678,71 @@ mod tests {
                 outcome(decide(action, group, admin, &open)),
                 F,
                 "{action:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn edits_by_sender_within_window() {
+        #[rustfmt::skip]
+        let table = [
+            // own    age      window  allowed
+            (true,  1_000,   5_000,  Y),
+            (true,  5_000,   5_000,  Y),
+            (true,  5_001,   5_000,  F),
+            (true,  i64::MAX, 0,     Y),
+            (false, 0,       5_000,  F),
+            (false, 0,       0,      F),
+        ];
+        for (own, age, window, want) in table {
+            assert_eq!(
+                outcome(edit_message(own, age, window)),
+                want,
+                "own={own} age={age} window={window}"
+            );
+        }
+    }
+
+    #[test]
+    fn recalls_by_sender_in_window_or_by_outranking_moderators() {
+        use ConversationKind::{Direct, Group};
+        use Role::*;
+        let member = Standing::member(Member);
+        let admin = Standing::member(Admin);
+        let owner = Standing::member(Owner);
+        let defaults = GroupPermissions::default();
+        let facts = |own, age_ms, sender_role| RecallFacts {
+            own,
+            age_ms,
+            sender_role,
+        };
+        #[rustfmt::skip]
+        let table = [
+            // kind    actor   own    age     sender role    allowed
+            (Group,  member, true,  10,     Some(Member),  Y),
+            (Group,  member, true,  10_000, Some(Member),  F),
+            (Group,  admin,  true,  10_000, Some(Admin),   Y),
+            (Group,  member, false, 10,     Some(Member),  F),
+            (Group,  admin,  false, 10_000, Some(Member),  Y),
+            (Group,  admin,  false, 10,     Some(Admin),   F),
+            (Group,  admin,  false, 10,     Some(Owner),   F),
+            (Group,  owner,  false, 10,     Some(Admin),   Y),
+            (Group,  admin,  false, 10,     None,          Y),
+            (Direct, member, true,  10,     Some(Member),  Y),
+            (Direct, member, true,  10_000, Some(Member),  F),
+            (Direct, member, false, 10,     Some(Member),  F),
+        ];
+        for (kind, actor, own, age, sender_role, want) in table {
+            assert_eq!(
+                outcome(recall_message(
+                    kind,
+                    actor,
+                    facts(own, age, sender_role),
+                    5_000,
+                    &defaults
+                )),
+                want,
+                "{kind:?} {actor:?} own={own} age={age} sender={sender_role:?}"
             );
         }
     }

@@ -109,7 +109,8 @@ enum Completion {
     Silent,
     /// The device turned out to be signed out.
     Revoked,
-    Reply(ServerFrame),
+    /// Boxed: frames are large and most completions are not replies.
+    Reply(Box<ServerFrame>),
     Authed {
         id: String,
         result: CoreResult<Caller>,
@@ -390,11 +391,19 @@ impl Session {
                 conversation_id,
                 client_msg_id,
                 body,
+                reply_to,
+                thread_root,
+                mentions,
             } => {
                 self.convs.entry(conversation_id).or_default().sending += 1;
+                let relations = tidings_proto::Relations {
+                    reply_to,
+                    thread_root,
+                    mentions,
+                };
                 self.in_flight.push(Box::pin(async move {
                     let result = core
-                        .send(&caller, conversation_id, client_msg_id, body)
+                        .send(&caller, conversation_id, client_msg_id, body, relations)
                         .await;
                     Completion::Sent {
                         id,
@@ -450,11 +459,11 @@ impl Session {
                     .history(&caller, conversation_id, before_seq, limit)
                     .await
                 {
-                    Ok(page) => Completion::Reply(ServerFrame::History {
+                    Ok(page) => Completion::Reply(Box::new(ServerFrame::History {
                         id,
                         messages: page.messages,
                         has_more: page.has_more,
-                    }),
+                    })),
                     Err(e) => error_completion(Some(id), e),
                 }
             })),
@@ -465,7 +474,7 @@ impl Session {
                 seq,
             } => self.in_flight.push(Box::pin(async move {
                 match core.receipt(&caller, conversation_id, receipt, seq).await {
-                    Ok(()) => Completion::Reply(ServerFrame::Ok { id }),
+                    Ok(()) => Completion::Reply(Box::new(ServerFrame::Ok { id })),
                     Err(e) => error_completion(Some(id), e),
                 }
             })),
@@ -475,7 +484,7 @@ impl Session {
                 typing,
             } => self.in_flight.push(Box::pin(async move {
                 match (core.typing(&caller, conversation_id, typing).await, id) {
-                    (Ok(()), Some(id)) => Completion::Reply(ServerFrame::Ok { id }),
+                    (Ok(()), Some(id)) => Completion::Reply(Box::new(ServerFrame::Ok { id })),
                     // Without an id the client asked for no answer, not even an error.
                     (_, None) => Completion::Silent,
                     (Err(e), id) => error_completion(id, e),
@@ -484,7 +493,9 @@ impl Session {
             ClientFrame::PresenceQuery { id, user_ids } => {
                 self.in_flight.push(Box::pin(async move {
                     match core.presence_of(&caller, &user_ids).await {
-                        Ok(users) => Completion::Reply(ServerFrame::PresenceList { id, users }),
+                        Ok(users) => {
+                            Completion::Reply(Box::new(ServerFrame::PresenceList { id, users }))
+                        }
                         Err(e) => error_completion(Some(id), e),
                     }
                 }))
@@ -617,7 +628,7 @@ impl Session {
         match done {
             Completion::Silent => {}
             Completion::Revoked => self.closed_by_server(CloseReason::DeviceRevoked),
-            Completion::Reply(frame) => self.reply(frame),
+            Completion::Reply(frame) => self.reply(*frame),
             Completion::Authed { id, result } => self.finish_auth(id, result),
             Completion::Sent {
                 id,
@@ -838,12 +849,17 @@ impl Session {
         state.dropped_while_reading = false;
         let from = state.delivered;
         let page = self.core.inner.config.limits.sync_page.max(1);
-        let store = self.core.inner.store.clone();
+        let core = self.core.clone();
+        let user = self.caller().map(|c| c.user_id);
         self.fetch = Some(Box::pin(async move {
-            let result = store
-                .messages_after(id, from, page)
-                .await
-                .map_err(CoreError::from);
+            let result = async {
+                let mut messages = core.inner.store.messages_after(id, from, page).await?;
+                if let Some(user) = user {
+                    core.apply_hidden(user, id, &mut messages).await?;
+                }
+                Ok(messages)
+            }
+            .await;
             (id, result)
         }));
     }
@@ -990,12 +1006,12 @@ impl Drop for Session {
 }
 
 fn error_completion(id: Option<String>, err: CoreError) -> Completion {
-    Completion::Reply(ServerFrame::Error {
+    Completion::Reply(Box::new(ServerFrame::Error {
         id,
         code: err.code,
         message: err.message,
         retry_after_ms: err.retry_after_ms,
-    })
+    }))
 }
 
 /// Tells a malformed frame from an unknown one, and recovers its id when possible.
@@ -1040,16 +1056,15 @@ mod tests {
     use tidings_proto::{DeviceId, MessageId};
 
     fn message(seq: Seq, sender: i64, body: MessageBody) -> Message {
-        Message {
-            conversation_id: ConversationId(1),
+        Message::new(
+            ConversationId(1),
             seq,
-            id: MessageId(seq as i64),
-            sender_id: UserId(sender),
-            sender_device_id: DeviceId(1),
-            client_msg_id: format!("c{seq}"),
-            ts: 0,
+            MessageId(seq as i64),
+            (UserId(sender), DeviceId(1)),
+            format!("c{seq}"),
+            0,
             body,
-        }
+        )
     }
 
     fn system(seq: Seq, sender: i64, event: SystemEvent) -> Message {

@@ -24,7 +24,7 @@ pub use openapi::openapi_document;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -163,6 +163,36 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/conversations/{id}/messages/{seq}/readers",
             get(rest::message_readers),
+        )
+        .route(
+            "/api/v1/conversations/{id}/messages/{seq}/edits",
+            get(rest::edit_history),
+        )
+        .route(
+            "/api/v1/conversations/{id}/messages/{seq}/reactions",
+            get(rest::reactions),
+        )
+        .route(
+            "/api/v1/conversations/{id}/threads/{root}",
+            get(rest::thread),
+        )
+        .route("/api/v1/conversations/{id}/pins", get(rest::pins))
+        .route(
+            "/api/v1/conversations/{id}/messages/{seq}/hide",
+            post(rest::hide_message),
+        )
+        .route("/api/v1/conversations/{id}/threads", get(rest::threads))
+        .route(
+            "/api/v1/conversations/{id}/threads/{root}/read",
+            post(rest::mark_thread_read),
+        )
+        .route(
+            "/api/v1/conversations/{id}/settings",
+            patch(rest::update_conversation_settings),
+        )
+        .route(
+            "/api/v1/conversations/{id}/retention",
+            get(rest::retention).put(rest::set_retention),
         )
         .route(
             "/api/v1/conversations/{id}/invite-links",

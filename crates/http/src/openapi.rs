@@ -546,6 +546,86 @@ fn build() -> Value {
     ));
     ops.push(op(
         "get",
+        "/api/v1/conversations/{id}/messages/{seq}/edits",
+        "Every version of a message's body, oldest first; the last is the current one.",
+        None,
+        200,
+        Some(schema::<EditHistory>(g)),
+    ));
+    ops.push(op(
+        "get",
+        "/api/v1/conversations/{id}/messages/{seq}/reactions",
+        "Who reacted to a message, per reaction key.",
+        None,
+        200,
+        Some(schema::<ReactionList>(g)),
+    ));
+    ops.push(op(
+        "get",
+        "/api/v1/conversations/{id}/threads/{root}",
+        "The replies in the thread under a message, oldest first (query: after, limit).",
+        None,
+        200,
+        Some(schema::<HistoryPage>(g)),
+    ));
+    ops.push(op(
+        "post",
+        "/api/v1/conversations/{id}/messages/{seq}/hide",
+        "Delete a message for the caller only: the caller's devices show a tombstone from now on.",
+        None,
+        204,
+        None,
+    ));
+    ops.push(op(
+        "get",
+        "/api/v1/conversations/{id}/threads",
+        "The conversation's threads, most recently active first, with the caller's unread replies in each.",
+        None,
+        200,
+        Some(schema::<ThreadList>(g)),
+    ));
+    ops.push(op(
+        "post",
+        "/api/v1/conversations/{id}/threads/{root}/read",
+        "Move the caller's read position in a thread forward.",
+        Some(schema::<ThreadReadRequest>(g)),
+        204,
+        None,
+    ));
+    ops.push(op(
+        "get",
+        "/api/v1/conversations/{id}/pins",
+        "The conversation's pinned messages, most recently pinned first.",
+        None,
+        200,
+        Some(schema::<PinnedMessages>(g)),
+    ));
+    ops.push(op(
+        "patch",
+        "/api/v1/conversations/{id}/settings",
+        "Change the caller's own settings for the conversation (notifications, pinned, archived, marked unread); synced to the caller's devices.",
+        Some(schema::<UpdateConversationSettingsRequest>(g)),
+        200,
+        Some(schema::<ConversationSettings>(g)),
+    ));
+    ops.push(op(
+        "get",
+        "/api/v1/conversations/{id}/retention",
+        "The group's own retention policy (empty when it follows the server's).",
+        None,
+        200,
+        Some(schema::<RetentionPolicy>(g)),
+    ));
+    ops.push(op(
+        "put",
+        "/api/v1/conversations/{id}/retention",
+        "Set the group's own retention (who may edit the group's information); the server's policy still applies.",
+        Some(schema::<RetentionPolicy>(g)),
+        200,
+        Some(schema::<RetentionPolicy>(g)),
+    ));
+    ops.push(op(
+        "get",
         "/api/v1/search",
         "Full-text search over every conversation the caller can read, best first; words match as case-insensitive prefixes, Chinese, Japanese and Korean text as substrings.",
         None,

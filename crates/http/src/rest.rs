@@ -344,9 +344,16 @@ pub async fn send(
     Path(id): Path<i64>,
     ApiJson(req): ApiJson<SendMessageRequest>,
 ) -> ApiResult<(StatusCode, Json<SendAck>)> {
+    let relations = req.relations();
     let ack = state
         .core
-        .send(&caller, ConversationId(id), req.client_msg_id, req.body)
+        .send(
+            &caller,
+            ConversationId(id),
+            req.client_msg_id,
+            req.body,
+            relations,
+        )
         .await?;
     let status = if ack.duplicate {
         StatusCode::OK
@@ -866,4 +873,144 @@ pub async fn message_readers(
             .message_readers(&caller, ConversationId(id), seq)
             .await?,
     ))
+}
+
+// --- Rich messages ---------------------------------------------------------------------------
+
+pub async fn edit_history(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, seq)): Path<(i64, Seq)>,
+) -> ApiResult<Json<tidings_proto::rest::EditHistory>> {
+    Ok(Json(
+        state
+            .core
+            .edit_history(&caller, ConversationId(id), seq)
+            .await?,
+    ))
+}
+
+pub async fn reactions(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, seq)): Path<(i64, Seq)>,
+) -> ApiResult<Json<tidings_proto::rest::ReactionList>> {
+    Ok(Json(
+        state
+            .core
+            .reactions(&caller, ConversationId(id), seq)
+            .await?,
+    ))
+}
+
+pub async fn pins(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<tidings_proto::rest::PinnedMessages>> {
+    Ok(Json(
+        state
+            .core
+            .pinned_messages(&caller, ConversationId(id))
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ThreadQuery {
+    after: Option<Seq>,
+    limit: Option<u32>,
+}
+
+pub async fn thread(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, root)): Path<(i64, Seq)>,
+    query: Result<Query<ThreadQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<HistoryPage>> {
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.body_text()))?;
+    Ok(Json(
+        state
+            .core
+            .thread(
+                &caller,
+                ConversationId(id),
+                root,
+                query.after.unwrap_or(0),
+                query.limit.unwrap_or(50),
+            )
+            .await?,
+    ))
+}
+
+pub async fn update_conversation_settings(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+    ApiJson(req): ApiJson<tidings_proto::rest::UpdateConversationSettingsRequest>,
+) -> ApiResult<Json<tidings_proto::rest::ConversationSettings>> {
+    Ok(Json(
+        state
+            .core
+            .update_conversation_settings(&caller, ConversationId(id), req)
+            .await?,
+    ))
+}
+
+pub async fn retention(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<tidings_proto::rest::RetentionPolicy>> {
+    Ok(Json(
+        state.core.retention(&caller, ConversationId(id)).await?,
+    ))
+}
+
+pub async fn set_retention(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+    ApiJson(req): ApiJson<tidings_proto::rest::RetentionPolicy>,
+) -> ApiResult<Json<tidings_proto::rest::RetentionPolicy>> {
+    Ok(Json(
+        state
+            .core
+            .set_retention(&caller, ConversationId(id), req)
+            .await?,
+    ))
+}
+
+pub async fn hide_message(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, seq)): Path<(i64, Seq)>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .hide_message(&caller, ConversationId(id), seq)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn threads(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<tidings_proto::rest::ThreadList>> {
+    Ok(Json(state.core.threads(&caller, ConversationId(id)).await?))
+}
+
+pub async fn mark_thread_read(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, root)): Path<(i64, Seq)>,
+    ApiJson(req): ApiJson<tidings_proto::rest::ThreadReadRequest>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .mark_thread_read(&caller, ConversationId(id), root, req.seq)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

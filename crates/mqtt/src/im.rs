@@ -35,6 +35,9 @@ pub enum Request {
         conversation_id: ConversationId,
         client_msg_id: String,
         body: MessageBody,
+        reply_to: Option<Seq>,
+        thread_root: Option<Seq>,
+        mentions: Option<tidings_proto::Mentions>,
     },
     /// A typing indicator; nothing waits for it.
     Typing {
@@ -55,6 +58,12 @@ pub enum Request {
 struct SendPayload {
     client_msg_id: String,
     body: MessageBody,
+    #[serde(default)]
+    reply_to: Option<Seq>,
+    #[serde(default)]
+    thread_root: Option<Seq>,
+    #[serde(default)]
+    mentions: Option<tidings_proto::Mentions>,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +118,9 @@ pub fn route(topic: &str, payload: &[u8]) -> Result<Request, Refusal> {
                 conversation_id,
                 client_msg_id: p.client_msg_id,
                 body: p.body,
+                reply_to: p.reply_to,
+                thread_root: p.thread_root,
+                mentions: p.mentions,
             })
         }
         "typing" => {
@@ -137,11 +149,17 @@ impl Request {
                 conversation_id,
                 client_msg_id,
                 body,
+                reply_to,
+                thread_root,
+                mentions,
             } => ClientFrame::Send {
                 id: id.unwrap_or_default(),
                 conversation_id,
                 client_msg_id,
                 body,
+                reply_to,
+                thread_root,
+                mentions,
             },
             Request::Typing {
                 conversation_id,

@@ -22,7 +22,9 @@ pub mod ws;
 
 pub use error::ErrorCode;
 pub use ids::{ConversationId, DeviceId, MessageId, Seq, UserId};
-pub use message::{Message, MessageBody};
+pub use message::{
+    ForwardedMessage, Mentions, Message, MessageBody, ReactionCount, Relations, ThreadSummary,
+};
 
 /// Every type that ends up in the generated schema, by name.
 ///
@@ -52,6 +54,20 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ("AddMembersRequest", schema_for!(rest::AddMembersRequest)),
         ("Conversation", schema_for!(rest::Conversation)),
         ("ConversationList", schema_for!(rest::ConversationList)),
+        (
+            "ConversationSettings",
+            schema_for!(rest::ConversationSettings),
+        ),
+        (
+            "UpdateConversationSettingsRequest",
+            schema_for!(rest::UpdateConversationSettingsRequest),
+        ),
+        ("EditHistory", schema_for!(rest::EditHistory)),
+        ("ThreadList", schema_for!(rest::ThreadList)),
+        ("ThreadReadRequest", schema_for!(rest::ThreadReadRequest)),
+        ("RetentionPolicy", schema_for!(rest::RetentionPolicy)),
+        ("ReactionList", schema_for!(rest::ReactionList)),
+        ("PinnedMessages", schema_for!(rest::PinnedMessages)),
         ("Member", schema_for!(rest::Member)),
         ("SendMessageRequest", schema_for!(rest::SendMessageRequest)),
         ("SendAck", schema_for!(rest::SendAck)),

@@ -18,6 +18,112 @@ pub struct Message {
     /// Server time of the commit, in milliseconds since the Unix epoch.
     pub ts: i64,
     pub body: MessageBody,
+    /// The message this one replies to (same conversation); clients show it as a quote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<Seq>,
+    /// The root of the thread this message belongs to (same conversation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_root: Option<Seq>,
+    /// Who the message mentions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<Mentions>,
+    /// When the body was last edited (ms since the epoch); the server keeps the history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<i64>,
+    /// Reactions, aggregated per key, most used first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionCount>,
+    /// For a thread root: how many replies it has and the newest one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<ThreadSummary>,
+    /// When the message was pinned in its conversation, while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_at: Option<i64>,
+}
+
+impl Message {
+    /// A message with the given envelope and no relations or aggregated state, as a new
+    /// message starts out.
+    pub fn new(
+        conversation_id: ConversationId,
+        seq: Seq,
+        id: MessageId,
+        sender: (UserId, DeviceId),
+        client_msg_id: String,
+        ts: i64,
+        body: MessageBody,
+    ) -> Message {
+        Message {
+            conversation_id,
+            seq,
+            id,
+            sender_id: sender.0,
+            sender_device_id: sender.1,
+            client_msg_id,
+            ts,
+            body,
+            reply_to: None,
+            thread_root: None,
+            mentions: None,
+            edited_at: None,
+            reactions: Vec::new(),
+            thread: None,
+            pinned_at: None,
+        }
+    }
+}
+
+/// What a new message refers to, chosen by its sender: the `reply_to`, `thread_root` and
+/// `mentions` fields of the `send` frame and of `SendMessageRequest`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Relations {
+    pub reply_to: Option<Seq>,
+    pub thread_root: Option<Seq>,
+    pub mentions: Option<Mentions>,
+}
+
+/// The users a message mentions. Mentioned users get a mention count and a higher-priority
+/// notification; `all` mentions every member and needs the `mention_all` permission in groups.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Mentions {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserId>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+}
+
+/// One reaction key on a message and who used it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReactionCount {
+    /// The reaction, usually one emoji.
+    pub key: String,
+    pub count: u32,
+    /// The first users who reacted with this key (at most 20; the full list is at
+    /// `GET /api/v1/conversations/{id}/messages/{seq}/reactions`).
+    pub users: Vec<UserId>,
+}
+
+/// The replies under a thread root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ThreadSummary {
+    pub replies: u32,
+    pub last_seq: Seq,
+    pub last_ts: i64,
+}
+
+/// One message inside a `forward` body: a copy of the original as it was when forwarded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ForwardedMessage {
+    /// Where the original is. The sender names it; the server checks the sender may read it
+    /// and fills in the rest.
+    pub conversation_id: ConversationId,
+    pub seq: Seq,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_id: Option<UserId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Box<MessageBody>>,
 }
 
 /// What a message carries. The `kind` tag makes the body extensible: clients must show
@@ -68,9 +174,47 @@ pub enum MessageBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         height: Option<u32>,
     },
-    /// A tombstone: the content was removed (by a moderator, or with its sender's deleted
-    /// account). The envelope keeps its place in the conversation's order.
+    /// A tombstone: the content was removed (recalled by its sender, removed by a moderator,
+    /// or with its sender's deleted account). The envelope keeps its place in the order.
     Deleted {},
+    /// Text in the Markdown subset of docs/protocol.md ("Rich messages"): emphasis, code, links,
+    /// lists and quotes. Clients render it without HTML, so it can never inject markup.
+    Markdown { text: String },
+    /// A place on the map.
+    Location {
+        latitude: f64,
+        longitude: f64,
+        /// The place's name or address; empty for none.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        name: String,
+    },
+    /// A contact card: another user the sender recommends.
+    Contact { user_id: UserId },
+    /// One or several messages forwarded from conversations the sender can read, as one
+    /// bundle (at most 100).
+    Forward { messages: Vec<ForwardedMessage> },
+    /// Replaces the body of the sender's own message at `target`, which must be of the same
+    /// kind (text, markdown, location or custom) and inside the edit window. The target then
+    /// carries the new body and `edited_at`; the old bodies stay in the edit history.
+    Edit { target: Seq, body: Box<MessageBody> },
+    /// Deletes the message at `target` for everyone: its body becomes a tombstone and its
+    /// content leaves storage and search. Senders recall their own messages inside the recall
+    /// window; group moderators recall any member's message at any time.
+    Recall { target: Seq },
+    /// Adds (or with `remove`, takes back) the sender's reaction `key` on the message at
+    /// `target`. Reacting twice with the same key is harmless.
+    Reaction {
+        target: Seq,
+        key: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        remove: bool,
+    },
+    /// Pins (or with `unpin`, unpins) the message at `target` in the conversation.
+    Pin {
+        target: Seq,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unpin: bool,
+    },
 }
 
 impl MessageBody {
@@ -83,6 +227,37 @@ impl MessageBody {
             MessageBody::System { .. } => "system",
             MessageBody::Deleted {} => "deleted",
             MessageBody::File { .. } => "file",
+            MessageBody::Markdown { .. } => "markdown",
+            MessageBody::Location { .. } => "location",
+            MessageBody::Contact { .. } => "contact",
+            MessageBody::Forward { .. } => "forward",
+            MessageBody::Edit { .. } => "edit",
+            MessageBody::Recall { .. } => "recall",
+            MessageBody::Reaction { .. } => "reaction",
+            MessageBody::Pin { .. } => "pin",
+        }
+    }
+
+    /// For bodies that act on another message (edit, recall, reaction, pin), that message's
+    /// sequence. Such messages change their target instead of adding content: they do not
+    /// count as unread and are never a conversation's "last message".
+    pub fn target(&self) -> Option<Seq> {
+        match self {
+            MessageBody::Edit { target, .. }
+            | MessageBody::Recall { target }
+            | MessageBody::Reaction { target, .. }
+            | MessageBody::Pin { target, .. } => Some(*target),
+            _ => None,
+        }
+    }
+
+    /// The searchable text of the body, if it has any.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            MessageBody::Text { text } | MessageBody::Markdown { text } => Some(text),
+            MessageBody::Location { name, .. } if !name.is_empty() => Some(name),
+            MessageBody::File { name, .. } if !name.is_empty() => Some(name),
+            _ => None,
         }
     }
 }

@@ -172,6 +172,8 @@ pub struct GroupPermissions {
     pub delete_messages: MinRole,
     /// Make members admins or admins members.
     pub change_roles: MinRole,
+    /// Mention everyone (`@all`), which notifies every member.
+    pub mention_all: MinRole,
 }
 
 impl Default for GroupPermissions {
@@ -186,6 +188,7 @@ impl Default for GroupPermissions {
             pin_messages: Role::Admin,
             delete_messages: Role::Admin,
             change_roles: Role::Owner,
+            mention_all: Role::Admin,
         }
     }
 }
@@ -425,8 +428,15 @@ pub struct Conversation {
     pub last_seq: Seq,
     /// The caller's read marker.
     pub read_seq: Seq,
-    /// Messages from others after the caller's read marker.
+    /// Messages from others after the caller's read marker (edits, reactions, recalls and
+    /// pins do not count).
     pub unread: u64,
+    /// Of those, the ones that mention the caller (by name or with `all`).
+    #[serde(default)]
+    pub mentions: u64,
+    /// The caller's own settings for the conversation.
+    #[serde(default)]
+    pub settings: ConversationSettings,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message: Option<Message>,
     /// For direct conversations, the other user.
@@ -441,6 +451,117 @@ pub struct Conversation {
     pub member_count: u32,
 }
 
+/// When a member wants to be notified of new messages in a conversation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyLevel {
+    /// Every message.
+    #[default]
+    All,
+    /// Only messages that mention the member (the usual choice for busy groups).
+    Mentions,
+    /// Never (muted). Calls still ring unless the caller is blocked.
+    None,
+}
+
+/// A member's own settings for a conversation, the same on every device of theirs. Changes
+/// reach the member's other devices live (`conversation_settings`) and on sync.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ConversationSettings {
+    pub notify: NotifyLevel,
+    /// Pinned conversations sort first, by when they were pinned (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_at: Option<i64>,
+    #[serde(default)]
+    pub archived: bool,
+    /// Marked unread by hand; cleared when the read marker next moves.
+    #[serde(default)]
+    pub marked_unread: bool,
+}
+
+/// `PATCH /api/v1/conversations/{id}/settings`: the fields to change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UpdateConversationSettingsRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyLevel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marked_unread: Option<bool>,
+}
+
+/// `GET`/`PUT /api/v1/conversations/{id}/retention`: a group's own retention. The server's
+/// policy applies on top, so a group can keep messages for less time, never more.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RetentionPolicy {
+    /// Delete messages older than this many days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_days: Option<u32>,
+    /// Delete all but the newest this many messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u64>,
+}
+
+/// A thread as the caller sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ThreadView {
+    /// The root message, with its `thread` summary.
+    pub root: Message,
+    /// Replies from others after the caller's read position in the thread.
+    pub unread: u64,
+    /// The caller's read position in the thread (0 when never read).
+    pub read_seq: Seq,
+}
+
+/// `GET /api/v1/conversations/{id}/threads`: most recently active first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ThreadList {
+    pub threads: Vec<ThreadView>,
+}
+
+/// `POST /api/v1/conversations/{id}/threads/{root}/read`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ThreadReadRequest {
+    pub seq: Seq,
+}
+
+/// One version of an edited message's body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MessageVersion {
+    /// When this version was written (the message's time for the first one).
+    pub ts: i64,
+    pub editor_id: UserId,
+    pub body: MessageBody,
+}
+
+/// `GET /api/v1/conversations/{id}/messages/{seq}/edits`: every version, oldest first; the
+/// last one is the current body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EditHistory {
+    pub versions: Vec<MessageVersion>,
+}
+
+/// Who reacted with one key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Reactors {
+    pub key: String,
+    pub users: Vec<UserId>,
+}
+
+/// `GET /api/v1/conversations/{id}/messages/{seq}/reactions`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReactionList {
+    pub reactions: Vec<Reactors>,
+}
+
+/// `GET /api/v1/conversations/{id}/pins`: pinned messages, most recently pinned first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PinnedMessages {
+    pub messages: Vec<Message>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ConversationList {
     pub conversations: Vec<Conversation>,
@@ -452,6 +573,25 @@ pub struct ConversationList {
 pub struct SendMessageRequest {
     pub client_msg_id: String,
     pub body: MessageBody,
+    /// Replies to the message at this sequence (same conversation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<Seq>,
+    /// Posts into the thread under the message at this sequence (same conversation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_root: Option<Seq>,
+    /// Users (or with `all`, every member) the message mentions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<crate::Mentions>,
+}
+
+impl SendMessageRequest {
+    pub fn relations(&self) -> crate::Relations {
+        crate::Relations {
+            reply_to: self.reply_to,
+            thread_root: self.thread_root,
+            mentions: self.mentions.clone(),
+        }
+    }
 }
 
 /// The REST twin of the `ack` frame.

@@ -31,6 +31,15 @@ pub enum ClientFrame {
         /// returns the original `ack`.
         client_msg_id: String,
         body: MessageBody,
+        /// Replies to the message at this sequence (same conversation).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<Seq>,
+        /// Posts into the thread under the message at this sequence (same conversation).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_root: Option<Seq>,
+        /// Users (or with `all`, every member) the message mentions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mentions: Option<crate::Mentions>,
     },
     /// Asks for everything missed since the given cursors. The server streams `conversation`
     /// and `message` events in per-conversation order, then answers `sync_done`.
@@ -235,6 +244,17 @@ pub enum ServerFrame {
     Contact {
         event: ContactEvent,
         version: u64,
+    },
+    /// The user deleted a message for themselves (on this or another device): show it as a
+    /// tombstone from now on.
+    MessageHidden {
+        conversation_id: ConversationId,
+        seq: Seq,
+    },
+    /// The user changed their settings for a conversation (on this or another device).
+    ConversationSettings {
+        conversation_id: ConversationId,
+        settings: crate::rest::ConversationSettings,
     },
     /// During sync: the user's friends and pending requests, when they changed since the
     /// client's `contacts_version`.

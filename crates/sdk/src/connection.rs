@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tidings_proto::ws::{ClientFrame, Cursor, SUBPROTOCOL, ServerFrame};
-use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, Seq, UserId};
+use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, Relations, Seq, UserId};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -269,6 +269,18 @@ impl Connection {
         client_msg_id: &str,
         body: MessageBody,
     ) -> SdkResult<(Seq, bool)> {
+        self.send_related(conversation_id, client_msg_id, body, Relations::default())
+            .await
+    }
+
+    /// Sends a message that replies, posts in a thread or mentions users.
+    pub async fn send_related(
+        &self,
+        conversation_id: ConversationId,
+        client_msg_id: &str,
+        body: MessageBody,
+        relations: Relations,
+    ) -> SdkResult<(Seq, bool)> {
         let client_msg_id = client_msg_id.to_string();
         match self
             .request(|id| ClientFrame::Send {
@@ -276,6 +288,9 @@ impl Connection {
                 conversation_id,
                 client_msg_id,
                 body,
+                reply_to: relations.reply_to,
+                thread_root: relations.thread_root,
+                mentions: relations.mentions,
             })
             .await?
         {

@@ -19,6 +19,7 @@ mod e2e_file;
 mod files;
 mod groups;
 mod rest;
+mod rich;
 
 pub use connection::{ConnectOptions, Connection, Cursors};
 pub use e2e_file::{CHUNK_BYTES, FILE_SCHEME, FileKey, decrypt_file, encrypt_file};

@@ -472,6 +472,9 @@ impl AuthedClient {
             &SendMessageRequest {
                 client_msg_id: client_msg_id.into(),
                 body,
+                reply_to: None,
+                thread_root: None,
+                mentions: None,
             },
         )
         .await

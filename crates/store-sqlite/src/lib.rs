@@ -33,6 +33,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tidings_proto::contacts::PrivacySettings;
+use tidings_proto::rest::{ConversationSettings, UpdateConversationSettingsRequest};
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, Seq, UserId};
 use tidings_store::{
@@ -43,7 +44,7 @@ use tidings_store::{
     NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome, SearchHit, SearchQuery, Store,
     StoreError, StoreResult, UserConversation, UserRecord,
 };
-use tidings_store::{FileRecord, UploadRecord};
+use tidings_store::{EditRecord, FileRecord, Prune, Retention, ThreadRecord, UploadRecord};
 use writer::Writer;
 
 /// How to open the database.
@@ -692,6 +693,137 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<Message>> {
         self.read(move |conn| queries::messages_before(conn, conversation, before, limit))
+            .await
+    }
+
+    async fn edit_history(
+        &self,
+        conversation: ConversationId,
+        seq: Seq,
+    ) -> StoreResult<Vec<EditRecord>> {
+        self.read(move |conn| queries::edit_history(conn, conversation, seq))
+            .await
+    }
+
+    async fn reactions(
+        &self,
+        conversation: ConversationId,
+        seq: Seq,
+    ) -> StoreResult<Vec<(String, Vec<UserId>)>> {
+        self.read(move |conn| queries::reactions(conn, conversation, seq))
+            .await
+    }
+
+    async fn pinned_messages(
+        &self,
+        conversation: ConversationId,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        self.read(move |conn| queries::pinned_messages(conn, conversation, limit))
+            .await
+    }
+
+    async fn thread_messages(
+        &self,
+        conversation: ConversationId,
+        root: Seq,
+        after: Seq,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        self.read(move |conn| queries::thread_messages(conn, conversation, root, after, limit))
+            .await
+    }
+
+    async fn update_conversation_settings(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        change: UpdateConversationSettingsRequest,
+        now: i64,
+    ) -> StoreResult<ConversationSettings> {
+        self.write(move |conn| {
+            queries::update_conversation_settings(conn, conversation, user, &change, now)
+        })
+        .await
+    }
+
+    async fn hide_message(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        seq: Seq,
+    ) -> StoreResult<()> {
+        self.write(move |conn| queries::hide_message(conn, user, conversation, seq))
+            .await
+    }
+
+    async fn hidden_messages(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        from: Seq,
+        to: Seq,
+    ) -> StoreResult<Vec<Seq>> {
+        self.read(move |conn| queries::hidden_messages(conn, user, conversation, from, to))
+            .await
+    }
+
+    async fn mark_thread_read(
+        &self,
+        conversation: ConversationId,
+        root: Seq,
+        user: UserId,
+        seq: Seq,
+    ) -> StoreResult<()> {
+        self.write(move |conn| queries::mark_thread_read(conn, conversation, root, user, seq))
+            .await
+    }
+
+    async fn threads(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        limit: u32,
+    ) -> StoreResult<Vec<ThreadRecord>> {
+        self.read(move |conn| queries::threads(conn, conversation, user, limit))
+            .await
+    }
+
+    async fn set_retention(
+        &self,
+        conversation: ConversationId,
+        retention: Retention,
+    ) -> StoreResult<()> {
+        self.write(move |conn| queries::set_retention(conn, conversation, retention))
+            .await
+    }
+
+    async fn retention(&self, conversation: ConversationId) -> StoreResult<Retention> {
+        self.read(move |conn| queries::retention(conn, conversation))
+            .await
+    }
+
+    async fn retentions(
+        &self,
+        after: ConversationId,
+        limit: u32,
+    ) -> StoreResult<Vec<(ConversationId, Retention)>> {
+        self.read(move |conn| queries::retentions(conn, after, limit))
+            .await
+    }
+
+    async fn prune_conversation(
+        &self,
+        conversation: ConversationId,
+        prune: Prune,
+        limit: u32,
+    ) -> StoreResult<u32> {
+        self.write(move |conn| queries::prune_conversation(conn, conversation, prune, limit))
+            .await
+    }
+
+    async fn prune_before(&self, before_ts: i64, limit: u32) -> StoreResult<u32> {
+        self.write(move |conn| queries::prune_before(conn, before_ts, limit))
             .await
     }
 

@@ -11,9 +11,15 @@ use crate::error::backend;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tidings_proto::contacts::{DirectMessages, GroupAdds, PrivacySettings, Visibility};
-use tidings_proto::rest::{ConversationKind, GroupPermissions, Role};
+use tidings_proto::rest::{
+    ConversationKind, ConversationSettings, GroupPermissions, NotifyLevel, Role,
+    UpdateConversationSettingsRequest,
+};
 use tidings_proto::ws::ReceiptKind;
-use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, MessageId, Seq, UserId};
+use tidings_proto::{
+    ConversationId, DeviceId, Mentions, Message, MessageBody, MessageId, ReactionCount, Seq,
+    ThreadSummary, UserId,
+};
 use tidings_store::audit::{self, GENESIS_HASH};
 use tidings_store::{
     Appended, AuditCheckpoint, AuditFilter, AuditOutcome, AuditRecord, BanRecord, BlockRecord,
@@ -23,6 +29,7 @@ use tidings_store::{
     NewInviteLink, NewRefreshToken, Peer, ProfileRecord, RotateOutcome, SearchHit, SearchQuery,
     StoreError, StoreResult, UserConversation, UserRecord,
 };
+use tidings_store::{EditRecord, Prune, Retention, ThreadRecord};
 use tidings_store::{FileRecord, UploadKind, UploadRecord};
 
 /// The columns `user_conversation_from_row` reads: the conversation, the member, and for
@@ -33,7 +40,10 @@ macro_rules! user_conversation_select {
          m.conversation_id, m.user_id, u.username, m.role, m.joined_at, \
          m.delivered_seq, m.read_seq, \
          c.member_count, p.user_id, pu.username, p.delivered_seq, p.read_seq, \
-         m.muted_until \
+         m.muted_until, c.message_count, m.read_count, c.last_message_seq, \
+         m.notify, m.pinned_at, m.archived, m.marked_unread, \
+         (SELECT count(*) FROM mentions x WHERE x.conversation_id = m.conversation_id \
+             AND x.user_id IN (m.user_id, 0) AND x.seq > m.read_seq) \
          FROM members m \
          JOIN conversations c ON c.id = m.conversation_id \
          JOIN users u ON u.id = m.user_id \
@@ -198,8 +208,10 @@ statements! {
     // New members start with their markers at the current end of the conversation: history from
     // before they joined is not unread for them. This also keeps the unread invariant below.
     INSERT_MEMBER = "INSERT INTO members \
-                     (conversation_id, user_id, role, joined_at, delivered_seq, read_seq) \
-                     SELECT id, ?2, ?3, ?4, last_seq, last_seq FROM conversations WHERE id = ?1 \
+                     (conversation_id, user_id, role, joined_at, delivered_seq, read_seq, \
+                     read_count) \
+                     SELECT id, ?2, ?3, ?4, last_seq, last_seq, message_count FROM conversations \
+                     WHERE id = ?1 \
                      ON CONFLICT (conversation_id, user_id) DO NOTHING";
     DELETE_MEMBER = "DELETE FROM members WHERE conversation_id = ?1 AND user_id = ?2";
     ADD_MEMBER_COUNT = "UPDATE conversations SET member_count = member_count + ?2 WHERE id = ?1";
@@ -234,19 +246,109 @@ statements! {
 
     // --- Messages (the hot path: four statements per appended message)
     MESSAGE_BY_CLIENT_ID = "SELECT id, conversation_id, seq, sender_id, sender_device_id, \
-                            client_msg_id, ts, body FROM messages \
+                            client_msg_id, ts, body, reply_to, thread_root, meta FROM messages \
                             WHERE conversation_id = ?1 AND sender_id = ?2 AND client_msg_id = ?3";
+    // ?3 is 1 for a countable message, 0 for one that acts on another (which neither counts
+    // as unread nor moves the conversation up the list). SET sees the old last_seq.
     NEXT_SEQ = "UPDATE conversations SET last_seq = last_seq + 1, \
-                last_activity = max(last_activity, ?2) WHERE id = ?1 RETURNING last_seq";
+                message_count = message_count + ?3, \
+                last_message_seq = CASE WHEN ?3 = 1 THEN last_seq + 1 ELSE last_message_seq END, \
+                last_activity = CASE WHEN ?3 = 1 THEN max(last_activity, ?2) \
+                    ELSE last_activity END \
+                WHERE id = ?1 RETURNING last_seq, message_count";
     INSERT_MESSAGE = "INSERT INTO messages (conversation_id, seq, sender_id, sender_device_id, \
-                      client_msg_id, ts, kind, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+                      client_msg_id, ts, kind, body, reply_to, thread_root, target, meta, \
+                      ordinal) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
     SENDER_MARKERS = "UPDATE members SET delivered_seq = max(delivered_seq, ?3), \
-                      read_seq = max(read_seq, ?3) WHERE conversation_id = ?1 AND user_id = ?2";
+                      read_seq = max(read_seq, ?3), read_count = max(read_count, ?4), \
+                      marked_unread = 0 WHERE conversation_id = ?1 AND user_id = ?2";
+    TARGET_MESSAGE = "SELECT id, kind, body, sender_id, ts, meta FROM messages \
+                      WHERE conversation_id = ?1 AND seq = ?2";
+    SET_META = "UPDATE messages SET meta = ?3 WHERE conversation_id = ?1 AND seq = ?2";
+    SET_BODY = "UPDATE messages SET body = ?3, meta = ?4 WHERE conversation_id = ?1 AND seq = ?2";
+    RECALL_BODY = "UPDATE messages SET kind = 'deleted', body = ?3, meta = ?4 \
+                   WHERE conversation_id = ?1 AND seq = ?2";
+    // Edit events carry the new text, so a recall tombstones them as well.
+    RECALL_EDITS = "UPDATE messages SET kind = 'deleted', body = ?3 \
+                    WHERE conversation_id = ?1 AND target = ?2 AND kind = 'edit'";
+    ORIGINAL_BODY = "SELECT body FROM messages WHERE conversation_id = ?1 AND seq = ?2";
+    EDIT_VERSIONS = "SELECT ts, editor_id, body FROM message_edits \
+                     WHERE conversation_id = ?1 AND seq = ?2 ORDER BY version";
+    EDIT_COUNT = "SELECT count(*) FROM message_edits WHERE conversation_id = ?1 AND seq = ?2";
+    INSERT_EDIT = "INSERT INTO message_edits (conversation_id, seq, version, ts, editor_id, body) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    DELETE_EDITS = "DELETE FROM message_edits WHERE conversation_id = ?1 AND seq = ?2";
+    INSERT_REACTION = "INSERT INTO reactions (conversation_id, seq, key, user_id, ts) \
+                       VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING";
+    DELETE_REACTION = "DELETE FROM reactions \
+                       WHERE conversation_id = ?1 AND seq = ?2 AND key = ?3 AND user_id = ?4";
+    DELETE_REACTIONS = "DELETE FROM reactions WHERE conversation_id = ?1 AND seq = ?2";
+    REACTORS_OF_KEY = "SELECT user_id FROM reactions \
+                       WHERE conversation_id = ?1 AND seq = ?2 AND key = ?3 LIMIT ?4";
+    REACTIONS = "SELECT key, user_id FROM reactions WHERE conversation_id = ?1 AND seq = ?2 \
+                 ORDER BY ts, key, user_id";
+    INSERT_MENTION = "INSERT INTO mentions (conversation_id, user_id, seq) VALUES (?1, ?2, ?3) \
+                      ON CONFLICT DO NOTHING";
+    DELETE_MENTIONS = "DELETE FROM mentions WHERE conversation_id = ?1 AND seq = ?2 \
+                       AND user_id IN (SELECT value FROM json_each(?3))";
+    INSERT_PIN = "INSERT INTO pins (conversation_id, seq, pinned_at, pinned_by) \
+                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING";
+    DELETE_PIN = "DELETE FROM pins WHERE conversation_id = ?1 AND seq = ?2";
+    PINNED = "SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.sender_device_id, \
+              m.client_msg_id, m.ts, m.body, m.reply_to, m.thread_root, m.meta \
+              FROM pins p JOIN messages m ON m.conversation_id = p.conversation_id \
+                  AND m.seq = p.seq \
+              WHERE p.conversation_id = ?1 ORDER BY p.pinned_at DESC, p.seq DESC LIMIT ?2";
+    THREAD = "SELECT id, conversation_id, seq, sender_id, sender_device_id, \
+              client_msg_id, ts, body, reply_to, thread_root, meta FROM messages \
+              WHERE conversation_id = ?1 AND thread_root = ?2 AND seq > ?3 \
+              ORDER BY seq LIMIT ?4";
+    REINDEX_MESSAGE = "INSERT INTO message_search (rowid, terms) \
+                       SELECT ?1, ?2 WHERE ?1 <= \
+                       (SELECT last_message_id FROM search_progress WHERE id = 1)";
+    UNINDEX_BY_ID = "DELETE FROM message_search WHERE rowid = ?1";
+    MESSAGE_EXISTS = "SELECT 1 FROM messages WHERE conversation_id = ?1 AND seq = ?2";
+    HIDE_MESSAGE = "INSERT INTO hidden_messages (user_id, conversation_id, seq) \
+                    VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+    HIDDEN_IN_RANGE = "SELECT seq FROM hidden_messages \
+                       WHERE user_id = ?1 AND conversation_id = ?2 AND seq BETWEEN ?3 AND ?4 \
+                       ORDER BY seq";
+    MARK_THREAD_READ = "INSERT INTO thread_reads (conversation_id, root, user_id, read_seq) \
+                        VALUES (?1, ?2, ?3, ?4) ON CONFLICT (conversation_id, user_id, root) \
+                        DO UPDATE SET read_seq = max(read_seq, excluded.read_seq)";
+    THREAD_ROOTS = "SELECT DISTINCT thread_root FROM messages \
+                    WHERE conversation_id = ?1 AND thread_root IS NOT NULL";
+    THREAD_READ = "SELECT read_seq FROM thread_reads \
+                   WHERE conversation_id = ?1 AND user_id = ?2 AND root = ?3";
+    THREAD_UNREAD = "SELECT count(*) FROM messages \
+                     WHERE conversation_id = ?1 AND thread_root = ?2 AND seq > ?3 \
+                     AND sender_id <> ?4";
+    UPDATE_SETTINGS = "UPDATE members SET notify = coalesce(?3, notify), \
+                       pinned_at = CASE WHEN ?4 IS NULL THEN pinned_at \
+                           WHEN ?4 = 1 THEN coalesce(pinned_at, ?7) ELSE NULL END, \
+                       archived = coalesce(?5, archived), \
+                       marked_unread = coalesce(?6, marked_unread) \
+                       WHERE conversation_id = ?1 AND user_id = ?2 \
+                       RETURNING notify, pinned_at, archived, marked_unread";
+    SET_RETENTION = "UPDATE conversations SET retention_ms = ?2, retention_keep = ?3 \
+                     WHERE id = ?1";
+    RETENTION = "SELECT retention_ms, retention_keep FROM conversations WHERE id = ?1";
+    RETENTIONS = "SELECT id, retention_ms, retention_keep FROM conversations \
+                  WHERE (retention_ms IS NOT NULL OR retention_keep IS NOT NULL) AND id > ?1 \
+                  ORDER BY id LIMIT ?2";
+    OLDEST_IN_CONVERSATION = "SELECT id, seq, ts FROM messages WHERE conversation_id = ?1 \
+                              ORDER BY seq LIMIT ?2";
+    // `id > 0` lets SQLite search the rowid range instead of reporting a scan.
+    OLDEST_MESSAGES = "SELECT id, conversation_id, seq, ts FROM messages WHERE id > 0 \
+                       ORDER BY id LIMIT ?1";
+    NEWEST_MESSAGE_ID = "SELECT max(id) FROM messages";
+    DELETE_MESSAGE_ROW = "DELETE FROM messages WHERE id = ?1";
+    DELETE_MENTIONS_UPTO = "DELETE FROM mentions WHERE conversation_id = ?1 AND seq <= ?2";
     MESSAGES_AFTER = "SELECT id, conversation_id, seq, sender_id, sender_device_id, \
-                      client_msg_id, ts, body FROM messages \
+                      client_msg_id, ts, body, reply_to, thread_root, meta FROM messages \
                       WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
     MESSAGES_BEFORE = "SELECT id, conversation_id, seq, sender_id, sender_device_id, \
-                       client_msg_id, ts, body FROM messages \
+                       client_msg_id, ts, body, reply_to, thread_root, meta FROM messages \
                        WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3";
 
     // --- Markers and presence
@@ -255,8 +357,13 @@ statements! {
                WHERE m.conversation_id = ?1 AND m.user_id = ?2";
     SET_DELIVERED = "UPDATE members SET delivered_seq = ?3 \
                      WHERE conversation_id = ?1 AND user_id = ?2";
-    SET_READ = "UPDATE members SET read_seq = ?3, delivered_seq = max(delivered_seq, ?3) \
+    SET_READ = "UPDATE members SET read_seq = ?3, delivered_seq = max(delivered_seq, ?3), \
+                read_count = max(read_count, ?4), marked_unread = 0 \
                 WHERE conversation_id = ?1 AND user_id = ?2";
+    // The ordinal at a read marker: of the message there, or (when retention removed it) of
+    // the newest earlier one that is left.
+    ORDINAL_AT = "SELECT ordinal FROM messages WHERE conversation_id = ?1 AND seq <= ?2 \
+                  ORDER BY seq DESC LIMIT 1";
     SET_LAST_SEEN = "INSERT INTO last_seen (user_id, ts) VALUES (?1, ?2) \
                      ON CONFLICT (user_id) DO UPDATE SET ts = excluded.ts";
     LAST_SEEN = "SELECT user_id, ts FROM last_seen \
@@ -333,11 +440,12 @@ statements! {
     // Ranked by bm25 (lower is better in SQLite's convention); membership is checked per hit
     // through the members primary key, so hits from other conversations never leave the query.
     SEARCH = "SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.sender_device_id, \
-              m.client_msg_id, m.ts, m.body, s.rank \
+              m.client_msg_id, m.ts, m.body, m.reply_to, m.thread_root, m.meta, s.rank \
               FROM message_search s \
               JOIN messages m ON m.id = s.rowid \
               JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.user_id = ?2 \
-              WHERE message_search MATCH ?1 AND m.kind = 'text' \
+              WHERE message_search MATCH ?1 \
+              AND m.kind IN ('text', 'markdown', 'location', 'file') \
               AND (?3 IS NULL OR m.conversation_id = ?3) AND (?4 IS NULL OR m.sender_id = ?4) \
               AND (?5 IS NULL OR m.ts >= ?5) AND (?6 IS NULL OR m.ts < ?6) \
               ORDER BY s.rank LIMIT ?7 OFFSET ?8";
@@ -527,7 +635,20 @@ fn member_from_row(row: &Row<'_>, at: usize, muted_at: usize) -> rusqlite::Resul
 fn user_conversation_from_row(row: &Row<'_>) -> rusqlite::Result<UserConversation> {
     let conversation = conversation_from_row(row, 0)?;
     let me = member_from_row(row, 5, 17)?;
-    let unread = conversation.last_seq.saturating_sub(me.read_seq);
+    let message_count: i64 = row.get(18)?;
+    let read_count: i64 = row.get(19)?;
+    let unread = message_count.saturating_sub(read_count).max(0) as u64;
+    let notify = match row.get_ref(21)?.as_str()? {
+        "mentions" => NotifyLevel::Mentions,
+        "none" => NotifyLevel::None,
+        _ => NotifyLevel::All,
+    };
+    let settings = ConversationSettings {
+        notify,
+        pinned_at: row.get(22)?,
+        archived: row.get(23)?,
+        marked_unread: row.get(24)?,
+    };
     let peer = match row.get::<_, Option<i64>>(13)? {
         Some(id) => Some(Peer {
             user_id: UserId(id),
@@ -541,15 +662,57 @@ fn user_conversation_from_row(row: &Row<'_>) -> rusqlite::Result<UserConversatio
         conversation,
         me,
         unread,
+        mentions: row.get::<_, i64>(25)? as u64,
+        settings,
+        last_message_seq: seq_from_sql(row.get(20)?),
         member_count: row.get(12)?,
         peer,
     })
+}
+
+/// What the server aggregates onto a message, stored as JSON in `messages.meta`.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct MessageMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mentions: Option<Mentions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    edited_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    reactions: Vec<ReactionCount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    thread: Option<ThreadSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pinned_at: Option<i64>,
+}
+
+impl MessageMeta {
+    fn is_empty(&self) -> bool {
+        self.mentions.is_none()
+            && self.edited_at.is_none()
+            && self.reactions.is_empty()
+            && self.thread.is_none()
+            && self.pinned_at.is_none()
+    }
+
+    fn to_sql(&self) -> StoreResult<Option<String>> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        serde_json::to_string(self)
+            .map(Some)
+            .map_err(|e| StoreError::Backend(format!("encoding message meta: {e}")))
+    }
 }
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     let body = row.get_ref(7)?.as_str()?;
     let body: MessageBody =
         serde_json::from_str(body).map_err(|e| bad_column(7, format!("bad message body: {e}")))?;
+    let meta: MessageMeta = match row.get_ref(10)?.as_str_or_null()? {
+        None => MessageMeta::default(),
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| bad_column(10, format!("bad message meta: {e}")))?,
+    };
     Ok(Message {
         id: MessageId(row.get(0)?),
         conversation_id: ConversationId(row.get(1)?),
@@ -559,6 +722,13 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         client_msg_id: row.get(5)?,
         ts: row.get(6)?,
         body,
+        reply_to: row.get::<_, Option<i64>>(8)?.map(seq_from_sql),
+        thread_root: row.get::<_, Option<i64>>(9)?.map(seq_from_sql),
+        mentions: meta.mentions,
+        edited_at: meta.edited_at,
+        reactions: meta.reactions,
+        thread: meta.thread,
+        pinned_at: meta.pinned_at,
     })
 }
 
@@ -1526,15 +1696,14 @@ impl PreparedMessage {
 }
 
 /// Appends a batch in the caller's transaction. An item whose conversation does not exist
-/// fails alone; any SQLite error fails the whole batch (the writer rolls it back).
+/// fails alone, as does one whose target (for edits, recalls, reactions and pins) is missing
+/// (`NotFound`) or recalled (`Conflict("deleted")`); any SQLite error fails the whole batch
+/// (the writer rolls it back).
 pub(crate) fn append_messages(
     conn: &Connection,
     batch: Vec<PreparedMessage>,
 ) -> StoreResult<Vec<StoreResult<Appended>>> {
     let mut find = conn.prepare_cached(MESSAGE_BY_CLIENT_ID).map_err(backend)?;
-    let mut next_seq = conn.prepare_cached(NEXT_SEQ).map_err(backend)?;
-    let mut insert = conn.prepare_cached(INSERT_MESSAGE).map_err(backend)?;
-    let mut markers = conn.prepare_cached(SENDER_MARKERS).map_err(backend)?;
     let mut results = Vec::with_capacity(batch.len());
     for PreparedMessage { message, body_json } in batch {
         let conversation = message.conversation_id.0;
@@ -1555,47 +1724,352 @@ pub(crate) fn append_messages(
             }));
             continue;
         }
-        let seq: Option<i64> = next_seq
-            .query_row(params![conversation, message.ts], |row| row.get(0))
-            .optional()
-            .map_err(backend)?;
-        let Some(seq) = seq else {
-            results.push(Err(StoreError::NotFound));
-            continue;
-        };
-        insert
-            .execute(params![
-                conversation,
-                seq,
-                sender,
-                message.sender_device_id.0,
-                message.client_msg_id,
-                message.ts,
-                message.body.kind(),
-                body_json,
-            ])
-            .map_err(backend)?;
-        let id = conn.last_insert_rowid();
-        // One's own message is delivered and read; it is also the newest, so max() is only a
-        // guard for markers that are somehow ahead.
-        markers
-            .execute(params![conversation, sender, seq])
-            .map_err(backend)?;
-        results.push(Ok(Appended {
-            message: Message {
-                conversation_id: message.conversation_id,
-                seq: seq_from_sql(seq),
-                id: MessageId(id),
-                sender_id: message.sender_id,
-                sender_device_id: message.sender_device_id,
-                client_msg_id: message.client_msg_id,
-                ts: message.ts,
-                body: message.body,
-            },
-            duplicate: false,
-        }));
+        // An item with an effect gets a savepoint, so when its target is refused it leaves no
+        // trace while the rest of the batch commits. Plain messages can only be refused before
+        // they change anything (no such conversation) and skip the savepoint.
+        let savepoint = message.body.target().is_some();
+        if savepoint {
+            conn.execute_batch("SAVEPOINT item").map_err(backend)?;
+        }
+        match append_one(conn, message, body_json) {
+            Ok(appended) => {
+                if savepoint {
+                    conn.execute_batch("RELEASE item").map_err(backend)?;
+                }
+                results.push(Ok(appended));
+            }
+            Err(StoreError::Backend(e)) => return Err(StoreError::Backend(e)),
+            Err(refusal) => {
+                if savepoint {
+                    conn.execute_batch("ROLLBACK TO item; RELEASE item")
+                        .map_err(backend)?;
+                }
+                results.push(Err(refusal));
+            }
+        }
     }
     Ok(results)
+}
+
+/// Appends one message and applies its effect on its target. `NotFound` when the conversation
+/// or the target does not exist.
+fn append_one(
+    conn: &Connection,
+    message: tidings_store::NewMessage,
+    body_json: String,
+) -> StoreResult<Appended> {
+    let conversation = message.conversation_id.0;
+    let target = message.body.target();
+    let countable = target.is_none();
+    // Apply the effect first: a refusal (missing or recalled target) then costs no sequence.
+    if let Some(target) = target {
+        apply_effect(conn, &message, target)?;
+    }
+    let next: Option<(i64, i64)> = conn
+        .prepare_cached(NEXT_SEQ)
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![conversation, message.ts, i64::from(countable)],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+        })
+        .map_err(backend)?;
+    let Some((seq, count)) = next else {
+        return Err(StoreError::NotFound);
+    };
+    let relations = &message.relations;
+    let mentions = relations
+        .mentions
+        .clone()
+        .filter(|m| m.all || !m.users.is_empty());
+    let meta = MessageMeta {
+        mentions: mentions.clone(),
+        ..MessageMeta::default()
+    };
+    execute(
+        conn,
+        INSERT_MESSAGE,
+        params![
+            conversation,
+            seq,
+            message.sender_id.0,
+            message.sender_device_id.0,
+            message.client_msg_id,
+            message.ts,
+            message.body.kind(),
+            body_json,
+            relations.reply_to.map(seq_to_sql),
+            relations.thread_root.map(seq_to_sql),
+            target.map(seq_to_sql),
+            meta.to_sql()?,
+            count,
+        ],
+    )?;
+    let id = conn.last_insert_rowid();
+    // One's own message is delivered and read; it is also the newest, so max() is only a
+    // guard for markers that are somehow ahead.
+    execute(
+        conn,
+        SENDER_MARKERS,
+        params![conversation, message.sender_id.0, seq, count],
+    )?;
+    if let Some(mentions) = &mentions {
+        for user in &mentions.users {
+            if *user != message.sender_id {
+                execute(conn, INSERT_MENTION, params![conversation, user.0, seq])?;
+            }
+        }
+        if mentions.all {
+            execute(conn, INSERT_MENTION, params![conversation, 0, seq])?;
+        }
+    }
+    if let Some(root) = relations.thread_root {
+        update_meta(conn, conversation, root, |meta| {
+            let replies = meta.thread.map_or(0, |t| t.replies) + 1;
+            meta.thread = Some(ThreadSummary {
+                replies,
+                last_seq: seq_from_sql(seq),
+                last_ts: message.ts,
+            });
+        })?;
+    }
+    let mut stored = Message::new(
+        message.conversation_id,
+        seq_from_sql(seq),
+        MessageId(id),
+        (message.sender_id, message.sender_device_id),
+        message.client_msg_id,
+        message.ts,
+        message.body,
+    );
+    stored.reply_to = relations.reply_to;
+    stored.thread_root = relations.thread_root;
+    stored.mentions = mentions;
+    Ok(Appended {
+        message: stored,
+        duplicate: false,
+    })
+}
+
+/// The message an effect applies to, as stored.
+struct TargetRow {
+    id: i64,
+    kind: String,
+    sender: i64,
+    ts: i64,
+    meta: MessageMeta,
+}
+
+fn target_row(conn: &Connection, conversation: i64, seq: Seq) -> StoreResult<TargetRow> {
+    query_opt(
+        conn,
+        TARGET_MESSAGE,
+        params![conversation, seq_to_sql(seq)],
+        |row| {
+            let meta = match row.get_ref(5)?.as_str_or_null()? {
+                None => MessageMeta::default(),
+                Some(json) => serde_json::from_str(json)
+                    .map_err(|e| bad_column(5, format!("bad message meta: {e}")))?,
+            };
+            Ok(TargetRow {
+                id: row.get(0)?,
+                kind: row.get(1)?,
+                sender: row.get(3)?,
+                ts: row.get(4)?,
+                meta,
+            })
+        },
+    )?
+    .ok_or(StoreError::NotFound)
+}
+
+/// Reads, changes and writes back the aggregated state of one message (ignoring a message
+/// that is gone).
+fn update_meta(
+    conn: &Connection,
+    conversation: i64,
+    seq: Seq,
+    change: impl FnOnce(&mut MessageMeta),
+) -> StoreResult<()> {
+    let Ok(mut row) = target_row(conn, conversation, seq) else {
+        return Ok(());
+    };
+    change(&mut row.meta);
+    execute(
+        conn,
+        SET_META,
+        params![conversation, seq_to_sql(seq), row.meta.to_sql()?],
+    )
+    .map(drop)
+}
+
+/// The most users listed per reaction key on the message itself.
+const REACTION_USERS_SHOWN: usize = 20;
+
+fn apply_effect(
+    conn: &Connection,
+    message: &tidings_store::NewMessage,
+    target: Seq,
+) -> StoreResult<()> {
+    let conversation = message.conversation_id.0;
+    let at = seq_to_sql(target);
+    let mut row = target_row(conn, conversation, target)?;
+    if row.kind == "deleted" {
+        return Err(StoreError::Conflict("deleted"));
+    }
+    match &message.body {
+        MessageBody::Edit { body, .. } => {
+            let versions: i64 =
+                query_opt(conn, EDIT_COUNT, params![conversation, at], |r| r.get(0))?.unwrap_or(0);
+            let new_json = serde_json::to_string(body)
+                .map_err(|e| StoreError::Backend(format!("encoding an edit: {e}")))?;
+            let mut version = versions;
+            if versions == 0 {
+                // The first edit saves the original as version 0.
+                let original: String =
+                    query_opt(conn, ORIGINAL_BODY, params![conversation, at], |r| r.get(0))?
+                        .ok_or(StoreError::NotFound)?;
+                execute(
+                    conn,
+                    INSERT_EDIT,
+                    params![conversation, at, 0, row.ts, row.sender, original],
+                )?;
+                version = 1;
+            }
+            execute(
+                conn,
+                INSERT_EDIT,
+                params![
+                    conversation,
+                    at,
+                    version,
+                    message.ts,
+                    message.sender_id.0,
+                    new_json
+                ],
+            )?;
+            row.meta.edited_at = Some(message.ts);
+            execute(
+                conn,
+                SET_BODY,
+                params![conversation, at, new_json, row.meta.to_sql()?],
+            )?;
+            // Messages the indexer has passed are re-indexed here; later ones it will find
+            // with their new body.
+            execute(conn, UNINDEX_BY_ID, [row.id])?;
+            if let Some(text) = body.text() {
+                execute(
+                    conn,
+                    REINDEX_MESSAGE,
+                    params![row.id, tidings_store::search::index_terms(text)],
+                )?;
+            }
+        }
+        MessageBody::Recall { .. } => {
+            let tombstone = serde_json::to_string(&MessageBody::Deleted {})
+                .map_err(|e| StoreError::Backend(format!("encoding a tombstone: {e}")))?;
+            execute(conn, UNINDEX_BY_ID, [row.id])?;
+            if let Some(mentions) = &row.meta.mentions {
+                let mut ids: Vec<i64> = mentions.users.iter().map(|u| u.0).collect();
+                if mentions.all {
+                    ids.push(0);
+                }
+                execute(
+                    conn,
+                    DELETE_MENTIONS,
+                    params![conversation, at, json_ids(ids.into_iter())],
+                )?;
+            }
+            execute(conn, DELETE_EDITS, params![conversation, at])?;
+            execute(conn, DELETE_REACTIONS, params![conversation, at])?;
+            execute(conn, DELETE_PIN, params![conversation, at])?;
+            execute(conn, RECALL_EDITS, params![conversation, at, tombstone])?;
+            // Only the thread summary survives: the replies are other people's messages.
+            let meta = MessageMeta {
+                thread: row.meta.thread,
+                ..MessageMeta::default()
+            };
+            execute(
+                conn,
+                RECALL_BODY,
+                params![conversation, at, tombstone, meta.to_sql()?],
+            )?;
+        }
+        MessageBody::Reaction { key, remove, .. } => {
+            let user = message.sender_id;
+            let reactions = &mut row.meta.reactions;
+            if *remove {
+                if execute(
+                    conn,
+                    DELETE_REACTION,
+                    params![conversation, at, key, user.0],
+                )? > 0
+                    && let Some(i) = reactions.iter().position(|r| &r.key == key)
+                {
+                    let entry = &mut reactions[i];
+                    entry.count = entry.count.saturating_sub(1);
+                    entry.users.retain(|u| *u != user);
+                    if entry.count == 0 {
+                        reactions.remove(i);
+                    } else if entry.users.len() < (entry.count as usize).min(REACTION_USERS_SHOWN) {
+                        entry.users = query_all(
+                            conn,
+                            REACTORS_OF_KEY,
+                            params![conversation, at, key, REACTION_USERS_SHOWN as i64],
+                            |r| r.get(0).map(UserId),
+                        )?;
+                    }
+                }
+            } else if execute(
+                conn,
+                INSERT_REACTION,
+                params![conversation, at, key, user.0, message.ts],
+            )? > 0
+            {
+                match reactions.iter_mut().find(|r| &r.key == key) {
+                    Some(entry) => {
+                        entry.count += 1;
+                        if entry.users.len() < REACTION_USERS_SHOWN {
+                            entry.users.push(user);
+                        }
+                    }
+                    None => reactions.push(ReactionCount {
+                        key: key.clone(),
+                        count: 1,
+                        users: vec![user],
+                    }),
+                }
+            }
+            // Most used first; the sort is stable, so ties keep the order of first use.
+            reactions.sort_by_key(|r| std::cmp::Reverse(r.count));
+            execute(
+                conn,
+                SET_META,
+                params![conversation, at, row.meta.to_sql()?],
+            )?;
+        }
+        MessageBody::Pin { unpin, .. } => {
+            if *unpin {
+                execute(conn, DELETE_PIN, params![conversation, at])?;
+                row.meta.pinned_at = None;
+            } else {
+                execute(
+                    conn,
+                    INSERT_PIN,
+                    params![conversation, at, message.ts, message.sender_id.0],
+                )?;
+                row.meta.pinned_at.get_or_insert(message.ts);
+            }
+            execute(
+                conn,
+                SET_META,
+                params![conversation, at, row.meta.to_sql()?],
+            )?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 pub(crate) fn messages_after(
@@ -2026,21 +2500,26 @@ pub(crate) fn index_pending(conn: &Connection, limit: u32) -> StoreResult<u32> {
     };
     let mut insert = conn.prepare_cached(INDEX_MESSAGE).map_err(backend)?;
     for (id, kind, body) in &rows {
-        if kind != "text" {
+        if !SEARCHABLE_KINDS.contains(&kind.as_str()) {
             continue;
         }
         // Bodies were written by this backend; one that no longer parses is skipped rather
         // than stopping the indexer for every message after it.
-        let Ok(MessageBody::Text { text }) = serde_json::from_str::<MessageBody>(body) else {
+        let Ok(body) = serde_json::from_str::<MessageBody>(body) else {
             continue;
         };
-        insert
-            .execute(params![id, tidings_store::search::index_terms(&text)])
-            .map_err(backend)?;
+        if let Some(text) = body.text() {
+            insert
+                .execute(params![id, tidings_store::search::index_terms(text)])
+                .map_err(backend)?;
+        }
     }
     execute(conn, SET_SEARCH_PROGRESS, [last])?;
     Ok(rows.len() as u32)
 }
+
+/// The kinds whose text is indexed (see [`MessageBody::text`]); SEARCH filters on the same.
+const SEARCHABLE_KINDS: &[&str] = &["text", "markdown", "location", "file"];
 
 /// Rows read per round while confirming CJK hits, and the most rows one search reads.
 const SEARCH_CHUNK: u32 = 200;
@@ -2079,7 +2558,7 @@ pub(crate) fn search_messages(
                     chunk,
                     row_offset
                 ],
-                |row| Ok((message_from_row(row)?, row.get::<_, f64>(8)?)),
+                |row| Ok((message_from_row(row)?, row.get::<_, f64>(11)?)),
             )
             .and_then(|rows| rows.collect())
             .map_err(backend)?;
@@ -2088,7 +2567,7 @@ pub(crate) fn search_messages(
         row_offset += rows.len() as u32;
         for (message, rank) in rows {
             if confirming {
-                let MessageBody::Text { text } = &message.body else {
+                let Some(text) = message.body.text() else {
                     continue;
                 };
                 if !parsed.confirms(text) {
@@ -2141,7 +2620,17 @@ pub(crate) fn advance_marker(
     if target <= current {
         return Ok(None);
     }
-    execute(conn, sql, params![conversation.0, user.0, target])?;
+    match kind {
+        ReceiptKind::Delivered => execute(conn, sql, params![conversation.0, user.0, target])?,
+        ReceiptKind::Read => {
+            let ordinal: i64 =
+                query_opt(conn, ORDINAL_AT, params![conversation.0, target], |row| {
+                    row.get(0)
+                })?
+                .unwrap_or(0);
+            execute(conn, sql, params![conversation.0, user.0, target, ordinal])?
+        }
+    };
     Ok(Some(seq_from_sql(target)))
 }
 
@@ -2527,6 +3016,362 @@ pub(crate) fn can_read_file(conn: &Connection, file: &str, user: UserId) -> Stor
         row.get::<_, i64>(0)
     })
     .map(|r| r.is_some())
+}
+
+// --- Rich messages ---------------------------------------------------------------------------
+
+pub(crate) fn edit_history(
+    conn: &Connection,
+    conversation: ConversationId,
+    seq: Seq,
+) -> StoreResult<Vec<EditRecord>> {
+    let versions = query_all(
+        conn,
+        EDIT_VERSIONS,
+        params![conversation.0, seq_to_sql(seq)],
+        |row| {
+            let body = row.get_ref(2)?.as_str()?;
+            Ok(EditRecord {
+                ts: row.get(0)?,
+                editor_id: UserId(row.get(1)?),
+                body: serde_json::from_str(body)
+                    .map_err(|e| bad_column(2, format!("bad edit body: {e}")))?,
+            })
+        },
+    )?;
+    if !versions.is_empty() {
+        return Ok(versions);
+    }
+    // Never edited: the one version is the message itself.
+    let current = messages_after(conn, conversation, seq.saturating_sub(1), 1)?;
+    Ok(current
+        .into_iter()
+        .filter(|m| m.seq == seq && !matches!(m.body, MessageBody::Deleted {}))
+        .map(|m| EditRecord {
+            ts: m.ts,
+            editor_id: m.sender_id,
+            body: m.body,
+        })
+        .collect())
+}
+
+pub(crate) fn reactions(
+    conn: &Connection,
+    conversation: ConversationId,
+    seq: Seq,
+) -> StoreResult<Vec<(String, Vec<UserId>)>> {
+    let rows = query_all(
+        conn,
+        REACTIONS,
+        params![conversation.0, seq_to_sql(seq)],
+        |row| Ok((row.get::<_, String>(0)?, UserId(row.get(1)?))),
+    )?;
+    let mut grouped: Vec<(String, Vec<UserId>)> = Vec::new();
+    for (key, user) in rows {
+        match grouped.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, users)) => users.push(user),
+            None => grouped.push((key, vec![user])),
+        }
+    }
+    Ok(grouped)
+}
+
+pub(crate) fn pinned_messages(
+    conn: &Connection,
+    conversation: ConversationId,
+    limit: u32,
+) -> StoreResult<Vec<Message>> {
+    query_all(
+        conn,
+        PINNED,
+        params![conversation.0, limit],
+        message_from_row,
+    )
+}
+
+pub(crate) fn thread_messages(
+    conn: &Connection,
+    conversation: ConversationId,
+    root: Seq,
+    after: Seq,
+    limit: u32,
+) -> StoreResult<Vec<Message>> {
+    query_all(
+        conn,
+        THREAD,
+        params![conversation.0, seq_to_sql(root), seq_to_sql(after), limit],
+        message_from_row,
+    )
+}
+
+pub(crate) fn update_conversation_settings(
+    conn: &Connection,
+    conversation: ConversationId,
+    user: UserId,
+    change: &UpdateConversationSettingsRequest,
+    now: i64,
+) -> StoreResult<ConversationSettings> {
+    let notify = change.notify.map(|level| match level {
+        NotifyLevel::All => "all",
+        NotifyLevel::Mentions => "mentions",
+        NotifyLevel::None => "none",
+    });
+    query_opt(
+        conn,
+        UPDATE_SETTINGS,
+        params![
+            conversation.0,
+            user.0,
+            notify,
+            change.pinned,
+            change.archived,
+            change.marked_unread,
+            now
+        ],
+        |row| {
+            Ok(ConversationSettings {
+                notify: match row.get_ref(0)?.as_str()? {
+                    "mentions" => NotifyLevel::Mentions,
+                    "none" => NotifyLevel::None,
+                    _ => NotifyLevel::All,
+                },
+                pinned_at: row.get(1)?,
+                archived: row.get(2)?,
+                marked_unread: row.get(3)?,
+            })
+        },
+    )?
+    .ok_or(StoreError::NotFound)
+}
+
+pub(crate) fn set_retention(
+    conn: &Connection,
+    conversation: ConversationId,
+    retention: Retention,
+) -> StoreResult<()> {
+    let keep = retention.keep_last.map(|n| n.min(i64::MAX as u64) as i64);
+    if execute(
+        conn,
+        SET_RETENTION,
+        params![conversation.0, retention.max_age_ms, keep],
+    )? == 0
+    {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+fn retention_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<Retention> {
+    Ok(Retention {
+        max_age_ms: row.get(at)?,
+        keep_last: row.get::<_, Option<i64>>(at + 1)?.map(|n| n.max(0) as u64),
+    })
+}
+
+pub(crate) fn retention(conn: &Connection, conversation: ConversationId) -> StoreResult<Retention> {
+    query_opt(conn, RETENTION, [conversation.0], |row| {
+        retention_from_row(row, 0)
+    })?
+    .ok_or(StoreError::NotFound)
+}
+
+pub(crate) fn retentions(
+    conn: &Connection,
+    after: ConversationId,
+    limit: u32,
+) -> StoreResult<Vec<(ConversationId, Retention)>> {
+    query_all(conn, RETENTIONS, params![after.0, limit], |row| {
+        Ok((ConversationId(row.get(0)?), retention_from_row(row, 1)?))
+    })
+}
+
+/// Deletes one message with everything that hangs off it.
+fn delete_message_row(conn: &Connection, id: i64, conversation: i64, seq: i64) -> StoreResult<()> {
+    execute(conn, UNINDEX_BY_ID, [id])?;
+    execute(conn, DELETE_EDITS, params![conversation, seq])?;
+    execute(conn, DELETE_REACTIONS, params![conversation, seq])?;
+    execute(conn, DELETE_PIN, params![conversation, seq])?;
+    execute(conn, DELETE_MESSAGE_ROW, [id])?;
+    Ok(())
+}
+
+/// The newest message id, which retention never deletes: SQLite would hand the id of a
+/// deleted newest row to the next message, and the search indexer, which has passed it,
+/// would never index that message.
+fn newest_message_id(conn: &Connection) -> StoreResult<i64> {
+    Ok(query_opt(conn, NEWEST_MESSAGE_ID, [], |row| {
+        row.get::<_, Option<i64>>(0)
+    })?
+    .flatten()
+    .unwrap_or(0))
+}
+
+pub(crate) fn prune_conversation(
+    conn: &Connection,
+    conversation: ConversationId,
+    prune: Prune,
+    limit: u32,
+) -> StoreResult<u32> {
+    let Some(record) = self::conversation(conn, conversation)? else {
+        return Err(StoreError::NotFound);
+    };
+    let last = seq_to_sql(record.last_seq);
+    let keep_below = prune.keep_last.map_or(i64::MIN, |keep| {
+        last.saturating_sub(keep.min(i64::MAX as u64) as i64) + 1
+    });
+    let newest = newest_message_id(conn)?;
+    let rows = query_all(
+        conn,
+        OLDEST_IN_CONVERSATION,
+        params![conversation.0, limit],
+        |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        },
+    )?;
+    let mut deleted = 0;
+    let mut last_deleted = None;
+    for (id, seq, ts) in rows {
+        let expired = prune.before_ts.is_some_and(|before| ts < before);
+        // Rows come oldest first: the first one to keep ends the pass.
+        if !(expired || seq < keep_below) || id == newest {
+            break;
+        }
+        delete_message_row(conn, id, conversation.0, seq)?;
+        deleted += 1;
+        last_deleted = Some(seq);
+    }
+    if let Some(seq) = last_deleted {
+        execute(conn, DELETE_MENTIONS_UPTO, params![conversation.0, seq])?;
+    }
+    Ok(deleted)
+}
+
+pub(crate) fn prune_before(conn: &Connection, before_ts: i64, limit: u32) -> StoreResult<u32> {
+    let newest = newest_message_id(conn)?;
+    let rows = query_all(conn, OLDEST_MESSAGES, [limit], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+            row.get::<_, i64>(3)?,
+        ))
+    })?;
+    let mut deleted = 0;
+    let mut upto: Vec<(i64, i64)> = Vec::new();
+    for (id, conversation, seq, ts) in rows {
+        // Ids grow with commit time, so the first message young enough ends the pass.
+        if ts >= before_ts || id == newest {
+            break;
+        }
+        delete_message_row(conn, id, conversation, seq)?;
+        deleted += 1;
+        match upto.iter_mut().find(|(c, _)| *c == conversation) {
+            Some(entry) => entry.1 = seq,
+            None => upto.push((conversation, seq)),
+        }
+    }
+    for (conversation, seq) in upto {
+        execute(conn, DELETE_MENTIONS_UPTO, params![conversation, seq])?;
+    }
+    Ok(deleted)
+}
+
+pub(crate) fn hide_message(
+    conn: &Connection,
+    user: UserId,
+    conversation: ConversationId,
+    seq: Seq,
+) -> StoreResult<()> {
+    let at = seq_to_sql(seq);
+    if query_opt(
+        conn,
+        MESSAGE_EXISTS,
+        params![conversation.0, at],
+        |_| Ok(()),
+    )?
+    .is_none()
+    {
+        return Err(StoreError::NotFound);
+    }
+    execute(conn, HIDE_MESSAGE, params![user.0, conversation.0, at]).map(drop)
+}
+
+pub(crate) fn hidden_messages(
+    conn: &Connection,
+    user: UserId,
+    conversation: ConversationId,
+    from: Seq,
+    to: Seq,
+) -> StoreResult<Vec<Seq>> {
+    query_all(
+        conn,
+        HIDDEN_IN_RANGE,
+        params![user.0, conversation.0, seq_to_sql(from), seq_to_sql(to)],
+        |row| row.get(0).map(seq_from_sql),
+    )
+}
+
+pub(crate) fn mark_thread_read(
+    conn: &Connection,
+    conversation: ConversationId,
+    root: Seq,
+    user: UserId,
+    seq: Seq,
+) -> StoreResult<()> {
+    execute(
+        conn,
+        MARK_THREAD_READ,
+        params![conversation.0, seq_to_sql(root), user.0, seq_to_sql(seq)],
+    )
+    .map(drop)
+}
+
+pub(crate) fn threads(
+    conn: &Connection,
+    conversation: ConversationId,
+    user: UserId,
+    limit: u32,
+) -> StoreResult<Vec<ThreadRecord>> {
+    let roots = query_all(conn, THREAD_ROOTS, [conversation.0], |row| {
+        row.get::<_, i64>(0)
+    })?;
+    let mut threads = Vec::with_capacity(roots.len());
+    for root in roots {
+        let root_seq = seq_from_sql(root);
+        // A root removed by retention leaves its replies without a thread to show.
+        let Some(message) = messages_after(conn, conversation, root_seq.saturating_sub(1), 1)?
+            .into_iter()
+            .find(|m| m.seq == root_seq)
+        else {
+            continue;
+        };
+        let read: i64 = query_opt(
+            conn,
+            THREAD_READ,
+            params![conversation.0, user.0, root],
+            |r| r.get(0),
+        )?
+        .unwrap_or(0);
+        let unread: i64 = query_opt(
+            conn,
+            THREAD_UNREAD,
+            params![conversation.0, root, read, user.0],
+            |r| r.get(0),
+        )?
+        .unwrap_or(0);
+        threads.push(ThreadRecord {
+            root: message,
+            unread: unread.max(0) as u64,
+            read_seq: seq_from_sql(read),
+        });
+    }
+    threads.sort_by_key(|t| std::cmp::Reverse(t.root.thread.map_or(0, |s| s.last_seq)));
+    threads.truncate(limit as usize);
+    Ok(threads)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ fn text(conversation: ConversationId, sender: UserId, client_msg_id: &str) -> Ne
         body: MessageBody::Text {
             text: client_msg_id.to_owned(),
         },
+        relations: Default::default(),
     }
 }
 

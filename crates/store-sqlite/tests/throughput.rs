@@ -21,6 +21,7 @@ fn message(conversation: ConversationId, sender: UserId, n: usize) -> NewMessage
         body: MessageBody::Text {
             text: format!("message number {n}, about as long as a typical chat line"),
         },
+        relations: Default::default(),
     }
 }
 

@@ -129,6 +129,16 @@ macro_rules! store_conformance_tests {
             upload_complete_dedups_blobs_and_consumes_parts,
             file_delete_reports_last_reference,
             file_access_for_owner_and_share_members,
+            edit_replaces_body_and_keeps_history,
+            recall_removes_content_everywhere,
+            reactions_aggregate_per_key,
+            threads_and_replies_are_recorded,
+            annotations_do_not_count_as_unread_and_mentions_count,
+            effect_on_missing_or_recalled_target_fails_alone,
+            conversation_settings_round_trip,
+            retention_prunes_oldest_and_keeps_sequence,
+            hidden_messages_are_per_member,
+            threads_list_with_unread_per_member,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -180,6 +190,7 @@ fn text(
         body: MessageBody::Text {
             text: format!("message {client_msg_id}"),
         },
+        relations: Default::default(),
     }
 }
 
@@ -2150,6 +2161,7 @@ fn event(conversation: ConversationId, actor: UserId, n: u32, ts: i64) -> NewMes
         body: MessageBody::System {
             event: Box::new(SystemEvent::MemberLeft {}),
         },
+        relations: Default::default(),
     }
 }
 
@@ -2759,6 +2771,7 @@ fn said(conversation: ConversationId, sender: UserId, n: usize, ts: i64, text: &
         client_msg_id: format!("s{n}"),
         ts,
         body: MessageBody::Text { text: text.into() },
+        relations: Default::default(),
     }
 }
 
@@ -3008,6 +3021,686 @@ pub async fn search_forgets_deleted_and_skips_non_text(store: Arc<dyn Store>) {
         vec!["keep this word"]
     );
     assert!(found(&store, a, query("remove")).await.is_empty());
+}
+
+// --- Rich messages ---------------------------------------------------------------------------
+
+/// A message from `from` with this body, as the core would append it.
+fn acting(
+    conversation: ConversationId,
+    from: &Sender,
+    client_msg_id: &str,
+    ts: i64,
+    body: MessageBody,
+) -> NewMessage {
+    NewMessage {
+        body,
+        ..text(conversation, from.user, from.device, client_msg_id, ts)
+    }
+}
+
+async fn message_at(store: &Arc<dyn Store>, conversation: ConversationId, seq: Seq) -> Message {
+    let found = store
+        .messages_after(conversation, seq - 1, 1)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "a message at {seq}");
+    assert_eq!(found[0].seq, seq);
+    found.into_iter().next().unwrap()
+}
+
+fn plain(text: &str) -> MessageBody {
+    MessageBody::Text { text: text.into() }
+}
+
+pub async fn edit_replaces_body_and_keeps_history(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let g = group(&store, a.user, &[]).await;
+    let original = append_one(&store, acting(g.id, &a, "m", 1_000, plain("helo wrold"))).await;
+    store.index_pending(100).await.unwrap();
+    let edit = append_one(
+        &store,
+        acting(
+            g.id,
+            &a,
+            "e1",
+            2_000,
+            MessageBody::Edit {
+                target: original.message.seq,
+                body: Box::new(plain("hello world")),
+            },
+        ),
+    )
+    .await;
+    assert_eq!(
+        edit.message.seq,
+        original.message.seq + 1,
+        "the edit is an event"
+    );
+    let now = message_at(&store, g.id, original.message.seq).await;
+    assert_eq!(now.body, plain("hello world"));
+    assert_eq!(now.edited_at, Some(2_000));
+    append_one(
+        &store,
+        acting(
+            g.id,
+            &a,
+            "e2",
+            3_000,
+            MessageBody::Edit {
+                target: original.message.seq,
+                body: Box::new(plain("hello, world")),
+            },
+        ),
+    )
+    .await;
+    let history = store
+        .edit_history(g.id, original.message.seq)
+        .await
+        .unwrap();
+    let bodies: Vec<_> = history.iter().map(|v| (v.ts, v.body.clone())).collect();
+    assert_eq!(
+        bodies,
+        vec![
+            (1_000, plain("helo wrold")),
+            (2_000, plain("hello world")),
+            (3_000, plain("hello, world")),
+        ]
+    );
+    assert!(history.iter().all(|v| v.editor_id == a.user));
+    // The search index follows the edit, whether or not the indexer had passed the message.
+    while store.index_pending(100).await.unwrap() > 0 {}
+    assert!(found(&store, a.user, query("wrold")).await.is_empty());
+    assert_eq!(
+        found(&store, a.user, query("hello")).await,
+        vec!["hello, world"]
+    );
+    // A message never edited has one version: itself.
+    let other = append_one(&store, acting(g.id, &a, "n", 4_000, plain("once"))).await;
+    let history = store.edit_history(g.id, other.message.seq).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].body, plain("once"));
+}
+
+pub async fn recall_removes_content_everywhere(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let b = sender(&store, "b").await;
+    let g = group(&store, a.user, &[b.user]).await;
+    let mut secret = acting(g.id, &a, "m", 1_000, plain("secret plan"));
+    secret.relations.mentions = Some(tidings_proto::Mentions {
+        users: vec![b.user],
+        all: false,
+    });
+    let secret = append_one(&store, secret).await.message.seq;
+    let at = |n: &str, ts, body| acting(g.id, &a, n, ts, body);
+    append(
+        &store,
+        vec![
+            at(
+                "e",
+                1_100,
+                MessageBody::Edit {
+                    target: secret,
+                    body: Box::new(plain("secret plan v2")),
+                },
+            ),
+            // From the sender: a reaction of b's would move b's read marker past the mention.
+            acting(
+                g.id,
+                &a,
+                "r",
+                1_200,
+                MessageBody::Reaction {
+                    target: secret,
+                    key: "👍".into(),
+                    remove: false,
+                },
+            ),
+            at(
+                "p",
+                1_300,
+                MessageBody::Pin {
+                    target: secret,
+                    unpin: false,
+                },
+            ),
+        ],
+    )
+    .await;
+    while store.index_pending(100).await.unwrap() > 0 {}
+    assert_eq!(found(&store, b.user, query("plan")).await.len(), 1);
+    let mentions = |store: Arc<dyn Store>| async move {
+        store
+            .user_conversation(b.user, g.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .mentions
+    };
+    assert_eq!(mentions(store.clone()).await, 1);
+    append_one(
+        &store,
+        at("x", 2_000, MessageBody::Recall { target: secret }),
+    )
+    .await;
+    let gone = message_at(&store, g.id, secret).await;
+    assert_eq!(gone.body, MessageBody::Deleted {});
+    assert!(gone.reactions.is_empty() && gone.pinned_at.is_none() && gone.edited_at.is_none());
+    assert!(gone.mentions.is_none());
+    let edit_event = message_at(&store, g.id, secret + 1).await;
+    assert_eq!(
+        edit_event.body,
+        MessageBody::Deleted {},
+        "the edit event carried the text, so it goes too"
+    );
+    assert!(store.edit_history(g.id, secret).await.unwrap().is_empty());
+    assert!(store.reactions(g.id, secret).await.unwrap().is_empty());
+    assert!(store.pinned_messages(g.id, 10).await.unwrap().is_empty());
+    assert!(found(&store, b.user, query("plan")).await.is_empty());
+    assert_eq!(mentions(store.clone()).await, 0);
+}
+
+pub async fn reactions_aggregate_per_key(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let b = sender(&store, "b").await;
+    let c = sender(&store, "c").await;
+    let g = group(&store, a.user, &[b.user, c.user]).await;
+    let target = append_one(&store, acting(g.id, &a, "m", 1_000, plain("hi")))
+        .await
+        .message
+        .seq;
+    let react = |who: &Sender, n: &str, key: &str, remove: bool| {
+        acting(
+            g.id,
+            who,
+            n,
+            1_100,
+            MessageBody::Reaction {
+                target,
+                key: key.into(),
+                remove,
+            },
+        )
+    };
+    append(
+        &store,
+        vec![
+            react(&a, "1", "❤", false),
+            react(&b, "2", "👍", false),
+            react(&c, "3", "👍", false),
+            // A second identical reaction changes nothing.
+            react(&b, "4", "👍", false),
+        ],
+    )
+    .await;
+    let message = message_at(&store, g.id, target).await;
+    let summary: Vec<_> = message
+        .reactions
+        .iter()
+        .map(|r| (r.key.as_str(), r.count, r.users.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![("👍", 2, vec![b.user, c.user]), ("❤", 1, vec![a.user]),],
+        "most used first"
+    );
+    append_one(&store, react(&b, "5", "👍", true)).await;
+    append_one(&store, react(&a, "6", "❤", true)).await;
+    let message = message_at(&store, g.id, target).await;
+    assert_eq!(message.reactions.len(), 1);
+    assert_eq!(message.reactions[0].count, 1);
+    assert_eq!(message.reactions[0].users, vec![c.user]);
+    assert_eq!(
+        store.reactions(g.id, target).await.unwrap(),
+        vec![("👍".to_string(), vec![c.user])]
+    );
+}
+
+pub async fn threads_and_replies_are_recorded(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let b = sender(&store, "b").await;
+    let g = group(&store, a.user, &[b.user]).await;
+    let root = append_one(&store, acting(g.id, &a, "root", 1_000, plain("topic")))
+        .await
+        .message
+        .seq;
+    let mut replies = Vec::new();
+    for (n, who) in [&b, &a, &b].into_iter().enumerate() {
+        let mut reply = acting(
+            g.id,
+            who,
+            &format!("t{n}"),
+            2_000 + n as i64,
+            plain("in thread"),
+        );
+        reply.relations.thread_root = Some(root);
+        reply.relations.reply_to = Some(root);
+        let stored = append_one(&store, reply).await.message;
+        assert_eq!(stored.thread_root, Some(root));
+        assert_eq!(stored.reply_to, Some(root));
+        replies.push(stored.seq);
+    }
+    append_one(&store, acting(g.id, &a, "main", 3_000, plain("outside"))).await;
+    let root_now = message_at(&store, g.id, root).await;
+    let thread = root_now.thread.expect("a thread summary");
+    assert_eq!(thread.replies, 3);
+    assert_eq!(thread.last_seq, replies[2]);
+    assert_eq!(thread.last_ts, 2_002);
+    let listed: Vec<Seq> = store
+        .thread_messages(g.id, root, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(listed, replies);
+    let after_first: Vec<Seq> = store
+        .thread_messages(g.id, root, replies[0], 1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(after_first, vec![replies[1]]);
+    let reloaded = message_at(&store, g.id, replies[1]).await;
+    assert_eq!(reloaded.reply_to, Some(root));
+}
+
+pub async fn annotations_do_not_count_as_unread_and_mentions_count(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let b = sender(&store, "b").await;
+    let g = group(&store, a.user, &[b.user]).await;
+    let first = append_one(&store, acting(g.id, &a, "1", 1_000, plain("one")))
+        .await
+        .message
+        .seq;
+    let mut mention = acting(g.id, &a, "2", 1_001, plain("hey @b"));
+    mention.relations.mentions = Some(tidings_proto::Mentions {
+        users: vec![b.user],
+        all: false,
+    });
+    append_one(&store, mention).await;
+    let mut everyone = acting(g.id, &a, "3", 1_002, plain("hey all"));
+    everyone.relations.mentions = Some(tidings_proto::Mentions {
+        users: vec![],
+        all: true,
+    });
+    let third = append_one(&store, everyone).await.message.seq;
+    append_one(
+        &store,
+        acting(
+            g.id,
+            &a,
+            "4",
+            1_003,
+            MessageBody::Reaction {
+                target: first,
+                key: "👍".into(),
+                remove: false,
+            },
+        ),
+    )
+    .await;
+    let view = store
+        .user_conversation(b.user, g.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.unread, 3, "the reaction does not count");
+    assert_eq!(view.mentions, 2, "by name and by all");
+    assert_eq!(
+        view.last_message_seq, third,
+        "the reaction is not the last message"
+    );
+    assert_eq!(view.conversation.last_seq, third + 1);
+    let sender_view = store
+        .user_conversation(a.user, g.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((sender_view.unread, sender_view.mentions), (0, 0));
+    // Reading up to the second message leaves one unread and the `all` mention.
+    store
+        .advance_marker(g.id, b.user, ReceiptKind::Read, first + 1)
+        .await
+        .unwrap();
+    let view = store
+        .user_conversation(b.user, g.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((view.unread, view.mentions), (1, 1));
+    // Reading everything, including the reaction event, leaves nothing.
+    store
+        .advance_marker(g.id, b.user, ReceiptKind::Read, third + 1)
+        .await
+        .unwrap();
+    let view = store
+        .user_conversation(b.user, g.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((view.unread, view.mentions), (0, 0));
+    // A member who joins later starts with nothing unread.
+    let c = user(&store, "c").await;
+    store.add_members(g.id, &[c], 2_000).await.unwrap();
+    let view = store.user_conversation(c, g.id).await.unwrap().unwrap();
+    assert_eq!((view.unread, view.mentions), (0, 0));
+}
+
+pub async fn effect_on_missing_or_recalled_target_fails_alone(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let g = group(&store, a.user, &[]).await;
+    let target = append_one(&store, acting(g.id, &a, "m", 1_000, plain("x")))
+        .await
+        .message
+        .seq;
+    append_one(
+        &store,
+        acting(g.id, &a, "r", 1_001, MessageBody::Recall { target }),
+    )
+    .await;
+    let results = store
+        .append_messages(vec![
+            acting(g.id, &a, "1", 1_002, plain("before")),
+            acting(
+                g.id,
+                &a,
+                "2",
+                1_003,
+                MessageBody::Reaction {
+                    target: 999,
+                    key: "x".into(),
+                    remove: false,
+                },
+            ),
+            acting(
+                g.id,
+                &a,
+                "3",
+                1_004,
+                MessageBody::Edit {
+                    target,
+                    body: Box::new(plain("y")),
+                },
+            ),
+            acting(g.id, &a, "4", 1_005, plain("after")),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(results[1], Err(StoreError::NotFound)));
+    assert!(matches!(results[2], Err(StoreError::Conflict("deleted"))));
+    let first = results[0].as_ref().unwrap().message.seq;
+    let last = results[3].as_ref().unwrap().message.seq;
+    assert_eq!(last, first + 1, "refused items take no sequence");
+    assert!(store.edit_history(g.id, target).await.unwrap().is_empty());
+}
+
+pub async fn conversation_settings_round_trip(store: Arc<dyn Store>) {
+    use tidings_proto::rest::{NotifyLevel, UpdateConversationSettingsRequest};
+    let a = sender(&store, "a").await;
+    let b = user(&store, "b").await;
+    let g = group(&store, a.user, &[b]).await;
+    let view = store.user_conversation(b, g.id).await.unwrap().unwrap();
+    assert_eq!(view.settings, Default::default());
+    let changed = store
+        .update_conversation_settings(
+            g.id,
+            b,
+            UpdateConversationSettingsRequest {
+                notify: Some(NotifyLevel::Mentions),
+                pinned: Some(true),
+                archived: Some(true),
+                marked_unread: Some(true),
+            },
+            5_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.notify, NotifyLevel::Mentions);
+    assert_eq!(changed.pinned_at, Some(5_000));
+    assert!(changed.archived && changed.marked_unread);
+    // Pinning again keeps the first pin time; other fields stay as they were.
+    let again = store
+        .update_conversation_settings(
+            g.id,
+            b,
+            UpdateConversationSettingsRequest {
+                pinned: Some(true),
+                ..Default::default()
+            },
+            6_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, changed);
+    let view = store.user_conversation(b, g.id).await.unwrap().unwrap();
+    assert_eq!(view.settings, changed);
+    assert_eq!(
+        store
+            .user_conversation(a.user, g.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .settings,
+        Default::default(),
+        "settings are per member"
+    );
+    // Reading clears the unread mark.
+    append_one(&store, acting(g.id, &a, "m", 7_000, plain("x"))).await;
+    store
+        .advance_marker(g.id, b, ReceiptKind::Read, 1)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .user_conversation(b, g.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .settings
+            .marked_unread
+    );
+    let unpinned = store
+        .update_conversation_settings(
+            g.id,
+            b,
+            UpdateConversationSettingsRequest {
+                pinned: Some(false),
+                ..Default::default()
+            },
+            8_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(unpinned.pinned_at, None);
+    let stranger = user(&store, "c").await;
+    assert!(matches!(
+        store
+            .update_conversation_settings(g.id, stranger, Default::default(), 1)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn retention_prunes_oldest_and_keeps_sequence(store: Arc<dyn Store>) {
+    use crate::{Prune, Retention};
+    let a = sender(&store, "a").await;
+    let g = group(&store, a.user, &[]).await;
+    let h = group(&store, a.user, &[]).await;
+    let batch: Vec<_> = (0..10)
+        .map(|n| acting(g.id, &a, &format!("g{n}"), 1_000 + n, plain("old words")))
+        .collect();
+    append(&store, batch).await;
+    let first = store.messages_after(g.id, 0, 1).await.unwrap()[0].seq;
+    append_one(
+        &store,
+        acting(
+            g.id,
+            &a,
+            "react",
+            1_100,
+            MessageBody::Reaction {
+                target: first,
+                key: "x".into(),
+                remove: false,
+            },
+        ),
+    )
+    .await;
+    while store.index_pending(100).await.unwrap() > 0 {}
+    // Keep the last 4 of 11; at most 5 go per call.
+    let keep = Prune {
+        before_ts: None,
+        keep_last: Some(4),
+    };
+    assert_eq!(store.prune_conversation(g.id, keep, 5).await.unwrap(), 5);
+    assert_eq!(store.prune_conversation(g.id, keep, 5).await.unwrap(), 2);
+    assert_eq!(store.prune_conversation(g.id, keep, 5).await.unwrap(), 0);
+    let left: Vec<Seq> = store
+        .messages_after(g.id, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(left, vec![8, 9, 10, 11]);
+    assert!(store.reactions(g.id, first).await.unwrap().is_empty());
+    assert_eq!(found(&store, a.user, query("old")).await.len(), 3);
+    // New messages continue the sequence.
+    let next = append_one(&store, acting(g.id, &a, "new", 5_000, plain("new")))
+        .await
+        .message;
+    assert_eq!(next.seq, 12);
+    // Age: everything before ts 1_008 goes from the whole store.
+    append_one(&store, acting(h.id, &a, "h", 1_001, plain("h old"))).await;
+    append_one(&store, acting(h.id, &a, "h2", 9_000, plain("h new"))).await;
+    let gone = store.prune_before(1_009, 100).await.unwrap();
+    // Ids 8 and 9 (ts 1_007 and 1_008) go; the pass stops at the first younger message, so
+    // h's old one (a larger id) waits for a later pass.
+    assert_eq!(gone, 2);
+    // A conversation's own retention is stored and listed.
+    let policy = Retention {
+        max_age_ms: Some(86_400_000),
+        keep_last: Some(100),
+    };
+    store.set_retention(h.id, policy).await.unwrap();
+    assert_eq!(store.retention(h.id).await.unwrap(), policy);
+    assert_eq!(store.retention(g.id).await.unwrap(), Retention::default());
+    assert_eq!(
+        store.retentions(ConversationId(0), 10).await.unwrap(),
+        vec![(h.id, policy)]
+    );
+    store
+        .set_retention(h.id, Retention::default())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .retentions(ConversationId(0), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The newest message of the store is never deleted.
+    assert_eq!(store.prune_before(i64::MAX, 100).await.unwrap(), 4);
+    let newest_left = store.messages_after(h.id, 0, 10).await.unwrap();
+    assert_eq!(newest_left.len(), 1);
+}
+
+pub async fn hidden_messages_are_per_member(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let b = user(&store, "b").await;
+    let g = group(&store, a.user, &[b]).await;
+    let seqs: Vec<Seq> = append(
+        &store,
+        (0..4)
+            .map(|n| acting(g.id, &a, &format!("m{n}"), 1_000 + n, plain("x")))
+            .collect(),
+    )
+    .await
+    .iter()
+    .map(|m| m.message.seq)
+    .collect();
+    store.hide_message(b, g.id, seqs[1]).await.unwrap();
+    store.hide_message(b, g.id, seqs[3]).await.unwrap();
+    store.hide_message(b, g.id, seqs[3]).await.unwrap();
+    assert_eq!(
+        store
+            .hidden_messages(b, g.id, seqs[0], seqs[3])
+            .await
+            .unwrap(),
+        vec![seqs[1], seqs[3]]
+    );
+    assert_eq!(
+        store
+            .hidden_messages(b, g.id, seqs[2], seqs[2])
+            .await
+            .unwrap(),
+        Vec::<Seq>::new()
+    );
+    assert!(
+        store
+            .hidden_messages(a.user, g.id, 0, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "hiding is per member"
+    );
+    assert!(matches!(
+        store.hide_message(b, g.id, 999).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn threads_list_with_unread_per_member(store: Arc<dyn Store>) {
+    let a = sender(&store, "a").await;
+    let b = sender(&store, "b").await;
+    let g = group(&store, a.user, &[b.user]).await;
+    let first = append_one(&store, acting(g.id, &a, "r1", 1_000, plain("one")))
+        .await
+        .message
+        .seq;
+    let second = append_one(&store, acting(g.id, &a, "r2", 1_001, plain("two")))
+        .await
+        .message
+        .seq;
+    let reply = |who: &Sender, n: &str, root: Seq| {
+        let mut m = acting(g.id, who, n, 2_000, plain("reply"));
+        m.relations.thread_root = Some(root);
+        m
+    };
+    let mine = append_one(&store, reply(&b, "b1", first)).await.message.seq;
+    append_one(&store, reply(&a, "a1", first)).await;
+    append_one(&store, reply(&a, "a2", second)).await;
+    let last = append_one(&store, reply(&a, "a3", first)).await.message.seq;
+    let threads = store.threads(g.id, b.user, 10).await.unwrap();
+    let view: Vec<_> = threads.iter().map(|t| (t.root.seq, t.unread)).collect();
+    assert_eq!(
+        view,
+        vec![(first, 2), (second, 1)],
+        "newest activity first; b's own reply is not unread"
+    );
+    store
+        .mark_thread_read(g.id, first, b.user, mine + 1)
+        .await
+        .unwrap();
+    // Read positions never move back.
+    store
+        .mark_thread_read(g.id, first, b.user, 1)
+        .await
+        .unwrap();
+    let threads = store.threads(g.id, b.user, 1).await.unwrap();
+    assert_eq!(threads.len(), 1);
+    assert_eq!(threads[0].root.seq, first);
+    assert_eq!(threads[0].unread, 1);
+    assert_eq!(threads[0].read_seq, mine + 1);
+    assert!(last > mine + 1);
+    let for_a = store.threads(g.id, a.user, 10).await.unwrap();
+    assert_eq!(
+        for_a.iter().map(|t| t.unread).collect::<Vec<_>>(),
+        vec![1, 0]
+    );
 }
 
 // --- Audit log and administration ------------------------------------------------------------

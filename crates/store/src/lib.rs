@@ -12,6 +12,11 @@
 //!   stored message with `duplicate = true` and stores nothing.
 //! - Appending moves the sender's delivered and read markers to the new sequence (one's own
 //!   message is read), so unread counts never include one's own messages.
+//! - Messages whose body acts on another message (edit, recall, reaction, pin; see
+//!   [`MessageBody::target`]) apply their effect to the target in the same transaction as their
+//!   own append: the target's body, edit history, reactions, pin and search entry change
+//!   together with the event that announces it. Such messages are not counted as unread and
+//!   are never a conversation's last message.
 //! - Markers (delivered, read) only move forward and never past the conversation's last sequence.
 //! - Refresh tokens are stored hashed; a rotated token presented again revokes its device.
 //! - Methods that take a [`NewAudit`] append it to the audit log in the same transaction as their
@@ -20,9 +25,12 @@
 
 use async_trait::async_trait;
 use tidings_proto::contacts::PrivacySettings;
-use tidings_proto::rest::{ConversationKind, GroupPermissions, Role};
+use tidings_proto::rest::{
+    ConversationKind, ConversationSettings, GroupPermissions, Role,
+    UpdateConversationSettingsRequest,
+};
 use tidings_proto::ws::ReceiptKind;
-use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, Seq, UserId};
+use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, Relations, Seq, UserId};
 
 pub mod audit;
 #[cfg(feature = "conformance")]
@@ -142,8 +150,15 @@ pub struct Peer {
 pub struct UserConversation {
     pub conversation: ConversationRecord,
     pub me: MemberRecord,
-    /// Messages from other senders after `me.read_seq`.
+    /// Messages from other senders after `me.read_seq`, not counting messages that act on
+    /// other messages (edits, reactions, recalls, pins).
     pub unread: u64,
+    /// Of the unread messages, those that mention the member or everyone.
+    pub mentions: u64,
+    /// The member's own settings for the conversation.
+    pub settings: ConversationSettings,
+    /// The newest message that is not an edit, reaction, recall or pin (0 for none).
+    pub last_message_seq: Seq,
     pub member_count: u32,
     /// For direct conversations, the other member and their markers.
     pub peer: Option<Peer>,
@@ -158,6 +173,46 @@ pub struct NewMessage {
     pub client_msg_id: String,
     pub ts: i64,
     pub body: MessageBody,
+    /// Reply, thread and mentions, already checked by the core.
+    pub relations: Relations,
+}
+
+/// A thread as one member sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThreadRecord {
+    /// The root message, with its `thread` summary.
+    pub root: Message,
+    /// Replies from others after the member's read position in the thread.
+    pub unread: u64,
+    /// The member's read position in the thread (0 when never read).
+    pub read_seq: Seq,
+}
+
+/// One version of a message's body in its edit history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EditRecord {
+    /// When this version was written.
+    pub ts: i64,
+    pub editor_id: UserId,
+    pub body: MessageBody,
+}
+
+/// What the retention task may delete from one conversation: messages older than
+/// `before_ts`, and all but the newest `keep_last`. `None` leaves that rule out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Prune {
+    pub before_ts: Option<i64>,
+    pub keep_last: Option<u64>,
+}
+
+/// A conversation's own retention policy. It can only shorten what the server keeps: the
+/// server-wide policy applies to every conversation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Delete messages older than this (milliseconds).
+    pub max_age_ms: Option<i64>,
+    /// Delete all but the newest this many messages.
+    pub keep_last: Option<u64>,
 }
 
 /// The result of appending one message.
@@ -853,6 +908,105 @@ pub trait Store: Send + Sync + 'static {
         before: Option<Seq>,
         limit: u32,
     ) -> StoreResult<Vec<Message>>;
+
+    /// Every version of the message's body, oldest first, ending with the current one. Empty
+    /// when there is no such message or it was recalled.
+    async fn edit_history(
+        &self,
+        conversation: ConversationId,
+        seq: Seq,
+    ) -> StoreResult<Vec<EditRecord>>;
+    /// Who reacted to the message, per key, keys in order of first use and users in order of
+    /// reacting.
+    async fn reactions(
+        &self,
+        conversation: ConversationId,
+        seq: Seq,
+    ) -> StoreResult<Vec<(String, Vec<UserId>)>>;
+    /// The pinned messages of a conversation, most recently pinned first, at most `limit`.
+    async fn pinned_messages(
+        &self,
+        conversation: ConversationId,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>>;
+    /// The replies in the thread under `root` with `seq > after`, ascending, at most `limit`.
+    async fn thread_messages(
+        &self,
+        conversation: ConversationId,
+        root: Seq,
+        after: Seq,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>>;
+    /// Changes a member's own settings for a conversation and returns them. `pinned` records
+    /// `now` as the pin time (keeping an earlier one). `NotFound` if not a member.
+    async fn update_conversation_settings(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        change: UpdateConversationSettingsRequest,
+        now: i64,
+    ) -> StoreResult<ConversationSettings>;
+    /// Hides a message from one member's own views ("delete for me"). `NotFound` if there is
+    /// no such message. Hiding twice is harmless.
+    async fn hide_message(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        seq: Seq,
+    ) -> StoreResult<()>;
+    /// Of the sequences `from..=to` of a conversation, those `user` has hidden, ascending.
+    async fn hidden_messages(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        from: Seq,
+        to: Seq,
+    ) -> StoreResult<Vec<Seq>>;
+    /// Moves a member's read position in the thread under `root` forward to `seq`.
+    async fn mark_thread_read(
+        &self,
+        conversation: ConversationId,
+        root: Seq,
+        user: UserId,
+        seq: Seq,
+    ) -> StoreResult<()>;
+    /// The threads of a conversation, most recently active first, at most `limit`, each with
+    /// the replies from others after `user`'s read position in it.
+    async fn threads(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        limit: u32,
+    ) -> StoreResult<Vec<ThreadRecord>>;
+    /// Sets a conversation's own retention; `Retention::default()` clears it. `NotFound` if
+    /// there is no such conversation.
+    async fn set_retention(
+        &self,
+        conversation: ConversationId,
+        retention: Retention,
+    ) -> StoreResult<()>;
+    /// A conversation's own retention (default when it has none).
+    async fn retention(&self, conversation: ConversationId) -> StoreResult<Retention>;
+    /// Conversations with a retention of their own, after `after` by id, at most `limit`.
+    async fn retentions(
+        &self,
+        after: ConversationId,
+        limit: u32,
+    ) -> StoreResult<Vec<(ConversationId, Retention)>>;
+    /// Deletes up to `limit` of the oldest messages `prune` allows in one conversation, with
+    /// their reactions, edits, mentions, pins and search entries. Returns how many went. The
+    /// conversation's sequence is unaffected: later messages keep theirs, and new ones
+    /// continue after `last_seq`. `NotFound` if there is no such conversation.
+    async fn prune_conversation(
+        &self,
+        conversation: ConversationId,
+        prune: Prune,
+        limit: u32,
+    ) -> StoreResult<u32>;
+    /// Deletes up to `limit` of the oldest messages in the whole store written before
+    /// `before_ts` (the server-wide policy). Returns how many went. Like
+    /// [`Store::prune_conversation`] it never deletes the newest message of the store.
+    async fn prune_before(&self, before_ts: i64, limit: u32) -> StoreResult<u32>;
 
     // --- Search ---------------------------------------------------------------------------
 

@@ -92,6 +92,7 @@ pub async fn start_core_without_janitor(
 ) -> anyhow::Result<Core> {
     let (core, tasks) = start_core_with_tasks(config, bound).await?;
     tasks.janitor.abort();
+    tasks.retention.abort();
     Ok(core)
 }
 

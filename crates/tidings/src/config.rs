@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use tidings_core::config::{AccountsConfig, AuditConfig, LimitsConfig, TokensConfig};
+use tidings_core::config::{
+    AccountsConfig, AuditConfig, LimitsConfig, MessagesConfig, TokensConfig,
+};
 use tidings_files::FilesConfig;
 use tidings_http::HttpConfig;
 use tidings_mqtt::MqttConfig;
@@ -76,6 +78,7 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
+    pub messages: MessagesConfig,
     pub files: FilesConfig,
     pub mqtt: MqttConfig,
 }
@@ -92,6 +95,7 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             limits: LimitsConfig::default(),
             audit: AuditConfig::default(),
+            messages: MessagesConfig::default(),
             files: FilesConfig::default(),
             mqtt: MqttConfig::default(),
         }
@@ -106,6 +110,7 @@ impl Config {
             tokens: self.tokens.clone(),
             limits: self.limits.clone(),
             audit: self.audit.clone(),
+            messages: self.messages.clone(),
         }
     }
 
@@ -328,6 +333,18 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         ("limits.max_in_flight", limits.max_in_flight),
         ("limits.max_commit_batch", limits.max_commit_batch),
         ("limits.max_history_page", limits.max_history_page as usize),
+        (
+            "messages.retention_interval_secs",
+            config.messages.retention_interval_secs as usize,
+        ),
+        (
+            "messages.retention_batch",
+            config.messages.retention_batch as usize,
+        ),
+        (
+            "messages.max_reaction_keys",
+            config.messages.max_reaction_keys,
+        ),
         (
             "storage.read_connections",
             config.storage.read_connections as usize,
