@@ -527,7 +527,7 @@ export interface GroupInfo {
   conversation_id: ConversationId;
   title: string;
   description: string;
-  /** A file id, once uploads exist; empty when unset. */
+  /** The id of an image file, readable by every user; empty when unset. */
   avatar: string;
   announcement: string;
   /** Whether joining by link needs an admin's approval. */
@@ -963,6 +963,11 @@ export interface Profile {
   /** Empty when never set (clients show the username). */
   display_name: string;
   status_text: string;
+  /**
+   * The avatar: the id of an image file (download or thumbnail it from
+   * `/api/v1/files/{id}`); empty for none.
+   */
+  avatar?: string;
 }
 
 /** One reaction key on a message and who used it. */
@@ -1438,7 +1443,10 @@ export interface UpdateConversationSettingsRequest {
 export interface UpdateGroupRequest {
   /** Up to 2000 characters. */
   announcement?: string | null;
-  /** Up to 128 characters; empty clears it. */
+  /**
+   * The id of an image file the caller may read; empty clears it. Once set, every
+   * signed-in user may download the file.
+   */
   avatar?: string | null;
   /** Up to 1000 characters. */
   description?: string | null;
@@ -1456,6 +1464,11 @@ export interface UpdatePrivacyRequest {
 
 /** `PATCH /api/v1/profile`: fields left out keep their value. */
 export interface UpdateProfileRequest {
+  /**
+   * The id of an image file the caller may read (uploaded with tus); empty clears it. Once
+   * set, every signed-in user may download the file.
+   */
+  avatar?: string | null;
   /** Up to 64 characters; empty clears it. */
   display_name?: string | null;
   /** Up to 140 characters; empty clears it. */

@@ -7,6 +7,7 @@
 //! - [`throughput`]: open-loop senders, ack and end-to-end latency, completeness, rate sweep.
 //! - [`idle`]: server memory per idle authenticated connection.
 //! - [`catchup`]: one offline user syncing a large backlog.
+//! - [`mqtt`]: MQTT against Tidings and Mosquitto in one run: idle memory, QoS 1, fan-out.
 //! - [`stats`]: histograms, regression and the completeness check (the unit-tested parts).
 //!
 //! The load generator is one process with one multi-threaded tokio runtime; see
@@ -14,6 +15,7 @@
 
 mod catchup;
 mod idle;
+mod mqtt;
 mod search;
 mod server;
 mod setup;
@@ -103,6 +105,31 @@ enum Scenario {
         #[arg(long, default_value_t = 1024)]
         window: u64,
         /// Filler characters per message text.
+        #[arg(long, default_value_t = 64)]
+        payload_bytes: usize,
+    },
+    /// MQTT: idle connections, QoS 1 publish→deliver (broker and durable IM), fan-out;
+    /// against Tidings and, in the same run, a running Mosquitto.
+    Mqtt {
+        /// A Mosquitto broker to measure too (anonymous access on loopback); empty to skip.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        mosquitto: String,
+        /// Idle connections for the memory measurement.
+        #[arg(long, default_value_t = 2000)]
+        connections: usize,
+        /// Publisher/subscriber pairs for QoS 1.
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// QoS 1 publications each publisher keeps unacknowledged.
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        /// Seconds per timed phase.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Subscribers of the fan-out topic.
+        #[arg(long, default_value_t = 500)]
+        fanout: usize,
+        /// Payload bytes per publication.
         #[arg(long, default_value_t = 64)]
         payload_bytes: usize,
     },
@@ -215,6 +242,36 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             catchup::print(&result);
             (format!("catchup_{messages}"), serde_json::to_value(result)?)
+        }
+        Scenario::Mqtt {
+            mosquitto,
+            connections,
+            pairs,
+            window,
+            duration,
+            fanout,
+            payload_bytes,
+        } => {
+            let mosquitto = if mosquitto.is_empty() {
+                None
+            } else {
+                Some(mosquitto.parse().context("--mosquitto is HOST:PORT")?)
+            };
+            let result = mqtt::run(
+                &options,
+                mqtt::Params {
+                    mosquitto,
+                    connections,
+                    pairs,
+                    window,
+                    duration_secs: duration,
+                    fanout,
+                    payload_bytes,
+                },
+            )
+            .await?;
+            mqtt::print(&result);
+            ("mqtt".to_string(), serde_json::to_value(result)?)
         }
         Scenario::Search {
             messages,

@@ -271,6 +271,66 @@ impl Core {
         Ok(self.token_response(user.id, device.id, refresh))
     }
 
+    /// The steps of [`Core::device_sign_in`], which runs them detached.
+    async fn device_sign_in_steps(
+        &self,
+        username: &str,
+        password: String,
+        device_name: String,
+        address: Option<IpAddr>,
+    ) -> CoreResult<String> {
+        let user = match self.check_credentials(username, password).await? {
+            Ok(user) => user,
+            Err(failure) => {
+                let (user, reason, error) = match failure {
+                    CredentialFailure::UnknownUser => (None, "unknown_user", None),
+                    CredentialFailure::WrongPassword(id) => (Some(id), "wrong_password", None),
+                    CredentialFailure::Deleted(id) => (Some(id), "deleted", None),
+                    CredentialFailure::Suspended(id) => (Some(id), "suspended", Some(suspended())),
+                };
+                self.audit_sign_in_failure(user, address, reason).await;
+                return Err(error.unwrap_or_else(|| invalid_grant("wrong username or password")));
+            }
+        };
+        let name: String = device_name.trim().chars().take(64).collect();
+        let existing = self
+            .inner
+            .store
+            .devices_of(user.id)
+            .await?
+            .into_iter()
+            .find(|d| d.name == name);
+        let device_id = match existing {
+            Some(device) => device.id,
+            None => {
+                // The device gets a refresh token like any other, which nobody holds: it
+                // expires unused, and the device signs in again with its password.
+                let refresh = tokens::random_token();
+                let mut entry =
+                    self.new_audit(kinds::SIGN_IN_SUCCESS, Some(user.id), Some(user.id));
+                entry.address = address.map(|a| a.to_string());
+                entry.detail = serde_json::json!({ "device_name": name });
+                self.inner
+                    .store
+                    .sign_in(
+                        user.id,
+                        &name,
+                        tokens::hash_token(&refresh),
+                        self.refresh_expiry(),
+                        self.now_ms(),
+                        entry,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::NotFound => suspended(),
+                        other => other.into(),
+                    })?
+                    .id
+            }
+        };
+        Ok(self.access_token(user.id, device_id))
+    }
+
     /// The steps of [`Core::refresh_grant`], which runs them detached.
     async fn refresh_grant_steps(
         &self,
@@ -491,6 +551,12 @@ impl Core {
         }
     }
 
+    /// A signed access token for `device` of `user`, valid for `tokens.access_ttl_secs`.
+    fn access_token(&self, user: UserId, device: DeviceId) -> String {
+        self.token_response(user, device, String::new())
+            .access_token
+    }
+
     fn token_response(&self, user: UserId, device: DeviceId, refresh: String) -> TokenResponse {
         let now_secs = self.now_ms().div_euclid(1000);
         let ttl = self.inner.config.tokens.access_ttl_secs;
@@ -568,6 +634,51 @@ impl Core {
                 .await
         })
         .await
+    }
+
+    /// Signs in with a password as the device named `device_name`, creating that device the
+    /// first time: for transports where the client names its device on every connection (an
+    /// MQTT client id) rather than holding tokens. Returns an access token for the device.
+    /// Attempts are limited per address and audited like the password grant.
+    pub async fn device_sign_in(
+        &self,
+        username: &str,
+        password: String,
+        device_name: String,
+        address: Option<IpAddr>,
+    ) -> CoreResult<String> {
+        if let Some(address) = address {
+            self.inner
+                .sign_in_limiter
+                .check(&limit_key(address), self.now_ms())
+                .map_err(|wait| CoreError::rate_limited("sign-in attempts", wait))?;
+        }
+        let username = username.to_owned();
+        self.detached(move |core| async move {
+            core.device_sign_in_steps(&username, password, device_name, address)
+                .await
+        })
+        .await
+    }
+
+    /// A fresh access token for the caller's device, for a connection that signed in with a
+    /// password (see [`Core::device_sign_in`]) and stays open past its token's lifetime. Refused
+    /// once the device is signed out or the account suspended or deleted, so renewal never
+    /// outlives the rights it renews.
+    pub async fn renew_device_token(&self, caller: &Caller) -> CoreResult<String> {
+        let device = self.inner.store.device(caller.device_id).await?;
+        if device.is_none_or(|d| d.revoked_at.is_some() || d.user_id != caller.user_id) {
+            return Err(CoreError::unauthenticated(
+                "this device has been signed out",
+            ));
+        }
+        match self.inner.store.user_by_id(caller.user_id).await? {
+            Some(user) if user.disabled => Err(suspended()),
+            Some(user) if user.deleted_at.is_none() => {
+                Ok(self.access_token(caller.user_id, caller.device_id))
+            }
+            _ => Err(CoreError::unauthenticated("this account no longer exists")),
+        }
     }
 
     /// RFC 6749 refresh grant with rotation; a reused token revokes its device (and is recorded

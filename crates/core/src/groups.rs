@@ -615,7 +615,7 @@ impl Core {
             check_len("a description", description, 0, 1000)?;
         }
         if let Some(avatar) = &req.avatar {
-            check_len("an avatar", avatar, 0, 128)?;
+            self.check_avatar(caller, avatar).await?;
         }
         if let Some(announcement) = &req.announcement {
             check_len("an announcement", announcement, 0, 2000)?;

@@ -158,6 +158,21 @@ pub fn decide(
     }
 }
 
+/// Using a file as an avatar (a user's or a group's): the caller must be able to read it, and it
+/// must be an image. An avatar is then readable by every signed-in user, so this is also the
+/// decision to publish the picture.
+pub fn use_as_avatar(readable: bool, image: bool) -> Result<(), CoreError> {
+    if !readable {
+        return Err(CoreError::not_found("file"));
+    }
+    if !image {
+        return Err(CoreError::invalid(
+            "an avatar is a PNG, JPEG, GIF or WebP image",
+        ));
+    }
+    Ok(())
+}
+
 /// Editing a message: only its sender, and only within the edit window (`window_ms` 0 means
 /// any time).
 pub fn edit_message(own: bool, age_ms: i64, window_ms: i64) -> Result<(), CoreError> {
@@ -349,6 +364,96 @@ pub fn decide_admin(action: AdminAction, role: ServerRole, on_self: bool) -> Res
         ));
     }
     Ok(())
+}
+
+/// One access rule of MQTT broker mode (topics outside `tidings/`), from configuration.
+/// `pattern` is an MQTT topic filter in which `%u` stands for the user's username and `%i`
+/// for their user id, each allowed only as a whole topic level.
+#[derive(
+    Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerRule {
+    pub pattern: String,
+    /// Subscribing to topics the pattern covers.
+    #[serde(default)]
+    pub read: bool,
+    /// Publishing (and setting retained messages and wills) on topics the pattern matches.
+    #[serde(default)]
+    pub write: bool,
+}
+
+/// What a broker client wants to do with a topic or filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerAccess {
+    /// Subscribe with this filter: every topic it can match must be readable.
+    Subscribe,
+    /// Publish to this topic name.
+    Publish,
+}
+
+/// Allows or refuses a broker-mode subscribe or publish for `username` (id `user_id`) under the
+/// configured rules. Topics under `tidings/` and `$`-topics are never broker topics. A user
+/// name that is not a single clean topic level (it holds `/`, `+` or `#`) matches no
+/// `%u` rule, so nobody can widen their prefix by choosing a strange name.
+pub fn decide_broker(
+    rules: &[BrokerRule],
+    username: &str,
+    user_id: i64,
+    access: BrokerAccess,
+    topic: &str,
+) -> Result<(), CoreError> {
+    let refused = || CoreError::forbidden("no broker rule allows this topic");
+    let first = topic.split('/').next().unwrap_or("");
+    if first == "tidings" || topic.starts_with('$') {
+        return Err(refused());
+    }
+    let id = user_id.to_string();
+    let clean_name = !username.is_empty() && !username.contains(['/', '+', '#']);
+    for rule in rules {
+        let wanted = match access {
+            BrokerAccess::Subscribe => rule.read,
+            BrokerAccess::Publish => rule.write,
+        };
+        if !wanted {
+            continue;
+        }
+        let mut levels = Vec::new();
+        let mut usable = true;
+        for level in rule.pattern.split('/') {
+            match level {
+                "%u" if clean_name => levels.push(username),
+                "%u" => usable = false,
+                "%i" => levels.push(id.as_str()),
+                other => levels.push(other),
+            }
+        }
+        if usable && filter_covers(&levels, topic) {
+            return Ok(());
+        }
+    }
+    Err(refused())
+}
+
+/// Whether every topic `filter` can match is matched by `pattern` (a topic name is a filter
+/// without wildcards, so this answers both publish and subscribe).
+fn filter_covers(pattern: &[&str], filter: &str) -> bool {
+    let mut filter = filter.split('/');
+    for level in pattern {
+        if *level == "#" {
+            return true;
+        }
+        match filter.next() {
+            None => return false,
+            Some("#") => return false,
+            Some(f) => {
+                if *level != "+" && (*level != f || f == "+") {
+                    return false;
+                }
+            }
+        }
+    }
+    filter.next().is_none()
 }
 
 #[cfg(test)]
@@ -593,6 +698,17 @@ mod tests {
     }
 
     #[test]
+    fn avatars_are_readable_images() {
+        assert_eq!(outcome(use_as_avatar(true, true)), Y);
+        assert_eq!(
+            use_as_avatar(true, false).unwrap_err().code,
+            ErrorCode::InvalidField
+        );
+        assert_eq!(outcome(use_as_avatar(false, true)), N);
+        assert_eq!(outcome(use_as_avatar(false, false)), N);
+    }
+
+    #[test]
     fn edits_by_sender_within_window() {
         #[rustfmt::skip]
         let table = [
@@ -713,6 +829,52 @@ mod tests {
                 };
                 assert_eq!(got, want, "{action:?} as {role:?} (on self: {on_self})");
             }
+        }
+    }
+    #[test]
+    fn broker_rules_cover_what_they_say_and_nothing_more() {
+        let rules = vec![
+            BrokerRule {
+                pattern: "users/%u/#".into(),
+                read: true,
+                write: true,
+            },
+            BrokerRule {
+                pattern: "shared/#".into(),
+                read: true,
+                write: false,
+            },
+            BrokerRule {
+                pattern: "devices/%i/+/state".into(),
+                read: true,
+                write: true,
+            },
+        ];
+        use BrokerAccess::{Publish as P, Subscribe as S};
+        let table: &[(&str, BrokerAccess, &str, bool)] = &[
+            ("alice", P, "users/alice/lamp", true),
+            ("alice", S, "users/alice/#", true),
+            ("alice", S, "users/alice/+/x", true),
+            ("alice", P, "users/bob/lamp", false),
+            ("alice", S, "users/+/lamp", false),
+            ("alice", S, "users/#", false),
+            ("alice", S, "#", false),
+            ("alice", S, "shared/news", true),
+            ("alice", S, "shared/#", true),
+            ("alice", P, "shared/news", false),
+            ("alice", P, "devices/7/a/state", true),
+            ("alice", S, "devices/7/+/state", true),
+            ("alice", S, "devices/7/#", false),
+            ("alice", P, "devices/8/a/state", false),
+            ("alice", P, "tidings/v1/x", false),
+            ("alice", S, "$SYS/#", false),
+            // A user name that is not one clean level matches no %u rule.
+            ("a/b", P, "users/a/b/x", false),
+            ("+", S, "users/+/x", false),
+        ];
+        for (user, access, topic, allowed) in table {
+            let got = decide_broker(&rules, user, 7, *access, topic).is_ok();
+            assert_eq!(got, *allowed, "{user} {access:?} {topic}");
         }
     }
 }

@@ -25,6 +25,7 @@ fn view(p: ProfileRecord) -> Profile {
         username: p.username,
         display_name: p.display_name,
         status_text: p.status_text,
+        avatar: p.avatar,
     }
 }
 
@@ -74,11 +75,46 @@ impl Core {
             Some(text) => clean(&text, MAX_STATUS_TEXT, "a status text")?,
             None => current.status_text,
         };
+        if let Some(avatar) = &req.avatar {
+            self.check_avatar(caller, avatar).await?;
+        }
         self.inner
             .store
             .set_profile(caller.user_id, &display_name, &status_text, self.now_ms())
             .await?;
+        if let Some(avatar) = &req.avatar {
+            self.inner
+                .store
+                .set_avatar(caller.user_id, avatar, self.now_ms())
+                .await?;
+        }
         self.profile(caller, caller.user_id).await
+    }
+
+    /// An avatar is empty (none) or an image file the caller may read; once set it becomes
+    /// readable by everyone (see `policy::use_as_avatar`).
+    pub(crate) async fn check_avatar(&self, caller: &Caller, avatar: &str) -> CoreResult<()> {
+        if avatar.is_empty() {
+            return Ok(());
+        }
+        let well_formed = avatar.len() == 32 && avatar.bytes().all(|b| b.is_ascii_hexdigit());
+        let store = &self.inner.store;
+        let file = if well_formed {
+            store.file(avatar).await?
+        } else {
+            None
+        };
+        let readable = match &file {
+            Some(_) => store.can_read_file(avatar, caller.user_id).await?,
+            None => false,
+        };
+        let image = file.as_ref().is_some_and(|f| {
+            matches!(
+                f.content_type.as_str(),
+                "image/png" | "image/jpeg" | "image/gif" | "image/webp"
+            )
+        });
+        crate::policy::use_as_avatar(readable, image)
     }
 
     /// Users whose username or display name starts with `query`.

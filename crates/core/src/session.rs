@@ -310,6 +310,15 @@ impl Session {
         self.conn.as_ref().map(|c| c.caller)
     }
 
+    /// Whether the server has asked this connection to close (slow consumer, signed out,
+    /// shutting down). `next_output` reports it too; a transport that has paused taking output
+    /// (its client's window is full) asks here so a stalled client is still let go.
+    pub fn close_requested(&self) -> bool {
+        self.conn
+            .as_ref()
+            .is_some_and(|c| c.control.closed_now().is_some())
+    }
+
     /// Whether the transport may read another frame: false while the connection has as many
     /// requests in flight, or as much output queued, as it may.
     pub fn can_read(&self) -> bool {

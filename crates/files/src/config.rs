@@ -22,6 +22,8 @@ pub struct FilesConfig {
     pub upload_expiry_secs: u64,
     /// Seconds a signed download link (for `<img src>`) stays valid.
     pub link_ttl_secs: u64,
+    /// Largest image in bytes that gets thumbnails; rendering holds the whole image in memory.
+    pub max_thumbnail_source_bytes: u64,
     /// S3-compatible bucket to store bytes in instead of local disk; empty keeps them in
     /// `files.dir`.
     pub s3_bucket: String,
@@ -44,6 +46,7 @@ impl Default for FilesConfig {
             user_quota_bytes: 20 * 1024 * 1024 * 1024,
             upload_expiry_secs: 24 * 3600,
             link_ttl_secs: 300,
+            max_thumbnail_source_bytes: 32 * 1024 * 1024,
             s3_bucket: String::new(),
             s3_endpoint: String::new(),
             s3_region: String::new(),

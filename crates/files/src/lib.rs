@@ -7,6 +7,7 @@
 //! - [`blobs`]: [`Blobs`], the object layout over any `object_store` backend (local disk by
 //!   default, S3-compatible storage by configuration): upload segments, staging objects and content-addressed bytes under
 //!   `sha256/<hex>`.
+//! - [`thumbs`]: rendering image thumbnails (a few fixed sizes, within decoding limits).
 //! - [`service`]: [`Files`], the upload state machine (create, append, terminate, concatenate,
 //!   complete, expire) and downloads. It decides; the HTTP layer only translates.
 //!
@@ -18,8 +19,9 @@
 pub mod blobs;
 pub mod config;
 pub mod service;
+pub mod thumbs;
 pub mod tus;
 
 pub use blobs::Blobs;
 pub use config::FilesConfig;
-pub use service::{ByteStream, Download, Files, NewUpload};
+pub use service::{ByteStream, Download, Files, NewUpload, Thumbnail};

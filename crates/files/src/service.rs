@@ -80,6 +80,16 @@ struct Inner {
     /// store's reference count, so a deletion of the last reference cannot remove bytes a
     /// completing upload has just found in place.
     content: tokio::sync::Mutex<()>,
+    /// Bounds how many thumbnails render at once (each holds a decoded image in memory).
+    renderers: tokio::sync::Semaphore,
+}
+
+/// A thumbnail ready to serve.
+pub struct Thumbnail {
+    pub bytes: Bytes,
+    pub content_type: &'static str,
+    /// A strong validator: the source's hash and the size.
+    pub etag: String,
 }
 
 /// The upload and download service; cheap to clone.
@@ -105,6 +115,7 @@ impl Files {
                 link_key,
                 uploads: Mutex::new(HashMap::new()),
                 content: tokio::sync::Mutex::new(()),
+                renderers: tokio::sync::Semaphore::new(crate::thumbs::RENDERERS),
             }),
         }
     }
@@ -717,6 +728,17 @@ impl Files {
         signature: &str,
         range: impl FnOnce(&FileRecord) -> Option<Range<u64>>,
     ) -> CoreResult<Download> {
+        let file = self.linked_file(id, expires_at, signature).await?;
+        self.stream(file, range).await
+    }
+
+    /// The file a signed link names; an expired, altered or foreign link is `not_found`.
+    async fn linked_file(
+        &self,
+        id: &str,
+        expires_at: i64,
+        signature: &str,
+    ) -> CoreResult<FileRecord> {
         use subtle::ConstantTimeEq;
         let expected = self.link_signature(id, expires_at);
         let valid = tus::is_valid_id(id)
@@ -725,13 +747,11 @@ impl Files {
         if !valid {
             return Err(CoreError::not_found("file"));
         }
-        let file = self
-            .inner
+        self.inner
             .store
             .file(id)
             .await?
-            .ok_or_else(|| CoreError::not_found("file"))?;
-        self.stream(file, range).await
+            .ok_or_else(|| CoreError::not_found("file"))
     }
 
     async fn stream(
@@ -745,6 +765,83 @@ impl Files {
         Ok(Download { file, body })
     }
 
+    /// A thumbnail of an image the caller may read, fitting in `px`×`px` (one of
+    /// [`crate::thumbs::THUMBNAIL_SIZES`]).
+    pub async fn thumbnail(&self, caller: &Caller, id: &str, px: u32) -> CoreResult<Thumbnail> {
+        check_size(px)?;
+        let file = self.file_for(caller, id).await?;
+        self.thumbnail_of(&file, px).await
+    }
+
+    /// A thumbnail through a signed link to the file (a link to a file covers its thumbnails).
+    pub async fn thumbnail_linked(
+        &self,
+        id: &str,
+        expires_at: i64,
+        signature: &str,
+        px: u32,
+    ) -> CoreResult<Thumbnail> {
+        check_size(px)?;
+        let file = self.linked_file(id, expires_at, signature).await?;
+        self.thumbnail_of(&file, px).await
+    }
+
+    async fn thumbnail_of(&self, file: &FileRecord, px: u32) -> CoreResult<Thumbnail> {
+        use crate::thumbs;
+        use futures_util::TryStreamExt;
+        if !thumbs::can_thumbnail(&file.content_type) {
+            return Err(CoreError::invalid("thumbnails exist only for images"));
+        }
+        let etag = format!("\"{}-{px}\"", tus::hex(&file.sha256));
+        let path = thumbs::thumb_path(&file.sha256, px);
+        let blobs = &self.inner.blobs;
+        let read_all = |path: object_store::path::Path| async move {
+            let chunks: Vec<Bytes> = blobs.read(&path, None).await?.try_collect().await?;
+            Ok::<Bytes, BlobError>(Bytes::from(chunks.concat()))
+        };
+        if blobs.exists(&path).await.map_err(storage)? {
+            let bytes = read_all(path).await.map_err(storage)?;
+            let content_type = thumbs::stored_type(&bytes);
+            return Ok(Thumbnail {
+                bytes,
+                content_type,
+                etag,
+            });
+        }
+        if file.size > self.inner.config.max_thumbnail_source_bytes {
+            return Err(CoreError::new(
+                ErrorCode::TooLarge,
+                "the image is too large to make a thumbnail of",
+            ));
+        }
+        let _permit = self
+            .inner
+            .renderers
+            .acquire()
+            .await
+            .map_err(|_| CoreError::new(ErrorCode::Unavailable, "server is shutting down"))?;
+        let source = read_all(Blobs::blob_path(&file.sha256))
+            .await
+            .map_err(storage)?;
+        let rendered = tokio::task::spawn_blocking(move || thumbs::render(&source, px))
+            .await
+            .map_err(|e| CoreError::internal("rendering a thumbnail", e))?
+            .map_err(|e| match e {
+                thumbs::ThumbError::TooLarge => CoreError::new(ErrorCode::TooLarge, e.to_string()),
+                thumbs::ThumbError::Undecodable => CoreError::invalid(e.to_string()),
+            })?;
+        let bytes = Bytes::from(rendered.bytes);
+        // Two requests may render the same thumbnail at once; both write the same bytes.
+        let mut writer = blobs.writer(&path).await.map_err(storage)?;
+        writer.write(bytes.clone()).await.map_err(storage)?;
+        writer.finish().await.map_err(storage)?;
+        Ok(Thumbnail {
+            bytes,
+            content_type: rendered.content_type,
+            etag,
+        })
+    }
+
     /// Deletes the caller's file; the bytes go with the last file that refers to them.
     pub async fn delete_file(&self, caller: &Caller, id: &str) -> CoreResult<()> {
         let file = self.file_for(caller, id).await?;
@@ -753,13 +850,30 @@ impl Files {
         }
         let _content = self.inner.content.lock().await;
         if let Some((file, true)) = self.inner.store.delete_file(id).await? {
-            self.inner
-                .blobs
+            let blobs = &self.inner.blobs;
+            blobs
                 .delete(&Blobs::blob_path(&file.sha256))
                 .await
                 .map_err(storage)?;
+            for px in crate::thumbs::THUMBNAIL_SIZES {
+                blobs
+                    .delete(&crate::thumbs::thumb_path(&file.sha256, px))
+                    .await
+                    .map_err(storage)?;
+            }
         }
         Ok(())
+    }
+}
+
+fn check_size(px: u32) -> CoreResult<()> {
+    if crate::thumbs::THUMBNAIL_SIZES.contains(&px) {
+        Ok(())
+    } else {
+        Err(CoreError::invalid(format!(
+            "size is one of {:?}",
+            crate::thumbs::THUMBNAIL_SIZES
+        )))
     }
 }
 

@@ -410,6 +410,66 @@ pub async fn download(
     Ok((status, out, body).into_response())
 }
 
+/// The query of a thumbnail request: the size, and optionally a signed link to the file.
+#[derive(serde::Deserialize)]
+pub struct ThumbnailQuery {
+    size: Option<u32>,
+    expires: Option<i64>,
+    signature: Option<String>,
+}
+
+/// `GET /api/v1/files/{file_id}/thumbnail?size=96|320|800`: a JPEG (or, with transparency, PNG)
+/// rendering of an image that fits in the size, for whoever may download the image (a signed
+/// link to the image works too).
+pub async fn thumbnail(
+    State(state): State<AppState>,
+    authed: Result<Authed, ApiError>,
+    Path(file_id): Path<String>,
+    query: Result<Query<ThumbnailQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.body_text()))?;
+    let px = query.size.unwrap_or(320);
+    let thumb = match (query.expires, query.signature) {
+        (Some(expires), Some(signature)) => {
+            state
+                .files
+                .thumbnail_linked(&file_id, expires, &signature, px)
+                .await?
+        }
+        _ => {
+            let Authed(caller) = authed?;
+            state.files.thumbnail(&caller, &file_id, px).await?
+        }
+    };
+    let mut out = HeaderMap::new();
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(thumb.content_type),
+    );
+    out.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    out.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=86400"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&thumb.etag) {
+        out.insert(header::ETAG, value);
+    }
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == thumb.etag));
+    if fresh {
+        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+    }
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(thumb.bytes.len()));
+    Ok((StatusCode::OK, out, thumb.bytes).into_response())
+}
+
 /// A strong validator: the content's SHA-256, which changes exactly when the bytes do.
 fn etag(file: &tidings_store::FileRecord) -> String {
     format!("\"{}\"", tus::hex(&file.sha256))

@@ -10,6 +10,8 @@
 //! - `files`: tus uploads and file downloads, streamed both ways.
 //! - `ws`: the WebSocket endpoint driving a [`tidings_core::session::Session`].
 //! - `openapi`: the OpenAPI 3.1 document, assembled from the protocol crate's schemas.
+//! - `web`: the embedded web client (`web/dist`, compiled in by `build.rs`) at `/` and as the
+//!   fallback for client-side routes outside the server's own paths.
 
 mod error;
 mod extract;
@@ -17,10 +19,12 @@ mod files;
 mod oauth;
 mod openapi;
 mod rest;
+mod web;
 mod ws;
 
 pub use error::ApiError;
 pub use openapi::openapi_document;
+pub use web::embedded as web_client_embedded;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -73,7 +77,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     Router::new()
-        .route("/", get(rest::index))
+        .route("/", get(web::index))
         .route("/healthz", get(rest::healthz))
         .route("/readyz", get(rest::readyz))
         .route("/api/openapi.json", get(openapi::serve))
@@ -267,7 +271,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/audit/export", get(rest::admin_audit_export))
         .route("/ws", get(ws::upgrade))
         .merge(file_routes())
-        .fallback(rest::not_found)
+        .fallback(web::fallback)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -298,6 +302,7 @@ fn file_routes() -> Router<AppState> {
             get(files::download).delete(files::delete_file),
         )
         .route("/api/v1/files/{file_id}/link", post(files::link))
+        .route("/api/v1/files/{file_id}/thumbnail", get(files::thumbnail))
         .route(
             "/api/v1/conversations/{id}/files/{file_id}",
             axum::routing::put(files::share),

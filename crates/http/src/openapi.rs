@@ -820,6 +820,13 @@ fn file_ops(g: &mut SchemaGenerator) -> Vec<Op> {
             200,
         ),
         raw(
+            "get",
+            "/api/v1/files/{file_id}/thumbnail",
+            "A thumbnail of an image (?size=96|320|800, default 320): JPEG, or PNG with transparency; rendered once and cached. For whoever may download the image, or through a signed link to it.",
+            true,
+            200,
+        ),
+        raw(
             "delete",
             "/api/v1/files/{file_id}",
             "Delete one of the caller's files; the bytes go with the last file that refers to them.",

@@ -6,7 +6,7 @@ use crate::extract::{ApiJson, Authed, ClientAddr};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tidings_core::admin::AdminActor;
 use tidings_core::audit::AuditFilter;
@@ -27,10 +27,6 @@ use tidings_proto::rest::{
 use tidings_proto::{ConversationId, DeviceId, ErrorCode, Seq, UserId};
 
 type ApiResult<T> = Result<T, ApiError>;
-
-pub async fn index() -> Html<&'static str> {
-    Html(include_str!("index.html"))
-}
 
 pub async fn healthz() -> Json<Health> {
     Json(Health {

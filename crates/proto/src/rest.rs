@@ -199,7 +199,7 @@ pub struct GroupInfo {
     pub conversation_id: ConversationId,
     pub title: String,
     pub description: String,
-    /// A file id, once uploads exist; empty when unset.
+    /// The id of an image file, readable by every user; empty when unset.
     pub avatar: String,
     pub announcement: String,
     /// Whether joining by link needs an admin's approval.
@@ -220,7 +220,8 @@ pub struct UpdateGroupRequest {
     /// Up to 1000 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Up to 128 characters; empty clears it.
+    /// The id of an image file the caller may read; empty clears it. Once set, every
+    /// signed-in user may download the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avatar: Option<String>,
     /// Up to 2000 characters.
@@ -619,6 +620,10 @@ pub struct Profile {
     /// Empty when never set (clients show the username).
     pub display_name: String,
     pub status_text: String,
+    /// The avatar: the id of an image file (download or thumbnail it from
+    /// `/api/v1/files/{id}`); empty for none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub avatar: String,
 }
 
 /// `PATCH /api/v1/profile`: fields left out keep their value.
@@ -631,6 +636,10 @@ pub struct UpdateProfileRequest {
     /// Up to 140 characters; empty clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_text: Option<String>,
+    /// The id of an image file the caller may read (uploaded with tus); empty clears it. Once
+    /// set, every signed-in user may download the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
 }
 
 /// `GET /api/v1/users?q=`: users whose username or display name starts with `q`.

@@ -120,6 +120,33 @@ impl AuthedClient {
         Ok(response.bytes().await.map_err(transport)?.to_vec())
     }
 
+    /// A thumbnail of an image file: `(content type, bytes)`.
+    pub async fn thumbnail(&self, file_id: &str, size: u32) -> SdkResult<(String, Vec<u8>)> {
+        let response = self
+            .request(
+                Method::GET,
+                &format!("/api/v1/files/{file_id}/thumbnail?size={size}"),
+            )
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            expect_empty(response).await?;
+            return Err(SdkError::Unexpected(format!("HTTP {status}")));
+        }
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        Ok((
+            content_type,
+            response.bytes().await.map_err(transport)?.to_vec(),
+        ))
+    }
+
     /// Deletes one of the caller's files.
     pub async fn delete_file(&self, file_id: &str) -> SdkResult<()> {
         self.delete(&format!("/api/v1/files/{file_id}")).await

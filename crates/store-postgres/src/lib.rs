@@ -396,6 +396,10 @@ impl Store for PgStore {
         read!(self, |c| queries::profile(c, user).await?)
     }
 
+    async fn set_avatar(&self, user: UserId, avatar: &str, now: i64) -> StoreResult<()> {
+        in_tx!(self, |c| queries::set_avatar(c, user, avatar, now).await?)
+    }
+
     async fn set_profile(
         &self,
         user: UserId,

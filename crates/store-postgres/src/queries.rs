@@ -806,6 +806,7 @@ fn profile_from_row(row: &Row) -> Result<ProfileRecord> {
         username: row.try_get(1)?,
         display_name: row.try_get(2)?,
         status_text: row.try_get(3)?,
+        avatar: row.try_get(4)?,
     })
 }
 
@@ -815,7 +816,8 @@ pub(crate) async fn profile<C: GenericClient>(
 ) -> Result<Option<ProfileRecord>> {
     opt(
         c,
-        "SELECT u.id, u.username, coalesce(p.display_name, ''), coalesce(p.status_text, '') \
+        "SELECT u.id, u.username, coalesce(p.display_name, ''), coalesce(p.status_text, ''), \
+         coalesce(p.avatar, '') \
          FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE u.id = $1",
         &[&user.0],
     )
@@ -844,6 +846,23 @@ pub(crate) async fn set_profile<C: GenericClient>(
     .map(drop)
 }
 
+pub(crate) async fn set_avatar<C: GenericClient>(
+    c: &C,
+    user: UserId,
+    avatar: &str,
+    now: i64,
+) -> Result<()> {
+    exec(
+        c,
+        "INSERT INTO profiles (user_id, display_name, status_text, updated_at, avatar) \
+         VALUES ($1, '', '', $3, $2) ON CONFLICT (user_id) DO UPDATE SET \
+         avatar = excluded.avatar, updated_at = excluded.updated_at",
+        &[&user.0, &avatar, &now],
+    )
+    .await
+    .map(drop)
+}
+
 /// Escapes LIKE's wildcards so a prefix is matched literally.
 fn like_prefix(prefix: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + 1);
@@ -866,7 +885,8 @@ pub(crate) async fn search_users<C: GenericClient>(
     let by_username = like_prefix(&prefix.to_lowercase());
     let mut found: Vec<ProfileRecord> = all(
         c,
-        "SELECT u.id, u.username, coalesce(p.display_name, ''), coalesce(p.status_text, '') \
+        "SELECT u.id, u.username, coalesce(p.display_name, ''), coalesce(p.status_text, ''), \
+         coalesce(p.avatar, '') \
          FROM users u LEFT JOIN profiles p ON p.user_id = u.id \
          WHERE u.username LIKE $1 AND NOT u.disabled ORDER BY u.username LIMIT $2",
         &[&by_username, &limit_sql],
@@ -879,7 +899,7 @@ pub(crate) async fn search_users<C: GenericClient>(
     let by_display = like_prefix(&prefix.to_ascii_lowercase());
     let more: Vec<ProfileRecord> = all(
         c,
-        "SELECT u.id, u.username, p.display_name, p.status_text \
+        "SELECT u.id, u.username, p.display_name, p.status_text, p.avatar \
          FROM profiles p JOIN users u ON u.id = p.user_id \
          WHERE lower(p.display_name) LIKE $1 AND NOT u.disabled LIMIT $2",
         &[&by_display, &limit_sql],
@@ -2966,7 +2986,9 @@ pub(crate) async fn can_read_file<C: GenericClient>(
          UNION ALL \
          SELECT 1 FROM file_shares s JOIN members m \
          ON m.conversation_id = s.conversation_id AND m.user_id = $2 \
-         WHERE s.file_id = $1 LIMIT 1",
+         WHERE s.file_id = $1 \
+         UNION ALL SELECT 1 FROM profiles WHERE avatar = $1 \
+         UNION ALL SELECT 1 FROM conversations WHERE avatar = $1 LIMIT 1",
         &[&file, &user.0],
     )
     .await?

@@ -9,6 +9,7 @@ use deadpool_postgres::Object;
 pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_rich.sql"),
+    include_str!("migrations/0003_avatars.sql"),
 ];
 
 /// Applies the migrations the database has not seen yet, in one transaction. An advisory lock

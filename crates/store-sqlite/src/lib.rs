@@ -349,6 +349,11 @@ impl Store for SqliteStore {
         self.write(move |conn| queries::set_profile(conn, user, &display_name, &status_text, now))
             .await
     }
+    async fn set_avatar(&self, user: UserId, avatar: &str, now: i64) -> StoreResult<()> {
+        let avatar = avatar.to_owned();
+        self.write(move |conn| queries::set_avatar(conn, user, &avatar, now))
+            .await
+    }
 
     async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<ProfileRecord>> {
         let prefix = prefix.to_owned();

@@ -135,19 +135,22 @@ statements! {
     PRUNE_TOKENS = "DELETE FROM refresh_tokens WHERE expires_at <= ?1";
 
     // --- Profiles
-    PROFILE = "SELECT u.id, u.username, coalesce(p.display_name, ''), coalesce(p.status_text, '') \
-               FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE u.id = ?1";
+    PROFILE = "SELECT u.id, u.username, coalesce(p.display_name, ''), coalesce(p.status_text, ''), \
+               coalesce(p.avatar, '') FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE u.id = ?1";
     UPSERT_PROFILE = "INSERT INTO profiles (user_id, display_name, status_text, updated_at) \
                       VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id) DO UPDATE SET \
                       display_name = excluded.display_name, status_text = excluded.status_text, \
                       updated_at = excluded.updated_at";
+    SET_AVATAR = "INSERT INTO profiles (user_id, display_name, status_text, updated_at, avatar) \
+                  VALUES (?1, '', '', ?3, ?2) ON CONFLICT (user_id) DO UPDATE SET \
+                  avatar = excluded.avatar, updated_at = excluded.updated_at";
     // Prefix searches as index range scans: [prefix, prefix + U+10FFFF).
     SEARCH_BY_USERNAME = "SELECT u.id, u.username, coalesce(p.display_name, ''), \
-                          coalesce(p.status_text, '') FROM users u \
+                          coalesce(p.status_text, ''), coalesce(p.avatar, '') FROM users u \
                           LEFT JOIN profiles p ON p.user_id = u.id \
                           WHERE u.username >= ?1 AND u.username < ?2 AND u.disabled = 0 \
                           ORDER BY u.username LIMIT ?3";
-    SEARCH_BY_DISPLAY_NAME = "SELECT u.id, u.username, p.display_name, p.status_text \
+    SEARCH_BY_DISPLAY_NAME = "SELECT u.id, u.username, p.display_name, p.status_text, p.avatar \
                               FROM profiles p JOIN users u ON u.id = p.user_id \
                               WHERE p.display_name >= ?1 COLLATE NOCASE \
                               AND p.display_name < ?2 COLLATE NOCASE AND u.disabled = 0 \
@@ -523,7 +526,9 @@ statements! {
                      UNION ALL \
                      SELECT 1 FROM file_shares s JOIN members m \
                      ON m.conversation_id = s.conversation_id AND m.user_id = ?2 \
-                     WHERE s.file_id = ?1 LIMIT 1";
+                     WHERE s.file_id = ?1 \
+                     UNION ALL SELECT 1 FROM profiles WHERE avatar = ?1 \
+                     UNION ALL SELECT 1 FROM conversations WHERE avatar = ?1 LIMIT 1";
 }
 
 // --- Conversions -----------------------------------------------------------------------------
@@ -1153,6 +1158,7 @@ fn profile_from_row(row: &Row<'_>) -> rusqlite::Result<ProfileRecord> {
         username: row.get(1)?,
         display_name: row.get(2)?,
         status_text: row.get(3)?,
+        avatar: row.get(4)?,
     })
 }
 
@@ -1173,6 +1179,15 @@ pub(crate) fn set_profile(
         params![user.0, display_name, status_text, now],
     )
     .map(drop)
+}
+
+pub(crate) fn set_avatar(
+    conn: &Connection,
+    user: UserId,
+    avatar: &str,
+    now: i64,
+) -> StoreResult<()> {
+    execute(conn, SET_AVATAR, params![user.0, avatar, now]).map(drop)
 }
 
 pub(crate) fn search_users(

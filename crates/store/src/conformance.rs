@@ -139,6 +139,7 @@ macro_rules! store_conformance_tests {
             retention_prunes_oldest_and_keeps_sequence,
             hidden_messages_are_per_member,
             threads_list_with_unread_per_member,
+            avatars_are_readable_by_everyone,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -4450,4 +4451,59 @@ pub async fn file_access_for_owner_and_share_members(store: Arc<dyn Store>) {
         !store.can_read_file("f1", bob).await.unwrap(),
         "access ends with membership"
     );
+}
+
+pub async fn avatars_are_readable_by_everyone(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let carol = user(&store, "carol").await;
+    for (upload, file) in [("u1", "f1"), ("u2", "f2")] {
+        store
+            .create_upload(new_upload(upload, alice, 10, 9_000), u64::MAX)
+            .await
+            .unwrap();
+        store
+            .complete_upload(upload, &[], new_file(file, alice, 1, 10))
+            .await
+            .unwrap();
+    }
+    assert!(!store.can_read_file("f1", carol).await.unwrap());
+    store.set_avatar(alice, "f1", 2_000).await.unwrap();
+    assert_eq!(store.profile(alice).await.unwrap().unwrap().avatar, "f1");
+    assert!(
+        store.can_read_file("f1", carol).await.unwrap(),
+        "a user's avatar is public"
+    );
+    // Setting the avatar keeps the rest of the profile.
+    store
+        .set_profile(alice, "Alice", "hi", 2_100)
+        .await
+        .unwrap();
+    store.set_avatar(alice, "", 2_200).await.unwrap();
+    let profile = store.profile(alice).await.unwrap().unwrap();
+    assert_eq!(
+        (profile.display_name.as_str(), profile.avatar.as_str()),
+        ("Alice", "")
+    );
+    assert!(!store.can_read_file("f1", carol).await.unwrap());
+    // A group's avatar is public too.
+    let g = group(&store, alice, &[]).await;
+    store
+        .change_group(
+            GroupChange::UpdateInfo {
+                title: None,
+                description: None,
+                avatar: Some("f2".into()),
+                announcement: None,
+                join_approval: None,
+            },
+            event(g.id, alice, 1, 3_000),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(store.can_read_file("f2", carol).await.unwrap());
+    assert!(matches!(
+        store.set_avatar(UserId(999_999), "f1", 1).await,
+        Err(StoreError::NotFound)
+    ));
 }

@@ -248,6 +248,8 @@ pub struct ProfileRecord {
     /// Empty when never set.
     pub display_name: String,
     pub status_text: String,
+    /// The avatar's file id; empty for none.
+    pub avatar: String,
 }
 
 /// A group with its settings.
@@ -694,6 +696,10 @@ pub trait Store: Send + Sync + 'static {
     /// A user's profile (empty fields when never set); `None` for unknown users.
     async fn profile(&self, user: UserId) -> StoreResult<Option<ProfileRecord>>;
     /// Replaces a user's display name and status text. `NotFound` for unknown users.
+    /// Sets the user's avatar (a file id, or empty for none). A file that is a user's or a
+    /// group's avatar is readable by every user ([`Store::can_read_file`]). `NotFound` if there
+    /// is no such user.
+    async fn set_avatar(&self, user: UserId, avatar: &str, now: i64) -> StoreResult<()>;
     async fn set_profile(
         &self,
         user: UserId,
@@ -1099,6 +1105,7 @@ pub trait Store: Send + Sync + 'static {
     /// Records that `file` was shared in `conversation`, so the conversation's members may
     /// read it. Idempotent. `false` if there is no such file.
     async fn share_file(&self, file: &str, conversation: ConversationId) -> StoreResult<bool>;
-    /// Whether `user` owns `file` or is a member of a conversation it was shared in.
+    /// Whether `user` owns `file`, is a member of a conversation it was shared in, or `file` is
+    /// a user's or a group's avatar (avatars are public pictures).
     async fn can_read_file(&self, file: &str, user: UserId) -> StoreResult<bool>;
 }

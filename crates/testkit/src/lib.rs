@@ -36,6 +36,9 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.log.level = "warn".into();
     // Suites sign many users in from 127.0.0.1; the tests of the limit turn it back on.
     config.limits.sign_in_attempts_per_address_per_minute = 0;
+    // MQTT on a free port (Mosquitto may hold 1883), with the default broker rules.
+    config.mqtt.enabled = true;
+    config.mqtt.listen = "127.0.0.1:0".parse().expect("literal address");
     config
 }
 
@@ -87,6 +90,15 @@ impl TestServer {
 
     pub fn client(&self) -> Client {
         Client::new(self.base_url.clone())
+    }
+
+    /// The address of the MQTT listener.
+    pub fn mqtt_addr(&self) -> std::net::SocketAddr {
+        self.running
+            .as_ref()
+            .expect("server running")
+            .mqtt_addr
+            .expect("MQTT enabled")
     }
 
     pub fn core(&self) -> &tidings_core::Core {

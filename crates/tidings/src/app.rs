@@ -204,6 +204,8 @@ pub fn open_files(config: &Config, core: &Core) -> anyhow::Result<Files> {
 /// A server that is running; dropping it does not stop it, [`Running::stop`] does.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The MQTT listener's address, when MQTT over TCP is enabled.
+    pub mqtt_addr: Option<SocketAddr>,
     pub core: Core,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
@@ -254,19 +256,47 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let http: HttpConfig = config.http.clone();
     let files = open_files(&config, &core)?;
     let janitor = files.spawn_janitor();
-    let app = tidings_http::router(AppState {
+    let mut app = tidings_http::router(AppState {
         core: core.clone(),
         config: http,
         files,
     });
+    // MQTT is wired here rather than in the HTTP transport, so neither transport imports the
+    // other: the HTTP router only gains a route.
+    let gateway = tidings_mqtt::Gateway::new(core.clone(), config.mqtt.clone());
+    if config.mqtt.websocket {
+        app = app.merge(tidings_mqtt::websocket_router(gateway.clone()));
+    }
+    let (mqtt_stop, mqtt_stopped) = oneshot::channel::<()>();
+    let mut mqtt_addr = None;
+    let mqtt_task = if config.mqtt.enabled {
+        let mqtt_listener = TcpListener::bind(config.mqtt.listen)
+            .await
+            .with_context(|| format!("cannot listen for MQTT on {}", config.mqtt.listen))?;
+        mqtt_addr = Some(mqtt_listener.local_addr()?);
+        tracing::info!(addr = %config.mqtt.listen, "MQTT is listening.");
+        Some(tokio::spawn(tidings_mqtt::serve(
+            mqtt_listener,
+            gateway,
+            async move {
+                let _ = mqtt_stopped.await;
+            },
+        )))
+    } else {
+        None
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(tidings_http::serve(listener, app, async move {
         let _ = stopped.await;
+        let _ = mqtt_stop.send(());
     }));
     // The janitor only deletes expired uploads; it stops with the server.
     let task = tokio::spawn(async move {
         let served = task.await;
         janitor.abort();
+        if let Some(mqtt) = mqtt_task {
+            mqtt.await.map_err(std::io::Error::other)??;
+        }
         served.map_err(std::io::Error::other)?
     });
     tracing::info!(
@@ -278,6 +308,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     );
     Ok(Running {
         addr,
+        mqtt_addr,
         core,
         stop,
         task,

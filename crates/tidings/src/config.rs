@@ -16,6 +16,7 @@ use tidings_core::config::{
 };
 use tidings_files::FilesConfig;
 use tidings_http::HttpConfig;
+use tidings_mqtt::MqttConfig;
 
 /// Log output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -152,6 +153,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub messages: MessagesConfig,
     pub files: FilesConfig,
+    pub mqtt: MqttConfig,
 }
 
 impl Default for Config {
@@ -170,6 +172,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             messages: MessagesConfig::default(),
             files: FilesConfig::default(),
+            mqtt: MqttConfig::default(),
         }
     }
 }
@@ -341,6 +344,15 @@ fn apply_env(value: &mut toml::Value, env: &BTreeMap<String, String>) -> Result<
                     .parse()
                     .map_err(|e| env_err(format!("expected a number: {e}")))?,
             ),
+            // Lists (such as `mqtt.broker_rules`) are written as a TOML inline array.
+            toml::Value::Array(_) => format!("v = {raw}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .filter(toml::Value::is_array)
+                .ok_or_else(|| {
+                    env_err("expected a TOML array, e.g. [{ pattern = \"#\", read = true }]".into())
+                })?,
             _ => toml::Value::String(raw.clone()),
         };
         let mut slot = &mut *value;
@@ -366,6 +378,16 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if config.files.upload_expiry_secs == 0 {
         return invalid("files.upload_expiry_secs", "must be at least 1");
+    }
+    let mqtt = &config.mqtt;
+    if mqtt.max_packet_bytes < 128 {
+        return invalid("mqtt.max_packet_bytes", "must be at least 128");
+    }
+    if mqtt.receive_maximum == 0 {
+        return invalid("mqtt.receive_maximum", "must be at least 1");
+    }
+    if mqtt.max_inflight == 0 || mqtt.max_inflight > 10_000 {
+        return invalid("mqtt.max_inflight", "must be between 1 and 10000");
     }
     let limits = &config.limits;
     if limits.max_message_bytes == 0 {
@@ -508,6 +530,18 @@ fn write_key(out: &mut String, key: &str, value: &toml::Value, schema: &serde_js
             out.push_str(&format!("# {line}\n"));
         }
     }
+    // A list of tables is written inline: as `[[key]]` it would have to come after every
+    // plain key of its section.
+    if let Some(items) = value.as_array()
+        && items.iter().all(toml::Value::is_table)
+    {
+        out.push_str(&format!("{key} = [\n"));
+        for item in items {
+            out.push_str(&format!("    {item},\n"));
+        }
+        out.push_str("]\n");
+        return;
+    }
     let mut table = toml::Table::new();
     table.insert(key.to_string(), value.clone());
     out.push_str(&toml::to_string(&table).expect("value serializes"));
@@ -522,6 +556,20 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn broker_rules_come_from_the_environment_as_a_toml_array() {
+        let vars = env(&[(
+            "TIDINGS_MQTT_BROKER_RULES",
+            r##"[{ pattern = "#", read = true, write = true }]"##,
+        )]);
+        let config = load(None, &vars, &Overrides::default()).unwrap();
+        assert_eq!(config.mqtt.broker_rules.len(), 1);
+        assert_eq!(config.mqtt.broker_rules[0].pattern, "#");
+        assert!(config.mqtt.broker_rules[0].write);
+        let bad = env(&[("TIDINGS_MQTT_BROKER_RULES", "users/#")]);
+        assert!(load(None, &bad, &Overrides::default()).is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ async fn profiles_can_be_set_read_and_found() {
         .update_profile(&UpdateProfileRequest {
             display_name: Some("  王小明 ".into()),
             status_text: Some("在线".into()),
+            avatar: None,
         })
         .await
         .unwrap();
@@ -34,6 +35,7 @@ async fn profiles_can_be_set_read_and_found() {
         .update_profile(&UpdateProfileRequest {
             display_name: None,
             status_text: Some("busy".into()),
+            avatar: None,
         })
         .await
         .unwrap();
@@ -70,6 +72,7 @@ async fn profiles_can_be_set_read_and_found() {
         .update_profile(&UpdateProfileRequest {
             display_name: Some("x".repeat(65)),
             status_text: None,
+            avatar: None,
         })
         .await
         .unwrap_err();

@@ -974,3 +974,197 @@ async fn signed_links_serve_images_without_a_token_until_they_expire() {
         "expired"
     );
 }
+
+/// An image of `width` × `height` pixels encoded as PNG.
+fn png_of(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, 77])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut out, image::ImageFormat::Png)
+        .expect("PNG encodes");
+    out.into_inner()
+}
+
+#[tokio::test]
+async fn images_get_cached_thumbnails_for_those_who_may_read_them() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let photo = alice
+        .api
+        .upload(&png_of(1200, 600), "photo.png")
+        .await
+        .unwrap();
+    let direct = alice.api.open_direct(bob.user_id).await.unwrap();
+    alice
+        .api
+        .send(
+            direct.id,
+            "photo",
+            MessageBody::File {
+                file_id: photo.clone(),
+                name: "photo.png".into(),
+                size: 0,
+                content_type: String::new(),
+                width: None,
+                height: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    // Bob, who may download the photo, gets thumbnails that fit each size.
+    for (size, expected) in [(96, (96, 48)), (320, (320, 160)), (800, (800, 400))] {
+        let (content_type, bytes) = bob.api.thumbnail(&photo, size).await.unwrap();
+        assert_eq!(content_type, "image/jpeg");
+        let thumb = image::load_from_memory(&bytes).unwrap();
+        assert_eq!((thumb.width(), thumb.height()), expected, "size {size}");
+    }
+    // Rendered once: kept in storage, served the same the next time, revalidated by ETag.
+    let thumbs = stored_files(&files_dir(&server), "thumbs");
+    assert_eq!(thumbs.len(), 3, "{thumbs:?}");
+    let again = bob.api.thumbnail(&photo, 320).await.unwrap();
+    assert_eq!(again, bob.api.thumbnail(&photo, 320).await.unwrap());
+    let response = bob
+        .api
+        .request(
+            Method::GET,
+            &format!("/api/v1/files/{photo}/thumbnail?size=320"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let etag = header(&response, "etag").to_string();
+    let response = bob
+        .api
+        .request(
+            Method::GET,
+            &format!("/api/v1/files/{photo}/thumbnail?size=320"),
+        )
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+
+    // Carol may not read the photo, so she gets no thumbnail either.
+    let error = carol.api.thumbnail(&photo, 96).await.unwrap_err();
+    assert_eq!(error.code(), Some(tidings_proto::ErrorCode::NotFound));
+    // Sizes are fixed; non-images have none.
+    let error = bob.api.thumbnail(&photo, 100).await.unwrap_err();
+    assert_eq!(error.code(), Some(tidings_proto::ErrorCode::InvalidField));
+    let text = alice.api.upload(b"just text", "notes.txt").await.unwrap();
+    let error = alice.api.thumbnail(&text, 96).await.unwrap_err();
+    assert_eq!(error.code(), Some(tidings_proto::ErrorCode::InvalidField));
+
+    // A signed link to the image covers its thumbnails, without a token.
+    let link: serde_json::Value = alice
+        .api
+        .request(Method::POST, &format!("/api/v1/files/{photo}/link"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!(
+        "{}{}&size=96",
+        server.base_url,
+        link["url"]
+            .as_str()
+            .unwrap()
+            .replacen("?", "/thumbnail?", 1)
+    );
+    let response = reqwest::Client::new().get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "content-type"), "image/jpeg");
+
+    // Deleting the last file with those bytes deletes the thumbnails too.
+    alice.api.delete_file(&photo).await.unwrap();
+    assert!(stored_files(&files_dir(&server), "thumbs").is_empty());
+}
+
+#[tokio::test]
+async fn avatars_are_image_files_everyone_may_see() {
+    use tidings_proto::rest::{UpdateGroupRequest, UpdateProfileRequest};
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let stranger = server.user("stranger").await;
+    let picture = alice.api.upload(&png_of(400, 400), "me.png").await.unwrap();
+    // Before it is an avatar, nobody else may read it.
+    assert!(stranger.api.download(&picture, None).await.is_err());
+    let avatar = |id: &str| UpdateProfileRequest {
+        display_name: None,
+        status_text: None,
+        avatar: Some(id.to_owned()),
+    };
+    let profile = alice.api.update_profile(&avatar(&picture)).await.unwrap();
+    assert_eq!(profile.avatar, picture);
+    assert_eq!(
+        stranger.api.profile(alice.user_id).await.unwrap().avatar,
+        picture
+    );
+    // Now anyone signed in may see it, in full or as a thumbnail.
+    assert_eq!(
+        stranger.api.download(&picture, None).await.unwrap().len(),
+        png_of(400, 400).len()
+    );
+    let (_, thumb) = stranger.api.thumbnail(&picture, 96).await.unwrap();
+    let thumb = image::load_from_memory(&thumb).unwrap();
+    assert_eq!((thumb.width(), thumb.height()), (96, 96));
+
+    // Only readable images: not someone else's file, not a text file, not a made-up id.
+    let others = stranger
+        .api
+        .upload(&png_of(10, 10), "theirs.png")
+        .await
+        .unwrap();
+    let error = alice
+        .api
+        .update_profile(&avatar(&others))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(tidings_proto::ErrorCode::NotFound));
+    let text = alice.api.upload(b"not a picture", "a.txt").await.unwrap();
+    let error = alice.api.update_profile(&avatar(&text)).await.unwrap_err();
+    assert_eq!(error.code(), Some(tidings_proto::ErrorCode::InvalidField));
+    let error = alice
+        .api
+        .update_profile(&avatar("../etc"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(tidings_proto::ErrorCode::NotFound));
+    // Clearing it works.
+    let cleared = alice.api.update_profile(&avatar("")).await.unwrap();
+    assert!(cleared.avatar.is_empty());
+
+    // Groups take the same kind of avatar.
+    let group = alice.api.create_group("team", &[]).await.unwrap();
+    let info = alice
+        .api
+        .update_group(
+            group.id,
+            &UpdateGroupRequest {
+                avatar: Some(picture.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.avatar, picture);
+    let error = alice
+        .api
+        .update_group(
+            group.id,
+            &UpdateGroupRequest {
+                avatar: Some(text),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(tidings_proto::ErrorCode::InvalidField));
+}

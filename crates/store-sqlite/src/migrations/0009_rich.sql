@@ -94,3 +94,9 @@ CREATE TABLE thread_reads (
     read_seq        INTEGER NOT NULL,
     PRIMARY KEY (conversation_id, user_id, root)
 ) STRICT, WITHOUT ROWID;
+
+-- Avatars are file ids. A file that is someone's (or a group's) avatar is readable by every
+-- signed-in user, so these lookups back `can_read_file`.
+ALTER TABLE profiles ADD COLUMN avatar TEXT NOT NULL DEFAULT '';
+CREATE INDEX profiles_by_avatar ON profiles (avatar);
+CREATE INDEX conversations_by_avatar ON conversations (avatar);

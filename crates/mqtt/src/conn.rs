@@ -1,0 +1,1324 @@
+//! One MQTT connection: CONNECT and authentication, then the packet loop.
+//!
+//! The loop waits on five things at once: bytes from the client, output of the connection's
+//! core session (IM events and answers), the MQTT session's queue (broker deliveries), the
+//! keep-alive deadline, and a takeover by a newer connection with the same client id. Output
+//! is collected in one buffer and written once per turn of the loop.
+//!
+//! IM publications become native frames for the core session, with a request id of the gateway
+//! (`mqtt:<n>`), and the session's answer to that id becomes the PUBACK (or PUBREC): so a QoS 1
+//! message is acknowledged only after the sequencer committed it, and a refusal carries the
+//! MQTT 5 reason code that matches the core's error code. MQTT 3.1.1 has no negative
+//! acknowledgement; there the refusal is acknowledged and the `error` frame is delivered on the
+//! events topic.
+
+use crate::Gateway;
+use crate::broker::{Inflight, Message, Queued, SessionKey, Subscription};
+use crate::codec::{
+    self, Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, Publish, QoS, Reason,
+    SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will,
+};
+use crate::im;
+use crate::topic;
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tidings_core::Caller;
+use tidings_core::policy::{BrokerAccess, decide_broker};
+use tidings_core::session::{Output, Session, close_code};
+use tidings_proto::ErrorCode;
+use tidings_proto::ws::{ClientFrame, Cursor};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep_until};
+
+/// How long one write to the client may take before the connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a connection whose client's window is full checks whether the server wants it
+/// closed.
+const STALLED_CHECK: Duration = Duration::from_secs(1);
+/// How long a connection the server ended keeps reading (and discarding) before it closes.
+const LINGER: Duration = Duration::from_secs(2);
+/// The request id of the gateway's own catch-up `sync`.
+const SYNC_ID: &str = "mqtt:sync";
+/// The request id of a token renewal.
+const RENEW_ID: &str = "mqtt:renew";
+
+/// Serves one connection until it ends.
+pub async fn run<S>(gw: Arc<Gateway>, mut stream: S, peer: Option<SocketAddr>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut rbuf = BytesMut::with_capacity(1024);
+    let max_packet = gw.config.max_packet_bytes as usize;
+    let timeout = Duration::from_secs(u64::from(gw.config.connect_timeout_secs.max(1)));
+    let deadline = Instant::now() + timeout;
+    // CONNECT first.
+    let connect = loop {
+        match codec::decode(&rbuf, None, max_packet) {
+            Ok(Some((Packet::Connect(connect), used))) => {
+                let _ = rbuf.split_to(used);
+                break connect;
+            }
+            Ok(Some(_)) => return,
+            Ok(None) => {}
+            Err(e) => {
+                refuse_connect(&mut stream, &rbuf, &e).await;
+                return;
+            }
+        }
+        rbuf.reserve(4096);
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut rbuf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    };
+    let v = connect.version;
+    let (conn, connack) = match Conn::open(gw, stream, rbuf, *connect, peer).await {
+        Ok(pair) => pair,
+        Err((mut stream, reason, message)) => {
+            tracing::debug!(reason = reason.0, message, "MQTT connection refused.");
+            let mut properties = Properties::default();
+            if v == Version::V5 {
+                properties.reason_string = Some(message.into());
+            }
+            let packet = Packet::ConnAck(ConnAck {
+                session_present: false,
+                reason,
+                properties,
+            });
+            let mut out = BytesMut::new();
+            codec::encode(&packet, v, &mut out);
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    conn.serve(connack).await;
+}
+
+/// Answers a CONNECT that could not be decoded, when the client can understand an answer.
+async fn refuse_connect<S: AsyncWrite + Unpin>(stream: &mut S, buf: &[u8], e: &DecodeError) {
+    let level = connect_level(buf);
+    let (v, reason) = match level {
+        Some(5) => (Version::V5, e.reason),
+        // 3.1.1 says: refuse an unsupported level with return code 1; other errors just close.
+        _ if e.reason == Reason::UNSUPPORTED_PROTOCOL_VERSION => (Version::V311, e.reason),
+        _ => return,
+    };
+    let mut out = BytesMut::new();
+    codec::encode(
+        &Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason,
+            properties: Properties::default(),
+        }),
+        v,
+        &mut out,
+    );
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+/// The protocol level byte of a CONNECT packet, if the buffer holds that far.
+fn connect_level(buf: &[u8]) -> Option<u8> {
+    if buf.first()? >> 4 != 1 {
+        return None;
+    }
+    let mut i = 1;
+    while buf.get(i)? & 0x80 != 0 {
+        i += 1;
+        if i > 4 {
+            return None;
+        }
+    }
+    let name_len = usize::from(u16::from_be_bytes([*buf.get(i + 1)?, *buf.get(i + 2)?]));
+    buf.get(i + 3 + name_len).copied()
+}
+
+/// The MQTT 5 reason for a core error code.
+fn reason_for(code: ErrorCode) -> Reason {
+    match code {
+        ErrorCode::Forbidden | ErrorCode::NotFound | ErrorCode::Unauthenticated => {
+            Reason::NOT_AUTHORIZED
+        }
+        ErrorCode::RateLimited | ErrorCode::LimitExceeded | ErrorCode::QuotaExceeded => {
+            Reason::QUOTA_EXCEEDED
+        }
+        ErrorCode::MalformedRequest
+        | ErrorCode::UnknownFrame
+        | ErrorCode::InvalidField
+        | ErrorCode::TooLarge => Reason::PAYLOAD_FORMAT_INVALID,
+        ErrorCode::Conflict => Reason::IMPLEMENTATION_SPECIFIC,
+        _ => Reason::UNSPECIFIED,
+    }
+}
+
+/// The CONNACK reason for a failed sign-in.
+fn connack_reason_for(code: ErrorCode) -> Reason {
+    match code {
+        ErrorCode::Unauthenticated | ErrorCode::TokenExpired | ErrorCode::InvalidCredentials => {
+            Reason::BAD_USER_NAME_OR_PASSWORD
+        }
+        ErrorCode::Forbidden => Reason::NOT_AUTHORIZED,
+        ErrorCode::RateLimited => Reason(0x9F),
+        _ => Reason::SERVER_UNAVAILABLE,
+    }
+}
+
+/// The DISCONNECT reason for a core session's close code.
+fn disconnect_reason_for(code: u16) -> Reason {
+    match code {
+        close_code::TOKEN_EXPIRED | close_code::UNAUTHENTICATED => Reason::NOT_AUTHORIZED,
+        close_code::DEVICE_REVOKED => Reason::ADMINISTRATIVE_ACTION,
+        close_code::SLOW_CONSUMER => Reason::QUOTA_EXCEEDED,
+        close_code::GOING_AWAY => Reason(0x8B),
+        _ => Reason::UNSPECIFIED,
+    }
+}
+
+/// A request of this connection waiting for the core's answer.
+struct Pending {
+    packet_id: u16,
+    qos: QoS,
+}
+
+/// How the connection ends.
+enum End {
+    /// The client sent DISCONNECT: the will is dropped unless it asked for it (0x04).
+    Client { send_will: bool },
+    /// Anything else: a lost connection, a protocol error, a timeout. The will is sent.
+    Abnormal,
+    /// Another connection took the session; the will is sent as for a lost connection.
+    TakenOver,
+}
+
+struct Conn<S> {
+    gw: Arc<Gateway>,
+    stream: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    v: Version,
+    key: SessionKey,
+    conn_id: u64,
+    generation: u64,
+    /// Wakes this connection when its session has something queued.
+    notify: Arc<Notify>,
+    /// Fires when a newer connection takes the session.
+    kick: Arc<Notify>,
+    session: Session,
+    caller: Caller,
+    username: String,
+    /// Signed in with a password: the gateway renews the access token before it expires.
+    renew_at: Option<Instant>,
+    /// 1.5 times the keep-alive; `None` when the client asked for none.
+    keep_alive: Option<Duration>,
+    last_heard: Instant,
+    /// The largest packet the client accepts.
+    client_max_packet: usize,
+    /// Deliveries in flight to the client, at most.
+    window: usize,
+    aliases: HashMap<u16, String>,
+    will: Option<Will>,
+    pending: HashMap<String, Pending>,
+    next_request: u64,
+    /// QoS 1 and 2 IM publications waiting for the core's answer.
+    waiting: usize,
+    /// The server ended the connection: read what the client still sends for a moment before
+    /// closing, so it reads the DISCONNECT rather than a reset.
+    linger: bool,
+    /// Topic aliases the client accepts from the server (MQTT 5), and those assigned.
+    client_alias_max: u16,
+    out_aliases: HashMap<String, u16>,
+    /// Whether the client accepts reason strings (MQTT 5 request problem information).
+    problem_information: bool,
+}
+
+type Refused<S> = (S, Reason, &'static str);
+
+impl<S> Conn<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Checks CONNECT, signs in and takes the session. Returns the CONNACK to send.
+    async fn open(
+        gw: Arc<Gateway>,
+        stream: S,
+        rbuf: BytesMut,
+        connect: Connect,
+        peer: Option<SocketAddr>,
+    ) -> Result<(Conn<S>, ConnAck), Refused<S>> {
+        let v = connect.version;
+        let cfg = &gw.config;
+        if connect.properties.authentication_method.is_some() {
+            return Err((
+                stream,
+                Reason::BAD_AUTHENTICATION_METHOD,
+                "enhanced authentication is not supported",
+            ));
+        }
+        let mut assigned = None;
+        let client_id = if connect.client_id.is_empty() {
+            if v == Version::V311 && !connect.clean_start {
+                return Err((
+                    stream,
+                    Reason::CLIENT_ID_NOT_VALID,
+                    "a persistent session needs a client id",
+                ));
+            }
+            let id = format!("auto-{}", random_hex());
+            assigned = Some(id.clone());
+            id
+        } else {
+            connect.client_id.clone()
+        };
+        if client_id.len() > 59 {
+            return Err((
+                stream,
+                Reason::CLIENT_ID_NOT_VALID,
+                "client ids are limited to 59 bytes",
+            ));
+        }
+        let Some(password) = connect
+            .password
+            .as_ref()
+            .and_then(|p| String::from_utf8(p.to_vec()).ok())
+        else {
+            return Err((
+                stream,
+                Reason::BAD_USER_NAME_OR_PASSWORD,
+                "a password or an access token is required",
+            ));
+        };
+        let core = gw.core.clone();
+        // No user name (or `$token`): the password is an access token. Otherwise it is the
+        // account's password and the client id names the device.
+        let by_password = !matches!(connect.username.as_deref(), None | Some("" | "$token"));
+        let token = if by_password {
+            let username = connect.username.clone().unwrap_or_default();
+            match core
+                .device_sign_in(
+                    &username,
+                    password,
+                    format!("MQTT {client_id}"),
+                    peer.map(|p| p.ip()),
+                )
+                .await
+            {
+                Ok(token) => token,
+                Err(e) => {
+                    return Err((stream, connack_reason_for(e.code), "sign-in refused"));
+                }
+            }
+        } else {
+            password
+        };
+        let mut session = Session::new(core.clone());
+        let auth = ClientFrame::Auth {
+            id: "mqtt:auth".into(),
+            token,
+        };
+        session.handle_text(&serde_json::to_string(&auth).expect("frames serialize"));
+        let caller = loop {
+            let out = session.next_output().await;
+            let Output::Frame(text) = out else {
+                return Err((stream, Reason::SERVER_UNAVAILABLE, "session closed"));
+            };
+            match im::peek(text.as_str()) {
+                Some(p) if p.kind == "auth_ok" => break session.caller().expect("authenticated"),
+                Some(p) if p.kind == "error" => {
+                    let code = p.code.unwrap_or(ErrorCode::Unauthenticated);
+                    return Err((stream, connack_reason_for(code), "authentication failed"));
+                }
+                _ => {}
+            }
+        };
+        let username = match core.me(&caller).await {
+            Ok(account) => account.username,
+            Err(_) => return Err((stream, Reason::SERVER_UNAVAILABLE, "account unavailable")),
+        };
+        if let Some(will) = &connect.will {
+            if !topic::valid_topic(&will.topic) {
+                return Err((stream, Reason::TOPIC_NAME_INVALID, "invalid will topic"));
+            }
+            let allowed = if will.topic.starts_with(im::PREFIX) {
+                will.topic == im::PRESENCE
+            } else {
+                decide_broker(
+                    &cfg.broker_rules,
+                    &username,
+                    caller.user_id.0,
+                    BrokerAccess::Publish,
+                    &will.topic,
+                )
+                .is_ok()
+            };
+            if !allowed {
+                return Err((stream, Reason::NOT_AUTHORIZED, "will topic not allowed"));
+            }
+        }
+        let mut properties = Properties::default();
+        let asked_expiry = match v {
+            Version::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+            Version::V311 if connect.clean_start => 0,
+            Version::V311 => u32::MAX,
+        };
+        let expiry = asked_expiry.min(cfg.max_session_expiry_secs);
+        if expiry != asked_expiry && v == Version::V5 {
+            properties.session_expiry_interval = Some(expiry);
+        }
+        let mut keep_alive = connect.keep_alive;
+        if v == Version::V5
+            && cfg.max_keep_alive_secs > 0
+            && (keep_alive == 0 || keep_alive > cfg.max_keep_alive_secs)
+        {
+            keep_alive = cfg.max_keep_alive_secs;
+            properties.server_keep_alive = Some(keep_alive);
+        }
+        let key: SessionKey = (caller.user_id, client_id);
+        let conn_id = gw.conn_id();
+        let kick = Arc::new(Notify::new());
+        let (present, notify) = gw
+            .broker
+            .attach(&key, connect.clean_start, conn_id, kick.clone());
+        let generation = conn_id;
+        gw.broker
+            .lock()
+            .sessions
+            .get_mut(&key)
+            .expect("attached")
+            .expiry_secs = expiry;
+        if v == Version::V5 {
+            properties.receive_maximum = Some(cfg.receive_maximum);
+            properties.maximum_packet_size = Some(cfg.max_packet_bytes);
+            properties.topic_alias_maximum = Some(cfg.topic_alias_maximum);
+            properties.assigned_client_identifier = assigned;
+        }
+        let client_max_packet = connect
+            .properties
+            .maximum_packet_size
+            .map_or(usize::MAX, |m| m as usize);
+        let window = usize::from(
+            connect
+                .properties
+                .receive_maximum
+                .unwrap_or(u16::MAX)
+                .min(cfg.max_inflight.max(1)),
+        );
+        let renew_at = by_password.then(|| {
+            let ttl = core.config().tokens.access_ttl_secs.max(10);
+            Instant::now() + Duration::from_secs(ttl * 4 / 5)
+        });
+        let conn = Conn {
+            v,
+            key,
+            conn_id,
+            generation,
+            notify,
+            kick,
+            session,
+            caller,
+            username,
+            renew_at,
+            keep_alive: (keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            last_heard: Instant::now(),
+            client_max_packet,
+            window,
+            aliases: HashMap::new(),
+            will: connect.will,
+            pending: HashMap::new(),
+            next_request: 1,
+            waiting: 0,
+            linger: false,
+            client_alias_max: if v == Version::V5 {
+                connect.properties.topic_alias_maximum.unwrap_or(0)
+            } else {
+                0
+            },
+            out_aliases: HashMap::new(),
+            problem_information: connect.properties.request_problem_information != Some(0),
+            wbuf: BytesMut::with_capacity(256),
+            rbuf,
+            stream,
+            gw,
+        };
+        Ok((
+            conn,
+            ConnAck {
+                session_present: present,
+                reason: Reason::SUCCESS,
+                properties,
+            },
+        ))
+    }
+
+    async fn serve(mut self, connack: ConnAck) {
+        let present = connack.session_present;
+        self.write(&Packet::ConnAck(connack));
+        tracing::debug!(user_id = %self.caller.user_id, client_id = %self.key.1, "MQTT client connected.");
+        if present {
+            self.resend_inflight();
+            let has_events = self
+                .session_state(|s| s.im_events.is_some())
+                .unwrap_or(false);
+            if has_events {
+                self.catch_up().await;
+            }
+        }
+        self.pump();
+        let end = self.run_loop().await;
+        self.finish(end).await;
+    }
+
+    async fn run_loop(&mut self) -> End {
+        let max_packet = self.gw.config.max_packet_bytes as usize;
+        loop {
+            if !self.wbuf.is_empty() && !self.flush().await {
+                return End::Abnormal;
+            }
+            let window_open = self
+                .session_state(|s| s.inflight.len() < self.window)
+                .unwrap_or(false);
+            let keep_alive_at = self.keep_alive.map(|k| self.last_heard + k);
+            let renew_at = self.renew_at;
+            tokio::select! {
+                biased;
+                () = self.kick.notified() => {
+                    self.disconnect(Reason::SESSION_TAKEN_OVER);
+                    let _ = self.flush().await;
+                    return End::TakenOver;
+                }
+                read = self.stream.read_buf(&mut self.rbuf), if self.session.can_read() => {
+                    match read {
+                        Ok(0) | Err(_) => return End::Abnormal,
+                        Ok(_) => {}
+                    }
+                    self.last_heard = Instant::now();
+                    loop {
+                        match codec::decode(&self.rbuf, Some(self.v), max_packet) {
+                            Ok(Some((packet, used))) => {
+                                let _ = self.rbuf.split_to(used);
+                                match self.on_packet(packet).await {
+                                    Ok(None) => {}
+                                    Ok(Some(end)) => return end,
+                                    Err(reason) => {
+                                        self.disconnect(reason);
+                                        let _ = self.flush().await;
+                                        return End::Abnormal;
+                                    }
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::debug!(%e, "Malformed MQTT packet.");
+                                self.disconnect(e.reason);
+                                let _ = self.flush().await;
+                                return End::Abnormal;
+                            }
+                        }
+                    }
+                    self.rbuf.reserve(4096);
+                }
+                out = self.session.next_output(), if window_open => {
+                    if let Some(end) = self.on_output(out) {
+                        let _ = self.flush().await;
+                        return end;
+                    }
+                }
+                () = self.notify.notified() => self.pump(),
+                // While the client's window is full, output waits; a close the server asked for
+                // meanwhile (say, the IM queue overflowed) must still end the connection.
+                () = tokio::time::sleep(STALLED_CHECK), if !window_open => {
+                    if self.session.close_requested() {
+                        self.disconnect(Reason::QUOTA_EXCEEDED);
+                        let _ = self.flush().await;
+                        return End::Abnormal;
+                    }
+                }
+                () = sleep_until(keep_alive_at.unwrap_or_else(Instant::now)), if keep_alive_at.is_some() => {
+                    self.disconnect(Reason::KEEP_ALIVE_TIMEOUT);
+                    let _ = self.flush().await;
+                    return End::Abnormal;
+                }
+                () = sleep_until(renew_at.unwrap_or_else(Instant::now)), if renew_at.is_some() => {
+                    match self.gw.core.renew_device_token(&self.caller).await {
+                        Ok(token) => {
+                            let frame = ClientFrame::Auth { id: RENEW_ID.into(), token };
+                            self.session.handle_text(&serde_json::to_string(&frame).expect("frames serialize"));
+                            let ttl = self.gw.core.config().tokens.access_ttl_secs.max(10);
+                            self.renew_at = Some(Instant::now() + Duration::from_secs(ttl * 4 / 5));
+                        }
+                        Err(_) => {
+                            self.disconnect(Reason::NOT_AUTHORIZED);
+                            let _ = self.flush().await;
+                            return End::Abnormal;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on this connection's MQTT session, if it still has it.
+    fn session_state<T>(&self, f: impl FnOnce(&mut crate::broker::SessionState) -> T) -> Option<T> {
+        let mut state = self.gw.broker.lock();
+        let session = state.sessions.get_mut(&self.key)?;
+        if session
+            .owner
+            .as_ref()
+            .is_some_and(|(id, _)| *id != self.conn_id)
+        {
+            return None;
+        }
+        Some(f(session))
+    }
+
+    /// Appends a packet to the output, unless it exceeds the client's maximum packet size
+    /// (MQTT 5 says such a packet is dropped as if sent). Returns whether it was written.
+    fn write(&mut self, packet: &Packet) -> bool {
+        if let Packet::Publish(p) = packet
+            && self.client_alias_max > 0
+        {
+            return self.write_aliased(p.clone());
+        }
+        self.write_plain(packet)
+    }
+
+    /// Writes a publication with a topic alias: the alias alone once the client knows it,
+    /// both when there is room for a new one, the topic alone otherwise.
+    fn write_aliased(&mut self, mut p: Publish) -> bool {
+        let mut assigned = None;
+        if let Some(&alias) = self.out_aliases.get(&p.topic) {
+            p.properties.topic_alias = Some(alias);
+            p.topic = String::new();
+        } else if self.out_aliases.len() < usize::from(self.client_alias_max) {
+            let alias = self.out_aliases.len() as u16 + 1;
+            p.properties.topic_alias = Some(alias);
+            assigned = Some((p.topic.clone(), alias));
+        }
+        let written = self.write_plain(&Packet::Publish(p));
+        if written && let Some((topic, alias)) = assigned {
+            self.out_aliases.insert(topic, alias);
+        }
+        written
+    }
+
+    fn write_plain(&mut self, packet: &Packet) -> bool {
+        if self.client_max_packet == usize::MAX {
+            codec::encode(packet, self.v, &mut self.wbuf);
+            return true;
+        }
+        let mut one = BytesMut::new();
+        codec::encode(packet, self.v, &mut one);
+        if one.len() > self.client_max_packet {
+            return false;
+        }
+        self.wbuf.extend_from_slice(&one);
+        true
+    }
+
+    async fn flush(&mut self) -> bool {
+        let data = self.wbuf.split();
+        let write = async {
+            self.stream.write_all(&data).await?;
+            self.stream.flush().await
+        };
+        matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+    }
+
+    fn disconnect(&mut self, reason: Reason) {
+        self.linger = true;
+        if self.v == Version::V5 {
+            self.write(&Packet::Disconnect(Disconnect {
+                reason,
+                properties: Properties::default(),
+            }));
+        }
+    }
+
+    /// Acknowledges a received publication: PUBACK for QoS 1, PUBREC for QoS 2 (remembering
+    /// the packet id until PUBREL when it succeeded).
+    fn ack(&mut self, qos: QoS, packet_id: u16, reason: Reason, why: Option<String>) {
+        let mut ack = Ack::new(packet_id, reason);
+        if self.v == Version::V5 && self.problem_information {
+            ack.properties.reason_string = why;
+        }
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                self.write(&Packet::PubAck(ack));
+            }
+            QoS::ExactlyOnce => {
+                if !reason.is_error() {
+                    self.session_state(|s| s.inbound_qos2.insert(packet_id));
+                }
+                self.write(&Packet::PubRec(ack));
+            }
+        }
+    }
+
+    async fn on_packet(&mut self, packet: Packet) -> Result<Option<End>, Reason> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p)?,
+            Packet::PubAck(a) => {
+                self.session_state(|s| {
+                    if let Some(Inflight::Publish { im, publish }) = s.inflight.remove(&a.packet_id)
+                    {
+                        if publish.qos != QoS::AtLeastOnce {
+                            // A PUBACK for a QoS 2 delivery: keep waiting for PUBREC.
+                            s.inflight
+                                .insert(a.packet_id, Inflight::Publish { im, publish });
+                        } else if let Some((conv, seq)) = im {
+                            let cursor = s.im_cursors.entry(conv).or_insert(0);
+                            *cursor = (*cursor).max(seq);
+                        }
+                    }
+                });
+                self.pump();
+            }
+            Packet::PubRec(a) => {
+                let found = self
+                    .session_state(|s| match s.inflight.get(&a.packet_id) {
+                        Some(Inflight::Publish { .. }) if a.reason.is_error() => {
+                            s.inflight.remove(&a.packet_id);
+                            None
+                        }
+                        Some(Inflight::Publish { .. }) | Some(Inflight::Released) => {
+                            s.inflight.insert(a.packet_id, Inflight::Released);
+                            Some(true)
+                        }
+                        None => Some(false),
+                    })
+                    .flatten();
+                match found {
+                    Some(true) => {
+                        self.write(&Packet::PubRel(Ack::new(a.packet_id, Reason::SUCCESS)));
+                    }
+                    Some(false) => {
+                        self.write(&Packet::PubRel(Ack::new(
+                            a.packet_id,
+                            Reason::PACKET_ID_NOT_FOUND,
+                        )));
+                    }
+                    None => self.pump(),
+                }
+            }
+            Packet::PubComp(a) => {
+                self.session_state(|s| {
+                    if matches!(s.inflight.get(&a.packet_id), Some(Inflight::Released)) {
+                        s.inflight.remove(&a.packet_id);
+                    }
+                });
+                self.pump();
+            }
+            Packet::PubRel(a) => {
+                let known = self
+                    .session_state(|s| s.inbound_qos2.remove(&a.packet_id))
+                    .unwrap_or(false);
+                let reason = if known {
+                    Reason::SUCCESS
+                } else {
+                    Reason::PACKET_ID_NOT_FOUND
+                };
+                self.write(&Packet::PubComp(Ack::new(a.packet_id, reason)));
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s).await,
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
+            Packet::PingReq => {
+                self.write(&Packet::PingResp);
+            }
+            Packet::Disconnect(d) => {
+                if let Some(expiry) = d.properties.session_expiry_interval {
+                    let current = self.session_state(|s| s.expiry_secs).unwrap_or(0);
+                    if current == 0 && expiry > 0 {
+                        return Err(Reason::PROTOCOL_ERROR);
+                    }
+                    let expiry = expiry.min(self.gw.config.max_session_expiry_secs);
+                    self.session_state(|s| s.expiry_secs = expiry);
+                }
+                return Ok(Some(End::Client {
+                    send_will: d.reason == Reason::DISCONNECT_WITH_WILL,
+                }));
+            }
+            // Enhanced authentication was not negotiated, so AUTH is a protocol error, and
+            // the decoder refuses every other packet type a client may not send.
+            _ => return Err(Reason::PROTOCOL_ERROR),
+        }
+        Ok(None)
+    }
+
+    fn on_publish(&mut self, mut p: Publish) -> Result<(), Reason> {
+        if let Some(alias) = p.properties.topic_alias.take() {
+            if alias > self.gw.config.topic_alias_maximum {
+                return Err(Reason::TOPIC_ALIAS_INVALID);
+            }
+            if p.topic.is_empty() {
+                p.topic = self
+                    .aliases
+                    .get(&alias)
+                    .cloned()
+                    .ok_or(Reason::PROTOCOL_ERROR)?;
+            } else {
+                self.aliases.insert(alias, p.topic.clone());
+            }
+        } else if p.topic.is_empty() {
+            return Err(Reason::PROTOCOL_ERROR);
+        }
+        if p.qos == QoS::ExactlyOnce {
+            let duplicate = self
+                .session_state(|s| s.inbound_qos2.contains(&p.packet_id))
+                .unwrap_or(false);
+            if duplicate {
+                self.write(&Packet::PubRec(Ack::new(p.packet_id, Reason::SUCCESS)));
+                return Ok(());
+            }
+        }
+        if p.qos != QoS::AtMostOnce {
+            let outstanding =
+                self.waiting + self.session_state(|s| s.inbound_qos2.len()).unwrap_or(0);
+            if outstanding >= usize::from(self.gw.config.receive_maximum) {
+                return Err(Reason::RECEIVE_MAXIMUM_EXCEEDED);
+            }
+        }
+        if p.topic.starts_with(im::PREFIX) {
+            self.on_im_publish(p);
+        } else {
+            self.on_broker_publish(p);
+        }
+        Ok(())
+    }
+
+    fn on_im_publish(&mut self, p: Publish) {
+        let request = match im::route(&p.topic, &p.payload) {
+            Ok(request) => request,
+            Err(refusal) => {
+                let (reason, code, why) = match refusal {
+                    im::Refusal::UnknownTopic => (
+                        Reason::TOPIC_NAME_INVALID,
+                        ErrorCode::NotFound,
+                        "no such IM topic; see docs/mqtt.md".to_string(),
+                    ),
+                    im::Refusal::BadPayload(why) => (
+                        Reason::PAYLOAD_FORMAT_INVALID,
+                        ErrorCode::MalformedRequest,
+                        why,
+                    ),
+                };
+                self.tell_refusal(code, &why);
+                self.ack(p.qos, p.packet_id, reason, Some(why));
+                return;
+            }
+        };
+        let frame = if request.waits() {
+            let id = format!("{}{}", im::INTERNAL_ID, self.next_request);
+            self.next_request += 1;
+            if p.qos != QoS::AtMostOnce {
+                self.waiting += 1;
+            }
+            self.pending.insert(
+                id.clone(),
+                Pending {
+                    packet_id: p.packet_id,
+                    qos: p.qos,
+                },
+            );
+            request.into_frame(Some(id))
+        } else {
+            self.ack(p.qos, p.packet_id, Reason::SUCCESS, None);
+            request.into_frame(None)
+        };
+        self.session
+            .handle_text(&serde_json::to_string(&frame).expect("frames serialize"));
+    }
+
+    /// In 3.1.1, where acknowledgements carry no reason, delivers the refusal as an `error`
+    /// frame on the events topic.
+    fn tell_refusal(&mut self, code: ErrorCode, message: &str) {
+        if self.v != Version::V311 {
+            return;
+        }
+        let frame = tidings_proto::ws::ServerFrame::Error {
+            id: None,
+            code,
+            message: message.to_owned(),
+            retry_after_ms: None,
+        };
+        let text = serde_json::to_string(&frame).expect("frames serialize");
+        self.deliver_event(text, None);
+    }
+
+    fn on_broker_publish(&mut self, p: Publish) {
+        let allowed = decide_broker(
+            &self.gw.config.broker_rules,
+            &self.username,
+            self.caller.user_id.0,
+            BrokerAccess::Publish,
+            &p.topic,
+        );
+        if allowed.is_err() {
+            // The reason code says it all; some clients (the Paho test client) accept no
+            // properties on PUBACK, as Mosquitto sends none.
+            self.ack(p.qos, p.packet_id, Reason::NOT_AUTHORIZED, None);
+            return;
+        }
+        let message = Message {
+            expires_at: p
+                .properties
+                .message_expiry_interval
+                .map(|s| Instant::now() + Duration::from_secs(u64::from(s))),
+            properties: forwarded(&p.properties),
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+        };
+        self.gw.broker.publish(&self.key, message);
+        self.ack(p.qos, p.packet_id, Reason::SUCCESS, None);
+    }
+
+    async fn on_subscribe(&mut self, s: Subscribe) {
+        let id = s.properties.subscription_identifiers.first().copied();
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut catch_up = false;
+        for (filter, mut options) in s.filters {
+            let reason = if filter == im::EVENTS {
+                // IM deliveries are at most QoS 1: redelivery until acknowledged is what a
+                // message needs; exactly-once is the client's dedup by message id.
+                options.qos = options.qos.min(QoS::AtLeastOnce);
+                let sub = Subscription { options, id };
+                catch_up |= self
+                    .session_state(|s| s.im_events.replace(sub).is_none())
+                    .unwrap_or(false);
+                Reason(options.qos as u8)
+            } else {
+                self.broker_subscribe(&filter, options, id)
+            };
+            reasons.push(reason);
+        }
+        self.write(&Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            properties: Properties::default(),
+            reasons,
+        }));
+        if catch_up {
+            self.catch_up().await;
+        }
+        self.pump();
+    }
+
+    fn broker_subscribe(
+        &mut self,
+        filter: &str,
+        options: codec::SubOptions,
+        id: Option<u32>,
+    ) -> Reason {
+        let inner = match topic::shared(filter) {
+            Err(topic::InvalidShare) => return Reason::TOPIC_FILTER_INVALID,
+            Ok(Some((_, inner))) => {
+                if options.no_local {
+                    return Reason::PROTOCOL_ERROR;
+                }
+                inner
+            }
+            Ok(None) => filter,
+        };
+        if !topic::valid_filter(inner) {
+            return Reason::TOPIC_FILTER_INVALID;
+        }
+        if decide_broker(
+            &self.gw.config.broker_rules,
+            &self.username,
+            self.caller.user_id.0,
+            BrokerAccess::Subscribe,
+            inner,
+        )
+        .is_err()
+        {
+            return Reason::NOT_AUTHORIZED;
+        }
+        self.gw
+            .broker
+            .subscribe(&self.key, filter, Subscription { options, id });
+        Reason(options.qos as u8)
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        for filter in &u.filters {
+            let existed = if filter == im::EVENTS {
+                self.session_state(|s| s.im_events.take().is_some())
+                    .unwrap_or(false)
+            } else {
+                self.gw.broker.unsubscribe(&self.key, filter)
+            };
+            reasons.push(if existed {
+                Reason::SUCCESS
+            } else {
+                Reason::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        self.write(&Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            properties: Properties::default(),
+            reasons,
+        }));
+    }
+
+    /// Starts catching a persistent session up on IM: the first time, records where every
+    /// conversation stands; afterwards, syncs from what the device acknowledged.
+    async fn catch_up(&mut self) {
+        let Some((persistent, baseline, cursors)) =
+            self.session_state(|s| (s.expiry_secs > 0, s.im_baseline, s.sync_cursors()))
+        else {
+            return;
+        };
+        if !persistent {
+            return;
+        }
+        if !baseline {
+            match self
+                .gw
+                .core
+                .store()
+                .conversations_of(self.caller.user_id)
+                .await
+            {
+                Ok(list) => {
+                    self.session_state(|s| {
+                        for uc in list {
+                            let cursor = s.im_cursors.entry(uc.conversation.id).or_insert(0);
+                            *cursor = (*cursor).max(uc.conversation.last_seq);
+                        }
+                        s.im_baseline = true;
+                    });
+                }
+                Err(e) => tracing::warn!(%e, "Could not read conversations for an MQTT session."),
+            }
+            return;
+        }
+        let frame = ClientFrame::Sync {
+            id: SYNC_ID.into(),
+            cursors: cursors
+                .into_iter()
+                .map(|(conversation_id, seq)| Cursor {
+                    conversation_id,
+                    seq,
+                    peer_read_seq: None,
+                })
+                .collect(),
+            limit_per_conversation: Some(self.gw.config.catch_up_limit),
+            contacts_version: None,
+        };
+        self.session
+            .handle_text(&serde_json::to_string(&frame).expect("frames serialize"));
+    }
+
+    fn on_output(&mut self, out: Output) -> Option<End> {
+        let text = match out {
+            Output::Frame(text) => text,
+            Output::Close { code, reason } => {
+                tracing::debug!(code, reason, "Core session closed an MQTT connection.");
+                self.disconnect(disconnect_reason_for(code));
+                return Some(End::Abnormal);
+            }
+        };
+        let peek = im::peek(text.as_str())?;
+        if let Some(id) = peek.id
+            && id.starts_with(im::INTERNAL_ID)
+        {
+            let Some(pending) = self.pending.remove(id) else {
+                // The gateway's own sync, renewal and sign-in answers.
+                return None;
+            };
+            if pending.qos != QoS::AtMostOnce {
+                self.waiting = self.waiting.saturating_sub(1);
+            }
+            let reason = match peek.kind {
+                "error" => reason_for(peek.code.unwrap_or(ErrorCode::Internal)),
+                _ => Reason::SUCCESS,
+            };
+            if reason.is_error() {
+                let why = serde_json::from_str::<tidings_proto::ws::ServerFrame>(text.as_str())
+                    .ok()
+                    .and_then(|f| match f {
+                        tidings_proto::ws::ServerFrame::Error { message, .. } => Some(message),
+                        _ => None,
+                    });
+                if self.v == Version::V311 || pending.qos == QoS::AtMostOnce {
+                    self.deliver_event(String::from(text), None);
+                }
+                self.ack(pending.qos, pending.packet_id, reason, why);
+            } else {
+                // The device holds its own message: when it is the next in the conversation,
+                // the catch-up cursor moves past it, so a reconnection does not send it back.
+                if let (Some(conv), Some(seq)) = (peek.conversation_id, peek.seq) {
+                    self.session_state(|s| {
+                        if let Some(cursor) = s.im_cursors.get_mut(&conv)
+                            && *cursor + 1 == seq
+                        {
+                            *cursor = seq;
+                        }
+                    });
+                }
+                self.ack(pending.qos, pending.packet_id, reason, None);
+            }
+            return None;
+        }
+        let im = if peek.kind == "message" {
+            im::message_position(text.as_str())
+        } else {
+            None
+        };
+        self.deliver_event(String::from(text), im);
+        None
+    }
+
+    /// Publishes a frame on the events topic, if the device subscribed to it.
+    fn deliver_event(&mut self, text: String, im: Option<(tidings_proto::ConversationId, u64)>) {
+        let v5 = self.v == Version::V5;
+        let Some((sub, packet_id)) = self
+            .session_state(|s| {
+                let sub = s.im_events.clone()?;
+                let packet_id = if sub.options.qos == QoS::AtMostOnce {
+                    0
+                } else {
+                    s.next_packet_id()
+                };
+                Some((sub, packet_id))
+            })
+            .flatten()
+        else {
+            return;
+        };
+        let mut properties = Properties::default();
+        if v5 {
+            properties.payload_format_indicator = Some(1);
+            properties.content_type = Some("application/json".into());
+            properties.subscription_identifiers.extend(sub.id);
+        }
+        let publish = Publish {
+            dup: false,
+            qos: sub.options.qos,
+            retain: false,
+            topic: im::EVENTS.into(),
+            packet_id,
+            properties,
+            payload: Bytes::from(text),
+        };
+        let qos = publish.qos;
+        if qos == QoS::AtMostOnce {
+            // Nothing will acknowledge it: at QoS 0, written is as delivered as it gets.
+            if self.write(&Packet::Publish(publish))
+                && let Some((conv, seq)) = im
+            {
+                self.session_state(|s| {
+                    let cursor = s.im_cursors.entry(conv).or_insert(0);
+                    *cursor = (*cursor).max(seq);
+                });
+            }
+            return;
+        }
+        if self.write(&Packet::Publish(publish.clone())) {
+            self.session_state(|s| {
+                s.inflight.insert(
+                    packet_id,
+                    Inflight::Publish {
+                        publish: Box::new(publish),
+                        im,
+                    },
+                )
+            });
+        }
+    }
+
+    /// Moves queued broker deliveries into the in-flight window and writes them.
+    fn pump(&mut self) {
+        let v5 = self.v == Version::V5;
+        let window = self.window;
+        let now = Instant::now();
+        let Some(packets) = self.session_state(|s| {
+            let mut packets = Vec::new();
+            while s.inflight.len() < window {
+                let Some(Queued {
+                    message,
+                    qos,
+                    retain,
+                    subscription_ids,
+                }) = s.queue.pop_front()
+                else {
+                    break;
+                };
+                let mut properties = if v5 {
+                    message.properties.clone()
+                } else {
+                    Properties::default()
+                };
+                if let Some(at) = message.expires_at {
+                    if at <= now {
+                        continue;
+                    }
+                    if v5 {
+                        properties.message_expiry_interval =
+                            Some((at - now).as_secs().max(1) as u32);
+                    }
+                }
+                if v5 {
+                    properties.subscription_identifiers = subscription_ids;
+                }
+                let packet_id = if qos == QoS::AtMostOnce {
+                    0
+                } else {
+                    s.next_packet_id()
+                };
+                let publish = Publish {
+                    dup: false,
+                    qos,
+                    retain,
+                    topic: message.topic.clone(),
+                    packet_id,
+                    properties,
+                    payload: message.payload.clone(),
+                };
+                if qos != QoS::AtMostOnce {
+                    s.inflight.insert(
+                        packet_id,
+                        Inflight::Publish {
+                            publish: Box::new(publish.clone()),
+                            im: None,
+                        },
+                    );
+                }
+                packets.push(Packet::Publish(publish));
+            }
+            packets
+        }) else {
+            return;
+        };
+        for packet in packets {
+            // A packet too large for the client is dropped as if delivered (MQTT 5 3.1.2.25).
+            if !self.write(&packet)
+                && let Packet::Publish(p) = &packet
+            {
+                self.session_state(|s| s.inflight.remove(&p.packet_id));
+            }
+        }
+    }
+
+    /// Resends what the previous connection left unacknowledged, in order.
+    fn resend_inflight(&mut self) {
+        let Some(packets) = self.session_state(|s| {
+            s.inflight
+                .iter()
+                .map(|(id, inflight)| match inflight {
+                    Inflight::Publish { publish, .. } => {
+                        let mut publish = (**publish).clone();
+                        publish.dup = true;
+                        Packet::Publish(publish)
+                    }
+                    Inflight::Released => Packet::PubRel(Ack::new(*id, Reason::SUCCESS)),
+                })
+                .collect::<Vec<_>>()
+        }) else {
+            return;
+        };
+        for packet in packets {
+            self.write(&packet);
+        }
+    }
+
+    async fn finish(mut self, end: End) {
+        let _ = self.stream.shutdown().await;
+        if self.linger {
+            // Closing with unread input makes the kernel send a reset, which can destroy the
+            // DISCONNECT before the client reads it: drain for a moment first.
+            let deadline = Instant::now() + LINGER;
+            let mut sink = [0u8; 4096];
+            while let Ok(Ok(n)) =
+                tokio::time::timeout_at(deadline, self.stream.read(&mut sink)).await
+            {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        let detached = self.gw.broker.detach(&self.key, self.conn_id);
+        if let Some((expiry, generation)) = detached
+            && expiry != u32::MAX
+        {
+            let gw = self.gw.clone();
+            let key = self.key.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+                gw.broker.expire(&key, generation);
+            });
+        }
+        let send_will = match end {
+            End::Client { send_will } => send_will,
+            End::Abnormal | End::TakenOver => true,
+        };
+        if let Some(will) = self.will.take().filter(|_| send_will) {
+            // A will on the presence topic needs nothing more: the device's presence follows
+            // its connections, and the core session announces it offline when it is dropped.
+            if will.topic != im::PRESENCE {
+                let delay = will.properties.will_delay_interval.unwrap_or(0);
+                let expiry = detached.map_or(0, |(e, _)| e);
+                let delay = delay.min(expiry);
+                let message = Message {
+                    expires_at: will
+                        .properties
+                        .message_expiry_interval
+                        .map(|s| Instant::now() + Duration::from_secs(u64::from(s))),
+                    properties: forwarded(&will.properties),
+                    topic: will.topic,
+                    payload: will.payload,
+                    qos: will.qos,
+                    retain: will.retain,
+                };
+                if delay == 0 {
+                    self.gw.broker.publish(&self.key, message);
+                } else {
+                    let gw = self.gw.clone();
+                    let key = self.key.clone();
+                    let generation = self.generation;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
+                        if gw.broker.still_away(&key, generation) {
+                            gw.broker.publish(&key, message);
+                        }
+                    });
+                }
+            }
+        }
+        tracing::debug!(user_id = %self.caller.user_id, client_id = %self.key.1, "MQTT client disconnected.");
+        // Dropping the core session unregisters the device and announces presence.
+    }
+}
+
+/// The properties of a publication that travel on to subscribers.
+fn forwarded(p: &Properties) -> Properties {
+    Properties {
+        payload_format_indicator: p.payload_format_indicator,
+        content_type: p.content_type.clone(),
+        response_topic: p.response_topic.clone(),
+        correlation_data: p.correlation_data.clone(),
+        user_properties: p.user_properties.clone(),
+        ..Properties::default()
+    }
+}
+
+/// 16 random hex digits for assigned client ids.
+fn random_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the operating system's randomness; an assigned client id
+    // only needs to be unlikely to collide, not secret.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    format!("{:016x}", h.finish())
+}

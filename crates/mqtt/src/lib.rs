@@ -1,0 +1,227 @@
+//! The MQTT transport: IM over MQTT 3.1.1 and 5.0 through core sessions, and a standard
+//! broker for topics outside `tidings/`.
+//!
+//! # Layout
+//! - [`codec`]: packets, strict decoding with MQTT 5 reason codes, encoding.
+//! - [`topic`]: topic validation, wildcard matching, shared subscriptions.
+//! - [`broker`]: sessions (live and persistent), the subscription index, retained messages.
+//! - [`im`]: the `tidings/v1/...` topic scheme, translated to and from native frames.
+//! - [`conn`]: one connection: CONNECT and authentication, the packet loop, flow control,
+//!   keep-alive, wills, and the core [`tidings_core::session::Session`] behind IM topics.
+//!
+//! The transport holds no business rules: sending, receipts, typing and delivery order are the
+//! core session's; broker access is `tidings_core::policy::decide_broker`. [`serve`] runs the
+//! TCP listener; [`websocket_router`] gives the binary an axum route for MQTT over WebSocket,
+//! so the HTTP transport never depends on this crate.
+
+pub mod broker;
+pub mod codec;
+pub mod conn;
+pub mod im;
+pub mod topic;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use tidings_core::Core;
+use tidings_core::policy::BrokerRule;
+use tokio::net::TcpListener;
+
+/// MQTT: IM for devices that speak MQTT, and a broker for topics outside `tidings/`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Whether to serve MQTT over TCP on `mqtt.listen`.
+    pub enabled: bool,
+    /// Address and port of the MQTT listener (1883 is the standard port).
+    pub listen: SocketAddr,
+    /// Whether to serve MQTT over WebSocket at `/mqtt` on the HTTP listener.
+    pub websocket: bool,
+    /// Largest packet accepted, in bytes (also announced to MQTT 5 clients).
+    pub max_packet_bytes: u32,
+    /// QoS 1 and 2 publications a client may have unacknowledged at once (MQTT 5 receive
+    /// maximum); a client that exceeds it is disconnected with 0x93.
+    pub receive_maximum: u16,
+    /// Deliveries the server keeps unacknowledged per client at once, at most.
+    pub max_inflight: u16,
+    /// Messages queued per session (for slow clients and for persistent sessions whose client
+    /// is away); further messages are dropped for that session.
+    pub max_queued_messages: u32,
+    /// Topic aliases a client may use (MQTT 5); 0 turns them off.
+    pub topic_alias_maximum: u16,
+    /// Longest session expiry granted, in seconds; 3.1.1 sessions without clean session get
+    /// this.
+    pub max_session_expiry_secs: u32,
+    /// Longest keep-alive allowed, in seconds; MQTT 5 clients asking for more (or none) are
+    /// told this one, so a dead connection is found within 1.5 times it. 0 accepts what the
+    /// client asks.
+    pub max_keep_alive_secs: u16,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout_secs: u16,
+    /// Messages per conversation a persistent session catches up at most when its device
+    /// returns (older ones are announced as a gap, as in the native `sync`).
+    pub catch_up_limit: u32,
+    /// Broker-mode access rules. `%u` stands for the username and `%i` for the user id.
+    pub broker_rules: Vec<BrokerRule>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            websocket: true,
+            max_packet_bytes: 256 * 1024,
+            receive_maximum: 64,
+            max_inflight: 32,
+            max_queued_messages: 1000,
+            topic_alias_maximum: 16,
+            max_session_expiry_secs: 7 * 24 * 3600,
+            max_keep_alive_secs: 3600,
+            connect_timeout_secs: 10,
+            catch_up_limit: 500,
+            broker_rules: vec![
+                BrokerRule {
+                    pattern: "users/%u/#".into(),
+                    read: true,
+                    write: true,
+                },
+                BrokerRule {
+                    pattern: "shared/#".into(),
+                    read: true,
+                    write: false,
+                },
+            ],
+        }
+    }
+}
+
+/// What every MQTT connection of this node shares.
+pub struct Gateway {
+    pub core: Core,
+    pub config: MqttConfig,
+    pub broker: broker::Broker,
+    next_conn: AtomicU64,
+}
+
+impl Gateway {
+    pub fn new(core: Core, config: MqttConfig) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            broker: broker::Broker::new(config.max_queued_messages as usize),
+            core,
+            config,
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    fn conn_id(&self) -> u64 {
+        self.next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Accepts MQTT connections on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of descriptors and the like: wait a little rather than spin.
+                        tracing::warn!(%e, "Could not accept an MQTT connection.");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%e, "Could not set TCP_NODELAY.");
+                }
+                let gateway = gateway.clone();
+                tokio::spawn(conn::run(gateway, stream, Some(peer)));
+            }
+        }
+    }
+}
+
+/// The axum route for MQTT over WebSocket (`/mqtt`, subprotocol `mqtt`), for the binary to
+/// merge into the HTTP router.
+pub fn websocket_router(gateway: Arc<Gateway>) -> axum::Router {
+    use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+    use axum::extract::{ConnectInfo, State};
+    use axum::response::Response;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn upgrade(
+        State(gateway): State<Arc<Gateway>>,
+        ConnectInfo(peer): ConnectInfo<SocketAddr>,
+        ws: WebSocketUpgrade,
+    ) -> Response {
+        let limit = gateway.config.max_packet_bytes as usize + 8;
+        ws.protocols(["mqtt"])
+            .max_message_size(limit)
+            .max_frame_size(limit)
+            .write_buffer_size(0)
+            .on_upgrade(move |socket| bridge(socket, gateway, peer))
+    }
+
+    // MQTT over WebSocket is a byte stream in binary messages (packets may span messages);
+    // a duplex pipe lets the connection code serve it exactly as it serves TCP.
+    async fn bridge(socket: WebSocket, gateway: Arc<Gateway>, peer: SocketAddr) {
+        let (ours, theirs) = tokio::io::duplex(16 * 1024);
+        let conn = tokio::spawn(conn::run(gateway, theirs, Some(peer)));
+        let (mut sink, mut stream) = socket.split();
+        let (mut read_half, mut write_half) = tokio::io::split(ours);
+        let inbound = async {
+            while let Some(Ok(message)) = stream.next().await {
+                match message {
+                    Message::Binary(bytes) => {
+                        if write_half.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                    Message::Close(_) => break,
+                    // MQTT over WebSocket uses binary messages only.
+                    Message::Text(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            let _ = write_half.shutdown().await;
+        };
+        let outbound = async {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match read_half.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let bytes = bytes::Bytes::copy_from_slice(&buf[..n]);
+                        if sink.send(Message::Binary(bytes)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = sink.close().await;
+        };
+        tokio::select! {
+            () = inbound => {}
+            () = outbound => {}
+        }
+        // Dropping the pipe ends the connection task if it is still running.
+        drop((read_half, write_half));
+        let _ = conn.await;
+    }
+
+    axum::Router::new()
+        .route("/mqtt", axum::routing::get(upgrade))
+        .with_state(gateway)
+}

@@ -1,0 +1,78 @@
+// Sign in and registration.
+
+import { useState, type FormEvent } from "react";
+import { TidingsError } from "@tidings/sdk";
+import { client } from "../state";
+import { LANGS, useI18n } from "../i18n";
+
+export function AuthScreen() {
+  const { t, lang, setLang } = useI18n();
+  const [mode, setMode] = useState<"signin" | "register">("signin");
+  const [username, setUsername] = useState("");
+  const [password, setPassword] = useState("");
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      if (mode === "register") await client.register(username.trim(), password);
+      else await client.signIn(username.trim(), password);
+    } catch (err) {
+      setError(err instanceof TidingsError ? err.message : String(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <div className="auth">
+      <div className="auth-card">
+        <div className="auth-brand">
+          <img src="/icon.svg" alt="" width={56} height={56} />
+          <h1>{t("app.name")}</h1>
+          <p>{t("app.tagline")}</p>
+        </div>
+        <form onSubmit={submit} aria-label={mode === "register" ? t("auth.register") : t("auth.signIn")}>
+          <label className="field">
+            <span>{t("auth.username")}</span>
+            <input name="username" autoComplete="username" autoCapitalize="none" spellCheck={false} required minLength={3} maxLength={32} value={username} onChange={(e) => setUsername(e.target.value)} />
+          </label>
+          <label className="field">
+            <span>{t("auth.password")}</span>
+            <input
+              name="password"
+              type="password"
+              autoComplete={mode === "register" ? "new-password" : "current-password"}
+              required
+              minLength={mode === "register" ? 10 : 1}
+              value={password}
+              onChange={(e) => setPassword(e.target.value)}
+            />
+            {mode === "register" && <small>{t("auth.passwordHint")}</small>}
+          </label>
+          {error && (
+            <p className="error" role="alert">
+              {error}
+            </p>
+          )}
+          <button className="primary wide" type="submit" disabled={busy} data-testid="auth-submit">
+            {busy ? t("auth.working") : mode === "register" ? t("auth.register") : t("auth.signIn")}
+          </button>
+        </form>
+        <button className="link" onClick={() => setMode(mode === "register" ? "signin" : "register")} data-testid="auth-toggle">
+          {mode === "register" ? t("auth.haveAccount") : t("auth.needAccount")}
+        </button>
+        <div className="auth-lang" role="group" aria-label={t("settings.language")}>
+          {LANGS.map((l) => (
+            <button key={l.id} className={`chip ${lang === l.id ? "active" : ""}`} aria-pressed={lang === l.id} onClick={() => setLang(l.id)}>
+              {l.label}
+            </button>
+          ))}
+        </div>
+      </div>
+    </div>
+  );
+}
