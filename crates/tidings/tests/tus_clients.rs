@@ -34,7 +34,7 @@ async fn tuspy_uploads_resumes_after_a_cut_and_the_bytes_match() {
         eprintln!("SKIPPED: no Python with tuspy; scripts/test prepares target/py-venv");
         return;
     };
-    let size_mb = std::env::var("TUS_TEST_SIZE_MB").unwrap_or_else(|_| "20".into());
+    let size_mb = std::env::var("TUS_TEST_SIZE_MB").unwrap_or_else(|_| "200".into());
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let output = tokio::process::Command::new(python)
@@ -72,7 +72,7 @@ async fn tus_js_client_resumes_an_aborted_upload_and_uploads_four_parallel_parts
         );
         return;
     }
-    let size_mb = std::env::var("TUS_TEST_SIZE_MB").unwrap_or_else(|_| "20".into());
+    let size_mb = std::env::var("TUS_TEST_SIZE_MB").unwrap_or_else(|_| "200".into());
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let output = tokio::process::Command::new("node")
