@@ -40,12 +40,42 @@ async fn next(rx: &mut tokio::sync::mpsc::Receiver<BusEvent>) -> BusEvent {
         .expect("the subscription is open")
 }
 
+/// Waits until `to` hears what `from` publishes. A subscription is registered with the server
+/// before `subscribe` returns only as seen from its own connection: another node's first
+/// publications may reach the server before it, and are then not delivered to it.
+async fn until_hearing(from: &NatsBus, to: &mut tokio::sync::mpsc::Receiver<BusEvent>) {
+    let marker = BusEvent::DeviceRevoked {
+        user_id: UserId(-1),
+        device_id: DeviceId(-1),
+    };
+    for _ in 0..50 {
+        from.publish(marker.clone()).await.unwrap();
+        if let Ok(Some(BusEvent::DeviceRevoked {
+            user_id: UserId(-1),
+            ..
+        })) = timeout(Duration::from_millis(100), to.recv()).await
+        {
+            return;
+        }
+    }
+    panic!("the other node never heard us");
+}
+
+/// Drops whatever is queued.
+async fn drain(rx: &mut tokio::sync::mpsc::Receiver<BusEvent>) {
+    while let Ok(Some(_)) = timeout(Duration::from_millis(200), rx.recv()).await {}
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_hears_every_event_in_publish_order() {
     let a = node("order").await;
     let b = node("order").await;
     let mut heard_a = a.subscribe().await.unwrap();
     let mut heard_b = b.subscribe().await.unwrap();
+    until_hearing(&a, &mut heard_b).await;
+    until_hearing(&b, &mut heard_a).await;
+    drain(&mut heard_a).await;
+    drain(&mut heard_b).await;
     const N: usize = 1_000;
     // Node A publishes for a user only node B holds, and the other way round.
     for i in 0..N {
