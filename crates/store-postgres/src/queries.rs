@@ -21,11 +21,9 @@ use tidings_proto::rest::{
     ConversationKind, ConversationSettings, GroupPermissions, NotifyLevel, Role,
 };
 use tidings_proto::ws::ReceiptKind;
-use tidings_proto::{
-    ConversationId, DeviceId, Mentions, Message, MessageBody, MessageId, ReactionCount, Seq,
-    ThreadSummary, UserId,
-};
+use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, MessageId, Seq, UserId};
 use tidings_store::audit::{self, GENESIS_HASH};
+use tidings_store::meta::MessageMeta;
 use tidings_store::{
     Appended, AuditCheckpoint, AuditFilter, AuditOutcome, AuditRecord, BanRecord, BlockRecord,
     CheckpointSigner, ConversationRecord, DeletedAccount, DeviceRecord, FileRecord, FriendRecord,
@@ -202,43 +200,20 @@ fn member_from_row(row: &Row, at: usize, muted_at: usize) -> Result<MemberRecord
 pub(crate) const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, sender_device_id, \
      client_msg_id, ts, body, reply_to, thread_root, meta";
 
-/// What the server aggregates onto a message, stored as JSON in `messages.meta` (the same
-/// shape as the SQLite backend's, so `migrate-store` copies it as it is).
-#[derive(Default, serde::Serialize, serde::Deserialize)]
-pub(crate) struct MessageMeta {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) mentions: Option<Mentions>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) edited_at: Option<i64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) reactions: Vec<ReactionCount>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) thread: Option<ThreadSummary>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) pinned_at: Option<i64>,
+/// Reads and writes `messages.meta` (the shape every backend shares, so `migrate-store` copies
+/// it as it is).
+pub(crate) trait MetaColumn: Sized {
+    fn parse(json: Option<&str>) -> Result<Self>;
+    fn to_sql(&self) -> Result<Option<String>>;
 }
 
-impl MessageMeta {
-    pub(crate) fn parse(json: Option<&str>) -> Result<MessageMeta> {
-        match json {
-            None => Ok(MessageMeta::default()),
-            Some(json) => {
-                serde_json::from_str(json).map_err(|e| bad(format!("bad message meta: {e}")))
-            }
-        }
+impl MetaColumn for MessageMeta {
+    fn parse(json: Option<&str>) -> Result<MessageMeta> {
+        MessageMeta::from_json(json).map_err(|e| bad(format!("bad message meta: {e}")))
     }
 
-    pub(crate) fn to_sql(&self) -> Result<Option<String>> {
-        if self.mentions.is_none()
-            && self.edited_at.is_none()
-            && self.reactions.is_empty()
-            && self.thread.is_none()
-            && self.pinned_at.is_none()
-        {
-            return Ok(None);
-        }
-        serde_json::to_string(self)
-            .map(Some)
+    fn to_sql(&self) -> Result<Option<String>> {
+        self.to_json()
             .map_err(|e| bad(format!("encoding message meta: {e}")))
     }
 }
@@ -259,11 +234,7 @@ pub(crate) fn message_from_row(row: &Row) -> Result<Message> {
     );
     message.reply_to = row.try_get::<_, Option<i64>>(8)?.map(seq_from_sql);
     message.thread_root = row.try_get::<_, Option<i64>>(9)?.map(seq_from_sql);
-    message.mentions = meta.mentions;
-    message.edited_at = meta.edited_at;
-    message.reactions = meta.reactions;
-    message.thread = meta.thread;
-    message.pinned_at = meta.pinned_at;
+    meta.apply_to(&mut message);
     Ok(message)
 }
 

@@ -7,18 +7,14 @@
 
 use crate::error::{Fail, Result};
 use crate::queries::{
-    MESSAGE_COLUMNS, MessageMeta, PreparedMessage, all, bad, exec, message_from_row,
+    MESSAGE_COLUMNS, MetaColumn, PreparedMessage, all, bad, exec, message_from_row,
     notify_from_sql, opt, seq_from_sql, seq_to_sql, tombstone,
 };
 use deadpool_postgres::GenericClient;
 use tidings_proto::rest::{ConversationSettings, NotifyLevel, UpdateConversationSettingsRequest};
-use tidings_proto::{
-    ConversationId, Message, MessageBody, MessageId, ReactionCount, Seq, ThreadSummary, UserId,
-};
+use tidings_proto::{ConversationId, Message, MessageBody, MessageId, Seq, ThreadSummary, UserId};
+use tidings_store::meta::{MessageMeta, REACTION_USERS_SHOWN};
 use tidings_store::{Appended, EditRecord, Prune, Retention, StoreError, ThreadRecord};
-
-/// The most users listed per reaction key on the message itself.
-const REACTION_USERS_SHOWN: usize = 20;
 
 /// Appends one message (its conversation already locked) and applies its effect on its target.
 /// `NotFound` when the conversation or the target does not exist, `Conflict("deleted")` when
@@ -310,7 +306,6 @@ async fn apply_effect<C: GenericClient>(
         }
         MessageBody::Reaction { key, remove, .. } => {
             let user = message.sender_id;
-            let reactions = &mut row.meta.reactions;
             if *remove {
                 let removed = exec(
                     c,
@@ -319,27 +314,19 @@ async fn apply_effect<C: GenericClient>(
                     &[&conversation, &at, key, &user.0],
                 )
                 .await?;
-                if removed > 0
-                    && let Some(i) = reactions.iter().position(|r| &r.key == key)
-                {
-                    let entry = &mut reactions[i];
-                    entry.count = entry.count.saturating_sub(1);
-                    entry.users.retain(|u| *u != user);
-                    if entry.count == 0 {
-                        reactions.remove(i);
-                    } else if entry.users.len() < (entry.count as usize).min(REACTION_USERS_SHOWN) {
-                        entry.users = all(
-                            c,
-                            "SELECT user_id FROM reactions \
-                             WHERE conversation_id = $1 AND seq = $2 AND key = $3 \
-                             ORDER BY ts, user_id LIMIT $4",
-                            &[&conversation, &at, key, &(REACTION_USERS_SHOWN as i64)],
-                        )
-                        .await?
-                        .iter()
-                        .map(|r| r.try_get(0).map(UserId))
-                        .collect::<std::result::Result<_, _>>()?;
-                    }
+                if removed > 0 && row.meta.remove_reaction(key, user) {
+                    let users = all(
+                        c,
+                        "SELECT user_id FROM reactions \
+                         WHERE conversation_id = $1 AND seq = $2 AND key = $3 \
+                         ORDER BY ts, user_id LIMIT $4",
+                        &[&conversation, &at, key, &(REACTION_USERS_SHOWN as i64)],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get(0).map(UserId))
+                    .collect::<std::result::Result<_, _>>()?;
+                    row.meta.set_reactors(key, users);
                 }
             } else {
                 let added = exec(
@@ -350,23 +337,9 @@ async fn apply_effect<C: GenericClient>(
                 )
                 .await?;
                 if added > 0 {
-                    match reactions.iter_mut().find(|r| &r.key == key) {
-                        Some(entry) => {
-                            entry.count += 1;
-                            if entry.users.len() < REACTION_USERS_SHOWN {
-                                entry.users.push(user);
-                            }
-                        }
-                        None => reactions.push(ReactionCount {
-                            key: key.clone(),
-                            count: 1,
-                            users: vec![user],
-                        }),
-                    }
+                    row.meta.add_reaction(key, user);
                 }
             }
-            // Most used first; the sort is stable, so ties keep the order of first use.
-            reactions.sort_by_key(|r| std::cmp::Reverse(r.count));
             set_meta(c, conversation, at, &row.meta).await?;
         }
         MessageBody::Pin { unpin, .. } => {

@@ -17,10 +17,10 @@ use tidings_proto::rest::{
 };
 use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{
-    ConversationId, DeviceId, Mentions, Message, MessageBody, MessageId, ReactionCount, Seq,
-    ThreadSummary, UserId,
+    ConversationId, DeviceId, Message, MessageBody, MessageId, Seq, ThreadSummary, UserId,
 };
 use tidings_store::audit::{self, GENESIS_HASH};
+use tidings_store::meta::{MessageMeta, REACTION_USERS_SHOWN};
 use tidings_store::{
     Appended, AuditCheckpoint, AuditFilter, AuditOutcome, AuditRecord, BanRecord, BlockRecord,
     CheckpointSigner, ConversationRecord, DeletedAccount, DeviceRecord, FriendRecord,
@@ -675,66 +675,33 @@ fn user_conversation_from_row(row: &Row<'_>) -> rusqlite::Result<UserConversatio
     })
 }
 
-/// What the server aggregates onto a message, stored as JSON in `messages.meta`.
-#[derive(Default, serde::Serialize, serde::Deserialize)]
-struct MessageMeta {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    mentions: Option<Mentions>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    edited_at: Option<i64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    reactions: Vec<ReactionCount>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    thread: Option<ThreadSummary>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pinned_at: Option<i64>,
+fn meta_to_sql(meta: &MessageMeta) -> StoreResult<Option<String>> {
+    meta.to_json()
+        .map_err(|e| StoreError::Backend(format!("encoding message meta: {e}")))
 }
 
-impl MessageMeta {
-    fn is_empty(&self) -> bool {
-        self.mentions.is_none()
-            && self.edited_at.is_none()
-            && self.reactions.is_empty()
-            && self.thread.is_none()
-            && self.pinned_at.is_none()
-    }
-
-    fn to_sql(&self) -> StoreResult<Option<String>> {
-        if self.is_empty() {
-            return Ok(None);
-        }
-        serde_json::to_string(self)
-            .map(Some)
-            .map_err(|e| StoreError::Backend(format!("encoding message meta: {e}")))
-    }
+fn meta_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<MessageMeta> {
+    MessageMeta::from_json(row.get_ref(at)?.as_str_or_null()?)
+        .map_err(|e| bad_column(at, format!("bad message meta: {e}")))
 }
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     let body = row.get_ref(7)?.as_str()?;
     let body: MessageBody =
         serde_json::from_str(body).map_err(|e| bad_column(7, format!("bad message body: {e}")))?;
-    let meta: MessageMeta = match row.get_ref(10)?.as_str_or_null()? {
-        None => MessageMeta::default(),
-        Some(json) => serde_json::from_str(json)
-            .map_err(|e| bad_column(10, format!("bad message meta: {e}")))?,
-    };
-    Ok(Message {
-        id: MessageId(row.get(0)?),
-        conversation_id: ConversationId(row.get(1)?),
-        seq: seq_from_sql(row.get(2)?),
-        sender_id: UserId(row.get(3)?),
-        sender_device_id: DeviceId(row.get(4)?),
-        client_msg_id: row.get(5)?,
-        ts: row.get(6)?,
+    let mut message = Message::new(
+        ConversationId(row.get(1)?),
+        seq_from_sql(row.get(2)?),
+        MessageId(row.get(0)?),
+        (UserId(row.get(3)?), DeviceId(row.get(4)?)),
+        row.get(5)?,
+        row.get(6)?,
         body,
-        reply_to: row.get::<_, Option<i64>>(8)?.map(seq_from_sql),
-        thread_root: row.get::<_, Option<i64>>(9)?.map(seq_from_sql),
-        mentions: meta.mentions,
-        edited_at: meta.edited_at,
-        reactions: meta.reactions,
-        thread: meta.thread,
-        pinned_at: meta.pinned_at,
-    })
+    );
+    message.reply_to = row.get::<_, Option<i64>>(8)?.map(seq_from_sql);
+    message.thread_root = row.get::<_, Option<i64>>(9)?.map(seq_from_sql);
+    meta_from_row(row, 10)?.apply_to(&mut message);
+    Ok(message)
 }
 
 /// Runs a statement that changes rows and returns how many it changed.
@@ -1817,7 +1784,7 @@ fn append_one(
             relations.reply_to.map(seq_to_sql),
             relations.thread_root.map(seq_to_sql),
             target.map(seq_to_sql),
-            meta.to_sql()?,
+            meta_to_sql(&meta)?,
             count,
         ],
     )?;
@@ -1882,11 +1849,7 @@ fn target_row(conn: &Connection, conversation: i64, seq: Seq) -> StoreResult<Tar
         TARGET_MESSAGE,
         params![conversation, seq_to_sql(seq)],
         |row| {
-            let meta = match row.get_ref(5)?.as_str_or_null()? {
-                None => MessageMeta::default(),
-                Some(json) => serde_json::from_str(json)
-                    .map_err(|e| bad_column(5, format!("bad message meta: {e}")))?,
-            };
+            let meta = meta_from_row(row, 5)?;
             Ok(TargetRow {
                 id: row.get(0)?,
                 kind: row.get(1)?,
@@ -1914,13 +1877,10 @@ fn update_meta(
     execute(
         conn,
         SET_META,
-        params![conversation, seq_to_sql(seq), row.meta.to_sql()?],
+        params![conversation, seq_to_sql(seq), meta_to_sql(&row.meta)?],
     )
     .map(drop)
 }
-
-/// The most users listed per reaction key on the message itself.
-const REACTION_USERS_SHOWN: usize = 20;
 
 fn apply_effect(
     conn: &Connection,
@@ -1968,7 +1928,7 @@ fn apply_effect(
             execute(
                 conn,
                 SET_BODY,
-                params![conversation, at, new_json, row.meta.to_sql()?],
+                params![conversation, at, new_json, meta_to_sql(&row.meta)?],
             )?;
             // Messages the indexer has passed are re-indexed here; later ones it will find
             // with their new body.
@@ -2008,33 +1968,26 @@ fn apply_effect(
             execute(
                 conn,
                 RECALL_BODY,
-                params![conversation, at, tombstone, meta.to_sql()?],
+                params![conversation, at, tombstone, meta_to_sql(&meta)?],
             )?;
         }
         MessageBody::Reaction { key, remove, .. } => {
             let user = message.sender_id;
-            let reactions = &mut row.meta.reactions;
             if *remove {
                 if execute(
                     conn,
                     DELETE_REACTION,
                     params![conversation, at, key, user.0],
                 )? > 0
-                    && let Some(i) = reactions.iter().position(|r| &r.key == key)
+                    && row.meta.remove_reaction(key, user)
                 {
-                    let entry = &mut reactions[i];
-                    entry.count = entry.count.saturating_sub(1);
-                    entry.users.retain(|u| *u != user);
-                    if entry.count == 0 {
-                        reactions.remove(i);
-                    } else if entry.users.len() < (entry.count as usize).min(REACTION_USERS_SHOWN) {
-                        entry.users = query_all(
-                            conn,
-                            REACTORS_OF_KEY,
-                            params![conversation, at, key, REACTION_USERS_SHOWN as i64],
-                            |r| r.get(0).map(UserId),
-                        )?;
-                    }
+                    let users = query_all(
+                        conn,
+                        REACTORS_OF_KEY,
+                        params![conversation, at, key, REACTION_USERS_SHOWN as i64],
+                        |r| r.get(0).map(UserId),
+                    )?;
+                    row.meta.set_reactors(key, users);
                 }
             } else if execute(
                 conn,
@@ -2042,26 +1995,12 @@ fn apply_effect(
                 params![conversation, at, key, user.0, message.ts],
             )? > 0
             {
-                match reactions.iter_mut().find(|r| &r.key == key) {
-                    Some(entry) => {
-                        entry.count += 1;
-                        if entry.users.len() < REACTION_USERS_SHOWN {
-                            entry.users.push(user);
-                        }
-                    }
-                    None => reactions.push(ReactionCount {
-                        key: key.clone(),
-                        count: 1,
-                        users: vec![user],
-                    }),
-                }
+                row.meta.add_reaction(key, user);
             }
-            // Most used first; the sort is stable, so ties keep the order of first use.
-            reactions.sort_by_key(|r| std::cmp::Reverse(r.count));
             execute(
                 conn,
                 SET_META,
-                params![conversation, at, row.meta.to_sql()?],
+                params![conversation, at, meta_to_sql(&row.meta)?],
             )?;
         }
         MessageBody::Pin { unpin, .. } => {
@@ -2079,7 +2018,7 @@ fn apply_effect(
             execute(
                 conn,
                 SET_META,
-                params![conversation, at, row.meta.to_sql()?],
+                params![conversation, at, meta_to_sql(&row.meta)?],
             )?;
         }
         _ => {}

@@ -35,6 +35,7 @@ use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, Relations, S
 pub mod audit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod meta;
 pub mod search;
 
 pub use audit::{AuditCheckpoint, AuditFilter, AuditRecord, CheckpointSigner};
