@@ -271,3 +271,26 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     }
     dir.join(name)
 }
+
+/// How long the helpers below wait for an event before failing the test.
+pub const EVENT_WAIT: Duration = Duration::from_secs(10);
+
+/// The next `message` event on a connection, skipping other frames; fails the test when none
+/// comes within [`EVENT_WAIT`] or the connection closes.
+pub async fn next_message(conn: &mut Connection) -> tidings_proto::Message {
+    loop {
+        let event = tokio::time::timeout(EVENT_WAIT, conn.next_event())
+            .await
+            .expect("a message in time")
+            .expect("the connection is open");
+        if let tidings_proto::ws::ServerFrame::Message { message } = event {
+            return message;
+        }
+    }
+}
+
+/// The protocol error code of a failed SDK call; fails the test when it has none.
+pub fn error_code(err: tidings_sdk::SdkError) -> tidings_proto::ErrorCode {
+    err.code()
+        .unwrap_or_else(|| panic!("no error code in {err:?}"))
+}

@@ -10,27 +10,9 @@ use tidings_proto::rest::{
 use tidings_proto::ws::ServerFrame;
 use tidings_proto::{ErrorCode, Message, MessageBody};
 use tidings_sdk::{Connection, SdkError};
-use tidings_testkit::TestServer;
+use tidings_testkit::{TestServer, error_code as code, next_message};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn code(err: SdkError) -> ErrorCode {
-    err.code()
-        .unwrap_or_else(|| panic!("no error code in {err:?}"))
-}
-
-/// Waits for the next message event, skipping other frames.
-async fn next_message(conn: &mut Connection) -> Message {
-    loop {
-        let event = tokio::time::timeout(WAIT, conn.next_event())
-            .await
-            .expect("a message in time")
-            .expect("the connection is open");
-        if let ServerFrame::Message { message } = event {
-            return message;
-        }
-    }
-}
 
 /// Waits for the next system event.
 async fn next_system_event(conn: &mut Connection) -> (Message, SystemEvent) {

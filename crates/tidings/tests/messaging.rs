@@ -3,22 +3,10 @@
 use std::time::Duration;
 use tidings_proto::ws::{ClientFrame, ReceiptKind, ServerFrame};
 use tidings_proto::{ErrorCode, MessageBody};
-use tidings_sdk::{Connection, Cursors};
-use tidings_testkit::TestServer;
+use tidings_sdk::Cursors;
+use tidings_testkit::{TestServer, next_message};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn next_message(conn: &mut Connection) -> tidings_proto::Message {
-    loop {
-        let event = tokio::time::timeout(WAIT, conn.next_event())
-            .await
-            .expect("an event in time")
-            .expect("connection open");
-        if let ServerFrame::Message { message } = event {
-            return message;
-        }
-    }
-}
 
 #[tokio::test]
 async fn direct_message_is_acked_then_delivered_to_every_device() {

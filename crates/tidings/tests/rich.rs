@@ -7,28 +7,10 @@ use tidings_proto::rest::{
     NotifyLevel, RetentionPolicy, Role, SearchRequest, UpdateConversationSettingsRequest,
 };
 use tidings_proto::ws::ServerFrame;
-use tidings_proto::{ErrorCode, ForwardedMessage, Mentions, Message, MessageBody, Relations};
-use tidings_sdk::{Connection, SdkError};
-use tidings_testkit::TestServer;
+use tidings_proto::{ErrorCode, ForwardedMessage, Mentions, MessageBody, Relations};
+use tidings_testkit::{TestServer, error_code as code, next_message};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn code(err: SdkError) -> ErrorCode {
-    err.code()
-        .unwrap_or_else(|| panic!("no error code in {err:?}"))
-}
-
-async fn next_message(conn: &mut Connection) -> Message {
-    loop {
-        let event = tokio::time::timeout(WAIT, conn.next_event())
-            .await
-            .expect("a message in time")
-            .expect("the connection is open");
-        if let ServerFrame::Message { message } = event {
-            return message;
-        }
-    }
-}
 
 fn text(t: &str) -> MessageBody {
     MessageBody::Text { text: t.into() }
