@@ -16,6 +16,7 @@ use tidings_http::{AppState, HttpConfig};
 use tidings_store::Store;
 use tidings_store_postgres::{PgOptions, PgStore};
 use tidings_store_sqlite::{SqliteOptions, SqliteStore};
+use tidings_tls::Tls;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -206,6 +207,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The MQTT listener's address, when MQTT over TCP is enabled.
     pub mqtt_addr: Option<SocketAddr>,
+    /// The TLS identity every listener serves, when TLS is on.
+    pub tls: Option<Tls>,
     pub core: Core,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
@@ -249,10 +252,26 @@ impl Running {
     }
 }
 
+/// Loads the TLS identity the configuration asks for (files, or the development certificate),
+/// and keeps it reloading when its files change.
+pub fn open_tls(config: &Config) -> anyhow::Result<Option<Tls>> {
+    let Some(tls) = Tls::from_config(&config.tls, &config.data_dir)? else {
+        return Ok(None);
+    };
+    if config.tls.reload_interval_secs > 0 {
+        tls.spawn_reloader(std::time::Duration::from_secs(
+            config.tls.reload_interval_secs,
+        ));
+    }
+    Ok(Some(tls))
+}
+
 /// Starts the server on an already bound listener.
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let core = start_core(&config, addr).await?;
+    // After the core, which prepares the data directory the development certificate goes in.
+    let tls = open_tls(&config)?;
     let http: HttpConfig = config.http.clone();
     let files = open_files(&config, &core)?;
     let janitor = files.spawn_janitor();
@@ -309,6 +328,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     Ok(Running {
         addr,
         mqtt_addr,
+        tls,
         core,
         stop,
         task,
