@@ -245,6 +245,17 @@ try {
   await bob.page.getByTestId("contact-card").filter({ hasText: names.alice }).waitFor({ timeout: T });
   await bob.page.getByTestId("forward").filter({ hasText: "Welcome to the lunch club" }).waitFor({ timeout: T });
   await shot(bob, "05a-rich-bodies.png");
+
+  log("bob archives the group: it leaves the list for the archived view, and comes back");
+  await bob.page.getByTestId("archive-btn").click();
+  await bob.page.getByTestId("conv-Lunch club").waitFor({ state: "detached", timeout: T });
+  await bob.page.getByTestId("archived-toggle").filter({ hasText: "Archived (1)" }).click({ timeout: T });
+  await bob.page.getByTestId("conv-Lunch club").waitFor({ timeout: T });
+  await bob.page.getByTestId(`conv-${names.alice}`).waitFor({ state: "detached" });
+  await bob.page.getByTestId("archive-btn").click();
+  await bob.page.getByTestId("archived-toggle").click();
+  await bob.page.getByTestId("conv-Lunch club").waitFor({ timeout: T });
+  await bob.page.getByTestId(`conv-${names.alice}`).waitFor({ timeout: T });
   await bob.page.getByTestId("members-btn").click();
   const members = bob.page.getByRole("dialog");
   await members.getByText("Owner").waitFor({ timeout: T });

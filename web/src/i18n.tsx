@@ -183,6 +183,11 @@ const en = {
   "conv.unmute": "Unmute notifications",
   "conv.muted": "Muted",
   "conv.pinned": "Pinned",
+  "conv.archive": "Archive conversation",
+  "conv.unarchive": "Move back to chats",
+  "list.archived": "Archived ({n})",
+  "list.backToChats": "Back to chats",
+  "list.noArchived": "No archived conversations.",
   "list.mentioned": "You were mentioned",
 };
 
@@ -367,6 +372,11 @@ const zh: Record<Key, string> = {
   "conv.mute": "消息免打扰",
   "conv.unmute": "取消免打扰",
   "conv.muted": "免打扰",
+  "conv.archive": "归档会话",
+  "conv.unarchive": "移回聊天列表",
+  "list.archived": "已归档（{n}）",
+  "list.backToChats": "返回聊天列表",
+  "list.noArchived": "没有已归档的会话。",
   "conv.pinned": "已置顶",
   "list.mentioned": "有人@你",
 };

@@ -290,6 +290,16 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
         >
           <Icon name={conv.settings?.notify === "none" ? "bellOff" : "bell"} />
         </button>
+        <button
+          className="icon-btn"
+          aria-label={conv.settings?.archived ? t("conv.unarchive") : t("conv.archive")}
+          title={conv.settings?.archived ? t("conv.unarchive") : t("conv.archive")}
+          aria-pressed={!!conv.settings?.archived}
+          onClick={() => void c.updateSettings(conversationId, { archived: !conv.settings?.archived })}
+          data-testid="archive-btn"
+        >
+          <Icon name="archive" />
+        </button>
         {conv.kind === "group" && (
           <button className="icon-btn" aria-label={t("chat.members")} title={t("chat.members")} onClick={() => setShowMembers(true)} data-testid="members-btn">
             <Icon name="users" />
