@@ -184,6 +184,7 @@ try {
     const img = p.page.locator("img.file-img[alt='tidings-icon.png']");
     await img.waitFor({ timeout: T });
     await p.page.waitForFunction((el) => el.complete && el.naturalWidth === 192, await img.elementHandle(), { timeout: T });
+    assert.match(await img.getAttribute("src"), /\/thumbnail\?.*size=320/, "the bubble shows the thumbnail");
   }
 
   log("a few more messages for the screenshots");

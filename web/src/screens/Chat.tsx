@@ -751,10 +751,15 @@ function ContactBody({ userId, t, nameFor }: { userId: number; t: T; nameFor: (i
 
 function FileBody({ body, t }: { body: MessageBodyFile; t: T }) {
   const c = useClient();
-  const [src, setSrc] = useState<string | null>(null);
+  const [urls, setUrls] = useState<{ full: string; small: string; large: string } | null>(null);
   const image = body.content_type?.startsWith("image/");
   useEffect(() => {
-    if (image) c.fileUrl(body.file_id).then(setSrc, () => undefined);
+    // The bubble shows the 320 px thumbnail (800 px on dense screens); a click opens the image.
+    if (image)
+      c.imageUrls(body.file_id).then(
+        (u) => setUrls({ full: u.full, small: u.thumbnail(320), large: u.thumbnail(800) }),
+        () => undefined,
+      );
   }, [body.file_id, image]);
   const download = async () => {
     const blob = await c.rest.download(body.file_id);
@@ -769,8 +774,10 @@ function FileBody({ body, t }: { body: MessageBodyFile; t: T }) {
   };
   return (
     <div className="file">
-      {image && src && (
-        <img className="file-img" src={src} alt={body.name ?? ""} width={body.width ?? undefined} height={body.height ?? undefined} loading="lazy" />
+      {image && urls && (
+        <a href={urls.full} target="_blank" rel="noopener noreferrer" aria-label={`${t("file.open")} ${body.name ?? ""}`}>
+          <img className="file-img" src={urls.small} srcSet={`${urls.small} 1x, ${urls.large} 2x`} alt={body.name ?? ""} width={fit(body).width} height={fit(body).height} loading="lazy" />
+        </a>
       )}
       <div className="file-card">
         <Icon name="file" size={22} />
@@ -784,6 +791,14 @@ function FileBody({ body, t }: { body: MessageBodyFile; t: T }) {
       </div>
     </div>
   );
+}
+
+/** The size a 320 px thumbnail box gives an image, so the bubble keeps its place while loading. */
+function fit(body: MessageBodyFile): { width?: number; height?: number } {
+  const { width, height } = body;
+  if (!width || !height) return {};
+  const scale = Math.min(1, 320 / Math.max(width, height));
+  return { width: Math.round(width * scale), height: Math.round(height * scale) };
 }
 
 function PendingRow({ p, onRetry, onDiscard }: { p: PendingMessage; onRetry: () => void; onDiscard: () => void }) {
