@@ -90,7 +90,7 @@ fn client_auth(
     headers: &HeaderMap,
     client_id: Option<String>,
     client_secret: Option<String>,
-) -> Result<Option<ClientAuth>, Response> {
+) -> Result<Option<ClientAuth>, CoreError> {
     use base64::Engine;
     let basic = headers
         .get(header::AUTHORIZATION)
@@ -105,11 +105,7 @@ fn client_auth(
             client_secret,
         }));
     };
-    let bad = || {
-        grant_error(CoreError::unauthenticated(
-            "malformed HTTP Basic client credentials",
-        ))
-    };
+    let bad = || CoreError::unauthenticated("malformed HTTP Basic client credentials");
     if client_secret.is_some() {
         return Err(bad());
     }
@@ -153,7 +149,7 @@ pub async fn token(
     };
     let client = match client_auth(&headers, req.client_id.take(), req.client_secret.take()) {
         Ok(client) => client,
-        Err(response) => return response,
+        Err(e) => return grant_error(e),
     };
     let result = match req.grant_type.as_deref() {
         Some("authorization_code") => {
@@ -277,7 +273,7 @@ pub async fn introspect(
                 "client authentication is required",
             ));
         }
-        Err(response) => return response,
+        Err(e) => return grant_error(e),
     };
     let Some(token) = req.token else {
         return oauth_error(
