@@ -452,7 +452,12 @@ export type ErrorCode =
   /** The request would take the user over their storage quota. */
   | "quota_exceeded"
   /** The client speaks a protocol version this server does not (tus `Tus-Resumable`). */
-  | "version_unsupported";
+  | "version_unsupported"
+  /**
+   * The access token does not carry the OAuth scope this request needs (RFC 6750
+   * `insufficient_scope`), or a client asked for a scope it may not have.
+   */
+  | "insufficient_scope";
 
 /**
  * What a recipient needs to open an end-to-end-encrypted attachment (scheme
@@ -616,6 +621,25 @@ export interface Health {
 export interface HistoryPage {
   messages: Message[];
   has_more: boolean;
+}
+
+/**
+ * RFC 7662 token introspection response. An inactive token is `{"active": false}` and
+ * nothing else.
+ */
+export interface Introspection {
+  active: boolean;
+  client_id?: string | null;
+  exp?: number | null;
+  iat?: number | null;
+  iss?: string | null;
+  scope?: string | null;
+  /** The user id, as a string. */
+  sub?: string | null;
+  /** Always `Bearer` for an active token. */
+  token_type?: string | null;
+  user_id?: UserId | null;
+  username?: string | null;
 }
 
 /**
@@ -916,6 +940,21 @@ export interface MuteRequest {
   duration_secs: number;
 }
 
+/** `POST /api/v1/admin/oauth-clients`: registers a third-party application. */
+export interface NewOAuthClient {
+  /** Shown to users on the consent page (1 to 64 characters). */
+  name: string;
+  /**
+   * A confidential client (a server-side application) gets a secret, shown once; a public
+   * client (a mobile or single-page application) gets none and must use PKCE.
+   */
+  confidential?: boolean;
+  /** Exact redirect URIs (absolute `https://`, or `http://` on a loopback address); at most 10. */
+  redirect_uris?: string[];
+  /** The scopes the client may ask for, space-separated; defaults to every non-admin scope. */
+  scope?: string | null;
+}
+
 /** When a member wants to be notified of new messages in a conversation. */
 export type NotifyLevel =
   /** Every message. */
@@ -924,6 +963,33 @@ export type NotifyLevel =
   | "mentions"
   /** Never (muted). Calls still ring unless the caller is blocked. */
   | "none";
+
+/** A registered OAuth client (never its secret). */
+export interface OAuthClient {
+  client_id: string;
+  name: string;
+  confidential: boolean;
+  redirect_uris: string[];
+  /** The scopes the client may ask for, space-separated. */
+  scope: string;
+  created_at: number;
+}
+
+/**
+ * The answer to a registration: the client and, for a confidential client, its secret. The
+ * server keeps only a hash of the secret, so this is the only time it is shown.
+ */
+export interface OAuthClientCreated {
+  client: OAuthClient;
+  client_secret?: string | null;
+}
+
+/** `GET /api/v1/admin/oauth-clients`: a page in client id order. */
+export interface OAuthClientList {
+  clients: OAuthClient[];
+  /** Pass as `after` for the next page; absent on the last page. */
+  next_after?: string | null;
+}
 
 /** RFC 6749 section 5.2 error response. */
 export interface OAuthError {

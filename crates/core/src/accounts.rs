@@ -17,8 +17,20 @@ use tidings_store::{NewInvite, NewRefreshToken, RotateOutcome, StoreError, UserR
 
 /// The OAuth client every first-party sign-in is attributed to until clients are registered.
 pub const DEFAULT_CLIENT_ID: &str = "tidings";
-/// The scope of first-party tokens: everything a user can do.
-pub const DEFAULT_SCOPE: &str = "messages profile devices";
+/// The scope of first-party tokens of users who are not administrators: every scope but
+/// `admin` (administrators' tokens add it, see [`first_party_scope`]).
+pub const DEFAULT_SCOPE: &str = crate::policy::USER_SCOPES;
+
+/// The scope a first-party sign-in (the password grant of the web client and apps) carries:
+/// every user scope, plus `admin` for administrators, so first-party clients can do everything
+/// the account's role allows.
+pub fn first_party_scope(user: &UserRecord) -> String {
+    if user.is_admin {
+        format!("{DEFAULT_SCOPE} admin")
+    } else {
+        DEFAULT_SCOPE.to_owned()
+    }
+}
 
 fn account(user: &UserRecord) -> Account {
     Account {
@@ -41,7 +53,7 @@ fn suspended() -> CoreError {
 /// The key a sign-in attempt is counted under. An IPv6 client usually holds a whole /64 and
 /// could try from a new address each time, so IPv6 addresses count by their /64; an IPv4
 /// address mapped into IPv6 counts as itself.
-fn limit_key(address: IpAddr) -> IpAddr {
+pub(crate) fn limit_key(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V4(_) => address,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -221,6 +233,30 @@ impl Core {
         })
     }
 
+    /// Checks a username and password for a sign-in through another path than the password
+    /// grant (the authorization page); failures are audited and answered like the password
+    /// grant's.
+    pub(crate) async fn sign_in_check(
+        &self,
+        username: &str,
+        password: String,
+        address: Option<IpAddr>,
+    ) -> CoreResult<UserRecord> {
+        match self.check_credentials(username, password).await? {
+            Ok(user) => Ok(user),
+            Err(failure) => {
+                let (user, reason, error) = match failure {
+                    CredentialFailure::UnknownUser => (None, "unknown_user", None),
+                    CredentialFailure::WrongPassword(id) => (Some(id), "wrong_password", None),
+                    CredentialFailure::Deleted(id) => (Some(id), "deleted", None),
+                    CredentialFailure::Suspended(id) => (Some(id), "suspended", Some(suspended())),
+                };
+                self.audit_sign_in_failure(user, address, reason).await;
+                Err(error.unwrap_or_else(|| invalid_grant("wrong username or password")))
+            }
+        }
+    }
+
     /// The steps of [`Core::password_grant`], which runs them detached.
     async fn password_grant_steps(
         &self,
@@ -268,7 +304,13 @@ impl Core {
                 other => other.into(),
             })?;
         tracing::info!(user_id = %user.id, device_id = %device.id, "Signed in.");
-        Ok(self.token_response(user.id, device.id, refresh))
+        Ok(self.token_response(
+            user.id,
+            device.id,
+            refresh,
+            DEFAULT_CLIENT_ID,
+            &first_party_scope(&user),
+        ))
     }
 
     /// The steps of [`Core::device_sign_in`], which runs them detached.
@@ -328,13 +370,14 @@ impl Core {
                     .id
             }
         };
-        Ok(self.access_token(user.id, device_id))
+        Ok(self.access_token(user.id, device_id, &first_party_scope(&user)))
     }
 
     /// The steps of [`Core::refresh_grant`], which runs them detached.
     async fn refresh_grant_steps(
         &self,
         refresh_token: &str,
+        client: Option<&crate::oauth::ClientAuth>,
         address: Option<IpAddr>,
     ) -> CoreResult<TokenResponse> {
         let old_hash = tokens::hash_token(refresh_token);
@@ -346,10 +389,17 @@ impl Core {
         };
         // Suspension revokes every device, so this only answers a token that raced it, with
         // the clearer reason.
-        if let Some(user) = self.inner.store.user_by_id(device.user_id).await?
-            && user.disabled
-        {
+        let Some(user) = self.inner.store.user_by_id(device.user_id).await? else {
+            return Err(invalid_grant("unknown refresh token"));
+        };
+        if user.disabled {
             return Err(suspended());
+        }
+        // A device signed in through a registered client keeps that client's id and the scope
+        // the user consented to; a confidential client must authenticate to refresh.
+        let grant = self.inner.store.device_grant(device.id).await?;
+        if let Some(grant) = &grant {
+            self.check_refreshing_client(grant, client).await?;
         }
         let fresh = tokens::random_token();
         let mut on_reuse = self.new_audit(kinds::TOKEN_REUSE, None, Some(device.user_id));
@@ -371,7 +421,22 @@ impl Core {
                     .store
                     .touch_device(device_id, self.now_ms())
                     .await?;
-                Ok(self.token_response(user_id, device_id, fresh))
+                Ok(match &grant {
+                    Some(grant) => self.token_response(
+                        user_id,
+                        device_id,
+                        fresh,
+                        &grant.client_id,
+                        &grant.scope,
+                    ),
+                    None => self.token_response(
+                        user_id,
+                        device_id,
+                        fresh,
+                        DEFAULT_CLIENT_ID,
+                        &first_party_scope(&user),
+                    ),
+                })
             }
             RotateOutcome::ReuseDetected { user_id, device_id } => {
                 tracing::warn!(%user_id, %device_id, "Refresh token reused; device signed out.");
@@ -441,6 +506,13 @@ impl Core {
                 user_id,
                 device_id: d.id,
                 expires_at: claims.exp.saturating_mul(1000),
+                // First-party tokens may do whatever the account's role allows, including
+                // tokens issued before scopes were split (`messages profile devices`).
+                scopes: if claims.client_id == DEFAULT_CLIENT_ID {
+                    crate::policy::Scopes::ALL
+                } else {
+                    crate::policy::Scopes::parse(&claims.scope)
+                },
             }),
             _ => Err(CoreError::unauthenticated("the device has been signed out")),
         }
@@ -536,7 +608,7 @@ impl Core {
     }
 
     /// When a refresh token issued now expires.
-    fn refresh_expiry(&self) -> i64 {
+    pub(crate) fn refresh_expiry(&self) -> i64 {
         let ttl_ms = (self.inner.config.tokens.refresh_ttl_secs as i64).saturating_mul(1000);
         self.now_ms().saturating_add(ttl_ms)
     }
@@ -551,21 +623,31 @@ impl Core {
         }
     }
 
-    /// A signed access token for `device` of `user`, valid for `tokens.access_ttl_secs`.
-    fn access_token(&self, user: UserId, device: DeviceId) -> String {
-        self.token_response(user, device, String::new())
+    /// A signed first-party access token for `device` of `user`, valid for
+    /// `tokens.access_ttl_secs`.
+    fn access_token(&self, user: UserId, device: DeviceId, scope: &str) -> String {
+        self.token_response(user, device, String::new(), DEFAULT_CLIENT_ID, scope)
             .access_token
     }
 
-    fn token_response(&self, user: UserId, device: DeviceId, refresh: String) -> TokenResponse {
+    /// Signs an access token for `device` of `user` issued to `client_id` with `scope`, and
+    /// wraps it with `refresh` (empty when none is issued) in a token response.
+    pub(crate) fn token_response(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        refresh: String,
+        client_id: &str,
+        scope: &str,
+    ) -> TokenResponse {
         let now_secs = self.now_ms().div_euclid(1000);
         let ttl = self.inner.config.tokens.access_ttl_secs;
         let claims = AccessClaims {
             iss: self.inner.issuer.clone(),
             sub: user.0.to_string(),
             did: device.0,
-            client_id: DEFAULT_CLIENT_ID.into(),
-            scope: DEFAULT_SCOPE.into(),
+            client_id: client_id.into(),
+            scope: scope.into(),
             iat: now_secs,
             exp: now_secs.saturating_add(ttl as i64),
             jti: tokens::random_token(),
@@ -575,7 +657,7 @@ impl Core {
             token_type: "Bearer".into(),
             expires_in: ttl,
             refresh_token: refresh,
-            scope: DEFAULT_SCOPE.into(),
+            scope: scope.into(),
             device_id: device,
             user_id: user,
         }
@@ -675,7 +757,7 @@ impl Core {
         match self.inner.store.user_by_id(caller.user_id).await? {
             Some(user) if user.disabled => Err(suspended()),
             Some(user) if user.deleted_at.is_none() => {
-                Ok(self.access_token(caller.user_id, caller.device_id))
+                Ok(self.access_token(caller.user_id, caller.device_id, &first_party_scope(&user)))
             }
             _ => Err(CoreError::unauthenticated("this account no longer exists")),
         }
@@ -688,9 +770,23 @@ impl Core {
         refresh_token: &str,
         address: Option<IpAddr>,
     ) -> CoreResult<TokenResponse> {
+        self.refresh_grant_as(refresh_token, None, address).await
+    }
+
+    /// [`Core::refresh_grant`] with the client credentials the token request carried (needed
+    /// for tokens of confidential registered clients).
+    pub async fn refresh_grant_as(
+        &self,
+        refresh_token: &str,
+        client: Option<crate::oauth::ClientAuth>,
+        address: Option<IpAddr>,
+    ) -> CoreResult<TokenResponse> {
         let token = refresh_token.to_owned();
-        self.detached(move |core| async move { core.refresh_grant_steps(&token, address).await })
-            .await
+        self.detached(move |core| async move {
+            core.refresh_grant_steps(&token, client.as_ref(), address)
+                .await
+        })
+        .await
     }
 
     /// RFC 7009 revocation. Revoking a refresh token signs its device out; revoking an access

@@ -69,6 +69,7 @@ fn action_kind(action: AdminAction) -> &'static str {
         AdminAction::RevokeAdmin => kinds::ROLE_REVOKE_ADMIN,
         AdminAction::ReadAudit => kinds::AUDIT_READ,
         AdminAction::RemoveMessage => kinds::MESSAGE_REMOVE,
+        AdminAction::ManageOAuthClients => kinds::OAUTH_CLIENT_MANAGE,
     }
 }
 

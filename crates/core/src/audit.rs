@@ -39,6 +39,10 @@ pub mod kinds {
     pub const AUDIT_READ: &str = "audit.read";
     pub const AUDIT_EXPORT: &str = "audit.export";
     pub const MESSAGE_REMOVE: &str = "message.remove";
+    pub const OAUTH_CLIENT_ADD: &str = "oauth_client.add";
+    pub const OAUTH_CLIENT_REMOVE: &str = "oauth_client.remove";
+    /// A refused attempt to register, list or remove OAuth clients.
+    pub const OAUTH_CLIENT_MANAGE: &str = "oauth_client.manage";
     pub const GROUP_KICK: &str = "group.kick";
     pub const GROUP_BAN: &str = "group.ban";
     pub const GROUP_UNBAN: &str = "group.unban";

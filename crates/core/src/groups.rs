@@ -1373,6 +1373,7 @@ impl Core {
             user_id: user,
             device_id: tidings_proto::DeviceId(0),
             expires_at: 0,
+            scopes: crate::policy::Scopes::ALL,
         }
     }
 }

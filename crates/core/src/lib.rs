@@ -14,6 +14,7 @@
 //!   protocol: authentication, live delivery without gaps or duplicates, sync, flow control.
 //! - [`hub`]: the connections this node holds and the dispatcher that feeds them from the bus.
 //! - [`profiles`]: profiles and the user directory.
+//! - [`oauth`]: registered OAuth clients, the authorization code grant with PKCE, introspection.
 //! - [`policy`]: every access decision.
 //! - [`search`]: full-text message search, and the background indexer that feeds it.
 //!
@@ -32,6 +33,7 @@ pub mod error;
 pub mod groups;
 pub mod hub;
 pub mod messaging;
+pub mod oauth;
 pub mod passwords;
 pub mod policy;
 pub mod profiles;
@@ -60,6 +62,10 @@ pub struct Caller {
     pub device_id: DeviceId,
     /// When the access token expires, in ms since the epoch.
     pub expires_at: i64,
+    /// The OAuth scopes of the token: all of them for first-party sign-ins, what the user
+    /// consented to for a registered client. Transports check them through
+    /// [`policy::decide_scope`] before each request.
+    pub scopes: policy::Scopes,
 }
 
 /// What the core needs from the outside world.

@@ -346,6 +346,8 @@ pub enum AdminAction {
     ReadAudit,
     /// Replace any message in any conversation with a tombstone.
     RemoveMessage,
+    /// Register, list and remove OAuth clients.
+    ManageOAuthClients,
 }
 
 /// Allows or refuses an admin action; `on_self` when the target is the caller. Administrators
@@ -454,6 +456,179 @@ fn filter_covers(pattern: &[&str], filter: &str) -> bool {
         }
     }
     filter.next().is_none()
+}
+
+/// One OAuth scope (docs/oauth.md). Access tokens carry them in their `scope` claim; every
+/// REST endpoint ([`rest_scope`]) and every WebSocket frame ([`frame_scope`]) needs one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    MessagesRead,
+    MessagesWrite,
+    Contacts,
+    Groups,
+    Files,
+    Profile,
+    Devices,
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        SCOPES[self as usize]
+    }
+}
+
+/// A set of scopes, small enough to copy with every [`crate::Caller`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scopes(u16);
+
+impl Scopes {
+    /// Every scope: first-party tokens (the role still decides what `admin` allows).
+    pub const ALL: Scopes = Scopes((1 << 8) - 1);
+
+    /// The known scopes in a space-separated list; unknown ones are ignored (they grant
+    /// nothing).
+    pub fn parse(scope: &str) -> Scopes {
+        Scopes(
+            scope
+                .split(' ')
+                .filter_map(|s| SCOPES.iter().position(|k| *k == s))
+                .fold(0, |bits, i| bits | (1 << i)),
+        )
+    }
+
+    pub fn has(self, scope: Scope) -> bool {
+        self.0 & (1 << scope as usize) != 0
+    }
+}
+
+/// Allows a request that needs `need` to a caller holding `held`.
+pub fn decide_scope(held: Scopes, need: Scope) -> Result<(), CoreError> {
+    if held.has(need) {
+        Ok(())
+    } else {
+        Err(CoreError::new(
+            tidings_proto::ErrorCode::InsufficientScope,
+            format!("this token lacks the `{}` scope", need.as_str()),
+        ))
+    }
+}
+
+/// The scope each WebSocket frame needs. `None` for frames every connection may send (`auth`,
+/// `ping`). The match has no wildcard, so a new frame does not compile until it is listed here.
+pub fn frame_scope(frame: &tidings_proto::ws::ClientFrame) -> Option<Scope> {
+    use tidings_proto::ws::ClientFrame as F;
+    match frame {
+        F::Auth { .. } | F::Ping { .. } => None,
+        F::Send { .. } => Some(Scope::MessagesWrite),
+        F::Sync { .. } | F::History { .. } => Some(Scope::MessagesRead),
+        // Read receipts and typing notices tell others what the user reads and writes.
+        F::Receipt { .. } | F::Typing { .. } => Some(Scope::MessagesWrite),
+        F::PresenceQuery { .. } => Some(Scope::Contacts),
+    }
+}
+
+/// The scope each REST endpoint needs, by method and route pattern (as the router writes it).
+/// `None` for a route not in the table: the transport refuses those, and a test checks every
+/// route of the OpenAPI document is here.
+pub fn rest_scope(method: &str, route: &str) -> Option<Scope> {
+    use Scope::*;
+    let read = method == "GET" || method == "HEAD";
+    let messages = if read { MessagesRead } else { MessagesWrite };
+    let rest = route.strip_prefix("/api/v1/")?;
+    let first = rest.split('/').next().unwrap_or_default();
+    Some(match first {
+        "account" | "profile" | "users" => Profile,
+        "privacy" | "blocks" | "friends" | "friend-requests" => Contacts,
+        "devices" => Devices,
+        "admin" => Admin,
+        "search" => MessagesRead,
+        "uploads" | "files" => Files,
+        "groups" | "group-invitations" => Groups,
+        "conversations" => {
+            let tail: Vec<&str> = rest.split('/').skip(1).collect();
+            match tail.as_slice() {
+                // Listing conversations and opening a direct one are reading and writing
+                // messages; creating a group is group management.
+                [] if read => MessagesRead,
+                [] => Groups,
+                ["direct"] => MessagesWrite,
+                ["{id}"] if read => MessagesRead,
+                ["{id}"] => Groups,
+                ["{id}", "files", ..] => Files,
+                ["{id}", "messages", ..]
+                | ["{id}", "threads", ..]
+                | ["{id}", "pins"]
+                | ["{id}", "settings"] => messages,
+                ["{id}", "retention"] if read => MessagesRead,
+                _ => Groups,
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Every OAuth scope the server knows, in the order it lists them (docs/oauth.md says what
+/// each allows).
+pub const SCOPES: &[&str] = &[
+    "messages:read",
+    "messages:write",
+    "contacts",
+    "groups",
+    "files",
+    "profile",
+    "devices",
+    "admin",
+];
+
+/// Every scope but `admin`: what a registered client may ask for unless the administrator who
+/// registered it says otherwise, and what first-party sign-ins of non-administrators carry.
+pub const USER_SCOPES: &str = "messages:read messages:write contacts groups files profile devices";
+
+/// Parses a space-separated scope list, refusing unknown scopes; duplicates collapse and the
+/// result follows the order of [`SCOPES`].
+pub fn parse_scope(scope: &str) -> Result<Vec<&'static str>, CoreError> {
+    let mut wanted = Vec::new();
+    for item in scope.split(' ').filter(|s| !s.is_empty()) {
+        let Some(known) = SCOPES.iter().find(|s| **s == item) else {
+            return Err(CoreError::new(
+                tidings_proto::ErrorCode::InsufficientScope,
+                format!(
+                    "unknown scope `{}`",
+                    item.chars().take(40).collect::<String>()
+                ),
+            ));
+        };
+        wanted.push(*known);
+    }
+    Ok(SCOPES
+        .iter()
+        .copied()
+        .filter(|s| wanted.contains(s))
+        .collect())
+}
+
+/// The scope a registered client gets: what it asked for (everything it may have when it asked
+/// for nothing), refused when it asks for anything outside `allowed` or for nothing at all.
+pub fn grant_scope(requested: Option<&str>, allowed: &str) -> Result<String, CoreError> {
+    let allowed = parse_scope(allowed)?;
+    let requested = match requested.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(requested) => parse_scope(requested)?,
+        None => allowed.clone(),
+    };
+    if let Some(extra) = requested.iter().find(|s| !allowed.contains(s)) {
+        return Err(CoreError::new(
+            tidings_proto::ErrorCode::InsufficientScope,
+            format!("this client may not ask for `{extra}`"),
+        ));
+    }
+    if requested.is_empty() {
+        return Err(CoreError::new(
+            tidings_proto::ErrorCode::InsufficientScope,
+            "no scope to grant",
+        ));
+    }
+    Ok(requested.join(" "))
 }
 
 #[cfg(test)]
@@ -813,6 +988,7 @@ mod tests {
             (A::RevokeAdmin,    [F, F,       Y, F]),
             (A::ReadAudit,      [F, F,       Y, Y]),
             (A::RemoveMessage,  [F, F,       Y, Y]),
+            (A::ManageOAuthClients, [F, F,   Y, Y]),
         ];
         for (action, expected) in table {
             let cases = [
@@ -875,6 +1051,102 @@ mod tests {
         for (user, access, topic, allowed) in table {
             let got = decide_broker(&rules, user, 7, *access, topic).is_ok();
             assert_eq!(got, *allowed, "{user} {access:?} {topic}");
+        }
+    }
+
+    #[test]
+    fn granted_scope_is_what_was_asked_within_what_the_client_may_have() {
+        let allowed = "messages:read profile contacts";
+        #[rustfmt::skip]
+        let table: &[(Option<&str>, Option<&str>)] = &[
+            // requested                     granted (None: refused)
+            (None,                           Some("messages:read contacts profile")),
+            (Some(""),                       Some("messages:read contacts profile")),
+            (Some("profile"),                Some("profile")),
+            (Some("profile messages:read"),  Some("messages:read profile")),
+            (Some("profile  profile"),       Some("profile")),
+            (Some("messages:write"),         None),
+            (Some("admin"),                  None),
+            (Some("profile admin"),          None),
+            (Some("root"),                   None),
+            (Some("PROFILE"),                None),
+        ];
+        for (requested, want) in table {
+            let got = grant_scope(*requested, allowed).ok();
+            assert_eq!(got.as_deref(), *want, "{requested:?}");
+        }
+        assert!(
+            grant_scope(None, "").is_err(),
+            "a client with no scope gets nothing"
+        );
+        assert_eq!(
+            parse_scope(USER_SCOPES).unwrap().len(),
+            SCOPES.len() - 1,
+            "user scopes are every scope but admin"
+        );
+    }
+
+    #[test]
+    fn scopes_parse_and_decide() {
+        let held = Scopes::parse("messages:read profile bogus");
+        assert!(held.has(Scope::MessagesRead) && held.has(Scope::Profile));
+        assert!(!held.has(Scope::MessagesWrite) && !held.has(Scope::Admin));
+        assert!(decide_scope(held, Scope::MessagesRead).is_ok());
+        assert_eq!(
+            decide_scope(held, Scope::MessagesWrite).unwrap_err().code,
+            tidings_proto::ErrorCode::InsufficientScope
+        );
+        for (i, name) in SCOPES.iter().enumerate() {
+            assert!(Scopes::ALL.has(SCOPES_IN_ORDER[i]), "{name}");
+            assert_eq!(SCOPES_IN_ORDER[i].as_str(), *name);
+            assert!(Scopes::parse(name).has(SCOPES_IN_ORDER[i]));
+        }
+        assert_eq!(Scopes::parse(""), Scopes(0));
+    }
+
+    const SCOPES_IN_ORDER: [Scope; 8] = [
+        Scope::MessagesRead,
+        Scope::MessagesWrite,
+        Scope::Contacts,
+        Scope::Groups,
+        Scope::Files,
+        Scope::Profile,
+        Scope::Devices,
+        Scope::Admin,
+    ];
+
+    #[test]
+    fn every_kind_of_route_needs_the_scope_the_docs_name() {
+        use Scope::*;
+        #[rustfmt::skip]
+        let table: &[(&str, &str, Option<Scope>)] = &[
+            ("GET",    "/api/v1/account",                                  Some(Profile)),
+            ("POST",   "/api/v1/account/password",                         Some(Profile)),
+            ("GET",    "/api/v1/users/{user_id}",                          Some(Profile)),
+            ("PUT",    "/api/v1/blocks/{user_id}",                         Some(Contacts)),
+            ("POST",   "/api/v1/friend-requests",                          Some(Contacts)),
+            ("GET",    "/api/v1/devices",                                  Some(Devices)),
+            ("GET",    "/api/v1/admin/users",                              Some(Admin)),
+            ("POST",   "/api/v1/admin/oauth-clients",                      Some(Admin)),
+            ("GET",    "/api/v1/search",                                   Some(MessagesRead)),
+            ("GET",    "/api/v1/conversations",                            Some(MessagesRead)),
+            ("POST",   "/api/v1/conversations",                            Some(Groups)),
+            ("POST",   "/api/v1/conversations/direct",                     Some(MessagesWrite)),
+            ("GET",    "/api/v1/conversations/{id}/messages",              Some(MessagesRead)),
+            ("POST",   "/api/v1/conversations/{id}/messages",              Some(MessagesWrite)),
+            ("DELETE", "/api/v1/conversations/{id}/messages/{seq}",        Some(MessagesWrite)),
+            ("GET",    "/api/v1/conversations/{id}/messages/{seq}/readers", Some(MessagesRead)),
+            ("PUT",    "/api/v1/conversations/{id}/members/{user_id}/role", Some(Groups)),
+            ("GET",    "/api/v1/conversations/{id}/members",               Some(Groups)),
+            ("PUT",    "/api/v1/conversations/{id}/files/{file_id}",       Some(Files)),
+            ("PATCH",  "/api/v1/uploads/{upload_id}",                      Some(Files)),
+            ("GET",    "/api/v1/files/{file_id}",                          Some(Files)),
+            ("POST",   "/api/v1/groups/join",                              Some(Groups)),
+            ("GET",    "/api/v1/elsewhere",                                None),
+            ("GET",    "/healthz",                                         None),
+        ];
+        for (method, route, want) in table {
+            assert_eq!(rest_scope(method, route), *want, "{method} {route}");
         }
     }
 }

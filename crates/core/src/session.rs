@@ -394,6 +394,11 @@ impl Session {
                 ),
             };
         };
+        if let Some(need) = crate::policy::frame_scope(&frame)
+            && let Err(refusal) = crate::policy::decide_scope(caller.scopes, need)
+        {
+            return self.error(frame.request_id().map(String::from), refusal);
+        }
         let core = self.core.clone();
         match frame {
             ClientFrame::Auth { id, token } => self.start_auth(id, token),

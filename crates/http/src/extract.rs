@@ -26,7 +26,23 @@ impl FromRequestParts<AppState> for Authed {
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "expected a bearer token"))?;
-        Ok(Authed(state.core.authenticate(token.trim()).await?))
+        let caller = state.core.authenticate(token.trim()).await?;
+        // Every authenticated route needs a scope (core::policy::rest_scope); a route missing
+        // from that table is refused rather than left open.
+        let route = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map(|p| p.as_str())
+            .unwrap_or_default();
+        let need =
+            tidings_core::policy::rest_scope(parts.method.as_str(), route).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InsufficientScope,
+                    "this endpoint is not open to access tokens",
+                )
+            })?;
+        tidings_core::policy::decide_scope(caller.scopes, need)?;
+        Ok(Authed(caller))
     }
 }
 

@@ -6,13 +6,15 @@
 //!   future resolves (tests bind `127.0.0.1:0`).
 //! - `error`: [`ApiError`], the one error type handlers return, rendered as RFC 9457 problem+json.
 //! - `extract`: the bearer-token extractor and a JSON extractor whose rejections are problems.
-//! - `rest`: REST handlers; `oauth`: the token, revocation and metadata endpoints.
+//! - `rest`: REST handlers; `oauth`: the token, revocation, introspection and metadata
+//!   endpoints; `authorize`: the sign-in and consent page of the authorization code grant.
 //! - `files`: tus uploads and file downloads, streamed both ways.
 //! - `ws`: the WebSocket endpoint driving a [`tidings_core::session::Session`].
 //! - `openapi`: the OpenAPI 3.1 document, assembled from the protocol crate's schemas.
 //! - `web`: the embedded web client (`web/dist`, compiled in by `build.rs`) at `/` and as the
 //!   fallback for client-side routes outside the server's own paths.
 
+mod authorize;
 mod error;
 mod extract;
 mod files;
@@ -88,6 +90,20 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/jwks.json", get(oauth::jwks))
         .route("/oauth/token", post(oauth::token))
         .route("/oauth/revoke", post(oauth::revoke))
+        .route("/oauth/introspect", post(oauth::introspect))
+        .route(
+            "/oauth/authorize",
+            get(authorize::show).post(authorize::submit),
+        )
+        .route("/oauth/style.css", get(authorize::stylesheet))
+        .route(
+            "/api/v1/admin/oauth-clients",
+            get(rest::admin_oauth_clients).post(rest::admin_add_oauth_client),
+        )
+        .route(
+            "/api/v1/admin/oauth-clients/{client_id}",
+            delete(rest::admin_remove_oauth_client),
+        )
         .route("/api/v1/accounts", post(rest::register))
         .route("/api/v1/account", get(rest::me))
         .route("/api/v1/account/password", post(rest::change_password))

@@ -1,4 +1,5 @@
-//! OAuth 2.0 endpoints: token (RFC 6749), revocation (RFC 7009), metadata (RFC 8414), JWKS.
+//! OAuth 2.0 endpoints: token (RFC 6749), revocation (RFC 7009), introspection (RFC 7662),
+//! metadata (RFC 8414), JWKS. The authorization page is in `authorize`.
 
 use crate::AppState;
 use crate::extract::ClientAddr;
@@ -6,10 +7,11 @@ use axum::Form;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tidings_core::CoreError;
+use tidings_core::oauth::ClientAuth;
 use tidings_proto::ErrorCode;
 use tidings_proto::rest::OAuthError;
 
@@ -20,12 +22,18 @@ pub struct TokenRequest {
     username: Option<String>,
     password: Option<String>,
     refresh_token: Option<String>,
-    /// Accepted for compatibility; first-party tokens always carry the default scope.
+    /// Accepted for compatibility; first-party tokens carry the account's full scope and
+    /// registered clients the scope the user consented to.
     #[allow(dead_code)]
     scope: Option<String>,
-    /// Accepted for compatibility; clients are not registered yet.
-    #[allow(dead_code)]
+    /// A registered client's id (`client_secret_post`, or a public client), unless it uses
+    /// HTTP Basic authentication.
     client_id: Option<String>,
+    client_secret: Option<String>,
+    /// The authorization code grant's fields.
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
     /// A Tidings extension: the name shown in the device list.
     device_name: Option<String>,
 }
@@ -51,6 +59,18 @@ fn no_store(mut response: Response) -> Response {
 
 fn grant_error(err: CoreError) -> Response {
     match err.code {
+        // RFC 6749 section 5.2: a failed client authentication is 401 `invalid_client`.
+        ErrorCode::Unauthenticated => {
+            let mut response = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", err.message);
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"tidings\""),
+            );
+            response
+        }
+        ErrorCode::InsufficientScope => {
+            oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", err.message)
+        }
         // A suspended account is an invalid grant too (RFC 6749 section 5.2); the description
         // says why.
         ErrorCode::InvalidCredentials | ErrorCode::NotFound | ErrorCode::Forbidden => {
@@ -63,19 +83,94 @@ fn grant_error(err: CoreError) -> Response {
     }
 }
 
+/// The client credentials of a request: HTTP Basic (`client_secret_basic`, with the id and
+/// secret form-urlencoded first as RFC 6749 section 2.3.1 says) or the form's `client_id` and
+/// `client_secret`. `Err` when the Authorization header is malformed or both ways are used.
+fn client_auth(
+    headers: &HeaderMap,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+) -> Result<Option<ClientAuth>, CoreError> {
+    use base64::Engine;
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        });
+    let Some(basic) = basic else {
+        return Ok(client_id.map(|client_id| ClientAuth {
+            client_id,
+            client_secret,
+        }));
+    };
+    let bad = || CoreError::unauthenticated("malformed HTTP Basic client credentials");
+    if client_secret.is_some() {
+        return Err(bad());
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(basic.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad)?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
+    let unescape = |s: &str| {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={s}"))
+            .ok()
+            .and_then(|mut v| v.pop())
+            .map(|(_, v)| v)
+    };
+    let (id, secret) = (
+        unescape(id).ok_or_else(bad)?,
+        unescape(secret).ok_or_else(bad)?,
+    );
+    if client_id.is_some_and(|form_id| form_id != id) {
+        return Err(bad());
+    }
+    Ok(Some(ClientAuth {
+        client_id: id,
+        client_secret: Some(secret),
+    }))
+}
+
 pub async fn token(
     State(state): State<AppState>,
     ClientAddr(address): ClientAddr,
+    headers: HeaderMap,
     form: Result<Form<TokenRequest>, FormRejection>,
 ) -> Response {
-    let Ok(Form(req)) = form else {
+    let Ok(Form(mut req)) = form else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "expected an application/x-www-form-urlencoded body",
         );
     };
+    let client = match client_auth(&headers, req.client_id.take(), req.client_secret.take()) {
+        Ok(client) => client,
+        Err(e) => return grant_error(e),
+    };
     let result = match req.grant_type.as_deref() {
+        Some("authorization_code") => {
+            let (Some(code), Some(client)) = (req.code, client) else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the authorization_code grant needs code and the client's credentials",
+                );
+            };
+            state
+                .core
+                .authorization_code_grant(
+                    client,
+                    &code,
+                    req.redirect_uri.as_deref(),
+                    req.code_verifier.as_deref(),
+                    address,
+                )
+                .await
+        }
         Some("password") => {
             let (Some(username), Some(password)) = (req.username, req.password) else {
                 return oauth_error(
@@ -97,7 +192,7 @@ pub async fn token(
                     "the refresh_token grant needs refresh_token",
                 );
             };
-            state.core.refresh_grant(&refresh, address).await
+            state.core.refresh_grant_as(&refresh, client, address).await
         }
         Some(other) => {
             return oauth_error(
@@ -148,19 +243,70 @@ pub async fn revoke(
     }
 }
 
+#[derive(Deserialize)]
+pub struct IntrospectRequest {
+    token: Option<String>,
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// RFC 7662 token introspection, for registered clients (authenticated like at the token
+/// endpoint).
+pub async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<IntrospectRequest>, FormRejection>,
+) -> Response {
+    let Ok(Form(req)) = form else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "expected an application/x-www-form-urlencoded body",
+        );
+    };
+    let client = match client_auth(&headers, req.client_id, req.client_secret) {
+        Ok(Some(client)) => client,
+        Ok(None) => {
+            return grant_error(CoreError::unauthenticated(
+                "client authentication is required",
+            ));
+        }
+        Err(e) => return grant_error(e),
+    };
+    let Some(token) = req.token else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is required",
+        );
+    };
+    match state.core.introspect(&client, &token).await {
+        Ok(answer) => no_store(Json(answer).into_response()),
+        Err(e) => grant_error(e),
+    }
+}
+
 /// RFC 8414 authorization server metadata.
 pub async fn metadata(State(state): State<AppState>) -> Json<serde_json::Value> {
     let issuer = state.core.issuer().trim_end_matches('/').to_string();
     Json(serde_json::json!({
         "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/oauth/authorize"),
         "token_endpoint": format!("{issuer}/oauth/token"),
         "revocation_endpoint": format!("{issuer}/oauth/revoke"),
+        "introspection_endpoint": format!("{issuer}/oauth/introspect"),
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "grant_types_supported": ["password", "refresh_token"],
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["none"],
+        "grant_types_supported": ["authorization_code", "password", "refresh_token"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "revocation_endpoint_auth_methods_supported": ["none"],
-        "scopes_supported": tidings_core::accounts::DEFAULT_SCOPE.split(' ').collect::<Vec<_>>(),
+        "scopes_supported": tidings_core::policy::SCOPES,
+        "service_documentation": format!("{issuer}/api/openapi.json"),
     }))
 }
 

@@ -50,12 +50,16 @@ fn build() -> Value {
         "type": "object",
         "required": ["grant_type"],
         "properties": {
-            "grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
+            "grant_type": {"type": "string", "enum": ["authorization_code", "password", "refresh_token"]},
             "username": {"type": "string"},
             "password": {"type": "string"},
             "refresh_token": {"type": "string"},
             "scope": {"type": "string"},
             "client_id": {"type": "string"},
+            "client_secret": {"type": "string", "description": "client_secret_post; or use HTTP Basic."},
+            "code": {"type": "string"},
+            "redirect_uri": {"type": "string"},
+            "code_verifier": {"type": "string", "description": "PKCE (S256)."},
             "device_name": {"type": "string", "description": "Name shown in the device list."}
         }
     });
@@ -64,7 +68,27 @@ fn build() -> Value {
         "required": ["token"],
         "properties": {"token": {"type": "string"}, "token_type_hint": {"type": "string"}}
     });
+    let introspect_form = json!({
+        "type": "object",
+        "required": ["token"],
+        "properties": {
+            "token": {"type": "string"},
+            "token_type_hint": {"type": "string"},
+            "client_id": {"type": "string"},
+            "client_secret": {"type": "string"}
+        }
+    });
     let ops = vec![
+        Op {
+            method: "post",
+            path: "/oauth/introspect",
+            summary: "RFC 7662 token introspection for registered clients (HTTP Basic or form credentials).",
+            auth: false,
+            request: None,
+            form: Some(introspect_form),
+            status: 200,
+            response: Some(schema::<tidings_proto::oauth::Introspection>(g)),
+        },
         Op {
             method: "get",
             path: "/healthz",
@@ -88,7 +112,7 @@ fn build() -> Value {
         Op {
             method: "post",
             path: "/oauth/token",
-            summary: "RFC 6749 token endpoint: password and refresh_token grants.",
+            summary: "RFC 6749 token endpoint: authorization_code (PKCE S256), password and refresh_token grants.",
             auth: false,
             request: None,
             form: Some(token_form),
@@ -632,6 +656,30 @@ fn build() -> Value {
         200,
         Some(schema::<SearchResults>(g)),
     ));
+    ops.push(op(
+        "get",
+        "/api/v1/admin/oauth-clients",
+        "Administrators: registered OAuth clients in id order; page with `after` and `limit` (up to 200).",
+        None,
+        200,
+        Some(schema::<tidings_proto::oauth::OAuthClientList>(g)),
+    ));
+    ops.push(op(
+        "post",
+        "/api/v1/admin/oauth-clients",
+        "Administrators: register an OAuth client; a confidential client's secret is in this answer only.",
+        Some(schema::<tidings_proto::oauth::NewOAuthClient>(g)),
+        201,
+        Some(schema::<tidings_proto::oauth::OAuthClientCreated>(g)),
+    ));
+    ops.push(op(
+        "delete",
+        "/api/v1/admin/oauth-clients/{client_id}",
+        "Administrators: remove an OAuth client and sign out every device signed in through it.",
+        None,
+        204,
+        None,
+    ));
     ops.extend(file_ops(g));
     let problem = schema::<Problem>(g);
     let mut paths: Map<String, Value> = Map::new();
@@ -651,6 +699,13 @@ fn build() -> Value {
             }
             params.push(json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 50}}));
             params.push(json!({"name": "offset", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}}));
+        }
+        if op.path.contains("{client_id}") {
+            params.push(json!({"name": "client_id", "in": "path", "required": true, "schema": {"type": "string"}}));
+        }
+        if op.path == "/api/v1/admin/oauth-clients" && op.method == "get" {
+            params.push(json!({"name": "after", "in": "query", "required": false, "schema": {"type": "string"}}));
+            params.push(json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 200}}));
         }
         for name in ["upload_id", "file_id"] {
             if op.path.contains(&format!("{{{name}}}")) {
@@ -1041,5 +1096,27 @@ mod tests {
         }
         assert!(schemas.contains_key("Problem"));
         assert_eq!(doc["openapi"], "3.1.0");
+    }
+
+    /// Every authenticated endpoint has an entry in the scope table, so a new one cannot be
+    /// forgotten (the bearer extractor refuses routes without one).
+    #[test]
+    fn every_authenticated_operation_needs_a_scope() {
+        let doc = openapi_document();
+        let mut checked = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                if operation.get("security").is_none() {
+                    continue;
+                }
+                let method = method.to_ascii_uppercase();
+                assert!(
+                    tidings_core::policy::rest_scope(&method, path).is_some(),
+                    "{method} {path} has no scope in core::policy::rest_scope"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 50, "only {checked} operations checked");
     }
 }

@@ -776,6 +776,51 @@ pub async fn admin_revoke(
     ))
 }
 
+#[derive(Deserialize)]
+pub struct OAuthClientsQuery {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn admin_oauth_clients(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
+    query: Result<Query<OAuthClientsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<tidings_proto::oauth::OAuthClientList>> {
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.body_text()))?;
+    let actor = AdminActor::User(&caller, address);
+    Ok(Json(
+        state
+            .core
+            .oauth_clients(actor, query.after.as_deref(), query.limit)
+            .await?,
+    ))
+}
+
+pub async fn admin_add_oauth_client(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
+    ApiJson(req): ApiJson<tidings_proto::oauth::NewOAuthClient>,
+) -> ApiResult<(StatusCode, Json<tidings_proto::oauth::OAuthClientCreated>)> {
+    let actor = AdminActor::User(&caller, address);
+    let created = state.core.add_oauth_client(actor, req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+pub async fn admin_remove_oauth_client(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
+    Path(client_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let actor = AdminActor::User(&caller, address);
+    state.core.remove_oauth_client(actor, &client_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The filters and cursor of the audit endpoints; times are ms since the Unix epoch.
 #[derive(Deserialize)]
 pub struct AuditQuery {

@@ -48,6 +48,9 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// The client speaks a protocol version this server does not (tus `Tus-Resumable`).
     VersionUnsupported,
+    /// The access token does not carry the OAuth scope this request needs (RFC 6750
+    /// `insufficient_scope`), or a client asked for a scope it may not have.
+    InsufficientScope,
 }
 
 impl ErrorCode {
@@ -59,7 +62,9 @@ impl ErrorCode {
             ErrorCode::Unauthenticated
             | ErrorCode::TokenExpired
             | ErrorCode::InvalidCredentials => 401,
-            ErrorCode::Forbidden | ErrorCode::RegistrationClosed => 403,
+            ErrorCode::Forbidden | ErrorCode::RegistrationClosed | ErrorCode::InsufficientScope => {
+                403
+            }
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::LimitExceeded => 422,
@@ -96,6 +101,7 @@ impl ErrorCode {
             ErrorCode::Gone => "gone",
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::VersionUnsupported => "version_unsupported",
+            ErrorCode::InsufficientScope => "insufficient_scope",
         }
     }
 }
@@ -126,6 +132,7 @@ mod tests {
             ErrorCode::Gone,
             ErrorCode::QuotaExceeded,
             ErrorCode::VersionUnsupported,
+            ErrorCode::InsufficientScope,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

@@ -6,6 +6,7 @@
 //! - [`ws`]: frames of the native WebSocket protocol (`/ws`, subprotocol [`ws::SUBPROTOCOL`]).
 //! - [`rest`]: request and response bodies of the REST API, including RFC 9457 problems
 //!   and RFC 6749 token responses.
+//! - [`oauth`]: OAuth client registration and token introspection.
 //! - [`contacts`]: friends, friend requests, privacy settings and their live events.
 //! - [`error`]: the stable error codes shared by WebSocket error frames and problem documents.
 //!
@@ -17,6 +18,7 @@ pub mod contacts;
 pub mod error;
 pub mod ids;
 pub mod message;
+pub mod oauth;
 pub mod rest;
 pub mod ws;
 
@@ -134,6 +136,11 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ),
         ("AdminUser", schema_for!(rest::AdminUser)),
         ("AdminUserList", schema_for!(rest::AdminUserList)),
+        ("NewOAuthClient", schema_for!(oauth::NewOAuthClient)),
+        ("OAuthClient", schema_for!(oauth::OAuthClient)),
+        ("OAuthClientCreated", schema_for!(oauth::OAuthClientCreated)),
+        ("OAuthClientList", schema_for!(oauth::OAuthClientList)),
+        ("Introspection", schema_for!(oauth::Introspection)),
         ("AuditEntry", schema_for!(rest::AuditEntry)),
         ("AuditPage", schema_for!(rest::AuditPage)),
     ]

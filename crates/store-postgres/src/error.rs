@@ -100,6 +100,7 @@ fn unique_rule(constraint: &str) -> &'static str {
         "messages_client_id_key" => "client_msg_id",
         "messages_pkey" => "message",
         "last_seen_pkey" => "last_seen",
+        "oauth_clients_pkey" => "client_id",
         _ => "unique",
     }
 }

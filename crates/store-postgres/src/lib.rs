@@ -21,6 +21,7 @@
 
 mod error;
 pub mod import;
+mod oauth;
 mod queries;
 mod rich;
 mod schema;
@@ -44,6 +45,7 @@ use tidings_store::{
     NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome, SearchHit,
     SearchQuery, Store, StoreError, StoreResult, UploadRecord, UserConversation, UserRecord,
 };
+use tidings_store::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
 use tidings_store::{EditRecord, Prune, Retention, ThreadRecord};
 
 /// How to reach the database.
@@ -319,6 +321,80 @@ impl Store for PgStore {
             &audit
         )
         .await?)
+    }
+
+    async fn create_oauth_client(
+        &self,
+        client: OAuthClientRecord,
+        audit: NewAudit,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| oauth::create_client(c, &client, &audit).await?)
+    }
+
+    async fn oauth_client(&self, client_id: &str) -> StoreResult<Option<OAuthClientRecord>> {
+        read!(self, |c| oauth::client(c, client_id).await?)
+    }
+
+    async fn oauth_clients(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<OAuthClientRecord>> {
+        let after = after.unwrap_or_default();
+        read!(self, |c| oauth::clients(c, after, limit).await?)
+    }
+
+    async fn delete_oauth_client(
+        &self,
+        client_id: &str,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<Vec<(UserId, DeviceId)>> {
+        in_tx!(self, |c| oauth::delete_client(c, client_id, now, &audit)
+            .await?)
+    }
+
+    async fn create_authorization_code(
+        &self,
+        code: AuthorizationCodeRecord,
+        now: i64,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| oauth::create_code(c, &code, now).await?)
+    }
+
+    async fn take_authorization_code(
+        &self,
+        code_hash: [u8; 32],
+        now: i64,
+    ) -> StoreResult<Option<AuthorizationCodeRecord>> {
+        in_tx!(self, |c| oauth::take_code(c, code_hash, now).await?)
+    }
+
+    async fn sign_in_client(
+        &self,
+        user: UserId,
+        device_name: &str,
+        grant: DeviceGrant,
+        refresh_hash: [u8; 32],
+        refresh_expires_at: i64,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<DeviceRecord> {
+        in_tx!(self, |c| oauth::sign_in_client(
+            c,
+            user,
+            device_name,
+            &grant,
+            refresh_hash,
+            refresh_expires_at,
+            now,
+            &audit
+        )
+        .await?)
+    }
+
+    async fn device_grant(&self, device: DeviceId) -> StoreResult<Option<DeviceGrant>> {
+        read!(self, |c| oauth::device_grant(c, device).await?)
     }
 
     async fn device(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>> {

@@ -45,6 +45,7 @@ fn unique_rule(message: &str) -> &'static str {
         "messages.conversation_id, messages.sender_id, messages.client_msg_id" => "client_msg_id",
         "messages.id" => "message",
         "last_seen.user_id" => "last_seen",
+        "oauth_clients.client_id" => "client_id",
         _ => "unique",
     }
 }

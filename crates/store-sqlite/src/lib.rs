@@ -18,6 +18,7 @@
 //! stored has been fsync'd.
 
 mod error;
+mod oauth;
 mod queries;
 mod readers;
 mod schema;
@@ -44,6 +45,7 @@ use tidings_store::{
     NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome, SearchHit, SearchQuery, Store,
     StoreError, StoreResult, UserConversation, UserRecord,
 };
+use tidings_store::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
 use tidings_store::{EditRecord, FileRecord, Prune, Retention, ThreadRecord, UploadRecord};
 use writer::Writer;
 
@@ -331,6 +333,90 @@ impl Store for SqliteStore {
 
     async fn prune_refresh_tokens(&self, now: i64) -> StoreResult<u64> {
         self.write(move |conn| queries::prune_refresh_tokens(conn, now))
+            .await
+    }
+
+    async fn create_oauth_client(
+        &self,
+        client: OAuthClientRecord,
+        audit: NewAudit,
+    ) -> StoreResult<()> {
+        self.write(move |conn| oauth::create_client(conn, &client, &audit))
+            .await
+    }
+
+    async fn oauth_client(&self, client_id: &str) -> StoreResult<Option<OAuthClientRecord>> {
+        let client_id = client_id.to_owned();
+        self.read(move |conn| oauth::client(conn, &client_id)).await
+    }
+
+    async fn oauth_clients(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<OAuthClientRecord>> {
+        let after = after.unwrap_or_default().to_owned();
+        self.read(move |conn| oauth::clients(conn, &after, limit))
+            .await
+    }
+
+    async fn delete_oauth_client(
+        &self,
+        client_id: &str,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<Vec<(UserId, DeviceId)>> {
+        let client_id = client_id.to_owned();
+        self.write(move |conn| oauth::delete_client(conn, &client_id, now, &audit))
+            .await
+    }
+
+    async fn create_authorization_code(
+        &self,
+        code: AuthorizationCodeRecord,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.write(move |conn| oauth::create_code(conn, &code, now))
+            .await
+    }
+
+    async fn take_authorization_code(
+        &self,
+        code_hash: [u8; 32],
+        now: i64,
+    ) -> StoreResult<Option<AuthorizationCodeRecord>> {
+        self.write(move |conn| oauth::take_code(conn, code_hash, now))
+            .await
+    }
+
+    async fn sign_in_client(
+        &self,
+        user: UserId,
+        device_name: &str,
+        grant: DeviceGrant,
+        refresh_hash: [u8; 32],
+        refresh_expires_at: i64,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<DeviceRecord> {
+        let name = device_name.to_owned();
+        self.write(move |conn| {
+            oauth::sign_in_client(
+                conn,
+                user,
+                &name,
+                &grant,
+                refresh_hash,
+                refresh_expires_at,
+                now,
+                &audit,
+            )
+        })
+        .await
+    }
+
+    async fn device_grant(&self, device: DeviceId) -> StoreResult<Option<DeviceGrant>> {
+        self.read(move |conn| oauth::device_grant(conn, device))
             .await
     }
 

@@ -705,14 +705,18 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
 }
 
 /// Runs a statement that changes rows and returns how many it changed.
-fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<usize> {
+pub(crate) fn execute(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<usize> {
     conn.prepare_cached(sql)
         .and_then(|mut stmt| stmt.execute(params))
         .map_err(backend)
 }
 
 /// Runs a statement that returns at most one row.
-fn query_opt<T>(
+pub(crate) fn query_opt<T>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
@@ -724,7 +728,7 @@ fn query_opt<T>(
 }
 
 /// Runs a statement that returns any number of rows.
-fn query_all<T>(
+pub(crate) fn query_all<T>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
@@ -3339,7 +3343,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn =
             crate::schema::open_writer(&dir.path().join("plan.db"), &Default::default()).unwrap();
-        for (name, sql) in ALL {
+        for (name, sql) in ALL.iter().chain(crate::oauth::ALL) {
             let mut stmt = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .unwrap_or_else(|e| panic!("{name} does not prepare: {e}"));

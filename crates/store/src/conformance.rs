@@ -22,6 +22,7 @@ use crate::{
     GroupChange, NewAudit, NewInvite, NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord,
     RotateOutcome, SearchQuery, Store, StoreError,
 };
+use crate::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
 use crate::{FileRecord, UploadKind, UploadRecord};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -68,6 +69,9 @@ macro_rules! store_conformance_tests {
             refresh_expired_is_invalid,
             refresh_prune_removes_only_expired,
             refresh_of_revoked_device_is_invalid,
+            oauth_clients_register_list_delete,
+            oauth_codes_are_single_use_and_expire,
+            oauth_client_devices_record_their_grant,
             direct_is_unique_per_pair,
             group_roles_and_dedup,
             add_members_returns_only_new,
@@ -4506,4 +4510,237 @@ pub async fn avatars_are_readable_by_everyone(store: Arc<dyn Store>) {
         store.set_avatar(UserId(999_999), "f1", 1).await,
         Err(StoreError::NotFound)
     ));
+}
+
+// --- OAuth clients and authorization codes ---------------------------------------------------
+
+fn oauth_client(id: &str, secret: Option<[u8; 32]>) -> OAuthClientRecord {
+    OAuthClientRecord {
+        client_id: id.to_owned(),
+        name: format!("App {id}"),
+        secret_hash: secret,
+        redirect_uris: vec![
+            "https://app.example/cb".into(),
+            "http://127.0.0.1:9/cb".into(),
+        ],
+        scope: "messages:read profile".into(),
+        created_at: 1_000,
+    }
+}
+
+fn code(n: u8, client: &str, user: UserId, expires_at: i64) -> AuthorizationCodeRecord {
+    AuthorizationCodeRecord {
+        code_hash: [n; 32],
+        client_id: client.to_owned(),
+        user_id: user,
+        redirect_uri: "https://app.example/cb".into(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+        scope: "profile".into(),
+        expires_at,
+    }
+}
+
+pub async fn oauth_clients_register_list_delete(store: Arc<dyn Store>) {
+    let before = all_entries(&store, &AuditFilter::default()).await.len();
+    let confidential = oauth_client("bot", Some([7; 32]));
+    let public = oauth_client("app", None);
+    store
+        .create_oauth_client(
+            confidential.clone(),
+            entry("oauth_client.add", 1_000, None, None),
+        )
+        .await
+        .unwrap();
+    store
+        .create_oauth_client(public.clone(), entry("oauth_client.add", 1_001, None, None))
+        .await
+        .unwrap();
+    let again = store
+        .create_oauth_client(public.clone(), entry("oauth_client.add", 1_002, None, None))
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict("client_id"))),
+        "a taken client id is Conflict(\"client_id\"), got {again:?}"
+    );
+    assert_eq!(
+        all_entries(&store, &AuditFilter::default()).await.len(),
+        before + 2,
+        "each registration writes its entry; the refused one none"
+    );
+    assert_eq!(
+        store.oauth_client("bot").await.unwrap(),
+        Some(confidential.clone())
+    );
+    assert_eq!(
+        store.oauth_client("app").await.unwrap(),
+        Some(public.clone())
+    );
+    assert_eq!(store.oauth_client("nobody").await.unwrap(), None);
+    assert_eq!(
+        store.oauth_clients(None, 10).await.unwrap(),
+        vec![public.clone(), confidential.clone()],
+        "listed in id order"
+    );
+    assert_eq!(
+        store.oauth_clients(Some("app"), 10).await.unwrap(),
+        vec![confidential.clone()]
+    );
+    assert_eq!(store.oauth_clients(None, 1).await.unwrap(), vec![public]);
+
+    let deleted = store
+        .delete_oauth_client(
+            "app",
+            2_000,
+            entry("oauth_client.remove", 2_000, None, None),
+        )
+        .await
+        .unwrap();
+    assert!(deleted.is_empty(), "no device was signed in through it");
+    assert_eq!(store.oauth_client("app").await.unwrap(), None);
+    let unknown = store
+        .delete_oauth_client(
+            "app",
+            2_000,
+            entry("oauth_client.remove", 2_000, None, None),
+        )
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound)),
+        "got {unknown:?}"
+    );
+    assert_eq!(
+        store.oauth_clients(None, 10).await.unwrap(),
+        vec![confidential]
+    );
+}
+
+pub async fn oauth_codes_are_single_use_and_expire(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    store
+        .create_oauth_client(oauth_client("app", None), entry("k", 1_000, None, None))
+        .await
+        .unwrap();
+    store
+        .create_authorization_code(code(1, "app", alice, 5_000), 1_000)
+        .await
+        .unwrap();
+    store
+        .create_authorization_code(code(2, "app", alice, 3_000), 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_authorization_code([1; 32], 2_000).await.unwrap(),
+        Some(code(1, "app", alice, 5_000))
+    );
+    assert_eq!(
+        store.take_authorization_code([1; 32], 2_000).await.unwrap(),
+        None,
+        "a code is taken once"
+    );
+    assert_eq!(
+        store.take_authorization_code([2; 32], 3_000).await.unwrap(),
+        None,
+        "an expired code is refused"
+    );
+    assert_eq!(
+        store.take_authorization_code([9; 32], 1_000).await.unwrap(),
+        None
+    );
+    // A code of a removed client is gone with it.
+    store
+        .create_authorization_code(code(3, "app", alice, 9_000), 2_000)
+        .await
+        .unwrap();
+    store
+        .delete_oauth_client("app", 2_500, entry("k", 2_500, None, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_authorization_code([3; 32], 2_600).await.unwrap(),
+        None
+    );
+}
+
+pub async fn oauth_client_devices_record_their_grant(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let phone = device(&store, alice).await;
+    store
+        .create_oauth_client(oauth_client("app", None), entry("k", 1_000, None, None))
+        .await
+        .unwrap();
+    let grant = DeviceGrant {
+        client_id: "app".into(),
+        scope: "profile".into(),
+    };
+    let app_device = store
+        .sign_in_client(
+            alice,
+            "App app",
+            grant.clone(),
+            [5; 32],
+            90_000,
+            2_000,
+            entry("sign_in", 2_000, Some(alice), Some(alice)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(app_device.user_id, alice);
+    assert_eq!(app_device.name, "App app");
+    assert_eq!(
+        store.device_grant(app_device.id).await.unwrap(),
+        Some(grant.clone())
+    );
+    assert_eq!(
+        store.device_grant(phone).await.unwrap(),
+        None,
+        "first-party device"
+    );
+    assert_eq!(
+        store.refresh_token_device([5; 32]).await.unwrap(),
+        Some(app_device.id)
+    );
+    let unknown = store
+        .sign_in_client(
+            alice,
+            "x",
+            DeviceGrant {
+                client_id: "nobody".into(),
+                scope: "profile".into(),
+            },
+            [6; 32],
+            90_000,
+            2_000,
+            entry("sign_in", 2_000, Some(alice), Some(alice)),
+        )
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound)),
+        "got {unknown:?}"
+    );
+    assert_eq!(store.refresh_token_device([6; 32]).await.unwrap(), None);
+
+    let revoked = store
+        .delete_oauth_client("app", 3_000, entry("k", 3_000, None, None))
+        .await
+        .unwrap();
+    assert_eq!(revoked, vec![(alice, app_device.id)]);
+    assert_eq!(
+        store
+            .device(app_device.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(3_000)
+    );
+    assert_eq!(
+        store.refresh_token_device([5; 32]).await.unwrap(),
+        None,
+        "the removed client's refresh tokens are gone"
+    );
+    assert_eq!(
+        store.device(phone).await.unwrap().unwrap().revoked_at,
+        None,
+        "other devices stay signed in"
+    );
 }

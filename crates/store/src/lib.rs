@@ -36,9 +36,11 @@ pub mod audit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod meta;
+pub mod oauth;
 pub mod search;
 
 pub use audit::{AuditCheckpoint, AuditFilter, AuditRecord, CheckpointSigner};
+pub use oauth::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -691,6 +693,61 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes refresh tokens that expired at or before `now`, used or not: they can no longer
     /// be rotated, and presenting one is answered `Invalid` either way. Returns how many.
     async fn prune_refresh_tokens(&self, now: i64) -> StoreResult<u64>;
+
+    // --- OAuth clients and authorization codes ---------------------------------------------
+
+    /// Registers a client and writes `audit` in the same transaction. `Conflict("client_id")`
+    /// if the id is taken.
+    async fn create_oauth_client(
+        &self,
+        client: OAuthClientRecord,
+        audit: NewAudit,
+    ) -> StoreResult<()>;
+    async fn oauth_client(&self, client_id: &str) -> StoreResult<Option<OAuthClientRecord>>;
+    /// Registered clients with ids after `after` (all when `None`), in id order, at most `limit`.
+    async fn oauth_clients(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<OAuthClientRecord>>;
+    /// Removes a client, its pending authorization codes, and signs out every device signed in
+    /// through it (deleting their refresh tokens), writing `audit`, all in one transaction.
+    /// Returns the devices signed out. `NotFound` if the client is unknown.
+    async fn delete_oauth_client(
+        &self,
+        client_id: &str,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<Vec<(UserId, DeviceId)>>;
+    /// Stores an authorization code, and deletes codes that expired at or before `now`.
+    async fn create_authorization_code(
+        &self,
+        code: AuthorizationCodeRecord,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// Takes a code: deletes it and returns it if it had not expired at `now`. A code is taken
+    /// at most once, whatever the outcome of the exchange, so it can never be replayed.
+    async fn take_authorization_code(
+        &self,
+        code_hash: [u8; 32],
+        now: i64,
+    ) -> StoreResult<Option<AuthorizationCodeRecord>>;
+    /// [`Store::sign_in`] through a registered client: the new device also records `grant`.
+    /// `NotFound` if the user is unknown, suspended or deleted, or the client no longer exists
+    /// (checked in the same transaction).
+    #[allow(clippy::too_many_arguments)]
+    async fn sign_in_client(
+        &self,
+        user: UserId,
+        device_name: &str,
+        grant: DeviceGrant,
+        refresh_hash: [u8; 32],
+        refresh_expires_at: i64,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<DeviceRecord>;
+    /// The client and scope a device was signed in through; `None` for first-party devices.
+    async fn device_grant(&self, device: DeviceId) -> StoreResult<Option<DeviceGrant>>;
 
     // --- Profiles ---------------------------------------------------------------------------
 

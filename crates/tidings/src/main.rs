@@ -104,6 +104,11 @@ enum AdminCommand {
         #[arg(long)]
         to: String,
     },
+    /// OAuth clients (third-party applications and bots).
+    OauthClient {
+        #[command(subcommand)]
+        command: OAuthClientCommand,
+    },
     /// Creates an invite code for invite-only registration.
     CreateInvite {
         /// How many registrations the code allows.
@@ -113,6 +118,29 @@ enum AdminCommand {
         #[arg(long, default_value_t = 168)]
         valid_hours: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum OAuthClientCommand {
+    /// Registers a client and prints its id (and, with --confidential, its secret: shown only
+    /// this once).
+    Add {
+        /// Shown to users on the consent page.
+        name: String,
+        /// A server-side application that can keep a secret; public clients use PKCE only.
+        #[arg(long)]
+        confidential: bool,
+        /// An exact redirect URI (repeat for several).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// The scopes it may ask for, space-separated (default: every scope but admin).
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// Lists registered clients.
+    List,
+    /// Removes a client and signs out every device signed in through it.
+    Remove { client_id: String },
 }
 
 #[derive(Subcommand)]
@@ -409,6 +437,76 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 // Handled above, before a core starts on the configured store.
                 AdminCommand::MigrateStore { .. } => {}
+                AdminCommand::OauthClient {
+                    command:
+                        OAuthClientCommand::Add {
+                            name,
+                            confidential,
+                            redirect_uris,
+                            scope,
+                        },
+                } => {
+                    let created = core
+                        .add_oauth_client(
+                            operator,
+                            tidings_proto::oauth::NewOAuthClient {
+                                name,
+                                confidential,
+                                redirect_uris,
+                                scope,
+                            },
+                        )
+                        .await
+                        .map_err(core_error)?;
+                    println!("client_id: {}", created.client.client_id);
+                    if let Some(secret) = created.client_secret {
+                        println!("client_secret: {secret}");
+                        println!("(the secret is not stored and will not be shown again)");
+                    }
+                    println!("scope: {}", created.client.scope);
+                }
+                AdminCommand::OauthClient {
+                    command: OAuthClientCommand::List,
+                } => {
+                    let mut after: Option<String> = None;
+                    println!(
+                        "{:<24}  {:<12}  {:<32}  redirect URIs",
+                        "client_id", "type", "name"
+                    );
+                    loop {
+                        let page = core
+                            .oauth_clients(operator, after.as_deref(), None)
+                            .await
+                            .map_err(core_error)?;
+                        for c in &page.clients {
+                            let kind = if c.confidential {
+                                "confidential"
+                            } else {
+                                "public"
+                            };
+                            println!(
+                                "{:<24}  {:<12}  {:<32}  {}",
+                                c.client_id,
+                                kind,
+                                c.name,
+                                c.redirect_uris.join(" ")
+                            );
+                        }
+                        match page.next_after {
+                            Some(next) => after = Some(next),
+                            None => break,
+                        }
+                    }
+                }
+                AdminCommand::OauthClient {
+                    command: OAuthClientCommand::Remove { client_id },
+                } => {
+                    let signed_out = core
+                        .remove_oauth_client(operator, &client_id)
+                        .await
+                        .map_err(core_error)?;
+                    println!("client removed; {signed_out} device(s) signed out");
+                }
                 AdminCommand::CreateInvite { uses, valid_hours } => {
                     let code = core
                         .admin_create_invite(uses, valid_hours.saturating_mul(3600))
