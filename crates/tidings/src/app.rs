@@ -206,6 +206,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The MQTT listener's address, when MQTT over TCP is enabled.
     pub mqtt_addr: Option<SocketAddr>,
+    /// The admin listener's address (metrics, health), when enabled.
+    pub admin_addr: Option<SocketAddr>,
     pub core: Core,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
@@ -267,6 +269,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     if config.mqtt.websocket {
         app = app.merge(tidings_mqtt::websocket_router(gateway.clone()));
     }
+    // Last, so the merged routes get the security headers too.
+    let app = tidings_http::finish(app, &config.http, false);
     let (mqtt_stop, mqtt_stopped) = oneshot::channel::<()>();
     let mut mqtt_addr = None;
     let mqtt_task = if config.mqtt.enabled {
@@ -285,6 +289,28 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     } else {
         None
     };
+    let mut admin_addr = None;
+    let admin_task = if config.admin.enabled {
+        let admin_listener = TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (config key `admin.listen`)",
+                    config.admin.listen
+                )
+            })?;
+        admin_addr = Some(admin_listener.local_addr()?);
+        tracing::info!(addr = %config.admin.listen, "The admin listener (metrics, health) is listening.");
+        let admin = tidings_http::admin_router(core.clone());
+        Some(tokio::spawn(async move {
+            let served = tidings_http::serve(admin_listener, admin, std::future::pending()).await;
+            if let Err(e) = served {
+                tracing::error!(%e, "The admin listener failed.");
+            }
+        }))
+    } else {
+        None
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(tidings_http::serve(listener, app, async move {
         let _ = stopped.await;
@@ -294,6 +320,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let task = tokio::spawn(async move {
         let served = task.await;
         janitor.abort();
+        // Metrics and health answer until the main listener has drained.
+        if let Some(admin) = admin_task {
+            admin.abort();
+        }
         if let Some(mqtt) = mqtt_task {
             mqtt.await.map_err(std::io::Error::other)??;
         }
@@ -309,6 +339,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     Ok(Running {
         addr,
         mqtt_addr,
+        admin_addr,
         core,
         stop,
         task,
