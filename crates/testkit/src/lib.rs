@@ -79,7 +79,15 @@ impl TestServer {
             .await
             .expect("server starts");
         TestServer {
-            base_url: format!("http://{}", running.addr),
+            base_url: format!(
+                "{}://{}",
+                if running.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
+                running.addr
+            ),
             config,
             running: Some(running),
             data_dir,

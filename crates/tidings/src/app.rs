@@ -16,6 +16,7 @@ use tidings_http::{AppState, HttpConfig};
 use tidings_store::Store;
 use tidings_store_postgres::{PgOptions, PgStore};
 use tidings_store_sqlite::{SqliteOptions, SqliteStore};
+use tidings_tls::Tls;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -208,6 +209,8 @@ pub struct Running {
     pub mqtt_addr: Option<SocketAddr>,
     /// The admin listener's address (metrics, health), when enabled.
     pub admin_addr: Option<SocketAddr>,
+    /// The TLS identity every listener serves, when TLS is on.
+    pub tls: Option<Tls>,
     pub core: Core,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
@@ -251,10 +254,26 @@ impl Running {
     }
 }
 
+/// Loads the TLS identity the configuration asks for (files, or the development certificate),
+/// and keeps it reloading when its files change.
+pub fn open_tls(config: &Config) -> anyhow::Result<Option<Tls>> {
+    let Some(tls) = Tls::from_config(&config.tls, &config.data_dir)? else {
+        return Ok(None);
+    };
+    if config.tls.reload_interval_secs > 0 {
+        tls.spawn_reloader(std::time::Duration::from_secs(
+            config.tls.reload_interval_secs,
+        ));
+    }
+    Ok(Some(tls))
+}
+
 /// Starts the server on an already bound listener.
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let core = start_core(&config, addr).await?;
+    // After the core, which prepares the data directory the development certificate goes in.
+    let tls = open_tls(&config)?;
     let http: HttpConfig = config.http.clone();
     let files = open_files(&config, &core)?;
     let janitor = files.spawn_janitor();
@@ -269,8 +288,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     if config.mqtt.websocket {
         app = app.merge(tidings_mqtt::websocket_router(gateway.clone()));
     }
-    // Last, so the merged routes get the security headers too.
-    let app = tidings_http::finish(app, &config.http, false);
+    // Last, so the merged routes get the security headers too (HSTS only when TLS is on).
+    let app = tidings_http::finish(app, &config.http, tls.is_some());
     let (mqtt_stop, mqtt_stopped) = oneshot::channel::<()>();
     let mut mqtt_addr = None;
     let mqtt_task = if config.mqtt.enabled {
@@ -312,10 +331,32 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         None
     };
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(tidings_http::serve(listener, app, async move {
+    let shutdown = async move {
         let _ = stopped.await;
         let _ = mqtt_stop.send(());
-    }));
+    };
+    // The certificate's expiry as a metric (for the expiry alert), kept current across reloads.
+    let expiry_task = tls.clone().map(|tls| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                if let Some(not_after) = tls.not_after_unix() {
+                    tidings_metrics::metrics().tls_cert_not_after.set(not_after);
+                }
+            }
+        })
+    });
+    let task = match &tls {
+        // HTTP/1.1 only: the transport is built on axum's http1 server.
+        Some(tls) => tokio::spawn(tidings_http::serve_tls(
+            listener,
+            tls.server_config(&[b"http/1.1"]),
+            app,
+            shutdown,
+        )),
+        None => tokio::spawn(tidings_http::serve(listener, app, shutdown)),
+    };
     // The janitor only deletes expired uploads; it stops with the server.
     let task = tokio::spawn(async move {
         let served = task.await;
@@ -323,6 +364,9 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         // Metrics and health answer until the main listener has drained.
         if let Some(admin) = admin_task {
             admin.abort();
+        }
+        if let Some(expiry) = expiry_task {
+            expiry.abort();
         }
         if let Some(mqtt) = mqtt_task {
             mqtt.await.map_err(std::io::Error::other)??;
@@ -340,6 +384,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         addr,
         mqtt_addr,
         admin_addr,
+        tls,
         core,
         stop,
         task,

@@ -37,6 +37,11 @@ enum Command {
         /// Address to listen on. [env: TIDINGS_LISTEN] [default: 127.0.0.1:8080]
         #[arg(long, short)]
         listen: Option<SocketAddr>,
+        /// Serve TLS with a self-signed certificate for localhost, generated once into the data
+        /// directory. For development; production deployments set `[tls] cert_file` and `key_file`.
+        /// [env: TIDINGS_TLS_DEV]
+        #[arg(long)]
+        dev_tls: bool,
     },
     /// Operator commands that work on the data directory directly (the server may be running).
     Admin {
@@ -204,10 +209,16 @@ fn init_logging(config: &Config) -> LogLevelHandle {
     handle
 }
 
-/// On every SIGHUP: reads the configuration again and applies what can change while running
-/// (the log level). Everything else needs a restart, which the log line says.
+/// On every SIGHUP: reloads the TLS certificate files if they changed, reads the configuration
+/// again and applies what can change while running (the log level). Everything else needs a
+/// restart, which the log line says.
 #[cfg(unix)]
-fn reload_on_hangup(common: Common, listen: Option<SocketAddr>, log: LogLevelHandle) {
+fn reload_on_hangup(
+    common: Common,
+    listen: Option<SocketAddr>,
+    log: LogLevelHandle,
+    tls: Option<tidings_tls::Tls>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         tracing::warn!("Cannot listen for SIGHUP; reloading is unavailable.");
@@ -215,6 +226,9 @@ fn reload_on_hangup(common: Common, listen: Option<SocketAddr>, log: LogLevelHan
     };
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
+            if let Some(tls) = &tls {
+                tls.reload_and_log();
+            }
             match load_config(&common, listen) {
                 Ok(config) => match tracing_subscriber::EnvFilter::try_new(&config.log.level) {
                     Ok(filter) => {
@@ -234,7 +248,13 @@ fn reload_on_hangup(common: Common, listen: Option<SocketAddr>, log: LogLevelHan
 }
 
 #[cfg(not(unix))]
-fn reload_on_hangup(_common: Common, _listen: Option<SocketAddr>, _log: LogLevelHandle) {}
+fn reload_on_hangup(
+    _common: Common,
+    _listen: Option<SocketAddr>,
+    _log: LogLevelHandle,
+    _tls: Option<tidings_tls::Tls>,
+) {
+}
 
 /// Reads a password: from stdin when piped, or prompted (echoed; use a pipe to avoid that).
 fn read_password(prompt: &str) -> anyhow::Result<String> {
@@ -284,20 +304,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", config::example_toml());
             Ok(())
         }
-        Command::Serve { common, listen } => {
-            let config = load_config(&common, listen)?;
+        Command::Serve {
+            common,
+            listen,
+            dev_tls,
+        } => {
+            let mut config = load_config(&common, listen)?;
+            config.tls.dev |= dev_tls;
             let log_level = init_logging(&config);
-            reload_on_hangup(common.clone(), listen, log_level);
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| {
                     format!("cannot listen on {} (config key `listen`)", config.listen)
                 })?;
             let running = tidings::app::start(config, listener).await?;
+            reload_on_hangup(common.clone(), listen, log_level, running.tls.clone());
             if let Some(admin) = running.admin_addr {
                 eprintln!("Metrics and health checks at http://{admin}/metrics");
             }
-            eprintln!("Tidings is running at http://{}", running.addr);
+            let scheme = if running.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            eprintln!("Tidings is running at {scheme}://{}", running.addr);
             running.run_until(shutdown_signal()).await
         }
         Command::Admin { common, command } => {
