@@ -65,8 +65,7 @@ impl Security {
         }
         let origin_str = origin.to_str().ok()?.to_ascii_lowercase();
         self.cors_origins
-            .iter()
-            .any(|o| *o == origin_str)
+            .contains(&origin_str)
             .then(|| origin.clone())
     }
 }
