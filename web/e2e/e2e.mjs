@@ -39,11 +39,17 @@ const log = (s) => {
 };
 
 const people = [];
+// Every Content-Security-Policy violation Chromium reports; the run fails if there is any (the
+// server's policy allows no inline script or style, and only its own origin to connect).
+const cspViolations = [];
 async function person(name, viewport = { width: 1280, height: 800 }) {
   const context = await browser.newContext({ viewport, locale: "en-US", acceptDownloads: true });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`[${name}] page error: ${e.message}`));
-  page.on("console", (m) => m.type() === "error" && console.error(`[${name}] console: ${m.text()}`));
+  page.on("console", (m) => {
+    if (m.type() === "error") console.error(`[${name}] console: ${m.text()}`);
+    if (/Content Security Policy/i.test(m.text())) cspViolations.push(`[${name}] ${m.text()}`);
+  });
   const p = { name, context, page };
   people.push(p);
   return p;
@@ -73,8 +79,12 @@ const shot = async (p, file) => {
 
 try {
   // The app is what `/` serves (embedded in the binary), not the plain landing page.
-  const html = await (await fetch(base + "/")).text();
+  const index = await fetch(base + "/");
+  const html = await index.text();
   assert.match(html, /<div id="root">/, "the binary serves the built web client at /");
+  const csp = index.headers.get("content-security-policy") ?? "";
+  assert.match(csp, /script-src 'self'/, "the app is served with the strict CSP");
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/, "the CSP allows no inline code");
 
   const alice = await person("alice");
   const bob = await person("bob");
@@ -406,6 +416,7 @@ try {
   await bob.page.getByTestId("sign-out").click();
   await bob.page.getByTestId("auth-submit").waitFor({ timeout: T });
 
+  assert.deepEqual(cspViolations, [], "the web client runs under the server's CSP without violations");
   console.log(`[e2e] passed in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${shots}`);
   writeFileSync(join(shots, "RESULT"), "passed\n");
 } catch (e) {

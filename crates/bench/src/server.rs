@@ -26,6 +26,8 @@ pub const BENCH_ENV: &[(&str, &str)] = &[
         "0",
     ),
     ("TIDINGS_LOG_LEVEL", "warn"),
+    // The admin listener on a free port, so servers can run side by side.
+    ("TIDINGS_ADMIN_LISTEN", "127.0.0.1:0"),
 ];
 
 /// How the server was started, for the results file.

@@ -198,6 +198,7 @@ impl Hub {
                         }
                         if conn.tx.try_send(frame.clone()).is_err() {
                             // Full (or the task is already gone): the client will resync.
+                            tidings_metrics::metrics().outbound_queue_drops.inc();
                             conn.control.close(CloseReason::SlowConsumer);
                         }
                     }

@@ -56,8 +56,15 @@ pub(crate) async fn run_sequencer(core: Core, mut rx: mpsc::Receiver<SequencerRe
                 }
                 let messages: Vec<NewMessage> = batch.iter().map(|r| r.message.clone()).collect();
                 let store = core.inner.store.clone();
+                tidings_metrics::metrics()
+                    .commit_batch_size
+                    .observe(messages.len() as f64);
                 appending.push_back(async move {
+                    let started = std::time::Instant::now();
                     let result: AppendResult = store.append_messages(messages).await;
+                    tidings_metrics::metrics()
+                        .commit_latency
+                        .observe_duration(started.elapsed());
                     (batch, result)
                 });
             }
@@ -173,6 +180,8 @@ impl Core {
         mut body: MessageBody,
         mut relations: Relations,
     ) -> CoreResult<SendAck> {
+        let started = std::time::Instant::now();
+        tidings_metrics::metrics().messages_received.inc();
         validate_client_msg_id(&client_msg_id)?;
         validate_body(&body, self.inner.config.limits.max_message_bytes)?;
         let info = self
@@ -232,6 +241,9 @@ impl Core {
                 ErrorCode::NotFound => CoreError::not_found("message"),
                 _ => e,
             })?;
+        tidings_metrics::metrics()
+            .ack_latency
+            .observe_duration(started.elapsed());
         Ok(SendAck {
             conversation_id,
             seq: appended.message.seq,

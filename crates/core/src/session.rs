@@ -918,6 +918,7 @@ impl Session {
                 return;
             }
         };
+        tidings_metrics::metrics().sync_pages.inc();
         let page = self.core.inner.config.limits.sync_page.max(1) as usize;
         let user = self.caller().map(|c| c.user_id);
         let state = self.convs.entry(id).or_default();
@@ -965,6 +966,7 @@ impl Session {
         }
         if !state.known || seq == state.delivered + 1 {
             state.take(seq);
+            count_delivery(&self.core, &frame);
             self.out
                 .push_back(Output::Frame(Text::Shared(frame.json())));
             self.release_parked(id);
@@ -1015,6 +1017,7 @@ impl Session {
                 break;
             };
             state.take(seq);
+            count_delivery(&self.core, &frame);
             self.out
                 .push_back(Output::Frame(Text::Shared(frame.json())));
         }
@@ -1023,6 +1026,17 @@ impl Session {
         {
             self.fill(id);
         }
+    }
+}
+
+/// Counts a live message handed to this connection, and how long it took since its send
+/// arrived (the message's server timestamp).
+fn count_delivery(core: &Core, frame: &OutFrame) {
+    if let ServerFrame::Message { message } = frame.frame() {
+        let m = tidings_metrics::metrics();
+        m.messages_delivered.inc();
+        let ms = core.now_ms().saturating_sub(message.ts).max(0);
+        m.delivery_latency.observe(ms as f64 / 1000.0);
     }
 }
 

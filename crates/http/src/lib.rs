@@ -11,21 +11,32 @@
 //! - `files`: tus uploads and file downloads, streamed both ways.
 //! - `ws`: the WebSocket endpoint driving a [`tidings_core::session::Session`].
 //! - `openapi`: the OpenAPI 3.1 document, assembled from the protocol crate's schemas.
+//! - `security`: security headers on every response (CSP, HSTS under TLS) and CORS, closed
+//!   unless `[http] cors_origins` names origins; [`finish`] wraps a finished router in it and
+//!   in the request metrics.
+//! - `admin`: the admin listener's router (`/metrics`, `/healthz`, `/readyz`).
+//! - `tls`: [`TlsListener`], HTTPS and WSS on the main listener ([`serve_tls`]).
 //! - `web`: the embedded web client (`web/dist`, compiled in by `build.rs`) at `/` and as the
 //!   fallback for client-side routes outside the server's own paths.
 
 mod authorize;
+mod admin;
 mod error;
 mod extract;
 mod files;
 mod oauth;
 mod openapi;
 mod rest;
+mod security;
+mod tls;
 mod web;
 mod ws;
 
+pub use admin::admin_router;
 pub use error::ApiError;
 pub use openapi::openapi_document;
+pub use security::{Security, content_security_policy};
+pub use tls::TlsListener;
 pub use web::embedded as web_client_embedded;
 
 use axum::Router;
@@ -53,6 +64,9 @@ pub struct HttpConfig {
     /// Seconds between server pings on a quiet connection; a connection silent for three
     /// intervals is closed.
     pub ws_ping_interval_secs: u64,
+    /// Origins (e.g. "https://chat.example.com") whose web pages may call the API from a
+    /// browser (CORS). Empty, the default, allows none but the server's own; "*" allows any.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -62,6 +76,7 @@ impl Default for HttpConfig {
             ws_max_frame_bytes: 256 * 1024,
             ws_read_buffer_bytes: 2048,
             ws_ping_interval_secs: 30,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -292,6 +307,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Wraps a finished router (with every merged route) in the request metrics, the security
+/// headers and CORS; `tls` says whether clients reach it over TLS (then responses carry HSTS).
+pub fn finish(app: Router, config: &HttpConfig, tls: bool) -> Router {
+    let security = std::sync::Arc::new(Security::new(&config.cors_origins, tls));
+    app.layer(axum::middleware::from_fn(admin::observe)).layer(
+        axum::middleware::from_fn_with_state(security, security::headers),
+    )
+}
+
 /// tus uploads (every response carries `Tus-Resumable`) and downloads. Upload bodies are
 /// streamed, so the REST body limit does not apply to them.
 fn file_routes() -> Router<AppState> {
@@ -342,6 +366,25 @@ pub async fn serve(
     });
     // Connection info gives handlers the client's address (per-address sign-in limits, and
     // the address in the audit log).
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Like [`serve`], over TLS: `config` handshakes every connection (its certificate resolver
+/// decides the certificate per handshake, so reloaded files apply to new connections).
+pub async fn serve_tls(
+    listener: TcpListener,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // `tap_io` only to get axum's connection-info impl for wrapped listeners.
+    let listener = TlsListener::new(listener, config)?.tap_io(|_| {});
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

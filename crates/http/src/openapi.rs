@@ -687,7 +687,7 @@ fn build() -> Value {
         let mut operation = Map::new();
         operation.insert("summary".into(), json!(op.summary));
         let mut params = Vec::new();
-        for name in ["id", "user_id", "device_id", "seq", "link_id"] {
+        for name in ["id", "user_id", "device_id", "seq", "link_id", "root"] {
             if op.path.contains(&format!("{{{name}}}")) {
                 params.push(id_param(name));
             }
@@ -1118,5 +1118,33 @@ mod tests {
             }
         }
         assert!(checked > 50, "only {checked} operations checked");
+    }
+
+    /// Schemathesis found `{root}` undeclared: every `{name}` in a path is a declared path
+    /// parameter of each of its operations.
+    #[test]
+    fn every_path_parameter_is_declared() {
+        let doc = openapi_document();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let names: Vec<&str> = path
+                .split('{')
+                .skip(1)
+                .filter_map(|p| p.split('}').next())
+                .collect();
+            for (method, operation) in item.as_object().unwrap() {
+                let declared: Vec<&str> = operation["parameters"]
+                    .as_array()
+                    .map(|ps| {
+                        ps.iter()
+                            .filter(|p| p["in"] == "path")
+                            .filter_map(|p| p["name"].as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for name in &names {
+                    assert!(declared.contains(name), "{method} {path}: {{{name}}}");
+                }
+            }
+        }
     }
 }

@@ -90,9 +90,25 @@ fn file_response(path: &str, bytes: &'static [u8], head: bool) -> Response {
 pub async fn index(method: Method) -> Response {
     match find("index.html") {
         Some(bytes) => file_response("index.html", bytes, method == Method::HEAD),
-        None => axum::response::Html(include_str!("index.html")).into_response(),
+        None => {
+            let mut res = axum::response::Html(LANDING_PAGE).into_response();
+            // The landing page's one inline style block is allowed by its hash, nothing else.
+            let csp = crate::security::content_security_policy(None).replace(
+                "style-src 'self'",
+                &format!("style-src 'self' '{LANDING_STYLE_HASH}'"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&csp) {
+                res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+            }
+            res
+        }
     }
 }
+
+const LANDING_PAGE: &str = include_str!("index.html");
+
+/// The SHA-256 of the landing page's `<style>` content, as CSP spells it (checked by a test).
+const LANDING_STYLE_HASH: &str = "sha256-hagF2e2sDIZSatC+zTJXQZrdh7m6NZdqC2ZM5nfXkrs=";
 
 /// The router's fallback: a file of the app, the app itself for a client-side route, or the
 /// API's 404 problem.
@@ -151,6 +167,19 @@ mod tests {
         );
         assert_eq!(content_type("index.html"), "text/html; charset=utf-8");
         assert_eq!(content_type("x.unknown"), "application/octet-stream");
+    }
+
+    #[test]
+    fn the_landing_style_hash_is_current() {
+        use base64::Engine;
+        use sha2::Digest;
+        let style = LANDING_PAGE
+            .split_once("<style>")
+            .and_then(|(_, rest)| rest.split_once("</style>"))
+            .map(|(style, _)| style)
+            .expect("the landing page has a style block");
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(style));
+        assert_eq!(LANDING_STYLE_HASH, format!("sha256-{hash}"));
     }
 
     #[test]

@@ -49,11 +49,19 @@ pub async fn upgrade(
         .write_buffer_size(0)
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| run(socket, state))
+        .on_upgrade(move |socket| {
+            use tracing::Instrument;
+            // The upgraded connection outlives the request: it gets its own span and id.
+            let span = tracing::info_span!("connection", id = %tidings_metrics::next_log_id(), transport = "websocket");
+            run(socket, state).instrument(span)
+        })
 }
 
 async fn run(socket: WebSocket, state: AppState) {
+    let _counted =
+        tidings_metrics::metrics().connection_opened(tidings_metrics::Transport::WebSocket);
     let (mut sink, mut stream) = socket.split();
+    tracing::debug!("Connection opened.");
     let mut session = Session::new(state.core.clone());
     let soft_limit = state.config.ws_max_frame_bytes;
     let ping_every = Duration::from_secs(state.config.ws_ping_interval_secs.max(1));
@@ -79,6 +87,7 @@ async fn run(socket: WebSocket, state: AppState) {
                             }
                         }
                         Output::Close { code, reason } => {
+                            tracing::debug!(code, reason, "Closing the connection.");
                             let frame = CloseFrame { code, reason: reason.into() };
                             let _ = sink.send(Message::Close(Some(frame))).await;
                             break 'connection;
@@ -131,5 +140,10 @@ async fn run(socket: WebSocket, state: AppState) {
                 keepalive.as_mut().reset(Instant::now() + ping_every);
             }
         }
+    }
+    if let Some(caller) = session.caller() {
+        tracing::debug!(user = caller.user_id.0, "Connection ended.");
+    } else {
+        tracing::debug!("Connection ended.");
     }
 }

@@ -46,11 +46,22 @@ const SYNC_ID: &str = "mqtt:sync";
 /// The request id of a token renewal.
 const RENEW_ID: &str = "mqtt:renew";
 
-/// Serves one connection until it ends.
-pub async fn run<S>(gw: Arc<Gateway>, mut stream: S, peer: Option<SocketAddr>)
+/// Serves one connection until it ends, in a `connection` span every log line of it carries.
+pub async fn run<S>(gw: Arc<Gateway>, stream: S, peer: Option<SocketAddr>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    use tracing::Instrument;
+    let span =
+        tracing::info_span!("connection", id = %tidings_metrics::next_log_id(), transport = "mqtt");
+    serve_connection(gw, stream, peer).instrument(span).await
+}
+
+async fn serve_connection<S>(gw: Arc<Gateway>, mut stream: S, peer: Option<SocketAddr>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _counted = tidings_metrics::metrics().connection_opened(tidings_metrics::Transport::Mqtt);
     let mut rbuf = BytesMut::with_capacity(1024);
     let max_packet = gw.config.max_packet_bytes as usize;
     let timeout = Duration::from_secs(u64::from(gw.config.connect_timeout_secs.max(1)));

@@ -39,6 +39,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     // MQTT on a free port (Mosquitto may hold 1883), with the default broker rules.
     config.mqtt.enabled = true;
     config.mqtt.listen = "127.0.0.1:0".parse().expect("literal address");
+    // The admin listener on a free port too (tests run in parallel).
+    config.admin.listen = "127.0.0.1:0".parse().expect("literal address");
     config
 }
 
@@ -77,7 +79,15 @@ impl TestServer {
             .await
             .expect("server starts");
         TestServer {
-            base_url: format!("http://{}", running.addr),
+            base_url: format!(
+                "{}://{}",
+                if running.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
+                running.addr
+            ),
             config,
             running: Some(running),
             data_dir,
@@ -108,6 +118,15 @@ impl TestServer {
             .expect("server running")
             .mqtt_tls_addr
             .expect("MQTT over TLS enabled")
+    }
+
+    /// The admin listener's base URL (metrics, health), when it is enabled.
+    pub fn admin_url(&self) -> Option<String> {
+        self.running
+            .as_ref()
+            .expect("server running")
+            .admin_addr
+            .map(|a| format!("http://{a}"))
     }
 
     pub fn core(&self) -> &tidings_core::Core {
@@ -214,6 +233,7 @@ impl ServerProcess {
             .env("TIDINGS_ACCOUNTS_ARGON2_ITERATIONS", "1")
             .env("TIDINGS_LIMITS_MESSAGES_PER_MINUTE", "0")
             .env("TIDINGS_LOG_LEVEL", "warn")
+            .env("TIDINGS_ADMIN_LISTEN", "127.0.0.1:0")
             .env(
                 "TIDINGS_LIMITS_SIGN_IN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
                 "0",

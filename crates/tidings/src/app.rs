@@ -209,6 +209,8 @@ pub struct Running {
     pub mqtt_addr: Option<SocketAddr>,
     /// The MQTT over TLS listener's address, when it is enabled.
     pub mqtt_tls_addr: Option<SocketAddr>,
+    /// The admin listener's address (metrics, health), when enabled.
+    pub admin_addr: Option<SocketAddr>,
     /// The TLS identity every listener serves, when TLS is on.
     pub tls: Option<Tls>,
     pub core: Core,
@@ -289,6 +291,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         app = app.merge(tidings_mqtt::websocket_router(gateway.clone()));
     }
     let tls_gateway = gateway.clone();
+    // Last, so the merged routes get the security headers too (HSTS only when TLS is on).
+    let app = tidings_http::finish(app, &config.http, tls.is_some());
     let (mqtt_stop, mqtt_stopped) = oneshot::channel::<()>();
     let mut mqtt_addr = None;
     let mqtt_task = if config.mqtt.enabled {
@@ -336,16 +340,67 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     } else {
         None
     };
+    let mut admin_addr = None;
+    let admin_task = if config.admin.enabled {
+        let admin_listener = TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (config key `admin.listen`)",
+                    config.admin.listen
+                )
+            })?;
+        admin_addr = Some(admin_listener.local_addr()?);
+        tracing::info!(addr = %config.admin.listen, "The admin listener (metrics, health) is listening.");
+        let admin = tidings_http::admin_router(core.clone());
+        Some(tokio::spawn(async move {
+            let served = tidings_http::serve(admin_listener, admin, std::future::pending()).await;
+            if let Err(e) = served {
+                tracing::error!(%e, "The admin listener failed.");
+            }
+        }))
+    } else {
+        None
+    };
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(tidings_http::serve(listener, app, async move {
+    let shutdown = async move {
         let _ = stopped.await;
         let _ = mqtt_stop.send(());
         let _ = mqtt_tls_stop.send(());
-    }));
+    };
+    // The certificate's expiry as a metric (for the expiry alert), kept current across reloads.
+    let expiry_task = tls.clone().map(|tls| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                if let Some(not_after) = tls.not_after_unix() {
+                    tidings_metrics::metrics().tls_cert_not_after.set(not_after);
+                }
+            }
+        })
+    });
+    let task = match &tls {
+        // HTTP/1.1 only: the transport is built on axum's http1 server.
+        Some(tls) => tokio::spawn(tidings_http::serve_tls(
+            listener,
+            tls.server_config(&[b"http/1.1"]),
+            app,
+            shutdown,
+        )),
+        None => tokio::spawn(tidings_http::serve(listener, app, shutdown)),
+    };
     // The janitor only deletes expired uploads; it stops with the server.
     let task = tokio::spawn(async move {
         let served = task.await;
         janitor.abort();
+        // Metrics and health answer until the main listener has drained.
+        if let Some(admin) = admin_task {
+            admin.abort();
+        }
+        if let Some(expiry) = expiry_task {
+            expiry.abort();
+        }
         for mqtt in [mqtt_task, mqtt_tls_task].into_iter().flatten() {
             mqtt.await.map_err(std::io::Error::other)??;
         }
@@ -362,6 +417,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         addr,
         mqtt_addr,
         mqtt_tls_addr,
+        admin_addr,
         tls,
         core,
         stop,

@@ -135,6 +135,26 @@ impl Default for BusConfig {
     }
 }
 
+/// The admin listener: Prometheus metrics (`/metrics`) and health checks (`/healthz`,
+/// `/readyz`) for the operator, apart from the public listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Whether to serve the admin listener at all.
+    pub enabled: bool,
+    /// Its address. Metrics reveal traffic patterns: keep it on loopback or a private network.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
 /// Everything `tidings serve` can be configured with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -156,6 +176,7 @@ pub struct Config {
     pub messages: MessagesConfig,
     pub files: FilesConfig,
     pub mqtt: MqttConfig,
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -176,6 +197,7 @@ impl Default for Config {
             messages: MessagesConfig::default(),
             files: FilesConfig::default(),
             mqtt: MqttConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -376,6 +398,21 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             message: message.into(),
         })
     };
+    for origin in &config.http.cors_origins {
+        let plain = origin == "*"
+            || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.trim_end_matches('/').contains(['?', '#', ' ', ','])
+                && origin.split("://").nth(1).is_some_and(|rest| {
+                    !rest.trim_end_matches('/').is_empty()
+                        && !rest.trim_end_matches('/').contains('/')
+                }));
+        if !plain {
+            return invalid(
+                "http.cors_origins",
+                "each entry must be an origin such as \"https://chat.example.com\" (scheme, host, optional port) or \"*\"",
+            );
+        }
+    }
     if config.files.max_file_bytes == 0 {
         return invalid("files.max_file_bytes", "must be greater than 0");
     }
@@ -553,6 +590,41 @@ fn write_key(out: &mut String, key: &str, value: &toml::Value, schema: &serde_js
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_deployment_examples_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+        for name in ["single-node.toml", "cluster-node.toml"] {
+            let config = load(
+                Some(&dir.join(name)),
+                &BTreeMap::new(),
+                &Overrides::default(),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(config.admin.enabled, "{name}");
+        }
+    }
+
+    #[test]
+    fn cors_origins_must_be_origins() {
+        for good in ["https://chat.example.com", "http://127.0.0.1:8080", "*"] {
+            let vars = env(&[("TIDINGS_HTTP_CORS_ORIGINS", &format!("[\"{good}\"]"))]);
+            assert!(load(None, &vars, &Overrides::default()).is_ok(), "{good}");
+        }
+        for bad in [
+            "chat.example.com",
+            "https://a.b/path",
+            "https://",
+            "https://a b",
+        ] {
+            let vars = env(&[("TIDINGS_HTTP_CORS_ORIGINS", &format!("[\"{bad}\"]"))]);
+            let err = load(None, &vars, &Overrides::default()).unwrap_err();
+            assert!(
+                err.to_string().contains("http.cors_origins"),
+                "{bad}: {err}"
+            );
+        }
+    }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -2,5 +2,6 @@
 //! the real server in-process exactly as `tidings serve` does.
 
 pub mod app;
+pub mod backup;
 pub mod config;
 pub mod migrate;

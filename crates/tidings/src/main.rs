@@ -109,6 +109,18 @@ enum AdminCommand {
         #[command(subcommand)]
         command: OAuthClientCommand,
     },
+    /// Takes a consistent online backup (database, local file store, signing key) into a new
+    /// directory while the server runs. The backup holds the signing key: keep it private.
+    Backup {
+        /// The directory to create (it must be empty or not exist).
+        dir: PathBuf,
+    },
+    /// Restores a backup into the data directory, which must be empty or not exist. Start the
+    /// server on it afterwards.
+    Restore {
+        /// A directory written by `admin backup`.
+        dir: PathBuf,
+    },
     /// Creates an invite code for invite-only registration.
     CreateInvite {
         /// How many registrations the code allows.
@@ -205,16 +217,71 @@ fn load_config(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<Co
     Ok(config::load(file.as_deref(), &env, &overrides)?)
 }
 
-fn init_logging(config: &Config) {
+/// Changes the log filter of the running process (SIGHUP applies `log.level` again).
+type LogLevelHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+fn init_logging(config: &Config) -> LogLevelHandle {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
+        LogFormat::Text => registry
+            .with(fmt.with_ansi(std::io::stderr().is_terminal()))
+            .init(),
     }
+    handle
+}
+
+/// On every SIGHUP: reloads the TLS certificate files if they changed, reads the configuration
+/// again and applies what can change while running (the log level). Everything else needs a
+/// restart, which the log line says.
+#[cfg(unix)]
+fn reload_on_hangup(
+    common: Common,
+    listen: Option<SocketAddr>,
+    log: LogLevelHandle,
+    tls: Option<tidings_tls::Tls>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("Cannot listen for SIGHUP; reloading is unavailable.");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            if let Some(tls) = &tls {
+                tls.reload_and_log();
+            }
+            match load_config(&common, listen) {
+                Ok(config) => match tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+                    Ok(filter) => {
+                        let _ = log.reload(filter);
+                        tracing::info!(level = %config.log.level, "Reloaded on SIGHUP: log level applied (other settings need a restart).");
+                    }
+                    Err(e) => {
+                        tracing::warn!(%e, "SIGHUP: log.level is not a valid filter; kept the current one.")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(%e, "SIGHUP: the configuration has an error; nothing reloaded.")
+                }
+            }
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn reload_on_hangup(
+    _common: Common,
+    _listen: Option<SocketAddr>,
+    _log: LogLevelHandle,
+    _tls: Option<tidings_tls::Tls>,
+) {
 }
 
 /// Reads a password: from stdin when piped, or prompted (echoed; use a pipe to avoid that).
@@ -272,19 +339,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let mut config = load_config(&common, listen)?;
             config.tls.dev |= dev_tls;
-            init_logging(&config);
+            let log_level = init_logging(&config);
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| {
                     format!("cannot listen on {} (config key `listen`)", config.listen)
                 })?;
             let running = tidings::app::start(config, listener).await?;
-            eprintln!("Tidings is running at http://{}", running.addr);
+            reload_on_hangup(common.clone(), listen, log_level, running.tls.clone());
+            if let Some(admin) = running.admin_addr {
+                eprintln!("Metrics and health checks at http://{admin}/metrics");
+            }
+            let scheme = if running.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            eprintln!("Tidings is running at {scheme}://{}", running.addr);
             running.run_until(shutdown_signal()).await
         }
         Command::Admin { common, command } => {
             let config = load_config(&common, None)?;
-            init_logging(&Config {
+            let _ = init_logging(&Config {
                 log: config::LogConfig {
                     level: "warn".into(),
                     ..config.log.clone()
@@ -298,6 +374,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 println!("copied; the search index is rebuilt by the server in the background");
                 return Ok(());
+            }
+            match &command {
+                AdminCommand::Backup { dir } => {
+                    let (config, dir) = (config.clone(), dir.clone());
+                    let m =
+                        tokio::task::spawn_blocking(move || tidings::backup::backup(&config, &dir))
+                            .await??;
+                    println!(
+                        "backed up: database {} bytes, {} file(s) of {} bytes{}",
+                        m.database_bytes,
+                        m.files,
+                        m.file_bytes,
+                        if m.files_included {
+                            ""
+                        } else {
+                            " (files are in S3: not included)"
+                        }
+                    );
+                    if m.vanished > 0 {
+                        println!("{} file(s) were deleted while copying", m.vanished);
+                    }
+                    return Ok(());
+                }
+                AdminCommand::Restore { dir } => {
+                    let (target, dir) = (config.clone(), dir.clone());
+                    let m = tokio::task::spawn_blocking(move || {
+                        tidings::backup::restore(&target, &dir)
+                    })
+                    .await??;
+                    println!(
+                        "restored the backup of {} ms since the epoch ({} file(s)) into {}",
+                        m.created_at_ms,
+                        m.files,
+                        config.data_dir.display()
+                    );
+                    return Ok(());
+                }
+                _ => {}
             }
             // No background pruning while an operator command reads the log.
             let core = tidings::app::start_core_without_janitor(&config, config.listen).await?;
@@ -436,7 +550,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("password reset; {signed_out} device(s) signed out");
                 }
                 // Handled above, before a core starts on the configured store.
-                AdminCommand::MigrateStore { .. } => {}
+                AdminCommand::MigrateStore { .. }
+                | AdminCommand::Backup { .. }
+                | AdminCommand::Restore { .. } => {}
                 AdminCommand::OauthClient {
                     command:
                         OAuthClientCommand::Add {
