@@ -7,6 +7,7 @@
 //! - [`rest`]: request and response bodies of the REST API, including RFC 9457 problems
 //!   and RFC 6749 token responses.
 //! - [`contacts`]: friends, friend requests, privacy settings and their live events.
+//! - [`push`]: push subscriptions, notification settings and push payloads.
 //! - [`error`]: the stable error codes shared by WebSocket error frames and problem documents.
 //!
 //! Every type derives `serde` and `schemars::JsonSchema`; `cargo xtask codegen` writes the
@@ -17,6 +18,7 @@ pub mod contacts;
 pub mod error;
 pub mod ids;
 pub mod message;
+pub mod push;
 pub mod rest;
 pub mod ws;
 
@@ -35,6 +37,11 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ("ClientFrame", schema_for!(ws::ClientFrame)),
         ("ServerFrame", schema_for!(ws::ServerFrame)),
         ("Message", schema_for!(Message)),
+        ("PushSubscription", schema_for!(push::PushSubscription)),
+        ("PushSubscriptionList", schema_for!(push::PushSubscriptionList)),
+        ("VapidKey", schema_for!(push::VapidKey)),
+        ("PushSettings", schema_for!(push::PushSettings)),
+        ("PushPayload", schema_for!(push::PushPayload)),
         ("Problem", schema_for!(rest::Problem)),
         ("RegisterRequest", schema_for!(rest::RegisterRequest)),
         ("Account", schema_for!(rest::Account)),

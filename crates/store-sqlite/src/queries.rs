@@ -3339,7 +3339,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn =
             crate::schema::open_writer(&dir.path().join("plan.db"), &Default::default()).unwrap();
-        for (name, sql) in ALL {
+        for (name, sql) in ALL.iter().chain(crate::push::ALL) {
             let mut stmt = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .unwrap_or_else(|e| panic!("{name} does not prepare: {e}"));

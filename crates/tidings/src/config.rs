@@ -154,6 +154,7 @@ pub struct Config {
     pub messages: MessagesConfig,
     pub files: FilesConfig,
     pub mqtt: MqttConfig,
+    pub push: tidings_core::push::PushConfig,
 }
 
 impl Default for Config {
@@ -173,6 +174,7 @@ impl Default for Config {
             messages: MessagesConfig::default(),
             files: FilesConfig::default(),
             mqtt: MqttConfig::default(),
+            push: tidings_core::push::PushConfig::default(),
         }
     }
 }
@@ -186,6 +188,7 @@ impl Config {
             limits: self.limits.clone(),
             audit: self.audit.clone(),
             messages: self.messages.clone(),
+            push: self.push.clone(),
         }
     }
 
@@ -378,6 +381,16 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if config.files.upload_expiry_secs == 0 {
         return invalid("files.upload_expiry_secs", "must be at least 1");
+    }
+    let push = &config.push;
+    if push.concurrency == 0 || push.claim_batch == 0 || push.max_attempts == 0 {
+        return invalid(
+            "push",
+            "concurrency, claim_batch and max_attempts must be at least 1",
+        );
+    }
+    if !(push.vapid_subject.starts_with("mailto:") || push.vapid_subject.starts_with("https:")) {
+        return invalid("push.vapid_subject", "must be a mailto: or https: URL");
     }
     let mqtt = &config.mqtt;
     if mqtt.max_packet_bytes < 128 {
