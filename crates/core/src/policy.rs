@@ -948,9 +948,18 @@ mod tests {
     #[test]
     fn push_notification_table() {
         use tidings_proto::rest::NotifyLevel::{self, All, Mentions, None as Off};
-        let full = Some(PushShape { sender: true, preview: true });
-        let hidden = Some(PushShape { sender: false, preview: false });
-        let no_text = Some(PushShape { sender: true, preview: false });
+        let full = Some(PushShape {
+            sender: true,
+            preview: true,
+        });
+        let hidden = Some(PushShape {
+            sender: false,
+            preview: false,
+        });
+        let no_text = Some(PushShape {
+            sender: true,
+            preview: false,
+        });
         let base = PushFacts {
             event: PushEvent::Message,
             notify: All,
@@ -963,31 +972,82 @@ mod tests {
             blocked: false,
         };
         // (event, notify, group, mentioned, muted, dnd, privacy, encrypted, blocked) -> shape
-        type Row = (PushEvent, NotifyLevel, bool, bool, bool, bool, bool, bool, bool, Option<PushShape>);
+        type Row = (
+            PushEvent,
+            NotifyLevel,
+            bool,
+            bool,
+            bool,
+            bool,
+            bool,
+            bool,
+            bool,
+            Option<PushShape>,
+        );
         use PushEvent::{Call, FriendRequest as Friend, Message as Msg};
         let table: &[Row] = &[
-            (Msg, All, true, false, false, false, false, false, false, full),
-            (Msg, All, false, false, false, false, false, false, false, full),
-            (Msg, Mentions, true, false, false, false, false, false, false, None),
-            (Msg, Mentions, true, true, false, false, false, false, false, full),
-            (Msg, Mentions, false, false, false, false, false, false, false, full),
-            (Msg, Off, true, true, false, false, false, false, false, None),
-            (Msg, Off, false, false, false, false, false, false, false, None),
+            (
+                Msg, All, true, false, false, false, false, false, false, full,
+            ),
+            (
+                Msg, All, false, false, false, false, false, false, false, full,
+            ),
+            (
+                Msg, Mentions, true, false, false, false, false, false, false, None,
+            ),
+            (
+                Msg, Mentions, true, true, false, false, false, false, false, full,
+            ),
+            (
+                Msg, Mentions, false, false, false, false, false, false, false, full,
+            ),
+            (
+                Msg, Off, true, true, false, false, false, false, false, None,
+            ),
+            (
+                Msg, Off, false, false, false, false, false, false, false, None,
+            ),
             (Msg, All, true, true, true, false, false, false, false, None),
             (Msg, All, true, true, false, true, false, false, false, None),
-            (Msg, All, true, false, false, false, true, false, false, hidden),
-            (Msg, All, true, false, false, false, false, true, false, no_text),
-            (Msg, All, true, false, false, false, true, true, false, hidden),
-            (Msg, All, false, false, false, false, false, false, true, None),
-            (Friend, All, false, false, false, false, false, false, false, full),
-            (Friend, All, false, false, true, false, false, false, false, None),
-            (Friend, All, false, false, false, true, false, false, false, None),
-            (Friend, All, false, false, false, false, true, false, false, hidden),
-            (Call, All, false, false, true, true, false, false, false, full),
-            (Call, Mentions, true, false, false, false, false, false, false, full),
-            (Call, Off, false, false, false, false, false, false, false, None),
-            (Call, All, false, false, false, false, false, false, true, None),
-            (Call, All, false, false, false, false, true, false, false, hidden),
+            (
+                Msg, All, true, false, false, false, true, false, false, hidden,
+            ),
+            (
+                Msg, All, true, false, false, false, false, true, false, no_text,
+            ),
+            (
+                Msg, All, true, false, false, false, true, true, false, hidden,
+            ),
+            (
+                Msg, All, false, false, false, false, false, false, true, None,
+            ),
+            (
+                Friend, All, false, false, false, false, false, false, false, full,
+            ),
+            (
+                Friend, All, false, false, true, false, false, false, false, None,
+            ),
+            (
+                Friend, All, false, false, false, true, false, false, false, None,
+            ),
+            (
+                Friend, All, false, false, false, false, true, false, false, hidden,
+            ),
+            (
+                Call, All, false, false, true, true, false, false, false, full,
+            ),
+            (
+                Call, Mentions, true, false, false, false, false, false, false, full,
+            ),
+            (
+                Call, Off, false, false, false, false, false, false, false, None,
+            ),
+            (
+                Call, All, false, false, false, false, false, false, true, None,
+            ),
+            (
+                Call, All, false, false, false, false, true, false, false, hidden,
+            ),
         ];
         for &(event, notify, group, mentioned, muted, dnd, privacy, encrypted, blocked, want) in
             table

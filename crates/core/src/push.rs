@@ -107,7 +107,9 @@ pub enum PushOutcome {
     /// The subscription no longer exists (404, 410, or the provider's equivalent).
     Gone,
     /// Try again later (5xx, 429, a network failure); the provider's `Retry-After` if it gave one.
-    Retry { after_ms: Option<u64> },
+    Retry {
+        after_ms: Option<u64>,
+    },
     /// Refused for good (a malformed subscription, a provider that is not configured).
     Failed(String),
 }
@@ -123,7 +125,8 @@ pub trait Pusher: Send + Sync + 'static {
 /// What the planner is told.
 pub(crate) enum Planned {
     Message {
-        message: Message,
+        /// Boxed: the channel's slots are sized by the largest variant.
+        message: Box<Message>,
         recipients: Arc<[UserId]>,
     },
     FriendRequest {
@@ -225,7 +228,12 @@ impl Core {
     }
 
     /// Hook for incoming calls: queues a push that rings `callee`'s sleeping devices.
-    pub fn push_incoming_call(&self, caller: UserId, callee: UserId, conversation_id: ConversationId) {
+    pub fn push_incoming_call(
+        &self,
+        caller: UserId,
+        callee: UserId,
+        conversation_id: ConversationId,
+    ) {
         self.plan(Planned::Call {
             caller,
             callee,
@@ -245,12 +253,11 @@ impl Core {
     pub(crate) fn push_message(&self, message: &Message, recipients: &Arc<[UserId]>) {
         // Edits, reactions, recalls and pins change what was already notified; system messages
         // record group changes. Neither is worth waking a phone for.
-        if message.body.target().is_some() || matches!(message.body, MessageBody::System { .. })
-        {
+        if message.body.target().is_some() || matches!(message.body, MessageBody::System { .. }) {
             return;
         }
         self.plan(Planned::Message {
-            message: message.clone(),
+            message: Box::new(message.clone()),
             recipients: recipients.clone(),
         });
     }
@@ -273,7 +280,12 @@ impl Core {
         validate_subscription(&subscription)?;
         self.inner
             .store
-            .set_push_subscription(caller.user_id, caller.device_id, subscription, self.now_ms())
+            .set_push_subscription(
+                caller.user_id,
+                caller.device_id,
+                subscription,
+                self.now_ms(),
+            )
             .await
             .map_err(|e| match e {
                 StoreError::NotFound => CoreError::not_found("device"),
@@ -282,7 +294,10 @@ impl Core {
     }
 
     /// The subscriptions of the caller's devices.
-    pub async fn push_subscriptions(&self, caller: &Caller) -> CoreResult<Vec<PushSubscriptionInfo>> {
+    pub async fn push_subscriptions(
+        &self,
+        caller: &Caller,
+    ) -> CoreResult<Vec<PushSubscriptionInfo>> {
         Ok(self
             .inner
             .store
@@ -298,7 +313,11 @@ impl Core {
     }
 
     /// Deletes the subscription of `device` (the caller's own, or another device of theirs).
-    pub async fn delete_push_subscription(&self, caller: &Caller, device: DeviceId) -> CoreResult<()> {
+    pub async fn delete_push_subscription(
+        &self,
+        caller: &Caller,
+        device: DeviceId,
+    ) -> CoreResult<()> {
         let own = self
             .inner
             .store
@@ -306,7 +325,13 @@ impl Core {
             .await?
             .iter()
             .any(|s| s.device_id == device);
-        if !own || !self.inner.store.delete_push_subscription(device, None).await? {
+        if !own
+            || !self
+                .inner
+                .store
+                .delete_push_subscription(device, None)
+                .await?
+        {
             return Err(CoreError::not_found("push subscription"));
         }
         Ok(())
@@ -316,7 +341,11 @@ impl Core {
         Ok(self.inner.store.push_settings(caller.user_id).await?)
     }
 
-    pub async fn set_push_settings(&self, caller: &Caller, settings: PushSettings) -> CoreResult<PushSettings> {
+    pub async fn set_push_settings(
+        &self,
+        caller: &Caller,
+        settings: PushSettings,
+    ) -> CoreResult<PushSettings> {
         if let Some(name) = &settings.time_zone
             && jiff::tz::TimeZone::get(name).is_err()
         {
@@ -330,13 +359,17 @@ impl Core {
                 "do-not-disturb minutes must be below 1440",
             ));
         }
-        self.inner.store.set_push_settings(caller.user_id, settings.clone()).await?;
+        self.inner
+            .store
+            .set_push_settings(caller.user_id, settings.clone())
+            .await?;
         Ok(settings)
     }
 
     /// Whether a device has a foreground connection on any node.
     fn device_awake(&self, user: UserId, device: DeviceId) -> bool {
-        self.inner.hub.device_awake(user, device) || self.inner.cluster.device_awake_elsewhere(device)
+        self.inner.hub.device_awake(user, device)
+            || self.inner.cluster.device_awake_elsewhere(device)
     }
 
     /// Turns one event into jobs and queues them.
@@ -344,7 +377,10 @@ impl Core {
         let store = &self.inner.store;
         let config = &self.inner.config.push;
         let (users, sender): (Vec<UserId>, UserId) = match &planned {
-            Planned::Message { message, recipients } => (
+            Planned::Message {
+                message,
+                recipients,
+            } => (
                 recipients
                     .iter()
                     .copied()
@@ -375,7 +411,8 @@ impl Core {
             let settings = store.push_settings(user).await?;
             let conversations = store.conversations_of(user).await?;
             let badge: u64 = conversations.iter().map(|c| c.unread).sum();
-            let blocked = store.is_blocked(user, sender).await?;
+            let blocked =
+                store.is_blocked(user, sender).await? || store.is_blocked(sender, user).await?;
             let (event, kind, conversation, ts, collapse_key) = match &planned {
                 Planned::Message { message, .. } => {
                     let mentioned = message
@@ -384,16 +421,28 @@ impl Core {
                         .is_some_and(|m| m.all || m.users.contains(&user));
                     (
                         Event::Message,
-                        if mentioned { PushKind::Mention } else { PushKind::Message },
+                        if mentioned {
+                            PushKind::Mention
+                        } else {
+                            PushKind::Message
+                        },
                         Some(message.conversation_id),
                         message.ts,
                         format!("c{}", message.conversation_id.0),
                     )
                 }
-                Planned::FriendRequest { ts, .. } => {
-                    (Event::FriendRequest, PushKind::FriendRequest, None, *ts, "friends".into())
-                }
-                Planned::Call { conversation_id, ts, .. } => (
+                Planned::FriendRequest { ts, .. } => (
+                    Event::FriendRequest,
+                    PushKind::FriendRequest,
+                    None,
+                    *ts,
+                    "friends".into(),
+                ),
+                Planned::Call {
+                    conversation_id,
+                    ts,
+                    ..
+                } => (
                     Event::Call,
                     PushKind::Call,
                     Some(*conversation_id),
@@ -401,7 +450,8 @@ impl Core {
                     format!("call{}", conversation_id.0),
                 ),
             };
-            let here = conversation.and_then(|id| conversations.iter().find(|c| c.conversation.id == id));
+            let here =
+                conversation.and_then(|id| conversations.iter().find(|c| c.conversation.id == id));
             if conversation.is_some() && here.is_none() {
                 continue; // No longer a member.
             }
@@ -459,7 +509,11 @@ impl Core {
 fn validate_subscription(subscription: &PushSubscription) -> CoreResult<()> {
     let bad = |what: &str| Err(CoreError::new(ErrorCode::InvalidField, what));
     match subscription {
-        PushSubscription::WebPush { endpoint, p256dh, auth } => {
+        PushSubscription::WebPush {
+            endpoint,
+            p256dh,
+            auth,
+        } => {
             if endpoint.len() > 2048
                 || !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
             {
@@ -493,7 +547,8 @@ pub fn backoff_ms(config: &PushConfig, attempt: u32, retry_after_ms: Option<u64>
     let exp = config
         .backoff_base_ms
         .saturating_mul(1u64 << attempt.saturating_sub(1).min(30));
-    exp.max(retry_after_ms.unwrap_or(0)).min(config.backoff_max_ms)
+    exp.max(retry_after_ms.unwrap_or(0))
+        .min(config.backoff_max_ms)
 }
 
 async fn run_worker(core: Core, pusher: Arc<dyn Pusher>) {
@@ -572,7 +627,9 @@ async fn deliver(core: &Core, pusher: &dyn Pusher, job: PushJob) {
             } else {
                 let delay = backoff_ms(config, attempt, after_ms);
                 tracing::debug!(device = device.0, attempt, delay, "Push will be retried.");
-                store.retry_push_job(job.key, core.now_ms() + delay as i64).await
+                store
+                    .retry_push_job(job.key, core.now_ms() + delay as i64)
+                    .await
             }
         }
         PushOutcome::Failed(reason) => {
@@ -591,8 +648,14 @@ mod tests {
 
     #[test]
     fn windows_span_midnight() {
-        let night = DndWindow { start: 22 * 60, end: 7 * 60 };
-        let lunch = DndWindow { start: 12 * 60, end: 13 * 60 };
+        let night = DndWindow {
+            start: 22 * 60,
+            end: 7 * 60,
+        };
+        let lunch = DndWindow {
+            start: 12 * 60,
+            end: 13 * 60,
+        };
         for (window, minute, want) in [
             (night, 23 * 60, true),
             (night, 0, true),
@@ -611,16 +674,24 @@ mod tests {
     #[test]
     fn dnd_follows_the_users_time_zone() {
         // 2026-01-15 22:30 UTC is 23:30 in Paris and 07:30 (next day) in Tokyo.
-        let now = jiff::Timestamp::from_second(1_768_516_200).unwrap().as_millisecond();
+        let now = jiff::Timestamp::from_second(1_768_516_200)
+            .unwrap()
+            .as_millisecond();
         let night = PushSettings {
-            dnd: Some(DndWindow { start: 23 * 60, end: 7 * 60 }),
+            dnd: Some(DndWindow {
+                start: 23 * 60,
+                end: 7 * 60,
+            }),
             ..Default::default()
         };
         let zone = |name: &str| PushSettings {
             time_zone: Some(name.into()),
             ..night.clone()
         };
-        assert!(!do_not_disturb(&night, now), "22:30 UTC is outside 23:00-07:00");
+        assert!(
+            !do_not_disturb(&night, now),
+            "22:30 UTC is outside 23:00-07:00"
+        );
         assert!(do_not_disturb(&zone("Europe/Paris"), now));
         assert!(!do_not_disturb(&zone("Asia/Tokyo"), now));
         assert!(!do_not_disturb(&PushSettings::default(), now));
@@ -644,7 +715,9 @@ mod tests {
 
     #[test]
     fn previews_are_cut_and_never_of_encrypted_bodies() {
-        let text = MessageBody::Text { text: "héllo wörld".into() };
+        let text = MessageBody::Text {
+            text: "héllo wörld".into(),
+        };
         assert_eq!(preview_of(&text, 5).as_deref(), Some("héllo…"));
         assert_eq!(preview_of(&text, 50).as_deref(), Some("héllo wörld"));
         let sealed = MessageBody::Encrypted {

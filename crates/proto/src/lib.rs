@@ -38,7 +38,10 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ("ServerFrame", schema_for!(ws::ServerFrame)),
         ("Message", schema_for!(Message)),
         ("PushSubscription", schema_for!(push::PushSubscription)),
-        ("PushSubscriptionList", schema_for!(push::PushSubscriptionList)),
+        (
+            "PushSubscriptionList",
+            schema_for!(push::PushSubscriptionList),
+        ),
         ("VapidKey", schema_for!(push::VapidKey)),
         ("PushSettings", schema_for!(push::PushSettings)),
         ("PushPayload", schema_for!(push::PushPayload)),

@@ -51,7 +51,11 @@ fn hkdf(salt: &[u8], ikm: &[u8], info: &[u8], out: &mut [u8]) -> Result<(), EceE
 
 /// Encrypts `plaintext` for a subscription whose keys are `ua_public` (65 bytes, uncompressed)
 /// and `auth_secret` (16 bytes), with fresh randomness. Returns the request body.
-pub fn encrypt(plaintext: &[u8], ua_public: &[u8], auth_secret: &[u8]) -> Result<Vec<u8>, EceError> {
+pub fn encrypt(
+    plaintext: &[u8],
+    ua_public: &[u8],
+    auth_secret: &[u8],
+) -> Result<Vec<u8>, EceError> {
     let rng = SystemRandom::new();
     let mut salt = [0u8; 16];
     rng.fill(&mut salt)?;
@@ -102,7 +106,11 @@ pub fn encrypt_with(
     record.extend_from_slice(plaintext);
     record.push(2);
     let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &cek)?);
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut record)?;
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::empty(),
+        &mut record,
+    )?;
 
     let mut body = Vec::with_capacity(86 + record.len());
     body.extend_from_slice(&salt);
@@ -154,8 +162,14 @@ mod tests {
     fn bad_keys_and_large_payloads_are_refused() {
         let key = PrivateKey::generate(&ECDH_P256).unwrap();
         let ua = key.compute_public_key().unwrap().as_ref().to_vec();
-        assert!(matches!(encrypt(b"x", &ua[..64], &[0; 16]), Err(EceError::BadPublicKey)));
-        assert!(matches!(encrypt(b"x", &ua, &[0; 15]), Err(EceError::BadAuthSecret)));
+        assert!(matches!(
+            encrypt(b"x", &ua[..64], &[0; 16]),
+            Err(EceError::BadPublicKey)
+        ));
+        assert!(matches!(
+            encrypt(b"x", &ua, &[0; 15]),
+            Err(EceError::BadAuthSecret)
+        ));
         assert!(matches!(
             encrypt(&vec![0; MAX_PLAINTEXT + 1], &ua, &[0; 16]),
             Err(EceError::TooLarge)

@@ -42,8 +42,9 @@ impl std::fmt::Debug for VapidKey {
 impl VapidKey {
     /// Makes a fresh key (not persisted).
     pub fn generate() -> Result<(VapidKey, Vec<u8>), VapidError> {
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-            .map_err(|_| VapidError::Sign)?;
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| VapidError::Sign)?;
         let der = pkcs8.as_ref().to_vec();
         Ok((VapidKey::from_pkcs8(&der)?, der))
     }
@@ -58,7 +59,9 @@ impl VapidKey {
     pub fn load_or_create(path: &Path) -> Result<VapidKey, VapidError> {
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let der = STANDARD.decode(text.trim()).map_err(|_| VapidError::BadKey)?;
+                let der = STANDARD
+                    .decode(text.trim())
+                    .map_err(|_| VapidError::BadKey)?;
                 VapidKey::from_pkcs8(&der)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -100,11 +103,19 @@ impl VapidKey {
             .pair
             .sign(&SystemRandom::new(), signing_input.as_bytes())
             .map_err(|_| VapidError::Sign)?;
-        Ok(format!("{signing_input}.{}", B64.encode(signature.as_ref())))
+        Ok(format!(
+            "{signing_input}.{}",
+            B64.encode(signature.as_ref())
+        ))
     }
 
     /// The `Authorization` header value (RFC 8292 section 3).
-    pub fn authorization(&self, audience: &str, subject: &str, now_secs: i64) -> Result<String, VapidError> {
+    pub fn authorization(
+        &self,
+        audience: &str,
+        subject: &str,
+        now_secs: i64,
+    ) -> Result<String, VapidError> {
         Ok(format!(
             "vapid t={}, k={}",
             self.jwt(audience, subject, now_secs)?,
@@ -137,12 +148,16 @@ mod tests {
     #[test]
     fn jwt_verifies_with_the_public_key_and_carries_the_claims() {
         let (key, _) = VapidKey::generate().unwrap();
-        let jwt = key.jwt("https://push.example", "mailto:ops@example.org", 1_000).unwrap();
+        let jwt = key
+            .jwt("https://push.example", "mailto:ops@example.org", 1_000)
+            .unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
-        let header: serde_json::Value = serde_json::from_slice(&B64.decode(parts[0]).unwrap()).unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&B64.decode(parts[0]).unwrap()).unwrap();
         assert_eq!(header["alg"], "ES256");
-        let claims: serde_json::Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
         assert_eq!(claims["aud"], "https://push.example");
         assert_eq!(claims["sub"], "mailto:ops@example.org");
         assert_eq!(claims["exp"], 1_000 + JWT_LIFETIME_SECS);

@@ -104,7 +104,11 @@ pub fn outcome_of(status: StatusCode, retry_after_ms: Option<u64>) -> PushOutcom
 
 /// `Retry-After` as seconds or an HTTP date, in milliseconds from now.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<u64> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(secs.saturating_mul(1000));
     }
@@ -146,8 +150,14 @@ mod tests {
         assert_eq!(outcome_of(s(201), None), PushOutcome::Delivered);
         assert_eq!(outcome_of(s(404), None), PushOutcome::Gone);
         assert_eq!(outcome_of(s(410), None), PushOutcome::Gone);
-        assert_eq!(outcome_of(s(429), Some(5)), PushOutcome::Retry { after_ms: Some(5) });
-        assert_eq!(outcome_of(s(503), None), PushOutcome::Retry { after_ms: None });
+        assert_eq!(
+            outcome_of(s(429), Some(5)),
+            PushOutcome::Retry { after_ms: Some(5) }
+        );
+        assert_eq!(
+            outcome_of(s(503), None),
+            PushOutcome::Retry { after_ms: None }
+        );
         assert!(matches!(outcome_of(s(413), None), PushOutcome::Failed(_)));
         assert!(matches!(outcome_of(s(403), None), PushOutcome::Failed(_)));
     }

@@ -1020,7 +1020,14 @@ impl Store for PgStore {
         subscription: tidings_proto::push::PushSubscription,
         now: i64,
     ) -> StoreResult<()> {
-        in_tx!(self, |c| push::set_subscription(c, user, device, &subscription, now).await?)
+        in_tx!(self, |c| push::set_subscription(
+            c,
+            user,
+            device,
+            &subscription,
+            now
+        )
+        .await?)
     }
 
     async fn push_subscriptions_of(
@@ -1035,7 +1042,12 @@ impl Store for PgStore {
         device: DeviceId,
         only: Option<tidings_proto::push::PushSubscription>,
     ) -> StoreResult<bool> {
-        in_tx!(self, |c| push::delete_subscription(c, device, only.as_ref()).await?)
+        in_tx!(self, |c| push::delete_subscription(
+            c,
+            device,
+            only.as_ref()
+        )
+        .await?)
     }
 
     async fn push_settings(&self, user: UserId) -> StoreResult<tidings_proto::push::PushSettings> {
@@ -1070,7 +1082,11 @@ impl Store for PgStore {
         in_tx!(self, |c| push::finish(c, &key, now).await?)
     }
 
-    async fn retry_push_job(&self, key: tidings_store::PushJobKey, next_at: i64) -> StoreResult<()> {
+    async fn retry_push_job(
+        &self,
+        key: tidings_store::PushJobKey,
+        next_at: i64,
+    ) -> StoreResult<()> {
         in_tx!(self, |c| push::retry(c, &key, next_at).await?)
     }
 }

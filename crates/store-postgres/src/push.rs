@@ -137,7 +137,12 @@ pub(crate) async fn enqueue<C: GenericClient>(c: &C, jobs: &[NewPushJob]) -> Res
     for job in sorted {
         c.execute(
             &stmt,
-            &[&job.device_id.0, &job.collapse_key, &job.payload, &job.due_at],
+            &[
+                &job.device_id.0,
+                &job.collapse_key,
+                &job.payload,
+                &job.due_at,
+            ],
         )
         .await?;
     }

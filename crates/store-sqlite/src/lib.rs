@@ -1016,7 +1016,12 @@ impl Store for SqliteStore {
         self.write(move |conn| push::finish(conn, &key, now)).await
     }
 
-    async fn retry_push_job(&self, key: tidings_store::PushJobKey, next_at: i64) -> StoreResult<()> {
-        self.write(move |conn| push::retry(conn, &key, next_at)).await
+    async fn retry_push_job(
+        &self,
+        key: tidings_store::PushJobKey,
+        next_at: i64,
+    ) -> StoreResult<()> {
+        self.write(move |conn| push::retry(conn, &key, next_at))
+            .await
     }
 }

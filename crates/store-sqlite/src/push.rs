@@ -177,7 +177,11 @@ pub(crate) fn claim(
     let mut lease = conn.prepare_cached(LEASE).map_err(backend)?;
     for job in &jobs {
         lease
-            .execute(params![job.key.device_id.0, job.key.collapse_key, lease_until])
+            .execute(params![
+                job.key.device_id.0,
+                job.key.collapse_key,
+                lease_until
+            ])
             .map_err(backend)?;
     }
     Ok(jobs)

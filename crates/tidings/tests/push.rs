@@ -72,13 +72,16 @@ impl Received {
     }
 }
 
+/// Scripted answers: a status and an optional `Retry-After`.
+type Script = Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>;
+
 /// A push service on loopback: records each request and answers with the next scripted status
 /// (201 when the script is empty).
 #[derive(Clone)]
 struct PushService {
     base: String,
     received: Arc<Mutex<Vec<Received>>>,
-    script: Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>,
+    script: Script,
 }
 
 impl PushService {
@@ -135,7 +138,12 @@ impl PushService {
             }
             body.extend_from_slice(&chunk[..n]);
         }
-        let (status, retry_after) = self.script.lock().unwrap().pop_front().unwrap_or((201, None));
+        let (status, retry_after) = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or((201, None));
         self.received.lock().unwrap().push(Received {
             headers,
             body,
@@ -164,7 +172,11 @@ impl PushService {
             if got.len() >= n {
                 return got;
             }
-            assert!(Instant::now() < deadline, "only {} of {n} pushes arrived", got.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} pushes arrived",
+                got.len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -172,7 +184,11 @@ impl PushService {
     /// Checks that nothing more than `n` requests arrive within a while.
     async fn expect_no_more_than(&self, n: usize) {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        assert_eq!(self.count(), n, "a push arrived that the rules should have stopped");
+        assert_eq!(
+            self.count(),
+            n,
+            "a push arrived that the rules should have stopped"
+        );
     }
 }
 
@@ -238,8 +254,14 @@ impl Browser {
 /// `aud` = the push service's origin, `exp` in the future and at most 24 hours away, `sub`.
 fn check_vapid(request: &Received, vapid_key: &str, origin: &str) {
     assert_eq!(request.header("content-encoding"), Some("aes128gcm"));
-    assert!(request.header("ttl").is_some_and(|t| t.parse::<u32>().is_ok()));
-    let auth = request.header("authorization").expect("Authorization header");
+    assert!(
+        request
+            .header("ttl")
+            .is_some_and(|t| t.parse::<u32>().is_ok())
+    );
+    let auth = request
+        .header("authorization")
+        .expect("Authorization header");
     let rest = auth.strip_prefix("vapid ").expect("vapid scheme");
     let mut token = None;
     let mut key = None;
@@ -260,9 +282,15 @@ fn check_vapid(request: &Received, vapid_key: &str, origin: &str) {
     let claims: Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
     assert_eq!(claims["aud"], origin);
     assert_eq!(claims["sub"], SUBJECT);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let exp = claims["exp"].as_i64().expect("numeric exp");
-    assert!(exp > now && exp <= now + 24 * 3600, "exp {exp} vs now {now}");
+    assert!(
+        exp > now && exp <= now + 24 * 3600,
+        "exp {exp} vs now {now}"
+    );
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, B64.decode(key).unwrap())
         .verify(
             format!("{}.{}", parts[0], parts[1]).as_bytes(),
@@ -302,16 +330,26 @@ async fn web_push_reaches_an_away_device_under_its_rules() {
     let direct = alice.api.open_direct(bob.user_id).await.unwrap().id;
 
     // Away: the push arrives, signed and decryptable, with sender and preview.
-    alice.api.send(direct, "m1", text("hello bob")).await.unwrap();
+    alice
+        .api
+        .send(direct, "m1", text("hello bob"))
+        .await
+        .unwrap();
     let got = service.wait_for(1).await;
     check_vapid(&got[0], &vapid, &service.base);
-    assert_eq!(got[0].header("topic"), Some(format!("c{}", direct.0).as_str()));
+    assert_eq!(
+        got[0].header("topic"),
+        Some(format!("c{}", direct.0).as_str())
+    );
     let payload = &browser.decrypt(&[&got[0].body]).await[0];
     assert_eq!(payload["kind"], "message");
     assert_eq!(payload["sender"], "alice");
     assert_eq!(payload["preview"], "hello bob");
     assert_eq!(payload["conversation_id"], direct.0);
-    assert_eq!((payload["count"].as_u64(), payload["badge"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (payload["count"].as_u64(), payload["badge"].as_u64()),
+        (Some(1), Some(1))
+    );
 
     // Privacy mode: only that there is something new.
     let privacy = PushSettings {
@@ -319,11 +357,18 @@ async fn web_push_reaches_an_away_device_under_its_rules() {
         ..Default::default()
     };
     bob.api.set_push_settings(&privacy).await.unwrap();
-    alice.api.send(direct, "m2", text("secret plans")).await.unwrap();
+    alice
+        .api
+        .send(direct, "m2", text("secret plans"))
+        .await
+        .unwrap();
     let got = service.wait_for(2).await;
     let payload = &browser.decrypt(&[&got[1].body]).await[0];
     assert_eq!(payload["kind"], "message");
-    assert!(payload.get("sender").is_none() && payload.get("preview").is_none(), "{payload}");
+    assert!(
+        payload.get("sender").is_none() && payload.get("preview").is_none(),
+        "{payload}"
+    );
     assert_eq!(payload["count"], 2, "a burst is counted: {payload}");
     assert_eq!(payload["badge"], 2);
 
@@ -333,12 +378,19 @@ async fn web_push_reaches_an_away_device_under_its_rules() {
         ..Default::default()
     };
     bob.api.set_push_settings(&muted).await.unwrap();
-    alice.api.send(direct, "m3", text("while muted")).await.unwrap();
+    alice
+        .api
+        .send(direct, "m3", text("while muted"))
+        .await
+        .unwrap();
     service.expect_no_more_than(2).await;
 
     // Do-not-disturb hours around the current time in Tokyo: nothing.
     let tokyo_minute = {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         (((now + 9 * 3600) / 60) % 1440) as u16
     };
     let dnd = PushSettings {
@@ -350,7 +402,11 @@ async fn web_push_reaches_an_away_device_under_its_rules() {
         ..Default::default()
     };
     bob.api.set_push_settings(&dnd).await.unwrap();
-    alice.api.send(direct, "m4", text("at night")).await.unwrap();
+    alice
+        .api
+        .send(direct, "m4", text("at night"))
+        .await
+        .unwrap();
     service.expect_no_more_than(2).await;
     // The same hours in a zone where they are not now: pushed again.
     let elsewhere = PushSettings {
@@ -358,11 +414,18 @@ async fn web_push_reaches_an_away_device_under_its_rules() {
         ..dnd.clone()
     };
     bob.api.set_push_settings(&elsewhere).await.unwrap();
-    alice.api.send(direct, "m5", text("daytime there")).await.unwrap();
+    alice
+        .api
+        .send(direct, "m5", text("daytime there"))
+        .await
+        .unwrap();
     let got = service.wait_for(3).await;
     let payload = &browser.decrypt(&[&got[2].body]).await[0];
     assert_eq!(payload["preview"], "daytime there");
-    bob.api.set_push_settings(&PushSettings::default()).await.unwrap();
+    bob.api
+        .set_push_settings(&PushSettings::default())
+        .await
+        .unwrap();
 
     // A group on mentions-only: a plain message is not pushed, a mention is.
     let group = alice
@@ -407,24 +470,43 @@ async fn web_push_reaches_an_away_device_under_its_rules() {
 
     // Connected in the foreground: nothing; in the background: pushed.
     let conn = server.connect(&bob).await;
-    alice.api.send(direct, "m6", text("you are here")).await.unwrap();
+    alice
+        .api
+        .send(direct, "m6", text("you are here"))
+        .await
+        .unwrap();
     service.expect_no_more_than(4).await;
     conn.set_activity(false).await.unwrap();
-    alice.api.send(direct, "m7", text("in the background")).await.unwrap();
+    alice
+        .api
+        .send(direct, "m7", text("in the background"))
+        .await
+        .unwrap();
     let got = service.wait_for(5).await;
     let payload = &browser.decrypt(&[&got[4].body]).await[0];
     assert_eq!(payload["preview"], "in the background");
     drop(conn);
 
     // A friend request is pushed too.
-    carol.api.send_friend_request(bob.user_id, None).await.unwrap();
+    carol
+        .api
+        .send_friend_request(bob.user_id, None)
+        .await
+        .unwrap();
     let got = service.wait_for(6).await;
     let payload = &browser.decrypt(&[&got[5].body]).await[0];
-    assert_eq!((payload["kind"].as_str(), payload["sender"].as_str()), (Some("friend_request"), Some("carol")));
+    assert_eq!(
+        (payload["kind"].as_str(), payload["sender"].as_str()),
+        (Some("friend_request"), Some("carol"))
+    );
 
     // 503 then delivered: the same push comes again after the Retry-After.
     service.answer(503, Some("1"));
-    alice.api.send(direct, "m8", text("retry me")).await.unwrap();
+    alice
+        .api
+        .send(direct, "m8", text("retry me"))
+        .await
+        .unwrap();
     let got = service.wait_for(8).await;
     assert_eq!((got[6].status, got[7].status), (503, 201));
     let payloads = browser.decrypt(&[&got[6].body, &got[7].body]).await;
@@ -436,11 +518,25 @@ async fn web_push_reaches_an_away_device_under_its_rules() {
     alice.api.send(direct, "m9", text("anyone?")).await.unwrap();
     service.wait_for(9).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !bob.api.push_subscriptions().await.unwrap().subscriptions.is_empty() {
-        assert!(Instant::now() < deadline, "the subscription was not removed after 410");
+    while !bob
+        .api
+        .push_subscriptions()
+        .await
+        .unwrap()
+        .subscriptions
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the subscription was not removed after 410"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    alice.api.send(direct, "m10", text("into the void")).await.unwrap();
+    alice
+        .api
+        .send(direct, "m10", text("into the void"))
+        .await
+        .unwrap();
     service.expect_no_more_than(9).await;
     server.stop().await;
 }
@@ -458,7 +554,9 @@ async fn a_push_waiting_for_its_retry_survives_a_killed_server() {
         ("TIDINGS_PUSH_POLL_INTERVAL_MS", "100"),
         ("TIDINGS_PUSH_LEASE_SECS", "2"),
     ];
-    let server = ServerProcess::spawn(binary, dir.path(), &env).await.unwrap();
+    let server = ServerProcess::spawn(binary, dir.path(), &env)
+        .await
+        .unwrap();
     let client = server.client();
     let alice = tidings_testkit::signed_in_user(&client, "alice").await;
     let bob = tidings_testkit::signed_in_user(&client, "bob").await;
@@ -471,11 +569,17 @@ async fn a_push_waiting_for_its_retry_survives_a_killed_server() {
     let direct = alice.api.open_direct(bob.user_id).await.unwrap().id;
     // The push service is down for a while: the push waits 5 s for its retry.
     service.answer(503, Some("5"));
-    alice.api.send(direct, "m1", text("survive this")).await.unwrap();
+    alice
+        .api
+        .send(direct, "m1", text("survive this"))
+        .await
+        .unwrap();
     service.wait_for(1).await;
     server.kill().await.unwrap();
 
-    let server = ServerProcess::spawn(binary, dir.path(), &env).await.unwrap();
+    let server = ServerProcess::spawn(binary, dir.path(), &env)
+        .await
+        .unwrap();
     let got = service.wait_for(2).await;
     assert_eq!((got[0].status, got[1].status), (503, 201));
     // The same key after the restart: it was persisted.
