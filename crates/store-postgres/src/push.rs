@@ -179,7 +179,7 @@ pub(crate) async fn claim<C: GenericClient>(
                     version: row.get(2),
                 },
                 payload: row.get(3),
-                attempts: row.get::<_, i32>(4) as u32,
+                attempts: row.get::<_, i64>(4) as u32,
                 user_id: UserId(row.get(5)),
                 subscription: from_json(row.get::<_, &str>(6))?,
             })

@@ -21,7 +21,7 @@ CREATE TABLE push_jobs (
     collapse_key TEXT   NOT NULL,
     payload      TEXT   NOT NULL,
     version      BIGINT NOT NULL DEFAULT 1,
-    attempts     INTEGER NOT NULL DEFAULT 0,
+    attempts     BIGINT NOT NULL DEFAULT 0,
     next_at      BIGINT NOT NULL,
     CONSTRAINT push_jobs_pkey PRIMARY KEY (device_id, collapse_key)
 );
