@@ -129,7 +129,8 @@ export type ClientFrame =
   | ClientFrameReceipt
   | ClientFrameTyping
   | ClientFramePresenceQuery
-  | ClientFramePing;
+  | ClientFramePing
+  | ClientFrameSetActivity;
 
 /**
  * Authenticates the connection with an OAuth access token. Must be the first frame; may be
@@ -223,6 +224,17 @@ export interface ClientFramePresenceQuery {
 export interface ClientFramePing {
   type: "ping";
   id: string;
+}
+
+/**
+ * Says whether the app is in the foreground (`active`) or in the background. A device
+ * in the background still gets push notifications while connected. Connections start
+ * active.
+ */
+export interface ClientFrameSetActivity {
+  type: "set_activity";
+  active: boolean;
+  id?: string | null;
 }
 
 /**
@@ -399,6 +411,15 @@ export interface DeviceList {
 
 /** Who may open a direct conversation with the user and write in it. */
 export type DirectMessages = "everyone" | "friends";
+
+/**
+ * Daily quiet hours as minutes after local midnight. `start > end` spans midnight
+ * (22:00 to 07:00 is `{start: 1320, end: 420}`); `start == end` is never quiet.
+ */
+export interface DndWindow {
+  start: number;
+  end: number;
+}
 
 /**
  * `GET /api/v1/conversations/{id}/messages/{seq}/edits`: every version, oldest first; the
@@ -1054,6 +1075,87 @@ export interface Profile {
   avatar?: string;
 }
 
+/** What a push is about. */
+export type PushKind = "message" | "mention" | "friend_request" | "call";
+
+/**
+ * The JSON a device receives (encrypted for Web Push). Pushes about one conversation share a
+ * collapse key, so a burst shows as one notification whose `count` grows.
+ */
+export interface PushPayload {
+  kind: PushKind;
+  /** How many events this notification stands for (a burst collapsed into one). */
+  count: number;
+  /** The user's unread messages over all conversations, for the app badge. */
+  badge: number;
+  /** When the newest event happened, ms since the epoch. */
+  ts: number;
+  conversation_id?: ConversationId | null;
+  /** The start of the text; absent in privacy mode and for end-to-end-encrypted messages. */
+  preview?: string | null;
+  /** The sender's display name; absent in privacy mode. */
+  sender?: string | null;
+  /** The group's title; absent for direct conversations and in privacy mode. */
+  title?: string | null;
+}
+
+/** A user's notification settings, the same for all their devices. */
+export interface PushSettings {
+  /** Do-not-disturb hours, in `time_zone`. */
+  dnd?: DndWindow | null;
+  /** No pushes at all except incoming calls. */
+  muted?: boolean;
+  /** Pushes say only "new message": no sender, conversation title or preview. */
+  privacy?: boolean;
+  /** An IANA time zone name such as `Europe/Paris`; UTC when absent. */
+  time_zone?: string | null;
+}
+
+/** Where a device receives pushes. One subscription per device; registering again replaces it. */
+export type PushSubscription =
+  | PushSubscriptionWebPush
+  | PushSubscriptionFcm
+  | PushSubscriptionApns;
+
+/**
+ * A Web Push subscription (RFC 8030), as `PushSubscription.toJSON()` gives it in a browser,
+ * or from a UnifiedPush distributor.
+ */
+export interface PushSubscriptionWebPush {
+  provider: "web_push";
+  /** The push service URL (`https://`). */
+  endpoint: string;
+  /** The browser's P-256 public key, uncompressed, base64url without padding. */
+  p256dh: string;
+  /** The 16-byte authentication secret, base64url without padding. */
+  auth: string;
+}
+
+/** A Firebase Cloud Messaging registration token. */
+export interface PushSubscriptionFcm {
+  provider: "fcm";
+  token: string;
+}
+
+/** An Apple Push Notification service device token (hex). */
+export interface PushSubscriptionApns {
+  provider: "apns";
+  token: string;
+}
+
+/** `GET /api/v1/push/subscriptions`: one entry per device of the caller that has one. */
+export interface PushSubscriptionInfo {
+  device_id: DeviceId;
+  subscription: PushSubscription;
+  /** When it was registered, ms since the epoch. */
+  created_at: number;
+}
+
+/** The caller's subscriptions. */
+export interface PushSubscriptionList {
+  subscriptions: PushSubscriptionInfo[];
+}
+
 /** One reaction key on a message and who used it. */
 export interface ReactionCount {
   /** The reaction, usually one emoji. */
@@ -1571,6 +1673,12 @@ export interface UserSearchResults {
 export interface UserSummary {
   user_id: UserId;
   username: string;
+}
+
+/** `GET /api/v1/push/vapid`: the application server key for `PushManager.subscribe`. */
+export interface VapidKey {
+  /** The uncompressed P-256 public key, base64url without padding. */
+  public_key: string;
 }
 
 /** Who may see the user's presence and last-seen time. */

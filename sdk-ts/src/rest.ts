@@ -25,6 +25,10 @@ import type {
   MessageBody,
   MessageReaders,
   PrivacySettings,
+  PushSettings,
+  PushSubscription,
+  PushSubscriptionList,
+  VapidKey,
   Problem,
   Profile,
   Role,
@@ -110,6 +114,14 @@ export class Rest {
     this.request<void>("POST", "/api/v1/account/password", { current_password, new_password });
   privacy = () => this.request<PrivacySettings>("GET", "/api/v1/privacy");
   updatePrivacy = (p: Partial<PrivacySettings>) => this.request<PrivacySettings>("PATCH", "/api/v1/privacy", p);
+
+  // Push notifications (docs/push.md).
+  vapidKey = () => this.request<VapidKey>("GET", "/api/v1/push/vapid");
+  setPushSubscription = (s: PushSubscription) => this.request<void>("PUT", "/api/v1/push/subscription", s);
+  deletePushSubscription = () => this.request<void>("DELETE", "/api/v1/push/subscription");
+  pushSubscriptions = () => this.request<PushSubscriptionList>("GET", "/api/v1/push/subscriptions");
+  pushSettings = () => this.request<PushSettings>("GET", "/api/v1/push/settings");
+  setPushSettings = (s: PushSettings) => this.request<PushSettings>("PUT", "/api/v1/push/settings", s);
 
   blocks = () => this.request<BlockList>("GET", "/api/v1/blocks");
   block = (userId: number) => this.request<void>("PUT", `/api/v1/blocks/${userId}`);

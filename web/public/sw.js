@@ -60,3 +60,63 @@ self.addEventListener("fetch", (event) => {
     );
   }
 });
+
+// Push notifications (docs/push.md). The payload is the server's `PushPayload` JSON; in privacy
+// mode it has no sender and no preview. One notification per conversation (its tag), replaced by
+// the newest push with the conversation's unread count.
+function notificationOf(p) {
+  const kind = p.kind || "message";
+  let title = p.title ? `${p.sender || ""} · ${p.title}` : p.sender || "Tidings";
+  let body = p.preview || "";
+  if (kind === "friend_request") body = body || "Friend request";
+  else if (kind === "call") body = body || "Incoming call";
+  else if (!p.sender) {
+    title = "Tidings";
+    body = p.count > 1 ? `${p.count} new messages` : "New message";
+  } else if (p.count > 1) body = `${body} (+${p.count - 1})`;
+  const tag = p.conversation_id != null ? `conv-${p.conversation_id}` : `tidings-${kind}`;
+  return {
+    title,
+    options: {
+      body,
+      tag,
+      renotify: kind === "mention" || kind === "call",
+      icon: "/icon-192.png",
+      badge: "/icon-192.png",
+      timestamp: p.ts,
+      data: { conversation_id: p.conversation_id ?? null, kind },
+    },
+  };
+}
+
+self.addEventListener("push", (event) => {
+  let payload = {};
+  try {
+    payload = event.data ? event.data.json() : {};
+  } catch {
+    payload = {};
+  }
+  const { title, options } = notificationOf(payload);
+  const work = [self.registration.showNotification(title, options)];
+  if (typeof payload.badge === "number" && self.navigator.setAppBadge) {
+    work.push(self.navigator.setAppBadge(payload.badge).catch(() => {}));
+  }
+  event.waitUntil(Promise.all(work));
+});
+
+// A click focuses an open window and tells it which conversation to show, or opens one at
+// `/#c=<id>`, which the app reads at start.
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  const id = event.notification.data && event.notification.data.conversation_id;
+  event.waitUntil(
+    self.clients.matchAll({ type: "window", includeUncontrolled: true }).then((windows) => {
+      const open = windows.find((w) => new URL(w.url).origin === self.location.origin);
+      if (open) {
+        if (id != null) open.postMessage({ type: "open-conversation", conversation_id: id });
+        return open.focus();
+      }
+      return self.clients.openWindow(id != null ? `/#c=${id}` : "/");
+    }),
+  );
+});

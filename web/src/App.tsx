@@ -46,6 +46,26 @@ export function App() {
     [t],
   );
 
+  // A clicked push notification: the service worker names the conversation, by message to an
+  // open window or as `#c=<id>` in a new one.
+  useEffect(() => {
+    const m = /^#c=(\d+)$/.exec(location.hash);
+    if (m) {
+      setTab("chats");
+      setOpen(Number(m[1]));
+      history.replaceState(null, "", location.pathname);
+    }
+    if (!("serviceWorker" in navigator)) return;
+    const onMessage = (e: MessageEvent) => {
+      if (e.data?.type === "open-conversation" && typeof e.data.conversation_id === "number") {
+        setTab("chats");
+        setOpen(e.data.conversation_id);
+      }
+    };
+    navigator.serviceWorker.addEventListener("message", onMessage);
+    return () => navigator.serviceWorker.removeEventListener("message", onMessage);
+  }, []);
+
   // An invite link (`/join/<code>`): remembered through sign-in, then used once.
   useEffect(() => {
     const m = /^\/join\/([^/]+)$/.exec(location.pathname);

@@ -106,6 +106,15 @@ pub enum BusEvent {
         #[serde(default)]
         offline: Arc<[UserId]>,
     },
+    /// Which devices have a connection in the foreground on the node `node` (see
+    /// `NodePresence` for `full`): push notifications go only to devices awake nowhere.
+    DeviceActivity {
+        node: u64,
+        full: bool,
+        awake: Arc<[DeviceId]>,
+        #[serde(default)]
+        asleep: Arc<[DeviceId]>,
+    },
 }
 
 /// Fan-out between nodes.

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tidings_bus::BusEvent;
-use tidings_proto::UserId;
+use tidings_proto::{DeviceId, UserId};
 
 /// How often each node publishes its full list of online users.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -23,6 +23,8 @@ pub(crate) const EXPIRY: Duration = Duration::from_secs(35);
 struct NodeView {
     heard: Instant,
     users: HashSet<UserId>,
+    /// Devices with a foreground connection there (for push notifications).
+    awake: HashSet<DeviceId>,
 }
 
 /// The other nodes' online users, as last heard.
@@ -42,6 +44,32 @@ impl ClusterPresence {
 
     /// Takes in another node's news; our own events (which the bus echoes) are skipped.
     pub(crate) fn apply(&self, event: &BusEvent) {
+        if let BusEvent::DeviceActivity {
+            node,
+            full,
+            awake,
+            asleep,
+        } = event
+        {
+            if *node == self.node {
+                return;
+            }
+            let mut nodes = self.nodes.lock().expect("cluster lock poisoned");
+            let view = nodes.entry(*node).or_insert_with(|| NodeView {
+                heard: Instant::now(),
+                users: HashSet::new(),
+                awake: HashSet::new(),
+            });
+            if *full {
+                view.awake = awake.iter().copied().collect();
+            } else {
+                view.awake.extend(awake.iter().copied());
+                for device in asleep.iter() {
+                    view.awake.remove(device);
+                }
+            }
+            return;
+        }
         let BusEvent::NodePresence {
             node,
             full,
@@ -60,6 +88,7 @@ impl ClusterPresence {
         let view = nodes.entry(*node).or_insert_with(|| NodeView {
             heard: now,
             users: HashSet::new(),
+            awake: HashSet::new(),
         });
         view.heard = now;
         if *full {
@@ -82,7 +111,39 @@ impl ClusterPresence {
     }
 }
 
+impl ClusterPresence {
+    /// Whether a node other than this one, heard from recently, holds a foreground connection
+    /// of `device`.
+    pub(crate) fn device_awake_elsewhere(&self, device: DeviceId) -> bool {
+        let nodes = self.nodes.lock().expect("cluster lock poisoned");
+        let now = Instant::now();
+        nodes
+            .values()
+            .any(|view| now.duration_since(view.heard) < EXPIRY && view.awake.contains(&device))
+    }
+}
+
 impl Core {
+    /// Tells the other nodes whether `device` is awake here now.
+    pub(crate) async fn publish_device_activity(&self, user: UserId, device: DeviceId) {
+        let here: Arc<[DeviceId]> = Arc::from(vec![device]);
+        let none: Arc<[DeviceId]> = Arc::from(Vec::new());
+        let (awake, asleep) = if self.inner.hub.device_awake(user, device) {
+            (here, none)
+        } else {
+            (none, here)
+        };
+        let event = BusEvent::DeviceActivity {
+            node: self.inner.cluster.node,
+            full: false,
+            awake,
+            asleep,
+        };
+        if let Err(e) = self.inner.bus.publish(event).await {
+            tracing::debug!(%e, "Could not publish device activity.");
+        }
+    }
+
     /// Whether `user` has a connection on any node.
     pub(crate) fn online_anywhere(&self, user: UserId) -> bool {
         self.inner.hub.is_online(user) || self.inner.cluster.online_elsewhere(user)
@@ -124,6 +185,15 @@ pub(crate) async fn run_heartbeat(core: Core) {
         if let Err(e) = core.inner.bus.publish(event).await {
             tracing::debug!(%e, "Could not publish the node presence snapshot.");
         }
+        let event = BusEvent::DeviceActivity {
+            node: core.inner.cluster.node,
+            full: true,
+            awake: Arc::from(core.inner.hub.awake_devices()),
+            asleep: Arc::from(Vec::new()),
+        };
+        if let Err(e) = core.inner.bus.publish(event).await {
+            tracing::debug!(%e, "Could not publish the device activity snapshot.");
+        }
     }
 }
 
@@ -156,6 +226,28 @@ mod tests {
         // Our own news, echoed by the bus, is not "elsewhere".
         cluster.apply(&event(cluster.node, false, &[4], &[]));
         assert!(!cluster.online_elsewhere(UserId(4)));
+    }
+
+    #[test]
+    fn other_nodes_awake_devices_are_tracked() {
+        let cluster = ClusterPresence::new();
+        let other = cluster.node.wrapping_add(1);
+        let activity = |full: bool, awake: &[i64], asleep: &[i64]| BusEvent::DeviceActivity {
+            node: other,
+            full,
+            awake: awake.iter().map(|&d| DeviceId(d)).collect(),
+            asleep: asleep.iter().map(|&d| DeviceId(d)).collect(),
+        };
+        cluster.apply(&activity(false, &[1, 2], &[]));
+        assert!(cluster.device_awake_elsewhere(DeviceId(1)));
+        cluster.apply(&activity(false, &[], &[1]));
+        assert!(!cluster.device_awake_elsewhere(DeviceId(1)));
+        assert!(cluster.device_awake_elsewhere(DeviceId(2)));
+        cluster.apply(&activity(true, &[3], &[]));
+        assert!(!cluster.device_awake_elsewhere(DeviceId(2)));
+        assert!(cluster.device_awake_elsewhere(DeviceId(3)));
+        cluster.nodes.lock().unwrap().get_mut(&other).unwrap().heard -= EXPIRY;
+        assert!(!cluster.device_awake_elsewhere(DeviceId(3)));
     }
 
     #[test]

@@ -205,4 +205,5 @@ pub struct CoreConfig {
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
     pub messages: MessagesConfig,
+    pub push: crate::push::PushConfig,
 }

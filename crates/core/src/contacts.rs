@@ -280,6 +280,7 @@ impl Core {
                         .await;
                         core.tell(to, ContactEvent::RequestReceived { request })
                             .await;
+                        core.push_friend_request(from, to);
                     }
                     FriendRequestOutcome::Sent
                 }

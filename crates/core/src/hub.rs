@@ -66,6 +66,9 @@ impl ConnControl {
 struct Conn {
     id: u64,
     device_id: DeviceId,
+    /// The app is in the foreground (`set_activity`); a device with only background
+    /// connections still gets push notifications.
+    active: bool,
     tx: mpsc::Sender<Arc<OutFrame>>,
     control: Arc<ConnControl>,
 }
@@ -111,6 +114,7 @@ impl Hub {
         conns.push(Conn {
             id: conn_id,
             device_id,
+            active: true,
             tx,
             control: control.clone(),
         });
@@ -145,6 +149,53 @@ impl Hub {
             .expect("hub lock poisoned")
             .get(&user)
             .is_some_and(|c| !c.is_empty())
+    }
+
+    /// Marks a connection as in the foreground or background. Returns whether that changed
+    /// whether its device is awake on this node.
+    pub fn set_active(&self, user: UserId, conn_id: u64, active: bool) -> bool {
+        let mut shard = self.shard(user).lock().expect("hub lock poisoned");
+        let Some(conns) = shard.get_mut(&user) else {
+            return false;
+        };
+        let Some(device) = conns.iter().find(|c| c.id == conn_id).map(|c| c.device_id) else {
+            return false;
+        };
+        let awake = |conns: &[Conn]| conns.iter().any(|c| c.device_id == device && c.active);
+        let before = awake(conns);
+        for conn in conns.iter_mut().filter(|c| c.id == conn_id) {
+            conn.active = active;
+        }
+        before != awake(conns)
+    }
+
+    /// Whether `device` has a connection in the foreground on this node.
+    pub fn device_awake(&self, user: UserId, device: DeviceId) -> bool {
+        self.shard(user)
+            .lock()
+            .expect("hub lock poisoned")
+            .get(&user)
+            .is_some_and(|conns| conns.iter().any(|c| c.device_id == device && c.active))
+    }
+
+    /// Devices with a connection in the foreground on this node.
+    pub fn awake_devices(&self) -> Vec<DeviceId> {
+        let mut devices: Vec<DeviceId> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                s.lock()
+                    .expect("hub lock poisoned")
+                    .values()
+                    .flatten()
+                    .filter(|c| c.active)
+                    .map(|c| c.device_id)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        devices.sort_unstable();
+        devices.dedup();
+        devices
     }
 
     /// Users with at least one connection on this node.
@@ -212,7 +263,9 @@ impl Hub {
                     }
                 }
             }
-            BusEvent::MembershipChanged { .. } | BusEvent::NodePresence { .. } => {}
+            BusEvent::MembershipChanged { .. }
+            | BusEvent::NodePresence { .. }
+            | BusEvent::DeviceActivity { .. } => {}
         }
     }
 

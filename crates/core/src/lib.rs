@@ -15,6 +15,7 @@
 //! - [`hub`]: the connections this node holds and the dispatcher that feeds them from the bus.
 //! - [`profiles`]: profiles and the user directory.
 //! - [`oauth`]: registered OAuth clients, the authorization code grant with PKCE, introspection.
+//! - [`push`]: push notifications: who gets one, the durable queue, the delivery worker.
 //! - [`policy`]: every access decision.
 //! - [`search`]: full-text message search, and the background indexer that feeds it.
 //!
@@ -37,6 +38,7 @@ pub mod oauth;
 pub mod passwords;
 pub mod policy;
 pub mod profiles;
+pub mod push;
 pub mod ratelimit;
 pub mod rich;
 pub mod search;
@@ -104,6 +106,8 @@ pub(crate) struct Inner {
     pub(crate) friend_request_limiter: ratelimit::RateLimiter<UserId>,
     /// Password sign-in attempts per client address.
     pub(crate) sign_in_limiter: ratelimit::RateLimiter<std::net::IpAddr>,
+    /// The push planner's queue, the worker's wake-up and the provider.
+    pub(crate) push: push::PushState,
 }
 
 /// The handle to the running core.
@@ -121,6 +125,8 @@ pub struct CoreTasks {
     /// Publishes this node's online users for the other nodes (see `cluster`).
     pub presence: JoinHandle<()>,
     pub retention: JoinHandle<()>,
+    /// Turns committed messages into queued pushes (see `push`).
+    pub push_planner: JoinHandle<()>,
 }
 
 /// How often expired state (refresh tokens, audit entries past retention) is pruned.
@@ -144,7 +150,9 @@ impl Core {
             .subscribe()
             .await
             .map_err(|e| CoreError::internal("subscribing to the bus", e))?;
+        let (push_state, push_rx) = push::PushState::new(config.push.planner_queue);
         let inner = Arc::new(Inner {
+            push: push_state,
             hub: hub::Hub::new(config.limits.outbound_queue),
             cluster: cluster::ClusterPresence::new(),
             search_limiter: ratelimit::RateLimiter::new(
@@ -224,6 +232,7 @@ impl Core {
         let indexer = tokio::spawn(search::run_indexer(core.clone()));
         let presence = tokio::spawn(cluster::run_heartbeat(core.clone()));
         let retention = tokio::spawn(rich::run_retention(core.clone()));
+        let push_planner = tokio::spawn(push::run_planner(core.clone(), push_rx));
         Ok((
             core,
             CoreTasks {
@@ -233,6 +242,7 @@ impl Core {
                 indexer,
                 presence,
                 retention,
+                push_planner,
             },
         ))
     }

@@ -519,7 +519,8 @@ pub fn decide_scope(held: Scopes, need: Scope) -> Result<(), CoreError> {
 pub fn frame_scope(frame: &tidings_proto::ws::ClientFrame) -> Option<Scope> {
     use tidings_proto::ws::ClientFrame as F;
     match frame {
-        F::Auth { .. } | F::Ping { .. } => None,
+        // Reporting the device in the foreground or background only steers its own pushes.
+        F::Auth { .. } | F::Ping { .. } | F::SetActivity { .. } => None,
         F::Send { .. } => Some(Scope::MessagesWrite),
         F::Sync { .. } | F::History { .. } => Some(Scope::MessagesRead),
         // Read receipts and typing notices tell others what the user reads and writes.
@@ -540,7 +541,8 @@ pub fn rest_scope(method: &str, route: &str) -> Option<Scope> {
     Some(match first {
         "account" | "profile" | "users" => Profile,
         "privacy" | "blocks" | "friends" | "friend-requests" => Contacts,
-        "devices" => Devices,
+        // Push subscriptions belong to a device; the push settings go with them.
+        "devices" | "push" => Devices,
         "admin" => Admin,
         "search" => MessagesRead,
         "uploads" | "files" => Files,
@@ -629,6 +631,73 @@ pub fn grant_scope(requested: Option<&str>, allowed: &str) -> Result<String, Cor
         ));
     }
     Ok(requested.join(" "))
+}
+
+/// What a push is about, for [`push_notification`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushEvent {
+    Message,
+    FriendRequest,
+    Call,
+}
+
+/// Everything [`push_notification`] weighs for one recipient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PushFacts {
+    pub event: PushEvent,
+    /// The recipient's setting for the conversation (`All` outside conversations).
+    pub notify: tidings_proto::rest::NotifyLevel,
+    pub group: bool,
+    /// The message mentions the recipient or everyone.
+    pub mentioned: bool,
+    /// The recipient muted all pushes.
+    pub muted: bool,
+    /// The recipient's do-not-disturb hours are running.
+    pub do_not_disturb: bool,
+    /// The recipient chose privacy mode.
+    pub privacy: bool,
+    /// The message is end-to-end encrypted (the server cannot read it anyway).
+    pub encrypted: bool,
+    /// Either user blocks the other.
+    pub blocked: bool,
+}
+
+/// What a push may show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PushShape {
+    /// Sender and conversation title.
+    pub sender: bool,
+    /// The start of the text.
+    pub preview: bool,
+}
+
+/// Whether a recipient gets a push, and what it may show; `None` for no push.
+///
+/// A call rings through mute, mentions-only and do-not-disturb: only a blocked caller or a
+/// conversation muted outright silences it. Everything else respects, in this order, the
+/// user's mute, do-not-disturb, the conversation's level (mentions-only applies to groups; in a
+/// direct conversation every message is addressed to the recipient). Privacy mode hides sender
+/// and text; an end-to-end-encrypted message never has a preview.
+pub fn push_notification(facts: PushFacts) -> Option<PushShape> {
+    use tidings_proto::rest::NotifyLevel;
+    if facts.blocked {
+        return None;
+    }
+    let shape = PushShape {
+        sender: !facts.privacy,
+        preview: !facts.privacy && !facts.encrypted,
+    };
+    if facts.event == PushEvent::Call {
+        return (facts.notify != NotifyLevel::None).then_some(shape);
+    }
+    if facts.muted || facts.do_not_disturb {
+        return None;
+    }
+    match facts.notify {
+        NotifyLevel::None => None,
+        NotifyLevel::Mentions if facts.group && !facts.mentioned => None,
+        NotifyLevel::All | NotifyLevel::Mentions => Some(shape),
+    }
 }
 
 #[cfg(test)]
@@ -1148,5 +1217,128 @@ mod tests {
         for (method, route, want) in table {
             assert_eq!(rest_scope(method, route), *want, "{method} {route}");
         }
+    }
+
+    #[test]
+    fn push_notification_table() {
+        use tidings_proto::rest::NotifyLevel::{self, All, Mentions, None as Off};
+        let full = Some(PushShape {
+            sender: true,
+            preview: true,
+        });
+        let hidden = Some(PushShape {
+            sender: false,
+            preview: false,
+        });
+        let no_text = Some(PushShape {
+            sender: true,
+            preview: false,
+        });
+        let base = PushFacts {
+            event: PushEvent::Message,
+            notify: All,
+            group: true,
+            mentioned: false,
+            muted: false,
+            do_not_disturb: false,
+            privacy: false,
+            encrypted: false,
+            blocked: false,
+        };
+        // (event, notify, group, mentioned, muted, dnd, privacy, encrypted, blocked) -> shape
+        type Row = (
+            PushEvent,
+            NotifyLevel,
+            bool,
+            bool,
+            bool,
+            bool,
+            bool,
+            bool,
+            bool,
+            Option<PushShape>,
+        );
+        use PushEvent::{Call, FriendRequest as Friend, Message as Msg};
+        let table: &[Row] = &[
+            (
+                Msg, All, true, false, false, false, false, false, false, full,
+            ),
+            (
+                Msg, All, false, false, false, false, false, false, false, full,
+            ),
+            (
+                Msg, Mentions, true, false, false, false, false, false, false, None,
+            ),
+            (
+                Msg, Mentions, true, true, false, false, false, false, false, full,
+            ),
+            (
+                Msg, Mentions, false, false, false, false, false, false, false, full,
+            ),
+            (
+                Msg, Off, true, true, false, false, false, false, false, None,
+            ),
+            (
+                Msg, Off, false, false, false, false, false, false, false, None,
+            ),
+            (Msg, All, true, true, true, false, false, false, false, None),
+            (Msg, All, true, true, false, true, false, false, false, None),
+            (
+                Msg, All, true, false, false, false, true, false, false, hidden,
+            ),
+            (
+                Msg, All, true, false, false, false, false, true, false, no_text,
+            ),
+            (
+                Msg, All, true, false, false, false, true, true, false, hidden,
+            ),
+            (
+                Msg, All, false, false, false, false, false, false, true, None,
+            ),
+            (
+                Friend, All, false, false, false, false, false, false, false, full,
+            ),
+            (
+                Friend, All, false, false, true, false, false, false, false, None,
+            ),
+            (
+                Friend, All, false, false, false, true, false, false, false, None,
+            ),
+            (
+                Friend, All, false, false, false, false, true, false, false, hidden,
+            ),
+            (
+                Call, All, false, false, true, true, false, false, false, full,
+            ),
+            (
+                Call, Mentions, true, false, false, false, false, false, false, full,
+            ),
+            (
+                Call, Off, false, false, false, false, false, false, false, None,
+            ),
+            (
+                Call, All, false, false, false, false, false, false, true, None,
+            ),
+            (
+                Call, All, false, false, false, false, true, false, false, hidden,
+            ),
+        ];
+        for &(event, notify, group, mentioned, muted, dnd, privacy, encrypted, blocked, want) in
+            table
+        {
+            let facts = PushFacts {
+                event,
+                notify,
+                group,
+                mentioned,
+                muted,
+                do_not_disturb: dnd,
+                privacy,
+                encrypted,
+                blocked,
+            };
+            assert_eq!(push_notification(facts), want, "{facts:?}");
+        }
+        assert_eq!(push_notification(base), full);
     }
 }

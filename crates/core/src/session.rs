@@ -507,6 +507,24 @@ impl Session {
                     (Err(e), id) => error_completion(id, e),
                 }
             })),
+            ClientFrame::SetActivity { id, active } => {
+                let conn_id = self.conn.as_ref().map_or(0, |c| c.conn_id);
+                let changed = self
+                    .core
+                    .inner
+                    .hub
+                    .set_active(caller.user_id, conn_id, active);
+                self.in_flight.push(Box::pin(async move {
+                    if changed {
+                        core.publish_device_activity(caller.user_id, caller.device_id)
+                            .await;
+                    }
+                    match id {
+                        Some(id) => Completion::Reply(Box::new(ServerFrame::Ok { id })),
+                        None => Completion::Silent,
+                    }
+                }))
+            }
             ClientFrame::PresenceQuery { id, user_ids } => {
                 self.in_flight.push(Box::pin(async move {
                     match core.presence_of(&caller, &user_ids).await {
@@ -732,6 +750,12 @@ impl Session {
                     core.announce_presence(caller.user_id).await;
                 });
             }
+            // Other nodes hold back pushes for a device awake here.
+            let core = self.core.clone();
+            tokio::spawn(async move {
+                core.publish_device_activity(caller.user_id, caller.device_id)
+                    .await;
+            });
             self.conn = Some(Connected {
                 caller,
                 conn_id: registration.conn_id,
@@ -1071,10 +1095,14 @@ impl Drop for Session {
             .inner
             .hub
             .unregister(conn.caller.user_id, conn.conn_id);
-        if last && let Ok(handle) = tokio::runtime::Handle::try_current() {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let core = self.core.clone();
             handle.spawn(async move {
-                core.announce_presence(conn.caller.user_id).await;
+                core.publish_device_activity(conn.caller.user_id, conn.caller.device_id)
+                    .await;
+                if last {
+                    core.announce_presence(conn.caller.user_id).await;
+                }
             });
         }
     }

@@ -26,6 +26,7 @@ mod extract;
 mod files;
 mod oauth;
 mod openapi;
+mod push;
 mod rest;
 mod security;
 mod tls;
@@ -154,6 +155,20 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/privacy",
             get(rest::privacy).patch(rest::update_privacy),
+        )
+        .route("/api/v1/push/vapid", get(push::vapid_key))
+        .route(
+            "/api/v1/push/subscription",
+            put(push::subscribe).delete(push::unsubscribe),
+        )
+        .route("/api/v1/push/subscriptions", get(push::subscriptions))
+        .route(
+            "/api/v1/push/subscriptions/{device_id}",
+            delete(push::unsubscribe_device),
+        )
+        .route(
+            "/api/v1/push/settings",
+            get(push::settings).put(push::set_settings),
         )
         .route("/api/v1/devices", get(rest::devices))
         .route("/api/v1/devices/{device_id}", delete(rest::sign_out_device))

@@ -8,6 +8,7 @@
 //!   and RFC 6749 token responses.
 //! - [`oauth`]: OAuth client registration and token introspection.
 //! - [`contacts`]: friends, friend requests, privacy settings and their live events.
+//! - [`push`]: push subscriptions, notification settings and push payloads.
 //! - [`error`]: the stable error codes shared by WebSocket error frames and problem documents.
 //!
 //! Every type derives `serde` and `schemars::JsonSchema`; `cargo xtask codegen` writes the
@@ -19,6 +20,7 @@ pub mod error;
 pub mod ids;
 pub mod message;
 pub mod oauth;
+pub mod push;
 pub mod rest;
 pub mod ws;
 
@@ -39,6 +41,14 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ("ServerFrame", schema_for!(ws::ServerFrame)),
         ("Message", schema_for!(Message)),
         ("FileKey", schema_for!(message::FileKey)),
+        ("PushSubscription", schema_for!(push::PushSubscription)),
+        (
+            "PushSubscriptionList",
+            schema_for!(push::PushSubscriptionList),
+        ),
+        ("VapidKey", schema_for!(push::VapidKey)),
+        ("PushSettings", schema_for!(push::PushSettings)),
+        ("PushPayload", schema_for!(push::PushPayload)),
         ("Problem", schema_for!(rest::Problem)),
         ("RegisterRequest", schema_for!(rest::RegisterRequest)),
         ("Account", schema_for!(rest::Account)),

@@ -87,6 +87,14 @@ pub enum ClientFrame {
     PresenceQuery { id: String, user_ids: Vec<UserId> },
     /// Application-level keepalive; answered by `pong`.
     Ping { id: String },
+    /// Says whether the app is in the foreground (`active`) or in the background. A device
+    /// in the background still gets push notifications while connected. Connections start
+    /// active.
+    SetActivity {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        active: bool,
+    },
 }
 
 impl ClientFrame {
@@ -100,7 +108,7 @@ impl ClientFrame {
             | ClientFrame::Receipt { id, .. }
             | ClientFrame::PresenceQuery { id, .. }
             | ClientFrame::Ping { id } => Some(id),
-            ClientFrame::Typing { id, .. } => id.as_deref(),
+            ClientFrame::Typing { id, .. } | ClientFrame::SetActivity { id, .. } => id.as_deref(),
         }
     }
 }

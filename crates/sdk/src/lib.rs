@@ -18,6 +18,7 @@ mod connection;
 mod e2e_file;
 mod files;
 mod groups;
+mod push;
 mod rest;
 mod rich;
 

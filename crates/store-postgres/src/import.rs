@@ -47,6 +47,9 @@ pub const TABLES: &[&str] = &[
     "blobs",
     "files",
     "file_shares",
+    "push_settings",
+    "push_subscriptions",
+    "push_jobs",
 ];
 
 /// One value of a source row, as SQLite stores it.

@@ -4,6 +4,7 @@
 //! - [`PgStore`] (here): the connection pool, and each trait method as one transaction (writes)
 //!   or one pooled connection (reads).
 //! - `queries`: every SQL statement, as async functions over any pooled client or transaction.
+//! - `push`: push subscriptions, settings and the job queue (claimed with `SKIP LOCKED`).
 //! - `schema`: the embedded migrations (`src/migrations/*.sql`) and how they are applied.
 //! - `error`: PostgreSQL errors to [`StoreError`], and which of them call for a retry.
 //!
@@ -22,6 +23,7 @@
 mod error;
 pub mod import;
 mod oauth;
+mod push;
 mod queries;
 mod rich;
 mod schema;
@@ -1085,5 +1087,82 @@ impl Store for PgStore {
 
     async fn prune_before(&self, before_ts: i64, limit: u32) -> StoreResult<u32> {
         in_tx!(self, |c| rich::prune_before(c, before_ts, limit).await?)
+    }
+
+    async fn set_push_subscription(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        subscription: tidings_proto::push::PushSubscription,
+        now: i64,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| push::set_subscription(
+            c,
+            user,
+            device,
+            &subscription,
+            now
+        )
+        .await?)
+    }
+
+    async fn push_subscriptions_of(
+        &self,
+        users: &[UserId],
+    ) -> StoreResult<Vec<tidings_store::PushSubscriptionRecord>> {
+        read!(self, |c| push::subscriptions_of(c, users).await?)
+    }
+
+    async fn delete_push_subscription(
+        &self,
+        device: DeviceId,
+        only: Option<tidings_proto::push::PushSubscription>,
+    ) -> StoreResult<bool> {
+        in_tx!(self, |c| push::delete_subscription(
+            c,
+            device,
+            only.as_ref()
+        )
+        .await?)
+    }
+
+    async fn push_settings(&self, user: UserId) -> StoreResult<tidings_proto::push::PushSettings> {
+        read!(self, |c| push::settings(c, user).await?)
+    }
+
+    async fn set_push_settings(
+        &self,
+        user: UserId,
+        settings: tidings_proto::push::PushSettings,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| push::set_settings(c, user, &settings).await?)
+    }
+
+    async fn enqueue_push_jobs(&self, jobs: Vec<tidings_store::NewPushJob>) -> StoreResult<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        in_tx!(self, |c| push::enqueue(c, &jobs).await?)
+    }
+
+    async fn claim_push_jobs(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<tidings_store::PushJob>> {
+        in_tx!(self, |c| push::claim(c, now, lease_until, limit).await?)
+    }
+
+    async fn finish_push_job(&self, key: tidings_store::PushJobKey, now: i64) -> StoreResult<()> {
+        in_tx!(self, |c| push::finish(c, &key, now).await?)
+    }
+
+    async fn retry_push_job(
+        &self,
+        key: tidings_store::PushJobKey,
+        next_at: i64,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| push::retry(c, &key, next_at).await?)
     }
 }

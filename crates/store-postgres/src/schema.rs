@@ -11,6 +11,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_rich.sql"),
     include_str!("migrations/0003_avatars.sql"),
     include_str!("migrations/0004_oauth.sql"),
+    include_str!("migrations/0005_push.sql"),
 ];
 
 /// Applies the migrations the database has not seen yet, in one transaction. An advisory lock

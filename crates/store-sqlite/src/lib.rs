@@ -6,7 +6,8 @@
 //! - `writer`: the one read-write connection, owned by the thread `tidings-sqlite-writer`. Every
 //!   write is a job on its channel; jobs queued together share one transaction (group commit).
 //! - `readers`: a small pool of read-only connections used from tokio's blocking pool.
-//! - `queries`: every SQL statement, as blocking functions on a `&Connection`.
+//! - `push`: the statements of push subscriptions, settings and the job queue.
+//! - `queries`: every other SQL statement, as blocking functions on a `&Connection`.
 //! - `schema`: pragmas and the embedded migrations (`src/migrations/*.sql`).
 //! - `error`: SQLite errors to [`StoreError`].
 //!
@@ -19,6 +20,7 @@
 
 mod error;
 mod oauth;
+mod push;
 mod queries;
 mod readers;
 mod schema;
@@ -1034,6 +1036,78 @@ impl Store for SqliteStore {
     async fn can_read_file(&self, file: &str, user: UserId) -> StoreResult<bool> {
         let file = file.to_owned();
         self.read(move |conn| queries::can_read_file(conn, &file, user))
+            .await
+    }
+
+    async fn set_push_subscription(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        subscription: tidings_proto::push::PushSubscription,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.write(move |conn| push::set_subscription(conn, user, device, &subscription, now))
+            .await
+    }
+
+    async fn push_subscriptions_of(
+        &self,
+        users: &[UserId],
+    ) -> StoreResult<Vec<tidings_store::PushSubscriptionRecord>> {
+        let users = users.to_vec();
+        self.read(move |conn| push::subscriptions_of(conn, &users))
+            .await
+    }
+
+    async fn delete_push_subscription(
+        &self,
+        device: DeviceId,
+        only: Option<tidings_proto::push::PushSubscription>,
+    ) -> StoreResult<bool> {
+        self.write(move |conn| push::delete_subscription(conn, device, only.as_ref()))
+            .await
+    }
+
+    async fn push_settings(&self, user: UserId) -> StoreResult<tidings_proto::push::PushSettings> {
+        self.read(move |conn| push::settings(conn, user)).await
+    }
+
+    async fn set_push_settings(
+        &self,
+        user: UserId,
+        settings: tidings_proto::push::PushSettings,
+    ) -> StoreResult<()> {
+        self.write(move |conn| push::set_settings(conn, user, &settings))
+            .await
+    }
+
+    async fn enqueue_push_jobs(&self, jobs: Vec<tidings_store::NewPushJob>) -> StoreResult<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        self.write(move |conn| push::enqueue(conn, &jobs)).await
+    }
+
+    async fn claim_push_jobs(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<tidings_store::PushJob>> {
+        self.write(move |conn| push::claim(conn, now, lease_until, limit))
+            .await
+    }
+
+    async fn finish_push_job(&self, key: tidings_store::PushJobKey, now: i64) -> StoreResult<()> {
+        self.write(move |conn| push::finish(conn, &key, now)).await
+    }
+
+    async fn retry_push_job(
+        &self,
+        key: tidings_store::PushJobKey,
+        next_at: i64,
+    ) -> StoreResult<()> {
+        self.write(move |conn| push::retry(conn, &key, next_at))
             .await
     }
 }

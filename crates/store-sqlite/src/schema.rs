@@ -19,6 +19,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_search.sql"),
     include_str!("migrations/0009_rich.sql"),
     include_str!("migrations/0010_oauth.sql"),
+    include_str!("migrations/0011_push.sql"),
 ];
 
 /// Opens the one read-write connection and brings the schema up to date.

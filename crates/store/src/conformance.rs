@@ -144,6 +144,8 @@ macro_rules! store_conformance_tests {
             hidden_messages_are_per_member,
             threads_list_with_unread_per_member,
             avatars_are_readable_by_everyone,
+            push_subscriptions_follow_their_device,
+            push_jobs_merge_lease_and_retry,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -4743,4 +4745,235 @@ pub async fn oauth_client_devices_record_their_grant(store: Arc<dyn Store>) {
         None,
         "other devices stay signed in"
     );
+}
+
+// --- Push notifications ----------------------------------------------------------------------
+
+fn web_push(n: u8) -> tidings_proto::push::PushSubscription {
+    tidings_proto::push::PushSubscription::WebPush {
+        endpoint: format!("https://push.example/{n}"),
+        p256dh: "BCVxsr7N".into(),
+        auth: "BTBZMqHH".into(),
+    }
+}
+
+fn push_job(device: DeviceId, key: &str, payload: &str, due_at: i64) -> crate::NewPushJob {
+    crate::NewPushJob {
+        device_id: device,
+        collapse_key: key.into(),
+        payload: payload.into(),
+        due_at,
+    }
+}
+
+pub async fn push_subscriptions_follow_their_device(store: Arc<dyn Store>) {
+    use tidings_proto::push::{DndWindow, PushSettings};
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let (a1, a2, b1) = (
+        device(&store, alice).await,
+        device(&store, alice).await,
+        device(&store, bob).await,
+    );
+    // Someone else's device cannot be given a subscription.
+    assert!(matches!(
+        store.set_push_subscription(alice, b1, web_push(0), 1).await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .set_push_subscription(alice, a1, web_push(1), 1)
+        .await
+        .unwrap();
+    store
+        .set_push_subscription(alice, a2, web_push(2), 2)
+        .await
+        .unwrap();
+    store
+        .set_push_subscription(bob, b1, web_push(3), 3)
+        .await
+        .unwrap();
+    // Registering again replaces.
+    store
+        .set_push_subscription(alice, a1, web_push(4), 4)
+        .await
+        .unwrap();
+    let subs = store.push_subscriptions_of(&[alice]).await.unwrap();
+    assert_eq!(subs.len(), 2);
+    assert_eq!(
+        (subs[0].device_id, &subs[0].subscription, subs[0].created_at),
+        (a1, &web_push(4), 4)
+    );
+    assert_eq!(subs[1].device_id, a2);
+    assert_eq!(
+        store
+            .push_subscriptions_of(&[alice, bob])
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    // A conditional delete spares a subscription registered since.
+    assert!(
+        !store
+            .delete_push_subscription(a1, Some(web_push(1)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_push_subscription(a1, Some(web_push(4)))
+            .await
+            .unwrap()
+    );
+    assert!(!store.delete_push_subscription(a1, None).await.unwrap());
+    // Revoking a device removes its subscription and its queued pushes.
+    store
+        .enqueue_push_jobs(vec![push_job(a2, "c1", "{}", 10)])
+        .await
+        .unwrap();
+    assert!(store.revoke_device(alice, a2, 20, None).await.unwrap());
+    assert!(
+        store
+            .push_subscriptions_of(&[alice])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .claim_push_jobs(100, 200, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store
+            .set_push_subscription(alice, a2, web_push(5), 30)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    // Settings default, then round-trip.
+    assert_eq!(
+        store.push_settings(bob).await.unwrap(),
+        PushSettings::default()
+    );
+    let settings = PushSettings {
+        muted: false,
+        privacy: true,
+        dnd: Some(DndWindow {
+            start: 1320,
+            end: 420,
+        }),
+        time_zone: Some("Europe/Paris".into()),
+    };
+    store
+        .set_push_settings(bob, settings.clone())
+        .await
+        .unwrap();
+    store
+        .set_push_settings(bob, settings.clone())
+        .await
+        .unwrap();
+    assert_eq!(store.push_settings(bob).await.unwrap(), settings);
+    assert_eq!(
+        store.push_settings(alice).await.unwrap(),
+        PushSettings::default()
+    );
+}
+
+pub async fn push_jobs_merge_lease_and_retry(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let (d1, d2, bare) = (
+        device(&store, alice).await,
+        device(&store, alice).await,
+        device(&store, alice).await,
+    );
+    store
+        .set_push_subscription(alice, d1, web_push(1), 1)
+        .await
+        .unwrap();
+    store
+        .set_push_subscription(alice, d2, web_push(2), 1)
+        .await
+        .unwrap();
+    store
+        .enqueue_push_jobs(vec![
+            push_job(d1, "c1", "first", 100),
+            push_job(d1, "c2", "other", 150),
+            push_job(d2, "c1", "late", 500),
+            // A device without a subscription gets no job.
+            push_job(bare, "c1", "nowhere", 100),
+        ])
+        .await
+        .unwrap();
+    // A second push on the same key merges into the first.
+    store
+        .enqueue_push_jobs(vec![push_job(d1, "c1", "second", 120)])
+        .await
+        .unwrap();
+    let claimed = store.claim_push_jobs(200, 1_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    let c1 = claimed.iter().find(|j| j.key.collapse_key == "c1").unwrap();
+    let c2 = claimed.iter().find(|j| j.key.collapse_key == "c2").unwrap();
+    assert_eq!(
+        (c1.payload.as_str(), c1.key.version, c1.attempts),
+        ("second", 2, 0)
+    );
+    assert_eq!((c1.user_id, &c1.subscription), (alice, &web_push(1)));
+    assert_eq!(c2.key.device_id, d1);
+    // Leased jobs are not handed out again until the lease ends.
+    assert!(
+        store
+            .claim_push_jobs(300, 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Delivered: gone. A push merged in meanwhile is due again at once, for its new content.
+    store.finish_push_job(c2.key.clone(), 300).await.unwrap();
+    store
+        .enqueue_push_jobs(vec![push_job(d1, "c1", "third", 300)])
+        .await
+        .unwrap();
+    store.finish_push_job(c1.key.clone(), 310).await.unwrap();
+    let again = store.claim_push_jobs(320, 2_000, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].payload.as_str(), again[0].key.version),
+        ("third", 3)
+    );
+    // A failure counts the attempt and waits; a new push keeps waiting out the backoff.
+    store
+        .retry_push_job(again[0].key.clone(), 5_000)
+        .await
+        .unwrap();
+    store
+        .enqueue_push_jobs(vec![push_job(d1, "c1", "fourth", 400)])
+        .await
+        .unwrap();
+    let due = store.claim_push_jobs(4_999, 6_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1, "only d2's job is due: {due:?}");
+    assert_eq!(due[0].key.device_id, d2);
+    let later = store.claim_push_jobs(5_000, 9_000, 10).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(
+        (later[0].payload.as_str(), later[0].attempts),
+        ("fourth", 1)
+    );
+    // A lease that ran out (the claimer died) makes the job due again.
+    let retaken = store.claim_push_jobs(9_000, 10_000, 10).await.unwrap();
+    assert_eq!(retaken.len(), 2, "{retaken:?}");
+    // The limit holds.
+    assert_eq!(
+        store
+            .claim_push_jobs(10_000, 11_000, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Deleting a subscription drops its jobs.
+    assert!(store.delete_push_subscription(d1, None).await.unwrap());
+    let rest = store.claim_push_jobs(20_000, 21_000, 10).await.unwrap();
+    assert!(rest.iter().all(|j| j.key.device_id == d2), "{rest:?}");
 }

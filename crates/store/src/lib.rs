@@ -37,10 +37,12 @@ pub mod audit;
 pub mod conformance;
 pub mod meta;
 pub mod oauth;
+pub mod push;
 pub mod search;
 
 pub use audit::{AuditCheckpoint, AuditFilter, AuditRecord, CheckpointSigner};
 pub use oauth::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
+pub use push::{NewPushJob, PushJob, PushJobKey, PushSubscriptionRecord};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -1166,4 +1168,54 @@ pub trait Store: Send + Sync + 'static {
     /// Whether `user` owns `file`, is a member of a conversation it was shared in, or `file` is
     /// a user's or a group's avatar (avatars are public pictures).
     async fn can_read_file(&self, file: &str, user: UserId) -> StoreResult<bool>;
+
+    // Push notifications (see [`push`]). A device's subscription and its queued jobs disappear
+    // when the device is revoked or deleted, in the same transaction.
+
+    /// Registers `subscription` for `device` of `user`, replacing any it had.
+    async fn set_push_subscription(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        subscription: tidings_proto::push::PushSubscription,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// The subscriptions of these users' devices, in device id order.
+    async fn push_subscriptions_of(
+        &self,
+        users: &[UserId],
+    ) -> StoreResult<Vec<PushSubscriptionRecord>>;
+    /// Deletes `device`'s subscription and its queued jobs. With `only`, only when the stored
+    /// subscription is still that one (a push service said it is gone, and the device may have
+    /// registered a new one since). Returns whether one was deleted.
+    async fn delete_push_subscription(
+        &self,
+        device: DeviceId,
+        only: Option<tidings_proto::push::PushSubscription>,
+    ) -> StoreResult<bool>;
+    /// A user's notification settings (the defaults when never set).
+    async fn push_settings(&self, user: UserId) -> StoreResult<tidings_proto::push::PushSettings>;
+    async fn set_push_settings(
+        &self,
+        user: UserId,
+        settings: tidings_proto::push::PushSettings,
+    ) -> StoreResult<()>;
+    /// Queues jobs in one transaction. A job whose device and collapse key are already queued
+    /// replaces that job's payload and bumps its version, keeping its due time (a job waiting
+    /// out a backoff keeps waiting). Jobs for devices without a subscription are ignored.
+    async fn enqueue_push_jobs(&self, jobs: Vec<NewPushJob>) -> StoreResult<()>;
+    /// Claims up to `limit` jobs due at `now`, oldest first, leasing them until `lease_until`
+    /// (they become due again then, should the claimer die). Several nodes may claim at once;
+    /// each job goes to one of them.
+    async fn claim_push_jobs(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<PushJob>>;
+    /// Ends a claimed job (delivered, or given up). If a newer push was merged into it since
+    /// the claim, the job stays, due at `now`, with its attempts reset.
+    async fn finish_push_job(&self, key: PushJobKey, now: i64) -> StoreResult<()>;
+    /// A claimed job failed: counts the attempt and makes it due again at `next_at`.
+    async fn retry_push_job(&self, key: PushJobKey, next_at: i64) -> StoreResult<()>;
 }

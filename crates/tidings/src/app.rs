@@ -202,6 +202,18 @@ pub fn open_files(config: &Config, core: &Core) -> anyhow::Result<Files> {
     ))
 }
 
+/// Loads (or makes, mode 0600) the VAPID key in the data directory and starts the push worker.
+/// Several nodes must share this key as they share the token signing key: clients subscribed
+/// with its public half.
+fn start_push(config: &Config, core: &Core) -> anyhow::Result<JoinHandle<()>> {
+    let path = config.data_dir.join("vapid.p256");
+    let key = tidings_push::VapidKey::load_or_create(&path)
+        .with_context(|| format!("cannot load the VAPID key {}", path.display()))?;
+    let pusher = tidings_push::WebPusher::new(key, config.push.vapid_subject.clone())
+        .context("cannot build the push HTTP client")?;
+    Ok(core.start_push_worker(Arc::new(pusher)))
+}
+
 /// A server that is running; dropping it does not stop it, [`Running::stop`] does.
 pub struct Running {
     pub addr: SocketAddr,
@@ -276,6 +288,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let core = start_core(&config, addr).await?;
     // After the core, which prepares the data directory the development certificate goes in.
     let tls = open_tls(&config)?;
+    let push_worker = start_push(&config, &core)?;
     let http: HttpConfig = config.http.clone();
     let files = open_files(&config, &core)?;
     let janitor = files.spawn_janitor();
@@ -401,6 +414,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         if let Some(expiry) = expiry_task {
             expiry.abort();
         }
+        // Jobs it holds stay in the store, leased: they become due again for the next start.
+        push_worker.abort();
         for mqtt in [mqtt_task, mqtt_tls_task].into_iter().flatten() {
             mqtt.await.map_err(std::io::Error::other)??;
         }

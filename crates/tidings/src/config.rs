@@ -177,6 +177,7 @@ pub struct Config {
     pub files: FilesConfig,
     pub mqtt: MqttConfig,
     pub admin: AdminConfig,
+    pub push: tidings_core::push::PushConfig,
 }
 
 impl Default for Config {
@@ -198,6 +199,7 @@ impl Default for Config {
             files: FilesConfig::default(),
             mqtt: MqttConfig::default(),
             admin: AdminConfig::default(),
+            push: tidings_core::push::PushConfig::default(),
         }
     }
 }
@@ -211,6 +213,7 @@ impl Config {
             limits: self.limits.clone(),
             audit: self.audit.clone(),
             messages: self.messages.clone(),
+            push: self.push.clone(),
         }
     }
 
@@ -418,6 +421,16 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if config.files.upload_expiry_secs == 0 {
         return invalid("files.upload_expiry_secs", "must be at least 1");
+    }
+    let push = &config.push;
+    if push.concurrency == 0 || push.claim_batch == 0 || push.max_attempts == 0 {
+        return invalid(
+            "push",
+            "concurrency, claim_batch and max_attempts must be at least 1",
+        );
+    }
+    if !(push.vapid_subject.starts_with("mailto:") || push.vapid_subject.starts_with("https:")) {
+        return invalid("push.vapid_subject", "must be a mailto: or https: URL");
     }
     let mqtt = &config.mqtt;
     if mqtt.max_packet_bytes < 128 {

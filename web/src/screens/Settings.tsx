@@ -5,6 +5,7 @@ import type { Device, Profile } from "@tidings/sdk";
 import { useClient, type Theme } from "../state";
 import { LANGS, useI18n } from "../i18n";
 import { dayLabel, timeOf } from "../util";
+import { PushSettingsCard } from "./PushSettings";
 
 export function SettingsPanel({ theme, setTheme }: { theme: Theme; setTheme: (t: Theme) => void }) {
   const c = useClient();
@@ -75,6 +76,7 @@ export function SettingsPanel({ theme, setTheme }: { theme: Theme; setTheme: (t:
               {t("settings.notifications.enable")}
             </button>
           )}
+          {permission === "granted" && <PushSettingsCard />}
         </section>
         <section className="card">
           <h3>{t("settings.devices")}</h3>
