@@ -31,8 +31,7 @@ import type {
   SearchResults,
   SendAck,
   UpdateGroupRequest,
-  UserSearchResults,
-} from "./protocol.js";
+  UserSearchResults, IceServers } from "./protocol.js";
 
 export type Fetch = typeof fetch;
 
@@ -111,6 +110,8 @@ export class Rest {
   privacy = () => this.request<PrivacySettings>("GET", "/api/v1/privacy");
   updatePrivacy = (p: Partial<PrivacySettings>) => this.request<PrivacySettings>("PATCH", "/api/v1/privacy", p);
 
+  /** STUN/TURN servers for `RTCPeerConnection` (TURN credentials expire at `expires_at`). */
+  iceServers = () => this.request<IceServers>("GET", "/api/v1/rtc/ice-servers");
   blocks = () => this.request<BlockList>("GET", "/api/v1/blocks");
   block = (userId: number) => this.request<void>("PUT", `/api/v1/blocks/${userId}`);
   unblock = (userId: number) => this.request<void>("DELETE", `/api/v1/blocks/${userId}`);

@@ -5,6 +5,7 @@
 //! - [`accounts`]: registration, OAuth grants, devices, passwords.
 //! - [`admin`]: server administration (roles, suspension, deletion, forced sign-out).
 //! - [`audit`]: the tamper-evident audit log: kinds, refusals, queries, export, verify, prune.
+//! - [`calls`]: call signalling and the call state machine; the ring-timeout sweeper.
 //! - [`contacts`]: the block list, friends and friend requests, privacy settings.
 //! - [`conversations`]: direct and group conversations, membership, the member cache.
 //! - [`groups`]: group management: roles, mutes, bans, settings, invite links, join requests,
@@ -15,6 +16,7 @@
 //! - [`hub`]: the connections this node holds and the dispatcher that feeds them from the bus.
 //! - [`profiles`]: profiles and the user directory.
 //! - [`policy`]: every access decision.
+//! - [`rtc`]: ICE servers and TURN REST credentials for calls.
 //! - [`search`]: full-text message search, and the background indexer that feeds it.
 //!
 //! The core reaches the world only through [`tidings_store::Store`], [`tidings_bus::Bus`] and
@@ -23,6 +25,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod audit;
+pub mod calls;
 pub mod clock;
 mod cluster;
 pub mod config;
@@ -37,6 +40,7 @@ pub mod policy;
 pub mod profiles;
 pub mod ratelimit;
 pub mod rich;
+pub mod rtc;
 pub mod search;
 pub mod session;
 pub mod tokens;
@@ -115,6 +119,8 @@ pub struct CoreTasks {
     /// Publishes this node's online users for the other nodes (see `cluster`).
     pub presence: JoinHandle<()>,
     pub retention: JoinHandle<()>,
+    /// Turns calls nobody answered in time into missed calls.
+    pub calls: JoinHandle<()>,
 }
 
 /// How often expired state (refresh tokens, audit entries past retention) is pruned.
@@ -218,6 +224,7 @@ impl Core {
         let indexer = tokio::spawn(search::run_indexer(core.clone()));
         let presence = tokio::spawn(cluster::run_heartbeat(core.clone()));
         let retention = tokio::spawn(rich::run_retention(core.clone()));
+        let calls = tokio::spawn(calls::run_sweeper(core.clone()));
         Ok((
             core,
             CoreTasks {
@@ -227,6 +234,7 @@ impl Core {
                 indexer,
                 presence,
                 retention,
+                calls,
             },
         ))
     }

@@ -456,6 +456,97 @@ fn filter_covers(pattern: &[&str], filter: &str) -> bool {
     filter.next().is_none()
 }
 
+/// Who sends a call signal, as seen from the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallParty {
+    /// The device that placed the call.
+    Caller,
+    /// Another device of the caller.
+    CallerOtherDevice,
+    /// The callee: any of their devices while the call rings, the device that accepted after.
+    Callee,
+    /// Another device of the callee once one device accepted.
+    CalleeOtherDevice,
+    /// Anyone else.
+    Outsider,
+}
+
+/// Where a call stands, for the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallPhase {
+    Ringing,
+    Active,
+}
+
+/// What a call signal asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallStep {
+    Ringing,
+    Accept,
+    Decline,
+    Cancel,
+    Hangup,
+    Ice,
+    Renegotiate,
+}
+
+/// Whether `party` may send `step` in a call in `phase`. Outsiders learn nothing about the
+/// call (`not_found`); a party sending what its role never sends is refused (`forbidden`); a
+/// party's own step at the wrong moment (say, a hang-up racing an accept) is a `conflict`.
+pub fn call_signal(party: CallParty, phase: CallPhase, step: CallStep) -> Result<(), CoreError> {
+    use CallPhase::{Active, Ringing};
+    use CallStep as S;
+    let (ringing, active): (&[CallStep], &[CallStep]) = match party {
+        CallParty::Outsider => return Err(CoreError::not_found("call")),
+        CallParty::CallerOtherDevice => {
+            return Err(CoreError::forbidden(
+                "the call is on another of your devices",
+            ));
+        }
+        CallParty::CalleeOtherDevice => {
+            return Err(CoreError::forbidden(
+                "the call was answered on another of your devices",
+            ));
+        }
+        CallParty::Caller => (
+            &[S::Cancel, S::Hangup, S::Ice],
+            &[S::Hangup, S::Ice, S::Renegotiate],
+        ),
+        CallParty::Callee => (
+            &[S::Ringing, S::Accept, S::Decline],
+            &[S::Hangup, S::Ice, S::Renegotiate],
+        ),
+    };
+    let allowed = match phase {
+        Ringing => ringing,
+        Active => active,
+    };
+    if allowed.contains(&step) {
+        Ok(())
+    } else if ringing.contains(&step) || active.contains(&step) {
+        Err(CoreError::new(
+            tidings_proto::ErrorCode::Conflict,
+            format!(
+                "cannot {step:?} a call that is {}",
+                match phase {
+                    Ringing => "still ringing",
+                    Active => "already answered",
+                }
+            )
+            .to_lowercase(),
+        ))
+    } else {
+        Err(CoreError::forbidden(format!(
+            "the {} of a call cannot {step:?}",
+            if party == CallParty::Caller {
+                "caller"
+            } else {
+                "callee"
+            }
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -875,6 +966,48 @@ mod tests {
         for (user, access, topic, allowed) in table {
             let got = decide_broker(&rules, user, 7, *access, topic).is_ok();
             assert_eq!(got, *allowed, "{user} {access:?} {topic}");
+        }
+    }
+
+    #[test]
+    fn call_signals_by_party_phase_and_step() {
+        use CallParty::*;
+        use CallPhase::{Active as A, Ringing as R};
+        use CallStep as S;
+        // Outcome per step, in the order Ringing, Accept, Decline, Cancel, Hangup, Ice,
+        // Renegotiate: Y allowed, F forbidden, N not found, C conflict.
+        let steps = [
+            S::Ringing,
+            S::Accept,
+            S::Decline,
+            S::Cancel,
+            S::Hangup,
+            S::Ice,
+            S::Renegotiate,
+        ];
+        #[rustfmt::skip]
+        let table = [
+            (Caller,            R, "FFFYYYC"),
+            (Caller,            A, "FFFCYYY"),
+            (Callee,            R, "YYYFCCC"),
+            (Callee,            A, "CCCFYYY"),
+            (CallerOtherDevice, R, "FFFFFFF"),
+            (CallerOtherDevice, A, "FFFFFFF"),
+            (CalleeOtherDevice, A, "FFFFFFF"),
+            (Outsider,          R, "NNNNNNN"),
+            (Outsider,          A, "NNNNNNN"),
+        ];
+        for (party, phase, expected) in table {
+            for (step, want) in steps.iter().zip(expected.chars()) {
+                let got = match call_signal(party, phase, *step) {
+                    Ok(()) => 'Y',
+                    Err(e) if e.code == ErrorCode::Forbidden => 'F',
+                    Err(e) if e.code == ErrorCode::NotFound => 'N',
+                    Err(e) if e.code == ErrorCode::Conflict => 'C',
+                    Err(e) => panic!("unexpected {e:?}"),
+                };
+                assert_eq!(got, want, "{party:?} {phase:?} {step:?}");
+            }
         }
     }
 }

@@ -97,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/users", get(rest::search_users))
         .route("/api/v1/users/{user_id}", get(rest::profile))
+        .route("/api/v1/rtc/ice-servers", get(rest::ice_servers))
         .route("/api/v1/blocks", get(rest::blocks))
         .route(
             "/api/v1/blocks/{user_id}",

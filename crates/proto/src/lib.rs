@@ -6,6 +6,7 @@
 //! - [`ws`]: frames of the native WebSocket protocol (`/ws`, subprotocol [`ws::SUBPROTOCOL`]).
 //! - [`rest`]: request and response bodies of the REST API, including RFC 9457 problems
 //!   and RFC 6749 token responses.
+//! - [`call`]: call signalling (invites, answers, ICE candidates) and call outcomes.
 //! - [`contacts`]: friends, friend requests, privacy settings and their live events.
 //! - [`error`]: the stable error codes shared by WebSocket error frames and problem documents.
 //!
@@ -13,6 +14,7 @@
 //! JSON Schema (`docs/schema/tidings.schema.json`) and the TypeScript declarations
 //! (`sdk-ts/src/protocol.ts`) from them, so no type is written twice.
 
+pub mod call;
 pub mod contacts;
 pub mod error;
 pub mod ids;
@@ -134,5 +136,6 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ("AdminUserList", schema_for!(rest::AdminUserList)),
         ("AuditEntry", schema_for!(rest::AuditEntry)),
         ("AuditPage", schema_for!(rest::AuditPage)),
+        ("IceServers", schema_for!(call::IceServers)),
     ]
 }

@@ -10,6 +10,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_rich.sql"),
     include_str!("migrations/0003_avatars.sql"),
+    include_str!("migrations/0004_calls.sql"),
 ];
 
 /// Applies the migrations the database has not seen yet, in one transaction. An advisory lock

@@ -18,6 +18,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_files.sql"),
     include_str!("migrations/0008_search.sql"),
     include_str!("migrations/0009_rich.sql"),
+    include_str!("migrations/0010_calls.sql"),
 ];
 
 /// Opens the one read-write connection and brings the schema up to date.

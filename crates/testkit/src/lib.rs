@@ -39,6 +39,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     // MQTT on a free port (Mosquitto may hold 1883), with the default broker rules.
     config.mqtt.enabled = true;
     config.mqtt.listen = "127.0.0.1:0".parse().expect("literal address");
+    // The embedded TURN server on a free port, so test servers can run side by side.
+    config.rtc.turn_listen = "127.0.0.1:0".parse().expect("literal address");
     config
 }
 
@@ -205,6 +207,7 @@ impl ServerProcess {
             .env("TIDINGS_ACCOUNTS_ARGON2_ITERATIONS", "1")
             .env("TIDINGS_LIMITS_MESSAGES_PER_MINUTE", "0")
             .env("TIDINGS_LOG_LEVEL", "warn")
+            .env("TIDINGS_RTC_TURN_LISTEN", "127.0.0.1:0")
             .env(
                 "TIDINGS_LIMITS_SIGN_IN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
                 "0",
