@@ -125,8 +125,14 @@ impl Core {
             .message_limiter
             .check(&caller.user_id, now)
             .map_err(|wait| CoreError::rate_limited("messages", wait))?;
-        let ring_ms = i64::try_from(self.inner.config.calls.ring_timeout_secs.saturating_mul(1000))
-            .unwrap_or(i64::MAX);
+        let ring_ms = i64::try_from(
+            self.inner
+                .config
+                .calls
+                .ring_timeout_secs
+                .saturating_mul(1000),
+        )
+        .unwrap_or(i64::MAX);
         let call = CallRecord {
             id: new_call_id(),
             conversation_id,
@@ -206,8 +212,14 @@ impl Core {
                         "the call was answered on another device or has ended",
                     ));
                 };
-                self.call_event(&accepted, to_caller, me.0, me.1, CallEvent::Accepted { sdp })
-                    .await;
+                self.call_event(
+                    &accepted,
+                    to_caller,
+                    me.0,
+                    me.1,
+                    CallEvent::Accepted { sdp },
+                )
+                .await;
                 self.call_event(
                     &accepted,
                     To::UserExcept(call.callee_id, caller.device_id),
@@ -313,8 +325,7 @@ impl Core {
                 };
                 let party = party_of(&call, caller.user_id, caller.device_id);
                 let ours = party == CallParty::Caller
-                    || (party == CallParty::Callee
-                        && call.callee_device == Some(caller.device_id));
+                    || (party == CallParty::Callee && call.callee_device == Some(caller.device_id));
                 if ours && let Err(e) = core.call_signal(&caller, &id, CallSignal::Hangup {}).await
                 {
                     tracing::debug!(call_id = %id, %e, "Could not end a left call.");
@@ -494,16 +505,31 @@ mod tests {
     fn parties_follow_the_accepting_device() {
         let ringing = call(CallState::Ringing, None);
         assert_eq!(ringing.id.len(), 32);
-        assert_eq!(party_of(&ringing, UserId(1), DeviceId(10)), CallParty::Caller);
+        assert_eq!(
+            party_of(&ringing, UserId(1), DeviceId(10)),
+            CallParty::Caller
+        );
         assert_eq!(
             party_of(&ringing, UserId(1), DeviceId(11)),
             CallParty::CallerOtherDevice
         );
-        assert_eq!(party_of(&ringing, UserId(2), DeviceId(20)), CallParty::Callee);
-        assert_eq!(party_of(&ringing, UserId(2), DeviceId(21)), CallParty::Callee);
-        assert_eq!(party_of(&ringing, UserId(3), DeviceId(30)), CallParty::Outsider);
+        assert_eq!(
+            party_of(&ringing, UserId(2), DeviceId(20)),
+            CallParty::Callee
+        );
+        assert_eq!(
+            party_of(&ringing, UserId(2), DeviceId(21)),
+            CallParty::Callee
+        );
+        assert_eq!(
+            party_of(&ringing, UserId(3), DeviceId(30)),
+            CallParty::Outsider
+        );
         let active = call(CallState::Active, Some(DeviceId(21)));
-        assert_eq!(party_of(&active, UserId(2), DeviceId(21)), CallParty::Callee);
+        assert_eq!(
+            party_of(&active, UserId(2), DeviceId(21)),
+            CallParty::Callee
+        );
         assert_eq!(
             party_of(&active, UserId(2), DeviceId(20)),
             CallParty::CalleeOtherDevice

@@ -9,7 +9,8 @@ use tidings_proto::call::{IceServer, IceServers};
 
 /// The TURN REST credential for `username` under `secret`.
 pub fn turn_password(secret: &[u8], username: &str) -> String {
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<sha1::Sha1>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(username.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
@@ -19,7 +20,8 @@ impl Core {
     /// `rtc.credential_ttl_secs`.
     pub fn ice_servers(&self, caller: &Caller) -> IceServers {
         let rtc = &self.inner.config.rtc;
-        let ttl_ms = i64::try_from(rtc.credential_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let ttl_ms =
+            i64::try_from(rtc.credential_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let expires_at = self.now_ms().saturating_add(ttl_ms);
         let mut ice_servers = Vec::new();
         if !rtc.stun_urls.is_empty() {

@@ -520,10 +520,7 @@ impl Session {
                 sdp,
                 video,
             } => self.in_flight.push(Box::pin(async move {
-                match core
-                    .call_invite(&caller, conversation_id, sdp, video)
-                    .await
-                {
+                match core.call_invite(&caller, conversation_id, sdp, video).await {
                     Ok((call_id, busy)) => {
                         let reply = Box::new(ServerFrame::CallStarted {
                             id,

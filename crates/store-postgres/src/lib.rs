@@ -882,7 +882,8 @@ impl Store for PgStore {
     }
 
     async fn calls_ringing_until(&self, now: i64, limit: u32) -> StoreResult<Vec<CallRecord>> {
-        read!(self, |c| queries::calls_ringing_until(c, now, limit).await?)
+        read!(self, |c| queries::calls_ringing_until(c, now, limit)
+            .await?)
     }
     async fn edit_history(
         &self,

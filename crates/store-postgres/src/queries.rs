@@ -3052,7 +3052,11 @@ pub(crate) async fn create_call<C: GenericClient>(c: &C, call: &CallRecord) -> R
 
 pub(crate) async fn call<C: GenericClient>(c: &C, id: &str) -> Result<Option<CallRecord>> {
     let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = $1");
-    opt(c, &sql, &[&id]).await?.as_ref().map(call_from_row).transpose()
+    opt(c, &sql, &[&id])
+        .await?
+        .as_ref()
+        .map(call_from_row)
+        .transpose()
 }
 
 pub(crate) async fn accept_call<C: GenericClient>(

@@ -29,8 +29,8 @@ use tidings_store::{
     NewInviteLink, NewRefreshToken, Peer, ProfileRecord, RotateOutcome, SearchHit, SearchQuery,
     StoreError, StoreResult, UserConversation, UserRecord,
 };
-use tidings_store::{EditRecord, Prune, Retention, ThreadRecord};
 use tidings_store::{CallRecord, CallState, FileRecord, UploadKind, UploadRecord};
+use tidings_store::{EditRecord, Prune, Retention, ThreadRecord};
 
 /// The columns `user_conversation_from_row` reads: the conversation, the member, and for
 /// direct conversations the peer with its markers. Shared by the list and the single lookup.
@@ -3379,8 +3379,10 @@ fn call_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
 }
 
 fn in_call(conn: &Connection, user: UserId) -> StoreResult<bool> {
-    Ok(query_opt(conn, CALL_AS_CALLER, [user.0], |_| Ok(()))?.is_some()
-        || query_opt(conn, CALL_AS_CALLEE, [user.0], |_| Ok(()))?.is_some())
+    Ok(
+        query_opt(conn, CALL_AS_CALLER, [user.0], |_| Ok(()))?.is_some()
+            || query_opt(conn, CALL_AS_CALLEE, [user.0], |_| Ok(()))?.is_some(),
+    )
 }
 
 /// Runs on the single writer, so no other call can be created between the check and the insert.
@@ -3439,7 +3441,12 @@ pub(crate) fn calls_ringing_until(
     now: i64,
     limit: u32,
 ) -> StoreResult<Vec<CallRecord>> {
-    query_all(conn, CALLS_RINGING_UNTIL, params![now, limit], call_from_row)
+    query_all(
+        conn,
+        CALLS_RINGING_UNTIL,
+        params![now, limit],
+        call_from_row,
+    )
 }
 
 #[cfg(test)]

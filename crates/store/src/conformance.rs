@@ -4548,7 +4548,11 @@ pub async fn calls_busy_accept_once_and_finish_once(store: Arc<dyn Store>) {
                 .await
                 .unwrap()
         );
-        assert_eq!(store.call(id).await.unwrap(), None, "a busy call stores nothing");
+        assert_eq!(
+            store.call(id).await.unwrap(),
+            None,
+            "a busy call stores nothing"
+        );
     }
     assert!(
         !store
@@ -4558,8 +4562,17 @@ pub async fn calls_busy_accept_once_and_finish_once(store: Arc<dyn Store>) {
         "a callee cannot call out while ringing"
     );
     // The sweep sees the call only once its deadline has come.
-    assert!(store.calls_ringing_until(4_999, 10).await.unwrap().is_empty());
-    assert_eq!(store.calls_ringing_until(5_000, 10).await.unwrap(), vec![call.clone()]);
+    assert!(
+        store
+            .calls_ringing_until(4_999, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.calls_ringing_until(5_000, 10).await.unwrap(),
+        vec![call.clone()]
+    );
     // The first accept wins; a second device's accept finds it no longer ringing.
     let accepted = store.accept_call("c1", b2, 2_000).await.unwrap().unwrap();
     assert_eq!(accepted.state, CallState::Active);
@@ -4568,16 +4581,26 @@ pub async fn calls_busy_accept_once_and_finish_once(store: Arc<dyn Store>) {
     assert_eq!(store.accept_call("c1", b1, 2_001).await.unwrap(), None);
     assert_eq!(store.call("c1").await.unwrap(), Some(accepted.clone()));
     assert!(
-        store.calls_ringing_until(9_999, 10).await.unwrap().is_empty(),
+        store
+            .calls_ringing_until(9_999, 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "an active call is never swept as missed"
     );
     // Ending is compare-and-set on the state, and happens once.
-    assert_eq!(store.finish_call("c1", CallState::Ringing).await.unwrap(), None);
+    assert_eq!(
+        store.finish_call("c1", CallState::Ringing).await.unwrap(),
+        None
+    );
     assert_eq!(
         store.finish_call("c1", CallState::Active).await.unwrap(),
         Some(accepted)
     );
-    assert_eq!(store.finish_call("c1", CallState::Active).await.unwrap(), None);
+    assert_eq!(
+        store.finish_call("c1", CallState::Active).await.unwrap(),
+        None
+    );
     assert_eq!(store.call("c1").await.unwrap(), None);
     assert_eq!(store.accept_call("c1", b1, 3_000).await.unwrap(), None);
     // Once it ended, both are free again.

@@ -79,8 +79,8 @@ pub fn load_or_create_turn_secret(config: &Config) -> anyhow::Result<String> {
     }
     let path = config.data_dir.join("turn-secret");
     if path.exists() {
-        let secret = fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let secret =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let secret = secret.trim().to_string();
         anyhow::ensure!(!secret.is_empty(), "{} is empty", path.display());
         return Ok(secret);

@@ -12,8 +12,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tidings_core::config::{
-    AccountsConfig, AuditConfig, CallsConfig, LimitsConfig, MessagesConfig, RtcConfig,
-    TokensConfig,
+    AccountsConfig, AuditConfig, CallsConfig, LimitsConfig, MessagesConfig, RtcConfig, TokensConfig,
 };
 use tidings_files::FilesConfig;
 use tidings_http::HttpConfig;

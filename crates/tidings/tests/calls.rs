@@ -186,44 +186,27 @@ async fn full_call_first_accept_wins_and_is_recorded() {
     }
 
     // The laptop accepts first; the phone stops ringing and cannot accept any more.
-    bob.call_signal(
-        &call_id,
-        CallSignal::Accept {
-            sdp: ANSWER.into(),
-        },
-    )
-    .await
-    .unwrap();
+    bob.call_signal(&call_id, CallSignal::Accept { sdp: ANSWER.into() })
+        .await
+        .unwrap();
     let seen = next_call(&mut alice).await;
+    assert_eq!(seen.event, CallEvent::Accepted { sdp: ANSWER.into() });
     assert_eq!(
-        seen.event,
-        CallEvent::Accepted {
-            sdp: ANSWER.into()
-        }
+        (seen.user_id, seen.device_id),
+        (bob_id, Some(bob.device_id))
     );
-    assert_eq!((seen.user_id, seen.device_id), (bob_id, Some(bob.device_id)));
     assert_eq!(
         next_call(&mut bob_phone).await.event,
         CallEvent::AnsweredElsewhere {}
     );
     let late = bob_phone
-        .call_signal(
-            &call_id,
-            CallSignal::Accept {
-                sdp: ANSWER.into(),
-            },
-        )
+        .call_signal(&call_id, CallSignal::Accept { sdp: ANSWER.into() })
         .await
         .unwrap_err();
     assert_eq!(error_code(late), ErrorCode::Forbidden);
     // A second accept from the winner finds the call no longer ringing.
     let again = bob
-        .call_signal(
-            &call_id,
-            CallSignal::Accept {
-                sdp: ANSWER.into(),
-            },
-        )
+        .call_signal(&call_id, CallSignal::Accept { sdp: ANSWER.into() })
         .await
         .unwrap_err();
     assert_eq!(error_code(again), ErrorCode::Conflict);
@@ -280,7 +263,13 @@ async fn full_call_first_accept_wins_and_is_recorded() {
         assert_eq!(record.sender_id, alice_id);
         assert_eq!(
             record_of(&record),
-            (call_id.clone(), alice_id, CallOutcome::Answered, true, duration_ms)
+            (
+                call_id.clone(),
+                alice_id,
+                CallOutcome::Answered,
+                true,
+                duration_ms
+            )
         );
     }
     let history = alice.history(conv, None, Some(10)).await.unwrap();
@@ -332,7 +321,10 @@ async fn unanswered_call_becomes_missed_after_the_ring_timeout() {
     ));
     for device in [&mut alice, &mut bob] {
         let seen = next_call(device).await;
-        assert_eq!((seen.call_id.as_str(), seen.event), (call_id.as_str(), CallEvent::Missed {}));
+        assert_eq!(
+            (seen.call_id.as_str(), seen.event),
+            (call_id.as_str(), CallEvent::Missed {})
+        );
     }
     let waited = started.elapsed();
     assert!(
@@ -345,12 +337,7 @@ async fn unanswered_call_becomes_missed_after_the_ring_timeout() {
         (call_id.clone(), alice_id, CallOutcome::Missed, false, 0)
     );
     let late = bob
-        .call_signal(
-            &call_id,
-            CallSignal::Accept {
-                sdp: ANSWER.into(),
-            },
-        )
+        .call_signal(&call_id, CallSignal::Accept { sdp: ANSWER.into() })
         .await
         .unwrap_err();
     assert_eq!(error_code(late), ErrorCode::NotFound);
@@ -380,12 +367,7 @@ async fn declined_and_cancelled_calls() {
     next_call(&mut bob).await;
     // The caller cannot accept its own call, and the callee cannot cancel it.
     let own = alice
-        .call_signal(
-            &call_id,
-            CallSignal::Accept {
-                sdp: ANSWER.into(),
-            },
-        )
+        .call_signal(&call_id, CallSignal::Accept { sdp: ANSWER.into() })
         .await
         .unwrap_err();
     assert_eq!(error_code(own), ErrorCode::Forbidden);
@@ -399,7 +381,10 @@ async fn declined_and_cancelled_calls() {
         .await
         .unwrap();
     let seen = next_call(&mut bob).await;
-    assert_eq!((seen.event, seen.user_id), (CallEvent::Cancelled {}, alice_id));
+    assert_eq!(
+        (seen.event, seen.user_id),
+        (CallEvent::Cancelled {}, alice_id)
+    );
     assert_eq!(
         record_of(&next_record(&mut bob).await).2,
         CallOutcome::Cancelled
@@ -435,7 +420,10 @@ async fn busy_callee_outsiders_and_blocked_users() {
     let (call_id, _) = alice.call_invite(conv, OFFER, false).await.unwrap();
     next_call(&mut bob).await;
     // Bob is being called: Carol's call is busy at once, nothing rings, and it is recorded.
-    let (busy_id, busy) = carol_ws.call_invite(carol_conv, OFFER, false).await.unwrap();
+    let (busy_id, busy) = carol_ws
+        .call_invite(carol_conv, OFFER, false)
+        .await
+        .unwrap();
     assert!(busy);
     no_call_event(&mut bob).await;
     let record = next_record(&mut carol_ws).await;
@@ -448,9 +436,7 @@ async fn busy_callee_outsiders_and_blocked_users() {
         CallSignal::Ice {
             candidate: candidate(7000),
         },
-        CallSignal::Accept {
-            sdp: ANSWER.into(),
-        },
+        CallSignal::Accept { sdp: ANSWER.into() },
         CallSignal::Hangup {},
     ] {
         let refused = carol_ws.call_signal(&call_id, signal).await.unwrap_err();
@@ -496,14 +482,9 @@ async fn a_device_that_leaves_ends_its_call_after_the_grace() {
     let mut bob = bob;
     let (call_id, _) = alice.call_invite(conv, OFFER, true).await.unwrap();
     next_call(&mut bob).await;
-    bob.call_signal(
-        &call_id,
-        CallSignal::Accept {
-            sdp: ANSWER.into(),
-        },
-    )
-    .await
-    .unwrap();
+    bob.call_signal(&call_id, CallSignal::Accept { sdp: ANSWER.into() })
+        .await
+        .unwrap();
     next_call(&mut alice).await;
     bob.close();
     drop(bob);
@@ -543,17 +524,28 @@ async fn ice_servers_carry_turn_rest_credentials() {
     let stun = &list.ice_servers[0];
     assert_eq!(stun.username, None);
     assert_eq!(stun.urls.len(), 2);
-    assert!(stun.urls[0].starts_with("stun:127.0.0.1:"), "{:?}", stun.urls);
+    assert!(
+        stun.urls[0].starts_with("stun:127.0.0.1:"),
+        "{:?}",
+        stun.urls
+    );
     assert_eq!(stun.urls[1], "stun:192.0.2.1:3478");
     let turn = turn_entry(&list);
-    assert!(turn.urls[0].starts_with("turn:127.0.0.1:"), "{:?}", turn.urls);
+    assert!(
+        turn.urls[0].starts_with("turn:127.0.0.1:"),
+        "{:?}",
+        turn.urls
+    );
     assert!(turn.urls[0].ends_with("?transport=udp"));
     assert_eq!(turn.urls[1], "turn:192.0.2.1:3478?transport=udp");
     let username = turn.username.clone().unwrap();
     let (expiry, user) = username.split_once(':').unwrap();
     assert_eq!(user, alice.user_id.to_string());
     let expiry: i64 = expiry.parse().unwrap();
-    assert!((before + 590..=before + 610).contains(&expiry), "{expiry} vs {before}");
+    assert!(
+        (before + 590..=before + 610).contains(&expiry),
+        "{expiry} vs {before}"
+    );
     assert_eq!(list.expires_at / 1000, expiry);
     assert_eq!(
         turn.credential.as_deref(),

@@ -85,7 +85,9 @@ struct Allocation {
 
 impl Allocation {
     fn permitted(&self, peer: IpAddr, now: Instant) -> bool {
-        self.permissions.get(&peer).is_some_and(|until| *until > now)
+        self.permissions
+            .get(&peer)
+            .is_some_and(|until| *until > now)
     }
 
     fn channel_of(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
@@ -382,7 +384,11 @@ impl Shared {
         key: [u8; 16],
     ) -> Reply {
         let k = Some(&key[..]);
-        if request.get(attr::REQUESTED_TRANSPORT).and_then(|v| v.first()) != Some(&17) {
+        if request
+            .get(attr::REQUESTED_TRANSPORT)
+            .and_then(|v| v.first())
+            != Some(&17)
+        {
             return self.error(request, 442, "Unsupported Transport Protocol", k);
         }
         if let Some(family) = request.get(attr::REQUESTED_ADDRESS_FAMILY) {
@@ -464,8 +470,7 @@ impl Shared {
             if even && port % 2 == 1 {
                 continue;
             }
-            if let Ok(socket) = UdpSocket::bind(SocketAddr::new(self.config.relay_ip, port)).await
-            {
+            if let Ok(socket) = UdpSocket::bind(SocketAddr::new(self.config.relay_ip, port)).await {
                 return Some(socket);
             }
         }

@@ -122,7 +122,10 @@ pub fn is_stun(bytes: &[u8]) -> bool {
 
 fn type_of(method: u16, class: Class) -> u16 {
     let c = class.bits();
-    (method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2) | ((c & 1) << 4)
+    (method & 0x000F)
+        | ((method & 0x0070) << 1)
+        | ((method & 0x0F80) << 2)
+        | ((c & 1) << 4)
         | ((c & 2) << 7)
 }
 
@@ -447,7 +450,10 @@ mod tests {
     fn rfc5769_sample_request() {
         let raw = hex(SAMPLE_REQUEST);
         let message = decode(&raw).unwrap();
-        assert_eq!((message.method, message.class), (method::BINDING, Class::Request));
+        assert_eq!(
+            (message.method, message.class),
+            (method::BINDING, Class::Request)
+        );
         assert_eq!(message.text(attr::USERNAME), Some("evtj:h6vY"));
         assert_eq!(message.text(attr::SOFTWARE), Some("STUN test client"));
         assert!(message.verify_integrity(&raw, SHORT_TERM_PASSWORD));
@@ -464,7 +470,10 @@ mod tests {
     fn rfc5769_responses_decode_and_encode_byte_for_byte() {
         for (text, addr) in [
             (IPV4_RESPONSE, "192.0.2.1:32853"),
-            (IPV6_RESPONSE, "[2001:db8:1234:5678:11:2233:4455:6677]:32853"),
+            (
+                IPV6_RESPONSE,
+                "[2001:db8:1234:5678:11:2233:4455:6677]:32853",
+            ),
         ] {
             let raw = hex(text);
             let message = decode(&raw).unwrap();
@@ -484,7 +493,11 @@ mod tests {
             let again = decode(&encoded).unwrap();
             assert!(again.verify_integrity(&encoded, SHORT_TERM_PASSWORD));
             assert!(again.verify_fingerprint(&encoded));
-            assert_eq!(encoded[..48], expected[..48], "header, SOFTWARE, start of address");
+            assert_eq!(
+                encoded[..48],
+                expected[..48],
+                "header, SOFTWARE, start of address"
+            );
             assert_eq!(again.xor_address(attr::XOR_MAPPED_ADDRESS), Some(addr));
         }
     }
@@ -496,7 +509,10 @@ mod tests {
         let username = message.text(attr::USERNAME).unwrap();
         assert_eq!(username, "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}");
         assert_eq!(message.text(attr::REALM), Some("example.org"));
-        assert_eq!(message.text(attr::NONCE), Some("f//499k954d6OL34oL9FSTvy64sA"));
+        assert_eq!(
+            message.text(attr::NONCE),
+            Some("f//499k954d6OL34oL9FSTvy64sA")
+        );
         // "TheMatrIX" is the password after SASLprep.
         let key = long_term_key(username, "example.org", "TheMatrIX");
         assert!(message.verify_integrity(&raw, &key));
@@ -527,8 +543,18 @@ mod tests {
 
     #[test]
     fn method_and_class_bits_round_trip() {
-        for method in [method::BINDING, method::ALLOCATE, method::CHANNEL_BIND, 0xABC] {
-            for class in [Class::Request, Class::Indication, Class::Success, Class::Error] {
+        for method in [
+            method::BINDING,
+            method::ALLOCATE,
+            method::CHANNEL_BIND,
+            0xABC,
+        ] {
+            for class in [
+                Class::Request,
+                Class::Indication,
+                Class::Success,
+                Class::Error,
+            ] {
                 let raw = Builder::new(method, class, [7; 12]).finish(None, false);
                 let message = decode(&raw).unwrap();
                 assert_eq!((message.method, message.class), (method, class));
@@ -543,7 +569,10 @@ mod tests {
         let frame = encode_channel_data(0x4001, b"hello");
         assert_eq!(decode_channel_data(&frame), Some((0x4001, &b"hello"[..])));
         assert_eq!(decode_channel_data(&frame[..6]), None);
-        assert_eq!(decode_channel_data(&encode_channel_data(0x3FFF, b"x")), None);
+        assert_eq!(
+            decode_channel_data(&encode_channel_data(0x3FFF, b"x")),
+            None
+        );
         assert!(!is_stun(&frame));
     }
 }
