@@ -19,12 +19,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-if (!process.env.TIDINGS_E2E_NETNS) {
+if (!process.env.CALLS_E2E_IN_NETNS) {
   // Re-run in a fresh network namespace with only loopback.
   const self = fileURLToPath(import.meta.url);
   const r = spawnSync("unshare", ["--net", "--", "sh", "-c", `ip link set lo up && exec "${process.execPath}" "${self}"`], {
     stdio: "inherit",
-    env: { ...process.env, TIDINGS_E2E_NETNS: "1" },
+    env: { ...process.env, CALLS_E2E_IN_NETNS: "1" },
   });
   if (r.error) throw r.error;
   process.exit(r.status ?? 1);
