@@ -91,15 +91,18 @@ async function stats(p) {
     const pc = window.tidingsCalls.peerConnection;
     if (!pc) return null;
     const report = await pc.getStats();
-    const out = { ice: pc.iceConnectionState, audio: 0, video: 0, audioPackets: 0, videoFrames: 0, localType: null, remoteType: null };
+    const h264 = (RTCRtpReceiver.getCapabilities("video")?.codecs ?? []).some((c) => c.mimeType.toLowerCase() === "video/h264");
+    const out = { ice: pc.iceConnectionState, audio: 0, video: 0, audioPackets: 0, videoFrames: 0, localType: null, remoteType: null, audioCodec: null, videoCodec: null, h264 };
     const byId = new Map();
     report.forEach((s) => byId.set(s.id, s));
     report.forEach((s) => {
       if (s.type === "inbound-rtp" && s.kind === "audio") {
+        out.audioCodec = byId.get(s.codecId)?.mimeType ?? null;
         out.audio += s.bytesReceived ?? 0;
         out.audioPackets += s.packetsReceived ?? 0;
       }
       if (s.type === "inbound-rtp" && s.kind === "video") {
+        out.videoCodec = byId.get(s.codecId)?.mimeType ?? null;
         out.video += s.bytesReceived ?? 0;
         out.videoFrames += s.framesDecoded ?? 0;
       }
@@ -150,9 +153,25 @@ async function call(label, alice, bob, convId, relay) {
     });
     log(`${label}: ${p.name} receives audio ${after.s.audio} B (${after.s.audioPackets} packets), video ${after.s.video} B (${after.s.videoFrames} frames) over ${after.s.localType}/${after.s.remoteType}`);
     if (relay) assert.equal(after.s.localType, "relay", `${p.name} uses a relayed candidate`);
+    // Opus for audio; H.264 when this Chromium offers it, VP8 otherwise (setCodecPreferences).
+    assert.equal(after.s.audioCodec?.toLowerCase(), "audio/opus", `${p.name} audio codec`);
+    assert.equal(after.s.videoCodec?.toLowerCase(), after.s.h264 ? "video/h264" : "video/vp8", `${p.name} video codec`);
+    log(`${label}: ${p.name} decodes ${after.s.audioCodec} and ${after.s.videoCodec} (H.264 offered: ${after.s.h264})`);
   }
   // The quality indicator reads getStats too.
   await alice.page.getByTestId("call-quality").waitFor({ timeout: T });
+  // Data saver caps the video sender's bitrate with RTCRtpSender.setParameters.
+  await alice.page.getByTestId("call-devices").click();
+  await alice.page.getByTestId("call-data-saver").check();
+  const cap = await waitFor("the data-saver cap", async () => {
+    const maxBitrate = await alice.page.evaluate(() => {
+      const sender = window.tidingsCalls.peerConnection.getSenders().find((x) => x.track?.kind === "video");
+      return sender?.getParameters().encodings?.[0]?.maxBitrate ?? null;
+    });
+    return { ok: maxBitrate === 150000, maxBitrate };
+  });
+  log(`${label}: data saver caps alice's video at ${cap.maxBitrate} bit/s`);
+  await alice.page.getByTestId("call-data-saver").uncheck();
   log(`${label}: alice hangs up`);
   await alice.page.getByTestId("call-hangup").click();
   await bob.page.getByTestId("call-status").filter({ hasText: "Call ended" }).waitFor({ timeout: T });
