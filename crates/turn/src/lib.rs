@@ -467,7 +467,7 @@ impl Shared {
         // Bounded: at most 128 attempts (64 for even ports), so a full range answers quickly with 508.
         for i in 0..span.min(128) {
             let port = low + ((start + i) % span) as u16;
-            if even && port % 2 == 1 {
+            if even && !port.is_multiple_of(2) {
                 continue;
             }
             if let Ok(socket) = UdpSocket::bind(SocketAddr::new(self.config.relay_ip, port)).await {

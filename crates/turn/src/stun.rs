@@ -139,7 +139,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         return Err(DecodeError::NotStun);
     }
     let length = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
-    if length % 4 != 0 || HEADER + length != bytes.len() {
+    if !length.is_multiple_of(4) || HEADER + length != bytes.len() {
         return Err(DecodeError::BadLength);
     }
     let kind = u16::from_be_bytes([bytes[0], bytes[1]]);
@@ -333,7 +333,7 @@ impl Builder {
         self.buf
             .extend_from_slice(&u16::try_from(value.len()).unwrap_or(u16::MAX).to_be_bytes());
         self.buf.extend_from_slice(value);
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
         self
