@@ -126,7 +126,8 @@ enum Completion {
     /// This device placed or accepted a call: remember it, to end it if the device leaves.
     InCall {
         call_id: tidings_proto::call::CallId,
-        reply: Box<ServerFrame>,
+        /// The answer, unless the request asked for none (a signal sent without an id).
+        reply: Option<Box<ServerFrame>>,
     },
     SyncPlan {
         id: String,
@@ -530,7 +531,10 @@ impl Session {
                         if busy {
                             Completion::Reply(reply)
                         } else {
-                            Completion::InCall { call_id, reply }
+                            Completion::InCall {
+                                call_id,
+                                reply: Some(reply),
+                            }
                         }
                     }
                     Err(e) => error_completion(Some(id), e),
@@ -545,12 +549,12 @@ impl Session {
                 match (core.call_signal(&caller, &call_id, signal).await, id) {
                     (Ok(()), Some(id)) if accept => Completion::InCall {
                         call_id,
-                        reply: Box::new(ServerFrame::Ok { id }),
+                        reply: Some(Box::new(ServerFrame::Ok { id })),
                     },
                     (Ok(()), Some(id)) => Completion::Reply(Box::new(ServerFrame::Ok { id })),
                     (Ok(()), None) if accept => Completion::InCall {
                         call_id,
-                        reply: Box::new(ServerFrame::Ok { id: String::new() }),
+                        reply: None,
                     },
                     (_, None) => Completion::Silent,
                     (Err(e), id) => error_completion(id, e),
@@ -700,8 +704,7 @@ impl Session {
                     self.calls.pop_front();
                 }
                 self.calls.push_back(call_id);
-                // An accept sent without an id asked for no answer.
-                if !matches!(&*reply, ServerFrame::Ok { id } if id.is_empty()) {
+                if let Some(reply) = reply {
                     self.reply(*reply);
                 }
             }
