@@ -21,6 +21,9 @@ import type {
   ServerFrameAck,
   ServerFrameHistory,
   ServerFramePresenceList,
+  CallEvent,
+  CallSignal,
+  ServerFrameCallStarted,
 } from "./protocol.js";
 import { Rest, type Fetch } from "./rest.js";
 import { defaultStorage, type KeyValueStorage } from "./storage.js";
@@ -73,6 +76,17 @@ export interface Contacts {
   blocked: BlockedUser[];
 }
 
+/** A `call` event as the SDK hands it to the page, which owns the RTCPeerConnection. */
+export interface CallEventInfo {
+  callId: string;
+  conversationId: number;
+  /** Who caused the event. */
+  userId: number;
+  deviceId?: number;
+  event: CallEvent;
+}
+
+type CallListener = (e: CallEventInfo) => void;
 type Listener = () => void;
 type MessageListener = (m: Message, c: ConversationState) => void;
 
@@ -103,6 +117,7 @@ export class TidingsClient {
   private wake: (() => void) | null = null;
   private listeners = new Set<Listener>();
   private messageListeners = new Set<MessageListener>();
+  private callListeners = new Set<CallListener>();
   private inFlight = new Set<string>();
   private retryTimers = new Map<string, ReturnType<typeof setTimeout>>();
   private typingSent = new Map<number, { at: number; stop: ReturnType<typeof setTimeout> }>();
@@ -149,6 +164,33 @@ export class TidingsClient {
   onMessage(fn: MessageListener): () => void {
     this.messageListeners.add(fn);
     return () => this.messageListeners.delete(fn);
+  }
+
+  /** Called for every `call` event (docs/calls.md); returns the unsubscribe function. */
+  onCall(fn: CallListener): () => void {
+    this.callListeners.add(fn);
+    return () => this.callListeners.delete(fn);
+  }
+
+  /**
+   * Calls the other member of a direct conversation with an SDP offer. Resolves with the call's
+   * id, and `busy` when either side was already in a call (then nothing rings).
+   */
+  async callInvite(conversationId: number, sdp: string, video: boolean): Promise<{ callId: string; busy: boolean }> {
+    if (!this.conn) throw new TidingsError("disconnected", "not connected");
+    const f = await this.conn.request<ServerFrameCallStarted>({ type: "call_invite", conversation_id: conversationId, sdp, video });
+    return { callId: f.call_id, busy: f.busy ?? false };
+  }
+
+  /** Sends a signal about a call and waits for the server's answer. */
+  async callSignal(callId: string, signal: CallSignal): Promise<void> {
+    if (!this.conn) throw new TidingsError("disconnected", "not connected");
+    await this.conn.request({ type: "call_signal", call_id: callId, signal });
+  }
+
+  /** Sends a signal without waiting (trickled ICE candidates); errors are not reported. */
+  callNotify(callId: string, signal: CallSignal): void {
+    this.conn?.notify({ type: "call_signal", call_id: callId, signal });
   }
 
   private changed(): void {
@@ -462,6 +504,17 @@ export class TidingsClient {
       case "presence":
         this.presence.set(f.presence.user_id, f.presence);
         break;
+      case "call": {
+        const info: CallEventInfo = {
+          callId: f.call_id,
+          conversationId: f.conversation_id,
+          userId: f.user_id,
+          deviceId: f.device_id ?? undefined,
+          event: f.event,
+        };
+        for (const fn of this.callListeners) fn(info);
+        break;
+      }
       case "conversation_settings": {
         const s = this.conversations.get(f.conversation_id);
         if (s) s.conversation = { ...s.conversation, settings: f.settings };

@@ -1,7 +1,7 @@
 // The public surface of @tidings/sdk.
 
 export { TidingsClient } from "./client.js";
-export type { ClientOptions, ConnectionStatus, ConversationState, Contacts, SendOptions } from "./client.js";
+export type { CallEventInfo, ClientOptions, ConnectionStatus, ConversationState, Contacts, SendOptions } from "./client.js";
 export { Auth } from "./auth.js";
 export type { StoredTokens } from "./auth.js";
 export { Rest } from "./rest.js";

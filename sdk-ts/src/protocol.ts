@@ -114,6 +114,165 @@ export interface BlockedUser {
   since: number;
 }
 
+/** What the server tells a device about a call, in a `call` frame. */
+export type CallEvent =
+  | CallEventInvite
+  | CallEventRinging
+  | CallEventAccepted
+  | CallEventAnsweredElsewhere
+  | CallEventDeclined
+  | CallEventBusy
+  | CallEventCancelled
+  | CallEventMissed
+  | CallEventEnded
+  | CallEventIce
+  | CallEventRenegotiate;
+
+/** To every online device of the callee: someone calls, with their SDP offer. */
+export interface CallEventInvite {
+  kind: "invite";
+  sdp: string;
+  video: boolean;
+  /** When the call stops ringing and counts as missed (ms since the epoch). */
+  ring_until: number;
+}
+
+/** To the caller: a callee device rings. */
+export interface CallEventRinging {
+  kind: "ringing";
+}
+
+/** To the caller: the callee accepted on the named device, with its SDP answer. */
+export interface CallEventAccepted {
+  kind: "accepted";
+  sdp: string;
+}
+
+/** To the callee's other devices: the call was taken on another device; stop ringing. */
+export interface CallEventAnsweredElsewhere {
+  kind: "answered_elsewhere";
+}
+
+/** To the caller, and to the callee's other devices: the callee declined. */
+export interface CallEventDeclined {
+  kind: "declined";
+}
+
+/** To the caller, and to the callee's other devices: the callee is busy. */
+export interface CallEventBusy {
+  kind: "busy";
+}
+
+/** To the callee's devices: the caller gave up. */
+export interface CallEventCancelled {
+  kind: "cancelled";
+}
+
+/** To the caller and the callee's devices: nobody accepted in time. */
+export interface CallEventMissed {
+  kind: "missed";
+}
+
+/**
+ * To the other side (and the callee's other devices): the call ended after
+ * `duration_ms` of talk.
+ */
+export interface CallEventEnded {
+  kind: "ended";
+  duration_ms: number;
+}
+
+/** A trickled ICE candidate from the other side. */
+export interface CallEventIce {
+  kind: "ice";
+  candidate: IceCandidate;
+}
+
+/** A new offer or answer from the other side. */
+export interface CallEventRenegotiate {
+  kind: "renegotiate";
+  sdp_type: SdpType;
+  sdp: string;
+  ice_restart?: boolean;
+  video?: boolean | null;
+}
+
+/** How a finished call ended, as recorded in the conversation. */
+export type CallOutcome =
+  /** The callee accepted; the call ended with a hang-up. */
+  | "answered"
+  /** Nobody accepted before the ring timeout. */
+  | "missed"
+  /** The callee declined. */
+  | "declined"
+  /** The callee (or the caller) was already in a call. */
+  | "busy"
+  /** The caller gave up before anyone accepted. */
+  | "cancelled";
+
+/** What a device in a call (or being called) tells the server, in a `call_signal` frame. */
+export type CallSignal =
+  | CallSignalRinging
+  | CallSignalAccept
+  | CallSignalDecline
+  | CallSignalCancel
+  | CallSignalHangup
+  | CallSignalIce
+  | CallSignalRenegotiate;
+
+/** A callee's device is ringing; the caller hears it as `ringing`. */
+export interface CallSignalRinging {
+  kind: "ringing";
+}
+
+/**
+ * A callee's device takes the call with its SDP answer. The first device wins; the
+ * others are told `answered_elsewhere`.
+ */
+export interface CallSignalAccept {
+  kind: "accept";
+  sdp: string;
+}
+
+/**
+ * The callee refuses the call (from any of their devices). With `busy`, the callee's
+ * device is busy with something else (the call is recorded as busy).
+ */
+export interface CallSignalDecline {
+  kind: "decline";
+  busy?: boolean;
+}
+
+/** The caller gives up before anyone accepted. */
+export interface CallSignalCancel {
+  kind: "cancel";
+}
+
+/** Either side ends an accepted call. */
+export interface CallSignalHangup {
+  kind: "hangup";
+}
+
+/** A trickled ICE candidate for the other side. */
+export interface CallSignalIce {
+  kind: "ice";
+  candidate: IceCandidate;
+}
+
+/**
+ * A new offer or answer in an accepted call: video turned on or off, or an ICE restart
+ * after a network change.
+ */
+export interface CallSignalRenegotiate {
+  kind: "renegotiate";
+  sdp_type: SdpType;
+  sdp: string;
+  /** Whether the offer restarts ICE. */
+  ice_restart?: boolean;
+  /** Whether the sender now sends video. */
+  video?: boolean | null;
+}
+
 /** `POST /api/v1/account/password`: signs out every other device. */
 export interface ChangePasswordRequest {
   current_password: string;
@@ -130,7 +289,9 @@ export type ClientFrame =
   | ClientFrameTyping
   | ClientFramePresenceQuery
   | ClientFramePing
-  | ClientFrameSetActivity;
+  | ClientFrameSetActivity
+  | ClientFrameCallInvite
+  | ClientFrameCallSignal;
 
 /**
  * Authenticates the connection with an OAuth access token. Must be the first frame; may be
@@ -234,6 +395,31 @@ export interface ClientFramePing {
 export interface ClientFrameSetActivity {
   type: "set_activity";
   active: boolean;
+  id?: string | null;
+}
+
+/**
+ * Calls the other member of a direct conversation (see docs/calls.md). Answered by
+ * `call_started`; every online device of the callee gets a `call` event `invite`.
+ */
+export interface ClientFrameCallInvite {
+  type: "call_invite";
+  id: string;
+  conversation_id: ConversationId;
+  /** The caller's SDP offer. */
+  sdp: string;
+  /** Whether the caller starts with video (otherwise audio only). */
+  video?: boolean;
+}
+
+/**
+ * Acts on a call: ringing, accept, decline, cancel, hang up, ICE candidates,
+ * renegotiation. Answered by `ok` (when `id` is given) or `error`.
+ */
+export interface ClientFrameCallSignal {
+  type: "call_signal";
+  call_id: string;
+  signal: CallSignal;
   id?: string | null;
 }
 
@@ -644,6 +830,32 @@ export interface HistoryPage {
   has_more: boolean;
 }
 
+/** One ICE candidate as `RTCIceCandidate.toJSON()` gives it. */
+export interface IceCandidate {
+  /** The `candidate:` attribute line; empty for the end of candidates of a generation. */
+  candidate: string;
+  sdpMLineIndex?: number | null;
+  sdpMid?: string | null;
+  usernameFragment?: string | null;
+}
+
+/** One entry of `RTCConfiguration.iceServers`. */
+export interface IceServer {
+  /** `stun:` or `turn:`/`turns:` URLs. */
+  urls: string[];
+  /** For TURN: base64(HMAC-SHA1(shared secret, username)). */
+  credential?: string | null;
+  /** For TURN: `expiry:user_id` in the TURN REST scheme (coturn's `use-auth-secret`). */
+  username?: string | null;
+}
+
+/** `GET /api/v1/rtc/ice-servers`: what to pass as `iceServers` to `RTCPeerConnection`. */
+export interface IceServers {
+  ice_servers: IceServer[];
+  /** When the TURN credentials expire (ms since the epoch); ask again before then. */
+  expires_at: number;
+}
+
 /**
  * RFC 7662 token introspection response. An inactive token is `{"active": false}` and
  * nothing else.
@@ -793,7 +1005,8 @@ export type MessageBody =
   | MessageBodyEdit
   | MessageBodyRecall
   | MessageBodyReaction
-  | MessageBodyPin;
+  | MessageBodyPin
+  | MessageBodyCall;
 
 /** Plain text (UTF-8). */
 export interface MessageBodyText {
@@ -926,6 +1139,20 @@ export interface MessageBodyPin {
   kind: "pin";
   target: number;
   unpin?: boolean;
+}
+
+/**
+ * A finished call, written by the server (never sent by clients); the message's sender is
+ * the caller.
+ */
+export interface MessageBodyCall {
+  kind: "call";
+  call_id: string;
+  caller: UserId;
+  outcome: CallOutcome;
+  video: boolean;
+  /** Talk time from the accept to the hang-up; 0 unless answered. */
+  duration_ms: number;
 }
 
 /** The server-wide id of a stored message. */
@@ -1209,6 +1436,9 @@ export interface RetentionPolicy {
  */
 export type Role = "member" | "admin" | "owner";
 
+/** The type of a session description in renegotiation. */
+export type SdpType = "offer" | "answer";
+
 /** One search result. */
 export interface SearchHit {
   message: Message;
@@ -1291,7 +1521,9 @@ export type ServerFrame =
   | ServerFrameContact
   | ServerFrameMessageHidden
   | ServerFrameConversationSettings
-  | ServerFrameContacts;
+  | ServerFrameContacts
+  | ServerFrameCallStarted
+  | ServerFrameCall;
 
 /** The connection is authenticated until `expires_at` (ms since the epoch). */
 export interface ServerFrameAuthOk {
@@ -1453,6 +1685,29 @@ export interface ServerFrameConversationSettings {
 export interface ServerFrameContacts {
   type: "contacts";
   contacts: ContactsSnapshot;
+}
+
+/**
+ * The answer to `call_invite`. With `busy`, the callee (or the caller) was already in a
+ * call: nothing rang and the call is over (it is recorded as a busy call).
+ */
+export interface ServerFrameCallStarted {
+  type: "call_started";
+  id: string;
+  call_id: string;
+  busy?: boolean;
+}
+
+/** Something happened in a call the user takes part in (or is being called to). */
+export interface ServerFrameCall {
+  type: "call";
+  call_id: string;
+  conversation_id: ConversationId;
+  /** Who caused the event (for `missed`, the caller). */
+  user_id: UserId;
+  event: CallEvent;
+  /** The device that caused it, when a device did. */
+  device_id?: DeviceId | null;
 }
 
 /**

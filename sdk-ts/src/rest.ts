@@ -35,8 +35,7 @@ import type {
   SearchResults,
   SendAck,
   UpdateGroupRequest,
-  UserSearchResults,
-} from "./protocol.js";
+  UserSearchResults, IceServers } from "./protocol.js";
 
 export type Fetch = typeof fetch;
 
@@ -123,6 +122,8 @@ export class Rest {
   pushSettings = () => this.request<PushSettings>("GET", "/api/v1/push/settings");
   setPushSettings = (s: PushSettings) => this.request<PushSettings>("PUT", "/api/v1/push/settings", s);
 
+  /** STUN/TURN servers for `RTCPeerConnection` (TURN credentials expire at `expires_at`). */
+  iceServers = () => this.request<IceServers>("GET", "/api/v1/rtc/ice-servers");
   blocks = () => this.request<BlockList>("GET", "/api/v1/blocks");
   block = (userId: number) => this.request<void>("PUT", `/api/v1/blocks/${userId}`);
   unblock = (userId: number) => this.request<void>("DELETE", `/api/v1/blocks/${userId}`);

@@ -38,6 +38,8 @@ export async function startServer(env = {}, at = {}) {
       TIDINGS_LIMITS_SIGN_IN_ATTEMPTS_PER_ADDRESS_PER_MINUTE: "0",
       TIDINGS_LOG_LEVEL: "warn",
       TIDINGS_ADMIN_LISTEN: "127.0.0.1:0",
+      // The embedded TURN server on a free loopback port, so servers can run side by side.
+      TIDINGS_RTC_TURN_LISTEN: "127.0.0.1:0",
       ...env,
     },
     stdio: ["ignore", "ignore", "pipe"],

@@ -55,6 +55,27 @@ const texts = (c: TidingsClient, id: number) =>
   c.conversations.get(id)!.timeline.messages.map((m) => (m.body.kind === "text" ? m.body.text : m.body.kind));
 
 describe("TidingsClient against the real server", () => {
+  it("carries call signalling both ways and records the call", async () => {
+    const [a, b] = [await user(), await user()];
+    const id = await direct(a, b);
+    const seenByB: string[] = [];
+    const seenByA: string[] = [];
+    b.onCall((e) => seenByB.push(e.event.kind));
+    a.onCall((e) => seenByA.push(e.event.kind));
+    const { callId, busy } = await a.callInvite(id, "v=0 offer", false);
+    expect(busy).toBe(false);
+    await until(() => seenByB.includes("invite"), 20000, "the invite");
+    await b.callSignal(callId, { kind: "accept", sdp: "v=0 answer" });
+    await until(() => seenByA.includes("accepted"), 20000, "the answer");
+    a.callNotify(callId, { kind: "ice", candidate: { candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host", sdpMid: "0" } });
+    await until(() => seenByB.includes("ice"), 20000, "the candidate");
+    await b.callSignal(callId, { kind: "hangup" });
+    await until(() => seenByA.includes("ended"), 20000, "the end");
+    await until(() => a.conversations.get(id)!.timeline.messages.some((m) => m.body.kind === "call" && m.body.outcome === "answered"), 20000, "the call record");
+    const servers = await a.rest.iceServers();
+    expect(servers.ice_servers.some((s) => s.username?.endsWith(`:${a.me!.user_id}`))).toBe(true);
+  });
+
   it("delivers pipelined sends in order, once each, to the other side", async () => {
     const [a, b] = [await user(), await user()];
     const id = await direct(a, b);

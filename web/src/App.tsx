@@ -9,6 +9,7 @@ import { ConversationList } from "./screens/ConversationList";
 import { ChatView } from "./screens/Chat";
 import { ContactsPanel } from "./screens/Contacts";
 import { SettingsPanel } from "./screens/Settings";
+import { CallOverlay } from "./screens/Call";
 import { Avatar } from "./ui/Avatar";
 import { Icon } from "./ui/Icon";
 import { conversationName, preview } from "./util";
@@ -149,6 +150,7 @@ export function App() {
           </div>
         )}
       </main>
+      <CallOverlay />
     </div>
   );
 }

@@ -2,6 +2,7 @@
 
 import { useEffect, useState, useSyncExternalStore } from "react";
 import { TidingsClient } from "@tidings/sdk";
+import { callsFor, type CallController } from "./call";
 
 function deviceName(): string {
   const ua = navigator.userAgent;
@@ -15,6 +16,8 @@ client.start();
 window.addEventListener("online", () => client.reconnectNow());
 // Exposed for debugging from the console and for the browser tests.
 (window as unknown as { tidings: TidingsClient }).tidings = client;
+// The call controller too, so the browser tests can read the connection's statistics.
+(window as unknown as { tidingsCalls: CallController }).tidingsCalls = callsFor(client);
 
 /** Re-renders the calling component whenever the client's state changes. */
 export function useClient(): TidingsClient {

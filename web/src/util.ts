@@ -66,8 +66,29 @@ export function preview(m: Message | undefined, t: T, client?: TidingsClient): s
       return t("msg.forwarded", { n: m.body.messages.length });
     case "system":
       return client ? systemText(m, nameOf(client, m.sender_id), t, (id) => nameOf(client, id)) : t("chat.system");
+    case "call":
+      return callText(m.body, t);
     default:
       return t("chat.unsupported");
+  }
+}
+
+/** How a call record reads: "video call · 1:05", "Missed voice call"... */
+export function callText(body: { outcome: string; video: boolean; duration_ms: number }, t: T): string {
+  const kind = body.video ? t("body.videoCall") : t("body.voiceCall");
+  const s = Math.floor(body.duration_ms / 1000);
+  const duration = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  switch (body.outcome) {
+    case "answered":
+      return t("body.callAnswered", { kind, duration });
+    case "missed":
+      return t("body.callMissed", { kind });
+    case "declined":
+      return t("body.callDeclined", { kind });
+    case "busy":
+      return t("body.callBusy", { kind });
+    default:
+      return t("body.callCancelled", { kind });
   }
 }
 

@@ -88,6 +88,13 @@ pub enum BusEvent {
         except_device: Option<DeviceId>,
         frame: Arc<OutFrame>,
     },
+    /// Deliver a frame to the connections of one device of a user (call signalling meant
+    /// for the device in the call, not for the user's other devices).
+    DeliverToDevice {
+        user: UserId,
+        device: DeviceId,
+        frame: Arc<OutFrame>,
+    },
     /// A device was signed out: close its connections.
     DeviceRevoked {
         user_id: UserId,

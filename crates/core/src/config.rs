@@ -196,6 +196,86 @@ impl Default for MessagesConfig {
     }
 }
 
+/// Voice and video calls (docs/calls.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallsConfig {
+    /// Seconds a call rings before it counts as missed.
+    pub ring_timeout_secs: u64,
+    /// Seconds a device in a call may stay disconnected from the server (say, while its
+    /// network changes) before its call is ended for it.
+    pub reconnect_grace_secs: u64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            ring_timeout_secs: 45,
+            reconnect_grace_secs: 20,
+        }
+    }
+}
+
+/// ICE servers offered to call clients (docs/calls.md, "TURN").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtcConfig {
+    /// STUN URLs offered to clients, for example "stun:stun.example.org:3478".
+    pub stun_urls: Vec<String>,
+    /// TURN URLs offered to clients with credentials of the TURN REST scheme, for example
+    /// "turn:turn.example.org:3478?transport=udp" of a coturn started with `use-auth-secret`
+    /// and `static-auth-secret` set to `shared_secret`.
+    pub turn_urls: Vec<String>,
+    /// The secret shared with the TURN servers. Empty: generated on first start and kept in
+    /// `turn-secret` in the data directory (mode 0600); nodes of one deployment must share
+    /// it, so set it (preferably as TIDINGS_RTC_SHARED_SECRET) when running several.
+    pub shared_secret: String,
+    /// Seconds a TURN credential stays valid.
+    pub credential_ttl_secs: u64,
+    /// Run the embedded STUN/TURN server (UDP), offered to clients before `stun_urls` and
+    /// `turn_urls`.
+    pub turn_enabled: bool,
+    /// Where the embedded TURN server listens (UDP).
+    pub turn_listen: std::net::SocketAddr,
+    /// The address clients reach the embedded TURN server at, used in its URLs and in the
+    /// relayed addresses it hands out. Empty: the listen address when it names one, else
+    /// 127.0.0.1 (set this on any server that others reach over a network).
+    pub turn_public_ip: String,
+    /// The lowest UDP port of relayed addresses.
+    pub turn_relay_port_min: u16,
+    /// The highest UDP port of relayed addresses.
+    pub turn_relay_port_max: u16,
+    /// The realm of the embedded TURN server's long-term credentials.
+    pub turn_realm: String,
+    /// Relayed addresses one user may hold at once (a call uses one or two per device).
+    pub turn_max_allocations_per_user: u32,
+    /// Relayed addresses the embedded TURN server holds at once.
+    pub turn_max_allocations: u32,
+    /// Let the embedded TURN server relay to peers on loopback addresses. Only for tests and
+    /// single-host setups: otherwise a relay could reach services bound to the host's loopback.
+    pub turn_allow_loopback_peers: bool,
+}
+
+impl Default for RtcConfig {
+    fn default() -> Self {
+        RtcConfig {
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            shared_secret: String::new(),
+            credential_ttl_secs: 24 * 3600,
+            turn_enabled: true,
+            turn_listen: std::net::SocketAddr::from(([0, 0, 0, 0], 3478)),
+            turn_public_ip: String::new(),
+            turn_relay_port_min: 49152,
+            turn_relay_port_max: 65535,
+            turn_realm: "tidings".into(),
+            turn_max_allocations_per_user: 10,
+            turn_max_allocations: 1000,
+            turn_allow_loopback_peers: false,
+        }
+    }
+}
+
 /// Everything the core is configured with.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -206,4 +286,6 @@ pub struct CoreConfig {
     pub audit: AuditConfig,
     pub messages: MessagesConfig,
     pub push: crate::push::PushConfig,
+    pub calls: CallsConfig,
+    pub rtc: RtcConfig,
 }

@@ -198,6 +198,15 @@ impl Hub {
         devices
     }
 
+    /// Whether this device of `user` has a connection on this node.
+    pub fn device_online(&self, user: UserId, device: DeviceId) -> bool {
+        self.shard(user)
+            .lock()
+            .expect("hub lock poisoned")
+            .get(&user)
+            .is_some_and(|c| c.iter().any(|c| c.device_id == device))
+    }
+
     /// Users with at least one connection on this node.
     pub fn online_users(&self) -> Vec<UserId> {
         let mut users: Vec<UserId> = self
@@ -250,6 +259,20 @@ impl Hub {
                         if conn.tx.try_send(frame.clone()).is_err() {
                             // Full (or the task is already gone): the client will resync.
                             tidings_metrics::metrics().outbound_queue_drops.inc();
+                            conn.control.close(CloseReason::SlowConsumer);
+                        }
+                    }
+                }
+            }
+            BusEvent::DeliverToDevice {
+                user,
+                device,
+                frame,
+            } => {
+                let shard = self.shard(*user).lock().expect("hub lock poisoned");
+                if let Some(conns) = shard.get(user) {
+                    for conn in conns.iter().filter(|c| c.device_id == *device) {
+                        if conn.tx.try_send(frame.clone()).is_err() {
                             conn.control.close(CloseReason::SlowConsumer);
                         }
                     }

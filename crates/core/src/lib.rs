@@ -5,6 +5,7 @@
 //! - [`accounts`]: registration, OAuth grants, devices, passwords.
 //! - [`admin`]: server administration (roles, suspension, deletion, forced sign-out).
 //! - [`audit`]: the tamper-evident audit log: kinds, refusals, queries, export, verify, prune.
+//! - [`calls`]: call signalling and the call state machine; the ring-timeout sweeper.
 //! - [`contacts`]: the block list, friends and friend requests, privacy settings.
 //! - [`conversations`]: direct and group conversations, membership, the member cache.
 //! - [`groups`]: group management: roles, mutes, bans, settings, invite links, join requests,
@@ -17,6 +18,7 @@
 //! - [`oauth`]: registered OAuth clients, the authorization code grant with PKCE, introspection.
 //! - [`push`]: push notifications: who gets one, the durable queue, the delivery worker.
 //! - [`policy`]: every access decision.
+//! - [`rtc`]: ICE servers and TURN REST credentials for calls.
 //! - [`search`]: full-text message search, and the background indexer that feeds it.
 //!
 //! The core reaches the world only through [`tidings_store::Store`], [`tidings_bus::Bus`] and
@@ -25,6 +27,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod audit;
+pub mod calls;
 pub mod clock;
 mod cluster;
 pub mod config;
@@ -41,6 +44,7 @@ pub mod profiles;
 pub mod push;
 pub mod ratelimit;
 pub mod rich;
+pub mod rtc;
 pub mod search;
 pub mod session;
 pub mod tokens;
@@ -127,6 +131,8 @@ pub struct CoreTasks {
     pub retention: JoinHandle<()>,
     /// Turns committed messages into queued pushes (see `push`).
     pub push_planner: JoinHandle<()>,
+    /// Turns calls nobody answered in time into missed calls.
+    pub calls: JoinHandle<()>,
 }
 
 /// How often expired state (refresh tokens, audit entries past retention) is pruned.
@@ -233,6 +239,7 @@ impl Core {
         let presence = tokio::spawn(cluster::run_heartbeat(core.clone()));
         let retention = tokio::spawn(rich::run_retention(core.clone()));
         let push_planner = tokio::spawn(push::run_planner(core.clone(), push_rx));
+        let calls = tokio::spawn(calls::run_sweeper(core.clone()));
         Ok((
             core,
             CoreTasks {
@@ -243,6 +250,7 @@ impl Core {
                 presence,
                 retention,
                 push_planner,
+                calls,
             },
         ))
     }

@@ -17,6 +17,9 @@ pub(crate) struct SequencerRequest {
     message: NewMessage,
     /// Who gets the message live once it is committed.
     recipients: Arc<[UserId]>,
+    /// A device that does not get it live: a client's own device learns the sequence from its
+    /// ack; messages the server writes (call records) go to every device.
+    except_device: Option<tidings_proto::DeviceId>,
     reply: oneshot::Sender<CoreResult<Appended>>,
 }
 
@@ -90,8 +93,7 @@ async fn publish_and_reply(core: &Core, batch: Vec<SequencerRequest>, result: Ap
         {
             let event = BusEvent::Deliver {
                 users: request.recipients.clone(),
-                // The sending device learns the sequence from its ack.
-                except_device: Some(request.message.sender_device_id),
+                except_device: request.except_device,
                 frame: OutFrame::new(ServerFrame::Message {
                     message: appended.message.clone(),
                 }),
@@ -152,9 +154,9 @@ pub(crate) fn validate_body(body: &MessageBody, max_bytes: usize) -> CoreResult<
                 "file bodies need a file_id of 32 hex characters and a name of at most 255",
             ))
         }
-        MessageBody::System { .. } | MessageBody::Deleted {} => Err(CoreError::invalid(
-            "system and deleted bodies are written by the server only",
-        )),
+        MessageBody::System { .. } | MessageBody::Deleted {} | MessageBody::Call { .. } => Err(
+            CoreError::invalid("system, deleted and call bodies are written by the server only"),
+        ),
         MessageBody::Markdown { text } if text.trim().is_empty() => {
             Err(CoreError::invalid("markdown text must not be empty"))
         }
@@ -224,6 +226,8 @@ impl Core {
                 relations,
             },
             recipients: info.member_ids.clone(),
+            // The sending device learns the sequence from its ack.
+            except_device: Some(caller.device_id),
             reply,
         };
         self.inner
@@ -552,6 +556,30 @@ impl Core {
         if let Err(e) = self.inner.bus.publish(event).await {
             tracing::warn!(%e, "Could not publish an event.");
         }
+    }
+
+    /// Appends a message the server writes (a call record) through the sequencer, like a
+    /// client's send but without its checks, and delivers it to `recipients` on every device.
+    /// `message.client_msg_id` makes it idempotent.
+    pub(crate) async fn append_server_message(
+        &self,
+        message: NewMessage,
+        recipients: Arc<[UserId]>,
+    ) -> CoreResult<tidings_store::Appended> {
+        let (reply, rx) = oneshot::channel();
+        let request = SequencerRequest {
+            message,
+            recipients,
+            except_device: None,
+            reply,
+        };
+        self.inner
+            .sequencer
+            .send(request)
+            .await
+            .map_err(|_| CoreError::new(ErrorCode::Unavailable, "server is shutting down"))?;
+        rx.await
+            .map_err(|_| CoreError::new(ErrorCode::Unavailable, "server is shutting down"))?
     }
 
     /// Delivers a frame to every connection of `users`, on every node. The store stays the

@@ -526,6 +526,8 @@ pub fn frame_scope(frame: &tidings_proto::ws::ClientFrame) -> Option<Scope> {
         // Read receipts and typing notices tell others what the user reads and writes.
         F::Receipt { .. } | F::Typing { .. } => Some(Scope::MessagesWrite),
         F::PresenceQuery { .. } => Some(Scope::Contacts),
+        // A call is a conversation between the two, like a message (and ends as one).
+        F::CallInvite { .. } | F::CallSignal { .. } => Some(Scope::MessagesWrite),
     }
 }
 
@@ -543,6 +545,8 @@ pub fn rest_scope(method: &str, route: &str) -> Option<Scope> {
         "privacy" | "blocks" | "friends" | "friend-requests" => Contacts,
         // Push subscriptions belong to a device; the push settings go with them.
         "devices" | "push" => Devices,
+        // ICE servers with TURN credentials, for calls.
+        "rtc" => MessagesWrite,
         "admin" => Admin,
         "search" => MessagesRead,
         "uploads" | "files" => Files,
@@ -697,6 +701,97 @@ pub fn push_notification(facts: PushFacts) -> Option<PushShape> {
         NotifyLevel::None => None,
         NotifyLevel::Mentions if facts.group && !facts.mentioned => None,
         NotifyLevel::All | NotifyLevel::Mentions => Some(shape),
+    }
+}
+
+/// Who sends a call signal, as seen from the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallParty {
+    /// The device that placed the call.
+    Caller,
+    /// Another device of the caller.
+    CallerOtherDevice,
+    /// The callee: any of their devices while the call rings, the device that accepted after.
+    Callee,
+    /// Another device of the callee once one device accepted.
+    CalleeOtherDevice,
+    /// Anyone else.
+    Outsider,
+}
+
+/// Where a call stands, for the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallPhase {
+    Ringing,
+    Active,
+}
+
+/// What a call signal asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallStep {
+    Ringing,
+    Accept,
+    Decline,
+    Cancel,
+    Hangup,
+    Ice,
+    Renegotiate,
+}
+
+/// Whether `party` may send `step` in a call in `phase`. Outsiders learn nothing about the
+/// call (`not_found`); a party sending what its role never sends is refused (`forbidden`); a
+/// party's own step at the wrong moment (say, a hang-up racing an accept) is a `conflict`.
+pub fn call_signal(party: CallParty, phase: CallPhase, step: CallStep) -> Result<(), CoreError> {
+    use CallPhase::{Active, Ringing};
+    use CallStep as S;
+    let (ringing, active): (&[CallStep], &[CallStep]) = match party {
+        CallParty::Outsider => return Err(CoreError::not_found("call")),
+        CallParty::CallerOtherDevice => {
+            return Err(CoreError::forbidden(
+                "the call is on another of your devices",
+            ));
+        }
+        CallParty::CalleeOtherDevice => {
+            return Err(CoreError::forbidden(
+                "the call was answered on another of your devices",
+            ));
+        }
+        CallParty::Caller => (
+            &[S::Cancel, S::Hangup, S::Ice],
+            &[S::Hangup, S::Ice, S::Renegotiate],
+        ),
+        CallParty::Callee => (
+            &[S::Ringing, S::Accept, S::Decline],
+            &[S::Hangup, S::Ice, S::Renegotiate],
+        ),
+    };
+    let allowed = match phase {
+        Ringing => ringing,
+        Active => active,
+    };
+    if allowed.contains(&step) {
+        Ok(())
+    } else if ringing.contains(&step) || active.contains(&step) {
+        Err(CoreError::new(
+            tidings_proto::ErrorCode::Conflict,
+            format!(
+                "cannot {step:?} a call that is {}",
+                match phase {
+                    Ringing => "still ringing",
+                    Active => "already answered",
+                }
+            )
+            .to_lowercase(),
+        ))
+    } else {
+        Err(CoreError::forbidden(format!(
+            "the {} of a call cannot {step:?}",
+            if party == CallParty::Caller {
+                "caller"
+            } else {
+                "callee"
+            }
+        )))
     }
 }
 
@@ -1340,5 +1435,47 @@ mod tests {
             assert_eq!(push_notification(facts), want, "{facts:?}");
         }
         assert_eq!(push_notification(base), full);
+    }
+
+    #[test]
+    fn call_signals_by_party_phase_and_step() {
+        use CallParty::*;
+        use CallPhase::{Active as A, Ringing as R};
+        use CallStep as S;
+        // Outcome per step, in the order Ringing, Accept, Decline, Cancel, Hangup, Ice,
+        // Renegotiate: Y allowed, F forbidden, N not found, C conflict.
+        let steps = [
+            S::Ringing,
+            S::Accept,
+            S::Decline,
+            S::Cancel,
+            S::Hangup,
+            S::Ice,
+            S::Renegotiate,
+        ];
+        #[rustfmt::skip]
+        let table = [
+            (Caller,            R, "FFFYYYC"),
+            (Caller,            A, "FFFCYYY"),
+            (Callee,            R, "YYYFCCC"),
+            (Callee,            A, "CCCFYYY"),
+            (CallerOtherDevice, R, "FFFFFFF"),
+            (CallerOtherDevice, A, "FFFFFFF"),
+            (CalleeOtherDevice, A, "FFFFFFF"),
+            (Outsider,          R, "NNNNNNN"),
+            (Outsider,          A, "NNNNNNN"),
+        ];
+        for (party, phase, expected) in table {
+            for (step, want) in steps.iter().zip(expected.chars()) {
+                let got = match call_signal(party, phase, *step) {
+                    Ok(()) => 'Y',
+                    Err(e) if e.code == ErrorCode::Forbidden => 'F',
+                    Err(e) if e.code == ErrorCode::NotFound => 'N',
+                    Err(e) if e.code == ErrorCode::Conflict => 'C',
+                    Err(e) => panic!("unexpected {e:?}"),
+                };
+                assert_eq!(got, want, "{party:?} {phase:?} {step:?}");
+            }
+        }
     }
 }

@@ -123,6 +123,12 @@ enum Completion {
         conversation_id: ConversationId,
         result: CoreResult<SendAck>,
     },
+    /// This device placed or accepted a call: remember it, to end it if the device leaves.
+    InCall {
+        call_id: tidings_proto::call::CallId,
+        /// The answer, unless the request asked for none (a signal sent without an id).
+        reply: Option<Box<ServerFrame>>,
+    },
     SyncPlan {
         id: String,
         cursors: Vec<Cursor>,
@@ -131,6 +137,10 @@ enum Completion {
         result: CoreResult<(Vec<UserConversation>, Option<ContactsSnapshot>)>,
     },
 }
+
+/// Calls a connection remembers taking part in, at most (the newest are kept); a device is
+/// in one call at a time, so this only bounds what stale ids could pile up.
+const MAX_REMEMBERED_CALLS: usize = 8;
 
 /// Live events held back per conversation while this connection's own sends are answered;
 /// past this many the store is read instead.
@@ -287,6 +297,8 @@ pub struct Session {
     /// Fires at the auth deadline before authentication and at token expiry after.
     deadline: Pin<Box<Sleep>>,
     closing: bool,
+    /// Calls this device placed or accepted on this connection, newest last.
+    calls: VecDeque<tidings_proto::call::CallId>,
 }
 
 impl Session {
@@ -302,6 +314,7 @@ impl Session {
             sync: None,
             deadline: Box::pin(tokio::time::sleep(AUTH_TIMEOUT)),
             closing: false,
+            calls: VecDeque::new(),
         }
     }
 
@@ -525,6 +538,51 @@ impl Session {
                     }
                 }))
             }
+            ClientFrame::CallInvite {
+                id,
+                conversation_id,
+                sdp,
+                video,
+            } => self.in_flight.push(Box::pin(async move {
+                match core.call_invite(&caller, conversation_id, sdp, video).await {
+                    Ok((call_id, busy)) => {
+                        let reply = Box::new(ServerFrame::CallStarted {
+                            id,
+                            call_id: call_id.clone(),
+                            busy,
+                        });
+                        if busy {
+                            Completion::Reply(reply)
+                        } else {
+                            Completion::InCall {
+                                call_id,
+                                reply: Some(reply),
+                            }
+                        }
+                    }
+                    Err(e) => error_completion(Some(id), e),
+                }
+            })),
+            ClientFrame::CallSignal {
+                id,
+                call_id,
+                signal,
+            } => self.in_flight.push(Box::pin(async move {
+                let accept = matches!(signal, tidings_proto::call::CallSignal::Accept { .. });
+                match (core.call_signal(&caller, &call_id, signal).await, id) {
+                    (Ok(()), Some(id)) if accept => Completion::InCall {
+                        call_id,
+                        reply: Some(Box::new(ServerFrame::Ok { id })),
+                    },
+                    (Ok(()), Some(id)) => Completion::Reply(Box::new(ServerFrame::Ok { id })),
+                    (Ok(()), None) if accept => Completion::InCall {
+                        call_id,
+                        reply: None,
+                    },
+                    (_, None) => Completion::Silent,
+                    (Err(e), id) => error_completion(id, e),
+                }
+            })),
             ClientFrame::PresenceQuery { id, user_ids } => {
                 self.in_flight.push(Box::pin(async move {
                     match core.presence_of(&caller, &user_ids).await {
@@ -664,6 +722,15 @@ impl Session {
             Completion::Silent => {}
             Completion::Revoked => self.closed_by_server(CloseReason::DeviceRevoked),
             Completion::Reply(frame) => self.reply(*frame),
+            Completion::InCall { call_id, reply } => {
+                if self.calls.len() == MAX_REMEMBERED_CALLS {
+                    self.calls.pop_front();
+                }
+                self.calls.push_back(call_id);
+                if let Some(reply) = reply {
+                    self.reply(*reply);
+                }
+            }
             Completion::Authed { id, result } => self.finish_auth(id, result),
             Completion::Sent {
                 id,
@@ -1095,6 +1162,10 @@ impl Drop for Session {
             .inner
             .hub
             .unregister(conn.caller.user_id, conn.conn_id);
+        if !self.calls.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
+            self.core
+                .leave_calls_later(conn.caller, std::mem::take(&mut self.calls).into());
+        }
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let core = self.core.clone();
             handle.spawn(async move {

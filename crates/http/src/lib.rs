@@ -19,8 +19,8 @@
 //! - `web`: the embedded web client (`web/dist`, compiled in by `build.rs`) at `/` and as the
 //!   fallback for client-side routes outside the server's own paths.
 
-mod authorize;
 mod admin;
+mod authorize;
 mod error;
 mod extract;
 mod files;
@@ -129,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/users", get(rest::search_users))
         .route("/api/v1/users/{user_id}", get(rest::profile))
+        .route("/api/v1/rtc/ice-servers", get(rest::ice_servers))
         .route("/api/v1/blocks", get(rest::blocks))
         .route(
             "/api/v1/blocks/{user_id}",

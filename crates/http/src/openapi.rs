@@ -321,6 +321,16 @@ fn build() -> Value {
         },
         Op {
             method: "get",
+            path: "/api/v1/rtc/ice-servers",
+            summary: "STUN and TURN servers for calls, with TURN credentials (TURN REST scheme) valid for rtc.credential_ttl_secs.",
+            auth: true,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<tidings_proto::call::IceServers>(g)),
+        },
+        Op {
+            method: "get",
             path: "/api/v1/privacy",
             summary: "The caller's privacy settings.",
             auth: true,

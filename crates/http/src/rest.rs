@@ -116,6 +116,13 @@ pub async fn search_users(
     ))
 }
 
+pub async fn ice_servers(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+) -> ApiResult<Json<tidings_proto::call::IceServers>> {
+    Ok(Json(state.core.ice_servers(&caller)))
+}
+
 pub async fn blocks(
     State(state): State<AppState>,
     Authed(caller): Authed,

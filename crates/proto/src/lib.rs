@@ -7,6 +7,7 @@
 //! - [`rest`]: request and response bodies of the REST API, including RFC 9457 problems
 //!   and RFC 6749 token responses.
 //! - [`oauth`]: OAuth client registration and token introspection.
+//! - [`call`]: call signalling (invites, answers, ICE candidates) and call outcomes.
 //! - [`contacts`]: friends, friend requests, privacy settings and their live events.
 //! - [`push`]: push subscriptions, notification settings and push payloads.
 //! - [`error`]: the stable error codes shared by WebSocket error frames and problem documents.
@@ -15,6 +16,7 @@
 //! JSON Schema (`docs/schema/tidings.schema.json`) and the TypeScript declarations
 //! (`sdk-ts/src/protocol.ts`) from them, so no type is written twice.
 
+pub mod call;
 pub mod contacts;
 pub mod error;
 pub mod ids;
@@ -153,5 +155,6 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ("Introspection", schema_for!(oauth::Introspection)),
         ("AuditEntry", schema_for!(rest::AuditEntry)),
         ("AuditPage", schema_for!(rest::AuditPage)),
+        ("IceServers", schema_for!(call::IceServers)),
     ]
 }

@@ -215,6 +215,16 @@ pub enum MessageBody {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         unpin: bool,
     },
+    /// A finished call, written by the server (never sent by clients); the message's sender is
+    /// the caller.
+    Call {
+        call_id: crate::call::CallId,
+        caller: UserId,
+        outcome: crate::call::CallOutcome,
+        video: bool,
+        /// Talk time from the accept to the hang-up; 0 unless answered.
+        duration_ms: u64,
+    },
 }
 
 /// What a recipient needs to open an end-to-end-encrypted attachment (scheme
@@ -252,6 +262,7 @@ impl MessageBody {
             MessageBody::Recall { .. } => "recall",
             MessageBody::Reaction { .. } => "reaction",
             MessageBody::Pin { .. } => "pin",
+            MessageBody::Call { .. } => "call",
         }
     }
 

@@ -95,6 +95,25 @@ pub enum ClientFrame {
         id: Option<String>,
         active: bool,
     },
+    /// Calls the other member of a direct conversation (see docs/calls.md). Answered by
+    /// `call_started`; every online device of the callee gets a `call` event `invite`.
+    CallInvite {
+        id: String,
+        conversation_id: ConversationId,
+        /// The caller's SDP offer.
+        sdp: String,
+        /// Whether the caller starts with video (otherwise audio only).
+        #[serde(default)]
+        video: bool,
+    },
+    /// Acts on a call: ringing, accept, decline, cancel, hang up, ICE candidates,
+    /// renegotiation. Answered by `ok` (when `id` is given) or `error`.
+    CallSignal {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        call_id: crate::call::CallId,
+        signal: crate::call::CallSignal,
+    },
 }
 
 impl ClientFrame {
@@ -108,7 +127,10 @@ impl ClientFrame {
             | ClientFrame::Receipt { id, .. }
             | ClientFrame::PresenceQuery { id, .. }
             | ClientFrame::Ping { id } => Some(id),
-            ClientFrame::Typing { id, .. } | ClientFrame::SetActivity { id, .. } => id.as_deref(),
+            ClientFrame::CallInvite { id, .. } => Some(id),
+            ClientFrame::Typing { id, .. }
+            | ClientFrame::SetActivity { id, .. }
+            | ClientFrame::CallSignal { id, .. } => id.as_deref(),
         }
     }
 }
@@ -268,6 +290,25 @@ pub enum ServerFrame {
     /// client's `contacts_version`.
     Contacts {
         contacts: ContactsSnapshot,
+    },
+    /// The answer to `call_invite`. With `busy`, the callee (or the caller) was already in a
+    /// call: nothing rang and the call is over (it is recorded as a busy call).
+    CallStarted {
+        id: String,
+        call_id: crate::call::CallId,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        busy: bool,
+    },
+    /// Something happened in a call the user takes part in (or is being called to).
+    Call {
+        call_id: crate::call::CallId,
+        conversation_id: ConversationId,
+        /// Who caused the event (for `missed`, the caller).
+        user_id: UserId,
+        /// The device that caused it, when a device did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device_id: Option<DeviceId>,
+        event: crate::call::CallEvent,
     },
 }
 

@@ -313,6 +313,47 @@ impl Connection {
         .await
     }
 
+    /// Calls the other member of a direct conversation with an SDP offer. Returns the call's id
+    /// and whether the call ended at once as busy.
+    pub async fn call_invite(
+        &self,
+        conversation_id: ConversationId,
+        sdp: &str,
+        video: bool,
+    ) -> SdkResult<(tidings_proto::call::CallId, bool)> {
+        match self
+            .request(|id| ClientFrame::CallInvite {
+                id,
+                conversation_id,
+                sdp: sdp.into(),
+                video,
+            })
+            .await?
+        {
+            ServerFrame::CallStarted { call_id, busy, .. } => Ok((call_id, busy)),
+            other => Err(SdkError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Sends a signal about a call and waits for the server's `ok`.
+    pub async fn call_signal(
+        &self,
+        call_id: &str,
+        signal: tidings_proto::call::CallSignal,
+    ) -> SdkResult<()> {
+        match self
+            .request(|id| ClientFrame::CallSignal {
+                id: Some(id),
+                call_id: call_id.into(),
+                signal,
+            })
+            .await?
+        {
+            ServerFrame::Ok { .. } => Ok(()),
+            other => Err(SdkError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Asks for everything after `cursors`; the messages arrive as events before this returns.
     /// Returns `(conversations, messages)` as counted by the server.
     pub async fn sync(
@@ -403,6 +444,7 @@ fn response_id(frame: &ServerFrame) -> Option<&str> {
         | ServerFrame::SyncDone { id, .. }
         | ServerFrame::History { id, .. }
         | ServerFrame::PresenceList { id, .. }
+        | ServerFrame::CallStarted { id, .. }
         | ServerFrame::Pong { id } => Some(id),
         ServerFrame::Error { id, .. } => id.as_deref(),
         _ => None,

@@ -315,6 +315,11 @@ impl AuthedClient {
         decode(r).await
     }
 
+    /// STUN and TURN servers for calls, with TURN credentials.
+    pub async fn ice_servers(&self) -> SdkResult<tidings_proto::call::IceServers> {
+        self.get("/api/v1/rtc/ice-servers").await
+    }
+
     pub async fn blocks(&self) -> SdkResult<BlockList> {
         self.get("/api/v1/blocks").await
     }

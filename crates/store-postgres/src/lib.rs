@@ -48,6 +48,7 @@ use tidings_store::{
     SearchQuery, Store, StoreError, StoreResult, UploadRecord, UserConversation, UserRecord,
 };
 use tidings_store::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
+use tidings_store::{CallRecord, CallState};
 use tidings_store::{EditRecord, Prune, Retention, ThreadRecord};
 
 /// How to reach the database.
@@ -935,6 +936,32 @@ impl Store for PgStore {
 
     async fn can_read_file(&self, file: &str, user: UserId) -> StoreResult<bool> {
         read!(self, |c| queries::can_read_file(c, file, user).await?)
+    }
+
+    async fn create_call(&self, call: CallRecord) -> StoreResult<bool> {
+        in_tx!(self, |c| queries::create_call(c, &call).await?)
+    }
+
+    async fn call(&self, id: &str) -> StoreResult<Option<CallRecord>> {
+        read!(self, |c| queries::call(c, id).await?)
+    }
+
+    async fn accept_call(
+        &self,
+        id: &str,
+        device: DeviceId,
+        now: i64,
+    ) -> StoreResult<Option<CallRecord>> {
+        in_tx!(self, |c| queries::accept_call(c, id, device, now).await?)
+    }
+
+    async fn finish_call(&self, id: &str, state: CallState) -> StoreResult<Option<CallRecord>> {
+        in_tx!(self, |c| queries::finish_call(c, id, state).await?)
+    }
+
+    async fn calls_ringing_until(&self, now: i64, limit: u32) -> StoreResult<Vec<CallRecord>> {
+        read!(self, |c| queries::calls_ringing_until(c, now, limit)
+            .await?)
     }
     async fn edit_history(
         &self,

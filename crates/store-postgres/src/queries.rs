@@ -32,6 +32,7 @@ use tidings_store::{
     NewInviteLink, NewMessage, NewRefreshToken, Peer, ProfileRecord, RotateOutcome, SearchHit,
     SearchQuery, StoreError, UploadKind, UploadRecord, UserConversation, UserRecord,
 };
+use tidings_store::{CallRecord, CallState};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -100,6 +101,11 @@ mod lock {
 
     pub(super) fn quota(user: i64) -> i64 {
         mix(0x7464_6e67_0002_0000, user, 0)
+    }
+
+    /// Whether a user is in a call: taken for both users before a call is created.
+    pub(super) fn in_call(user: i64) -> i64 {
+        mix(0x7464_6e67_0003_0000, user, 0)
     }
 }
 
@@ -2964,4 +2970,137 @@ pub(crate) async fn can_read_file<C: GenericClient>(
     )
     .await?
     .is_some())
+}
+
+// --- Calls -----------------------------------------------------------------------------------
+
+const CALL_COLUMNS: &str = "id, conversation_id, caller_id, caller_device, callee_id, \
+     callee_device, video, state, created_at, ring_deadline, answered_at";
+
+fn call_state_to_sql(state: CallState) -> &'static str {
+    match state {
+        CallState::Ringing => "ringing",
+        CallState::Active => "active",
+    }
+}
+
+fn call_from_row(row: &Row) -> Result<CallRecord> {
+    let state = match row.try_get::<_, &str>(7)? {
+        "ringing" => CallState::Ringing,
+        "active" => CallState::Active,
+        other => return Err(bad(format!("unknown call state {other}"))),
+    };
+    Ok(CallRecord {
+        id: row.try_get(0)?,
+        conversation_id: ConversationId(row.try_get(1)?),
+        caller_id: UserId(row.try_get(2)?),
+        caller_device: DeviceId(row.try_get(3)?),
+        callee_id: UserId(row.try_get(4)?),
+        callee_device: row.try_get::<_, Option<i64>>(5)?.map(DeviceId),
+        video: row.try_get(6)?,
+        state,
+        created_at: row.try_get(8)?,
+        ring_deadline: row.try_get(9)?,
+        answered_at: row.try_get(10)?,
+    })
+}
+
+/// Nodes may create calls for the same users at once: each takes both users' advisory locks
+/// (in id order, so two creations never wait for each other crosswise) before it checks that
+/// neither is in a call, so the check and the insert act as one.
+pub(crate) async fn create_call<C: GenericClient>(c: &C, call: &CallRecord) -> Result<bool> {
+    let (a, b) = (
+        call.caller_id.0.min(call.callee_id.0),
+        call.caller_id.0.max(call.callee_id.0),
+    );
+    advisory_lock(c, lock::in_call(a)).await?;
+    if b != a {
+        advisory_lock(c, lock::in_call(b)).await?;
+    }
+    let busy = opt(
+        c,
+        "SELECT 1 FROM calls WHERE caller_id = ANY($1) OR callee_id = ANY($1) LIMIT 1",
+        &[&vec![a, b]],
+    )
+    .await?
+    .is_some();
+    if busy {
+        return Ok(false);
+    }
+    exec(
+        c,
+        "INSERT INTO calls (id, conversation_id, caller_id, caller_device, callee_id, \
+         callee_device, video, state, created_at, ring_deadline, answered_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            &call.id,
+            &call.conversation_id.0,
+            &call.caller_id.0,
+            &call.caller_device.0,
+            &call.callee_id.0,
+            &call.callee_device.map(|d| d.0),
+            &call.video,
+            &call_state_to_sql(call.state),
+            &call.created_at,
+            &call.ring_deadline,
+            &call.answered_at,
+        ],
+    )
+    .await?;
+    Ok(true)
+}
+
+pub(crate) async fn call<C: GenericClient>(c: &C, id: &str) -> Result<Option<CallRecord>> {
+    let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = $1");
+    opt(c, &sql, &[&id])
+        .await?
+        .as_ref()
+        .map(call_from_row)
+        .transpose()
+}
+
+pub(crate) async fn accept_call<C: GenericClient>(
+    c: &C,
+    id: &str,
+    device: DeviceId,
+    now: i64,
+) -> Result<Option<CallRecord>> {
+    let sql = format!(
+        "UPDATE calls SET state = 'active', callee_device = $2, answered_at = $3 \
+         WHERE id = $1 AND state = 'ringing' RETURNING {CALL_COLUMNS}"
+    );
+    opt(c, &sql, &[&id, &device.0, &now])
+        .await?
+        .as_ref()
+        .map(call_from_row)
+        .transpose()
+}
+
+pub(crate) async fn finish_call<C: GenericClient>(
+    c: &C,
+    id: &str,
+    state: CallState,
+) -> Result<Option<CallRecord>> {
+    let sql = format!("DELETE FROM calls WHERE id = $1 AND state = $2 RETURNING {CALL_COLUMNS}");
+    opt(c, &sql, &[&id, &call_state_to_sql(state)])
+        .await?
+        .as_ref()
+        .map(call_from_row)
+        .transpose()
+}
+
+pub(crate) async fn calls_ringing_until<C: GenericClient>(
+    c: &C,
+    now: i64,
+    limit: u32,
+) -> Result<Vec<CallRecord>> {
+    let sql = format!(
+        "SELECT {CALL_COLUMNS} FROM calls WHERE state = 'ringing' AND ring_deadline <= $1 \
+         ORDER BY ring_deadline LIMIT $2"
+    );
+    all(c, &sql, &[&now, &i64::from(limit)])
+        .await?
+        .iter()
+        .map(call_from_row)
+        .collect()
 }

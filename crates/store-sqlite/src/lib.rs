@@ -48,6 +48,7 @@ use tidings_store::{
     StoreError, StoreResult, UserConversation, UserRecord,
 };
 use tidings_store::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
+use tidings_store::{CallRecord, CallState};
 use tidings_store::{EditRecord, FileRecord, Prune, Retention, ThreadRecord, UploadRecord};
 use writer::Writer;
 
@@ -1108,6 +1109,38 @@ impl Store for SqliteStore {
         next_at: i64,
     ) -> StoreResult<()> {
         self.write(move |conn| push::retry(conn, &key, next_at))
+            .await
+    }
+
+    async fn create_call(&self, call: CallRecord) -> StoreResult<bool> {
+        self.write(move |conn| queries::create_call(conn, &call))
+            .await
+    }
+
+    async fn call(&self, id: &str) -> StoreResult<Option<CallRecord>> {
+        let id = id.to_owned();
+        self.read(move |conn| queries::call(conn, &id)).await
+    }
+
+    async fn accept_call(
+        &self,
+        id: &str,
+        device: DeviceId,
+        now: i64,
+    ) -> StoreResult<Option<CallRecord>> {
+        let id = id.to_owned();
+        self.write(move |conn| queries::accept_call(conn, &id, device, now))
+            .await
+    }
+
+    async fn finish_call(&self, id: &str, state: CallState) -> StoreResult<Option<CallRecord>> {
+        let id = id.to_owned();
+        self.write(move |conn| queries::finish_call(conn, &id, state))
+            .await
+    }
+
+    async fn calls_ringing_until(&self, now: i64, limit: u32) -> StoreResult<Vec<CallRecord>> {
+        self.read(move |conn| queries::calls_ringing_until(conn, now, limit))
             .await
     }
 }

@@ -29,8 +29,8 @@ use tidings_store::{
     NewInviteLink, NewRefreshToken, Peer, ProfileRecord, RotateOutcome, SearchHit, SearchQuery,
     StoreError, StoreResult, UserConversation, UserRecord,
 };
+use tidings_store::{CallRecord, CallState, FileRecord, UploadKind, UploadRecord};
 use tidings_store::{EditRecord, Prune, Retention, ThreadRecord};
-use tidings_store::{FileRecord, UploadKind, UploadRecord};
 
 /// The columns `user_conversation_from_row` reads: the conversation, the member, and for
 /// direct conversations the peer with its markers. Shared by the list and the single lookup.
@@ -529,6 +529,25 @@ statements! {
                      WHERE s.file_id = ?1 \
                      UNION ALL SELECT 1 FROM profiles WHERE avatar = ?1 \
                      UNION ALL SELECT 1 FROM conversations WHERE avatar = ?1 LIMIT 1";
+    // --- Calls
+    CALL_AS_CALLER = "SELECT 1 FROM calls WHERE caller_id = ?1 LIMIT 1";
+    CALL_AS_CALLEE = "SELECT 1 FROM calls WHERE callee_id = ?1 LIMIT 1";
+    INSERT_CALL = "INSERT INTO calls (id, conversation_id, caller_id, caller_device, callee_id, \
+                   callee_device, video, state, created_at, ring_deadline, answered_at) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+    CALL = "SELECT id, conversation_id, caller_id, caller_device, callee_id, callee_device, \
+            video, state, created_at, ring_deadline, answered_at FROM calls WHERE id = ?1";
+    ACCEPT_CALL = "UPDATE calls SET state = 'active', callee_device = ?2, answered_at = ?3 \
+                   WHERE id = ?1 AND state = 'ringing' \
+                   RETURNING id, conversation_id, caller_id, caller_device, callee_id, \
+                   callee_device, video, state, created_at, ring_deadline, answered_at";
+    FINISH_CALL = "DELETE FROM calls WHERE id = ?1 AND state = ?2 \
+                   RETURNING id, conversation_id, caller_id, caller_device, callee_id, \
+                   callee_device, video, state, created_at, ring_deadline, answered_at";
+    CALLS_RINGING_UNTIL = "SELECT id, conversation_id, caller_id, caller_device, callee_id, \
+                           callee_device, video, state, created_at, ring_deadline, answered_at \
+                           FROM calls WHERE state = 'ringing' AND ring_deadline <= ?1 \
+                           ORDER BY ring_deadline LIMIT ?2";
 }
 
 // --- Conversions -----------------------------------------------------------------------------
@@ -3330,6 +3349,108 @@ pub(crate) fn threads(
     threads.sort_by_key(|t| std::cmp::Reverse(t.root.thread.map_or(0, |s| s.last_seq)));
     threads.truncate(limit as usize);
     Ok(threads)
+}
+
+// --- Calls -----------------------------------------------------------------------------------
+
+fn call_state_to_sql(state: CallState) -> &'static str {
+    match state {
+        CallState::Ringing => "ringing",
+        CallState::Active => "active",
+    }
+}
+
+fn call_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
+    let state: String = row.get(7)?;
+    let state = match state.as_str() {
+        "ringing" => CallState::Ringing,
+        "active" => CallState::Active,
+        other => return Err(bad_column(7, format!("unknown call state {other}"))),
+    };
+    Ok(CallRecord {
+        id: row.get(0)?,
+        conversation_id: ConversationId(row.get(1)?),
+        caller_id: UserId(row.get(2)?),
+        caller_device: DeviceId(row.get(3)?),
+        callee_id: UserId(row.get(4)?),
+        callee_device: row.get::<_, Option<i64>>(5)?.map(DeviceId),
+        video: row.get(6)?,
+        state,
+        created_at: row.get(8)?,
+        ring_deadline: row.get(9)?,
+        answered_at: row.get(10)?,
+    })
+}
+
+fn in_call(conn: &Connection, user: UserId) -> StoreResult<bool> {
+    Ok(
+        query_opt(conn, CALL_AS_CALLER, [user.0], |_| Ok(()))?.is_some()
+            || query_opt(conn, CALL_AS_CALLEE, [user.0], |_| Ok(()))?.is_some(),
+    )
+}
+
+/// Runs on the single writer, so no other call can be created between the check and the insert.
+pub(crate) fn create_call(conn: &Connection, call: &CallRecord) -> StoreResult<bool> {
+    if in_call(conn, call.caller_id)? || in_call(conn, call.callee_id)? {
+        return Ok(false);
+    }
+    execute(
+        conn,
+        INSERT_CALL,
+        params![
+            call.id,
+            call.conversation_id.0,
+            call.caller_id.0,
+            call.caller_device.0,
+            call.callee_id.0,
+            call.callee_device.map(|d| d.0),
+            call.video,
+            call_state_to_sql(call.state),
+            call.created_at,
+            call.ring_deadline,
+            call.answered_at,
+        ],
+    )?;
+    Ok(true)
+}
+
+pub(crate) fn call(conn: &Connection, id: &str) -> StoreResult<Option<CallRecord>> {
+    query_opt(conn, CALL, [id], call_from_row)
+}
+
+pub(crate) fn accept_call(
+    conn: &Connection,
+    id: &str,
+    device: DeviceId,
+    now: i64,
+) -> StoreResult<Option<CallRecord>> {
+    query_opt(conn, ACCEPT_CALL, params![id, device.0, now], call_from_row)
+}
+
+pub(crate) fn finish_call(
+    conn: &Connection,
+    id: &str,
+    state: CallState,
+) -> StoreResult<Option<CallRecord>> {
+    query_opt(
+        conn,
+        FINISH_CALL,
+        params![id, call_state_to_sql(state)],
+        call_from_row,
+    )
+}
+
+pub(crate) fn calls_ringing_until(
+    conn: &Connection,
+    now: i64,
+    limit: u32,
+) -> StoreResult<Vec<CallRecord>> {
+    query_all(
+        conn,
+        CALLS_RINGING_UNTIL,
+        params![now, limit],
+        call_from_row,
+    )
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use crate::{
     RotateOutcome, SearchQuery, Store, StoreError,
 };
 use crate::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
-use crate::{FileRecord, UploadKind, UploadRecord};
+use crate::{CallRecord, CallState, FileRecord, UploadKind, UploadRecord};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tidings_proto::message::SystemEvent;
@@ -146,6 +146,7 @@ macro_rules! store_conformance_tests {
             avatars_are_readable_by_everyone,
             push_subscriptions_follow_their_device,
             push_jobs_merge_lease_and_retry,
+            calls_busy_accept_once_and_finish_once,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -4976,4 +4977,114 @@ pub async fn push_jobs_merge_lease_and_retry(store: Arc<dyn Store>) {
     assert!(store.delete_push_subscription(d1, None).await.unwrap());
     let rest = store.claim_push_jobs(20_000, 21_000, 10).await.unwrap();
     assert!(rest.iter().all(|j| j.key.device_id == d2), "{rest:?}");
+}
+
+// --- Calls -----------------------------------------------------------------------------------
+
+fn ringing_call(id: &str, caller: (UserId, DeviceId), callee: UserId, deadline: i64) -> CallRecord {
+    CallRecord {
+        id: id.into(),
+        conversation_id: ConversationId(7),
+        caller_id: caller.0,
+        caller_device: caller.1,
+        callee_id: callee,
+        callee_device: None,
+        video: true,
+        state: CallState::Ringing,
+        created_at: 1_000,
+        ring_deadline: deadline,
+        answered_at: None,
+    }
+}
+
+pub async fn calls_busy_accept_once_and_finish_once(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let (a1, b1, b2, c1) = (
+        device(&store, alice).await,
+        device(&store, bob).await,
+        device(&store, bob).await,
+        device(&store, carol).await,
+    );
+    let call = ringing_call("c1", (alice, a1), bob, 5_000);
+    assert!(store.create_call(call.clone()).await.unwrap());
+    assert_eq!(store.call("c1").await.unwrap(), Some(call.clone()));
+    // Both users are now busy, whether they would call or be called.
+    for (id, from, to) in [("c2", (carol, c1), bob), ("c3", (carol, c1), alice)] {
+        assert!(
+            !store
+                .create_call(ringing_call(id, from, to, 5_000))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.call(id).await.unwrap(),
+            None,
+            "a busy call stores nothing"
+        );
+    }
+    assert!(
+        !store
+            .create_call(ringing_call("c4", (bob, b1), carol, 5_000))
+            .await
+            .unwrap(),
+        "a callee cannot call out while ringing"
+    );
+    // The sweep sees the call only once its deadline has come.
+    assert!(
+        store
+            .calls_ringing_until(4_999, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.calls_ringing_until(5_000, 10).await.unwrap(),
+        vec![call.clone()]
+    );
+    // The first accept wins; a second device's accept finds it no longer ringing.
+    let accepted = store.accept_call("c1", b2, 2_000).await.unwrap().unwrap();
+    assert_eq!(accepted.state, CallState::Active);
+    assert_eq!(accepted.callee_device, Some(b2));
+    assert_eq!(accepted.answered_at, Some(2_000));
+    assert_eq!(store.accept_call("c1", b1, 2_001).await.unwrap(), None);
+    assert_eq!(store.call("c1").await.unwrap(), Some(accepted.clone()));
+    assert!(
+        store
+            .calls_ringing_until(9_999, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "an active call is never swept as missed"
+    );
+    // Ending is compare-and-set on the state, and happens once.
+    assert_eq!(
+        store.finish_call("c1", CallState::Ringing).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.finish_call("c1", CallState::Active).await.unwrap(),
+        Some(accepted)
+    );
+    assert_eq!(
+        store.finish_call("c1", CallState::Active).await.unwrap(),
+        None
+    );
+    assert_eq!(store.call("c1").await.unwrap(), None);
+    assert_eq!(store.accept_call("c1", b1, 3_000).await.unwrap(), None);
+    // Once it ended, both are free again.
+    assert!(
+        store
+            .create_call(ringing_call("c5", (carol, c1), bob, 6_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .create_call(ringing_call("c6", (alice, a1), carol, 6_000))
+            .await
+            .unwrap(),
+        "carol is in the new call"
+    );
 }

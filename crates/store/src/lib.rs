@@ -522,6 +522,38 @@ pub enum UploadKind {
     Final,
 }
 
+/// Where a live call stands. Finished calls leave the `calls` table (their record is the
+/// `call` message in the conversation), so only these two states are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallState {
+    /// Invited, nobody accepted yet.
+    Ringing,
+    /// A callee device accepted.
+    Active,
+}
+
+/// A live call between a caller's device and a callee (whose accepting device is known once
+/// the call is active).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallRecord {
+    /// 32 lowercase hex characters.
+    pub id: String,
+    /// The direct conversation the call belongs to (where its record is written).
+    pub conversation_id: ConversationId,
+    pub caller_id: UserId,
+    pub caller_device: DeviceId,
+    pub callee_id: UserId,
+    /// The callee's device that accepted; `None` while ringing.
+    pub callee_device: Option<DeviceId>,
+    pub video: bool,
+    pub state: CallState,
+    pub created_at: i64,
+    /// When a ringing call becomes a missed call (ms since the epoch).
+    pub ring_deadline: i64,
+    /// When the callee accepted.
+    pub answered_at: Option<i64>,
+}
+
 /// An upload in progress (or just completed). Ids are 32 lowercase hex characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UploadRecord {
@@ -1218,4 +1250,26 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_push_job(&self, key: PushJobKey, now: i64) -> StoreResult<()>;
     /// A claimed job failed: counts the attempt and makes it due again at `next_at`.
     async fn retry_push_job(&self, key: PushJobKey, next_at: i64) -> StoreResult<()>;
+    // --- Calls -----------------------------------------------------------------------------
+
+    /// Stores a new ringing call unless its caller or callee already takes part in a live call
+    /// (ringing or active, in either role); returns `false` (storing nothing) then. The check
+    /// and the insert are one transaction, so two calls cannot both find a user free.
+    async fn create_call(&self, call: CallRecord) -> StoreResult<bool>;
+    async fn call(&self, id: &str) -> StoreResult<Option<CallRecord>>;
+    /// Moves a ringing call to active with the accepting device (compare-and-set): the first
+    /// accept wins. `None` when the call is gone or no longer ringing.
+    async fn accept_call(
+        &self,
+        id: &str,
+        device: DeviceId,
+        now: i64,
+    ) -> StoreResult<Option<CallRecord>>;
+    /// Ends a call that is in `state` (compare-and-set) and removes it, returning it as it
+    /// was. `None` when it is gone or in another state: exactly one of several concurrent
+    /// enders (a hang-up, the ring-timeout sweeper of any node) gets the record.
+    async fn finish_call(&self, id: &str, state: CallState) -> StoreResult<Option<CallRecord>>;
+    /// Ringing calls whose `ring_deadline` is at or before `now`, oldest deadline first, at
+    /// most `limit`.
+    async fn calls_ringing_until(&self, now: i64, limit: u32) -> StoreResult<Vec<CallRecord>>;
 }

@@ -41,6 +41,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.mqtt.listen = "127.0.0.1:0".parse().expect("literal address");
     // The admin listener on a free port too (tests run in parallel).
     config.admin.listen = "127.0.0.1:0".parse().expect("literal address");
+    // The embedded TURN server on a free port, so test servers can run side by side.
+    config.rtc.turn_listen = "127.0.0.1:0".parse().expect("literal address");
     config
 }
 
@@ -234,6 +236,7 @@ impl ServerProcess {
             .env("TIDINGS_LIMITS_MESSAGES_PER_MINUTE", "0")
             .env("TIDINGS_LOG_LEVEL", "warn")
             .env("TIDINGS_ADMIN_LISTEN", "127.0.0.1:0")
+            .env("TIDINGS_RTC_TURN_LISTEN", "127.0.0.1:0")
             .env(
                 "TIDINGS_LIMITS_SIGN_IN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
                 "0",

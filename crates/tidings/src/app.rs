@@ -72,6 +72,93 @@ pub fn load_or_create_key(data_dir: &Path) -> anyhow::Result<Keyring> {
     Ok(Keyring::from_seed(seed))
 }
 
+/// The TURN REST shared secret: configured, or loaded from `turn-secret` in the data directory,
+/// generated (mode 0600) on first start.
+pub fn load_or_create_turn_secret(config: &Config) -> anyhow::Result<String> {
+    if !config.rtc.shared_secret.is_empty() {
+        return Ok(config.rtc.shared_secret.clone());
+    }
+    let path = config.data_dir.join("turn-secret");
+    if path.exists() {
+        let secret =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let secret = secret.trim().to_string();
+        anyhow::ensure!(!secret.is_empty(), "{} is empty", path.display());
+        return Ok(secret);
+    }
+    let secret = tidings_core::tokens::random_token();
+    let tmp = config.data_dir.join("turn-secret.tmp");
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    file.write_all(secret.as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    tracing::info!(path = %path.display(), "Generated a TURN shared secret.");
+    Ok(secret)
+}
+
+/// Binds the embedded STUN/TURN server when `rtc.turn_enabled`, and returns the configuration
+/// with its URLs offered to clients first. A port that cannot be bound is an error an operator
+/// must fix, but calls still work without relays, so the server starts anyway.
+async fn start_turn(
+    mut config: Config,
+) -> anyhow::Result<(Config, Option<tidings_turn::TurnServer>)> {
+    if !config.rtc.turn_enabled {
+        return Ok((config, None));
+    }
+    let rtc = &config.rtc;
+    let public_ip: std::net::IpAddr = match rtc.turn_public_ip.parse() {
+        Ok(ip) => ip,
+        Err(_) if !rtc.turn_listen.ip().is_unspecified() => rtc.turn_listen.ip(),
+        Err(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+    };
+    // Relay sockets bind where the listener does; clients are told the public address.
+    let relay_ip = rtc.turn_listen.ip();
+    let secret = load_or_create_turn_secret(&config)?;
+    let turn_config = tidings_turn::TurnConfig {
+        listen: rtc.turn_listen,
+        relay_ip,
+        relay_advertise: Some(public_ip),
+        relay_ports: (rtc.turn_relay_port_min, rtc.turn_relay_port_max),
+        realm: rtc.turn_realm.clone(),
+        secret: secret.clone(),
+        max_allocations_per_user: rtc.turn_max_allocations_per_user as usize,
+        max_allocations: rtc.turn_max_allocations as usize,
+        allow_loopback_peers: rtc.turn_allow_loopback_peers,
+    };
+    let server = match tidings_turn::TurnServer::bind(turn_config).await {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(listen = %rtc.turn_listen, %e, "Cannot start the embedded TURN server; calls get no relay.");
+            return Ok((config, None));
+        }
+    };
+    let port = server.local_addr()?.port();
+    let host = match public_ip {
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    tracing::info!(addr = %server.local_addr()?, %public_ip, "The embedded TURN server is listening.");
+    config.rtc.shared_secret = secret;
+    config
+        .rtc
+        .stun_urls
+        .insert(0, format!("stun:{host}:{port}"));
+    config
+        .rtc
+        .turn_urls
+        .insert(0, format!("turn:{host}:{port}?transport=udp"));
+    Ok((config, Some(server)))
+}
+
 /// Opens the SQLite database in the data directory.
 pub fn open_sqlite(config: &Config) -> anyhow::Result<SqliteStore> {
     prepare_data_dir(&config.data_dir)?;
@@ -167,7 +254,9 @@ async fn start_core_with_tasks(
         clock: Arc::new(SystemClock),
         keys,
     };
-    Core::start(config.core(), deps, config.issuer(bound))
+    let mut core_config = config.core();
+    core_config.rtc.shared_secret = load_or_create_turn_secret(config)?;
+    Core::start(core_config, deps, config.issuer(bound))
         .await
         .map_err(|e| anyhow::anyhow!("cannot start the core: {e}"))
 }
@@ -285,6 +374,7 @@ pub fn open_tls(config: &Config) -> anyhow::Result<Option<Tls>> {
 /// Starts the server on an already bound listener.
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
+    let (config, turn) = start_turn(config).await?;
     let core = start_core(&config, addr).await?;
     // After the core, which prepares the data directory the development certificate goes in.
     let tls = open_tls(&config)?;
@@ -376,10 +466,17 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         None
     };
     let (stop, stopped) = oneshot::channel::<()>();
+    let (turn_stop, turn_stopped) = oneshot::channel::<()>();
+    if let Some(turn) = turn {
+        tokio::spawn(turn.run(async move {
+            let _ = turn_stopped.await;
+        }));
+    }
     let shutdown = async move {
         let _ = stopped.await;
         let _ = mqtt_stop.send(());
         let _ = mqtt_tls_stop.send(());
+        let _ = turn_stop.send(());
     };
     // The certificate's expiry as a metric (for the expiry alert), kept current across reloads.
     let expiry_task = tls.clone().map(|tls| {

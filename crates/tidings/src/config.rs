@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tidings_core::config::{
-    AccountsConfig, AuditConfig, LimitsConfig, MessagesConfig, TokensConfig,
+    AccountsConfig, AuditConfig, CallsConfig, LimitsConfig, MessagesConfig, RtcConfig, TokensConfig,
 };
 use tidings_files::FilesConfig;
 use tidings_http::HttpConfig;
@@ -174,6 +174,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
     pub messages: MessagesConfig,
+    pub calls: CallsConfig,
+    pub rtc: RtcConfig,
     pub files: FilesConfig,
     pub mqtt: MqttConfig,
     pub admin: AdminConfig,
@@ -196,6 +198,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             audit: AuditConfig::default(),
             messages: MessagesConfig::default(),
+            calls: CallsConfig::default(),
+            rtc: RtcConfig::default(),
             files: FilesConfig::default(),
             mqtt: MqttConfig::default(),
             admin: AdminConfig::default(),
@@ -214,6 +218,8 @@ impl Config {
             audit: self.audit.clone(),
             messages: self.messages.clone(),
             push: self.push.clone(),
+            calls: self.calls.clone(),
+            rtc: self.rtc.clone(),
         }
     }
 
@@ -466,6 +472,14 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             config.messages.retention_interval_secs as usize,
         ),
         (
+            "rtc.credential_ttl_secs",
+            config.rtc.credential_ttl_secs as usize,
+        ),
+        (
+            "calls.ring_timeout_secs",
+            config.calls.ring_timeout_secs as usize,
+        ),
+        (
             "messages.retention_batch",
             config.messages.retention_batch as usize,
         ),
@@ -495,6 +509,19 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if config.bus.kind == BusKind::Nats && config.bus.url.is_empty() {
         return invalid("bus.url", "is required when bus.kind is \"nats\"");
+    }
+    let rtc = &config.rtc;
+    if rtc.turn_relay_port_min == 0 || rtc.turn_relay_port_min > rtc.turn_relay_port_max {
+        return invalid(
+            "rtc.turn_relay_port_min",
+            "must be at least 1 and at most rtc.turn_relay_port_max",
+        );
+    }
+    if !rtc.turn_public_ip.is_empty() && rtc.turn_public_ip.parse::<std::net::IpAddr>().is_err() {
+        return invalid("rtc.turn_public_ip", "must be an IP address");
+    }
+    if rtc.turn_realm.is_empty() {
+        return invalid("rtc.turn_realm", "must not be empty");
     }
     if config.bus.capacity == 0 {
         return invalid("bus.capacity", "must be greater than 0");

@@ -10,7 +10,8 @@ import { useClient } from "../state";
 import { useI18n, type T } from "../i18n";
 import { Avatar } from "../ui/Avatar";
 import { Icon } from "../ui/Icon";
-import { conversationName, dayKey, dayLabel, formatBytes, nameOf, preview, startsGroup, systemText, timeOf } from "../util";
+import { callText, conversationName, dayKey, dayLabel, formatBytes, nameOf, preview, startsGroup, systemText, timeOf } from "../util";
+import { CallButtons } from "./Call";
 
 const QUICK_REACTIONS = ["👍", "❤️", "😂", "🎉"];
 import { Dialog, MembersPanel } from "./Groups";
@@ -301,6 +302,7 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
         >
           <Icon name="archive" />
         </button>
+        {conv.kind === "direct" && peer !== undefined && <CallButtons conversationId={conversationId} peerId={peer} />}
         {conv.kind === "group" && (
           <button className="icon-btn" aria-label={t("chat.members")} title={t("chat.members")} onClick={() => setShowMembers(true)} data-testid="members-btn">
             <Icon name="users" />
@@ -681,6 +683,12 @@ function Body({ body, t, nameFor }: { body: MessageBody; t: T; nameFor: (id: num
       return <p className="text muted italic">{t("chat.deleted")}</p>;
     case "encrypted":
       return <p className="text muted italic">{t("chat.encrypted")}</p>;
+    case "call":
+      return (
+        <p className={`text call-record ${m.body.outcome}`} data-testid="call-record">
+          <Icon name={m.body.video ? "video" : "phone"} size={16} /> {callText(m.body, t)}
+        </p>
+      );
     default:
       return <p className="text muted italic">{t("chat.unsupported")}</p>;
   }
