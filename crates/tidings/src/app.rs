@@ -206,6 +206,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The MQTT listener's address, when MQTT over TCP is enabled.
     pub mqtt_addr: Option<SocketAddr>,
+    /// The XMPP client listener's address (STARTTLS), when XMPP is enabled.
+    pub xmpp_addr: Option<SocketAddr>,
     pub core: Core,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
@@ -285,10 +287,47 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     } else {
         None
     };
+    let (xmpp_stop, xmpp_stopped) = tokio::sync::watch::channel(false);
+    let mut xmpp_addr = None;
+    let mut xmpp_tasks = Vec::new();
+    if config.xmpp.enabled {
+        // TLS comes from the server's TLS configuration once the binary has one; until then
+        // the listener offers no STARTTLS, and with `tls_required` no client can sign in.
+        let tls: Option<Arc<tidings_xmpp::rustls::ServerConfig>> = None;
+        if tls.is_none() && config.xmpp.tls_required {
+            tracing::warn!("XMPP requires TLS but no TLS is configured: clients cannot sign in.");
+        }
+        let gateway = tidings_xmpp::Gateway::new(core.clone(), config.xmpp.clone(), tls.clone());
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let xmpp_listener = TcpListener::bind(config.xmpp.listen)
+            .await
+            .with_context(|| format!("cannot listen for XMPP on {}", config.xmpp.listen))?;
+        xmpp_addr = Some(xmpp_listener.local_addr()?);
+        tracing::info!(addr = %config.xmpp.listen, "XMPP is listening.");
+        xmpp_tasks.push(tokio::spawn(tidings_xmpp::serve(
+            xmpp_listener,
+            gateway.clone(),
+            stopped(xmpp_stopped.clone()),
+        )));
+        if config.xmpp.direct_tls && tls.is_some() {
+            let tls_listener = TcpListener::bind(config.xmpp.tls_listen)
+                .await
+                .with_context(|| format!("cannot listen for XMPP on {}", config.xmpp.tls_listen))?;
+            tracing::info!(addr = %config.xmpp.tls_listen, "XMPP (direct TLS) is listening.");
+            xmpp_tasks.push(tokio::spawn(tidings_xmpp::serve_tls(
+                tls_listener,
+                gateway,
+                stopped(xmpp_stopped),
+            )));
+        }
+    }
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(tidings_http::serve(listener, app, async move {
         let _ = stopped.await;
         let _ = mqtt_stop.send(());
+        let _ = xmpp_stop.send(true);
     }));
     // The janitor only deletes expired uploads; it stops with the server.
     let task = tokio::spawn(async move {
@@ -296,6 +335,9 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         janitor.abort();
         if let Some(mqtt) = mqtt_task {
             mqtt.await.map_err(std::io::Error::other)??;
+        }
+        for xmpp in xmpp_tasks {
+            xmpp.await.map_err(std::io::Error::other)??;
         }
         served.map_err(std::io::Error::other)?
     });
@@ -309,6 +351,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     Ok(Running {
         addr,
         mqtt_addr,
+        xmpp_addr,
         core,
         stop,
         task,
