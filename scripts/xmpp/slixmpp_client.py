@@ -24,6 +24,8 @@ import xml.etree.ElementTree as ET
 import slixmpp
 from slixmpp.util.sasl.client import Mech, sasl_mech
 from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 
 @sasl_mech(50)
@@ -89,7 +91,10 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler('session_start', self.on_start)
         self.add_event_handler('failed_all_auth', self.on_failed)
         self.add_event_handler('failed_auth', lambda _: emit(event='failed_auth'))
-        self.add_event_handler('message', self.on_message)
+        # slixmpp's `message` event skips messages without a body (chat states, receipts,
+        # carbons), so every message stanza goes through this handler instead.
+        self.register_handler(Callback(
+            'every message', MatchXPath('{jabber:client}message'), self.on_message))
         self.add_event_handler('presence', self.on_presence)
         self.add_event_handler('stream_error', self.on_stream_error)
         self.add_event_handler('disconnected', self.on_disconnected)

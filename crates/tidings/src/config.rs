@@ -400,7 +400,10 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         return invalid("xmpp.max_depth", "depth and attributes must be at least 1");
     }
     if xmpp.stanzas_per_second == 0 || xmpp.stanza_burst == 0 {
-        return invalid("xmpp.stanzas_per_second", "rate and burst must be at least 1");
+        return invalid(
+            "xmpp.stanzas_per_second",
+            "rate and burst must be at least 1",
+        );
     }
     if xmpp.domain.is_empty() || xmpp.domain.contains(['@', '/', ' ']) {
         return invalid("xmpp.domain", "must be a domain name");

@@ -13,9 +13,9 @@
 //! message; a refusal becomes a stanza error. Messages the session delivers become
 //! `<message>` stanzas carrying the sender's id and the server's message id as `stanza-id`.
 
+use crate::Gateway;
 use crate::sasl::{self, Credentials};
 use crate::xml::{Element, NS_CLIENT, NS_STREAM, StreamEvent, StreamParser, XmlError};
-use crate::Gateway;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -307,7 +307,10 @@ async fn negotiate(
         };
         let mut out = header(gw, open.get_attr("from"));
         header_sent = true;
-        if open.get_attr("to").is_some_and(|to| !to.eq_ignore_ascii_case(&cfg.domain)) {
+        if open
+            .get_attr("to")
+            .is_some_and(|to| !to.eq_ignore_ascii_case(&cfg.domain))
+        {
             out.push_str(&stream_error("host-unknown", ""));
             let _ = stream.write(&out).await;
             return Err((Fail::Io, true));
@@ -338,7 +341,9 @@ async fn negotiate(
         } else {
             features = features
                 .child(Element::new("bind", NS_BIND))
-                .child(Element::new("session", NS_SESSION).child(Element::new("optional", NS_SESSION)))
+                .child(
+                    Element::new("session", NS_SESSION).child(Element::new("optional", NS_SESSION)),
+                )
                 .child(Element::new("sm", NS_SM));
         }
         out.push_str(&features.to_xml());
@@ -367,8 +372,7 @@ async fn negotiate(
                 stream.restart(gw);
                 break;
             }
-            if stanza.is("auth", NS_SASL) && authenticated.is_none() && may_auth && stream.secure
-            {
+            if stanza.is("auth", NS_SASL) && authenticated.is_none() && may_auth && stream.secure {
                 let mechanism = stanza.get_attr("mechanism").unwrap_or_default().to_owned();
                 match authenticate(gw, &mechanism, &stanza.text_content(), peer).await {
                     Ok(auth) => {
@@ -381,12 +385,15 @@ async fn negotiate(
                         break;
                     }
                     Err((condition, text)) => {
-                        let mut failure =
-                            Element::new("failure", NS_SASL).child(Element::new(condition, NS_SASL));
+                        let mut failure = Element::new("failure", NS_SASL)
+                            .child(Element::new(condition, NS_SASL));
                         if !text.is_empty() {
                             failure = failure.child(Element::new("text", NS_SASL).text(text));
                         }
-                        stream.write(&failure.to_xml()).await.map_err(|f| (f, true))?;
+                        stream
+                            .write(&failure.to_xml())
+                            .await
+                            .map_err(|f| (f, true))?;
                         continue;
                     }
                 }
@@ -401,7 +408,9 @@ async fn negotiate(
                     let resource = bind
                         .find("resource", NS_BIND)
                         .map(|r| r.text_content().trim().to_owned())
-                        .filter(|r| !r.is_empty() && r.len() <= 64 && !r.chars().any(char::is_control))
+                        .filter(|r| {
+                            !r.is_empty() && r.len() <= 64 && !r.chars().any(char::is_control)
+                        })
                         .unwrap_or_else(|| format!("tidings-{}", &random_id()[..8]));
                     let by_password = password.is_some();
                     let session = match (password.take(), session.take()) {
@@ -410,7 +419,11 @@ async fn negotiate(
                             // core checks the account again before it creates the device.
                             let token = gw
                                 .core
-                                .device_of_verified_user(*user, format!("XMPP {resource}"), peer.map(|p| p.ip()))
+                                .device_of_verified_user(
+                                    *user,
+                                    format!("XMPP {resource}"),
+                                    peer.map(|p| p.ip()),
+                                )
                                 .await;
                             drop(password);
                             match token {
@@ -432,7 +445,10 @@ async fn negotiate(
                     let username = match gw.core.me(&caller).await {
                         Ok(account) => account.username,
                         Err(_) => {
-                            return Err((Fail::Stream("internal-server-error", String::new()), true));
+                            return Err((
+                                Fail::Stream("internal-server-error", String::new()),
+                                true,
+                            ));
                         }
                     };
                     let jid = format!("{username}@{}/{resource}", cfg.domain);
@@ -443,7 +459,10 @@ async fn negotiate(
                             Element::new("bind", NS_BIND)
                                 .child(Element::new("jid", NS_BIND).text(jid)),
                         );
-                    stream.write(&result.to_xml()).await.map_err(|f| (f, true))?;
+                    stream
+                        .write(&result.to_xml())
+                        .await
+                        .map_err(|f| (f, true))?;
                     return Ok(Negotiated {
                         caller,
                         username,
@@ -504,7 +523,11 @@ async fn authenticate(
                 .map_err(|_| ("not-authorized", "invalid access token"))?;
             let caller = session.caller().expect("authenticated session");
             if let Some(authzid) = authzid {
-                let me = gw.core.me(&caller).await.map_err(|_| ("not-authorized", ""))?;
+                let me = gw
+                    .core
+                    .me(&caller)
+                    .await
+                    .map_err(|_| ("not-authorized", ""))?;
                 let name = authzid.split('@').next().unwrap_or_default();
                 if !name.eq_ignore_ascii_case(&me.username) {
                     return Err(("invalid-authzid", ""));
@@ -741,9 +764,19 @@ impl Conn {
         if let Some(peer) = self.peers.get(&conversation) {
             return *peer;
         }
-        let info = self.gw.core.conversation(&self.caller, conversation).await.ok()?;
+        let info = self
+            .gw
+            .core
+            .conversation(&self.caller, conversation)
+            .await
+            .ok()?;
         let peer = if info.kind == tidings_proto::rest::ConversationKind::Direct {
-            let members = self.gw.core.members(&self.caller, conversation).await.ok()?;
+            let members = self
+                .gw
+                .core
+                .members(&self.caller, conversation)
+                .await
+                .ok()?;
             members
                 .iter()
                 .find(|m| m.user_id != self.caller.user_id)
@@ -878,7 +911,12 @@ impl Conn {
             return Ok(());
         };
         if kind == "groupchat" {
-            self.message_error(&stanza, "cancel", "feature-not-implemented", "group chat is not available over XMPP yet");
+            self.message_error(
+                &stanza,
+                "cancel",
+                "feature-not-implemented",
+                "group chat is not available over XMPP yet",
+            );
             return Ok(());
         }
         let Some(peer) = self.user_id(&local).await else {
@@ -898,10 +936,20 @@ impl Conn {
         let receipt = stanza
             .find("received", NS_RECEIPTS)
             .map(|r| (ReceiptKind::Delivered, r))
-            .or_else(|| stanza.find("received", NS_MARKERS).map(|r| (ReceiptKind::Delivered, r)))
-            .or_else(|| stanza.find("displayed", NS_MARKERS).map(|r| (ReceiptKind::Read, r)));
+            .or_else(|| {
+                stanza
+                    .find("received", NS_MARKERS)
+                    .map(|r| (ReceiptKind::Delivered, r))
+            })
+            .or_else(|| {
+                stanza
+                    .find("displayed", NS_MARKERS)
+                    .map(|r| (ReceiptKind::Read, r))
+            });
         if let Some((receipt, marker)) = receipt
-            && let Some(seq) = marker.get_attr("id").and_then(|id| self.seq_of(conversation, id))
+            && let Some(seq) = marker
+                .get_attr("id")
+                .and_then(|id| self.seq_of(conversation, id))
         {
             let id = self.request_id(Pending::Quiet);
             self.native(&ClientFrame::Receipt {
@@ -911,7 +959,10 @@ impl Conn {
                 seq,
             });
         }
-        let state = stanza.elements().find(|e| e.ns == NS_CHATSTATES).map(|e| e.name.clone());
+        let state = stanza
+            .elements()
+            .find(|e| e.ns == NS_CHATSTATES)
+            .map(|e| e.name.clone());
         match body {
             Some(text) if !text.is_empty() => {
                 let client_msg_id = stanza
@@ -989,7 +1040,10 @@ impl Conn {
                 self.available = false;
                 Ok(())
             }
-            (Some(kind @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")), Some(to)) => {
+            (
+                Some(kind @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")),
+                Some(to),
+            ) => {
                 let Some(local) = self.local_user(&to).map(str::to_owned) else {
                     return Ok(());
                 };
@@ -1011,11 +1065,15 @@ impl Conn {
                         .map(|_| ()),
                     "subscribed" => core.accept_friend_request(&caller, peer).await,
                     "unsubscribed" => match core.decline_friend_request(&caller, peer).await {
-                        Err(e) if e.code == ErrorCode::NotFound => core.remove_friend(&caller, peer).await,
+                        Err(e) if e.code == ErrorCode::NotFound => {
+                            core.remove_friend(&caller, peer).await
+                        }
                         other => other,
                     },
                     _ => match core.cancel_friend_request(&caller, peer).await {
-                        Err(e) if e.code == ErrorCode::NotFound => core.remove_friend(&caller, peer).await,
+                        Err(e) if e.code == ErrorCode::NotFound => {
+                            core.remove_friend(&caller, peer).await
+                        }
                         other => other,
                     },
                 };
@@ -1043,8 +1101,12 @@ impl Conn {
             return Ok(());
         };
         let to = stanza.get_attr("to").map(str::to_owned);
-        let to_server = to.as_deref().is_none_or(|t| t.eq_ignore_ascii_case(self.domain()));
-        let to_self = to.as_deref().is_some_and(|t| t == self.bare || t == self.full);
+        let to_server = to
+            .as_deref()
+            .is_none_or(|t| t.eq_ignore_ascii_case(self.domain()));
+        let to_self = to
+            .as_deref()
+            .is_some_and(|t| t == self.bare || t == self.full);
         if !to_server && !to_self {
             // Another user's JID: the server answers for accounts (RFC 6121 8.5), and routes
             // nothing between users' resources yet.
@@ -1071,8 +1133,16 @@ impl Conn {
                             .attr("type", "im")
                             .attr("name", "Tidings"),
                     );
-                    for feature in [NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_CARBONS, "jabber:iq:roster", NS_SID] {
-                        query = query.child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));
+                    for feature in [
+                        NS_DISCO_INFO,
+                        NS_DISCO_ITEMS,
+                        NS_PING,
+                        NS_CARBONS,
+                        "jabber:iq:roster",
+                        NS_SID,
+                    ] {
+                        query = query
+                            .child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));
                     }
                 } else {
                     query = query.child(
@@ -1080,7 +1150,8 @@ impl Conn {
                             .attr("category", "account")
                             .attr("type", "registered"),
                     );
-                    query = query.child(Element::new("feature", NS_DISCO_INFO).attr("var", NS_DISCO_INFO));
+                    query = query
+                        .child(Element::new("feature", NS_DISCO_INFO).attr("var", NS_DISCO_INFO));
                 }
                 let el = result().child(query);
                 self.send(&el);
@@ -1118,7 +1189,12 @@ impl Conn {
                 self.send(&result());
             }
             ("set", "bind", NS_BIND) => {
-                self.send(&iq_error(&stanza, "cancel", "not-allowed", Some("already bound")));
+                self.send(&iq_error(
+                    &stanza,
+                    "cancel",
+                    "not-allowed",
+                    Some("already bound"),
+                ));
             }
             _ => {
                 self.send(&iq_error(&stanza, "cancel", "service-unavailable", None));
@@ -1129,7 +1205,12 @@ impl Conn {
 
     async fn on_frame(&mut self, frame: ServerFrame) {
         match frame {
-            ServerFrame::Ack { id, conversation_id, seq, .. } => {
+            ServerFrame::Ack {
+                id,
+                conversation_id,
+                seq,
+                ..
+            } => {
                 if let Some(Pending::Send { stanza, number }) = self.pending.remove(&id) {
                     self.unanswered.remove(&number);
                     let xmpp_id = stanza
@@ -1142,18 +1223,23 @@ impl Conn {
                     }
                 }
             }
-            ServerFrame::Error { id: Some(id), code, message, .. } => {
-                match self.pending.remove(&id) {
-                    Some(Pending::Send { stanza, number }) => {
-                        self.unanswered.remove(&number);
-                        let (kind, condition) = condition_for(code);
-                        self.message_error(&stanza, kind, condition, &message);
-                    }
-                    Some(_) => tracing::debug!(%message, "XMPP request refused."),
-                    None => {}
+            ServerFrame::Error {
+                id: Some(id),
+                code,
+                message,
+                ..
+            } => match self.pending.remove(&id) {
+                Some(Pending::Send { stanza, number }) => {
+                    self.unanswered.remove(&number);
+                    let (kind, condition) = condition_for(code);
+                    self.message_error(&stanza, kind, condition, &message);
                 }
-            }
-            ServerFrame::Error { id: None, message, .. } => {
+                Some(_) => tracing::debug!(%message, "XMPP request refused."),
+                None => {}
+            },
+            ServerFrame::Error {
+                id: None, message, ..
+            } => {
                 tracing::debug!(%message, "XMPP session error.");
             }
             ServerFrame::Ok { id } | ServerFrame::AuthOk { id, .. } => {
@@ -1171,14 +1257,20 @@ impl Conn {
                 }
             }
             ServerFrame::Message { message } => self.deliver(message).await,
-            ServerFrame::Typing { conversation_id, user_id, typing } => {
+            ServerFrame::Typing {
+                conversation_id,
+                user_id,
+                typing,
+            } => {
                 if user_id == self.caller.user_id {
                     return;
                 }
                 if self.peer_of(conversation_id).await != Some(user_id) {
                     return;
                 }
-                let Some(name) = self.username(user_id).await else { return };
+                let Some(name) = self.username(user_id).await else {
+                    return;
+                };
                 let state = if typing { "composing" } else { "paused" };
                 let el = Element::new("message", NS_CLIENT)
                     .attr("type", "chat")
@@ -1187,12 +1279,23 @@ impl Conn {
                     .child(Element::new(state, NS_CHATSTATES));
                 self.send(&el);
             }
-            ServerFrame::Receipt { conversation_id, user_id, receipt, seq } => {
-                if user_id == self.caller.user_id || self.peer_of(conversation_id).await != Some(user_id) {
+            ServerFrame::Receipt {
+                conversation_id,
+                user_id,
+                receipt,
+                seq,
+            } => {
+                if user_id == self.caller.user_id
+                    || self.peer_of(conversation_id).await != Some(user_id)
+                {
                     return;
                 }
-                let Some(id) = self.id_of(conversation_id, seq).map(str::to_owned) else { return };
-                let Some(name) = self.username(user_id).await else { return };
+                let Some(id) = self.id_of(conversation_id, seq).map(str::to_owned) else {
+                    return;
+                };
+                let Some(name) = self.username(user_id).await else {
+                    return;
+                };
                 let payload = match receipt {
                     ReceiptKind::Delivered => Element::new("received", NS_RECEIPTS).attr("id", id),
                     ReceiptKind::Read => Element::new("displayed", NS_MARKERS).attr("id", id),
@@ -1213,7 +1316,9 @@ impl Conn {
         if user == self.caller.user_id {
             return;
         }
-        let Some(name) = self.username(user).await else { return };
+        let Some(name) = self.username(user).await else {
+            return;
+        };
         let el = Element::new("presence", NS_CLIENT)
             .attr("from", format!("{name}@{}", self.domain()))
             .attr("to", self.full.clone());
@@ -1292,7 +1397,9 @@ impl Conn {
         if mine && message.sender_device_id == self.caller.device_id {
             return;
         }
-        let Some(peer_name) = self.username(peer).await else { return };
+        let Some(peer_name) = self.username(peer).await else {
+            return;
+        };
         let peer_jid = format!("{peer_name}@{}", self.domain());
         let (from, to) = if mine {
             (self.bare.clone(), peer_jid.clone())
@@ -1320,9 +1427,8 @@ impl Conn {
                 .attr("from", self.bare.clone())
                 .attr("to", self.full.clone())
                 .child(
-                    Element::new("sent", NS_CARBONS).child(
-                        Element::new("forwarded", NS_FORWARD).child(stanza),
-                    ),
+                    Element::new("sent", NS_CARBONS)
+                        .child(Element::new("forwarded", NS_FORWARD).child(stanza)),
                 );
             self.send(&carbon);
         } else {

@@ -170,15 +170,27 @@ mod tests {
                 token: "t".into()
             })
         );
-        assert_eq!(ok(b"n,,\x01auth=Basic t\x01\x01"), Err(SaslError::MalformedRequest));
-        assert_eq!(ok(b"n,,\x01host=x\x01\x01"), Err(SaslError::MalformedRequest));
-        assert_eq!(ok(b"p=tls-exporter,,\x01auth=Bearer t\x01\x01"), Err(SaslError::MalformedRequest));
+        assert_eq!(
+            ok(b"n,,\x01auth=Basic t\x01\x01"),
+            Err(SaslError::MalformedRequest)
+        );
+        assert_eq!(
+            ok(b"n,,\x01host=x\x01\x01"),
+            Err(SaslError::MalformedRequest)
+        );
+        assert_eq!(
+            ok(b"p=tls-exporter,,\x01auth=Bearer t\x01\x01"),
+            Err(SaslError::MalformedRequest)
+        );
         assert_eq!(ok(b"n,,auth=Bearer t"), Err(SaslError::MalformedRequest));
     }
 
     #[test]
     fn unknown_mechanisms_and_bad_base64() {
-        assert_eq!(parse("DIGEST-MD5", b"", "x"), Err(SaslError::InvalidMechanism));
+        assert_eq!(
+            parse("DIGEST-MD5", b"", "x"),
+            Err(SaslError::InvalidMechanism)
+        );
         assert_eq!(decode_response("!!"), Err(SaslError::IncorrectEncoding));
         assert_eq!(decode_response("="), Ok(Vec::new()));
         assert_eq!(decode_response("AGEAYg=="), Ok(b"\0a\0b".to_vec()));

@@ -340,9 +340,7 @@ impl StreamParser {
                         self.scan = Scan::Lt;
                     } else if self.depth <= 1 {
                         if !b.is_ascii_whitespace() {
-                            return Err(XmlError::NotWellFormed(
-                                "text outside of stanzas".into(),
-                            ));
+                            return Err(XmlError::NotWellFormed("text outside of stanzas".into()));
                         }
                         self.start = self.pos;
                     }
@@ -375,7 +373,11 @@ impl StreamParser {
                 Scan::Decl => {
                     if b == b'>' && at > 0 && self.buf[at - 1] == b'?' {
                         let decl = &self.buf[self.start..self.pos];
-                        if !decl.starts_with(b"<?xml") || decl.get(5).is_some_and(|c| !c.is_ascii_whitespace() && *c != b'?') {
+                        if !decl.starts_with(b"<?xml")
+                            || decl
+                                .get(5)
+                                .is_some_and(|c| !c.is_ascii_whitespace() && *c != b'?')
+                        {
                             return Err(XmlError::Restricted("processing instructions"));
                         }
                         self.scan = Scan::Content;
@@ -683,8 +685,13 @@ pub fn parse_element(bytes: &[u8], outer: &Scope, limits: Limits) -> Result<Elem
                     }
                     Err(e) => return Err(not_well_formed(e)),
                 };
-                if resolved.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
-                    return Err(XmlError::NotWellFormed("invalid character reference".into()));
+                if resolved
+                    .chars()
+                    .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+                {
+                    return Err(XmlError::NotWellFormed(
+                        "invalid character reference".into(),
+                    ));
                 }
                 push_text(&mut stack, &resolved)?;
             }
@@ -706,7 +713,10 @@ pub fn parse_element(bytes: &[u8], outer: &Scope, limits: Limits) -> Result<Elem
 }
 
 fn push_text(stack: &mut [(Element, Scope)], text: &str) -> Result<(), XmlError> {
-    if text.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+    if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
         return Err(XmlError::NotWellFormed("control characters in text".into()));
     }
     match stack.last_mut() {
@@ -785,8 +795,14 @@ mod tests {
             panic!("no message")
         };
         assert!(message.is("message", NS_CLIENT));
-        assert_eq!(message.find("body", NS_CLIENT).unwrap().text_content(), "a & b ☺ <");
-        assert_eq!(message.find("thing", "urn:x").unwrap().text_content(), "<raw>");
+        assert_eq!(
+            message.find("body", NS_CLIENT).unwrap().text_content(),
+            "a & b ☺ <"
+        );
+        assert_eq!(
+            message.find("thing", "urn:x").unwrap().text_content(),
+            "<raw>"
+        );
         let StreamEvent::Stanza(features) = &events[2] else {
             panic!()
         };
@@ -821,9 +837,15 @@ mod tests {
             ("hello", "not-well-formed"),
             ("<message a='1' a='2'/>", "not-well-formed"),
             ("<p:message/>", "not-well-formed"),
-            ("<message a='1' b='2' c='3' d='4' e='5'/>", "policy-violation"),
+            (
+                "<message a='1' b='2' c='3' d='4' e='5'/>",
+                "policy-violation",
+            ),
             ("<a><b><c><d><e/></d></c></b></a>", "policy-violation"),
-            (&format!("<message><body>{}</body></message>", "x".repeat(300)), "policy-violation"),
+            (
+                &format!("<message><body>{}</body></message>", "x".repeat(300)),
+                "policy-violation",
+            ),
         ];
         for (stanza, condition) in cases {
             let input = format!("{HEADER}{stanza}");
@@ -836,8 +858,9 @@ mod tests {
 
     #[test]
     fn refuses_a_dtd_before_the_header() {
-        let err = events("<?xml version='1.0'?><!DOCTYPE stream [<!ENTITY x 'y'>]><stream:stream/>")
-            .unwrap_err();
+        let err =
+            events("<?xml version='1.0'?><!DOCTYPE stream [<!ENTITY x 'y'>]><stream:stream/>")
+                .unwrap_err();
         assert_eq!(err.condition(), "restricted-xml");
     }
 

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
-use tidings_proto::ws::{ClientFrame, ReceiptKind, ServerFrame};
 use tidings_proto::MessageBody;
+use tidings_proto::ws::{ClientFrame, ReceiptKind, ServerFrame};
 use tidings_testkit::{PASSWORD, TestServer, TestUser, next_message};
 use tidings_xmpp::{Gateway, XmppConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -56,8 +56,8 @@ struct Setup {
 
 fn tls_config() -> (Arc<rustls::ServerConfig>, String) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
-    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
-        .expect("key");
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).expect("key");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -88,8 +88,16 @@ async fn setup() -> Setup {
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    tokio::spawn(tidings_xmpp::serve(listener, gateway.clone(), wait(stopped.clone())));
-    tokio::spawn(tidings_xmpp::serve_tls(tls_listener, gateway, wait(stopped)));
+    tokio::spawn(tidings_xmpp::serve(
+        listener,
+        gateway.clone(),
+        wait(stopped.clone()),
+    ));
+    tokio::spawn(tidings_xmpp::serve_tls(
+        tls_listener,
+        gateway,
+        wait(stopped),
+    ));
     Setup {
         server,
         port,
@@ -196,64 +204,42 @@ async fn slixmpp_chats_with_a_websocket_user() {
     let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
 
     let mut xmpp = Xmpp::password(&python, &setup, &alice, "laptop").await;
+    // Bob is online (his WebSocket), and the answer to the initial presence says so.
+    xmpp.expect("presence", |p| {
+        p["from"] == "bob@localhost" && p["type"] == "available"
+    })
+    .await;
     xmpp.command(json!({"op": "roster"})).await;
     let roster = xmpp.expect("roster", |_| true).await;
     assert_eq!(roster["items"], json!([["bob@localhost", "both"]]));
-    // Bob is online (his WebSocket), and the initial presence says so.
-    xmpp.expect("presence", |p| p["from"] == "bob@localhost" && p["type"] == "available")
-        .await;
     xmpp.command(json!({"op": "ping"})).await;
     xmpp.expect("pong", |_| true).await;
     xmpp.command(json!({"op": "disco"})).await;
     let disco = xmpp.expect("disco", |_| true).await;
-    assert!(disco["features"].as_array().unwrap().contains(&json!("urn:xmpp:ping")));
+    assert!(
+        disco["features"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("urn:xmpp:ping"))
+    );
 
     // XMPP -> WebSocket: the origin-id becomes the client_msg_id.
-    xmpp.command(json!({"op": "send", "to": "bob@localhost", "body": "hello from xmpp", "id": "x-1"}))
-        .await;
+    xmpp.command(
+        json!({"op": "send", "to": "bob@localhost", "body": "hello from xmpp", "id": "x-1"}),
+    )
+    .await;
     let message = next_message(&mut bob_ws).await;
     assert_eq!(message.conversation_id, conversation);
     assert_eq!(message.client_msg_id, "x-1");
     assert_eq!(message.sender_id, alice.user_id);
-    assert_eq!(message.body, MessageBody::Text { text: "hello from xmpp".into() });
-
-    // WebSocket -> XMPP: the stanza carries the client_msg_id and the server id.
-    let (seq, _) = bob_ws.send_text(conversation, "w-1", "hello from the web").await.unwrap();
-    let got = xmpp.expect("message", |m| m["body"] == "hello from the web").await;
-    assert_eq!(got["from"], "bob@localhost");
-    assert_eq!(got["id"], "w-1");
-    assert_eq!(got["origin_id"], "w-1");
-    assert!(got["stanza_id"].as_str().is_some_and(|s| !s.is_empty()));
-
-    // Typing both ways.
-    xmpp.command(json!({"op": "typing", "to": "bob@localhost", "state": "composing"})).await;
-    loop {
-        match tokio::time::timeout(WAIT, bob_ws.next_event()).await.unwrap().unwrap() {
-            ServerFrame::Typing { user_id, typing, .. } if user_id == alice.user_id => {
-                assert!(typing);
-                break;
-            }
-            _ => {}
+    assert_eq!(
+        message.body,
+        MessageBody::Text {
+            text: "hello from xmpp".into()
         }
-    }
-    bob_ws
-        .request(|id| ClientFrame::Typing { id: Some(id), conversation_id: conversation, typing: true })
-        .await
-        .unwrap();
-    xmpp.expect("message", |m| m["chatstate"] == "composing").await;
-
-    // Alice's marker on Bob's message becomes a read receipt at its sequence.
-    xmpp.command(json!({"op": "displayed", "to": "bob@localhost", "id": "w-1"})).await;
-    loop {
-        match tokio::time::timeout(WAIT, bob_ws.next_event()).await.unwrap().unwrap() {
-            ServerFrame::Receipt { user_id, receipt, seq: at, .. } if user_id == alice.user_id => {
-                assert_eq!((receipt, at), (ReceiptKind::Read, seq));
-                break;
-            }
-            _ => {}
-        }
-    }
-    // Bob's delivered receipt on Alice's message reaches her as an XEP-0184 receipt.
+    );
+    // Bob's delivered receipt on it reaches Alice as an XEP-0184 receipt (markers only move
+    // forward, so this comes before Bob sends anything himself).
     bob_ws
         .request(|id| ClientFrame::Receipt {
             id,
@@ -265,9 +251,77 @@ async fn slixmpp_chats_with_a_websocket_user() {
         .unwrap();
     xmpp.expect("message", |m| m["received"] == "x-1").await;
 
+    // WebSocket -> XMPP: the stanza carries the client_msg_id and the server id.
+    let (seq, _) = bob_ws
+        .send_text(conversation, "w-1", "hello from the web")
+        .await
+        .unwrap();
+    let got = xmpp
+        .expect("message", |m| m["body"] == "hello from the web")
+        .await;
+    assert_eq!(got["from"], "bob@localhost");
+    assert_eq!(got["id"], "w-1");
+    assert_eq!(got["origin_id"], "w-1");
+    assert!(got["stanza_id"].as_str().is_some_and(|s| !s.is_empty()));
+
+    // Typing both ways.
+    xmpp.command(json!({"op": "typing", "to": "bob@localhost", "state": "composing"}))
+        .await;
+    loop {
+        match tokio::time::timeout(WAIT, bob_ws.next_event())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ServerFrame::Typing {
+                user_id, typing, ..
+            } if user_id == alice.user_id => {
+                assert!(typing);
+                break;
+            }
+            _ => {}
+        }
+    }
+    bob_ws
+        .request(|id| ClientFrame::Typing {
+            id: Some(id),
+            conversation_id: conversation,
+            typing: true,
+        })
+        .await
+        .unwrap();
+    xmpp.expect("message", |m| m["chatstate"] == "composing")
+        .await;
+
+    // Alice's marker on Bob's message becomes a read receipt at its sequence.
+    xmpp.command(json!({"op": "displayed", "to": "bob@localhost", "id": "w-1"}))
+        .await;
+    loop {
+        match tokio::time::timeout(WAIT, bob_ws.next_event())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ServerFrame::Receipt {
+                user_id,
+                receipt,
+                seq: at,
+                ..
+            } if user_id == alice.user_id => {
+                assert_eq!((receipt, at), (ReceiptKind::Read, seq));
+                break;
+            }
+            _ => {}
+        }
+    }
+
     // Both see the same history, in the same order.
     let history = bob.api.history(conversation, None, 50).await.unwrap();
-    let ids: Vec<&str> = history.messages.iter().map(|m| m.client_msg_id.as_str()).collect();
+    let ids: Vec<&str> = history
+        .messages
+        .iter()
+        .map(|m| m.client_msg_id.as_str())
+        .collect();
     assert_eq!(ids, ["x-1", "w-1"]);
     let alice_history = alice.api.history(conversation, None, 50).await.unwrap();
     assert_eq!(alice_history.messages, history.messages);
@@ -292,14 +346,17 @@ async fn carbons_between_two_resources() {
     phone
         .command(json!({"op": "send", "to": "bob@localhost", "body": "from my phone", "id": "p-1"}))
         .await;
+    assert_eq!(next_message(&mut bob_ws).await.client_msg_id, "p-1");
     let carbon = laptop.expect("carbon_sent", |_| true).await;
     assert_eq!(carbon["body"], "from my phone");
     assert_eq!(carbon["to"], "bob@localhost");
-    assert_eq!(next_message(&mut bob_ws).await.client_msg_id, "p-1");
     // Each resource is a device of its own.
     let devices = alice.api.devices().await.unwrap();
     let names: Vec<&str> = devices.devices.iter().map(|d| d.name.as_str()).collect();
-    assert!(names.contains(&"XMPP phone") && names.contains(&"XMPP laptop"), "{names:?}");
+    assert!(
+        names.contains(&"XMPP phone") && names.contains(&"XMPP laptop"),
+        "{names:?}"
+    );
     phone.quit().await;
     laptop.quit().await;
 }
@@ -338,7 +395,14 @@ async fn oauthbearer_direct_tls_and_a_wrong_password() {
     let mut wrong = Xmpp::start(
         &python,
         &setup,
-        &["--jid", "alice@localhost/x", "--password", "not the password", "--port", &port],
+        &[
+            "--jid",
+            "alice@localhost/x",
+            "--password",
+            "not the password",
+            "--port",
+            &port,
+        ],
     )
     .await;
     wrong.expect("failed_auth", |_| true).await;
@@ -364,14 +428,21 @@ async fn spoofed_and_malformed_stanzas_end_only_their_stream() {
     assert_eq!(error["condition"], "invalid-from");
 
     let mut broken = Xmpp::password(&python, &setup, &alice, "b").await;
-    broken.command(json!({"op": "raw", "xml": "<message><!-- no --></message>"})).await;
+    broken
+        .command(json!({"op": "raw", "xml": "<message><!-- no --></message>"}))
+        .await;
     let error = broken.expect("stream_error", |_| true).await;
     assert_eq!(error["condition"], "restricted-xml");
 
     // Bob's session still works.
     let alice_ws = setup.server.connect(&alice).await;
     let conversation = alice.api.open_direct(bob.user_id).await.unwrap().id;
-    alice_ws.send_text(conversation, "after", "still here?").await.unwrap();
-    bystander.expect("message", |m| m["body"] == "still here?").await;
+    alice_ws
+        .send_text(conversation, "after", "still here?")
+        .await
+        .unwrap();
+    bystander
+        .expect("message", |m| m["body"] == "still here?")
+        .await;
     bystander.quit().await;
 }

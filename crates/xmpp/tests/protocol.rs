@@ -93,32 +93,50 @@ async fn sign_in(setup: &Setup, username: &str, resource: &str) -> Tls {
     write(&mut tcp, HEADER).await;
     let features = read_until(&mut tcp, "</stream:features>").await;
     assert!(features.contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>"));
-    assert!(!features.contains("mechanisms"), "no SASL before TLS: {features}");
-    write(&mut tcp, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await;
+    assert!(
+        !features.contains("mechanisms"),
+        "no SASL before TLS: {features}"
+    );
+    write(
+        &mut tcp,
+        "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>",
+    )
+    .await;
     read_until(&mut tcp, "<proceed").await;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut tls = setup.connector.connect(name, tcp).await.unwrap();
     write(&mut tls, HEADER).await;
     let features = read_until(&mut tls, "</stream:features>").await;
-    assert!(features.contains("<mechanism>PLAIN</mechanism>"), "{features}");
-    let response = base64::engine::general_purpose::STANDARD
-        .encode(format!("\0{username}\0{PASSWORD}"));
+    assert!(
+        features.contains("<mechanism>PLAIN</mechanism>"),
+        "{features}"
+    );
+    let response =
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{username}\0{PASSWORD}"));
     write(
         &mut tls,
-        &format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{response}</auth>"),
+        &format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{response}</auth>"
+        ),
     )
     .await;
     read_until(&mut tls, "<success").await;
     write(&mut tls, HEADER).await;
     let features = read_until(&mut tls, "</stream:features>").await;
-    assert!(features.contains("urn:ietf:params:xml:ns:xmpp-bind"), "{features}");
+    assert!(
+        features.contains("urn:ietf:params:xml:ns:xmpp-bind"),
+        "{features}"
+    );
     write(
         &mut tls,
         &format!("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"),
     )
     .await;
     let bound = read_until(&mut tls, "</iq>").await;
-    assert!(bound.contains(&format!("<jid>{username}@localhost/{resource}</jid>")), "{bound}");
+    assert!(
+        bound.contains(&format!("<jid>{username}@localhost/{resource}</jid>")),
+        "{bound}"
+    );
     tls
 }
 
@@ -148,7 +166,11 @@ async fn stream_management_acks_only_committed_messages() {
         .and_then(|h| h.parse().ok())
         .unwrap_or_else(|| panic!("no h in {answer}"));
     let history = bob.api.history(conversation, None, 50).await.unwrap();
-    let stored: Vec<&str> = history.messages.iter().map(|m| m.client_msg_id.as_str()).collect();
+    let stored: Vec<&str> = history
+        .messages
+        .iter()
+        .map(|m| m.client_msg_id.as_str())
+        .collect();
     // Every message the count covers is stored (the count may lag, never lead).
     assert!(h as usize <= stored.len(), "h={h} but stored {stored:?}");
     // Once both are answered the count covers both.
@@ -159,11 +181,18 @@ async fn stream_management_acks_only_committed_messages() {
         if answer.contains("h='2'") {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "h never reached 2: {answer}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "h never reached 2: {answer}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let history = bob.api.history(conversation, None, 50).await.unwrap();
-    let stored: Vec<&str> = history.messages.iter().map(|m| m.client_msg_id.as_str()).collect();
+    let stored: Vec<&str> = history
+        .messages
+        .iter()
+        .map(|m| m.client_msg_id.as_str())
+        .collect();
     assert_eq!(stored, ["m1", "m2"]);
 }
 
@@ -173,8 +202,17 @@ async fn refused_xml_gets_the_proper_stream_error() {
     let setup = setup(|c| c.max_stanza_bytes = 2048).await;
     setup.server.user("alice").await;
     let cases = [
-        (format!("<message to='bob@localhost'><body>{}</body></message>", "x".repeat(4096)), "policy-violation"),
-        ("<message><body>&xxe;</body></message>".to_owned(), "restricted-xml"),
+        (
+            format!(
+                "<message to='bob@localhost'><body>{}</body></message>",
+                "x".repeat(4096)
+            ),
+            "policy-violation",
+        ),
+        (
+            "<message><body>&xxe;</body></message>".to_owned(),
+            "restricted-xml",
+        ),
         ("<message><!-- c --></message>".to_owned(), "restricted-xml"),
         ("<message></iq>".to_owned(), "not-well-formed"),
     ];
@@ -183,18 +221,28 @@ async fn refused_xml_gets_the_proper_stream_error() {
         write(&mut tls, &stanza).await;
         let got = read_until(&mut tls, "</stream:stream>").await;
         assert!(
-            got.contains(&format!("<{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>")),
+            got.contains(&format!(
+                "<{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+            )),
             "{condition}: {got}"
         );
     }
     // A DTD before the stream header, on a fresh connection.
     let mut tcp = TcpStream::connect(("127.0.0.1", setup.port)).await.unwrap();
-    write(&mut tcp, "<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]>").await;
+    write(
+        &mut tcp,
+        "<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]>",
+    )
+    .await;
     let got = read_until(&mut tcp, "</stream:stream>").await;
     assert!(got.contains("<restricted-xml"), "{got}");
     // A stream to another domain.
     let mut tcp = TcpStream::connect(("127.0.0.1", setup.port)).await.unwrap();
-    write(&mut tcp, &HEADER.replace("to='localhost'", "to='elsewhere.example'")).await;
+    write(
+        &mut tcp,
+        &HEADER.replace("to='localhost'", "to='elsewhere.example'"),
+    )
+    .await;
     let got = read_until(&mut tcp, "</stream:stream>").await;
     assert!(got.contains("<host-unknown"), "{got}");
 }
