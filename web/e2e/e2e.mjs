@@ -207,6 +207,55 @@ try {
   await bob.page.getByTestId("nav-chats").click();
   await bob.page.getByTestId("conv-Lunch club").click({ timeout: T });
   await bob.page.locator(".row.theirs .bubble", { hasText: "Welcome to the lunch club" }).waitFor({ timeout: T });
+
+  log("alice mentions bob through the autocomplete list, in Markdown; bob sees it rendered and mentioned");
+  const composerA = alice.page.getByTestId("composer");
+  await composerA.fill("");
+  await composerA.pressSequentially("@bo");
+  const mentionList = alice.page.getByTestId("mention-list");
+  await mentionList.getByRole("option", { name: `@${names.bob}` }).waitFor({ timeout: T });
+  await composerA.press("Enter");
+  assert.equal(await composerA.inputValue(), `@${names.bob} `, "the pick completes the name");
+  await composerA.pressSequentially("the **plan** is `12:30` at [the park](https://example.org/park)");
+  await composerA.press("Enter");
+  const planBubble = bob.page.locator(".row.theirs .bubble", { hasText: "is 12:30" });
+  await planBubble.locator("strong", { hasText: "plan" }).waitFor({ timeout: T });
+  await planBubble.locator("code", { hasText: "12:30" }).waitFor();
+  assert.equal(await planBubble.locator("a", { hasText: "the park" }).getAttribute("href"), "https://example.org/park");
+  const planned = await bob.page.evaluate(async (title) => {
+    const c = window.tidings;
+    const conv = [...c.conversations.values()].find((s) => s.conversation.title === title);
+    const last = (await c.rest.history(conv.conversation.id)).messages.at(-1);
+    return { kind: last.body.kind, mentions: last.mentions?.users ?? [], me: c.me.user_id };
+  }, "Lunch club");
+  assert.equal(planned.kind, "markdown");
+  assert.deepEqual(planned.mentions, [planned.me], "bob is mentioned");
+
+  log("a location, a contact card and a forwarded message render as cards");
+  await alice.page.evaluate(async (title) => {
+    const c = window.tidings;
+    const conv = [...c.conversations.values()].find((s) => s.conversation.title === title).conversation;
+    const first = (await c.rest.history(conv.id)).messages.find((m) => m.body.kind === "text");
+    c.send(conv.id, { kind: "location", latitude: 31.2304, longitude: 121.4737, name: "人民广场" });
+    c.send(conv.id, { kind: "contact", user_id: c.me.user_id });
+    c.send(conv.id, { kind: "forward", messages: [{ conversation_id: conv.id, seq: first.seq }] });
+  }, "Lunch club");
+  await bob.page.getByTestId("location").filter({ hasText: "人民广场" }).waitFor({ timeout: T });
+  assert.match(await bob.page.getByTestId("location").locator("a").getAttribute("href"), /^https:\/\/www\.openstreetmap\.org\/\?mlat=31\.23040&mlon=121\.47370/);
+  await bob.page.getByTestId("contact-card").filter({ hasText: names.alice }).waitFor({ timeout: T });
+  await bob.page.getByTestId("forward").filter({ hasText: "Welcome to the lunch club" }).waitFor({ timeout: T });
+  await shot(bob, "05a-rich-bodies.png");
+
+  log("bob archives the group: it leaves the list for the archived view, and comes back");
+  await bob.page.getByTestId("archive-btn").click();
+  await bob.page.getByTestId("conv-Lunch club").waitFor({ state: "detached", timeout: T });
+  await bob.page.getByTestId("archived-toggle").filter({ hasText: "Archived (1)" }).click({ timeout: T });
+  await bob.page.getByTestId("conv-Lunch club").waitFor({ timeout: T });
+  await bob.page.getByTestId(`conv-${names.alice}`).waitFor({ state: "detached" });
+  await bob.page.getByTestId("archive-btn").click();
+  await bob.page.getByTestId("archived-toggle").click();
+  await bob.page.getByTestId("conv-Lunch club").waitFor({ timeout: T });
+  await bob.page.getByTestId(`conv-${names.alice}`).waitFor({ timeout: T });
   await bob.page.getByTestId("members-btn").click();
   const members = bob.page.getByRole("dialog");
   await members.getByText("Owner").waitFor({ timeout: T });
@@ -223,7 +272,7 @@ try {
   assert.match(link, /\/join\//);
   await carol.page.goto(link);
   await carol.page.getByRole("heading", { name: "Lunch club" }).waitFor({ timeout: T });
-  await carol.page.locator(".bubble", { hasText: "Welcome to the lunch club" }).waitFor({ timeout: T });
+  await carol.page.locator(".bubble", { hasText: "Welcome to the lunch club" }).first().waitFor({ timeout: T });
   await aliceMembers.getByRole("button", { name: "Close" }).click();
   await alice.page.getByTestId("members-btn").click();
   const carolRow = alice.page.getByRole("dialog").locator(".person", { hasText: names.carol });

@@ -58,6 +58,12 @@ export function preview(m: Message | undefined, t: T, client?: TidingsClient): s
       return t("chat.deleted");
     case "encrypted":
       return t("chat.encrypted");
+    case "location":
+      return m.body.name ? `${t("msg.location")}: ${m.body.name}` : t("msg.location");
+    case "contact":
+      return t("msg.contactCard");
+    case "forward":
+      return t("msg.forwarded", { n: m.body.messages.length });
     case "system":
       return client ? systemText(m, nameOf(client, m.sender_id), t, (id) => nameOf(client, id)) : t("chat.system");
     default:

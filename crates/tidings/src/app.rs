@@ -16,6 +16,7 @@ use tidings_http::{AppState, HttpConfig};
 use tidings_store::Store;
 use tidings_store_postgres::{PgOptions, PgStore};
 use tidings_store_sqlite::{SqliteOptions, SqliteStore};
+use tidings_tls::Tls;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -208,6 +209,8 @@ pub struct Running {
     pub mqtt_addr: Option<SocketAddr>,
     /// The XMPP client listener's address (STARTTLS), when XMPP is enabled.
     pub xmpp_addr: Option<SocketAddr>,
+    /// The TLS identity every listener serves, when TLS is on.
+    pub tls: Option<Tls>,
     pub core: Core,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
@@ -251,10 +254,26 @@ impl Running {
     }
 }
 
+/// Loads the TLS identity the configuration asks for (files, or the development certificate),
+/// and keeps it reloading when its files change.
+pub fn open_tls(config: &Config) -> anyhow::Result<Option<Tls>> {
+    let Some(tls) = Tls::from_config(&config.tls, &config.data_dir)? else {
+        return Ok(None);
+    };
+    if config.tls.reload_interval_secs > 0 {
+        tls.spawn_reloader(std::time::Duration::from_secs(
+            config.tls.reload_interval_secs,
+        ));
+    }
+    Ok(Some(tls))
+}
+
 /// Starts the server on an already bound listener.
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let core = start_core(&config, addr).await?;
+    // After the core, which prepares the data directory the development certificate goes in.
+    let tls = open_tls(&config)?;
     let http: HttpConfig = config.http.clone();
     let files = open_files(&config, &core)?;
     let janitor = files.spawn_janitor();
@@ -291,13 +310,16 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let mut xmpp_addr = None;
     let mut xmpp_tasks = Vec::new();
     if config.xmpp.enabled {
-        // TLS comes from the server's TLS configuration once the binary has one; until then
-        // the listener offers no STARTTLS, and with `tls_required` no client can sign in.
-        let tls: Option<Arc<tidings_xmpp::rustls::ServerConfig>> = None;
-        if tls.is_none() && config.xmpp.tls_required {
-            tracing::warn!("XMPP requires TLS but no TLS is configured: clients cannot sign in.");
+        // STARTTLS and direct TLS serve the server's one certificate; `xmpp-client` is the
+        // ALPN protocol of direct TLS (XEP-0368), which STARTTLS clients simply do not send.
+        let xmpp_tls = tls.as_ref().map(|t| t.server_config(&[b"xmpp-client"]));
+        if xmpp_tls.is_none() && config.xmpp.tls_required {
+            tracing::warn!(
+                "XMPP requires TLS but none is configured ([tls] or --dev-tls): clients cannot sign in."
+            );
         }
-        let gateway = tidings_xmpp::Gateway::new(core.clone(), config.xmpp.clone(), tls.clone());
+        let gateway =
+            tidings_xmpp::Gateway::new(core.clone(), config.xmpp.clone(), xmpp_tls.clone());
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -311,7 +333,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             gateway.clone(),
             stopped(xmpp_stopped.clone()),
         )));
-        if config.xmpp.direct_tls && tls.is_some() {
+        if config.xmpp.direct_tls && xmpp_tls.is_some() {
             let tls_listener = TcpListener::bind(config.xmpp.tls_listen)
                 .await
                 .with_context(|| format!("cannot listen for XMPP on {}", config.xmpp.tls_listen))?;
@@ -352,6 +374,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         addr,
         mqtt_addr,
         xmpp_addr,
+        tls,
         core,
         stop,
         task,

@@ -18,6 +18,7 @@ use tidings_files::FilesConfig;
 use tidings_http::HttpConfig;
 use tidings_mqtt::MqttConfig;
 use tidings_xmpp::XmppConfig;
+use tidings_tls::TlsConfig;
 
 /// Log output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -145,6 +146,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub log: LogConfig,
     pub http: HttpConfig,
+    pub tls: TlsConfig,
     pub storage: StorageConfig,
     pub store: StoreConfig,
     pub bus: BusConfig,
@@ -165,6 +167,7 @@ impl Default for Config {
             data_dir: PathBuf::from("tidings-data"),
             log: LogConfig::default(),
             http: HttpConfig::default(),
+            tls: TlsConfig::default(),
             storage: StorageConfig::default(),
             store: StoreConfig::default(),
             bus: BusConfig::default(),

@@ -37,6 +37,11 @@ enum Command {
         /// Address to listen on. [env: TIDINGS_LISTEN] [default: 127.0.0.1:8080]
         #[arg(long, short)]
         listen: Option<SocketAddr>,
+        /// Serve TLS with a self-signed certificate for localhost, generated once into the data
+        /// directory. For development; production deployments set `[tls] cert_file` and `key_file`.
+        /// [env: TIDINGS_TLS_DEV]
+        #[arg(long)]
+        dev_tls: bool,
     },
     /// Operator commands that work on the data directory directly (the server may be running).
     Admin {
@@ -232,8 +237,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", config::example_toml());
             Ok(())
         }
-        Command::Serve { common, listen } => {
-            let config = load_config(&common, listen)?;
+        Command::Serve {
+            common,
+            listen,
+            dev_tls,
+        } => {
+            let mut config = load_config(&common, listen)?;
+            config.tls.dev |= dev_tls;
             init_logging(&config);
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await

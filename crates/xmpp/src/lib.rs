@@ -15,9 +15,6 @@ pub mod conn;
 pub mod sasl;
 pub mod xml;
 
-// The binary hands in a `rustls::ServerConfig`; re-exported so it needs no rustls of its own.
-pub use rustls;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

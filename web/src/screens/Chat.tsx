@@ -3,7 +3,9 @@
 // drop, paste) uploaded with tus, with progress, pause and resume.
 
 import { Fragment, useCallback, useEffect, useLayoutEffect, useRef, useState, type ClipboardEvent, type DragEvent, type KeyboardEvent } from "react";
-import { isShown, upload, type Message, type MessageBodyFile, type PendingMessage, type UploadHandle } from "@tidings/sdk";
+import { isShown, upload, type Message, type MessageBody, type MessageBodyFile, type MessageBodyLocation, type PendingMessage, type UploadHandle } from "@tidings/sdk";
+import { Markdown, looksLikeMarkdown } from "../markdown";
+import { applyMention, mentionCandidates, mentionQuery, mentionsIn } from "../mentions";
 import { useClient } from "../state";
 import { useI18n, type T } from "../i18n";
 import { Avatar } from "../ui/Avatar";
@@ -39,6 +41,8 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
   const [showMembers, setShowMembers] = useState(false);
   const [memberNames, setMemberNames] = useState<Map<number, string>>(new Map());
   const [myRole, setMyRole] = useState<string>("member");
+  const [mention, setMention] = useState<{ start: number; query: string } | null>(null);
+  const [mentionIndex, setMentionIndex] = useState(0);
   // Where "new messages" starts: the read marker when the conversation was opened.
   const [firstUnreadSeq] = useState(() => (conv.unread > 0 ? conv.read_seq + 1 : null));
   const fileInput = useRef<HTMLInputElement>(null);
@@ -119,28 +123,48 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
     }
   }, [conversationId, loadingOlder]);
 
+  // Mentions: direct conversations offer the peer, groups their members; `@all` only to the
+  // roles that hold it by default (the server has the last word).
+  const mentionable: [number, string][] = conv.kind === "group" ? [...memberNames] : conv.peer ? [[conv.peer.user_id, conv.peer.username]] : [];
+  const allowAll = conv.kind === "group" && myRole !== "member";
+  const candidates = mention ? mentionCandidates(mention.query, mentionable, me, allowAll) : [];
+  const pickMention = (username: string) => {
+    const el = composer.current;
+    if (!mention || !el) return;
+    const next = applyMention(text, mention.start, el.selectionStart ?? text.length, username);
+    setText(next.text);
+    setMention(null);
+    requestAnimationFrame(() => {
+      el.focus();
+      el.setSelectionRange(next.caret, next.caret);
+    });
+  };
+
   const send = () => {
     const body = text.trim();
     if (!body) return;
+    setMention(null);
     if (editing) {
-      if (editing.body.kind === "text" && editing.body.text !== body) c.edit(conversationId, editing.seq, { kind: "text", text: body });
+      // An edit keeps the kind of the message it replaces (the server requires it).
+      const kind = editing.body.kind;
+      if ((kind === "text" || kind === "markdown") && editing.body.text !== body) c.edit(conversationId, editing.seq, { kind, text: body });
       setEditing(null);
       setText("");
       return;
     }
     atBottom.current = true;
     // @name mentions of members (or the peer) become the message's mentions.
-    const names = new Map<string, number>();
-    for (const [id, n] of memberNames) names.set(n.toLowerCase(), id);
-    if (conv.peer) names.set(conv.peer.username.toLowerCase(), conv.peer.user_id);
-    const users = [...body.matchAll(/@([a-z][a-z0-9_.-]{2,31})/gi)].map((m) => names.get(m[1].toLowerCase())).filter((x): x is number => x !== undefined && x !== me);
-    c.sendText(conversationId, body, { replyTo: replyTo?.seq, threadRoot: threadRoot?.seq, mentions: users.length ? { users: [...new Set(users)] } : undefined });
+    const names = new Map<string, number>(mentionable.map(([id, n]) => [n.toLowerCase(), id]));
+    const mentions = mentionsIn(body, names, me, allowAll);
+    const options = { replyTo: replyTo?.seq, threadRoot: threadRoot?.seq, mentions };
+    if (looksLikeMarkdown(body)) c.send(conversationId, { kind: "markdown", text: body }, options);
+    else c.sendText(conversationId, body, options);
     setReplyTo(null);
     setThreadRoot(null);
     setText("");
   };
   const startEdit = (m: Message) => {
-    if (m.body.kind !== "text") return;
+    if (m.body.kind !== "text" && m.body.kind !== "markdown") return;
     setReplyTo(null);
     setEditing(m);
     setText(m.body.text);
@@ -148,6 +172,24 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
   };
 
   const onKeyDown = (e: KeyboardEvent<HTMLTextAreaElement>) => {
+    if (candidates.length && !e.nativeEvent.isComposing) {
+      if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+        e.preventDefault();
+        const step = e.key === "ArrowDown" ? 1 : candidates.length - 1;
+        setMentionIndex((i) => (i + step) % candidates.length);
+        return;
+      }
+      if (e.key === "Enter" || e.key === "Tab") {
+        e.preventDefault();
+        pickMention(candidates[Math.min(mentionIndex, candidates.length - 1)].username);
+        return;
+      }
+      if (e.key === "Escape") {
+        e.preventDefault();
+        setMention(null);
+        return;
+      }
+    }
     if (e.key === "Enter" && !e.shiftKey && !e.nativeEvent.isComposing) {
       e.preventDefault();
       send();
@@ -158,7 +200,7 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
       setEditing(null);
     } else if (e.key === "ArrowUp" && !text) {
       // Up in an empty composer edits one's last message, as in most chat apps.
-      const last = [...messages].reverse().find((m) => m.sender_id === me && m.body.kind === "text");
+      const last = [...messages].reverse().find((m) => m.sender_id === me && (m.body.kind === "text" || m.body.kind === "markdown"));
       if (last) {
         e.preventDefault();
         startEdit(last);
@@ -248,6 +290,16 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
         >
           <Icon name={conv.settings?.notify === "none" ? "bellOff" : "bell"} />
         </button>
+        <button
+          className="icon-btn"
+          aria-label={conv.settings?.archived ? t("conv.unarchive") : t("conv.archive")}
+          title={conv.settings?.archived ? t("conv.unarchive") : t("conv.archive")}
+          aria-pressed={!!conv.settings?.archived}
+          onClick={() => void c.updateSettings(conversationId, { archived: !conv.settings?.archived })}
+          data-testid="archive-btn"
+        >
+          <Icon name="archive" />
+        </button>
         {conv.kind === "group" && (
           <button className="icon-btn" aria-label={t("chat.members")} title={t("chat.members")} onClick={() => setShowMembers(true)} data-testid="members-btn">
             <Icon name="users" />
@@ -297,7 +349,7 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
                   setReplyTo(m);
                   composer.current?.focus();
                 }}
-                onEdit={m.sender_id === me && m.body.kind === "text" ? () => startEdit(m) : undefined}
+                onEdit={m.sender_id === me && (m.body.kind === "text" || m.body.kind === "markdown") ? () => startEdit(m) : undefined}
                 onRecall={m.sender_id === me && m.body.kind !== "deleted" ? () => c.recall(conversationId, m.seq) : undefined}
                 onReact={(key, remove) => c.react(conversationId, m.seq, key, remove)}
                 onPin={() => c.pin(conversationId, m.seq, !!m.pinned_at)}
@@ -376,6 +428,33 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
           </button>
         </div>
       )}
+      {candidates.length > 0 && (
+        <ul className="mention-list" id="mention-list" role="listbox" aria-label={t("msg.mentionSomeone")} data-testid="mention-list">
+          {candidates.map((cand, i) => (
+            <li
+              key={String(cand.id)}
+              id={`mention-${i}`}
+              role="option"
+              aria-selected={i === mentionIndex}
+              className={i === mentionIndex ? "active" : ""}
+              onMouseDown={(e) => {
+                e.preventDefault();
+                pickMention(cand.username);
+              }}
+            >
+              {cand.id === "all" ? (
+                <>
+                  <strong>{`@${cand.username}`}</strong> <span className="muted small">{t("msg.mentionAll")}</span>
+                </>
+              ) : (
+                <>
+                  <Avatar name={cand.username} seed={cand.id} size={22} /> <span>@{cand.username}</span>
+                </>
+              )}
+            </li>
+          ))}
+        </ul>
+      )}
       <form
         className="composer"
         onSubmit={(e) => {
@@ -405,8 +484,13 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
           value={text}
           onChange={(e) => {
             setText(e.target.value);
+            setMention(mentionQuery(e.target.value, e.target.selectionStart ?? e.target.value.length));
+            setMentionIndex(0);
             c.setTyping(conversationId, e.target.value.length > 0);
           }}
+          aria-autocomplete="list"
+          aria-controls={candidates.length ? "mention-list" : undefined}
+          aria-activedescendant={candidates.length ? `mention-${mentionIndex}` : undefined}
           onKeyDown={onKeyDown}
           onPaste={onPaste}
           data-testid="composer"
@@ -494,7 +578,7 @@ function MessageRow({ m, me, mine, first, showName, senderName, tick, t, nameFor
             </span>
           </button>
         )}
-        <Body m={m} t={t} />
+        <Body body={m.body} t={t} nameFor={nameFor} />
         {m.thread && m.thread.replies > 0 && (
           <button className="thread-chip" onClick={onThread} data-testid="thread-chip">
             <Icon name="chat" size={13} /> {t("msg.threadReplies", { n: m.thread.replies })}
@@ -561,15 +645,31 @@ function MessageRow({ m, me, mine, first, showName, senderName, tick, t, nameFor
   );
 }
 
-function Body({ m, t }: { m: Message; t: T }) {
-  switch (m.body.kind) {
+function Body({ body, t, nameFor }: { body: MessageBody; t: T; nameFor: (id: number) => string }) {
+  switch (body.kind) {
     case "text":
-      return <p className="text">{m.body.text}</p>;
+      return <p className="text">{body.text}</p>;
     case "markdown":
-      // Shown as escaped text: a message can never inject markup (protocol section 17.1).
-      return <p className="text">{m.body.text}</p>;
+      // Rendered to React elements, never to HTML: a message cannot inject markup (17.1).
+      return <Markdown text={body.text} />;
     case "file":
-      return <FileBody body={m.body} t={t} />;
+      return <FileBody body={body} t={t} />;
+    case "location":
+      return <LocationBody body={body} t={t} />;
+    case "contact":
+      return <ContactBody userId={body.user_id} t={t} nameFor={nameFor} />;
+    case "forward":
+      return (
+        <div className="forward" data-testid="forward">
+          <div className="small muted">{t("msg.forwarded", { n: body.messages.length })}</div>
+          {body.messages.map((f, i) => (
+            <div className="forward-item" key={`${f.conversation_id}-${f.seq}-${i}`}>
+              {f.sender_id != null && <strong className="small">{nameFor(f.sender_id)}</strong>}
+              {f.body ? <Body body={f.body} t={t} nameFor={nameFor} /> : <p className="text muted italic">{t("chat.deleted")}</p>}
+            </div>
+          ))}
+        </div>
+      );
     case "deleted":
       return <p className="text muted italic">{t("chat.deleted")}</p>;
     case "encrypted":
@@ -577,6 +677,42 @@ function Body({ m, t }: { m: Message; t: T }) {
     default:
       return <p className="text muted italic">{t("chat.unsupported")}</p>;
   }
+}
+
+function LocationBody({ body, t }: { body: MessageBodyLocation; t: T }) {
+  const lat = body.latitude.toFixed(5);
+  const lon = body.longitude.toFixed(5);
+  // A link to the public map rather than an embedded one: the page's CSP loads nothing from
+  // other origins, and the reader chooses whether to tell a map service where they look.
+  const href = `https://www.openstreetmap.org/?mlat=${lat}&mlon=${lon}#map=16/${lat}/${lon}`;
+  return (
+    <div className="file-card location" data-testid="location">
+      <Icon name="pin" size={22} />
+      <div className="file-info">
+        <span className="file-name">{body.name || t("msg.location")}</span>
+        <a className="small" href={href} target="_blank" rel="noopener noreferrer nofollow" aria-label={t("msg.openMap")}>
+          {lat}, {lon}
+        </a>
+      </div>
+    </div>
+  );
+}
+
+function ContactBody({ userId, t, nameFor }: { userId: number; t: T; nameFor: (id: number) => string }) {
+  const c = useClient();
+  const [name, setName] = useState(() => nameFor(userId));
+  useEffect(() => {
+    c.rest.profile(userId).then((p) => setName(p.display_name || p.username), () => undefined);
+  }, [userId]);
+  return (
+    <div className="file-card contact" data-testid="contact-card">
+      <Avatar name={name} seed={userId} size={32} />
+      <div className="file-info">
+        <span className="file-name">{name}</span>
+        <span className="small muted">{t("msg.contactCard")}</span>
+      </div>
+    </div>
+  );
 }
 
 function FileBody({ body, t }: { body: MessageBodyFile; t: T }) {

@@ -15,6 +15,7 @@ export function ConversationList({ selected, onSelect }: { selected: number | nu
   const { t, lang } = useI18n();
   const [q, setQ] = useState("");
   const [creating, setCreating] = useState(false);
+  const [showArchived, setShowArchived] = useState(false);
   const listRef = useRef<HTMLUListElement>(null);
   const needle = q.trim().toLowerCase();
   const [hits, setHits] = useState<SearchHit[] | null>(null);
@@ -33,7 +34,11 @@ export function ConversationList({ selected, onSelect }: { selected: number | nu
     }, 300);
     return () => clearTimeout(timer);
   }, [needle]);
-  const items = c.conversationList().filter((s) => !needle || conversationName(s).toLowerCase().includes(needle) || preview(s.lastMessage, t).toLowerCase().includes(needle));
+  const matching = c.conversationList().filter((s) => !needle || conversationName(s).toLowerCase().includes(needle) || preview(s.lastMessage, t).toLowerCase().includes(needle));
+  // Archived conversations leave the main list for their own view (a search looks in both).
+  const archived = matching.filter((s) => s.conversation.settings?.archived);
+  const items = needle ? matching : matching.filter((s) => !!s.conversation.settings?.archived === showArchived);
+  const archivedUnread = archived.reduce((n, s) => n + (s.conversation.unread ?? 0), 0);
 
   const onKey = (e: KeyboardEvent) => {
     if (e.key !== "ArrowDown" && e.key !== "ArrowUp") return;
@@ -56,8 +61,15 @@ export function ConversationList({ selected, onSelect }: { selected: number | nu
         <Icon name="search" size={16} />
         <input type="search" placeholder={t("list.search")} aria-label={t("list.search")} value={q} onChange={(e) => setQ(e.target.value)} />
       </div>
+      {!needle && (archived.length > 0 || showArchived) && (
+        <button className="ghost archived-toggle" onClick={() => setShowArchived((v) => !v)} aria-pressed={showArchived} data-testid="archived-toggle">
+          <Icon name={showArchived ? "chat" : "archive"} size={16} />
+          {showArchived ? t("list.backToChats") : t("list.archived", { n: archived.length })}
+          {!showArchived && archivedUnread > 0 && <span className="badge muted">{archivedUnread > 99 ? "99+" : archivedUnread}</span>}
+        </button>
+      )}
       {items.length === 0 ? (
-        <p className="muted pad">{t("list.empty")}</p>
+        <p className="muted pad">{showArchived ? t("list.noArchived") : t("list.empty")}</p>
       ) : (
         <ul className="conv-list" ref={listRef} onKeyDown={onKey} role="list">
           {items.map((s) => {
