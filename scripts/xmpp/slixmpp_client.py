@@ -11,6 +11,9 @@ carries out JSON commands read line by line from stdin:
   {"op": "carbons"}                                      enables Message Carbons
   {"op": "ping"}                                         XEP-0199 ping of the server
   {"op": "disco"}                                        disco#info of the server
+  {"op": "block", "jid": JID} / {"op": "unblock", "jid": JID}   XEP-0191
+  {"op": "blocklist"}                                    prints {"event": "blocklist", ...}
+  {"op": "vcard", "jid": JID}                            vCard-temp of a user
   {"op": "raw", "xml": XML}                              writes XML as is (for error tests)
   {"op": "quit"}                                         closes the stream and exits
 """
@@ -85,6 +88,8 @@ class Client(slixmpp.ClientXMPP):
         self.args = args
         self.register_plugin('xep_0030')
         self.register_plugin('xep_0199')
+        self.register_plugin('xep_0191')
+        self.register_plugin('xep_0054')
         self.ca_certs = args.ca
         self.ssl_context.load_verify_locations(cafile=args.ca)
         self.enable_direct_tls = args.direct_tls
@@ -177,6 +182,19 @@ class Client(slixmpp.ClientXMPP):
         elif op == 'disco':
             info = await self.plugin['xep_0030'].get_info(jid=self.boundjid.domain)
             emit(event='disco', features=sorted(info['disco_info']['features']))
+        elif op == 'block':
+            await self.plugin['xep_0191'].block(c['jid'])
+            emit(event='blocked')
+        elif op == 'unblock':
+            await self.plugin['xep_0191'].unblock(c['jid'])
+            emit(event='unblocked')
+        elif op == 'blocklist':
+            items = await self.plugin['xep_0191'].get_blocked()
+            emit(event='blocklist', items=sorted(str(i['jid']) for i in items['blocklist']['items']))
+        elif op == 'vcard':
+            iq = await self.plugin['xep_0054'].get_vcard(c['jid'], local=False)
+            vcard = iq['vcard_temp']
+            emit(event='vcard', fn=vcard['FN'], nickname=vcard['NICKNAME'])
         elif op == 'raw':
             self.send_raw(c['xml'])
         elif op == 'quit':

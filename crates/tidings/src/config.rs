@@ -17,8 +17,8 @@ use tidings_core::config::{
 use tidings_files::FilesConfig;
 use tidings_http::HttpConfig;
 use tidings_mqtt::MqttConfig;
-use tidings_xmpp::XmppConfig;
 use tidings_tls::TlsConfig;
+use tidings_xmpp::XmppConfig;
 
 /// Log output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -45,6 +45,8 @@ pub const NS_MARKERS: &str = "urn:xmpp:chat-markers:0";
 pub const NS_CARBONS: &str = "urn:xmpp:carbons:2";
 pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
 pub const NS_SM: &str = "urn:xmpp:sm:3";
+pub const NS_BLOCKING: &str = "urn:xmpp:blocking";
+pub const NS_VCARD: &str = "vcard-temp";
 
 /// How long one write to the client may take before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -296,7 +298,7 @@ async fn negotiate(
     let cfg = &gw.config;
     // Who SASL said the client is: the user, and the password to sign in a device with once
     // the resource is known, or an authenticated session (OAUTHBEARER).
-    let mut authenticated: Option<(UserId, Option<String>, Option<Session>)> = None;
+    let mut authenticated: Option<AuthOutcome> = None;
     let mut header_sent = false;
     loop {
         // A new stream: the header first.
@@ -1107,7 +1109,13 @@ impl Conn {
         let to_self = to
             .as_deref()
             .is_some_and(|t| t == self.bare || t == self.full);
-        if !to_server && !to_self {
+        // A vCard request to another user's bare JID is answered by the server for that
+        // account (RFC 6121 8.5.1), from their profile.
+        let vcard_of_user = payload.is("vCard", NS_VCARD)
+            && to
+                .as_deref()
+                .is_some_and(|t| !t.contains('/') && self.local_user(t).is_some());
+        if !to_server && !to_self && !vcard_of_user {
             // Another user's JID: the server answers for accounts (RFC 6121 8.5), and routes
             // nothing between users' resources yet.
             self.send(&iq_error(&stanza, "cancel", "service-unavailable", None));
@@ -1188,6 +1196,115 @@ impl Conn {
                 self.carbons = false;
                 self.send(&result());
             }
+            ("get", "blocklist", NS_BLOCKING) => match self.gw.core.blocks(&self.caller).await {
+                Ok(list) => {
+                    let mut blocklist = Element::new("blocklist", NS_BLOCKING);
+                    for user in list.users {
+                        let jid = format!("{}@{}", user.username, self.domain());
+                        blocklist =
+                            blocklist.child(Element::new("item", NS_BLOCKING).attr("jid", jid));
+                    }
+                    let el = result().child(blocklist);
+                    self.send(&el);
+                }
+                Err(e) => {
+                    let (kind, condition) = condition_for(e.code);
+                    self.send(&iq_error(&stanza, kind, condition, Some(&e.message)));
+                }
+            },
+            ("set", "block" | "unblock", NS_BLOCKING) => {
+                // Every item names a user of this server; an `unblock` without items unblocks
+                // everyone (XEP-0191 3.4).
+                let mut users = Vec::new();
+                for item in payload.elements().filter(|e| e.is("item", NS_BLOCKING)) {
+                    let jid = item.get_attr("jid").unwrap_or_default();
+                    let found = match self.local_user(jid).map(str::to_owned) {
+                        Some(local) => self.user_id(&local).await,
+                        None => None,
+                    };
+                    match found {
+                        Some(id) => users.push(id),
+                        None => {
+                            self.send(&iq_error(
+                                &stanza,
+                                "modify",
+                                "item-not-found",
+                                Some("no such user here"),
+                            ));
+                            return Ok(());
+                        }
+                    }
+                }
+                let block = payload.name == "block";
+                if block && users.is_empty() {
+                    self.send(&iq_error(
+                        &stanza,
+                        "modify",
+                        "bad-request",
+                        Some("nothing to block"),
+                    ));
+                    return Ok(());
+                }
+                if !block && users.is_empty() {
+                    match self.gw.core.blocks(&self.caller).await {
+                        Ok(list) => users = list.users.iter().map(|u| u.user_id).collect(),
+                        Err(e) => {
+                            let (kind, condition) = condition_for(e.code);
+                            self.send(&iq_error(&stanza, kind, condition, Some(&e.message)));
+                            return Ok(());
+                        }
+                    }
+                }
+                for user in users {
+                    let done = if block {
+                        self.gw.core.block(&self.caller, user).await
+                    } else {
+                        self.gw.core.unblock(&self.caller, user).await
+                    };
+                    if let Err(e) = done {
+                        let (kind, condition) = condition_for(e.code);
+                        self.send(&iq_error(&stanza, kind, condition, Some(&e.message)));
+                        return Ok(());
+                    }
+                }
+                self.send(&result());
+            }
+            ("get", "vCard", NS_VCARD) => {
+                // vCard-temp from the Tidings profile: the user's own (to the bare JID or the
+                // server) or another user's (addressed to theirs, answered here).
+                let user = match to
+                    .as_deref()
+                    .and_then(|t| self.local_user(t))
+                    .map(str::to_owned)
+                {
+                    Some(local) => self.user_id(&local).await,
+                    None => Some(self.caller.user_id),
+                };
+                let profile = match user {
+                    Some(user) => self.gw.core.profile(&self.caller, user).await.ok(),
+                    None => None,
+                };
+                match profile {
+                    Some(profile) => {
+                        let mut vcard = Element::new("vCard", NS_VCARD).child(
+                            Element::new("NICKNAME", NS_VCARD).text(profile.username.clone()),
+                        );
+                        let name = if profile.display_name.is_empty() {
+                            profile.username
+                        } else {
+                            profile.display_name
+                        };
+                        vcard = vcard.child(Element::new("FN", NS_VCARD).text(name));
+                        if !profile.status_text.is_empty() {
+                            vcard = vcard
+                                .child(Element::new("DESC", NS_VCARD).text(profile.status_text));
+                        }
+                        let el = result().child(vcard);
+                        self.send(&el);
+                    }
+                    None => self.send(&iq_error(&stanza, "cancel", "item-not-found", None)),
+                }
+            }
             ("set", "bind", NS_BIND) => {
                 self.send(&iq_error(
                     &stanza,
@@ -1251,10 +1368,8 @@ impl Conn {
                     self.presence(presence.user_id, presence.status).await;
                 }
             }
-            ServerFrame::Presence { presence } => {
-                if self.available {
-                    self.presence(presence.user_id, presence.status).await;
-                }
+            ServerFrame::Presence { presence } if self.available => {
+                self.presence(presence.user_id, presence.status).await;
             }
             ServerFrame::Message { message } => self.deliver(message).await,
             ServerFrame::Typing {

@@ -561,13 +561,16 @@ fn not_well_formed(e: impl std::fmt::Display) -> XmlError {
 
 type Scope = HashMap<String, String>;
 
+/// A start tag resolved: local name, namespace, attributes without declarations.
+type Resolved = (String, String, Vec<(String, String)>);
+
 /// Resolves a start tag's name and attributes against the declarations in scope (updated
 /// with the tag's own), returning (local name, namespace, attributes without declarations).
 fn resolve_start(
     start: &quick_xml::events::BytesStart<'_>,
     scope: &mut Scope,
     parent: &Scope,
-) -> Result<(String, String, Vec<(String, String)>), XmlError> {
+) -> Result<Resolved, XmlError> {
     let mut attrs = Vec::new();
     for attr in start.attributes() {
         let attr = attr.map_err(not_well_formed)?;

@@ -361,6 +361,46 @@ async fn carbons_between_two_resources() {
     laptop.quit().await;
 }
 
+/// The blocking command (XEP-0191) is the Tidings block list, and vCard-temp shows profiles.
+#[tokio::test]
+async fn blocking_and_vcards() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let mut xmpp = Xmpp::password(&python, &setup, &alice, "desk").await;
+    xmpp.command(json!({"op": "block", "jid": "bob@localhost"}))
+        .await;
+    xmpp.expect("blocked", |_| true).await;
+    let blocks = alice.api.blocks().await.unwrap();
+    assert_eq!(
+        blocks.users.iter().map(|u| u.user_id).collect::<Vec<_>>(),
+        [bob.user_id]
+    );
+    xmpp.command(json!({"op": "blocklist"})).await;
+    let list = xmpp.expect("blocklist", |_| true).await;
+    assert_eq!(list["items"], json!(["bob@localhost"]));
+    // Blocked: Bob's message is refused by the core.
+    let conversation = bob.api.open_direct(alice.user_id).await;
+    assert!(
+        conversation.is_err(),
+        "a blocked user cannot open a conversation"
+    );
+    xmpp.command(json!({"op": "unblock", "jid": "bob@localhost"}))
+        .await;
+    xmpp.expect("unblocked", |_| true).await;
+    assert!(alice.api.blocks().await.unwrap().users.is_empty());
+    xmpp.command(json!({"op": "vcard", "jid": "bob@localhost"}))
+        .await;
+    let vcard = xmpp.expect("vcard", |_| true).await;
+    // slixmpp reads NICKNAME as a list; FN is the display name, or the username without one.
+    assert_eq!(vcard["nickname"], json!(["bob"]));
+    assert_eq!(vcard["fn"], "bob");
+    xmpp.quit().await;
+}
+
 /// OAUTHBEARER with a Tidings access token, and direct TLS (XEP-0368); a wrong password is
 /// refused with a SASL failure.
 #[tokio::test]
