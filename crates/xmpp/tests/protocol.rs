@@ -246,3 +246,51 @@ async fn refused_xml_gets_the_proper_stream_error() {
     let got = read_until(&mut tcp, "</stream:stream>").await;
     assert!(got.contains("<host-unknown"), "{got}");
 }
+
+/// A client over its stanza rate is read more slowly: with 5 stanzas per second and a burst of
+/// 5, the answer to the 15th ping cannot come before about two seconds.
+#[tokio::test]
+async fn the_stanza_rate_slows_a_flooding_client() {
+    let setup = setup(|c| {
+        c.stanzas_per_second = 5;
+        c.stanza_burst = 5;
+    })
+    .await;
+    setup.server.user("alice").await;
+    let mut tls = sign_in(&setup, "alice", "flood").await;
+    // The bind used one token; wait for the bucket to fill again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let started = std::time::Instant::now();
+    let mut pings = String::new();
+    for i in 0..15 {
+        pings.push_str(&format!(
+            "<iq type='get' id='p{i}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ));
+    }
+    write(&mut tls, &pings).await;
+    read_until(&mut tls, "id='p14'").await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1800),
+        "15 stanzas answered in {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "throttled far more than the rate: {took:?}"
+    );
+}
+
+/// Binding a resource another connection holds takes it over: the old stream ends with
+/// `conflict` (RFC 6120 7.7.2.2).
+#[tokio::test]
+async fn a_second_bind_of_a_resource_ends_the_first_with_conflict() {
+    let setup = setup(|_| {}).await;
+    setup.server.user("alice").await;
+    let mut first = sign_in(&setup, "alice", "same").await;
+    let _second = sign_in(&setup, "alice", "same").await;
+    let got = read_until(&mut first, "</stream:stream>").await;
+    assert!(
+        got.contains("<conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"),
+        "{got}"
+    );
+}
