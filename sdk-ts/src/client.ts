@@ -889,4 +889,22 @@ export class TidingsClient {
     const link = await this.rest.fileLink(fileId);
     return this.baseUrl + link.url;
   }
+
+  /**
+   * Short-lived URLs of an image's thumbnails (96, 320 and 800 px boxes) and of the image
+   * itself, from one signed link: the server accepts a file's signature on its thumbnails.
+   */
+  async imageUrls(fileId: string): Promise<{ full: string; thumbnail: (size: 96 | 320 | 800) => string }> {
+    const full = await this.fileUrl(fileId);
+    const url = new URL(full);
+    url.pathname = `${url.pathname.replace(/\/+$/, "")}/thumbnail`;
+    return {
+      full,
+      thumbnail: (size) => {
+        const thumb = new URL(url);
+        thumb.searchParams.set("size", String(size));
+        return thumb.toString();
+      },
+    };
+  }
 }

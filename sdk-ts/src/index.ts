@@ -13,5 +13,6 @@ export type { KeyValueStorage } from "./storage.js";
 export { Timeline, backoffDelay, newClientMsgId, isShown, ACTING_KINDS } from "./timeline.js";
 export type { PendingMessage, PendingState } from "./timeline.js";
 export { upload } from "./upload.js";
+export { encryptFile, decryptFile, FileCryptoError, FILE_SCHEME, FILE_CHUNK_BYTES } from "./e2eFile.js";
 export type { UploadHandle, UploadOptions, UploadSource } from "./upload.js";
 export type * from "./protocol.js";

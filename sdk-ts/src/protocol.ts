@@ -455,6 +455,24 @@ export type ErrorCode =
   | "version_unsupported";
 
 /**
+ * What a recipient needs to open an end-to-end-encrypted attachment (scheme
+ * `tidings.file.v1`, docs/protocol.md 16.3). Clients put it inside an end-to-end-encrypted
+ * message; it never reaches the server in the clear, and the server never reads it.
+ */
+export interface FileKey {
+  /** `tidings.file.v1`. */
+  scheme: string;
+  /** The AES-256 key, base64. */
+  key: string;
+  /** 8 random bytes, base64; the first part of every chunk's nonce. */
+  nonce_prefix: string;
+  /** Plaintext bytes per chunk (65536 in this version). */
+  chunk_bytes: number;
+  /** SHA-256 of the plaintext, base64; checked after decryption. */
+  plaintext_sha256: string;
+}
+
+/**
  * `POST /api/v1/files/{file_id}/link`: a short-lived URL that serves the file without a bearer
  * token, for `<img src>` and other places that cannot send headers.
  */

@@ -184,6 +184,7 @@ try {
     const img = p.page.locator("img.file-img[alt='tidings-icon.png']");
     await img.waitFor({ timeout: T });
     await p.page.waitForFunction((el) => el.complete && el.naturalWidth === 192, await img.elementHandle(), { timeout: T });
+    assert.match(await img.getAttribute("src"), /\/thumbnail\?.*size=320/, "the bubble shows the thumbnail");
   }
 
   log("a few more messages for the screenshots");
@@ -194,6 +195,43 @@ try {
   await bob.page.locator(".row.theirs .bubble", { hasText: "the report is above" }).waitFor({ timeout: T });
   await shot(alice, "03-chat-alice.png");
   await shot(bob, "04-chat-bob.png");
+
+  log("bob's tab is hidden: a message raises a browser notification, a muted conversation does not");
+  await bob.context.grantPermissions(["notifications"], { origin: base });
+  await bob.page.evaluate(() => {
+    // Record what the page shows (the real Notification still runs) and report the tab hidden.
+    const Real = window.Notification;
+    window.__shown = [];
+    window.Notification = class extends Real {
+      constructor(title, options) {
+        super(title, options);
+        window.__shown.push({ title, body: options?.body, tag: options?.tag });
+      }
+    };
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+  });
+  await alice.page.getByTestId("composer").fill("Are you still there?");
+  await alice.page.getByTestId("composer").press("Enter");
+  await bob.page.waitForFunction(() => window.__shown.length === 1, null, { timeout: T });
+  const [shown] = await bob.page.evaluate(() => window.__shown);
+  assert.ok(shown.title.includes(names.alice), shown.title);
+  assert.equal(shown.body, "Are you still there?");
+  assert.match(shown.tag, /^conv-\d+$/);
+  await bob.page.evaluate(async (peer) => {
+    const c = window.tidings;
+    const conv = [...c.conversations.values()].find((s) => s.conversation.peer?.username === peer);
+    await c.updateSettings(conv.conversation.id, { notify: "none" });
+  }, names.alice);
+  await alice.page.getByTestId("composer").fill("(muted, no notification)");
+  await alice.page.getByTestId("composer").press("Enter");
+  await bob.page.locator(".row.theirs .bubble", { hasText: "muted, no notification" }).waitFor({ timeout: T });
+  assert.equal(await bob.page.evaluate(() => window.__shown.length), 1, "a muted conversation stays silent");
+  await bob.page.evaluate(async (peer) => {
+    const c = window.tidings;
+    const conv = [...c.conversations.values()].find((s) => s.conversation.peer?.username === peer);
+    await c.updateSettings(conv.conversation.id, { notify: "all" });
+    delete document.hidden;
+  }, names.alice);
 
   log("alice creates a group with bob; bob sees it and alice's role");
   await alice.page.getByTestId("nav-chats").click();
@@ -235,11 +273,14 @@ try {
   await alice.page.evaluate(async (title) => {
     const c = window.tidings;
     const conv = [...c.conversations.values()].find((s) => s.conversation.title === title).conversation;
-    const first = (await c.rest.history(conv.id)).messages.find((m) => m.body.kind === "text");
     c.send(conv.id, { kind: "location", latitude: 31.2304, longitude: 121.4737, name: "人民广场" });
     c.send(conv.id, { kind: "contact", user_id: c.me.user_id });
-    c.send(conv.id, { kind: "forward", messages: [{ conversation_id: conv.id, seq: first.seq }] });
   }, "Lunch club");
+  // The forward goes through the message's action bar and the conversation picker.
+  const welcomeRow = alice.page.locator(".row", { hasText: "Welcome to the lunch club" }).first();
+  await welcomeRow.hover();
+  await welcomeRow.getByTestId("forward-btn").click();
+  await alice.page.getByRole("dialog").getByTestId("forward-to-Lunch club").click({ timeout: T });
   await bob.page.getByTestId("location").filter({ hasText: "人民广场" }).waitFor({ timeout: T });
   assert.match(await bob.page.getByTestId("location").locator("a").getAttribute("href"), /^https:\/\/www\.openstreetmap\.org\/\?mlat=31\.23040&mlon=121\.47370/);
   await bob.page.getByTestId("contact-card").filter({ hasText: names.alice }).waitFor({ timeout: T });

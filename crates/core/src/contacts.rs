@@ -486,6 +486,18 @@ impl Core {
         Ok(crate::policy::group_add(setting, friends, blocked))
     }
 
+    /// Everyone who may follow `user`'s presence before settings and blocks apply: the members
+    /// of their conversations and their friends (a friend one has never written to still shows
+    /// as online in the contact list). The relation is symmetric, so it also says whose
+    /// presence `user` may ask for.
+    pub(crate) async fn presence_watchers(&self, user: UserId) -> CoreResult<Vec<UserId>> {
+        let mut watchers = self.inner.store.co_members(user).await?;
+        watchers.extend(self.friend_ids(user).await?);
+        watchers.sort_unstable();
+        watchers.dedup();
+        Ok(watchers)
+    }
+
     /// Of `watchers`, those who may see `subject`'s presence by the subject's setting.
     pub(crate) async fn presence_audience(
         &self,
@@ -565,7 +577,7 @@ impl Core {
         after: Visibility,
     ) -> CoreResult<()> {
         let blocked = self.blocked_ids(user).await?;
-        let mut everyone = self.inner.store.co_members(user).await?;
+        let mut everyone = self.presence_watchers(user).await?;
         everyone.retain(|u| !blocked.contains(u));
         let still: HashSet<UserId> = self
             .presence_audience_under(user, after, everyone.clone())

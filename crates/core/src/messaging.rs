@@ -400,7 +400,8 @@ impl Core {
         Ok(())
     }
 
-    /// The presence of users who share a conversation with the caller; others are left out.
+    /// The presence of users who share a conversation with the caller or are their friends;
+    /// others are left out.
     pub async fn presence_of(
         &self,
         caller: &Caller,
@@ -410,9 +411,7 @@ impl Core {
             return Err(CoreError::invalid("ask for at most 1000 users at once"));
         }
         let visible: HashSet<UserId> = self
-            .inner
-            .store
-            .co_members(caller.user_id)
+            .presence_watchers(caller.user_id)
             .await?
             .into_iter()
             .collect();
@@ -476,7 +475,7 @@ impl Core {
                 return;
             }
         };
-        let audience = match self.inner.store.co_members(user_id).await {
+        let audience = match self.presence_watchers(user_id).await {
             Ok(mut users) => {
                 // Users this one has blocked do not see them come and go.
                 users.retain(|u| !blocked.contains(u));

@@ -37,6 +37,11 @@ pub struct MqttConfig {
     pub enabled: bool,
     /// Address and port of the MQTT listener (1883 is the standard port).
     pub listen: SocketAddr,
+    /// Whether to serve MQTT over TLS on `mqtt.tls_listen`, with the certificate of `[tls]`
+    /// (which must be configured, or `--dev-tls` given).
+    pub tls_enabled: bool,
+    /// Address and port of the MQTT over TLS listener (8883 is the standard port).
+    pub tls_listen: SocketAddr,
     /// Whether to serve MQTT over WebSocket at `/mqtt` on the HTTP listener.
     pub websocket: bool,
     /// Largest packet accepted, in bytes (also announced to MQTT 5 clients).
@@ -72,6 +77,8 @@ impl Default for MqttConfig {
         MqttConfig {
             enabled: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            tls_enabled: false,
+            tls_listen: SocketAddr::from(([127, 0, 0, 1], 8883)),
             websocket: true,
             max_packet_bytes: 256 * 1024,
             receive_maximum: 64,
@@ -128,6 +135,27 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    accept_loop(listener, gateway, None, shutdown).await
+}
+
+/// Accepts MQTT over TLS connections on `listener` until `shutdown` resolves. The handshake
+/// runs in the connection's own task, within the CONNECT timeout, so a slow or silent client
+/// never holds up the others.
+pub async fn serve_tls(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    accept_loop(listener, gateway, Some(acceptor), shutdown).await
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -146,7 +174,23 @@ pub async fn serve(
                     tracing::debug!(%e, "Could not set TCP_NODELAY.");
                 }
                 let gateway = gateway.clone();
-                tokio::spawn(conn::run(gateway, stream, Some(peer)));
+                match tls.clone() {
+                    None => {
+                        tokio::spawn(conn::run(gateway, stream, Some(peer)));
+                    }
+                    Some(acceptor) => {
+                        let limit = std::time::Duration::from_secs(u64::from(
+                            gateway.config.connect_timeout_secs.max(1),
+                        ));
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                                Ok(Ok(tls_stream)) => conn::run(gateway, tls_stream, Some(peer)).await,
+                                Ok(Err(e)) => tracing::debug!(%e, %peer, "MQTT TLS handshake failed."),
+                                Err(_) => tracing::debug!(%peer, "MQTT TLS handshake timed out."),
+                            }
+                        });
+                    }
+                }
             }
         }
     }

@@ -557,3 +557,91 @@ async fn mqtt_js_chats_over_tcp_and_websocket_and_uses_retained_and_shared_subsc
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_clients_chat_over_tls_and_cleartext_is_refused_there() {
+    if !have("mosquitto_sub") {
+        skip("mosquitto-clients");
+        return;
+    }
+    let server = TestServer::start_with(|c| {
+        c.tls.dev = true;
+        c.mqtt.tls_enabled = true;
+        c.mqtt.tls_listen = "127.0.0.1:0".parse().unwrap();
+    })
+    .await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let conv = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let mut bob_ws = server.connect(&bob).await;
+    let port = server.mqtt_tls_addr().port().to_string();
+    // The development certificate names 127.0.0.1; the clients trust only it.
+    let ca = server.data_dir().join("dev-tls/cert.pem");
+    let ca = ca.to_str().unwrap();
+    let tls_args = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "--cafile",
+        ca,
+        "-V",
+        "mqttv5",
+        "-u",
+        "alice",
+        "-P",
+        PASSWORD,
+    ];
+
+    let mut sub = tokio::process::Command::new("stdbuf")
+        .args(["-oL", "mosquitto_sub"])
+        .args(tls_args)
+        .args(["-i", "alice-tls", "-q", "1", "-d", "-W", "20"])
+        .args(["-t", "tidings/v1/me/events"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
+    read_until(&mut lines, "SUBACK").await;
+    bob_ws.send_text(conv, "t1", "over tls").await.unwrap();
+    read_until(&mut lines, "over tls").await;
+
+    let output = tokio::process::Command::new("mosquitto_pub")
+        .args(tls_args)
+        .args(["-q", "1", "-t", &messages_topic(conv)])
+        .args(["-m", &send_payload("tls-1", "hello through tls")])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(next_text(&mut bob_ws).await, "hello through tls");
+
+    // A cleartext client on the TLS port gets no MQTT session.
+    let (ok, out) = {
+        let output = tokio::process::Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                "mqttv5",
+                "-u",
+                "alice",
+                "-P",
+            ])
+            .args([PASSWORD, "-q", "1", "-t", "users/alice/x", "-m", "x"])
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    assert!(!ok, "cleartext accepted on the TLS port: {out}");
+    server.stop().await;
+}

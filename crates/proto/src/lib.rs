@@ -23,7 +23,8 @@ pub mod ws;
 pub use error::ErrorCode;
 pub use ids::{ConversationId, DeviceId, MessageId, Seq, UserId};
 pub use message::{
-    ForwardedMessage, Mentions, Message, MessageBody, ReactionCount, Relations, ThreadSummary,
+    FileKey, ForwardedMessage, Mentions, Message, MessageBody, ReactionCount, Relations,
+    ThreadSummary,
 };
 
 /// Every type that ends up in the generated schema, by name.
@@ -35,6 +36,7 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ("ClientFrame", schema_for!(ws::ClientFrame)),
         ("ServerFrame", schema_for!(ws::ServerFrame)),
         ("Message", schema_for!(Message)),
+        ("FileKey", schema_for!(message::FileKey)),
         ("Problem", schema_for!(rest::Problem)),
         ("RegisterRequest", schema_for!(rest::RegisterRequest)),
         ("Account", schema_for!(rest::Account)),

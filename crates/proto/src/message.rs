@@ -217,6 +217,23 @@ pub enum MessageBody {
     },
 }
 
+/// What a recipient needs to open an end-to-end-encrypted attachment (scheme
+/// `tidings.file.v1`, docs/protocol.md 16.3). Clients put it inside an end-to-end-encrypted
+/// message; it never reaches the server in the clear, and the server never reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FileKey {
+    /// `tidings.file.v1`.
+    pub scheme: String,
+    /// The AES-256 key, base64.
+    pub key: String,
+    /// 8 random bytes, base64; the first part of every chunk's nonce.
+    pub nonce_prefix: String,
+    /// Plaintext bytes per chunk (65536 in this version).
+    pub chunk_bytes: u32,
+    /// SHA-256 of the plaintext, base64; checked after decryption.
+    pub plaintext_sha256: String,
+}
+
 impl MessageBody {
     /// The `kind` tag as stored beside the body, so queries can filter without parsing JSON.
     pub fn kind(&self) -> &'static str {

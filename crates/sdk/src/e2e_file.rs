@@ -12,7 +12,6 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The scheme's name, in [`FileKey::scheme`] and in every chunk's associated data.
@@ -22,19 +21,9 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 /// The GCM tag after each chunk's ciphertext.
 const TAG_BYTES: usize = 16;
 
-/// What a recipient needs to open an encrypted attachment. It goes inside the encrypted
-/// message, never to the server in the clear.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileKey {
-    pub scheme: String,
-    /// The AES-256 key, base64.
-    pub key: String,
-    /// 8 random bytes, base64; the first part of every chunk's nonce.
-    pub nonce_prefix: String,
-    pub chunk_bytes: u32,
-    /// SHA-256 of the plaintext, base64; checked after decryption.
-    pub plaintext_sha256: String,
-}
+/// What a recipient needs to open an encrypted attachment; a protocol type, so the TypeScript
+/// SDK shares its definition.
+pub use tidings_proto::FileKey;
 
 fn associated_data(index: u32, last: bool) -> Vec<u8> {
     let mut aad = Vec::with_capacity(FILE_SCHEME.len() + 5);
@@ -177,6 +166,38 @@ mod tests {
 
     fn text(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i % 253) as u8).collect()
+    }
+
+    /// The fixtures shared with the TypeScript SDK (sdk-ts/test/fixtures): one sealed here,
+    /// which its tests open, and one sealed by it, which this test opens, so the two
+    /// implementations agree byte for byte. The plaintext is `text(length)` on both sides.
+    /// `UPDATE_FIXTURES=1` seals a new one here (the TypeScript side writes its own likewise).
+    #[test]
+    fn both_sdks_open_each_others_attachments() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk-ts/test/fixtures");
+        let ours = dir.join("file-v1-from-rust.json");
+        if std::env::var_os("UPDATE_FIXTURES").is_some() {
+            let length = CHUNK_BYTES + 1000;
+            let (sealed, key) = encrypt_file(&text(length));
+            let fixture = serde_json::json!({
+                "key": key,
+                "length": length,
+                "ciphertext": STANDARD.encode(sealed),
+            });
+            std::fs::write(&ours, serde_json::to_string_pretty(&fixture).unwrap()).unwrap();
+        }
+        for name in ["file-v1-from-rust.json", "file-v1-from-ts.json"] {
+            let fixture: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap();
+            let key: FileKey = serde_json::from_value(fixture["key"].clone()).unwrap();
+            let sealed = STANDARD
+                .decode(fixture["ciphertext"].as_str().unwrap())
+                .unwrap();
+            let length = fixture["length"].as_u64().unwrap() as usize;
+            assert!(length > CHUNK_BYTES, "{name} spans two chunks");
+            assert_eq!(decrypt_file(&sealed, &key).unwrap(), text(length), "{name}");
+        }
     }
 
     #[test]

@@ -101,6 +101,15 @@ impl TestServer {
             .expect("MQTT enabled")
     }
 
+    /// The address of the MQTT over TLS listener.
+    pub fn mqtt_tls_addr(&self) -> std::net::SocketAddr {
+        self.running
+            .as_ref()
+            .expect("server running")
+            .mqtt_tls_addr
+            .expect("MQTT over TLS enabled")
+    }
+
     pub fn core(&self) -> &tidings_core::Core {
         &self.running.as_ref().expect("server running").core
     }

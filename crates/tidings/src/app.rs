@@ -209,6 +209,8 @@ pub struct Running {
     pub mqtt_addr: Option<SocketAddr>,
     /// The XMPP client listener's address (STARTTLS), when XMPP is enabled.
     pub xmpp_addr: Option<SocketAddr>,
+    /// The MQTT over TLS listener's address, when it is enabled.
+    pub mqtt_tls_addr: Option<SocketAddr>,
     /// The TLS identity every listener serves, when TLS is on.
     pub tls: Option<Tls>,
     pub core: Core,
@@ -288,6 +290,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     if config.mqtt.websocket {
         app = app.merge(tidings_mqtt::websocket_router(gateway.clone()));
     }
+    let tls_gateway = gateway.clone();
     let (mqtt_stop, mqtt_stopped) = oneshot::channel::<()>();
     let mut mqtt_addr = None;
     let mqtt_task = if config.mqtt.enabled {
@@ -345,17 +348,47 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             )));
         }
     }
+    let (mqtt_tls_stop, mqtt_tls_stopped) = oneshot::channel::<()>();
+    let mut mqtt_tls_addr = None;
+    let mqtt_tls_task = if config.mqtt.tls_enabled {
+        let Some(tls) = &tls else {
+            anyhow::bail!(
+                "mqtt.tls_enabled needs a certificate: set [tls] cert_file and key_file, or start with --dev-tls"
+            );
+        };
+        let tls_listener = TcpListener::bind(config.mqtt.tls_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen for MQTT over TLS on {}",
+                    config.mqtt.tls_listen
+                )
+            })?;
+        mqtt_tls_addr = Some(tls_listener.local_addr()?);
+        tracing::info!(addr = %config.mqtt.tls_listen, "MQTT over TLS is listening.");
+        Some(tokio::spawn(tidings_mqtt::serve_tls(
+            tls_listener,
+            tls_gateway,
+            tls.acceptor(&[b"mqtt"]),
+            async move {
+                let _ = mqtt_tls_stopped.await;
+            },
+        )))
+    } else {
+        None
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(tidings_http::serve(listener, app, async move {
         let _ = stopped.await;
         let _ = mqtt_stop.send(());
         let _ = xmpp_stop.send(true);
+        let _ = mqtt_tls_stop.send(());
     }));
     // The janitor only deletes expired uploads; it stops with the server.
     let task = tokio::spawn(async move {
         let served = task.await;
         janitor.abort();
-        if let Some(mqtt) = mqtt_task {
+        for mqtt in [mqtt_task, mqtt_tls_task].into_iter().flatten() {
             mqtt.await.map_err(std::io::Error::other)??;
         }
         for xmpp in xmpp_tasks {
@@ -374,6 +407,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         addr,
         mqtt_addr,
         xmpp_addr,
+        mqtt_tls_addr,
         tls,
         core,
         stop,

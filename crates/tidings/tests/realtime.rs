@@ -109,12 +109,24 @@ async fn next_presence(
 }
 
 #[tokio::test]
-async fn presence_reaches_only_users_who_share_a_conversation() {
+async fn presence_reaches_only_users_who_share_a_conversation_or_are_friends() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
+    let friend = server.user("friend").await;
     let stranger = server.user("stranger").await;
     alice.api.open_direct(bob.user_id).await.unwrap();
+    // A friend alice has never written to: no conversation between them.
+    alice
+        .api
+        .send_friend_request(friend.user_id, None)
+        .await
+        .unwrap();
+    friend
+        .api
+        .accept_friend_request(alice.user_id)
+        .await
+        .unwrap();
     let mut alice_ws = server.connect(&alice).await;
     let mut stranger_ws = server.connect(&stranger).await;
     let bob_ws = server.connect(&bob).await;
@@ -122,19 +134,29 @@ async fn presence_reaches_only_users_who_share_a_conversation() {
         next_presence(&mut alice_ws).await,
         (bob.user_id, PresenceStatus::Online, None)
     );
-    // Asking works for people one shares a conversation with; others are left out.
+    let _friend_ws = server.connect(&friend).await;
+    assert_eq!(
+        next_presence(&mut alice_ws).await,
+        (friend.user_id, PresenceStatus::Online, None)
+    );
+    // Asking works for people one shares a conversation with and for friends; others are
+    // left out.
     let answer = alice_ws
         .request(|id| ClientFrame::PresenceQuery {
             id,
-            user_ids: vec![bob.user_id, stranger.user_id],
+            user_ids: vec![bob.user_id, stranger.user_id, friend.user_id],
         })
         .await
         .unwrap();
     match answer {
         ServerFrame::PresenceList { users, .. } => {
-            assert_eq!(users.len(), 1);
-            assert_eq!(users[0].user_id, bob.user_id);
-            assert_eq!(users[0].status, PresenceStatus::Online);
+            let seen: Vec<_> = users.iter().map(|p| (p.user_id, p.status)).collect();
+            let mut expected = vec![
+                (bob.user_id, PresenceStatus::Online),
+                (friend.user_id, PresenceStatus::Online),
+            ];
+            expected.sort_by_key(|(id, _)| *id);
+            assert_eq!(seen, expected);
         }
         other => panic!("{other:?}"),
     }

@@ -7,8 +7,8 @@ use reqwest::{Method, StatusCode};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::time::Duration;
-use tidings_sdk::UPLOADS_PATH;
-use tidings_testkit::TestServer;
+use tidings_sdk::{Client, UPLOADS_PATH};
+use tidings_testkit::{PASSWORD, ServerProcess, TestServer};
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -217,4 +217,121 @@ async fn uploads_resume_concatenate_and_download_on_s3() {
         "the last reference took the bytes"
     );
     server.stop().await;
+}
+
+/// Two nodes on one PostgreSQL database, one NATS server and one bucket: an upload begun on
+/// one node resumes on the other, and a file uploaded through one downloads through the other,
+/// whole and by range. Nothing about an upload may live only in one node's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_uploads_and_files_through_the_bucket() {
+    let Some(python) = python() else {
+        assert!(
+            std::env::var_os("REQUIRE_TEST_CLIENTS").is_none(),
+            "REQUIRE_TEST_CLIENTS is set but no Python with moto was found"
+        );
+        eprintln!("SKIPPED: no Python with moto; scripts/test prepares target/py-venv");
+        return;
+    };
+    let moto = Moto::start(python).await;
+    let bucket = "tidings-cluster-files";
+    let created = reqwest::Client::new()
+        .put(format!("{}/{bucket}", moto.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let db = tidings_store_postgres::testing::TestDatabase::create().await;
+    let nats = std::env::var("NATS_TEST_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let prefix = format!("tidings-s3-test.{}", db.name);
+    // The shared data directory holds the signing key both nodes must use; files are in S3.
+    let data_dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("TIDINGS_STORE_KIND", "postgres"),
+        ("TIDINGS_STORE_URL", db.url.as_str()),
+        ("TIDINGS_STORE_MAX_CONNECTIONS", "4"),
+        ("TIDINGS_BUS_KIND", "nats"),
+        ("TIDINGS_BUS_URL", nats.as_str()),
+        ("TIDINGS_BUS_SUBJECT_PREFIX", prefix.as_str()),
+        ("TIDINGS_TOKENS_ISSUER", "http://tidings.test"),
+        ("TIDINGS_FILES_S3_BUCKET", bucket),
+        ("TIDINGS_FILES_S3_ENDPOINT", moto.url.as_str()),
+        ("TIDINGS_FILES_S3_ACCESS_KEY_ID", "test"),
+        ("TIDINGS_FILES_S3_SECRET_ACCESS_KEY", "test"),
+    ];
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_tidings"));
+    let a = ServerProcess::spawn(binary, data_dir.path(), &env)
+        .await
+        .unwrap();
+    let b = ServerProcess::spawn(binary, data_dir.path(), &env)
+        .await
+        .unwrap();
+    let on_a = Client::new(&a.base_url);
+    let on_b = Client::new(&b.base_url);
+    on_a.register("alice", PASSWORD).await.unwrap();
+    on_a.register("bob", PASSWORD).await.unwrap();
+    let alice_tokens = on_a.login("alice", PASSWORD, "laptop").await.unwrap();
+    let alice_a = on_a.authed(alice_tokens.access_token.clone());
+    let alice_b = on_b.authed(alice_tokens.access_token);
+    let bob_b = on_b.authed(
+        on_b.login("bob", PASSWORD, "phone")
+            .await
+            .unwrap()
+            .access_token,
+    );
+
+    // Begun on node A, interrupted, resumed on node B.
+    let content = data(3 * 1024 * 1024 + 17);
+    let created = alice_a
+        .tus(Method::POST, UPLOADS_PATH)
+        .header("upload-length", content.len())
+        .header("content-type", "application/offset+octet-stream")
+        .body(content[..1_000_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let head = alice_b.tus(Method::HEAD, &location).send().await.unwrap();
+    assert_eq!(
+        head.headers()["upload-offset"],
+        "1000000",
+        "node B sees A's offset"
+    );
+    let done = alice_b
+        .tus(Method::PATCH, &location)
+        .header("upload-offset", 1_000_000)
+        .header("content-type", "application/offset+octet-stream")
+        .body(content[1_000_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::NO_CONTENT);
+    let file = done.headers()["tidings-file-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(alice_a.download(&file, None).await.unwrap(), content);
+
+    // Shared in a conversation through node A, downloaded by bob through node B.
+    let bob_id = bob_b.me().await.unwrap().user_id;
+    let conv = alice_a.open_direct(bob_id).await.unwrap().id;
+    alice_a.share_file(conv, &file).await.unwrap();
+    assert_eq!(bob_b.download(&file, None).await.unwrap(), content);
+    assert_eq!(
+        bob_b
+            .download(&file, Some(2_000_000..2_000_050))
+            .await
+            .unwrap(),
+        content[2_000_000..2_000_050]
+    );
+    let hex: String = Sha256::digest(&content)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        moto.keys(bucket).await,
+        [format!("sha256/{}/{hex}", &hex[..2])]
+    );
+    a.terminate().await.unwrap();
+    b.terminate().await.unwrap();
 }

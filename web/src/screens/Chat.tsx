@@ -13,7 +13,7 @@ import { Icon } from "../ui/Icon";
 import { conversationName, dayKey, dayLabel, formatBytes, nameOf, preview, startsGroup, systemText, timeOf } from "../util";
 
 const QUICK_REACTIONS = ["👍", "❤️", "😂", "🎉"];
-import { MembersPanel } from "./Groups";
+import { Dialog, MembersPanel } from "./Groups";
 
 interface Uploading {
   key: string;
@@ -43,6 +43,7 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
   const [myRole, setMyRole] = useState<string>("member");
   const [mention, setMention] = useState<{ start: number; query: string } | null>(null);
   const [mentionIndex, setMentionIndex] = useState(0);
+  const [forwarding, setForwarding] = useState<Message | null>(null);
   // Where "new messages" starts: the read marker when the conversation was opened.
   const [firstUnreadSeq] = useState(() => (conv.unread > 0 ? conv.read_seq + 1 : null));
   const fileInput = useRef<HTMLInputElement>(null);
@@ -353,6 +354,7 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
                 onRecall={m.sender_id === me && m.body.kind !== "deleted" ? () => c.recall(conversationId, m.seq) : undefined}
                 onReact={(key, remove) => c.react(conversationId, m.seq, key, remove)}
                 onPin={() => c.pin(conversationId, m.seq, !!m.pinned_at)}
+                onForward={() => setForwarding(m)}
                 me={me}
                 mine={m.sender_id === me} first={group} showName={conv.kind === "group"} senderName={nameOf(c, m.sender_id, memberNames)} tick={tickFor(m, me, conv)} t={t} nameFor={(id) => nameOf(c, id, memberNames)}
                 onDelete={conv.kind === "group" && myRole !== "member" && m.body.kind !== "deleted" ? () => void c.rest.deleteMessage(conversationId, m.seq).catch(() => undefined) : undefined}
@@ -499,6 +501,7 @@ export function ChatView({ conversationId, focusSeq, onBack }: { conversationId:
           <Icon name="send" />
         </button>
       </form>
+      {forwarding && <ForwardDialog message={forwarding} onClose={() => setForwarding(null)} />}
       {dragging && (
         <div className="drop" aria-hidden="true">
           <Icon name="attach" size={32} />
@@ -539,9 +542,10 @@ interface RowProps {
   onRecall?: () => void;
   onReact: (key: string, remove: boolean) => void;
   onPin: () => void;
+  onForward: () => void;
 }
 
-function MessageRow({ m, me, mine, first, showName, senderName, tick, t, nameFor, quoted, root, onThread, onDelete, onReply, onEdit, onRecall, onReact, onPin }: RowProps) {
+function MessageRow({ m, me, mine, first, showName, senderName, tick, t, nameFor, quoted, root, onThread, onDelete, onReply, onEdit, onRecall, onReact, onPin, onForward }: RowProps) {
   const { lang } = useI18n();
   if (m.body.kind === "system") {
     return (
@@ -619,6 +623,9 @@ function MessageRow({ m, me, mine, first, showName, senderName, tick, t, nameFor
               <Icon name="edit" size={16} />
             </button>
           )}
+          <button className="icon-btn" aria-label={t("msg.forward")} title={t("msg.forward")} onClick={onForward} data-testid="forward-btn">
+            <Icon name="forward" size={16} />
+          </button>
           <button className="icon-btn" aria-label={m.pinned_at ? t("msg.unpin") : t("msg.pin")} title={m.pinned_at ? t("msg.unpin") : t("msg.pin")} onClick={onPin}>
             <Icon name="pin" size={16} />
           </button>
@@ -679,6 +686,33 @@ function Body({ body, t, nameFor }: { body: MessageBody; t: T; nameFor: (id: num
   }
 }
 
+/** Picks where to forward a message; the server copies the original's body and sender. */
+function ForwardDialog({ message, onClose }: { message: Message; onClose: () => void }) {
+  const c = useClient();
+  const { t } = useI18n();
+  const [q, setQ] = useState("");
+  const needle = q.trim().toLowerCase();
+  const targets = c.conversationList().filter((s) => !needle || conversationName(s).toLowerCase().includes(needle));
+  const forward = (to: number) => {
+    c.send(to, { kind: "forward", messages: [{ conversation_id: message.conversation_id, seq: message.seq }] });
+    onClose();
+  };
+  return (
+    <Dialog title={t("msg.forwardTo")} onClose={onClose}>
+      <input type="search" placeholder={t("list.search")} aria-label={t("list.search")} value={q} onChange={(e) => setQ(e.target.value)} autoFocus />
+      <ul className="pick" role="list">
+        {targets.map((s) => (
+          <li key={s.conversation.id}>
+            <button className="ghost pick-row" onClick={() => forward(s.conversation.id)} data-testid={`forward-to-${conversationName(s)}`}>
+              <Avatar name={conversationName(s)} seed={s.conversation.peer?.user_id ?? `g${s.conversation.id}`} size={28} /> {conversationName(s)}
+            </button>
+          </li>
+        ))}
+      </ul>
+    </Dialog>
+  );
+}
+
 function LocationBody({ body, t }: { body: MessageBodyLocation; t: T }) {
   const lat = body.latitude.toFixed(5);
   const lon = body.longitude.toFixed(5);
@@ -717,10 +751,15 @@ function ContactBody({ userId, t, nameFor }: { userId: number; t: T; nameFor: (i
 
 function FileBody({ body, t }: { body: MessageBodyFile; t: T }) {
   const c = useClient();
-  const [src, setSrc] = useState<string | null>(null);
+  const [urls, setUrls] = useState<{ full: string; small: string; large: string } | null>(null);
   const image = body.content_type?.startsWith("image/");
   useEffect(() => {
-    if (image) c.fileUrl(body.file_id).then(setSrc, () => undefined);
+    // The bubble shows the 320 px thumbnail (800 px on dense screens); a click opens the image.
+    if (image)
+      c.imageUrls(body.file_id).then(
+        (u) => setUrls({ full: u.full, small: u.thumbnail(320), large: u.thumbnail(800) }),
+        () => undefined,
+      );
   }, [body.file_id, image]);
   const download = async () => {
     const blob = await c.rest.download(body.file_id);
@@ -735,8 +774,10 @@ function FileBody({ body, t }: { body: MessageBodyFile; t: T }) {
   };
   return (
     <div className="file">
-      {image && src && (
-        <img className="file-img" src={src} alt={body.name ?? ""} width={body.width ?? undefined} height={body.height ?? undefined} loading="lazy" />
+      {image && urls && (
+        <a href={urls.full} target="_blank" rel="noopener noreferrer" aria-label={`${t("file.open")} ${body.name ?? ""}`}>
+          <img className="file-img" src={urls.small} srcSet={`${urls.small} 1x, ${urls.large} 2x`} alt={body.name ?? ""} width={fit(body).width} height={fit(body).height} loading="lazy" />
+        </a>
       )}
       <div className="file-card">
         <Icon name="file" size={22} />
@@ -750,6 +791,14 @@ function FileBody({ body, t }: { body: MessageBodyFile; t: T }) {
       </div>
     </div>
   );
+}
+
+/** The size a 320 px thumbnail box gives an image, so the bubble keeps its place while loading. */
+function fit(body: MessageBodyFile): { width?: number; height?: number } {
+  const { width, height } = body;
+  if (!width || !height) return {};
+  const scale = Math.min(1, 320 / Math.max(width, height));
+  return { width: Math.round(width * scale), height: Math.round(height * scale) };
 }
 
 function PendingRow({ p, onRetry, onDiscard }: { p: PendingMessage; onRetry: () => void; onDiscard: () => void }) {
