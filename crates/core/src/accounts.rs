@@ -321,8 +321,21 @@ impl Core {
         device_name: String,
         address: Option<IpAddr>,
     ) -> CoreResult<String> {
-        let user = match self.check_credentials(username, password).await? {
-            Ok(user) => user,
+        let user = self
+            .verify_password_steps(username, password, address)
+            .await?;
+        self.named_device_steps(user, device_name, address).await
+    }
+
+    /// Checks a username and password, auditing a failure. Returns the account's id.
+    async fn verify_password_steps(
+        &self,
+        username: &str,
+        password: String,
+        address: Option<IpAddr>,
+    ) -> CoreResult<UserId> {
+        match self.check_credentials(username, password).await? {
+            Ok(user) => Ok(user.id),
             Err(failure) => {
                 let (user, reason, error) = match failure {
                     CredentialFailure::UnknownUser => (None, "unknown_user", None),
@@ -331,14 +344,24 @@ impl Core {
                     CredentialFailure::Suspended(id) => (Some(id), "suspended", Some(suspended())),
                 };
                 self.audit_sign_in_failure(user, address, reason).await;
-                return Err(error.unwrap_or_else(|| invalid_grant("wrong username or password")));
+                Err(error.unwrap_or_else(|| invalid_grant("wrong username or password")))
             }
-        };
+        }
+    }
+
+    /// An access token for the device of `user` named `device_name`, creating the device (and
+    /// auditing the sign-in) the first time. The caller has verified the user's credentials.
+    async fn named_device_steps(
+        &self,
+        user: UserId,
+        device_name: String,
+        address: Option<IpAddr>,
+    ) -> CoreResult<String> {
         let name: String = device_name.trim().chars().take(64).collect();
         let existing = self
             .inner
             .store
-            .devices_of(user.id)
+            .devices_of(user)
             .await?
             .into_iter()
             .find(|d| d.name == name);
@@ -348,14 +371,13 @@ impl Core {
                 // The device gets a refresh token like any other, which nobody holds: it
                 // expires unused, and the device signs in again with its password.
                 let refresh = tokens::random_token();
-                let mut entry =
-                    self.new_audit(kinds::SIGN_IN_SUCCESS, Some(user.id), Some(user.id));
+                let mut entry = self.new_audit(kinds::SIGN_IN_SUCCESS, Some(user), Some(user));
                 entry.address = address.map(|a| a.to_string());
                 entry.detail = serde_json::json!({ "device_name": name });
                 self.inner
                     .store
                     .sign_in(
-                        user.id,
+                        user,
                         &name,
                         tokens::hash_token(&refresh),
                         self.refresh_expiry(),
@@ -370,7 +392,14 @@ impl Core {
                     .id
             }
         };
-        Ok(self.access_token(user.id, device_id, &first_party_scope(&user)))
+        // The scope of a first-party sign-in follows the account's role, read now.
+        let record = self
+            .inner
+            .store
+            .user_by_id(user)
+            .await?
+            .ok_or_else(suspended)?;
+        Ok(self.access_token(user, device_id, &first_party_scope(&record)))
     }
 
     /// The steps of [`Core::refresh_grant`], which runs them detached.
@@ -739,6 +768,50 @@ impl Core {
         self.detached(move |core| async move {
             core.device_sign_in_steps(&username, password, device_name, address)
                 .await
+        })
+        .await
+    }
+
+    /// Checks a username and password without signing in a device: for transports whose
+    /// authentication step comes before the client names its device (XMPP authenticates with
+    /// SASL, then binds a resource). Limited per address and audited like the password grant;
+    /// follow it with [`Core::device_of_verified_user`].
+    pub async fn verify_password(
+        &self,
+        username: &str,
+        password: String,
+        address: Option<IpAddr>,
+    ) -> CoreResult<UserId> {
+        if let Some(address) = address {
+            self.inner
+                .sign_in_limiter
+                .check(&limit_key(address), self.now_ms())
+                .map_err(|wait| CoreError::rate_limited("sign-in attempts", wait))?;
+        }
+        let username = username.to_owned();
+        self.detached(move |core| async move {
+            core.verify_password_steps(&username, password, address)
+                .await
+        })
+        .await
+    }
+
+    /// An access token for the device of `user` named `device_name` (created the first time),
+    /// for a user whose credentials were just checked by [`Core::verify_password`]. Refused for
+    /// suspended or deleted accounts.
+    pub async fn device_of_verified_user(
+        &self,
+        user: UserId,
+        device_name: String,
+        address: Option<IpAddr>,
+    ) -> CoreResult<String> {
+        match self.inner.store.user_by_id(user).await? {
+            Some(u) if u.disabled => return Err(suspended()),
+            Some(u) if u.deleted_at.is_none() => {}
+            _ => return Err(CoreError::unauthenticated("this account no longer exists")),
+        }
+        self.detached(move |core| async move {
+            core.named_device_steps(user, device_name, address).await
         })
         .await
     }

@@ -308,6 +308,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The MQTT listener's address, when MQTT over TCP is enabled.
     pub mqtt_addr: Option<SocketAddr>,
+    /// The XMPP client listener's address (STARTTLS), when XMPP is enabled.
+    pub xmpp_addr: Option<SocketAddr>,
     /// The MQTT over TLS listener's address, when it is enabled.
     pub mqtt_tls_addr: Option<SocketAddr>,
     /// The admin listener's address (metrics, health), when enabled.
@@ -414,6 +416,45 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     } else {
         None
     };
+    let (xmpp_stop, xmpp_stopped) = tokio::sync::watch::channel(false);
+    let mut xmpp_addr = None;
+    let mut xmpp_tasks = Vec::new();
+    if config.xmpp.enabled {
+        // STARTTLS and direct TLS serve the server's one certificate; `xmpp-client` is the
+        // ALPN protocol of direct TLS (XEP-0368), which STARTTLS clients simply do not send.
+        let xmpp_tls = tls.as_ref().map(|t| t.server_config(&[b"xmpp-client"]));
+        if xmpp_tls.is_none() && config.xmpp.tls_required {
+            tracing::warn!(
+                "XMPP requires TLS but none is configured ([tls] or --dev-tls): clients cannot sign in."
+            );
+        }
+        let gateway =
+            tidings_xmpp::Gateway::new(core.clone(), config.xmpp.clone(), xmpp_tls.clone());
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let xmpp_listener = TcpListener::bind(config.xmpp.listen)
+            .await
+            .with_context(|| format!("cannot listen for XMPP on {}", config.xmpp.listen))?;
+        xmpp_addr = Some(xmpp_listener.local_addr()?);
+        tracing::info!(addr = %config.xmpp.listen, "XMPP is listening.");
+        xmpp_tasks.push(tokio::spawn(tidings_xmpp::serve(
+            xmpp_listener,
+            gateway.clone(),
+            stopped(xmpp_stopped.clone()),
+        )));
+        if config.xmpp.direct_tls && xmpp_tls.is_some() {
+            let tls_listener = TcpListener::bind(config.xmpp.tls_listen)
+                .await
+                .with_context(|| format!("cannot listen for XMPP on {}", config.xmpp.tls_listen))?;
+            tracing::info!(addr = %config.xmpp.tls_listen, "XMPP (direct TLS) is listening.");
+            xmpp_tasks.push(tokio::spawn(tidings_xmpp::serve_tls(
+                tls_listener,
+                gateway,
+                stopped(xmpp_stopped),
+            )));
+        }
+    }
     let (mqtt_tls_stop, mqtt_tls_stopped) = oneshot::channel::<()>();
     let mut mqtt_tls_addr = None;
     let mqtt_tls_task = if config.mqtt.tls_enabled {
@@ -475,6 +516,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let shutdown = async move {
         let _ = stopped.await;
         let _ = mqtt_stop.send(());
+        let _ = xmpp_stop.send(true);
         let _ = mqtt_tls_stop.send(());
         let _ = turn_stop.send(());
     };
@@ -516,6 +558,9 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         for mqtt in [mqtt_task, mqtt_tls_task].into_iter().flatten() {
             mqtt.await.map_err(std::io::Error::other)??;
         }
+        for xmpp in xmpp_tasks {
+            xmpp.await.map_err(std::io::Error::other)??;
+        }
         served.map_err(std::io::Error::other)?
     });
     tracing::info!(
@@ -528,6 +573,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     Ok(Running {
         addr,
         mqtt_addr,
+        xmpp_addr,
         mqtt_tls_addr,
         admin_addr,
         tls,

@@ -18,6 +18,7 @@ use tidings_files::FilesConfig;
 use tidings_http::HttpConfig;
 use tidings_mqtt::MqttConfig;
 use tidings_tls::TlsConfig;
+use tidings_xmpp::XmppConfig;
 
 /// Log output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -180,6 +181,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub admin: AdminConfig,
     pub push: tidings_core::push::PushConfig,
+    pub xmpp: XmppConfig,
 }
 
 impl Default for Config {
@@ -204,6 +206,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             admin: AdminConfig::default(),
             push: tidings_core::push::PushConfig::default(),
+            xmpp: XmppConfig::default(),
         }
     }
 }
@@ -447,6 +450,22 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if mqtt.max_inflight == 0 || mqtt.max_inflight > 10_000 {
         return invalid("mqtt.max_inflight", "must be between 1 and 10000");
+    }
+    let xmpp = &config.xmpp;
+    if xmpp.max_stanza_bytes < 1024 {
+        return invalid("xmpp.max_stanza_bytes", "must be at least 1024");
+    }
+    if xmpp.max_depth == 0 || xmpp.max_attributes == 0 {
+        return invalid("xmpp.max_depth", "depth and attributes must be at least 1");
+    }
+    if xmpp.stanzas_per_second == 0 || xmpp.stanza_burst == 0 {
+        return invalid(
+            "xmpp.stanzas_per_second",
+            "rate and burst must be at least 1",
+        );
+    }
+    if xmpp.domain.is_empty() || xmpp.domain.contains(['@', '/', ' ']) {
+        return invalid("xmpp.domain", "must be a domain name");
     }
     let limits = &config.limits;
     if limits.max_message_bytes == 0 {

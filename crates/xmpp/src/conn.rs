@@ -1,0 +1,1560 @@
+//! One XMPP client connection: stream negotiation, then stanzas through a core session.
+//!
+//! Negotiation (RFC 6120): the stream header, STARTTLS when the connection is not yet
+//! encrypted, SASL (the core checks the password or the access token), a stream restart, and
+//! resource binding, where the resource names a Tidings device (created on first use, as
+//! MQTT client ids are). Then the connection owns a core [`Session`] authenticated as that
+//! device, and its loop waits on three things at once: stanzas from the client, output of the
+//! session, and a takeover of its resource by a newer connection.
+//!
+//! A `<message type="chat">` to `user@domain` becomes a native `send` in the direct
+//! conversation with that user, with the message's origin-id (XEP-0359), or its id, as the
+//! `client_msg_id`. The session answers with `ack` only after the sequencer committed the
+//! message; a refusal becomes a stanza error. Messages the session delivers become
+//! `<message>` stanzas carrying the sender's id and the server's message id as `stanza-id`.
+
+use crate::Gateway;
+use crate::sasl::{self, Credentials};
+use crate::xml::{Element, NS_CLIENT, NS_STREAM, StreamEvent, StreamParser, XmlError};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tidings_core::session::{Output, Session, close_code};
+use tidings_core::{Caller, CoreError};
+use tidings_proto::ws::{ClientFrame, PresenceStatus, ReceiptKind, ServerFrame};
+use tidings_proto::{ConversationId, ErrorCode, MessageBody, Seq, UserId};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+pub const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+pub const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+pub const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+pub const NS_STREAMS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+pub const NS_ROSTER: &str = "jabber:iq:roster";
+pub const NS_PING: &str = "urn:xmpp:ping";
+pub const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+pub const NS_SID: &str = "urn:xmpp:sid:0";
+pub const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+pub const NS_RECEIPTS: &str = "urn:xmpp:receipts";
+pub const NS_MARKERS: &str = "urn:xmpp:chat-markers:0";
+pub const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
+pub const NS_SM: &str = "urn:xmpp:sm:3";
+pub const NS_BLOCKING: &str = "urn:xmpp:blocking";
+pub const NS_VCARD: &str = "vcard-temp";
+
+/// How long one write to the client may take before the connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes read from the socket at once.
+const READ_CHUNK: usize = 8 * 1024;
+/// Message ids remembered per connection to map receipts and markers onto sequences.
+const REMEMBERED_IDS: usize = 4096;
+/// Request ids of the gateway start with this (the session answers them by id).
+const REQUEST_PREFIX: &str = "xmpp:";
+
+/// Anything a stream can run over (TCP, TLS over TCP, an in-memory pipe in tests).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// How a stream ends.
+#[derive(Debug)]
+enum Fail {
+    /// Send this stream error, then close.
+    Stream(&'static str, String),
+    /// The client closed the stream (or the socket): close ours.
+    Closed,
+    /// The socket failed: nothing more can be written.
+    Io,
+}
+
+impl From<XmlError> for Fail {
+    fn from(e: XmlError) -> Fail {
+        Fail::Stream(e.condition(), e.to_string())
+    }
+}
+
+/// The socket with its parser and the stanza rate limit.
+struct Stream {
+    io: Box<dyn Io>,
+    parser: StreamParser,
+    secure: bool,
+    buf: Vec<u8>,
+    /// Token bucket of the stanza rate: tokens and when they were counted.
+    tokens: f64,
+    counted: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl Stream {
+    fn restart(&mut self, gw: &Gateway) {
+        self.parser = StreamParser::new(gw.config.limits());
+    }
+
+    async fn write(&mut self, text: &str) -> Result<(), Fail> {
+        match tokio::time::timeout(WRITE_TIMEOUT, async {
+            self.io.write_all(text.as_bytes()).await?;
+            self.io.flush().await
+        })
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Fail::Io),
+        }
+    }
+
+    /// The next parsed event, reading as needed. Cancel-safe: bytes read stay in the parser,
+    /// and a token is taken only together with the stanza it pays for.
+    async fn next(&mut self) -> Result<StreamEvent, Fail> {
+        self.wait_for_token().await;
+        loop {
+            if let Some(event) = self.parser.next_event()? {
+                if matches!(event, StreamEvent::Stanza(_)) {
+                    self.tokens -= 1.0;
+                }
+                return Ok(event);
+            }
+            let n = self.io.read(&mut self.buf).await.map_err(|_| Fail::Io)?;
+            if n == 0 {
+                return Err(Fail::Closed);
+            }
+            self.parser.feed(&self.buf[..n]);
+        }
+    }
+
+    /// Waits until the bucket holds a token: a client over its stanza rate is read more
+    /// slowly, which slows its own connection down and nobody else's.
+    async fn wait_for_token(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.counted).as_secs_f64();
+        self.counted = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens < 1.0 {
+            let wait = Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).min(10.0));
+            tokio::time::sleep(wait).await;
+            let now = Instant::now();
+            let elapsed = now.duration_since(self.counted).as_secs_f64();
+            self.counted = now;
+            self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        }
+    }
+}
+
+/// The opening of our stream header.
+fn header(gw: &Gateway, to: Option<&str>) -> String {
+    let mut out = String::from("<?xml version='1.0'?><stream:stream from='");
+    crate::xml::escape_into(&mut out, &gw.config.domain);
+    out.push('\'');
+    if let Some(to) = to {
+        out.push_str(" to='");
+        crate::xml::escape_into(&mut out, to);
+        out.push('\'');
+    }
+    out.push_str(" id='");
+    out.push_str(&random_id());
+    out.push_str(
+        "' version='1.0' xml:lang='en' xmlns='jabber:client' \
+         xmlns:stream='http://etherx.jabber.org/streams'>",
+    );
+    out
+}
+
+fn random_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 12] = rand::thread_rng().r#gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn stream_error(condition: &str, text: &str) -> String {
+    let mut error = Element::new("error", NS_STREAM).child(Element::new(condition, NS_STREAMS));
+    if !text.is_empty() {
+        error = error.child(Element::new("text", NS_STREAMS).text(text));
+    }
+    let mut out = error.to_xml();
+    out.push_str("</stream:stream>");
+    out
+}
+
+/// Ends a stream the way `fail` says.
+async fn finish(stream: &mut Stream, fail: Fail, header_sent: bool, gw: &Gateway) {
+    match fail {
+        Fail::Io => return,
+        Fail::Closed => {
+            let _ = stream.write("</stream:stream>").await;
+        }
+        Fail::Stream(condition, text) => {
+            tracing::debug!(condition, text, "XMPP stream error.");
+            let mut out = if header_sent {
+                String::new()
+            } else {
+                header(gw, None)
+            };
+            out.push_str(&stream_error(condition, &text));
+            let _ = stream.write(&out).await;
+        }
+    }
+    let _ = stream.io.shutdown().await;
+}
+
+/// Serves a direct-TLS connection (XEP-0368): the TLS handshake first, then the stream.
+pub async fn run_direct_tls(gw: Arc<Gateway>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+    let Some(tls) = gw.tls.clone() else {
+        return;
+    };
+    let timeout = Duration::from_secs(u64::from(gw.config.negotiation_timeout_secs.max(1)));
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => run(gw, Box::new(tls), Some(peer), true).await,
+        _ => tracing::debug!(%peer, "XMPP direct TLS handshake failed."),
+    }
+}
+
+/// The result of negotiation: who the client is and which resource it bound.
+struct Negotiated {
+    caller: Caller,
+    username: String,
+    resource: String,
+    session: Session,
+    /// Signed in with a password: the gateway renews the device's token before it expires.
+    by_password: bool,
+}
+
+/// Serves one connection until it ends. `secure` is true when TLS is already on (direct TLS).
+pub async fn run(gw: Arc<Gateway>, io: Box<dyn Io>, peer: Option<SocketAddr>, secure: bool) {
+    let cfg = &gw.config;
+    let mut stream = Stream {
+        io,
+        parser: StreamParser::new(cfg.limits()),
+        secure,
+        buf: vec![0; READ_CHUNK],
+        tokens: f64::from(cfg.stanza_burst.max(1)),
+        counted: Instant::now(),
+        rate: f64::from(cfg.stanzas_per_second.max(1)),
+        burst: f64::from(cfg.stanza_burst.max(1)),
+    };
+    let timeout = Duration::from_secs(u64::from(cfg.negotiation_timeout_secs.max(1)));
+    let negotiated = tokio::time::timeout(timeout, negotiate(&gw, &mut stream, peer)).await;
+    let negotiated = match negotiated {
+        Ok(Ok(n)) => n,
+        Ok(Err((fail, header_sent))) => {
+            finish(&mut stream, fail, header_sent, &gw).await;
+            return;
+        }
+        Err(_) => {
+            let fail = Fail::Stream("connection-timeout", String::new());
+            finish(&mut stream, fail, true, &gw).await;
+            return;
+        }
+    };
+    let conn_id = gw.conn_id();
+    let kick = Arc::new(Notify::new());
+    let user_id = negotiated.caller.user_id;
+    let resource = negotiated.resource.clone();
+    gw.bind(user_id, &resource, conn_id, kick.clone());
+    let mut conn = Conn {
+        bare: format!("{}@{}", negotiated.username, gw.config.domain),
+        full: format!(
+            "{}@{}/{}",
+            negotiated.username, gw.config.domain, negotiated.resource
+        ),
+        caller: negotiated.caller,
+        session: negotiated.session,
+        renew_at: negotiated.by_password.then(|| {
+            let ttl = gw.core.config().tokens.access_ttl_secs.max(10);
+            Instant::now() + Duration::from_secs(ttl * 4 / 5)
+        }),
+        gw: gw.clone(),
+        out: String::new(),
+        next_request: 1,
+        pending: HashMap::new(),
+        names: HashMap::new(),
+        users: HashMap::new(),
+        directs: HashMap::new(),
+        peers: HashMap::new(),
+        ids: VecDeque::new(),
+        carbons: false,
+        available: false,
+        sm: false,
+        received: 0,
+        unanswered: std::collections::BTreeSet::new(),
+    };
+    tracing::debug!(user_id = %user_id, %resource, "XMPP client bound a resource.");
+    let end = conn.serve(&mut stream, &kick).await;
+    gw.unbind(user_id, &resource, conn_id);
+    finish(&mut stream, end, true, &gw).await;
+}
+
+/// Runs the stream until a resource is bound. On failure, says whether our header was sent.
+async fn negotiate(
+    gw: &Arc<Gateway>,
+    stream: &mut Stream,
+    peer: Option<SocketAddr>,
+) -> Result<Negotiated, (Fail, bool)> {
+    let cfg = &gw.config;
+    // Who SASL said the client is: the user, and the password to sign in a device with once
+    // the resource is known, or an authenticated session (OAUTHBEARER).
+    let mut authenticated: Option<AuthOutcome> = None;
+    let mut header_sent = false;
+    loop {
+        // A new stream: the header first.
+        let open = match stream.next().await {
+            Ok(StreamEvent::Open(open)) => open,
+            Ok(_) => return Err((Fail::Stream("not-well-formed", String::new()), header_sent)),
+            Err(fail) => return Err((fail, header_sent)),
+        };
+        let mut out = header(gw, open.get_attr("from"));
+        header_sent = true;
+        if open
+            .get_attr("to")
+            .is_some_and(|to| !to.eq_ignore_ascii_case(&cfg.domain))
+        {
+            out.push_str(&stream_error("host-unknown", ""));
+            let _ = stream.write(&out).await;
+            return Err((Fail::Io, true));
+        }
+        if open.get_attr("version") != Some("1.0") {
+            out.push_str(&stream_error("unsupported-version", ""));
+            let _ = stream.write(&out).await;
+            return Err((Fail::Io, true));
+        }
+        let tls_available = gw.tls.is_some() && !stream.secure;
+        let mut features = Element::new("features", NS_STREAM);
+        let may_auth = stream.secure || !cfg.tls_required;
+        if authenticated.is_none() {
+            if tls_available {
+                let mut starttls = Element::new("starttls", NS_TLS);
+                if cfg.tls_required {
+                    starttls = starttls.child(Element::new("required", NS_TLS));
+                }
+                features = features.child(starttls);
+            }
+            if may_auth && stream.secure {
+                let mut mechanisms = Element::new("mechanisms", NS_SASL);
+                for m in sasl::MECHANISMS_TLS {
+                    mechanisms = mechanisms.child(Element::new("mechanism", NS_SASL).text(*m));
+                }
+                features = features.child(mechanisms);
+            }
+        } else {
+            features = features
+                .child(Element::new("bind", NS_BIND))
+                .child(
+                    Element::new("session", NS_SESSION).child(Element::new("optional", NS_SESSION)),
+                )
+                .child(Element::new("sm", NS_SM));
+        }
+        out.push_str(&features.to_xml());
+        stream.write(&out).await.map_err(|f| (f, true))?;
+        // Stanzas until something restarts the stream or binds a resource.
+        loop {
+            let stanza = match stream.next().await {
+                Ok(StreamEvent::Stanza(s)) => s,
+                Ok(StreamEvent::Close) => return Err((Fail::Closed, true)),
+                Ok(StreamEvent::Open(_)) => unreachable!("the header comes once per stream"),
+                Err(fail) => return Err((fail, true)),
+            };
+            if stanza.is("starttls", NS_TLS) && tls_available && authenticated.is_none() {
+                stream
+                    .write(&Element::new("proceed", NS_TLS).to_xml())
+                    .await
+                    .map_err(|f| (f, true))?;
+                let tls = gw.tls.clone().expect("checked above");
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                // Swap the plain socket out for the TLS one; a failed handshake leaves nothing
+                // to write to.
+                let plain = std::mem::replace(&mut stream.io, Box::new(tokio::io::duplex(1).0));
+                let tls = acceptor.accept(plain).await.map_err(|_| (Fail::Io, true))?;
+                stream.io = Box::new(tls);
+                stream.secure = true;
+                stream.restart(gw);
+                break;
+            }
+            if stanza.is("auth", NS_SASL) && authenticated.is_none() && may_auth && stream.secure {
+                let mechanism = stanza.get_attr("mechanism").unwrap_or_default().to_owned();
+                match authenticate(gw, &mechanism, &stanza.text_content(), peer).await {
+                    Ok(auth) => {
+                        authenticated = Some(auth);
+                        stream
+                            .write(&Element::new("success", NS_SASL).to_xml())
+                            .await
+                            .map_err(|f| (f, true))?;
+                        stream.restart(gw);
+                        break;
+                    }
+                    Err((condition, text)) => {
+                        let mut failure = Element::new("failure", NS_SASL)
+                            .child(Element::new(condition, NS_SASL));
+                        if !text.is_empty() {
+                            failure = failure.child(Element::new("text", NS_SASL).text(text));
+                        }
+                        stream
+                            .write(&failure.to_xml())
+                            .await
+                            .map_err(|f| (f, true))?;
+                        continue;
+                    }
+                }
+            }
+            if stanza.is("iq", NS_CLIENT)
+                && let Some((user, password, session)) = authenticated.as_mut()
+            {
+                let id = stanza.get_attr("id").unwrap_or_default().to_owned();
+                if let Some(bind) = stanza.find("bind", NS_BIND)
+                    && stanza.get_attr("type") == Some("set")
+                {
+                    let resource = bind
+                        .find("resource", NS_BIND)
+                        .map(|r| r.text_content().trim().to_owned())
+                        .filter(|r| {
+                            !r.is_empty() && r.len() <= 64 && !r.chars().any(char::is_control)
+                        })
+                        .unwrap_or_else(|| format!("tidings-{}", &random_id()[..8]));
+                    let by_password = password.is_some();
+                    let session = match (password.take(), session.take()) {
+                        (Some(password), _) => {
+                            // The resource names the device; SASL checked the password and the
+                            // core checks the account again before it creates the device.
+                            let token = gw
+                                .core
+                                .device_of_verified_user(
+                                    *user,
+                                    format!("XMPP {resource}"),
+                                    peer.map(|p| p.ip()),
+                                )
+                                .await;
+                            drop(password);
+                            match token {
+                                Ok(token) => open_session(gw, token).await,
+                                Err(e) => Err(e),
+                            }
+                        }
+                        (None, Some(session)) => Ok(session),
+                        (None, None) => Err(CoreError::unauthenticated("bind once")),
+                    };
+                    let session = match session {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(%e, "XMPP resource binding refused.");
+                            return Err((Fail::Stream("not-authorized", String::new()), true));
+                        }
+                    };
+                    let caller = session.caller().expect("authenticated session");
+                    let username = match gw.core.me(&caller).await {
+                        Ok(account) => account.username,
+                        Err(_) => {
+                            return Err((
+                                Fail::Stream("internal-server-error", String::new()),
+                                true,
+                            ));
+                        }
+                    };
+                    let jid = format!("{username}@{}/{resource}", cfg.domain);
+                    let result = Element::new("iq", NS_CLIENT)
+                        .attr("type", "result")
+                        .attr("id", id)
+                        .child(
+                            Element::new("bind", NS_BIND)
+                                .child(Element::new("jid", NS_BIND).text(jid)),
+                        );
+                    stream
+                        .write(&result.to_xml())
+                        .await
+                        .map_err(|f| (f, true))?;
+                    return Ok(Negotiated {
+                        caller,
+                        username,
+                        resource,
+                        session,
+                        by_password,
+                    });
+                }
+                let error = iq_error(&stanza, "cancel", "not-allowed", None);
+                stream.write(&error.to_xml()).await.map_err(|f| (f, true))?;
+                continue;
+            }
+            // Anything else before authentication (RFC 6120 6.4.1 / 5.3.1).
+            let condition = if !stream.secure && cfg.tls_required {
+                "policy-violation"
+            } else {
+                "not-authorized"
+            };
+            return Err((Fail::Stream(condition, String::new()), true));
+        }
+    }
+}
+
+type AuthOutcome = (UserId, Option<String>, Option<Session>);
+
+/// Runs one SASL exchange (initial response only). On success: the user, and either the
+/// password (a device is signed in once the resource is bound) or an authenticated session.
+async fn authenticate(
+    gw: &Gateway,
+    mechanism: &str,
+    response: &str,
+    peer: Option<SocketAddr>,
+) -> Result<AuthOutcome, (&'static str, &'static str)> {
+    if !sasl::MECHANISMS_TLS.contains(&mechanism) {
+        return Err(("invalid-mechanism", ""));
+    }
+    let bytes = sasl::decode_response(response).map_err(|e| (e.condition(), ""))?;
+    let credentials =
+        sasl::parse(mechanism, &bytes, &gw.config.domain).map_err(|e| (e.condition(), ""))?;
+    match credentials {
+        Credentials::Password { username, password } => {
+            match gw
+                .core
+                .verify_password(&username, password.clone(), peer.map(|p| p.ip()))
+                .await
+            {
+                Ok(user) => Ok((user, Some(password), None)),
+                Err(e) if e.code == ErrorCode::RateLimited => {
+                    Err(("temporary-auth-failure", "too many attempts"))
+                }
+                Err(e) if e.code == ErrorCode::Forbidden => Err(("account-disabled", "")),
+                Err(_) => Err(("not-authorized", "wrong username or password")),
+            }
+        }
+        Credentials::Bearer { authzid, token } => {
+            let session = open_session(gw, token)
+                .await
+                .map_err(|_| ("not-authorized", "invalid access token"))?;
+            let caller = session.caller().expect("authenticated session");
+            if let Some(authzid) = authzid {
+                let me = gw
+                    .core
+                    .me(&caller)
+                    .await
+                    .map_err(|_| ("not-authorized", ""))?;
+                let name = authzid.split('@').next().unwrap_or_default();
+                if !name.eq_ignore_ascii_case(&me.username) {
+                    return Err(("invalid-authzid", ""));
+                }
+            }
+            Ok((caller.user_id, None, Some(session)))
+        }
+    }
+}
+
+/// A core session authenticated with `token`.
+async fn open_session(gw: &Gateway, token: String) -> Result<Session, CoreError> {
+    let mut session = Session::new(gw.core.clone());
+    let auth = ClientFrame::Auth {
+        id: format!("{REQUEST_PREFIX}auth"),
+        token,
+    };
+    session.handle_text(&serde_json::to_string(&auth).expect("frames serialize"));
+    loop {
+        match session.next_output().await {
+            Output::Frame(text) => match serde_json::from_str::<ServerFrame>(text.as_str()) {
+                Ok(ServerFrame::AuthOk { .. }) => return Ok(session),
+                Ok(ServerFrame::Error { code, message, .. }) => {
+                    return Err(CoreError::new(code, message));
+                }
+                _ => {}
+            },
+            Output::Close { .. } => return Err(CoreError::unauthenticated("session closed")),
+        }
+    }
+}
+
+fn iq_error(iq: &Element, kind: &str, condition: &str, text: Option<&str>) -> Element {
+    let mut error = Element::new("error", NS_CLIENT)
+        .attr("type", kind)
+        .child(Element::new(condition, NS_STANZAS));
+    if let Some(text) = text {
+        error = error.child(Element::new("text", NS_STANZAS).text(text));
+    }
+    Element::new("iq", NS_CLIENT)
+        .attr("type", "error")
+        .attr_opt("id", iq.get_attr("id"))
+        .attr_opt("to", iq.get_attr("from"))
+        .attr_opt("from", iq.get_attr("to"))
+        .child(error)
+}
+
+/// The stanza error condition for a core error (RFC 6120 8.3.3).
+fn condition_for(code: ErrorCode) -> (&'static str, &'static str) {
+    match code {
+        ErrorCode::Forbidden => ("auth", "forbidden"),
+        ErrorCode::NotFound => ("cancel", "item-not-found"),
+        ErrorCode::RateLimited | ErrorCode::QuotaExceeded => ("wait", "resource-constraint"),
+        ErrorCode::TooLarge | ErrorCode::LimitExceeded => ("modify", "policy-violation"),
+        ErrorCode::InvalidField | ErrorCode::MalformedRequest => ("modify", "bad-request"),
+        ErrorCode::Conflict => ("cancel", "conflict"),
+        ErrorCode::Unauthenticated | ErrorCode::TokenExpired => ("auth", "not-authorized"),
+        _ => ("wait", "internal-server-error"),
+    }
+}
+
+/// What the connection waits for from the session, by request id.
+enum Pending {
+    /// A message send: the stanza to bounce with an error if it is refused, and its number
+    /// for Stream Management.
+    Send { stanza: Element, number: u64 },
+    /// A request whose error only needs logging (receipts, typing).
+    Quiet,
+    /// An initial-presence query: answered with the presence of the friends asked about.
+    Presence,
+    /// The gateway's token renewal.
+    Renew,
+}
+
+/// A bound connection.
+struct Conn {
+    gw: Arc<Gateway>,
+    caller: Caller,
+    bare: String,
+    full: String,
+    session: Session,
+    renew_at: Option<Instant>,
+    /// Output gathered during one turn of the loop, written once.
+    out: String,
+    next_request: u64,
+    pending: HashMap<String, Pending>,
+    /// Usernames by user id, and ids by username, as met.
+    names: HashMap<UserId, String>,
+    users: HashMap<String, UserId>,
+    /// Direct conversations by peer, and peers by direct conversation (`None`: a group).
+    directs: HashMap<UserId, ConversationId>,
+    peers: HashMap<ConversationId, Option<UserId>>,
+    /// (conversation, seq, XMPP message id) of recent messages, oldest first, to turn receipts
+    /// and markers that name a message id into sequences and back.
+    ids: VecDeque<(ConversationId, Seq, String)>,
+    /// Message Carbons (XEP-0280) enabled.
+    carbons: bool,
+    /// The client sent initial presence.
+    available: bool,
+    /// Stream Management (XEP-0198) acknowledgements are on.
+    sm: bool,
+    /// Stanzas received since Stream Management was enabled.
+    received: u64,
+    /// Numbers of received message stanzas the core has not answered yet. A stanza counts as
+    /// handled only once it and all before it are: for a message, once the core's `ack` (or
+    /// refusal) arrived, so `<a h=.../>` never covers a message that is not durable.
+    unanswered: std::collections::BTreeSet<u64>,
+}
+
+impl Conn {
+    async fn serve(&mut self, stream: &mut Stream, kick: &Notify) -> Fail {
+        loop {
+            if !self.out.is_empty() {
+                let out = std::mem::take(&mut self.out);
+                if let Err(fail) = stream.write(&out).await {
+                    return fail;
+                }
+            }
+            let renew_at = self.renew_at;
+            tokio::select! {
+                biased;
+                () = kick.notified() => {
+                    return Fail::Stream("conflict", "another connection bound this resource".into());
+                }
+                event = stream.next(), if self.session.can_read() => {
+                    match event {
+                        Ok(StreamEvent::Stanza(stanza)) => {
+                            if let Err(fail) = self.on_stanza(stanza).await {
+                                return fail;
+                            }
+                        }
+                        Ok(StreamEvent::Close) => return Fail::Closed,
+                        Ok(StreamEvent::Open(_)) => {
+                            return Fail::Stream("not-well-formed", String::new());
+                        }
+                        Err(fail) => return fail,
+                    }
+                }
+                output = self.session.next_output() => match output {
+                    Output::Frame(text) => {
+                        match serde_json::from_str::<ServerFrame>(text.as_str()) {
+                            Ok(frame) => self.on_frame(frame).await,
+                            Err(e) => tracing::warn!(%e, "Unreadable session frame."),
+                        }
+                    }
+                    Output::Close { code, reason } => {
+                        let condition = match code {
+                            close_code::TOKEN_EXPIRED | close_code::UNAUTHENTICATED
+                            | close_code::DEVICE_REVOKED => "not-authorized",
+                            close_code::SLOW_CONSUMER => "policy-violation",
+                            close_code::GOING_AWAY => "system-shutdown",
+                            _ => "internal-server-error",
+                        };
+                        return Fail::Stream(condition, reason.into());
+                    }
+                },
+                () = sleep_until_opt(renew_at) => self.renew().await,
+            }
+        }
+    }
+
+    async fn renew(&mut self) {
+        let ttl = self.gw.core.config().tokens.access_ttl_secs.max(10);
+        self.renew_at = Some(Instant::now() + Duration::from_secs(ttl * 4 / 5));
+        match self.gw.core.renew_device_token(&self.caller).await {
+            Ok(token) => {
+                let id = self.request_id(Pending::Renew);
+                self.native(&ClientFrame::Auth { id, token });
+            }
+            Err(e) => tracing::debug!(%e, "XMPP device token not renewed."),
+        }
+    }
+
+    fn request_id(&mut self, pending: Pending) -> String {
+        let id = format!("{REQUEST_PREFIX}{}", self.next_request);
+        self.next_request += 1;
+        self.pending.insert(id.clone(), pending);
+        id
+    }
+
+    fn native(&mut self, frame: &ClientFrame) {
+        self.session
+            .handle_text(&serde_json::to_string(frame).expect("frames serialize"));
+    }
+
+    fn send(&mut self, element: &Element) {
+        element.write_to(&mut self.out, NS_CLIENT);
+    }
+
+    fn domain(&self) -> &str {
+        &self.gw.config.domain
+    }
+
+    /// The local part of a JID of our domain (`user@domain[/resource]`); `None` otherwise.
+    fn local_user<'a>(&self, jid: &'a str) -> Option<&'a str> {
+        let bare = jid.split('/').next().unwrap_or(jid);
+        let (user, domain) = bare.split_once('@')?;
+        domain.eq_ignore_ascii_case(self.domain()).then_some(user)
+    }
+
+    async fn user_id(&mut self, username: &str) -> Option<UserId> {
+        let username = username.to_lowercase();
+        if let Some(id) = self.users.get(&username) {
+            return Some(*id);
+        }
+        let id = self.gw.core.user_id_by_name(&username).await.ok()?;
+        self.names.insert(id, username.clone());
+        self.users.insert(username, id);
+        Some(id)
+    }
+
+    async fn username(&mut self, id: UserId) -> Option<String> {
+        if let Some(name) = self.names.get(&id) {
+            return Some(name.clone());
+        }
+        let profile = self.gw.core.profile(&self.caller, id).await.ok()?;
+        self.names.insert(id, profile.username.clone());
+        self.users.insert(profile.username.clone(), id);
+        Some(profile.username)
+    }
+
+    async fn direct_with(&mut self, peer: UserId) -> Result<ConversationId, CoreError> {
+        if let Some(id) = self.directs.get(&peer) {
+            return Ok(*id);
+        }
+        let conversation = self.gw.core.open_direct(&self.caller, peer).await?;
+        self.directs.insert(peer, conversation.id);
+        self.peers.insert(conversation.id, Some(peer));
+        Ok(conversation.id)
+    }
+
+    /// The peer of a direct conversation, `None` for a group.
+    async fn peer_of(&mut self, conversation: ConversationId) -> Option<UserId> {
+        if let Some(peer) = self.peers.get(&conversation) {
+            return *peer;
+        }
+        let info = self
+            .gw
+            .core
+            .conversation(&self.caller, conversation)
+            .await
+            .ok()?;
+        let peer = if info.kind == tidings_proto::rest::ConversationKind::Direct {
+            let members = self
+                .gw
+                .core
+                .members(&self.caller, conversation)
+                .await
+                .ok()?;
+            members
+                .iter()
+                .find(|m| m.user_id != self.caller.user_id)
+                .map(|m| {
+                    self.names.insert(m.user_id, m.username.clone());
+                    self.users.insert(m.username.clone(), m.user_id);
+                    m.user_id
+                })
+        } else {
+            None
+        };
+        self.peers.insert(conversation, peer);
+        if let Some(peer) = peer {
+            self.directs.insert(peer, conversation);
+        }
+        peer
+    }
+
+    fn remember(&mut self, conversation: ConversationId, seq: Seq, id: String) {
+        if self.ids.len() >= REMEMBERED_IDS {
+            self.ids.pop_front();
+        }
+        self.ids.push_back((conversation, seq, id));
+    }
+
+    fn seq_of(&self, conversation: ConversationId, id: &str) -> Option<Seq> {
+        self.ids
+            .iter()
+            .rev()
+            .find(|(c, _, i)| *c == conversation && i == id)
+            .map(|(_, s, _)| *s)
+    }
+
+    fn id_of(&self, conversation: ConversationId, seq: Seq) -> Option<&str> {
+        self.ids
+            .iter()
+            .rev()
+            .find(|(c, s, _)| *c == conversation && *s == seq)
+            .map(|(_, _, i)| i.as_str())
+    }
+
+    /// The count of handled stanzas XEP-0198 reports (`h`, modulo 2^32).
+    fn handled(&self) -> u32 {
+        let h = match self.unanswered.first() {
+            Some(first) => first - 1,
+            None => self.received,
+        };
+        (h % (1 << 32)) as u32
+    }
+
+    fn on_sm(&mut self, nonza: &Element) -> Result<(), Fail> {
+        match nonza.name.as_str() {
+            "enable" if !self.sm => {
+                self.sm = true;
+                // No `resume`: sessions are not kept after the connection ends, and the client
+                // learns that from the missing attribute.
+                self.send(&Element::new("enabled", NS_SM));
+            }
+            "enable" => {
+                let failed = Element::new("failed", NS_SM)
+                    .child(Element::new("unexpected-request", NS_STANZAS));
+                self.send(&failed);
+            }
+            "r" if self.sm => {
+                let a = Element::new("a", NS_SM).attr("h", self.handled().to_string());
+                self.send(&a);
+            }
+            // The client's acknowledgements of what we sent: nothing is kept for resending.
+            "a" if self.sm => {}
+            _ => return Err(Fail::Stream("unsupported-stanza-type", String::new())),
+        }
+        Ok(())
+    }
+
+    async fn on_stanza(&mut self, mut stanza: Element) -> Result<(), Fail> {
+        if stanza.ns == NS_SM {
+            return self.on_sm(&stanza);
+        }
+        if self.sm {
+            self.received += 1;
+        }
+        if stanza.ns != NS_CLIENT {
+            return Err(Fail::Stream("invalid-namespace", String::new()));
+        }
+        // RFC 6120 8.1.2.1: the server stamps `from` with the full JID; a client may only
+        // claim its own.
+        if let Some(from) = stanza.get_attr("from")
+            && from != self.full
+            && from != self.bare
+        {
+            return Err(Fail::Stream(
+                "invalid-from",
+                "stanzas may only come from your own JID".into(),
+            ));
+        }
+        stanza.set_attr("from", self.full.clone());
+        match stanza.name.as_str() {
+            "message" => self.on_message(stanza).await,
+            "presence" => self.on_presence(stanza).await,
+            "iq" => self.on_iq(stanza).await,
+            _ => Err(Fail::Stream("unsupported-stanza-type", String::new())),
+        }
+    }
+
+    fn message_error(&mut self, stanza: &Element, kind: &str, condition: &str, text: &str) {
+        let error = Element::new("message", NS_CLIENT)
+            .attr("type", "error")
+            .attr_opt("id", stanza.get_attr("id"))
+            .attr("to", self.full.clone())
+            .attr_opt("from", stanza.get_attr("to"))
+            .child(
+                Element::new("error", NS_CLIENT)
+                    .attr("type", kind)
+                    .child(Element::new(condition, NS_STANZAS))
+                    .child(Element::new("text", NS_STANZAS).text(text)),
+            );
+        self.send(&error);
+    }
+
+    async fn on_message(&mut self, stanza: Element) -> Result<(), Fail> {
+        let kind = stanza.get_attr("type").unwrap_or("normal");
+        if kind == "error" || kind == "groupchat" && stanza.get_attr("to").is_none() {
+            return Ok(());
+        }
+        let Some(to) = stanza.get_attr("to").map(str::to_owned) else {
+            // A message to the server itself: nothing handles it.
+            return Ok(());
+        };
+        let Some(local) = self.local_user(&to).map(str::to_owned) else {
+            let error = "remote domains are not reachable from this server";
+            self.message_error(&stanza, "cancel", "remote-server-not-found", error);
+            return Ok(());
+        };
+        if kind == "groupchat" {
+            self.message_error(
+                &stanza,
+                "cancel",
+                "feature-not-implemented",
+                "group chat is not available over XMPP yet",
+            );
+            return Ok(());
+        }
+        let Some(peer) = self.user_id(&local).await else {
+            self.message_error(&stanza, "cancel", "item-not-found", "no such user");
+            return Ok(());
+        };
+        let conversation = match self.direct_with(peer).await {
+            Ok(id) => id,
+            Err(e) => {
+                let (kind, condition) = condition_for(e.code);
+                self.message_error(&stanza, kind, condition, &e.message);
+                return Ok(());
+            }
+        };
+        let body = stanza.find("body", NS_CLIENT).map(Element::text_content);
+        // Receipts and markers name a message this connection delivered.
+        let receipt = stanza
+            .find("received", NS_RECEIPTS)
+            .map(|r| (ReceiptKind::Delivered, r))
+            .or_else(|| {
+                stanza
+                    .find("received", NS_MARKERS)
+                    .map(|r| (ReceiptKind::Delivered, r))
+            })
+            .or_else(|| {
+                stanza
+                    .find("displayed", NS_MARKERS)
+                    .map(|r| (ReceiptKind::Read, r))
+            });
+        if let Some((receipt, marker)) = receipt
+            && let Some(seq) = marker
+                .get_attr("id")
+                .and_then(|id| self.seq_of(conversation, id))
+        {
+            let id = self.request_id(Pending::Quiet);
+            self.native(&ClientFrame::Receipt {
+                id,
+                conversation_id: conversation,
+                receipt,
+                seq,
+            });
+        }
+        let state = stanza
+            .elements()
+            .find(|e| e.ns == NS_CHATSTATES)
+            .map(|e| e.name.clone());
+        match body {
+            Some(text) if !text.is_empty() => {
+                let client_msg_id = stanza
+                    .find("origin-id", NS_SID)
+                    .and_then(|o| o.get_attr("id"))
+                    .or_else(|| stanza.get_attr("id"))
+                    .map(str::to_owned)
+                    .filter(|id| !id.is_empty() && id.len() <= 128)
+                    .unwrap_or_else(random_id);
+                let number = self.received;
+                if self.sm {
+                    self.unanswered.insert(number);
+                }
+                let id = self.request_id(Pending::Send {
+                    stanza: stanza.clone(),
+                    number,
+                });
+                self.native(&ClientFrame::Send {
+                    id,
+                    conversation_id: conversation,
+                    client_msg_id,
+                    body: MessageBody::Text { text },
+                    reply_to: None,
+                    thread_root: None,
+                    mentions: None,
+                });
+            }
+            _ => {
+                if let Some(state) = state {
+                    self.native(&ClientFrame::Typing {
+                        id: None,
+                        conversation_id: conversation,
+                        typing: state == "composing",
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_presence(&mut self, stanza: Element) -> Result<(), Fail> {
+        let kind = stanza.get_attr("type");
+        let to = stanza.get_attr("to").map(str::to_owned);
+        match (kind, to) {
+            // Initial (or updated) presence: Tidings presence follows connections, so there is
+            // nothing to store; answer the first with the presence of the user's friends.
+            (None, None) => {
+                if !self.available {
+                    self.available = true;
+                    let friends = self
+                        .gw
+                        .core
+                        .friends(&self.caller)
+                        .await
+                        .map(|l| l.friends)
+                        .unwrap_or_default();
+                    let user_ids: Vec<UserId> = friends.iter().map(|f| f.user_id).collect();
+                    for f in friends {
+                        self.names.insert(f.user_id, f.username.clone());
+                        self.users.insert(f.username, f.user_id);
+                    }
+                    if !user_ids.is_empty() {
+                        let id = self.request_id(Pending::Presence);
+                        self.native(&ClientFrame::PresenceQuery { id, user_ids });
+                    }
+                    // Our own presence, reflected (RFC 6121 4.2.2).
+                    let reflected = Element::new("presence", NS_CLIENT)
+                        .attr("from", self.full.clone())
+                        .attr("to", self.full.clone());
+                    self.send(&reflected);
+                }
+                Ok(())
+            }
+            (Some("unavailable"), None) => {
+                self.available = false;
+                Ok(())
+            }
+            (
+                Some(kind @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")),
+                Some(to),
+            ) => {
+                let Some(local) = self.local_user(&to).map(str::to_owned) else {
+                    return Ok(());
+                };
+                let Some(peer) = self.user_id(&local).await else {
+                    return Ok(());
+                };
+                let core = self.gw.core.clone();
+                let caller = self.caller;
+                let result = match kind {
+                    "subscribe" => core
+                        .send_friend_request(
+                            &caller,
+                            tidings_proto::contacts::SendFriendRequest {
+                                user_id: peer,
+                                note: None,
+                            },
+                        )
+                        .await
+                        .map(|_| ()),
+                    "subscribed" => core.accept_friend_request(&caller, peer).await,
+                    "unsubscribed" => match core.decline_friend_request(&caller, peer).await {
+                        Err(e) if e.code == ErrorCode::NotFound => {
+                            core.remove_friend(&caller, peer).await
+                        }
+                        other => other,
+                    },
+                    _ => match core.cancel_friend_request(&caller, peer).await {
+                        Err(e) if e.code == ErrorCode::NotFound => {
+                            core.remove_friend(&caller, peer).await
+                        }
+                        other => other,
+                    },
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%e, kind, "XMPP subscription request refused.");
+                }
+                Ok(())
+            }
+            // Directed presence and probes: Tidings has no per-contact presence to send.
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_iq(&mut self, stanza: Element) -> Result<(), Fail> {
+        let kind = stanza.get_attr("type").unwrap_or_default().to_owned();
+        if kind == "result" || kind == "error" {
+            return Ok(());
+        }
+        if kind != "get" && kind != "set" || stanza.get_attr("id").is_none() {
+            self.send(&iq_error(&stanza, "modify", "bad-request", None));
+            return Ok(());
+        }
+        let Some(payload) = stanza.elements().next().cloned() else {
+            self.send(&iq_error(&stanza, "modify", "bad-request", None));
+            return Ok(());
+        };
+        let to = stanza.get_attr("to").map(str::to_owned);
+        let to_server = to
+            .as_deref()
+            .is_none_or(|t| t.eq_ignore_ascii_case(self.domain()));
+        let to_self = to
+            .as_deref()
+            .is_some_and(|t| t == self.bare || t == self.full);
+        // A vCard request to another user's bare JID is answered by the server for that
+        // account (RFC 6121 8.5.1), from their profile.
+        let vcard_of_user = payload.is("vCard", NS_VCARD)
+            && to
+                .as_deref()
+                .is_some_and(|t| !t.contains('/') && self.local_user(t).is_some());
+        if !to_server && !to_self && !vcard_of_user {
+            // Another user's JID: the server answers for accounts (RFC 6121 8.5), and routes
+            // nothing between users' resources yet.
+            self.send(&iq_error(&stanza, "cancel", "service-unavailable", None));
+            return Ok(());
+        }
+        let full = self.full.clone();
+        let result = || {
+            Element::new("iq", NS_CLIENT)
+                .attr("type", "result")
+                .attr_opt("id", stanza.get_attr("id"))
+                .attr("to", full.clone())
+                .attr_opt("from", stanza.get_attr("to"))
+        };
+        match (kind.as_str(), payload.name.as_str(), payload.ns.as_str()) {
+            ("get", "ping", NS_PING) => self.send(&result()),
+            ("set", "session", NS_SESSION) => self.send(&result()),
+            ("get", "query", NS_DISCO_INFO) => {
+                let mut query = Element::new("query", NS_DISCO_INFO);
+                if to_server {
+                    query = query.child(
+                        Element::new("identity", NS_DISCO_INFO)
+                            .attr("category", "server")
+                            .attr("type", "im")
+                            .attr("name", "Tidings"),
+                    );
+                    for feature in [
+                        NS_DISCO_INFO,
+                        NS_DISCO_ITEMS,
+                        NS_PING,
+                        NS_CARBONS,
+                        "jabber:iq:roster",
+                        NS_SID,
+                    ] {
+                        query = query
+                            .child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));
+                    }
+                } else {
+                    query = query.child(
+                        Element::new("identity", NS_DISCO_INFO)
+                            .attr("category", "account")
+                            .attr("type", "registered"),
+                    );
+                    query = query
+                        .child(Element::new("feature", NS_DISCO_INFO).attr("var", NS_DISCO_INFO));
+                }
+                let el = result().child(query);
+                self.send(&el);
+            }
+            ("get", "query", NS_DISCO_ITEMS) => {
+                let el = result().child(Element::new("query", NS_DISCO_ITEMS));
+                self.send(&el);
+            }
+            ("get", "query", NS_ROSTER) => match self.gw.core.friends(&self.caller).await {
+                Ok(list) => {
+                    let mut query = Element::new("query", NS_ROSTER);
+                    for friend in list.friends {
+                        self.names.insert(friend.user_id, friend.username.clone());
+                        self.users.insert(friend.username.clone(), friend.user_id);
+                        query = query.child(
+                            Element::new("item", NS_ROSTER)
+                                .attr("jid", format!("{}@{}", friend.username, self.domain()))
+                                .attr("subscription", "both"),
+                        );
+                    }
+                    let el = result().child(query);
+                    self.send(&el);
+                }
+                Err(e) => {
+                    let (kind, condition) = condition_for(e.code);
+                    self.send(&iq_error(&stanza, kind, condition, Some(&e.message)));
+                }
+            },
+            ("set", "enable", NS_CARBONS) => {
+                self.carbons = true;
+                self.send(&result());
+            }
+            ("set", "disable", NS_CARBONS) => {
+                self.carbons = false;
+                self.send(&result());
+            }
+            ("get", "blocklist", NS_BLOCKING) => match self.gw.core.blocks(&self.caller).await {
+                Ok(list) => {
+                    let mut blocklist = Element::new("blocklist", NS_BLOCKING);
+                    for user in list.users {
+                        let jid = format!("{}@{}", user.username, self.domain());
+                        blocklist =
+                            blocklist.child(Element::new("item", NS_BLOCKING).attr("jid", jid));
+                    }
+                    let el = result().child(blocklist);
+                    self.send(&el);
+                }
+                Err(e) => {
+                    let (kind, condition) = condition_for(e.code);
+                    self.send(&iq_error(&stanza, kind, condition, Some(&e.message)));
+                }
+            },
+            ("set", "block" | "unblock", NS_BLOCKING) => {
+                // Every item names a user of this server; an `unblock` without items unblocks
+                // everyone (XEP-0191 3.4).
+                let mut users = Vec::new();
+                for item in payload.elements().filter(|e| e.is("item", NS_BLOCKING)) {
+                    let jid = item.get_attr("jid").unwrap_or_default();
+                    let found = match self.local_user(jid).map(str::to_owned) {
+                        Some(local) => self.user_id(&local).await,
+                        None => None,
+                    };
+                    match found {
+                        Some(id) => users.push(id),
+                        None => {
+                            self.send(&iq_error(
+                                &stanza,
+                                "modify",
+                                "item-not-found",
+                                Some("no such user here"),
+                            ));
+                            return Ok(());
+                        }
+                    }
+                }
+                let block = payload.name == "block";
+                if block && users.is_empty() {
+                    self.send(&iq_error(
+                        &stanza,
+                        "modify",
+                        "bad-request",
+                        Some("nothing to block"),
+                    ));
+                    return Ok(());
+                }
+                if !block && users.is_empty() {
+                    match self.gw.core.blocks(&self.caller).await {
+                        Ok(list) => users = list.users.iter().map(|u| u.user_id).collect(),
+                        Err(e) => {
+                            let (kind, condition) = condition_for(e.code);
+                            self.send(&iq_error(&stanza, kind, condition, Some(&e.message)));
+                            return Ok(());
+                        }
+                    }
+                }
+                for user in users {
+                    let done = if block {
+                        self.gw.core.block(&self.caller, user).await
+                    } else {
+                        self.gw.core.unblock(&self.caller, user).await
+                    };
+                    if let Err(e) = done {
+                        let (kind, condition) = condition_for(e.code);
+                        self.send(&iq_error(&stanza, kind, condition, Some(&e.message)));
+                        return Ok(());
+                    }
+                }
+                self.send(&result());
+            }
+            ("get", "vCard", NS_VCARD) => {
+                // vCard-temp from the Tidings profile: the user's own (to the bare JID or the
+                // server) or another user's (addressed to theirs, answered here).
+                let user = match to
+                    .as_deref()
+                    .and_then(|t| self.local_user(t))
+                    .map(str::to_owned)
+                {
+                    Some(local) => self.user_id(&local).await,
+                    None => Some(self.caller.user_id),
+                };
+                let profile = match user {
+                    Some(user) => self.gw.core.profile(&self.caller, user).await.ok(),
+                    None => None,
+                };
+                match profile {
+                    Some(profile) => {
+                        let mut vcard = Element::new("vCard", NS_VCARD).child(
+                            Element::new("NICKNAME", NS_VCARD).text(profile.username.clone()),
+                        );
+                        let name = if profile.display_name.is_empty() {
+                            profile.username
+                        } else {
+                            profile.display_name
+                        };
+                        vcard = vcard.child(Element::new("FN", NS_VCARD).text(name));
+                        if !profile.status_text.is_empty() {
+                            vcard = vcard
+                                .child(Element::new("DESC", NS_VCARD).text(profile.status_text));
+                        }
+                        let el = result().child(vcard);
+                        self.send(&el);
+                    }
+                    None => self.send(&iq_error(&stanza, "cancel", "item-not-found", None)),
+                }
+            }
+            ("set", "bind", NS_BIND) => {
+                self.send(&iq_error(
+                    &stanza,
+                    "cancel",
+                    "not-allowed",
+                    Some("already bound"),
+                ));
+            }
+            _ => {
+                self.send(&iq_error(&stanza, "cancel", "service-unavailable", None));
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_frame(&mut self, frame: ServerFrame) {
+        match frame {
+            ServerFrame::Ack {
+                id,
+                conversation_id,
+                seq,
+                ..
+            } => {
+                if let Some(Pending::Send { stanza, number }) = self.pending.remove(&id) {
+                    self.unanswered.remove(&number);
+                    let xmpp_id = stanza
+                        .find("origin-id", NS_SID)
+                        .and_then(|o| o.get_attr("id"))
+                        .or_else(|| stanza.get_attr("id"))
+                        .map(str::to_owned);
+                    if let Some(xmpp_id) = xmpp_id {
+                        self.remember(conversation_id, seq, xmpp_id);
+                    }
+                }
+            }
+            ServerFrame::Error {
+                id: Some(id),
+                code,
+                message,
+                ..
+            } => match self.pending.remove(&id) {
+                Some(Pending::Send { stanza, number }) => {
+                    self.unanswered.remove(&number);
+                    let (kind, condition) = condition_for(code);
+                    self.message_error(&stanza, kind, condition, &message);
+                }
+                Some(_) => tracing::debug!(%message, "XMPP request refused."),
+                None => {}
+            },
+            ServerFrame::Error {
+                id: None, message, ..
+            } => {
+                tracing::debug!(%message, "XMPP session error.");
+            }
+            ServerFrame::Ok { id } | ServerFrame::AuthOk { id, .. } => {
+                self.pending.remove(&id);
+            }
+            ServerFrame::PresenceList { id, users } => {
+                self.pending.remove(&id);
+                for presence in users {
+                    self.presence(presence.user_id, presence.status).await;
+                }
+            }
+            ServerFrame::Presence { presence } if self.available => {
+                self.presence(presence.user_id, presence.status).await;
+            }
+            ServerFrame::Message { message } => self.deliver(message).await,
+            ServerFrame::Typing {
+                conversation_id,
+                user_id,
+                typing,
+            } => {
+                if user_id == self.caller.user_id {
+                    return;
+                }
+                if self.peer_of(conversation_id).await != Some(user_id) {
+                    return;
+                }
+                let Some(name) = self.username(user_id).await else {
+                    return;
+                };
+                let state = if typing { "composing" } else { "paused" };
+                let el = Element::new("message", NS_CLIENT)
+                    .attr("type", "chat")
+                    .attr("from", format!("{name}@{}", self.domain()))
+                    .attr("to", self.full.clone())
+                    .child(Element::new(state, NS_CHATSTATES));
+                self.send(&el);
+            }
+            ServerFrame::Receipt {
+                conversation_id,
+                user_id,
+                receipt,
+                seq,
+            } => {
+                if user_id == self.caller.user_id
+                    || self.peer_of(conversation_id).await != Some(user_id)
+                {
+                    return;
+                }
+                let Some(id) = self.id_of(conversation_id, seq).map(str::to_owned) else {
+                    return;
+                };
+                let Some(name) = self.username(user_id).await else {
+                    return;
+                };
+                let payload = match receipt {
+                    ReceiptKind::Delivered => Element::new("received", NS_RECEIPTS).attr("id", id),
+                    ReceiptKind::Read => Element::new("displayed", NS_MARKERS).attr("id", id),
+                };
+                let el = Element::new("message", NS_CLIENT)
+                    .attr("type", "chat")
+                    .attr("from", format!("{name}@{}", self.domain()))
+                    .attr("to", self.full.clone())
+                    .child(payload);
+                self.send(&el);
+            }
+            ServerFrame::Contact { event, .. } => self.contact(event).await,
+            _ => {}
+        }
+    }
+
+    async fn presence(&mut self, user: UserId, status: PresenceStatus) {
+        if user == self.caller.user_id {
+            return;
+        }
+        let Some(name) = self.username(user).await else {
+            return;
+        };
+        let el = Element::new("presence", NS_CLIENT)
+            .attr("from", format!("{name}@{}", self.domain()))
+            .attr("to", self.full.clone());
+        let el = if status == PresenceStatus::Online {
+            el
+        } else {
+            el.attr("type", "unavailable")
+        };
+        self.send(&el);
+    }
+
+    /// Friend changes as roster pushes and subscription stanzas (RFC 6121).
+    async fn contact(&mut self, event: tidings_proto::contacts::ContactEvent) {
+        use tidings_proto::contacts::ContactEvent;
+        let domain = self.domain().to_owned();
+        let push = |jid: String, subscription: &str| {
+            Element::new("iq", NS_CLIENT)
+                .attr("type", "set")
+                .attr("id", format!("push-{}", random_id()))
+                .attr("to", "")
+                .child(
+                    Element::new("query", NS_ROSTER).child(
+                        Element::new("item", NS_ROSTER)
+                            .attr("jid", jid)
+                            .attr("subscription", subscription),
+                    ),
+                )
+        };
+        match event {
+            ContactEvent::RequestReceived { request } => {
+                let el = Element::new("presence", NS_CLIENT)
+                    .attr("type", "subscribe")
+                    .attr("from", format!("{}@{domain}", request.from.username))
+                    .attr("to", self.bare.clone());
+                self.send(&el);
+            }
+            ContactEvent::RequestAccepted { friend } => {
+                self.names.insert(friend.user_id, friend.username.clone());
+                self.users.insert(friend.username.clone(), friend.user_id);
+                let mut el = push(format!("{}@{domain}", friend.username), "both");
+                el.set_attr("to", self.full.clone());
+                self.send(&el);
+            }
+            ContactEvent::FriendRemoved { user_id } => {
+                if let Some(name) = self.username(user_id).await {
+                    let mut el = push(format!("{name}@{domain}"), "remove");
+                    el.set_attr("to", self.full.clone());
+                    self.send(&el);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A message from the session: to the client, as a carbon when another device of the
+    /// user sent it, and not at all when this connection sent it.
+    async fn deliver(&mut self, message: tidings_proto::Message) {
+        let Some(peer) = self.peer_of(message.conversation_id).await else {
+            // Group messages wait for MUC.
+            return;
+        };
+        let text = match &message.body {
+            MessageBody::Text { text } => text.clone(),
+            MessageBody::System { .. } => return,
+            other => format!(
+                "[a {} message; open Tidings to see it]",
+                serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+                    .unwrap_or_else(|| "rich".into())
+            ),
+        };
+        let xmpp_id = message.client_msg_id.clone();
+        self.remember(message.conversation_id, message.seq, xmpp_id.clone());
+        let mine = message.sender_id == self.caller.user_id;
+        if mine && message.sender_device_id == self.caller.device_id {
+            return;
+        }
+        let Some(peer_name) = self.username(peer).await else {
+            return;
+        };
+        let peer_jid = format!("{peer_name}@{}", self.domain());
+        let (from, to) = if mine {
+            (self.bare.clone(), peer_jid.clone())
+        } else {
+            (peer_jid.clone(), self.full.clone())
+        };
+        let stanza = Element::new("message", NS_CLIENT)
+            .attr("type", "chat")
+            .attr("id", xmpp_id.clone())
+            .attr("from", from)
+            .attr("to", to)
+            .child(Element::new("body", NS_CLIENT).text(text))
+            .child(Element::new("origin-id", NS_SID).attr("id", xmpp_id))
+            .child(
+                Element::new("stanza-id", NS_SID)
+                    .attr("by", self.bare.clone())
+                    .attr("id", message.id.to_string()),
+            );
+        if mine {
+            if !self.carbons {
+                return;
+            }
+            let carbon = Element::new("message", NS_CLIENT)
+                .attr("type", "chat")
+                .attr("from", self.bare.clone())
+                .attr("to", self.full.clone())
+                .child(
+                    Element::new("sent", NS_CARBONS)
+                        .child(Element::new("forwarded", NS_FORWARD).child(stanza)),
+                );
+            self.send(&carbon);
+        } else {
+            self.send(&stanza);
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

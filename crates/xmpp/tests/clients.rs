@@ -1,0 +1,488 @@
+//! slixmpp (a third-party XMPP client library) against the real server's XMPP gateway, next
+//! to a WebSocket user of the Rust SDK.
+//!
+//! The gateway runs on the test server's core with a TLS certificate made for the test (the
+//! binary's TLS configuration is not wired yet). `scripts/test` puts slixmpp in the Python
+//! virtual environment named in `TEST_CLIENTS_PYTHON` and sets `REQUIRE_TEST_CLIENTS=1`, so the
+//! one test command cannot pass without running these; a plain `cargo test` on a machine
+//! without slixmpp says so and skips.
+
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tidings_proto::MessageBody;
+use tidings_proto::ws::{ClientFrame, ReceiptKind, ServerFrame};
+use tidings_testkit::{PASSWORD, TestServer, TestUser, next_message};
+use tidings_xmpp::{Gateway, XmppConfig};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Python interpreter that has slixmpp; `None` (after checking the test may skip) if none.
+fn slixmpp_python() -> Option<PathBuf> {
+    let python = std::env::var_os("TEST_CLIENTS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/py-venv/bin/python"));
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import slixmpp"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("REQUIRE_TEST_CLIENTS").is_none(),
+            "REQUIRE_TEST_CLIENTS is set but slixmpp is missing"
+        );
+        eprintln!("SKIPPED: slixmpp is missing; scripts/test installs it");
+    }
+    ok.then_some(python)
+}
+
+/// The test server, an XMPP gateway on its core, and the certificate clients trust.
+struct Setup {
+    server: TestServer,
+    port: u16,
+    tls_port: u16,
+    ca: PathBuf,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+fn tls_config() -> (Arc<rustls::ServerConfig>, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).expect("key");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .expect("server config");
+    config.alpn_protocols = vec![b"xmpp-client".to_vec()];
+    (Arc::new(config), cert.cert.pem())
+}
+
+async fn setup() -> Setup {
+    let server = TestServer::start().await;
+    let (tls, pem) = tls_config();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).expect("write the certificate");
+    let config = XmppConfig {
+        enabled: true,
+        ..XmppConfig::default()
+    };
+    let gateway = Gateway::new(server.core().clone(), config, Some(tls));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tls_port = tls_listener.local_addr().unwrap().port();
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tokio::spawn(tidings_xmpp::serve(
+        listener,
+        gateway.clone(),
+        wait(stopped.clone()),
+    ));
+    tokio::spawn(tidings_xmpp::serve_tls(
+        tls_listener,
+        gateway,
+        wait(stopped),
+    ));
+    Setup {
+        server,
+        port,
+        tls_port,
+        ca,
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+/// One running slixmpp client.
+struct Xmpp {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    /// Every event read so far, for failure messages.
+    seen: Vec<Value>,
+}
+
+impl Xmpp {
+    async fn start(python: &PathBuf, setup: &Setup, args: &[&str]) -> Xmpp {
+        let mut child = tokio::process::Command::new(python)
+            .arg(workspace_root().join("scripts/xmpp/slixmpp_client.py"))
+            .args(["--ca", setup.ca.to_str().unwrap()])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python runs");
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Xmpp {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    async fn password(python: &PathBuf, setup: &Setup, user: &TestUser, resource: &str) -> Xmpp {
+        let jid = format!("{}@localhost/{resource}", user.username);
+        let port = setup.port.to_string();
+        let mut client = Xmpp::start(
+            python,
+            setup,
+            &["--jid", &jid, "--password", PASSWORD, "--port", &port],
+        )
+        .await;
+        client.expect("session_start", |_| true).await;
+        client
+    }
+
+    async fn command(&mut self, command: Value) {
+        let mut line = command.to_string();
+        line.push('\n');
+        self.stdin.write_all(line.as_bytes()).await.unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// Reads events until one named `event` matches `check`.
+    async fn expect(&mut self, event: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no {event} event in time; saw {:#?}", self.seen))
+                .expect("read")
+                .unwrap_or_else(|| panic!("client exited before {event}; saw {:#?}", self.seen));
+            let value: Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            self.seen.push(value.clone());
+            if value["event"] == event && check(&value) {
+                return value;
+            }
+        }
+    }
+
+    async fn quit(mut self) {
+        self.command(json!({"op": "quit"})).await;
+        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
+    }
+}
+
+async fn befriend(a: &TestUser, b: &TestUser) {
+    a.api.send_friend_request(b.user_id, None).await.unwrap();
+    b.api.accept_friend_request(a.user_id).await.unwrap();
+}
+
+/// An XMPP user and a WebSocket user in one direct conversation: messages both ways with ids
+/// mapped (origin-id <-> client_msg_id, stanza-id = server id), typing, receipts and markers,
+/// roster, presence, ping and disco, and both see the same history.
+#[tokio::test]
+async fn slixmpp_chats_with_a_websocket_user() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    befriend(&alice, &bob).await;
+    let mut bob_ws = setup.server.connect(&bob).await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+
+    let mut xmpp = Xmpp::password(&python, &setup, &alice, "laptop").await;
+    // Bob is online (his WebSocket), and the answer to the initial presence says so.
+    xmpp.expect("presence", |p| {
+        p["from"] == "bob@localhost" && p["type"] == "available"
+    })
+    .await;
+    xmpp.command(json!({"op": "roster"})).await;
+    let roster = xmpp.expect("roster", |_| true).await;
+    assert_eq!(roster["items"], json!([["bob@localhost", "both"]]));
+    xmpp.command(json!({"op": "ping"})).await;
+    xmpp.expect("pong", |_| true).await;
+    xmpp.command(json!({"op": "disco"})).await;
+    let disco = xmpp.expect("disco", |_| true).await;
+    assert!(
+        disco["features"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("urn:xmpp:ping"))
+    );
+
+    // XMPP -> WebSocket: the origin-id becomes the client_msg_id.
+    xmpp.command(
+        json!({"op": "send", "to": "bob@localhost", "body": "hello from xmpp", "id": "x-1"}),
+    )
+    .await;
+    let message = next_message(&mut bob_ws).await;
+    assert_eq!(message.conversation_id, conversation);
+    assert_eq!(message.client_msg_id, "x-1");
+    assert_eq!(message.sender_id, alice.user_id);
+    assert_eq!(
+        message.body,
+        MessageBody::Text {
+            text: "hello from xmpp".into()
+        }
+    );
+    // Bob's delivered receipt on it reaches Alice as an XEP-0184 receipt (markers only move
+    // forward, so this comes before Bob sends anything himself).
+    bob_ws
+        .request(|id| ClientFrame::Receipt {
+            id,
+            conversation_id: conversation,
+            receipt: ReceiptKind::Delivered,
+            seq: message.seq,
+        })
+        .await
+        .unwrap();
+    xmpp.expect("message", |m| m["received"] == "x-1").await;
+
+    // WebSocket -> XMPP: the stanza carries the client_msg_id and the server id.
+    let (seq, _) = bob_ws
+        .send_text(conversation, "w-1", "hello from the web")
+        .await
+        .unwrap();
+    let got = xmpp
+        .expect("message", |m| m["body"] == "hello from the web")
+        .await;
+    assert_eq!(got["from"], "bob@localhost");
+    assert_eq!(got["id"], "w-1");
+    assert_eq!(got["origin_id"], "w-1");
+    assert!(got["stanza_id"].as_str().is_some_and(|s| !s.is_empty()));
+
+    // Typing both ways.
+    xmpp.command(json!({"op": "typing", "to": "bob@localhost", "state": "composing"}))
+        .await;
+    loop {
+        match tokio::time::timeout(WAIT, bob_ws.next_event())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ServerFrame::Typing {
+                user_id, typing, ..
+            } if user_id == alice.user_id => {
+                assert!(typing);
+                break;
+            }
+            _ => {}
+        }
+    }
+    bob_ws
+        .request(|id| ClientFrame::Typing {
+            id: Some(id),
+            conversation_id: conversation,
+            typing: true,
+        })
+        .await
+        .unwrap();
+    xmpp.expect("message", |m| m["chatstate"] == "composing")
+        .await;
+
+    // Alice's marker on Bob's message becomes a read receipt at its sequence.
+    xmpp.command(json!({"op": "displayed", "to": "bob@localhost", "id": "w-1"}))
+        .await;
+    loop {
+        match tokio::time::timeout(WAIT, bob_ws.next_event())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ServerFrame::Receipt {
+                user_id,
+                receipt,
+                seq: at,
+                ..
+            } if user_id == alice.user_id => {
+                assert_eq!((receipt, at), (ReceiptKind::Read, seq));
+                break;
+            }
+            _ => {}
+        }
+    }
+
+    // Both see the same history, in the same order.
+    let history = bob.api.history(conversation, None, 50).await.unwrap();
+    let ids: Vec<&str> = history
+        .messages
+        .iter()
+        .map(|m| m.client_msg_id.as_str())
+        .collect();
+    assert_eq!(ids, ["x-1", "w-1"]);
+    let alice_history = alice.api.history(conversation, None, 50).await.unwrap();
+    assert_eq!(alice_history.messages, history.messages);
+    xmpp.quit().await;
+}
+
+/// Two resources of one user: each is its own device, and Message Carbons copy what one sends
+/// to the other.
+#[tokio::test]
+async fn carbons_between_two_resources() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let mut phone = Xmpp::password(&python, &setup, &alice, "phone").await;
+    let mut laptop = Xmpp::password(&python, &setup, &alice, "laptop").await;
+    laptop.command(json!({"op": "carbons"})).await;
+    laptop.expect("carbons_enabled", |_| true).await;
+    let mut bob_ws = setup.server.connect(&bob).await;
+    phone
+        .command(json!({"op": "send", "to": "bob@localhost", "body": "from my phone", "id": "p-1"}))
+        .await;
+    assert_eq!(next_message(&mut bob_ws).await.client_msg_id, "p-1");
+    let carbon = laptop.expect("carbon_sent", |_| true).await;
+    assert_eq!(carbon["body"], "from my phone");
+    assert_eq!(carbon["to"], "bob@localhost");
+    // Each resource is a device of its own.
+    let devices = alice.api.devices().await.unwrap();
+    let names: Vec<&str> = devices.devices.iter().map(|d| d.name.as_str()).collect();
+    assert!(
+        names.contains(&"XMPP phone") && names.contains(&"XMPP laptop"),
+        "{names:?}"
+    );
+    phone.quit().await;
+    laptop.quit().await;
+}
+
+/// The blocking command (XEP-0191) is the Tidings block list, and vCard-temp shows profiles.
+#[tokio::test]
+async fn blocking_and_vcards() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let mut xmpp = Xmpp::password(&python, &setup, &alice, "desk").await;
+    xmpp.command(json!({"op": "block", "jid": "bob@localhost"}))
+        .await;
+    xmpp.expect("blocked", |_| true).await;
+    let blocks = alice.api.blocks().await.unwrap();
+    assert_eq!(
+        blocks.users.iter().map(|u| u.user_id).collect::<Vec<_>>(),
+        [bob.user_id]
+    );
+    xmpp.command(json!({"op": "blocklist"})).await;
+    let list = xmpp.expect("blocklist", |_| true).await;
+    assert_eq!(list["items"], json!(["bob@localhost"]));
+    // Blocked: Bob's message is refused by the core.
+    let conversation = bob.api.open_direct(alice.user_id).await;
+    assert!(
+        conversation.is_err(),
+        "a blocked user cannot open a conversation"
+    );
+    xmpp.command(json!({"op": "unblock", "jid": "bob@localhost"}))
+        .await;
+    xmpp.expect("unblocked", |_| true).await;
+    assert!(alice.api.blocks().await.unwrap().users.is_empty());
+    xmpp.command(json!({"op": "vcard", "jid": "bob@localhost"}))
+        .await;
+    let vcard = xmpp.expect("vcard", |_| true).await;
+    // slixmpp reads NICKNAME as a list; FN is the display name, or the username without one.
+    assert_eq!(vcard["nickname"], json!(["bob"]));
+    assert_eq!(vcard["fn"], "bob");
+    xmpp.quit().await;
+}
+
+/// OAUTHBEARER with a Tidings access token, and direct TLS (XEP-0368); a wrong password is
+/// refused with a SASL failure.
+#[tokio::test]
+async fn oauthbearer_direct_tls_and_a_wrong_password() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let port = setup.tls_port.to_string();
+    let mut client = Xmpp::start(
+        &python,
+        &setup,
+        &[
+            "--jid",
+            "alice@localhost/token",
+            "--token",
+            &alice.tokens.access_token,
+            "--mechanism",
+            "OAUTHBEARER",
+            "--port",
+            &port,
+            "--direct-tls",
+        ],
+    )
+    .await;
+    let started = client.expect("session_start", |_| true).await;
+    assert_eq!(started["jid"], "alice@localhost/token");
+    client.quit().await;
+
+    let port = setup.port.to_string();
+    let mut wrong = Xmpp::start(
+        &python,
+        &setup,
+        &[
+            "--jid",
+            "alice@localhost/x",
+            "--password",
+            "not the password",
+            "--port",
+            &port,
+        ],
+    )
+    .await;
+    wrong.expect("failed_auth", |_| true).await;
+}
+
+/// A stanza claiming another user's JID ends that stream with `invalid-from`; bad XML ends it
+/// with `not-well-formed`; neither disturbs another session.
+#[tokio::test]
+async fn spoofed_and_malformed_stanzas_end_only_their_stream() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let mut bystander = Xmpp::password(&python, &setup, &bob, "desk").await;
+
+    let mut spoofer = Xmpp::password(&python, &setup, &alice, "a").await;
+    spoofer
+        .command(json!({"op": "raw", "xml": "<message from='bob@localhost/desk' to='alice@localhost' type='chat'><body>x</body></message>"}))
+        .await;
+    let error = spoofer.expect("stream_error", |_| true).await;
+    assert_eq!(error["condition"], "invalid-from");
+
+    let mut broken = Xmpp::password(&python, &setup, &alice, "b").await;
+    broken
+        .command(json!({"op": "raw", "xml": "<message><!-- no --></message>"}))
+        .await;
+    let error = broken.expect("stream_error", |_| true).await;
+    assert_eq!(error["condition"], "restricted-xml");
+
+    // Bob's session still works.
+    let alice_ws = setup.server.connect(&alice).await;
+    let conversation = alice.api.open_direct(bob.user_id).await.unwrap().id;
+    alice_ws
+        .send_text(conversation, "after", "still here?")
+        .await
+        .unwrap();
+    bystander
+        .expect("message", |m| m["body"] == "still here?")
+        .await;
+    bystander.quit().await;
+}

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""A slixmpp client driven by crates/xmpp/tests/clients.rs.
+
+It signs in to the Tidings XMPP gateway, prints what happens as JSON lines on stdout, and
+carries out JSON commands read line by line from stdin:
+  {"op": "send", "to": JID, "body": TEXT, "id": ID}     a chat message with origin-id ID
+  {"op": "displayed", "to": JID, "id": ID}               a chat marker (XEP-0333)
+  {"op": "received", "to": JID, "id": ID}                a delivery receipt (XEP-0184)
+  {"op": "typing", "to": JID, "state": "composing"}      a chat state (XEP-0085)
+  {"op": "roster"}                                       prints {"event": "roster", ...}
+  {"op": "carbons"}                                      enables Message Carbons
+  {"op": "ping"}                                         XEP-0199 ping of the server
+  {"op": "disco"}                                        disco#info of the server
+  {"op": "block", "jid": JID} / {"op": "unblock", "jid": JID}   XEP-0191
+  {"op": "blocklist"}                                    prints {"event": "blocklist", ...}
+  {"op": "vcard", "jid": JID}                            vCard-temp of a user
+  {"op": "raw", "xml": XML}                              writes XML as is (for error tests)
+  {"op": "quit"}                                         closes the stream and exits
+"""
+import argparse
+import asyncio
+import json
+import ssl
+import sys
+import xml.etree.ElementTree as ET
+
+import slixmpp
+from slixmpp.util.sasl.client import Mech, sasl_mech
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+
+@sasl_mech(50)
+class OAUTHBEARER(Mech):
+    """RFC 7628, which slixmpp does not ship: the initial response carries the token."""
+
+    name = 'OAUTHBEARER'
+    required_credentials = {'username', 'access_token'}
+
+    def process(self, challenge=b''):
+        return (b'n,a=' + self.credentials['username'] + b',\x01auth=Bearer '
+                + self.credentials['access_token'] + b'\x01\x01')
+
+
+def emit(**event):
+    print(json.dumps(event), flush=True)
+
+
+SID = '{urn:xmpp:sid:0}'
+CARBONS = '{urn:xmpp:carbons:2}'
+FORWARD = '{urn:xmpp:forward:0}'
+CLIENT = '{jabber:client}'
+
+
+def describe(xml):
+    """The interesting parts of a <message/> element."""
+    body = xml.find(CLIENT + 'body')
+    stanza_id = xml.find(SID + 'stanza-id')
+    origin_id = xml.find(SID + 'origin-id')
+    out = {
+        'from': xml.get('from'),
+        'to': xml.get('to'),
+        'type': xml.get('type'),
+        'id': xml.get('id'),
+        'body': body.text if body is not None else None,
+        'stanza_id': stanza_id.get('id') if stanza_id is not None else None,
+        'origin_id': origin_id.get('id') if origin_id is not None else None,
+    }
+    for child in xml:
+        tag = child.tag
+        if tag.startswith('{http://jabber.org/protocol/chatstates}'):
+            out['chatstate'] = tag.split('}')[1]
+        if tag == '{urn:xmpp:receipts}received':
+            out['received'] = child.get('id')
+        if tag == '{urn:xmpp:chat-markers:0}displayed':
+            out['displayed'] = child.get('id')
+        if tag == '{jabber:client}error':
+            out['error'] = [c.tag.split('}')[1] for c in child if 'text' not in c.tag]
+    return out
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, args):
+        super().__init__(args.jid, args.password or 'unused', sasl_mech=args.mechanism)
+        if args.token:
+            self.credentials['access_token'] = args.token
+        self.args = args
+        self.register_plugin('xep_0030')
+        self.register_plugin('xep_0199')
+        self.register_plugin('xep_0191')
+        self.register_plugin('xep_0054')
+        self.ca_certs = args.ca
+        self.ssl_context.load_verify_locations(cafile=args.ca)
+        self.enable_direct_tls = args.direct_tls
+        self.add_event_handler('session_start', self.on_start)
+        self.add_event_handler('failed_all_auth', self.on_failed)
+        self.add_event_handler('failed_auth', lambda _: emit(event='failed_auth'))
+        # slixmpp's `message` event skips messages without a body (chat states, receipts,
+        # carbons), so every message stanza goes through this handler instead.
+        self.register_handler(Callback(
+            'every message', MatchXPath('{jabber:client}message'), self.on_message))
+        self.add_event_handler('presence', self.on_presence)
+        self.add_event_handler('stream_error', self.on_stream_error)
+        self.add_event_handler('disconnected', self.on_disconnected)
+        self.done = asyncio.get_event_loop().create_future()
+
+    async def on_start(self, _):
+        emit(event='session_start', jid=str(self.boundjid))
+        self.send_presence()
+        asyncio.ensure_future(self.commands())
+
+    def on_failed(self, _):
+        emit(event='failed_all_auth')
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def on_stream_error(self, error):
+        emit(event='stream_error', condition=error['condition'], text=error['text'])
+
+    def on_disconnected(self, _):
+        emit(event='disconnected')
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def on_message(self, msg):
+        xml = msg.xml
+        sent = xml.find(CARBONS + 'sent')
+        if sent is not None:
+            inner = sent.find(FORWARD + 'forwarded').find(CLIENT + 'message')
+            emit(event='carbon_sent', **describe(inner))
+            return
+        emit(event='message', **describe(xml))
+
+    def on_presence(self, presence):
+        emit(event='presence', **{'from': str(presence['from']), 'type': presence['type']})
+
+    async def commands(self):
+        loop = asyncio.get_event_loop()
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line:
+                break
+            command = json.loads(line)
+            op = command['op']
+            try:
+                await self.run(op, command)
+            except (IqError, IqTimeout) as e:
+                emit(event='iq_error', op=op, error=str(e))
+            if op == 'quit':
+                return
+
+    async def run(self, op, c):
+        if op == 'send':
+            msg = self.make_message(mto=c['to'], mbody=c['body'], mtype='chat')
+            msg['id'] = c['id']
+            ET.SubElement(msg.xml, SID + 'origin-id', id=c['id'])
+            msg.send()
+        elif op in ('displayed', 'received'):
+            ns = 'urn:xmpp:chat-markers:0' if op == 'displayed' else 'urn:xmpp:receipts'
+            msg = self.make_message(mto=c['to'], mtype='chat')
+            ET.SubElement(msg.xml, '{%s}%s' % (ns, op), id=c['id'])
+            msg.send()
+        elif op == 'typing':
+            msg = self.make_message(mto=c['to'], mtype='chat')
+            ET.SubElement(msg.xml, '{http://jabber.org/protocol/chatstates}' + c['state'])
+            msg.send()
+        elif op == 'roster':
+            await self.get_roster()
+            items = sorted(
+                (str(jid), self.client_roster[jid]['subscription'])
+                for jid in self.client_roster if jid != self.boundjid.bare)
+            emit(event='roster', items=[list(i) for i in items])
+        elif op == 'carbons':
+            iq = self.make_iq_set()
+            ET.SubElement(iq.xml, CARBONS + 'enable')
+            await iq.send()
+            emit(event='carbons_enabled')
+        elif op == 'ping':
+            await self.plugin['xep_0199'].ping(self.boundjid.domain, timeout=10)
+            emit(event='pong')
+        elif op == 'disco':
+            info = await self.plugin['xep_0030'].get_info(jid=self.boundjid.domain)
+            emit(event='disco', features=sorted(info['disco_info']['features']))
+        elif op == 'block':
+            await self.plugin['xep_0191'].block(c['jid'])
+            emit(event='blocked')
+        elif op == 'unblock':
+            await self.plugin['xep_0191'].unblock(c['jid'])
+            emit(event='unblocked')
+        elif op == 'blocklist':
+            items = await self.plugin['xep_0191'].get_blocked()
+            emit(event='blocklist', items=sorted(str(i['jid']) for i in items['blocklist']['items']))
+        elif op == 'vcard':
+            iq = await self.plugin['xep_0054'].get_vcard(c['jid'], local=False)
+            vcard = iq['vcard_temp']
+            emit(event='vcard', fn=vcard['FN'], nickname=vcard['NICKNAME'])
+        elif op == 'raw':
+            self.send_raw(c['xml'])
+        elif op == 'quit':
+            self.disconnect()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--jid', required=True)
+    parser.add_argument('--password')
+    parser.add_argument('--token')
+    parser.add_argument('--mechanism', default='PLAIN')
+    parser.add_argument('--port', type=int, required=True)
+    parser.add_argument('--ca', required=True)
+    parser.add_argument('--direct-tls', action='store_true')
+    args = parser.parse_args()
+    client = Client(args)
+    client.connect('127.0.0.1', args.port)
+    loop = asyncio.get_event_loop()
+    loop.run_until_complete(asyncio.wait_for(client.done, timeout=60))
+
+
+if __name__ == '__main__':
+    main()
