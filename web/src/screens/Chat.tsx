@@ -685,8 +685,8 @@ function Body({ body, t, nameFor }: { body: MessageBody; t: T; nameFor: (id: num
       return <p className="text muted italic">{t("chat.encrypted")}</p>;
     case "call":
       return (
-        <p className={`text call-record ${m.body.outcome}`} data-testid="call-record">
-          <Icon name={m.body.video ? "video" : "phone"} size={16} /> {callText(m.body, t)}
+        <p className={`text call-record ${body.outcome}`} data-testid="call-record">
+          <Icon name={body.video ? "video" : "phone"} size={16} /> {callText(body, t)}
         </p>
       );
     default:
