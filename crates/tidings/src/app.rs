@@ -86,6 +86,8 @@ pub fn load_or_create_turn_secret(config: &Config) -> anyhow::Result<String> {
         anyhow::ensure!(!secret.is_empty(), "{} is empty", path.display());
         return Ok(secret);
     }
+    // The embedded TURN server starts before the store, so the directory may not exist yet.
+    prepare_data_dir(&config.data_dir)?;
     let secret = tidings_core::tokens::random_token();
     let tmp = config.data_dir.join("turn-secret.tmp");
     let mut options = fs::OpenOptions::new();
