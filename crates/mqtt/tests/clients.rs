@@ -570,33 +570,78 @@ async fn mosquitto_clients_chat_over_tls_and_cleartext_is_refused_there() {
         c.mqtt.tls_listen = "127.0.0.1:0".parse().unwrap();
     })
     .await;
-    let alice = server.user("alice").await;
-    let bob = server.user("bob").await;
-    let conv = bob.api.open_direct(alice.user_id).await.unwrap().id;
-    let mut bob_ws = server.connect(&bob).await;
-    let port = server.mqtt_tls_addr().port().to_string();
-    // The development certificate names 127.0.0.1; the clients trust only it.
+    // With TLS on, the HTTP listener speaks HTTPS too, with the development certificate (which
+    // names 127.0.0.1); every client here trusts only it.
     let ca = server.data_dir().join("dev-tls/cert.pem");
+    let ca_pem = std::fs::read(&ca).unwrap();
+    let https = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca_pem).unwrap()])
+        .build()
+        .unwrap();
+    let base = &server.base_url;
+    assert!(base.starts_with("https://"), "{base}");
+    let mut ids = Vec::new();
+    for name in ["alice", "bob"] {
+        let account: Value = https
+            .post(format!("{base}/api/v1/accounts"))
+            .json(&serde_json::json!({ "username": name, "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(account["user_id"].as_i64().unwrap());
+    }
+    let token: Value = https
+        .post(format!("{base}/oauth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conv: Value = https
+        .post(format!("{base}/api/v1/conversations/direct"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .json(&serde_json::json!({ "user_id": ids[1] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conv = ConversationId(conv["id"].as_i64().unwrap());
+    let port = server.mqtt_tls_addr().port().to_string();
     let ca = ca.to_str().unwrap();
-    let tls_args = [
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "--cafile",
-        ca,
-        "-V",
-        "mqttv5",
-        "-u",
-        "alice",
-        "-P",
-        PASSWORD,
-    ];
+    let tls_args = |user: &'static str| {
+        [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--cafile",
+            ca,
+            "-V",
+            "mqttv5",
+            "-u",
+            user,
+            "-P",
+            PASSWORD,
+        ]
+        .map(str::to_owned)
+    };
 
+    // bob's device listens over TLS; alice's device writes over TLS at QoS 1.
     let mut sub = tokio::process::Command::new("stdbuf")
         .args(["-oL", "mosquitto_sub"])
-        .args(tls_args)
-        .args(["-i", "alice-tls", "-q", "1", "-d", "-W", "20"])
+        .args(tls_args("bob"))
+        .args(["-i", "bob-tls", "-q", "1", "-d", "-W", "20"])
         .args(["-t", "tidings/v1/me/events"])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -604,11 +649,8 @@ async fn mosquitto_clients_chat_over_tls_and_cleartext_is_refused_there() {
         .unwrap();
     let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
     read_until(&mut lines, "SUBACK").await;
-    bob_ws.send_text(conv, "t1", "over tls").await.unwrap();
-    read_until(&mut lines, "over tls").await;
-
     let output = tokio::process::Command::new("mosquitto_pub")
-        .args(tls_args)
+        .args(tls_args("alice"))
         .args(["-q", "1", "-t", &messages_topic(conv)])
         .args(["-m", &send_payload("tls-1", "hello through tls")])
         .kill_on_drop(true)
@@ -616,32 +658,31 @@ async fn mosquitto_clients_chat_over_tls_and_cleartext_is_refused_there() {
         .await
         .unwrap();
     assert!(output.status.success(), "{output:?}");
-    assert_eq!(next_text(&mut bob_ws).await, "hello through tls");
+    let line = read_until(&mut lines, "hello through tls").await;
+    let event: Value = serde_json::from_str(&line).expect("the native JSON frame");
+    assert_eq!(event["message"]["conversation_id"], conv.0);
 
     // A cleartext client on the TLS port gets no MQTT session.
-    let (ok, out) = {
-        let output = tokio::process::Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-V",
-                "mqttv5",
-                "-u",
-                "alice",
-                "-P",
-            ])
-            .args([PASSWORD, "-q", "1", "-t", "users/alice/x", "-m", "x"])
-            .kill_on_drop(true)
-            .output()
-            .await
-            .unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stderr).to_string(),
-        )
-    };
-    assert!(!ok, "cleartext accepted on the TLS port: {out}");
+    let output = tokio::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-u",
+            "alice",
+            "-P",
+        ])
+        .args([PASSWORD, "-q", "1", "-t", "users/alice/x", "-m", "x"])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "cleartext accepted on the TLS port"
+    );
     server.stop().await;
 }
