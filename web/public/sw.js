@@ -31,7 +31,7 @@ self.addEventListener("fetch", (event) => {
   const req = event.request;
   const url = new URL(req.url);
   if (req.method !== "GET" || url.origin !== self.location.origin) return;
-  if (/^\/(api|oauth|ws|\.well-known|healthz|readyz)(\/|$)/.test(url.pathname)) return;
+  if (/^\/(api|oauth|ws|\.well-known|healthz|readyz|metrics)(\/|$)/.test(url.pathname)) return;
   if (req.mode === "navigate") {
     event.respondWith(
       fetch(req)

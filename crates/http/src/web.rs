@@ -32,6 +32,9 @@ fn server_namespace(path: &str) -> bool {
         "/.well-known",
         "/healthz",
         "/readyz",
+        // Metrics live on the admin listener; a scraper pointed at the public one should get
+        // a plain 404, not the app's page.
+        "/metrics",
     ]
     .iter()
     .any(|p| path == *p || path.starts_with(&format!("{p}/")))
@@ -147,6 +150,7 @@ mod tests {
             "/ws",
             "/.well-known/x",
             "/healthz",
+            "/metrics",
         ] {
             assert!(server_namespace(p), "{p}");
         }
