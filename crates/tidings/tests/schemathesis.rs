@@ -41,7 +41,9 @@ async fn generated_requests_get_no_5xx_and_schema_conformant_answers() {
     conn.send_text(conv.id, "seed", "hello").await.unwrap();
     let examples = std::env::var("SCHEMATHESIS_MAX_EXAMPLES").unwrap_or_else(|_| "8".into());
     let report = tempfile::tempdir().unwrap();
+    // Schemathesis keeps a cache in its working directory: the temporary one, not the crate.
     let run = tokio::process::Command::new(&st)
+        .current_dir(report.path())
         .arg("run")
         .arg(format!("{}/api/openapi.json", server.base_url))
         .args(["--url", &server.base_url])
