@@ -193,7 +193,11 @@ try {
   for (const p of [alice, bob]) {
     const img = p.page.locator("img.file-img[alt='tidings-icon.png']");
     await img.waitFor({ timeout: T });
-    await p.page.waitForFunction((el) => el.complete && el.naturalWidth === 192, await img.elementHandle(), { timeout: T });
+    // Polled with evaluate: waitForFunction would need 'unsafe-eval', which the page's CSP refuses.
+    for (const until = Date.now() + T; !(await img.evaluate((el) => el.complete && el.naturalWidth === 192)); ) {
+      assert.ok(Date.now() < until, "the preview did not load");
+      await p.page.waitForTimeout(100);
+    }
     assert.match(await img.getAttribute("src"), /\/thumbnail\?.*size=320/, "the bubble shows the thumbnail");
   }
 
