@@ -356,6 +356,12 @@ impl Running {
         tracing::info!("Shutting down.");
         let _ = stop.send(());
         core.close_all_connections();
+        // Upgraded WebSocket connections are not the HTTP server's to wait for: give each a
+        // moment to write its close frame (1001) before the process can exit under it.
+        let drained = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while core.connection_count() > 0 && tokio::time::Instant::now() < drained {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         task.await??;
         Ok(())
     }
