@@ -122,19 +122,21 @@ async fn authlib_completes_code_pkce_refresh_introspection_and_revocation() {
 
     let output = tokio::process::Command::new(python)
         .arg(workspace_root().join("scripts/oauth/authlib_flows.py"))
-        .args(["--base", base])
-        .args([
-            "--public-client",
-            public["client"]["client_id"].as_str().unwrap(),
-        ])
-        .args([
-            "--confidential-client",
-            confidential["client"]["client_id"].as_str().unwrap(),
-        ])
-        .args(["--secret", secret])
-        .args(["--redirect-uri", redirect])
-        .args(["--username", &alice.username])
-        .args(["--password", PASSWORD])
+        // `--name=value`: random ids and secrets may start with `-`, which argparse would take
+        // for an option in the two-argument form.
+        .arg(format!("--base={base}"))
+        .arg(format!(
+            "--public-client={}",
+            public["client"]["client_id"].as_str().unwrap()
+        ))
+        .arg(format!(
+            "--confidential-client={}",
+            confidential["client"]["client_id"].as_str().unwrap()
+        ))
+        .arg(format!("--secret={secret}"))
+        .arg(format!("--redirect-uri={redirect}"))
+        .arg(format!("--username={}", alice.username))
+        .arg(format!("--password={PASSWORD}"))
         .args(["--conversation", &direct.id.0.to_string()])
         .output()
         .await
