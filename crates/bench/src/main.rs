@@ -7,6 +7,8 @@
 //! - [`throughput`]: open-loop senders, ack and end-to-end latency, completeness, rate sweep.
 //! - [`idle`]: server memory per idle authenticated connection.
 //! - [`catchup`]: one offline user syncing a large backlog.
+//! - [`cluster`]: the 1:1 scenario on SQLite, PostgreSQL, and two nodes on PostgreSQL + NATS
+//!   (same node and cross node), in one run.
 //! - [`mqtt`]: MQTT against Tidings and Mosquitto in one run: idle memory, QoS 1, fan-out.
 //! - [`stats`]: histograms, regression and the completeness check (the unit-tested parts).
 //!
@@ -14,6 +16,7 @@
 //! `docs/benchmarks.md` for why, and for the method and the results.
 
 mod catchup;
+mod cluster;
 mod idle;
 mod mqtt;
 mod search;
@@ -84,6 +87,25 @@ enum Scenario {
             default_value = "5000,10000,15000,20000,25000,30000,35000,40000,50000"
         )]
         rates: Vec<u64>,
+    },
+    /// The 1:1 load on SQLite, on PostgreSQL, and on two nodes (PostgreSQL + NATS) with
+    /// sender and receiver on the same node and on different nodes, at each rate. Needs
+    /// PostgreSQL (PG_TEST_URL, default postgres://postgres@127.0.0.1:5432/test) and NATS.
+    Cluster {
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        /// Offered rates, each run in all four configurations.
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+        rates: Vec<u64>,
+        /// Seconds of sending per run.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 64)]
+        payload_bytes: usize,
+        #[arg(long, default_value_t = 10.0)]
+        drain: f64,
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats: String,
     },
     /// Server memory per idle authenticated WebSocket connection.
     Idle {
@@ -208,6 +230,35 @@ async fn main() -> anyhow::Result<()> {
                     serde_json::to_value(result)?,
                 )
             }
+        }
+        Scenario::Cluster {
+            pairs,
+            rates,
+            duration,
+            payload_bytes,
+            drain,
+            nats,
+        } => {
+            let result = cluster::run(
+                &options,
+                cluster::ClusterParams {
+                    load: throughput::Params {
+                        pairs,
+                        rate: 0,
+                        duration_secs: duration,
+                        payload_bytes,
+                        drain_secs: drain,
+                    },
+                    rates,
+                    nats_url: nats,
+                },
+            )
+            .await?;
+            cluster::print(&result);
+            (
+                format!("cluster_pairs{pairs}"),
+                serde_json::to_value(result)?,
+            )
         }
         Scenario::Idle {
             counts,

@@ -64,8 +64,10 @@ pub struct Server {
     pub pid: u32,
     child: Child,
     log: Arc<Mutex<LogTail>>,
-    // Removed after the child has stopped (field order: dropped last).
-    data_dir: tempfile::TempDir,
+    data_path: PathBuf,
+    // Removed after the child has stopped (field order: dropped last). A second node of a
+    // cluster shares the first node's directory (for the signing key) and owns none.
+    data_dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -74,7 +76,13 @@ impl Server {
             .prefix("tidings-bench-")
             .tempdir_in(&options.data_parent)
             .context("creating the data directory")?;
-        Self::start_in(options, data_dir, "127.0.0.1:0").await
+        Self::start_in(options, Some(data_dir), None, "127.0.0.1:0").await
+    }
+
+    /// Starts another node of a cluster on `first`'s data directory, so both use the same
+    /// token signing key (the options must name a shared store and bus).
+    pub async fn start_sharing(options: &ServerOptions, first: &Server) -> anyhow::Result<Server> {
+        Self::start_in(options, None, Some(first.data_path.clone()), "127.0.0.1:0").await
     }
 
     /// Stops the server and starts a new process on the same data directory: a fresh heap
@@ -87,21 +95,28 @@ impl Server {
             .context("an http base URL")?
             .to_string();
         let (data_dir, _) = self.stop_keeping_data().await?;
-        Self::start_in(options, data_dir, &listen).await
+        let data_dir = data_dir.context("only a node that owns its data directory restarts")?;
+        Self::start_in(options, Some(data_dir), None, &listen).await
     }
 
     async fn start_in(
         options: &ServerOptions,
-        data_dir: tempfile::TempDir,
+        data_dir: Option<tempfile::TempDir>,
+        shared_path: Option<PathBuf>,
         listen: &str,
     ) -> anyhow::Result<Server> {
+        let data_path = match (&data_dir, shared_path) {
+            (Some(dir), _) => dir.path().to_path_buf(),
+            (None, Some(path)) => path,
+            (None, None) => bail!("a data directory is needed"),
+        };
         let mut command = Command::new(&options.binary);
         command
             .arg("serve")
             .arg("--listen")
             .arg(listen)
             .arg("--data-dir")
-            .arg(data_dir.path())
+            .arg(&data_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -146,6 +161,7 @@ impl Server {
             pid,
             child,
             log,
+            data_path,
             data_dir,
         })
     }
@@ -213,7 +229,7 @@ impl Server {
         Ok(self.stop_keeping_data().await?.1)
     }
 
-    async fn stop_keeping_data(mut self) -> anyhow::Result<(tempfile::TempDir, ServerLog)> {
+    async fn stop_keeping_data(mut self) -> anyhow::Result<(Option<tempfile::TempDir>, ServerLog)> {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.pid.to_string())

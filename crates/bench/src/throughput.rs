@@ -253,8 +253,25 @@ async fn run_receiver(
 
 /// Runs one rate against a fresh server.
 pub async fn run(server_options: &ServerOptions, params: Params) -> anyhow::Result<Outcome> {
-    let mut server = Server::start(server_options).await?;
-    let client = server.client();
+    let server = Server::start(server_options).await?;
+    run_on(server_options, params, vec![server], 0, 0).await
+}
+
+/// Runs one rate against running `nodes` (one server, or the nodes of a cluster): senders
+/// connect to node `senders_on`, receivers to node `receivers_on`. Accounts are made through
+/// node 0. CPU, memory and logs are summed over the nodes; every node is stopped at the end.
+pub async fn run_on(
+    server_options: &ServerOptions,
+    params: Params,
+    mut nodes: Vec<Server>,
+    senders_on: usize,
+    receivers_on: usize,
+) -> anyhow::Result<Outcome> {
+    anyhow::ensure!(
+        senders_on < nodes.len() && receivers_on < nodes.len(),
+        "no such node"
+    );
+    let client = nodes[0].client();
     let p = params.pairs.max(1);
     let users = setup::create_users(&client, "tp", 2 * p).await?;
     let pairs: Vec<(User, User)> = users
@@ -262,11 +279,26 @@ pub async fn run(server_options: &ServerOptions, params: Params) -> anyhow::Resu
         .map(|c| (c[0].clone(), c[1].clone()))
         .collect();
     let conversations = setup::open_directs(&client, &pairs).await?;
-    let ws_url = server.ws_url();
     let sender_tokens: Vec<&str> = pairs.iter().map(|(a, _)| a.token.as_str()).collect();
     let receiver_tokens: Vec<&str> = pairs.iter().map(|(_, b)| b.token.as_str()).collect();
-    let senders = setup::connect_all(&ws_url, &sender_tokens, 0, 16 * 1024, 65_536, 64).await?;
-    let receivers = setup::connect_all(&ws_url, &receiver_tokens, p, 16 * 1024, 65_536, 64).await?;
+    let senders = setup::connect_all(
+        &nodes[senders_on].ws_url(),
+        &sender_tokens,
+        0,
+        16 * 1024,
+        65_536,
+        64,
+    )
+    .await?;
+    let receivers = setup::connect_all(
+        &nodes[receivers_on].ws_url(),
+        &receiver_tokens,
+        p,
+        16 * 1024,
+        65_536,
+        64,
+    )
+    .await?;
     // Let presence announcements and connection setup finish before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     crate::server::wait_for_quiet(server_options.quiet_wait).await;
@@ -279,8 +311,14 @@ pub async fn run(server_options: &ServerOptions, params: Params) -> anyhow::Resu
     let pad: Arc<str> = "x".repeat(params.payload_bytes).into();
     let received = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server_cpu_before = server.cpu_seconds()?;
-    let threads_before = server.thread_cpu();
+    let nodes_cpu =
+        |nodes: &[Server]| -> anyhow::Result<f64> { nodes.iter().map(|n| n.cpu_seconds()).sum() };
+    // Thread ids are unique across processes, so one map holds every node's threads.
+    let nodes_threads = |nodes: &[Server]| -> BTreeMap<u32, (String, f64)> {
+        nodes.iter().flat_map(|n| n.thread_cpu()).collect()
+    };
+    let server_cpu_before = nodes_cpu(&nodes)?;
+    let threads_before = nodes_threads(&nodes);
     let bench_cpu_before = own_cpu_seconds();
     let machine_before = machine_busy_seconds();
 
@@ -329,13 +367,13 @@ pub async fn run(server_options: &ServerOptions, params: Params) -> anyhow::Resu
         received_reports.push(task.await?);
     }
     let wall_secs = since(epoch) as f64 / 1e9 - start_ns / 1e9;
-    let server_cpu_secs = server.cpu_seconds()? - server_cpu_before;
-    let server_threads = thread_cpu_delta(&threads_before, &server.thread_cpu());
+    let server_cpu_secs = nodes_cpu(&nodes)? - server_cpu_before;
+    let server_threads = thread_cpu_delta(&threads_before, &nodes_threads(&nodes));
     let bench_cpu_secs = own_cpu_seconds() - bench_cpu_before;
     let other_cpu_secs =
         (machine_busy_seconds() - machine_before - server_cpu_secs - bench_cpu_secs).max(0.0);
-    let server_exited = !server.alive();
-    let server_rss_kib_after = server.rss_kib().unwrap_or(0);
+    let server_exited = !nodes.iter_mut().all(|n| n.alive());
+    let server_rss_kib_after = nodes.iter().map(|n| n.rss_kib().unwrap_or(0)).sum();
 
     let mut ack = Latency::default();
     let mut lag = Latency::default();
@@ -378,7 +416,12 @@ pub async fn run(server_options: &ServerOptions, params: Params) -> anyhow::Resu
         && answered == sent
         && closed_connections.is_empty()
         && !server_exited;
-    let server_log = server.stop().await?;
+    let mut server_log = ServerLog::default();
+    for node in nodes {
+        let log = node.stop().await?;
+        server_log.lines += log.lines;
+        server_log.first.extend(log.first);
+    }
     Ok(Outcome {
         scheduled: per_sender * p as u64,
         sent,

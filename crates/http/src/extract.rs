@@ -69,13 +69,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 }
 
 /// The client's IP address, when the server was started with connection info (it always is by
-/// [`crate::serve`]; a router driven another way, say in a unit test, has none).
+/// [`crate::serve`]; a router driven another way, say in a unit test, has none). Behind a
+/// trusted proxy it is the address the proxy layer resolved from `X-Forwarded-For`.
 pub struct ClientAddr(pub Option<std::net::IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(resolved) = parts.extensions.get::<crate::proxy::ResolvedClient>() {
+            return Ok(ClientAddr(Some(resolved.0)));
+        }
         Ok(ClientAddr(
             parts
                 .extensions

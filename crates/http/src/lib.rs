@@ -14,6 +14,8 @@
 //! - `security`: security headers on every response (CSP, HSTS under TLS) and CORS, closed
 //!   unless `[http] cors_origins` names origins; [`finish`] wraps a finished router in it and
 //!   in the request metrics.
+//! - `proxy`: the client's address from `X-Forwarded-For`, believed only from
+//!   `[http] trusted_proxies` ([`TrustedProxies`]).
 //! - `admin`: the admin listener's router (`/metrics`, `/healthz`, `/readyz`).
 //! - `tls`: [`TlsListener`], HTTPS and WSS on the main listener ([`serve_tls`]).
 //! - `web`: the embedded web client (`web/dist`, compiled in by `build.rs`) at `/` and as the
@@ -26,6 +28,7 @@ mod extract;
 mod files;
 mod oauth;
 mod openapi;
+mod proxy;
 mod push;
 mod rest;
 mod security;
@@ -36,6 +39,7 @@ mod ws;
 pub use admin::admin_router;
 pub use error::ApiError;
 pub use openapi::openapi_document;
+pub use proxy::TrustedProxies;
 pub use security::{Security, content_security_policy};
 pub use tls::TlsListener;
 pub use web::embedded as web_client_embedded;
@@ -68,6 +72,11 @@ pub struct HttpConfig {
     /// Origins (e.g. "https://chat.example.com") whose web pages may call the API from a
     /// browser (CORS). Empty, the default, allows none but the server's own; "*" allows any.
     pub cors_origins: Vec<String>,
+    /// Addresses or CIDR ranges of reverse proxies and load balancers in front of the server
+    /// (e.g. "10.0.0.0/8"). From these peers only, the client address is read from
+    /// `X-Forwarded-For` (for per-address limits and the audit log). Empty, the default, trusts
+    /// no header.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -78,6 +87,7 @@ impl Default for HttpConfig {
             ws_read_buffer_bytes: 2048,
             ws_ping_interval_secs: 30,
             cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -327,9 +337,19 @@ pub fn router(state: AppState) -> Router {
 /// headers and CORS; `tls` says whether clients reach it over TLS (then responses carry HSTS).
 pub fn finish(app: Router, config: &HttpConfig, tls: bool) -> Router {
     let security = std::sync::Arc::new(Security::new(&config.cors_origins, tls));
-    app.layer(axum::middleware::from_fn(admin::observe)).layer(
-        axum::middleware::from_fn_with_state(security, security::headers),
-    )
+    // The configuration was validated when it was loaded, so a failure here is a bug.
+    let proxies = std::sync::Arc::new(
+        TrustedProxies::parse(&config.trusted_proxies).expect("validated trusted_proxies"),
+    );
+    app.layer(axum::middleware::from_fn(admin::observe))
+        .layer(axum::middleware::from_fn_with_state(
+            security,
+            security::headers,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            proxies,
+            proxy::resolve_client,
+        ))
 }
 
 /// tus uploads (every response carries `Tus-Resumable`) and downloads. Upload bodies are

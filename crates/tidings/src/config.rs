@@ -554,6 +554,9 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             "must be at least tokens.access_ttl_secs",
         );
     }
+    if let Err(message) = tidings_http::TrustedProxies::parse(&config.http.trusted_proxies) {
+        return invalid("http.trusted_proxies", &message);
+    }
     if config.http.ws_read_buffer_bytes < 256 {
         return invalid("http.ws_read_buffer_bytes", "must be at least 256");
     }

@@ -52,6 +52,16 @@ enum Command {
     },
     /// Prints the documented example configuration.
     ExampleConfig,
+    /// Probes a running server's readiness endpoint and exits 0 when it answers 200, 1
+    /// otherwise: a container health check for images without curl.
+    Health {
+        /// The readiness URL to probe.
+        #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -330,6 +340,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::ExampleConfig => {
             print!("{}", config::example_toml());
+            Ok(())
+        }
+        Command::Health { url, timeout_secs } => {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(timeout_secs))
+                .build()
+                .context("cannot build an HTTP client")?;
+            let status = client
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("{url} did not answer"))?
+                .status();
+            if !status.is_success() {
+                anyhow::bail!("{url} answered {status}");
+            }
+            println!("{url}: {status}");
             Ok(())
         }
         Command::Serve {
