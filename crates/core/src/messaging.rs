@@ -102,7 +102,7 @@ async fn publish_and_reply(core: &Core, batch: Vec<SequencerRequest>, result: Ap
                 // Stored but not announced: recipients get it on their next sync.
                 tracing::warn!(%e, "Could not publish a committed message.");
             }
-            core.push_message(&appended.message, &request.recipients);
+            core.push_message(&appended.message);
         }
         let _ = request.reply.send(result);
     }

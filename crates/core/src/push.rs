@@ -1,17 +1,23 @@
 //! Push notifications: who gets a push for what, the durable queue, and the worker that
 //! delivers it through a [`Pusher`].
 //!
-//! When a message is committed (or a friend request sent, or a call placed), the event goes to
-//! this node's planner over a bounded channel, so the sender's ack never waits for it. The
-//! planner finds the recipients' devices that have a subscription and are not awake anywhere
+//! When a message is committed, the store records it in the push outbox in the same
+//! transaction, and the sequencer wakes this node's planner, so the sender's ack never waits for
+//! it. The planner claims outbox rows (on several nodes at once, each row going to one of
+//! them), finds the recipients' devices that have a subscription and are not awake anywhere
 //! (no connection on any node, or only connections in the background), asks
-//! [`policy::push_notification`] what each recipient may get under their settings, and queues
-//! one job per device in the [`Store`](tidings_store::Store), keyed by conversation so a burst
-//! collapses into one push. The worker claims due jobs (on several nodes at once, each job
-//! going to one of them), delivers them with bounded concurrency, and retries with exponential
-//! backoff, honouring `Retry-After`; a subscription the push service calls gone is deleted.
-//! Jobs live in the store, so a restart loses none: a claimed job whose node died becomes due
-//! again when its lease ends.
+//! [`policy::push_notification`] what each recipient may get under their settings, queues one
+//! job per device in the [`Store`](tidings_store::Store), keyed by conversation so a burst
+//! collapses into one push, and deletes the outbox rows. A planner that dies leaves its rows
+//! leased; they become due again when the lease ends, so a crash between a commit and the
+//! queueing of its pushes loses none. Friend requests and calls reach the planner over a
+//! bounded in-memory channel instead (see `docs/push.md` for why).
+//!
+//! The worker claims due jobs (on several nodes at once, each job going to one of them),
+//! delivers them with bounded concurrency, and retries with exponential backoff, honouring
+//! `Retry-After`; a subscription the push service calls gone is deleted. Jobs live in the
+//! store, so a restart loses none: a claimed job whose node died becomes due again when its
+//! lease ends.
 
 use crate::policy::{self, PushEvent as Event, PushFacts};
 use crate::{Caller, Core, CoreError, CoreResult};
@@ -57,8 +63,30 @@ pub struct PushConfig {
     pub ttl_secs: u32,
     /// Characters of message text in a preview.
     pub preview_chars: usize,
-    /// Events waiting for the planner; beyond this, pushes are dropped (and logged).
+    /// Friend requests and calls waiting for the planner; beyond this, their pushes are
+    /// dropped (and logged). Messages wait in the store's outbox instead, which has no bound.
     pub planner_queue: usize,
+    /// Firebase Cloud Messaging: the service-account JSON file from the Firebase console
+    /// (Project settings, Service accounts). Empty, FCM subscriptions are stored but their
+    /// pushes fail.
+    pub fcm_service_account: String,
+    /// The FCM API's origin.
+    pub fcm_base_url: String,
+    /// Apple Push Notification service: the `.p8` signing key from the Apple developer
+    /// account. Empty, APNs subscriptions are stored but their pushes fail.
+    pub apns_key_file: String,
+    /// The id of that key (the JWT `kid`).
+    pub apns_key_id: String,
+    /// The Apple developer team id (the JWT `iss`).
+    pub apns_team_id: String,
+    /// The app's bundle id (the `apns-topic`).
+    pub apns_topic: String,
+    /// The APNs origin: `https://api.push.apple.com`, or `https://api.sandbox.push.apple.com`
+    /// for development builds of the app.
+    pub apns_base_url: String,
+    /// Extra root certificates (PEM) trusted for FCM, its token endpoint and APNs, besides the
+    /// system's (a TLS-inspecting proxy's, or a test's). Empty for none.
+    pub provider_ca_file: String,
 }
 
 impl Default for PushConfig {
@@ -76,6 +104,14 @@ impl Default for PushConfig {
             ttl_secs: 86_400,
             preview_chars: 120,
             planner_queue: 4_096,
+            fcm_service_account: String::new(),
+            fcm_base_url: "https://fcm.googleapis.com".into(),
+            apns_key_file: String::new(),
+            apns_key_id: String::new(),
+            apns_team_id: String::new(),
+            apns_topic: String::new(),
+            apns_base_url: "https://api.push.apple.com".into(),
+            provider_ca_file: String::new(),
         }
     }
 }
@@ -142,9 +178,12 @@ pub(crate) enum Planned {
     },
 }
 
-/// The planner's channel and the worker's wake-up, held by the core.
+/// The planner's channel and the wake-ups of the planner and the worker, held by the core.
 pub(crate) struct PushState {
     pub(crate) planner: mpsc::Sender<Planned>,
+    /// Rung by the sequencer when it committed messages that may notify, so the planner
+    /// claims their outbox rows at once rather than at its next poll.
+    pub(crate) outbox: Notify,
     /// Rung when jobs were queued on this node, so the worker need not wait for its poll.
     pub(crate) wake: Notify,
     pub(crate) pusher: std::sync::OnceLock<Arc<dyn Pusher>>,
@@ -156,6 +195,7 @@ impl PushState {
         (
             PushState {
                 planner: tx,
+                outbox: Notify::new(),
                 wake: Notify::new(),
                 pusher: std::sync::OnceLock::new(),
             },
@@ -250,16 +290,13 @@ impl Core {
         });
     }
 
-    pub(crate) fn push_message(&self, message: &Message, recipients: &Arc<[UserId]>) {
-        // Edits, reactions, recalls and pins change what was already notified; system messages
-        // record group changes. Neither is worth waking a phone for.
-        if message.body.target().is_some() || matches!(message.body, MessageBody::System { .. }) {
-            return;
+    /// Tells the planner that a committed message is in the outbox. The outbox row, written
+    /// with the message, is what carries it: the planner finds it there even if this node dies
+    /// first.
+    pub(crate) fn push_message(&self, message: &Message) {
+        if tidings_store::push::notifies(&message.body) {
+            self.inner.push.outbox.notify_one();
         }
-        self.plan(Planned::Message {
-            message: Box::new(message.clone()),
-            recipients: recipients.clone(),
-        });
     }
 
     fn plan(&self, planned: Planned) {
@@ -532,12 +569,93 @@ fn validate_subscription(subscription: &PushSubscription) -> CoreResult<()> {
     Ok(())
 }
 
-/// Runs the planner: one event at a time, in arrival order.
+/// Runs the planner: works through the outbox whenever the sequencer rings (and at each poll,
+/// for rows whose lease ran out, a dead node's among them), and plans friend requests and calls
+/// as they arrive.
 pub(crate) async fn run_planner(core: Core, mut rx: mpsc::Receiver<Planned>) {
-    while let Some(planned) = rx.recv().await {
-        if let Err(e) = core.plan_jobs(planned).await {
-            tracing::warn!(%e, "Could not queue pushes.");
+    let poll = Duration::from_millis(core.inner.config.push.poll_interval_ms.max(10));
+    loop {
+        core.drain_outbox().await;
+        tokio::select! {
+            planned = rx.recv() => {
+                let Some(planned) = planned else { return };
+                if let Err(e) = core.plan_jobs(planned).await {
+                    tracing::warn!(%e, "Could not queue pushes.");
+                }
+            }
+            () = core.inner.push.outbox.notified() => {}
+            () = tokio::time::sleep(poll) => {}
         }
+    }
+}
+
+impl Core {
+    /// Claims due outbox rows a batch at a time, plans their pushes and deletes them, until
+    /// none is due. A row whose planning failed stays leased and is tried again after the
+    /// lease. With push disabled, rows are deleted unplanned.
+    async fn drain_outbox(&self) {
+        let store = &self.inner.store;
+        let config = &self.inner.config.push;
+        let batch = config.claim_batch.max(1);
+        loop {
+            let now = self.now_ms();
+            let lease_until = now + (config.lease_secs.max(1) * 1000) as i64;
+            let items = match store.claim_push_outbox(now, lease_until, batch).await {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::warn!(%e, "Could not claim the push outbox.");
+                    return;
+                }
+            };
+            if items.is_empty() {
+                return;
+            }
+            let full = items.len() as u32 >= batch;
+            let mut done = Vec::with_capacity(items.len());
+            for item in items {
+                if !config.enabled {
+                    done.push(item);
+                    continue;
+                }
+                match self.plan_outbox_item(item).await {
+                    Ok(()) => done.push(item),
+                    Err(e) => tracing::warn!(%e, conversation = item.conversation_id.0,
+                        seq = item.seq, "Could not queue pushes; will try again."),
+                }
+            }
+            if let Err(e) = store.delete_push_outbox(done).await {
+                // The rows come back when their lease ends and are planned again; the queue
+                // merges the copies by collapse key.
+                tracing::warn!(%e, "Could not clear the push outbox.");
+                return;
+            }
+            if !full {
+                return;
+            }
+        }
+    }
+
+    async fn plan_outbox_item(&self, item: tidings_store::OutboxItem) -> CoreResult<()> {
+        let store = &self.inner.store;
+        let message = store
+            .messages_after(item.conversation_id, item.seq.saturating_sub(1), 1)
+            .await?
+            .into_iter()
+            .find(|m| m.seq == item.seq);
+        let Some(message) = message else {
+            return Ok(()); // Removed by retention (or with its conversation) meanwhile.
+        };
+        let recipients: Arc<[UserId]> = store
+            .members(item.conversation_id)
+            .await?
+            .iter()
+            .map(|m| m.user_id)
+            .collect();
+        self.plan_jobs(Planned::Message {
+            message: Box::new(message),
+            recipients,
+        })
+        .await
     }
 }
 

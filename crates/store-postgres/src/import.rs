@@ -50,6 +50,7 @@ pub const TABLES: &[&str] = &[
     "push_settings",
     "push_subscriptions",
     "push_jobs",
+    "push_outbox",
 ];
 
 /// One value of a source row, as SQLite stores it.

@@ -780,7 +780,11 @@ impl Store for PgStore {
             .into_iter()
             .map(PreparedMessage::new)
             .collect::<StoreResult<Vec<_>>>()?;
-        in_tx!(self, |c| queries::append_messages(c, &batch).await?)
+        in_tx!(self, |c| {
+            let appended = queries::append_messages(c, &batch).await?;
+            push::record_outbox(c, &appended).await?;
+            appended
+        })
     }
 
     async fn messages_after(
@@ -1191,5 +1195,22 @@ impl Store for PgStore {
         next_at: i64,
     ) -> StoreResult<()> {
         in_tx!(self, |c| push::retry(c, &key, next_at).await?)
+    }
+
+    async fn claim_push_outbox(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<tidings_store::OutboxItem>> {
+        in_tx!(self, |c| push::claim_outbox(c, now, lease_until, limit)
+            .await?)
+    }
+
+    async fn delete_push_outbox(&self, done: Vec<tidings_store::OutboxItem>) -> StoreResult<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        in_tx!(self, |c| push::delete_outbox(c, &done).await?)
     }
 }

@@ -1,12 +1,14 @@
 //! The statements of push notifications on PostgreSQL: subscriptions, settings and the job
 //! queue. Nodes claim jobs with `FOR UPDATE SKIP LOCKED`, so workers on several nodes share
-//! the queue without handing a job to two of them.
+//! the queue without handing a job to two of them, and outbox rows the same way.
 
 use crate::error::{Fail, Result};
 use deadpool_postgres::GenericClient;
 use tidings_proto::push::{PushSettings, PushSubscription};
-use tidings_proto::{DeviceId, UserId};
-use tidings_store::{NewPushJob, PushJob, PushJobKey, PushSubscriptionRecord, StoreError};
+use tidings_proto::{ConversationId, DeviceId, UserId};
+use tidings_store::{
+    Appended, NewPushJob, OutboxItem, PushJob, PushJobKey, PushSubscriptionRecord, StoreError,
+};
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value)
@@ -211,6 +213,80 @@ pub(crate) async fn retry<C: GenericClient>(c: &C, key: &PushJobKey, next_at: i6
         "UPDATE push_jobs SET next_at = $3, attempts = attempts + 1 \
          WHERE device_id = $1 AND collapse_key = $2",
         &[&key.device_id.0, &key.collapse_key, &next_at],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records the new messages of an append that may notify in the outbox, in the append's
+/// transaction.
+pub(crate) async fn record_outbox<C: GenericClient>(
+    c: &C,
+    appended: &[std::result::Result<Appended, StoreError>],
+) -> Result<()> {
+    let rows: Vec<&Appended> = appended
+        .iter()
+        .flatten()
+        .filter(|a| !a.duplicate && tidings_store::push::notifies(&a.message.body))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let conversations: Vec<i64> = rows.iter().map(|a| a.message.conversation_id.0).collect();
+    let seqs: Vec<i64> = rows
+        .iter()
+        .map(|a| crate::queries::seq_to_sql(a.message.seq))
+        .collect();
+    let ts: Vec<i64> = rows.iter().map(|a| a.message.ts).collect();
+    c.execute(
+        "INSERT INTO push_outbox (conversation_id, seq, next_at) \
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) \
+         ON CONFLICT (conversation_id, seq) DO NOTHING",
+        &[&conversations, &seqs, &ts],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn claim_outbox<C: GenericClient>(
+    c: &C,
+    now: i64,
+    lease_until: i64,
+    limit: u32,
+) -> Result<Vec<OutboxItem>> {
+    let rows = c
+        .query(
+            "WITH due AS ( \
+                 SELECT conversation_id, seq FROM push_outbox WHERE next_at <= $1 \
+                 ORDER BY next_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             UPDATE push_outbox o SET next_at = $3 FROM due \
+             WHERE o.conversation_id = due.conversation_id AND o.seq = due.seq \
+             RETURNING o.conversation_id, o.seq",
+            &[&now, &i64::from(limit), &lease_until],
+        )
+        .await?;
+    let mut items: Vec<OutboxItem> = rows
+        .iter()
+        .map(|row| OutboxItem {
+            conversation_id: ConversationId(row.get(0)),
+            seq: crate::queries::seq_from_sql(row.get(1)),
+        })
+        .collect();
+    // RETURNING does not keep the CTE's order; conversation order is as good as any.
+    items.sort_unstable();
+    Ok(items)
+}
+
+pub(crate) async fn delete_outbox<C: GenericClient>(c: &C, done: &[OutboxItem]) -> Result<()> {
+    let conversations: Vec<i64> = done.iter().map(|i| i.conversation_id.0).collect();
+    let seqs: Vec<i64> = done
+        .iter()
+        .map(|i| crate::queries::seq_to_sql(i.seq))
+        .collect();
+    c.execute(
+        "DELETE FROM push_outbox o USING unnest($1::bigint[], $2::bigint[]) AS d (c, s) \
+         WHERE o.conversation_id = d.c AND o.seq = d.s",
+        &[&conversations, &seqs],
     )
     .await?;
     Ok(())

@@ -766,8 +766,12 @@ impl Store for SqliteStore {
             .into_iter()
             .map(PreparedMessage::new)
             .collect::<StoreResult<Vec<_>>>()?;
-        self.write(move |conn| queries::append_messages(conn, batch))
-            .await
+        self.write(move |conn| {
+            let appended = queries::append_messages(conn, batch)?;
+            push::record_outbox(conn, &appended)?;
+            Ok(appended)
+        })
+        .await
     }
 
     async fn messages_after(
@@ -1109,6 +1113,24 @@ impl Store for SqliteStore {
         next_at: i64,
     ) -> StoreResult<()> {
         self.write(move |conn| push::retry(conn, &key, next_at))
+            .await
+    }
+
+    async fn claim_push_outbox(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<tidings_store::OutboxItem>> {
+        self.write(move |conn| push::claim_outbox(conn, now, lease_until, limit))
+            .await
+    }
+
+    async fn delete_push_outbox(&self, done: Vec<tidings_store::OutboxItem>) -> StoreResult<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        self.write(move |conn| push::delete_outbox(conn, &done))
             .await
     }
 

@@ -6,9 +6,10 @@
 use crate::error::backend;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tidings_proto::push::{PushSettings, PushSubscription};
-use tidings_proto::{DeviceId, UserId};
+use tidings_proto::{ConversationId, DeviceId, UserId};
 use tidings_store::{
-    NewPushJob, PushJob, PushJobKey, PushSubscriptionRecord, StoreError, StoreResult,
+    Appended, NewPushJob, OutboxItem, PushJob, PushJobKey, PushSubscriptionRecord, StoreError,
+    StoreResult,
 };
 
 macro_rules! statements {
@@ -44,6 +45,12 @@ statements! {
     RELEASE = "UPDATE push_jobs SET next_at = ?3, attempts = 0 WHERE device_id = ?1 AND collapse_key = ?2";
     RETRY = "UPDATE push_jobs SET next_at = ?3, attempts = attempts + 1 \
         WHERE device_id = ?1 AND collapse_key = ?2";
+    OUTBOX_INSERT = "INSERT INTO push_outbox (conversation_id, seq, next_at) VALUES (?1, ?2, ?3) \
+        ON CONFLICT (conversation_id, seq) DO NOTHING";
+    OUTBOX_DUE = "SELECT conversation_id, seq FROM push_outbox WHERE next_at <= ?1 \
+        ORDER BY next_at LIMIT ?2";
+    OUTBOX_LEASE = "UPDATE push_outbox SET next_at = ?3 WHERE conversation_id = ?1 AND seq = ?2";
+    OUTBOX_DELETE = "DELETE FROM push_outbox WHERE conversation_id = ?1 AND seq = ?2";
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
@@ -206,4 +213,61 @@ pub(crate) fn retry(conn: &Connection, key: &PushJobKey, next_at: i64) -> StoreR
         .and_then(|mut s| s.execute(params![key.device_id.0, key.collapse_key, next_at]))
         .map_err(backend)
         .map(drop)
+}
+
+/// Records the new messages of an append that may notify in the outbox, in the append's
+/// transaction.
+pub(crate) fn record_outbox(
+    conn: &Connection,
+    appended: &[StoreResult<Appended>],
+) -> StoreResult<()> {
+    let mut insert = conn.prepare_cached(OUTBOX_INSERT).map_err(backend)?;
+    for a in appended.iter().flatten() {
+        if !a.duplicate && tidings_store::push::notifies(&a.message.body) {
+            let seq = i64::try_from(a.message.seq).unwrap_or(i64::MAX);
+            insert
+                .execute(params![a.message.conversation_id.0, seq, a.message.ts])
+                .map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn claim_outbox(
+    conn: &Connection,
+    now: i64,
+    lease_until: i64,
+    limit: u32,
+) -> StoreResult<Vec<OutboxItem>> {
+    let due: Vec<(i64, i64)> = conn
+        .prepare_cached(OUTBOX_DUE)
+        .and_then(|mut s| {
+            s.query_map(params![now, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .map_err(backend)?;
+    let mut lease = conn.prepare_cached(OUTBOX_LEASE).map_err(backend)?;
+    for (conversation, seq) in &due {
+        lease
+            .execute(params![conversation, seq, lease_until])
+            .map_err(backend)?;
+    }
+    Ok(due
+        .into_iter()
+        .map(|(conversation, seq)| OutboxItem {
+            conversation_id: ConversationId(conversation),
+            seq: u64::try_from(seq).unwrap_or(0),
+        })
+        .collect())
+}
+
+pub(crate) fn delete_outbox(conn: &Connection, done: &[OutboxItem]) -> StoreResult<()> {
+    let mut delete = conn.prepare_cached(OUTBOX_DELETE).map_err(backend)?;
+    for item in done {
+        let seq = i64::try_from(item.seq).unwrap_or(i64::MAX);
+        delete
+            .execute(params![item.conversation_id.0, seq])
+            .map_err(backend)?;
+    }
+    Ok(())
 }

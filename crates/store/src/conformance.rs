@@ -146,6 +146,7 @@ macro_rules! store_conformance_tests {
             avatars_are_readable_by_everyone,
             push_subscriptions_follow_their_device,
             push_jobs_merge_lease_and_retry,
+            push_outbox_records_what_may_notify,
             calls_busy_accept_once_and_finish_once,
         );
     };
@@ -4879,6 +4880,92 @@ pub async fn push_subscriptions_follow_their_device(store: Arc<dyn Store>) {
     assert_eq!(
         store.push_settings(alice).await.unwrap(),
         PushSettings::default()
+    );
+}
+
+pub async fn push_outbox_records_what_may_notify(store: Arc<dyn Store>) {
+    use crate::OutboxItem;
+    let alice = sender(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let (direct, _) = store
+        .get_or_create_direct(alice.user, bob, 10)
+        .await
+        .unwrap();
+    let item = |seq| OutboxItem {
+        conversation_id: direct.id,
+        seq,
+    };
+    let first = append(
+        &store,
+        vec![
+            text(direct.id, alice.user, alice.device, "m1", 100),
+            text(direct.id, alice.user, alice.device, "m2", 200),
+        ],
+    )
+    .await;
+    // A reaction changes its target and notifies nobody; a copy of m1 is a duplicate.
+    let mut reaction = text(direct.id, alice.user, alice.device, "r1", 300);
+    reaction.body = MessageBody::Reaction {
+        target: first[0].message.seq,
+        key: "👍".into(),
+        remove: false,
+    };
+    let more = append(
+        &store,
+        vec![
+            reaction,
+            text(direct.id, alice.user, alice.device, "m1", 400),
+        ],
+    )
+    .await;
+    assert!(more[1].duplicate);
+    // Rows are due at their message's time, oldest first, and leased by a claim.
+    let (s1, s2) = (first[0].message.seq, first[1].message.seq);
+    assert_eq!(
+        store.claim_push_outbox(150, 1_000, 10).await.unwrap(),
+        vec![item(s1)]
+    );
+    assert_eq!(
+        store.claim_push_outbox(500, 1_000, 10).await.unwrap(),
+        vec![item(s2)],
+        "the claimed row waits for its lease; the reaction and the duplicate have none"
+    );
+    assert!(
+        store
+            .claim_push_outbox(999, 2_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A lease that ran out (its planner died) is claimed again, up to the limit.
+    assert_eq!(
+        store
+            .claim_push_outbox(1_000, 3_000, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .claim_push_outbox(1_000, 3_000, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Deleted rows are gone for good; deleting twice is harmless.
+    store
+        .delete_push_outbox(vec![item(s1), item(s2)])
+        .await
+        .unwrap();
+    store.delete_push_outbox(vec![item(s1)]).await.unwrap();
+    assert!(
+        store
+            .claim_push_outbox(i64::MAX, i64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 

@@ -42,7 +42,7 @@ pub mod search;
 
 pub use audit::{AuditCheckpoint, AuditFilter, AuditRecord, CheckpointSigner};
 pub use oauth::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
-pub use push::{NewPushJob, PushJob, PushJobKey, PushSubscriptionRecord};
+pub use push::{NewPushJob, OutboxItem, PushJob, PushJobKey, PushSubscriptionRecord};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -987,7 +987,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends a batch in one durable transaction (see the crate docs). Results are in input
     /// order. An item fails alone with `NotFound` if its conversation does not exist; any
-    /// backend failure fails the whole batch and nothing from it is stored.
+    /// backend failure fails the whole batch and nothing from it is stored. Each new message
+    /// that [`push::notifies`] gets a push outbox row (due at its `ts`) in the same
+    /// transaction; duplicates do not.
     async fn append_messages(
         &self,
         batch: Vec<NewMessage>,
@@ -1250,6 +1252,16 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_push_job(&self, key: PushJobKey, now: i64) -> StoreResult<()>;
     /// A claimed job failed: counts the attempt and makes it due again at `next_at`.
     async fn retry_push_job(&self, key: PushJobKey, next_at: i64) -> StoreResult<()>;
+    /// Claims up to `limit` push outbox rows due at `now` (see [`push`]), oldest first, leasing
+    /// them until `lease_until`. Several nodes may claim at once; each row goes to one of them.
+    async fn claim_push_outbox(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxItem>>;
+    /// Deletes outbox rows whose pushes were planned (missing rows are ignored).
+    async fn delete_push_outbox(&self, done: Vec<OutboxItem>) -> StoreResult<()>;
     // --- Calls -----------------------------------------------------------------------------
 
     /// Stores a new ringing call unless its caller or callee already takes part in a live call

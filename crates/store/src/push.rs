@@ -4,9 +4,31 @@
 //! key is already queued replaces its payload and bumps its version instead of adding a row,
 //! so a burst of messages becomes one push. A claim leases a job by moving its `next_at` to the
 //! end of the lease, so a worker that dies leaves jobs that become due again by themselves.
+//!
+//! Between a commit and its jobs sits the **outbox**: `append_messages` records each new
+//! message that may notify (see [`notifies`]) as an outbox row in the transaction that commits
+//! it, and the planner claims rows (leasing them the same way), queues their jobs and then
+//! deletes them. A node that dies between the commit and the queueing leaves rows that another
+//! node, or the same one restarted, claims when they are due; so an acknowledged message's
+//! pushes survive a crash (at least once: a planner that dies after queueing but before
+//! deleting queues them again, and the queue's merging absorbs most of that).
 
 use tidings_proto::push::PushSubscription;
-use tidings_proto::{DeviceId, UserId};
+use tidings_proto::{ConversationId, DeviceId, MessageBody, Seq, UserId};
+
+/// Whether a message may notify anyone, so `append_messages` records it in the outbox. Edits,
+/// reactions, recalls and pins change what was already notified; system messages record group
+/// changes. Neither is worth waking a phone for.
+pub fn notifies(body: &MessageBody) -> bool {
+    body.target().is_none() && !matches!(body, MessageBody::System { .. })
+}
+
+/// A committed message whose pushes are still to be planned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OutboxItem {
+    pub conversation_id: ConversationId,
+    pub seq: Seq,
+}
 
 /// A device's subscription.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -300,9 +300,50 @@ fn start_push(config: &Config, core: &Core) -> anyhow::Result<JoinHandle<()>> {
     let path = config.data_dir.join("vapid.p256");
     let key = tidings_push::VapidKey::load_or_create(&path)
         .with_context(|| format!("cannot load the VAPID key {}", path.display()))?;
-    let pusher = tidings_push::WebPusher::new(key, config.push.vapid_subject.clone())
+    let push = &config.push;
+    let web = tidings_push::WebPusher::new(key, push.vapid_subject.clone())
         .context("cannot build the push HTTP client")?;
-    Ok(core.start_push_worker(Arc::new(pusher)))
+    fn configured(path: &str) -> Option<&std::path::Path> {
+        (!path.is_empty()).then(|| std::path::Path::new(path))
+    }
+    let roots = match configured(&push.provider_ca_file) {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read push.provider_ca_file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let fcm = match configured(&push.fcm_service_account) {
+        Some(path) => {
+            let client = tidings_push::provider_client(roots.as_deref(), false)
+                .context("cannot build the FCM HTTP client")?;
+            Some(
+                tidings_push::FcmPusher::from_file(path, &push.fcm_base_url, client)
+                    .context("cannot load push.fcm_service_account")?,
+            )
+        }
+        None => None,
+    };
+    let apns = match configured(&push.apns_key_file) {
+        Some(path) => {
+            let client = tidings_push::provider_client(roots.as_deref(), true)
+                .context("cannot build the APNs HTTP client")?;
+            Some(
+                tidings_push::ApnsPusher::from_file(
+                    path,
+                    &push.apns_key_id,
+                    &push.apns_team_id,
+                    &push.apns_topic,
+                    &push.apns_base_url,
+                    client,
+                )
+                .context("cannot load push.apns_key_file")?,
+            )
+        }
+        None => None,
+    };
+    let providers = tidings_push::Providers { web, fcm, apns };
+    Ok(core.start_push_worker(Arc::new(providers)))
 }
 
 /// A server that is running; dropping it does not stop it, [`Running::stop`] does.

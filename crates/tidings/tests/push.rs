@@ -5,10 +5,19 @@
 //! RFC 8291 implementation, the `http_ece` Python package (scripts/push/ece_decrypt.py), to the
 //! expected payload. Mute, mentions-only, do-not-disturb, privacy mode and a foreground
 //! connection each change what is sent; a 410 removes the subscription; a 503 is retried and
-//! then delivered; a server killed while a push waits for its retry delivers it after restart.
+//! then delivered; a server killed while a push waits for its retry delivers it after restart;
+//! and a server killed after acknowledging a message but before queueing its push (held there
+//! by a lock on the queue's table, on PostgreSQL) delivers that push after restart, from the
+//! outbox written with the message.
 //!
-//! `scripts/test` installs http-ece in target/py-venv and sets `REQUIRE_TEST_CLIENTS=1`, so the
-//! one test command cannot pass without it; a plain `cargo test` without it says so and skips.
+//! A second, independent push service checks the same path: the npm package
+//! `web-push-testing` (installed in scripts/push from its lockfile), which hands out
+//! subscriptions, verifies each push's VAPID signature, decrypts it, and answers 410 for a
+//! subscription it expired.
+//!
+//! `scripts/test` installs http-ece in target/py-venv and web-push-testing in scripts/push, and
+//! sets `REQUIRE_TEST_CLIENTS=1`, so the one test command cannot pass without them; a plain
+//! `cargo test` without them says so and skips.
 
 use aws_lc_rs::agreement::{ECDH_P256, PrivateKey};
 use aws_lc_rs::encoding::{AsBigEndian, EcPrivateKeyBin};
@@ -24,7 +33,7 @@ use tidings_proto::push::{DndWindow, PushSettings, PushSubscription};
 use tidings_proto::rest::{NotifyLevel, UpdateConversationSettingsRequest};
 use tidings_proto::{Mentions, MessageBody, Relations};
 use tidings_testkit::{ServerProcess, TestServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const SUBJECT: &str = "mailto:push-test@example.org";
@@ -588,4 +597,299 @@ async fn a_push_waiting_for_its_retry_survives_a_killed_server() {
     let payload = &browser.decrypt(&[&got[1].body]).await[0];
     assert_eq!(payload["preview"], "survive this");
     server.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acked_messages_push_survives_a_kill_before_it_was_queued() {
+    let Some(python) = ece_python() else {
+        return;
+    };
+    let service = PushService::start().await;
+    let db = tidings_store_postgres::testing::TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_tidings"));
+    let env = [
+        ("TIDINGS_STORE_KIND", "postgres"),
+        ("TIDINGS_STORE_URL", db.url.as_str()),
+        ("TIDINGS_PUSH_VAPID_SUBJECT", SUBJECT),
+        ("TIDINGS_PUSH_POLL_INTERVAL_MS", "100"),
+        ("TIDINGS_PUSH_LEASE_SECS", "2"),
+    ];
+    let server = ServerProcess::spawn(binary, dir.path(), &env)
+        .await
+        .unwrap();
+    let client = server.client();
+    let alice = tidings_testkit::signed_in_user(&client, "alice").await;
+    let bob = tidings_testkit::signed_in_user(&client, "bob").await;
+    let browser = Browser::new(python);
+    bob.api
+        .set_push_subscription(&browser.subscription(format!("{}/push/bob", service.base)))
+        .await
+        .unwrap();
+    let vapid = client.authed("").vapid_key().await.unwrap();
+    let direct = alice.api.open_direct(bob.user_id).await.unwrap().id;
+    alice.api.send(direct, "m0", text("before")).await.unwrap();
+    service.wait_for(1).await;
+
+    // Hold the job queue's table: the planner can claim the message's outbox row and read
+    // what it needs, but its INSERT into push_jobs waits for this lock.
+    let (pg, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    pg.batch_execute("BEGIN; LOCK TABLE push_jobs IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // Another connection watches: inside the locking transaction, pg_stat_activity would be
+    // the snapshot taken at its first read.
+    let (watch, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    alice
+        .api
+        .send(direct, "m1", text("survive the kill"))
+        .await
+        .expect("the message is acknowledged");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = watch
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO push_jobs%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let rows = watch
+                .query(
+                    "SELECT coalesce(wait_event_type, ''), coalesce(state, ''), query \
+                     FROM pg_stat_activity WHERE datname = current_database()",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let rows: Vec<(String, String, String)> = rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            panic!("the planner never tried to queue the push: {rows:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill().await.unwrap();
+    pg.batch_execute("ROLLBACK").await.unwrap();
+    // The push was not queued; the outbox row written with the message is all that is left.
+    let queued: i64 = pg
+        .query_one("SELECT count(*) FROM push_jobs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let outbox: i64 = pg
+        .query_one("SELECT count(*) FROM push_outbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((queued, outbox), (0, 1));
+    assert_eq!(service.count(), 1, "nothing was pushed before the kill");
+
+    let server = ServerProcess::spawn(binary, dir.path(), &env)
+        .await
+        .unwrap();
+    let got = service.wait_for(2).await;
+    check_vapid(&got[1], &vapid, &service.base);
+    let payload = &browser.decrypt(&[&got[1].body]).await[0];
+    assert_eq!(payload["preview"], "survive the kill");
+    assert_eq!(payload["sender"], "alice");
+    service.expect_no_more_than(2).await;
+    let outbox: i64 = pg
+        .query_one("SELECT count(*) FROM push_outbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(outbox, 0, "the planned row is deleted");
+    server.kill().await.unwrap();
+}
+
+/// The server script of the npm package web-push-testing, if it is installed.
+fn web_push_testing() -> Option<PathBuf> {
+    let script =
+        workspace_root().join("scripts/push/node_modules/web-push-testing/src/bin/server.js");
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if node && script.exists() {
+        return Some(script);
+    }
+    assert!(
+        std::env::var_os("REQUIRE_TEST_CLIENTS").is_none(),
+        "REQUIRE_TEST_CLIENTS is set but web-push-testing is not installed in scripts/push"
+    );
+    eprintln!(
+        "SKIPPED: web-push-testing is not installed; scripts/test runs npm ci in scripts/push"
+    );
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_push_testing_decrypts_and_verifies_what_the_server_sends() {
+    let Some(script) = web_push_testing() else {
+        return;
+    };
+    // It builds its endpoints from the port it is given, so it needs a fixed one: a free port
+    // from the system, released just before the service binds it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut service = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(service.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("Server running") {
+                return;
+            }
+        }
+        panic!("web-push-testing exited before listening");
+    })
+    .await
+    .expect("web-push-testing starts");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let api = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+
+    let server = TestServer::start_with(fast_push).await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let vapid = server.client().authed("").vapid_key().await.unwrap();
+    // Subscribe as a browser would, with the server's VAPID key: pushes signed by another key
+    // are refused by the service.
+    let subscribed: Value = http
+        .post(format!("{api}/subscribe"))
+        .json(&serde_json::json!({"applicationServerKey": vapid, "userVisibleOnly": "true"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let data = &subscribed["data"];
+    let client_hash = data["clientHash"]
+        .as_str()
+        .expect("a subscription")
+        .to_string();
+    bob.api
+        .set_push_subscription(&PushSubscription::WebPush {
+            endpoint: data["endpoint"].as_str().unwrap().into(),
+            p256dh: data["keys"]["p256dh"].as_str().unwrap().into(),
+            auth: data["keys"]["auth"].as_str().unwrap().into(),
+        })
+        .await
+        .unwrap();
+    let received = |n: usize| {
+        let (http, api, client_hash) = (http.clone(), api.clone(), client_hash.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let got: Value = http
+                    .post(format!("{api}/get-notifications"))
+                    .json(&serde_json::json!({"clientHash": client_hash}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let messages = got["data"]["messages"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                if messages.len() >= n {
+                    return messages
+                        .iter()
+                        .map(|m| serde_json::from_str::<Value>(m.as_str().unwrap()).unwrap())
+                        .collect::<Vec<Value>>();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} of {n} pushes decrypted",
+                    messages.len()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    let direct = alice.api.open_direct(bob.user_id).await.unwrap().id;
+    alice
+        .api
+        .send(direct, "w1", text("through web-push-testing"))
+        .await
+        .unwrap();
+    let payloads = received(1).await;
+    assert_eq!(payloads[0]["kind"], "message");
+    assert_eq!(payloads[0]["sender"], "alice");
+    assert_eq!(payloads[0]["preview"], "through web-push-testing");
+    assert_eq!(payloads[0]["conversation_id"], direct.0);
+
+    // Privacy mode, decrypted by the same independent implementation: no sender, no text.
+    bob.api
+        .set_push_settings(&PushSettings {
+            privacy: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    alice
+        .api
+        .send(direct, "w2", text("hidden text"))
+        .await
+        .unwrap();
+    let payloads = received(2).await;
+    assert!(
+        payloads[1].get("sender").is_none() && payloads[1].get("preview").is_none(),
+        "{}",
+        payloads[1]
+    );
+    assert_eq!(payloads[1]["count"], 2);
+
+    // The service expires the subscription and answers 410: ours is removed.
+    let expired = http
+        .post(format!("{api}/expire-subscription/{client_hash}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(expired.status().is_success());
+    alice.api.send(direct, "w3", text("gone")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bob
+        .api
+        .push_subscriptions()
+        .await
+        .unwrap()
+        .subscriptions
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the subscription was not removed after 410"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+    let _ = service.kill().await;
 }
