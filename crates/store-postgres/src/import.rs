@@ -50,6 +50,8 @@ pub const TABLES: &[&str] = &[
     "push_settings",
     "push_subscriptions",
     "push_jobs",
+    "mqtt_sessions",
+    "mqtt_retained",
 ];
 
 /// One value of a source row, as SQLite stores it.
