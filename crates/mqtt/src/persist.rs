@@ -55,7 +55,7 @@ struct StoredSub {
 #[derive(Serialize, Deserialize)]
 enum StoredInflight {
     Publish {
-        message: BrokerPublication,
+        message: Box<BrokerPublication>,
         dup_topic: String,
         subscription_ids: Vec<u32>,
         im: Option<(ConversationId, Seq)>,
@@ -135,7 +135,7 @@ fn encode_session(s: &SessionState, now_ms: i64) -> Vec<u8> {
             .map(|(id, inflight)| {
                 let stored = match inflight {
                     Inflight::Publish { publish, im } => StoredInflight::Publish {
-                        message: publish_out(publish),
+                        message: Box::new(publish_out(publish)),
                         dup_topic: publish.topic.clone(),
                         subscription_ids: publish.properties.subscription_identifiers.clone(),
                         im: *im,

@@ -706,7 +706,16 @@ async fn mosquitto_persistent_session_and_retained_message_survive_a_restart() {
         "mosquitto_sub",
         &server,
         &[
-            "-i", "alice-dev", "-c", "-x", "3600", "-q", "2", "-t", "users/alice/#", "-E",
+            "-i",
+            "alice-dev",
+            "-c",
+            "-x",
+            "3600",
+            "-q",
+            "2",
+            "-t",
+            "users/alice/#",
+            "-E",
         ],
     )
     .await;
@@ -733,8 +742,20 @@ async fn mosquitto_persistent_session_and_retained_message_survive_a_restart() {
         "mosquitto_sub",
         &server,
         &[
-            "-i", "alice-dev", "-c", "-x", "3600", "-q", "2", "-t", "users/alice/#", "-v",
-            "-C", "5", "-W", "10",
+            "-i",
+            "alice-dev",
+            "-c",
+            "-x",
+            "3600",
+            "-q",
+            "2",
+            "-t",
+            "users/alice/#",
+            "-v",
+            "-C",
+            "5",
+            "-W",
+            "10",
         ],
     )
     .await;
@@ -755,7 +776,17 @@ async fn mosquitto_persistent_session_and_retained_message_survive_a_restart() {
     let (ok, out) = mosquitto(
         "mosquitto_sub",
         &server,
-        &["-i", "alice-new", "-t", "users/alice/state", "-v", "-C", "1", "-W", "10"],
+        &[
+            "-i",
+            "alice-new",
+            "-t",
+            "users/alice/state",
+            "-v",
+            "-C",
+            "1",
+            "-W",
+            "10",
+        ],
     )
     .await;
     assert!(ok, "{out}");
@@ -774,7 +805,16 @@ async fn mosquitto_persistent_session_and_retained_message_survive_a_restart() {
         "mosquitto_sub",
         &server,
         &[
-            "-i", "alice-dev", "-c", "-x", "3600", "-t", "users/alice/inbox", "-v", "-W", "2",
+            "-i",
+            "alice-dev",
+            "-c",
+            "-x",
+            "3600",
+            "-t",
+            "users/alice/inbox",
+            "-v",
+            "-W",
+            "2",
         ],
     )
     .await;
