@@ -122,6 +122,40 @@ pub enum BusEvent {
         #[serde(default)]
         asleep: Arc<[DeviceId]>,
     },
+    /// An MQTT broker-mode publication (a topic outside `tidings/`) made on node `node`, for
+    /// the subscribers the other nodes hold. The node that made it has routed it already and
+    /// skips its own echo.
+    BrokerPublish {
+        node: u64,
+        publication: Arc<BrokerPublication>,
+    },
+}
+
+/// What a broker-mode MQTT publication carries from node to node: the topic, the payload and
+/// the properties MQTT forwards to subscribers. The transport that made it translates it back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BrokerPublication {
+    /// The session that published (its user and client id), for subscriptions with no-local.
+    pub from_user: UserId,
+    pub from_client: String,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// 0, 1 or 2.
+    pub qos: u8,
+    pub retain: bool,
+    /// Seconds left of the message expiry interval when it was published, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_secs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_format_indicator: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_data: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_properties: Vec<(String, String)>,
 }
 
 /// Fan-out between nodes.

@@ -288,7 +288,8 @@ impl Hub {
             }
             BusEvent::MembershipChanged { .. }
             | BusEvent::NodePresence { .. }
-            | BusEvent::DeviceActivity { .. } => {}
+            | BusEvent::DeviceActivity { .. }
+            | BusEvent::BrokerPublish { .. } => {}
         }
     }
 

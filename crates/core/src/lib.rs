@@ -112,6 +112,9 @@ pub(crate) struct Inner {
     pub(crate) sign_in_limiter: ratelimit::RateLimiter<std::net::IpAddr>,
     /// The push planner's queue, the worker's wake-up and the provider.
     pub(crate) push: push::PushState,
+    /// Where MQTT broker publications made on other nodes go (set by the MQTT gateway, the
+    /// only transport with a broker; without one they are dropped).
+    pub(crate) broker_relay: std::sync::OnceLock<mpsc::Sender<Arc<tidings_bus::BrokerPublication>>>,
 }
 
 /// The handle to the running core.
@@ -201,6 +204,7 @@ impl Core {
             hashing,
             dummy_hash: OnceCell::new(),
             sequencer: seq_tx,
+            broker_relay: std::sync::OnceLock::new(),
         });
         let core = Core { inner };
         let sequencer = tokio::spawn(messaging::run_sequencer(core.clone(), seq_rx));
@@ -209,6 +213,17 @@ impl Core {
             while let Some(event) = bus_rx.recv().await {
                 if let tidings_bus::BusEvent::MembershipChanged { conversation_id } = &event {
                     dispatch_core.inner.members.invalidate(*conversation_id);
+                }
+                if let tidings_bus::BusEvent::BrokerPublish { node, publication } = &event {
+                    // Our own publications were routed here already; the bus echoes them.
+                    if *node != dispatch_core.inner.cluster.node
+                        && let Some(relay) = dispatch_core.inner.broker_relay.get()
+                    {
+                        // Waiting here slows the bus rather than growing memory, as the bus
+                        // itself does; the relay's reader only routes in memory.
+                        let _ = relay.send(publication.clone()).await;
+                    }
+                    continue;
                 }
                 dispatch_core.inner.cluster.apply(&event);
                 dispatch_core.inner.hub.dispatch(&event);
@@ -269,6 +284,27 @@ impl Core {
 
     pub fn now_ms(&self) -> i64 {
         self.inner.clock.now_ms()
+    }
+
+    /// Publishes an MQTT broker publication made on this node to the other nodes.
+    pub async fn publish_broker(&self, publication: tidings_bus::BrokerPublication) {
+        let event = tidings_bus::BusEvent::BrokerPublish {
+            node: self.inner.cluster.node,
+            publication: Arc::new(publication),
+        };
+        if let Err(e) = self.inner.bus.publish(event).await {
+            tracing::warn!(%e, "Could not publish an MQTT publication to the other nodes.");
+        }
+    }
+
+    /// The MQTT broker publications other nodes make, from now on. Only the first caller (the
+    /// node's MQTT gateway) gets them; later calls return `None`.
+    pub fn broker_publications(
+        &self,
+        capacity: usize,
+    ) -> Option<mpsc::Receiver<Arc<tidings_bus::BrokerPublication>>> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.inner.broker_relay.set(tx).ok().map(|()| rx)
     }
 
     /// Number of live connections on this node.

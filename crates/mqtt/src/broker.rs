@@ -11,9 +11,17 @@ use crate::topic;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use tidings_bus::BrokerPublication;
 use tidings_proto::{ConversationId, Seq, UserId};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+/// Now on the wall clock, in ms since the epoch (session expiry across restarts).
+pub(crate) fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// A session is its user's: two users may use the same client id without meeting.
 pub type SessionKey = (UserId, String);
@@ -29,6 +37,54 @@ pub struct Message {
     /// correlation data, user properties).
     pub properties: Properties,
     pub expires_at: Option<Instant>,
+}
+
+impl Message {
+    /// The message as the bus carries it to the other nodes.
+    pub fn to_relay(&self, from: &SessionKey) -> BrokerPublication {
+        let p = &self.properties;
+        BrokerPublication {
+            from_user: from.0,
+            from_client: from.1.clone(),
+            topic: self.topic.clone(),
+            payload: self.payload.to_vec(),
+            qos: self.qos as u8,
+            retain: self.retain,
+            expiry_secs: self.expires_at.map(|at| {
+                at.saturating_duration_since(Instant::now())
+                    .as_secs()
+                    .try_into()
+                    .unwrap_or(u32::MAX)
+            }),
+            payload_format_indicator: p.payload_format_indicator,
+            content_type: p.content_type.clone(),
+            response_topic: p.response_topic.clone(),
+            correlation_data: p.correlation_data.as_ref().map(|d| d.to_vec()),
+            user_properties: p.user_properties.clone(),
+        }
+    }
+
+    /// A publication another node relayed, and the session that made it.
+    pub fn from_relay(p: &BrokerPublication) -> (SessionKey, Message) {
+        let message = Message {
+            topic: p.topic.clone(),
+            payload: Bytes::from(p.payload.clone()),
+            qos: QoS::from_bits(p.qos).unwrap_or(QoS::AtMostOnce),
+            retain: p.retain,
+            properties: Properties {
+                payload_format_indicator: p.payload_format_indicator,
+                content_type: p.content_type.clone(),
+                response_topic: p.response_topic.clone(),
+                correlation_data: p.correlation_data.clone().map(Bytes::from),
+                user_properties: p.user_properties.clone(),
+                ..Properties::default()
+            },
+            expires_at: p
+                .expiry_secs
+                .map(|s| Instant::now() + std::time::Duration::from_secs(u64::from(s))),
+        };
+        ((p.from_user, p.from_client.clone()), message)
+    }
 }
 
 /// A message waiting in a session for its turn to be sent.
@@ -70,7 +126,7 @@ pub struct SessionState {
     pub inflight: BTreeMap<u16, Inflight>,
     /// QoS 2 publications received (PUBREC sent) whose PUBREL has not come yet.
     pub inbound_qos2: HashSet<u16>,
-    next_packet_id: u16,
+    pub(crate) next_packet_id: u16,
     /// Seconds the session outlives its connection; `u32::MAX` is forever.
     pub expiry_secs: u32,
     /// Per conversation, the highest sequence the device acknowledged.
@@ -87,10 +143,18 @@ pub struct SessionState {
     pub generation: u64,
     /// Messages dropped because the queue was full (logged when the client returns).
     pub dropped: u64,
+    /// When its client left (wall clock, ms since the epoch), for an expiry that continues
+    /// across a restart; `None` while connected.
+    pub away_since_ms: Option<i64>,
+    /// Whether a client held the session on this node since it started: only such sessions
+    /// are written to the store by this node (another node of a cluster writes the others).
+    pub owned_here: bool,
+    /// Restored from the store at start.
+    pub restored: bool,
 }
 
 impl SessionState {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         SessionState {
             subscriptions: HashMap::new(),
             im_events: None,
@@ -105,6 +169,9 @@ impl SessionState {
             owner: None,
             generation: 0,
             dropped: 0,
+            away_since_ms: None,
+            owned_here: false,
+            restored: false,
         }
     }
 
@@ -156,7 +223,14 @@ struct FilterSubs {
 pub struct State {
     pub sessions: HashMap<SessionKey, SessionState>,
     index: HashMap<String, FilterSubs>,
-    retained: HashMap<String, Arc<Message>>,
+    pub(crate) retained: HashMap<String, Arc<Message>>,
+    /// Persistent sessions changed since they were last saved, and stored ones removed.
+    pub(crate) dirty: HashSet<SessionKey>,
+    /// Sessions this node wrote to the store (or took over from it), whose rows it deletes
+    /// when they end.
+    pub(crate) stored: HashSet<SessionKey>,
+    /// Retained topics changed since they were last saved.
+    pub(crate) dirty_retained: HashSet<String>,
 }
 
 /// The broker: sessions, subscriptions and retained messages of this node.
@@ -204,6 +278,10 @@ impl Broker {
         {
             old_kick.notify_one();
         }
+        // A session restored from the store is this node's to write (or delete) from now on.
+        if state.sessions.get(key).is_some_and(|s| s.restored) {
+            state.stored.insert(key.clone());
+        }
         let present = if clean {
             state.remove_session(key);
             false
@@ -216,7 +294,11 @@ impl Broker {
             .or_insert_with(SessionState::new);
         session.owner = Some((conn_id, kick));
         session.generation = conn_id;
-        (present, session.notify.clone())
+        session.owned_here = true;
+        session.away_since_ms = None;
+        let notify = session.notify.clone();
+        state.touch(key);
+        (present, notify)
     }
 
     /// Releases the session when its connection ends. A session without expiry goes at once;
@@ -233,7 +315,19 @@ impl Broker {
             state.remove_session(key);
             return None;
         }
-        Some((session.expiry_secs, session.generation))
+        session.away_since_ms = Some(wall_ms());
+        let expiry = (session.expiry_secs, session.generation);
+        state.touch(key);
+        Some(expiry)
+    }
+
+    /// Sets how long the session outlives its connection.
+    pub fn set_expiry(&self, key: &SessionKey, expiry_secs: u32) {
+        let mut state = self.lock();
+        if let Some(session) = state.sessions.get_mut(key) {
+            session.expiry_secs = expiry_secs;
+            state.touch(key);
+        }
     }
 
     /// Ends a session whose expiry passed, unless a connection took it since.
@@ -264,6 +358,8 @@ impl Broker {
             sessions,
             index,
             retained,
+            dirty: state_dirty,
+            ..
         } = &mut *state;
         let Some(session) = sessions.get_mut(key) else {
             return Subscribed { retained: 0 };
@@ -272,6 +368,9 @@ impl Broker {
             .subscriptions
             .insert(filter.to_owned(), sub.clone())
             .is_some();
+        if session.expiry_secs > 0 && session.owned_here {
+            state_dirty.insert(key.clone());
+        }
         let shared = topic::shared(filter).ok().flatten();
         let inner = shared.map_or(filter, |(_, inner)| inner);
         let entry = index.entry(inner.to_owned()).or_default();
@@ -331,6 +430,7 @@ impl Broker {
             return false;
         }
         state.unindex(key, filter);
+        state.touch(key);
         true
     }
 
@@ -347,6 +447,7 @@ impl Broker {
                     .retained
                     .insert(message.topic.clone(), message.clone());
             }
+            state.dirty_retained.insert(message.topic.clone());
         }
         // Per session: the highest QoS granted among its matching subscriptions, whether any
         // asks for the retain flag as published, and their identifiers.
@@ -360,7 +461,10 @@ impl Broker {
             t.2.extend(sub.id);
         };
         let State {
-            sessions, index, ..
+            sessions,
+            index,
+            dirty,
+            ..
         } = &mut *state;
         for (filter, subs) in index.iter_mut() {
             if !topic::matches(filter, &message.topic) {
@@ -411,6 +515,9 @@ impl Broker {
                 retain,
                 subscription_ids,
             });
+            if session.expiry_secs > 0 && session.owned_here {
+                dirty.insert(key);
+            }
             session.notify.notify_one();
         }
         count
@@ -422,6 +529,36 @@ impl State {
         if let Some(session) = self.sessions.remove(key) {
             for filter in session.subscriptions.keys() {
                 self.unindex(key, filter);
+            }
+        }
+        self.touch(key);
+    }
+
+    /// Notes that a session changed, so the next save writes it (a persistent session held on
+    /// this node) or deletes its row (a stored session that ended or stopped persisting).
+    pub(crate) fn touch(&mut self, key: &SessionKey) {
+        let persistent = self
+            .sessions
+            .get(key)
+            .is_some_and(|s| s.expiry_secs > 0 && s.owned_here);
+        if (persistent || self.stored.contains(key)) && !self.dirty.contains(key) {
+            self.dirty.insert(key.clone());
+        }
+    }
+
+    /// Adds a session to the subscription index (for sessions restored from the store).
+    pub(crate) fn index_subscription(&mut self, key: &SessionKey, filter: &str, sub: Subscription) {
+        let shared = topic::shared(filter).ok().flatten();
+        let inner = shared.map_or(filter, |(_, inner)| inner);
+        let entry = self.index.entry(inner.to_owned()).or_default();
+        match shared {
+            Some((group, _)) => {
+                let group = entry.shared.entry(group.to_owned()).or_default();
+                group.members.retain(|(k, _)| k != key);
+                group.members.push((key.clone(), sub));
+            }
+            None => {
+                entry.plain.insert(key.clone(), sub);
             }
         }
     }

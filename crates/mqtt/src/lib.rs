@@ -6,6 +6,8 @@
 //! - [`topic`]: topic validation, wildcard matching, shared subscriptions.
 //! - [`broker`]: sessions (live and persistent), the subscription index, retained messages.
 //! - [`im`]: the `tidings/v1/...` topic scheme, translated to and from native frames.
+//! - [`persist`]: persistent sessions and retained messages saved to the store in batches
+//!   and restored at start.
 //! - [`conn`]: one connection: CONNECT and authentication, the packet loop, flow control,
 //!   keep-alive, wills, and the core [`tidings_core::session::Session`] behind IM topics.
 //!
@@ -18,6 +20,7 @@ pub mod broker;
 pub mod codec;
 pub mod conn;
 pub mod im;
+pub mod persist;
 pub mod topic;
 
 use schemars::JsonSchema;
@@ -105,22 +108,82 @@ impl Default for MqttConfig {
     }
 }
 
+/// Broker publications waiting to go out to the other nodes, at most; a publisher that finds
+/// the queue full waits (its PUBACK with it), so a slow bus slows publishers instead of
+/// growing memory.
+const RELAY_QUEUE: usize = 1024;
+
 /// What every MQTT connection of this node shares.
 pub struct Gateway {
     pub core: Core,
     pub config: MqttConfig,
     pub broker: broker::Broker,
     next_conn: AtomicU64,
+    /// Broker publications of this node's clients, in order, for the other nodes (through
+    /// the core's bus: NATS in a cluster, the in-process bus on a single node).
+    pub(crate) relay: tokio::sync::mpsc::Sender<tidings_bus::BrokerPublication>,
 }
 
 impl Gateway {
+    /// Makes the gateway and starts relaying broker publications to and from the other nodes.
+    /// Must be called within the Tokio runtime.
     pub fn new(core: Core, config: MqttConfig) -> Arc<Gateway> {
-        Arc::new(Gateway {
+        let (relay, mut outgoing) = tokio::sync::mpsc::channel(RELAY_QUEUE);
+        let gateway = Arc::new(Gateway {
             broker: broker::Broker::new(config.max_queued_messages as usize),
-            core,
+            core: core.clone(),
             config,
             next_conn: AtomicU64::new(1),
-        })
+            relay,
+        });
+        // One task sends, so one node's publications reach the others in the order they were
+        // made.
+        tokio::spawn(async move {
+            while let Some(publication) = outgoing.recv().await {
+                core.publish_broker(publication).await;
+            }
+        });
+        if let Some(mut incoming) = gateway.core.broker_publications(RELAY_QUEUE) {
+            let weak = Arc::downgrade(&gateway);
+            tokio::spawn(async move {
+                while let Some(publication) = incoming.recv().await {
+                    let Some(gateway) = weak.upgrade() else { break };
+                    let (from, message) = broker::Message::from_relay(&publication);
+                    gateway.broker.publish(&from, message);
+                }
+            });
+        }
+        gateway.start_saving();
+        gateway
+    }
+
+    /// Routes a broker publication to this node's sessions and queues it for the other
+    /// nodes. Returns it when the relay queue is full: the caller waits for room
+    /// ([`Gateway::relay`]'s `send`) before publishing more, so order is kept.
+    pub fn publish(
+        &self,
+        from: &broker::SessionKey,
+        message: broker::Message,
+    ) -> Option<tidings_bus::BrokerPublication> {
+        let relayed = message.to_relay(from);
+        self.broker.publish(from, message);
+        match self.relay.try_send(relayed) {
+            Ok(()) => None,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(relayed)) => Some(relayed),
+            // The relay task is gone: the gateway is shutting down.
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => None,
+        }
+    }
+
+    /// Like [`Gateway::publish`], for publications outside a connection's packet loop (wills):
+    /// when the relay queue is full, a task waits for room.
+    pub fn publish_detached(self: &Arc<Self>, from: &broker::SessionKey, message: broker::Message) {
+        if let Some(relayed) = self.publish(from, message) {
+            let gateway = self.clone();
+            tokio::spawn(async move {
+                let _ = gateway.relay.send(relayed).await;
+            });
+        }
     }
 
     fn conn_id(&self) -> u64 {

@@ -686,3 +686,138 @@ async fn mosquitto_clients_chat_over_tls_and_cleartext_is_refused_there() {
     );
     server.stop().await;
 }
+
+/// A persistent session and a retained message survive a restart of the server: mosquitto_sub
+/// subscribes with a session expiry and leaves, mosquitto_pub publishes while it is away, the
+/// server stops and starts again on the same data, and the device reconnecting gets what it
+/// missed, in order; a new subscriber gets the retained message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_persistent_session_and_retained_message_survive_a_restart() {
+    if !have("mosquitto_sub") {
+        skip("mosquitto-clients");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_path_buf();
+    let server = TestServer::start_with(|c| c.data_dir = dir.clone()).await;
+    server.user("alice").await;
+    // Subscribe with a persistent session (no clean start, one hour of expiry) and leave.
+    let (ok, out) = mosquitto(
+        "mosquitto_sub",
+        &server,
+        &[
+            "-i",
+            "alice-dev",
+            "-c",
+            "-x",
+            "3600",
+            "-q",
+            "2",
+            "-t",
+            "users/alice/#",
+            "-E",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    for (topic, payload, retain) in [
+        ("users/alice/state", "on", true),
+        ("users/alice/inbox", "m1", false),
+        ("users/alice/inbox", "m2", false),
+        ("users/alice/inbox", "m3", false),
+    ] {
+        let mut args = vec!["-i", "alice-pub", "-q", "1", "-t", topic, "-m", payload];
+        if retain {
+            args.push("-r");
+        }
+        let (ok, out) = mosquitto("mosquitto_pub", &server, &args).await;
+        assert!(ok, "{out}");
+    }
+    server.stop().await;
+
+    let server = TestServer::start_with(|c| c.data_dir = dir.clone()).await;
+    // The device comes back to its session: the messages it missed first, in order, then the
+    // retained message again for its renewed subscription.
+    let (ok, out) = mosquitto(
+        "mosquitto_sub",
+        &server,
+        &[
+            "-i",
+            "alice-dev",
+            "-c",
+            "-x",
+            "3600",
+            "-q",
+            "2",
+            "-t",
+            "users/alice/#",
+            "-v",
+            "-C",
+            "5",
+            "-W",
+            "10",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "users/alice/state on",
+            "users/alice/inbox m1",
+            "users/alice/inbox m2",
+            "users/alice/inbox m3",
+            "users/alice/state on",
+        ],
+        "{out}"
+    );
+    // A new subscriber gets the retained message.
+    let (ok, out) = mosquitto(
+        "mosquitto_sub",
+        &server,
+        &[
+            "-i",
+            "alice-new",
+            "-t",
+            "users/alice/state",
+            "-v",
+            "-C",
+            "1",
+            "-W",
+            "10",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "users/alice/state on");
+    // A clean start ends the stored session: after another restart, nothing is waiting.
+    let (ok, out) = mosquitto(
+        "mosquitto_sub",
+        &server,
+        &["-i", "alice-dev", "-t", "users/alice/none", "-E"],
+    )
+    .await;
+    assert!(ok, "{out}");
+    server.stop().await;
+    let server = TestServer::start_with(|c| c.data_dir = dir.clone()).await;
+    let (_, out) = mosquitto(
+        "mosquitto_sub",
+        &server,
+        &[
+            "-i",
+            "alice-dev",
+            "-c",
+            "-x",
+            "3600",
+            "-t",
+            "users/alice/inbox",
+            "-v",
+            "-W",
+            "2",
+        ],
+    )
+    .await;
+    assert!(!out.contains("users/alice/inbox"), "{out}");
+    server.stop().await;
+}

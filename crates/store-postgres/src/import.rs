@@ -51,6 +51,8 @@ pub const TABLES: &[&str] = &[
     "push_subscriptions",
     "push_jobs",
     "push_outbox",
+    "mqtt_sessions",
+    "mqtt_retained",
 ];
 
 /// One value of a source row, as SQLite stores it.

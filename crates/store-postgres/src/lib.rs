@@ -4,6 +4,7 @@
 //! - [`PgStore`] (here): the connection pool, and each trait method as one transaction (writes)
 //!   or one pooled connection (reads).
 //! - `queries`: every SQL statement, as async functions over any pooled client or transaction.
+//! - `mqtt`: MQTT persistent sessions and retained messages.
 //! - `push`: push subscriptions, settings and the job queue (claimed with `SKIP LOCKED`).
 //! - `schema`: the embedded migrations (`src/migrations/*.sql`) and how they are applied.
 //! - `error`: PostgreSQL errors to [`StoreError`], and which of them call for a retry.
@@ -22,6 +23,7 @@
 
 mod error;
 pub mod import;
+mod mqtt;
 mod oauth;
 mod push;
 mod queries;
@@ -1212,5 +1214,35 @@ impl Store for PgStore {
             return Ok(());
         }
         in_tx!(self, |c| push::delete_outbox(c, &done).await?)
+    }
+
+    async fn save_mqtt_sessions(
+        &self,
+        put: Vec<tidings_store::MqttSessionRecord>,
+        delete: Vec<(UserId, String)>,
+    ) -> StoreResult<()> {
+        if put.is_empty() && delete.is_empty() {
+            return Ok(());
+        }
+        in_tx!(self, |c| mqtt::save_sessions(c, &put, &delete).await?)
+    }
+
+    async fn mqtt_sessions(&self) -> StoreResult<Vec<tidings_store::MqttSessionRecord>> {
+        read!(self, |c| mqtt::sessions(c).await?)
+    }
+
+    async fn save_mqtt_retained(
+        &self,
+        put: Vec<tidings_store::MqttRetainedRecord>,
+        delete: Vec<String>,
+    ) -> StoreResult<()> {
+        if put.is_empty() && delete.is_empty() {
+            return Ok(());
+        }
+        in_tx!(self, |c| mqtt::save_retained(c, &put, &delete).await?)
+    }
+
+    async fn mqtt_retained(&self) -> StoreResult<Vec<tidings_store::MqttRetainedRecord>> {
+        read!(self, |c| mqtt::retained(c).await?)
     }
 }

@@ -6,6 +6,7 @@
 //! - `writer`: the one read-write connection, owned by the thread `tidings-sqlite-writer`. Every
 //!   write is a job on its channel; jobs queued together share one transaction (group commit).
 //! - `readers`: a small pool of read-only connections used from tokio's blocking pool.
+//! - `mqtt`: the statements of MQTT persistent sessions and retained messages.
 //! - `push`: the statements of push subscriptions, settings and the job queue.
 //! - `queries`: every other SQL statement, as blocking functions on a `&Connection`.
 //! - `schema`: pragmas and the embedded migrations (`src/migrations/*.sql`).
@@ -19,6 +20,7 @@
 //! stored has been fsync'd.
 
 mod error;
+mod mqtt;
 mod oauth;
 mod push;
 mod queries;
@@ -1164,5 +1166,36 @@ impl Store for SqliteStore {
     async fn calls_ringing_until(&self, now: i64, limit: u32) -> StoreResult<Vec<CallRecord>> {
         self.read(move |conn| queries::calls_ringing_until(conn, now, limit))
             .await
+    }
+    async fn save_mqtt_sessions(
+        &self,
+        put: Vec<tidings_store::MqttSessionRecord>,
+        delete: Vec<(UserId, String)>,
+    ) -> StoreResult<()> {
+        if put.is_empty() && delete.is_empty() {
+            return Ok(());
+        }
+        self.write(move |conn| mqtt::save_sessions(conn, &put, &delete))
+            .await
+    }
+
+    async fn mqtt_sessions(&self) -> StoreResult<Vec<tidings_store::MqttSessionRecord>> {
+        self.read(mqtt::sessions).await
+    }
+
+    async fn save_mqtt_retained(
+        &self,
+        put: Vec<tidings_store::MqttRetainedRecord>,
+        delete: Vec<String>,
+    ) -> StoreResult<()> {
+        if put.is_empty() && delete.is_empty() {
+            return Ok(());
+        }
+        self.write(move |conn| mqtt::save_retained(conn, &put, &delete))
+            .await
+    }
+
+    async fn mqtt_retained(&self) -> StoreResult<Vec<tidings_store::MqttRetainedRecord>> {
+        self.read(mqtt::retained).await
     }
 }

@@ -3464,7 +3464,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn =
             crate::schema::open_writer(&dir.path().join("plan.db"), &Default::default()).unwrap();
-        for (name, sql) in ALL.iter().chain(crate::oauth::ALL).chain(crate::push::ALL) {
+        for (name, sql) in ALL
+            .iter()
+            .chain(crate::oauth::ALL)
+            .chain(crate::push::ALL)
+            .chain(crate::mqtt::ALL)
+        {
             let mut stmt = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .unwrap_or_else(|e| panic!("{name} does not prepare: {e}"));

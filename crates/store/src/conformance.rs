@@ -148,6 +148,7 @@ macro_rules! store_conformance_tests {
             push_jobs_merge_lease_and_retry,
             push_outbox_records_what_may_notify,
             calls_busy_accept_once_and_finish_once,
+            mqtt_sessions_and_retained_round_trip,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -5173,5 +5174,91 @@ pub async fn calls_busy_accept_once_and_finish_once(store: Arc<dyn Store>) {
             .await
             .unwrap(),
         "carol is in the new call"
+    );
+}
+
+pub async fn mqtt_sessions_and_retained_round_trip(store: Arc<dyn Store>) {
+    use crate::{MqttRetainedRecord, MqttSessionRecord};
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let session = |user: UserId, client: &str, state: &[u8], at: i64| MqttSessionRecord {
+        user_id: user,
+        client_id: client.into(),
+        state: state.to_vec(),
+        updated_at: at,
+    };
+    assert!(store.mqtt_sessions().await.unwrap().is_empty());
+    // The same client id under two users is two sessions; bytes come back exactly (with a
+    // zero byte and invalid UTF-8 in them).
+    store
+        .save_mqtt_sessions(
+            vec![
+                session(bob, "dev", b"b\0\xff", 10),
+                session(alice, "dev", b"a1", 10),
+                session(alice, "other", b"o", 10),
+            ],
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mqtt_sessions().await.unwrap(),
+        vec![
+            session(alice, "dev", b"a1", 10),
+            session(alice, "other", b"o", 10),
+            session(bob, "dev", b"b\0\xff", 10),
+        ]
+    );
+    // A write replaces; a delete removes only its own user's session; deleting what is not
+    // there is no error.
+    store
+        .save_mqtt_sessions(
+            vec![session(alice, "dev", b"a2", 20)],
+            vec![(alice, "other".into()), (bob, "missing".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mqtt_sessions().await.unwrap(),
+        vec![
+            session(alice, "dev", b"a2", 20),
+            session(bob, "dev", b"b\0\xff", 10),
+        ]
+    );
+    store.save_mqtt_sessions(vec![], vec![]).await.unwrap();
+
+    let retained = |topic: &str, message: &[u8]| MqttRetainedRecord {
+        topic: topic.into(),
+        message: message.to_vec(),
+    };
+    assert!(store.mqtt_retained().await.unwrap().is_empty());
+    store
+        .save_mqtt_retained(
+            vec![
+                retained("b/x", b"1"),
+                retained("a/\u{e9}t\u{e9}", b"\0\x01"),
+            ],
+            vec![],
+        )
+        .await
+        .unwrap();
+    store
+        .save_mqtt_retained(vec![retained("b/x", b"2")], vec!["nothing/here".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mqtt_retained().await.unwrap(),
+        vec![
+            retained("a/\u{e9}t\u{e9}", b"\0\x01"),
+            retained("b/x", b"2")
+        ]
+    );
+    store
+        .save_mqtt_retained(vec![], vec!["a/\u{e9}t\u{e9}".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mqtt_retained().await.unwrap(),
+        vec![retained("b/x", b"2")]
     );
 }

@@ -36,11 +36,13 @@ pub mod audit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod meta;
+pub mod mqtt;
 pub mod oauth;
 pub mod push;
 pub mod search;
 
 pub use audit::{AuditCheckpoint, AuditFilter, AuditRecord, CheckpointSigner};
+pub use mqtt::{MqttRetainedRecord, MqttSessionRecord};
 pub use oauth::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
 pub use push::{NewPushJob, OutboxItem, PushJob, PushJobKey, PushSubscriptionRecord};
 
@@ -1284,4 +1286,25 @@ pub trait Store: Send + Sync + 'static {
     /// Ringing calls whose `ring_deadline` is at or before `now`, oldest deadline first, at
     /// most `limit`.
     async fn calls_ringing_until(&self, now: i64, limit: u32) -> StoreResult<Vec<CallRecord>>;
+
+    // --- MQTT (see [`mqtt`]) -----------------------------------------------------------------
+
+    /// Writes these persistent sessions (replacing what was stored under the same user and
+    /// client id) and deletes those under `delete`, in one transaction.
+    async fn save_mqtt_sessions(
+        &self,
+        put: Vec<MqttSessionRecord>,
+        delete: Vec<(UserId, String)>,
+    ) -> StoreResult<()>;
+    /// Every stored persistent session, by user and client id.
+    async fn mqtt_sessions(&self) -> StoreResult<Vec<MqttSessionRecord>>;
+    /// Writes these retained messages (replacing those of the same topic) and deletes the
+    /// retained messages of the topics under `delete`, in one transaction.
+    async fn save_mqtt_retained(
+        &self,
+        put: Vec<MqttRetainedRecord>,
+        delete: Vec<String>,
+    ) -> StoreResult<()>;
+    /// Every stored retained message, by topic.
+    async fn mqtt_retained(&self) -> StoreResult<Vec<MqttRetainedRecord>>;
 }

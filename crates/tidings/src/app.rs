@@ -441,6 +441,12 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     // MQTT is wired here rather than in the HTTP transport, so neither transport imports the
     // other: the HTTP router only gains a route.
     let gateway = tidings_mqtt::Gateway::new(core.clone(), config.mqtt.clone());
+    // Persistent sessions and retained messages of the last run, before any client connects.
+    gateway
+        .restore()
+        .await
+        .context("cannot restore MQTT sessions from the store")?;
+    let saving_gateway = gateway.clone();
     if config.mqtt.websocket {
         app = app.merge(tidings_mqtt::websocket_router(gateway.clone()));
     }
@@ -607,6 +613,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         for mqtt in [mqtt_task, mqtt_tls_task].into_iter().flatten() {
             mqtt.await.map_err(std::io::Error::other)??;
         }
+        // What changed in MQTT sessions since the last periodic save.
+        saving_gateway.save().await;
         for xmpp in xmpp_tasks {
             xmpp.await.map_err(std::io::Error::other)??;
         }
