@@ -1,6 +1,7 @@
 //! OAuth 2.0 endpoints: token (RFC 6749), revocation (RFC 7009), introspection (RFC 7662),
 //! metadata (RFC 8414), JWKS. The authorization page is in `authorize`.
 
+use tidings_core::accounts::PasswordGrant;
 use crate::AppState;
 use crate::extract::ClientAddr;
 use axum::Form;
@@ -179,10 +180,19 @@ pub async fn token(
                     "the password grant needs username and password",
                 );
             };
-            state
+            match state
                 .core
                 .password_grant(&username, password, req.device_name, address)
                 .await
+            {
+                Ok(PasswordGrant::Tokens(tokens)) => Ok(tokens),
+                // The password was right; the client completes the sign-in with a code at
+                // `/api/v1/sign-in/second-factor` (docs/accounts.md).
+                Ok(PasswordGrant::SecondFactor(challenge)) => {
+                    return no_store((StatusCode::UNAUTHORIZED, Json(challenge)).into_response());
+                }
+                Err(e) => Err(e),
+            }
         }
         Some("refresh_token") => {
             let Some(refresh) = req.refresh_token else {

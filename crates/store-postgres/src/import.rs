@@ -50,6 +50,8 @@ pub const TABLES: &[&str] = &[
     "push_settings",
     "push_subscriptions",
     "push_jobs",
+    "two_factor",
+    "recovery_codes",
 ];
 
 /// One value of a source row, as SQLite stores it.
