@@ -263,8 +263,12 @@ impl Core {
                     };
                     if let Err(e) = self.spend_second_factor(user.id, code, true).await {
                         if e.code == ErrorCode::InvalidCredentials {
-                            self.audit_sign_in_failure(Some(user.id), address, "wrong_second_factor")
-                                .await;
+                            self.audit_sign_in_failure(
+                                Some(user.id),
+                                address,
+                                "wrong_second_factor",
+                            )
+                            .await;
                         }
                         return Err(e);
                     }

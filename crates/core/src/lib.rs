@@ -46,10 +46,10 @@ pub mod ratelimit;
 pub mod rich;
 pub mod rtc;
 pub mod search;
+pub mod selfservice;
 pub mod session;
 pub mod tokens;
 pub mod twofactor;
-pub mod selfservice;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::CoreConfig;

@@ -51,7 +51,10 @@ enum Stage {
         after: Option<Seq>,
     },
     /// Files after the given id (`None`: the list not yet opened).
-    Files { after: Option<String>, opened: bool },
+    Files {
+        after: Option<String>,
+        opened: bool,
+    },
     Done,
 }
 
@@ -59,18 +62,13 @@ impl Core {
     /// The head of the export: `{"format":..., ..., "conversations":[`.
     async fn export_head(&self, caller: &Caller) -> CoreResult<String> {
         let account = self.me(caller).await?;
-        let profile = self
-            .inner
-            .store
-            .profile(caller.user_id)
-            .await?
-            .map(|p| {
-                serde_json::json!({
-                    "display_name": p.display_name,
-                    "status_text": p.status_text,
-                    "avatar": p.avatar,
-                })
-            });
+        let profile = self.inner.store.profile(caller.user_id).await?.map(|p| {
+            serde_json::json!({
+                "display_name": p.display_name,
+                "status_text": p.status_text,
+                "avatar": p.avatar,
+            })
+        });
         let two_factor = self.two_factor_status(caller).await?;
         let head = serde_json::json!({
             "format": EXPORT_FORMAT,
@@ -93,7 +91,11 @@ impl Core {
     }
 
     /// One step of the export: the next chunk and the stage after it.
-    async fn export_step(&self, caller: &Caller, stage: Stage) -> CoreResult<Option<(String, Stage)>> {
+    async fn export_step(
+        &self,
+        caller: &Caller,
+        stage: Stage,
+    ) -> CoreResult<Option<(String, Stage)>> {
         match stage {
             Stage::Head => {
                 let head = self.export_head(caller).await?;
@@ -109,7 +111,13 @@ impl Core {
             }
             Stage::Conversation { list, index, after } => {
                 let Some(conversation) = list.get(index) else {
-                    return Ok(Some(("],\"files\":[".to_owned(), Stage::Files { after: None, opened: false })));
+                    return Ok(Some((
+                        "],\"files\":[".to_owned(),
+                        Stage::Files {
+                            after: None,
+                            opened: false,
+                        },
+                    )));
                 };
                 let id = conversation.id;
                 let Some(after) = after else {
@@ -204,14 +212,21 @@ impl Core {
         caller: &Caller,
     ) -> CoreResult<impl Stream<Item = CoreResult<String>> + Send + 'static> {
         crate::policy::decide_account_security(caller.scopes)?;
-        let entry = self.new_audit(kinds::ACCOUNT_EXPORT, Some(caller.user_id), Some(caller.user_id));
+        let entry = self.new_audit(
+            kinds::ACCOUNT_EXPORT,
+            Some(caller.user_id),
+            Some(caller.user_id),
+        );
         self.inner.store.append_audit(entry).await?;
         let core = self.clone();
         let caller = *caller;
-        Ok(futures_util::stream::try_unfold(Stage::Head, move |stage| {
-            let core = core.clone();
-            async move { core.export_step(&caller, stage).await }
-        }))
+        Ok(futures_util::stream::try_unfold(
+            Stage::Head,
+            move |stage| {
+                let core = core.clone();
+                async move { core.export_step(&caller, stage).await }
+            },
+        ))
     }
 
     /// `DELETE /api/v1/account`: the caller deletes their own account, after the password and,

@@ -155,7 +155,10 @@ fn recovery_hash(normalized: &str) -> [u8; 32] {
 }
 
 fn wrong_code() -> CoreError {
-    CoreError::new(ErrorCode::InvalidCredentials, "the code is wrong or was already used")
+    CoreError::new(
+        ErrorCode::InvalidCredentials,
+        "the code is wrong or was already used",
+    )
 }
 
 // --- Sealing and challenges -------------------------------------------------------------------
@@ -186,7 +189,10 @@ impl Core {
         let (nonce, body) = sealed.split_at(12);
         cipher.decrypt(Nonce::from_slice(nonce), body).map_err(|_| {
             // The server key changed since the enrolment (docs/accounts.md).
-            CoreError::internal("opening a TOTP secret", "it does not open with this server key")
+            CoreError::internal(
+                "opening a TOTP secret",
+                "it does not open with this server key",
+            )
         })
     }
 
@@ -207,7 +213,9 @@ impl Core {
         let mac = self.challenge_mac(&payload);
         SecondFactorRequired {
             error: "mfa_required".into(),
-            error_description: "this account needs a second factor: send a code to /api/v1/sign-in/second-factor".into(),
+            error_description:
+                "this account needs a second factor: send a code to /api/v1/sign-in/second-factor"
+                    .into(),
             mfa_token: format!("{payload}.{}", B64.encode(mac)),
             expires_in: CHALLENGE_TTL_SECS,
         }
@@ -215,7 +223,12 @@ impl Core {
 
     /// The user a valid, unexpired challenge names.
     pub(crate) fn open_challenge(&self, token: &str) -> CoreResult<UserId> {
-        let invalid = || CoreError::new(ErrorCode::InvalidCredentials, "the sign-in challenge is invalid or expired");
+        let invalid = || {
+            CoreError::new(
+                ErrorCode::InvalidCredentials,
+                "the sign-in challenge is invalid or expired",
+            )
+        };
         let (payload, mac) = token.rsplit_once('.').ok_or_else(invalid)?;
         let mac = B64.decode(mac).map_err(|_| invalid())?;
         if !bool::from(self.challenge_mac(payload).ct_eq(&mac)) {
@@ -305,7 +318,11 @@ impl Core {
 
     /// Checks the caller's password (for enrolment, disabling and deletion), counting the
     /// attempt against the sign-in limit of nobody in particular but auditing a failure.
-    pub(crate) async fn check_own_password(&self, user: UserId, password: String) -> CoreResult<()> {
+    pub(crate) async fn check_own_password(
+        &self,
+        user: UserId,
+        password: String,
+    ) -> CoreResult<()> {
         let record = self
             .inner
             .store
@@ -324,13 +341,19 @@ impl Core {
         {
             Ok(())
         } else {
-            Err(CoreError::new(ErrorCode::InvalidCredentials, "the password is wrong"))
+            Err(CoreError::new(
+                ErrorCode::InvalidCredentials,
+                "the password is wrong",
+            ))
         }
     }
 
     fn new_recovery_codes() -> (Vec<String>, Vec<[u8; 32]>) {
         let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
-        let hashes = codes.iter().map(|c| recovery_hash(&normalize_code(c))).collect();
+        let hashes = codes
+            .iter()
+            .map(|c| recovery_hash(&normalize_code(c)))
+            .collect();
         (codes, hashes)
     }
 
@@ -392,7 +415,11 @@ impl Core {
 
     /// Confirms a pending enrolment with a first code; from then on sign-ins need a second
     /// factor. Returns the recovery codes, shown this once.
-    pub async fn confirm_two_factor(&self, caller: &Caller, code: &str) -> CoreResult<RecoveryCodes> {
+    pub async fn confirm_two_factor(
+        &self,
+        caller: &Caller,
+        code: &str,
+    ) -> CoreResult<RecoveryCodes> {
         crate::policy::decide_account_security(caller.scopes)?;
         let user = caller.user_id;
         self.inner

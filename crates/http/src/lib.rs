@@ -121,7 +121,10 @@ pub fn router(state: AppState) -> Router {
             delete(rest::admin_remove_oauth_client),
         )
         .route("/api/v1/accounts", post(rest::register))
-        .route("/api/v1/account", get(rest::me).delete(rest::delete_account))
+        .route(
+            "/api/v1/account",
+            get(rest::me).delete(rest::delete_account),
+        )
         .route(
             "/api/v1/account/two-factor",
             get(rest::two_factor_status).post(rest::begin_two_factor),

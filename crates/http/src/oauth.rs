@@ -1,7 +1,6 @@
 //! OAuth 2.0 endpoints: token (RFC 6749), revocation (RFC 7009), introspection (RFC 7662),
 //! metadata (RFC 8414), JWKS. The authorization page is in `authorize`.
 
-use tidings_core::accounts::PasswordGrant;
 use crate::AppState;
 use crate::extract::ClientAddr;
 use axum::Form;
@@ -12,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tidings_core::CoreError;
+use tidings_core::accounts::PasswordGrant;
 use tidings_core::oauth::ClientAuth;
 use tidings_proto::ErrorCode;
 use tidings_proto::rest::OAuthError;

@@ -3,15 +3,15 @@
 //! Schemas come from the protocol crate's types through `schemars`; this file lists the
 //! operations. A test checks that every route in the router appears here and vice versa.
 
-use tidings_proto::account::{
-    BeginTwoFactorRequest, DeleteAccountRequest, DisableTwoFactorRequest, RecoveryCodes,
-    SecondFactorRequest, TwoFactorCodeRequest, TwoFactorEnrolment, TwoFactorStatus,
-};
 use axum::Json;
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 use std::sync::OnceLock;
+use tidings_proto::account::{
+    BeginTwoFactorRequest, DeleteAccountRequest, DisableTwoFactorRequest, RecoveryCodes,
+    SecondFactorRequest, TwoFactorCodeRequest, TwoFactorEnrolment, TwoFactorStatus,
+};
 use tidings_proto::contacts::*;
 use tidings_proto::rest::*;
 

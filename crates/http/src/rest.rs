@@ -9,11 +9,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tidings_core::admin::AdminActor;
+use tidings_core::audit::AuditFilter;
 use tidings_proto::account::{
     BeginTwoFactorRequest, DeleteAccountRequest, DisableTwoFactorRequest, SecondFactorRequest,
     TwoFactorCodeRequest, TwoFactorStatus,
 };
-use tidings_core::audit::AuditFilter;
 use tidings_proto::contacts::{
     FriendList, FriendRequestList, FriendRequestResult, PrivacySettings, SendFriendRequest,
     UpdatePrivacyRequest,
@@ -92,7 +92,9 @@ pub async fn begin_two_factor(
 ) -> ApiResult<Response> {
     let enrolment = state.core.begin_two_factor(&caller, req.password).await?;
     // The secret is shown this once; no cache may keep it.
-    Ok(private((StatusCode::CREATED, Json(enrolment)).into_response()))
+    Ok(private(
+        (StatusCode::CREATED, Json(enrolment)).into_response(),
+    ))
 }
 
 pub async fn confirm_two_factor(

@@ -68,7 +68,10 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
             "BeginTwoFactorRequest",
             schema_for!(account::BeginTwoFactorRequest),
         ),
-        ("TwoFactorEnrolment", schema_for!(account::TwoFactorEnrolment)),
+        (
+            "TwoFactorEnrolment",
+            schema_for!(account::TwoFactorEnrolment),
+        ),
         (
             "TwoFactorCodeRequest",
             schema_for!(account::TwoFactorCodeRequest),

@@ -60,7 +60,12 @@ pub(crate) async fn begin<C: GenericClient>(
             "two-factor enrolment".into(),
         )));
     }
-    exec(c, "DELETE FROM recovery_codes WHERE user_id = $1", &[&user.0]).await?;
+    exec(
+        c,
+        "DELETE FROM recovery_codes WHERE user_id = $1",
+        &[&user.0],
+    )
+    .await?;
     Ok(())
 }
 
@@ -69,7 +74,12 @@ async fn store_recovery<C: GenericClient>(
     user: UserId,
     recovery: &[[u8; 32]],
 ) -> Result<()> {
-    exec(c, "DELETE FROM recovery_codes WHERE user_id = $1", &[&user.0]).await?;
+    exec(
+        c,
+        "DELETE FROM recovery_codes WHERE user_id = $1",
+        &[&user.0],
+    )
+    .await?;
     for hash in recovery {
         exec(
             c,
@@ -155,7 +165,12 @@ pub(crate) async fn replace_recovery<C: GenericClient>(
 
 /// Removes the enrolment and its codes; also called when an account is deleted.
 pub(crate) async fn remove<C: GenericClient>(c: &C, user: UserId) -> Result<bool> {
-    exec(c, "DELETE FROM recovery_codes WHERE user_id = $1", &[&user.0]).await?;
+    exec(
+        c,
+        "DELETE FROM recovery_codes WHERE user_id = $1",
+        &[&user.0],
+    )
+    .await?;
     Ok(exec(c, "DELETE FROM two_factor WHERE user_id = $1", &[&user.0]).await? > 0)
 }
 
@@ -163,8 +178,18 @@ pub(crate) async fn remove<C: GenericClient>(c: &C, user: UserId) -> Result<bool
 /// deleted (its profile and memberships are handled by the caller).
 pub(crate) async fn remove_personal<C: GenericClient>(c: &C, user: UserId) -> Result<()> {
     remove(c, user).await?;
-    exec(c, "DELETE FROM push_settings WHERE user_id = $1", &[&user.0]).await?;
-    exec(c, "DELETE FROM privacy_settings WHERE user_id = $1", &[&user.0]).await?;
+    exec(
+        c,
+        "DELETE FROM push_settings WHERE user_id = $1",
+        &[&user.0],
+    )
+    .await?;
+    exec(
+        c,
+        "DELETE FROM privacy_settings WHERE user_id = $1",
+        &[&user.0],
+    )
+    .await?;
     exec(c, "DELETE FROM blocks WHERE blocker_id = $1", &[&user.0]).await?;
     Ok(())
 }

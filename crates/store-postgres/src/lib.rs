@@ -21,10 +21,10 @@
 //! Group commit: the core's sequencer hands each batch of waiting messages to one
 //! `append_messages` call, which is one transaction and so one WAL flush for the whole batch.
 
+mod account;
 mod error;
 pub mod import;
 mod oauth;
-mod account;
 mod push;
 mod queries;
 mod rich;
@@ -965,7 +965,10 @@ impl Store for PgStore {
         read!(self, |c| queries::calls_ringing_until(c, now, limit)
             .await?)
     }
-    async fn two_factor(&self, user: UserId) -> StoreResult<Option<tidings_store::TwoFactorRecord>> {
+    async fn two_factor(
+        &self,
+        user: UserId,
+    ) -> StoreResult<Option<tidings_store::TwoFactorRecord>> {
         read!(self, |c| account::two_factor(c, user).await?)
     }
     async fn begin_two_factor(&self, user: UserId, secret: Vec<u8>, now: i64) -> StoreResult<()> {
@@ -979,7 +982,10 @@ impl Store for PgStore {
         now: i64,
         audit: NewAudit,
     ) -> StoreResult<()> {
-        in_tx!(self, |c| account::confirm(c, user, step, &recovery, now, &audit).await?)
+        in_tx!(self, |c| account::confirm(
+            c, user, step, &recovery, now, &audit
+        )
+        .await?)
     }
     async fn use_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool> {
         in_tx!(self, |c| account::use_step(c, user, step).await?)
@@ -993,7 +999,10 @@ impl Store for PgStore {
         recovery: Vec<[u8; 32]>,
         audit: NewAudit,
     ) -> StoreResult<()> {
-        in_tx!(self, |c| account::replace_recovery(c, user, &recovery, &audit).await?)
+        in_tx!(self, |c| account::replace_recovery(
+            c, user, &recovery, &audit
+        )
+        .await?)
     }
     async fn disable_two_factor(&self, user: UserId, audit: NewAudit) -> StoreResult<bool> {
         in_tx!(self, |c| account::disable(c, user, &audit).await?)
@@ -1004,7 +1013,13 @@ impl Store for PgStore {
         after: Option<String>,
         limit: u32,
     ) -> StoreResult<Vec<FileRecord>> {
-        read!(self, |c| account::files_of(c, owner, after.as_deref(), limit).await?)
+        read!(self, |c| account::files_of(
+            c,
+            owner,
+            after.as_deref(),
+            limit
+        )
+        .await?)
     }
     async fn edit_history(
         &self,

@@ -1146,7 +1146,10 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn two_factor(&self, user: UserId) -> StoreResult<Option<tidings_store::TwoFactorRecord>> {
+    async fn two_factor(
+        &self,
+        user: UserId,
+    ) -> StoreResult<Option<tidings_store::TwoFactorRecord>> {
         self.read(move |conn| account::two_factor(conn, user)).await
     }
 

@@ -3469,7 +3469,8 @@ mod tests {
             .iter()
             .chain(crate::oauth::ALL)
             .chain(crate::push::ALL)
-            .chain(crate::account::ALL) {
+            .chain(crate::account::ALL)
+        {
             let mut stmt = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .unwrap_or_else(|e| panic!("{name} does not prepare: {e}"));

@@ -5109,30 +5109,58 @@ pub async fn two_factor_enrol_confirm_spend_and_disable(store: Arc<dyn Store>) {
         .unwrap();
     let pending = store.two_factor(alice).await.unwrap().unwrap();
     assert_eq!(
-        (pending.secret.as_slice(), pending.confirmed_at, pending.last_step),
+        (
+            pending.secret.as_slice(),
+            pending.confirmed_at,
+            pending.last_step
+        ),
         (&b"sealed-2"[..], None, 0)
     );
     assert!(!store.use_totp_step(alice, 5).await.unwrap());
-    assert!(!store.use_recovery_code(alice, [1; 32], 1_150).await.unwrap());
+    assert!(
+        !store
+            .use_recovery_code(alice, [1; 32], 1_150)
+            .await
+            .unwrap()
+    );
 
     let codes: Vec<[u8; 32]> = (1..=10u8).map(|n| [n; 32]).collect();
     store
-        .confirm_two_factor(alice, 100, codes, 1_200, entry("2fa.enable", 1_200, Some(alice), Some(alice)))
+        .confirm_two_factor(
+            alice,
+            100,
+            codes,
+            1_200,
+            entry("2fa.enable", 1_200, Some(alice), Some(alice)),
+        )
         .await
         .unwrap();
-    assert!(matches!(
-        store
-            .confirm_two_factor(alice, 101, vec![], 1_300, entry("x", 1_300, None, None))
-            .await,
-        Err(StoreError::NotFound)
-    ), "an enrolment is confirmed once");
-    assert!(matches!(
-        store.begin_two_factor(alice, b"other".to_vec(), 1_300).await,
-        Err(StoreError::Conflict(_))
-    ), "a confirmed enrolment is not replaced by a new one");
+    assert!(
+        matches!(
+            store
+                .confirm_two_factor(alice, 101, vec![], 1_300, entry("x", 1_300, None, None))
+                .await,
+            Err(StoreError::NotFound)
+        ),
+        "an enrolment is confirmed once"
+    );
+    assert!(
+        matches!(
+            store
+                .begin_two_factor(alice, b"other".to_vec(), 1_300)
+                .await,
+            Err(StoreError::Conflict(_))
+        ),
+        "a confirmed enrolment is not replaced by a new one"
+    );
     let on = store.two_factor(alice).await.unwrap().unwrap();
     assert_eq!(
-        (on.secret.as_slice(), on.confirmed_at, on.last_step, on.recovery_codes_left),
+        (
+            on.secret.as_slice(),
+            on.confirmed_at,
+            on.last_step,
+            on.recovery_codes_left
+        ),
         (&b"sealed-2"[..], Some(1_200), 100, 10)
     );
 
@@ -5143,27 +5171,75 @@ pub async fn two_factor_enrol_confirm_spend_and_disable(store: Arc<dyn Store>) {
     assert!(!store.use_totp_step(alice, 101).await.unwrap(), "replay");
 
     // Recovery codes are single-use.
-    assert!(store.use_recovery_code(alice, [3; 32], 1_400).await.unwrap());
-    assert!(!store.use_recovery_code(alice, [3; 32], 1_401).await.unwrap());
-    assert!(!store.use_recovery_code(alice, [42; 32], 1_402).await.unwrap());
-    assert_eq!(store.two_factor(alice).await.unwrap().unwrap().recovery_codes_left, 9);
+    assert!(
+        store
+            .use_recovery_code(alice, [3; 32], 1_400)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_recovery_code(alice, [3; 32], 1_401)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_recovery_code(alice, [42; 32], 1_402)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .two_factor(alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .recovery_codes_left,
+        9
+    );
 
     // Regenerating replaces every code.
     store
-        .replace_recovery_codes(alice, vec![[50; 32], [51; 32]], entry("2fa.codes", 1_500, Some(alice), Some(alice)))
+        .replace_recovery_codes(
+            alice,
+            vec![[50; 32], [51; 32]],
+            entry("2fa.codes", 1_500, Some(alice), Some(alice)),
+        )
         .await
         .unwrap();
-    assert!(!store.use_recovery_code(alice, [4; 32], 1_501).await.unwrap());
-    assert!(store.use_recovery_code(alice, [50; 32], 1_502).await.unwrap());
-    assert_eq!(store.two_factor(alice).await.unwrap().unwrap().recovery_codes_left, 1);
+    assert!(
+        !store
+            .use_recovery_code(alice, [4; 32], 1_501)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .use_recovery_code(alice, [50; 32], 1_502)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .two_factor(alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .recovery_codes_left,
+        1
+    );
 
     let bob = user(&store, "bob").await;
-    assert!(matches!(
-        store
-            .replace_recovery_codes(bob, vec![[1; 32]], entry("x", 1_600, None, None))
-            .await,
-        Err(StoreError::NotFound)
-    ), "no codes without a confirmed enrolment");
+    assert!(
+        matches!(
+            store
+                .replace_recovery_codes(bob, vec![[1; 32]], entry("x", 1_600, None, None))
+                .await,
+            Err(StoreError::NotFound)
+        ),
+        "no codes without a confirmed enrolment"
+    );
 
     assert!(
         store
@@ -5185,20 +5261,33 @@ pub async fn two_factor_enrol_confirm_spend_and_disable(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store
-        .delete_user(bob, 2_000, false, entry("user.delete", 2_000, None, Some(bob)))
+        .delete_user(
+            bob,
+            2_000,
+            false,
+            entry("user.delete", 2_000, None, Some(bob)),
+        )
         .await
         .unwrap();
     assert!(store.two_factor(bob).await.unwrap().is_none());
-    assert!(matches!(
-        store.begin_two_factor(bob, b"again".to_vec(), 2_100).await,
-        Err(StoreError::NotFound)
-    ), "a deleted account cannot enrol");
+    assert!(
+        matches!(
+            store.begin_two_factor(bob, b"again".to_vec(), 2_100).await,
+            Err(StoreError::NotFound)
+        ),
+        "a deleted account cannot enrol"
+    );
 }
 
 pub async fn files_of_pages_a_users_files(store: Arc<dyn Store>) {
     let alice = user(&store, "alice").await;
     let bob = user(&store, "bob").await;
-    for (id, owner, n) in [("f3", alice, 3u8), ("f1", alice, 1), ("f2", bob, 2), ("f4", alice, 4)] {
+    for (id, owner, n) in [
+        ("f3", alice, 3u8),
+        ("f1", alice, 1),
+        ("f2", bob, 2),
+        ("f4", alice, 4),
+    ] {
         let mut upload = new_upload(&format!("u-{id}"), owner, 10, 9_000);
         upload.kind = UploadKind::Final;
         store.create_upload(upload, u64::MAX).await.unwrap();
@@ -5208,7 +5297,10 @@ pub async fn files_of_pages_a_users_files(store: Arc<dyn Store>) {
             .unwrap();
     }
     let ids = |files: Vec<FileRecord>| files.into_iter().map(|f| f.id).collect::<Vec<_>>();
-    assert_eq!(ids(store.files_of(alice, None, 2).await.unwrap()), ["f1", "f3"]);
+    assert_eq!(
+        ids(store.files_of(alice, None, 2).await.unwrap()),
+        ["f1", "f3"]
+    );
     assert_eq!(
         ids(store.files_of(alice, Some("f3".into()), 2).await.unwrap()),
         ["f4"]

@@ -208,7 +208,10 @@ async fn pyotp_codes_enrol_sign_in_and_are_never_accepted_twice() {
             json!({"password": "not the password"}),
         )
         .await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("invalid_credentials")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("invalid_credentials"))
+    );
     let (status, enrolment) = http
         .post(
             "/api/v1/account/two-factor",
@@ -294,10 +297,15 @@ async fn pyotp_codes_enrol_sign_in_and_are_never_accepted_twice() {
     // The same code again, even with a fresh challenge, is a replay.
     let fresh = http.challenge("alice").await;
     let (status, body) = http.second_factor(&fresh, &now_code).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("invalid_credentials")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("invalid_credentials"))
+    );
 
     // A recovery code signs in once.
-    let (status, _) = http.second_factor(&fresh, &recovery[0].to_uppercase()).await;
+    let (status, _) = http
+        .second_factor(&fresh, &recovery[0].to_uppercase())
+        .await;
     assert_eq!(status, 200);
     let again = http.challenge("alice").await;
     assert_eq!(http.second_factor(&again, &recovery[0]).await.0, 401);
@@ -395,7 +403,11 @@ async fn second_factor_attempts_are_limited_per_account() {
     // The sixth attempt of the minute is refused even with the right code.
     let right = code(&python, &secret, 0).await;
     let (status, body) = http.second_factor(&challenge, &right).await;
-    assert_eq!((status, body["code"].as_str()), (429, Some("rate_limited")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{body}"
+    );
     server.stop().await;
 }
 
@@ -416,7 +428,11 @@ async fn export_holds_the_users_data_and_deletion_keeps_the_other_partys_history
             .await
             .unwrap();
     }
-    alice.api.block(tidings_proto::UserId(bob.user_id.0)).await.ok();
+    alice
+        .api
+        .block(tidings_proto::UserId(bob.user_id.0))
+        .await
+        .ok();
 
     // The export is one JSON document with everything about alice.
     let response = http
@@ -473,7 +489,10 @@ async fn export_holds_the_users_data_and_deletion_keeps_the_other_partys_history
     let (status, _) = http.get("/api/v1/account", &token).await;
     assert_eq!(status, 401);
     let (status, body) = http.password_grant("alice", PASSWORD).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
     let (status, _) = http
         .post(
             "/api/v1/accounts",
@@ -501,7 +520,10 @@ async fn export_holds_the_users_data_and_deletion_keeps_the_other_partys_history
         ]
     );
     let (status, _) = http
-        .get(&format!("/api/v1/users/{}", alice.user_id.0), &bob.tokens.access_token)
+        .get(
+            &format!("/api/v1/users/{}", alice.user_id.0),
+            &bob.tokens.access_token,
+        )
         .await;
     assert_eq!(status, 404, "a deleted account has no profile");
     server.stop().await;
