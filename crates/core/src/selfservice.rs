@@ -43,8 +43,8 @@ fn file_view(file: &FileRecord) -> serde_json::Value {
 enum Stage {
     /// The head of the document: everything but conversations and files.
     Head,
-    /// Conversation `index` of the list: its opening (`Some(0)` not yet written: `None`), then
-    /// messages after `after`.
+    /// Conversation `index` of the list. With `after` `None` its opening (the conversation and
+    /// its members) is written next; with `Some(seq)`, its messages after `seq`.
     Conversation {
         list: Vec<Conversation>,
         index: usize,

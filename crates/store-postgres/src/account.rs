@@ -56,9 +56,7 @@ pub(crate) async fn begin<C: GenericClient>(
     )
     .await?;
     if changed == 0 {
-        return Err(Fail::Store(StoreError::Conflict(
-            "two-factor enrolment".into(),
-        )));
+        return Err(Fail::Store(StoreError::Conflict("two-factor enrolment")));
     }
     exec(
         c,

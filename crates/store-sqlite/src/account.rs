@@ -60,7 +60,7 @@ pub(crate) fn begin(conn: &Connection, user: UserId, secret: &[u8], now: i64) ->
     }
     // The upsert changes nothing when a confirmed enrolment exists.
     if execute(conn, UPSERT_PENDING, params![user.0, secret, now])? == 0 {
-        return Err(StoreError::Conflict("two-factor enrolment".into()));
+        return Err(StoreError::Conflict("two-factor enrolment"));
     }
     execute(conn, DELETE_RECOVERY, [user.0])?;
     Ok(())
