@@ -2,8 +2,8 @@
 // (docs/protocol.md section 2). Refreshes are serialized, across browser tabs too (Web Locks),
 // because presenting a spent refresh token signs the whole device out.
 
-import { TidingsError } from "./errors.js";
-import type { Account, TokenResponse } from "./protocol.js";
+import { SecondFactorRequired, TidingsError } from "./errors.js";
+import type { Account, SecondFactorRequired as SecondFactorChallenge, TokenResponse } from "./protocol.js";
 import { problemOf, type Fetch, type TokenSource } from "./rest.js";
 import type { KeyValueStorage } from "./storage.js";
 
@@ -95,11 +95,50 @@ export class Auth implements TokenSource {
     return (await res.json()) as Account;
   }
 
-  /** The password grant: a new device. */
+  /**
+   * The password grant: a new device. For an account with two-factor sign-in the server answers
+   * `mfa_required` instead of tokens; this throws `SecondFactorRequired` carrying the challenge
+   * for `completeSecondFactor`.
+   */
   async signIn(username: string, password: string, deviceName?: string): Promise<StoredTokens> {
     const form: Record<string, string> = { grant_type: "password", username, password };
     if (deviceName) form.device_name = deviceName;
-    return this.store(await this.tokenRequest(form), username.toLowerCase());
+    let res: Response;
+    try {
+      res = await this.fetchImpl(this.baseUrl.replace(/\/$/, "") + "/oauth/token", {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams(form).toString(),
+      });
+    } catch (e) {
+      throw new TidingsError("network", `network error: ${(e as Error).message}`);
+    }
+    if (res.status === 401) {
+      const body = (await res.clone().json().catch(() => ({}))) as Partial<SecondFactorChallenge>;
+      if (body.error === "mfa_required" && body.mfa_token) {
+        throw new SecondFactorRequired(body.mfa_token, body.expires_in ?? 0, username.toLowerCase());
+      }
+    }
+    if (!res.ok) throw await problemOf(res);
+    return this.store((await res.json()) as TokenResponse, username.toLowerCase());
+  }
+
+  /** The second step of a two-factor sign-in: the challenge and a TOTP or recovery code. */
+  async completeSecondFactor(challenge: SecondFactorRequired, code: string, deviceName?: string): Promise<StoredTokens> {
+    const body: Record<string, string> = { mfa_token: challenge.mfaToken, code };
+    if (deviceName) body.device_name = deviceName;
+    let res: Response;
+    try {
+      res = await this.fetchImpl(this.baseUrl.replace(/\/$/, "") + "/api/v1/sign-in/second-factor", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    } catch (e) {
+      throw new TidingsError("network", `network error: ${(e as Error).message}`);
+    }
+    if (!res.ok) throw await problemOf(res);
+    return this.store((await res.json()) as TokenResponse, challenge.username);
   }
 
   /** Revokes the refresh token (which signs the device out) and forgets the tokens. */

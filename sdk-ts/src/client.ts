@@ -6,7 +6,7 @@
 
 import { Auth, type StoredTokens } from "./auth.js";
 import { Connection, type WebSocketCtor } from "./connection.js";
-import { TidingsError } from "./errors.js";
+import { TidingsError, type SecondFactorRequired } from "./errors.js";
 import type {
   BlockedUser,
   Conversation,
@@ -224,6 +224,20 @@ export class TidingsClient {
   async signIn(username: string, password: string): Promise<void> {
     await this.auth.signIn(username, password, this.deviceName);
     this.start();
+  }
+
+  /** Completes a sign-in that threw `SecondFactorRequired`, with a TOTP or recovery code. */
+  async completeSecondFactor(challenge: SecondFactorRequired, code: string): Promise<void> {
+    await this.auth.completeSecondFactor(challenge, code, this.deviceName);
+    this.start();
+  }
+
+  /** Deletes the account for good (docs/accounts.md), then forgets the local session. */
+  async deleteAccount(password: string, code?: string): Promise<void> {
+    await this.rest.deleteAccount(password, code);
+    await this.stop();
+    this.auth.forget();
+    this.reset();
   }
 
   async signOut(): Promise<void> {

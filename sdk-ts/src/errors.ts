@@ -34,3 +34,19 @@ export class TidingsError extends Error {
     );
   }
 }
+
+/**
+ * The password was right, but the account uses two-factor sign-in: complete the sign-in with
+ * `TidingsClient.completeSecondFactor(error.mfaToken, code)` (a TOTP or recovery code) within
+ * `expiresIn` seconds.
+ */
+export class SecondFactorRequired extends TidingsError {
+  constructor(
+    readonly mfaToken: string,
+    readonly expiresIn: number,
+    readonly username: string,
+  ) {
+    super("second_factor_required", "this account needs a code from its authenticator app", 401);
+    this.name = "SecondFactorRequired";
+  }
+}

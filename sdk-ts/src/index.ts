@@ -7,7 +7,7 @@ export type { StoredTokens } from "./auth.js";
 export { Rest } from "./rest.js";
 export { Connection, SUBPROTOCOL } from "./connection.js";
 export type { WebSocketCtor } from "./connection.js";
-export { TidingsError } from "./errors.js";
+export { SecondFactorRequired, TidingsError } from "./errors.js";
 export { MemoryStorage, defaultStorage } from "./storage.js";
 export type { KeyValueStorage } from "./storage.js";
 export { Timeline, backoffDelay, newClientMsgId, isShown, ACTING_KINDS } from "./timeline.js";

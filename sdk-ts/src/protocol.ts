@@ -101,6 +101,11 @@ export interface BannedUser {
   reason?: string | null;
 }
 
+/** `POST /api/v1/account/two-factor`: starts an enrolment (the password proves it is the user). */
+export interface BeginTwoFactorRequest {
+  password: string;
+}
+
 /** `GET /api/v1/blocks`. */
 export interface BlockList {
   users: BlockedUser[];
@@ -578,6 +583,15 @@ export interface Cursor {
   peer_read_seq?: number | null;
 }
 
+/**
+ * `DELETE /api/v1/account`: deletes the caller's account for good (docs/accounts.md). The
+ * password is required, and a code when two-factor sign-in is on.
+ */
+export interface DeleteAccountRequest {
+  password: string;
+  code?: string | null;
+}
+
 /** One signed-in device. */
 export interface Device {
   device_id: DeviceId;
@@ -597,6 +611,15 @@ export interface DeviceList {
 
 /** Who may open a direct conversation with the user and write in it. */
 export type DirectMessages = "everyone" | "friends";
+
+/**
+ * `POST /api/v1/account/two-factor/disable`: needs the password and a code (TOTP or
+ * recovery).
+ */
+export interface DisableTwoFactorRequest {
+  password: string;
+  code: string;
+}
 
 /**
  * Daily quiet hours as minutes after local midnight. `start > end` spans midnight
@@ -664,7 +687,13 @@ export type ErrorCode =
    * The access token does not carry the OAuth scope this request needs (RFC 6750
    * `insufficient_scope`), or a client asked for a scope it may not have.
    */
-  | "insufficient_scope";
+  | "insufficient_scope"
+  /**
+   * The password was right, but this account needs a second factor (a TOTP or recovery
+   * code) too; password-only sign-in paths (XMPP, MQTT, the password grant without its
+   * second step) are refused with it.
+   */
+  | "second_factor_required";
 
 /**
  * What a recipient needs to open an end-to-end-encrypted attachment (scheme
@@ -1409,6 +1438,11 @@ export interface Reactors {
 /** Which marker a receipt moves. */
 export type ReceiptKind = "delivered" | "read";
 
+/** Single-use recovery codes, shown once; each replaces a TOTP code for one sign-in. */
+export interface RecoveryCodes {
+  codes: string[];
+}
+
 /** `POST /api/v1/accounts`. */
 export interface RegisterRequest {
   /** 3 to 32 characters: lowercase letters, digits, `_`, `.` and `-`, starting with a letter. */
@@ -1470,6 +1504,31 @@ export interface SearchResults {
   hits: SearchHit[];
   /** Present when there may be more hits: pass it as `offset` for the next page. */
   next_offset?: number | null;
+}
+
+/**
+ * `POST /api/v1/sign-in/second-factor`: completes a password sign-in with a TOTP code or a
+ * recovery code; answers a `TokenResponse` like the password grant.
+ */
+export interface SecondFactorRequest {
+  mfa_token: string;
+  code: string;
+  /** The new device's name, as in the password grant. */
+  device_name?: string | null;
+}
+
+/**
+ * What the token endpoint answers (HTTP 401) to a correct password of an account with
+ * two-factor sign-in: no tokens yet, but a short-lived challenge to complete with
+ * `POST /api/v1/sign-in/second-factor`.
+ */
+export interface SecondFactorRequired {
+  /** Always `mfa_required`. */
+  error: string;
+  error_description: string;
+  /** The challenge; valid for `expires_in` seconds, for this account only. */
+  mfa_token: string;
+  expires_in: number;
 }
 
 /** The REST twin of the `ack` frame. */
@@ -1870,6 +1929,32 @@ export interface TokenResponse {
 /** `POST /api/v1/conversations/{id}/transfer`: the caller (the owner) becomes an admin. */
 export interface TransferOwnershipRequest {
   user_id: UserId;
+}
+
+/**
+ * A body carrying one code: a 6-digit TOTP code, or (where the operation allows it) a
+ * recovery code.
+ */
+export interface TwoFactorCodeRequest {
+  code: string;
+}
+
+/** The new TOTP secret, shown once: the server never returns it again. */
+export interface TwoFactorEnrolment {
+  /** The secret in base32 (RFC 4648, no padding), for typing into an authenticator app. */
+  secret: string;
+  /** The same as a key URI (`otpauth://totp/...`, SHA-1, 6 digits, 30 s), for a QR code. */
+  otpauth_uri: string;
+}
+
+/** `GET /api/v1/account/two-factor`: whether sign-ins of this account need a second factor. */
+export interface TwoFactorStatus {
+  /** A confirmed enrolment: password sign-ins need a code. */
+  enabled: boolean;
+  /** An enrolment was started and waits for its first code. */
+  pending: boolean;
+  /** Recovery codes not spent yet (0 unless enabled). */
+  recovery_codes_left: number;
 }
 
 /** `PATCH /api/v1/conversations/{id}/settings`: the fields to change. */

@@ -5,6 +5,9 @@
 import { TidingsError } from "./errors.js";
 import type {
   Account,
+  RecoveryCodes,
+  TwoFactorEnrolment,
+  TwoFactorStatus,
   ConversationSettings,
   ReactionList,
   UpdateConversationSettingsRequest,
@@ -111,6 +114,15 @@ export class Rest {
   signOutDevice = (deviceId: number) => this.request<void>("DELETE", `/api/v1/devices/${deviceId}`);
   changePassword = (current_password: string, new_password: string) =>
     this.request<void>("POST", "/api/v1/account/password", { current_password, new_password });
+  // Account security (docs/accounts.md).
+  twoFactor = () => this.request<TwoFactorStatus>("GET", "/api/v1/account/two-factor");
+  beginTwoFactor = (password: string) => this.request<TwoFactorEnrolment>("POST", "/api/v1/account/two-factor", { password });
+  confirmTwoFactor = (code: string) => this.request<RecoveryCodes>("POST", "/api/v1/account/two-factor/confirm", { code });
+  regenerateRecoveryCodes = (code: string) => this.request<RecoveryCodes>("POST", "/api/v1/account/two-factor/recovery-codes", { code });
+  disableTwoFactor = (password: string, code: string) => this.request<void>("POST", "/api/v1/account/two-factor/disable", { password, code });
+  deleteAccount = (password: string, code?: string) => this.request<void>("DELETE", "/api/v1/account", code ? { password, code } : { password });
+  /** The account export: one JSON document, as a Blob to save. */
+  exportAccount = async (): Promise<Blob> => (await this.raw("GET", "/api/v1/account/export")).blob();
   privacy = () => this.request<PrivacySettings>("GET", "/api/v1/privacy");
   updatePrivacy = (p: Partial<PrivacySettings>) => this.request<PrivacySettings>("PATCH", "/api/v1/privacy", p);
 

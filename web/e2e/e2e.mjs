@@ -4,7 +4,8 @@
 // file and download it
 // intact, chat in a
 // group; the server goes down and comes back while alice writes (banner, pending, delivered
-// once); bob blocks carol, whose next message is refused; alice switches to Chinese. Screenshots of the main screens go
+// once); bob blocks carol, whose next message is refused; alice switches to Chinese; dave turns
+// on two-factor sign-in and signs in again with a TOTP code computed here. Screenshots of the main screens go
 // to target/web-screenshots/ (or SCREENSHOT_DIR).
 //
 // Run with `npm run e2e -w web` after building web/dist and the server binary (scripts/test
@@ -12,7 +13,7 @@
 
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync, rmSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -64,6 +65,40 @@ async function register(p, username) {
   await p.page.getByTestId("nav-chats").waitFor({ timeout: T });
   // Online: the connecting banner goes away once the first sync is done.
   await p.page.getByTestId("connection-banner").waitFor({ state: "detached", timeout: T });
+}
+
+/** RFC 4648 base32 to bytes. */
+function base32Decode(text) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = 0;
+  let value = 0;
+  const out = [];
+  for (const ch of text.replace(/=+$/, "").toUpperCase()) {
+    value = (value << 5) | alphabet.indexOf(ch);
+    bits += 5;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push((value >>> bits) & 0xff);
+    }
+  }
+  return Buffer.from(out);
+}
+
+/** The RFC 6238 code (HMAC-SHA-1, 6 digits, 30 s) of the step `offset` steps from now,
+ * computed here independently of the server. */
+function totp(secret, offset = 0) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30000) + offset));
+  const mac = createHmac("sha1", base32Decode(secret)).update(counter).digest();
+  const o = mac[19] & 0x0f;
+  const n = ((mac[o] & 0x7f) << 24) | (mac[o + 1] << 16) | (mac[o + 2] << 8) | mac[o + 3];
+  return String(n % 1_000_000).padStart(6, "0");
+}
+
+/** Waits until at least 12 s of the current 30 s step remain, so computed codes stay valid. */
+async function waitForFreshStep() {
+  const into = (Date.now() / 1000) % 30;
+  if (into > 18) await new Promise((r) => setTimeout(r, (30 - into) * 1000 + 200));
 }
 
 async function searchPerson(p, q) {
@@ -423,6 +458,32 @@ try {
   await bob.page.getByTestId("nav-settings").click();
   await bob.page.getByTestId("sign-out").click();
   await bob.page.getByTestId("auth-submit").waitFor({ timeout: T });
+
+  log("two-factor sign-in: dave enrols with the shown key and signs in with a computed code");
+  const dave = await person("dave");
+  await register(dave, "dave");
+  await dave.page.getByTestId("nav-settings").click();
+  await waitForFreshStep();
+  await dave.page.getByTestId("totp-password").fill(PASSWORD);
+  await dave.page.getByTestId("totp-begin").click();
+  const secret = (await dave.page.getByTestId("totp-secret").textContent({ timeout: T })).trim();
+  const uri = await dave.page.getByTestId("totp-uri").textContent();
+  assert.match(uri, new RegExp(`^otpauth://totp/Tidings:dave\\?secret=${secret}&`), "the key URI names the key");
+  // The previous step's code confirms, leaving the current one for the sign-in.
+  await dave.page.getByTestId("totp-confirm-code").fill(totp(secret, -1));
+  await dave.page.getByTestId("totp-confirm").click();
+  await dave.page.getByTestId("recovery-codes").waitFor({ timeout: T });
+  assert.equal(await dave.page.locator("[data-testid=recovery-codes] li").count(), 10, "ten recovery codes, shown once");
+  await dave.page.getByTestId("two-factor-on").waitFor({ timeout: T });
+  await shot(dave, "14-two-factor.png");
+  await dave.page.getByTestId("sign-out").click();
+  await dave.page.getByLabel("Username").fill("dave");
+  await dave.page.getByLabel("Password").fill(PASSWORD);
+  await dave.page.getByTestId("auth-submit").click();
+  // The password alone is not enough now.
+  await dave.page.getByTestId("auth-code").fill(totp(secret, 0));
+  await dave.page.getByTestId("auth-code-submit").click();
+  await dave.page.getByTestId("nav-chats").waitFor({ timeout: T });
 
   assert.deepEqual(cspViolations, [], "the web client runs under the server's CSP without violations");
   console.log(`[e2e] passed in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${shots}`);

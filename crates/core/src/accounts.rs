@@ -67,6 +67,14 @@ pub(crate) fn limit_key(address: IpAddr) -> IpAddr {
     }
 }
 
+/// What a correct password grant yields: tokens, or for an account with two-factor sign-in a
+/// challenge to complete with a code ([`Core::complete_second_factor`]).
+#[derive(Debug)]
+pub enum PasswordGrant {
+    Tokens(TokenResponse),
+    SecondFactor(tidings_proto::account::SecondFactorRequired),
+}
+
 /// Why a password sign-in failed, for the audit log (never shown to the client).
 enum CredentialFailure {
     UnknownUser,
@@ -240,10 +248,33 @@ impl Core {
         &self,
         username: &str,
         password: String,
+        second_factor: Option<&str>,
         address: Option<IpAddr>,
     ) -> CoreResult<UserRecord> {
         match self.check_credentials(username, password).await? {
-            Ok(user) => Ok(user),
+            Ok(user) => {
+                // A two-factor account approves only with a code as well (the page asks).
+                if self.needs_second_factor(user.id).await? {
+                    let Some(code) = second_factor.filter(|c| !c.trim().is_empty()) else {
+                        return Err(CoreError::new(
+                            ErrorCode::SecondFactorRequired,
+                            "this account needs a code from its authenticator app",
+                        ));
+                    };
+                    if let Err(e) = self.spend_second_factor(user.id, code, true).await {
+                        if e.code == ErrorCode::InvalidCredentials {
+                            self.audit_sign_in_failure(
+                                Some(user.id),
+                                address,
+                                "wrong_second_factor",
+                            )
+                            .await;
+                        }
+                        return Err(e);
+                    }
+                }
+                Ok(user)
+            }
             Err(failure) => {
                 let (user, reason, error) = match failure {
                     CredentialFailure::UnknownUser => (None, "unknown_user", None),
@@ -264,7 +295,7 @@ impl Core {
         password: String,
         device_name: Option<String>,
         address: Option<IpAddr>,
-    ) -> CoreResult<TokenResponse> {
+    ) -> CoreResult<PasswordGrant> {
         let user = match self.check_credentials(username, password).await? {
             Ok(user) => user,
             Err(failure) => {
@@ -278,6 +309,27 @@ impl Core {
                 return Err(error.unwrap_or_else(|| invalid_grant("wrong username or password")));
             }
         };
+        if self.needs_second_factor(user.id).await? {
+            // No device and no tokens yet: the second step signs in (twofactor.rs).
+            return Ok(PasswordGrant::SecondFactor(
+                self.second_factor_challenge(user.id),
+            ));
+        }
+        self.issue_sign_in(&user, device_name, address, None)
+            .await
+            .map(PasswordGrant::Tokens)
+    }
+
+    /// Signs `user` in as a new device after every check passed: the device, its first
+    /// refresh token and the audit entry (naming the second factor used, if any) in one
+    /// transaction.
+    pub(crate) async fn issue_sign_in(
+        &self,
+        user: &UserRecord,
+        device_name: Option<String>,
+        address: Option<IpAddr>,
+        second_factor: Option<&str>,
+    ) -> CoreResult<TokenResponse> {
         let name = device_name
             .map(|n| n.trim().chars().take(64).collect::<String>())
             .filter(|n| !n.is_empty())
@@ -285,7 +337,10 @@ impl Core {
         let refresh = tokens::random_token();
         let mut entry = self.new_audit(kinds::SIGN_IN_SUCCESS, Some(user.id), Some(user.id));
         entry.address = address.map(|a| a.to_string());
-        entry.detail = serde_json::json!({ "device_name": name });
+        entry.detail = match second_factor {
+            Some(factor) => serde_json::json!({ "device_name": name, "second_factor": factor }),
+            None => serde_json::json!({ "device_name": name }),
+        };
         let device = self
             .inner
             .store
@@ -309,7 +364,7 @@ impl Core {
             device.id,
             refresh,
             DEFAULT_CLIENT_ID,
-            &first_party_scope(&user),
+            &first_party_scope(user),
         ))
     }
 
@@ -335,6 +390,12 @@ impl Core {
         address: Option<IpAddr>,
     ) -> CoreResult<UserId> {
         match self.check_credentials(username, password).await? {
+            // Password-only transports (XMPP SASL PLAIN, MQTT CONNECT) cannot carry a second
+            // factor: a two-factor account signs in there with an access token instead.
+            Ok(user) if self.needs_second_factor(user.id).await? => Err(CoreError::new(
+                ErrorCode::SecondFactorRequired,
+                "this account uses two-factor sign-in: use an access token instead of the password",
+            )),
             Ok(user) => Ok(user.id),
             Err(failure) => {
                 let (user, reason, error) = match failure {
@@ -538,7 +599,7 @@ impl Core {
                 // First-party tokens may do whatever the account's role allows, including
                 // tokens issued before scopes were split (`messages profile devices`).
                 scopes: if claims.client_id == DEFAULT_CLIENT_ID {
-                    crate::policy::Scopes::ALL
+                    crate::policy::Scopes::FIRST_PARTY
                 } else {
                     crate::policy::Scopes::parse(&claims.scope)
                 },
@@ -732,7 +793,7 @@ impl Core {
         password: String,
         device_name: Option<String>,
         address: Option<IpAddr>,
-    ) -> CoreResult<TokenResponse> {
+    ) -> CoreResult<PasswordGrant> {
         if let Some(address) = address {
             self.inner
                 .sign_in_limiter

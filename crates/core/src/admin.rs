@@ -229,24 +229,36 @@ impl Core {
             if core.inner.store.user_by_id(target).await?.is_none() {
                 return Err(CoreError::not_found("user"));
             }
-            let groups = core.hand_on_groups_of(target).await?;
-            let deleted = core
-                .inner
-                .store
-                .delete_user(target, core.now_ms(), remove, entry)
-                .await
-                .map_err(unknown_user)?;
-            for device in deleted.devices {
-                core.announce_revoked(target, device).await;
-            }
-            for conversation_id in deleted.conversations {
-                core.membership_changed(conversation_id).await;
-            }
-            core.announce_departure(target, &groups).await;
-            tracing::info!(user_id = %target, removed = deleted.messages_removed, "Account deleted.");
-            Ok(())
+            core.remove_account(target, remove, entry).await
         })
         .await
+    }
+
+    /// The steps of deleting an account, shared by the administrator's deletion and the
+    /// account's own ([`Core::delete_own_account`]): group ownership handed on, the store's
+    /// deletion, then the announcements. Run detached by the callers.
+    pub(crate) async fn remove_account(
+        &self,
+        target: UserId,
+        remove: bool,
+        entry: tidings_store::NewAudit,
+    ) -> CoreResult<()> {
+        let groups = self.hand_on_groups_of(target).await?;
+        let deleted = self
+            .inner
+            .store
+            .delete_user(target, self.now_ms(), remove, entry)
+            .await
+            .map_err(unknown_user)?;
+        for device in deleted.devices {
+            self.announce_revoked(target, device).await;
+        }
+        for conversation_id in deleted.conversations {
+            self.membership_changed(conversation_id).await;
+        }
+        self.announce_departure(target, &groups).await;
+        tracing::info!(user_id = %target, removed = deleted.messages_removed, "Account deleted.");
+        Ok(())
     }
 
     /// Signs out every device of an account. Returns how many were signed out.

@@ -32,6 +32,12 @@ pub mod kinds {
     pub const USER_SUSPEND: &str = "user.suspend";
     pub const USER_REACTIVATE: &str = "user.reactivate";
     pub const USER_DELETE: &str = "user.delete";
+    /// The account deleted itself (docs/accounts.md).
+    pub const ACCOUNT_DELETE: &str = "account.delete";
+    pub const TWO_FACTOR_ENABLE: &str = "two_factor.enable";
+    pub const TWO_FACTOR_DISABLE: &str = "two_factor.disable";
+    pub const RECOVERY_CODES_REGENERATE: &str = "two_factor.recovery_codes";
+    pub const ACCOUNT_EXPORT: &str = "account.export";
     pub const USER_SIGN_OUT: &str = "user.sign_out";
     pub const USERS_LIST: &str = "users.list";
     pub const ROLE_GRANT_ADMIN: &str = "role.grant_admin";

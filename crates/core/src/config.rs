@@ -120,6 +120,9 @@ pub struct LimitsConfig {
     /// this many at once); 0 turns the limit off. Behind a reverse proxy every client shares the
     /// proxy's address, so raise it there.
     pub sign_in_attempts_per_address_per_minute: u32,
+    /// Second-factor codes (TOTP or recovery) tried per account per minute, wherever a code
+    /// is checked (sign-in, confirming, disabling, deleting); a minute holds at most this many.
+    pub second_factor_attempts_per_user_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -140,6 +143,7 @@ impl Default for LimitsConfig {
             searches_per_minute: 60,
             friend_requests_per_hour: 30,
             sign_in_attempts_per_address_per_minute: 20,
+            second_factor_attempts_per_user_per_minute: 5,
         }
     }
 }

@@ -46,8 +46,10 @@ pub mod ratelimit;
 pub mod rich;
 pub mod rtc;
 pub mod search;
+pub mod selfservice;
 pub mod session;
 pub mod tokens;
+pub mod twofactor;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::CoreConfig;
@@ -110,6 +112,8 @@ pub(crate) struct Inner {
     pub(crate) friend_request_limiter: ratelimit::RateLimiter<UserId>,
     /// Password sign-in attempts per client address.
     pub(crate) sign_in_limiter: ratelimit::RateLimiter<std::net::IpAddr>,
+    /// Second-factor codes tried per account, so the 10^6 TOTP codes cannot be walked.
+    pub(crate) second_factor_limiter: ratelimit::RateLimiter<UserId>,
     /// The push planner's queue, the worker's wake-up and the provider.
     pub(crate) push: push::PushState,
     /// Where MQTT broker publications made on other nodes go (set by the MQTT gateway, the
@@ -192,6 +196,11 @@ impl Core {
             sign_in_limiter: ratelimit::RateLimiter::new(
                 config.limits.sign_in_attempts_per_address_per_minute,
                 config.limits.sign_in_attempts_per_address_per_minute,
+                100_000,
+            ),
+            second_factor_limiter: ratelimit::RateLimiter::new(
+                config.limits.second_factor_attempts_per_user_per_minute,
+                config.limits.second_factor_attempts_per_user_per_minute,
                 100_000,
             ),
             members: conversations::MemberCache::new(config.limits.member_cache_entries),

@@ -362,6 +362,7 @@ impl Core {
         auth: &Authorization,
         username: &str,
         password: String,
+        second_factor: Option<&str>,
         address: Option<IpAddr>,
     ) -> CoreResult<String> {
         if let Some(address) = address {
@@ -370,7 +371,9 @@ impl Core {
                 .check(&crate::accounts::limit_key(address), self.now_ms())
                 .map_err(|wait| CoreError::rate_limited("sign-in attempts", wait))?;
         }
-        let user = self.sign_in_check(username, password, address).await?;
+        let user = self
+            .sign_in_check(username, password, second_factor, address)
+            .await?;
         let code = tokens::random_token();
         let now = self.now_ms();
         self.inner

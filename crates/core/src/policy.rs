@@ -485,6 +485,10 @@ pub struct Scopes(u16);
 impl Scopes {
     /// Every scope: first-party tokens (the role still decides what `admin` allows).
     pub const ALL: Scopes = Scopes((1 << 8) - 1);
+    /// Every scope plus the mark of a first-party token (the web client and apps signing in
+    /// with the password), which no OAuth scope string can grant: account security (two-factor
+    /// settings, export, deletion) is for the account holder's own clients only.
+    pub const FIRST_PARTY: Scopes = Scopes((1 << 9) - 1);
 
     /// The known scopes in a space-separated list; unknown ones are ignored (they grant
     /// nothing).
@@ -499,6 +503,20 @@ impl Scopes {
 
     pub fn has(self, scope: Scope) -> bool {
         self.0 & (1 << scope as usize) != 0
+    }
+}
+
+/// Allows managing the account's own security (two-factor sign-in, data export, deletion) only
+/// to first-party tokens: a third-party application holding the `profile` scope must not turn
+/// off a second factor, take a copy of everything, or delete the account.
+pub fn decide_account_security(held: Scopes) -> Result<(), CoreError> {
+    if held.0 & Scopes::FIRST_PARTY.0 == Scopes::FIRST_PARTY.0 {
+        Ok(())
+    } else {
+        Err(CoreError::new(
+            tidings_proto::ErrorCode::InsufficientScope,
+            "only the account's own clients may manage its security, export or deletion",
+        ))
     }
 }
 
@@ -1280,12 +1298,31 @@ mod tests {
     ];
 
     #[test]
+    fn account_security_is_for_first_party_tokens_only() {
+        assert!(decide_account_security(Scopes::FIRST_PARTY).is_ok());
+        // A registered client with every scope, `admin` included, is still not first-party.
+        assert!(decide_account_security(Scopes::ALL).is_err());
+        assert!(decide_account_security(Scopes::parse(USER_SCOPES)).is_err());
+        assert!(decide_account_security(Scopes::parse("profile")).is_err());
+        // The first-party mark includes every scope.
+        assert!(SCOPES.iter().all(|s| {
+            let one = Scopes::parse(s);
+            one.0 != 0 && one.0 & Scopes::FIRST_PARTY.0 == one.0
+        }));
+    }
+
+    #[test]
     fn every_kind_of_route_needs_the_scope_the_docs_name() {
         use Scope::*;
         #[rustfmt::skip]
         let table: &[(&str, &str, Option<Scope>)] = &[
             ("GET",    "/api/v1/account",                                  Some(Profile)),
             ("POST",   "/api/v1/account/password",                         Some(Profile)),
+            ("DELETE", "/api/v1/account",                                  Some(Profile)),
+            ("POST",   "/api/v1/account/two-factor",                       Some(Profile)),
+            ("POST",   "/api/v1/account/two-factor/disable",               Some(Profile)),
+            ("GET",    "/api/v1/account/export",                           Some(Profile)),
+            ("POST",   "/api/v1/sign-in/second-factor",                    None),
             ("GET",    "/api/v1/users/{user_id}",                          Some(Profile)),
             ("PUT",    "/api/v1/blocks/{user_id}",                         Some(Contacts)),
             ("POST",   "/api/v1/friend-requests",                          Some(Contacts)),

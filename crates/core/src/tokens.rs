@@ -52,6 +52,18 @@ impl Keyring {
         self.signing.verifying_key()
     }
 
+    /// A 32-byte key for `purpose`, derived from the server key (HMAC-SHA256 keyed with the
+    /// seed, over the purpose), so secrets sealed with it need no second key file. Rotating the
+    /// server key changes every derived key.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.signing.to_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(b"tidings derived key: ");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// Signs arbitrary bytes (audit checkpoints) with the server key.
     pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
         self.signing.sign(message).to_bytes().to_vec()

@@ -34,6 +34,8 @@ pub struct AuthorizeParams {
     // Only in the posted form.
     username: Option<String>,
     password: Option<String>,
+    /// The TOTP or recovery code of a two-factor account (docs/accounts.md).
+    otp: Option<String>,
     csrf: Option<String>,
     /// `approve` or `deny`.
     decision: Option<String>,
@@ -181,6 +183,8 @@ fn consent_form(auth: &Authorization, csrf: &str, notice: Option<&str>) -> Strin
          <label>Username <input name=\"username\" autocomplete=\"username\" required></label>\
          <label>Password <input name=\"password\" type=\"password\" \
          autocomplete=\"current-password\" required></label>\
+         <label>Two-factor code (if your account uses one) <input name=\"otp\" \
+         autocomplete=\"one-time-code\" inputmode=\"numeric\"></label>\
          <div class=\"buttons\"><button type=\"submit\" name=\"decision\" value=\"approve\">\
          Sign in and allow</button>\
          <button type=\"submit\" name=\"decision\" value=\"deny\" formnovalidate>Deny</button>\
@@ -275,7 +279,7 @@ pub async fn submit(
     let password = params.password.clone().unwrap_or_default();
     match state
         .core
-        .approve_authorization(&auth, &username, password, address)
+        .approve_authorization(&auth, &username, password, params.otp.as_deref(), address)
         .await
     {
         Ok(code) => {

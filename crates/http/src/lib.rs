@@ -131,7 +131,31 @@ pub fn router(state: AppState) -> Router {
             delete(rest::admin_remove_oauth_client),
         )
         .route("/api/v1/accounts", post(rest::register))
-        .route("/api/v1/account", get(rest::me))
+        .route(
+            "/api/v1/account",
+            get(rest::me).delete(rest::delete_account),
+        )
+        .route(
+            "/api/v1/account/two-factor",
+            get(rest::two_factor_status).post(rest::begin_two_factor),
+        )
+        .route(
+            "/api/v1/account/two-factor/confirm",
+            post(rest::confirm_two_factor),
+        )
+        .route(
+            "/api/v1/account/two-factor/recovery-codes",
+            post(rest::regenerate_recovery_codes),
+        )
+        .route(
+            "/api/v1/account/two-factor/disable",
+            post(rest::disable_two_factor),
+        )
+        .route("/api/v1/account/export", get(rest::export_account))
+        .route(
+            "/api/v1/sign-in/second-factor",
+            post(rest::second_factor_sign_in),
+        )
         .route("/api/v1/account/password", post(rest::change_password))
         .route(
             "/api/v1/profile",

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tidings_core::CoreError;
+use tidings_core::accounts::PasswordGrant;
 use tidings_core::oauth::ClientAuth;
 use tidings_proto::ErrorCode;
 use tidings_proto::rest::OAuthError;
@@ -179,10 +180,19 @@ pub async fn token(
                     "the password grant needs username and password",
                 );
             };
-            state
+            match state
                 .core
                 .password_grant(&username, password, req.device_name, address)
                 .await
+            {
+                Ok(PasswordGrant::Tokens(tokens)) => Ok(tokens),
+                // The password was right; the client completes the sign-in with a code at
+                // `/api/v1/sign-in/second-factor` (docs/accounts.md).
+                Ok(PasswordGrant::SecondFactor(challenge)) => {
+                    return no_store((StatusCode::UNAUTHORIZED, Json(challenge)).into_response());
+                }
+                Err(e) => Err(e),
+            }
         }
         Some("refresh_token") => {
             let Some(refresh) = req.refresh_token else {

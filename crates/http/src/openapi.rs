@@ -8,6 +8,10 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 use std::sync::OnceLock;
+use tidings_proto::account::{
+    BeginTwoFactorRequest, DeleteAccountRequest, DisableTwoFactorRequest, RecoveryCodes,
+    SecondFactorRequest, TwoFactorCodeRequest, TwoFactorEnrolment, TwoFactorStatus,
+};
 use tidings_proto::contacts::*;
 use tidings_proto::rest::*;
 
@@ -178,6 +182,72 @@ fn build() -> Value {
             form: None,
             status: 204,
             response: None,
+        },
+        op(
+            "delete",
+            "/api/v1/account",
+            "Delete the caller's account for good (password, and a code with two-factor sign-in).",
+            Some(schema::<DeleteAccountRequest>(g)),
+            204,
+            None,
+        ),
+        op(
+            "get",
+            "/api/v1/account/two-factor",
+            "Whether sign-ins need a second factor, and recovery codes left.",
+            None,
+            200,
+            Some(schema::<TwoFactorStatus>(g)),
+        ),
+        op(
+            "post",
+            "/api/v1/account/two-factor",
+            "Start a TOTP enrolment; the secret is returned this once.",
+            Some(schema::<BeginTwoFactorRequest>(g)),
+            201,
+            Some(schema::<TwoFactorEnrolment>(g)),
+        ),
+        op(
+            "post",
+            "/api/v1/account/two-factor/confirm",
+            "Confirm the enrolment with a first code; returns the recovery codes once.",
+            Some(schema::<TwoFactorCodeRequest>(g)),
+            200,
+            Some(schema::<RecoveryCodes>(g)),
+        ),
+        op(
+            "post",
+            "/api/v1/account/two-factor/recovery-codes",
+            "Replace the recovery codes (after a TOTP code); returns them once.",
+            Some(schema::<TwoFactorCodeRequest>(g)),
+            200,
+            Some(schema::<RecoveryCodes>(g)),
+        ),
+        op(
+            "post",
+            "/api/v1/account/two-factor/disable",
+            "Turn two-factor sign-in off (password and a code).",
+            Some(schema::<DisableTwoFactorRequest>(g)),
+            204,
+            None,
+        ),
+        op(
+            "get",
+            "/api/v1/account/export",
+            "Everything the server holds about the caller, as one streamed JSON document.",
+            None,
+            200,
+            Some(json!({"type": "object"})),
+        ),
+        Op {
+            method: "post",
+            path: "/api/v1/sign-in/second-factor",
+            summary: "Complete a password sign-in that answered mfa_required, with a TOTP or recovery code.",
+            auth: false,
+            request: Some(schema::<SecondFactorRequest>(g)),
+            form: None,
+            status: 200,
+            response: Some(schema::<TokenResponse>(g)),
         },
         Op {
             method: "get",

@@ -10,6 +10,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tidings_core::admin::AdminActor;
 use tidings_core::audit::AuditFilter;
+use tidings_proto::account::{
+    BeginTwoFactorRequest, DeleteAccountRequest, DisableTwoFactorRequest, SecondFactorRequest,
+    TwoFactorCodeRequest, TwoFactorStatus,
+};
 use tidings_proto::contacts::{
     FriendList, FriendRequestList, FriendRequestResult, PrivacySettings, SendFriendRequest,
     UpdatePrivacyRequest,
@@ -70,6 +74,117 @@ pub async fn change_password(
 ) -> ApiResult<StatusCode> {
     state.core.change_password(&caller, req).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// --- Account security (docs/accounts.md) ------------------------------------------------------
+
+pub async fn two_factor_status(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+) -> ApiResult<Json<TwoFactorStatus>> {
+    Ok(Json(state.core.two_factor_status(&caller).await?))
+}
+
+pub async fn begin_two_factor(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<BeginTwoFactorRequest>,
+) -> ApiResult<Response> {
+    let enrolment = state.core.begin_two_factor(&caller, req.password).await?;
+    // The secret is shown this once; no cache may keep it.
+    Ok(private(
+        (StatusCode::CREATED, Json(enrolment)).into_response(),
+    ))
+}
+
+pub async fn confirm_two_factor(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<TwoFactorCodeRequest>,
+) -> ApiResult<Response> {
+    let codes = state.core.confirm_two_factor(&caller, &req.code).await?;
+    Ok(private(Json(codes).into_response()))
+}
+
+pub async fn regenerate_recovery_codes(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<TwoFactorCodeRequest>,
+) -> ApiResult<Response> {
+    let codes = state
+        .core
+        .regenerate_recovery_codes(&caller, &req.code)
+        .await?;
+    Ok(private(Json(codes).into_response()))
+}
+
+pub async fn disable_two_factor(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<DisableTwoFactorRequest>,
+) -> ApiResult<StatusCode> {
+    state
+        .core
+        .disable_two_factor(&caller, req.password, &req.code)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The second step of a password sign-in of a two-factor account (no bearer token: the
+/// challenge from the token endpoint stands for the password).
+pub async fn second_factor_sign_in(
+    State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
+    ApiJson(req): ApiJson<SecondFactorRequest>,
+) -> ApiResult<Response> {
+    let tokens = state
+        .core
+        .complete_second_factor(&req.mfa_token, req.code, req.device_name, address)
+        .await?;
+    Ok(private(Json(tokens).into_response()))
+}
+
+/// Streams the caller's data as one JSON document, downloaded as a file.
+pub async fn export_account(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+) -> ApiResult<Response> {
+    use futures_util::TryStreamExt;
+    let chunks = state.core.export_account(&caller).await?;
+    // A failure after the first chunk can only cut the document short (it then does not
+    // parse); the cause is logged.
+    let body = axum::body::Body::from_stream(chunks.map_err(ApiError));
+    Ok(private(
+        (
+            [
+                (axum::http::header::CONTENT_TYPE, "application/json"),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"tidings-export.json\"",
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+    ))
+}
+
+pub async fn delete_account(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<DeleteAccountRequest>,
+) -> ApiResult<StatusCode> {
+    state.core.delete_own_account(&caller, req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Marks a response that carries secrets (codes, tokens, an export) as not to be stored.
+fn private(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 pub async fn my_profile(

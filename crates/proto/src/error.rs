@@ -51,6 +51,10 @@ pub enum ErrorCode {
     /// The access token does not carry the OAuth scope this request needs (RFC 6750
     /// `insufficient_scope`), or a client asked for a scope it may not have.
     InsufficientScope,
+    /// The password was right, but this account needs a second factor (a TOTP or recovery
+    /// code) too; password-only sign-in paths (XMPP, MQTT, the password grant without its
+    /// second step) are refused with it.
+    SecondFactorRequired,
 }
 
 impl ErrorCode {
@@ -61,7 +65,8 @@ impl ErrorCode {
             ErrorCode::TooLarge => 413,
             ErrorCode::Unauthenticated
             | ErrorCode::TokenExpired
-            | ErrorCode::InvalidCredentials => 401,
+            | ErrorCode::InvalidCredentials
+            | ErrorCode::SecondFactorRequired => 401,
             ErrorCode::Forbidden | ErrorCode::RegistrationClosed | ErrorCode::InsufficientScope => {
                 403
             }
@@ -102,6 +107,7 @@ impl ErrorCode {
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::VersionUnsupported => "version_unsupported",
             ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::SecondFactorRequired => "second_factor_required",
         }
     }
 }
@@ -133,6 +139,7 @@ mod tests {
             ErrorCode::QuotaExceeded,
             ErrorCode::VersionUnsupported,
             ErrorCode::InsufficientScope,
+            ErrorCode::SecondFactorRequired,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

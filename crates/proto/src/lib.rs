@@ -16,6 +16,7 @@
 //! JSON Schema (`docs/schema/tidings.schema.json`) and the TypeScript declarations
 //! (`sdk-ts/src/protocol.ts`) from them, so no type is written twice.
 
+pub mod account;
 pub mod call;
 pub mod contacts;
 pub mod error;
@@ -61,6 +62,36 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         (
             "ChangePasswordRequest",
             schema_for!(rest::ChangePasswordRequest),
+        ),
+        ("TwoFactorStatus", schema_for!(account::TwoFactorStatus)),
+        (
+            "BeginTwoFactorRequest",
+            schema_for!(account::BeginTwoFactorRequest),
+        ),
+        (
+            "TwoFactorEnrolment",
+            schema_for!(account::TwoFactorEnrolment),
+        ),
+        (
+            "TwoFactorCodeRequest",
+            schema_for!(account::TwoFactorCodeRequest),
+        ),
+        ("RecoveryCodes", schema_for!(account::RecoveryCodes)),
+        (
+            "DisableTwoFactorRequest",
+            schema_for!(account::DisableTwoFactorRequest),
+        ),
+        (
+            "SecondFactorRequired",
+            schema_for!(account::SecondFactorRequired),
+        ),
+        (
+            "SecondFactorRequest",
+            schema_for!(account::SecondFactorRequest),
+        ),
+        (
+            "DeleteAccountRequest",
+            schema_for!(account::DeleteAccountRequest),
         ),
         (
             "CreateDirectRequest",

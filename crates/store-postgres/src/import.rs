@@ -53,6 +53,8 @@ pub const TABLES: &[&str] = &[
     "push_outbox",
     "mqtt_sessions",
     "mqtt_retained",
+    "two_factor",
+    "recovery_codes",
 ];
 
 /// One value of a source row, as SQLite stores it.

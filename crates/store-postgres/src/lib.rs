@@ -5,6 +5,7 @@
 //!   or one pooled connection (reads).
 //! - `queries`: every SQL statement, as async functions over any pooled client or transaction.
 //! - `mqtt`: MQTT persistent sessions and retained messages.
+//! - `account`: TOTP enrolments, recovery codes and a user's file list.
 //! - `push`: push subscriptions, settings and the job queue (claimed with `SKIP LOCKED`).
 //! - `schema`: the embedded migrations (`src/migrations/*.sql`) and how they are applied.
 //! - `error`: PostgreSQL errors to [`StoreError`], and which of them call for a retry.
@@ -21,6 +22,7 @@
 //! Group commit: the core's sequencer hands each batch of waiting messages to one
 //! `append_messages` call, which is one transaction and so one WAL flush for the whole batch.
 
+mod account;
 mod error;
 pub mod import;
 mod mqtt;
@@ -968,6 +970,62 @@ impl Store for PgStore {
     async fn calls_ringing_until(&self, now: i64, limit: u32) -> StoreResult<Vec<CallRecord>> {
         read!(self, |c| queries::calls_ringing_until(c, now, limit)
             .await?)
+    }
+    async fn two_factor(
+        &self,
+        user: UserId,
+    ) -> StoreResult<Option<tidings_store::TwoFactorRecord>> {
+        read!(self, |c| account::two_factor(c, user).await?)
+    }
+    async fn begin_two_factor(&self, user: UserId, secret: Vec<u8>, now: i64) -> StoreResult<()> {
+        in_tx!(self, |c| account::begin(c, user, &secret, now).await?)
+    }
+    async fn confirm_two_factor(
+        &self,
+        user: UserId,
+        step: i64,
+        recovery: Vec<[u8; 32]>,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| account::confirm(
+            c, user, step, &recovery, now, &audit
+        )
+        .await?)
+    }
+    async fn use_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool> {
+        in_tx!(self, |c| account::use_step(c, user, step).await?)
+    }
+    async fn use_recovery_code(&self, user: UserId, hash: [u8; 32], now: i64) -> StoreResult<bool> {
+        in_tx!(self, |c| account::use_recovery(c, user, &hash, now).await?)
+    }
+    async fn replace_recovery_codes(
+        &self,
+        user: UserId,
+        recovery: Vec<[u8; 32]>,
+        audit: NewAudit,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| account::replace_recovery(
+            c, user, &recovery, &audit
+        )
+        .await?)
+    }
+    async fn disable_two_factor(&self, user: UserId, audit: NewAudit) -> StoreResult<bool> {
+        in_tx!(self, |c| account::disable(c, user, &audit).await?)
+    }
+    async fn files_of(
+        &self,
+        owner: UserId,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreResult<Vec<FileRecord>> {
+        read!(self, |c| account::files_of(
+            c,
+            owner,
+            after.as_deref(),
+            limit
+        )
+        .await?)
     }
     async fn edit_history(
         &self,

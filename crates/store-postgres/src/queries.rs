@@ -503,6 +503,7 @@ pub(crate) async fn delete_user<C: GenericClient>(
     }
     exec(c, "DELETE FROM profiles WHERE user_id = $1", &[&user.0]).await?;
     exec(c, "DELETE FROM last_seen WHERE user_id = $1", &[&user.0]).await?;
+    crate::account::remove_personal(c, user).await?;
     insert_audit(c, audit).await?;
     Ok(DeletedAccount {
         devices,
@@ -2725,7 +2726,7 @@ fn upload_from_row(row: &Row) -> Result<UploadRecord> {
     })
 }
 
-fn file_from_row(row: &Row) -> Result<FileRecord> {
+pub(crate) fn file_from_row(row: &Row) -> Result<FileRecord> {
     Ok(FileRecord {
         id: row.try_get(0)?,
         owner: UserId(row.try_get(1)?),
@@ -2888,7 +2889,7 @@ pub(crate) async fn complete_upload<C: GenericClient>(
     Ok(refs == 1)
 }
 
-const FILE_COLUMNS: &str =
+pub(crate) const FILE_COLUMNS: &str =
     "id, owner_id, sha256, size, content_type, name, created_at, width, height";
 
 pub(crate) async fn file<C: GenericClient>(c: &C, id: &str) -> Result<Option<FileRecord>> {

@@ -15,6 +15,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_calls.sql"),
     include_str!("migrations/0007_push_outbox.sql"),
     include_str!("migrations/0010_mqtt.sql"),
+    include_str!("migrations/0009_two_factor.sql"),
 ];
 
 /// Applies the migrations the database has not seen yet, in one transaction. An advisory lock

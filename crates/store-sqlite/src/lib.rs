@@ -7,6 +7,7 @@
 //!   write is a job on its channel; jobs queued together share one transaction (group commit).
 //! - `readers`: a small pool of read-only connections used from tokio's blocking pool.
 //! - `mqtt`: the statements of MQTT persistent sessions and retained messages.
+//! - `account`: the statements of TOTP enrolments, recovery codes and a user's file list.
 //! - `push`: the statements of push subscriptions, settings and the job queue.
 //! - `queries`: every other SQL statement, as blocking functions on a `&Connection`.
 //! - `schema`: pragmas and the embedded migrations (`src/migrations/*.sql`).
@@ -19,6 +20,7 @@
 //! returned, and the database runs with `synchronous = FULL`, so whatever a caller was told is
 //! stored has been fsync'd.
 
+mod account;
 mod error;
 mod mqtt;
 mod oauth;
@@ -1197,5 +1199,64 @@ impl Store for SqliteStore {
 
     async fn mqtt_retained(&self) -> StoreResult<Vec<tidings_store::MqttRetainedRecord>> {
         self.read(mqtt::retained).await
+    }
+
+    async fn two_factor(
+        &self,
+        user: UserId,
+    ) -> StoreResult<Option<tidings_store::TwoFactorRecord>> {
+        self.read(move |conn| account::two_factor(conn, user)).await
+    }
+
+    async fn begin_two_factor(&self, user: UserId, secret: Vec<u8>, now: i64) -> StoreResult<()> {
+        self.write(move |conn| account::begin(conn, user, &secret, now))
+            .await
+    }
+
+    async fn confirm_two_factor(
+        &self,
+        user: UserId,
+        step: i64,
+        recovery: Vec<[u8; 32]>,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<()> {
+        self.write(move |conn| account::confirm(conn, user, step, &recovery, now, &audit))
+            .await
+    }
+
+    async fn use_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool> {
+        self.write(move |conn| account::use_step(conn, user, step))
+            .await
+    }
+
+    async fn use_recovery_code(&self, user: UserId, hash: [u8; 32], now: i64) -> StoreResult<bool> {
+        self.write(move |conn| account::use_recovery(conn, user, &hash, now))
+            .await
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user: UserId,
+        recovery: Vec<[u8; 32]>,
+        audit: NewAudit,
+    ) -> StoreResult<()> {
+        self.write(move |conn| account::replace_recovery(conn, user, &recovery, &audit))
+            .await
+    }
+
+    async fn disable_two_factor(&self, user: UserId, audit: NewAudit) -> StoreResult<bool> {
+        self.write(move |conn| account::disable(conn, user, &audit))
+            .await
+    }
+
+    async fn files_of(
+        &self,
+        owner: UserId,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreResult<Vec<FileRecord>> {
+        self.read(move |conn| account::files_of(conn, owner, after.as_deref(), limit))
+            .await
     }
 }

@@ -1132,6 +1132,7 @@ pub(crate) fn delete_user(
     // What the account said about itself goes with it.
     execute(conn, DELETE_PROFILE, [user.0])?;
     execute(conn, DELETE_LAST_SEEN, [user.0])?;
+    crate::account::remove_personal(conn, user)?;
     insert_audit(conn, audit)?;
     Ok(DeletedAccount {
         devices,
@@ -2844,7 +2845,7 @@ fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<UploadRecord> {
     })
 }
 
-fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
+pub(crate) fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
     let sha: Vec<u8> = row.get(2)?;
     let sha256: [u8; 32] = sha
         .try_into()
@@ -3469,6 +3470,7 @@ mod tests {
             .chain(crate::oauth::ALL)
             .chain(crate::push::ALL)
             .chain(crate::mqtt::ALL)
+            .chain(crate::account::ALL)
         {
             let mut stmt = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))

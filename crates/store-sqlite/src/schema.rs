@@ -23,6 +23,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_calls.sql"),
     include_str!("migrations/0013_push_outbox.sql"),
     include_str!("migrations/0016_mqtt.sql"),
+    include_str!("migrations/0015_two_factor.sql"),
 ];
 
 /// Opens the one read-write connection and brings the schema up to date.

@@ -126,6 +126,8 @@ macro_rules! store_conformance_tests {
             admin_role_changes,
             replace_password_signs_out_others,
             delete_user_keeps_or_tombstones_messages,
+            two_factor_enrol_confirm_spend_and_disable,
+            files_of_pages_a_users_files,
             find_users_by_prefix_includes_suspended,
             upload_create_respects_quota,
             upload_advance_is_compare_and_set,
@@ -5261,4 +5263,221 @@ pub async fn mqtt_sessions_and_retained_round_trip(store: Arc<dyn Store>) {
         store.mqtt_retained().await.unwrap(),
         vec![retained("b/x", b"2")]
     );
+}
+
+pub async fn two_factor_enrol_confirm_spend_and_disable(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    assert!(store.two_factor(alice).await.unwrap().is_none());
+    assert!(
+        !store.use_totp_step(alice, 5).await.unwrap(),
+        "no step is accepted without an enrolment"
+    );
+    store
+        .begin_two_factor(alice, b"sealed-1".to_vec(), 1_000)
+        .await
+        .unwrap();
+    // A pending enrolment is replaced by a new one, and accepts no step yet.
+    store
+        .begin_two_factor(alice, b"sealed-2".to_vec(), 1_100)
+        .await
+        .unwrap();
+    let pending = store.two_factor(alice).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            pending.secret.as_slice(),
+            pending.confirmed_at,
+            pending.last_step
+        ),
+        (&b"sealed-2"[..], None, 0)
+    );
+    assert!(!store.use_totp_step(alice, 5).await.unwrap());
+    assert!(
+        !store
+            .use_recovery_code(alice, [1; 32], 1_150)
+            .await
+            .unwrap()
+    );
+
+    let codes: Vec<[u8; 32]> = (1..=10u8).map(|n| [n; 32]).collect();
+    store
+        .confirm_two_factor(
+            alice,
+            100,
+            codes,
+            1_200,
+            entry("2fa.enable", 1_200, Some(alice), Some(alice)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            store
+                .confirm_two_factor(alice, 101, vec![], 1_300, entry("x", 1_300, None, None))
+                .await,
+            Err(StoreError::NotFound)
+        ),
+        "an enrolment is confirmed once"
+    );
+    assert!(
+        matches!(
+            store
+                .begin_two_factor(alice, b"other".to_vec(), 1_300)
+                .await,
+            Err(StoreError::Conflict(_))
+        ),
+        "a confirmed enrolment is not replaced by a new one"
+    );
+    let on = store.two_factor(alice).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            on.secret.as_slice(),
+            on.confirmed_at,
+            on.last_step,
+            on.recovery_codes_left
+        ),
+        (&b"sealed-2"[..], Some(1_200), 100, 10)
+    );
+
+    // Steps only move forward: the confirming step and older ones are refused.
+    assert!(!store.use_totp_step(alice, 100).await.unwrap());
+    assert!(!store.use_totp_step(alice, 99).await.unwrap());
+    assert!(store.use_totp_step(alice, 101).await.unwrap());
+    assert!(!store.use_totp_step(alice, 101).await.unwrap(), "replay");
+
+    // Recovery codes are single-use.
+    assert!(
+        store
+            .use_recovery_code(alice, [3; 32], 1_400)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_recovery_code(alice, [3; 32], 1_401)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_recovery_code(alice, [42; 32], 1_402)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .two_factor(alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .recovery_codes_left,
+        9
+    );
+
+    // Regenerating replaces every code.
+    store
+        .replace_recovery_codes(
+            alice,
+            vec![[50; 32], [51; 32]],
+            entry("2fa.codes", 1_500, Some(alice), Some(alice)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .use_recovery_code(alice, [4; 32], 1_501)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .use_recovery_code(alice, [50; 32], 1_502)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .two_factor(alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .recovery_codes_left,
+        1
+    );
+
+    let bob = user(&store, "bob").await;
+    assert!(
+        matches!(
+            store
+                .replace_recovery_codes(bob, vec![[1; 32]], entry("x", 1_600, None, None))
+                .await,
+            Err(StoreError::NotFound)
+        ),
+        "no codes without a confirmed enrolment"
+    );
+
+    assert!(
+        store
+            .disable_two_factor(alice, entry("2fa.disable", 1_700, Some(alice), Some(alice)))
+            .await
+            .unwrap()
+    );
+    assert!(store.two_factor(alice).await.unwrap().is_none());
+    assert!(
+        !store
+            .disable_two_factor(alice, entry("2fa.disable", 1_800, Some(alice), Some(alice)))
+            .await
+            .unwrap()
+    );
+
+    // Deleting an account removes its enrolment with everything else it kept about itself.
+    store
+        .begin_two_factor(bob, b"bob".to_vec(), 1_900)
+        .await
+        .unwrap();
+    store
+        .delete_user(
+            bob,
+            2_000,
+            false,
+            entry("user.delete", 2_000, None, Some(bob)),
+        )
+        .await
+        .unwrap();
+    assert!(store.two_factor(bob).await.unwrap().is_none());
+    assert!(
+        matches!(
+            store.begin_two_factor(bob, b"again".to_vec(), 2_100).await,
+            Err(StoreError::NotFound)
+        ),
+        "a deleted account cannot enrol"
+    );
+}
+
+pub async fn files_of_pages_a_users_files(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    for (id, owner, n) in [
+        ("f3", alice, 3u8),
+        ("f1", alice, 1),
+        ("f2", bob, 2),
+        ("f4", alice, 4),
+    ] {
+        let mut upload = new_upload(&format!("u-{id}"), owner, 10, 9_000);
+        upload.kind = UploadKind::Final;
+        store.create_upload(upload, u64::MAX).await.unwrap();
+        store
+            .complete_upload(&format!("u-{id}"), &[], new_file(id, owner, n, 10))
+            .await
+            .unwrap();
+    }
+    let ids = |files: Vec<FileRecord>| files.into_iter().map(|f| f.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.files_of(alice, None, 2).await.unwrap()),
+        ["f1", "f3"]
+    );
+    assert_eq!(
+        ids(store.files_of(alice, Some("f3".into()), 2).await.unwrap()),
+        ["f4"]
+    );
+    assert_eq!(ids(store.files_of(bob, None, 10).await.unwrap()), ["f2"]);
 }

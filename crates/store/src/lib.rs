@@ -40,11 +40,13 @@ pub mod mqtt;
 pub mod oauth;
 pub mod push;
 pub mod search;
+pub mod twofactor;
 
 pub use audit::{AuditCheckpoint, AuditFilter, AuditRecord, CheckpointSigner};
 pub use mqtt::{MqttRetainedRecord, MqttSessionRecord};
 pub use oauth::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
 pub use push::{NewPushJob, OutboxItem, PushJob, PushJobKey, PushSubscriptionRecord};
+pub use twofactor::TwoFactorRecord;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -659,8 +661,8 @@ pub trait Store: Send + Sync + 'static {
     /// Returns whether the role changed. `NotFound` for unknown or deleted users.
     async fn set_admin(&self, user: UserId, is_admin: bool, audit: NewAudit) -> StoreResult<bool>;
     /// Deletes an account in one transaction: marks it deleted and suspended, drops its admin
-    /// role, signs out every device, removes it from every conversation, clears its profile and
-    /// last-seen time, and, with
+    /// role, signs out every device, removes it from every conversation, clears its profile,
+    /// last-seen time and two-factor enrolment, and, with
     /// `remove_messages`, replaces the body of every message it sent in those conversations with
     /// the `deleted` tombstone (envelopes keep their sequence). Writes `audit`.
     /// `NotFound` for unknown or already deleted users.
@@ -1264,6 +1266,50 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<OutboxItem>>;
     /// Deletes outbox rows whose pushes were planned (missing rows are ignored).
     async fn delete_push_outbox(&self, done: Vec<OutboxItem>) -> StoreResult<()>;
+    // --- Two-factor sign-in (see [`twofactor`]) ----------------------------------------------
+
+    /// The user's TOTP enrolment, pending or confirmed.
+    async fn two_factor(&self, user: UserId) -> StoreResult<Option<TwoFactorRecord>>;
+    /// Stores a pending enrolment with `secret` (sealed by the core), replacing a pending one.
+    /// `Conflict` if a confirmed enrolment exists; `NotFound` for unknown or deleted users.
+    async fn begin_two_factor(&self, user: UserId, secret: Vec<u8>, now: i64) -> StoreResult<()>;
+    /// Confirms the pending enrolment: records `step` as the last used time step, stores the
+    /// `recovery` code hashes (replacing any), and writes `audit`, in one transaction.
+    /// `NotFound` if there is no pending enrolment.
+    async fn confirm_two_factor(
+        &self,
+        user: UserId,
+        step: i64,
+        recovery: Vec<[u8; 32]>,
+        now: i64,
+        audit: NewAudit,
+    ) -> StoreResult<()>;
+    /// Records that a code for TOTP time step `step` was accepted, when `step` is later than
+    /// every step accepted before (compare-and-set, so two racing sign-ins with one code cannot
+    /// both pass). `false` for a replayed or older step, or without a confirmed enrolment.
+    async fn use_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool>;
+    /// Spends the unspent recovery code of a confirmed enrolment whose hash is `hash`;
+    /// `false` if there is none.
+    async fn use_recovery_code(&self, user: UserId, hash: [u8; 32], now: i64) -> StoreResult<bool>;
+    /// Replaces every recovery code of a confirmed enrolment with `recovery`, writing `audit`.
+    /// `NotFound` without a confirmed enrolment.
+    async fn replace_recovery_codes(
+        &self,
+        user: UserId,
+        recovery: Vec<[u8; 32]>,
+        audit: NewAudit,
+    ) -> StoreResult<()>;
+    /// Removes the user's enrolment (pending or confirmed) and its recovery codes, writing
+    /// `audit` when there was one. Returns whether there was.
+    async fn disable_two_factor(&self, user: UserId, audit: NewAudit) -> StoreResult<bool>;
+    /// The files `owner` uploaded, in id order after `after`, at most `limit` (account export).
+    async fn files_of(
+        &self,
+        owner: UserId,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreResult<Vec<FileRecord>>;
+
     // --- Calls -----------------------------------------------------------------------------
 
     /// Stores a new ringing call unless its caller or callee already takes part in a live call

@@ -1,7 +1,7 @@
 // Sign in and registration.
 
 import { useState, type FormEvent } from "react";
-import { TidingsError } from "@tidings/sdk";
+import { SecondFactorRequired, TidingsError } from "@tidings/sdk";
 import { client } from "../state";
 import { LANGS, useI18n } from "../i18n";
 
@@ -12,20 +12,62 @@ export function AuthScreen() {
   const [password, setPassword] = useState("");
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  // Set when the password was right and the account wants a second factor.
+  const [challenge, setChallenge] = useState<SecondFactorRequired | null>(null);
+  const [code, setCode] = useState("");
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     setBusy(true);
     setError(null);
     try {
-      if (mode === "register") await client.register(username.trim(), password);
+      if (challenge) await client.completeSecondFactor(challenge, code.trim());
+      else if (mode === "register") await client.register(username.trim(), password);
       else await client.signIn(username.trim(), password);
     } catch (err) {
-      setError(err instanceof TidingsError ? err.message : String(err));
+      if (err instanceof SecondFactorRequired) {
+        setChallenge(err);
+        setCode("");
+      } else if (err instanceof TidingsError && err.code === "invalid_credentials" && challenge) {
+        setError(t("auth.codeWrong"));
+      } else {
+        setError(err instanceof TidingsError ? err.message : String(err));
+      }
     } finally {
       setBusy(false);
     }
   };
+
+  if (challenge) {
+    return (
+      <div className="auth">
+        <div className="auth-card">
+          <div className="auth-brand">
+            <img src="/icon.svg" alt="" width={56} height={56} />
+            <h1>{t("app.name")}</h1>
+          </div>
+          <form onSubmit={submit} aria-label={t("auth.secondFactor")}>
+            <p className="small">{t("auth.secondFactorHint")}</p>
+            <label className="field">
+              <span>{t("auth.code")}</span>
+              <input name="otp" autoComplete="one-time-code" inputMode="text" autoCapitalize="none" spellCheck={false} required maxLength={20} value={code} onChange={(e) => setCode(e.target.value)} data-testid="auth-code" />
+            </label>
+            {error && (
+              <p className="error" role="alert">
+                {error}
+              </p>
+            )}
+            <button className="primary wide" type="submit" disabled={busy} data-testid="auth-code-submit">
+              {busy ? t("auth.working") : t("auth.verify")}
+            </button>
+          </form>
+          <button className="link" onClick={() => setChallenge(null)}>
+            {t("auth.back")}
+          </button>
+        </div>
+      </div>
+    );
+  }
 
   return (
     <div className="auth">

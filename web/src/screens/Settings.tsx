@@ -1,4 +1,5 @@
-// Settings: profile, language, theme, notifications, the device list and signing out.
+// Settings: profile, language, theme, notifications, the device list, account security
+// (two-factor sign-in, password, export, deletion) and signing out.
 
 import { useEffect, useState } from "react";
 import type { Device, Profile } from "@tidings/sdk";
@@ -6,6 +7,7 @@ import { useClient, type Theme } from "../state";
 import { LANGS, useI18n } from "../i18n";
 import { dayLabel, timeOf } from "../util";
 import { PushSettingsCard } from "./PushSettings";
+import { AccountDataCard, PasswordCard, TwoFactorCard } from "./AccountSecurity";
 
 export function SettingsPanel({ theme, setTheme }: { theme: Theme; setTheme: (t: Theme) => void }) {
   const c = useClient();
@@ -98,6 +100,9 @@ export function SettingsPanel({ theme, setTheme }: { theme: Theme; setTheme: (t:
             ))}
           </ul>
         </section>
+        <TwoFactorCard />
+        <PasswordCard />
+        <AccountDataCard />
         <button className="danger wide" onClick={() => void c.signOut()} data-testid="sign-out">
           {t("settings.signOut")}
         </button>
