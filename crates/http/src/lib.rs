@@ -6,8 +6,9 @@
 //!   future resolves (tests bind `127.0.0.1:0`).
 //! - `error`: [`ApiError`], the one error type handlers return, rendered as RFC 9457 problem+json.
 //! - `extract`: the bearer-token extractor and a JSON extractor whose rejections are problems.
-//! - `rest`: REST handlers; `oauth`: the token, revocation, introspection and metadata
-//!   endpoints; `authorize`: the sign-in and consent page of the authorization code grant.
+//! - `rest`: REST handlers; `oauth`: the token, device authorization, revocation,
+//!   introspection and metadata endpoints; `authorize`: the sign-in and consent pages of the
+//!   authorization code grant and the device authorization grant.
 //! - `files`: tus uploads and file downloads, streamed both ways.
 //! - `ws`: the WebSocket endpoint driving a [`tidings_core::session::Session`].
 //! - `openapi`: the OpenAPI 3.1 document, assembled from the protocol crate's schemas.
@@ -107,6 +108,14 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/token", post(oauth::token))
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
+        .route(
+            "/oauth/device_authorization",
+            post(oauth::device_authorization),
+        )
+        .route(
+            "/oauth/device",
+            get(authorize::device_show).post(authorize::device_submit),
+        )
         .route(
             "/oauth/authorize",
             get(authorize::show).post(authorize::submit),

@@ -50,7 +50,13 @@ fn build() -> Value {
         "type": "object",
         "required": ["grant_type"],
         "properties": {
-            "grant_type": {"type": "string", "enum": ["authorization_code", "password", "refresh_token"]},
+            "grant_type": {"type": "string", "enum": [
+                "authorization_code",
+                "client_credentials",
+                tidings_core::oauth::DEVICE_CODE_GRANT,
+                "password",
+                "refresh_token"
+            ]},
             "username": {"type": "string"},
             "password": {"type": "string"},
             "refresh_token": {"type": "string"},
@@ -60,7 +66,17 @@ fn build() -> Value {
             "code": {"type": "string"},
             "redirect_uri": {"type": "string"},
             "code_verifier": {"type": "string", "description": "PKCE (S256)."},
+            "device_code": {"type": "string", "description": "The device code grant (RFC 8628)."},
             "device_name": {"type": "string", "description": "Name shown in the device list."}
+        }
+    });
+    let device_authorization_form = json!({
+        "type": "object",
+        "required": ["client_id"],
+        "properties": {
+            "client_id": {"type": "string"},
+            "client_secret": {"type": "string", "description": "Confidential clients; or use HTTP Basic."},
+            "scope": {"type": "string"}
         }
     });
     let revoke_form = json!({
@@ -112,12 +128,22 @@ fn build() -> Value {
         Op {
             method: "post",
             path: "/oauth/token",
-            summary: "RFC 6749 token endpoint: authorization_code (PKCE S256), password and refresh_token grants.",
+            summary: "RFC 6749 token endpoint: authorization_code (PKCE S256), client_credentials (bot clients), device_code (RFC 8628), password and refresh_token grants.",
             auth: false,
             request: None,
             form: Some(token_form),
             status: 200,
             response: Some(schema::<TokenResponse>(g)),
+        },
+        Op {
+            method: "post",
+            path: "/oauth/device_authorization",
+            summary: "RFC 8628 device authorization: a device code to poll with and a user code to enter at /oauth/device.",
+            auth: false,
+            request: None,
+            form: Some(device_authorization_form),
+            status: 200,
+            response: Some(schema::<tidings_proto::oauth::DeviceAuthorizationResponse>(g)),
         },
         Op {
             method: "post",

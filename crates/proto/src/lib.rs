@@ -153,6 +153,10 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ("OAuthClientCreated", schema_for!(oauth::OAuthClientCreated)),
         ("OAuthClientList", schema_for!(oauth::OAuthClientList)),
         ("Introspection", schema_for!(oauth::Introspection)),
+        (
+            "DeviceAuthorizationResponse",
+            schema_for!(oauth::DeviceAuthorizationResponse),
+        ),
         ("AuditEntry", schema_for!(rest::AuditEntry)),
         ("AuditPage", schema_for!(rest::AuditPage)),
         ("IceServers", schema_for!(call::IceServers)),

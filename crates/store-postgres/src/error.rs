@@ -101,6 +101,7 @@ fn unique_rule(constraint: &str) -> &'static str {
         "messages_pkey" => "message",
         "last_seen_pkey" => "last_seen",
         "oauth_clients_pkey" => "client_id",
+        "device_authorizations_user_code_key" => "user_code",
         _ => "unique",
     }
 }

@@ -47,7 +47,10 @@ use tidings_store::{
     NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome, SearchHit,
     SearchQuery, Store, StoreError, StoreResult, UploadRecord, UserConversation, UserRecord,
 };
-use tidings_store::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
+use tidings_store::{
+    AuthorizationCodeRecord, DeviceAuthorizationRecord, DeviceAuthorizationState, DeviceGrant,
+    OAuthClientRecord,
+};
 use tidings_store::{CallRecord, CallState};
 use tidings_store::{EditRecord, Prune, Retention, ThreadRecord};
 
@@ -398,6 +401,69 @@ impl Store for PgStore {
 
     async fn device_grant(&self, device: DeviceId) -> StoreResult<Option<DeviceGrant>> {
         read!(self, |c| oauth::device_grant(c, device).await?)
+    }
+
+    async fn create_bot_client(
+        &self,
+        client: OAuthClientRecord,
+        username: &str,
+        password_hash: &str,
+        audit: NewAudit,
+    ) -> StoreResult<OAuthClientRecord> {
+        in_tx!(self, |c| oauth::create_bot_client(
+            c,
+            &client,
+            username,
+            password_hash,
+            &audit
+        )
+        .await?)
+    }
+
+    async fn create_device_authorization(
+        &self,
+        authorization: DeviceAuthorizationRecord,
+        now: i64,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| oauth::create_device_authorization(
+            c,
+            &authorization,
+            now
+        )
+        .await?)
+    }
+
+    async fn device_authorization(
+        &self,
+        user_code: &str,
+        now: i64,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>> {
+        read!(self, |c| oauth::device_authorization(c, user_code, now).await?)
+    }
+
+    async fn decide_device_authorization(
+        &self,
+        user_code: &str,
+        state: DeviceAuthorizationState,
+        now: i64,
+    ) -> StoreResult<bool> {
+        in_tx!(self, |c| oauth::decide_device_authorization(
+            c, user_code, state, now
+        )
+        .await?)
+    }
+
+    async fn poll_device_authorization(
+        &self,
+        device_code_hash: [u8; 32],
+        now: i64,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>> {
+        in_tx!(self, |c| oauth::poll_device_authorization(
+            c,
+            device_code_hash,
+            now
+        )
+        .await?)
     }
 
     async fn device(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>> {

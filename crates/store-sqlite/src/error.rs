@@ -46,6 +46,7 @@ fn unique_rule(message: &str) -> &'static str {
         "messages.id" => "message",
         "last_seen.user_id" => "last_seen",
         "oauth_clients.client_id" => "client_id",
+        "device_authorizations.user_code" => "user_code",
         _ => "unique",
     }
 }

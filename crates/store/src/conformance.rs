@@ -22,7 +22,10 @@ use crate::{
     GroupChange, NewAudit, NewInvite, NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord,
     RotateOutcome, SearchQuery, Store, StoreError,
 };
-use crate::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
+use crate::{
+    AuthorizationCodeRecord, DeviceAuthorizationRecord, DeviceAuthorizationState, DeviceGrant,
+    OAuthClientRecord,
+};
 use crate::{CallRecord, CallState, FileRecord, UploadKind, UploadRecord};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -72,6 +75,8 @@ macro_rules! store_conformance_tests {
             oauth_clients_register_list_delete,
             oauth_codes_are_single_use_and_expire,
             oauth_client_devices_record_their_grant,
+            oauth_bot_clients_bind_an_account_and_device,
+            oauth_device_authorizations_are_answered_once,
             direct_is_unique_per_pair,
             group_roles_and_dedup,
             add_members_returns_only_new,
@@ -4528,6 +4533,7 @@ fn oauth_client(id: &str, secret: Option<[u8; 32]>) -> OAuthClientRecord {
         ],
         scope: "messages:read profile".into(),
         created_at: 1_000,
+        bot: None,
     }
 }
 
@@ -4746,6 +4752,186 @@ pub async fn oauth_client_devices_record_their_grant(store: Arc<dyn Store>) {
         None,
         "other devices stay signed in"
     );
+}
+
+pub async fn oauth_bot_clients_bind_an_account_and_device(store: Arc<dyn Store>) {
+    let before = all_entries(&store, &AuditFilter::default()).await.len();
+    let taken = user(&store, "alice").await;
+    let mut bot = oauth_client("bot", Some([7; 32]));
+    bot.redirect_uris.clear();
+    let created = store
+        .create_bot_client(bot.clone(), "newsbot", "!", entry("oauth_client.add", 1_000, None, None))
+        .await
+        .unwrap();
+    let binding = created.bot.expect("a bot client is bound to its account");
+    assert_eq!(OAuthClientRecord { bot: None, ..created.clone() }, bot);
+    assert_eq!(store.oauth_client("bot").await.unwrap(), Some(created.clone()));
+    assert_eq!(store.oauth_clients(None, 10).await.unwrap(), vec![created.clone()]);
+    let account = store.user_by_id(binding.user_id).await.unwrap().unwrap();
+    assert_eq!(account.username, "newsbot");
+    assert_eq!(account.password_hash, "!");
+    assert_ne!(binding.user_id, taken);
+    let device = store.device(binding.device_id).await.unwrap().unwrap();
+    assert_eq!((device.user_id, device.name.as_str()), (binding.user_id, "App bot"));
+    assert_eq!(
+        store.device_grant(binding.device_id).await.unwrap(),
+        Some(DeviceGrant {
+            client_id: "bot".into(),
+            scope: "messages:read profile".into(),
+        })
+    );
+    assert_eq!(
+        all_entries(&store, &AuditFilter::default()).await.len(),
+        before + 1
+    );
+
+    // A taken username undoes everything: no client, no audit entry.
+    let clash = store
+        .create_bot_client(
+            oauth_client("bot2", Some([8; 32])),
+            "alice",
+            "!",
+            entry("oauth_client.add", 1_001, None, None),
+        )
+        .await;
+    assert!(
+        matches!(clash, Err(StoreError::Conflict("username"))),
+        "got {clash:?}"
+    );
+    assert_eq!(store.oauth_client("bot2").await.unwrap(), None);
+    assert_eq!(
+        all_entries(&store, &AuditFilter::default()).await.len(),
+        before + 1
+    );
+
+    // Removing the client signs its device out; the account stays.
+    let revoked = store
+        .delete_oauth_client("bot", 2_000, entry("k", 2_000, None, None))
+        .await
+        .unwrap();
+    assert_eq!(revoked, vec![(binding.user_id, binding.device_id)]);
+    assert!(store.user_by_id(binding.user_id).await.unwrap().is_some());
+}
+
+fn device_authorization(n: u8, code: &str, expires_at: i64) -> DeviceAuthorizationRecord {
+    DeviceAuthorizationRecord {
+        device_code_hash: [n; 32],
+        user_code: code.to_owned(),
+        client_id: "app".into(),
+        scope: "profile".into(),
+        expires_at,
+        interval_secs: 5,
+        last_polled_at: None,
+        state: DeviceAuthorizationState::Pending,
+    }
+}
+
+pub async fn oauth_device_authorizations_are_answered_once(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    store
+        .create_oauth_client(oauth_client("app", None), entry("k", 1_000, None, None))
+        .await
+        .unwrap();
+    let first = device_authorization(1, "BCDFGHJK", 100_000);
+    store
+        .create_device_authorization(first.clone(), 1_000)
+        .await
+        .unwrap();
+    let clash = store
+        .create_device_authorization(device_authorization(2, "BCDFGHJK", 100_000), 1_000)
+        .await;
+    assert!(
+        matches!(clash, Err(StoreError::Conflict("user_code"))),
+        "got {clash:?}"
+    );
+    assert_eq!(
+        store.device_authorization("BCDFGHJK", 2_000).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(store.device_authorization("BCDFGHJL", 2_000).await.unwrap(), None);
+    assert_eq!(
+        store.device_authorization("BCDFGHJK", 100_000).await.unwrap(),
+        None,
+        "expired"
+    );
+
+    // Polls: the first is on time; one 2 s later is early and adds 5 s to the interval; one
+    // 10 s after that is on time again.
+    let polled = store.poll_device_authorization([1; 32], 10_000).await.unwrap();
+    assert_eq!(polled, Some(first.clone()));
+    let polled = store.poll_device_authorization([1; 32], 12_000).await.unwrap().unwrap();
+    assert_eq!((polled.last_polled_at, polled.interval_secs), (Some(10_000), 5));
+    let polled = store.poll_device_authorization([1; 32], 22_000).await.unwrap().unwrap();
+    assert_eq!((polled.last_polled_at, polled.interval_secs), (Some(12_000), 10));
+    assert_eq!(polled.state, DeviceAuthorizationState::Pending);
+
+    // The answer is given once and collected once.
+    assert!(
+        store
+            .decide_device_authorization("BCDFGHJK", DeviceAuthorizationState::Approved(alice), 23_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .decide_device_authorization("BCDFGHJK", DeviceAuthorizationState::Denied, 23_000)
+            .await
+            .unwrap(),
+        "already answered"
+    );
+    let polled = store.poll_device_authorization([1; 32], 40_000).await.unwrap().unwrap();
+    assert_eq!(polled.state, DeviceAuthorizationState::Approved(alice));
+    assert_eq!(
+        store.poll_device_authorization([1; 32], 50_000).await.unwrap(),
+        None,
+        "collected"
+    );
+
+    // A denial is reported once too.
+    store
+        .create_device_authorization(device_authorization(3, "CDFGHJKL", 100_000), 1_000)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .decide_device_authorization("CDFGHJKL", DeviceAuthorizationState::Denied, 2_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.device_authorization("CDFGHJKL", 2_000).await.unwrap().unwrap().state,
+        DeviceAuthorizationState::Denied
+    );
+    let polled = store.poll_device_authorization([3; 32], 3_000).await.unwrap().unwrap();
+    assert_eq!(polled.state, DeviceAuthorizationState::Denied);
+    assert_eq!(store.poll_device_authorization([3; 32], 9_000).await.unwrap(), None);
+
+    // An expired one cannot be answered, is reported as it was once, then is gone.
+    store
+        .create_device_authorization(device_authorization(4, "DFGHJKLM", 5_000), 1_000)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .decide_device_authorization("DFGHJKLM", DeviceAuthorizationState::Denied, 5_000)
+            .await
+            .unwrap()
+    );
+    let polled = store.poll_device_authorization([4; 32], 6_000).await.unwrap().unwrap();
+    assert_eq!((polled.expires_at, polled.state), (5_000, DeviceAuthorizationState::Pending));
+    assert_eq!(store.poll_device_authorization([4; 32], 7_000).await.unwrap(), None);
+
+    // Removing the client removes its pending authorizations.
+    store
+        .create_device_authorization(device_authorization(5, "FGHJKLMN", 100_000), 8_000)
+        .await
+        .unwrap();
+    store
+        .delete_oauth_client("app", 9_000, entry("k", 9_000, None, None))
+        .await
+        .unwrap();
+    assert_eq!(store.device_authorization("FGHJKLMN", 9_000).await.unwrap(), None);
+    assert_eq!(store.poll_device_authorization([5; 32], 9_000).await.unwrap(), None);
 }
 
 // --- Push notifications ----------------------------------------------------------------------

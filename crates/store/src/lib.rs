@@ -41,7 +41,10 @@ pub mod push;
 pub mod search;
 
 pub use audit::{AuditCheckpoint, AuditFilter, AuditRecord, CheckpointSigner};
-pub use oauth::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
+pub use oauth::{
+    AuthorizationCodeRecord, BotBinding, DeviceAuthorizationRecord, DeviceAuthorizationState,
+    DeviceGrant, OAuthClientRecord,
+};
 pub use push::{NewPushJob, PushJob, PushJobKey, PushSubscriptionRecord};
 
 /// Why a store operation failed.
@@ -744,9 +747,10 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<OAuthClientRecord>>;
-    /// Removes a client, its pending authorization codes, and signs out every device signed in
-    /// through it (deleting their refresh tokens), writing `audit`, all in one transaction.
-    /// Returns the devices signed out. `NotFound` if the client is unknown.
+    /// Removes a client, its pending authorization codes and device authorizations, and signs
+    /// out every device signed in through it (deleting their refresh tokens; a bot client's
+    /// account stays, without devices), writing `audit`, all in one transaction. Returns the
+    /// devices signed out. `NotFound` if the client is unknown.
     async fn delete_oauth_client(
         &self,
         client_id: &str,
@@ -782,6 +786,52 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<DeviceRecord>;
     /// The client and scope a device was signed in through; `None` for first-party devices.
     async fn device_grant(&self, device: DeviceId) -> StoreResult<Option<DeviceGrant>>;
+    /// Registers a bot client: creates the bot account `username` (with `password_hash`, which
+    /// the core makes unusable), one device named after the client that records the client's
+    /// grant, and the client bound to both, writing `audit`, all in one transaction. Returns
+    /// the client with its [`BotBinding`] (the `bot` field passed in is ignored).
+    /// `Conflict("username")` if the name is taken, `Conflict("client_id")` if the id is.
+    async fn create_bot_client(
+        &self,
+        client: OAuthClientRecord,
+        username: &str,
+        password_hash: &str,
+        audit: NewAudit,
+    ) -> StoreResult<OAuthClientRecord>;
+
+    // --- Device authorization grant (RFC 8628) ----------------------------------------------
+
+    /// Stores a pending device authorization, and deletes those that expired at or before
+    /// `now`. `Conflict("user_code")` if a live one has the same user code.
+    async fn create_device_authorization(
+        &self,
+        authorization: DeviceAuthorizationRecord,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// The unexpired device authorization with this (normalized) user code.
+    async fn device_authorization(
+        &self,
+        user_code: &str,
+        now: i64,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>>;
+    /// Records the user's answer to a pending, unexpired device authorization; `false` if there
+    /// is none with this user code (unknown, expired, or already answered).
+    async fn decide_device_authorization(
+        &self,
+        user_code: &str,
+        state: DeviceAuthorizationState,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// A poll of the token endpoint, in one transaction: returns the authorization as it was
+    /// before this poll (expired ones too, so the caller can say `expired_token`), sets
+    /// `last_polled_at` to `now`, adds 5 to `interval_secs` when this poll came less than
+    /// `interval_secs` after the previous one, and deletes the authorization once it has been
+    /// answered or has expired, so an answer is collected at most once.
+    async fn poll_device_authorization(
+        &self,
+        device_code_hash: [u8; 32],
+        now: i64,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>>;
 
     // --- Profiles ---------------------------------------------------------------------------
 
