@@ -72,7 +72,8 @@ export class Auth implements TokenSource {
   private store(r: TokenResponse, username: string): StoredTokens {
     const t: StoredTokens = {
       access_token: r.access_token,
-      refresh_token: r.refresh_token,
+      // Every sign-in this SDK makes (password, refresh) returns one; only bots go without.
+      refresh_token: r.refresh_token ?? "",
       expires_at: Date.now() + r.expires_in * 1000,
       lifetime_ms: r.expires_in * 1000,
       user_id: r.user_id,

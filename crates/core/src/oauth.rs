@@ -595,6 +595,14 @@ impl Core {
         if !user.is_some_and(|u| !u.disabled && u.deleted_at.is_none()) {
             return Err(invalid_grant("the bot account is suspended or deleted").into());
         }
+        // A token for a signed-out device would be refused everywhere; say why here instead.
+        let device = self.inner.store.device(bot.device_id).await?;
+        if !device.is_some_and(|d| d.revoked_at.is_none()) {
+            return Err(invalid_grant(
+                "the bot's device was signed out; register the bot client again",
+            )
+            .into());
+        }
         let ttl = self
             .inner
             .config
@@ -921,7 +929,14 @@ mod tests {
             normalize_user_code(" bcdf ghjk ").as_deref(),
             Some("BCDFGHJK")
         );
-        for bad in ["", "BCDF-GHJ", "BCDF-GHJKL", "BCDF-GHJA", "BCDF-GHJ1", "BCDF_GHJK"] {
+        for bad in [
+            "",
+            "BCDF-GHJ",
+            "BCDF-GHJKL",
+            "BCDF-GHJA",
+            "BCDF-GHJ1",
+            "BCDF_GHJK",
+        ] {
             assert_eq!(normalize_user_code(bad), None, "{bad}");
         }
     }

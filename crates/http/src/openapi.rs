@@ -143,7 +143,9 @@ fn build() -> Value {
             request: None,
             form: Some(device_authorization_form),
             status: 200,
-            response: Some(schema::<tidings_proto::oauth::DeviceAuthorizationResponse>(g)),
+            response: Some(schema::<tidings_proto::oauth::DeviceAuthorizationResponse>(
+                g,
+            )),
         },
         Op {
             method: "post",

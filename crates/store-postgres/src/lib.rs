@@ -438,7 +438,8 @@ impl Store for PgStore {
         user_code: &str,
         now: i64,
     ) -> StoreResult<Option<DeviceAuthorizationRecord>> {
-        read!(self, |c| oauth::device_authorization(c, user_code, now).await?)
+        read!(self, |c| oauth::device_authorization(c, user_code, now)
+            .await?)
     }
 
     async fn decide_device_authorization(

@@ -2,7 +2,9 @@
 //! clients with their account), authorization codes, device authorizations and device grants
 //! (see `tidings_store::oauth`).
 
-use crate::queries::{create_device, create_user, execute, insert_audit, query_all, query_opt, sign_in};
+use crate::queries::{
+    create_device, create_user, execute, insert_audit, query_all, query_opt, sign_in,
+};
 use rusqlite::{Connection, Row, params};
 use tidings_proto::{DeviceId, UserId};
 use tidings_store::{
@@ -20,8 +22,7 @@ const CLIENTS_AFTER: &str = "SELECT client_id, name, secret_hash, redirect_uris,
      ORDER BY client_id LIMIT ?2";
 const DELETE_CLIENT: &str = "DELETE FROM oauth_clients WHERE client_id = ?1";
 const DELETE_CLIENT_CODES: &str = "DELETE FROM oauth_codes WHERE client_id = ?1";
-const DELETE_CLIENT_DEVICE_AUTHS: &str =
-    "DELETE FROM device_authorizations WHERE client_id = ?1";
+const DELETE_CLIENT_DEVICE_AUTHS: &str = "DELETE FROM device_authorizations WHERE client_id = ?1";
 const DELETE_EXPIRED_DEVICE_AUTHS: &str =
     "DELETE FROM device_authorizations WHERE expires_at <= ?1";
 const INSERT_DEVICE_AUTH: &str = "INSERT INTO device_authorizations \
@@ -225,7 +226,11 @@ pub(crate) fn decide_device_authorization(
     now: i64,
 ) -> StoreResult<bool> {
     let (state, user) = state_columns(state);
-    Ok(execute(conn, DECIDE_DEVICE_AUTH, params![user_code, now, state, user])? == 1)
+    Ok(execute(
+        conn,
+        DECIDE_DEVICE_AUTH,
+        params![user_code, now, state, user],
+    )? == 1)
 }
 
 pub(crate) fn poll_device_authorization(

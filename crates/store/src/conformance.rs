@@ -4760,19 +4760,39 @@ pub async fn oauth_bot_clients_bind_an_account_and_device(store: Arc<dyn Store>)
     let mut bot = oauth_client("bot", Some([7; 32]));
     bot.redirect_uris.clear();
     let created = store
-        .create_bot_client(bot.clone(), "newsbot", "!", entry("oauth_client.add", 1_000, None, None))
+        .create_bot_client(
+            bot.clone(),
+            "newsbot",
+            "!",
+            entry("oauth_client.add", 1_000, None, None),
+        )
         .await
         .unwrap();
     let binding = created.bot.expect("a bot client is bound to its account");
-    assert_eq!(OAuthClientRecord { bot: None, ..created.clone() }, bot);
-    assert_eq!(store.oauth_client("bot").await.unwrap(), Some(created.clone()));
-    assert_eq!(store.oauth_clients(None, 10).await.unwrap(), vec![created.clone()]);
+    assert_eq!(
+        OAuthClientRecord {
+            bot: None,
+            ..created.clone()
+        },
+        bot
+    );
+    assert_eq!(
+        store.oauth_client("bot").await.unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(
+        store.oauth_clients(None, 10).await.unwrap(),
+        vec![created.clone()]
+    );
     let account = store.user_by_id(binding.user_id).await.unwrap().unwrap();
     assert_eq!(account.username, "newsbot");
     assert_eq!(account.password_hash, "!");
     assert_ne!(binding.user_id, taken);
     let device = store.device(binding.device_id).await.unwrap().unwrap();
-    assert_eq!((device.user_id, device.name.as_str()), (binding.user_id, "App bot"));
+    assert_eq!(
+        (device.user_id, device.name.as_str()),
+        (binding.user_id, "App bot")
+    );
     assert_eq!(
         store.device_grant(binding.device_id).await.unwrap(),
         Some(DeviceGrant {
@@ -4848,27 +4868,54 @@ pub async fn oauth_device_authorizations_are_answered_once(store: Arc<dyn Store>
         store.device_authorization("BCDFGHJK", 2_000).await.unwrap(),
         Some(first.clone())
     );
-    assert_eq!(store.device_authorization("BCDFGHJL", 2_000).await.unwrap(), None);
     assert_eq!(
-        store.device_authorization("BCDFGHJK", 100_000).await.unwrap(),
+        store.device_authorization("BCDFGHJL", 2_000).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .device_authorization("BCDFGHJK", 100_000)
+            .await
+            .unwrap(),
         None,
         "expired"
     );
 
     // Polls: the first is on time; one 2 s later is early and adds 5 s to the interval; one
     // 10 s after that is on time again.
-    let polled = store.poll_device_authorization([1; 32], 10_000).await.unwrap();
+    let polled = store
+        .poll_device_authorization([1; 32], 10_000)
+        .await
+        .unwrap();
     assert_eq!(polled, Some(first.clone()));
-    let polled = store.poll_device_authorization([1; 32], 12_000).await.unwrap().unwrap();
-    assert_eq!((polled.last_polled_at, polled.interval_secs), (Some(10_000), 5));
-    let polled = store.poll_device_authorization([1; 32], 22_000).await.unwrap().unwrap();
-    assert_eq!((polled.last_polled_at, polled.interval_secs), (Some(12_000), 10));
+    let polled = store
+        .poll_device_authorization([1; 32], 12_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (polled.last_polled_at, polled.interval_secs),
+        (Some(10_000), 5)
+    );
+    let polled = store
+        .poll_device_authorization([1; 32], 22_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (polled.last_polled_at, polled.interval_secs),
+        (Some(12_000), 10)
+    );
     assert_eq!(polled.state, DeviceAuthorizationState::Pending);
 
     // The answer is given once and collected once.
     assert!(
         store
-            .decide_device_authorization("BCDFGHJK", DeviceAuthorizationState::Approved(alice), 23_000)
+            .decide_device_authorization(
+                "BCDFGHJK",
+                DeviceAuthorizationState::Approved(alice),
+                23_000
+            )
             .await
             .unwrap()
     );
@@ -4879,10 +4926,17 @@ pub async fn oauth_device_authorizations_are_answered_once(store: Arc<dyn Store>
             .unwrap(),
         "already answered"
     );
-    let polled = store.poll_device_authorization([1; 32], 40_000).await.unwrap().unwrap();
+    let polled = store
+        .poll_device_authorization([1; 32], 40_000)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(polled.state, DeviceAuthorizationState::Approved(alice));
     assert_eq!(
-        store.poll_device_authorization([1; 32], 50_000).await.unwrap(),
+        store
+            .poll_device_authorization([1; 32], 50_000)
+            .await
+            .unwrap(),
         None,
         "collected"
     );
@@ -4899,12 +4953,27 @@ pub async fn oauth_device_authorizations_are_answered_once(store: Arc<dyn Store>
             .unwrap()
     );
     assert_eq!(
-        store.device_authorization("CDFGHJKL", 2_000).await.unwrap().unwrap().state,
+        store
+            .device_authorization("CDFGHJKL", 2_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         DeviceAuthorizationState::Denied
     );
-    let polled = store.poll_device_authorization([3; 32], 3_000).await.unwrap().unwrap();
+    let polled = store
+        .poll_device_authorization([3; 32], 3_000)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(polled.state, DeviceAuthorizationState::Denied);
-    assert_eq!(store.poll_device_authorization([3; 32], 9_000).await.unwrap(), None);
+    assert_eq!(
+        store
+            .poll_device_authorization([3; 32], 9_000)
+            .await
+            .unwrap(),
+        None
+    );
 
     // An expired one cannot be answered, is reported as it was once, then is gone.
     store
@@ -4917,9 +4986,22 @@ pub async fn oauth_device_authorizations_are_answered_once(store: Arc<dyn Store>
             .await
             .unwrap()
     );
-    let polled = store.poll_device_authorization([4; 32], 6_000).await.unwrap().unwrap();
-    assert_eq!((polled.expires_at, polled.state), (5_000, DeviceAuthorizationState::Pending));
-    assert_eq!(store.poll_device_authorization([4; 32], 7_000).await.unwrap(), None);
+    let polled = store
+        .poll_device_authorization([4; 32], 6_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (polled.expires_at, polled.state),
+        (5_000, DeviceAuthorizationState::Pending)
+    );
+    assert_eq!(
+        store
+            .poll_device_authorization([4; 32], 7_000)
+            .await
+            .unwrap(),
+        None
+    );
 
     // Removing the client removes its pending authorizations.
     store
@@ -4930,8 +5012,17 @@ pub async fn oauth_device_authorizations_are_answered_once(store: Arc<dyn Store>
         .delete_oauth_client("app", 9_000, entry("k", 9_000, None, None))
         .await
         .unwrap();
-    assert_eq!(store.device_authorization("FGHJKLMN", 9_000).await.unwrap(), None);
-    assert_eq!(store.poll_device_authorization([5; 32], 9_000).await.unwrap(), None);
+    assert_eq!(
+        store.device_authorization("FGHJKLMN", 9_000).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .poll_device_authorization([5; 32], 9_000)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 // --- Push notifications ----------------------------------------------------------------------

@@ -349,7 +349,10 @@ async fn authlib_completes_device_flow_and_client_credentials() {
         output.status.success(),
         "authlib failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("all authlib grant checks passed"), "{stdout}");
+    assert!(
+        stdout.contains("all authlib grant checks passed"),
+        "{stdout}"
+    );
     eprintln!("{stdout}");
 
     // The device sign-in is one of alice's devices, named after the client.
@@ -406,10 +409,11 @@ async fn authlib_completes_device_flow_and_client_credentials() {
     drop(conn);
     let page = alice.api.history(direct.id, None, 10).await.unwrap();
     assert!(
-        page.messages
-            .iter()
-            .any(|m| m.sender_id.0 == bot_user
-                && m.body == MessageBody::Text { text: "good morning".into() }),
+        page.messages.iter().any(|m| m.sender_id.0 == bot_user
+            && m.body
+                == MessageBody::Text {
+                    text: "good morning".into()
+                }),
         "{:?}",
         page.messages
     );
