@@ -597,7 +597,7 @@ impl Core {
         }
         // A token for a signed-out device would be refused everywhere; say why here instead.
         let device = self.inner.store.device(bot.device_id).await?;
-        if !device.is_some_and(|d| d.revoked_at.is_none()) {
+        if device.is_none_or(|d| d.revoked_at.is_some()) {
             return Err(invalid_grant(
                 "the bot's device was signed out; register the bot client again",
             )
