@@ -98,6 +98,7 @@ fn unique_rule(constraint: &str) -> &'static str {
         "files_pkey" => "file",
         "messages_seq_key" => "seq",
         "messages_client_id_key" => "client_msg_id",
+        "external_identities_pkey" => "external_identity",
         "messages_pkey" => "message",
         "last_seen_pkey" => "last_seen",
         "oauth_clients_pkey" => "client_id",

@@ -21,6 +21,7 @@
 //! `append_messages` call, which is one transaction and so one WAL flush for the whole batch.
 
 mod error;
+mod identities;
 pub mod import;
 mod oauth;
 mod push;
@@ -41,7 +42,7 @@ use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, Seq, UserId};
 use tidings_store::{
     Appended, AuditCheckpoint, AuditFilter, AuditRecord, BanRecord, BlockRecord, CheckpointSigner,
-    ConversationRecord, DeletedAccount, DeviceRecord, FileRecord, FriendRecord,
+    ConversationRecord, DeletedAccount, DeviceRecord, ExternalIdentity, FileRecord, FriendRecord,
     FriendRequestRecord, FriendRequestSent, GroupChange, GroupChanged, GroupInvitationRecord,
     GroupRecord, InviteLinkRecord, JoinRequestRecord, MemberRecord, NewAudit, NewInvite,
     NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome, SearchHit,
@@ -298,6 +299,45 @@ impl Store for PgStore {
             &audit
         )
         .await?)
+    }
+
+    async fn external_identity_user(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> StoreResult<Option<UserId>> {
+        read!(self, |c| identities::user_of(c, issuer, subject).await?)
+    }
+
+    async fn link_external_identity(
+        &self,
+        user: UserId,
+        link: &ExternalIdentity,
+        audit: NewAudit,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| identities::link(c, user, link, &audit).await?)
+    }
+
+    async fn create_linked_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        link: &ExternalIdentity,
+        audit: NewAudit,
+    ) -> StoreResult<UserRecord> {
+        let username = normalize_username(username);
+        in_tx!(self, |c| identities::create_linked_user(
+            c,
+            &username,
+            password_hash,
+            link,
+            &audit
+        )
+        .await?)
+    }
+
+    async fn external_identities_of(&self, user: UserId) -> StoreResult<Vec<ExternalIdentity>> {
+        read!(self, |c| identities::of_user(c, user).await?)
     }
 
     async fn create_invite(&self, invite: NewInvite) -> StoreResult<()> {

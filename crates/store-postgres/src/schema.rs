@@ -14,6 +14,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_push.sql"),
     include_str!("migrations/0006_calls.sql"),
     include_str!("migrations/0008_oauth_grants.sql"),
+    include_str!("migrations/0012_external_identities.sql"),
 ];
 
 /// Applies the migrations the database has not seen yet, in one transaction. An advisory lock

@@ -19,6 +19,7 @@
 //! stored has been fsync'd.
 
 mod error;
+mod identities;
 mod oauth;
 mod push;
 mod queries;
@@ -51,7 +52,7 @@ use tidings_store::{
     AuthorizationCodeRecord, DeviceAuthorizationRecord, DeviceAuthorizationState, DeviceGrant,
     OAuthClientRecord,
 };
-use tidings_store::{CallRecord, CallState};
+use tidings_store::{CallRecord, CallState, ExternalIdentity};
 use tidings_store::{EditRecord, FileRecord, Prune, Retention, ThreadRecord, UploadRecord};
 use writer::Writer;
 
@@ -244,6 +245,47 @@ impl Store for SqliteStore {
     ) -> StoreResult<DeletedAccount> {
         self.write(move |conn| queries::delete_user(conn, user, now, remove_messages, &audit))
             .await
+    }
+
+    async fn external_identity_user(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> StoreResult<Option<UserId>> {
+        let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
+        self.read(move |conn| identities::user_of(conn, &issuer, &subject))
+            .await
+    }
+
+    async fn link_external_identity(
+        &self,
+        user: UserId,
+        link: &ExternalIdentity,
+        audit: NewAudit,
+    ) -> StoreResult<()> {
+        let link = link.clone();
+        self.write(move |conn| identities::link(conn, user, &link, &audit))
+            .await
+    }
+
+    async fn create_linked_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        link: &ExternalIdentity,
+        audit: NewAudit,
+    ) -> StoreResult<UserRecord> {
+        let username = normalize_username(username);
+        let password_hash = password_hash.to_owned();
+        let link = link.clone();
+        self.write(move |conn| {
+            identities::create_linked_user(conn, &username, &password_hash, &link, audit)
+        })
+        .await
+    }
+
+    async fn external_identities_of(&self, user: UserId) -> StoreResult<Vec<ExternalIdentity>> {
+        self.read(move |conn| identities::of_user(conn, user)).await
     }
 
     async fn create_invite(&self, invite: NewInvite) -> StoreResult<()> {

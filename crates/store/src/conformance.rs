@@ -24,7 +24,7 @@ use crate::{
 };
 use crate::{
     AuthorizationCodeRecord, DeviceAuthorizationRecord, DeviceAuthorizationState, DeviceGrant,
-    OAuthClientRecord,
+    ExternalIdentity, OAuthClientRecord,
 };
 use crate::{CallRecord, CallState, FileRecord, UploadKind, UploadRecord};
 use std::collections::BTreeSet;
@@ -77,6 +77,7 @@ macro_rules! store_conformance_tests {
             oauth_client_devices_record_their_grant,
             oauth_bot_clients_bind_an_account_and_device,
             oauth_device_authorizations_are_answered_once,
+            external_identities_link_once_and_create_accounts,
             direct_is_unique_per_pair,
             group_roles_and_dedup,
             add_members_returns_only_new,
@@ -5364,4 +5365,138 @@ pub async fn calls_busy_accept_once_and_finish_once(store: Arc<dyn Store>) {
             .unwrap(),
         "carol is in the new call"
     );
+}
+
+pub async fn external_identities_link_once_and_create_accounts(store: Arc<dyn Store>) {
+    let identity = |subject: &str, at: i64| ExternalIdentity {
+        provider: "corp".into(),
+        issuer: "https://idp.example".into(),
+        subject: subject.into(),
+        linked_at: at,
+    };
+    let alice = user(&store, "alice").await;
+    assert_eq!(
+        store
+            .external_identity_user("https://idp.example", "s-1")
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .link_external_identity(
+            alice,
+            &identity("s-1", 2_000),
+            entry("external_identity.link", 2_000, Some(alice), Some(alice)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .external_identity_user("https://idp.example", "s-1")
+            .await
+            .unwrap(),
+        Some(alice)
+    );
+    // The same subject at another issuer is another identity.
+    assert_eq!(
+        store
+            .external_identity_user("https://other.example", "s-1")
+            .await
+            .unwrap(),
+        None
+    );
+    // An identity is linked to one account only, and a refused link writes no audit entry.
+    let bob = user(&store, "bob").await;
+    let again = store
+        .link_external_identity(
+            bob,
+            &identity("s-1", 3_000),
+            entry("external_identity.link", 3_000, Some(bob), Some(bob)),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict("external_identity"))),
+        "got {again:?}"
+    );
+    let unknown = store
+        .link_external_identity(
+            UserId(999_999),
+            &identity("s-9", 3_000),
+            entry("external_identity.link", 3_000, None, None),
+        )
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound)),
+        "got {unknown:?}"
+    );
+    assert_eq!(all_entries(&store, &AuditFilter::default()).await.len(), 1);
+
+    // First sign-in creates the account and its link together, and audits as the new account.
+    let carol = store
+        .create_linked_user(
+            "carol",
+            "!",
+            &identity("s-2", 4_000),
+            entry("sign_in.success", 4_000, None, None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(carol.username, "carol");
+    assert_eq!(
+        store
+            .external_identity_user("https://idp.example", "s-2")
+            .await
+            .unwrap(),
+        Some(carol.id)
+    );
+    let entries = all_entries(&store, &AuditFilter::default()).await;
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1].entry.actor, Some(carol.id));
+    assert_eq!(entries[1].entry.target_user, Some(carol.id));
+    // A taken username or a linked identity leaves neither account nor link behind.
+    let taken = store
+        .create_linked_user(
+            "carol",
+            "!",
+            &identity("s-3", 5_000),
+            entry("sign_in.success", 5_000, None, None),
+        )
+        .await;
+    assert!(
+        matches!(taken, Err(StoreError::Conflict("username"))),
+        "got {taken:?}"
+    );
+    assert_eq!(
+        store
+            .external_identity_user("https://idp.example", "s-3")
+            .await
+            .unwrap(),
+        None
+    );
+    let linked = store
+        .create_linked_user(
+            "dave",
+            "!",
+            &identity("s-1", 5_000),
+            entry("sign_in.success", 5_000, None, None),
+        )
+        .await;
+    assert!(
+        matches!(linked, Err(StoreError::Conflict("external_identity"))),
+        "got {linked:?}"
+    );
+    assert_eq!(store.user_by_name("dave").await.unwrap(), None);
+    assert_eq!(all_entries(&store, &AuditFilter::default()).await.len(), 2);
+
+    store
+        .link_external_identity(
+            alice,
+            &identity("s-4", 6_000),
+            entry("external_identity.link", 6_000, Some(alice), Some(alice)),
+        )
+        .await
+        .unwrap();
+    let links = store.external_identities_of(alice).await.unwrap();
+    assert_eq!(links, vec![identity("s-1", 2_000), identity("s-4", 6_000)]);
+    assert!(store.external_identities_of(bob).await.unwrap().is_empty());
 }

@@ -503,6 +503,19 @@ pub struct NewAudit {
     pub detail: serde_json::Value,
 }
 
+/// An account's link to an identity at an external OpenID Connect provider: the provider's
+/// `issuer` and the `subject` it gives the person (never an e-mail address, which providers let
+/// people change and reuse).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalIdentity {
+    /// The configured provider id the link was made through (for display).
+    pub provider: String,
+    pub issuer: String,
+    pub subject: String,
+    /// Milliseconds since the Unix epoch.
+    pub linked_at: i64,
+}
+
 /// What deleting an account touched, so the core can announce it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeletedAccount {
@@ -673,6 +686,36 @@ pub trait Store: Send + Sync + 'static {
         audit: NewAudit,
     ) -> StoreResult<DeletedAccount>;
     async fn create_invite(&self, invite: NewInvite) -> StoreResult<()>;
+
+    // --- External identities (OpenID Connect sign-in) -------------------------------------
+
+    /// The account linked to the external identity (`issuer`, `subject`), if any.
+    async fn external_identity_user(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> StoreResult<Option<UserId>>;
+    /// Links `link` to `user`, writing `audit` in the same transaction.
+    /// `Conflict("external_identity")` if that identity is linked already (to anyone);
+    /// `NotFound` for unknown or deleted users.
+    async fn link_external_identity(
+        &self,
+        user: UserId,
+        link: &ExternalIdentity,
+        audit: NewAudit,
+    ) -> StoreResult<()>;
+    /// Creates a user and links `link` to it in one transaction, writing `audit` with the new
+    /// account as its actor and target.
+    /// `Conflict("username")` or `Conflict("external_identity")` leave nothing behind.
+    async fn create_linked_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        link: &ExternalIdentity,
+        audit: NewAudit,
+    ) -> StoreResult<UserRecord>;
+    /// The identities linked to `user`, oldest link first.
+    async fn external_identities_of(&self, user: UserId) -> StoreResult<Vec<ExternalIdentity>>;
 
     // --- Devices and tokens ---------------------------------------------------------------
 
