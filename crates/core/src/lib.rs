@@ -47,6 +47,7 @@ pub mod rich;
 pub mod rtc;
 pub mod search;
 pub mod session;
+pub mod sso;
 pub mod tokens;
 
 pub use clock::{Clock, ManualClock, SystemClock};

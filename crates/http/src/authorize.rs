@@ -221,7 +221,7 @@ fn csrf_matches(headers: &HeaderMap, field: Option<&String>) -> bool {
     matches!((&cookie, field), (Some(c), Some(f)) if !c.is_empty() && c == f)
 }
 
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

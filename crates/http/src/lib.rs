@@ -26,6 +26,7 @@ mod error;
 mod extract;
 mod files;
 mod oauth;
+pub mod oidc;
 mod openapi;
 mod push;
 mod rest;
@@ -90,6 +91,8 @@ pub struct AppState {
     pub config: HttpConfig,
     /// Uploads and file storage.
     pub files: tidings_files::Files,
+    /// Sign-in with external OpenID Connect providers; `None` when none is configured.
+    pub oidc: Option<std::sync::Arc<oidc::Oidc>>,
 }
 
 /// Builds the router for every endpoint.
@@ -129,6 +132,11 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/admin/oauth-clients/{client_id}",
             delete(rest::admin_remove_oauth_client),
         )
+        .route("/api/v1/oidc/providers", get(oidc::providers))
+        .route("/api/v1/oidc/providers/{provider}/start", get(oidc::start))
+        .route("/api/v1/oidc/providers/{provider}/link", post(oidc::link))
+        .route("/api/v1/oidc/exchange", post(oidc::exchange))
+        .route(oidc::CALLBACK_PATH, get(oidc::callback))
         .route("/api/v1/accounts", post(rest::register))
         .route("/api/v1/account", get(rest::me))
         .route("/api/v1/account/password", post(rest::change_password))

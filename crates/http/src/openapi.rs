@@ -789,6 +789,7 @@ fn build() -> Value {
         None,
     ));
     ops.extend(file_ops(g));
+    ops.extend(oidc_ops(g));
     let problem = schema::<Problem>(g);
     let mut paths: Map<String, Value> = Map::new();
     for op in ops {
@@ -807,6 +808,9 @@ fn build() -> Value {
             }
             params.push(json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 50}}));
             params.push(json!({"name": "offset", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}}));
+        }
+        if op.path.contains("{provider}") {
+            params.push(json!({"name": "provider", "in": "path", "required": true, "schema": {"type": "string"}}));
         }
         if op.path.contains("{client_id}") {
             params.push(json!({"name": "client_id", "in": "path", "required": true, "schema": {"type": "string"}}));
@@ -914,6 +918,51 @@ fn op(
         status,
         response,
     }
+}
+
+/// Single sign-on with external OpenID Connect providers (docs/oauth.md). The provider's
+/// callback, `/oauth/oidc/callback`, is a browser redirect target and not part of the API.
+fn oidc_ops(g: &mut SchemaGenerator) -> Vec<Op> {
+    vec![
+        Op {
+            method: "get",
+            path: "/api/v1/oidc/providers",
+            summary: "The external OpenID Connect providers people may sign in with.",
+            auth: false,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<tidings_proto::oauth::OidcProviderList>(g)),
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/oidc/providers/{provider}/start",
+            summary: "Browser navigation: redirects to the provider to sign in; the callback returns to the web app with `#oidc_code=...`.",
+            auth: false,
+            request: None,
+            form: None,
+            status: 303,
+            response: None,
+        },
+        op(
+            "post",
+            "/api/v1/oidc/providers/{provider}/link",
+            "Start linking an identity of the provider to the caller's account: send the browser to `authorize_url`.",
+            None,
+            200,
+            Some(schema::<tidings_proto::oauth::OidcLinkStart>(g)),
+        ),
+        Op {
+            method: "post",
+            path: "/api/v1/oidc/exchange",
+            summary: "Trade the one-time code of a finished single sign-on (valid once, for 60 s) for tokens.",
+            auth: false,
+            request: Some(schema::<tidings_proto::oauth::OidcExchangeRequest>(g)),
+            form: None,
+            status: 200,
+            response: Some(schema::<TokenResponse>(g)),
+        },
+    ]
 }
 
 /// tus uploads and file downloads. Their bodies are raw bytes, and their state travels in tus

@@ -4,8 +4,7 @@
 
 use crate::OidcError;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents,
-    UnparsedPublicKey,
+    ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents, UnparsedPublicKey,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -113,7 +112,11 @@ pub fn needs_key_refresh(id_token: &str, jwks: &Jwks) -> bool {
 }
 
 /// Validates `id_token` and returns whom it names.
-pub fn validate(id_token: &str, jwks: &Jwks, expected: &Expected<'_>) -> Result<VerifiedIdentity, OidcError> {
+pub fn validate(
+    id_token: &str,
+    jwks: &Jwks,
+    expected: &Expected<'_>,
+) -> Result<VerifiedIdentity, OidcError> {
     let mut parts = id_token.split('.');
     let (Some(header_b64), Some(claims_b64), Some(sig_b64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -199,13 +202,20 @@ fn select_key<'a>(header: &Header, jwks: &'a Jwks) -> Option<&'a Jwk> {
 }
 
 fn member(value: &Option<String>) -> Result<Vec<u8>, OidcError> {
-    let value = value.as_deref().ok_or_else(|| invalid("key lacks a member"))?;
+    let value = value
+        .as_deref()
+        .ok_or_else(|| invalid("key lacks a member"))?;
     URL_SAFE_NO_PAD
         .decode(value)
         .map_err(|_| invalid("key member is not base64url"))
 }
 
-fn verify_signature(alg: &str, key: &Jwk, signed: &[u8], signature: &[u8]) -> Result<(), OidcError> {
+fn verify_signature(
+    alg: &str,
+    key: &Jwk,
+    signed: &[u8],
+    signature: &[u8],
+) -> Result<(), OidcError> {
     let ok = match alg {
         "RS256" => {
             let components = RsaPublicKeyComponents {
@@ -281,7 +291,12 @@ mod tests {
             let input = format!("{head}.{body}");
             let mut sig = vec![0; self.0.public_modulus_len()];
             self.0
-                .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut sig)
+                .sign(
+                    &RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    input.as_bytes(),
+                    &mut sig,
+                )
                 .unwrap();
             format!("{input}.{}", b64(&sig))
         }
@@ -313,13 +328,34 @@ mod tests {
             }
             validate(&key.sign("k1", &c), &jwks, &expected()).unwrap_err()
         };
-        assert!(matches!(bad(json!({"iss": "https://evil.test"})), OidcError::InvalidIdToken(_)));
-        assert!(matches!(bad(json!({"aud": "someone-else"})), OidcError::InvalidIdToken(_)));
-        assert!(matches!(bad(json!({"aud": ["tidings", "x"]})), OidcError::InvalidIdToken(_)));
-        assert!(matches!(bad(json!({"exp": NOW - 600})), OidcError::InvalidIdToken(_)));
-        assert!(matches!(bad(json!({"iat": NOW + 600})), OidcError::InvalidIdToken(_)));
-        assert!(matches!(bad(json!({"iat": NOW - 3600})), OidcError::InvalidIdToken(_)));
-        assert!(matches!(bad(json!({"nonce": "n-2"})), OidcError::InvalidIdToken(_)));
+        assert!(matches!(
+            bad(json!({"iss": "https://evil.test"})),
+            OidcError::InvalidIdToken(_)
+        ));
+        assert!(matches!(
+            bad(json!({"aud": "someone-else"})),
+            OidcError::InvalidIdToken(_)
+        ));
+        assert!(matches!(
+            bad(json!({"aud": ["tidings", "x"]})),
+            OidcError::InvalidIdToken(_)
+        ));
+        assert!(matches!(
+            bad(json!({"exp": NOW - 600})),
+            OidcError::InvalidIdToken(_)
+        ));
+        assert!(matches!(
+            bad(json!({"iat": NOW + 600})),
+            OidcError::InvalidIdToken(_)
+        ));
+        assert!(matches!(
+            bad(json!({"iat": NOW - 3600})),
+            OidcError::InvalidIdToken(_)
+        ));
+        assert!(matches!(
+            bad(json!({"nonce": "n-2"})),
+            OidcError::InvalidIdToken(_)
+        ));
         // Several audiences are fine when we are the authorized party.
         let mut c = claims();
         c["aud"] = json!(["tidings", "x"]);
@@ -339,7 +375,12 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         let mut c = claims();
         c["sub"] = json!("s-2");
-        let forged = format!("{}.{}.{}", parts[0], b64(c.to_string().as_bytes()), parts[2]);
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(c.to_string().as_bytes()),
+            parts[2]
+        );
         assert!(validate(&forged, &jwks, &expected()).is_err());
         // Signed by a key the provider does not publish under that kid.
         assert!(validate(&other.sign("k1", &claims()), &jwks, &expected()).is_err());

@@ -252,9 +252,9 @@ impl RelyingParty {
             let error = body["error"].as_str().unwrap_or("unknown").to_owned();
             return Err(OidcError::Provider(error));
         }
-        let id_token = body["id_token"]
-            .as_str()
-            .ok_or(OidcError::InvalidIdToken("the token response has no id_token"))?;
+        let id_token = body["id_token"].as_str().ok_or(OidcError::InvalidIdToken(
+            "the token response has no id_token",
+        ))?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -295,7 +295,9 @@ impl RelyingParty {
             .await?;
         // OpenID Connect Discovery 1.0, section 4.3: the document must name the issuer we asked.
         if discovery.issuer != self.providers[index].issuer {
-            return Err(OidcError::Metadata("issuer differs from the configured one"));
+            return Err(OidcError::Metadata(
+                "issuer differs from the configured one",
+            ));
         }
         let jwks: Jwks = self.fetch_json(&discovery.jwks_uri).await?;
         metadata.insert(index, (discovery, jwks));

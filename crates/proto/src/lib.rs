@@ -56,6 +56,13 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ("Account", schema_for!(rest::Account)),
         ("TokenResponse", schema_for!(rest::TokenResponse)),
         ("OAuthError", schema_for!(rest::OAuthError)),
+        ("OidcProvider", schema_for!(oauth::OidcProvider)),
+        ("OidcProviderList", schema_for!(oauth::OidcProviderList)),
+        ("OidcLinkStart", schema_for!(oauth::OidcLinkStart)),
+        (
+            "OidcExchangeRequest",
+            schema_for!(oauth::OidcExchangeRequest),
+        ),
         ("Device", schema_for!(rest::Device)),
         ("DeviceList", schema_for!(rest::DeviceList)),
         (

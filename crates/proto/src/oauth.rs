@@ -105,3 +105,34 @@ pub struct DeviceAuthorizationResponse {
     /// The least number of seconds between polls of the token endpoint.
     pub interval: u64,
 }
+
+/// An external OpenID Connect provider people may sign in with (`GET /api/v1/oidc/providers`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OidcProvider {
+    /// Used in URLs: `/api/v1/oidc/providers/{id}/start`.
+    pub id: String,
+    /// What a "Sign in with …" button shows.
+    pub display_name: String,
+}
+
+/// The configured providers, in configuration order (empty when single sign-on is off).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OidcProviderList {
+    pub providers: Vec<OidcProvider>,
+}
+
+/// `POST /api/v1/oidc/providers/{id}/link`: where to send the browser to link an identity of
+/// that provider to the caller's account. The response also sets the cookie that binds the
+/// flow to this browser.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OidcLinkStart {
+    pub authorize_url: String,
+}
+
+/// `POST /api/v1/oidc/exchange`: trades the one-time code that the sign-in callback put in
+/// the web app's URL fragment (`#oidc_code=...`) for tokens. A code works once, within 60 s.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OidcExchangeRequest {
+    pub code: String,
+}
