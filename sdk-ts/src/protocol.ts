@@ -1277,6 +1277,36 @@ export interface OAuthError {
   error_description?: string | null;
 }
 
+/**
+ * `POST /api/v1/oidc/exchange`: trades the one-time code that the sign-in callback put in
+ * the web app's URL fragment (`#oidc_code=...`) for tokens. A code works once, within 60 s.
+ */
+export interface OidcExchangeRequest {
+  code: string;
+}
+
+/**
+ * `POST /api/v1/oidc/providers/{id}/link`: where to send the browser to link an identity of
+ * that provider to the caller's account. The response also sets the cookie that binds the
+ * flow to this browser.
+ */
+export interface OidcLinkStart {
+  authorize_url: string;
+}
+
+/** An external OpenID Connect provider people may sign in with (`GET /api/v1/oidc/providers`). */
+export interface OidcProvider {
+  /** Used in URLs: `/api/v1/oidc/providers/{id}/start`. */
+  id: string;
+  /** What a "Sign in with …" button shows. */
+  display_name: string;
+}
+
+/** The configured providers, in configuration order (empty when single sign-on is off). */
+export interface OidcProviderList {
+  providers: OidcProvider[];
+}
+
 /** `GET /api/v1/conversations/{id}/pins`: pinned messages, most recently pinned first. */
 export interface PinnedMessages {
   messages: Message[];
