@@ -3,7 +3,7 @@
 // because presenting a spent refresh token signs the whole device out.
 
 import { TidingsError } from "./errors.js";
-import type { Account, TokenResponse } from "./protocol.js";
+import type { Account, OidcProvider, OidcProviderList, TokenResponse } from "./protocol.js";
 import { problemOf, type Fetch, type TokenSource } from "./rest.js";
 import type { KeyValueStorage } from "./storage.js";
 
@@ -101,6 +101,42 @@ export class Auth implements TokenSource {
     const form: Record<string, string> = { grant_type: "password", username, password };
     if (deviceName) form.device_name = deviceName;
     return this.store(await this.tokenRequest(form), username.toLowerCase());
+  }
+
+  /**
+   * Single sign-on: trades the one-time code that the server's OpenID Connect callback put in
+   * the page's URL fragment (`#oidc_code=...`) for tokens of a new device.
+   */
+  async signInWithOidcCode(code: string): Promise<StoredTokens> {
+    const base = this.baseUrl.replace(/\/$/, "");
+    const network = (e: Error): never => {
+      throw new TidingsError("network", `network error: ${e.message}`);
+    };
+    const res = await this.fetchImpl(base + "/api/v1/oidc/exchange", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ code }),
+    }).catch(network);
+    if (!res.ok) throw await problemOf(res);
+    const tokens = (await res.json()) as TokenResponse;
+    // The token response does not name the account; the stored tokens do.
+    const me = await this.fetchImpl(base + "/api/v1/account", {
+      headers: { authorization: `Bearer ${tokens.access_token}` },
+    }).catch(network);
+    if (!me.ok) throw await problemOf(me);
+    const account = (await me.json()) as Account;
+    return this.store(tokens, account.username);
+  }
+
+  /** The OpenID Connect providers the server offers for sign-in (none when it cannot say). */
+  async oidcProviders(): Promise<OidcProvider[]> {
+    try {
+      const res = await this.fetchImpl(this.baseUrl.replace(/\/$/, "") + "/api/v1/oidc/providers");
+      if (!res.ok) return [];
+      return ((await res.json()) as OidcProviderList).providers;
+    } catch {
+      return [];
+    }
   }
 
   /** Revokes the refresh token (which signs the device out) and forgets the tokens. */
