@@ -169,18 +169,29 @@ pub struct CallbackParams {
     state: Option<String>,
     code: Option<String>,
     error: Option<String>,
+    /// RFC 9207: the issuer of the answer, from providers that say it.
+    iss: Option<String>,
 }
 
 /// Where the callback sends the browser: the web app, with the outcome in the URL fragment
-/// (never sent to a server, so never in an access log).
+/// (never sent to a server, so never in an access log). The flow cookie is cleared, except
+/// after a state that does not match it: that request did not come from the flow, which may
+/// still finish.
 fn back_to_app(state: &AppState, fragment: &str) -> Response {
+    let mut response = keep_cookie_back_to_app(fragment);
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, flow_cookie(state, "", 0));
+    response
+}
+
+fn keep_cookie_back_to_app(fragment: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::LOCATION,
         HeaderValue::from_str(&format!("/#{fragment}")).expect("fragment is ASCII"),
     );
-    headers.insert(header::SET_COOKIE, flow_cookie(state, "", 0));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -204,7 +215,7 @@ pub async fn callback(
                 .core
                 .sso_refused(None, "state_mismatch", address)
                 .await;
-            return back_to_app(&state, "oidc_error=invalid_state");
+            return keep_cookie_back_to_app("oidc_error=invalid_state");
         }
     };
     if params.error.is_some() {
@@ -213,7 +224,11 @@ pub async fn callback(
     let Some(code) = params.code else {
         return back_to_app(&state, "oidc_error=invalid_request");
     };
-    let finished = match oidc.rp.finish(&flow_state, &code).await {
+    let finished = match oidc
+        .rp
+        .finish(&flow_state, &code, params.iss.as_deref())
+        .await
+    {
         Ok(finished) => finished,
         Err(e) => {
             tracing::warn!(error = %e, "Single sign-on refused.");

@@ -213,7 +213,15 @@ impl RelyingParty {
 
     /// Finishes the flow `state` with the provider's `code`: the state is used up whatever
     /// happens, then the code is exchanged (with the PKCE verifier) and the id_token validated.
-    pub async fn finish(&self, state: &str, code: &str) -> Result<Finished, OidcError> {
+    /// `iss` is the callback's `iss` parameter (RFC 9207), when the provider sends one: it must
+    /// name the provider the flow went to, which stops a provider from passing off another's
+    /// code (the mix-up attack).
+    pub async fn finish(
+        &self,
+        state: &str,
+        code: &str,
+        iss: Option<&str>,
+    ) -> Result<Finished, OidcError> {
         let pending = self
             .pending
             .lock()
@@ -222,6 +230,11 @@ impl RelyingParty {
             .filter(|p| p.expires > SystemTime::now())
             .ok_or(OidcError::UnknownState)?;
         let provider = &self.providers[pending.provider];
+        if iss.is_some_and(|iss| iss != provider.issuer) {
+            return Err(OidcError::InvalidIdToken(
+                "the callback's iss is another issuer",
+            ));
+        }
         self.load(pending.provider).await?;
         let token_endpoint = self.metadata.lock().await[&pending.provider]
             .0

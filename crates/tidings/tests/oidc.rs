@@ -358,6 +358,18 @@ async fn oidc_provider_signs_in_creates_links_and_refuses_forgeries() {
         "/#oidc_error=invalid_state"
     );
 
+    // A callback whose RFC 9207 `iss` names another issuer is refused (mix-up), even with the
+    // right state and cookie.
+    let mixed = browser
+        .send(browser.http.get(format!(
+            "{base}/oauth/oidc/callback?state={state}&code=whatever&iss=https%3A%2F%2Fevil.example"
+        )))
+        .await;
+    assert_eq!(
+        mixed.headers()["location"].to_str().unwrap(),
+        "/#oidc_error=refused"
+    );
+
     // The provider's id_token for this client has its `sub` changed after signing: refused,
     // and no account is made for either subject.
     assert_eq!(
