@@ -2,7 +2,8 @@
 // configured with one OpenID Connect provider, the real provider (`oidc-provider`, from
 // scripts/oidc, installed by scripts/test), and Debian's Chromium. The sign-in page offers
 // "Sign in with Example Corp" (in English and Chinese); clicking it goes through the provider's
-// own sign-in and consent pages and back into the app, signed in as a new account; an error
+// own sign-in and consent pages and back into the app, signed in as a new account; a user
+// signed in with a password links an identity in settings and then signs in with it; an error
 // the callback reports is shown. Screenshots go to target/web-screenshots/ (or SCREENSHOT_DIR).
 //
 // Run with `npm run e2e:oidc -w web` after building web/dist and the server binary.
@@ -91,6 +92,48 @@ try {
   assert.equal(stored?.username, "dana");
   await page.screenshot({ path: join(shots, "oidc-signed-in.png") });
   await page.close();
+
+  // Linking: erin signs in with her password, links her identity "erin-at-corp" in settings
+  // through the provider's pages, and then signs in with it as herself.
+  const reg = await fetch(base + "/api/v1/accounts", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: "erin", password: "correct horse battery" }),
+  });
+  assert.equal(reg.status, 201);
+  const erin = await browser.newPage({ locale: "en-US", viewport: { width: 900, height: 800 } });
+  await erin.goto(base + "/");
+  await erin.fill('input[name="username"]', "erin");
+  await erin.fill('input[name="password"]', "correct horse battery");
+  await erin.getByTestId("auth-submit").click();
+  await erin.getByTestId("nav-settings").click({ timeout: T });
+  await erin.getByTestId("oidc-link-corp").click({ timeout: T });
+  await erin.locator('input[name="login"]').waitFor({ timeout: T });
+  await erin.fill('input[name="login"]', "erin-at-corp");
+  await erin.fill('input[name="password"]', "anything");
+  await erin.click('button[type="submit"]');
+  await erin.locator('input[name="prompt"][value="consent"]').waitFor({ state: "attached", timeout: T });
+  await erin.click('button[type="submit"]');
+  const outcome = erin.getByTestId("oidc-link-outcome");
+  await outcome.waitFor({ timeout: T });
+  assert.equal((await outcome.textContent()).trim(), "The identity is linked to this account.");
+  await erin.screenshot({ path: join(shots, "oidc-linked.png") });
+  await erin.close();
+  const again = await browser.newPage({ locale: "en-US" });
+  await again.goto(base + "/");
+  await again.getByTestId("oidc-corp").click({ timeout: T });
+  await again.locator('input[name="login"]').waitFor({ timeout: T });
+  await again.fill('input[name="login"]', "erin-at-corp");
+  await again.fill('input[name="password"]', "anything");
+  await again.click('button[type="submit"]');
+  // The provider may ask for consent again (its development pages keep no grant across sessions).
+  const consent = again.locator('input[name="prompt"][value="consent"]');
+  await Promise.race([consent.waitFor({ state: "attached", timeout: T }), again.getByTestId("nav-chats").waitFor({ timeout: T })]);
+  if (await consent.count()) await again.click('button[type="submit"]');
+  await again.getByTestId("nav-chats").waitFor({ timeout: T });
+  const erinTokens = await again.evaluate(() => JSON.parse(localStorage.getItem("tidings.tokens") || "null"));
+  assert.equal(erinTokens?.username, "erin");
+  await again.close();
 
   // An outcome the callback reports as an error is shown on the sign-in page.
   const refused = await browser.newPage({ locale: "en-US" });
