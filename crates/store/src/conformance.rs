@@ -5499,4 +5499,37 @@ pub async fn external_identities_link_once_and_create_accounts(store: Arc<dyn St
     let links = store.external_identities_of(alice).await.unwrap();
     assert_eq!(links, vec![identity("s-1", 2_000), identity("s-4", 6_000)]);
     assert!(store.external_identities_of(bob).await.unwrap().is_empty());
+
+    // Deleting the account removes its links, so the identity may be linked afresh.
+    store
+        .delete_user(
+            alice,
+            7_000,
+            false,
+            entry("user.delete", 7_000, None, Some(alice)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .external_identity_user("https://idp.example", "s-1")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .external_identities_of(alice)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .link_external_identity(
+            bob,
+            &identity("s-1", 8_000),
+            entry("external_identity.link", 8_000, Some(bob), Some(bob)),
+        )
+        .await
+        .unwrap();
 }
