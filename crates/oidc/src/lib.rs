@@ -34,7 +34,7 @@ pub struct OidcConfig {
 
 /// One OpenID Connect provider. Register the server at the provider with the redirect URI
 /// `<tokens.issuer>/oauth/oidc/callback`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// A short name used in URLs (letters, digits, `-`, `_`), e.g. "corp".
@@ -54,6 +54,57 @@ pub struct ProviderConfig {
     /// false, only people who linked their account while signed in can sign in this way.
     #[serde(default)]
     pub allow_create: bool,
+}
+
+/// Everything but the secret, so a configuration printed for debugging never shows it.
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("id", &self.id)
+            .field("display_name", &self.display_name)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .field("allow_create", &self.allow_create)
+            .finish()
+    }
+}
+
+impl OidcConfig {
+    /// Checks what start-up can check without asking the providers: ids usable in URLs and
+    /// unique, issuers `http(s)` URLs, client ids present.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.providers {
+            let id_ok = !p.id.is_empty()
+                && p.id.len() <= 32
+                && p.id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !id_ok {
+                return Err(format!(
+                    "oidc.providers: id {:?} must be 1 to 32 letters, digits, '-' or '_'",
+                    p.id
+                ));
+            }
+            if !seen.insert(p.id.as_str()) {
+                return Err(format!("oidc.providers: id {:?} is used twice", p.id));
+            }
+            let issuer_ok = reqwest::Url::parse(&p.issuer)
+                .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some());
+            if !issuer_ok {
+                return Err(format!(
+                    "oidc.providers ({}): issuer {:?} is not an http(s) URL",
+                    p.id, p.issuer
+                ));
+            }
+            if p.client_id.is_empty() {
+                return Err(format!("oidc.providers ({}): client_id is empty", p.id));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_scopes() -> Vec<String> {
@@ -77,6 +128,8 @@ pub enum OidcError {
     Metadata(&'static str),
     #[error("id_token refused: {0}")]
     InvalidIdToken(&'static str),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// What a flow is for, carried from its start to its callback.
@@ -138,6 +191,7 @@ pub struct RelyingParty {
 impl RelyingParty {
     /// `redirect_uri` is the server's callback URL, as registered at every provider.
     pub fn new(config: &OidcConfig, redirect_uri: String) -> Result<RelyingParty, OidcError> {
+        config.validate().map_err(OidcError::Config)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
@@ -347,4 +401,42 @@ fn form_encode(value: &str) -> String {
         .ok()
         .and_then(|u| u.query().map(|q| q.trim_start_matches("v=").to_owned()))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(id: &str, issuer: &str) -> ProviderConfig {
+        ProviderConfig {
+            id: id.into(),
+            display_name: "Corp".into(),
+            issuer: issuer.into(),
+            client_id: "tidings".into(),
+            client_secret: "top-secret".into(),
+            scopes: default_scopes(),
+            allow_create: false,
+        }
+    }
+
+    #[test]
+    fn config_is_checked_and_the_secret_never_printed() {
+        let ok = OidcConfig {
+            providers: vec![provider("corp", "https://idp.example")],
+        };
+        assert!(ok.validate().is_ok());
+        assert!(!format!("{ok:?}").contains("top-secret"));
+        for bad in [
+            vec![provider("", "https://idp.example")],
+            vec![provider("a/b", "https://idp.example")],
+            vec![provider("corp", "idp.example")],
+            vec![provider("corp", "ftp://idp.example")],
+            vec![
+                provider("corp", "https://a.example"),
+                provider("corp", "https://b.example"),
+            ],
+        ] {
+            assert!(OidcConfig { providers: bad }.validate().is_err());
+        }
+    }
 }

@@ -429,6 +429,9 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             );
         }
     }
+    if let Err(message) = config.oidc.validate() {
+        return invalid("oidc.providers", &message);
+    }
     if config.files.max_file_bytes == 0 {
         return invalid("files.max_file_bytes", "must be greater than 0");
     }
