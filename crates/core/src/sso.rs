@@ -3,7 +3,7 @@
 //! made for it, and linking an identity to the account of a signed-in user. Accounts are found
 //! only by the (issuer, subject) pair linked to them, never by e-mail address.
 
-use crate::accounts::{DEFAULT_CLIENT_ID, first_party_scope};
+use crate::accounts::{DEFAULT_CLIENT_ID, first_party_scope, limit_key};
 use crate::audit::kinds;
 use crate::error::{CoreError, CoreResult};
 use crate::passwords::normalize_username;
@@ -80,6 +80,19 @@ impl Core {
             Err(StoreError::NotFound) => Err(CoreError::not_found("account")),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Counts the start of a single sign-on flow as a sign-in attempt of `address`
+    /// (`limits.sign_in_attempts_per_address_per_minute`), so one client cannot fill the
+    /// relying party's table of pending flows.
+    pub fn sso_attempt(&self, address: Option<IpAddr>) -> CoreResult<()> {
+        if let Some(address) = address {
+            self.inner
+                .sign_in_limiter
+                .check(&limit_key(address), self.now_ms())
+                .map_err(|wait| CoreError::rate_limited("sign-in attempts", wait))?;
+        }
+        Ok(())
     }
 
     /// Records a refused single sign-on (a forged state, an id_token that failed validation, a

@@ -125,8 +125,10 @@ pub async fn providers(State(state): State<AppState>) -> Json<OidcProviderList> 
 /// `GET /api/v1/oidc/providers/{provider}/start`: sends the browser to the provider to sign in.
 pub async fn start(
     State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
     Path(provider): Path<String>,
 ) -> ApiResult<Response> {
+    state.core.sso_attempt(address)?;
     let started = oidc(&state)?
         .rp
         .start(&provider, Purpose::SignIn)
@@ -147,8 +149,10 @@ pub async fn start(
 pub async fn link(
     State(state): State<AppState>,
     Authed(caller): Authed,
+    ClientAddr(address): ClientAddr,
     Path(provider): Path<String>,
 ) -> ApiResult<Response> {
+    state.core.sso_attempt(address)?;
     let started = oidc(&state)?
         .rp
         .start(&provider, Purpose::Link(caller.user_id.0))

@@ -419,4 +419,22 @@ async fn oidc_provider_signs_in_creates_links_and_refuses_forgeries() {
             .contains("\"provider\":\"ec\"")
     );
     server.stop().await;
+
+    // Starting flows counts as sign-in attempts of the address: with a limit of 2 a minute,
+    // the third start is refused before any pending flow is made.
+    let providers = vec![provider(&idp, "corp", "tidings-rs", true)];
+    let limited = TestServer::start_with(|config| {
+        config.oidc.providers = providers;
+        config.limits.sign_in_attempts_per_address_per_minute = 2;
+    })
+    .await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let start = format!("{}/api/v1/oidc/providers/corp/start", limited.base_url);
+    for expected in [303, 303, 429] {
+        assert_eq!(http.get(&start).send().await.unwrap().status(), expected);
+    }
+    limited.stop().await;
 }
