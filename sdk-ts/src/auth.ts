@@ -3,7 +3,13 @@
 // because presenting a spent refresh token signs the whole device out.
 
 import { SecondFactorRequired, TidingsError } from "./errors.js";
-import type { Account, SecondFactorRequired as SecondFactorChallenge, TokenResponse } from "./protocol.js";
+import type {
+  Account,
+  OidcProvider,
+  OidcProviderList,
+  SecondFactorRequired as SecondFactorChallenge,
+  TokenResponse,
+} from "./protocol.js";
 import { problemOf, type Fetch, type TokenSource } from "./rest.js";
 import type { KeyValueStorage } from "./storage.js";
 
@@ -72,7 +78,8 @@ export class Auth implements TokenSource {
   private store(r: TokenResponse, username: string): StoredTokens {
     const t: StoredTokens = {
       access_token: r.access_token,
-      refresh_token: r.refresh_token,
+      // Every sign-in this SDK makes (password, refresh) returns one; only bots go without.
+      refresh_token: r.refresh_token ?? "",
       expires_at: Date.now() + r.expires_in * 1000,
       lifetime_ms: r.expires_in * 1000,
       user_id: r.user_id,
@@ -139,6 +146,42 @@ export class Auth implements TokenSource {
     }
     if (!res.ok) throw await problemOf(res);
     return this.store((await res.json()) as TokenResponse, challenge.username);
+  }
+
+  /**
+   * Single sign-on: trades the one-time code that the server's OpenID Connect callback put in
+   * the page's URL fragment (`#oidc_code=...`) for tokens of a new device.
+   */
+  async signInWithOidcCode(code: string): Promise<StoredTokens> {
+    const base = this.baseUrl.replace(/\/$/, "");
+    const network = (e: Error): never => {
+      throw new TidingsError("network", `network error: ${e.message}`);
+    };
+    const res = await this.fetchImpl(base + "/api/v1/oidc/exchange", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ code }),
+    }).catch(network);
+    if (!res.ok) throw await problemOf(res);
+    const tokens = (await res.json()) as TokenResponse;
+    // The token response does not name the account; the stored tokens do.
+    const me = await this.fetchImpl(base + "/api/v1/account", {
+      headers: { authorization: `Bearer ${tokens.access_token}` },
+    }).catch(network);
+    if (!me.ok) throw await problemOf(me);
+    const account = (await me.json()) as Account;
+    return this.store(tokens, account.username);
+  }
+
+  /** The OpenID Connect providers the server offers for sign-in (none when it cannot say). */
+  async oidcProviders(): Promise<OidcProvider[]> {
+    try {
+      const res = await this.fetchImpl(this.baseUrl.replace(/\/$/, "") + "/api/v1/oidc/providers");
+      if (!res.ok) return [];
+      return ((await res.json()) as OidcProviderList).providers;
+    } catch {
+      return [];
+    }
   }
 
   /** Revokes the refresh token (which signs the device out) and forgets the tokens. */

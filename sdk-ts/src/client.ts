@@ -240,6 +240,17 @@ export class TidingsClient {
     this.reset();
   }
 
+  /** Single sign-on: finishes a sign-in whose callback left `#oidc_code=<code>` in the URL. */
+  async signInWithOidcCode(code: string): Promise<void> {
+    await this.auth.signInWithOidcCode(code);
+    this.start();
+  }
+
+  /** Where a browser goes to sign in with the OpenID Connect provider `id`. */
+  oidcStartUrl(id: string): string {
+    return `${this.baseUrl}/api/v1/oidc/providers/${encodeURIComponent(id)}/start`;
+  }
+
   async signOut(): Promise<void> {
     await this.stop();
     await this.auth.signOut();

@@ -602,6 +602,24 @@ export interface Device {
   current: boolean;
 }
 
+/** RFC 8628 section 3.2: the answer of `POST /oauth/device_authorization`. */
+export interface DeviceAuthorizationResponse {
+  /** Secret; the device polls the token endpoint with it. */
+  device_code: string;
+  /**
+   * What the user types on the verification page (`XXXX-XXXX`, letters that cannot be
+   * confused with each other or with digits).
+   */
+  user_code: string;
+  verification_uri: string;
+  /** The verification page with the user code filled in (for a QR code or a link). */
+  verification_uri_complete: string;
+  /** Seconds until the codes expire. */
+  expires_in: number;
+  /** The least number of seconds between polls of the token endpoint. */
+  interval: number;
+}
+
 /** One signed-in device (a browser, a phone, a bot); every login creates one. */
 export type DeviceId = number;
 
@@ -1222,6 +1240,12 @@ export interface NewOAuthClient {
   /** Shown to users on the consent page (1 to 64 characters). */
   name: string;
   /**
+   * Makes a bot client (client credentials grant): the server creates a bot account with
+   * this username, bound to the client, and the client's tokens act as that account. A bot
+   * client must be confidential and has no redirect URIs.
+   */
+  bot_username?: string | null;
+  /**
    * A confidential client (a server-side application) gets a secret, shown once; a public
    * client (a mobile or single-page application) gets none and must use PKCE.
    */
@@ -1250,6 +1274,8 @@ export interface OAuthClient {
   /** The scopes the client may ask for, space-separated. */
   scope: string;
   created_at: number;
+  /** For a bot client, the account its tokens act as. */
+  bot_user_id?: UserId | null;
 }
 
 /**
@@ -1272,10 +1298,42 @@ export interface OAuthClientList {
 export interface OAuthError {
   /**
    * `invalid_request`, `invalid_client`, `invalid_grant`, `unauthorized_client`,
-   * `unsupported_grant_type` or `invalid_scope`.
+   * `unsupported_grant_type` or `invalid_scope`; for the device code grant (RFC 8628
+   * section 3.5) also `authorization_pending`, `slow_down`, `access_denied` and
+   * `expired_token`.
    */
   error: string;
   error_description?: string | null;
+}
+
+/**
+ * `POST /api/v1/oidc/exchange`: trades the one-time code that the sign-in callback put in
+ * the web app's URL fragment (`#oidc_code=...`) for tokens. A code works once, within 60 s.
+ */
+export interface OidcExchangeRequest {
+  code: string;
+}
+
+/**
+ * `POST /api/v1/oidc/providers/{id}/link`: where to send the browser to link an identity of
+ * that provider to the caller's account. The response also sets the cookie that binds the
+ * flow to this browser.
+ */
+export interface OidcLinkStart {
+  authorize_url: string;
+}
+
+/** An external OpenID Connect provider people may sign in with (`GET /api/v1/oidc/providers`). */
+export interface OidcProvider {
+  /** Used in URLs: `/api/v1/oidc/providers/{id}/start`. */
+  id: string;
+  /** What a "Sign in with …" button shows. */
+  display_name: string;
+}
+
+/** The configured providers, in configuration order (empty when single sign-on is off). */
+export interface OidcProviderList {
+  providers: OidcProvider[];
 }
 
 /** `GET /api/v1/conversations/{id}/pins`: pinned messages, most recently pinned first. */
@@ -1919,11 +1977,12 @@ export interface TokenResponse {
   token_type: string;
   /** Seconds until the access token expires. */
   expires_in: number;
-  refresh_token: string;
   scope: string;
   /** The device this sign-in created or continued (a Tidings extension). */
   device_id: DeviceId;
   user_id: UserId;
+  /** Absent when none is issued (the client credentials grant, RFC 6749 section 4.4.3). */
+  refresh_token?: string;
 }
 
 /** `POST /api/v1/conversations/{id}/transfer`: the caller (the owner) becomes an admin. */

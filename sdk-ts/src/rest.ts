@@ -38,7 +38,7 @@ import type {
   SearchResults,
   SendAck,
   UpdateGroupRequest,
-  UserSearchResults, IceServers } from "./protocol.js";
+  UserSearchResults, IceServers, OidcLinkStart } from "./protocol.js";
 
 export type Fetch = typeof fetch;
 
@@ -111,6 +111,8 @@ export class Rest {
   searchUsers = (q: string, limit = 20) =>
     this.request<UserSearchResults>("GET", `/api/v1/users?q=${encodeURIComponent(q)}&limit=${limit}`);
   devices = () => this.request<DeviceList>("GET", "/api/v1/devices");
+  /** Starts linking an identity of OpenID Connect provider `id` to this account: send the browser to `authorize_url`. */
+  oidcLink = (id: string) => this.request<OidcLinkStart>("POST", `/api/v1/oidc/providers/${encodeURIComponent(id)}/link`);
   signOutDevice = (deviceId: number) => this.request<void>("DELETE", `/api/v1/devices/${deviceId}`);
   changePassword = (current_password: string, new_password: string) =>
     this.request<void>("POST", "/api/v1/account/password", { current_password, new_password });

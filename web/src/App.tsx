@@ -20,7 +20,8 @@ export function App() {
   const c = useClient();
   const { t } = useI18n();
   const [theme, setTheme] = useTheme();
-  const [tab, setTab] = useState<Tab>("chats");
+  // Back from linking a single sign-on identity ("#oidc_linked=..."): settings shows the outcome.
+  const [tab, setTab] = useState<Tab>(() => (/(^#|&)oidc_(linked|error)=/.test(window.location.hash) ? "settings" : "chats"));
   const [open, setOpen] = useState<number | null>(null);
   // A message to show when the chat opens (a search hit).
   const [focusSeq, setFocusSeq] = useState<number | undefined>(undefined);

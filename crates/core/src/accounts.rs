@@ -730,8 +730,21 @@ impl Core {
         client_id: &str,
         scope: &str,
     ) -> TokenResponse {
-        let now_secs = self.now_ms().div_euclid(1000);
         let ttl = self.inner.config.tokens.access_ttl_secs;
+        self.signed_token_response(user, device, refresh, client_id, scope, ttl)
+    }
+
+    /// [`Core::token_response`] with an access token valid for `ttl` seconds.
+    pub(crate) fn signed_token_response(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        refresh: String,
+        client_id: &str,
+        scope: &str,
+        ttl: u64,
+    ) -> TokenResponse {
+        let now_secs = self.now_ms().div_euclid(1000);
         let claims = AccessClaims {
             iss: self.inner.issuer.clone(),
             sub: user.0.to_string(),

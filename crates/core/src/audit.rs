@@ -25,6 +25,10 @@ pub use tidings_store::AuditFilter;
 pub mod kinds {
     pub const SIGN_IN_SUCCESS: &str = "sign_in.success";
     pub const SIGN_IN_FAILURE: &str = "sign_in.failure";
+    /// A signed-in user linked an external OpenID Connect identity to their account.
+    pub const EXTERNAL_IDENTITY_LINK: &str = "external_identity.link";
+    /// A first sign-in with an external identity created an account for it.
+    pub const EXTERNAL_IDENTITY_CREATE: &str = "external_identity.create";
     pub const TOKEN_REUSE: &str = "token.reuse";
     pub const PASSWORD_CHANGE: &str = "password.change";
     pub const PASSWORD_RESET: &str = "password.reset";

@@ -48,6 +48,7 @@ pub mod rtc;
 pub mod search;
 pub mod selfservice;
 pub mod session;
+pub mod sso;
 pub mod tokens;
 pub mod twofactor;
 

@@ -1,6 +1,7 @@
 //! The OAuth 2.0 authorization server beyond first-party sign-in: clients registered by an
 //! administrator, the authorization code grant with PKCE (RFC 6749 section 4.1, RFC 7636,
-//! S256 only), and token introspection (RFC 7662).
+//! S256 only), the client credentials grant for bot clients (section 4.4), the device
+//! authorization grant (RFC 8628), and token introspection (RFC 7662).
 //!
 //! The transport renders the sign-in and consent page and speaks the protocol; everything it
 //! decides with (is this client known, is this redirect URI registered, may it have this scope,
@@ -19,10 +20,14 @@ use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 use tidings_proto::ErrorCode;
 use tidings_proto::oauth::{
-    Introspection, NewOAuthClient, OAuthClient, OAuthClientCreated, OAuthClientList,
+    DeviceAuthorizationResponse, Introspection, NewOAuthClient, OAuthClient, OAuthClientCreated,
+    OAuthClientList,
 };
 use tidings_proto::rest::TokenResponse;
-use tidings_store::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord, StoreError};
+use tidings_store::{
+    AuthorizationCodeRecord, DeviceAuthorizationRecord, DeviceAuthorizationState, DeviceGrant,
+    OAuthClientRecord, StoreError,
+};
 
 /// How long an authorization code may wait before it is exchanged (RFC 6749 recommends at most
 /// ten minutes; a client exchanges it at once).
@@ -31,6 +36,118 @@ pub const CODE_TTL_MS: i64 = 60_000;
 pub const MAX_CLIENT_PAGE: u32 = 200;
 /// At most this many redirect URIs per client.
 const MAX_REDIRECT_URIS: usize = 10;
+/// The longest life of a client credentials (bot) access token, in seconds. A bot can always
+/// ask for a new one, so there is no refresh token and nothing long-lived to steal.
+pub const BOT_TOKEN_TTL_SECS: u64 = 300;
+/// How long a device authorization waits for the user (RFC 8628 section 3.2 `expires_in`).
+pub const DEVICE_CODE_TTL_MS: i64 = 600_000;
+/// The least number of seconds between polls (RFC 8628 section 3.2 `interval`; 5 is the
+/// default the RFC gives).
+pub const DEVICE_POLL_INTERVAL_SECS: i64 = 5;
+/// The letters of user codes: RFC 8628 section 6.1's base-20 set, consonants without vowels
+/// (no words) and without letters that look like digits. Eight of them carry about 34.6 bits,
+/// which, with attempts rate limited per address and a 10-minute life, is out of reach of
+/// guessing.
+const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
+const USER_CODE_LEN: usize = 8;
+/// The grant type URN of the device code grant (RFC 8628 section 3.4).
+pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// Why the token endpoint refused a client credentials or device code grant with an error the
+/// protocol names (beyond the errors a [`CoreError`] already maps to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantRefusal {
+    /// RFC 8628 section 3.5: the user has not answered yet.
+    AuthorizationPending,
+    /// RFC 8628 section 3.5: the client polls faster than its interval, which grew by 5 s.
+    SlowDown,
+    /// RFC 8628 section 3.5: the device code expired; start again.
+    ExpiredToken,
+    /// RFC 8628 section 3.5: the user denied.
+    AccessDenied,
+    /// RFC 6749 section 5.2: this client may not use this grant type.
+    UnauthorizedClient,
+}
+
+impl GrantRefusal {
+    /// The `error` of the token response.
+    pub fn code(self) -> &'static str {
+        match self {
+            GrantRefusal::AuthorizationPending => "authorization_pending",
+            GrantRefusal::SlowDown => "slow_down",
+            GrantRefusal::ExpiredToken => "expired_token",
+            GrantRefusal::AccessDenied => "access_denied",
+            GrantRefusal::UnauthorizedClient => "unauthorized_client",
+        }
+    }
+
+    /// The `error_description` of the token response.
+    pub fn description(self) -> &'static str {
+        match self {
+            GrantRefusal::AuthorizationPending => "the user has not answered yet",
+            GrantRefusal::SlowDown => "polling too fast; wait 5 seconds more between polls",
+            GrantRefusal::ExpiredToken => "the device code expired; start again",
+            GrantRefusal::AccessDenied => "the user denied the request",
+            GrantRefusal::UnauthorizedClient => "this client may not use this grant type",
+        }
+    }
+}
+
+/// The outcome of a grant that can be refused in a protocol-specific way.
+#[derive(Debug)]
+pub enum GrantError {
+    Refused(GrantRefusal),
+    Core(CoreError),
+}
+
+impl From<CoreError> for GrantError {
+    fn from(e: CoreError) -> Self {
+        GrantError::Core(e)
+    }
+}
+
+impl From<StoreError> for GrantError {
+    fn from(e: StoreError) -> Self {
+        GrantError::Core(e.into())
+    }
+}
+
+/// What the device verification page shows for a user code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceConsent {
+    /// The code as the user should see it (`XXXX-XXXX`).
+    pub user_code: String,
+    pub client_name: String,
+    /// The scope the user is asked to grant, space-separated.
+    pub scope: String,
+}
+
+/// A fresh user code (`XXXXXXXX`, normalized form).
+fn new_user_code() -> String {
+    use rand::Rng;
+    let mut rng = rand::rngs::OsRng;
+    (0..USER_CODE_LEN)
+        .map(|_| char::from(USER_CODE_ALPHABET[rng.gen_range(0..USER_CODE_ALPHABET.len())]))
+        .collect()
+}
+
+/// A user code as typed (any case, with or without the dash or spaces) in normalized form;
+/// `None` if it cannot be one.
+pub fn normalize_user_code(typed: &str) -> Option<String> {
+    let code: String = typed
+        .chars()
+        .filter(|c| !matches!(c, '-' | ' '))
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    (code.len() == USER_CODE_LEN && code.bytes().all(|b| USER_CODE_ALPHABET.contains(&b)))
+        .then_some(code)
+}
+
+/// A normalized user code as shown to people: `XXXX-XXXX`.
+pub fn display_user_code(code: &str) -> String {
+    let (a, b) = code.split_at(code.len().min(USER_CODE_LEN / 2));
+    format!("{a}-{b}")
+}
 
 /// The credentials a client presented at the token or introspection endpoint (HTTP Basic or
 /// form fields; the transport does not care which).
@@ -88,6 +205,7 @@ fn client_view(client: &OAuthClientRecord) -> OAuthClient {
         redirect_uris: client.redirect_uris.clone(),
         scope: client.scope.clone(),
         created_at: client.created_at,
+        bot_user_id: client.bot.map(|b| b.user_id),
     }
 }
 
@@ -166,25 +284,57 @@ impl Core {
                 policy::grant_scope(req.scope.as_deref(), &policy::SCOPES.join(" "))
             })
             .map_err(|e| CoreError::invalid(e.message))?;
+        let bot_username = match req.bot_username.as_deref() {
+            Some(raw) => {
+                if !req.confidential {
+                    return Err(CoreError::invalid("a bot client must be confidential"));
+                }
+                if !req.redirect_uris.is_empty() {
+                    return Err(CoreError::invalid(
+                        "a bot client signs in without a browser, so it has no redirect URIs",
+                    ));
+                }
+                Some(crate::passwords::normalize_username(raw)?)
+            }
+            None => None,
+        };
         let secret = req.confidential.then(tokens::random_token);
         // 128 random bits: ids are public, they only need to be unique and unguessable enough
         // not to invite enumeration.
         let client_id = tokens::random_token()[..22].to_owned();
-        let record = OAuthClientRecord {
+        let mut record = OAuthClientRecord {
             client_id: client_id.clone(),
             name,
             secret_hash: secret.as_deref().map(tokens::hash_token),
             redirect_uris: req.redirect_uris,
             scope,
             created_at: self.now_ms(),
+            bot: None,
         };
         let mut entry = acting.entry(self, kinds::OAUTH_CLIENT_ADD, None);
-        entry.detail = serde_json::json!({ "client_id": client_id, "name": record.name });
-        self.inner
-            .store
-            .create_oauth_client(record.clone(), entry)
-            .await?;
-        tracing::info!(%client_id, "OAuth client registered.");
+        entry.detail = serde_json::json!({
+            "client_id": client_id,
+            "name": record.name,
+            "bot_username": bot_username,
+        });
+        match bot_username {
+            // The bot account has no password: "!" is not a PHC string, so no password ever
+            // verifies against it and the account signs in only through its client.
+            Some(username) => {
+                record = self
+                    .inner
+                    .store
+                    .create_bot_client(record, &username, "!", entry)
+                    .await?;
+            }
+            None => {
+                self.inner
+                    .store
+                    .create_oauth_client(record.clone(), entry)
+                    .await?;
+            }
+        }
+        tracing::info!(%client_id, bot = record.bot.is_some(), "OAuth client registered.");
         Ok(OAuthClientCreated {
             client: client_view(&record),
             client_secret: secret,
@@ -425,27 +575,248 @@ impl Core {
                 "code_verifier does not match the code_challenge",
             ));
         }
+        self.sign_in_through_client(&client, taken.user_id, &taken.scope, address)
+            .await
+    }
+
+    // --- Client credentials (bots) ---------------------------------------------------------
+
+    /// RFC 6749 section 4.4: a bot client gets a short-lived access token for its bot account,
+    /// with the scope it asks for (all it was granted when it asks for nothing) and no refresh
+    /// token. Other clients are `unauthorized_client`.
+    pub async fn client_credentials_grant(
+        &self,
+        auth: ClientAuth,
+        scope: Option<&str>,
+    ) -> Result<TokenResponse, GrantError> {
+        let client = self.authenticate_client(&auth).await?;
+        let (Some(bot), Some(_)) = (client.bot, client.secret_hash) else {
+            return Err(GrantError::Refused(GrantRefusal::UnauthorizedClient));
+        };
+        let scope = policy::grant_scope(scope, &client.scope)?;
+        let user = self.inner.store.user_by_id(bot.user_id).await?;
+        if !user.is_some_and(|u| !u.disabled && u.deleted_at.is_none()) {
+            return Err(invalid_grant("the bot account is suspended or deleted").into());
+        }
+        // A token for a signed-out device would be refused everywhere; say why here instead.
+        let device = self.inner.store.device(bot.device_id).await?;
+        if device.is_none_or(|d| d.revoked_at.is_some()) {
+            return Err(invalid_grant(
+                "the bot's device was signed out; register the bot client again",
+            )
+            .into());
+        }
+        let ttl = self
+            .inner
+            .config
+            .tokens
+            .access_ttl_secs
+            .min(BOT_TOKEN_TTL_SECS);
+        tracing::debug!(client_id = %client.client_id, user_id = %bot.user_id,
+            "Issued a client credentials token.");
+        Ok(self.signed_token_response(
+            bot.user_id,
+            bot.device_id,
+            String::new(),
+            &client.client_id,
+            &scope,
+            ttl,
+        ))
+    }
+
+    // --- Device authorization grant (RFC 8628) ----------------------------------------------
+
+    /// RFC 8628 section 3.1: a device asks to be authorized. Requests count against the
+    /// per-address sign-in limit. Bot clients have no users to ask, so they are refused.
+    pub async fn device_authorization(
+        &self,
+        auth: &ClientAuth,
+        scope: Option<&str>,
+        address: Option<IpAddr>,
+    ) -> Result<DeviceAuthorizationResponse, GrantError> {
+        self.check_sign_in_limit(address)?;
+        let client = self.authenticate_client(auth).await?;
+        if client.bot.is_some() {
+            return Err(GrantError::Refused(GrantRefusal::UnauthorizedClient));
+        }
+        let scope = policy::grant_scope(scope, &client.scope)?;
+        let device_code = tokens::random_token();
+        let now = self.now_ms();
+        // A clash of user codes is rare (1 in 2^34 per live code); try a few times.
+        let mut attempt = 0;
+        let user_code = loop {
+            let user_code = new_user_code();
+            let record = DeviceAuthorizationRecord {
+                device_code_hash: tokens::hash_token(&device_code),
+                user_code: user_code.clone(),
+                client_id: client.client_id.clone(),
+                scope: scope.clone(),
+                expires_at: now.saturating_add(DEVICE_CODE_TTL_MS),
+                interval_secs: DEVICE_POLL_INTERVAL_SECS,
+                last_polled_at: None,
+                state: DeviceAuthorizationState::Pending,
+            };
+            match self
+                .inner
+                .store
+                .create_device_authorization(record, now)
+                .await
+            {
+                Ok(()) => break user_code,
+                Err(StoreError::Conflict("user_code")) if attempt < 3 => attempt += 1,
+                Err(e) => return Err(CoreError::from(e).into()),
+            }
+        };
+        let issuer = self.inner.issuer.trim_end_matches('/');
+        let shown = display_user_code(&user_code);
+        Ok(DeviceAuthorizationResponse {
+            device_code,
+            verification_uri: format!("{issuer}/oauth/device"),
+            verification_uri_complete: format!("{issuer}/oauth/device?user_code={shown}"),
+            user_code: shown,
+            expires_in: (DEVICE_CODE_TTL_MS / 1000) as u64,
+            interval: DEVICE_POLL_INTERVAL_SECS as u64,
+        })
+    }
+
+    /// What the verification page shows for a typed user code. Each look-up counts against
+    /// the per-address sign-in limit, so user codes cannot be guessed by trying them here.
+    pub async fn device_consent(
+        &self,
+        typed: &str,
+        address: Option<IpAddr>,
+    ) -> CoreResult<DeviceConsent> {
+        self.check_sign_in_limit(address)?;
+        let unknown = || CoreError::not_found("code (check it, or start again on the device)");
+        let code = normalize_user_code(typed).ok_or_else(unknown)?;
+        let pending = self
+            .inner
+            .store
+            .device_authorization(&code, self.now_ms())
+            .await?
+            .filter(|a| a.state == DeviceAuthorizationState::Pending)
+            .ok_or_else(unknown)?;
+        let client = self
+            .inner
+            .store
+            .oauth_client(&pending.client_id)
+            .await?
+            .ok_or_else(unknown)?;
+        Ok(DeviceConsent {
+            user_code: display_user_code(&code),
+            client_name: client.name,
+            scope: pending.scope,
+        })
+    }
+
+    /// The user's answer on the verification page: approving signs in with username and
+    /// password (limited and audited like every sign-in); denying needs no sign-in. Either
+    /// way the answer is final. On failure, the consent is returned with the error when the
+    /// code is still pending, so the page can ask again without another look-up.
+    pub async fn decide_device(
+        &self,
+        typed: &str,
+        approve: Option<(&str, String)>,
+        address: Option<IpAddr>,
+    ) -> Result<(), (CoreError, Option<DeviceConsent>)> {
+        let consent = self
+            .device_consent(typed, address)
+            .await
+            .map_err(|e| (e, None))?;
+        let code = normalize_user_code(&consent.user_code).unwrap_or_default();
+        let state = match approve {
+            Some((username, password)) => {
+                match self.sign_in_check(username, password, address).await {
+                    Ok(user) => DeviceAuthorizationState::Approved(user.id),
+                    Err(e) => return Err((e, Some(consent))),
+                }
+            }
+            None => DeviceAuthorizationState::Denied,
+        };
+        match self
+            .inner
+            .store
+            .decide_device_authorization(&code, state, self.now_ms())
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err((
+                CoreError::not_found("code (it expired or was answered already)"),
+                None,
+            )),
+            Err(e) => Err((e.into(), None)),
+        }
+    }
+
+    /// RFC 8628 section 3.4: the device polls with its device code. Once the user approved,
+    /// the first poll signs in (a device named after the client, with a refresh token); the
+    /// answer, approval or denial, is collected once.
+    pub async fn device_code_grant(
+        &self,
+        auth: ClientAuth,
+        device_code: &str,
+        address: Option<IpAddr>,
+    ) -> Result<TokenResponse, GrantError> {
+        let client = self.authenticate_client(&auth).await?;
+        let now = self.now_ms();
+        let polled = self
+            .inner
+            .store
+            .poll_device_authorization(tokens::hash_token(device_code), now)
+            .await?
+            .filter(|a| a.client_id == client.client_id)
+            .ok_or_else(|| invalid_grant("unknown or used device code"))?;
+        if polled.expires_at <= now {
+            return Err(GrantError::Refused(GrantRefusal::ExpiredToken));
+        }
+        let user = match polled.state {
+            DeviceAuthorizationState::Pending => {
+                let early = polled
+                    .last_polled_at
+                    .is_some_and(|t| now - t < polled.interval_secs.saturating_mul(1000));
+                return Err(GrantError::Refused(if early {
+                    GrantRefusal::SlowDown
+                } else {
+                    GrantRefusal::AuthorizationPending
+                }));
+            }
+            DeviceAuthorizationState::Denied => {
+                return Err(GrantError::Refused(GrantRefusal::AccessDenied));
+            }
+            DeviceAuthorizationState::Approved(user) => user,
+        };
+        let token = self
+            .sign_in_through_client(&client, user, &polled.scope, address)
+            .await?;
+        Ok(token)
+    }
+
+    /// Creates the device of a sign-in through a registered client (authorization code or
+    /// device code) and issues its tokens.
+    async fn sign_in_through_client(
+        &self,
+        client: &OAuthClientRecord,
+        user: tidings_proto::UserId,
+        scope: &str,
+        address: Option<IpAddr>,
+    ) -> CoreResult<TokenResponse> {
         let grant = DeviceGrant {
             client_id: client.client_id.clone(),
-            scope: taken.scope.clone(),
+            scope: scope.to_owned(),
         };
         let refresh = tokens::random_token();
-        let mut entry = self.new_audit(
-            kinds::SIGN_IN_SUCCESS,
-            Some(taken.user_id),
-            Some(taken.user_id),
-        );
+        let mut entry = self.new_audit(kinds::SIGN_IN_SUCCESS, Some(user), Some(user));
         entry.address = address.map(|a| a.to_string());
         entry.detail = serde_json::json!({
             "device_name": client.name,
             "client_id": client.client_id,
-            "scope": taken.scope,
+            "scope": scope,
         });
         let device = self
             .inner
             .store
             .sign_in_client(
-                taken.user_id,
+                user,
                 &client.name,
                 grant,
                 tokens::hash_token(&refresh),
@@ -458,15 +829,19 @@ impl Core {
                 StoreError::NotFound => invalid_grant("the account or client is gone"),
                 other => other.into(),
             })?;
-        tracing::info!(user_id = %taken.user_id, device_id = %device.id, client_id = %client.client_id,
+        tracing::info!(user_id = %user, device_id = %device.id, client_id = %client.client_id,
             "Signed in through an OAuth client.");
-        Ok(self.token_response(
-            taken.user_id,
-            device.id,
-            refresh,
-            &client.client_id,
-            &taken.scope,
-        ))
+        Ok(self.token_response(user, device.id, refresh, &client.client_id, scope))
+    }
+
+    fn check_sign_in_limit(&self, address: Option<IpAddr>) -> CoreResult<()> {
+        if let Some(address) = address {
+            self.inner
+                .sign_in_limiter
+                .check(&crate::accounts::limit_key(address), self.now_ms())
+                .map_err(|wait| CoreError::rate_limited("sign-in attempts", wait))?;
+        }
+        Ok(())
     }
 
     // --- Introspection --------------------------------------------------------------------
@@ -541,6 +916,32 @@ mod tests {
             &spaced,
             &B64.encode(Sha256::digest(spaced.as_bytes()))
         ));
+    }
+
+    #[test]
+    fn user_codes_are_eight_unambiguous_letters_typed_any_way() {
+        for _ in 0..100 {
+            let code = new_user_code();
+            assert_eq!(normalize_user_code(&code).as_deref(), Some(code.as_str()));
+            let shown = display_user_code(&code);
+            assert_eq!(shown.len(), 9);
+            assert_eq!(&shown[4..5], "-");
+            assert_eq!(normalize_user_code(&shown.to_lowercase()), Some(code));
+        }
+        assert_eq!(
+            normalize_user_code(" bcdf ghjk ").as_deref(),
+            Some("BCDFGHJK")
+        );
+        for bad in [
+            "",
+            "BCDF-GHJ",
+            "BCDF-GHJKL",
+            "BCDF-GHJA",
+            "BCDF-GHJ1",
+            "BCDF_GHJK",
+        ] {
+            assert_eq!(normalize_user_code(bad), None, "{bad}");
+        }
     }
 
     #[test]

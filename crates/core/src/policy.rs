@@ -559,7 +559,9 @@ pub fn rest_scope(method: &str, route: &str) -> Option<Scope> {
     let rest = route.strip_prefix("/api/v1/")?;
     let first = rest.split('/').next().unwrap_or_default();
     Some(match first {
-        "account" | "profile" | "users" => Profile,
+        // Linking an external identity to the account (the other single sign-on routes are
+        // for clients not signed in yet, and need no token).
+        "account" | "profile" | "users" | "oidc" => Profile,
         "privacy" | "blocks" | "friends" | "friend-requests" => Contacts,
         // Push subscriptions belong to a device; the push settings go with them.
         "devices" | "push" => Devices,

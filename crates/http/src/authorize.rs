@@ -1,5 +1,6 @@
-//! The authorization endpoint (`/oauth/authorize`, RFC 6749 section 4.1): a server-rendered
-//! sign-in and consent page in plain HTML forms, with no script and no inline style (its
+//! The authorization endpoint (`/oauth/authorize`, RFC 6749 section 4.1) and the device
+//! verification page (`/oauth/device`, RFC 8628 section 3.3): server-rendered sign-in and
+//! consent pages in plain HTML forms, with no script and no inline style (its
 //! stylesheet is served from `/oauth/style.css`), so it works under `default-src 'none';
 //! style-src 'self'`.
 //!
@@ -16,10 +17,14 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tidings_core::oauth::{Authorization, AuthorizeError, AuthorizeRequest};
+use tidings_core::oauth::{Authorization, AuthorizeError, AuthorizeRequest, DeviceConsent};
 
 /// The cookie holding the CSRF token of the page.
 const CSRF_COOKIE: &str = "tidings_oauth_csrf";
+/// The path of the authorization page, which its CSRF cookie is scoped to.
+const AUTHORIZE_PATH: &str = "/oauth/authorize";
+/// The path of the device verification page, which its CSRF cookie is scoped to.
+const DEVICE_PATH: &str = "/oauth/device";
 
 /// The query of `GET /oauth/authorize`, and the fields the form posts back.
 #[derive(Deserialize, Default)]
@@ -205,16 +210,22 @@ fn consent_form(auth: &Authorization, csrf: &str, notice: Option<&str>) -> Strin
 
 /// The CSRF cookie for a new page. `Secure` when the server is reached over HTTPS (the issuer
 /// says so), so the token never travels in clear text there.
-fn csrf_cookie(state: &AppState, token: &str) -> String {
+fn csrf_cookie(state: &AppState, token: &str, path: &str) -> String {
     let secure = if state.core.issuer().starts_with("https://") {
         "; Secure"
     } else {
         ""
     };
-    format!("{CSRF_COOKIE}={token}; Path=/oauth/authorize; HttpOnly; SameSite=Strict{secure}")
+    format!("{CSRF_COOKIE}={token}; Path={path}; HttpOnly; SameSite=Strict{secure}")
 }
 
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+/// Whether a posted form repeats the page's CSRF cookie.
+fn csrf_matches(headers: &HeaderMap, field: Option<&String>) -> bool {
+    let cookie = cookie_value(headers, CSRF_COOKIE);
+    matches!((&cookie, field), (Some(c), Some(f)) if !c.is_empty() && c == f)
+}
+
+pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -236,7 +247,7 @@ pub async fn show(
     match state.core.validate_authorization(&params.request()).await {
         Ok(auth) => {
             let csrf = tidings_core::tokens::random_token();
-            let cookie = csrf_cookie(&state, &csrf);
+            let cookie = csrf_cookie(&state, &csrf, AUTHORIZE_PATH);
             page(
                 StatusCode::OK,
                 consent_form(&auth, &csrf, None),
@@ -257,9 +268,7 @@ pub async fn submit(
     let Ok(Form(params)) = form else {
         return error_page("the form could not be read");
     };
-    let cookie = cookie_value(&headers, CSRF_COOKIE);
-    let csrf_ok = matches!((&cookie, &params.csrf), (Some(c), Some(f)) if !c.is_empty() && c == f);
-    if !csrf_ok {
+    if !csrf_matches(&headers, params.csrf.as_ref()) {
         return error_page("the form expired or came from another site; start again");
     }
     let auth = match state.core.validate_authorization(&params.request()).await {
@@ -299,6 +308,161 @@ pub async fn submit(
     }
 }
 
+// --- Device verification (RFC 8628 section 3.3) ------------------------------------------------
+
+/// The query of `GET /oauth/device`, and the fields its forms post.
+#[derive(Deserialize, Default)]
+pub struct DeviceParams {
+    user_code: Option<String>,
+    // Only in the posted form.
+    username: Option<String>,
+    password: Option<String>,
+    csrf: Option<String>,
+    /// `approve` or `deny`.
+    decision: Option<String>,
+}
+
+fn notice_html(notice: Option<&str>) -> String {
+    notice
+        .map(|n| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(n)))
+        .unwrap_or_default()
+}
+
+/// The form asking for the code the device shows. It is a `GET` form: looking a code up
+/// changes nothing.
+fn code_form(notice: Option<&str>) -> String {
+    let content = format!(
+        "<h1>Sign in a device</h1>{notice}\
+         <p>Enter the code your device shows.</p>\
+         <form method=\"get\" action=\"{DEVICE_PATH}\">\
+         <label>Code <input name=\"user_code\" autocomplete=\"off\" autocapitalize=\"characters\" \
+         spellcheck=\"false\" required></label>\
+         <div class=\"buttons\"><button type=\"submit\">Continue</button></div></form>",
+        notice = notice_html(notice),
+    );
+    shell("Sign in a device", &content)
+}
+
+/// The sign-in and consent form for a pending device authorization.
+fn device_consent_form(consent: &DeviceConsent, csrf: &str, notice: Option<&str>) -> String {
+    let scopes: String = consent
+        .scope
+        .split(' ')
+        .map(|s| format!("<li><code>{}</code></li>", escape(s)))
+        .collect();
+    let content = format!(
+        "<h1>Sign in {name} on your device</h1>{notice}\
+         <p>Check that your device shows the code <strong class=\"code\">{code}</strong>. \
+         If you did not start this, choose <strong>Deny</strong>.</p>\
+         <p><strong>{name}</strong> asks to access your Tidings account with these \
+         permissions:</p><ul class=\"scopes\">{scopes}</ul>\
+         <form method=\"post\" action=\"{DEVICE_PATH}\">\
+         <input type=\"hidden\" name=\"user_code\" value=\"{code}\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <label>Username <input name=\"username\" autocomplete=\"username\" required></label>\
+         <label>Password <input name=\"password\" type=\"password\" \
+         autocomplete=\"current-password\" required></label>\
+         <div class=\"buttons\"><button type=\"submit\" name=\"decision\" value=\"approve\">\
+         Sign in and allow</button>\
+         <button type=\"submit\" name=\"decision\" value=\"deny\" formnovalidate>Deny</button>\
+         </div></form>",
+        name = escape(&consent.client_name),
+        notice = notice_html(notice),
+        code = escape(&consent.user_code),
+        csrf = escape(csrf),
+    );
+    shell("Authorize device", &content)
+}
+
+fn status_of(e: &tidings_core::CoreError) -> StatusCode {
+    StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
+/// `GET /oauth/device`: the code form, or, with `user_code` (typed, or from
+/// `verification_uri_complete`), the consent form for that code.
+pub async fn device_show(
+    State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
+    query: Result<Query<DeviceParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(params)) = query else {
+        return error_page("the request could not be read");
+    };
+    let Some(typed) = params.user_code.filter(|c| !c.trim().is_empty()) else {
+        return page(StatusCode::OK, code_form(None), None);
+    };
+    match state.core.device_consent(&typed, address).await {
+        Ok(consent) => {
+            let csrf = tidings_core::tokens::random_token();
+            let cookie = csrf_cookie(&state, &csrf, DEVICE_PATH);
+            page(
+                StatusCode::OK,
+                device_consent_form(&consent, &csrf, None),
+                Some(cookie),
+            )
+        }
+        Err(e) => page(status_of(&e), code_form(Some(&e.message)), None),
+    }
+}
+
+/// `POST /oauth/device`: the user's answer.
+pub async fn device_submit(
+    State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
+    headers: HeaderMap,
+    form: Result<Form<DeviceParams>, FormRejection>,
+) -> Response {
+    let Ok(Form(params)) = form else {
+        return error_page("the form could not be read");
+    };
+    if !csrf_matches(&headers, params.csrf.as_ref()) {
+        return error_page("the form expired or came from another site; start again");
+    }
+    let typed = params.user_code.clone().unwrap_or_default();
+    let approve = params.decision.as_deref() == Some("approve");
+    let answer = if approve {
+        let username = params.username.clone().unwrap_or_default();
+        let password = params.password.clone().unwrap_or_default();
+        state
+            .core
+            .decide_device(&typed, Some((&username, password)), address)
+            .await
+    } else {
+        state.core.decide_device(&typed, None, address).await
+    };
+    match answer {
+        Ok(()) => {
+            let (title, text) = if approve {
+                (
+                    "Device signed in",
+                    "Your device is signed in. You can close this page and return to it.",
+                )
+            } else {
+                (
+                    "Request denied",
+                    "The device was not signed in. You can close this page.",
+                )
+            };
+            page(
+                StatusCode::OK,
+                shell(title, &format!("<h1>{title}</h1><p>{text}</p>")),
+                None,
+            )
+        }
+        // A wrong password shows the consent form again (the CSRF token stays valid); a code
+        // that is gone shows the code form.
+        Err((e, Some(consent))) => {
+            let csrf = params.csrf.unwrap_or_default();
+            page(
+                status_of(&e),
+                device_consent_form(&consent, &csrf, Some(&e.message)),
+                None,
+            )
+        }
+        Err((e, None)) => page(status_of(&e), code_form(Some(&e.message)), None),
+    }
+}
+
 /// `GET /oauth/style.css`: the page's only resource.
 pub async fn stylesheet() -> Response {
     const CSS: &str = "body{font-family:system-ui,sans-serif;background:#f4f5f7;color:#1d2330;\
@@ -306,7 +470,8 @@ margin:0}main{max-width:26rem;margin:3rem auto;background:#fff;padding:1.5rem 2r
 border-radius:8px;box-shadow:0 1px 4px #0002}h1{font-size:1.3rem}label{display:block;\
 margin:.8rem 0}input{display:block;width:100%;box-sizing:border-box;padding:.5rem;\
 margin-top:.25rem}.buttons{display:flex;gap:.5rem;margin-top:1rem}button{padding:.5rem 1rem}\
-.error{color:#a01b1b}.small{font-size:.85rem;color:#555}.scopes code{background:#eef}\n";
+.error{color:#a01b1b}.small{font-size:.85rem;color:#555}.scopes code{background:#eef}\
+.code{font-family:monospace;font-size:1.2rem;letter-spacing:.1em}\n";
     let mut response = CSS.into_response();
     let headers = response.headers_mut();
     headers.insert(

@@ -6,8 +6,9 @@
 //!   future resolves (tests bind `127.0.0.1:0`).
 //! - `error`: [`ApiError`], the one error type handlers return, rendered as RFC 9457 problem+json.
 //! - `extract`: the bearer-token extractor and a JSON extractor whose rejections are problems.
-//! - `rest`: REST handlers; `oauth`: the token, revocation, introspection and metadata
-//!   endpoints; `authorize`: the sign-in and consent page of the authorization code grant.
+//! - `rest`: REST handlers; `oauth`: the token, device authorization, revocation,
+//!   introspection and metadata endpoints; `authorize`: the sign-in and consent pages of the
+//!   authorization code grant and the device authorization grant.
 //! - `files`: tus uploads and file downloads, streamed both ways.
 //! - `ws`: the WebSocket endpoint driving a [`tidings_core::session::Session`].
 //! - `openapi`: the OpenAPI 3.1 document, assembled from the protocol crate's schemas.
@@ -27,6 +28,7 @@ mod error;
 mod extract;
 mod files;
 mod oauth;
+pub mod oidc;
 mod openapi;
 mod proxy;
 mod push;
@@ -99,6 +101,8 @@ pub struct AppState {
     pub config: HttpConfig,
     /// Uploads and file storage.
     pub files: tidings_files::Files,
+    /// Sign-in with external OpenID Connect providers; `None` when none is configured.
+    pub oidc: Option<std::sync::Arc<oidc::Oidc>>,
 }
 
 /// Builds the router for every endpoint.
@@ -118,6 +122,14 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
         .route(
+            "/oauth/device_authorization",
+            post(oauth::device_authorization),
+        )
+        .route(
+            "/oauth/device",
+            get(authorize::device_show).post(authorize::device_submit),
+        )
+        .route(
             "/oauth/authorize",
             get(authorize::show).post(authorize::submit),
         )
@@ -130,6 +142,11 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/admin/oauth-clients/{client_id}",
             delete(rest::admin_remove_oauth_client),
         )
+        .route("/api/v1/oidc/providers", get(oidc::providers))
+        .route("/api/v1/oidc/providers/{provider}/start", get(oidc::start))
+        .route("/api/v1/oidc/providers/{provider}/link", post(oidc::link))
+        .route("/api/v1/oidc/exchange", post(oidc::exchange))
+        .route(oidc::CALLBACK_PATH, get(oidc::callback))
         .route("/api/v1/accounts", post(rest::register))
         .route(
             "/api/v1/account",

@@ -1,5 +1,6 @@
-//! OAuth 2.0 endpoints: token (RFC 6749), revocation (RFC 7009), introspection (RFC 7662),
-//! metadata (RFC 8414), JWKS. The authorization page is in `authorize`.
+//! OAuth 2.0 endpoints: token (RFC 6749), device authorization (RFC 8628), revocation
+//! (RFC 7009), introspection (RFC 7662), metadata (RFC 8414), JWKS. The authorization page and
+//! the device verification page are in `authorize`.
 
 use crate::AppState;
 use crate::extract::ClientAddr;
@@ -12,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tidings_core::CoreError;
 use tidings_core::accounts::PasswordGrant;
-use tidings_core::oauth::ClientAuth;
+use tidings_core::oauth::{ClientAuth, DEVICE_CODE_GRANT, GrantError};
 use tidings_proto::ErrorCode;
 use tidings_proto::rest::OAuthError;
 
@@ -23,9 +24,9 @@ pub struct TokenRequest {
     username: Option<String>,
     password: Option<String>,
     refresh_token: Option<String>,
-    /// Accepted for compatibility; first-party tokens carry the account's full scope and
-    /// registered clients the scope the user consented to.
-    #[allow(dead_code)]
+    /// What a bot client asks for (client credentials grant). Other grants ignore it:
+    /// first-party tokens carry the account's full scope and registered clients the scope the
+    /// user consented to.
     scope: Option<String>,
     /// A registered client's id (`client_secret_post`, or a public client), unless it uses
     /// HTTP Basic authentication.
@@ -35,6 +36,8 @@ pub struct TokenRequest {
     code: Option<String>,
     redirect_uri: Option<String>,
     code_verifier: Option<String>,
+    /// The device code grant's field (RFC 8628 section 3.4).
+    device_code: Option<String>,
     /// A Tidings extension: the name shown in the device list.
     device_name: Option<String>,
 }
@@ -194,6 +197,32 @@ pub async fn token(
                 Err(e) => Err(e),
             }
         }
+        Some("client_credentials") => {
+            let Some(client) = client else {
+                return grant_error(CoreError::unauthenticated(
+                    "the client_credentials grant needs the client's credentials",
+                ));
+            };
+            let result = state
+                .core
+                .client_credentials_grant(client, req.scope.as_deref())
+                .await;
+            return refusable(result);
+        }
+        Some(DEVICE_CODE_GRANT) => {
+            let (Some(device_code), Some(client)) = (req.device_code, client) else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the device_code grant needs device_code and the client's id",
+                );
+            };
+            let result = state
+                .core
+                .device_code_grant(client, &device_code, address)
+                .await;
+            return refusable(result);
+        }
         Some("refresh_token") => {
             let Some(refresh) = req.refresh_token else {
                 return oauth_error(
@@ -223,6 +252,57 @@ pub async fn token(
         Ok(tokens) => no_store(Json(tokens).into_response()),
         Err(e) => grant_error(e),
     }
+}
+
+/// A grant answer that may be a protocol-specific refusal (RFC 6749 section 5.2, RFC 8628
+/// section 3.5): all are `400` with the `error` the standard names.
+fn refusable<T: serde::Serialize>(result: Result<T, GrantError>) -> Response {
+    match result {
+        Ok(body) => no_store(Json(body).into_response()),
+        Err(GrantError::Refused(refusal)) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            refusal.code(),
+            refusal.description(),
+        ),
+        Err(GrantError::Core(e)) => grant_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DeviceAuthorizationRequest {
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    scope: Option<String>,
+}
+
+/// RFC 8628 section 3.1: a device (a terminal client, a television) asks for a device code
+/// and a user code. Public clients send only `client_id`; confidential ones authenticate as at
+/// the token endpoint.
+pub async fn device_authorization(
+    State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
+    headers: HeaderMap,
+    form: Result<Form<DeviceAuthorizationRequest>, FormRejection>,
+) -> Response {
+    let Ok(Form(req)) = form else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "expected an application/x-www-form-urlencoded body",
+        );
+    };
+    let client = match client_auth(&headers, req.client_id, req.client_secret) {
+        Ok(Some(client)) => client,
+        Ok(None) => {
+            return grant_error(CoreError::unauthenticated("client_id is required"));
+        }
+        Err(e) => return grant_error(e),
+    };
+    let result = state
+        .core
+        .device_authorization(&client, req.scope.as_deref(), address)
+        .await;
+    refusable(result)
 }
 
 #[derive(Deserialize)]
@@ -307,8 +387,15 @@ pub async fn metadata(State(state): State<AppState>) -> Json<serde_json::Value> 
         "token_endpoint": format!("{issuer}/oauth/token"),
         "revocation_endpoint": format!("{issuer}/oauth/revoke"),
         "introspection_endpoint": format!("{issuer}/oauth/introspect"),
+        "device_authorization_endpoint": format!("{issuer}/oauth/device_authorization"),
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "grant_types_supported": ["authorization_code", "password", "refresh_token"],
+        "grant_types_supported": [
+            "authorization_code",
+            "client_credentials",
+            DEVICE_CODE_GRANT,
+            "password",
+            "refresh_token",
+        ],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],

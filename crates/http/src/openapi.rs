@@ -54,7 +54,13 @@ fn build() -> Value {
         "type": "object",
         "required": ["grant_type"],
         "properties": {
-            "grant_type": {"type": "string", "enum": ["authorization_code", "password", "refresh_token"]},
+            "grant_type": {"type": "string", "enum": [
+                "authorization_code",
+                "client_credentials",
+                tidings_core::oauth::DEVICE_CODE_GRANT,
+                "password",
+                "refresh_token"
+            ]},
             "username": {"type": "string"},
             "password": {"type": "string"},
             "refresh_token": {"type": "string"},
@@ -64,7 +70,17 @@ fn build() -> Value {
             "code": {"type": "string"},
             "redirect_uri": {"type": "string"},
             "code_verifier": {"type": "string", "description": "PKCE (S256)."},
+            "device_code": {"type": "string", "description": "The device code grant (RFC 8628)."},
             "device_name": {"type": "string", "description": "Name shown in the device list."}
+        }
+    });
+    let device_authorization_form = json!({
+        "type": "object",
+        "required": ["client_id"],
+        "properties": {
+            "client_id": {"type": "string"},
+            "client_secret": {"type": "string", "description": "Confidential clients; or use HTTP Basic."},
+            "scope": {"type": "string"}
         }
     });
     let revoke_form = json!({
@@ -116,12 +132,24 @@ fn build() -> Value {
         Op {
             method: "post",
             path: "/oauth/token",
-            summary: "RFC 6749 token endpoint: authorization_code (PKCE S256), password and refresh_token grants.",
+            summary: "RFC 6749 token endpoint: authorization_code (PKCE S256), client_credentials (bot clients), device_code (RFC 8628), password and refresh_token grants.",
             auth: false,
             request: None,
             form: Some(token_form),
             status: 200,
             response: Some(schema::<TokenResponse>(g)),
+        },
+        Op {
+            method: "post",
+            path: "/oauth/device_authorization",
+            summary: "RFC 8628 device authorization: a device code to poll with and a user code to enter at /oauth/device.",
+            auth: false,
+            request: None,
+            form: Some(device_authorization_form),
+            status: 200,
+            response: Some(schema::<tidings_proto::oauth::DeviceAuthorizationResponse>(
+                g,
+            )),
         },
         Op {
             method: "post",
@@ -831,6 +859,7 @@ fn build() -> Value {
         None,
     ));
     ops.extend(file_ops(g));
+    ops.extend(oidc_ops(g));
     let problem = schema::<Problem>(g);
     let mut paths: Map<String, Value> = Map::new();
     for op in ops {
@@ -849,6 +878,9 @@ fn build() -> Value {
             }
             params.push(json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 50}}));
             params.push(json!({"name": "offset", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}}));
+        }
+        if op.path.contains("{provider}") {
+            params.push(json!({"name": "provider", "in": "path", "required": true, "schema": {"type": "string"}}));
         }
         if op.path.contains("{client_id}") {
             params.push(json!({"name": "client_id", "in": "path", "required": true, "schema": {"type": "string"}}));
@@ -956,6 +988,51 @@ fn op(
         status,
         response,
     }
+}
+
+/// Single sign-on with external OpenID Connect providers (docs/oauth.md). The provider's
+/// callback, `/oauth/oidc/callback`, is a browser redirect target and not part of the API.
+fn oidc_ops(g: &mut SchemaGenerator) -> Vec<Op> {
+    vec![
+        Op {
+            method: "get",
+            path: "/api/v1/oidc/providers",
+            summary: "The external OpenID Connect providers people may sign in with.",
+            auth: false,
+            request: None,
+            form: None,
+            status: 200,
+            response: Some(schema::<tidings_proto::oauth::OidcProviderList>(g)),
+        },
+        Op {
+            method: "get",
+            path: "/api/v1/oidc/providers/{provider}/start",
+            summary: "Browser navigation: redirects to the provider to sign in; the callback returns to the web app with `#oidc_code=...`.",
+            auth: false,
+            request: None,
+            form: None,
+            status: 303,
+            response: None,
+        },
+        op(
+            "post",
+            "/api/v1/oidc/providers/{provider}/link",
+            "Start linking an identity of the provider to the caller's account: send the browser to `authorize_url`.",
+            None,
+            200,
+            Some(schema::<tidings_proto::oauth::OidcLinkStart>(g)),
+        ),
+        Op {
+            method: "post",
+            path: "/api/v1/oidc/exchange",
+            summary: "Trade the one-time code of a finished single sign-on (valid once, for 60 s) for tokens.",
+            auth: false,
+            request: Some(schema::<tidings_proto::oauth::OidcExchangeRequest>(g)),
+            form: None,
+            status: 200,
+            response: Some(schema::<TokenResponse>(g)),
+        },
+    ]
 }
 
 /// tus uploads and file downloads. Their bodies are raw bytes, and their state travels in tus

@@ -57,6 +57,13 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ("Account", schema_for!(rest::Account)),
         ("TokenResponse", schema_for!(rest::TokenResponse)),
         ("OAuthError", schema_for!(rest::OAuthError)),
+        ("OidcProvider", schema_for!(oauth::OidcProvider)),
+        ("OidcProviderList", schema_for!(oauth::OidcProviderList)),
+        ("OidcLinkStart", schema_for!(oauth::OidcLinkStart)),
+        (
+            "OidcExchangeRequest",
+            schema_for!(oauth::OidcExchangeRequest),
+        ),
         ("Device", schema_for!(rest::Device)),
         ("DeviceList", schema_for!(rest::DeviceList)),
         (
@@ -184,6 +191,10 @@ pub fn schema_roots() -> Vec<(&'static str, schemars::Schema)> {
         ("OAuthClientCreated", schema_for!(oauth::OAuthClientCreated)),
         ("OAuthClientList", schema_for!(oauth::OAuthClientList)),
         ("Introspection", schema_for!(oauth::Introspection)),
+        (
+            "DeviceAuthorizationResponse",
+            schema_for!(oauth::DeviceAuthorizationResponse),
+        ),
         ("AuditEntry", schema_for!(rest::AuditEntry)),
         ("AuditPage", schema_for!(rest::AuditPage)),
         ("IceServers", schema_for!(call::IceServers)),

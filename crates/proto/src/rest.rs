@@ -73,6 +73,8 @@ pub struct TokenResponse {
     pub token_type: String,
     /// Seconds until the access token expires.
     pub expires_in: u64,
+    /// Absent when none is issued (the client credentials grant, RFC 6749 section 4.4.3).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub refresh_token: String,
     pub scope: String,
     /// The device this sign-in created or continued (a Tidings extension).
@@ -84,7 +86,9 @@ pub struct TokenResponse {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OAuthError {
     /// `invalid_request`, `invalid_client`, `invalid_grant`, `unauthorized_client`,
-    /// `unsupported_grant_type` or `invalid_scope`.
+    /// `unsupported_grant_type` or `invalid_scope`; for the device code grant (RFC 8628
+    /// section 3.5) also `authorization_pending`, `slow_down`, `access_denied` and
+    /// `expired_token`.
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,

@@ -98,9 +98,11 @@ fn unique_rule(constraint: &str) -> &'static str {
         "files_pkey" => "file",
         "messages_seq_key" => "seq",
         "messages_client_id_key" => "client_msg_id",
+        "external_identities_pkey" => "external_identity",
         "messages_pkey" => "message",
         "last_seen_pkey" => "last_seen",
         "oauth_clients_pkey" => "client_id",
+        "device_authorizations_user_code_key" => "user_code",
         _ => "unique",
     }
 }

@@ -24,6 +24,7 @@
 
 mod account;
 mod error;
+mod identities;
 pub mod import;
 mod mqtt;
 mod oauth;
@@ -45,13 +46,16 @@ use tidings_proto::ws::ReceiptKind;
 use tidings_proto::{ConversationId, DeviceId, Message, Seq, UserId};
 use tidings_store::{
     Appended, AuditCheckpoint, AuditFilter, AuditRecord, BanRecord, BlockRecord, CheckpointSigner,
-    ConversationRecord, DeletedAccount, DeviceRecord, FileRecord, FriendRecord,
+    ConversationRecord, DeletedAccount, DeviceRecord, ExternalIdentity, FileRecord, FriendRecord,
     FriendRequestRecord, FriendRequestSent, GroupChange, GroupChanged, GroupInvitationRecord,
     GroupRecord, InviteLinkRecord, JoinRequestRecord, MemberRecord, NewAudit, NewInvite,
     NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome, SearchHit,
     SearchQuery, Store, StoreError, StoreResult, UploadRecord, UserConversation, UserRecord,
 };
-use tidings_store::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
+use tidings_store::{
+    AuthorizationCodeRecord, DeviceAuthorizationRecord, DeviceAuthorizationState, DeviceGrant,
+    OAuthClientRecord,
+};
 use tidings_store::{CallRecord, CallState};
 use tidings_store::{EditRecord, Prune, Retention, ThreadRecord};
 
@@ -301,6 +305,45 @@ impl Store for PgStore {
         .await?)
     }
 
+    async fn external_identity_user(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> StoreResult<Option<UserId>> {
+        read!(self, |c| identities::user_of(c, issuer, subject).await?)
+    }
+
+    async fn link_external_identity(
+        &self,
+        user: UserId,
+        link: &ExternalIdentity,
+        audit: NewAudit,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| identities::link(c, user, link, &audit).await?)
+    }
+
+    async fn create_linked_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        link: &ExternalIdentity,
+        audit: NewAudit,
+    ) -> StoreResult<UserRecord> {
+        let username = normalize_username(username);
+        in_tx!(self, |c| identities::create_linked_user(
+            c,
+            &username,
+            password_hash,
+            link,
+            &audit
+        )
+        .await?)
+    }
+
+    async fn external_identities_of(&self, user: UserId) -> StoreResult<Vec<ExternalIdentity>> {
+        read!(self, |c| identities::of_user(c, user).await?)
+    }
+
     async fn create_invite(&self, invite: NewInvite) -> StoreResult<()> {
         in_tx!(self, |c| queries::create_invite(c, &invite).await?)
     }
@@ -402,6 +445,70 @@ impl Store for PgStore {
 
     async fn device_grant(&self, device: DeviceId) -> StoreResult<Option<DeviceGrant>> {
         read!(self, |c| oauth::device_grant(c, device).await?)
+    }
+
+    async fn create_bot_client(
+        &self,
+        client: OAuthClientRecord,
+        username: &str,
+        password_hash: &str,
+        audit: NewAudit,
+    ) -> StoreResult<OAuthClientRecord> {
+        in_tx!(self, |c| oauth::create_bot_client(
+            c,
+            &client,
+            username,
+            password_hash,
+            &audit
+        )
+        .await?)
+    }
+
+    async fn create_device_authorization(
+        &self,
+        authorization: DeviceAuthorizationRecord,
+        now: i64,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| oauth::create_device_authorization(
+            c,
+            &authorization,
+            now
+        )
+        .await?)
+    }
+
+    async fn device_authorization(
+        &self,
+        user_code: &str,
+        now: i64,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>> {
+        read!(self, |c| oauth::device_authorization(c, user_code, now)
+            .await?)
+    }
+
+    async fn decide_device_authorization(
+        &self,
+        user_code: &str,
+        state: DeviceAuthorizationState,
+        now: i64,
+    ) -> StoreResult<bool> {
+        in_tx!(self, |c| oauth::decide_device_authorization(
+            c, user_code, state, now
+        )
+        .await?)
+    }
+
+    async fn poll_device_authorization(
+        &self,
+        device_code_hash: [u8; 32],
+        now: i64,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>> {
+        in_tx!(self, |c| oauth::poll_device_authorization(
+            c,
+            device_code_hash,
+            now
+        )
+        .await?)
     }
 
     async fn device(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>> {

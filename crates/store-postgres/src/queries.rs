@@ -504,6 +504,12 @@ pub(crate) async fn delete_user<C: GenericClient>(
     exec(c, "DELETE FROM profiles WHERE user_id = $1", &[&user.0]).await?;
     exec(c, "DELETE FROM last_seen WHERE user_id = $1", &[&user.0]).await?;
     crate::account::remove_personal(c, user).await?;
+    exec(
+        c,
+        "DELETE FROM external_identities WHERE user_id = $1",
+        &[&user.0],
+    )
+    .await?;
     insert_audit(c, audit).await?;
     Ok(DeletedAccount {
         devices,

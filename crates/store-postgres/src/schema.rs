@@ -16,6 +16,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_push_outbox.sql"),
     include_str!("migrations/0010_mqtt.sql"),
     include_str!("migrations/0009_two_factor.sql"),
+    include_str!("migrations/0008_oauth_grants.sql"),
+    include_str!("migrations/0012_external_identities.sql"),
 ];
 
 /// Applies the migrations the database has not seen yet, in one transaction. An advisory lock

@@ -46,6 +46,8 @@ fn unique_rule(message: &str) -> &'static str {
         "messages.id" => "message",
         "last_seen.user_id" => "last_seen",
         "oauth_clients.client_id" => "client_id",
+        "device_authorizations.user_code" => "user_code",
+        "external_identities.issuer, external_identities.subject" => "external_identity",
         _ => "unique",
     }
 }

@@ -23,6 +23,7 @@
 mod account;
 mod error;
 mod mqtt;
+mod identities;
 mod oauth;
 mod push;
 mod queries;
@@ -51,8 +52,11 @@ use tidings_store::{
     NewMessage, NewRefreshToken, ProfileRecord, RotateOutcome, SearchHit, SearchQuery, Store,
     StoreError, StoreResult, UserConversation, UserRecord,
 };
-use tidings_store::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
-use tidings_store::{CallRecord, CallState};
+use tidings_store::{
+    AuthorizationCodeRecord, DeviceAuthorizationRecord, DeviceAuthorizationState, DeviceGrant,
+    OAuthClientRecord,
+};
+use tidings_store::{CallRecord, CallState, ExternalIdentity};
 use tidings_store::{EditRecord, FileRecord, Prune, Retention, ThreadRecord, UploadRecord};
 use writer::Writer;
 
@@ -247,6 +251,47 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn external_identity_user(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> StoreResult<Option<UserId>> {
+        let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
+        self.read(move |conn| identities::user_of(conn, &issuer, &subject))
+            .await
+    }
+
+    async fn link_external_identity(
+        &self,
+        user: UserId,
+        link: &ExternalIdentity,
+        audit: NewAudit,
+    ) -> StoreResult<()> {
+        let link = link.clone();
+        self.write(move |conn| identities::link(conn, user, &link, &audit))
+            .await
+    }
+
+    async fn create_linked_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        link: &ExternalIdentity,
+        audit: NewAudit,
+    ) -> StoreResult<UserRecord> {
+        let username = normalize_username(username);
+        let password_hash = password_hash.to_owned();
+        let link = link.clone();
+        self.write(move |conn| {
+            identities::create_linked_user(conn, &username, &password_hash, &link, audit)
+        })
+        .await
+    }
+
+    async fn external_identities_of(&self, user: UserId) -> StoreResult<Vec<ExternalIdentity>> {
+        self.read(move |conn| identities::of_user(conn, user)).await
+    }
+
     async fn create_invite(&self, invite: NewInvite) -> StoreResult<()> {
         self.write(move |conn| queries::create_invite(conn, &invite))
             .await
@@ -424,6 +469,59 @@ impl Store for SqliteStore {
 
     async fn device_grant(&self, device: DeviceId) -> StoreResult<Option<DeviceGrant>> {
         self.read(move |conn| oauth::device_grant(conn, device))
+            .await
+    }
+
+    async fn create_bot_client(
+        &self,
+        client: OAuthClientRecord,
+        username: &str,
+        password_hash: &str,
+        audit: NewAudit,
+    ) -> StoreResult<OAuthClientRecord> {
+        let (username, password_hash) = (username.to_owned(), password_hash.to_owned());
+        self.write(move |conn| {
+            oauth::create_bot_client(conn, &client, &username, &password_hash, &audit)
+        })
+        .await
+    }
+
+    async fn create_device_authorization(
+        &self,
+        authorization: DeviceAuthorizationRecord,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.write(move |conn| oauth::create_device_authorization(conn, &authorization, now))
+            .await
+    }
+
+    async fn device_authorization(
+        &self,
+        user_code: &str,
+        now: i64,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>> {
+        let user_code = user_code.to_owned();
+        self.read(move |conn| oauth::device_authorization(conn, &user_code, now))
+            .await
+    }
+
+    async fn decide_device_authorization(
+        &self,
+        user_code: &str,
+        state: DeviceAuthorizationState,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let user_code = user_code.to_owned();
+        self.write(move |conn| oauth::decide_device_authorization(conn, &user_code, state, now))
+            .await
+    }
+
+    async fn poll_device_authorization(
+        &self,
+        device_code_hash: [u8; 32],
+        now: i64,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>> {
+        self.write(move |conn| oauth::poll_device_authorization(conn, device_code_hash, now))
             .await
     }
 

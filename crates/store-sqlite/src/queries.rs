@@ -103,6 +103,7 @@ statements! {
     MEMBERSHIPS_OF = "SELECT conversation_id FROM members WHERE user_id = ?1 ORDER BY conversation_id";
     DELETE_PROFILE = "DELETE FROM profiles WHERE user_id = ?1";
     DELETE_LAST_SEEN = "DELETE FROM last_seen WHERE user_id = ?1";
+    DELETE_EXTERNAL_IDENTITIES = "DELETE FROM external_identities WHERE user_id = ?1";
     TOMBSTONE_MESSAGES = "UPDATE messages SET kind = 'deleted', body = ?3 \
                           WHERE conversation_id = ?1 AND sender_id = ?2 AND kind <> 'deleted'";
     INSERT_INVITE = "INSERT INTO invites (code_hash, created_at, expires_at, uses_left) \
@@ -1133,6 +1134,7 @@ pub(crate) fn delete_user(
     execute(conn, DELETE_PROFILE, [user.0])?;
     execute(conn, DELETE_LAST_SEEN, [user.0])?;
     crate::account::remove_personal(conn, user)?;
+    execute(conn, DELETE_EXTERNAL_IDENTITIES, [user.0])?;
     insert_audit(conn, audit)?;
     Ok(DeletedAccount {
         devices,

@@ -24,6 +24,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_push_outbox.sql"),
     include_str!("migrations/0016_mqtt.sql"),
     include_str!("migrations/0015_two_factor.sql"),
+    include_str!("migrations/0014_oauth_grants.sql"),
+    include_str!("migrations/0018_external_identities.sql"),
 ];
 
 /// Opens the one read-write connection and brings the schema up to date.

@@ -22,7 +22,10 @@ use crate::{
     GroupChange, NewAudit, NewInvite, NewInviteLink, NewMessage, NewRefreshToken, ProfileRecord,
     RotateOutcome, SearchQuery, Store, StoreError,
 };
-use crate::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
+use crate::{
+    AuthorizationCodeRecord, DeviceAuthorizationRecord, DeviceAuthorizationState, DeviceGrant,
+    ExternalIdentity, OAuthClientRecord,
+};
 use crate::{CallRecord, CallState, FileRecord, UploadKind, UploadRecord};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -72,6 +75,9 @@ macro_rules! store_conformance_tests {
             oauth_clients_register_list_delete,
             oauth_codes_are_single_use_and_expire,
             oauth_client_devices_record_their_grant,
+            oauth_bot_clients_bind_an_account_and_device,
+            oauth_device_authorizations_are_answered_once,
+            external_identities_link_once_and_create_accounts,
             direct_is_unique_per_pair,
             group_roles_and_dedup,
             add_members_returns_only_new,
@@ -4532,6 +4538,7 @@ fn oauth_client(id: &str, secret: Option<[u8; 32]>) -> OAuthClientRecord {
         ],
         scope: "messages:read profile".into(),
         created_at: 1_000,
+        bot: None,
     }
 }
 
@@ -4749,6 +4756,277 @@ pub async fn oauth_client_devices_record_their_grant(store: Arc<dyn Store>) {
         store.device(phone).await.unwrap().unwrap().revoked_at,
         None,
         "other devices stay signed in"
+    );
+}
+
+pub async fn oauth_bot_clients_bind_an_account_and_device(store: Arc<dyn Store>) {
+    let before = all_entries(&store, &AuditFilter::default()).await.len();
+    let taken = user(&store, "alice").await;
+    let mut bot = oauth_client("bot", Some([7; 32]));
+    bot.redirect_uris.clear();
+    let created = store
+        .create_bot_client(
+            bot.clone(),
+            "newsbot",
+            "!",
+            entry("oauth_client.add", 1_000, None, None),
+        )
+        .await
+        .unwrap();
+    let binding = created.bot.expect("a bot client is bound to its account");
+    assert_eq!(
+        OAuthClientRecord {
+            bot: None,
+            ..created.clone()
+        },
+        bot
+    );
+    assert_eq!(
+        store.oauth_client("bot").await.unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(
+        store.oauth_clients(None, 10).await.unwrap(),
+        vec![created.clone()]
+    );
+    let account = store.user_by_id(binding.user_id).await.unwrap().unwrap();
+    assert_eq!(account.username, "newsbot");
+    assert_eq!(account.password_hash, "!");
+    assert_ne!(binding.user_id, taken);
+    let device = store.device(binding.device_id).await.unwrap().unwrap();
+    assert_eq!(
+        (device.user_id, device.name.as_str()),
+        (binding.user_id, "App bot")
+    );
+    assert_eq!(
+        store.device_grant(binding.device_id).await.unwrap(),
+        Some(DeviceGrant {
+            client_id: "bot".into(),
+            scope: "messages:read profile".into(),
+        })
+    );
+    assert_eq!(
+        all_entries(&store, &AuditFilter::default()).await.len(),
+        before + 1
+    );
+
+    // A taken username undoes everything: no client, no audit entry.
+    let clash = store
+        .create_bot_client(
+            oauth_client("bot2", Some([8; 32])),
+            "alice",
+            "!",
+            entry("oauth_client.add", 1_001, None, None),
+        )
+        .await;
+    assert!(
+        matches!(clash, Err(StoreError::Conflict("username"))),
+        "got {clash:?}"
+    );
+    assert_eq!(store.oauth_client("bot2").await.unwrap(), None);
+    assert_eq!(
+        all_entries(&store, &AuditFilter::default()).await.len(),
+        before + 1
+    );
+
+    // Removing the client signs its device out; the account stays.
+    let revoked = store
+        .delete_oauth_client("bot", 2_000, entry("k", 2_000, None, None))
+        .await
+        .unwrap();
+    assert_eq!(revoked, vec![(binding.user_id, binding.device_id)]);
+    assert!(store.user_by_id(binding.user_id).await.unwrap().is_some());
+}
+
+fn device_authorization(n: u8, code: &str, expires_at: i64) -> DeviceAuthorizationRecord {
+    DeviceAuthorizationRecord {
+        device_code_hash: [n; 32],
+        user_code: code.to_owned(),
+        client_id: "app".into(),
+        scope: "profile".into(),
+        expires_at,
+        interval_secs: 5,
+        last_polled_at: None,
+        state: DeviceAuthorizationState::Pending,
+    }
+}
+
+pub async fn oauth_device_authorizations_are_answered_once(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    store
+        .create_oauth_client(oauth_client("app", None), entry("k", 1_000, None, None))
+        .await
+        .unwrap();
+    let first = device_authorization(1, "BCDFGHJK", 100_000);
+    store
+        .create_device_authorization(first.clone(), 1_000)
+        .await
+        .unwrap();
+    let clash = store
+        .create_device_authorization(device_authorization(2, "BCDFGHJK", 100_000), 1_000)
+        .await;
+    assert!(
+        matches!(clash, Err(StoreError::Conflict("user_code"))),
+        "got {clash:?}"
+    );
+    assert_eq!(
+        store.device_authorization("BCDFGHJK", 2_000).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store.device_authorization("BCDFGHJL", 2_000).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .device_authorization("BCDFGHJK", 100_000)
+            .await
+            .unwrap(),
+        None,
+        "expired"
+    );
+
+    // Polls: the first is on time; one 2 s later is early and adds 5 s to the interval; one
+    // 10 s after that is on time again.
+    let polled = store
+        .poll_device_authorization([1; 32], 10_000)
+        .await
+        .unwrap();
+    assert_eq!(polled, Some(first.clone()));
+    let polled = store
+        .poll_device_authorization([1; 32], 12_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (polled.last_polled_at, polled.interval_secs),
+        (Some(10_000), 5)
+    );
+    let polled = store
+        .poll_device_authorization([1; 32], 22_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (polled.last_polled_at, polled.interval_secs),
+        (Some(12_000), 10)
+    );
+    assert_eq!(polled.state, DeviceAuthorizationState::Pending);
+
+    // The answer is given once and collected once.
+    assert!(
+        store
+            .decide_device_authorization(
+                "BCDFGHJK",
+                DeviceAuthorizationState::Approved(alice),
+                23_000
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .decide_device_authorization("BCDFGHJK", DeviceAuthorizationState::Denied, 23_000)
+            .await
+            .unwrap(),
+        "already answered"
+    );
+    let polled = store
+        .poll_device_authorization([1; 32], 40_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(polled.state, DeviceAuthorizationState::Approved(alice));
+    assert_eq!(
+        store
+            .poll_device_authorization([1; 32], 50_000)
+            .await
+            .unwrap(),
+        None,
+        "collected"
+    );
+
+    // A denial is reported once too.
+    store
+        .create_device_authorization(device_authorization(3, "CDFGHJKL", 100_000), 1_000)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .decide_device_authorization("CDFGHJKL", DeviceAuthorizationState::Denied, 2_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .device_authorization("CDFGHJKL", 2_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        DeviceAuthorizationState::Denied
+    );
+    let polled = store
+        .poll_device_authorization([3; 32], 3_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(polled.state, DeviceAuthorizationState::Denied);
+    assert_eq!(
+        store
+            .poll_device_authorization([3; 32], 9_000)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // An expired one cannot be answered, is reported as it was once, then is gone.
+    store
+        .create_device_authorization(device_authorization(4, "DFGHJKLM", 5_000), 1_000)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .decide_device_authorization("DFGHJKLM", DeviceAuthorizationState::Denied, 5_000)
+            .await
+            .unwrap()
+    );
+    let polled = store
+        .poll_device_authorization([4; 32], 6_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (polled.expires_at, polled.state),
+        (5_000, DeviceAuthorizationState::Pending)
+    );
+    assert_eq!(
+        store
+            .poll_device_authorization([4; 32], 7_000)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Removing the client removes its pending authorizations.
+    store
+        .create_device_authorization(device_authorization(5, "FGHJKLMN", 100_000), 8_000)
+        .await
+        .unwrap();
+    store
+        .delete_oauth_client("app", 9_000, entry("k", 9_000, None, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.device_authorization("FGHJKLMN", 9_000).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .poll_device_authorization([5; 32], 9_000)
+            .await
+            .unwrap(),
+        None
     );
 }
 
@@ -5480,4 +5758,171 @@ pub async fn files_of_pages_a_users_files(store: Arc<dyn Store>) {
         ["f4"]
     );
     assert_eq!(ids(store.files_of(bob, None, 10).await.unwrap()), ["f2"]);
+    }
+
+pub async fn external_identities_link_once_and_create_accounts(store: Arc<dyn Store>) {
+    let identity = |subject: &str, at: i64| ExternalIdentity {
+        provider: "corp".into(),
+        issuer: "https://idp.example".into(),
+        subject: subject.into(),
+        linked_at: at,
+    };
+    let alice = user(&store, "alice").await;
+    assert_eq!(
+        store
+            .external_identity_user("https://idp.example", "s-1")
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .link_external_identity(
+            alice,
+            &identity("s-1", 2_000),
+            entry("external_identity.link", 2_000, Some(alice), Some(alice)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .external_identity_user("https://idp.example", "s-1")
+            .await
+            .unwrap(),
+        Some(alice)
+    );
+    // The same subject at another issuer is another identity.
+    assert_eq!(
+        store
+            .external_identity_user("https://other.example", "s-1")
+            .await
+            .unwrap(),
+        None
+    );
+    // An identity is linked to one account only, and a refused link writes no audit entry.
+    let bob = user(&store, "bob").await;
+    let again = store
+        .link_external_identity(
+            bob,
+            &identity("s-1", 3_000),
+            entry("external_identity.link", 3_000, Some(bob), Some(bob)),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict("external_identity"))),
+        "got {again:?}"
+    );
+    let unknown = store
+        .link_external_identity(
+            UserId(999_999),
+            &identity("s-9", 3_000),
+            entry("external_identity.link", 3_000, None, None),
+        )
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound)),
+        "got {unknown:?}"
+    );
+    assert_eq!(all_entries(&store, &AuditFilter::default()).await.len(), 1);
+
+    // First sign-in creates the account and its link together, and audits as the new account.
+    let carol = store
+        .create_linked_user(
+            "carol",
+            "!",
+            &identity("s-2", 4_000),
+            entry("sign_in.success", 4_000, None, None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(carol.username, "carol");
+    assert_eq!(
+        store
+            .external_identity_user("https://idp.example", "s-2")
+            .await
+            .unwrap(),
+        Some(carol.id)
+    );
+    let entries = all_entries(&store, &AuditFilter::default()).await;
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1].entry.actor, Some(carol.id));
+    assert_eq!(entries[1].entry.target_user, Some(carol.id));
+    // A taken username or a linked identity leaves neither account nor link behind.
+    let taken = store
+        .create_linked_user(
+            "carol",
+            "!",
+            &identity("s-3", 5_000),
+            entry("sign_in.success", 5_000, None, None),
+        )
+        .await;
+    assert!(
+        matches!(taken, Err(StoreError::Conflict("username"))),
+        "got {taken:?}"
+    );
+    assert_eq!(
+        store
+            .external_identity_user("https://idp.example", "s-3")
+            .await
+            .unwrap(),
+        None
+    );
+    let linked = store
+        .create_linked_user(
+            "dave",
+            "!",
+            &identity("s-1", 5_000),
+            entry("sign_in.success", 5_000, None, None),
+        )
+        .await;
+    assert!(
+        matches!(linked, Err(StoreError::Conflict("external_identity"))),
+        "got {linked:?}"
+    );
+    assert_eq!(store.user_by_name("dave").await.unwrap(), None);
+    assert_eq!(all_entries(&store, &AuditFilter::default()).await.len(), 2);
+
+    store
+        .link_external_identity(
+            alice,
+            &identity("s-4", 6_000),
+            entry("external_identity.link", 6_000, Some(alice), Some(alice)),
+        )
+        .await
+        .unwrap();
+    let links = store.external_identities_of(alice).await.unwrap();
+    assert_eq!(links, vec![identity("s-1", 2_000), identity("s-4", 6_000)]);
+    assert!(store.external_identities_of(bob).await.unwrap().is_empty());
+
+    // Deleting the account removes its links, so the identity may be linked afresh.
+    store
+        .delete_user(
+            alice,
+            7_000,
+            false,
+            entry("user.delete", 7_000, None, Some(alice)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .external_identity_user("https://idp.example", "s-1")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .external_identities_of(alice)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .link_external_identity(
+            bob,
+            &identity("s-1", 8_000),
+            entry("external_identity.link", 8_000, Some(bob), Some(bob)),
+        )
+        .await
+        .unwrap();
 }

@@ -44,7 +44,10 @@ pub mod twofactor;
 
 pub use audit::{AuditCheckpoint, AuditFilter, AuditRecord, CheckpointSigner};
 pub use mqtt::{MqttRetainedRecord, MqttSessionRecord};
-pub use oauth::{AuthorizationCodeRecord, DeviceGrant, OAuthClientRecord};
+pub use oauth::{
+    AuthorizationCodeRecord, BotBinding, DeviceAuthorizationRecord, DeviceAuthorizationState,
+    DeviceGrant, OAuthClientRecord,
+};
 pub use push::{NewPushJob, OutboxItem, PushJob, PushJobKey, PushSubscriptionRecord};
 pub use twofactor::TwoFactorRecord;
 
@@ -504,6 +507,19 @@ pub struct NewAudit {
     pub detail: serde_json::Value,
 }
 
+/// An account's link to an identity at an external OpenID Connect provider: the provider's
+/// `issuer` and the `subject` it gives the person (never an e-mail address, which providers let
+/// people change and reuse).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalIdentity {
+    /// The configured provider id the link was made through (for display).
+    pub provider: String,
+    pub issuer: String,
+    pub subject: String,
+    /// Milliseconds since the Unix epoch.
+    pub linked_at: i64,
+}
+
 /// What deleting an account touched, so the core can announce it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeletedAccount {
@@ -662,7 +678,8 @@ pub trait Store: Send + Sync + 'static {
     async fn set_admin(&self, user: UserId, is_admin: bool, audit: NewAudit) -> StoreResult<bool>;
     /// Deletes an account in one transaction: marks it deleted and suspended, drops its admin
     /// role, signs out every device, removes it from every conversation, clears its profile,
-    /// last-seen time and two-factor enrolment, and, with
+    /// last-seen time, two-factor enrolment and links to external identities (so the person
+    /// may start afresh), and, with
     /// `remove_messages`, replaces the body of every message it sent in those conversations with
     /// the `deleted` tombstone (envelopes keep their sequence). Writes `audit`.
     /// `NotFound` for unknown or already deleted users.
@@ -674,6 +691,36 @@ pub trait Store: Send + Sync + 'static {
         audit: NewAudit,
     ) -> StoreResult<DeletedAccount>;
     async fn create_invite(&self, invite: NewInvite) -> StoreResult<()>;
+
+    // --- External identities (OpenID Connect sign-in) -------------------------------------
+
+    /// The account linked to the external identity (`issuer`, `subject`), if any.
+    async fn external_identity_user(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> StoreResult<Option<UserId>>;
+    /// Links `link` to `user`, writing `audit` in the same transaction.
+    /// `Conflict("external_identity")` if that identity is linked already (to anyone);
+    /// `NotFound` for unknown or deleted users.
+    async fn link_external_identity(
+        &self,
+        user: UserId,
+        link: &ExternalIdentity,
+        audit: NewAudit,
+    ) -> StoreResult<()>;
+    /// Creates a user and links `link` to it in one transaction, writing `audit` with the new
+    /// account as its actor and target.
+    /// `Conflict("username")` or `Conflict("external_identity")` leave nothing behind.
+    async fn create_linked_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        link: &ExternalIdentity,
+        audit: NewAudit,
+    ) -> StoreResult<UserRecord>;
+    /// The identities linked to `user`, oldest link first.
+    async fn external_identities_of(&self, user: UserId) -> StoreResult<Vec<ExternalIdentity>>;
 
     // --- Devices and tokens ---------------------------------------------------------------
 
@@ -748,9 +795,10 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<OAuthClientRecord>>;
-    /// Removes a client, its pending authorization codes, and signs out every device signed in
-    /// through it (deleting their refresh tokens), writing `audit`, all in one transaction.
-    /// Returns the devices signed out. `NotFound` if the client is unknown.
+    /// Removes a client, its pending authorization codes and device authorizations, and signs
+    /// out every device signed in through it (deleting their refresh tokens; a bot client's
+    /// account stays, without devices), writing `audit`, all in one transaction. Returns the
+    /// devices signed out. `NotFound` if the client is unknown.
     async fn delete_oauth_client(
         &self,
         client_id: &str,
@@ -786,6 +834,52 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<DeviceRecord>;
     /// The client and scope a device was signed in through; `None` for first-party devices.
     async fn device_grant(&self, device: DeviceId) -> StoreResult<Option<DeviceGrant>>;
+    /// Registers a bot client: creates the bot account `username` (with `password_hash`, which
+    /// the core makes unusable), one device named after the client that records the client's
+    /// grant, and the client bound to both, writing `audit`, all in one transaction. Returns
+    /// the client with its [`BotBinding`] (the `bot` field passed in is ignored).
+    /// `Conflict("username")` if the name is taken, `Conflict("client_id")` if the id is.
+    async fn create_bot_client(
+        &self,
+        client: OAuthClientRecord,
+        username: &str,
+        password_hash: &str,
+        audit: NewAudit,
+    ) -> StoreResult<OAuthClientRecord>;
+
+    // --- Device authorization grant (RFC 8628) ----------------------------------------------
+
+    /// Stores a pending device authorization, and deletes those that expired at or before
+    /// `now`. `Conflict("user_code")` if a live one has the same user code.
+    async fn create_device_authorization(
+        &self,
+        authorization: DeviceAuthorizationRecord,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// The unexpired device authorization with this (normalized) user code.
+    async fn device_authorization(
+        &self,
+        user_code: &str,
+        now: i64,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>>;
+    /// Records the user's answer to a pending, unexpired device authorization; `false` if there
+    /// is none with this user code (unknown, expired, or already answered).
+    async fn decide_device_authorization(
+        &self,
+        user_code: &str,
+        state: DeviceAuthorizationState,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// A poll of the token endpoint, in one transaction: returns the authorization as it was
+    /// before this poll (expired ones too, so the caller can say `expired_token`), sets
+    /// `last_polled_at` to `now`, adds 5 to `interval_secs` when this poll came less than
+    /// `interval_secs` after the previous one, and deletes the authorization once it has been
+    /// answered or has expired, so an answer is collected at most once.
+    async fn poll_device_authorization(
+        &self,
+        device_code_hash: [u8; 32],
+        now: i64,
+    ) -> StoreResult<Option<DeviceAuthorizationRecord>>;
 
     // --- Profiles ---------------------------------------------------------------------------
 

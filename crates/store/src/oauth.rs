@@ -1,7 +1,8 @@
-//! What the store keeps for the OAuth authorization server: registered clients, pending
-//! authorization codes, and which client a device was signed in through.
+//! What the store keeps for the OAuth authorization server: registered clients (and the bot
+//! account a client-credentials client acts as), pending authorization codes, pending device
+//! authorizations (RFC 8628), and which client a device was signed in through.
 
-use tidings_proto::UserId;
+use tidings_proto::{DeviceId, UserId};
 
 /// An OAuth client registered by an administrator.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +19,46 @@ pub struct OAuthClientRecord {
     /// The scopes the client may ask for, space-separated.
     pub scope: String,
     pub created_at: i64,
+    /// For a bot client (client credentials grant): the bot account it acts as and the one
+    /// device its tokens are issued to. Both are created with the client, in one transaction.
+    pub bot: Option<BotBinding>,
+}
+
+/// The account and device a bot client acts as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BotBinding {
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+}
+
+/// Where a device authorization (RFC 8628) stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceAuthorizationState {
+    /// The user has not answered yet.
+    Pending,
+    /// The user signed in as this account and approved.
+    Approved(UserId),
+    /// The user denied.
+    Denied,
+}
+
+/// A device authorization request (RFC 8628 section 3.1) waiting for the user. Only the
+/// SHA-256 of the device code is kept; the user code is kept as normalized (upper case, no
+/// separator) because the user types it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceAuthorizationRecord {
+    pub device_code_hash: [u8; 32],
+    pub user_code: String,
+    pub client_id: String,
+    /// The scope the user is asked to grant, space-separated.
+    pub scope: String,
+    pub expires_at: i64,
+    /// The least number of seconds between two polls; grows by 5 on each poll that comes too
+    /// early (RFC 8628 section 3.5, `slow_down`).
+    pub interval_secs: i64,
+    /// When the client last polled, in milliseconds; `None` before the first poll.
+    pub last_polled_at: Option<i64>,
+    pub state: DeviceAuthorizationState,
 }
 
 /// An authorization code waiting to be exchanged at the token endpoint. Only the SHA-256 of the

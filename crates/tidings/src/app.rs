@@ -433,10 +433,14 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let http: HttpConfig = config.http.clone();
     let files = open_files(&config, &core)?;
     let janitor = files.spawn_janitor();
+    let oidc = tidings_http::oidc::Oidc::new(&config.oidc, core.issuer())
+        .context("cannot set up single sign-on ([oidc])")?
+        .map(std::sync::Arc::new);
     let mut app = tidings_http::router(AppState {
         core: core.clone(),
         config: http,
         files,
+        oidc,
     });
     // MQTT is wired here rather than in the HTTP transport, so neither transport imports the
     // other: the HTTP router only gains a route.

@@ -17,6 +17,7 @@ use tidings_core::config::{
 use tidings_files::FilesConfig;
 use tidings_http::HttpConfig;
 use tidings_mqtt::MqttConfig;
+use tidings_oidc::OidcConfig;
 use tidings_tls::TlsConfig;
 use tidings_xmpp::XmppConfig;
 
@@ -182,6 +183,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub push: tidings_core::push::PushConfig,
     pub xmpp: XmppConfig,
+    /// Sign-in with external OpenID Connect providers (docs/oauth.md).
+    pub oidc: OidcConfig,
 }
 
 impl Default for Config {
@@ -207,6 +210,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             push: tidings_core::push::PushConfig::default(),
             xmpp: XmppConfig::default(),
+            oidc: OidcConfig::default(),
         }
     }
 }
@@ -424,6 +428,9 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
                 "each entry must be an origin such as \"https://chat.example.com\" (scheme, host, optional port) or \"*\"",
             );
         }
+    }
+    if let Err(message) = config.oidc.validate() {
+        return invalid("oidc.providers", &message);
     }
     if config.files.max_file_bytes == 0 {
         return invalid("files.max_file_bytes", "must be greater than 0");

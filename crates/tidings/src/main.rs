@@ -158,6 +158,10 @@ enum OAuthClientCommand {
         /// The scopes it may ask for, space-separated (default: every scope but admin).
         #[arg(long)]
         scope: Option<String>,
+        /// Makes a bot client (client credentials grant) acting as a new bot account with this
+        /// username; implies --confidential.
+        #[arg(long = "bot")]
+        bot_username: Option<String>,
     },
     /// Lists registered clients.
     List,
@@ -587,6 +591,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             confidential,
                             redirect_uris,
                             scope,
+                            bot_username,
                         },
                 } => {
                     let created = core
@@ -594,9 +599,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             operator,
                             tidings_proto::oauth::NewOAuthClient {
                                 name,
-                                confidential,
+                                confidential: confidential || bot_username.is_some(),
                                 redirect_uris,
                                 scope,
+                                bot_username,
                             },
                         )
                         .await
@@ -607,6 +613,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("(the secret is not stored and will not be shown again)");
                     }
                     println!("scope: {}", created.client.scope);
+                    if let Some(bot) = created.client.bot_user_id {
+                        println!("bot user_id: {bot}");
+                    }
                 }
                 AdminCommand::OauthClient {
                     command: OAuthClientCommand::List,
@@ -622,7 +631,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             .await
                             .map_err(core_error)?;
                         for c in &page.clients {
-                            let kind = if c.confidential {
+                            let kind = if c.bot_user_id.is_some() {
+                                "bot"
+                            } else if c.confidential {
                                 "confidential"
                             } else {
                                 "public"

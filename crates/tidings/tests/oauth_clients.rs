@@ -217,3 +217,222 @@ async fn authlib_completes_code_pkce_refresh_introspection_and_revocation() {
     );
     server.stop().await;
 }
+
+/// The device authorization grant and the client credentials grant, through authlib
+/// (scripts/oauth/authlib_grants.py), then the bot's token on the WebSocket, then the bot
+/// client's removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authlib_completes_device_flow_and_client_credentials() {
+    let Some(python) = authlib_python().await else {
+        assert!(
+            std::env::var_os("REQUIRE_TEST_CLIENTS").is_none(),
+            "REQUIRE_TEST_CLIENTS is set but no Python with authlib was found"
+        );
+        eprintln!("SKIPPED: no Python with authlib; scripts/test prepares target/py-venv");
+        return;
+    };
+    let server = TestServer::start().await;
+    let root = server.admin("root").await;
+    let alice = server.user("alice").await;
+    let http = reqwest::Client::new();
+    let base = &server.base_url;
+    let admin = &root.tokens.access_token;
+
+    // A terminal application: public, no redirect URI, signs in with the device flow.
+    let device: Value = register(
+        &http,
+        base,
+        admin,
+        json!({"name": "Terminal <App>", "scope": "messages:read profile"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    // A bot: confidential, bound to a new account.
+    let refused = register(
+        &http,
+        base,
+        admin,
+        json!({"name": "Bot", "bot_username": "newsbot"}),
+    )
+    .await;
+    assert_eq!(refused.status(), 400, "a bot client must be confidential");
+    let refused = register(
+        &http,
+        base,
+        admin,
+        json!({"name": "Bot", "confidential": true, "bot_username": "newsbot",
+               "redirect_uris": ["http://127.0.0.1:9/cb"]}),
+    )
+    .await;
+    assert_eq!(refused.status(), 400, "a bot client has no redirect URIs");
+    let taken = register(
+        &http,
+        base,
+        admin,
+        json!({"name": "Bot", "confidential": true, "bot_username": "alice"}),
+    )
+    .await;
+    assert_eq!(taken.status(), 409, "the bot's username must be free");
+    let bot: Value = register(
+        &http,
+        base,
+        admin,
+        json!({"name": "News Bot", "confidential": true, "bot_username": "NewsBot",
+               "scope": "messages:read messages:write profile"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let bot_user = bot["client"]["bot_user_id"]
+        .as_i64()
+        .expect("a bot client names its account");
+    let plain: Value = register(
+        &http,
+        base,
+        admin,
+        json!({"name": "Server App", "confidential": true,
+               "redirect_uris": ["http://127.0.0.1:9/cb"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    // Nobody can sign in as the bot with a password.
+    let password_grant = http
+        .post(format!("{base}/oauth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "newsbot"),
+            ("password", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(password_grant.status(), 400);
+
+    let output = tokio::process::Command::new(python)
+        .arg(workspace_root().join("scripts/oauth/authlib_grants.py"))
+        .arg(format!("--base={base}"))
+        .arg(format!(
+            "--device-client={}",
+            device["client"]["client_id"].as_str().unwrap()
+        ))
+        .arg("--device-client-name=Terminal &lt;App&gt;")
+        .arg(format!(
+            "--bot-client={}",
+            bot["client"]["client_id"].as_str().unwrap()
+        ))
+        .arg(format!(
+            "--bot-secret={}",
+            bot["client_secret"].as_str().unwrap()
+        ))
+        .arg("--bot-username=newsbot")
+        .arg(format!(
+            "--plain-client={}",
+            plain["client"]["client_id"].as_str().unwrap()
+        ))
+        .arg(format!(
+            "--plain-secret={}",
+            plain["client_secret"].as_str().unwrap()
+        ))
+        .arg(format!("--username={}", alice.username))
+        .arg(format!("--password={PASSWORD}"))
+        .output()
+        .await
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "authlib failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("all authlib grant checks passed"),
+        "{stdout}"
+    );
+    eprintln!("{stdout}");
+
+    // The device sign-in is one of alice's devices, named after the client.
+    let devices: Value = http
+        .get(format!("{base}/api/v1/devices"))
+        .bearer_auth(&alice.tokens.access_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        devices["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "Terminal <App>"),
+        "{devices}"
+    );
+
+    // The bot's `messages:write profile` token sends on the WebSocket into a conversation
+    // alice opened with it, and cannot read history.
+    let bot_token = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("bot_token: "))
+        .expect("the script prints the bot's token");
+    let direct = alice
+        .api
+        .open_direct(tidings_proto::UserId(bot_user))
+        .await
+        .unwrap();
+    let conn = Connection::connect_with(
+        &server.client().ws_url(),
+        bot_token,
+        &ConnectOptions::default(),
+    )
+    .await
+    .expect("a bot token connects");
+    conn.send(
+        direct.id,
+        "bot-1",
+        MessageBody::Text {
+            text: "good morning".into(),
+        },
+    )
+    .await
+    .expect("messages:write sends");
+    let refused = conn
+        .history(direct.id, None, Some(10))
+        .await
+        .expect_err("no messages:read");
+    assert_eq!(error_code(refused), ErrorCode::InsufficientScope);
+    drop(conn);
+    let page = alice.api.history(direct.id, None, 10).await.unwrap();
+    assert!(
+        page.messages.iter().any(|m| m.sender_id.0 == bot_user
+            && m.body
+                == MessageBody::Text {
+                    text: "good morning".into()
+                }),
+        "{:?}",
+        page.messages
+    );
+
+    // Removing the bot client signs its device out: its tokens stop working at once.
+    let bot_id = bot["client"]["client_id"].as_str().unwrap();
+    let removed = http
+        .delete(format!("{base}/api/v1/admin/oauth-clients/{bot_id}"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    let after = http
+        .get(format!("{base}/api/v1/account"))
+        .bearer_auth(bot_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 401);
+    server.stop().await;
+}

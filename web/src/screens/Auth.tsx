@@ -1,7 +1,7 @@
 // Sign in and registration.
 
-import { useState, type FormEvent } from "react";
-import { SecondFactorRequired, TidingsError } from "@tidings/sdk";
+import { useEffect, useState, type FormEvent } from "react";
+import { SecondFactorRequired, TidingsError, type OidcProvider } from "@tidings/sdk";
 import { client } from "../state";
 import { LANGS, useI18n } from "../i18n";
 
@@ -15,6 +15,27 @@ export function AuthScreen() {
   // Set when the password was right and the account wants a second factor.
   const [challenge, setChallenge] = useState<SecondFactorRequired | null>(null);
   const [code, setCode] = useState("");
+  const [providers, setProviders] = useState<OidcProvider[]>([]);
+
+  useEffect(() => {
+    void client.auth.oidcProviders().then(setProviders);
+    // The single sign-on callback comes back to "/#oidc_code=..." or "/#oidc_error=...".
+    const hash = new URLSearchParams(window.location.hash.slice(1));
+    const code = hash.get("oidc_code");
+    const failure = hash.get("oidc_error");
+    if (!code && !failure) return;
+    history.replaceState(null, "", window.location.pathname + window.location.search);
+    if (failure) {
+      setError(failure === "unlinked" ? t("auth.oidcUnlinked") : t("auth.oidcFailed"));
+      return;
+    }
+    setBusy(true);
+    client
+      .signInWithOidcCode(code!)
+      .catch((err: unknown) => setError(err instanceof TidingsError ? err.message : String(err)))
+      .finally(() => setBusy(false));
+    // Once, on arrival: the fragment is read and cleared.
+  }, []);
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
@@ -104,6 +125,15 @@ export function AuthScreen() {
             {busy ? t("auth.working") : mode === "register" ? t("auth.register") : t("auth.signIn")}
           </button>
         </form>
+        {mode === "signin" && providers.length > 0 && (
+          <div className="auth-sso" role="group" aria-label={t("auth.oidcGroup")}>
+            {providers.map((p) => (
+              <a key={p.id} className="wide" href={client.oidcStartUrl(p.id)} data-testid={`oidc-${p.id}`}>
+                {t("auth.oidcSignIn").replace("{name}", p.display_name)}
+              </a>
+            ))}
+          </div>
+        )}
         <button className="link" onClick={() => setMode(mode === "register" ? "signin" : "register")} data-testid="auth-toggle">
           {mode === "register" ? t("auth.haveAccount") : t("auth.needAccount")}
         </button>

@@ -2,7 +2,7 @@
 // (two-factor sign-in, password, export, deletion) and signing out.
 
 import { useEffect, useState } from "react";
-import type { Device, Profile } from "@tidings/sdk";
+import type { Device, OidcProvider, Profile } from "@tidings/sdk";
 import { useClient, type Theme } from "../state";
 import { LANGS, useI18n } from "../i18n";
 import { dayLabel, timeOf } from "../util";
@@ -15,10 +15,20 @@ export function SettingsPanel({ theme, setTheme }: { theme: Theme; setTheme: (t:
   const [devices, setDevices] = useState<Device[]>([]);
   const [profile, setProfile] = useState<Profile | null>(null);
   const [displayName, setDisplayName] = useState("");
+  const [providers, setProviders] = useState<OidcProvider[]>([]);
+  // What the single sign-on callback reported when it brought the browser back ("#oidc_linked=<id>").
+  const [linkOutcome] = useState(() => {
+    const hash = new URLSearchParams(window.location.hash.slice(1));
+    const linked = hash.get("oidc_linked");
+    const failed = hash.get("oidc_error");
+    if (linked || failed) history.replaceState(null, "", window.location.pathname + window.location.search);
+    return linked ? t("settings.oidcLinked") : failed === "conflict" ? t("settings.oidcConflict") : failed ? t("auth.oidcFailed") : null;
+  });
   const [permission, setPermission] = useState(typeof Notification === "undefined" ? "denied" : Notification.permission);
 
   const loadDevices = () => c.rest.devices().then((d) => setDevices(d.devices), () => undefined);
   useEffect(() => {
+    void c.auth.oidcProviders().then(setProviders);
     void loadDevices();
     c.rest.profile().then((p) => {
       setProfile(p);
@@ -47,6 +57,27 @@ export function SettingsPanel({ theme, setTheme }: { theme: Theme; setTheme: (t:
             </span>
           </label>
         </section>
+        {(providers.length > 0 || linkOutcome) && (
+          <section className="card">
+            <h3>{t("auth.oidcGroup")}</h3>
+            {linkOutcome && (
+              <p className="muted small" role="status" data-testid="oidc-link-outcome">
+                {linkOutcome}
+              </p>
+            )}
+            <p className="muted small">{t("settings.oidcHint")}</p>
+            {providers.map((p) => (
+              <button
+                key={p.id}
+                className="ghost"
+                data-testid={`oidc-link-${p.id}`}
+                onClick={() => void c.rest.oidcLink(p.id).then((r) => window.location.assign(r.authorize_url))}
+              >
+                {t("settings.oidcLink").replace("{name}", p.display_name)}
+              </button>
+            ))}
+          </section>
+        )}
         <section className="card">
           <h3 id="lang-h">{t("settings.language")}</h3>
           <div className="segmented" role="radiogroup" aria-labelledby="lang-h">
