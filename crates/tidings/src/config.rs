@@ -156,6 +156,37 @@ impl Default for AdminConfig {
     }
 }
 
+/// OpenTelemetry traces exported over OTLP (HTTP, protobuf): spans for HTTP requests,
+/// WebSocket frames, commits and push deliveries, with request and connection ids. Spans never
+/// carry tokens, passwords or message content.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Whether to export traces at all.
+    pub enabled: bool,
+    /// The OTLP/HTTP traces endpoint of a collector, e.g. "http://127.0.0.1:4318/v1/traces".
+    pub endpoint: String,
+    /// The `service.name` resource attribute (tell nodes apart with `service_instance`).
+    pub service_name: String,
+    /// The `service.instance.id` resource attribute; empty leaves it out.
+    pub service_instance: String,
+    /// The share of traces kept, from 0.0 (none) to 1.0 (all). A span whose parent was sampled
+    /// is always kept, so a trace is never cut in half.
+    pub sampling_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            enabled: false,
+            endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+            service_name: "tidings".into(),
+            service_instance: String::new(),
+            sampling_ratio: 1.0,
+        }
+    }
+}
+
 /// Everything `tidings serve` can be configured with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -182,6 +213,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub push: tidings_core::push::PushConfig,
     pub xmpp: XmppConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for Config {
@@ -207,6 +239,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             push: tidings_core::push::PushConfig::default(),
             xmpp: XmppConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -274,12 +307,33 @@ pub fn load(
     env: &BTreeMap<String, String>,
     overrides: &Overrides,
 ) -> Result<Config, ConfigError> {
+    let text = match file {
+        Some(path) => Some((
+            path,
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        )),
+        None => None,
+    };
+    from_text(
+        text.as_ref().map(|(path, text)| (*path, text.as_str())),
+        env,
+        overrides,
+    )
+}
+
+/// Loads the configuration from the text of a config file (named by its path in errors)
+/// instead of reading it: the part of [`load`] that parses untrusted bytes, apart so the
+/// fuzzer (`fuzz/fuzz_targets/config_toml.rs`) drives it without touching the disk.
+pub fn from_text(
+    file: Option<(&Path, &str)>,
+    env: &BTreeMap<String, String>,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
     let mut value = toml::Value::try_from(Config::default()).expect("defaults serialize");
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    if let Some((path, text)) = file {
         let table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Parse {
@@ -424,6 +478,23 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
                 "each entry must be an origin such as \"https://chat.example.com\" (scheme, host, optional port) or \"*\"",
             );
         }
+    }
+    let telemetry = &config.telemetry;
+    // `contains` is false for NaN, so a NaN ratio is refused too.
+    if !(0.0..=1.0).contains(&telemetry.sampling_ratio) {
+        return invalid("telemetry.sampling_ratio", "must be between 0.0 and 1.0");
+    }
+    if telemetry.enabled
+        && !(telemetry.endpoint.starts_with("http://")
+            || telemetry.endpoint.starts_with("https://"))
+    {
+        return invalid(
+            "telemetry.endpoint",
+            "must be an http:// or https:// URL of an OTLP/HTTP traces endpoint",
+        );
+    }
+    if telemetry.enabled && telemetry.service_name.trim().is_empty() {
+        return invalid("telemetry.service_name", "must not be empty");
     }
     if config.files.max_file_bytes == 0 {
         return invalid("files.max_file_bytes", "must be greater than 0");

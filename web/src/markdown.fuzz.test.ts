@@ -1,0 +1,96 @@
+// Property-based fuzzing of the Markdown renderer with fast-check: for any message text (random
+// Unicode, and strings built from the subset's own syntax, HTML and URL pieces), parsing and
+// rendering never throw, the output holds only the elements and attributes the renderer chooses
+// (no raw HTML, no script, links only to http/https with a safe rel), and a message of the
+// largest size the server accepts renders quickly, so no sender can freeze a recipient's tab.
+
+import fc from "fast-check";
+import { renderToStaticMarkup } from "react-dom/server";
+import { describe, expect, it } from "vitest";
+import { Markdown, looksLikeMarkdown, parseBlocks, parseInline } from "./markdown";
+
+/** The server's default `limits.max_message_bytes`. */
+const MAX_MESSAGE_BYTES = 64 * 1024;
+
+/** Runs per property; FUZZ_RUNS raises it for a long local run. */
+const RUNS = Number(process.env.FUZZ_RUNS ?? 2000);
+
+const html = (text: string) => renderToStaticMarkup(Markdown({ text }));
+
+/** Pieces of the syntax the parser reacts to, and of what an attacker would try to smuggle. */
+const PIECES = [
+  "*", "**", "_", "__", "~~", "`", "```", "\\", "[", "]", "(", ")", "](", ">", "> ", "- ", "* ",
+  "+ ", "1. ", "9) ", "\n", "\r\n", "\r", " ", "  ", "\t", "a", "word", "snake_case", "é", "😀",
+  "\u0000", "\u202e", "<", ">", "&", "\"", "'", "<script>alert(1)</script>", "<img src=x onerror=alert(1)>",
+  "http://", "https://", "https://example.org/a?b=1&c=<x>", "javascript:alert(1)", "data:text/html,<b>",
+  "HTTPS://EXAMPLE.ORG", "//evil.example", "[x](javascript:alert(1))", "[y](https://ok.example)",
+];
+
+const syntaxText = fc.array(fc.constantFrom(...PIECES), { maxLength: 80 }).map((parts) => parts.join(""));
+const anyText = fc.oneof(syntaxText, fc.string({ unit: "binary", maxLength: 200 }), fc.string({ maxLength: 200 }));
+
+const ELEMENTS = new Set(["div", "p", "strong", "em", "s", "code", "pre", "blockquote", "ul", "ol", "li", "a", "br"]);
+const TAG = /^<(\/?)([a-z]+)((?: [a-z]+="[^"<>]*")*)(\/?)>/;
+
+/** Checks that rendered HTML is made only of the renderer's own elements and attributes. */
+function checkMarkup(out: string): void {
+  let i = out.indexOf("<");
+  while (i !== -1) {
+    const tag = TAG.exec(out.slice(i));
+    expect(tag, `raw markup at ${i}: ${out.slice(i, i + 60)}`).not.toBeNull();
+    const [whole, , name, attrs] = tag!;
+    expect(ELEMENTS.has(name), `element <${name}>`).toBe(true);
+    const names = [...attrs.matchAll(/ ([a-z]+)="([^"]*)"/g)];
+    for (const [, attr, value] of names) {
+      if (name === "div") expect(attr).toBe("class");
+      else if (name === "a") {
+        expect(["href", "target", "rel"]).toContain(attr);
+        if (attr === "href") expect(value).toMatch(/^https?:\/\//);
+        if (attr === "rel") expect(value).toBe("noopener noreferrer nofollow");
+      } else expect.fail(`attribute ${attr} on <${name}>`);
+    }
+    i = out.indexOf("<", i + whole.length);
+  }
+  // A `>` in text is escaped too, so nothing outside tags can close or open one.
+  expect(out.replace(/<[^>]*>/g, "")).not.toMatch(/[<>]/);
+}
+
+describe("markdown fuzzing (fast-check)", () => {
+  it("parses and renders any text without throwing, into its own markup only", () => {
+    fc.assert(
+      fc.property(anyText, (text) => {
+        parseBlocks(text);
+        parseInline(text);
+        looksLikeMarkdown(text);
+        checkMarkup(html(text));
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
+  // Digits followed by "." or ")" start an ordered list, so "." is left out of the alphabet.
+  it("keeps every character of plain text (nothing is swallowed as markup)", () => {
+    fc.assert(
+      fc.property(fc.stringMatching(/^[a-zA-Z0-9 ,?]{0,200}$/), (text) => {
+        const visible = html(text).replace(/<[^>]*>/g, "");
+        expect(visible.replace(/\s+/g, "")).toBe(text.replace(/\s+/g, ""));
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
+  it("renders a message of the largest size the server accepts quickly, whatever it holds", () => {
+    const unit = fc.array(fc.constantFrom(...PIECES), { minLength: 1, maxLength: 6 }).map((p) => p.join(""));
+    fc.assert(
+      fc.property(unit, (piece) => {
+        const text = piece.repeat(Math.ceil(MAX_MESSAGE_BYTES / piece.length)).slice(0, MAX_MESSAGE_BYTES);
+        const started = performance.now();
+        checkMarkup(html(text));
+        looksLikeMarkdown(text);
+        const took = performance.now() - started;
+        expect(took, `${JSON.stringify(piece)} x ${text.length}: ${took.toFixed(0)} ms`).toBeLessThan(1500);
+      }),
+      { numRuns: Math.max(20, Math.floor(RUNS / 50)) },
+    );
+  });
+});
