@@ -814,6 +814,40 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_settings_are_checked() {
+        let path = Path::new("t.toml");
+        let load_text =
+            |text: &str| from_text(Some((path, text)), &env(&[]), &Overrides::default());
+        let on = load_text(
+            "[telemetry]\nenabled = true\nendpoint = \"http://127.0.0.1:4318/v1/traces\"\nsampling_ratio = 0.25\n",
+        )
+        .unwrap();
+        assert!(on.telemetry.enabled);
+        assert_eq!(on.telemetry.sampling_ratio, 0.25);
+        for (text, key) in [
+            (
+                "[telemetry]\nsampling_ratio = nan\n",
+                "telemetry.sampling_ratio",
+            ),
+            (
+                "[telemetry]\nsampling_ratio = 1.5\n",
+                "telemetry.sampling_ratio",
+            ),
+            (
+                "[telemetry]\nenabled = true\nendpoint = \"127.0.0.1:4318\"\n",
+                "telemetry.endpoint",
+            ),
+            (
+                "[telemetry]\nenabled = true\nservice_name = \" \"\n",
+                "telemetry.service_name",
+            ),
+        ] {
+            let err = load_text(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let err = load(
             None,
