@@ -95,9 +95,11 @@ describe("markdown fuzzing (fast-check)", () => {
         const full = piece.repeat(Math.ceil(MAX_MESSAGE_BYTES / piece.length)).slice(0, MAX_MESSAGE_BYTES);
         const quarter = full.slice(0, MAX_MESSAGE_BYTES / 4);
         const small = Math.min(timed(quarter), timed(quarter));
-        const large = timed(full);
+        // The best of two runs each, and a fixed allowance, keep a garbage collection or a
+        // busy machine from failing a fast render; a quadratic one is off by seconds.
+        const large = Math.min(timed(full), timed(full));
         expect(large, `${JSON.stringify(piece)}: ${small.toFixed(0)} ms for 16 KiB, ${large.toFixed(0)} ms for 64 KiB`).toBeLessThan(
-          8 * small + 100,
+          8 * small + 250,
         );
       }),
       { numRuns: Math.max(20, Math.floor(RUNS / 50)) },
