@@ -136,7 +136,9 @@ async fn sigterm_mid_burst_answers_every_send_and_loses_nothing_acknowledged() {
                     break;
                 }
                 written.store(i + 1, Ordering::Release);
-                if i % 8 == 0 {
+                // Paced before the notice, so the signal lands mid-burst; after it, the last
+                // frames go out back to back, as a client's queued writes would.
+                if i % 8 == 0 && after_notice == 0 {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
