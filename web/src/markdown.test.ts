@@ -56,4 +56,17 @@ describe("markdown", () => {
       expect(looksLikeMarkdown(no), no).toBe(false);
     }
   });
+  it("finds links with the linear-time scan (regressions of the fast-check run)", () => {
+    // A "[" shares its "]" and target with every "[" before it; the first one wins, as before.
+    expect(html("[[x](https://z.example)")).toBe(
+      '<div class="text markdown"><p><a href="https://z.example/" target="_blank" rel="noopener noreferrer nofollow">[x</a></p></div>',
+    );
+    expect(html("[a](https://x.example) [b](javascript:1) [c](https://y.example)")).toBe(
+      '<div class="text markdown"><p><a href="https://x.example/" target="_blank" rel="noopener noreferrer nofollow">a</a> [b](javascript:1) <a href="https://y.example/" target="_blank" rel="noopener noreferrer nofollow">c</a></p></div>',
+    );
+    // 64 KiB of links, or of unclosed brackets, once took seconds (quadratic rescans).
+    const links = "[y](https://ok.example)".repeat(2850);
+    expect(parseInline(links).filter((n) => n.kind === "link")).toHaveLength(2850);
+    expect(parseInline("[*".repeat(32768)).length).toBeGreaterThan(0);
+  });
 });

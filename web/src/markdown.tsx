@@ -81,6 +81,13 @@ const DELIMITERS: { open: string; kind: "strong" | "em" | "strike" }[] = [
   { open: "_", kind: "em" },
 ];
 
+// Sticky patterns, matched at a position of the whole line: slicing the rest of the line at
+// every character and running a pattern on it copies that rest each time (the engine flattens
+// the slice), which made a 64 KiB line of links take seconds to render.
+const LINK_TARGET = /\(([^)\s]+)\)/y;
+const BARE_URL = /https?:\/\/[^\s<>()]+[^\s<>().,;:!?'"]/y;
+const ESCAPABLE = /[\\`*_~[\]()>#+\-.!]/;
+
 /** Parses one line's inline syntax. Unclosed delimiters stay literal text. */
 export function parseInline(text: string, depth = 0): Inline[] {
   const out: Inline[] = [];
@@ -89,59 +96,75 @@ export function parseInline(text: string, depth = 0): Inline[] {
     if (plain) out.push({ kind: "text", text: plain });
     plain = "";
   };
+  // A link's text ends at the first "]" after its "[", so every "[" before that "]" shares it
+  // and its target: both are found once, and the search only moves forward ("[[[[…" and
+  // "[*[*…" without a "]" stay linear).
+  let close = -1;
+  let target = null as { at: number; href: string | null; end: number } | null;
   let i = 0;
   while (i < text.length) {
-    const rest = text.slice(i);
-    if (rest[0] === "\\" && rest.length > 1 && /[\\`*_~[\]()>#+\-.!]/.test(rest[1])) {
-      plain += rest[1];
+    const c = text[i];
+    if (c === "\\" && i + 1 < text.length && ESCAPABLE.test(text[i + 1])) {
+      plain += text[i + 1];
       i += 2;
       continue;
     }
-    if (rest[0] === "`") {
-      const end = rest.indexOf("`", 1);
-      if (end > 1) {
+    if (c === "`") {
+      const end = text.indexOf("`", i + 1);
+      if (end > i + 1) {
         flush();
-        out.push({ kind: "code", text: rest.slice(1, end) });
-        i += end + 1;
+        out.push({ kind: "code", text: text.slice(i + 1, end) });
+        i = end + 1;
         continue;
       }
     }
-    if (rest[0] === "[" && depth < 3) {
-      const link = /^\[([^\]]+)\]\(([^)\s]+)\)/.exec(rest);
-      const href = link ? safeHref(link[2]) : null;
-      if (link && href) {
-        flush();
-        out.push({ kind: "link", href, children: parseInline(link[1], depth + 1) });
-        i += link[0].length;
-        continue;
+    if (c === "[" && depth < 3) {
+      if (close !== text.length && close <= i) {
+        close = text.indexOf("]", i + 1);
+        if (close === -1) close = text.length;
+      }
+      if (close < text.length && close > i + 1 && text[close + 1] === "(") {
+        if (target?.at !== close) {
+          LINK_TARGET.lastIndex = close + 1;
+          const found = LINK_TARGET.exec(text);
+          target = { at: close, href: found ? safeHref(found[1]) : null, end: found ? close + 1 + found[0].length : 0 };
+        }
+        if (target.href) {
+          flush();
+          out.push({ kind: "link", href: target.href, children: parseInline(text.slice(i + 1, close), depth + 1) });
+          i = target.end;
+          continue;
+        }
       }
     }
-    const bare = /^https?:\/\/[^\s<>()]+[^\s<>().,;:!?'"]/.exec(rest);
-    if (bare && (i === 0 || /\s|\(/.test(text[i - 1]))) {
-      const href = safeHref(bare[0]);
-      if (href) {
+    if (c === "h" && (i === 0 || /\s|\(/.test(text[i - 1]))) {
+      BARE_URL.lastIndex = i;
+      const bare = BARE_URL.exec(text);
+      const href = bare ? safeHref(bare[0]) : null;
+      if (bare && href) {
         flush();
         out.push({ kind: "link", href, children: [{ kind: "text", text: bare[0] }] });
         i += bare[0].length;
         continue;
       }
     }
-    const delimiter = depth < 3 ? DELIMITERS.find((d) => rest.startsWith(d.open)) : undefined;
+    const delimiter = depth < 3 ? DELIMITERS.find((d) => text.startsWith(d.open, i)) : undefined;
     if (delimiter) {
-      const inner = rest.slice(delimiter.open.length);
-      const end = inner.indexOf(delimiter.open);
+      const start = i + delimiter.open.length;
+      const close = text.indexOf(delimiter.open, start);
+      const end = close - start;
       // Emphasis needs text right inside its delimiters ("2 * 3 * 4" stays as it is), and
       // underscores inside words (snake_case) are not emphasis.
-      const opensWord = end > 0 && !/\s/.test(inner[0]) && !/\s/.test(inner[end - 1]);
+      const opensWord = close !== -1 && end > 0 && !/\s/.test(text[start]) && !/\s/.test(text[close - 1]);
       const wordInside = delimiter.open[0] === "_" && i > 0 && /\w/.test(text[i - 1]);
       if (opensWord && !wordInside) {
         flush();
-        out.push({ kind: delimiter.kind, children: parseInline(inner.slice(0, end), depth + 1) });
-        i += delimiter.open.length * 2 + end;
+        out.push({ kind: delimiter.kind, children: parseInline(text.slice(start, close), depth + 1) });
+        i = close + delimiter.open.length;
         continue;
       }
     }
-    plain += rest[0];
+    plain += c;
     i++;
   }
   flush();

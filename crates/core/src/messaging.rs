@@ -62,14 +62,25 @@ pub(crate) async fn run_sequencer(core: Core, mut rx: mpsc::Receiver<SequencerRe
                 tidings_metrics::metrics()
                     .commit_batch_size
                     .observe(messages.len() as f64);
-                appending.push_back(async move {
+                let span = tracing::info_span!(
+                    target: tidings_metrics::TRACE_TARGET,
+                    parent: None,
+                    "store.commit",
+                    // OTLP has no unsigned integers: a u64 would be exported as a string.
+                    messages = i64::try_from(messages.len()).unwrap_or(i64::MAX),
+                    error = tracing::field::Empty,
+                );
+                appending.push_back(tracing::Instrument::instrument(async move {
                     let started = std::time::Instant::now();
                     let result: AppendResult = store.append_messages(messages).await;
                     tidings_metrics::metrics()
                         .commit_latency
                         .observe_duration(started.elapsed());
+                    if result.is_err() {
+                        tracing::Span::current().record("error", true);
+                    }
                     (batch, result)
-                });
+                }, span));
             }
         }
     }

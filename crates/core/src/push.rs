@@ -695,10 +695,21 @@ async fn run_worker(core: Core, pusher: Arc<dyn Pusher>) {
             };
             let core = core.clone();
             let pusher = pusher.clone();
-            tokio::spawn(async move {
-                deliver(&core, pusher.as_ref(), job).await;
-                drop(permit);
-            });
+            let span = tracing::info_span!(
+                target: tidings_metrics::TRACE_TARGET,
+                parent: None,
+                "push.deliver",
+                device.id = job.key.device_id.0,
+                attempt = i64::from(job.attempts),
+                outcome = tracing::field::Empty,
+            );
+            tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    deliver(&core, pusher.as_ref(), job).await;
+                    drop(permit);
+                },
+                span,
+            ));
         }
         if !full_batch {
             // Sleep until woken by new jobs or the poll comes round (retries become due by time).
@@ -725,6 +736,13 @@ async fn deliver(core: &Core, pusher: &dyn Pusher, job: PushJob) {
         })
         .await;
     let device = job.key.device_id;
+    let outcome_name = match &outcome {
+        PushOutcome::Delivered => "delivered",
+        PushOutcome::Gone => "gone",
+        PushOutcome::Retry { .. } => "retry",
+        PushOutcome::Failed(_) => "failed",
+    };
+    tracing::Span::current().record("outcome", outcome_name);
     let result = match outcome {
         PushOutcome::Delivered => {
             tracing::debug!(device = device.0, "Push delivered.");

@@ -46,6 +46,12 @@ use tokio::time::{Instant, Sleep};
 /// How long a new connection may take to authenticate.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// While the server shuts down, how long a connection with nothing left in flight waits for
+/// more frames before it closes. Frames the client wrote before it read the shutdown notice
+/// arrive within this quiet time on any sane link, so each is answered (refused) rather than
+/// left unread in the socket when the connection closes.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(150);
+
 /// WebSocket close codes the server uses (4000-4999 are for applications).
 pub mod close_code {
     pub const NORMAL: u16 = 1000;
@@ -297,6 +303,10 @@ pub struct Session {
     /// Fires at the auth deadline before authentication and at token expiry after.
     deadline: Pin<Box<Sleep>>,
     closing: bool,
+    /// The server is shutting down: requests already started finish and are answered, new
+    /// ones are refused with `unavailable`, and the connection closes (1001) once nothing is
+    /// in flight and the client has been quiet for [`DRAIN_QUIET`].
+    draining: bool,
     /// Calls this device placed or accepted on this connection, newest last.
     calls: VecDeque<tidings_proto::call::CallId>,
 }
@@ -314,6 +324,7 @@ impl Session {
             sync: None,
             deadline: Box::pin(tokio::time::sleep(AUTH_TIMEOUT)),
             closing: false,
+            draining: false,
             calls: VecDeque::new(),
         }
     }
@@ -389,6 +400,9 @@ impl Session {
         if self.closing {
             return;
         }
+        if self.draining {
+            return self.refuse_while_draining(text);
+        }
         let frame = match serde_json::from_str::<ClientFrame>(text) {
             Ok(frame) => frame,
             Err(e) => {
@@ -397,6 +411,8 @@ impl Session {
                 return;
             }
         };
+        // The transport's per-frame trace span (when it has one) learns what the frame was.
+        tracing::Span::current().record("frame.type", frame.type_name());
         let Some(caller) = self.caller() else {
             return match frame {
                 ClientFrame::Auth { id, token } => self.start_auth(id, token),
@@ -604,6 +620,28 @@ impl Session {
         }));
     }
 
+    /// Answers a frame that arrived after shutdown began: a request is refused with its id, so
+    /// the client knows it was not carried out (a send was not stored) and retries it after
+    /// reconnecting. Each frame restarts the quiet time before the connection closes.
+    fn refuse_while_draining(&mut self, text: &str) {
+        #[derive(serde::Deserialize)]
+        struct IdOnly {
+            id: Option<String>,
+        }
+        self.deadline.as_mut().reset(Instant::now() + DRAIN_QUIET);
+        let id = serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id);
+        self.error(id, shutting_down());
+    }
+
+    /// Begins the graceful close of a server shutdown (see [`Session::draining`]).
+    fn start_draining(&mut self) {
+        self.draining = true;
+        // No new store reads: what is not delivered now is found by the next sync.
+        self.work.clear();
+        self.error(None, shutting_down());
+        self.deadline.as_mut().reset(Instant::now() + DRAIN_QUIET);
+    }
+
     /// The next thing to write. Cancel-safe.
     pub async fn next_output(&mut self) -> Output {
         loop {
@@ -615,6 +653,7 @@ impl Session {
                 std::future::pending::<()>().await;
             }
             if let Some(conn) = &self.conn
+                && !self.draining
                 && let Some(reason) = conn.control.closed_now()
             {
                 self.closed_by_server(reason);
@@ -645,13 +684,14 @@ impl Session {
                 let deadline = &mut self.deadline;
                 let fetch = &mut self.fetch;
                 let fetching = fetch.is_some();
+                let draining = self.draining;
                 match self.conn.as_mut() {
                     Some(conn) => {
                         let control = &conn.control;
                         let rx = &mut conn.rx;
                         tokio::select! {
                             biased;
-                            reason = control.closed() => Wake::Closed(reason),
+                            reason = control.closed(), if !draining => Wake::Closed(reason),
                             (id, result) = async { fetch.as_mut().expect("guarded").await }, if fetching => {
                                 Wake::Fetched(id, result)
                             }
@@ -676,6 +716,13 @@ impl Session {
                 Wake::Done(done) => self.complete(done),
                 Wake::Event(Some(frame)) => self.on_event(frame),
                 Wake::Event(None) => self.close(close_code::GOING_AWAY, "server shutting down"),
+                Wake::Deadline if self.draining => {
+                    if self.in_flight.is_empty() && self.fetch.is_none() {
+                        self.close(close_code::GOING_AWAY, "server shutting down");
+                    } else {
+                        self.deadline.as_mut().reset(Instant::now() + DRAIN_QUIET);
+                    }
+                }
                 Wake::Deadline if self.conn.is_some() => {
                     self.error(
                         None,
@@ -713,7 +760,7 @@ impl Session {
                 );
                 self.close(close_code::DEVICE_REVOKED, "device signed out");
             }
-            CloseReason::ShuttingDown => self.close(close_code::GOING_AWAY, "server shutting down"),
+            CloseReason::ShuttingDown => self.start_draining(),
         }
     }
 
@@ -1221,6 +1268,14 @@ fn classify_decode_error(text: &str, err: &serde_json::Error) -> (Option<String>
             CoreError::new(ErrorCode::MalformedRequest, format!("invalid frame: {err}")),
         ),
     }
+}
+
+/// The refusal of a request that arrives while the server shuts down.
+fn shutting_down() -> CoreError {
+    CoreError::new(
+        ErrorCode::Unavailable,
+        "the server is shutting down; reconnect and retry what was not acknowledged",
+    )
 }
 
 #[cfg(test)]

@@ -102,6 +102,16 @@ async fn run(socket: WebSocket, state: AppState) {
                 quiet_intervals = 0;
                 match incoming {
                     Some(Ok(Message::Text(text))) => {
+                        // One exported span per frame (see `tidings::telemetry`); its type is
+                        // recorded once the session has decoded it. Not a log span.
+                        let frame_span = tracing::info_span!(
+                            target: tidings_metrics::TRACE_TARGET,
+                            "ws.frame",
+                            frame.type = tracing::field::Empty,
+                            // OTLP has no unsigned integers: a u64 would be exported as a string.
+                            bytes = i64::try_from(text.len()).unwrap_or(i64::MAX),
+                        );
+                        let _in_frame = frame_span.enter();
                         if text.len() > soft_limit {
                             session.handle_oversized(text.as_str(), soft_limit);
                         } else {

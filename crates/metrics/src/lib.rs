@@ -275,6 +275,11 @@ pub fn metrics() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
+/// The `tracing` target of spans that exist for trace export only (`ws.frame`, `store.commit`,
+/// `push.deliver`): the log output leaves them out (they would add a span to every line),
+/// and with `[telemetry]` off no layer wants them, so they cost nothing.
+pub const TRACE_TARGET: &str = "tidings::otel";
+
 /// A process-unique id for a request or connection, for the spans of log lines (16 hex digits: the start
 /// time's low bits, so ids from restarts rarely collide, then a counter).
 pub fn next_log_id() -> String {

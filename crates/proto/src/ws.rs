@@ -133,6 +133,24 @@ impl ClientFrame {
             | ClientFrame::CallSignal { id, .. } => id.as_deref(),
         }
     }
+
+    /// The frame's `type` tag as on the wire, for traces and logs (it says nothing of the
+    /// frame's content).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientFrame::Auth { .. } => "auth",
+            ClientFrame::Send { .. } => "send",
+            ClientFrame::Sync { .. } => "sync",
+            ClientFrame::History { .. } => "history",
+            ClientFrame::Receipt { .. } => "receipt",
+            ClientFrame::Typing { .. } => "typing",
+            ClientFrame::PresenceQuery { .. } => "presence_query",
+            ClientFrame::Ping { .. } => "ping",
+            ClientFrame::SetActivity { .. } => "set_activity",
+            ClientFrame::CallInvite { .. } => "call_invite",
+            ClientFrame::CallSignal { .. } => "call_signal",
+        }
+    }
 }
 
 /// A client's position in one conversation.

@@ -157,6 +157,37 @@ impl Default for AdminConfig {
     }
 }
 
+/// OpenTelemetry traces exported over OTLP (HTTP, protobuf): spans for HTTP requests,
+/// WebSocket frames, commits and push deliveries, with request and connection ids. Spans never
+/// carry tokens, passwords or message content.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Whether to export traces at all.
+    pub enabled: bool,
+    /// The OTLP/HTTP traces endpoint of a collector, e.g. "http://127.0.0.1:4318/v1/traces".
+    pub endpoint: String,
+    /// The `service.name` resource attribute (tell nodes apart with `service_instance`).
+    pub service_name: String,
+    /// The `service.instance.id` resource attribute; empty leaves it out.
+    pub service_instance: String,
+    /// The share of traces kept, from 0.0 (none) to 1.0 (all). A span whose parent was sampled
+    /// is always kept, so a trace is never cut in half.
+    pub sampling_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            enabled: false,
+            endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+            service_name: "tidings".into(),
+            service_instance: String::new(),
+            sampling_ratio: 1.0,
+        }
+    }
+}
+
 /// Everything `tidings serve` can be configured with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -185,6 +216,7 @@ pub struct Config {
     pub xmpp: XmppConfig,
     /// Sign-in with external OpenID Connect providers (docs/oauth.md).
     pub oidc: OidcConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for Config {
@@ -211,6 +243,7 @@ impl Default for Config {
             push: tidings_core::push::PushConfig::default(),
             xmpp: XmppConfig::default(),
             oidc: OidcConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -278,12 +311,33 @@ pub fn load(
     env: &BTreeMap<String, String>,
     overrides: &Overrides,
 ) -> Result<Config, ConfigError> {
+    let text = match file {
+        Some(path) => Some((
+            path,
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        )),
+        None => None,
+    };
+    from_text(
+        text.as_ref().map(|(path, text)| (*path, text.as_str())),
+        env,
+        overrides,
+    )
+}
+
+/// Loads the configuration from the text of a config file (named by its path in errors)
+/// instead of reading it: the part of [`load`] that parses untrusted bytes, apart so the
+/// fuzzer (`fuzz/fuzz_targets/config_toml.rs`) drives it without touching the disk.
+pub fn from_text(
+    file: Option<(&Path, &str)>,
+    env: &BTreeMap<String, String>,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
     let mut value = toml::Value::try_from(Config::default()).expect("defaults serialize");
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    if let Some((path, text)) = file {
         let table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Parse {
@@ -431,6 +485,24 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if let Err(message) = config.oidc.validate() {
         return invalid("oidc.providers", &message);
+    }
+
+    let telemetry = &config.telemetry;
+    // `contains` is false for NaN, so a NaN ratio is refused too.
+    if !(0.0..=1.0).contains(&telemetry.sampling_ratio) {
+        return invalid("telemetry.sampling_ratio", "must be between 0.0 and 1.0");
+    }
+    if telemetry.enabled
+        && !(telemetry.endpoint.starts_with("http://")
+            || telemetry.endpoint.starts_with("https://"))
+    {
+        return invalid(
+            "telemetry.endpoint",
+            "must be an http:// or https:// URL of an OTLP/HTTP traces endpoint",
+        );
+    }
+    if telemetry.enabled && telemetry.service_name.trim().is_empty() {
+        return invalid("telemetry.service_name", "must not be empty");
     }
     if config.files.max_file_bytes == 0 {
         return invalid("files.max_file_bytes", "must be greater than 0");
@@ -750,6 +822,40 @@ mod tests {
         let config = load(Some(&file), &vars, &flags).unwrap();
         assert_eq!(config.listen.port(), 9002);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn telemetry_settings_are_checked() {
+        let path = Path::new("t.toml");
+        let load_text =
+            |text: &str| from_text(Some((path, text)), &env(&[]), &Overrides::default());
+        let on = load_text(
+            "[telemetry]\nenabled = true\nendpoint = \"http://127.0.0.1:4318/v1/traces\"\nsampling_ratio = 0.25\n",
+        )
+        .unwrap();
+        assert!(on.telemetry.enabled);
+        assert_eq!(on.telemetry.sampling_ratio, 0.25);
+        for (text, key) in [
+            (
+                "[telemetry]\nsampling_ratio = nan\n",
+                "telemetry.sampling_ratio",
+            ),
+            (
+                "[telemetry]\nsampling_ratio = 1.5\n",
+                "telemetry.sampling_ratio",
+            ),
+            (
+                "[telemetry]\nenabled = true\nendpoint = \"127.0.0.1:4318\"\n",
+                "telemetry.endpoint",
+            ),
+            (
+                "[telemetry]\nenabled = true\nservice_name = \" \"\n",
+                "telemetry.service_name",
+            ),
+        ] {
+            let err = load_text(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -5,3 +5,4 @@ pub mod app;
 pub mod backup;
 pub mod config;
 pub mod migrate;
+pub mod telemetry;

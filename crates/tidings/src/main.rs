@@ -235,18 +235,41 @@ fn load_config(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<Co
 type LogLevelHandle =
     tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
 
-fn init_logging(config: &Config) -> LogLevelHandle {
+/// The log output's filter: `log.level`, less the spans that exist for trace export only.
+fn log_filter(
+    level: &str,
+) -> Result<tracing_subscriber::EnvFilter, tracing_subscriber::filter::ParseError> {
+    let only_traces = format!("{}=off", tidings_metrics::TRACE_TARGET)
+        .parse()
+        .expect("a valid directive");
+    Ok(tracing_subscriber::EnvFilter::try_new(level)?.add_directive(only_traces))
+}
+
+/// Installs the log output and, when given, the trace exporter's layer. The log level filters
+/// the log output only: traces keep their spans whatever `log.level` says.
+fn init_logging(
+    config: &Config,
+    telemetry: Option<&tidings::telemetry::Telemetry>,
+) -> LogLevelHandle {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        log_filter(&config.log.level).unwrap_or_else(|_| log_filter("info").expect("valid"));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match config.log.format {
-        LogFormat::Json => registry.with(fmt.json()).init(),
-        LogFormat::Text => registry
-            .with(fmt.with_ansi(std::io::stderr().is_terminal()))
-            .init(),
+        LogFormat::Json => {
+            let registry = tracing_subscriber::registry().with(fmt.json().with_filter(filter));
+            let traces = telemetry.map(|t| t.layer());
+            registry.with(traces).init();
+        }
+        LogFormat::Text => {
+            let registry = tracing_subscriber::registry().with(
+                fmt.with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(filter),
+            );
+            let traces = telemetry.map(|t| t.layer());
+            registry.with(traces).init();
+        }
     }
     handle
 }
@@ -272,7 +295,7 @@ fn reload_on_hangup(
                 tls.reload_and_log();
             }
             match load_config(&common, listen) {
-                Ok(config) => match tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+                Ok(config) => match log_filter(&config.log.level) {
                     Ok(filter) => {
                         let _ = log.reload(filter);
                         tracing::info!(level = %config.log.level, "Reloaded on SIGHUP: log level applied (other settings need a restart).");
@@ -370,7 +393,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let mut config = load_config(&common, listen)?;
             config.tls.dev |= dev_tls;
-            let log_level = init_logging(&config);
+            let telemetry = if config.telemetry.enabled {
+                Some(tidings::telemetry::Telemetry::start(&config.telemetry)?)
+            } else {
+                None
+            };
+            let log_level = init_logging(&config, telemetry.as_ref());
+            if telemetry.is_some() {
+                tracing::info!(endpoint = %config.telemetry.endpoint, "Exporting traces over OTLP.");
+            }
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| {
@@ -387,17 +418,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "http"
             };
             eprintln!("Tidings is running at {scheme}://{}", running.addr);
-            running.run_until(shutdown_signal()).await
+            let stopped = running.run_until(shutdown_signal()).await;
+            if let Some(telemetry) = telemetry {
+                telemetry.shutdown().await;
+            }
+            stopped
         }
         Command::Admin { common, command } => {
             let config = load_config(&common, None)?;
-            let _ = init_logging(&Config {
-                log: config::LogConfig {
-                    level: "warn".into(),
-                    ..config.log.clone()
+            let _ = init_logging(
+                &Config {
+                    log: config::LogConfig {
+                        level: "warn".into(),
+                        ..config.log.clone()
+                    },
+                    ..config.clone()
                 },
-                ..config.clone()
-            });
+                None,
+            );
             if let AdminCommand::MigrateStore { from, to } = &command {
                 let copied = tidings::migrate::migrate_store(from, to).await?;
                 for (table, rows) in copied {

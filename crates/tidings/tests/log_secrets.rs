@@ -13,9 +13,25 @@ fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tidings"))
 }
 
+/// The secrets a workload used, each with a name for the failure message. Every step records
+/// what it uses with [`Secrets::keep`] right where it uses it, so a feature that brings a new
+/// kind of secret (TOTP secrets, recovery codes, OAuth client secrets) adds its step and its
+/// `keep` calls, and [`check`] looks for each in every log line.
+#[derive(Default)]
+struct Secrets(Vec<(String, String)>);
+
+impl Secrets {
+    /// Records `secret` as one that must never be logged, and hands it back for use.
+    fn keep(&mut self, what: &str, secret: impl Into<String>) -> String {
+        let secret = secret.into();
+        self.0.push((what.to_string(), secret.clone()));
+        secret
+    }
+}
+
 /// Runs the workload against a server logging at debug level in `format`; returns the log
 /// and the secrets used.
-async fn run_workload(format: &str) -> (String, Vec<(String, String)>) {
+async fn run_workload(format: &str) -> (String, Secrets) {
     let tmp = tempfile::tempdir().unwrap();
     let log_path = tmp.path().join("server.log");
     let log_file = std::fs::File::create(&log_path).unwrap();
@@ -50,7 +66,12 @@ async fn run_workload(format: &str) -> (String, Vec<(String, String)>) {
     }
     let base = base.expect("the server starts");
 
-    let password = "Pw-9f3b1c7e-not-in-logs";
+    let mut secrets = Secrets::default();
+    let password = &secrets.keep("password", "Pw-9f3b1c7e-not-in-logs");
+    // Message texts and file contents: a distinctive prefix stands for the whole.
+    secrets.keep("WebSocket message text", "Msg-ws-5a2e8d41");
+    secrets.keep("REST message text", "Msg-rest-c0ffee17");
+    secrets.keep("file content", "File-content-7d1e4f22");
     let text_ws = "Msg-ws-5a2e8d41 the meeting moved to Thursday";
     let text_rest = "Msg-rest-c0ffee17 secret plans";
     let file_bytes = b"File-content-7d1e4f22 quarterly numbers".repeat(100);
@@ -58,7 +79,11 @@ async fn run_workload(format: &str) -> (String, Vec<(String, String)>) {
     let alice = client.register("logsy", password).await.unwrap();
     let bob = client.register("other", password).await.unwrap();
     let first = client.login("logsy", password, "laptop").await.unwrap();
+    secrets.keep("first access token", &first.access_token);
+    secrets.keep("first refresh token", &first.refresh_token);
     let refreshed = client.refresh(&first.refresh_token).await.unwrap();
+    secrets.keep("access token", &refreshed.access_token);
+    secrets.keep("refresh token", &refreshed.refresh_token);
     let api = client.authed(refreshed.access_token.clone());
     let conv = api.open_direct(bob.user_id).await.unwrap().id;
     let conn = Connection::connect(&client.ws_url(), &refreshed.access_token)
@@ -77,33 +102,24 @@ async fn run_workload(format: &str) -> (String, Vec<(String, String)>) {
     let file_id = api.upload(&file_bytes, "notes.txt").await.unwrap();
     assert_eq!(api.download(&file_id, None).await.unwrap(), file_bytes);
     // A failed sign-in with a wrong password is logged too; the attempt's password must not be.
-    assert!(client.login("logsy", "Wrong-8e1f-pw", "x").await.is_err());
+    let wrong = secrets.keep("wrong password", "Wrong-8e1f-pw");
+    assert!(client.login("logsy", &wrong, "x").await.is_err());
     conn.close();
     drop(conn);
     let _ = alice;
     tokio::time::sleep(Duration::from_millis(300)).await;
     child.kill().await.unwrap();
     let log = std::fs::read_to_string(&log_path).unwrap();
-    let secrets = vec![
-        ("password".to_string(), password.to_string()),
-        ("wrong password".into(), "Wrong-8e1f-pw".into()),
-        ("first access token".into(), first.access_token),
-        ("first refresh token".into(), first.refresh_token),
-        ("access token".into(), refreshed.access_token),
-        ("refresh token".into(), refreshed.refresh_token),
-        ("WebSocket message text".into(), "Msg-ws-5a2e8d41".into()),
-        ("REST message text".into(), "Msg-rest-c0ffee17".into()),
-        ("file content".into(), "File-content-7d1e4f22".into()),
-    ];
     (log, secrets)
 }
 
-fn check(log: &str, secrets: &[(String, String)]) {
+fn check(log: &str, secrets: &Secrets) {
     assert!(
         log.lines().count() > 20,
         "debug logging produced lines:\n{log}"
     );
-    for (what, secret) in secrets {
+    assert!(secrets.0.len() >= 9, "the workload recorded its secrets");
+    for (what, secret) in &secrets.0 {
         // Tokens are long; a fragment of one is a leak too (JWT parts, a truncated print).
         let needle: &str = if secret.len() > 40 {
             &secret[secret.len() - 32..]
