@@ -182,3 +182,44 @@ pub fn draw(
     )?;
     Ok(())
 }
+
+/// Draws the charts from a results file: every `compare*` entry of `commit` (the smoke profile
+/// aside), so separate runs (for example one per target) make one chart; for a target measured
+/// more than once, the latest entry counts.
+pub fn from_results(path: &Path, commit: &str, dir: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let root: serde_json::Value = serde_json::from_str(&text)?;
+    let entry = root
+        .get(commit)
+        .and_then(|e| e.as_object())
+        .with_context(|| format!("no results for {commit} in {}", path.display()))?;
+    let mut runs: Vec<(u64, &serde_json::Value)> = entry
+        .iter()
+        .filter(|(k, _)| k.starts_with("compare") && *k != "compare_smoke")
+        .map(|(_, v)| (v["recorded_at_unix"].as_u64().unwrap_or(0), &v["result"]))
+        .collect();
+    runs.sort_by_key(|r| r.0);
+    let mut idle: Vec<IdleOutcome> = Vec::new();
+    let mut sweeps: Vec<SweepOutcome> = Vec::new();
+    let mut load = String::new();
+    for (_, run) in runs {
+        for i in serde_json::from_value::<Vec<IdleOutcome>>(run["idle"].clone())? {
+            idle.retain(|o| o.target != i.target);
+            idle.push(i);
+        }
+        for s in serde_json::from_value::<Vec<SweepOutcome>>(run["sweeps"].clone())? {
+            sweeps.retain(|o| o.target != s.target);
+            sweeps.push(s);
+        }
+        if let Some(u) = run["uptime_before"].as_str()
+            && let Some((_, l)) = u.split_once("load average:")
+        {
+            load = l.trim().to_string();
+        }
+    }
+    idle.sort_by_key(|o| o.target);
+    sweeps.sort_by_key(|o| o.target);
+    let short: String = commit.chars().take(7).collect();
+    draw(dir, &sweeps, &idle, &format!("commit {short}, load {load}"))
+}

@@ -25,7 +25,7 @@ use crate::stats::{Completeness, Latency, LatencySummary, Line, regression};
 use crate::xmpp;
 use anyhow::{Context, bail};
 use futures_util::{StreamExt, stream};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,9 @@ pub const E2E_P99_TARGET_MS: f64 = 50.0;
 const DOMAIN: &str = "localhost";
 
 /// A server and protocol under test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {
     /// Tidings, native protocol (JSON frames over WebSocket).
@@ -443,14 +445,14 @@ fn dir_bytes(dir: &Path) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Scenario 1: idle sessions.
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IdlePoint {
     pub sessions: usize,
     pub server_rss_kib: u64,
     pub connect_secs: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IdleOutcome {
     pub target: Target,
     pub baseline_rss_kib: u64,
@@ -571,7 +573,7 @@ pub async fn idle(env: &Env, target: Target, counts: &[usize]) -> anyhow::Result
 // ---------------------------------------------------------------------------------------------
 // Scenario 2: 1:1 rate sweep.
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Step {
     pub target: Target,
     pub rate: u64,
@@ -603,7 +605,7 @@ pub struct Step {
     pub passed: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SweepOutcome {
     pub target: Target,
     pub steps: Vec<Step>,

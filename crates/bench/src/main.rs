@@ -147,10 +147,10 @@ enum Scenario {
         /// Servers and protocols to measure.
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = compare::Target::ALL)]
         targets: Vec<compare::Target>,
-        /// Idle session counts (scenario 1); empty to skip.
+        /// Idle session counts (scenario 1); 0 to skip the scenario.
         #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
         idle_counts: Vec<usize>,
-        /// Offered rates, increasing (scenario 2); empty to skip.
+        /// Offered rates, increasing (scenario 2); 0 to skip the scenario.
         #[arg(
             long,
             value_delimiter = ',',
@@ -184,6 +184,15 @@ enum Scenario {
         #[arg(long, default_value = "docs/benchmarks")]
         charts: PathBuf,
     },
+    /// Draws the comparison's charts from a results file (every `compare*` entry of the commit).
+    Charts {
+        /// The results file (JSON) written with --out.
+        #[arg(long, default_value = "crates/bench/results.json")]
+        from: PathBuf,
+        /// Directory for the SVG files.
+        #[arg(long, default_value = "docs/benchmarks")]
+        dir: PathBuf,
+    },
     /// Full-text search latency over many stored messages of mixed English and Chinese.
     Search {
         #[arg(long, default_value_t = 1_000_000)]
@@ -211,6 +220,15 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Scenario::Charts { from, dir } = &cli.scenario {
+        let commit = match &cli.rev {
+            Some(rev) => rev.clone(),
+            None => server::git_revision().0,
+        };
+        charts::from_results(from, &commit, dir)?;
+        println!("charts for {commit} written to {}", dir.display());
+        return Ok(());
+    }
     let (head, dirty) = server::git_revision();
     let revision = Revision {
         dirty: cli.rev.is_none() && dirty,
@@ -353,8 +371,8 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 compare::Params {
                     targets,
-                    idle_counts,
-                    rates,
+                    idle_counts: idle_counts.into_iter().filter(|&c| c > 0).collect(),
+                    rates: rates.into_iter().filter(|&r| r > 0).collect(),
                     pairs,
                     step_secs: step,
                     drain_secs: drain,
@@ -381,14 +399,19 @@ async fn main() -> anyhow::Result<()> {
                 println!("charts written to {}", charts.display());
             }
             let passed = result.passed;
-            let key = if smoke { "compare_smoke" } else { "compare" };
+            let key = match (smoke, result.idle.is_empty(), result.sweeps.is_empty()) {
+                (true, _, _) => "compare_smoke".to_string(),
+                (false, false, true) => "compare_idle".to_string(),
+                (false, true, false) => format!("compare_sweep_pairs{}", result.params.pairs),
+                _ => format!("compare_pairs{}", result.params.pairs),
+            };
             if let Some(out) = &cli.out {
                 let command: Vec<String> = std::env::args().collect();
                 save(
                     out,
                     &revision,
                     &machine,
-                    key,
+                    &key,
                     serde_json::to_value(&result)?,
                     &command,
                 )?;
@@ -399,6 +422,7 @@ async fn main() -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Scenario::Charts { .. } => unreachable!("handled before the server is checked"),
         Scenario::Search {
             messages,
             conversations,
