@@ -67,8 +67,16 @@ pub async fn read_stanza(io: &mut BoxIo, parser: &mut StreamParser) -> anyhow::R
     }
 }
 
+/// Writes and flushes (TLS holds written bytes until flushed).
+async fn send(io: &mut BoxIo, bytes: &[u8]) -> anyhow::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await?;
+    Ok(())
+}
+
 async fn open_stream(io: &mut BoxIo, domain: &str) -> anyhow::Result<StreamParser> {
-    io.write_all(
+    send(
+        io,
         format!(
             "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xml:lang='en' \
              xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
@@ -76,7 +84,6 @@ async fn open_stream(io: &mut BoxIo, domain: &str) -> anyhow::Result<StreamParse
         .as_bytes(),
     )
     .await?;
-    io.flush().await?;
     Ok(parser())
 }
 
@@ -152,8 +159,23 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
 }
 
 /// Connects from `source`, secures the stream, signs in with PLAIN, binds `resource`, enables
-/// Stream Management and sends initial presence.
+/// Stream Management and sends initial presence; gives up after 30 s.
 pub async fn connect(
+    endpoint: &Endpoint,
+    source: IpAddr,
+    username: &str,
+    password: &str,
+    resource: &str,
+) -> anyhow::Result<Negotiated> {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        negotiate(endpoint, source, username, password, resource),
+    )
+    .await
+    .context("no session within 30 s")?
+}
+
+async fn negotiate(
     endpoint: &Endpoint,
     source: IpAddr,
     username: &str,
@@ -171,8 +193,7 @@ pub async fn connect(
         if features.find("starttls", NS_TLS).is_none() {
             bail!("the server offers no STARTTLS: {}", describe(&features));
         }
-        io.write_all(format!("<starttls xmlns='{NS_TLS}'/>").as_bytes())
-            .await?;
+        send(&mut io, format!("<starttls xmlns='{NS_TLS}'/>").as_bytes()).await?;
         let answer = read_stanza(&mut io, &mut parser).await?;
         if answer.name != "proceed" {
             bail!("STARTTLS refused: {}", describe(&answer));
@@ -196,8 +217,11 @@ pub async fn connect(
     }
     let response = base64::engine::general_purpose::STANDARD
         .encode(format!("\0{username}\0{password}").as_bytes());
-    io.write_all(format!("<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{response}</auth>").as_bytes())
-        .await?;
+    send(
+        &mut io,
+        format!("<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{response}</auth>").as_bytes(),
+    )
+    .await?;
     let answer = read_stanza(&mut io, &mut parser).await?;
     if answer.name != "success" {
         bail!("signing in as {username}: {}", describe(&answer));
@@ -207,7 +231,7 @@ pub async fn connect(
     if features.find("bind", NS_BIND).is_none() {
         bail!("no resource binding offered: {}", describe(&features));
     }
-    io.write_all(
+    send(&mut io,
         format!(
             "<iq type='set' id='bind1'><bind xmlns='{NS_BIND}'><resource>{resource}</resource></bind></iq>"
         )
@@ -226,7 +250,8 @@ pub async fn connect(
     if let Some(session) = features.find("session", NS_SESSION)
         && session.elements().all(|e| e.name != "optional")
     {
-        io.write_all(
+        send(
+            &mut io,
             format!("<iq type='set' id='sess1'><session xmlns='{NS_SESSION}'/></iq>").as_bytes(),
         )
         .await?;
@@ -238,16 +263,14 @@ pub async fn connect(
     if features.find("sm", NS_SM).is_none() {
         bail!("the server offers no Stream Management");
     }
-    io.write_all(format!("<enable xmlns='{NS_SM}'/>").as_bytes())
-        .await?;
+    send(&mut io, format!("<enable xmlns='{NS_SM}'/>").as_bytes()).await?;
     let answer = read_stanza(&mut io, &mut parser).await?;
     if answer.name != "enabled" {
         bail!("enabling Stream Management: {}", describe(&answer));
     }
     // Initial presence: what every real client sends, and the first stanza Stream
     // Management counts (the link subtracts it from the server's `h`).
-    io.write_all(b"<presence/>").await?;
-    io.flush().await?;
+    send(&mut io, b"<presence/>").await?;
     Ok(Negotiated { io, parser })
 }
 
