@@ -49,7 +49,7 @@ pub fn latency(path: &Path, sweeps: &[SweepOutcome], title: &str) -> anyhow::Res
         .map_err(err)?;
     chart
         .configure_mesh()
-        .x_desc("offered messages per second (500 pairs, 10 s per step)")
+        .x_desc("offered messages per second (hollow points: the rate failed)")
         .y_desc("end-to-end latency, ms (p99 solid, p50 dashed)")
         .draw()
         .map_err(err)?;
@@ -96,7 +96,7 @@ pub fn latency(path: &Path, sweeps: &[SweepOutcome], title: &str) -> anyhow::Res
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK.mix(0.3))
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::UpperRight)
         .draw()
         .map_err(err)?;
     root.present().map_err(err)?;

@@ -1097,5 +1097,13 @@ pub fn print(o: &Outcome) {
             );
         }
     }
-    println!("{}", if o.passed { "PASS" } else { "FAIL" });
+    println!(
+        "{}",
+        match (o.params.completeness_only, o.passed) {
+            (true, true) => "PASS (completeness)",
+            (true, false) => "FAIL",
+            (false, true) => "completed without errors or lost sessions",
+            (false, false) => "errors or lost sessions (see above)",
+        }
+    );
 }
