@@ -207,7 +207,14 @@ impl Deployment {
         pairs: usize,
         fresh_heap: bool,
     ) -> anyhow::Result<Deployment> {
-        let names: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
+        // The peers' accounts are written by bench/peers/run as u0, u1, …; Tidings wants
+        // usernames of three characters or more.
+        let prefix = if target.peer().is_some() {
+            "u"
+        } else {
+            "bench"
+        };
+        let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
         if let Some(peer) = target.peer() {
             let dir = env.peers_dir.join(peer);
             let dir_str = dir.to_string_lossy().into_owned();
@@ -255,7 +262,7 @@ impl Deployment {
         }
         let server = Server::start(&options).await?;
         let client = server.client();
-        let users = setup::create_users(&client, "u", n).await?;
+        let users = setup::create_users(&client, prefix, n).await?;
         let pair_users: Vec<_> = (0..pairs)
             .map(|i| (users[2 * i].clone(), users[2 * i + 1].clone()))
             .collect();
@@ -266,7 +273,7 @@ impl Deployment {
             .map(|(i, c)| match target {
                 Target::TidingsWs => c.to_string(),
                 Target::TidingsMqtt => format!("tidings/v1/conversations/{c}/messages"),
-                _ => format!("u{}@{DOMAIN}", 2 * i + 1),
+                _ => format!("{}@{DOMAIN}", names[2 * i + 1]),
             })
             .collect();
         let server = if target == Target::TidingsXmpp {
@@ -368,7 +375,7 @@ impl Deployment {
                 Ok(Link::xmpp(negotiated, dest.unwrap_or_default().to_string()))
             }
             Target::TidingsMqtt => {
-                link::mqtt_connect(
+                link::mqtt_connect_within(
                     self.addr,
                     ip,
                     format!("bench{i}"),
@@ -386,7 +393,7 @@ impl Deployment {
                 } else {
                     format!("bench/idle/{i}")
                 };
-                link::mqtt_connect(
+                link::mqtt_connect_within(
                     self.addr,
                     ip,
                     format!("bench{i}"),

@@ -431,6 +431,25 @@ impl MqttLink {
     }
 }
 
+/// [`mqtt_connect`], giving up after 30 s.
+#[allow(clippy::too_many_arguments)]
+pub async fn mqtt_connect_within(
+    addr: SocketAddr,
+    source: IpAddr,
+    client_id: String,
+    password: Option<&str>,
+    mode: MqttMode,
+    topic: String,
+    subscribe: Option<&str>,
+) -> anyhow::Result<Link> {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        mqtt_connect(addr, source, client_id, password, mode, topic, subscribe),
+    )
+    .await
+    .context("no MQTT session within 30 s")?
+}
+
 /// Opens an MQTT 5 connection from `source`, subscribes to `subscribe` (QoS 1) if given, and
 /// returns a link that publishes to `topic`.
 #[allow(clippy::too_many_arguments)]
