@@ -10,6 +10,9 @@
 //! - [`cluster`]: the 1:1 scenario on SQLite, PostgreSQL, and two nodes on PostgreSQL + NATS
 //!   (same node and cross node), in one run.
 //! - [`mqtt`]: MQTT against Tidings and Mosquitto in one run: idle memory, QoS 1, fan-out.
+//! - [`compare`]: Tidings (WebSocket, XMPP, MQTT) beside ejabberd, Prosody and Mosquitto:
+//!   idle sessions and the 1:1 durable rate sweep, through [`link`] (one client interface
+//!   over the three protocols) and [`xmpp`] (a small XMPP client); [`charts`] draws them.
 //! - [`stats`]: histograms, regression and the completeness check (the unit-tested parts).
 //!
 //! The load generator is one process with one multi-threaded tokio runtime; see
@@ -17,13 +20,17 @@
 
 mod catchup;
 mod cluster;
+mod charts;
+mod compare;
 mod idle;
+mod link;
 mod mqtt;
 mod search;
 mod server;
 mod setup;
 mod stats;
 mod throughput;
+mod xmpp;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -155,6 +162,59 @@ enum Scenario {
         #[arg(long, default_value_t = 64)]
         payload_bytes: usize,
     },
+    /// Tidings beside ejabberd, Prosody and Mosquitto (started by `bench/peers/run`): idle
+    /// session memory (scenario 1) and the 1:1 durable rate sweep (scenario 2), same code for
+    /// every server; results, then SVG charts in --charts.
+    Compare {
+        /// Servers and protocols to measure.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = compare::Target::ALL)]
+        targets: Vec<compare::Target>,
+        /// Idle session counts (scenario 1); 0 to skip the scenario.
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+        idle_counts: Vec<usize>,
+        /// Offered rates, increasing (scenario 2); 0 to skip the scenario.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "10,50,100,500,1000,2000,5000,10000,15000,20000,30000,40000"
+        )]
+        rates: Vec<u64>,
+        #[arg(long, default_value_t = 500)]
+        pairs: usize,
+        /// Seconds of sending per rate.
+        #[arg(long, default_value_t = 10.0)]
+        step: f64,
+        /// Seconds to wait for outstanding answers after a step.
+        #[arg(long, default_value_t = 10.0)]
+        drain: f64,
+        #[arg(long, default_value_t = 64)]
+        payload_bytes: usize,
+        /// A target's sweep stops after this many failed rates in a row.
+        #[arg(long, default_value_t = 2)]
+        stop_after_failures: usize,
+        /// The smoke profile: 50 and 100 idle sessions, 10 pairs at 20 msg/s for 3 s, pass on
+        /// completeness alone (never on speed). Overrides the sizes above.
+        #[arg(long)]
+        smoke: bool,
+        /// The script that starts and stops the peers.
+        #[arg(long, default_value = "bench/peers/run")]
+        peers_script: PathBuf,
+        /// Where the peers' data directories are made (fresh for every measurement).
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("tidings-bench-peers"))]
+        peers_dir: PathBuf,
+        /// Directory for the SVG charts; empty for none.
+        #[arg(long, default_value = "docs/benchmarks")]
+        charts: PathBuf,
+    },
+    /// Draws the comparison's charts from a results file (every `compare*` entry of the commit).
+    Charts {
+        /// The results file (JSON) written with --out.
+        #[arg(long, default_value = "crates/bench/results.json")]
+        from: PathBuf,
+        /// Directory for the SVG files.
+        #[arg(long, default_value = "docs/benchmarks")]
+        dir: PathBuf,
+    },
     /// Full-text search latency over many stored messages of mixed English and Chinese.
     Search {
         #[arg(long, default_value_t = 1_000_000)]
@@ -182,6 +242,15 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Scenario::Charts { from, dir } = &cli.scenario {
+        let commit = match &cli.rev {
+            Some(rev) => rev.clone(),
+            None => server::git_revision().0,
+        };
+        charts::from_results(from, &commit, dir)?;
+        println!("charts for {commit} written to {}", dir.display());
+        return Ok(());
+    }
     let (head, dirty) = server::git_revision();
     let revision = Revision {
         dirty: cli.rev.is_none() && dirty,
@@ -324,6 +393,87 @@ async fn main() -> anyhow::Result<()> {
             mqtt::print(&result);
             ("mqtt".to_string(), serde_json::to_value(result)?)
         }
+        Scenario::Compare {
+            targets,
+            idle_counts,
+            rates,
+            pairs,
+            step,
+            drain,
+            payload_bytes,
+            stop_after_failures,
+            smoke,
+            peers_script,
+            peers_dir,
+            charts,
+        } => {
+            let params = if smoke {
+                compare::Params {
+                    targets,
+                    idle_counts: vec![50, 100],
+                    rates: vec![20],
+                    pairs: 10,
+                    step_secs: 3.0,
+                    drain_secs: 10.0,
+                    payload_bytes,
+                    stop_after_failures: 1,
+                    completeness_only: true,
+                }
+            } else {
+                compare::Params {
+                    targets,
+                    idle_counts: idle_counts.into_iter().filter(|&c| c > 0).collect(),
+                    rates: rates.into_iter().filter(|&r| r > 0).collect(),
+                    pairs,
+                    step_secs: step,
+                    drain_secs: drain,
+                    payload_bytes,
+                    stop_after_failures,
+                    completeness_only: false,
+                }
+            };
+            let env = compare::Env {
+                server: options.clone(),
+                peers_script: peers_script
+                    .canonicalize()
+                    .with_context(|| format!("{}", peers_script.display()))?,
+                peers_dir,
+            };
+            let result = compare::run(&env, params).await?;
+            if !smoke && !charts.as_os_str().is_empty() {
+                let short: String = revision.commit.chars().take(7).collect();
+                let note = format!(
+                    "commit {short}, load {}",
+                    load_average(&result.uptime_before)
+                );
+                charts::draw(&charts, &result.sweeps, &result.idle, &note)?;
+                println!("charts written to {}", charts.display());
+            }
+            let passed = result.passed;
+            let key = match (smoke, result.idle.is_empty(), result.sweeps.is_empty()) {
+                (true, _, _) => "compare_smoke".to_string(),
+                (false, false, true) => "compare_idle".to_string(),
+                (false, true, false) => format!("compare_sweep_pairs{}", result.params.pairs),
+                _ => format!("compare_pairs{}", result.params.pairs),
+            };
+            if let Some(out) = &cli.out {
+                let command: Vec<String> = std::env::args().collect();
+                save(
+                    out,
+                    &revision,
+                    &machine,
+                    &key,
+                    serde_json::to_value(&result)?,
+                    &command,
+                )?;
+                println!("results written to {} under {key}", out.display());
+            }
+            if !passed {
+                anyhow::bail!("the comparison did not pass (see above)");
+            }
+            return Ok(());
+        }
+        Scenario::Charts { .. } => unreachable!("handled before the server is checked"),
         Scenario::Search {
             messages,
             conversations,
@@ -350,6 +500,13 @@ async fn main() -> anyhow::Result<()> {
         println!("results written to {} under {key}", out.display());
     }
     Ok(())
+}
+
+/// "load average: 1.2, 0.9, 0.7" → "1.2, 0.9, 0.7".
+fn load_average(uptime: &str) -> String {
+    uptime
+        .split_once("load average:")
+        .map_or(String::new(), |(_, l)| l.trim().to_string())
 }
 
 /// The results key: a commit, and whether tracked files differed from it.

@@ -92,6 +92,7 @@ impl Server {
         let listen = self
             .base_url
             .strip_prefix("http://")
+            .or_else(|| self.base_url.strip_prefix("https://"))
             .context("an http base URL")?
             .to_string();
         let (data_dir, _) = self.stop_keeping_data().await?;
@@ -164,6 +165,11 @@ impl Server {
             data_path,
             data_dir,
         })
+    }
+
+    /// The server's data directory.
+    pub fn data_path(&self) -> &Path {
+        self.data_dir.path()
     }
 
     pub fn client(&self) -> Client {

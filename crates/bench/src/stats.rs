@@ -1,7 +1,7 @@
 //! The pure parts: latency histograms, linear regression and the completeness check.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tidings_proto::Seq;
 
 /// Latencies in microseconds, 1 µs to 10 minutes at 3 significant digits.
@@ -43,7 +43,7 @@ impl Latency {
 }
 
 /// Percentiles of one latency, in milliseconds.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct LatencySummary {
     pub count: u64,
     pub mean_ms: f64,
@@ -55,7 +55,7 @@ pub struct LatencySummary {
 }
 
 /// A least-squares line through points.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Line {
     pub slope: f64,
     pub intercept: f64,
@@ -92,7 +92,7 @@ pub fn regression(points: &[(f64, f64)]) -> Option<Line> {
 
 /// What a receiver got compared with what the sender was acknowledged, for one conversation
 /// (or summed over many).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Completeness {
     /// Sends the server acknowledged.
     pub acked: u64,
