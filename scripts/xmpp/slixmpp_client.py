@@ -15,6 +15,8 @@ carries out JSON commands read line by line from stdin:
   {"op": "blocklist"}                                    prints {"event": "blocklist", ...}
   {"op": "vcard", "jid": JID}                            vCard-temp of a user
   {"op": "raw", "xml": XML}                              writes XML as is (for error tests)
+  {"op": "drop"}                                         aborts the TCP connection (no closing tag)
+  {"op": "reconnect"}                                    connects again (resuming with --sm)
   {"op": "quit"}                                         closes the stream and exits
 """
 import argparse
@@ -103,12 +105,24 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler('presence', self.on_presence)
         self.add_event_handler('stream_error', self.on_stream_error)
         self.add_event_handler('disconnected', self.on_disconnected)
+        if args.sm:
+            self.register_plugin('xep_0198')
+            self.add_event_handler(
+                'sm_enabled', lambda s: emit(event='sm_enabled', resume=s['resume'], id=s['id']))
+            self.add_event_handler(
+                'session_resumed', lambda s: emit(event='session_resumed', h=s['h']))
+            self.add_event_handler('sm_failed', lambda _: emit(event='sm_failed'))
+        self.dropping = False
+        self.commands_started = False
         self.done = asyncio.get_event_loop().create_future()
 
     async def on_start(self, _):
         emit(event='session_start', jid=str(self.boundjid))
         self.send_presence()
-        asyncio.ensure_future(self.commands())
+        # A session that could not be resumed starts again; the command loop runs once.
+        if not self.commands_started:
+            self.commands_started = True
+            asyncio.ensure_future(self.commands())
 
     def on_failed(self, _):
         emit(event='failed_all_auth')
@@ -119,6 +133,9 @@ class Client(slixmpp.ClientXMPP):
         emit(event='stream_error', condition=error['condition'], text=error['text'])
 
     def on_disconnected(self, _):
+        if self.dropping:
+            emit(event='dropped')
+            return
         emit(event='disconnected')
         if not self.done.done():
             self.done.set_result(None)
@@ -197,6 +214,12 @@ class Client(slixmpp.ClientXMPP):
             emit(event='vcard', fn=vcard['FN'], nickname=vcard['NICKNAME'])
         elif op == 'raw':
             self.send_raw(c['xml'])
+        elif op == 'drop':
+            self.dropping = True
+            self.transport.abort()
+        elif op == 'reconnect':
+            self.dropping = False
+            self.connect('127.0.0.1', self.args.port)
         elif op == 'quit':
             self.disconnect()
 
@@ -210,6 +233,7 @@ def main():
     parser.add_argument('--port', type=int, required=True)
     parser.add_argument('--ca', required=True)
     parser.add_argument('--direct-tls', action='store_true')
+    parser.add_argument('--sm', action='store_true', help='Stream Management with resumption')
     args = parser.parse_args()
     client = Client(args)
     client.connect('127.0.0.1', args.port)

@@ -15,6 +15,7 @@ use tokio_postgres::types::{ToSql, Type};
 /// The tables a deployment's state lives in, parents before children (foreign keys).
 pub const TABLES: &[&str] = &[
     "users",
+    "scram_credentials",
     "invites",
     "devices",
     "refresh_tokens",

@@ -27,6 +27,7 @@ mod push;
 mod queries;
 mod rich;
 mod schema;
+mod scram;
 #[doc(hidden)]
 pub mod testing;
 
@@ -230,6 +231,22 @@ impl Store for PgStore {
     async fn set_password_hash(&self, user: UserId, password_hash: &str) -> StoreResult<()> {
         in_tx!(self, |c| queries::set_password_hash(c, user, password_hash)
             .await?)
+    }
+
+    async fn set_scram_credentials(
+        &self,
+        user: UserId,
+        credentials: Vec<tidings_store::ScramCredential>,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| scram::set(c, user, &credentials).await?)
+    }
+
+    async fn scram_credential(
+        &self,
+        user: UserId,
+        algorithm: &str,
+    ) -> StoreResult<Option<tidings_store::ScramCredential>> {
+        read!(self, |c| scram::get(c, user, algorithm).await?)
     }
 
     async fn replace_password(

@@ -13,6 +13,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_oauth.sql"),
     include_str!("migrations/0005_push.sql"),
     include_str!("migrations/0006_calls.sql"),
+    include_str!("migrations/0011_scram.sql"),
 ];
 
 /// Applies the migrations the database has not seen yet, in one transaction. An advisory lock

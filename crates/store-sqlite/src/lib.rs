@@ -24,6 +24,7 @@ mod push;
 mod queries;
 mod readers;
 mod schema;
+mod scram;
 mod writer;
 
 #[cfg(test)]
@@ -187,6 +188,25 @@ impl Store for SqliteStore {
     async fn set_password_hash(&self, user: UserId, password_hash: &str) -> StoreResult<()> {
         let password_hash = password_hash.to_owned();
         self.write(move |conn| queries::set_password_hash(conn, user, &password_hash))
+            .await
+    }
+
+    async fn set_scram_credentials(
+        &self,
+        user: UserId,
+        credentials: Vec<tidings_store::ScramCredential>,
+    ) -> StoreResult<()> {
+        self.write(move |conn| scram::set(conn, user, &credentials))
+            .await
+    }
+
+    async fn scram_credential(
+        &self,
+        user: UserId,
+        algorithm: &str,
+    ) -> StoreResult<Option<tidings_store::ScramCredential>> {
+        let algorithm = algorithm.to_owned();
+        self.read(move |conn| scram::get(conn, user, &algorithm))
             .await
     }
 

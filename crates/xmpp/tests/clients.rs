@@ -70,15 +70,20 @@ fn tls_config() -> (Arc<rustls::ServerConfig>, String) {
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+async fn setup_with(adjust: impl FnOnce(&mut XmppConfig)) -> Setup {
     let server = TestServer::start().await;
     let (tls, pem) = tls_config();
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, pem).expect("write the certificate");
-    let config = XmppConfig {
+    let mut config = XmppConfig {
         enabled: true,
         ..XmppConfig::default()
     };
+    adjust(&mut config);
     let gateway = Gateway::new(server.core().clone(), config, Some(tls));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -485,4 +490,191 @@ async fn spoofed_and_malformed_stanzas_end_only_their_stream() {
         .expect("message", |m| m["body"] == "still here?")
         .await;
     bystander.quit().await;
+}
+
+/// slixmpp signs in with SCRAM-SHA-1 and SCRAM-SHA-256 (it checks the server's signature, so
+/// a session start means both sides proved the keys); a wrong password fails under SCRAM.
+#[tokio::test]
+async fn slixmpp_signs_in_with_scram() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    setup.server.user("alice").await;
+    let port = setup.port.to_string();
+    for mechanism in ["SCRAM-SHA-1", "SCRAM-SHA-256"] {
+        let resource = format!("alice@localhost/{mechanism}");
+        let mut client = Xmpp::start(
+            &python,
+            &setup,
+            &[
+                "--jid",
+                &resource,
+                "--password",
+                PASSWORD,
+                "--mechanism",
+                mechanism,
+                "--port",
+                &port,
+            ],
+        )
+        .await;
+        let started = client.expect("session_start", |_| true).await;
+        assert_eq!(started["jid"], resource);
+        client.command(json!({"op": "ping"})).await;
+        client.expect("pong", |_| true).await;
+        client.quit().await;
+    }
+    let mut wrong = Xmpp::start(
+        &python,
+        &setup,
+        &[
+            "--jid",
+            "alice@localhost/x",
+            "--password",
+            "not the password",
+            "--mechanism",
+            "SCRAM-SHA-256",
+            "--port",
+            &port,
+        ],
+    )
+    .await;
+    wrong.expect("failed_auth", |_| true).await;
+}
+
+/// Stream Management resumption (XEP-0198) through slixmpp: the TCP connection drops without a
+/// closing tag, a WebSocket user sends three messages meanwhile, and the resumed stream brings
+/// each exactly once; chat continues both ways afterwards.
+#[tokio::test]
+async fn slixmpp_resumes_a_dropped_stream_without_loss_or_duplicates() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    befriend(&alice, &bob).await;
+    let bob_ws = setup.server.connect(&bob).await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let port = setup.port.to_string();
+    let mut xmpp = Xmpp::start(
+        &python,
+        &setup,
+        &[
+            "--jid",
+            "alice@localhost/phone",
+            "--password",
+            PASSWORD,
+            "--port",
+            &port,
+            "--sm",
+        ],
+    )
+    .await;
+    xmpp.expect("session_start", |_| true).await;
+    let enabled = xmpp.expect("sm_enabled", |_| true).await;
+    assert_eq!(enabled["resume"], true, "{enabled}");
+    bob_ws
+        .send_text(conversation, "before", "before the drop")
+        .await
+        .unwrap();
+    xmpp.expect("message", |m| m["body"] == "before the drop")
+        .await;
+
+    xmpp.command(json!({"op": "drop"})).await;
+    xmpp.expect("dropped", |_| true).await;
+    for i in 0..3 {
+        bob_ws
+            .send_text(
+                conversation,
+                &format!("away-{i}"),
+                &format!("while away {i}"),
+            )
+            .await
+            .unwrap();
+    }
+    xmpp.command(json!({"op": "reconnect"})).await;
+    xmpp.expect("session_resumed", |_| true).await;
+    for i in 0..3 {
+        xmpp.expect("message", |m| m["body"] == format!("while away {i}"))
+            .await;
+    }
+    // Alice answers on the resumed stream and Bob receives it.
+    xmpp.command(json!({"op": "send", "to": "bob@localhost", "body": "back", "id": "back-1"}))
+        .await;
+    let mut bob_ws = bob_ws;
+    let got = next_message(&mut bob_ws).await;
+    assert!(
+        matches!(&got.body, MessageBody::Text { text } if text == "back"),
+        "{got:?}"
+    );
+    // A round trip later, nothing arrived twice.
+    xmpp.command(json!({"op": "ping"})).await;
+    xmpp.expect("pong", |_| true).await;
+    let bodies: Vec<&str> = xmpp
+        .seen
+        .iter()
+        .filter(|e| e["event"] == "message")
+        .filter_map(|e| e["body"].as_str())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            "before the drop",
+            "while away 0",
+            "while away 1",
+            "while away 2"
+        ]
+    );
+    xmpp.quit().await;
+}
+
+/// After the resumption timeout the session is gone: the client's resume fails and it starts
+/// a new session, and what was sent meanwhile is in the history.
+#[tokio::test]
+async fn slixmpp_starts_over_after_the_resumption_timeout() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup_with(|c| c.resume_timeout_secs = 1).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    befriend(&alice, &bob).await;
+    let bob_ws = setup.server.connect(&bob).await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let port = setup.port.to_string();
+    let mut xmpp = Xmpp::start(
+        &python,
+        &setup,
+        &[
+            "--jid",
+            "alice@localhost/phone",
+            "--password",
+            PASSWORD,
+            "--port",
+            &port,
+            "--sm",
+        ],
+    )
+    .await;
+    xmpp.expect("session_start", |_| true).await;
+    let enabled = xmpp.expect("sm_enabled", |_| true).await;
+    assert_eq!(enabled["resume"], true, "{enabled}");
+    xmpp.command(json!({"op": "drop"})).await;
+    xmpp.expect("dropped", |_| true).await;
+    bob_ws
+        .send_text(conversation, "late", "while the session expired")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    xmpp.command(json!({"op": "reconnect"})).await;
+    xmpp.expect("sm_failed", |_| true).await;
+    xmpp.expect("session_start", |_| true).await;
+    let history = alice.api.history(conversation, None, 10).await.unwrap();
+    assert!(
+        history.messages.iter().any(|m| m.client_msg_id == "late"),
+        "the message is in the history"
+    );
+    xmpp.quit().await;
 }
