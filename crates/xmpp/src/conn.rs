@@ -13,6 +13,9 @@
 //! message; a refusal becomes a stanza error. Messages the session delivers become
 //! `<message>` stanzas carrying the sender's id and the server's message id as `stanza-id`.
 
+#[path = "mam.rs"]
+mod mam;
+
 use crate::Gateway;
 use crate::sasl::{self, Credentials};
 use crate::xml::{Element, NS_CLIENT, NS_STREAM, StreamEvent, StreamParser, XmlError};
@@ -1488,6 +1491,7 @@ impl Conn {
         };
         match (kind.as_str(), payload.name.as_str(), payload.ns.as_str()) {
             ("get", "ping", NS_PING) => self.send(&result()),
+            ("set", "query", mam::NS_MAM) => self.on_mam(&stanza, &payload).await,
             ("set", "session", NS_SESSION) => self.send(&result()),
             ("get", "query", NS_DISCO_INFO) => {
                 let mut query = Element::new("query", NS_DISCO_INFO);
@@ -1515,8 +1519,10 @@ impl Conn {
                             .attr("category", "account")
                             .attr("type", "registered"),
                     );
-                    query = query
-                        .child(Element::new("feature", NS_DISCO_INFO).attr("var", NS_DISCO_INFO));
+                    for feature in [NS_DISCO_INFO, mam::NS_MAM] {
+                        query = query
+                            .child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));
+                    }
                 }
                 let el = result().child(query);
                 self.send(&el);
@@ -1852,16 +1858,8 @@ impl Conn {
             // Group messages wait for MUC.
             return;
         };
-        let text = match &message.body {
-            MessageBody::Text { text } => text.clone(),
-            MessageBody::System { .. } => return,
-            other => format!(
-                "[a {} message; open Tidings to see it]",
-                serde_json::to_value(other)
-                    .ok()
-                    .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
-                    .unwrap_or_else(|| "rich".into())
-            ),
+        let Some(text) = text_of(&message.body) else {
+            return;
         };
         let xmpp_id = message.client_msg_id.clone();
         self.remember(message.conversation_id, message.seq, xmpp_id.clone());
@@ -1907,6 +1905,22 @@ impl Conn {
             self.send(&stanza);
         }
     }
+}
+
+/// The body text of a message for XMPP: its text, or a line saying what kind of message it is;
+/// `None` for system messages, which XMPP does not show.
+fn text_of(body: &MessageBody) -> Option<String> {
+    Some(match body {
+        MessageBody::Text { text } => text.clone(),
+        MessageBody::System { .. } => return None,
+        other => format!(
+            "[a {} message; open Tidings to see it]",
+            serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| "rich".into())
+        ),
+    })
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -591,3 +591,106 @@ async fn scram_credentials_follow_the_password() {
         .await
         .unwrap();
 }
+
+/// Sends a MAM query on the archive with Bob and returns everything up to its `</iq>`.
+async fn mam_query(tls: &mut Tls, id: &str, fields: &str, set: &str) -> String {
+    write(
+        tls,
+        &format!(
+            "<iq type='set' id='{id}'><query xmlns='urn:xmpp:mam:2' queryid='q-{id}'>\
+             <x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>\
+             <field var='with'><value>bob@localhost</value></field>{fields}</x>\
+             <set xmlns='http://jabber.org/protocol/rsm'>{set}</set></query></iq>"
+        ),
+    )
+    .await;
+    // The results come first, then the `<iq type='result'>` that ends with `</fin></iq>`.
+    let text = read_until(tls, "</fin></iq>").await;
+    assert!(text.contains(&format!("type='result' id='{id}'")), "{text}");
+    text
+}
+
+/// The bodies of the MAM results in `answer`, in order, and the `<last>` id.
+fn mam_bodies(answer: &str) -> (Vec<String>, Option<String>) {
+    let bodies = answer
+        .split("<result ")
+        .skip(1)
+        .map(|r| content(r, "body").to_owned())
+        .collect();
+    let last = answer
+        .contains("<last>")
+        .then(|| content(answer, "last").to_owned());
+    (bodies, last)
+}
+
+/// MAM (XEP-0313) over the history of a direct conversation: pages forward with `after`, the
+/// last page with an empty `before`, `fin complete` at the ends, a `start` bound, and the
+/// feature advertised on the account.
+#[tokio::test]
+async fn mam_pages_through_a_direct_conversation() {
+    let setup = setup(|_| {}).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let bob_ws = setup.server.connect(&bob).await;
+    for i in 0..5 {
+        bob_ws
+            .send_text(conversation, &format!("m{i}"), &format!("message {i}"))
+            .await
+            .unwrap();
+    }
+    let mut tls = sign_in(&setup, "alice", "mam").await;
+    write(
+        &mut tls,
+        "<iq type='get' id='d1' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    )
+    .await;
+    let disco = read_until(&mut tls, "</iq>").await;
+    assert!(disco.contains("var='urn:xmpp:mam:2'"), "{disco}");
+
+    let first = mam_query(&mut tls, "p1", "", "<max>2</max>").await;
+    let (bodies, last) = mam_bodies(&first);
+    assert_eq!(bodies, ["message 0", "message 1"], "{first}");
+    assert!(!first.contains("complete='true'"), "{first}");
+    let second = mam_query(
+        &mut tls,
+        "p2",
+        "",
+        &format!("<max>2</max><after>{}</after>", last.unwrap()),
+    )
+    .await;
+    let (bodies, last) = mam_bodies(&second);
+    assert_eq!(bodies, ["message 2", "message 3"], "{second}");
+    let third = mam_query(
+        &mut tls,
+        "p3",
+        "",
+        &format!("<max>2</max><after>{}</after>", last.unwrap()),
+    )
+    .await;
+    let (bodies, _) = mam_bodies(&third);
+    assert_eq!(bodies, ["message 4"], "{third}");
+    assert!(third.contains("complete='true'"), "{third}");
+
+    let latest = mam_query(&mut tls, "p4", "", "<max>2</max><before/>").await;
+    let (bodies, _) = mam_bodies(&latest);
+    assert_eq!(bodies, ["message 3", "message 4"], "{latest}");
+    assert!(!latest.contains("complete='true'"), "{latest}");
+
+    // The result ids are the server's message ids, as in the history.
+    let history = alice.api.history(conversation, None, 10).await.unwrap();
+    assert!(
+        latest.contains(&format!("id='{}'", history.messages[4].id)),
+        "{latest}"
+    );
+    let future = mam_query(
+        &mut tls,
+        "p5",
+        "<field var='start'><value>2100-01-01T00:00:00Z</value></field>",
+        "",
+    )
+    .await;
+    assert_eq!(mam_bodies(&future).0, Vec::<String>::new(), "{future}");
+    assert!(future.contains("complete='true'"), "{future}");
+}
