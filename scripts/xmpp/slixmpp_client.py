@@ -15,6 +15,8 @@ carries out JSON commands read line by line from stdin:
   {"op": "blocklist"}                                    prints {"event": "blocklist", ...}
   {"op": "vcard", "jid": JID}                            vCard-temp of a user
   {"op": "raw", "xml": XML}                              writes XML as is (for error tests)
+  {"op": "mam", "with": JID, "max": N, "reverse": BOOL} pages through MAM (XEP-0313), prints
+                                                         {"event": "mam", "bodies": [...], "ids": [...]}
   {"op": "drop"}                                         aborts the TCP connection (no closing tag)
   {"op": "reconnect"}                                    connects again (resuming with --sm)
   {"op": "quit"}                                         closes the stream and exits
@@ -92,6 +94,7 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin('xep_0199')
         self.register_plugin('xep_0191')
         self.register_plugin('xep_0054')
+        self.register_plugin('xep_0313')
         self.ca_certs = args.ca
         self.ssl_context.load_verify_locations(cafile=args.ca)
         self.enable_direct_tls = args.direct_tls
@@ -214,6 +217,14 @@ class Client(slixmpp.ClientXMPP):
             emit(event='vcard', fn=vcard['FN'], nickname=vcard['NICKNAME'])
         elif op == 'raw':
             self.send_raw(c['xml'])
+        elif op == 'mam':
+            bodies, ids = [], []
+            async for msg in self.plugin['xep_0313'].iterate(
+                    with_jid=slixmpp.JID(c['with']), rsm={'max': c.get('max', 2)},
+                    reverse=c.get('reverse', False)):
+                bodies.append(msg['mam_result']['forwarded']['stanza']['body'])
+                ids.append(msg['mam_result']['id'])
+            emit(event='mam', bodies=bodies, ids=ids)
         elif op == 'drop':
             self.dropping = True
             self.transport.abort()

@@ -678,3 +678,64 @@ async fn slixmpp_starts_over_after_the_resumption_timeout() {
     );
     xmpp.quit().await;
 }
+
+/// slixmpp's MAM client (XEP-0313 with RSM paging, two results a page) reads the history of a
+/// conversation with a WebSocket user, forwards and in reverse, with the server's message ids.
+#[tokio::test]
+async fn slixmpp_pages_through_the_archive() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    befriend(&alice, &bob).await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let bob_ws = setup.server.connect(&bob).await;
+    for i in 0..4 {
+        bob_ws
+            .send_text(conversation, &format!("b{i}"), &format!("from bob {i}"))
+            .await
+            .unwrap();
+    }
+    let mut xmpp = Xmpp::password(&python, &setup, &alice, "archive").await;
+    xmpp.command(json!({"op": "send", "to": "bob@localhost", "body": "from alice", "id": "a0"}))
+        .await;
+    // The reply is committed once Bob's history holds it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let history = loop {
+        let history = bob.api.history(conversation, None, 10).await.unwrap();
+        if history.messages.len() == 5 {
+            break history;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reply was not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let expected = [
+        "from bob 0",
+        "from bob 1",
+        "from bob 2",
+        "from bob 3",
+        "from alice",
+    ];
+    xmpp.command(json!({"op": "mam", "with": "bob@localhost", "max": 2}))
+        .await;
+    let pages = xmpp.expect("mam", |_| true).await;
+    assert_eq!(pages["bodies"], json!(expected));
+    let ids: Vec<String> = history.messages.iter().map(|m| m.id.to_string()).collect();
+    assert_eq!(
+        pages["ids"],
+        json!(ids),
+        "result ids are the server's message ids"
+    );
+    xmpp.command(json!({"op": "mam", "with": "bob@localhost", "max": 2, "reverse": true}))
+        .await;
+    let reversed = xmpp.expect("mam", |_| true).await;
+    let mut backwards = expected.to_vec();
+    backwards.reverse();
+    assert_eq!(reversed["bodies"], json!(backwards));
+    xmpp.quit().await;
+}
