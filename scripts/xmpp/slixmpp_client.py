@@ -16,7 +16,14 @@ carries out JSON commands read line by line from stdin:
   {"op": "vcard", "jid": JID}                            vCard-temp of a user
   {"op": "raw", "xml": XML}                              writes XML as is (for error tests)
   {"op": "mam", "with": JID, "max": N, "reverse": BOOL} pages through MAM (XEP-0313), prints
+                                                         (with "room": JID instead of "with", a room's)
                                                          {"event": "mam", "bodies": [...], "ids": [...]}
+  {"op": "rooms"}                                        disco#items of the MUC service
+  {"op": "room_info", "room": JID}                       disco#info of a room
+  {"op": "join", "room": JID, "nick": NICK, "maxstanzas": N}   joins a room (XEP-0045), prints
+                                                         {"event": "joined", ...} or join_error
+  {"op": "groupchat", "room": JID, "body": TEXT, "id": ID}   a groupchat message with origin-id
+  {"op": "leave", "room": JID, "nick": NICK}             leaves a room
   {"op": "drop"}                                         aborts the TCP connection (no closing tag)
   {"op": "reconnect"}                                    connects again (resuming with --sm)
   {"op": "quit"}                                         closes the stream and exits
@@ -30,7 +37,7 @@ import xml.etree.ElementTree as ET
 
 import slixmpp
 from slixmpp.util.sasl.client import Mech, sasl_mech
-from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.exceptions import IqError, IqTimeout, PresenceError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -95,6 +102,7 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin('xep_0191')
         self.register_plugin('xep_0054')
         self.register_plugin('xep_0313')
+        self.register_plugin('xep_0045')
         self.ca_certs = args.ca
         self.ssl_context.load_verify_locations(cafile=args.ca)
         self.enable_direct_tls = args.direct_tls
@@ -105,7 +113,9 @@ class Client(slixmpp.ClientXMPP):
         # carbons), so every message stanza goes through this handler instead.
         self.register_handler(Callback(
             'every message', MatchXPath('{jabber:client}message'), self.on_message))
-        self.add_event_handler('presence', self.on_presence)
+        # Likewise every presence stanza, including a room's answer to leaving it.
+        self.register_handler(Callback(
+            'every presence', MatchXPath('{jabber:client}presence'), self.on_presence))
         self.add_event_handler('stream_error', self.on_stream_error)
         self.add_event_handler('disconnected', self.on_disconnected)
         if args.sm:
@@ -153,7 +163,8 @@ class Client(slixmpp.ClientXMPP):
         emit(event='message', **describe(xml))
 
     def on_presence(self, presence):
-        emit(event='presence', **{'from': str(presence['from']), 'type': presence['type']})
+        emit(event='presence', **{'from': presence.xml.get('from'),
+                                  'type': presence.xml.get('type', 'available')})
 
     async def commands(self):
         loop = asyncio.get_event_loop()
@@ -219,12 +230,49 @@ class Client(slixmpp.ClientXMPP):
             self.send_raw(c['xml'])
         elif op == 'mam':
             bodies, ids = [], []
+            target = {'jid': slixmpp.JID(c['room'])} if 'room' in c else {
+                'with_jid': slixmpp.JID(c['with'])}
             async for msg in self.plugin['xep_0313'].iterate(
-                    with_jid=slixmpp.JID(c['with']), rsm={'max': c.get('max', 2)},
-                    reverse=c.get('reverse', False)):
+                    rsm={'max': c.get('max', 2)}, reverse=c.get('reverse', False), **target):
                 bodies.append(msg['mam_result']['forwarded']['stanza']['body'])
                 ids.append(msg['mam_result']['id'])
             emit(event='mam', bodies=bodies, ids=ids)
+        elif op == 'rooms':
+            items = await self.plugin['xep_0030'].get_items(jid=self.boundjid.domain)
+            services = [str(i[0]) for i in items['disco_items']['items']]
+            rooms = []
+            for service in services:
+                got = await self.plugin['xep_0030'].get_items(jid=service)
+                rooms += [[str(i[0]), i[2]] for i in got['disco_items']['items']]
+            emit(event='rooms', services=services, rooms=rooms)
+        elif op == 'room_info':
+            info = await self.plugin['xep_0030'].get_info(jid=c['room'])
+            identities = [list(i) for i in info['disco_info']['identities']]
+            emit(event='room_info', features=sorted(info['disco_info']['features']),
+                 identities=identities)
+        elif op == 'join':
+            try:
+                pres, subject, occupants, history = await self.plugin['xep_0045'].join_muc_wait(
+                    slixmpp.JID(c['room']), c['nick'], maxstanzas=c.get('maxstanzas'),
+                    timeout=15)
+            except PresenceError as e:
+                emit(event='join_error', condition=e.condition)
+                return
+            emit(event='joined', nick=pres['from'].resource,
+                 codes=sorted(int(s) for s in pres['muc']['status_codes']),
+                 affiliation=pres['muc']['affiliation'], role=pres['muc']['role'],
+                 subject=subject['subject'],
+                 occupants=sorted([p['from'].resource, p['muc']['affiliation'], p['muc']['role']]
+                                  for p in occupants),
+                 history=[m['body'] for m in history],
+                 history_ids=[m.xml.find(SID + 'stanza-id').get('id') for m in history])
+        elif op == 'groupchat':
+            msg = self.make_message(mto=c['room'], mbody=c['body'], mtype='groupchat')
+            msg['id'] = c['id']
+            ET.SubElement(msg.xml, SID + 'origin-id', id=c['id'])
+            msg.send()
+        elif op == 'leave':
+            self.plugin['xep_0045'].leave_muc(slixmpp.JID(c['room']), c['nick'])
         elif op == 'drop':
             self.dropping = True
             self.transport.abort()

@@ -15,6 +15,8 @@
 
 #[path = "mam.rs"]
 mod mam;
+#[path = "muc.rs"]
+mod muc;
 
 use crate::Gateway;
 use crate::sasl::{self, Credentials};
@@ -345,6 +347,7 @@ pub async fn run(
         peers: HashMap::new(),
         ids: VecDeque::new(),
         carbons: false,
+        rooms: HashMap::new(),
         available: false,
         sm: false,
         received: 0,
@@ -872,6 +875,8 @@ pub(crate) struct Conn {
     ids: VecDeque<(ConversationId, Seq, String)>,
     /// Message Carbons (XEP-0280) enabled.
     carbons: bool,
+    /// Rooms (groups) this connection joined over MUC, with its nick in each.
+    rooms: HashMap<ConversationId, String>,
     /// The client sent initial presence.
     available: bool,
     /// Stream Management (XEP-0198) acknowledgements are on.
@@ -1267,6 +1272,10 @@ impl Conn {
             // A message to the server itself: nothing handles it.
             return Ok(());
         };
+        if self.is_muc(&to) {
+            self.on_muc_message(stanza, &to).await;
+            return Ok(());
+        }
         let Some(local) = self.local_user(&to).map(str::to_owned) else {
             let error = "remote domains are not reachable from this server";
             self.message_error(&stanza, "cancel", "remote-server-not-found", error);
@@ -1368,6 +1377,10 @@ impl Conn {
     async fn on_presence(&mut self, stanza: Element) -> Result<(), Fail> {
         let kind = stanza.get_attr("type");
         let to = stanza.get_attr("to").map(str::to_owned);
+        if let Some(to) = to.as_deref().filter(|t| self.is_muc(t)) {
+            self.on_muc_presence(&stanza, to).await;
+            return Ok(());
+        }
         match (kind, to) {
             // Initial (or updated) presence: Tidings presence follows connections, so there is
             // nothing to store; answer the first with the presence of the user's friends.
@@ -1399,7 +1412,9 @@ impl Conn {
                 Ok(())
             }
             (Some("unavailable"), None) => {
+                // Unavailable presence leaves every room (XEP-0045 7.14).
                 self.available = false;
+                self.rooms.clear();
                 Ok(())
             }
             (
@@ -1463,6 +1478,10 @@ impl Conn {
             return Ok(());
         };
         let to = stanza.get_attr("to").map(str::to_owned);
+        if let Some(to) = to.as_deref().filter(|t| self.is_muc(t)) {
+            self.on_muc_iq(&stanza, &payload, to).await;
+            return Ok(());
+        }
         let to_server = to
             .as_deref()
             .is_none_or(|t| t.eq_ignore_ascii_case(self.domain()));
@@ -1528,7 +1547,16 @@ impl Conn {
                 self.send(&el);
             }
             ("get", "query", NS_DISCO_ITEMS) => {
-                let el = result().child(Element::new("query", NS_DISCO_ITEMS));
+                let mut query = Element::new("query", NS_DISCO_ITEMS);
+                if to_server {
+                    // The MUC service, where the user's groups are rooms.
+                    query = query.child(
+                        Element::new("item", NS_DISCO_ITEMS)
+                            .attr("jid", self.gw.config.muc_domain.clone())
+                            .attr("name", "Groups"),
+                    );
+                }
+                let el = result().child(query);
                 self.send(&el);
             }
             ("get", "query", NS_ROSTER) => match self.gw.core.friends(&self.caller).await {
@@ -1689,6 +1717,7 @@ impl Conn {
                 id,
                 conversation_id,
                 seq,
+                message_id,
                 ..
             } => {
                 if let Some(Pending::Send { stanza, number }) = self.pending.remove(&id) {
@@ -1700,6 +1729,9 @@ impl Conn {
                         .map(str::to_owned);
                     if let Some(xmpp_id) = xmpp_id {
                         self.remember(conversation_id, seq, xmpp_id);
+                    }
+                    if stanza.get_attr("type") == Some("groupchat") {
+                        self.reflect(&stanza, conversation_id, message_id);
                     }
                 }
             }
@@ -1855,7 +1887,7 @@ impl Conn {
     /// user sent it, and not at all when this connection sent it.
     async fn deliver(&mut self, message: tidings_proto::Message) {
         let Some(peer) = self.peer_of(message.conversation_id).await else {
-            // Group messages wait for MUC.
+            self.deliver_group(message).await;
             return;
         };
         let Some(text) = text_of(&message.body) else {

@@ -113,42 +113,99 @@ impl Conn {
                 return;
             }
         };
+        self.answer_mam(stanza, &query, conversation, Some(peer))
+            .await;
+    }
+
+    /// Answers a MAM query to a room JID (XEP-0313 section 5) from the group's history; the
+    /// caller's membership was checked by the MUC module and is checked again by the core.
+    pub(super) async fn on_room_mam(
+        &mut self,
+        stanza: &Element,
+        payload: &Element,
+        room: ConversationId,
+    ) {
+        let query = match parse(payload) {
+            Ok(q) => q,
+            Err(text) => {
+                self.send(&iq_error(stanza, "modify", "bad-request", Some(text)));
+                return;
+            }
+        };
+        if query.with.is_some() {
+            self.send(&iq_error(
+                stanza,
+                "cancel",
+                "feature-not-implemented",
+                Some("filtering a room's archive by occupant is not available"),
+            ));
+            return;
+        }
+        self.answer_mam(stanza, &query, room, None).await;
+    }
+
+    /// Sends the results and the `<fin/>` of a query on one conversation: the direct
+    /// conversation with `peer`, or the group when `peer` is `None` (results from the room).
+    async fn answer_mam(
+        &mut self,
+        stanza: &Element,
+        query: &Query,
+        conversation: ConversationId,
+        peer: Option<String>,
+    ) {
         let max = query
             .max
             .unwrap_or(DEFAULT_MAX)
             .clamp(1, self.gw.core.config().limits.max_history_page);
-        let page = match self.mam_page(conversation, &query, max).await {
+        let page = match self.mam_page(conversation, query, max).await {
             Ok(page) => page,
             Err(text) => {
                 self.send(&iq_error(stanza, "cancel", "item-not-found", Some(text)));
                 return;
             }
         };
-        let peer_jid = format!("{peer}@{}", self.domain());
+        let room_jid = peer
+            .is_none()
+            .then(|| format!("{conversation}@{}", self.gw.config.muc_domain));
         let (messages, complete) = page;
         for message in &messages {
             let Some(text) = super::text_of(&message.body) else {
                 continue;
             };
-            let mine = message.sender_id == self.caller.user_id;
-            let (from, to) = if mine {
-                (self.bare.clone(), peer_jid.clone())
-            } else {
-                (peer_jid.clone(), self.bare.clone())
+            let archived = match &peer {
+                Some(peer) => {
+                    let peer_jid = format!("{peer}@{}", self.domain());
+                    let mine = message.sender_id == self.caller.user_id;
+                    let (from, to) = if mine {
+                        (self.bare.clone(), peer_jid)
+                    } else {
+                        (peer_jid, self.bare.clone())
+                    };
+                    Element::new("message", NS_CLIENT)
+                        .attr("type", "chat")
+                        .attr("id", message.client_msg_id.clone())
+                        .attr("from", from)
+                        .attr("to", to)
+                        .child(Element::new("body", NS_CLIENT).text(text))
+                        .child(
+                            Element::new("origin-id", super::NS_SID)
+                                .attr("id", message.client_msg_id.clone()),
+                        )
+                }
+                None => {
+                    let Some(mut el) = self.groupchat(message).await else {
+                        continue;
+                    };
+                    el.set_attr("to", self.bare.clone());
+                    el
+                }
             };
-            let archived = Element::new("message", NS_CLIENT)
-                .attr("type", "chat")
-                .attr("id", message.client_msg_id.clone())
-                .attr("from", from)
-                .attr("to", to)
-                .child(Element::new("body", NS_CLIENT).text(text))
-                .child(
-                    Element::new("origin-id", super::NS_SID)
-                        .attr("id", message.client_msg_id.clone()),
-                );
             let result = Element::new("message", NS_CLIENT)
                 .attr("to", self.full.clone())
-                .attr("from", self.bare.clone())
+                .attr(
+                    "from",
+                    room_jid.clone().unwrap_or_else(|| self.bare.clone()),
+                )
                 .child(
                     Element::new("result", NS_MAM)
                         .attr_opt("queryid", query.query_id.as_deref())
@@ -181,6 +238,7 @@ impl Conn {
             .attr("type", "result")
             .attr_opt("id", stanza.get_attr("id"))
             .attr("to", self.full.clone())
+            .attr_opt("from", room_jid.as_deref())
             .child(fin);
         self.send(&result);
     }

@@ -739,3 +739,141 @@ async fn slixmpp_pages_through_the_archive() {
     assert_eq!(reversed["bodies"], json!(backwards));
     xmpp.quit().await;
 }
+
+/// A Tidings group as a MUC room: slixmpp discovers it, joins (occupants with roles from the
+/// Tidings roles, self-presence 110, history from the archive, the title as subject), chats
+/// with a WebSocket member both ways with ids mapped, pages the room's archive with MAM, and
+/// leaves; a user who is not a member can neither join nor read the room.
+#[tokio::test]
+async fn slixmpp_joins_a_group_and_chats_with_a_websocket_user() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let carol = setup.server.user("carol").await;
+    befriend(&alice, &bob).await;
+    let group = bob
+        .api
+        .create_group("Lunch", &[alice.user_id])
+        .await
+        .unwrap()
+        .id;
+    let room = format!("{group}@conference.localhost");
+    let mut bob_ws = setup.server.connect(&bob).await;
+    for i in 0..3 {
+        bob_ws
+            .send_text(group, &format!("early-{i}"), &format!("early {i}"))
+            .await
+            .unwrap();
+    }
+
+    let mut xmpp = Xmpp::password(&python, &setup, &alice, "muc").await;
+    xmpp.command(json!({"op": "rooms"})).await;
+    let rooms = xmpp.expect("rooms", |_| true).await;
+    assert_eq!(rooms["services"], json!(["conference.localhost"]));
+    assert_eq!(rooms["rooms"], json!([[room.clone(), "Lunch"]]));
+    xmpp.command(json!({"op": "room_info", "room": room})).await;
+    let info = xmpp.expect("room_info", |_| true).await;
+    let features = info["features"].as_array().unwrap();
+    for feature in [
+        "http://jabber.org/protocol/muc",
+        "muc_membersonly",
+        "urn:xmpp:mam:2",
+    ] {
+        assert!(features.contains(&json!(feature)), "{feature} in {info}");
+    }
+
+    // Join with the last two messages of history; the nick is the username.
+    xmpp.command(json!({"op": "join", "room": room, "nick": "alice", "maxstanzas": 2}))
+        .await;
+    let joined = xmpp.expect("joined", |_| true).await;
+    assert_eq!(joined["nick"], "alice");
+    assert!(joined["codes"].as_array().unwrap().contains(&json!(110)));
+    assert_eq!(
+        (&joined["affiliation"], &joined["role"]),
+        (&json!("member"), &json!("participant"))
+    );
+    assert_eq!(joined["subject"], "Lunch");
+    // slixmpp counts its own presence among the occupants.
+    assert_eq!(
+        joined["occupants"],
+        json!([
+            ["alice", "member", "participant"],
+            ["bob", "owner", "moderator"]
+        ])
+    );
+    assert_eq!(joined["history"], json!(["early 1", "early 2"]));
+
+    // XMPP -> WebSocket, and the reflection to the sender carries the server id.
+    xmpp.command(json!({"op": "groupchat", "room": room, "body": "hi all", "id": "g-1"}))
+        .await;
+    let message = next_message(&mut bob_ws).await;
+    assert_eq!(
+        (message.conversation_id, message.client_msg_id.as_str()),
+        (group, "g-1")
+    );
+    let reflected = xmpp
+        .expect("message", |m| m["type"] == "groupchat" && m["id"] == "g-1")
+        .await;
+    assert_eq!(reflected["from"], format!("{room}/alice"));
+    assert_eq!(reflected["stanza_id"], message.id.to_string());
+
+    // WebSocket -> XMPP.
+    bob_ws
+        .send_text(group, "w-1", "from the web")
+        .await
+        .unwrap();
+    let got = xmpp
+        .expect("message", |m| m["body"] == "from the web")
+        .await;
+    assert_eq!(got["from"], format!("{room}/bob"));
+    assert_eq!(got["type"], "groupchat");
+    assert_eq!(got["origin_id"], "w-1");
+
+    // The room's archive through MAM, two a page, is the group's history.
+    let history = bob.api.history(group, None, 50).await.unwrap();
+    let texts: Vec<(String, String)> = history
+        .messages
+        .iter()
+        .filter_map(|m| match &m.body {
+            MessageBody::Text { text } => Some((text.clone(), m.id.to_string())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts.len(), 5);
+    xmpp.command(json!({"op": "mam", "room": room, "max": 2}))
+        .await;
+    let pages = xmpp.expect("mam", |_| true).await;
+    let bodies: Vec<&str> = texts.iter().map(|(t, _)| t.as_str()).collect();
+    let ids: Vec<&str> = texts.iter().map(|(_, i)| i.as_str()).collect();
+    assert_eq!(pages["bodies"], json!(bodies));
+    assert_eq!(pages["ids"], json!(ids));
+
+    // Leaving: the self-presence goes unavailable, and group messages stop.
+    xmpp.command(json!({"op": "leave", "room": room, "nick": "alice"}))
+        .await;
+    xmpp.expect("presence", |p| {
+        p["from"] == format!("{room}/alice") && p["type"] == "unavailable"
+    })
+    .await;
+
+    // Carol is not a member: no join, no disco, no archive.
+    let mut outsider = Xmpp::password(&python, &setup, &carol, "muc").await;
+    outsider
+        .command(json!({"op": "join", "room": room, "nick": "carol"}))
+        .await;
+    let refused = outsider.expect("join_error", |_| true).await;
+    assert_eq!(refused["condition"], "registration-required");
+    outsider
+        .command(json!({"op": "room_info", "room": room}))
+        .await;
+    let error = outsider.expect("iq_error", |_| true).await;
+    assert!(
+        error["error"].as_str().unwrap().contains("forbidden"),
+        "{error}"
+    );
+    outsider.quit().await;
+    xmpp.quit().await;
+}
