@@ -24,6 +24,7 @@ pub const TABLES: &[&str] = &[
     "device_grants",
     "conversations",
     "members",
+    "device_cursors",
     "messages",
     "message_edits",
     "reactions",

@@ -20,6 +20,7 @@
 //! Group commit: the core's sequencer hands each batch of waiting messages to one
 //! `append_messages` call, which is one transaction and so one WAL flush for the whole batch.
 
+mod cursors;
 mod error;
 pub mod import;
 mod oauth;
@@ -247,6 +248,21 @@ impl Store for PgStore {
         algorithm: &str,
     ) -> StoreResult<Option<tidings_store::ScramCredential>> {
         read!(self, |c| scram::get(c, user, algorithm).await?)
+    }
+
+    async fn device_cursors(
+        &self,
+        device: DeviceId,
+    ) -> StoreResult<Option<Vec<(ConversationId, tidings_proto::Seq)>>> {
+        read!(self, |c| cursors::get(c, device).await?)
+    }
+
+    async fn advance_device_cursors(
+        &self,
+        device: DeviceId,
+        list: Vec<(ConversationId, tidings_proto::Seq)>,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| cursors::advance(c, device, &list).await?)
     }
 
     async fn replace_password(

@@ -14,6 +14,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_push.sql"),
     include_str!("migrations/0006_calls.sql"),
     include_str!("migrations/0011_scram.sql"),
+    include_str!("migrations/0013_device_cursors.sql"),
 ];
 
 /// Applies the migrations the database has not seen yet, in one transaction. An advisory lock

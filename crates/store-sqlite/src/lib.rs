@@ -18,6 +18,7 @@
 //! returned, and the database runs with `synchronous = FULL`, so whatever a caller was told is
 //! stored has been fsync'd.
 
+mod cursors;
 mod error;
 mod oauth;
 mod push;
@@ -207,6 +208,22 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<tidings_store::ScramCredential>> {
         let algorithm = algorithm.to_owned();
         self.read(move |conn| scram::get(conn, user, &algorithm))
+            .await
+    }
+
+    async fn device_cursors(
+        &self,
+        device: DeviceId,
+    ) -> StoreResult<Option<Vec<(ConversationId, tidings_proto::Seq)>>> {
+        self.read(move |conn| cursors::get(conn, device)).await
+    }
+
+    async fn advance_device_cursors(
+        &self,
+        device: DeviceId,
+        list: Vec<(ConversationId, tidings_proto::Seq)>,
+    ) -> StoreResult<()> {
+        self.write(move |conn| cursors::advance(conn, device, &list))
             .await
     }
 

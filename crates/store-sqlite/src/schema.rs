@@ -22,6 +22,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_push.sql"),
     include_str!("migrations/0012_calls.sql"),
     include_str!("migrations/0017_scram.sql"),
+    include_str!("migrations/0019_device_cursors.sql"),
 ];
 
 /// Opens the one read-write connection and brings the schema up to date.

@@ -59,6 +59,7 @@ macro_rules! store_conformance_tests {
             list_and_batch_lookup_users,
             set_password_hash,
             scram_credentials_replace,
+            device_cursors_only_advance,
             invite_consumes_uses,
             invite_refuses_expired_and_unknown,
             invite_use_is_kept_on_username_conflict,
@@ -451,6 +452,45 @@ pub async fn scram_credentials_replace(store: Arc<dyn Store>) {
     assert!(matches!(
         store
             .set_scram_credentials(UserId(i64::MAX), vec![scram("SHA-1", 1, "x")])
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn device_cursors_only_advance(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let laptop = device(&store, alice).await;
+    let phone = device(&store, alice).await;
+    let first = group(&store, alice, &[bob]).await.id;
+    let second = group(&store, alice, &[bob]).await.id;
+    assert_eq!(store.device_cursors(laptop).await.unwrap(), None);
+    // Started with nothing yet: known, and empty.
+    store.advance_device_cursors(laptop, vec![]).await.unwrap();
+    assert_eq!(store.device_cursors(laptop).await.unwrap(), Some(vec![]));
+    store
+        .advance_device_cursors(laptop, vec![(first, 3), (second, 1)])
+        .await
+        .unwrap();
+    // Forward moves, backward is ignored, unlisted conversations keep theirs.
+    store
+        .advance_device_cursors(laptop, vec![(first, 2)])
+        .await
+        .unwrap();
+    store
+        .advance_device_cursors(laptop, vec![(second, 5)])
+        .await
+        .unwrap();
+    let mut cursors = store.device_cursors(laptop).await.unwrap().unwrap();
+    cursors.sort();
+    assert_eq!(cursors, [(first, 3), (second, 5)]);
+    assert!(
+        store.device_cursors(phone).await.unwrap().is_none(),
+        "another device's cursors are its own"
+    );
+    assert!(matches!(
+        store
+            .advance_device_cursors(DeviceId(i64::MAX), vec![(first, 1)])
             .await,
         Err(StoreError::NotFound)
     ));

@@ -657,6 +657,20 @@ pub trait Store: Send + Sync + 'static {
         user: UserId,
         algorithm: &str,
     ) -> StoreResult<Option<ScramCredential>>;
+    /// The sync cursors stored for `device`: per conversation, the highest sequence the device
+    /// was handed. `None` for a device whose cursors were never started (never advanced, not
+    /// even with an empty list).
+    async fn device_cursors(
+        &self,
+        device: DeviceId,
+    ) -> StoreResult<Option<Vec<(ConversationId, Seq)>>>;
+    /// Starts the cursors of `device` if needed and moves them forward to `cursors` (a cursor
+    /// never moves back; conversations not listed keep theirs). `NotFound` for unknown devices.
+    async fn advance_device_cursors(
+        &self,
+        device: DeviceId,
+        cursors: Vec<(ConversationId, Seq)>,
+    ) -> StoreResult<()>;
     /// Sets a new password hash and signs out every device but `keep`, writing `audit`, all in
     /// one transaction. Returns the signed-out devices. `NotFound` for unknown users.
     async fn replace_password(

@@ -299,7 +299,7 @@ pub async fn run(
         Ok(Ok(Start::Resumed(mut conn, h))) => {
             tracing::debug!(user_id = %conn.caller.user_id, "XMPP session resumed.");
             if conn.resumed(h).is_err() {
-                conn.end();
+                conn.end(true);
                 let fail = Fail::Stream("undefined-condition", "handled-count-too-high".into());
                 finish(&mut stream, fail, true, &gw).await;
                 return;
@@ -379,11 +379,13 @@ async fn serve_and_keep(mut conn: Box<Conn>, mut stream: Stream) {
                 Some(handoff) => {
                     let _ = handoff.send(conn);
                 }
-                None => conn.end(),
+                // What the parked session took in never reached the client: the saved
+                // cursors stay where they were, so the next session delivers it.
+                None => conn.end(false),
             }
         }
         end => {
-            conn.end();
+            conn.end(true);
             finish(&mut stream, end, true, &gw).await;
         }
     }
@@ -845,6 +847,8 @@ enum Pending {
     Presence,
     /// The gateway's token renewal.
     Renew,
+    /// The catch-up sync from the device's saved cursors (offline delivery).
+    Sync,
 }
 
 /// A bound session, served on a connection or parked awaiting resumption.
@@ -905,13 +909,24 @@ async fn next_handoff(rx: &mut Option<tokio::sync::mpsc::Receiver<Handoff>>) -> 
 }
 
 impl Conn {
-    /// Releases what the session holds in the gateway once it is over.
-    fn end(&self) {
+    /// Releases what the session holds in the gateway once it is over, and (with `save`) saves
+    /// how far the device was handed messages, so its next session starts there.
+    fn end(&self, save: bool) {
         self.gw
             .unbind(self.caller.user_id, &self.resource, self.conn_id);
         if let Some(id) = &self.resume_id {
             self.gw.forget_resumable(id);
         }
+        if !save {
+            return;
+        }
+        let cursors = self.session.delivered_cursors();
+        let (core, caller) = (self.gw.core.clone(), self.caller);
+        tokio::spawn(async move {
+            if let Err(e) = core.save_device_cursors(&caller, &cursors).await {
+                tracing::warn!(%e, "XMPP delivery cursors not saved.");
+            }
+        });
     }
 
     /// Continues on a new stream after `<resume h=.../>`: forgets what the client
@@ -1020,7 +1035,22 @@ impl Conn {
         }
     }
 
+    /// Saves the device's delivery cursors now (also done when the session ends; saving
+    /// along the way bounds what a crash could deliver twice).
+    async fn save_cursors(&mut self) {
+        let cursors = self.session.delivered_cursors();
+        if let Err(e) = self
+            .gw
+            .core
+            .save_device_cursors(&self.caller, &cursors)
+            .await
+        {
+            tracing::warn!(%e, "XMPP delivery cursors not saved.");
+        }
+    }
+
     async fn renew(&mut self) {
+        self.save_cursors().await;
         let ttl = self.gw.core.config().tokens.access_ttl_secs.max(10);
         self.renew_at = Some(Instant::now() + Duration::from_secs(ttl * 4 / 5));
         match self.gw.core.renew_device_token(&self.caller).await {
@@ -1403,6 +1433,20 @@ impl Conn {
                         let id = self.request_id(Pending::Presence);
                         self.native(&ClientFrame::PresenceQuery { id, user_ids });
                     }
+                    // Offline delivery (RFC 6121 8.5.2.1.1 on initial presence): what arrived
+                    // since this device's saved cursors, once and in order.
+                    match self.gw.core.device_sync_cursors(&self.caller).await {
+                        Ok(cursors) => {
+                            let id = self.request_id(Pending::Sync);
+                            self.native(&ClientFrame::Sync {
+                                id,
+                                cursors,
+                                limit_per_conversation: None,
+                                contacts_version: None,
+                            });
+                        }
+                        Err(e) => tracing::warn!(%e, "XMPP offline delivery unavailable."),
+                    }
                     // Our own presence, reflected (RFC 6121 4.2.2).
                     let reflected = Element::new("presence", NS_CLIENT)
                         .attr("from", self.full.clone())
@@ -1756,6 +1800,11 @@ impl Conn {
             }
             ServerFrame::Ok { id } | ServerFrame::AuthOk { id, .. } => {
                 self.pending.remove(&id);
+            }
+            ServerFrame::SyncDone { id, .. } => {
+                if let Some(Pending::Sync) = self.pending.remove(&id) {
+                    self.save_cursors().await;
+                }
             }
             ServerFrame::PresenceList { id, users } => {
                 self.pending.remove(&id);

@@ -676,6 +676,126 @@ async fn slixmpp_starts_over_after_the_resumption_timeout() {
         history.messages.iter().any(|m| m.client_msg_id == "late"),
         "the message is in the history"
     );
+    // The expired session never handed it to the client, so the new session delivers it
+    // (offline delivery from the device's saved cursors).
+    let late = xmpp
+        .expect("message", |m| m["body"] == "while the session expired")
+        .await;
+    assert_eq!(late["id"], "late");
+    xmpp.quit().await;
+}
+
+/// Offline delivery: messages sent while no resource of the user is bound reach the device's
+/// next session once, in order, with the stanza-ids MAM gives them (so a client that also
+/// pages MAM can tell them apart), and a session after that gets nothing again. A new device
+/// starts at the present rather than receiving the whole archive.
+#[tokio::test]
+async fn slixmpp_gets_what_arrived_while_offline_once() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    befriend(&alice, &bob).await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let bob_ws = setup.server.connect(&bob).await;
+    bob_ws
+        .send_text(conversation, "before", "before the first session")
+        .await
+        .unwrap();
+    let group = bob
+        .api
+        .create_group("Team", &[alice.user_id])
+        .await
+        .unwrap()
+        .id;
+
+    // The first session of a new device: nothing from before, then a live message.
+    let mut xmpp = Xmpp::password(&python, &setup, &alice, "phone").await;
+    xmpp.command(json!({"op": "ping"})).await;
+    xmpp.expect("pong", |_| true).await;
+    bob_ws
+        .send_text(conversation, "live", "while online")
+        .await
+        .unwrap();
+    xmpp.expect("message", |m| m["body"] == "while online")
+        .await;
+    xmpp.quit().await;
+
+    // Away: three direct messages, and one in the group.
+    for i in 0..3 {
+        bob_ws
+            .send_text(conversation, &format!("off-{i}"), &format!("offline {i}"))
+            .await
+            .unwrap();
+    }
+    bob_ws
+        .send_text(group, "team-1", "to the team")
+        .await
+        .unwrap();
+    // A conversation opened while away is delivered from its start.
+    let carol = setup.server.user("carol").await;
+    befriend(&carol, &alice).await;
+    let with_carol = carol.api.open_direct(alice.user_id).await.unwrap().id;
+    let carol_ws = setup.server.connect(&carol).await;
+    carol_ws
+        .send_text(with_carol, "c-1", "hello from carol")
+        .await
+        .unwrap();
+
+    let mut xmpp = Xmpp::password(&python, &setup, &alice, "phone").await;
+    // The conversations catch up in either order; each in its own order.
+    xmpp.expect("message", |m| m["body"] == "offline 2").await;
+    if !xmpp.seen.iter().any(|e| e["body"] == "hello from carol") {
+        xmpp.expect("message", |m| m["body"] == "hello from carol")
+            .await;
+    }
+    // After the catch-up, a marker to be sure nothing else is on its way.
+    xmpp.command(json!({"op": "ping"})).await;
+    xmpp.expect("pong", |_| true).await;
+    let bodies: Vec<&str> = xmpp
+        .seen
+        .iter()
+        .filter(|e| e["event"] == "message" && e["from"] == "bob@localhost")
+        .filter_map(|e| e["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["offline 0", "offline 1", "offline 2"]);
+    let delivered_ids: Vec<String> = xmpp
+        .seen
+        .iter()
+        .filter(|e| e["event"] == "message" && e["from"] == "bob@localhost")
+        .map(|e| e["stanza_id"].as_str().unwrap().to_owned())
+        .collect();
+    // Group messages wait in the room's history (sent on join), not as offline messages.
+    assert!(
+        !xmpp.seen.iter().any(|e| e["body"] == "to the team"),
+        "group messages are not pushed outside the room"
+    );
+    // MAM gives the same messages the same ids.
+    xmpp.command(json!({"op": "mam", "with": "bob@localhost", "max": 10}))
+        .await;
+    let archive = xmpp.expect("mam", |_| true).await;
+    let ids = archive["ids"].as_array().unwrap();
+    let tail: Vec<String> = ids[ids.len() - 3..]
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(tail, delivered_ids);
+    xmpp.quit().await;
+
+    // Once only: the next session gets nothing again.
+    let mut xmpp = Xmpp::password(&python, &setup, &alice, "phone").await;
+    xmpp.command(json!({"op": "ping"})).await;
+    xmpp.expect("pong", |_| true).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    xmpp.command(json!({"op": "ping"})).await;
+    xmpp.expect("pong", |_| true).await;
+    assert!(
+        !xmpp.seen.iter().any(|e| e["event"] == "message"),
+        "nothing is delivered twice: {:#?}",
+        xmpp.seen
+    );
     xmpp.quit().await;
 }
 
