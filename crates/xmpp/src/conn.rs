@@ -322,6 +322,11 @@ pub async fn run(
     let user_id = negotiated.caller.user_id;
     let resource = negotiated.resource.clone();
     gw.bind(user_id, &resource, conn_id, kick.clone());
+    // A new device's delivery cursors start when it first binds: what arrives from then on
+    // while it is away is delivered on its next initial presence (offline delivery).
+    if let Err(e) = gw.core.device_sync_cursors(&negotiated.caller).await {
+        tracing::warn!(%e, "XMPP delivery cursors not started.");
+    }
     let conn = Box::new(Conn {
         conn_id,
         kick,
