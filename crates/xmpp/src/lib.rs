@@ -8,7 +8,8 @@
 //!   session to the connection that resumes it.
 //! - [`conn`]: one connection: stream negotiation (STARTTLS, SASL, resource binding), then
 //!   stanzas translated to native frames for the connection's core
-//!   [`tidings_core::session::Session`] and the session's output translated back.
+//!   [`tidings_core::session::Session`] and the session's output translated back. Its child
+//!   modules answer MAM queries (`mam.rs`) and serve groups as MUC rooms (`muc.rs`).
 //!
 //! The transport holds no business rules: sending, delivery order, receipts, typing, presence
 //! and friends are the core's. [`serve`] runs the STARTTLS listener and [`serve_tls`] the
@@ -45,7 +46,8 @@ pub struct XmppConfig {
     pub tls_listen: SocketAddr,
     /// The XMPP domain: users are `username@domain`.
     pub domain: String,
-    /// The domain of group chat rooms (reserved for MUC; not served yet).
+    /// The domain of group chat rooms (XEP-0045): the group with id N is the room
+    /// `N@muc_domain`.
     pub muc_domain: String,
     /// Whether a client must start TLS before authenticating. Without TLS only
     /// non-plaintext mechanisms could be offered, and none are implemented yet.
