@@ -113,8 +113,10 @@ impl Conn {
             self.muc_presence_error(stanza, "modify", "jid-malformed");
             return;
         };
-        if self.rooms.contains_key(&room) {
-            // A presence update or nick change while joined: the nick stays the username.
+        if self.rooms.contains_key(&room) && stanza.find("x", NS_MUC).is_none() {
+            // A presence update or nick change while joined: the nick stays the username, and
+            // occupants' presence is not broadcast. A join sent again (with the MUC element,
+            // as clients do after reconnecting) is answered in full below.
             return;
         }
         let Some(title) = self.group_title(room).await else {
