@@ -86,6 +86,8 @@ def describe(xml):
             out['received'] = child.get('id')
         if tag == '{urn:xmpp:chat-markers:0}displayed':
             out['displayed'] = child.get('id')
+        if tag == '{urn:xmpp:delay}delay':
+            out['delay'] = child.get('stamp')
         if tag == '{jabber:client}error':
             out['error'] = [c.tag.split('}')[1] for c in child if 'text' not in c.tag]
     return out

@@ -353,6 +353,7 @@ pub async fn run(
         ids: VecDeque::new(),
         carbons: false,
         rooms: HashMap::new(),
+        bound_at: gw.core.now_ms(),
         available: false,
         sm: false,
         received: 0,
@@ -886,6 +887,9 @@ pub(crate) struct Conn {
     carbons: bool,
     /// Rooms (groups) this connection joined over MUC, with its nick in each.
     rooms: HashMap<ConversationId, String>,
+    /// When the resource was bound (ms since the epoch, the core's clock): a direct message
+    /// committed before it is an offline message and carries a `<delay>` (XEP-0203).
+    bound_at: i64,
     /// The client sent initial presence.
     available: bool,
     /// Stream Management (XEP-0198) acknowledgements are on.
@@ -1962,7 +1966,7 @@ impl Conn {
         } else {
             (peer_jid.clone(), self.full.clone())
         };
-        let stanza = Element::new("message", NS_CLIENT)
+        let mut stanza = Element::new("message", NS_CLIENT)
             .attr("type", "chat")
             .attr("id", xmpp_id.clone())
             .attr("from", from)
@@ -1974,6 +1978,13 @@ impl Conn {
                     .attr("by", self.bare.clone())
                     .attr("id", message.id.to_string()),
             );
+        if message.ts < self.bound_at {
+            stanza = stanza.child(
+                Element::new("delay", mam::NS_DELAY)
+                    .attr("from", self.domain().to_owned())
+                    .attr("stamp", mam::stamp(message.ts)),
+            );
+        }
         if mine {
             if !self.carbons {
                 return;

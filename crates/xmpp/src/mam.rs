@@ -14,7 +14,7 @@ use tidings_proto::{ConversationId, Message, Seq};
 pub const NS_MAM: &str = "urn:xmpp:mam:2";
 pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
 const NS_DATA: &str = "jabber:x:data";
-const NS_DELAY: &str = "urn:xmpp:delay";
+pub(super) const NS_DELAY: &str = "urn:xmpp:delay";
 /// Results per page when the client gives no `max`.
 const DEFAULT_MAX: u32 = 50;
 
@@ -74,7 +74,7 @@ fn parse(query: &Element) -> Result<Query, &'static str> {
     Ok(out)
 }
 
-fn stamp(ms: i64) -> String {
+pub(super) fn stamp(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)
         .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
         .unwrap_or_default()

@@ -15,6 +15,7 @@
 //! message is reflected with the id it was sent with. MAM queries to the room JID page through
 //! the group's history (`mam.rs`).
 
+use super::mam::{NS_DELAY, stamp};
 use super::{Conn, NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_SID, Pending, condition_for};
 use crate::xml::Element;
 use tidings_proto::rest::{ConversationKind, Member, Role};
@@ -23,7 +24,6 @@ use tidings_proto::{ConversationId, MessageBody};
 
 pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
 pub const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
-const NS_DELAY: &str = "urn:xmpp:delay";
 /// History sent on join when the client does not limit it.
 const DEFAULT_HISTORY: u32 = 20;
 
@@ -35,13 +35,6 @@ fn affiliation_role(member: &Member) -> (&'static str, &'static str) {
         Role::Member if member.muted_until.is_some() => ("member", "visitor"),
         Role::Member => ("member", "participant"),
     }
-}
-
-/// The XEP-0082 date-time of a time in milliseconds.
-fn stamp(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_default()
 }
 
 impl Conn {

@@ -719,8 +719,10 @@ async fn slixmpp_gets_what_arrived_while_offline_once() {
         .send_text(conversation, "live", "while online")
         .await
         .unwrap();
-    xmpp.expect("message", |m| m["body"] == "while online")
+    let live = xmpp
+        .expect("message", |m| m["body"] == "while online")
         .await;
+    assert!(live.get("delay").is_none(), "{live}");
     xmpp.quit().await;
 
     // Away: three direct messages, and one in the group.
@@ -761,6 +763,15 @@ async fn slixmpp_gets_what_arrived_while_offline_once() {
         .filter_map(|e| e["body"].as_str())
         .collect();
     assert_eq!(bodies, ["offline 0", "offline 1", "offline 2"]);
+    // Offline messages say when they were sent (XEP-0203); live ones do not.
+    assert!(
+        xmpp.seen
+            .iter()
+            .filter(|e| e["event"] == "message" && e["from"] == "bob@localhost")
+            .all(|e| e["delay"].is_string()),
+        "{:#?}",
+        xmpp.seen
+    );
     let delivered_ids: Vec<String> = xmpp
         .seen
         .iter()
