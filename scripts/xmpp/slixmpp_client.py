@@ -15,6 +15,17 @@ carries out JSON commands read line by line from stdin:
   {"op": "blocklist"}                                    prints {"event": "blocklist", ...}
   {"op": "vcard", "jid": JID}                            vCard-temp of a user
   {"op": "raw", "xml": XML}                              writes XML as is (for error tests)
+  {"op": "mam", "with": JID, "max": N, "reverse": BOOL} pages through MAM (XEP-0313), prints
+                                                         (with "room": JID instead of "with", a room's)
+                                                         {"event": "mam", "bodies": [...], "ids": [...]}
+  {"op": "rooms"}                                        disco#items of the MUC service
+  {"op": "room_info", "room": JID}                       disco#info of a room
+  {"op": "join", "room": JID, "nick": NICK, "maxstanzas": N}   joins a room (XEP-0045), prints
+                                                         {"event": "joined", ...} or join_error
+  {"op": "groupchat", "room": JID, "body": TEXT, "id": ID}   a groupchat message with origin-id
+  {"op": "leave", "room": JID, "nick": NICK}             leaves a room
+  {"op": "drop"}                                         aborts the TCP connection (no closing tag)
+  {"op": "reconnect"}                                    connects again (resuming with --sm)
   {"op": "quit"}                                         closes the stream and exits
 """
 import argparse
@@ -26,7 +37,7 @@ import xml.etree.ElementTree as ET
 
 import slixmpp
 from slixmpp.util.sasl.client import Mech, sasl_mech
-from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.exceptions import IqError, IqTimeout, PresenceError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -75,6 +86,8 @@ def describe(xml):
             out['received'] = child.get('id')
         if tag == '{urn:xmpp:chat-markers:0}displayed':
             out['displayed'] = child.get('id')
+        if tag == '{urn:xmpp:delay}delay':
+            out['delay'] = child.get('stamp')
         if tag == '{jabber:client}error':
             out['error'] = [c.tag.split('}')[1] for c in child if 'text' not in c.tag]
     return out
@@ -90,6 +103,8 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin('xep_0199')
         self.register_plugin('xep_0191')
         self.register_plugin('xep_0054')
+        self.register_plugin('xep_0313')
+        self.register_plugin('xep_0045')
         self.ca_certs = args.ca
         self.ssl_context.load_verify_locations(cafile=args.ca)
         self.enable_direct_tls = args.direct_tls
@@ -100,15 +115,29 @@ class Client(slixmpp.ClientXMPP):
         # carbons), so every message stanza goes through this handler instead.
         self.register_handler(Callback(
             'every message', MatchXPath('{jabber:client}message'), self.on_message))
-        self.add_event_handler('presence', self.on_presence)
+        # Likewise every presence stanza, including a room's answer to leaving it.
+        self.register_handler(Callback(
+            'every presence', MatchXPath('{jabber:client}presence'), self.on_presence))
         self.add_event_handler('stream_error', self.on_stream_error)
         self.add_event_handler('disconnected', self.on_disconnected)
+        if args.sm:
+            self.register_plugin('xep_0198')
+            self.add_event_handler(
+                'sm_enabled', lambda s: emit(event='sm_enabled', resume=s['resume'], id=s['id']))
+            self.add_event_handler(
+                'session_resumed', lambda s: emit(event='session_resumed', h=s['h']))
+            self.add_event_handler('sm_failed', lambda _: emit(event='sm_failed'))
+        self.dropping = False
+        self.commands_started = False
         self.done = asyncio.get_event_loop().create_future()
 
     async def on_start(self, _):
         emit(event='session_start', jid=str(self.boundjid))
         self.send_presence()
-        asyncio.ensure_future(self.commands())
+        # A session that could not be resumed starts again; the command loop runs once.
+        if not self.commands_started:
+            self.commands_started = True
+            asyncio.ensure_future(self.commands())
 
     def on_failed(self, _):
         emit(event='failed_all_auth')
@@ -119,6 +148,9 @@ class Client(slixmpp.ClientXMPP):
         emit(event='stream_error', condition=error['condition'], text=error['text'])
 
     def on_disconnected(self, _):
+        if self.dropping:
+            emit(event='dropped')
+            return
         emit(event='disconnected')
         if not self.done.done():
             self.done.set_result(None)
@@ -133,7 +165,8 @@ class Client(slixmpp.ClientXMPP):
         emit(event='message', **describe(xml))
 
     def on_presence(self, presence):
-        emit(event='presence', **{'from': str(presence['from']), 'type': presence['type']})
+        emit(event='presence', **{'from': presence.xml.get('from'),
+                                  'type': presence.xml.get('type', 'available')})
 
     async def commands(self):
         loop = asyncio.get_event_loop()
@@ -197,6 +230,57 @@ class Client(slixmpp.ClientXMPP):
             emit(event='vcard', fn=vcard['FN'], nickname=vcard['NICKNAME'])
         elif op == 'raw':
             self.send_raw(c['xml'])
+        elif op == 'mam':
+            bodies, ids = [], []
+            target = {'jid': slixmpp.JID(c['room'])} if 'room' in c else {
+                'with_jid': slixmpp.JID(c['with'])}
+            async for msg in self.plugin['xep_0313'].iterate(
+                    rsm={'max': c.get('max', 2)}, reverse=c.get('reverse', False), **target):
+                bodies.append(msg['mam_result']['forwarded']['stanza']['body'])
+                ids.append(msg['mam_result']['id'])
+            emit(event='mam', bodies=bodies, ids=ids)
+        elif op == 'rooms':
+            items = await self.plugin['xep_0030'].get_items(jid=self.boundjid.domain)
+            services = [str(i[0]) for i in items['disco_items']['items']]
+            rooms = []
+            for service in services:
+                got = await self.plugin['xep_0030'].get_items(jid=service)
+                rooms += [[str(i[0]), i[2]] for i in got['disco_items']['items']]
+            emit(event='rooms', services=services, rooms=rooms)
+        elif op == 'room_info':
+            info = await self.plugin['xep_0030'].get_info(jid=c['room'])
+            identities = [list(i) for i in info['disco_info']['identities']]
+            emit(event='room_info', features=sorted(info['disco_info']['features']),
+                 identities=identities)
+        elif op == 'join':
+            try:
+                pres, subject, occupants, history = await self.plugin['xep_0045'].join_muc_wait(
+                    slixmpp.JID(c['room']), c['nick'], maxstanzas=c.get('maxstanzas'),
+                    timeout=15)
+            except PresenceError as e:
+                emit(event='join_error', condition=e.condition)
+                return
+            emit(event='joined', nick=pres['from'].resource,
+                 codes=sorted(int(s) for s in pres['muc']['status_codes']),
+                 affiliation=pres['muc']['affiliation'], role=pres['muc']['role'],
+                 subject=subject['subject'],
+                 occupants=sorted([p['from'].resource, p['muc']['affiliation'], p['muc']['role']]
+                                  for p in occupants),
+                 history=[m['body'] for m in history],
+                 history_ids=[m.xml.find(SID + 'stanza-id').get('id') for m in history])
+        elif op == 'groupchat':
+            msg = self.make_message(mto=c['room'], mbody=c['body'], mtype='groupchat')
+            msg['id'] = c['id']
+            ET.SubElement(msg.xml, SID + 'origin-id', id=c['id'])
+            msg.send()
+        elif op == 'leave':
+            self.plugin['xep_0045'].leave_muc(slixmpp.JID(c['room']), c['nick'])
+        elif op == 'drop':
+            self.dropping = True
+            self.transport.abort()
+        elif op == 'reconnect':
+            self.dropping = False
+            self.connect('127.0.0.1', self.args.port)
         elif op == 'quit':
             self.disconnect()
 
@@ -210,6 +294,7 @@ def main():
     parser.add_argument('--port', type=int, required=True)
     parser.add_argument('--ca', required=True)
     parser.add_argument('--direct-tls', action='store_true')
+    parser.add_argument('--sm', action='store_true', help='Stream Management with resumption')
     args = parser.parse_args()
     client = Client(args)
     client.connect('127.0.0.1', args.port)

@@ -104,7 +104,8 @@ impl Core {
             }
             _ => None,
         };
-        let hash = self.new_password_hash(&username, req.password).await?;
+        let password = req.password;
+        let hash = self.new_password_hash(&username, password.clone()).await?;
         let now = self.now_ms();
         let created = match invite {
             Some(invite) => self
@@ -121,6 +122,8 @@ impl Core {
                 })?,
             None => self.inner.store.create_user(&username, &hash, now).await?,
         };
+        self.refresh_scram_credentials(created.id, &password, &hash)
+            .await;
         tracing::info!(user_id = %created.id, "Account registered.");
         Ok(account(&created))
     }
@@ -134,12 +137,14 @@ impl Core {
         admin: bool,
     ) -> CoreResult<Account> {
         let username = normalize_username(username)?;
-        let hash = self.new_password_hash(&username, password).await?;
+        let hash = self.new_password_hash(&username, password.clone()).await?;
         let created = self
             .inner
             .store
             .create_user(&username, &hash, self.now_ms())
             .await?;
+        self.refresh_scram_credentials(created.id, &password, &hash)
+            .await;
         if admin {
             self.set_server_admin(AdminActor::Operator, created.id, true)
                 .await?;
@@ -170,13 +175,15 @@ impl Core {
             .user_by_name(&username)
             .await?
             .ok_or_else(|| CoreError::not_found("user"))?;
-        let hash = self.new_password_hash(&username, password).await?;
+        let hash = self.new_password_hash(&username, password.clone()).await?;
         let entry = self.new_audit(kinds::PASSWORD_RESET, None, Some(user.id));
         let revoked = self
             .inner
             .store
             .replace_password(user.id, &hash, None, self.now_ms(), entry)
             .await?;
+        self.refresh_scram_credentials(user.id, &password, &hash)
+            .await;
         for device_id in &revoked {
             self.announce_revoked(user.id, *device_id).await;
         }
@@ -200,7 +207,8 @@ impl Core {
     }
 
     /// Checks a new password against the policy and hashes it: the one path every password
-    /// that gets stored goes through.
+    /// that gets stored goes through. Once the hash is stored, the caller passes the same
+    /// password and hash to [`Core::refresh_scram_credentials`] (SCRAM keys for XMPP).
     async fn new_password_hash(&self, username: &str, password: String) -> CoreResult<String> {
         check_password(
             &password,
@@ -231,13 +239,18 @@ impl Core {
                 .await?
                 .clone(),
         };
-        let ok = self.inner.hashing.verify(password, phc).await?;
+        let ok = self.inner.hashing.verify(password.clone(), phc).await?;
         Ok(match user {
             None => Err(CredentialFailure::UnknownUser),
             Some(u) if u.deleted_at.is_some() => Err(CredentialFailure::Deleted(u.id)),
             Some(u) if !ok => Err(CredentialFailure::WrongPassword(u.id)),
             Some(u) if u.disabled => Err(CredentialFailure::Suspended(u.id)),
-            Some(u) => Ok(u),
+            Some(u) => {
+                // Accounts made before SCRAM was supported get their keys at the first
+                // sign-in that proves the password.
+                self.ensure_scram_credentials(&u, &password).await;
+                Ok(u)
+            }
         })
     }
 
@@ -672,8 +685,9 @@ impl Core {
                 "current password is wrong",
             ));
         }
+        let new_password = req.new_password;
         let hash = self
-            .new_password_hash(&user.username, req.new_password)
+            .new_password_hash(&user.username, new_password.clone())
             .await?;
         let entry = self.new_audit(
             kinds::PASSWORD_CHANGE,
@@ -691,6 +705,8 @@ impl Core {
                 entry,
             )
             .await?;
+        self.refresh_scram_credentials(caller.user_id, &new_password, &hash)
+            .await;
         for device_id in revoked {
             self.announce_revoked(caller.user_id, device_id).await;
         }

@@ -45,6 +45,7 @@ pub mod push;
 pub mod ratelimit;
 pub mod rich;
 pub mod rtc;
+pub mod scram;
 pub mod search;
 pub mod selfservice;
 pub mod session;

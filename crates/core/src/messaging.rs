@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use tidings_bus::{BusEvent, OutFrame};
 use tidings_proto::rest::{ConversationKind, HistoryPage, SendAck};
-use tidings_proto::ws::{Presence, PresenceStatus, ReceiptKind, ServerFrame};
+use tidings_proto::ws::{Cursor, Presence, PresenceStatus, ReceiptKind, ServerFrame};
 use tidings_proto::{ConversationId, ErrorCode, MessageBody, Relations, Seq, UserId};
 use tidings_store::{Appended, NewMessage};
 use tokio::sync::{mpsc, oneshot};
@@ -332,6 +332,66 @@ impl Core {
     }
 
     /// A page of history before `before` (newest first when omitted), returned oldest first.
+    /// This device's own sync cursors, saved in the store, for a transport whose clients keep
+    /// no cursors of their own (the XMPP gateway): a `sync` from them delivers what arrived
+    /// while the device was away, once and in order. A device with none saved yet starts at
+    /// the present: its cursors are set to every conversation's newest sequence (the archive
+    /// stays in the history), so its first session is not flooded.
+    pub async fn device_sync_cursors(&self, caller: &Caller) -> CoreResult<Vec<Cursor>> {
+        let saved = self.inner.store.device_cursors(caller.device_id).await?;
+        let cursors: Vec<(ConversationId, Seq)> = if let Some(saved) = saved {
+            saved
+        } else {
+            let now: Vec<(ConversationId, Seq)> = self
+                .inner
+                .store
+                .conversations_of(caller.user_id)
+                .await?
+                .iter()
+                .map(|uc| (uc.conversation.id, uc.conversation.last_seq))
+                .collect();
+            // Started even when empty, so a conversation that appears while the device is
+            // away is delivered from its start.
+            self.inner
+                .store
+                .advance_device_cursors(caller.device_id, now.clone())
+                .await?;
+            now
+        };
+        Ok(cursors
+            .into_iter()
+            .map(|(conversation_id, seq)| Cursor {
+                conversation_id,
+                seq,
+                peer_read_seq: None,
+            })
+            .collect())
+    }
+
+    /// Moves this device's saved sync cursors forward (see [`Core::device_sync_cursors`]);
+    /// cursors never move back, so a late save from an older session cannot repeat messages.
+    /// Only [`Core::device_sync_cursors`] starts a device's cursors: a save for a device that
+    /// never synced from them does nothing (its positions could be partial, and conversations
+    /// left out would later count from their start).
+    pub async fn save_device_cursors(&self, caller: &Caller, cursors: &[Cursor]) -> CoreResult<()> {
+        if cursors.is_empty()
+            || self
+                .inner
+                .store
+                .device_cursors(caller.device_id)
+                .await?
+                .is_none()
+        {
+            return Ok(());
+        }
+        let list = cursors.iter().map(|c| (c.conversation_id, c.seq)).collect();
+        self.inner
+            .store
+            .advance_device_cursors(caller.device_id, list)
+            .await?;
+        Ok(())
+    }
+
     pub async fn history(
         &self,
         caller: &Caller,

@@ -345,6 +345,23 @@ impl Session {
 
     /// Whether the transport may read another frame: false while the connection has as many
     /// requests in flight, or as much output queued, as it may.
+    /// Per conversation, the highest sequence this connection is sure the client holds with
+    /// nothing missing below it: positions a sync or an acknowledged send established. A
+    /// position only guessed from a live event is left out (the client may lack what lies
+    /// below it). Transports without client-side cursors save these with
+    /// [`Core::save_device_cursors`] and sync from them on the device's next session.
+    pub fn delivered_cursors(&self) -> Vec<Cursor> {
+        self.convs
+            .iter()
+            .filter(|(_, s)| s.known && s.guessed_from.is_none() && s.delivered > 0)
+            .map(|(&conversation_id, s)| Cursor {
+                conversation_id,
+                seq: s.delivered,
+                peer_read_seq: None,
+            })
+            .collect()
+    }
+
     pub fn can_read(&self) -> bool {
         let limit = self.core.inner.config.limits.max_in_flight;
         !self.closing && self.in_flight.len() < limit && self.out.len() < limit

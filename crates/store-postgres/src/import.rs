@@ -15,6 +15,7 @@ use tokio_postgres::types::{ToSql, Type};
 /// The tables a deployment's state lives in, parents before children (foreign keys).
 pub const TABLES: &[&str] = &[
     "users",
+    "scram_credentials",
     "invites",
     "devices",
     "refresh_tokens",
@@ -23,6 +24,7 @@ pub const TABLES: &[&str] = &[
     "device_grants",
     "conversations",
     "members",
+    "device_cursors",
     "messages",
     "message_edits",
     "reactions",

@@ -23,6 +23,7 @@
 //! `append_messages` call, which is one transaction and so one WAL flush for the whole batch.
 
 mod account;
+mod cursors;
 mod error;
 mod identities;
 pub mod import;
@@ -32,6 +33,7 @@ mod push;
 mod queries;
 mod rich;
 mod schema;
+mod scram;
 #[doc(hidden)]
 pub mod testing;
 
@@ -238,6 +240,37 @@ impl Store for PgStore {
     async fn set_password_hash(&self, user: UserId, password_hash: &str) -> StoreResult<()> {
         in_tx!(self, |c| queries::set_password_hash(c, user, password_hash)
             .await?)
+    }
+
+    async fn set_scram_credentials(
+        &self,
+        user: UserId,
+        credentials: Vec<tidings_store::ScramCredential>,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| scram::set(c, user, &credentials).await?)
+    }
+
+    async fn scram_credential(
+        &self,
+        user: UserId,
+        algorithm: &str,
+    ) -> StoreResult<Option<tidings_store::ScramCredential>> {
+        read!(self, |c| scram::get(c, user, algorithm).await?)
+    }
+
+    async fn device_cursors(
+        &self,
+        device: DeviceId,
+    ) -> StoreResult<Option<Vec<(ConversationId, tidings_proto::Seq)>>> {
+        read!(self, |c| cursors::get(c, device).await?)
+    }
+
+    async fn advance_device_cursors(
+        &self,
+        device: DeviceId,
+        list: Vec<(ConversationId, tidings_proto::Seq)>,
+    ) -> StoreResult<()> {
+        in_tx!(self, |c| cursors::advance(c, device, &list).await?)
     }
 
     async fn replace_password(

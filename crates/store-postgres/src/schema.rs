@@ -18,6 +18,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_two_factor.sql"),
     include_str!("migrations/0008_oauth_grants.sql"),
     include_str!("migrations/0012_external_identities.sql"),
+    include_str!("migrations/0011_scram.sql"),
+    include_str!("migrations/0013_device_cursors.sql"),
 ];
 
 /// Applies the migrations the database has not seen yet, in one transaction. An advisory lock

@@ -21,6 +21,7 @@
 //! stored has been fsync'd.
 
 mod account;
+mod cursors;
 mod error;
 mod mqtt;
 mod identities;
@@ -29,6 +30,7 @@ mod push;
 mod queries;
 mod readers;
 mod schema;
+mod scram;
 mod writer;
 
 #[cfg(test)]
@@ -195,6 +197,41 @@ impl Store for SqliteStore {
     async fn set_password_hash(&self, user: UserId, password_hash: &str) -> StoreResult<()> {
         let password_hash = password_hash.to_owned();
         self.write(move |conn| queries::set_password_hash(conn, user, &password_hash))
+            .await
+    }
+
+    async fn set_scram_credentials(
+        &self,
+        user: UserId,
+        credentials: Vec<tidings_store::ScramCredential>,
+    ) -> StoreResult<()> {
+        self.write(move |conn| scram::set(conn, user, &credentials))
+            .await
+    }
+
+    async fn scram_credential(
+        &self,
+        user: UserId,
+        algorithm: &str,
+    ) -> StoreResult<Option<tidings_store::ScramCredential>> {
+        let algorithm = algorithm.to_owned();
+        self.read(move |conn| scram::get(conn, user, &algorithm))
+            .await
+    }
+
+    async fn device_cursors(
+        &self,
+        device: DeviceId,
+    ) -> StoreResult<Option<Vec<(ConversationId, tidings_proto::Seq)>>> {
+        self.read(move |conn| cursors::get(conn, device)).await
+    }
+
+    async fn advance_device_cursors(
+        &self,
+        device: DeviceId,
+        list: Vec<(ConversationId, tidings_proto::Seq)>,
+    ) -> StoreResult<()> {
+        self.write(move |conn| cursors::advance(conn, device, &list))
             .await
     }
 

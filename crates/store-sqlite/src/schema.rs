@@ -26,6 +26,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0015_two_factor.sql"),
     include_str!("migrations/0014_oauth_grants.sql"),
     include_str!("migrations/0018_external_identities.sql"),
+    include_str!("migrations/0017_scram.sql"),
+    include_str!("migrations/0019_device_cursors.sql"),
 ];
 
 /// Opens the one read-write connection and brings the schema up to date.

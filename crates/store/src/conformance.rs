@@ -61,6 +61,8 @@ macro_rules! store_conformance_tests {
             username_conflict,
             list_and_batch_lookup_users,
             set_password_hash,
+            scram_credentials_replace,
+            device_cursors_only_advance,
             invite_consumes_uses,
             invite_refuses_expired_and_unknown,
             invite_use_is_kept_on_username_conflict,
@@ -405,6 +407,103 @@ pub async fn set_password_hash(store: Arc<dyn Store>) {
     store.set_password_hash(alice, "new-hash").await.unwrap();
     let stored = store.user_by_id(alice).await.unwrap().unwrap();
     assert_eq!(stored.password_hash, "new-hash");
+}
+
+fn scram(algorithm: &str, fill: u8, password_hash: &str) -> crate::ScramCredential {
+    crate::ScramCredential {
+        algorithm: algorithm.into(),
+        salt: vec![fill; 16],
+        iterations: 4096 + u32::from(fill),
+        stored_key: vec![fill.wrapping_add(1); 32],
+        server_key: vec![fill.wrapping_add(2); 32],
+        password_hash: password_hash.into(),
+    }
+}
+
+pub async fn scram_credentials_replace(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    assert_eq!(
+        store.scram_credential(alice, "SHA-256").await.unwrap(),
+        None
+    );
+    let first = vec![scram("SHA-1", 1, "h1"), scram("SHA-256", 2, "h1")];
+    store
+        .set_scram_credentials(alice, first.clone())
+        .await
+        .unwrap();
+    store
+        .set_scram_credentials(bob, vec![scram("SHA-256", 9, "hb")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.scram_credential(alice, "SHA-1").await.unwrap(),
+        Some(first[0].clone())
+    );
+    assert_eq!(
+        store.scram_credential(alice, "SHA-256").await.unwrap(),
+        Some(first[1].clone())
+    );
+    // A new set replaces the old one entirely: an algorithm left out is gone.
+    store
+        .set_scram_credentials(alice, vec![scram("SHA-256", 5, "h2")])
+        .await
+        .unwrap();
+    assert_eq!(store.scram_credential(alice, "SHA-1").await.unwrap(), None);
+    assert_eq!(
+        store.scram_credential(alice, "SHA-256").await.unwrap(),
+        Some(scram("SHA-256", 5, "h2"))
+    );
+    assert_eq!(
+        store.scram_credential(bob, "SHA-256").await.unwrap(),
+        Some(scram("SHA-256", 9, "hb")),
+        "another user's credentials are untouched"
+    );
+    assert!(matches!(
+        store
+            .set_scram_credentials(UserId(i64::MAX), vec![scram("SHA-1", 1, "x")])
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn device_cursors_only_advance(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let laptop = device(&store, alice).await;
+    let phone = device(&store, alice).await;
+    let first = group(&store, alice, &[bob]).await.id;
+    let second = group(&store, alice, &[bob]).await.id;
+    assert_eq!(store.device_cursors(laptop).await.unwrap(), None);
+    // Started with nothing yet: known, and empty.
+    store.advance_device_cursors(laptop, vec![]).await.unwrap();
+    assert_eq!(store.device_cursors(laptop).await.unwrap(), Some(vec![]));
+    store
+        .advance_device_cursors(laptop, vec![(first, 3), (second, 1)])
+        .await
+        .unwrap();
+    // Forward moves, backward is ignored, unlisted conversations keep theirs.
+    store
+        .advance_device_cursors(laptop, vec![(first, 2)])
+        .await
+        .unwrap();
+    store
+        .advance_device_cursors(laptop, vec![(second, 5)])
+        .await
+        .unwrap();
+    let mut cursors = store.device_cursors(laptop).await.unwrap().unwrap();
+    cursors.sort();
+    assert_eq!(cursors, [(first, 3), (second, 5)]);
+    assert!(
+        store.device_cursors(phone).await.unwrap().is_none(),
+        "another device's cursors are its own"
+    );
+    assert!(matches!(
+        store
+            .advance_device_cursors(DeviceId(i64::MAX), vec![(first, 1)])
+            .await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 fn invite(n: u8, expires_at: i64, uses: u32) -> NewInvite {

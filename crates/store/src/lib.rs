@@ -615,6 +615,24 @@ pub struct FileRecord {
     pub height: Option<u32>,
 }
 
+/// The SCRAM (RFC 5802) verifiers of a password for one hash function, stored beside the
+/// argon2 hash so SASL SCRAM can authenticate without the password crossing the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScramCredential {
+    /// The hash function, as SASL names it: `SHA-1` or `SHA-256`.
+    pub algorithm: String,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    /// `H(HMAC(SaltedPassword, "Client Key"))`.
+    pub stored_key: Vec<u8>,
+    /// `HMAC(SaltedPassword, "Server Key")`.
+    pub server_key: Vec<u8>,
+    /// The argon2 PHC string of the password these were derived from. A credential whose
+    /// `password_hash` is not the user's current one is stale (the password changed by a path
+    /// that did not refresh it) and must not be used.
+    pub password_hash: String,
+}
+
 /// Durable state of Tidings. Every method is a single atomic operation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -646,6 +664,33 @@ pub trait Store: Send + Sync + 'static {
     /// Users in id order after `after`, at most `limit`.
     async fn list_users(&self, after: Option<UserId>, limit: u32) -> StoreResult<Vec<UserRecord>>;
     async fn set_password_hash(&self, user: UserId, password_hash: &str) -> StoreResult<()>;
+    /// Replaces every SCRAM credential of `user` with `credentials` (one per algorithm).
+    /// `NotFound` for unknown users.
+    async fn set_scram_credentials(
+        &self,
+        user: UserId,
+        credentials: Vec<ScramCredential>,
+    ) -> StoreResult<()>;
+    /// The SCRAM credential of `user` for `algorithm`, if one is stored (stale or not).
+    async fn scram_credential(
+        &self,
+        user: UserId,
+        algorithm: &str,
+    ) -> StoreResult<Option<ScramCredential>>;
+    /// The sync cursors stored for `device`: per conversation, the highest sequence the device
+    /// was handed. `None` for a device whose cursors were never started (never advanced, not
+    /// even with an empty list).
+    async fn device_cursors(
+        &self,
+        device: DeviceId,
+    ) -> StoreResult<Option<Vec<(ConversationId, Seq)>>>;
+    /// Starts the cursors of `device` if needed and moves them forward to `cursors` (a cursor
+    /// never moves back; conversations not listed keep theirs). `NotFound` for unknown devices.
+    async fn advance_device_cursors(
+        &self,
+        device: DeviceId,
+        cursors: Vec<(ConversationId, Seq)>,
+    ) -> StoreResult<()>;
     /// Sets a new password hash and signs out every device but `keep`, writing `audit`, all in
     /// one transaction. Returns the signed-out devices. `NotFound` for unknown users.
     async fn replace_password(

@@ -13,6 +13,11 @@
 //! message; a refusal becomes a stanza error. Messages the session delivers become
 //! `<message>` stanzas carrying the sender's id and the server's message id as `stanza-id`.
 
+#[path = "mam.rs"]
+mod mam;
+#[path = "muc.rs"]
+mod muc;
+
 use crate::Gateway;
 use crate::sasl::{self, Credentials};
 use crate::xml::{Element, NS_CLIENT, NS_STREAM, StreamEvent, StreamParser, XmlError};
@@ -47,6 +52,7 @@ pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
 pub const NS_SM: &str = "urn:xmpp:sm:3";
 pub const NS_BLOCKING: &str = "urn:xmpp:blocking";
 pub const NS_VCARD: &str = "vcard-temp";
+pub const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
 
 /// How long one write to the client may take before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,15 +67,33 @@ const REQUEST_PREFIX: &str = "xmpp:";
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
+/// A request for a resumable session: the connection resuming it waits on the other end.
+pub(crate) type Handoff = tokio::sync::oneshot::Sender<Box<Conn>>;
+
 /// How a stream ends.
-#[derive(Debug)]
 enum Fail {
     /// Send this stream error, then close.
     Stream(&'static str, String),
-    /// The client closed the stream (or the socket): close ours.
+    /// The client closed the stream: close ours.
     Closed,
-    /// The socket failed: nothing more can be written.
+    /// The socket closed without a closing tag: close ours; the session may be resumed.
+    Eof,
+    /// The socket failed: nothing more can be written; the session may be resumed.
     Io,
+    /// Another connection resumed the session: hand it over.
+    Handoff(Handoff),
+}
+
+impl std::fmt::Debug for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fail::Stream(condition, text) => write!(f, "Stream({condition}, {text:?})"),
+            Fail::Closed => f.write_str("Closed"),
+            Fail::Eof => f.write_str("Eof"),
+            Fail::Io => f.write_str("Io"),
+            Fail::Handoff(_) => f.write_str("Handoff"),
+        }
+    }
 }
 
 impl From<XmlError> for Fail {
@@ -83,6 +107,9 @@ struct Stream {
     io: Box<dyn Io>,
     parser: StreamParser,
     secure: bool,
+    /// The `tls-exporter` channel binding of the TLS connection (RFC 9266), for SCRAM `-PLUS`;
+    /// only with TLS 1.3, where the exporter is unique to the connection.
+    channel_binding: Option<Vec<u8>>,
     buf: Vec<u8>,
     /// Token bucket of the stanza rate: tokens and when they were counted.
     tokens: f64,
@@ -121,7 +148,7 @@ impl Stream {
             }
             let n = self.io.read(&mut self.buf).await.map_err(|_| Fail::Io)?;
             if n == 0 {
-                return Err(Fail::Closed);
+                return Err(Fail::Eof);
             }
             self.parser.feed(&self.buf[..n]);
         }
@@ -183,8 +210,8 @@ fn stream_error(condition: &str, text: &str) -> String {
 /// Ends a stream the way `fail` says.
 async fn finish(stream: &mut Stream, fail: Fail, header_sent: bool, gw: &Gateway) {
     match fail {
-        Fail::Io => return,
-        Fail::Closed => {
+        Fail::Io | Fail::Handoff(_) => return,
+        Fail::Closed | Fail::Eof => {
             let _ = stream.write("</stream:stream>").await;
         }
         Fail::Stream(condition, text) => {
@@ -201,6 +228,18 @@ async fn finish(stream: &mut Stream, fail: Fail, header_sent: bool, gw: &Gateway
     let _ = stream.io.shutdown().await;
 }
 
+/// The `tls-exporter` channel binding of a server TLS connection: 32 bytes exported with the
+/// label `EXPORTER-Channel-Binding` and no context (RFC 9266). TLS 1.2 is left out: without the
+/// extended master secret its exporter is not unique to the connection.
+fn tls_exporter<T>(tls: &tokio_rustls::server::TlsStream<T>) -> Option<Vec<u8>> {
+    let (_, conn) = tls.get_ref();
+    if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+        .ok()
+}
+
 /// Serves a direct-TLS connection (XEP-0368): the TLS handshake first, then the stream.
 pub async fn run_direct_tls(gw: Arc<Gateway>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
     let Some(tls) = gw.tls.clone() else {
@@ -209,9 +248,18 @@ pub async fn run_direct_tls(gw: Arc<Gateway>, tcp: tokio::net::TcpStream, peer: 
     let timeout = Duration::from_secs(u64::from(gw.config.negotiation_timeout_secs.max(1)));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => run(gw, Box::new(tls), Some(peer), true).await,
+        Ok(Ok(tls)) => {
+            let binding = tls_exporter(&tls);
+            run(gw, Box::new(tls), Some(peer), Some(binding)).await;
+        }
         _ => tracing::debug!(%peer, "XMPP direct TLS handshake failed."),
     }
+}
+
+/// How negotiation ended: a resource bound, or a session resumed (with the client's `h`).
+enum Start {
+    Bound(Box<Negotiated>),
+    Resumed(Box<Conn>, u32),
 }
 
 /// The result of negotiation: who the client is and which resource it bound.
@@ -224,13 +272,20 @@ struct Negotiated {
     by_password: bool,
 }
 
-/// Serves one connection until it ends. `secure` is true when TLS is already on (direct TLS).
-pub async fn run(gw: Arc<Gateway>, io: Box<dyn Io>, peer: Option<SocketAddr>, secure: bool) {
+/// Serves one connection until it ends. `tls` is `Some` when TLS is already on (direct TLS),
+/// holding the connection's channel binding if it has one.
+pub async fn run(
+    gw: Arc<Gateway>,
+    io: Box<dyn Io>,
+    peer: Option<SocketAddr>,
+    tls: Option<Option<Vec<u8>>>,
+) {
     let cfg = &gw.config;
     let mut stream = Stream {
         io,
         parser: StreamParser::new(cfg.limits()),
-        secure,
+        secure: tls.is_some(),
+        channel_binding: tls.flatten(),
         buf: vec![0; READ_CHUNK],
         tokens: f64::from(cfg.stanza_burst.max(1)),
         counted: Instant::now(),
@@ -240,7 +295,18 @@ pub async fn run(gw: Arc<Gateway>, io: Box<dyn Io>, peer: Option<SocketAddr>, se
     let timeout = Duration::from_secs(u64::from(cfg.negotiation_timeout_secs.max(1)));
     let negotiated = tokio::time::timeout(timeout, negotiate(&gw, &mut stream, peer)).await;
     let negotiated = match negotiated {
-        Ok(Ok(n)) => n,
+        Ok(Ok(Start::Bound(n))) => n,
+        Ok(Ok(Start::Resumed(mut conn, h))) => {
+            tracing::debug!(user_id = %conn.caller.user_id, "XMPP session resumed.");
+            if conn.resumed(h).is_err() {
+                conn.end(true);
+                let fail = Fail::Stream("undefined-condition", "handled-count-too-high".into());
+                finish(&mut stream, fail, true, &gw).await;
+                return;
+            }
+            serve_and_keep(conn, stream).await;
+            return;
+        }
         Ok(Err((fail, header_sent))) => {
             finish(&mut stream, fail, header_sent, &gw).await;
             return;
@@ -256,7 +322,15 @@ pub async fn run(gw: Arc<Gateway>, io: Box<dyn Io>, peer: Option<SocketAddr>, se
     let user_id = negotiated.caller.user_id;
     let resource = negotiated.resource.clone();
     gw.bind(user_id, &resource, conn_id, kick.clone());
-    let mut conn = Conn {
+    // A new device's delivery cursors start when it first binds: what arrives from then on
+    // while it is away is delivered on its next initial presence (offline delivery).
+    if let Err(e) = gw.core.device_sync_cursors(&negotiated.caller).await {
+        tracing::warn!(%e, "XMPP delivery cursors not started.");
+    }
+    let conn = Box::new(Conn {
+        conn_id,
+        kick,
+        resource: resource.clone(),
         bare: format!("{}@{}", negotiated.username, gw.config.domain),
         full: format!(
             "{}@{}/{}",
@@ -278,15 +352,49 @@ pub async fn run(gw: Arc<Gateway>, io: Box<dyn Io>, peer: Option<SocketAddr>, se
         peers: HashMap::new(),
         ids: VecDeque::new(),
         carbons: false,
+        rooms: HashMap::new(),
+        bound_at: gw.core.now_ms(),
         available: false,
         sm: false,
         received: 0,
         unanswered: std::collections::BTreeSet::new(),
-    };
+        resume_id: None,
+        handoffs: None,
+        outbox: crate::sm::Outbox::default(),
+    });
     tracing::debug!(user_id = %user_id, %resource, "XMPP client bound a resource.");
-    let end = conn.serve(&mut stream, &kick).await;
-    gw.unbind(user_id, &resource, conn_id);
-    finish(&mut stream, end, true, &gw).await;
+    serve_and_keep(conn, stream).await;
+}
+
+/// Serves a bound session on `stream`. When the connection is lost and the session is
+/// resumable it is kept (parked) until it is resumed elsewhere or its time runs out; a
+/// session resumed elsewhere is handed over.
+async fn serve_and_keep(mut conn: Box<Conn>, mut stream: Stream) {
+    let gw = conn.gw.clone();
+    let end = conn.serve(&mut stream).await;
+    match end {
+        Fail::Handoff(handoff) => {
+            let _ = stream.io.shutdown().await;
+            let _ = handoff.send(conn);
+        }
+        Fail::Io | Fail::Eof if conn.resume_id.is_some() => {
+            let _ = stream.io.shutdown().await;
+            drop(stream);
+            tracing::debug!(user_id = %conn.caller.user_id, "XMPP session kept for resumption.");
+            match conn.park().await {
+                Some(handoff) => {
+                    let _ = handoff.send(conn);
+                }
+                // What the parked session took in never reached the client: the saved
+                // cursors stay where they were, so the next session delivers it.
+                None => conn.end(false),
+            }
+        }
+        end => {
+            conn.end(true);
+            finish(&mut stream, end, true, &gw).await;
+        }
+    }
 }
 
 /// Runs the stream until a resource is bound. On failure, says whether our header was sent.
@@ -294,7 +402,7 @@ async fn negotiate(
     gw: &Arc<Gateway>,
     stream: &mut Stream,
     peer: Option<SocketAddr>,
-) -> Result<Negotiated, (Fail, bool)> {
+) -> Result<Start, (Fail, bool)> {
     let cfg = &gw.config;
     // Who SASL said the client is: the user, and the password to sign in a device with once
     // the resource is known, or an authenticated session (OAUTHBEARER).
@@ -335,10 +443,19 @@ async fn negotiate(
             }
             if may_auth && stream.secure {
                 let mut mechanisms = Element::new("mechanisms", NS_SASL);
-                for m in sasl::MECHANISMS_TLS {
-                    mechanisms = mechanisms.child(Element::new("mechanism", NS_SASL).text(*m));
+                for m in sasl::mechanisms(stream.channel_binding.is_some()) {
+                    mechanisms = mechanisms.child(Element::new("mechanism", NS_SASL).text(m));
                 }
                 features = features.child(mechanisms);
+                if stream.channel_binding.is_some() {
+                    // XEP-0440: which channel binding types the -PLUS mechanisms take.
+                    features = features.child(
+                        Element::new("sasl-channel-binding", NS_SASL_CB).child(
+                            Element::new("channel-binding", NS_SASL_CB)
+                                .attr("type", sasl::CHANNEL_BINDING),
+                        ),
+                    );
+                }
             }
         } else {
             features = features
@@ -369,6 +486,7 @@ async fn negotiate(
                 // to write to.
                 let plain = std::mem::replace(&mut stream.io, Box::new(tokio::io::duplex(1).0));
                 let tls = acceptor.accept(plain).await.map_err(|_| (Fail::Io, true))?;
+                stream.channel_binding = tls_exporter(&tls);
                 stream.io = Box::new(tls);
                 stream.secure = true;
                 stream.restart(gw);
@@ -376,11 +494,25 @@ async fn negotiate(
             }
             if stanza.is("auth", NS_SASL) && authenticated.is_none() && may_auth && stream.secure {
                 let mechanism = stanza.get_attr("mechanism").unwrap_or_default().to_owned();
-                match authenticate(gw, &mechanism, &stanza.text_content(), peer).await {
-                    Ok(auth) => {
+                let outcome = match sasl::scram(&mechanism) {
+                    Some(scram) => scram_exchange(gw, stream, scram, &stanza.text_content(), peer)
+                        .await
+                        .map_err(|f| (f, true))?,
+                    None => authenticate(gw, &mechanism, &stanza.text_content(), peer)
+                        .await
+                        .map(|auth| (auth, String::new())),
+                };
+                match outcome {
+                    Ok((auth, data)) => {
                         authenticated = Some(auth);
+                        let mut success = Element::new("success", NS_SASL);
+                        if !data.is_empty() {
+                            use base64::Engine;
+                            success = success
+                                .text(base64::engine::general_purpose::STANDARD.encode(data));
+                        }
                         stream
-                            .write(&Element::new("success", NS_SASL).to_xml())
+                            .write(&success.to_xml())
                             .await
                             .map_err(|f| (f, true))?;
                         stream.restart(gw);
@@ -400,8 +532,22 @@ async fn negotiate(
                     }
                 }
             }
+            if stanza.is("resume", NS_SM)
+                && let Some((user, _, _)) = &authenticated
+            {
+                if let Some(resumed) = resume(gw, *user, &stanza).await {
+                    return Ok(resumed);
+                }
+                let failed =
+                    Element::new("failed", NS_SM).child(Element::new("item-not-found", NS_STANZAS));
+                stream
+                    .write(&failed.to_xml())
+                    .await
+                    .map_err(|f| (f, true))?;
+                continue;
+            }
             if stanza.is("iq", NS_CLIENT)
-                && let Some((user, password, session)) = authenticated.as_mut()
+                && let Some((user, verified, session)) = authenticated.as_mut()
             {
                 let id = stanza.get_attr("id").unwrap_or_default().to_owned();
                 if let Some(bind) = stanza.find("bind", NS_BIND)
@@ -414,9 +560,9 @@ async fn negotiate(
                             !r.is_empty() && r.len() <= 64 && !r.chars().any(char::is_control)
                         })
                         .unwrap_or_else(|| format!("tidings-{}", &random_id()[..8]));
-                    let by_password = password.is_some();
-                    let session = match (password.take(), session.take()) {
-                        (Some(password), _) => {
+                    let by_password = *verified;
+                    let session = match (std::mem::replace(verified, false), session.take()) {
+                        (true, _) => {
                             // The resource names the device; SASL checked the password and the
                             // core checks the account again before it creates the device.
                             let token = gw
@@ -427,14 +573,13 @@ async fn negotiate(
                                     peer.map(|p| p.ip()),
                                 )
                                 .await;
-                            drop(password);
                             match token {
                                 Ok(token) => open_session(gw, token).await,
                                 Err(e) => Err(e),
                             }
                         }
-                        (None, Some(session)) => Ok(session),
-                        (None, None) => Err(CoreError::unauthenticated("bind once")),
+                        (false, Some(session)) => Ok(session),
+                        (false, None) => Err(CoreError::unauthenticated("bind once")),
                     };
                     let session = match session {
                         Ok(s) => s,
@@ -465,13 +610,13 @@ async fn negotiate(
                         .write(&result.to_xml())
                         .await
                         .map_err(|f| (f, true))?;
-                    return Ok(Negotiated {
+                    return Ok(Start::Bound(Box::new(Negotiated {
                         caller,
                         username,
                         resource,
                         session,
                         by_password,
-                    });
+                    })));
                 }
                 let error = iq_error(&stanza, "cancel", "not-allowed", None);
                 stream.write(&error.to_xml()).await.map_err(|f| (f, true))?;
@@ -488,17 +633,123 @@ async fn negotiate(
     }
 }
 
-type AuthOutcome = (UserId, Option<String>, Option<Session>);
+/// Takes over the session a `<resume/>` names, if it belongs to `user` and is still held.
+async fn resume(gw: &Gateway, user: UserId, stanza: &Element) -> Option<Start> {
+    let previd = stanza.get_attr("previd")?;
+    let h: u32 = stanza.get_attr("h")?.parse().ok()?;
+    let handoffs = gw.resumable(previd, user)?;
+    let (reply, taken) = tokio::sync::oneshot::channel();
+    handoffs.send(reply).await.ok()?;
+    // The holder answers at once unless it is already ending; then the channel closes.
+    let conn = tokio::time::timeout(Duration::from_secs(10), taken)
+        .await
+        .ok()?
+        .ok()?;
+    Some(Start::Resumed(conn, h))
+}
 
-/// Runs one SASL exchange (initial response only). On success: the user, and either the
-/// password (a device is signed in once the resource is bound) or an authenticated session.
+/// Who SASL authenticated: the user, whether a password (PLAIN or SCRAM) proved it (a device
+/// is signed in once the resource is bound), or else the session of the access token.
+type AuthOutcome = (UserId, bool, Option<Session>);
+
+/// A SASL failure: the condition and a text for the client.
+type SaslFailure = (&'static str, &'static str);
+
+/// Runs a SCRAM exchange (RFC 5802) after its `<auth>`: the server-first-message as a
+/// challenge, the client-final-message as the response. On success: who authenticated and the
+/// server-final-message for `<success>`. The core holds the keys, checks the proof, limits
+/// the attempts and audits the failures.
+async fn scram_exchange(
+    gw: &Gateway,
+    stream: &mut Stream,
+    scram: sasl::Scram,
+    initial: &str,
+    peer: Option<SocketAddr>,
+) -> Result<Result<(AuthOutcome, String), SaslFailure>, Fail> {
+    use base64::Engine;
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let address = peer.map(|p| p.ip());
+    let first = match sasl::decode_response(initial)
+        .and_then(|bytes| sasl::parse_client_first(&bytes, &gw.config.domain))
+    {
+        Ok(first) => first,
+        Err(e) => return Ok(Err((e.condition(), ""))),
+    };
+    // Channel binding (RFC 5802 6): -PLUS must bind to our type; a client that supports
+    // binding but saw no -PLUS ("y") while we offered it is being downgraded.
+    let offered_plus = stream.channel_binding.is_some();
+    let binding: Vec<u8> = match (&first.channel_binding, scram.plus) {
+        (sasl::ChannelBindingFlag::Used(kind), true)
+            if kind == sasl::CHANNEL_BINDING && offered_plus =>
+        {
+            stream.channel_binding.clone().unwrap_or_default()
+        }
+        (sasl::ChannelBindingFlag::Used(_), true) => {
+            return Ok(Err(("not-authorized", "unsupported channel binding type")));
+        }
+        (sasl::ChannelBindingFlag::No, false) => Vec::new(),
+        (sasl::ChannelBindingFlag::NotOffered, false) if !offered_plus => Vec::new(),
+        (sasl::ChannelBindingFlag::NotOffered, false) => {
+            return Ok(Err(("not-authorized", "channel binding was offered")));
+        }
+        _ => return Ok(Err(("malformed-request", ""))),
+    };
+    let lookup = match gw
+        .core
+        .scram_lookup(&first.username, scram.hash, address)
+        .await
+    {
+        Ok(lookup) => lookup,
+        Err(e) if e.code == ErrorCode::RateLimited => {
+            return Ok(Err(("temporary-auth-failure", "too many attempts")));
+        }
+        Err(_) => return Ok(Err(("temporary-auth-failure", ""))),
+    };
+    let nonce = format!("{}{}", first.nonce, random_id());
+    let server_first = sasl::server_first(&nonce, &lookup.salt, lookup.iterations);
+    let challenge = Element::new("challenge", NS_SASL).text(b64.encode(&server_first));
+    stream.write(&challenge.to_xml()).await?;
+    let response = match stream.next().await? {
+        StreamEvent::Stanza(s) if s.is("response", NS_SASL) => s,
+        StreamEvent::Stanza(s) if s.is("abort", NS_SASL) => return Ok(Err(("aborted", ""))),
+        StreamEvent::Close => return Err(Fail::Closed),
+        _ => return Err(Fail::Stream("not-authorized", String::new())),
+    };
+    let last = match sasl::decode_response(&response.text_content())
+        .and_then(|bytes| sasl::parse_client_final(&bytes))
+    {
+        Ok(last) => last,
+        Err(e) => return Ok(Err((e.condition(), ""))),
+    };
+    let mut expected = first.gs2_header.as_bytes().to_vec();
+    expected.extend_from_slice(&binding);
+    let auth_message = format!("{},{server_first},{}", first.bare, last.without_proof);
+    let signature = (last.nonce == nonce && last.channel_binding == expected)
+        .then(|| lookup.verify(auth_message.as_bytes(), &last.proof))
+        .flatten();
+    match gw
+        .core
+        .scram_finish(&lookup, signature.is_some(), address)
+        .await
+    {
+        Ok(user) => Ok(Ok((
+            (user, true, None),
+            sasl::server_final(&signature.unwrap_or_default()),
+        ))),
+        Err(e) if e.code == ErrorCode::Forbidden => Ok(Err(("account-disabled", ""))),
+        Err(_) => Ok(Err(("not-authorized", "wrong username or password"))),
+    }
+}
+
+/// Runs one SASL exchange with an initial response only (PLAIN, OAUTHBEARER). On success: the
+/// user, and either the password's proof or an authenticated session.
 async fn authenticate(
     gw: &Gateway,
     mechanism: &str,
     response: &str,
     peer: Option<SocketAddr>,
-) -> Result<AuthOutcome, (&'static str, &'static str)> {
-    if !sasl::MECHANISMS_TLS.contains(&mechanism) {
+) -> Result<AuthOutcome, SaslFailure> {
+    if !matches!(mechanism, "PLAIN" | "OAUTHBEARER") {
         return Err(("invalid-mechanism", ""));
     }
     let bytes = sasl::decode_response(response).map_err(|e| (e.condition(), ""))?;
@@ -508,10 +759,10 @@ async fn authenticate(
         Credentials::Password { username, password } => {
             match gw
                 .core
-                .verify_password(&username, password.clone(), peer.map(|p| p.ip()))
+                .verify_password(&username, password, peer.map(|p| p.ip()))
                 .await
             {
-                Ok(user) => Ok((user, Some(password), None)),
+                Ok(user) => Ok((user, true, None)),
                 Err(e) if e.code == ErrorCode::RateLimited => {
                     Err(("temporary-auth-failure", "too many attempts"))
                 }
@@ -535,7 +786,7 @@ async fn authenticate(
                     return Err(("invalid-authzid", ""));
                 }
             }
-            Ok((caller.user_id, None, Some(session)))
+            Ok((caller.user_id, false, Some(session)))
         }
     }
 }
@@ -602,11 +853,18 @@ enum Pending {
     Presence,
     /// The gateway's token renewal.
     Renew,
+    /// The catch-up sync from the device's saved cursors (offline delivery).
+    Sync,
 }
 
-/// A bound connection.
-struct Conn {
+/// A bound session, served on a connection or parked awaiting resumption.
+pub(crate) struct Conn {
     gw: Arc<Gateway>,
+    /// The resource this session holds, the id it holds it under, and how a newer binding of
+    /// it tells this one to end.
+    conn_id: u64,
+    kick: Arc<Notify>,
+    resource: String,
     caller: Caller,
     bare: String,
     full: String,
@@ -627,6 +885,11 @@ struct Conn {
     ids: VecDeque<(ConversationId, Seq, String)>,
     /// Message Carbons (XEP-0280) enabled.
     carbons: bool,
+    /// Rooms (groups) this connection joined over MUC, with its nick in each.
+    rooms: HashMap<ConversationId, String>,
+    /// When the resource was bound (ms since the epoch, the core's clock): a direct message
+    /// committed before it is an offline message and carries a `<delay>` (XEP-0203).
+    bound_at: i64,
     /// The client sent initial presence.
     available: bool,
     /// Stream Management (XEP-0198) acknowledgements are on.
@@ -637,11 +900,96 @@ struct Conn {
     /// handled only once it and all before it are: for a message, once the core's `ack` (or
     /// refusal) arrived, so `<a h=.../>` never covers a message that is not durable.
     unanswered: std::collections::BTreeSet<u64>,
+    /// The Stream Management id when resumption is on; the session is in the gateway's table
+    /// under it.
+    resume_id: Option<String>,
+    /// Requests from connections resuming this session.
+    handoffs: Option<tokio::sync::mpsc::Receiver<Handoff>>,
+    /// Stanzas sent and not acknowledged, while resumption is on.
+    outbox: crate::sm::Outbox,
+}
+
+/// The next handoff request, or never when the session is not resumable.
+async fn next_handoff(rx: &mut Option<tokio::sync::mpsc::Receiver<Handoff>>) -> Option<Handoff> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Conn {
-    async fn serve(&mut self, stream: &mut Stream, kick: &Notify) -> Fail {
+    /// Releases what the session holds in the gateway once it is over, and (with `save`) saves
+    /// how far the device was handed messages, so its next session starts there.
+    fn end(&self, save: bool) {
+        self.gw
+            .unbind(self.caller.user_id, &self.resource, self.conn_id);
+        if let Some(id) = &self.resume_id {
+            self.gw.forget_resumable(id);
+        }
+        if !save {
+            return;
+        }
+        let cursors = self.session.delivered_cursors();
+        let (core, caller) = (self.gw.core.clone(), self.caller);
+        tokio::spawn(async move {
+            if let Err(e) = core.save_device_cursors(&caller, &cursors).await {
+                tracing::warn!(%e, "XMPP delivery cursors not saved.");
+            }
+        });
+    }
+
+    /// Continues on a new stream after `<resume h=.../>`: forgets what the client
+    /// acknowledged, confirms, and resends the rest.
+    fn resumed(&mut self, h: u32) -> Result<(), crate::sm::TooHigh> {
+        self.outbox.ack(h)?;
+        let resumed = Element::new("resumed", NS_SM)
+            .attr("previd", self.resume_id.clone().unwrap_or_default())
+            .attr("h", self.handled().to_string());
+        resumed.write_to(&mut self.out, NS_CLIENT);
+        for xml in self.outbox.unacked() {
+            self.out.push_str(xml);
+        }
+        Ok(())
+    }
+
+    /// Keeps the session without a connection: its output goes into the outbox until a
+    /// connection resumes it (the handoff is returned), or until the resumption timeout, a
+    /// newer binding of the resource, the end of the core session or an outbox too large
+    /// (`None`: the session ends, and its messages stay in the history).
+    async fn park(&mut self) -> Option<Handoff> {
+        let timeout = Duration::from_secs(u64::from(self.gw.config.resume_timeout_secs));
+        let deadline = Instant::now() + timeout;
         loop {
+            // What would have been written is already in the outbox.
+            self.out.clear();
+            if self.outbox.too_big() {
+                return None;
+            }
+            let renew_at = self.renew_at;
+            tokio::select! {
+                biased;
+                () = self.kick.notified() => return None,
+                handoff = next_handoff(&mut self.handoffs) => return handoff,
+                output = self.session.next_output() => match output {
+                    Output::Frame(text) => {
+                        if let Ok(frame) = serde_json::from_str::<ServerFrame>(text.as_str()) {
+                            self.on_frame(frame).await;
+                        }
+                    }
+                    Output::Close { .. } => return None,
+                },
+                () = tokio::time::sleep_until(deadline) => return None,
+                () = sleep_until_opt(renew_at) => self.renew().await,
+            }
+        }
+    }
+
+    async fn serve(&mut self, stream: &mut Stream) -> Fail {
+        loop {
+            if self.resume_id.is_some() && self.outbox.take_request() {
+                // Ask for an acknowledgement so the outbox does not grow without bound.
+                Element::new("r", NS_SM).write_to(&mut self.out, NS_CLIENT);
+            }
             if !self.out.is_empty() {
                 let out = std::mem::take(&mut self.out);
                 if let Err(fail) = stream.write(&out).await {
@@ -651,8 +999,13 @@ impl Conn {
             let renew_at = self.renew_at;
             tokio::select! {
                 biased;
-                () = kick.notified() => {
+                () = self.kick.notified() => {
                     return Fail::Stream("conflict", "another connection bound this resource".into());
+                }
+                handoff = next_handoff(&mut self.handoffs) => {
+                    if let Some(handoff) = handoff {
+                        return Fail::Handoff(handoff);
+                    }
                 }
                 event = stream.next(), if self.session.can_read() => {
                     match event {
@@ -691,7 +1044,22 @@ impl Conn {
         }
     }
 
+    /// Saves the device's delivery cursors now (also done when the session ends; saving
+    /// along the way bounds what a crash could deliver twice).
+    async fn save_cursors(&mut self) {
+        let cursors = self.session.delivered_cursors();
+        if let Err(e) = self
+            .gw
+            .core
+            .save_device_cursors(&self.caller, &cursors)
+            .await
+        {
+            tracing::warn!(%e, "XMPP delivery cursors not saved.");
+        }
+    }
+
     async fn renew(&mut self) {
+        self.save_cursors().await;
         let ttl = self.gw.core.config().tokens.access_ttl_secs.max(10);
         self.renew_at = Some(Instant::now() + Duration::from_secs(ttl * 4 / 5));
         match self.gw.core.renew_device_token(&self.caller).await {
@@ -715,7 +1083,17 @@ impl Conn {
             .handle_text(&serde_json::to_string(frame).expect("frames serialize"));
     }
 
+    /// Writes a stanza to the client (counted and kept for resending while resumption is on).
     fn send(&mut self, element: &Element) {
+        let start = self.out.len();
+        element.write_to(&mut self.out, NS_CLIENT);
+        if self.resume_id.is_some() {
+            self.outbox.push(self.out[start..].to_owned());
+        }
+    }
+
+    /// Writes a Stream Management nonza, which XEP-0198 does not count.
+    fn send_nonza(&mut self, element: &Element) {
         element.write_to(&mut self.out, NS_CLIENT);
     }
 
@@ -833,21 +1211,47 @@ impl Conn {
         match nonza.name.as_str() {
             "enable" if !self.sm => {
                 self.sm = true;
-                // No `resume`: sessions are not kept after the connection ends, and the client
-                // learns that from the missing attribute.
-                self.send(&Element::new("enabled", NS_SM));
+                let max = self.gw.config.resume_timeout_secs;
+                let wants = matches!(nonza.get_attr("resume"), Some("true" | "1"));
+                let mut enabled = Element::new("enabled", NS_SM);
+                if wants && max > 0 {
+                    let id = random_id();
+                    let (tx, rx) = tokio::sync::mpsc::channel(1);
+                    self.gw.add_resumable(id.clone(), self.caller.user_id, tx);
+                    self.handoffs = Some(rx);
+                    self.resume_id = Some(id.clone());
+                    enabled = enabled
+                        .attr("id", id)
+                        .attr("resume", "true")
+                        .attr("max", max.to_string());
+                }
+                self.send_nonza(&enabled);
             }
             "enable" => {
                 let failed = Element::new("failed", NS_SM)
                     .child(Element::new("unexpected-request", NS_STANZAS));
-                self.send(&failed);
+                self.send_nonza(&failed);
             }
             "r" if self.sm => {
                 let a = Element::new("a", NS_SM).attr("h", self.handled().to_string());
-                self.send(&a);
+                self.send_nonza(&a);
             }
-            // The client's acknowledgements of what we sent: nothing is kept for resending.
-            "a" if self.sm => {}
+            // The client's acknowledgement of what we sent: those need no resending.
+            "a" if self.sm => {
+                let h = nonza.get_attr("h").and_then(|h| h.parse().ok());
+                match h {
+                    Some(h) if self.resume_id.is_some() => {
+                        if self.outbox.ack(h).is_err() {
+                            return Err(Fail::Stream(
+                                "undefined-condition",
+                                "handled-count-too-high".into(),
+                            ));
+                        }
+                    }
+                    Some(_) => {}
+                    None => return Err(Fail::Stream("bad-format", String::new())),
+                }
+            }
             _ => return Err(Fail::Stream("unsupported-stanza-type", String::new())),
         }
         Ok(())
@@ -907,6 +1311,10 @@ impl Conn {
             // A message to the server itself: nothing handles it.
             return Ok(());
         };
+        if self.is_muc(&to) {
+            self.on_muc_message(stanza, &to).await;
+            return Ok(());
+        }
         let Some(local) = self.local_user(&to).map(str::to_owned) else {
             let error = "remote domains are not reachable from this server";
             self.message_error(&stanza, "cancel", "remote-server-not-found", error);
@@ -1008,6 +1416,10 @@ impl Conn {
     async fn on_presence(&mut self, stanza: Element) -> Result<(), Fail> {
         let kind = stanza.get_attr("type");
         let to = stanza.get_attr("to").map(str::to_owned);
+        if let Some(to) = to.as_deref().filter(|t| self.is_muc(t)) {
+            self.on_muc_presence(&stanza, to).await;
+            return Ok(());
+        }
         match (kind, to) {
             // Initial (or updated) presence: Tidings presence follows connections, so there is
             // nothing to store; answer the first with the presence of the user's friends.
@@ -1030,6 +1442,20 @@ impl Conn {
                         let id = self.request_id(Pending::Presence);
                         self.native(&ClientFrame::PresenceQuery { id, user_ids });
                     }
+                    // Offline delivery (RFC 6121 8.5.2.1.1 on initial presence): what arrived
+                    // since this device's saved cursors, once and in order.
+                    match self.gw.core.device_sync_cursors(&self.caller).await {
+                        Ok(cursors) => {
+                            let id = self.request_id(Pending::Sync);
+                            self.native(&ClientFrame::Sync {
+                                id,
+                                cursors,
+                                limit_per_conversation: None,
+                                contacts_version: None,
+                            });
+                        }
+                        Err(e) => tracing::warn!(%e, "XMPP offline delivery unavailable."),
+                    }
                     // Our own presence, reflected (RFC 6121 4.2.2).
                     let reflected = Element::new("presence", NS_CLIENT)
                         .attr("from", self.full.clone())
@@ -1039,7 +1465,9 @@ impl Conn {
                 Ok(())
             }
             (Some("unavailable"), None) => {
+                // Unavailable presence leaves every room (XEP-0045 7.14).
                 self.available = false;
+                self.rooms.clear();
                 Ok(())
             }
             (
@@ -1103,6 +1531,10 @@ impl Conn {
             return Ok(());
         };
         let to = stanza.get_attr("to").map(str::to_owned);
+        if let Some(to) = to.as_deref().filter(|t| self.is_muc(t)) {
+            self.on_muc_iq(&stanza, &payload, to).await;
+            return Ok(());
+        }
         let to_server = to
             .as_deref()
             .is_none_or(|t| t.eq_ignore_ascii_case(self.domain()));
@@ -1131,6 +1563,7 @@ impl Conn {
         };
         match (kind.as_str(), payload.name.as_str(), payload.ns.as_str()) {
             ("get", "ping", NS_PING) => self.send(&result()),
+            ("set", "query", mam::NS_MAM) => self.on_mam(&stanza, &payload).await,
             ("set", "session", NS_SESSION) => self.send(&result()),
             ("get", "query", NS_DISCO_INFO) => {
                 let mut query = Element::new("query", NS_DISCO_INFO);
@@ -1158,14 +1591,25 @@ impl Conn {
                             .attr("category", "account")
                             .attr("type", "registered"),
                     );
-                    query = query
-                        .child(Element::new("feature", NS_DISCO_INFO).attr("var", NS_DISCO_INFO));
+                    for feature in [NS_DISCO_INFO, mam::NS_MAM] {
+                        query = query
+                            .child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));
+                    }
                 }
                 let el = result().child(query);
                 self.send(&el);
             }
             ("get", "query", NS_DISCO_ITEMS) => {
-                let el = result().child(Element::new("query", NS_DISCO_ITEMS));
+                let mut query = Element::new("query", NS_DISCO_ITEMS);
+                if to_server {
+                    // The MUC service, where the user's groups are rooms.
+                    query = query.child(
+                        Element::new("item", NS_DISCO_ITEMS)
+                            .attr("jid", self.gw.config.muc_domain.clone())
+                            .attr("name", "Groups"),
+                    );
+                }
+                let el = result().child(query);
                 self.send(&el);
             }
             ("get", "query", NS_ROSTER) => match self.gw.core.friends(&self.caller).await {
@@ -1326,6 +1770,7 @@ impl Conn {
                 id,
                 conversation_id,
                 seq,
+                message_id,
                 ..
             } => {
                 if let Some(Pending::Send { stanza, number }) = self.pending.remove(&id) {
@@ -1337,6 +1782,9 @@ impl Conn {
                         .map(str::to_owned);
                     if let Some(xmpp_id) = xmpp_id {
                         self.remember(conversation_id, seq, xmpp_id);
+                    }
+                    if stanza.get_attr("type") == Some("groupchat") {
+                        self.reflect(&stanza, conversation_id, message_id);
                     }
                 }
             }
@@ -1361,6 +1809,11 @@ impl Conn {
             }
             ServerFrame::Ok { id } | ServerFrame::AuthOk { id, .. } => {
                 self.pending.remove(&id);
+            }
+            ServerFrame::SyncDone { id, .. } => {
+                if let Some(Pending::Sync) = self.pending.remove(&id) {
+                    self.save_cursors().await;
+                }
             }
             ServerFrame::PresenceList { id, users } => {
                 self.pending.remove(&id);
@@ -1492,19 +1945,11 @@ impl Conn {
     /// user sent it, and not at all when this connection sent it.
     async fn deliver(&mut self, message: tidings_proto::Message) {
         let Some(peer) = self.peer_of(message.conversation_id).await else {
-            // Group messages wait for MUC.
+            self.deliver_group(message).await;
             return;
         };
-        let text = match &message.body {
-            MessageBody::Text { text } => text.clone(),
-            MessageBody::System { .. } => return,
-            other => format!(
-                "[a {} message; open Tidings to see it]",
-                serde_json::to_value(other)
-                    .ok()
-                    .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
-                    .unwrap_or_else(|| "rich".into())
-            ),
+        let Some(text) = text_of(&message.body) else {
+            return;
         };
         let xmpp_id = message.client_msg_id.clone();
         self.remember(message.conversation_id, message.seq, xmpp_id.clone());
@@ -1521,7 +1966,7 @@ impl Conn {
         } else {
             (peer_jid.clone(), self.full.clone())
         };
-        let stanza = Element::new("message", NS_CLIENT)
+        let mut stanza = Element::new("message", NS_CLIENT)
             .attr("type", "chat")
             .attr("id", xmpp_id.clone())
             .attr("from", from)
@@ -1533,6 +1978,13 @@ impl Conn {
                     .attr("by", self.bare.clone())
                     .attr("id", message.id.to_string()),
             );
+        if message.ts < self.bound_at {
+            stanza = stanza.child(
+                Element::new("delay", mam::NS_DELAY)
+                    .attr("from", self.domain().to_owned())
+                    .attr("stamp", mam::stamp(message.ts)),
+            );
+        }
         if mine {
             if !self.carbons {
                 return;
@@ -1550,6 +2002,22 @@ impl Conn {
             self.send(&stanza);
         }
     }
+}
+
+/// The body text of a message for XMPP: its text, or a line saying what kind of message it is;
+/// `None` for system messages, which XMPP does not show.
+fn text_of(body: &MessageBody) -> Option<String> {
+    Some(match body {
+        MessageBody::Text { text } => text.clone(),
+        MessageBody::System { .. } => return None,
+        other => format!(
+            "[a {} message; open Tidings to see it]",
+            serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| "rich".into())
+        ),
+    })
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

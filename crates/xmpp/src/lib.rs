@@ -2,10 +2,14 @@
 //!
 //! # Layout
 //! - [`xml`]: the restricted streaming XML parser and the element tree.
-//! - [`sasl`]: the SASL mechanisms (PLAIN, OAUTHBEARER), pure functions over the client's bytes.
+//! - [`sasl`]: the SASL mechanisms (SCRAM-SHA-1/-256 and their `-PLUS`, PLAIN, OAUTHBEARER),
+//!   pure functions over the client's bytes; SCRAM keys and proofs are the core's.
+//! - [`sm`]: Stream Management resumption: the unacknowledged stanzas and the handoff of a
+//!   session to the connection that resumes it.
 //! - [`conn`]: one connection: stream negotiation (STARTTLS, SASL, resource binding), then
 //!   stanzas translated to native frames for the connection's core
-//!   [`tidings_core::session::Session`] and the session's output translated back.
+//!   [`tidings_core::session::Session`] and the session's output translated back. Its child
+//!   modules answer MAM queries (`mam.rs`) and serve groups as MUC rooms (`muc.rs`).
 //!
 //! The transport holds no business rules: sending, delivery order, receipts, typing, presence
 //! and friends are the core's. [`serve`] runs the STARTTLS listener and [`serve_tls`] the
@@ -13,6 +17,7 @@
 
 pub mod conn;
 pub mod sasl;
+pub mod sm;
 pub mod xml;
 
 use schemars::JsonSchema;
@@ -41,7 +46,8 @@ pub struct XmppConfig {
     pub tls_listen: SocketAddr,
     /// The XMPP domain: users are `username@domain`.
     pub domain: String,
-    /// The domain of group chat rooms (reserved for MUC; not served yet).
+    /// The domain of group chat rooms (XEP-0045): the group with id N is the room
+    /// `N@muc_domain`.
     pub muc_domain: String,
     /// Whether a client must start TLS before authenticating. Without TLS only
     /// non-plaintext mechanisms could be offered, and none are implemented yet.
@@ -60,6 +66,9 @@ pub struct XmppConfig {
     pub stanza_burst: u32,
     /// Seconds a new connection has to authenticate and bind a resource.
     pub negotiation_timeout_secs: u16,
+    /// Seconds a session that enabled Stream Management resumption (XEP-0198) is kept after
+    /// its connection drops, for the client to resume it; 0 turns resumption off.
+    pub resume_timeout_secs: u32,
 }
 
 impl Default for XmppConfig {
@@ -78,6 +87,7 @@ impl Default for XmppConfig {
             stanzas_per_second: 50,
             stanza_burst: 200,
             negotiation_timeout_secs: 30,
+            resume_timeout_secs: 300,
         }
     }
 }
@@ -107,6 +117,9 @@ pub struct Gateway {
     /// Resources bound on this node, so a second connection binding the same resource takes
     /// it over (RFC 6120 7.7.2.2) rather than both receiving as one device.
     resources: Mutex<HashMap<(UserId, String), Bound>>,
+    /// Sessions that can be resumed (XEP-0198), by their stream management id: the user, and
+    /// where to ask the holder for the session.
+    resumable: Mutex<HashMap<String, (UserId, tokio::sync::mpsc::Sender<conn::Handoff>)>>,
     next_conn: AtomicU64,
 }
 
@@ -121,6 +134,7 @@ impl Gateway {
             config,
             tls,
             resources: Mutex::new(HashMap::new()),
+            resumable: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
         })
     }
@@ -140,6 +154,35 @@ impl Gateway {
         if let Some(old) = old {
             old.kick.notify_one();
         }
+    }
+
+    fn add_resumable(
+        &self,
+        id: String,
+        user: UserId,
+        handoff: tokio::sync::mpsc::Sender<conn::Handoff>,
+    ) {
+        self.resumable
+            .lock()
+            .expect("resumable table")
+            .insert(id, (user, handoff));
+    }
+
+    /// Where to ask for the session `id`, if it exists and belongs to `user`.
+    fn resumable(
+        &self,
+        id: &str,
+        user: UserId,
+    ) -> Option<tokio::sync::mpsc::Sender<conn::Handoff>> {
+        let table = self.resumable.lock().expect("resumable table");
+        table
+            .get(id)
+            .filter(|(owner, _)| *owner == user)
+            .map(|(_, tx)| tx.clone())
+    }
+
+    fn forget_resumable(&self, id: &str) {
+        self.resumable.lock().expect("resumable table").remove(id);
     }
 
     /// Releases `resource` if `conn_id` still holds it.
@@ -180,7 +223,7 @@ async fn accept_loop(
                     if direct_tls {
                         conn::run_direct_tls(gateway, stream, peer).await;
                     } else {
-                        conn::run(gateway, Box::new(stream), Some(peer), false).await;
+                        conn::run(gateway, Box::new(stream), Some(peer), None).await;
                     }
                 });
             }

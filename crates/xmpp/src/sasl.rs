@@ -1,8 +1,191 @@
-//! SASL mechanisms over the client's decoded bytes: PLAIN (RFC 4616) and OAUTHBEARER
-//! (RFC 7628). Parsing only; checking the credentials is the core's.
+//! SASL mechanisms over the client's decoded bytes: SCRAM-SHA-1/-256 with and without
+//! channel binding (RFC 5802, RFC 7677, `tls-exporter` of RFC 9266), PLAIN (RFC 4616) and
+//! OAUTHBEARER (RFC 7628). Parsing and formatting only; the keys and the proof check are the
+//! core's (`tidings_core::scram`).
 
-/// The mechanisms offered, in order of preference, over TLS.
-pub const MECHANISMS_TLS: &[&str] = &["PLAIN", "OAUTHBEARER"];
+use tidings_core::scram::ScramHash;
+
+/// The mechanisms offered over TLS, in order of preference. The `-PLUS` ones only when the
+/// connection has a `tls-exporter` channel binding (TLS 1.3).
+pub fn mechanisms(channel_binding: bool) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if channel_binding {
+        out.extend(["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"]);
+    }
+    out.extend(["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "OAUTHBEARER"]);
+    out
+}
+
+/// The channel binding type the gateway supports (RFC 9266).
+pub const CHANNEL_BINDING: &str = "tls-exporter";
+
+/// A SCRAM mechanism: its hash function, and whether it binds the channel (`-PLUS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scram {
+    pub hash: ScramHash,
+    pub plus: bool,
+}
+
+/// The SCRAM mechanism named `mechanism`, if it is one.
+pub fn scram(mechanism: &str) -> Option<Scram> {
+    let (name, plus) = match mechanism.strip_suffix("-PLUS") {
+        Some(name) => (name, true),
+        None => (mechanism, false),
+    };
+    let hash = match name {
+        "SCRAM-SHA-1" => ScramHash::Sha1,
+        "SCRAM-SHA-256" => ScramHash::Sha256,
+        _ => return None,
+    };
+    Some(Scram { hash, plus })
+}
+
+/// What the client said about channel binding in its GS2 header.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChannelBindingFlag {
+    /// `n`: the client does not support it.
+    No,
+    /// `y`: the client supports it but thinks the server does not.
+    NotOffered,
+    /// `p=<type>`: the client binds to this channel binding type.
+    Used(String),
+}
+
+/// A SCRAM client-first-message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClientFirst {
+    /// The GS2 header exactly as sent (its base64 comes back in the final message's `c=`).
+    pub gs2_header: String,
+    pub channel_binding: ChannelBindingFlag,
+    pub username: String,
+    pub nonce: String,
+    /// `client-first-message-bare`, the first part of the AuthMessage.
+    pub bare: String,
+}
+
+/// A SCRAM client-final-message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClientFinal {
+    /// The decoded `c=`: the GS2 header followed by the channel binding data, if any.
+    pub channel_binding: Vec<u8>,
+    pub nonce: String,
+    pub proof: Vec<u8>,
+    /// `client-final-message-without-proof`, the last part of the AuthMessage.
+    pub without_proof: String,
+}
+
+/// A `saslname` (RFC 5802 5.1) with `=2C` and `=3D` decoded; other `=` escapes are refused.
+fn saslname(text: &str) -> Result<String, SaslError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('=') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at..at + 3).ok_or(SaslError::MalformedRequest)?;
+        out.push(match code {
+            "=2C" => ',',
+            "=3D" => '=',
+            _ => return Err(SaslError::MalformedRequest),
+        });
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses a client-first-message. `domain` is ours, as for PLAIN: the names may be bare JIDs.
+pub fn parse_client_first(response: &[u8], domain: &str) -> Result<ClientFirst, SaslError> {
+    let text = std::str::from_utf8(response).map_err(|_| SaslError::MalformedRequest)?;
+    let (flag, rest) = text.split_once(',').ok_or(SaslError::MalformedRequest)?;
+    let channel_binding = match flag {
+        "n" => ChannelBindingFlag::No,
+        "y" => ChannelBindingFlag::NotOffered,
+        _ => match flag.strip_prefix("p=") {
+            Some(kind) if !kind.is_empty() => ChannelBindingFlag::Used(kind.to_owned()),
+            _ => return Err(SaslError::MalformedRequest),
+        },
+    };
+    let (authz, bare) = rest.split_once(',').ok_or(SaslError::MalformedRequest)?;
+    let gs2_header = format!("{flag},{authz},");
+    let mut fields = bare.split(',');
+    let user = fields
+        .next()
+        .and_then(|f| f.strip_prefix("n="))
+        .ok_or(SaslError::MalformedRequest)?;
+    let nonce = fields
+        .next()
+        .and_then(|f| f.strip_prefix("r="))
+        .filter(|r| !r.is_empty() && r.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b','))
+        .ok_or(SaslError::MalformedRequest)?;
+    // A mandatory extension (`m=`) is one we do not know (RFC 5802 5.1).
+    if bare.starts_with("m=") {
+        return Err(SaslError::MalformedRequest);
+    }
+    let user = saslname(user)?;
+    let username = strip_domain(&user, domain).ok_or(SaslError::InvalidAuthzid)?;
+    if username.is_empty() {
+        return Err(SaslError::MalformedRequest);
+    }
+    if !authz.is_empty() {
+        let authzid = saslname(
+            authz
+                .strip_prefix("a=")
+                .ok_or(SaslError::MalformedRequest)?,
+        )?;
+        if strip_domain(&authzid, domain) != Some(username) {
+            return Err(SaslError::InvalidAuthzid);
+        }
+    }
+    Ok(ClientFirst {
+        gs2_header,
+        channel_binding,
+        username: username.to_owned(),
+        nonce: nonce.to_owned(),
+        bare: bare.to_owned(),
+    })
+}
+
+/// The server-first-message.
+pub fn server_first(nonce: &str, salt: &[u8], iterations: u32) -> String {
+    use base64::Engine;
+    let salt = base64::engine::general_purpose::STANDARD.encode(salt);
+    format!("r={nonce},s={salt},i={iterations}")
+}
+
+/// Parses a client-final-message.
+pub fn parse_client_final(response: &[u8]) -> Result<ClientFinal, SaslError> {
+    use base64::Engine;
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let text = std::str::from_utf8(response).map_err(|_| SaslError::MalformedRequest)?;
+    let (without_proof, proof) = text.rsplit_once(",p=").ok_or(SaslError::MalformedRequest)?;
+    let mut fields = without_proof.split(',');
+    let channel_binding = fields
+        .next()
+        .and_then(|f| f.strip_prefix("c="))
+        .ok_or(SaslError::MalformedRequest)?;
+    let nonce = fields
+        .next()
+        .and_then(|f| f.strip_prefix("r="))
+        .ok_or(SaslError::MalformedRequest)?;
+    Ok(ClientFinal {
+        channel_binding: b64
+            .decode(channel_binding)
+            .map_err(|_| SaslError::IncorrectEncoding)?,
+        nonce: nonce.to_owned(),
+        proof: b64
+            .decode(proof)
+            .map_err(|_| SaslError::IncorrectEncoding)?,
+        without_proof: without_proof.to_owned(),
+    })
+}
+
+/// The server-final-message for a verified proof.
+pub fn server_final(signature: &[u8]) -> String {
+    use base64::Engine;
+    format!(
+        "v={}",
+        base64::engine::general_purpose::STANDARD.encode(signature)
+    )
+}
 
 /// What a client's initial response says.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,6 +202,8 @@ pub enum Credentials {
 /// Why a response was refused; each maps to a SASL failure condition (RFC 6120 6.5).
 #[derive(Debug, PartialEq, Eq)]
 pub enum SaslError {
+    /// The credentials are wrong (or the channel binding does not match).
+    NotAuthorized,
     /// The mechanism is not offered.
     InvalidMechanism,
     /// The response could not be decoded.
@@ -32,6 +217,7 @@ pub enum SaslError {
 impl SaslError {
     pub fn condition(&self) -> &'static str {
         match self {
+            SaslError::NotAuthorized => "not-authorized",
             SaslError::InvalidMechanism => "invalid-mechanism",
             SaslError::IncorrectEncoding => "incorrect-encoding",
             SaslError::InvalidAuthzid => "invalid-authzid",
@@ -183,6 +369,54 @@ mod tests {
             Err(SaslError::MalformedRequest)
         );
         assert_eq!(ok(b"n,,auth=Bearer t"), Err(SaslError::MalformedRequest));
+    }
+
+    #[test]
+    fn scram_messages() {
+        assert_eq!(
+            scram("SCRAM-SHA-256-PLUS"),
+            Some(Scram {
+                hash: ScramHash::Sha256,
+                plus: true
+            })
+        );
+        assert_eq!(scram("SCRAM-SHA-512"), None);
+        let first = parse_client_first(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL", "x").unwrap();
+        assert_eq!(first.gs2_header, "n,,");
+        assert_eq!(first.channel_binding, ChannelBindingFlag::No);
+        assert_eq!(first.username, "user");
+        assert_eq!(first.bare, "n=user,r=fyko+d2lbbFgONRv9qkxdawL");
+        let first =
+            parse_client_first(b"p=tls-exporter,a=al=3Dice@x,n=al=3Dice@x,r=abc,ext=1", "x")
+                .unwrap();
+        assert_eq!(
+            first.channel_binding,
+            ChannelBindingFlag::Used("tls-exporter".into())
+        );
+        assert_eq!(first.username, "al=ice");
+        assert_eq!(first.gs2_header, "p=tls-exporter,a=al=3Dice@x,");
+        let bad = |m: &[u8]| parse_client_first(m, "x").unwrap_err();
+        assert_eq!(bad(b"n,,n=u"), SaslError::MalformedRequest);
+        assert_eq!(bad(b"n,,n=u,r="), SaslError::MalformedRequest);
+        assert_eq!(bad(b"q,,n=u,r=a"), SaslError::MalformedRequest);
+        assert_eq!(bad(b"n,,m=x,n=u,r=a"), SaslError::MalformedRequest);
+        assert_eq!(bad(b"n,,n=u=2X,r=a"), SaslError::MalformedRequest);
+        assert_eq!(bad(b"n,a=bob,n=alice,r=a"), SaslError::InvalidAuthzid);
+        assert_eq!(bad(b"n,,n=alice@other,r=a"), SaslError::InvalidAuthzid);
+        assert_eq!(server_first("ab", &[1, 2, 3], 4096), "r=ab,s=AQID,i=4096");
+        let last = parse_client_final(b"c=biws,r=abcd,p=AQID").unwrap();
+        assert_eq!(last.channel_binding, b"n,,");
+        assert_eq!(last.nonce, "abcd");
+        assert_eq!(last.proof, vec![1, 2, 3]);
+        assert_eq!(last.without_proof, "c=biws,r=abcd");
+        assert_eq!(
+            parse_client_final(b"c=biws,r=abcd").unwrap_err(),
+            SaslError::MalformedRequest
+        );
+        assert_eq!(
+            parse_client_final(b"c=biws,r=abcd,p=!!").unwrap_err(),
+            SaslError::IncorrectEncoding
+        );
     }
 
     #[test]

@@ -70,15 +70,20 @@ fn tls_config() -> (Arc<rustls::ServerConfig>, String) {
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+async fn setup_with(adjust: impl FnOnce(&mut XmppConfig)) -> Setup {
     let server = TestServer::start().await;
     let (tls, pem) = tls_config();
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, pem).expect("write the certificate");
-    let config = XmppConfig {
+    let mut config = XmppConfig {
         enabled: true,
         ..XmppConfig::default()
     };
+    adjust(&mut config);
     let gateway = Gateway::new(server.core().clone(), config, Some(tls));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -485,4 +490,521 @@ async fn spoofed_and_malformed_stanzas_end_only_their_stream() {
         .expect("message", |m| m["body"] == "still here?")
         .await;
     bystander.quit().await;
+}
+
+/// slixmpp signs in with SCRAM-SHA-1 and SCRAM-SHA-256 (it checks the server's signature, so
+/// a session start means both sides proved the keys); a wrong password fails under SCRAM.
+#[tokio::test]
+async fn slixmpp_signs_in_with_scram() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    setup.server.user("alice").await;
+    let port = setup.port.to_string();
+    for mechanism in ["SCRAM-SHA-1", "SCRAM-SHA-256"] {
+        let resource = format!("alice@localhost/{mechanism}");
+        let mut client = Xmpp::start(
+            &python,
+            &setup,
+            &[
+                "--jid",
+                &resource,
+                "--password",
+                PASSWORD,
+                "--mechanism",
+                mechanism,
+                "--port",
+                &port,
+            ],
+        )
+        .await;
+        let started = client.expect("session_start", |_| true).await;
+        assert_eq!(started["jid"], resource);
+        client.command(json!({"op": "ping"})).await;
+        client.expect("pong", |_| true).await;
+        client.quit().await;
+    }
+    let mut wrong = Xmpp::start(
+        &python,
+        &setup,
+        &[
+            "--jid",
+            "alice@localhost/x",
+            "--password",
+            "not the password",
+            "--mechanism",
+            "SCRAM-SHA-256",
+            "--port",
+            &port,
+        ],
+    )
+    .await;
+    wrong.expect("failed_auth", |_| true).await;
+}
+
+/// Stream Management resumption (XEP-0198) through slixmpp: the TCP connection drops without a
+/// closing tag, a WebSocket user sends three messages meanwhile, and the resumed stream brings
+/// each exactly once; chat continues both ways afterwards.
+#[tokio::test]
+async fn slixmpp_resumes_a_dropped_stream_without_loss_or_duplicates() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    befriend(&alice, &bob).await;
+    let bob_ws = setup.server.connect(&bob).await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let port = setup.port.to_string();
+    let mut xmpp = Xmpp::start(
+        &python,
+        &setup,
+        &[
+            "--jid",
+            "alice@localhost/phone",
+            "--password",
+            PASSWORD,
+            "--port",
+            &port,
+            "--sm",
+        ],
+    )
+    .await;
+    xmpp.expect("session_start", |_| true).await;
+    let enabled = xmpp.expect("sm_enabled", |_| true).await;
+    assert_eq!(enabled["resume"], true, "{enabled}");
+    bob_ws
+        .send_text(conversation, "before", "before the drop")
+        .await
+        .unwrap();
+    xmpp.expect("message", |m| m["body"] == "before the drop")
+        .await;
+
+    xmpp.command(json!({"op": "drop"})).await;
+    xmpp.expect("dropped", |_| true).await;
+    for i in 0..3 {
+        bob_ws
+            .send_text(
+                conversation,
+                &format!("away-{i}"),
+                &format!("while away {i}"),
+            )
+            .await
+            .unwrap();
+    }
+    xmpp.command(json!({"op": "reconnect"})).await;
+    xmpp.expect("session_resumed", |_| true).await;
+    for i in 0..3 {
+        xmpp.expect("message", |m| m["body"] == format!("while away {i}"))
+            .await;
+    }
+    // Alice answers on the resumed stream and Bob receives it.
+    xmpp.command(json!({"op": "send", "to": "bob@localhost", "body": "back", "id": "back-1"}))
+        .await;
+    let mut bob_ws = bob_ws;
+    let got = next_message(&mut bob_ws).await;
+    assert!(
+        matches!(&got.body, MessageBody::Text { text } if text == "back"),
+        "{got:?}"
+    );
+    // A round trip later, nothing arrived twice.
+    xmpp.command(json!({"op": "ping"})).await;
+    xmpp.expect("pong", |_| true).await;
+    let bodies: Vec<&str> = xmpp
+        .seen
+        .iter()
+        .filter(|e| e["event"] == "message")
+        .filter_map(|e| e["body"].as_str())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            "before the drop",
+            "while away 0",
+            "while away 1",
+            "while away 2"
+        ]
+    );
+    xmpp.quit().await;
+}
+
+/// After the resumption timeout the session is gone: the client's resume fails and it starts
+/// a new session, and what was sent meanwhile is in the history.
+#[tokio::test]
+async fn slixmpp_starts_over_after_the_resumption_timeout() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup_with(|c| c.resume_timeout_secs = 1).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    befriend(&alice, &bob).await;
+    let bob_ws = setup.server.connect(&bob).await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let port = setup.port.to_string();
+    let mut xmpp = Xmpp::start(
+        &python,
+        &setup,
+        &[
+            "--jid",
+            "alice@localhost/phone",
+            "--password",
+            PASSWORD,
+            "--port",
+            &port,
+            "--sm",
+        ],
+    )
+    .await;
+    xmpp.expect("session_start", |_| true).await;
+    let enabled = xmpp.expect("sm_enabled", |_| true).await;
+    assert_eq!(enabled["resume"], true, "{enabled}");
+    xmpp.command(json!({"op": "drop"})).await;
+    xmpp.expect("dropped", |_| true).await;
+    bob_ws
+        .send_text(conversation, "late", "while the session expired")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    xmpp.command(json!({"op": "reconnect"})).await;
+    xmpp.expect("sm_failed", |_| true).await;
+    xmpp.expect("session_start", |_| true).await;
+    let history = alice.api.history(conversation, None, 10).await.unwrap();
+    assert!(
+        history.messages.iter().any(|m| m.client_msg_id == "late"),
+        "the message is in the history"
+    );
+    // The expired session never handed it to the client, so the new session delivers it
+    // (offline delivery from the device's saved cursors).
+    let late = xmpp
+        .expect("message", |m| m["body"] == "while the session expired")
+        .await;
+    assert_eq!(late["id"], "late");
+    xmpp.quit().await;
+}
+
+/// Offline delivery: messages sent while no resource of the user is bound reach the device's
+/// next session once, in order, with the stanza-ids MAM gives them (so a client that also
+/// pages MAM can tell them apart), and a session after that gets nothing again. A new device
+/// starts at the present rather than receiving the whole archive.
+#[tokio::test]
+async fn slixmpp_gets_what_arrived_while_offline_once() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    befriend(&alice, &bob).await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let bob_ws = setup.server.connect(&bob).await;
+    bob_ws
+        .send_text(conversation, "before", "before the first session")
+        .await
+        .unwrap();
+    let group = bob
+        .api
+        .create_group("Team", &[alice.user_id])
+        .await
+        .unwrap()
+        .id;
+
+    // The first session of a new device: nothing from before, then a live message.
+    let mut xmpp = Xmpp::password(&python, &setup, &alice, "phone").await;
+    xmpp.command(json!({"op": "ping"})).await;
+    xmpp.expect("pong", |_| true).await;
+    bob_ws
+        .send_text(conversation, "live", "while online")
+        .await
+        .unwrap();
+    let live = xmpp
+        .expect("message", |m| m["body"] == "while online")
+        .await;
+    assert!(live.get("delay").is_none(), "{live}");
+    xmpp.quit().await;
+
+    // Away: three direct messages, and one in the group.
+    for i in 0..3 {
+        bob_ws
+            .send_text(conversation, &format!("off-{i}"), &format!("offline {i}"))
+            .await
+            .unwrap();
+    }
+    bob_ws
+        .send_text(group, "team-1", "to the team")
+        .await
+        .unwrap();
+    // A conversation opened while away is delivered from its start.
+    let carol = setup.server.user("carol").await;
+    befriend(&carol, &alice).await;
+    let with_carol = carol.api.open_direct(alice.user_id).await.unwrap().id;
+    let carol_ws = setup.server.connect(&carol).await;
+    carol_ws
+        .send_text(with_carol, "c-1", "hello from carol")
+        .await
+        .unwrap();
+
+    let mut xmpp = Xmpp::password(&python, &setup, &alice, "phone").await;
+    // The conversations catch up in either order; each in its own order.
+    xmpp.expect("message", |m| m["body"] == "offline 2").await;
+    if !xmpp.seen.iter().any(|e| e["body"] == "hello from carol") {
+        xmpp.expect("message", |m| m["body"] == "hello from carol")
+            .await;
+    }
+    // After the catch-up, a marker to be sure nothing else is on its way.
+    xmpp.command(json!({"op": "ping"})).await;
+    xmpp.expect("pong", |_| true).await;
+    let bodies: Vec<&str> = xmpp
+        .seen
+        .iter()
+        .filter(|e| e["event"] == "message" && e["from"] == "bob@localhost")
+        .filter_map(|e| e["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["offline 0", "offline 1", "offline 2"]);
+    // Offline messages say when they were sent (XEP-0203); live ones do not.
+    assert!(
+        xmpp.seen
+            .iter()
+            .filter(|e| e["event"] == "message" && e["from"] == "bob@localhost")
+            .all(|e| e["delay"].is_string()),
+        "{:#?}",
+        xmpp.seen
+    );
+    let delivered_ids: Vec<String> = xmpp
+        .seen
+        .iter()
+        .filter(|e| e["event"] == "message" && e["from"] == "bob@localhost")
+        .map(|e| e["stanza_id"].as_str().unwrap().to_owned())
+        .collect();
+    // Group messages wait in the room's history (sent on join), not as offline messages.
+    assert!(
+        !xmpp.seen.iter().any(|e| e["body"] == "to the team"),
+        "group messages are not pushed outside the room"
+    );
+    // MAM gives the same messages the same ids.
+    xmpp.command(json!({"op": "mam", "with": "bob@localhost", "max": 10}))
+        .await;
+    let archive = xmpp.expect("mam", |_| true).await;
+    let ids = archive["ids"].as_array().unwrap();
+    let tail: Vec<String> = ids[ids.len() - 3..]
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(tail, delivered_ids);
+    xmpp.quit().await;
+
+    // Once only: the next session gets nothing again.
+    let mut xmpp = Xmpp::password(&python, &setup, &alice, "phone").await;
+    xmpp.command(json!({"op": "ping"})).await;
+    xmpp.expect("pong", |_| true).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    xmpp.command(json!({"op": "ping"})).await;
+    xmpp.expect("pong", |_| true).await;
+    assert!(
+        !xmpp.seen.iter().any(|e| e["event"] == "message"),
+        "nothing is delivered twice: {:#?}",
+        xmpp.seen
+    );
+    xmpp.quit().await;
+}
+
+/// slixmpp's MAM client (XEP-0313 with RSM paging, two results a page) reads the history of a
+/// conversation with a WebSocket user, forwards and in reverse, with the server's message ids.
+#[tokio::test]
+async fn slixmpp_pages_through_the_archive() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    befriend(&alice, &bob).await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let bob_ws = setup.server.connect(&bob).await;
+    for i in 0..4 {
+        bob_ws
+            .send_text(conversation, &format!("b{i}"), &format!("from bob {i}"))
+            .await
+            .unwrap();
+    }
+    let mut xmpp = Xmpp::password(&python, &setup, &alice, "archive").await;
+    xmpp.command(json!({"op": "send", "to": "bob@localhost", "body": "from alice", "id": "a0"}))
+        .await;
+    // The reply is committed once Bob's history holds it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let history = loop {
+        let history = bob.api.history(conversation, None, 10).await.unwrap();
+        if history.messages.len() == 5 {
+            break history;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reply was not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let expected = [
+        "from bob 0",
+        "from bob 1",
+        "from bob 2",
+        "from bob 3",
+        "from alice",
+    ];
+    xmpp.command(json!({"op": "mam", "with": "bob@localhost", "max": 2}))
+        .await;
+    let pages = xmpp.expect("mam", |_| true).await;
+    assert_eq!(pages["bodies"], json!(expected));
+    let ids: Vec<String> = history.messages.iter().map(|m| m.id.to_string()).collect();
+    assert_eq!(
+        pages["ids"],
+        json!(ids),
+        "result ids are the server's message ids"
+    );
+    xmpp.command(json!({"op": "mam", "with": "bob@localhost", "max": 2, "reverse": true}))
+        .await;
+    let reversed = xmpp.expect("mam", |_| true).await;
+    let mut backwards = expected.to_vec();
+    backwards.reverse();
+    assert_eq!(reversed["bodies"], json!(backwards));
+    xmpp.quit().await;
+}
+
+/// A Tidings group as a MUC room: slixmpp discovers it, joins (occupants with roles from the
+/// Tidings roles, self-presence 110, history from the archive, the title as subject), chats
+/// with a WebSocket member both ways with ids mapped, pages the room's archive with MAM, and
+/// leaves; a user who is not a member can neither join nor read the room.
+#[tokio::test]
+async fn slixmpp_joins_a_group_and_chats_with_a_websocket_user() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let carol = setup.server.user("carol").await;
+    befriend(&alice, &bob).await;
+    let group = bob
+        .api
+        .create_group("Lunch", &[alice.user_id])
+        .await
+        .unwrap()
+        .id;
+    let room = format!("{group}@conference.localhost");
+    let mut bob_ws = setup.server.connect(&bob).await;
+    for i in 0..3 {
+        bob_ws
+            .send_text(group, &format!("early-{i}"), &format!("early {i}"))
+            .await
+            .unwrap();
+    }
+
+    let mut xmpp = Xmpp::password(&python, &setup, &alice, "muc").await;
+    xmpp.command(json!({"op": "rooms"})).await;
+    let rooms = xmpp.expect("rooms", |_| true).await;
+    assert_eq!(rooms["services"], json!(["conference.localhost"]));
+    assert_eq!(rooms["rooms"], json!([[room.clone(), "Lunch"]]));
+    xmpp.command(json!({"op": "room_info", "room": room})).await;
+    let info = xmpp.expect("room_info", |_| true).await;
+    let features = info["features"].as_array().unwrap();
+    for feature in [
+        "http://jabber.org/protocol/muc",
+        "muc_membersonly",
+        "urn:xmpp:mam:2",
+    ] {
+        assert!(features.contains(&json!(feature)), "{feature} in {info}");
+    }
+
+    // Join with the last two messages of history; the nick is the username.
+    xmpp.command(json!({"op": "join", "room": room, "nick": "alice", "maxstanzas": 2}))
+        .await;
+    let joined = xmpp.expect("joined", |_| true).await;
+    assert_eq!(joined["nick"], "alice");
+    assert!(joined["codes"].as_array().unwrap().contains(&json!(110)));
+    assert_eq!(
+        (&joined["affiliation"], &joined["role"]),
+        (&json!("member"), &json!("participant"))
+    );
+    assert_eq!(joined["subject"], "Lunch");
+    // slixmpp counts its own presence among the occupants.
+    assert_eq!(
+        joined["occupants"],
+        json!([
+            ["alice", "member", "participant"],
+            ["bob", "owner", "moderator"]
+        ])
+    );
+    assert_eq!(joined["history"], json!(["early 1", "early 2"]));
+
+    // XMPP -> WebSocket, and the reflection to the sender carries the server id.
+    xmpp.command(json!({"op": "groupchat", "room": room, "body": "hi all", "id": "g-1"}))
+        .await;
+    let message = next_message(&mut bob_ws).await;
+    assert_eq!(
+        (message.conversation_id, message.client_msg_id.as_str()),
+        (group, "g-1")
+    );
+    let reflected = xmpp
+        .expect("message", |m| m["type"] == "groupchat" && m["id"] == "g-1")
+        .await;
+    assert_eq!(reflected["from"], format!("{room}/alice"));
+    assert_eq!(reflected["stanza_id"], message.id.to_string());
+
+    // WebSocket -> XMPP.
+    bob_ws
+        .send_text(group, "w-1", "from the web")
+        .await
+        .unwrap();
+    let got = xmpp
+        .expect("message", |m| m["body"] == "from the web")
+        .await;
+    assert_eq!(got["from"], format!("{room}/bob"));
+    assert_eq!(got["type"], "groupchat");
+    assert_eq!(got["origin_id"], "w-1");
+
+    // The room's archive through MAM, two a page, is the group's history.
+    let history = bob.api.history(group, None, 50).await.unwrap();
+    let texts: Vec<(String, String)> = history
+        .messages
+        .iter()
+        .filter_map(|m| match &m.body {
+            MessageBody::Text { text } => Some((text.clone(), m.id.to_string())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts.len(), 5);
+    xmpp.command(json!({"op": "mam", "room": room, "max": 2}))
+        .await;
+    let pages = xmpp.expect("mam", |_| true).await;
+    let bodies: Vec<&str> = texts.iter().map(|(t, _)| t.as_str()).collect();
+    let ids: Vec<&str> = texts.iter().map(|(_, i)| i.as_str()).collect();
+    assert_eq!(pages["bodies"], json!(bodies));
+    assert_eq!(pages["ids"], json!(ids));
+
+    // Leaving: the self-presence goes unavailable, and group messages stop.
+    xmpp.command(json!({"op": "leave", "room": room, "nick": "alice"}))
+        .await;
+    xmpp.expect("presence", |p| {
+        p["from"] == format!("{room}/alice") && p["type"] == "unavailable"
+    })
+    .await;
+
+    // Carol is not a member: no join, no disco, no archive.
+    let mut outsider = Xmpp::password(&python, &setup, &carol, "muc").await;
+    outsider
+        .command(json!({"op": "join", "room": room, "nick": "carol"}))
+        .await;
+    let refused = outsider.expect("join_error", |_| true).await;
+    assert_eq!(refused["condition"], "registration-required");
+    outsider
+        .command(json!({"op": "room_info", "room": room}))
+        .await;
+    let error = outsider.expect("iq_error", |_| true).await;
+    assert!(
+        error["error"].as_str().unwrap().contains("forbidden"),
+        "{error}"
+    );
+    outsider.quit().await;
+    xmpp.quit().await;
 }

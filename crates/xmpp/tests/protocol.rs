@@ -294,3 +294,403 @@ async fn a_second_bind_of_a_resource_ends_the_first_with_conflict() {
         "{got}"
     );
 }
+
+/// STARTTLS on a new connection; returns the TLS stream and the features offered on it.
+async fn starttls(setup: &Setup) -> (Tls, String) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", setup.port)).await.unwrap();
+    write(&mut tcp, HEADER).await;
+    read_until(&mut tcp, "</stream:features>").await;
+    write(
+        &mut tcp,
+        "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>",
+    )
+    .await;
+    read_until(&mut tcp, "<proceed").await;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = setup.connector.connect(name, tcp).await.unwrap();
+    write(&mut tls, HEADER).await;
+    let features = read_until(&mut tls, "</stream:features>").await;
+    (tls, features)
+}
+
+/// The TLS 1.3 `tls-exporter` channel binding the client sees (RFC 9266).
+fn client_exporter(tls: &Tls) -> Vec<u8> {
+    let (_, conn) = tls.get_ref();
+    assert_eq!(
+        conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+        .unwrap()
+}
+
+/// Reads until a SASL outcome (`</challenge>`, `</success>`, `<success .../>`, `</failure>`).
+async fn read_sasl(tls: &mut Tls) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if ["</challenge>", "</success>", "</failure>"]
+            .iter()
+            .any(|end| text.contains(end))
+            || (text.contains("<success") && text.contains("/>"))
+        {
+            return text;
+        }
+        let n = tokio::time::timeout_at(deadline, tls.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no SASL answer in time; got {text}"))
+            .unwrap_or(0);
+        assert!(n > 0, "closed; got {text}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The text content of the first `<tag ...>` ... `</tag>` in `xml`.
+fn content<'a>(xml: &'a str, tag: &str) -> &'a str {
+    let start = xml
+        .find(&format!("<{tag}"))
+        .unwrap_or_else(|| panic!("{tag} in {xml}"));
+    let open_end = start + xml[start..].find('>').unwrap() + 1;
+    let close = xml[open_end..].find(&format!("</{tag}>")).unwrap() + open_end;
+    &xml[open_end..close]
+}
+
+/// How a test SCRAM client treats channel binding.
+enum Binding<'a> {
+    /// `n`: no binding.
+    No,
+    /// `y`: supports binding but says the server offered none.
+    NotOffered,
+    /// `p=tls-exporter` with these bytes.
+    Exporter(&'a [u8]),
+}
+
+/// A SCRAM exchange as a client (RFC 5802 section 3). `Ok` when the server succeeded and its
+/// signature verified; `Err` with the server's failure otherwise.
+async fn scram_client(
+    tls: &mut Tls,
+    mechanism: &str,
+    username: &str,
+    password: &str,
+    binding: Binding<'_>,
+) -> Result<(), String> {
+    use base64::Engine;
+    use tidings_core::scram::ScramHash;
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let hash = if mechanism.starts_with("SCRAM-SHA-256") {
+        ScramHash::Sha256
+    } else {
+        ScramHash::Sha1
+    };
+    let (gs2, data): (&str, &[u8]) = match binding {
+        Binding::No => ("n,,", &[]),
+        Binding::NotOffered => ("y,,", &[]),
+        Binding::Exporter(data) => ("p=tls-exporter,,", data),
+    };
+    let bare = format!("n={username},r=clientnonce0123");
+    write(
+        tls,
+        &format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{}</auth>",
+            b64.encode(format!("{gs2}{bare}"))
+        ),
+    )
+    .await;
+    let answer = read_sasl(tls).await;
+    if answer.contains("<failure") {
+        return Err(answer);
+    }
+    let server_first =
+        String::from_utf8(b64.decode(content(&answer, "challenge")).unwrap()).unwrap();
+    let field = |key: &str| {
+        server_first
+            .split(',')
+            .find_map(|f| f.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} in {server_first}"))
+            .to_owned()
+    };
+    let nonce = field("r=");
+    assert!(nonce.starts_with("clientnonce0123") && nonce.len() > 15);
+    let salt = b64.decode(field("s=")).unwrap();
+    let iterations: u32 = field("i=").parse().unwrap();
+    let salted = hash.salted_password(password.as_bytes(), &salt, iterations);
+    let client_key = hash.hmac(&salted, b"Client Key");
+    let stored_key = hash.hash(&client_key);
+    let mut cbind = gs2.as_bytes().to_vec();
+    cbind.extend_from_slice(data);
+    let without_proof = format!("c={},r={nonce}", b64.encode(&cbind));
+    let auth_message = format!("{bare},{server_first},{without_proof}");
+    let signature = hash.hmac(&stored_key, auth_message.as_bytes());
+    let proof: Vec<u8> = client_key
+        .iter()
+        .zip(&signature)
+        .map(|(k, s)| k ^ s)
+        .collect();
+    write(
+        tls,
+        &format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            b64.encode(format!("{without_proof},p={}", b64.encode(proof)))
+        ),
+    )
+    .await;
+    let answer = read_sasl(tls).await;
+    if answer.contains("<failure") {
+        return Err(answer);
+    }
+    let server_final = String::from_utf8(b64.decode(content(&answer, "success")).unwrap()).unwrap();
+    let server_key = hash.hmac(&salted, b"Server Key");
+    let expected = b64.encode(hash.hmac(&server_key, auth_message.as_bytes()));
+    assert_eq!(
+        server_final,
+        format!("v={expected}"),
+        "the server proves it knows the keys"
+    );
+    Ok(())
+}
+
+/// SCRAM-SHA-1 and -256, with and without `tls-exporter` channel binding: the mechanisms
+/// are offered, a correct proof succeeds with a server signature the client verifies, and a
+/// wrong password, a wrong binding, or a downgrade (`y` while -PLUS was offered) fail.
+#[tokio::test]
+async fn scram_with_and_without_channel_binding() {
+    let setup = setup(|_| {}).await;
+    setup.server.user("alice").await;
+    let (mut tls, features) = starttls(&setup).await;
+    for m in [
+        "SCRAM-SHA-256-PLUS",
+        "SCRAM-SHA-1-PLUS",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-1",
+    ] {
+        assert!(
+            features.contains(&format!("<mechanism>{m}</mechanism>")),
+            "{m} in {features}"
+        );
+    }
+    assert!(
+        features.contains("<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'><channel-binding type='tls-exporter'/>"),
+        "{features}"
+    );
+    let exporter = client_exporter(&tls);
+    scram_client(
+        &mut tls,
+        "SCRAM-SHA-256-PLUS",
+        "alice",
+        PASSWORD,
+        Binding::Exporter(&exporter),
+    )
+    .await
+    .unwrap();
+
+    for (mechanism, password, binding, condition) in [
+        ("SCRAM-SHA-256", "wrong password", 0, "not-authorized"),
+        ("SCRAM-SHA-1", "wrong password", 0, "not-authorized"),
+        ("SCRAM-SHA-256-PLUS", PASSWORD, 1, "not-authorized"),
+        ("SCRAM-SHA-256", PASSWORD, 2, "not-authorized"),
+        ("SCRAM-SHA-256", PASSWORD, 3, "malformed-request"),
+    ] {
+        let (mut tls, _) = starttls(&setup).await;
+        let exporter = client_exporter(&tls);
+        let other = vec![0u8; 32];
+        let binding = match binding {
+            0 => Binding::No,
+            1 => Binding::Exporter(&other),
+            2 => Binding::NotOffered,
+            _ => Binding::Exporter(&exporter),
+        };
+        let failure = scram_client(&mut tls, mechanism, "alice", password, binding)
+            .await
+            .expect_err(mechanism);
+        assert!(
+            failure.contains(&format!("<{condition}/>")),
+            "{mechanism} {condition}: {failure}"
+        );
+    }
+    for mechanism in ["SCRAM-SHA-1", "SCRAM-SHA-256"] {
+        let (mut tls, _) = starttls(&setup).await;
+        scram_client(&mut tls, mechanism, "alice", PASSWORD, Binding::No)
+            .await
+            .unwrap();
+        // The stream restarts and a resource binds, as after PLAIN.
+        write(&mut tls, HEADER).await;
+        let features = read_until(&mut tls, "</stream:features>").await;
+        assert!(features.contains("xmpp-bind"), "{features}");
+    }
+    // An unknown user gets a challenge like anyone (no user enumeration) and then fails.
+    let (mut tls, _) = starttls(&setup).await;
+    let failure = scram_client(&mut tls, "SCRAM-SHA-256", "nobody", PASSWORD, Binding::No)
+        .await
+        .unwrap_err();
+    assert!(failure.contains("<not-authorized/>"), "{failure}");
+}
+
+/// An account without SCRAM credentials (made before they were stored) cannot use SCRAM but
+/// signs in with PLAIN, which stores them; a password change replaces them, so the old
+/// password no longer works with SCRAM and the new one does.
+#[tokio::test]
+async fn scram_credentials_follow_the_password() {
+    let setup = setup(|_| {}).await;
+    let alice = setup.server.user("alice").await;
+    let store = setup.server.core().store().clone();
+    for algorithm in ["SHA-1", "SHA-256"] {
+        let stored = store
+            .scram_credential(alice.user_id, algorithm)
+            .await
+            .unwrap()
+            .expect("registration stores SCRAM credentials");
+        assert_eq!(stored.iterations, 4096);
+    }
+    store
+        .set_scram_credentials(alice.user_id, Vec::new())
+        .await
+        .unwrap();
+    let (mut tls, _) = starttls(&setup).await;
+    scram_client(&mut tls, "SCRAM-SHA-256", "alice", PASSWORD, Binding::No)
+        .await
+        .unwrap_err();
+    // PLAIN proves the password and the credentials are made.
+    drop(sign_in(&setup, "alice", "plain").await);
+    let (mut tls, _) = starttls(&setup).await;
+    scram_client(&mut tls, "SCRAM-SHA-256", "alice", PASSWORD, Binding::No)
+        .await
+        .unwrap();
+
+    let new_password = "a brand new passphrase";
+    alice
+        .api
+        .change_password(PASSWORD, new_password)
+        .await
+        .unwrap();
+    let (mut tls, _) = starttls(&setup).await;
+    scram_client(&mut tls, "SCRAM-SHA-1", "alice", PASSWORD, Binding::No)
+        .await
+        .unwrap_err();
+    let (mut tls, _) = starttls(&setup).await;
+    scram_client(&mut tls, "SCRAM-SHA-1", "alice", new_password, Binding::No)
+        .await
+        .unwrap();
+    // Credentials that outlived their password (a path that set the hash without refreshing
+    // them) are not used: they are bound to the argon2 hash they were made with.
+    let current = store.user_by_id(alice.user_id).await.unwrap().unwrap();
+    store
+        .set_password_hash(
+            alice.user_id,
+            "$argon2id$v=19$m=256,t=1,p=1$c29tZXNhbHQ$aGFzaA",
+        )
+        .await
+        .unwrap();
+    let (mut tls, _) = starttls(&setup).await;
+    scram_client(&mut tls, "SCRAM-SHA-1", "alice", new_password, Binding::No)
+        .await
+        .unwrap_err();
+    store
+        .set_password_hash(alice.user_id, &current.password_hash)
+        .await
+        .unwrap();
+}
+
+/// Sends a MAM query on the archive with Bob and returns everything up to its `</iq>`.
+async fn mam_query(tls: &mut Tls, id: &str, fields: &str, set: &str) -> String {
+    write(
+        tls,
+        &format!(
+            "<iq type='set' id='{id}'><query xmlns='urn:xmpp:mam:2' queryid='q-{id}'>\
+             <x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>\
+             <field var='with'><value>bob@localhost</value></field>{fields}</x>\
+             <set xmlns='http://jabber.org/protocol/rsm'>{set}</set></query></iq>"
+        ),
+    )
+    .await;
+    // The results come first, then the `<iq type='result'>` that ends with `</fin></iq>`.
+    let text = read_until(tls, "</fin></iq>").await;
+    assert!(text.contains(&format!("type='result' id='{id}'")), "{text}");
+    text
+}
+
+/// The bodies of the MAM results in `answer`, in order, and the `<last>` id.
+fn mam_bodies(answer: &str) -> (Vec<String>, Option<String>) {
+    let bodies = answer
+        .split("<result ")
+        .skip(1)
+        .map(|r| content(r, "body").to_owned())
+        .collect();
+    let last = answer
+        .contains("<last>")
+        .then(|| content(answer, "last").to_owned());
+    (bodies, last)
+}
+
+/// MAM (XEP-0313) over the history of a direct conversation: pages forward with `after`, the
+/// last page with an empty `before`, `fin complete` at the ends, a `start` bound, and the
+/// feature advertised on the account.
+#[tokio::test]
+async fn mam_pages_through_a_direct_conversation() {
+    let setup = setup(|_| {}).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let bob_ws = setup.server.connect(&bob).await;
+    for i in 0..5 {
+        bob_ws
+            .send_text(conversation, &format!("m{i}"), &format!("message {i}"))
+            .await
+            .unwrap();
+    }
+    let mut tls = sign_in(&setup, "alice", "mam").await;
+    write(
+        &mut tls,
+        "<iq type='get' id='d1' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    )
+    .await;
+    let disco = read_until(&mut tls, "</iq>").await;
+    assert!(disco.contains("var='urn:xmpp:mam:2'"), "{disco}");
+
+    let first = mam_query(&mut tls, "p1", "", "<max>2</max>").await;
+    let (bodies, last) = mam_bodies(&first);
+    assert_eq!(bodies, ["message 0", "message 1"], "{first}");
+    assert!(!first.contains("complete='true'"), "{first}");
+    let second = mam_query(
+        &mut tls,
+        "p2",
+        "",
+        &format!("<max>2</max><after>{}</after>", last.unwrap()),
+    )
+    .await;
+    let (bodies, last) = mam_bodies(&second);
+    assert_eq!(bodies, ["message 2", "message 3"], "{second}");
+    let third = mam_query(
+        &mut tls,
+        "p3",
+        "",
+        &format!("<max>2</max><after>{}</after>", last.unwrap()),
+    )
+    .await;
+    let (bodies, _) = mam_bodies(&third);
+    assert_eq!(bodies, ["message 4"], "{third}");
+    assert!(third.contains("complete='true'"), "{third}");
+
+    let latest = mam_query(&mut tls, "p4", "", "<max>2</max><before/>").await;
+    let (bodies, _) = mam_bodies(&latest);
+    assert_eq!(bodies, ["message 3", "message 4"], "{latest}");
+    assert!(!latest.contains("complete='true'"), "{latest}");
+
+    // The result ids are the server's message ids, as in the history.
+    let history = alice.api.history(conversation, None, 10).await.unwrap();
+    assert!(
+        latest.contains(&format!("id='{}'", history.messages[4].id)),
+        "{latest}"
+    );
+    let future = mam_query(
+        &mut tls,
+        "p5",
+        "<field var='start'><value>2100-01-01T00:00:00Z</value></field>",
+        "",
+    )
+    .await;
+    assert_eq!(mam_bodies(&future).0, Vec::<String>::new(), "{future}");
+    assert!(future.contains("complete='true'"), "{future}");
+}
