@@ -345,6 +345,13 @@ impl Core {
                     "this account is suspended",
                 ))
             }
+            // SCRAM, like PLAIN, carries no second factor: a two-factor account signs in over
+            // XMPP with an access token (OAUTHBEARER) instead, so the password alone is never
+            // enough (docs/accounts.md).
+            Some(_) if self.needs_second_factor(id).await? => Err(CoreError::new(
+                tidings_proto::ErrorCode::SecondFactorRequired,
+                "this account uses two-factor sign-in: use an access token instead of the password",
+            )),
             Some(_) => Ok(id),
             None => Err(wrong()),
         }

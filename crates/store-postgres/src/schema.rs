@@ -14,11 +14,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_push.sql"),
     include_str!("migrations/0006_calls.sql"),
     include_str!("migrations/0007_push_outbox.sql"),
-    include_str!("migrations/0010_mqtt.sql"),
+    include_str!("migrations/0008_mqtt.sql"),
     include_str!("migrations/0009_two_factor.sql"),
-    include_str!("migrations/0008_oauth_grants.sql"),
-    include_str!("migrations/0012_external_identities.sql"),
-    include_str!("migrations/0011_scram.sql"),
+    include_str!("migrations/0010_oauth_grants.sql"),
+    include_str!("migrations/0011_external_identities.sql"),
+    include_str!("migrations/0012_scram.sql"),
     include_str!("migrations/0013_device_cursors.sql"),
 ];
 

@@ -22,11 +22,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_push.sql"),
     include_str!("migrations/0012_calls.sql"),
     include_str!("migrations/0013_push_outbox.sql"),
-    include_str!("migrations/0016_mqtt.sql"),
+    include_str!("migrations/0014_mqtt.sql"),
     include_str!("migrations/0015_two_factor.sql"),
-    include_str!("migrations/0014_oauth_grants.sql"),
-    include_str!("migrations/0018_external_identities.sql"),
-    include_str!("migrations/0017_scram.sql"),
+    include_str!("migrations/0016_oauth_grants.sql"),
+    include_str!("migrations/0017_external_identities.sql"),
+    include_str!("migrations/0018_scram.sql"),
     include_str!("migrations/0019_device_cursors.sql"),
 ];
 

@@ -323,6 +323,13 @@ async fn pyotp_codes_enrol_sign_in_and_are_never_accepted_twice() {
         .await
         .unwrap_err();
     assert_eq!(refused.code, ErrorCode::SecondFactorRequired);
+    // Nor SCRAM: even with a correct proof, the password alone does not sign this account in.
+    let lookup = core
+        .scram_lookup("alice", tidings_core::scram::ScramHash::Sha256, None)
+        .await
+        .unwrap();
+    let refused = core.scram_finish(&lookup, true, None).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::SecondFactorRequired);
 
     // New recovery codes need a TOTP code; the old ones stop working.
     let next = code(&python, &secret, 1).await;
