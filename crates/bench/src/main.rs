@@ -19,8 +19,8 @@
 //! `docs/benchmarks.md` for why, and for the method and the results.
 
 mod catchup;
-mod cluster;
 mod charts;
+mod cluster;
 mod compare;
 mod idle;
 mod link;

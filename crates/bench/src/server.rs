@@ -169,7 +169,7 @@ impl Server {
 
     /// The server's data directory.
     pub fn data_path(&self) -> &Path {
-        self.data_dir.path()
+        &self.data_path
     }
 
     pub fn client(&self) -> Client {

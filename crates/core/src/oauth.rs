@@ -710,13 +710,14 @@ impl Core {
     }
 
     /// The user's answer on the verification page: approving signs in with username and
-    /// password (limited and audited like every sign-in); denying needs no sign-in. Either
+    /// password, and the second factor of a two-factor account (limited and audited like every
+    /// sign-in); denying needs no sign-in. Either
     /// way the answer is final. On failure, the consent is returned with the error when the
     /// code is still pending, so the page can ask again without another look-up.
     pub async fn decide_device(
         &self,
         typed: &str,
-        approve: Option<(&str, String)>,
+        approve: Option<(&str, String, Option<&str>)>,
         address: Option<IpAddr>,
     ) -> Result<(), (CoreError, Option<DeviceConsent>)> {
         let consent = self
@@ -725,8 +726,11 @@ impl Core {
             .map_err(|e| (e, None))?;
         let code = normalize_user_code(&consent.user_code).unwrap_or_default();
         let state = match approve {
-            Some((username, password)) => {
-                match self.sign_in_check(username, password, address).await {
+            Some((username, password, second_factor)) => {
+                match self
+                    .sign_in_check(username, password, second_factor, address)
+                    .await
+                {
                     Ok(user) => DeviceAuthorizationState::Approved(user.id),
                     Err(e) => return Err((e, Some(consent))),
                 }

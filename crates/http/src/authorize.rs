@@ -317,6 +317,8 @@ pub struct DeviceParams {
     // Only in the posted form.
     username: Option<String>,
     password: Option<String>,
+    /// The TOTP or recovery code of a two-factor account (docs/accounts.md).
+    otp: Option<String>,
     csrf: Option<String>,
     /// `approve` or `deny`.
     decision: Option<String>,
@@ -362,6 +364,8 @@ fn device_consent_form(consent: &DeviceConsent, csrf: &str, notice: Option<&str>
          <label>Username <input name=\"username\" autocomplete=\"username\" required></label>\
          <label>Password <input name=\"password\" type=\"password\" \
          autocomplete=\"current-password\" required></label>\
+         <label>Two-factor code (if your account uses one) <input name=\"otp\" \
+         autocomplete=\"one-time-code\" inputmode=\"numeric\"></label>\
          <div class=\"buttons\"><button type=\"submit\" name=\"decision\" value=\"approve\">\
          Sign in and allow</button>\
          <button type=\"submit\" name=\"decision\" value=\"deny\" formnovalidate>Deny</button>\
@@ -425,7 +429,11 @@ pub async fn device_submit(
         let password = params.password.clone().unwrap_or_default();
         state
             .core
-            .decide_device(&typed, Some((&username, password)), address)
+            .decide_device(
+                &typed,
+                Some((&username, password, params.otp.as_deref())),
+                address,
+            )
             .await
     } else {
         state.core.decide_device(&typed, None, address).await

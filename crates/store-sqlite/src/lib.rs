@@ -23,8 +23,8 @@
 mod account;
 mod cursors;
 mod error;
-mod mqtt;
 mod identities;
+mod mqtt;
 mod oauth;
 mod push;
 mod queries;

@@ -5857,7 +5857,7 @@ pub async fn files_of_pages_a_users_files(store: Arc<dyn Store>) {
         ["f4"]
     );
     assert_eq!(ids(store.files_of(bob, None, 10).await.unwrap()), ["f2"]);
-    }
+}
 
 pub async fn external_identities_link_once_and_create_accounts(store: Arc<dyn Store>) {
     let identity = |subject: &str, at: i64| ExternalIdentity {
