@@ -16,6 +16,7 @@ use tokio_postgres::types::{ToSql, Type};
 pub const TABLES: &[&str] = &[
     "users",
     "scram_credentials",
+    "external_identities",
     "invites",
     "devices",
     "refresh_tokens",
