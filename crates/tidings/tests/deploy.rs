@@ -291,14 +291,6 @@ impl Wss {
     }
 }
 
-fn der(pem: &str) -> Vec<u8> {
-    use base64::Engine;
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_nginx_config_fronts_two_nodes() {
     let Some(nginx) = nginx_binary() else {
@@ -445,7 +437,7 @@ async fn shipped_nginx_config_fronts_two_nodes() {
         )
         .await;
     let conversation = ConversationId(conversation["id"].as_i64().unwrap());
-    let ca_der = der(&ca_pem);
+    let ca_der = cert.cert.der().to_vec();
     let mut alice_a = Wss::connect(ca_der.clone(), https_port, &alice_token).await;
     let mut bob_a = Wss::connect(ca_der.clone(), https_port, &bob_token).await;
     // Her second device: the sending device itself gets only the ack, not the event.
