@@ -35,6 +35,7 @@ mod push;
 mod rest;
 mod security;
 mod tls;
+mod unread;
 mod web;
 mod ws;
 
@@ -382,7 +383,8 @@ pub fn finish(app: Router, config: &HttpConfig, tls: bool) -> Router {
     let proxies = std::sync::Arc::new(
         TrustedProxies::parse(&config.trusted_proxies).expect("validated trusted_proxies"),
     );
-    app.layer(axum::middleware::from_fn(admin::observe))
+    app.layer(axum::middleware::from_fn(unread::close_if_unread))
+        .layer(axum::middleware::from_fn(admin::observe))
         .layer(axum::middleware::from_fn_with_state(
             security,
             security::headers,

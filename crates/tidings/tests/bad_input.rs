@@ -243,3 +243,82 @@ async fn a_client_asking_for_another_protocol_version_is_refused() {
     }
     server.stop().await;
 }
+
+/// Reads one HTTP/1.1 response (headers and a `Content-Length` body) from a kept-alive
+/// connection; returns the lower-cased head and the body.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .unwrap();
+        assert!(n > 0, "connection closed before a response: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        body.extend_from_slice(&chunk[..n]);
+    }
+    (head, body)
+}
+
+#[tokio::test]
+async fn a_response_that_leaves_the_body_unread_says_the_connection_closes() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    let addr = server.base_url.trim_start_matches("http://").to_string();
+
+    // Refused before its body is read (no token): the body has not even been sent yet, so the
+    // server cannot reuse the connection, and says so instead of closing it unannounced.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = r#"{"client_msg_id":"a","body":{"kind":"text","text":"hi"}}"#;
+    stream
+        .write_all(
+            format!(
+                "POST /api/v1/conversations/1/messages HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut stream).await;
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+
+    // A request whose body is read keeps its connection: two requests on one socket.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    for _ in 0..2 {
+        let malformed = "{\"username\":";
+        stream
+            .write_all(
+                format!(
+                    "POST /api/v1/accounts HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{malformed}",
+                    malformed.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let (head, body) = read_response(&mut stream).await;
+        assert!(head.starts_with("http/1.1 400"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["code"], "malformed_request");
+    }
+    server.stop().await;
+}
