@@ -207,3 +207,70 @@ async fn an_expired_token_closes_the_connection_and_a_refreshed_one_extends_it()
     assert!(matches!(pong, ServerFrame::Pong { .. }));
     server.stop().await;
 }
+
+/// A transport stops polling its session while it awaits something else (a socket write, a
+/// core call of its own: the XMPP gateway binding a resource). Reads the session had started
+/// must not hold the store's read pool meanwhile: here sixteen sessions each start a sync,
+/// are polled once so every read is queued for the pool, and are never polled again; reads
+/// by everyone else must still complete. (Before the session ran its work on tasks of its
+/// own, the pool's slots went to those unpolled reads and every later read in the server
+/// waited for ever: the XMPP gateway stalled after a few dozen sign-ins.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_sessions_nobody_polls_never_hold_up_other_reads() {
+    use std::future::Future;
+    use tidings_core::session::Session;
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let conv = alice.api.open_direct(bob.user_id).await.unwrap().id;
+    alice
+        .api
+        .send(
+            conv,
+            "m1",
+            tidings_proto::MessageBody::Text { text: "hi".into() },
+        )
+        .await
+        .unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..16 {
+        let mut session = Session::new(server.core().clone());
+        let auth = ClientFrame::Auth {
+            id: "a".into(),
+            token: alice.tokens.access_token.clone(),
+        };
+        session.handle_text(&serde_json::to_string(&auth).unwrap());
+        loop {
+            let out = tokio::time::timeout(Duration::from_secs(10), session.next_output())
+                .await
+                .expect("auth answered");
+            if let tidings_core::session::Output::Frame(text) = out
+                && text.as_str().contains("auth_ok")
+            {
+                break;
+            }
+        }
+        sessions.push(session);
+    }
+    for session in &mut sessions {
+        session.handle_text(r#"{"type":"sync","id":"s","cursors":[]}"#);
+    }
+    // One poll each, all in the same instant, so more reads are queued than the pool has
+    // connections; then none of these sessions is polled again while the test reads.
+    std::future::poll_fn(|cx| {
+        for session in &mut sessions {
+            let next = std::pin::pin!(session.next_output());
+            let _ = next.poll(cx);
+        }
+        std::task::Poll::Ready(())
+    })
+    .await;
+    for round in 0..20 {
+        tokio::time::timeout(Duration::from_secs(10), bob.api.conversations())
+            .await
+            .unwrap_or_else(|_| panic!("read {round} waited for sessions nobody polls"))
+            .unwrap();
+    }
+    drop(sessions);
+    server.stop().await;
+}
