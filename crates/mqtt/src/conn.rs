@@ -549,8 +549,58 @@ where
         Box::pin(self.finish(end)).await;
     }
 
+    /// Handles every whole packet in the input buffer. Also run before the first read: a
+    /// client may send SUBSCRIBE or PUBLISH right behind its CONNECT, in the same segment,
+    /// and those bytes are already here.
+    async fn take_input(&mut self, max_packet: usize) -> Option<End> {
+        loop {
+            match codec::decode(&self.rbuf, Some(self.v), max_packet) {
+                Ok(Some((packet, used))) => {
+                    let _ = self.rbuf.split_to(used);
+                    match self.on_packet(packet) {
+                        Ok(Step::Continue) => {}
+                        Ok(Step::CatchUp) => {
+                            // Boxed: the store read inside is rare, and inline it
+                            // would enlarge every connection's task.
+                            Box::pin(self.catch_up()).await;
+                            self.pump();
+                        }
+                        Ok(Step::Relay(publication)) => {
+                            let _ = Box::pin(self.gw.relay.send(publication)).await;
+                        }
+                        Ok(Step::End(end)) => return Some(end),
+                        Err(reason) => {
+                            self.disconnect(reason);
+                            let _ = self.flush().await;
+                            return Some(End::Abnormal);
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(%e, "Malformed MQTT packet.");
+                    self.disconnect(e.reason);
+                    let _ = self.flush().await;
+                    return Some(End::Abnormal);
+                }
+            }
+        }
+        // Between packets the connection holds no input buffer at all; only a packet still
+        // arriving keeps its bytes (and their allocation).
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+        }
+        None
+    }
+
     async fn run_loop(&mut self) -> End {
         let max_packet = self.gw.config.max_packet_bytes as usize;
+        // Packets that came with CONNECT. Boxed: this runs once per connection.
+        if !self.rbuf.is_empty()
+            && let Some(end) = Box::pin(self.take_input(max_packet)).await
+        {
+            return end;
+        }
         loop {
             if !self.wbuf.is_empty() && !self.flush().await {
                 return End::Abnormal;
@@ -573,42 +623,8 @@ where
                         Ok(_) => {}
                     }
                     self.last_heard = Instant::now();
-                    loop {
-                        match codec::decode(&self.rbuf, Some(self.v), max_packet) {
-                            Ok(Some((packet, used))) => {
-                                let _ = self.rbuf.split_to(used);
-                                match self.on_packet(packet) {
-                                    Ok(Step::Continue) => {}
-                                    Ok(Step::CatchUp) => {
-                                        // Boxed: the store read inside is rare, and inline it
-                                        // would enlarge every connection's task.
-                                        Box::pin(self.catch_up()).await;
-                                        self.pump();
-                                    }
-                                    Ok(Step::Relay(publication)) => {
-                                        let _ = Box::pin(self.gw.relay.send(publication)).await;
-                                    }
-                                    Ok(Step::End(end)) => return end,
-                                    Err(reason) => {
-                                        self.disconnect(reason);
-                                        let _ = self.flush().await;
-                                        return End::Abnormal;
-                                    }
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                tracing::debug!(%e, "Malformed MQTT packet.");
-                                self.disconnect(e.reason);
-                                let _ = self.flush().await;
-                                return End::Abnormal;
-                            }
-                        }
-                    }
-                    // Between packets the connection holds no input buffer at all; only a
-                    // packet still arriving keeps its bytes (and their allocation).
-                    if self.rbuf.is_empty() {
-                        self.rbuf = BytesMut::new();
+                    if let Some(end) = self.take_input(max_packet).await {
+                        return end;
                     }
                 }
                 out = self.session.next_output(), if window_open => {

@@ -492,3 +492,84 @@ async fn a_device_that_stops_acknowledging_is_let_go_when_its_queue_overflows() 
     assert_eq!(publishes, 1, "no more than the window allows");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn packets_sent_right_behind_connect_are_handled_without_waiting_for_more() {
+    let server = TestServer::start().await;
+    server.user("alice").await;
+    let addr = server.mqtt_addr();
+    let v = Version::V5;
+    // CONNECT, SUBSCRIBE, PUBLISH (QoS 1) and PINGREQ in one write, as a client that does
+    // not wait for CONNACK sends them: every answer comes without the client sending more.
+    let mut out = BytesMut::new();
+    codec::encode(
+        &Packet::Connect(Box::new(connect_packet(v, "eager"))),
+        v,
+        &mut out,
+    );
+    codec::encode(
+        &Packet::Subscribe(Subscribe {
+            packet_id: 7,
+            properties: Properties::default(),
+            filters: vec![(
+                "users/alice/eager".into(),
+                SubOptions {
+                    qos: QoS::AtLeastOnce,
+                    no_local: false,
+                    retain_as_published: false,
+                    retain_handling: 0,
+                },
+            )],
+        }),
+        v,
+        &mut out,
+    );
+    codec::encode(
+        &Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "users/alice/eager".into(),
+            packet_id: 8,
+            properties: Properties::default(),
+            payload: Bytes::from_static(b"right away"),
+        }),
+        v,
+        &mut out,
+    );
+    codec::encode(&Packet::PingReq, v, &mut out);
+    let mut raw = Raw {
+        stream: TcpStream::connect(addr).await.unwrap(),
+        buf: BytesMut::new(),
+        v,
+    };
+    raw.stream.write_all(&out).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        match raw.recv().await.expect("the connection stays open") {
+            Packet::ConnAck(ack) => {
+                assert_eq!(ack.reason, Reason::SUCCESS);
+                seen.push("connack");
+            }
+            Packet::SubAck(ack) => {
+                assert_eq!(ack.packet_id, 7);
+                seen.push("suback");
+            }
+            Packet::PubAck(ack) => {
+                assert_eq!(ack.packet_id, 8);
+                seen.push("puback");
+            }
+            Packet::Publish(p) => {
+                assert_eq!(&p.payload[..], b"right away");
+                raw.send(&Packet::PubAck(Ack::new(p.packet_id, Reason::SUCCESS)))
+                    .await;
+                seen.push("publish");
+            }
+            Packet::PingResp => seen.push("pingresp"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen[..2], ["connack", "suback"], "{seen:?}");
+    assert!(seen.contains(&"puback") && seen.contains(&"publish") && seen.contains(&"pingresp"));
+    server.stop().await;
+}
