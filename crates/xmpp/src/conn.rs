@@ -29,7 +29,7 @@ use tidings_core::session::{Output, Session, close_code};
 use tidings_core::{Caller, CoreError};
 use tidings_proto::ws::{ClientFrame, PresenceStatus, ReceiptKind, ServerFrame};
 use tidings_proto::{ConversationId, ErrorCode, MessageBody, Seq, UserId};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -110,7 +110,6 @@ struct Stream {
     /// The `tls-exporter` channel binding of the TLS connection (RFC 9266), for SCRAM `-PLUS`;
     /// only with TLS 1.3, where the exporter is unique to the connection.
     channel_binding: Option<Vec<u8>>,
-    buf: Vec<u8>,
     /// Token bucket of the stanza rate: tokens and when they were counted.
     tokens: f64,
     counted: Instant,
@@ -146,11 +145,12 @@ impl Stream {
                 }
                 return Ok(event);
             }
-            let n = self.io.read(&mut self.buf).await.map_err(|_| Fail::Io)?;
+            let n = read_into(&mut self.io, &mut self.parser)
+                .await
+                .map_err(|_| Fail::Io)?;
             if n == 0 {
                 return Err(Fail::Eof);
             }
-            self.parser.feed(&self.buf[..n]);
         }
     }
 
@@ -170,6 +170,37 @@ impl Stream {
             self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         }
     }
+}
+
+thread_local! {
+    /// The buffer every connection on this thread reads into. A connection keeps no read
+    /// buffer of its own: only the parser holds the bytes of a stanza still arriving, so an
+    /// idle session does not pin a read buffer.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
+}
+
+/// Reads what `io` has, through the thread's scratch buffer, straight into `parser`. Returns
+/// the number of bytes read (0 at end of stream). Cancel-safe: a pending read has taken
+/// nothing.
+async fn read_into(io: &mut Box<dyn Io>, parser: &mut StreamParser) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        SCRATCH.with(|scratch| {
+            // The borrow lasts for one synchronous poll; no other connection's read runs on
+            // this thread meanwhile.
+            let mut scratch = scratch.borrow_mut();
+            let mut read = tokio::io::ReadBuf::new(&mut scratch[..]);
+            match std::pin::Pin::new(&mut **io).poll_read(cx, &mut read) {
+                std::task::Poll::Ready(Ok(())) => {
+                    parser.feed(read.filled());
+                    std::task::Poll::Ready(Ok(read.filled().len()))
+                }
+                std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        })
+    })
+    .await
 }
 
 /// The opening of our stream header.
@@ -286,7 +317,6 @@ pub async fn run(
         parser: StreamParser::new(cfg.limits()),
         secure: tls.is_some(),
         channel_binding: tls.flatten(),
-        buf: vec![0; READ_CHUNK],
         tokens: f64::from(cfg.stanza_burst.max(1)),
         counted: Instant::now(),
         rate: f64::from(cfg.stanzas_per_second.max(1)),

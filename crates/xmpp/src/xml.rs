@@ -492,9 +492,10 @@ impl StreamParser {
                 return Err(XmlError::TooBig(limit));
             }
         }
-        // Everything before `start` is done with; keep the buffer from growing.
+        // Everything before `start` is done with. The allocation goes too: between stanzas
+        // an idle stream holds no buffer (the next read allocates what it needs).
         if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
+            self.buf = Vec::new();
             self.pos = 0;
             self.start = 0;
             self.tag_start = 0;
@@ -504,7 +505,12 @@ impl StreamParser {
 
     /// Drops the bytes of the item just returned.
     fn consume(&mut self) {
-        self.buf.drain(..self.pos);
+        if self.pos == self.buf.len() {
+            // Nothing after the item: free the buffer rather than keep its capacity idle.
+            self.buf = Vec::new();
+        } else {
+            self.buf.drain(..self.pos);
+        }
         self.pos = 0;
         self.start = 0;
         self.tag_start = 0;
