@@ -132,8 +132,8 @@ pub struct Params {
     /// Seconds of sending per fan-out phase.
     pub fanout_step_secs: f64,
     pub fanout_payload_bytes: usize,
-    /// `limits.outbound_queue` for the fan-out's server (`None`: the server's default); the
-    /// smoke profile makes it small so the stalled member overflows it within seconds.
+    /// `limits.outbound_queue` for the fan-out's server (`None`: the server's default); small,
+    /// the stalled member overflows it within seconds.
     pub fanout_outbound_queue: Option<usize>,
     /// Clients of scenario 5 (0: skip it).
     pub storm_clients: usize,

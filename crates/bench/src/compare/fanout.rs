@@ -233,11 +233,12 @@ async fn make_group(d: &Deployment) -> anyhow::Result<ConversationId> {
     Ok(group.id)
 }
 
-/// Waits (at most a minute) until the server uses less than a tenth of a core, so presence
-/// announcements of the members coming online are over before the clock starts.
+/// Waits (at most five minutes) until the server uses less than a tenth of a core, so the
+/// presence announcements of the members coming online are over before the clock starts: each
+/// member that connects is announced to every member already online, N²/2 frames in all.
 async fn settle(pid: u32) {
     let stat = format!("/proc/{pid}/stat");
-    for _ in 0..120 {
+    for _ in 0..600 {
         let Ok(before) = cpu_seconds(&stat) else {
             return;
         };
