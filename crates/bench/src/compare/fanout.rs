@@ -568,7 +568,12 @@ async fn one(
     let _ = stall_tx.send(true);
     let stalled_task = tasks.remove(STALLED - 1);
     let (stalled_report, stalled_link) = stalled_task.await?;
-    let stalled_link = stalled_link.context("the stalled member's connection ended early")?;
+    let Some(stalled_link) = stalled_link else {
+        bail!(
+            "the member to stall was closed while it still read: {}",
+            stalled_report.closed.as_deref().unwrap_or("-")
+        );
+    };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (stall_sent, sender, stall_start) =
         phase(sender, 1, count, count, rate, n - 2, &shared, drain, pad).await;
@@ -707,5 +712,34 @@ pub fn print_one(o: &FanoutOutcome) {
     }
     for line in o.closed.iter().take(3) {
         println!("    closed: {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_senders_messages_parse() {
+        assert_eq!(parse("0 7 123456 xxxx"), Some((7, 123456)));
+        assert_eq!(parse("3 7 123456 xxxx"), None);
+        assert_eq!(parse("0 seven 123456"), None);
+        assert_eq!(parse("hello"), None);
+    }
+
+    #[test]
+    fn order_follows_the_sequences_not_the_send_order() {
+        // Message numbers 1 and 2 were sequenced the other way round (5 before 6 is 2 before 1);
+        // number 9 is not in the sync.
+        let order = Order::new(&[(1, 6), (2, 5), (3, 7)]);
+        assert_eq!(order.seqs(&[2, 1, 3]), vec![5, 6, 7]);
+        assert_eq!(order.seqs(&[9]), vec![8 + 9]);
+        // A member that saw 2 before 1 saw them in order; one that saw 1 before 2 did not.
+        let acked = order.seqs(&[1, 2, 3]);
+        assert!(Completeness::check(&acked, &order.seqs(&[2, 1, 3])).is_perfect());
+        assert_eq!(
+            Completeness::check(&acked, &order.seqs(&[1, 2, 3])).out_of_order,
+            1
+        );
     }
 }

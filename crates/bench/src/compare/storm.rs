@@ -258,3 +258,29 @@ pub fn print_one(o: &StormOutcome) {
         if o.passed { "PASS" } else { "FAIL" }
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+    use tidings_proto::ErrorCode;
+
+    #[test]
+    fn failures_are_named_by_kind() {
+        let refused: anyhow::Error = SdkError::Server {
+            code: ErrorCode::SlowConsumer,
+            message: "x".into(),
+        }
+        .into();
+        assert_eq!(failure_kind(&refused), "refused: slow_consumer");
+        let transport = Err::<(), _>(SdkError::Transport("reset".into()))
+            .context("session 4")
+            .unwrap_err();
+        assert_eq!(failure_kind(&transport), "transport");
+        let io: anyhow::Error =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "no").into();
+        assert_eq!(failure_kind(&io), "io: ConnectionRefused");
+        let xmpp = anyhow::anyhow!("no session within 30 s (stalled at: binding)");
+        assert_eq!(failure_kind(&xmpp), "no session within 30 s");
+    }
+}
