@@ -9,12 +9,24 @@
 //!   intended send time; the highest rate whose end-to-end p99 stays within 50 ms with nothing
 //!   lost, duplicated or reordered.
 //!
+//! - **Scenario 3, group fan-out** ([`fanout`]): one sender in a group of N members, open loop;
+//!   first- and last-recipient latency, deliveries per second, completeness; then one member
+//!   stops reading and the others are measured beside it (native protocol only).
+//! - **Scenario 5, sign-in storm** ([`storm`]): K clients holding credentials come back to a
+//!   restarted server within W seconds; sign-ins per second, time to a session, failures.
+//!
 //! Every message text is `"<pair> <k> <intended ns> <filler>"`: the receiver checks that the
 //! message came from its own sender and that `k` arrives exactly once, in order, for every
 //! message the server acknowledged.
 //!
 //! Tidings is started by this tool (see [`crate::server`]), its accounts made over REST; the
 //! peers by `bench/peers/run`, each on a fresh data directory, which also writes their accounts.
+
+mod fanout;
+mod storm;
+
+pub use fanout::FanoutOutcome;
+pub use storm::StormOutcome;
 
 use crate::link::{self, Event, Link, MqttMode};
 use crate::server::{
@@ -32,6 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tidings_proto::UserId;
 use tidings_sdk::{ConnectOptions, Connection};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -112,6 +125,23 @@ pub struct Params {
     pub payload_bytes: usize,
     /// Failed rates in a row after which a target's sweep stops.
     pub stop_after_failures: usize,
+    /// Group sizes of scenario 3, the sender included (empty: skip it).
+    pub fanout_members: Vec<usize>,
+    /// Messages per second the fan-out's sender sends, in each of its two phases.
+    pub fanout_rate: u64,
+    /// Seconds of sending per fan-out phase.
+    pub fanout_step_secs: f64,
+    pub fanout_payload_bytes: usize,
+    /// `limits.outbound_queue` for the fan-out's server (`None`: the server's default); small,
+    /// the stalled member overflows it within seconds.
+    pub fanout_outbound_queue: Option<usize>,
+    /// Clients of scenario 5 (0: skip it).
+    pub storm_clients: usize,
+    /// Seconds within which they all come back.
+    pub storm_window_secs: f64,
+    /// The targets of scenario 5, among `targets` (the smoke profile: the native protocol only,
+    /// to stay within its time).
+    pub storm_targets: Vec<Target>,
     /// Pass on completeness alone (the smoke profile: correctness, never speed).
     pub completeness_only: bool,
 }
@@ -132,6 +162,8 @@ struct Account {
     name: String,
     /// Tidings: the access token (WebSocket, MQTT); everything else signs in with [`PASSWORD`].
     token: String,
+    /// Tidings: the account's id (groups are made of ids); the peers have none.
+    user_id: Option<UserId>,
 }
 
 /// A server started for one measurement.
@@ -245,6 +277,7 @@ impl Deployment {
                     .map(|name| Account {
                         name,
                         token: String::new(),
+                        user_id: None,
                     })
                     .collect(),
                 dests,
@@ -307,6 +340,7 @@ impl Deployment {
                 .map(|(name, u)| Account {
                     name,
                     token: u.token,
+                    user_id: Some(u.user_id),
                 })
                 .collect(),
             dests,
@@ -337,6 +371,36 @@ impl Deployment {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Opens a native-protocol connection for account `i` from source address number `i` with
+    /// the given client buffers (a member that is to stop reading needs small ones, so the
+    /// server's socket fills); failed attempts are tried twice more and counted, as in
+    /// [`Deployment::connect`].
+    async fn connect_ws(
+        &self,
+        i: usize,
+        read_buffer: usize,
+        event_buffer: usize,
+    ) -> anyhow::Result<Connection> {
+        let options = ConnectOptions {
+            local_ip: Some(source_ip(i)),
+            read_buffer,
+            event_buffer,
+        };
+        let mut attempt = 0;
+        loop {
+            match Connection::connect_with(&self.ws_url, &self.accounts[i].token, &options).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) if attempt < 2 => {
+                    attempt += 1;
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("{}: connection {i}: {e}; trying again", self.target.name());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -634,23 +698,28 @@ fn since(epoch: Instant) -> u64 {
     Instant::now().duration_since(epoch).as_nanos() as u64
 }
 
+/// Sends messages `k0..k0 + count` on `link`, message `k` at `first_ns + (k - k0) * period_ns`
+/// after `epoch` whatever the server does, and waits for their answers (at most `drain` after
+/// the last intended send). Gives the link back, for a sender that goes on in a later phase.
 #[allow(clippy::too_many_arguments)]
 async fn run_sender(
     mut link: Link,
     pair: usize,
     first_ns: f64,
     period_ns: f64,
+    k0: u64,
     count: u64,
     epoch: Instant,
     drain: Duration,
     pad: Arc<str>,
-) -> SenderReport {
-    let intended = |k: u64| (first_ns + k as f64 * period_ns) as u64;
+) -> (SenderReport, Link) {
+    let intended = |k: u64| (first_ns + (k - k0) as f64 * period_ns) as u64;
     let mut report = SenderReport::default();
-    let drain_until = epoch + Duration::from_nanos(intended(count.saturating_sub(1))) + drain;
-    let mut k = 0u64;
+    let end = k0 + count;
+    let drain_until = epoch + Duration::from_nanos(intended((end - 1).max(k0))) + drain;
+    let mut k = k0;
     let mut answered = 0u64;
-    let timer = tokio::time::sleep_until(epoch + Duration::from_nanos(intended(0)));
+    let timer = tokio::time::sleep_until(epoch + Duration::from_nanos(intended(k0)));
     tokio::pin!(timer);
     while answered < count {
         tokio::select! {
@@ -658,11 +727,11 @@ async fn run_sender(
             event = link.next() => match event {
                 Event::Acked { first, end } => {
                     let now = since(epoch) as i64;
-                    for j in first..end.min(k) {
+                    for j in first.max(k0)..end.min(k) {
                         report.ack.record_ns(now - intended(j) as i64);
                         report.acked.push(j + 1);
                     }
-                    answered += end.min(k).saturating_sub(first);
+                    answered += end.min(k).saturating_sub(first.max(k0));
                 }
                 Event::Refused { k: refused_k, reason } => {
                     answered += 1;
@@ -678,25 +747,25 @@ async fn run_sender(
                 }
             },
             () = &mut timer => {
-                if k >= count {
+                if k >= end {
                     break;
                 }
                 let now = since(epoch);
                 let mut text = String::with_capacity(48 + pad.len());
-                while k < count && intended(k) <= now {
+                while k < end && intended(k) <= now {
                     use std::fmt::Write as _;
                     text.clear();
                     let _ = write!(text, "{pair} {k} {} {pad}", intended(k));
                     if link.send(k, &text).is_err() {
                         report.closed = Some(format!("sender {pair}: closed while sending"));
-                        return report;
+                        return (report, link);
                     }
                     report.lag.record_ns(since(epoch) as i64 - intended(k) as i64);
                     report.sent += 1;
                     k += 1;
                 }
                 link.end_burst();
-                let next = if k < count {
+                let next = if k < end {
                     epoch + Duration::from_nanos(intended(k))
                 } else {
                     drain_until
@@ -705,8 +774,7 @@ async fn run_sender(
             }
         }
     }
-    link.close();
-    report
+    (report, link)
 }
 
 #[derive(Default)]
@@ -812,6 +880,7 @@ async fn step(env: &Env, target: Target, rate: u64, params: &Params) -> anyhow::
                 i,
                 start_ns + i as f64 * 1e9 / rate_f,
                 p as f64 * 1e9 / rate_f,
+                0,
                 per_sender,
                 epoch,
                 drain,
@@ -821,7 +890,9 @@ async fn step(env: &Env, target: Target, rate: u64, params: &Params) -> anyhow::
         .collect();
     let mut sent_reports = Vec::with_capacity(p);
     for t in sender_tasks {
-        sent_reports.push(t.await?);
+        let (report, link) = t.await?;
+        link.close();
+        sent_reports.push(report);
     }
     let acked: u64 = sent_reports.iter().map(|r| r.acked.len() as u64).sum();
     let deadline = Instant::now() + drain;
@@ -985,6 +1056,10 @@ pub struct Outcome {
     pub peer_versions: String,
     pub idle: Vec<IdleOutcome>,
     pub sweeps: Vec<SweepOutcome>,
+    /// Scenario 3.
+    pub fanout: Vec<FanoutOutcome>,
+    /// Scenario 5.
+    pub storms: Vec<StormOutcome>,
     /// Every scenario passed (for the smoke profile: completeness only).
     pub passed: bool,
 }
@@ -1002,6 +1077,8 @@ pub async fn run(env: &Env, params: Params) -> anyhow::Result<Outcome> {
     let peer_versions = peers_script(env, &["versions"]).await.unwrap_or_default();
     let mut idle_results = Vec::new();
     let mut sweeps = Vec::new();
+    let mut fanout_results = Vec::new();
+    let mut storms = Vec::new();
     let mut passed = true;
     for &target in &params.targets {
         if !params.idle_counts.is_empty() {
@@ -1046,6 +1123,22 @@ pub async fn run(env: &Env, params: Params) -> anyhow::Result<Outcome> {
             }
             sweeps.push(outcome);
         }
+        // Scenario 3 runs over the native protocol only (see `fanout`).
+        if !params.fanout_members.is_empty() && target == Target::TidingsWs {
+            let outcomes = fanout::run(env, target, &params).await;
+            passed &= outcomes.iter().all(|o| o.passed);
+            fanout_results.extend(outcomes);
+        }
+        if params.storm_clients > 0 && params.storm_targets.contains(&target) {
+            let outcome =
+                storm::run(env, target, params.storm_clients, params.storm_window_secs).await;
+            storm::print_one(&outcome);
+            passed &= outcome.error.is_none();
+            if params.completeness_only {
+                passed &= outcome.passed;
+            }
+            storms.push(outcome);
+        }
     }
     let outcome = Outcome {
         params,
@@ -1054,6 +1147,8 @@ pub async fn run(env: &Env, params: Params) -> anyhow::Result<Outcome> {
         peer_versions,
         idle: idle_results,
         sweeps,
+        fanout: fanout_results,
+        storms,
         passed,
     };
     print(&outcome);
@@ -1098,6 +1193,55 @@ pub fn print(o: &Outcome) {
                 "  {:<13} {:>8}{}",
                 s.target.name(),
                 s.best_rate.map_or("none".into(), |r| format!("{r} msg/s")),
+                s.error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("  ERROR {e}"))
+            );
+        }
+    }
+    if !o.fanout.is_empty() {
+        println!(
+            "scenario 3, group fan-out: deliveries/s and last-recipient p99, all reading | one member stalled"
+        );
+        for f in &o.fanout {
+            let phase = |p: &Option<fanout::FanoutPhase>| {
+                p.as_ref().map_or("-".to_string(), |p| {
+                    format!(
+                        "{:.0}/s, last p99 {:.2} ms",
+                        p.deliveries_per_sec, p.last_recipient.p99_ms
+                    )
+                })
+            };
+            println!(
+                "  {:<13} 1→{:<6} {} msg/s: {} | {}; stalled member closed by the server: {}{}",
+                f.target.name(),
+                f.members,
+                f.rate,
+                phase(&f.steady),
+                phase(&f.with_stalled),
+                f.stall
+                    .as_ref()
+                    .map_or("-".into(), |s| s.closed_by_server.to_string()),
+                f.error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("  ERROR {e}"))
+            );
+        }
+    }
+    if !o.storms.is_empty() {
+        println!("scenario 5, sign-in storm: sign-ins/s, time to a session p50/p99, failures");
+        for s in &o.storms {
+            println!(
+                "  {:<13} {} in {} s: {}/{} signed in, {:.0}/s, p50 {:.2} p99 {:.2} ms, failures {:?}{}",
+                s.target.name(),
+                s.clients,
+                s.window_secs,
+                s.signed_in,
+                s.clients,
+                s.sign_ins_per_sec,
+                s.time_to_session.p50_ms,
+                s.time_to_session.p99_ms,
+                s.failures,
                 s.error
                     .as_ref()
                     .map_or(String::new(), |e| format!("  ERROR {e}"))

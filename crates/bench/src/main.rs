@@ -64,6 +64,9 @@ struct Cli {
     scenario: Scenario,
 }
 
+// The command line is parsed once; `compare`'s many options make its variant large, and boxing
+// them would only make clap's derive harder to read.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Scenario {
     /// Open-loop messaging between user pairs: latency percentiles and completeness.
@@ -163,8 +166,9 @@ enum Scenario {
         payload_bytes: usize,
     },
     /// Tidings beside ejabberd, Prosody and Mosquitto (started by `bench/peers/run`): idle
-    /// session memory (scenario 1) and the 1:1 durable rate sweep (scenario 2), same code for
-    /// every server; results, then SVG charts in --charts.
+    /// session memory (scenario 1), the 1:1 durable rate sweep (scenario 2), group fan-out
+    /// (scenario 3, Tidings' native protocol only) and the sign-in storm (scenario 5), same
+    /// code for every server; results, then SVG charts in --charts.
     Compare {
         /// Servers and protocols to measure.
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = compare::Target::ALL)]
@@ -192,8 +196,35 @@ enum Scenario {
         /// A target's sweep stops after this many failed rates in a row.
         #[arg(long, default_value_t = 2)]
         stop_after_failures: usize,
-        /// The smoke profile: 50 and 100 idle sessions, 10 pairs at 20 msg/s for 3 s, pass on
-        /// completeness alone (never on speed). Overrides the sizes above.
+        /// Group sizes of the fan-out (scenario 3, native protocol only), the sender included;
+        /// 0 to skip the scenario. 10000 fits one load generator (one socket per member).
+        #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+        fanout_members: Vec<usize>,
+        /// Messages per second the fan-out's sender sends.
+        #[arg(long, default_value_t = 100)]
+        fanout_rate: u64,
+        /// Seconds of sending per fan-out phase (all reading; one member stalled).
+        #[arg(long, default_value_t = 10.0)]
+        fanout_step: f64,
+        #[arg(long, default_value_t = 64)]
+        fanout_payload_bytes: usize,
+        /// The fan-out server's per-connection queue in frames (`limits.outbound_queue`); the
+        /// server's default if not given. The stalled member is closed once it overflows.
+        #[arg(long)]
+        fanout_outbound_queue: Option<usize>,
+        /// Clients of the sign-in storm (scenario 5); 0 to skip the scenario.
+        #[arg(long, default_value_t = 15_000)]
+        storm_clients: usize,
+        /// Seconds within which the storm's clients all come back.
+        #[arg(long, default_value_t = 10.0)]
+        storm_window: f64,
+        /// The scenarios to run (1, 2, 3, 5), also with --smoke.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3,5")]
+        scenarios: Vec<u8>,
+        /// The smoke profile: 50 and 100 idle sessions; 10 pairs at 20 msg/s for 3 s; a group
+        /// of 6 (Tidings' own protocol) at 60 msg/s for 2 s per phase with 4 KiB messages; a
+        /// storm of 200 clients within 1 s (native protocol only). Passes on completeness alone (never on
+        /// speed). Overrides the sizes above.
         #[arg(long)]
         smoke: bool,
         /// The script that starts and stops the peers.
@@ -402,12 +433,20 @@ async fn main() -> anyhow::Result<()> {
             drain,
             payload_bytes,
             stop_after_failures,
+            fanout_members,
+            fanout_rate,
+            fanout_step,
+            fanout_payload_bytes,
+            fanout_outbound_queue,
+            storm_clients,
+            storm_window,
+            scenarios,
             smoke,
             peers_script,
             peers_dir,
             charts,
         } => {
-            let params = if smoke {
+            let mut params = if smoke {
                 compare::Params {
                     targets,
                     idle_counts: vec![50, 100],
@@ -417,10 +456,24 @@ async fn main() -> anyhow::Result<()> {
                     drain_secs: 10.0,
                     payload_bytes,
                     stop_after_failures: 1,
+                    fanout_members: vec![6],
+                    fanout_rate: 60,
+                    fanout_step_secs: 2.0,
+                    // The stalled member's backlog (120 small messages) stays within the
+                    // sockets' buffers and the server's queue: overflowing them takes megabytes
+                    // on loopback, and with a queue small enough for that, members that do read
+                    // fell behind it too on this shared machine. The smoke profile checks
+                    // completeness beside a stalled member and after its sync, not the close.
+                    fanout_payload_bytes: 4096,
+                    fanout_outbound_queue: None,
+                    storm_clients: 200,
+                    storm_window_secs: 1.0,
+                    storm_targets: vec![compare::Target::TidingsWs],
                     completeness_only: true,
                 }
             } else {
                 compare::Params {
+                    storm_targets: targets.clone(),
                     targets,
                     idle_counts: idle_counts.into_iter().filter(|&c| c > 0).collect(),
                     rates: rates.into_iter().filter(|&r| r > 0).collect(),
@@ -429,9 +482,28 @@ async fn main() -> anyhow::Result<()> {
                     drain_secs: drain,
                     payload_bytes,
                     stop_after_failures,
+                    fanout_members: fanout_members.into_iter().filter(|&m| m > 0).collect(),
+                    fanout_rate,
+                    fanout_step_secs: fanout_step,
+                    fanout_payload_bytes,
+                    fanout_outbound_queue,
+                    storm_clients,
+                    storm_window_secs: storm_window,
                     completeness_only: false,
                 }
             };
+            if !scenarios.contains(&1) {
+                params.idle_counts.clear();
+            }
+            if !scenarios.contains(&2) {
+                params.rates.clear();
+            }
+            if !scenarios.contains(&3) {
+                params.fanout_members.clear();
+            }
+            if !scenarios.contains(&5) {
+                params.storm_clients = 0;
+            }
             let env = compare::Env {
                 server: options.clone(),
                 peers_script: peers_script
@@ -450,10 +522,21 @@ async fn main() -> anyhow::Result<()> {
                 println!("charts written to {}", charts.display());
             }
             let passed = result.passed;
-            let key = match (smoke, result.idle.is_empty(), result.sweeps.is_empty()) {
-                (true, _, _) => "compare_smoke".to_string(),
-                (false, false, true) => "compare_idle".to_string(),
-                (false, true, false) => format!("compare_sweep_pairs{}", result.params.pairs),
+            // One key per set of scenarios, so a run of some scenarios does not replace another's.
+            let ran = [
+                !result.idle.is_empty(),
+                !result.sweeps.is_empty(),
+                !result.fanout.is_empty(),
+                !result.storms.is_empty(),
+            ];
+            let key = match ran {
+                _ if smoke => "compare_smoke".to_string(),
+                [true, false, false, false] => "compare_idle".to_string(),
+                [false, true, false, false] => {
+                    format!("compare_sweep_pairs{}", result.params.pairs)
+                }
+                [false, false, true, false] => "compare_fanout".to_string(),
+                [false, false, false, true] => "compare_storm".to_string(),
                 _ => format!("compare_pairs{}", result.params.pairs),
             };
             if let Some(out) = &cli.out {
