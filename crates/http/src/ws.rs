@@ -69,33 +69,23 @@ async fn run(socket: WebSocket, state: AppState) {
     tokio::pin!(keepalive);
     // Intervals since the client last sent anything; three in a row mean it is gone.
     let mut quiet_intervals = 0u32;
+    // The same patience for writes: a client that takes none of our bytes for three ping
+    // intervals is gone (`[http] ws_ping_interval_secs` sets both).
+    let write_limit = ping_every * 3;
     'connection: loop {
         tokio::select! {
             biased;
             out = session.next_output() => {
-                let mut next = Some(out);
-                let mut written = 0;
-                while let Some(out) = next.take() {
-                    match out {
-                        Output::Frame(text) => {
-                            if sink.feed(Message::Text(String::from(text).into())).await.is_err() {
-                                break 'connection;
-                            }
-                            written += 1;
-                            if written < BURST {
-                                next = session.next_output().now_or_never();
-                            }
-                        }
-                        Output::Close { code, reason } => {
-                            tracing::debug!(code, reason, "Closing the connection.");
-                            let frame = CloseFrame { code, reason: reason.into() };
-                            let _ = sink.send(Message::Close(Some(frame))).await;
-                            break 'connection;
-                        }
+                // A client that takes no bytes for `write_limit` while we have some for it is
+                // gone or stuck: without the limit this task would wait in the write for ever,
+                // and would never see that the hub has closed it as a slow consumer.
+                match tokio::time::timeout(write_limit, write_burst(&mut sink, &mut session, out)).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(_) => {
+                        tracing::debug!(?write_limit, "The client took no write in time; dropping the connection.");
+                        break;
                     }
-                }
-                if sink.flush().await.is_err() {
-                    break;
                 }
             }
             incoming = stream.next(), if session.can_read() => {
@@ -122,7 +112,7 @@ async fn run(socket: WebSocket, state: AppState) {
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) => {
                         // tungstenite queued the closing handshake's reply; send it.
-                        let _ = sink.flush().await;
+                        let _ = tokio::time::timeout(write_limit, sink.flush()).await;
                         break;
                     }
                     None => break,
@@ -131,7 +121,7 @@ async fn run(socket: WebSocket, state: AppState) {
                         // stream cannot continue. Try to say why before leaving.
                         tracing::debug!(%e, "WebSocket read failed.");
                         let frame = CloseFrame { code: 1009, reason: "frame too large or invalid".into() };
-                        let _ = sink.send(Message::Close(Some(frame))).await;
+                        let _ = tokio::time::timeout(write_limit, sink.send(Message::Close(Some(frame)))).await;
                         break;
                     }
                 }
@@ -141,11 +131,12 @@ async fn run(socket: WebSocket, state: AppState) {
                 quiet_intervals = if session.can_read() { quiet_intervals + 1 } else { 0 };
                 if quiet_intervals >= 3 {
                     let frame = CloseFrame { code: 1001, reason: "keepalive timeout".into() };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    let _ = tokio::time::timeout(write_limit, sink.send(Message::Close(Some(frame)))).await;
                     break;
                 }
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    break;
+                match tokio::time::timeout(write_limit, sink.send(Message::Ping(Default::default()))).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
                 }
                 keepalive.as_mut().reset(Instant::now() + ping_every);
             }
@@ -156,4 +147,42 @@ async fn run(socket: WebSocket, state: AppState) {
     } else {
         tracing::debug!("Connection ended.");
     }
+}
+
+/// Writes `first` and whatever else the session has ready (up to [`BURST`] frames), then
+/// flushes. Returns whether the connection goes on.
+async fn write_burst(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    session: &mut Session,
+    first: Output,
+) -> bool {
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(out) = next.take() {
+        match out {
+            Output::Frame(text) => {
+                if sink
+                    .feed(Message::Text(String::from(text).into()))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+                written += 1;
+                if written < BURST {
+                    next = session.next_output().now_or_never();
+                }
+            }
+            Output::Close { code, reason } => {
+                tracing::debug!(code, reason, "Closing the connection.");
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                return false;
+            }
+        }
+    }
+    sink.flush().await.is_ok()
 }
