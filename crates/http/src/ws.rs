@@ -72,7 +72,7 @@ async fn run(socket: WebSocket, state: AppState) {
     // The same patience for writes: a client that takes none of our bytes for three ping
     // intervals is gone (`[http] ws_ping_interval_secs` sets both).
     let write_limit = ping_every * 3;
-    'connection: loop {
+    loop {
         tokio::select! {
             biased;
             out = session.next_output() => {
