@@ -24,6 +24,14 @@ carries out JSON commands read line by line from stdin:
                                                          {"event": "joined", ...} or join_error
   {"op": "groupchat", "room": JID, "body": TEXT, "id": ID}   a groupchat message with origin-id
   {"op": "leave", "room": JID, "nick": NICK}             leaves a room
+  {"op": "set_role", "room": JID, "nick": NICK, "role": ROLE}   muc#admin role change, prints
+                                                         {"event": "done", "op": ...} or iq_error
+  {"op": "set_affiliation", "room": JID, "jid": JID, "affiliation": A, "reason": TEXT}
+  {"op": "affiliation_list", "room": JID, "affiliation": A}     prints the JIDs
+  {"op": "role_list", "room": JID, "role": ROLE}                prints the nicks
+  {"op": "subject", "room": JID, "subject": TEXT}        a subject change (groupchat message)
+  {"op": "room_config", "room": JID}                     prints the muc#owner form's values
+  {"op": "set_room_config", "room": JID, "fields": {VAR: VALUE}}  fills and submits the form
   {"op": "drop"}                                         aborts the TCP connection (no closing tag)
   {"op": "reconnect"}                                    connects again (resuming with --sm)
   {"op": "quit"}                                         closes the stream and exits
@@ -62,6 +70,7 @@ SID = '{urn:xmpp:sid:0}'
 CARBONS = '{urn:xmpp:carbons:2}'
 FORWARD = '{urn:xmpp:forward:0}'
 CLIENT = '{jabber:client}'
+MUC_USER = '{http://jabber.org/protocol/muc#user}'
 
 
 def describe(xml):
@@ -78,6 +87,9 @@ def describe(xml):
         'stanza_id': stanza_id.get('id') if stanza_id is not None else None,
         'origin_id': origin_id.get('id') if origin_id is not None else None,
     }
+    subject = xml.find(CLIENT + 'subject')
+    if subject is not None:
+        out['subject'] = subject.text
     for child in xml:
         tag = child.tag
         if tag.startswith('{http://jabber.org/protocol/chatstates}'):
@@ -165,8 +177,20 @@ class Client(slixmpp.ClientXMPP):
         emit(event='message', **describe(xml))
 
     def on_presence(self, presence):
-        emit(event='presence', **{'from': presence.xml.get('from'),
-                                  'type': presence.xml.get('type', 'available')})
+        out = {'from': presence.xml.get('from'), 'type': presence.xml.get('type', 'available')}
+        x = presence.xml.find(MUC_USER + 'x')
+        if x is not None:
+            # A room's presence: the occupant's item and the status codes (XEP-0045).
+            item = x.find(MUC_USER + 'item')
+            if item is not None:
+                out['affiliation'] = item.get('affiliation')
+                out['role'] = item.get('role')
+                actor = item.find(MUC_USER + 'actor')
+                out['actor'] = actor.get('nick') if actor is not None else None
+                reason = item.find(MUC_USER + 'reason')
+                out['reason'] = reason.text if reason is not None else None
+            out['codes'] = sorted(int(st.get('code')) for st in x.findall(MUC_USER + 'status'))
+        emit(event='presence', **out)
 
     async def commands(self):
         loop = asyncio.get_event_loop()
@@ -178,7 +202,10 @@ class Client(slixmpp.ClientXMPP):
             op = command['op']
             try:
                 await self.run(op, command)
-            except (IqError, IqTimeout) as e:
+            except IqError as e:
+                emit(event='iq_error', op=op, error=str(e),
+                     condition=e.iq['error']['condition'])
+            except IqTimeout as e:
                 emit(event='iq_error', op=op, error=str(e))
             if op == 'quit':
                 return
@@ -275,6 +302,31 @@ class Client(slixmpp.ClientXMPP):
             msg.send()
         elif op == 'leave':
             self.plugin['xep_0045'].leave_muc(slixmpp.JID(c['room']), c['nick'])
+        elif op == 'set_role':
+            await self.plugin['xep_0045'].set_role(c['room'], c['nick'], c['role'])
+            emit(event='done', op=op)
+        elif op == 'set_affiliation':
+            await self.plugin['xep_0045'].set_affiliation(
+                c['room'], c['affiliation'], jid=c['jid'], reason=c.get('reason', ''))
+            emit(event='done', op=op)
+        elif op == 'affiliation_list':
+            jids = await self.plugin['xep_0045'].get_affiliation_list(
+                c['room'], c['affiliation'])
+            emit(event='affiliation_list', jids=sorted(str(j) for j in jids))
+        elif op == 'role_list':
+            nicks = await self.plugin['xep_0045'].get_roles_list(c['room'], c['role'])
+            emit(event='role_list', nicks=sorted(nicks))
+        elif op == 'subject':
+            self.plugin['xep_0045'].set_subject(c['room'], c['subject'])
+        elif op == 'room_config':
+            form = await self.plugin['xep_0045'].get_room_config(c['room'])
+            emit(event='room_config', values=form.get_values())
+        elif op == 'set_room_config':
+            form = await self.plugin['xep_0045'].get_room_config(c['room'])
+            for var, value in c['fields'].items():
+                form.set_values({var: value})
+            await self.plugin['xep_0045'].set_room_config(c['room'], form)
+            emit(event='done', op=op)
         elif op == 'drop':
             self.dropping = True
             self.transport.abort()

@@ -17,6 +17,8 @@
 mod mam;
 #[path = "muc.rs"]
 mod muc;
+#[path = "muc_admin.rs"]
+mod muc_admin;
 
 use crate::Gateway;
 use crate::sasl::{self, Credentials};

@@ -13,7 +13,8 @@
 //! Group messages the session delivers reach this connection only for rooms it joined, as
 //! `groupchat` messages from `room/sender` with a `stanza-id` by the room; the sender's own
 //! message is reflected with the id it was sent with. MAM queries to the room JID page through
-//! the group's history (`mam.rs`).
+//! the group's history (`mam.rs`). Moderation, configuration and the presence that follows
+//! from the group's events are in `muc_admin.rs`.
 
 use super::mam::{NS_DELAY, stamp};
 use super::{Conn, NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_SID, Pending, condition_for};
@@ -28,7 +29,7 @@ pub const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 const DEFAULT_HISTORY: u32 = 20;
 
 /// The affiliation and role of a member (XEP-0045 5.1, 5.2).
-fn affiliation_role(member: &Member) -> (&'static str, &'static str) {
+pub(super) fn affiliation_role(member: &Member) -> (&'static str, &'static str) {
     match member.role {
         Role::Owner => ("owner", "moderator"),
         Role::Admin => ("admin", "moderator"),
@@ -59,7 +60,7 @@ impl Conn {
         local.parse().ok().map(ConversationId)
     }
 
-    fn room_jid(&self, room: ConversationId) -> String {
+    pub(super) fn room_jid(&self, room: ConversationId) -> String {
         format!("{room}@{}", self.muc_domain())
     }
 
@@ -270,6 +271,11 @@ impl Conn {
         if !self.rooms.contains_key(&message.conversation_id) {
             return;
         }
+        if let MessageBody::System { event } = &message.body {
+            self.room_event(message.conversation_id, message.sender_id, event)
+                .await;
+            return;
+        }
         self.remember(
             message.conversation_id,
             message.seq,
@@ -336,7 +342,10 @@ impl Conn {
             .map(Element::text_content)
             .filter(|t| !t.is_empty())
         else {
-            // Subject changes and chat states are not mapped.
+            // A subject without a body changes the title; chat states are not mapped.
+            if stanza.find("subject", NS_CLIENT).is_some() {
+                self.on_muc_subject(&stanza, room).await;
+            }
             return;
         };
         let client_msg_id = stanza
@@ -467,6 +476,12 @@ impl Conn {
             }
             ("set", "query", super::mam::NS_MAM) => {
                 self.on_room_mam(stanza, payload, room).await;
+            }
+            ("get" | "set", "query", super::muc_admin::NS_MUC_ADMIN) => {
+                self.on_muc_admin(stanza, payload, room, result).await;
+            }
+            ("get" | "set", "query", super::muc_admin::NS_MUC_OWNER) => {
+                self.on_muc_owner(stanza, payload, room, result).await;
             }
             _ => self.send(&super::iq_error(
                 stanza,

@@ -1008,3 +1008,146 @@ async fn slixmpp_joins_a_group_and_chats_with_a_websocket_user() {
     outsider.quit().await;
     xmpp.quit().await;
 }
+
+/// Moderation and configuration of a group from slixmpp's MUC plugin: a member without the
+/// right is refused with `forbidden`; the owner revokes voice (the web sees the mute), makes a
+/// member an admin (the web sees the role), bans with a reason (the web sees the ban), renames
+/// the room through the configuration form (the web sees the title) and kicks; the other
+/// occupant sees each change as presence with XEP-0045's status codes, and a subject change by
+/// the new admin renames the group.
+#[tokio::test]
+async fn slixmpp_moderates_a_group_through_the_core() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let carol = setup.server.user("carol").await;
+    let group = bob
+        .api
+        .create_group("Lunch", &[alice.user_id, carol.user_id])
+        .await
+        .unwrap()
+        .id;
+    let room = format!("{group}@conference.localhost");
+    let mut owner = Xmpp::password(&python, &setup, &bob, "mod").await;
+    owner
+        .command(json!({"op": "join", "room": room, "nick": "bob"}))
+        .await;
+    owner.expect("joined", |_| true).await;
+    let mut member = Xmpp::password(&python, &setup, &alice, "mod").await;
+    member
+        .command(json!({"op": "join", "room": room, "nick": "alice"}))
+        .await;
+    member.expect("joined", |_| true).await;
+    let presence_of = |nick: &str| format!("{room}/{nick}");
+
+    // A member may not revoke voice: the core's policy refuses.
+    member
+        .command(json!({"op": "set_role", "room": room, "nick": "carol", "role": "visitor"}))
+        .await;
+    let refused = member.expect("iq_error", |_| true).await;
+    assert_eq!(refused["condition"], "forbidden", "{refused}");
+
+    owner
+        .command(json!({"op": "set_role", "room": room, "nick": "carol", "role": "visitor"}))
+        .await;
+    owner.expect("done", |d| d["op"] == "set_role").await;
+    member
+        .expect("presence", |p| {
+            p["from"] == presence_of("carol") && p["role"] == "visitor"
+        })
+        .await;
+    let members = carol.api.members(group).await.unwrap();
+    let carol_member = members.iter().find(|m| m.user_id == carol.user_id).unwrap();
+    assert!(carol_member.muted_until.is_some());
+    owner
+        .command(json!({"op": "role_list", "room": room, "role": "visitor"}))
+        .await;
+    let visitors = owner.expect("role_list", |_| true).await;
+    assert_eq!(visitors["nicks"], json!(["carol"]));
+
+    owner
+        .command(json!({"op": "set_affiliation", "room": room, "jid": "alice@localhost", "affiliation": "admin"}))
+        .await;
+    owner.expect("done", |d| d["op"] == "set_affiliation").await;
+    let own = member
+        .expect("presence", |p| {
+            p["from"] == presence_of("alice") && p["affiliation"] == "admin"
+        })
+        .await;
+    assert_eq!(own["role"], "moderator");
+    assert_eq!(own["codes"], json!([110]));
+    let members = bob.api.members(group).await.unwrap();
+    let role = members
+        .iter()
+        .find(|m| m.user_id == alice.user_id)
+        .unwrap()
+        .role;
+    assert_eq!(role, tidings_proto::rest::Role::Admin);
+    owner
+        .command(json!({"op": "affiliation_list", "room": room, "affiliation": "admin"}))
+        .await;
+    let admins = owner.expect("affiliation_list", |_| true).await;
+    assert_eq!(admins["jids"], json!(["alice@localhost"]));
+
+    owner
+        .command(json!({"op": "set_affiliation", "room": room, "jid": "carol@localhost", "affiliation": "outcast", "reason": "spam"}))
+        .await;
+    owner.expect("done", |d| d["op"] == "set_affiliation").await;
+    let banned = member
+        .expect("presence", |p| {
+            p["from"] == presence_of("carol") && p["type"] == "unavailable"
+        })
+        .await;
+    assert_eq!(banned["codes"], json!([301]));
+    assert_eq!(banned["affiliation"], "outcast");
+    assert_eq!(
+        (&banned["actor"], &banned["reason"]),
+        (&json!("bob"), &json!("spam"))
+    );
+    let bans = bob.api.bans(group).await.unwrap();
+    assert_eq!(bans.users.len(), 1);
+    assert_eq!(bans.users[0].reason.as_deref(), Some("spam"));
+
+    // The configuration form carries the title; submitting a new name renames the group.
+    owner
+        .command(json!({"op": "room_config", "room": room}))
+        .await;
+    let config = owner.expect("room_config", |_| true).await;
+    assert_eq!(
+        config["values"]["muc#roomconfig_roomname"], "Lunch",
+        "{config}"
+    );
+    owner
+        .command(json!({"op": "set_room_config", "room": room, "fields": {"muc#roomconfig_roomname": "Dinner"}}))
+        .await;
+    owner.expect("done", |d| d["op"] == "set_room_config").await;
+    member.expect("message", |m| m["subject"] == "Dinner").await;
+    assert_eq!(alice.api.group_info(group).await.unwrap().title, "Dinner");
+
+    // The new admin may edit the group: a subject change renames it.
+    member
+        .command(json!({"op": "subject", "room": room, "subject": "Brunch"}))
+        .await;
+    let subject = owner.expect("message", |m| m["subject"] == "Brunch").await;
+    assert_eq!(subject["from"], presence_of("alice"));
+    assert_eq!(bob.api.group_info(group).await.unwrap().title, "Brunch");
+
+    // A kick removes the member; their own client sees 307 with 110.
+    owner
+        .command(json!({"op": "set_role", "room": room, "nick": "alice", "role": "none"}))
+        .await;
+    owner.expect("done", |d| d["op"] == "set_role").await;
+    let kicked = member
+        .expect("presence", |p| {
+            p["from"] == presence_of("alice") && p["type"] == "unavailable"
+        })
+        .await;
+    assert_eq!(kicked["codes"], json!([110, 307]));
+    let members = bob.api.members(group).await.unwrap();
+    assert!(members.iter().all(|m| m.user_id != alice.user_id));
+    member.quit().await;
+    owner.quit().await;
+}

@@ -694,3 +694,394 @@ async fn mam_pages_through_a_direct_conversation() {
     assert_eq!(mam_bodies(&future).0, Vec::<String>::new(), "{future}");
     assert!(future.contains("complete='true'"), "{future}");
 }
+
+/// A client stream read stanza by stanza: stanzas read while waiting for another are kept, so
+/// interleaved presences and results can be expected in any order.
+struct Stanzas {
+    tls: Tls,
+    buf: String,
+    seen: Vec<String>,
+}
+
+impl Stanzas {
+    fn new(tls: Tls) -> Stanzas {
+        Stanzas {
+            tls,
+            buf: String::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, text: &str) {
+        write(&mut self.tls, text).await;
+    }
+
+    /// The first complete top-level stanza in the buffer, taken out of it.
+    fn take_stanza(&mut self) -> Option<String> {
+        let start = self.buf.find('<')?;
+        let rest = &self.buf[start..];
+        let name_end = rest.find([' ', '>', '/'])?;
+        let name = rest[1..name_end].to_owned();
+        let open_end = rest.find('>')?;
+        let end = if rest[..open_end].ends_with('/') {
+            open_end + 1
+        } else {
+            rest.find(&format!("</{name}>"))? + name.len() + 3
+        };
+        let stanza = rest[..end].to_owned();
+        self.buf.drain(..start + end);
+        Some(stanza)
+    }
+
+    /// The next stanza that contains every one of `needles`, from those already read first.
+    async fn expect(&mut self, needles: &[&str]) -> String {
+        let matches = |s: &str| needles.iter().all(|n| s.contains(n));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(i) = self.seen.iter().position(|s| matches(s)) {
+                return self.seen.remove(i);
+            }
+            if let Some(stanza) = self.take_stanza() {
+                self.seen.push(stanza);
+                continue;
+            }
+            let n = tokio::time::timeout_at(deadline, self.tls.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("no stanza with {needles:?}; got {:#?}", self.seen))
+                .unwrap_or(0);
+            assert!(n > 0, "closed before {needles:?}; got {:#?}", self.seen);
+            self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    }
+
+    /// Sends an IQ and returns its answer (matched by id).
+    async fn iq(&mut self, id: &str, iq: &str) -> String {
+        self.send(iq).await;
+        self.expect(&["<iq ", &format!("id='{id}'")]).await
+    }
+
+    /// Joins a room and waits for the subject that ends the join.
+    async fn join(&mut self, room: &str, nick: &str) {
+        self.send(&format!(
+            "<presence to='{room}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))
+        .await;
+        self.expect(&["<subject>"]).await;
+        // The join's presences are not what later expectations look for.
+        self.seen.clear();
+    }
+}
+
+fn admin_iq(id: &str, room: &str, kind: &str, items: &str) -> String {
+    format!(
+        "<iq type='{kind}' id='{id}' to='{room}'>\
+         <query xmlns='http://jabber.org/protocol/muc#admin'>{items}</query></iq>"
+    )
+}
+
+/// Moderation through `muc#admin` (XEP-0045 §8, §9) is the core's group management: voice is
+/// the mute, a kick removes the member, affiliations are Tidings roles, outcast is the ban.
+/// Refusals are the core's, changes are seen by the web client through the REST API, and every
+/// occupant joined over XMPP sees the resulting presence with its status code, also for a
+/// change made on the web.
+#[tokio::test]
+async fn muc_admin_moderates_through_the_core() {
+    let setup = setup(|_| {}).await;
+    let bob = setup.server.user("bob").await;
+    let alice = setup.server.user("alice").await;
+    let carol = setup.server.user("carol").await;
+    let dave = setup.server.user("dave").await;
+    let group = bob
+        .api
+        .create_group("Team", &[alice.user_id, carol.user_id, dave.user_id])
+        .await
+        .unwrap()
+        .id;
+    let room = format!("{group}@conference.localhost");
+    let mut owner = Stanzas::new(sign_in(&setup, "bob", "mod").await);
+    owner.join(&room, "bob").await;
+    let mut member = Stanzas::new(sign_in(&setup, "alice", "mod").await);
+    member.join(&room, "alice").await;
+
+    // A member without the right to mute is refused by the core's policy.
+    let refused = member
+        .iq(
+            "m0",
+            &admin_iq("m0", &room, "set", "<item nick='carol' role='visitor'/>"),
+        )
+        .await;
+    assert!(refused.contains("type='error'"), "{refused}");
+    assert!(refused.contains("<forbidden "), "{refused}");
+    let members = bob.api.members(group).await.unwrap();
+    let muted = |members: &[tidings_proto::rest::Member], id| {
+        members
+            .iter()
+            .find(|m| m.user_id == id)
+            .unwrap()
+            .muted_until
+            .is_some()
+    };
+    assert!(!muted(&members, carol.user_id));
+
+    // Revoking voice mutes; both occupants see carol as a visitor.
+    let done = owner
+        .iq(
+            "m1",
+            &admin_iq("m1", &room, "set", "<item nick='carol' role='visitor'/>"),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    let carol_from = format!("from='{room}/carol'");
+    for client in [&mut owner, &mut member] {
+        client.expect(&[&carol_from, "role='visitor'"]).await;
+    }
+    assert!(muted(&bob.api.members(group).await.unwrap(), carol.user_id));
+    let visitors = owner
+        .iq(
+            "l1",
+            &admin_iq("l1", &room, "get", "<item role='visitor'/>"),
+        )
+        .await;
+    assert!(visitors.contains("nick='carol'"), "{visitors}");
+    assert!(!visitors.contains("nick='dave'"), "{visitors}");
+
+    // Granting voice lifts the mute.
+    let done = owner
+        .iq(
+            "m2",
+            &admin_iq(
+                "m2",
+                &room,
+                "set",
+                "<item nick='carol' role='participant'/>",
+            ),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    member.expect(&[&carol_from, "role='participant'"]).await;
+    assert!(!muted(
+        &bob.api.members(group).await.unwrap(),
+        carol.user_id
+    ));
+
+    // The admin affiliation is the Tidings admin role.
+    let done = owner
+        .iq(
+            "a1",
+            &admin_iq(
+                "a1",
+                &room,
+                "set",
+                "<item jid='alice@localhost' affiliation='admin'/>",
+            ),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    let own = member
+        .expect(&[&format!("from='{room}/alice'"), "affiliation='admin'"])
+        .await;
+    assert!(own.contains("role='moderator'"), "{own}");
+    assert!(own.contains("code='110'"), "{own}");
+    let role_of = |members: &[tidings_proto::rest::Member], id| {
+        members.iter().find(|m| m.user_id == id).map(|m| m.role)
+    };
+    let members = carol.api.members(group).await.unwrap();
+    assert_eq!(
+        role_of(&members, alice.user_id),
+        Some(tidings_proto::rest::Role::Admin)
+    );
+    let admins = member
+        .iq(
+            "l2",
+            &admin_iq("l2", &room, "get", "<item affiliation='admin'/>"),
+        )
+        .await;
+    assert!(admins.contains("jid='alice@localhost'"), "{admins}");
+    // An admin still cannot act on the owner: the core's rank rule.
+    let refused = member
+        .iq(
+            "m3",
+            &admin_iq("m3", &room, "set", "<item nick='bob' role='visitor'/>"),
+        )
+        .await;
+    assert!(refused.contains("<forbidden "), "{refused}");
+
+    // A mute made on the web reaches XMPP occupants the same way.
+    bob.api.mute(group, dave.user_id, 60).await.unwrap();
+    member
+        .expect(&[&format!("from='{room}/dave'"), "role='visitor'"])
+        .await;
+
+    // A kick removes the member: status 307 with the actor, and dave is gone for the web.
+    let done = owner
+        .iq(
+            "k1",
+            &admin_iq("k1", &room, "set", "<item nick='dave' role='none'/>"),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    let dave_from = format!("from='{room}/dave'");
+    for client in [&mut owner, &mut member] {
+        let gone = client
+            .expect(&[&dave_from, "type='unavailable'", "code='307'"])
+            .await;
+        assert!(gone.contains("<actor nick='bob'/>"), "{gone}");
+    }
+    let members = bob.api.members(group).await.unwrap();
+    assert_eq!(role_of(&members, dave.user_id), None);
+
+    // Outcast is the core's ban: status 301 with the reason, and the ban list on both sides.
+    let done = member
+        .iq(
+            "b1",
+            &admin_iq(
+                "b1",
+                &room,
+                "set",
+                "<item jid='carol@localhost' affiliation='outcast'><reason>spam</reason></item>",
+            ),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    let banned = owner
+        .expect(&[&carol_from, "type='unavailable'", "code='301'"])
+        .await;
+    assert!(banned.contains("affiliation='outcast'"), "{banned}");
+    assert!(banned.contains("<reason>spam</reason>"), "{banned}");
+    let bans = bob.api.bans(group).await.unwrap();
+    assert_eq!(bans.users.len(), 1);
+    assert_eq!(bans.users[0].user_id, carol.user_id);
+    let outcasts = owner
+        .iq(
+            "l3",
+            &admin_iq("l3", &room, "get", "<item affiliation='outcast'/>"),
+        )
+        .await;
+    assert!(outcasts.contains("jid='carol@localhost'"), "{outcasts}");
+    assert!(outcasts.contains("<reason>spam</reason>"), "{outcasts}");
+    // Affiliation none on a banned non-member lifts the ban.
+    let done = owner
+        .iq(
+            "b2",
+            &admin_iq(
+                "b2",
+                &room,
+                "set",
+                "<item jid='carol@localhost' affiliation='none'/>",
+            ),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    assert!(bob.api.bans(group).await.unwrap().users.is_empty());
+
+    // Removing alice's affiliation removes her; her own client learns it with 110.
+    let done = owner
+        .iq(
+            "r1",
+            &admin_iq(
+                "r1",
+                &room,
+                "set",
+                "<item jid='alice@localhost' affiliation='none'/>",
+            ),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    let own = member
+        .expect(&[&format!("from='{room}/alice'"), "type='unavailable'"])
+        .await;
+    assert!(own.contains("code='307'"), "{own}");
+    assert!(own.contains("code='110'"), "{own}");
+    let members = bob.api.members(group).await.unwrap();
+    assert_eq!(role_of(&members, alice.user_id), None);
+}
+
+/// Room configuration (`muc#owner`, XEP-0045 §10) and subject changes are the group's title:
+/// the form carries it and the fixed features, a new room name renames the group through the
+/// core, a subject message does too, occupants get the new subject, and a member without the
+/// right to edit the group is refused.
+#[tokio::test]
+async fn muc_owner_config_and_subject_rename_the_group() {
+    let setup = setup(|_| {}).await;
+    let bob = setup.server.user("bob").await;
+    let alice = setup.server.user("alice").await;
+    let group = bob
+        .api
+        .create_group("Team", &[alice.user_id])
+        .await
+        .unwrap()
+        .id;
+    let room = format!("{group}@conference.localhost");
+    let mut owner = Stanzas::new(sign_in(&setup, "bob", "cfg").await);
+    owner.join(&room, "bob").await;
+    let mut member = Stanzas::new(sign_in(&setup, "alice", "cfg").await);
+    member.join(&room, "alice").await;
+    let owner_iq = |id: &str, kind: &str, body: &str| {
+        format!(
+            "<iq type='{kind}' id='{id}' to='{room}'>\
+             <query xmlns='http://jabber.org/protocol/muc#owner'>{body}</query></iq>"
+        )
+    };
+    let form = owner.iq("c1", &owner_iq("c1", "get", "")).await;
+    assert!(form.contains("var='muc#roomconfig_roomname'"), "{form}");
+    assert!(form.contains("<value>Team</value>"), "{form}");
+    assert!(form.contains("var='muc#roomconfig_membersonly'"), "{form}");
+
+    let submit = |name: &str, extra: &str| {
+        format!(
+            "<x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+             <field var='muc#roomconfig_roomname'><value>{name}</value></field>{extra}</x>"
+        )
+    };
+    // Features a group cannot change are refused, and nothing is renamed.
+    let refused = owner
+        .iq(
+            "c2",
+            &owner_iq(
+                "c2",
+                "set",
+                &submit(
+                    "Other",
+                    "<field var='muc#roomconfig_membersonly'><value>0</value></field>",
+                ),
+            ),
+        )
+        .await;
+    assert!(refused.contains("<not-acceptable "), "{refused}");
+    assert_eq!(bob.api.group_info(group).await.unwrap().title, "Team");
+
+    let done = owner
+        .iq("c3", &owner_iq("c3", "set", &submit("Renamed", "")))
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    assert_eq!(alice.api.group_info(group).await.unwrap().title, "Renamed");
+    for client in [&mut owner, &mut member] {
+        client
+            .expect(&["<subject>Renamed</subject>", &format!("from='{room}/bob'")])
+            .await;
+    }
+
+    // A member may not edit the group by default: the core refuses, as on the web.
+    member
+        .send(&format!(
+            "<message type='groupchat' to='{room}' id='s1'><subject>Mine</subject></message>"
+        ))
+        .await;
+    let refused = member.expect(&["id='s1'", "type='error'"]).await;
+    assert!(refused.contains("<forbidden "), "{refused}");
+    let refused = member
+        .iq("c4", &owner_iq("c4", "set", &submit("Mine", "")))
+        .await;
+    assert!(refused.contains("<forbidden "), "{refused}");
+
+    // The owner's subject change renames the group.
+    owner
+        .send(&format!(
+            "<message type='groupchat' to='{room}' id='s2'><subject>Lunch</subject></message>"
+        ))
+        .await;
+    member.expect(&["<subject>Lunch</subject>"]).await;
+    assert_eq!(bob.api.group_info(group).await.unwrap().title, "Lunch");
+}
