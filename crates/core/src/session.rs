@@ -24,14 +24,6 @@
 //!
 //! `next_output` is cancel-safe: the transport may drop it at any await point (to read a frame)
 //! and call it again; every long operation lives in a field, not in the future.
-//!
-//! - **Work runs on its own tasks**: requests and store reads run as tasks of their own (see
-//!   [`Task`]), not inside the session's future. A transport stops polling its session while it
-//!   awaits something else (a socket write, a core call of its own), and a store read parked
-//!   in an unpolled future can hold a pool slot it was handed: with a few such sessions every
-//!   read in the server waits for them, and a transport that awaits a read of its own while
-//!   its session holds one never wakes up again. On their own tasks, started requests and
-//!   reads finish whatever the transport is doing; the session only collects their results.
 
 use crate::error::{CoreError, CoreResult};
 use crate::hub::{CloseReason, ConnControl};
@@ -290,35 +282,6 @@ struct Connected {
 
 type Fetch = BoxFuture<'static, (ConversationId, CoreResult<Vec<Message>>)>;
 
-/// Work started as a tokio task of its own, awaited by the session. Dropping it (the
-/// connection closed) aborts the task, so a closed connection's reads stop, as they did when
-/// the work lived in the session's future; writes are detached inside the core and finish
-/// either way (see `Core::detached`).
-struct Task<T>(tokio::task::JoinHandle<T>);
-
-impl<T: Send + 'static> Task<T> {
-    fn spawn(work: impl Future<Output = T> + Send + 'static) -> Task<T> {
-        Task(tokio::spawn(work))
-    }
-}
-
-impl<T> Future for Task<T> {
-    type Output = Result<T, tokio::task::JoinError>;
-
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx)
-    }
-}
-
-impl<T> Drop for Task<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 struct SyncProgress {
     id: String,
     /// Set once the conversation list has been turned into work.
@@ -501,7 +464,7 @@ impl Session {
                     thread_root,
                     mentions,
                 };
-                self.start(Box::pin(async move {
+                self.in_flight.push(Box::pin(async move {
                     let result = core
                         .send(&caller, conversation_id, client_msg_id, body, relations)
                         .await;
@@ -531,7 +494,7 @@ impl Session {
                     conversations: 0,
                     messages: 0,
                 });
-                self.start(Box::pin(async move {
+                self.in_flight.push(Box::pin(async move {
                     let result = async {
                         let list = core.inner.store.conversations_of(caller.user_id).await?;
                         let contacts = match contacts_version {
@@ -554,7 +517,7 @@ impl Session {
                 conversation_id,
                 before_seq,
                 limit,
-            } => self.start(Box::pin(async move {
+            } => self.in_flight.push(Box::pin(async move {
                 match core
                     .history(&caller, conversation_id, before_seq, limit)
                     .await
@@ -572,7 +535,7 @@ impl Session {
                 conversation_id,
                 receipt,
                 seq,
-            } => self.start(Box::pin(async move {
+            } => self.in_flight.push(Box::pin(async move {
                 match core.receipt(&caller, conversation_id, receipt, seq).await {
                     Ok(()) => Completion::Reply(Box::new(ServerFrame::Ok { id })),
                     Err(e) => error_completion(Some(id), e),
@@ -582,7 +545,7 @@ impl Session {
                 id,
                 conversation_id,
                 typing,
-            } => self.start(Box::pin(async move {
+            } => self.in_flight.push(Box::pin(async move {
                 match (core.typing(&caller, conversation_id, typing).await, id) {
                     (Ok(()), Some(id)) => Completion::Reply(Box::new(ServerFrame::Ok { id })),
                     // Without an id the client asked for no answer, not even an error.
@@ -597,7 +560,7 @@ impl Session {
                     .inner
                     .hub
                     .set_active(caller.user_id, conn_id, active);
-                self.start(Box::pin(async move {
+                self.in_flight.push(Box::pin(async move {
                     if changed {
                         core.publish_device_activity(caller.user_id, caller.device_id)
                             .await;
@@ -613,7 +576,7 @@ impl Session {
                 conversation_id,
                 sdp,
                 video,
-            } => self.start(Box::pin(async move {
+            } => self.in_flight.push(Box::pin(async move {
                 match core.call_invite(&caller, conversation_id, sdp, video).await {
                     Ok((call_id, busy)) => {
                         let reply = Box::new(ServerFrame::CallStarted {
@@ -637,7 +600,7 @@ impl Session {
                 id,
                 call_id,
                 signal,
-            } => self.start(Box::pin(async move {
+            } => self.in_flight.push(Box::pin(async move {
                 let accept = matches!(signal, tidings_proto::call::CallSignal::Accept { .. });
                 match (core.call_signal(&caller, &call_id, signal).await, id) {
                     (Ok(()), Some(id)) if accept => Completion::InCall {
@@ -653,20 +616,22 @@ impl Session {
                     (Err(e), id) => error_completion(id, e),
                 }
             })),
-            ClientFrame::PresenceQuery { id, user_ids } => self.start(Box::pin(async move {
-                match core.presence_of(&caller, &user_ids).await {
-                    Ok(users) => {
-                        Completion::Reply(Box::new(ServerFrame::PresenceList { id, users }))
+            ClientFrame::PresenceQuery { id, user_ids } => {
+                self.in_flight.push(Box::pin(async move {
+                    match core.presence_of(&caller, &user_ids).await {
+                        Ok(users) => {
+                            Completion::Reply(Box::new(ServerFrame::PresenceList { id, users }))
+                        }
+                        Err(e) => error_completion(Some(id), e),
                     }
-                    Err(e) => error_completion(Some(id), e),
-                }
-            })),
+                }))
+            }
         }
     }
 
     fn start_auth(&mut self, id: String, token: String) {
         let core = self.core.clone();
-        self.start(Box::pin(async move {
+        self.in_flight.push(Box::pin(async move {
             let result = core.authenticate(&token).await;
             Completion::Authed { id, result }
         }));
@@ -931,7 +896,7 @@ impl Session {
             // A sign-out that landed between the token check and this registration was
             // announced to a hub that did not know the connection yet: look once more.
             let core = self.core.clone();
-            self.start(Box::pin(async move {
+            self.in_flight.push(Box::pin(async move {
                 let revoked = match core.inner.store.device(caller.device_id).await {
                     Ok(Some(device)) => device.revoked_at.is_some(),
                     Ok(None) => true,
@@ -1049,18 +1014,6 @@ impl Session {
         });
     }
 
-    /// Starts a request's work on a task of its own (see [`Task`]). A task that panicked is
-    /// answered by nothing, as its request would not have been; the connection goes on.
-    fn start(&mut self, work: BoxFuture<'static, Completion>) {
-        let task = Task::spawn(work);
-        self.in_flight.push(Box::pin(async move {
-            task.await.unwrap_or_else(|e| {
-                tracing::error!(%e, "A request's task failed.");
-                Completion::Silent
-            })
-        }));
-    }
-
     fn start_fetch(&mut self) {
         let Some(work) = self.work.front_mut() else {
             return;
@@ -1076,17 +1029,15 @@ impl Session {
         let page = self.core.inner.config.limits.sync_page.max(1);
         let core = self.core.clone();
         let user = self.caller().map(|c| c.user_id);
-        let task = Task::spawn(async move {
-            let mut messages = core.inner.store.messages_after(id, from, page).await?;
-            if let Some(user) = user {
-                core.apply_hidden(user, id, &mut messages).await?;
-            }
-            Ok(messages)
-        });
         self.fetch = Some(Box::pin(async move {
-            let result = task
-                .await
-                .unwrap_or_else(|e| Err(CoreError::internal("sync read task", e)));
+            let result = async {
+                let mut messages = core.inner.store.messages_after(id, from, page).await?;
+                if let Some(user) = user {
+                    core.apply_hidden(user, id, &mut messages).await?;
+                }
+                Ok(messages)
+            }
+            .await;
             (id, result)
         }));
     }

@@ -212,9 +212,9 @@ async fn an_expired_token_closes_the_connection_and_a_refreshed_one_extends_it()
 /// core call of its own: the XMPP gateway binding a resource). Reads the session had started
 /// must not hold the store's read pool meanwhile: here sixteen sessions each start a sync,
 /// are polled once so every read is queued for the pool, and are never polled again; reads
-/// by everyone else must still complete. (Before the session ran its work on tasks of its
-/// own, the pool's slots went to those unpolled reads and every later read in the server
-/// waited for ever: the XMPP gateway stalled after a few dozen sign-ins.)
+/// by everyone else must still complete. (Before the SQLite read pool waited for its slots
+/// on tasks of its own, the slots went to those unpolled reads and every later read in the
+/// server waited for ever: the XMPP gateway stalled after a few dozen sign-ins.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_of_sessions_nobody_polls_never_hold_up_other_reads() {
     use std::future::Future;
