@@ -364,17 +364,10 @@ async fn scram(
         .parse()
         .context("the SCRAM iteration count")?;
     let salted = hash.salted_password(password.as_bytes(), &salt, iterations);
-    let client_key = hash.hmac(&salted, b"Client Key");
-    let stored_key = hash.hash(&client_key);
     // `biws` is base64 of the GS2 header `n,,`: no channel binding, no authorization identity.
     let client_final_bare = format!("c=biws,r={nonce}");
     let auth_message = format!("{client_first_bare},{server_first},{client_final_bare}");
-    let signature = hash.hmac(&stored_key, auth_message.as_bytes());
-    let proof: Vec<u8> = client_key
-        .iter()
-        .zip(&signature)
-        .map(|(k, s)| k ^ s)
-        .collect();
+    let (proof, server_signature) = hash.client_proof(&salted, auth_message.as_bytes());
     send(
         io,
         format!(
@@ -385,8 +378,7 @@ async fn scram(
     )
     .await?;
     let mut answer = read_stanza(io, parser).await?;
-    let expected =
-        B64.encode(hash.hmac(&hash.hmac(&salted, b"Server Key"), auth_message.as_bytes()));
+    let expected = B64.encode(server_signature);
     let check = |e: &Element| -> anyhow::Result<()> {
         let server_final =
             String::from_utf8(B64.decode(e.text_content().trim()).unwrap_or_default())

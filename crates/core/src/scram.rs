@@ -107,6 +107,21 @@ impl ScramHash {
         (stored_key, server_key)
     }
 
+    /// The client's side of RFC 5802 section 3: the proof for `auth_message` from the salted
+    /// password, and the server signature the client must get back. The server checks proofs
+    /// with [`ScramHash::verify`]; this is for clients (the benchmark's, the tests').
+    pub fn client_proof(self, salted_password: &[u8], auth_message: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let client_key = self.hmac(salted_password, b"Client Key");
+        let signature = self.hmac(&self.hash(&client_key), auth_message);
+        let proof = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        let server_signature = self.hmac(&self.hmac(salted_password, b"Server Key"), auth_message);
+        (proof, server_signature)
+    }
+
     /// Checks a client proof against a stored key. On success returns the server signature
     /// the client checks in turn; `None` when the proof is wrong.
     pub fn verify(
@@ -381,6 +396,9 @@ c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j";
         let mut bad = proof.clone();
         bad[0] ^= 1;
         assert_eq!(h.verify(&stored, &server, auth, &bad), None);
+        // The client's side of the same exchange.
+        let salted = h.salted_password(b"pencil", &b64("QSXCR+Q6sek8bf92"), 4096);
+        assert_eq!(h.client_proof(&salted, auth), (proof, signature));
     }
 
     /// The exchange of RFC 7677 section 3 (SCRAM-SHA-256, user "user", password "pencil").
@@ -397,6 +415,8 @@ c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
             signature,
             b64("6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
         );
+        let salted = h.salted_password(b"pencil", &b64("W22ZaJ0SNY7soEsUEjb6gQ=="), 4096);
+        assert_eq!(h.client_proof(&salted, auth), (proof, signature));
     }
 
     #[test]

@@ -43,6 +43,17 @@ impl Conn {
         &self.gw.config.muc_domain
     }
 
+    /// Sends this connection the unavailable presence of the occupant `room_jid/nick`, with
+    /// `x` (the muc#user item and status codes).
+    pub(super) fn send_unavailable(&mut self, room_jid: &str, nick: &str, x: Element) {
+        let el = Element::new("presence", NS_CLIENT)
+            .attr("type", "unavailable")
+            .attr("from", format!("{room_jid}/{nick}"))
+            .attr("to", self.full.clone())
+            .child(x);
+        self.send(&el);
+    }
+
     /// Whether a JID is on the MUC domain (the service itself, a room or an occupant).
     pub(super) fn is_muc(&self, jid: &str) -> bool {
         let bare = jid.split('/').next().unwrap_or(jid);
@@ -86,16 +97,13 @@ impl Conn {
                     Some(affiliation) => item.attr("affiliation", affiliation),
                     None => item.attr("affiliation", "none"),
                 };
-                let el = Element::new("presence", NS_CLIENT)
-                    .attr("type", "unavailable")
-                    .attr("from", format!("{room_jid}/{nick}"))
-                    .attr("to", self.full.clone())
-                    .child(
-                        Element::new("x", NS_MUC_USER)
-                            .child(item)
-                            .child(Element::new("status", NS_MUC_USER).attr("code", "110")),
-                    );
-                self.send(&el);
+                self.send_unavailable(
+                    &room_jid,
+                    &nick,
+                    Element::new("x", NS_MUC_USER)
+                        .child(item)
+                        .child(Element::new("status", NS_MUC_USER).attr("code", "110")),
+                );
             }
             return;
         }

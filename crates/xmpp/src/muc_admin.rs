@@ -437,12 +437,7 @@ impl Conn {
                         )
                         .child(Element::new("destroy", NS_MUC_USER))
                         .child(status("110"));
-                    let el = Element::new("presence", NS_CLIENT)
-                        .attr("type", "unavailable")
-                        .attr("from", format!("{room_jid}/{nick}"))
-                        .attr("to", self.full.clone())
-                        .child(x);
-                    self.send(&el);
+                    self.send_unavailable(&room_jid, &nick, x);
                 }
             }
             SystemEvent::InfoChanged {
@@ -526,11 +521,6 @@ impl Conn {
             x = x.child(status("110"));
             self.rooms.remove(&room);
         }
-        let el = Element::new("presence", NS_CLIENT)
-            .attr("type", "unavailable")
-            .attr("from", format!("{room_jid}/{nick}"))
-            .attr("to", self.full.clone())
-            .child(x);
-        self.send(&el);
+        self.send_unavailable(&room_jid, &nick, x);
     }
 }

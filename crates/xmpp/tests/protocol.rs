@@ -416,18 +416,11 @@ async fn scram_client(
     let salt = b64.decode(field("s=")).unwrap();
     let iterations: u32 = field("i=").parse().unwrap();
     let salted = hash.salted_password(password.as_bytes(), &salt, iterations);
-    let client_key = hash.hmac(&salted, b"Client Key");
-    let stored_key = hash.hash(&client_key);
     let mut cbind = gs2.as_bytes().to_vec();
     cbind.extend_from_slice(data);
     let without_proof = format!("c={},r={nonce}", b64.encode(&cbind));
     let auth_message = format!("{bare},{server_first},{without_proof}");
-    let signature = hash.hmac(&stored_key, auth_message.as_bytes());
-    let proof: Vec<u8> = client_key
-        .iter()
-        .zip(&signature)
-        .map(|(k, s)| k ^ s)
-        .collect();
+    let (proof, server_signature) = hash.client_proof(&salted, auth_message.as_bytes());
     write(
         tls,
         &format!(
@@ -441,8 +434,7 @@ async fn scram_client(
         return Err(answer);
     }
     let server_final = String::from_utf8(b64.decode(content(&answer, "success")).unwrap()).unwrap();
-    let server_key = hash.hmac(&salted, b"Server Key");
-    let expected = b64.encode(hash.hmac(&server_key, auth_message.as_bytes()));
+    let expected = b64.encode(server_signature);
     assert_eq!(
         server_final,
         format!("v={expected}"),
