@@ -40,7 +40,6 @@ use tidings_proto::rest::SendAck;
 use tidings_proto::ws::{ClientFrame, Cursor, ServerFrame};
 use tidings_proto::{ConversationId, ErrorCode, Message, MessageBody, Seq, UserId};
 use tidings_store::UserConversation;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 /// How long a new connection may take to authenticate.
@@ -276,7 +275,7 @@ struct Work {
 struct Connected {
     caller: Caller,
     conn_id: u64,
-    rx: mpsc::Receiver<Arc<OutFrame>>,
+    /// The connection's queue of live events and its close signal, shared with the hub.
     control: Arc<ConnControl>,
 }
 
@@ -290,12 +289,45 @@ struct SyncProgress {
     messages: u64,
 }
 
+/// The requests a connection has in flight. The set is dropped whenever it empties: a
+/// `FuturesUnordered` allocates its ready queue and a stub task up front (about 200 bytes),
+/// which an idle connection would otherwise hold for its whole life.
+#[derive(Default)]
+struct InFlight(Option<FuturesUnordered<BoxFuture<'static, Completion>>>);
+
+impl InFlight {
+    fn push(&mut self, request: BoxFuture<'static, Completion>) {
+        self.0
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(request);
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next request to complete; `None` when none is in flight. Cancel-safe, as
+    /// `FuturesUnordered::next` is.
+    async fn next(&mut self) -> Option<Completion> {
+        let set = self.0.as_mut()?;
+        let done = set.next().await;
+        if set.is_empty() {
+            self.0 = None;
+        }
+        done
+    }
+}
+
 /// The protocol state of one connection.
 pub struct Session {
     core: Core,
     conn: Option<Connected>,
     out: VecDeque<Output>,
-    in_flight: FuturesUnordered<BoxFuture<'static, Completion>>,
+    in_flight: InFlight,
     convs: HashMap<ConversationId, ConvState>,
     work: VecDeque<Work>,
     fetch: Option<Fetch>,
@@ -317,7 +349,7 @@ impl Session {
             core,
             conn: None,
             out: VecDeque::new(),
-            in_flight: FuturesUnordered::new(),
+            in_flight: InFlight::default(),
             convs: HashMap::new(),
             work: VecDeque::new(),
             fetch: None,
@@ -705,7 +737,6 @@ impl Session {
                 match self.conn.as_mut() {
                     Some(conn) => {
                         let control = &conn.control;
-                        let rx = &mut conn.rx;
                         tokio::select! {
                             biased;
                             reason = control.closed(), if !draining => Wake::Closed(reason),
@@ -713,7 +744,7 @@ impl Session {
                                 Wake::Fetched(id, result)
                             }
                             Some(done) = in_flight.next(), if !in_flight.is_empty() => Wake::Done(done),
-                            event = rx.recv() => Wake::Event(event),
+                            event = control.recv() => Wake::Event(event),
                             () = deadline.as_mut() => Wake::Deadline,
                         }
                     }
@@ -890,7 +921,6 @@ impl Session {
             self.conn = Some(Connected {
                 caller,
                 conn_id: registration.conn_id,
-                rx: registration.rx,
                 control: registration.control,
             });
             // A sign-out that landed between the token check and this registration was

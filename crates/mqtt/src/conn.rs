@@ -595,10 +595,12 @@ where
 
     async fn run_loop(&mut self) -> End {
         let max_packet = self.gw.config.max_packet_bytes as usize;
-        // Packets that came with CONNECT. Boxed: this runs once per connection.
-        if !self.rbuf.is_empty()
-            && let Some(end) = Box::pin(self.take_input(max_packet)).await
-        {
+        if self.rbuf.is_empty() {
+            // CONNECT came alone. The emptied buffer still holds the allocation CONNECT
+            // arrived in (a token makes that about 500 bytes); an idle connection keeps none.
+            self.rbuf = BytesMut::new();
+        } else if let Some(end) = Box::pin(self.take_input(max_packet)).await {
+            // Packets that came with CONNECT. Boxed: this runs once per connection.
             return end;
         }
         loop {
