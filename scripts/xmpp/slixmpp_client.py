@@ -15,6 +15,8 @@ carries out JSON commands read line by line from stdin:
   {"op": "blocklist"}                                    prints {"event": "blocklist", ...}
   {"op": "vcard", "jid": JID}                            vCard-temp of a user
   {"op": "raw", "xml": XML}                              writes XML as is (for error tests)
+  {"op": "upload", "name": NAME, "data": TEXT}           HTTP File Upload (XEP-0363), then a GET
+                                                         of the URL; prints {"event": "uploaded", ...}
   {"op": "mam", "with": JID, "max": N, "reverse": BOOL} pages through MAM (XEP-0313), prints
                                                          (with "room": JID instead of "with", a room's)
                                                          {"event": "mam", "bodies": [...], "ids": [...]}
@@ -38,11 +40,13 @@ carries out JSON commands read line by line from stdin:
 """
 import argparse
 import asyncio
+import io
 import json
 import ssl
 import sys
 import xml.etree.ElementTree as ET
 
+import aiohttp
 import slixmpp
 from slixmpp.util.sasl.client import Mech, sasl_mech
 from slixmpp.exceptions import IqError, IqTimeout, PresenceError
@@ -117,6 +121,7 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin('xep_0054')
         self.register_plugin('xep_0313')
         self.register_plugin('xep_0045')
+        self.register_plugin('xep_0363')
         self.ca_certs = args.ca
         self.ssl_context.load_verify_locations(cafile=args.ca)
         self.enable_direct_tls = args.direct_tls
@@ -257,6 +262,15 @@ class Client(slixmpp.ClientXMPP):
             emit(event='vcard', fn=vcard['FN'], nickname=vcard['NICKNAME'])
         elif op == 'raw':
             self.send_raw(c['xml'])
+        elif op == 'upload':
+            data = c['data'].encode()
+            url = await self.plugin['xep_0363'].upload_file(
+                c['name'], input_file=io.BytesIO(data), size=len(data), timeout=15)
+            async with aiohttp.ClientSession() as http:
+                async with http.get(url) as resp:
+                    fetched = await resp.text()
+            emit(event='uploaded', url=url, fetched=fetched,
+                 service=str(self.plugin['xep_0363'].upload_service))
         elif op == 'mam':
             bodies, ids = [], []
             target = {'jid': slixmpp.JID(c['room'])} if 'room' in c else {

@@ -569,7 +569,7 @@ pub fn rest_scope(method: &str, route: &str) -> Option<Scope> {
         "rtc" => MessagesWrite,
         "admin" => Admin,
         "search" => MessagesRead,
-        "uploads" | "files" => Files,
+        "uploads" | "files" | "slots" => Files,
         "groups" | "group-invitations" => Groups,
         "conversations" => {
             let tail: Vec<&str> = rest.split('/').skip(1).collect();

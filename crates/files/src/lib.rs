@@ -24,4 +24,4 @@ pub mod tus;
 
 pub use blobs::Blobs;
 pub use config::FilesConfig;
-pub use service::{ByteStream, Download, Files, NewUpload, Thumbnail};
+pub use service::{ByteStream, Download, Files, NewUpload, Thumbnail, UploadSlot};

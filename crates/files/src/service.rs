@@ -21,7 +21,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tidings_core::{Caller, Clock, CoreError, CoreResult};
-use tidings_proto::ErrorCode;
+use tidings_proto::{ErrorCode, UserId};
 use tidings_store::{FileRecord, Store, UploadKind, UploadRecord};
 use tokio::task::JoinHandle;
 
@@ -50,6 +50,17 @@ pub struct NewUpload {
     pub metadata: Option<String>,
     /// `Upload-Concat`, unparsed.
     pub concat: Option<String>,
+}
+
+/// An HTTP upload slot (XEP-0363): paths on the HTTP listener, with their signatures.
+#[derive(Clone, Debug)]
+pub struct UploadSlot {
+    /// Where the client `PUT`s the file's bytes, until `expires_at`.
+    pub put_path: String,
+    /// Where anyone holding this path may `GET` the file once it is uploaded.
+    pub get_path: String,
+    /// When the `PUT` path stops working (ms since the epoch).
+    pub expires_at: i64,
 }
 
 /// A file ready to stream: its record and the requested bytes.
@@ -202,7 +213,7 @@ impl Files {
                 let upload = record.clone();
                 self.detached(async move { files.complete(&upload, None).await })
                     .await?;
-                self.owned_upload(caller, &record.id).await
+                self.owned_upload(caller.user_id, &record.id).await
             }
             None => Ok(record),
         }
@@ -225,10 +236,10 @@ impl Files {
         let state = self.state(id)?;
         // Waiting for an append in progress means the offset answered is the one it leaves.
         let _guard = state.lock().await;
-        self.owned_upload(caller, id).await
+        self.owned_upload(caller.user_id, id).await
     }
 
-    async fn owned_upload(&self, caller: &Caller, id: &str) -> CoreResult<UploadRecord> {
+    async fn owned_upload(&self, owner: UserId, id: &str) -> CoreResult<UploadRecord> {
         if !tus::is_valid_id(id) {
             return Err(CoreError::not_found("upload"));
         }
@@ -238,7 +249,7 @@ impl Files {
             .upload(id)
             .await?
             .ok_or_else(|| CoreError::not_found("upload"))?;
-        if upload.owner != caller.user_id {
+        if upload.owner != owner {
             return Err(CoreError::forbidden("this upload belongs to someone else"));
         }
         if upload.file_id.is_none() && upload.expires_at <= self.now() {
@@ -284,13 +295,26 @@ impl Files {
         checksum: Option<Checksum>,
         body: ByteStream,
     ) -> CoreResult<UploadRecord> {
+        self.append_as(caller.user_id, id, offset, content_length, checksum, body)
+            .await
+    }
+
+    /// [`append`](Self::append) for the upload of `owner`, whoever proved the right to it.
+    async fn append_as(
+        &self,
+        owner: UserId,
+        id: &str,
+        offset: u64,
+        content_length: Option<u64>,
+        checksum: Option<Checksum>,
+        body: ByteStream,
+    ) -> CoreResult<UploadRecord> {
         let state = self.state(id)?;
         let files = self.clone();
-        let caller = *caller;
         let id = id.to_owned();
         self.detached(async move {
             let mut state = state.lock().await;
-            let upload = files.owned_upload(&caller, &id).await?;
+            let upload = files.owned_upload(owner, &id).await?;
             if upload.kind == UploadKind::Final {
                 return Err(CoreError::forbidden(
                     "a final concatenation cannot be patched",
@@ -346,7 +370,7 @@ impl Files {
                 files.complete(&upload, hasher).await?;
                 drop(state);
                 files.forget(&upload.id);
-                return files.owned_upload(&caller, &upload.id).await;
+                return files.owned_upload(owner, &upload.id).await;
             }
             Ok(upload)
         })
@@ -561,7 +585,7 @@ impl Files {
     ) -> CoreResult<UploadRecord> {
         let mut length: u64 = 0;
         for part in &parts {
-            let upload = self.owned_upload(caller, part).await?;
+            let upload = self.owned_upload(caller.user_id, part).await?;
             if upload.kind != UploadKind::Partial {
                 return Err(CoreError::invalid(
                     "only partial uploads can be concatenated",
@@ -590,18 +614,18 @@ impl Files {
         let upload = record.clone();
         self.detached(async move { files.complete(&upload, None).await })
             .await?;
-        self.owned_upload(caller, &record.id).await
+        self.owned_upload(caller.user_id, &record.id).await
     }
 
     /// Removes the caller's upload and its bytes (termination extension).
     pub async fn terminate(&self, caller: &Caller, id: &str) -> CoreResult<()> {
         let state = self.state(id)?;
         let files = self.clone();
-        let caller = *caller;
+        let owner = caller.user_id;
         let id = id.to_owned();
         self.detached(async move {
             let _guard = state.lock().await;
-            let upload = files.owned_upload(&caller, &id).await?;
+            let upload = files.owned_upload(owner, &id).await?;
             files.remove_upload(&upload).await?;
             files.forget(&id);
             Ok(())
@@ -717,6 +741,157 @@ impl Files {
             .expect("HMAC takes any key length");
         mac.update(format!("tidings.file-link.v1:{id}:{expires_at}").as_bytes());
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// An HTTP upload slot (XEP-0363) for a file of `size` bytes: an upload of the caller's,
+    /// with a URL to `PUT` its bytes to without a token until the upload expires, and a URL
+    /// anyone holding it may `GET` the finished file from. Size limits and the quota are those
+    /// of any upload.
+    pub async fn upload_slot(
+        &self,
+        caller: &Caller,
+        filename: &str,
+        size: u64,
+        content_type: Option<&str>,
+    ) -> CoreResult<UploadSlot> {
+        use base64::Engine;
+        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+        let filename = filename.trim();
+        if filename.is_empty() || filename.len() > 255 || filename.chars().any(char::is_control) {
+            return Err(CoreError::invalid(
+                "the file name must be 1 to 255 bytes without control characters",
+            ));
+        }
+        let mut metadata = format!("filename {}", b64(filename));
+        if let Some(kind) = content_type.filter(|t| !t.is_empty() && t.len() <= 255) {
+            metadata.push_str(&format!(",filetype {}", b64(kind)));
+        }
+        let upload = self
+            .create(
+                caller,
+                NewUpload {
+                    length: Some(size),
+                    metadata: Some(metadata),
+                    concat: None,
+                },
+                None,
+            )
+            .await?;
+        // The path's last segment is only for clients that guess a type from it; the name
+        // itself is kept in the upload's metadata.
+        let segment: String = filename
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let expires_at = upload.expires_at;
+        let put = self.slot_signature("put", &upload.id, expires_at);
+        let get = self.slot_signature("get", &upload.id, 0);
+        Ok(UploadSlot {
+            put_path: format!(
+                "/api/v1/slots/{}/{segment}?expires={expires_at}&signature={put}",
+                upload.id
+            ),
+            get_path: format!("/api/v1/slots/{}/{segment}?signature={get}", upload.id),
+            expires_at,
+        })
+    }
+
+    /// Signs a slot URL: `purpose` keeps a download URL from being used to upload.
+    fn slot_signature(&self, purpose: &str, id: &str, expires_at: i64) -> String {
+        use base64::Engine;
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.inner.link_key)
+            .expect("HMAC takes any key length");
+        mac.update(format!("tidings.upload-slot.v1:{purpose}:{id}:{expires_at}").as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    fn check_slot(&self, purpose: &str, id: &str, expires_at: i64, signature: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let expected = self.slot_signature(purpose, id, expires_at);
+        tus::is_valid_id(id) && bool::from(expected.as_bytes().ct_eq(signature.as_bytes()))
+    }
+
+    /// Receives the whole body of a slot's upload (`PUT`). The body must be exactly the size
+    /// the slot was asked for; a slot is filled once. An expired, altered or foreign URL is
+    /// `not_found`.
+    pub async fn put_slot(
+        &self,
+        id: &str,
+        expires_at: i64,
+        signature: &str,
+        content_length: Option<u64>,
+        body: ByteStream,
+    ) -> CoreResult<FileRecord> {
+        if !self.check_slot("put", id, expires_at, signature) || expires_at <= self.now() {
+            return Err(CoreError::not_found("upload slot"));
+        }
+        let upload = self
+            .inner
+            .store
+            .upload(id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("upload slot"))?;
+        if upload.file_id.is_some() || upload.offset > 0 {
+            return Err(CoreError::new(
+                ErrorCode::Conflict,
+                "this slot has already been used",
+            ));
+        }
+        if content_length != Some(upload.length) {
+            let too_large = content_length.is_some_and(|n| n > upload.length);
+            return Err(CoreError::new(
+                if too_large {
+                    ErrorCode::TooLarge
+                } else {
+                    ErrorCode::InvalidField
+                },
+                format!(
+                    "the body must be exactly the {} bytes the slot was requested for",
+                    upload.length
+                ),
+            ));
+        }
+        let done = self
+            .append_as(upload.owner, id, 0, content_length, None, body)
+            .await?;
+        let file_id = done
+            .file_id
+            .ok_or_else(|| CoreError::invalid("the upload ended before all its bytes came"))?;
+        self.inner
+            .store
+            .file(&file_id)
+            .await?
+            .ok_or_else(|| CoreError::not_found("file"))
+    }
+
+    /// Where a slot's download URL leads: a signed link to the finished file, valid for
+    /// `link_ttl_secs`. `not_found` for an altered URL or a slot not filled (yet).
+    pub async fn slot_link(&self, id: &str, signature: &str) -> CoreResult<String> {
+        if !self.check_slot("get", id, 0, signature) {
+            return Err(CoreError::not_found("file"));
+        }
+        let file_id = self
+            .inner
+            .store
+            .upload(id)
+            .await?
+            .and_then(|u| u.file_id)
+            .ok_or_else(|| CoreError::not_found("file"))?;
+        let ttl_ms = self.inner.config.link_ttl_secs.saturating_mul(1000);
+        let expires_at = self
+            .now()
+            .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
+        let signature = self.link_signature(&file_id, expires_at);
+        Ok(format!(
+            "/api/v1/files/{file_id}?expires={expires_at}&signature={signature}"
+        ))
     }
 
     /// Streams a file through a signed link; an expired, altered or foreign link is

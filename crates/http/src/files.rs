@@ -545,6 +545,52 @@ pub async fn delete_file(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `PUT /api/v1/slots/{upload_id}/{name}`: the bytes of an HTTP upload slot (XEP-0363), whole,
+/// authorised by the signature in the URL the slot was issued with (XMPP clients hold no
+/// bearer token). 201 once the file is stored.
+pub async fn slot_put(
+    State(state): State<AppState>,
+    Path((upload_id, _name)): Path<(String, String)>,
+    Query(link): Query<LinkQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<StatusCode> {
+    let (Some(expires), Some(signature)) = (link.expires, link.signature) else {
+        return Err(tidings_core::CoreError::not_found("upload slot").into());
+    };
+    let content_length = header_u64(&headers, &header::CONTENT_LENGTH)?;
+    state
+        .files
+        .put_slot(
+            &upload_id,
+            expires,
+            &signature,
+            content_length,
+            body_stream(body),
+        )
+        .await?;
+    Ok(StatusCode::CREATED)
+}
+
+/// `GET /api/v1/slots/{upload_id}/{name}`: the file of a filled upload slot, for anyone holding
+/// the URL (it is shared in messages): a redirect to a short-lived signed link to the file.
+pub async fn slot_get(
+    State(state): State<AppState>,
+    Path((upload_id, _name)): Path<(String, String)>,
+    Query(link): Query<LinkQuery>,
+) -> ApiResult<Response> {
+    let signature = link.signature.unwrap_or_default();
+    let target = state.files.slot_link(&upload_id, &signature).await?;
+    Ok((
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, target),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+    )
+        .into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::requested_range;

@@ -421,6 +421,10 @@ fn file_routes() -> Router<AppState> {
             get(files::download).delete(files::delete_file),
         )
         .route("/api/v1/files/{file_id}/link", post(files::link))
+        .route(
+            "/api/v1/slots/{upload_id}/{name}",
+            get(files::slot_get).put(files::slot_put),
+        )
         .route("/api/v1/files/{file_id}/thumbnail", get(files::thumbnail))
         .route(
             "/api/v1/conversations/{id}/files/{file_id}",

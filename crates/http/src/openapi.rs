@@ -894,6 +894,13 @@ fn build() -> Value {
                 params.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}));
             }
         }
+        if op.path.starts_with("/api/v1/slots/") {
+            params.push(json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}));
+            if op.method == "put" {
+                params.push(json!({"name": "expires", "in": "query", "required": true, "schema": {"type": "integer", "format": "int64"}}));
+            }
+            params.push(json!({"name": "signature", "in": "query", "required": true, "schema": {"type": "string"}}));
+        }
         if op.path == "/api/v1/users" {
             params.push(json!({"name": "q", "in": "query", "required": true, "schema": {"type": "string", "minLength": 2, "maxLength": 64}}));
             params.push(json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 50}}));
@@ -1107,6 +1114,20 @@ fn file_ops(g: &mut SchemaGenerator) -> Vec<Op> {
             "A thumbnail of an image (?size=96|320|800, default 320): JPEG, or PNG with transparency; rendered once and cached. For whoever may download the image, or through a signed link to it.",
             true,
             200,
+        ),
+        raw(
+            "put",
+            "/api/v1/slots/{upload_id}/{name}",
+            "The whole body of an XMPP HTTP upload slot (XEP-0363), exactly the size requested; authorised by the URL's signature (?expires=&signature=), not a token. 201 once stored; 409 if the slot was filled.",
+            false,
+            201,
+        ),
+        raw(
+            "get",
+            "/api/v1/slots/{upload_id}/{name}",
+            "The file of a filled upload slot, for anyone holding the URL (?signature=): a 302 redirect to a short-lived signed link to the file.",
+            false,
+            302,
         ),
         raw(
             "delete",

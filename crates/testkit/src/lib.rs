@@ -135,6 +135,11 @@ impl TestServer {
         &self.running.as_ref().expect("server running").core
     }
 
+    /// The file store the server's HTTP listener serves.
+    pub fn files(&self) -> &tidings_files::Files {
+        &self.running.as_ref().expect("server running").files
+    }
+
     /// Registers and signs in a user.
     pub async fn user(&self, username: &str) -> TestUser {
         signed_in_user(&self.client(), username).await

@@ -360,6 +360,8 @@ pub struct Running {
     /// The TLS identity every listener serves, when TLS is on.
     pub tls: Option<Tls>,
     pub core: Core,
+    /// The file store the HTTP listener serves.
+    pub files: Files,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -439,7 +441,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let mut app = tidings_http::router(AppState {
         core: core.clone(),
         config: http,
-        files,
+        files: files.clone(),
         oidc,
     });
     // MQTT is wired here rather than in the HTTP transport, so neither transport imports the
@@ -487,8 +489,23 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
                 "XMPP requires TLS but none is configured ([tls] or --dev-tls): clients cannot sign in."
             );
         }
-        let gateway =
-            tidings_xmpp::Gateway::new(core.clone(), config.xmpp.clone(), xmpp_tls.clone());
+        // Upload slots (XEP-0363) point at the HTTP listener, as clients reach it.
+        let base_url = if config.xmpp.upload_base_url.is_empty() {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{}:{}", config.xmpp.domain, addr.port())
+        } else {
+            config.xmpp.upload_base_url.trim_end_matches('/').to_owned()
+        };
+        let uploads = tidings_xmpp::conn::upload::Uploads {
+            files: files.clone(),
+            base_url,
+        };
+        let gateway = tidings_xmpp::Gateway::with_uploads(
+            core.clone(),
+            config.xmpp.clone(),
+            xmpp_tls.clone(),
+            Some(uploads),
+        );
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -639,6 +656,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         admin_addr,
         tls,
         core,
+        files,
         stop,
         task,
     })

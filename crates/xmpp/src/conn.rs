@@ -19,6 +19,8 @@ mod mam;
 mod muc;
 #[path = "muc_admin.rs"]
 mod muc_admin;
+#[path = "upload.rs"]
+pub mod upload;
 
 use crate::Gateway;
 use crate::sasl::{self, Credentials};
@@ -1567,6 +1569,10 @@ impl Conn {
             self.on_muc_iq(&stanza, &payload, to).await;
             return Ok(());
         }
+        if to.as_deref().is_some_and(|t| self.is_upload_service(t)) {
+            self.on_upload_iq(&stanza, &payload).await;
+            return Ok(());
+        }
         let to_server = to
             .as_deref()
             .is_none_or(|t| t.eq_ignore_ascii_case(self.domain()));
@@ -1640,6 +1646,13 @@ impl Conn {
                             .attr("jid", self.gw.config.muc_domain.clone())
                             .attr("name", "Groups"),
                     );
+                    if self.gw.uploads.is_some() {
+                        query = query.child(
+                            Element::new("item", NS_DISCO_ITEMS)
+                                .attr("jid", self.gw.config.upload_domain.clone())
+                                .attr("name", "File upload"),
+                        );
+                    }
                 }
                 let el = result().child(query);
                 self.send(&el);

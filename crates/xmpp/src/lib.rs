@@ -9,7 +9,8 @@
 //! - [`conn`]: one connection: stream negotiation (STARTTLS, SASL, resource binding), then
 //!   stanzas translated to native frames for the connection's core
 //!   [`tidings_core::session::Session`] and the session's output translated back. Its child
-//!   modules answer MAM queries (`mam.rs`) and serve groups as MUC rooms (`muc.rs`).
+//!   modules answer MAM queries (`mam.rs`), serve groups as MUC rooms (`muc.rs`,
+//!   `muc_admin.rs`) and hand out HTTP File Upload slots (`upload.rs`).
 //!
 //! The transport holds no business rules: sending, delivery order, receipts, typing, presence
 //! and friends are the core's. [`serve`] runs the STARTTLS listener and [`serve_tls`] the
@@ -49,6 +50,13 @@ pub struct XmppConfig {
     /// The domain of group chat rooms (XEP-0045): the group with id N is the room
     /// `N@muc_domain`.
     pub muc_domain: String,
+    /// The domain of the HTTP File Upload service (XEP-0363), which hands out upload slots in
+    /// the Tidings file store.
+    pub upload_domain: String,
+    /// The base URL of the HTTP listener as XMPP clients reach it, for upload slot URLs (for
+    /// example `https://chat.example.com`). Empty: `https://` (or `http://` without TLS),
+    /// `xmpp.domain` and the HTTP listener's port.
+    pub upload_base_url: String,
     /// Whether a client must start TLS before authenticating. Without TLS only
     /// non-plaintext mechanisms could be offered, and none are implemented yet.
     pub tls_required: bool,
@@ -80,6 +88,8 @@ impl Default for XmppConfig {
             tls_listen: SocketAddr::from(([127, 0, 0, 1], 5223)),
             domain: "localhost".into(),
             muc_domain: "conference.localhost".into(),
+            upload_domain: "upload.localhost".into(),
+            upload_base_url: String::new(),
             tls_required: true,
             max_stanza_bytes: 256 * 1024,
             max_depth: 32,
@@ -121,6 +131,8 @@ pub struct Gateway {
     /// where to ask the holder for the session.
     resumable: Mutex<HashMap<String, (UserId, tokio::sync::mpsc::Sender<conn::Handoff>)>>,
     next_conn: AtomicU64,
+    /// The HTTP File Upload service (XEP-0363); `None` when the server has no file store here.
+    pub uploads: Option<conn::upload::Uploads>,
 }
 
 impl Gateway {
@@ -129,10 +141,21 @@ impl Gateway {
         config: XmppConfig,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Arc<Gateway> {
+        Self::with_uploads(core, config, tls, None)
+    }
+
+    /// A gateway that also serves HTTP File Upload (XEP-0363) from `uploads`.
+    pub fn with_uploads(
+        core: Core,
+        config: XmppConfig,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        uploads: Option<conn::upload::Uploads>,
+    ) -> Arc<Gateway> {
         Arc::new(Gateway {
             core,
             config,
             tls,
+            uploads,
             resources: Mutex::new(HashMap::new()),
             resumable: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),

@@ -84,7 +84,11 @@ async fn setup_with(adjust: impl FnOnce(&mut XmppConfig)) -> Setup {
         ..XmppConfig::default()
     };
     adjust(&mut config);
-    let gateway = Gateway::new(server.core().clone(), config, Some(tls));
+    let uploads = tidings_xmpp::conn::upload::Uploads {
+        files: server.files().clone(),
+        base_url: server.base_url.clone(),
+    };
+    let gateway = Gateway::with_uploads(server.core().clone(), config, Some(tls), Some(uploads));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -403,6 +407,30 @@ async fn blocking_and_vcards() {
     // slixmpp reads NICKNAME as a list; FN is the display name, or the username without one.
     assert_eq!(vcard["nickname"], json!(["bob"]));
     assert_eq!(vcard["fn"], "bob");
+    xmpp.quit().await;
+}
+
+/// HTTP File Upload (XEP-0363) as slixmpp does it: it finds the service through disco, asks for
+/// a slot, PUTs the bytes with aiohttp, and the GET URL it would share serves them back.
+#[tokio::test]
+async fn http_upload_with_slixmpp() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let mut xmpp = Xmpp::password(&python, &setup, &alice, "desk").await;
+    let data = "bytes from slixmpp, 中文 too";
+    xmpp.command(json!({"op": "upload", "name": "report.txt", "data": data}))
+        .await;
+    let uploaded = xmpp.expect("uploaded", |_| true).await;
+    assert_eq!(uploaded["service"], "upload.localhost");
+    assert_eq!(uploaded["fetched"], data);
+    let url = uploaded["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{}/api/v1/slots/", setup.server.base_url)),
+        "{url}"
+    );
     xmpp.quit().await;
 }
 

@@ -43,7 +43,16 @@ async fn setup(adjust: impl FnOnce(&mut XmppConfig)) -> Setup {
         ..XmppConfig::default()
     };
     adjust(&mut config);
-    let gateway = Gateway::new(server.core().clone(), config, Some(Arc::new(tls)));
+    let uploads = tidings_xmpp::conn::upload::Uploads {
+        files: server.files().clone(),
+        base_url: server.base_url.clone(),
+    };
+    let gateway = Gateway::with_uploads(
+        server.core().clone(),
+        config,
+        Some(Arc::new(tls)),
+        Some(uploads),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
@@ -1076,4 +1085,104 @@ async fn muc_owner_config_and_subject_rename_the_group() {
         .await;
     member.expect(&["<subject>Lunch</subject>"]).await;
     assert_eq!(bob.api.group_info(group).await.unwrap().title, "Lunch");
+}
+
+/// The value of `attr='...'` in the first element of `text` that has it.
+fn attr_value<'a>(text: &'a str, attr: &str) -> &'a str {
+    let start = text
+        .find(&format!("{attr}='"))
+        .unwrap_or_else(|| panic!("no {attr} in {text}"))
+        + attr.len()
+        + 2;
+    let end = start + text[start..].find('\'').unwrap();
+    &text[start..end]
+}
+
+#[tokio::test]
+async fn http_upload_slots_put_files_in_the_file_store() {
+    let setup = setup(|c| c.upload_domain = "upload.localhost".into()).await;
+    setup.server.user("alice").await;
+    let mut alice = sign_in(&setup, "alice", "laptop").await;
+
+    // Discovery: the server lists the service, which says what it is and its size limit.
+    write(
+        &mut alice,
+        "<iq type='get' id='i1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
+    )
+    .await;
+    let items = read_until(&mut alice, "</iq>").await;
+    assert!(items.contains("jid='upload.localhost'"), "{items}");
+    write(
+        &mut alice,
+        "<iq type='get' id='i2' to='upload.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    )
+    .await;
+    let info = read_until(&mut alice, "</iq>").await;
+    assert!(
+        info.contains("category='store'") && info.contains("type='file'"),
+        "{info}"
+    );
+    assert!(
+        info.contains("<feature var='urn:xmpp:http:upload:0'/>"),
+        "{info}"
+    );
+    let max = setup.server.config.files.max_file_bytes;
+    assert!(info.contains(&format!("<value>{max}</value>")), "{info}");
+
+    // A slot beyond the limit is refused with the limit.
+    write(
+        &mut alice,
+        &format!("<iq type='get' id='big' to='upload.localhost'><request xmlns='urn:xmpp:http:upload:0' filename='huge.bin' size='{}'/></iq>", max + 1),
+    )
+    .await;
+    let refused = read_until(&mut alice, "</iq>").await;
+    assert!(
+        refused.contains("type='error'") && refused.contains("<file-too-large"),
+        "{refused}"
+    );
+
+    // A slot, then the bytes PUT without a token, then the file from the GET URL.
+    let body = "hello, xmpp";
+    write(
+        &mut alice,
+        &format!("<iq type='get' id='s1' to='upload.localhost'><request xmlns='urn:xmpp:http:upload:0' filename='notes from me.txt' size='{}' content-type='text/plain'/></iq>", body.len()),
+    )
+    .await;
+    let slot = read_until(&mut alice, "</iq>").await;
+    assert!(
+        slot.contains("type='result'") && slot.contains("<slot"),
+        "{slot}"
+    );
+    let put = attr_value(&slot[slot.find("<put").unwrap()..], "url").replace("&amp;", "&");
+    let get = attr_value(&slot[slot.find("<get").unwrap()..], "url").replace("&amp;", "&");
+    assert!(put.starts_with(&setup.server.base_url), "{put}");
+    let http = reqwest::Client::new();
+
+    // The wrong size, and an altered signature, are refused and leave the slot usable.
+    let short = http.put(&put).body("hello").send().await.unwrap();
+    assert_eq!(short.status(), 400);
+    assert_eq!(short.headers()["content-type"], "application/problem+json");
+    let forged = put.replace("signature=", "signature=x");
+    assert_eq!(
+        http.put(&forged).body(body).send().await.unwrap().status(),
+        404
+    );
+    // The download URL cannot upload.
+    assert_eq!(
+        http.put(&get).body(body).send().await.unwrap().status(),
+        404
+    );
+    // Nothing to download before the bytes came.
+    assert_eq!(http.get(&get).send().await.unwrap().status(), 404);
+
+    let stored = http.put(&put).body(body).send().await.unwrap();
+    assert_eq!(stored.status(), 201);
+    let again = http.put(&put).body(body).send().await.unwrap();
+    assert_eq!(again.status(), 409, "a slot is filled once");
+
+    let fetched = http.get(&get).send().await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.text().await.unwrap(), body);
+    let forged_get = get.replace("signature=", "signature=x");
+    assert_eq!(http.get(&forged_get).send().await.unwrap().status(), 404);
 }
