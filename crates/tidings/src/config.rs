@@ -556,6 +556,15 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             "must exceed limits.max_message_bytes by at least 1024 bytes of envelope",
         );
     }
+    if limits.max_device_signal_bytes == 0 {
+        return invalid("limits.max_device_signal_bytes", "must be greater than 0");
+    }
+    if limits.max_device_signal_bytes + 1024 > config.http.ws_max_frame_bytes {
+        return invalid(
+            "http.ws_max_frame_bytes",
+            "must exceed limits.max_device_signal_bytes by at least 1024 bytes of envelope",
+        );
+    }
     if limits.max_group_members < 2 {
         return invalid("limits.max_group_members", "must be at least 2");
     }
