@@ -115,9 +115,9 @@ pub enum ClientFrame {
         signal: crate::call::CallSignal,
     },
     /// Hands an ephemeral signal to one live device: one of the caller's own, or a device of
-    /// a user the caller may message directly (see docs/protocol.md, "Device signals"). Never
-    /// stored: answered by `ok` once it is on its way to the device's connections, or by
-    /// `error` (`not_found` when the device has no live connection).
+    /// a user the caller may message directly (docs/protocol.md 5.9). Never stored: answered
+    /// by `ok` once it is on its way to the device's connections, or by `error` (`not_found`
+    /// when the device has no live connection).
     DeviceSignal {
         id: String,
         to_user: UserId,

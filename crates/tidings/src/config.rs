@@ -834,6 +834,28 @@ mod tests {
     }
 
     #[test]
+    fn device_signal_limit_is_checked() {
+        let path = Path::new("t.toml");
+        let load_text =
+            |text: &str| from_text(Some((path, text)), &env(&[]), &Overrides::default());
+        let ok = load_text("[limits]\nmax_device_signal_bytes = 1000\n").unwrap();
+        assert_eq!(ok.limits.max_device_signal_bytes, 1000);
+        for (text, key) in [
+            (
+                "[limits]\nmax_device_signal_bytes = 0\n",
+                "limits.max_device_signal_bytes",
+            ),
+            (
+                "[limits]\nmax_device_signal_bytes = 262144\n",
+                "http.ws_max_frame_bytes",
+            ),
+        ] {
+            let err = load_text(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn telemetry_settings_are_checked() {
         let path = Path::new("t.toml");
         let load_text =
