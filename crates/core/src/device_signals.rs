@@ -1,11 +1,13 @@
 //! Device signals: ephemeral payloads from one device to one live device of the same user or of
-//! another (docs/protocol.md, "Device signals"). The XMPP gateway routes IQs between users'
-//! resources as these; native clients may use them for their own device-to-device exchanges.
+//! another (docs/protocol.md 5.9). The XMPP gateway routes IQs between users' resources as
+//! these; native clients may use them for their own device-to-device exchanges.
 //!
 //! Nothing is stored: a signal goes over the bus as a `DeliverToDevice`, the path call
 //! signalling uses once a call is answered, and reaches the device's connections on whichever
 //! node holds them. A device with no live connection is refused with `not_found` before
-//! anything is published. With several nodes, a device in the background on another node is
+//! anything is published, when the sender may see the user's presence; otherwise the signal is
+//! accepted and goes nowhere (`policy::signal_reveals_absence`), so signals cannot probe a
+//! hidden user's presence. With several nodes, a device in the background on another node is
 //! not visible to this check (other nodes report the users they hold and their devices in the
 //! foreground): while its user is online elsewhere the signal is published, and may reach no
 //! one.
@@ -15,7 +17,7 @@
 //! sender's connection first (the session keeps those, [`AnswerCredits`]).
 
 use crate::error::{CoreError, CoreResult};
-use crate::policy::{self, DirectFacts, SignalFacts};
+use crate::policy::{self, SignalFacts};
 use crate::{Caller, Core};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -100,16 +102,15 @@ impl Core {
             ));
         }
         let own_device = to_user == caller.user_id;
-        let direct = if own_device {
-            DirectFacts::default()
-        } else {
-            self.direct_facts(caller.user_id, to_user).await?
-        };
-        policy::device_signal(SignalFacts {
+        let mut facts = SignalFacts {
             own_device,
             answering,
-            direct,
-        })?;
+            ..SignalFacts::default()
+        };
+        if !own_device {
+            facts.direct = self.direct_facts(caller.user_id, to_user).await?;
+        }
+        policy::device_signal(facts)?;
         if !own_device {
             // Signals to others count against the message rate: a flood of them would
             // otherwise close the target's connections as slow consumers.
@@ -122,10 +123,17 @@ impl Core {
             || self.inner.cluster.device_awake_elsewhere(to_device)
             || self.inner.cluster.online_elsewhere(to_user);
         if !live {
-            return Err(CoreError::new(
-                ErrorCode::NotFound,
-                "that device has no live connection",
-            ));
+            if !own_device && !answering {
+                facts.sees_presence = self.sees_presence_of(caller.user_id, to_user).await?;
+            }
+            if policy::signal_reveals_absence(facts) {
+                return Err(CoreError::new(
+                    ErrorCode::NotFound,
+                    "that device has no live connection",
+                ));
+            }
+            // The sender may not know whether the user is online: the signal goes nowhere.
+            return Ok(());
         }
         let frame = OutFrame::new(ServerFrame::DeviceSignal {
             from_user: caller.user_id,
@@ -145,6 +153,18 @@ impl Core {
                 tracing::warn!(%e, "Could not publish a device signal.");
                 CoreError::new(ErrorCode::Unavailable, "the signal could not be sent")
             })
+    }
+
+    /// Whether `viewer` may see `subject`'s presence: they share a conversation or are friends,
+    /// and the subject's setting shows it to the viewer (blocks are refused before this).
+    async fn sees_presence_of(&self, viewer: UserId, subject: UserId) -> CoreResult<bool> {
+        if !self.presence_watchers(viewer).await?.contains(&subject) {
+            return Ok(false);
+        }
+        Ok(!self
+            .presence_hidden_from(viewer, &[subject])
+            .await?
+            .contains(&subject))
     }
 
     /// The id of `user`'s device named `name`, if it is not signed out (XMPP resources are

@@ -295,6 +295,9 @@ pub struct SignalFacts {
     pub answering: bool,
     /// Between the two users (when they differ).
     pub direct: DirectFacts,
+    /// The sender may see the target user's presence (they share a conversation or are
+    /// friends, and the target's presence setting shows it to the sender).
+    pub sees_presence: bool,
 }
 
 /// Whether a device may signal another device: always its user's own devices; another user's
@@ -312,6 +315,14 @@ pub fn device_signal(facts: SignalFacts) -> Result<(), CoreError> {
         return Ok(());
     }
     direct_contact(facts.direct)
+}
+
+/// Whether a sender allowed to signal a device may learn that it has no live connection
+/// (`not_found`). Whether a device is connected is presence: a sender who may not see the
+/// target's presence gets `ok` either way, and a signal to a device that is away goes nowhere.
+/// A device that signalled the sender first has shown itself already.
+pub fn signal_reveals_absence(facts: SignalFacts) -> bool {
+    facts.own_device || facts.answering || facts.sees_presence
 }
 
 /// Whether `sender` may ask `recipient` to be friends, given the blocks between them. A
@@ -941,6 +952,7 @@ mod tests {
                     recipient_accepts: setting,
                     friends,
                 },
+                sees_presence: false,
             };
             assert_eq!(device_signal(facts).is_ok(), allowed, "{facts:?}");
         }
@@ -954,6 +966,27 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(blocked.message, NOT_ACCEPTED);
+    }
+
+    #[test]
+    fn only_senders_who_see_presence_learn_a_device_is_away() {
+        #[rustfmt::skip]
+        let table = [
+            // own    answering sees   reveals
+            (true,  false, false, true),
+            (false, true,  false, true),
+            (false, false, true,  true),
+            (false, false, false, false),
+        ];
+        for (own_device, answering, sees_presence, reveals) in table {
+            let facts = SignalFacts {
+                own_device,
+                answering,
+                sees_presence,
+                ..SignalFacts::default()
+            };
+            assert_eq!(signal_reveals_absence(facts), reveals, "{facts:?}");
+        }
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Device signals over real sockets: a signal reaches the one device addressed (and not the
 //! user's other devices), own devices are always reachable, a device without a live
-//! connection gives `not_found`, blocks and friends-only settings refuse like a message, an
-//! answer to a signal gets through once, and payloads over the limit are refused.
+//! connection gives `not_found` to those who may see the user's presence (and a plain `ok` to
+//! others), blocks and friends-only settings refuse like a message, an answer to a signal gets
+//! through once, and payloads over the limit are refused.
 
 use serde_json::json;
 use std::time::Duration;
-use tidings_proto::contacts::{DirectMessages, UpdatePrivacyRequest};
+use tidings_proto::contacts::{DirectMessages, UpdatePrivacyRequest, Visibility};
 use tidings_proto::ws::ServerFrame;
 use tidings_proto::{DeviceId, ErrorCode, UserId};
 use tidings_sdk::Connection;
@@ -50,7 +51,11 @@ async fn signals_reach_the_device_addressed_and_only_it() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
     let bob_laptop = server.second_device(&bob, "laptop").await;
+    // Alice shares a conversation with bob, so she may see his presence; carol may not.
+    alice.api.open_direct(bob.user_id).await.unwrap();
+    let carol_conn = server.connect(&carol).await;
     let alice_conn = server.connect(&alice).await;
     let mut bob_phone = server.connect(&bob).await;
     let mut bob_laptop = server.connect(&bob_laptop).await;
@@ -109,6 +114,29 @@ async fn signals_reach_the_device_addressed_and_only_it() {
         .await
         .unwrap_err();
     assert_eq!(error_code(err), ErrorCode::NotFound);
+    // Whether a device is connected is presence: carol, who may not see bob's, is not told.
+    carol_conn
+        .device_signal(bob.user_id, bob_laptop.device_id, "test.hello", json!(1))
+        .await
+        .unwrap();
+    // Nor is alice once bob hides his presence; signals to his live device still arrive.
+    bob.api
+        .update_privacy(&UpdatePrivacyRequest {
+            presence: Some(Visibility::Nobody),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    alice_conn
+        .device_signal(bob.user_id, bob_laptop.device_id, "test.hello", json!(1))
+        .await
+        .unwrap();
+    alice_conn
+        .device_signal(bob.user_id, bob_phone.device_id, "test.hidden", json!(2))
+        .await
+        .unwrap();
+    let (_, _, kind, _) = next_signal(&mut bob_phone).await;
+    assert_eq!(kind, "test.hidden");
 
     // Limits: the payload's size and the kind's form.
     let big = json!("x".repeat(64 * 1024));

@@ -1090,6 +1090,8 @@ async fn iqs_between_resources_are_routed_to_the_resource_and_back() {
     let setup = setup(|_| {}).await;
     let alice = setup.server.user("alice").await;
     let bob = setup.server.user("bob").await;
+    // They share a conversation, so alice may learn that a resource of bob's went away.
+    bob.api.open_direct(alice.user_id).await.unwrap();
     let mut a = sign_in(&setup, "alice", "pc").await;
     let mut b = sign_in(&setup, "bob", "phone").await;
 
