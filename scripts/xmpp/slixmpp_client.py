@@ -11,6 +11,9 @@ carries out JSON commands read line by line from stdin:
   {"op": "carbons"}                                      enables Message Carbons
   {"op": "ping"}                                         XEP-0199 ping of the server
   {"op": "disco"}                                        disco#info of the server
+  {"op": "disco_of", "jid": JID}                         disco#info of any JID (another client's)
+  {"op": "version", "jid": JID}                          XEP-0092 software version of a JID; the
+                                                         client answers as "TidingsTest" 1.2.3
   {"op": "block", "jid": JID} / {"op": "unblock", "jid": JID}   XEP-0191
   {"op": "blocklist"}                                    prints {"event": "blocklist", ...}
   {"op": "vcard", "jid": JID}                            vCard-temp of a user
@@ -122,6 +125,7 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin('xep_0313')
         self.register_plugin('xep_0045')
         self.register_plugin('xep_0363')
+        self.register_plugin('xep_0092', {'name': 'TidingsTest', 'version': '1.2.3'})
         self.ca_certs = args.ca
         self.ssl_context.load_verify_locations(cafile=args.ca)
         self.enable_direct_tls = args.direct_tls
@@ -247,6 +251,15 @@ class Client(slixmpp.ClientXMPP):
         elif op == 'disco':
             info = await self.plugin['xep_0030'].get_info(jid=self.boundjid.domain)
             emit(event='disco', features=sorted(info['disco_info']['features']))
+        elif op == 'disco_of':
+            info = await self.plugin['xep_0030'].get_info(jid=c['jid'], timeout=10)
+            emit(event='disco_of', jid=c['jid'], from_=str(info['from']),
+                 features=sorted(info['disco_info']['features']))
+        elif op == 'version':
+            iq = await self.plugin['xep_0092'].get_version(slixmpp.JID(c['jid']), timeout=10)
+            version = iq['software_version']
+            emit(event='version', from_=str(iq['from']), name=version['name'],
+                 version=version['version'])
         elif op == 'block':
             await self.plugin['xep_0191'].block(c['jid'])
             emit(event='blocked')

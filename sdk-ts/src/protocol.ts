@@ -296,7 +296,8 @@ export type ClientFrame =
   | ClientFramePing
   | ClientFrameSetActivity
   | ClientFrameCallInvite
-  | ClientFrameCallSignal;
+  | ClientFrameCallSignal
+  | ClientFrameDeviceSignal;
 
 /**
  * Authenticates the connection with an OAuth access token. Must be the first frame; may be
@@ -426,6 +427,26 @@ export interface ClientFrameCallSignal {
   call_id: string;
   signal: CallSignal;
   id?: string | null;
+}
+
+/**
+ * Hands an ephemeral signal to one live device: one of the caller's own, or a device of
+ * a user the caller may message directly (docs/protocol.md 5.9). Never stored: answered
+ * by `ok` once it is on its way to the device's connections, or by `error` (`not_found`
+ * when the device has no live connection).
+ */
+export interface ClientFrameDeviceSignal {
+  type: "device_signal";
+  id: string;
+  to_user: UserId;
+  to_device: DeviceId;
+  /**
+   * What the payload is, chosen by the applications that exchange it (1 to 64 bytes of
+   * visible ASCII; `xmpp.iq` is an XMPP IQ stanza, as the XMPP gateway sends them).
+   */
+  kind: string;
+  /** Opaque to the server, at most `limits.max_device_signal_bytes` as JSON. */
+  payload: unknown;
 }
 
 /**
@@ -1640,7 +1661,8 @@ export type ServerFrame =
   | ServerFrameConversationSettings
   | ServerFrameContacts
   | ServerFrameCallStarted
-  | ServerFrameCall;
+  | ServerFrameCall
+  | ServerFrameDeviceSignal;
 
 /** The connection is authenticated until `expires_at` (ms since the epoch). */
 export interface ServerFrameAuthOk {
@@ -1825,6 +1847,18 @@ export interface ServerFrameCall {
   event: CallEvent;
   /** The device that caused it, when a device did. */
   device_id?: DeviceId | null;
+}
+
+/**
+ * A `device_signal` another device (of this user or of someone else) addressed to this
+ * device.
+ */
+export interface ServerFrameDeviceSignal {
+  type: "device_signal";
+  from_user: UserId;
+  from_device: DeviceId;
+  kind: string;
+  payload: unknown;
 }
 
 /**

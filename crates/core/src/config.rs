@@ -84,6 +84,9 @@ impl Default for TokensConfig {
 pub struct LimitsConfig {
     /// Largest message body in bytes, measured as its JSON encoding.
     pub max_message_bytes: usize,
+    /// Largest device signal payload in bytes, measured as its JSON encoding (`device_signal`
+    /// frames; XMPP IQs between users' resources travel as these).
+    pub max_device_signal_bytes: usize,
     /// Largest group, owner included.
     pub max_group_members: u32,
     /// Largest page of history a client may ask for.
@@ -129,6 +132,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_message_bytes: 64 * 1024,
+            max_device_signal_bytes: 64 * 1024,
             max_group_members: 10_000,
             max_history_page: 500,
             sync_page: 256,

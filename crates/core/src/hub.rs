@@ -230,6 +230,15 @@ impl Hub {
         before != awake(conns)
     }
 
+    /// Whether `device` has a connection (in the foreground or not) on this node.
+    pub fn device_connected(&self, user: UserId, device: DeviceId) -> bool {
+        self.shard(user)
+            .lock()
+            .expect("hub lock poisoned")
+            .get(&user)
+            .is_some_and(|conns| conns.iter().any(|c| c.device_id == device))
+    }
+
     /// Whether `device` has a connection in the foreground on this node.
     pub fn device_awake(&self, user: UserId, device: DeviceId) -> bool {
         self.shard(user)

@@ -6,6 +6,8 @@
 //! - [`admin`]: server administration (roles, suspension, deletion, forced sign-out).
 //! - [`audit`]: the tamper-evident audit log: kinds, refusals, queries, export, verify, prune.
 //! - [`calls`]: call signalling and the call state machine; the ring-timeout sweeper.
+//! - [`device_signals`]: ephemeral signals from one device to another live device (XMPP IQs
+//!   between resources travel as these).
 //! - [`contacts`]: the block list, friends and friend requests, privacy settings.
 //! - [`conversations`]: direct and group conversations, membership, the member cache.
 //! - [`groups`]: group management: roles, mutes, bans, settings, invite links, join requests,
@@ -33,6 +35,7 @@ mod cluster;
 pub mod config;
 pub mod contacts;
 pub mod conversations;
+pub mod device_signals;
 pub mod error;
 pub mod groups;
 pub mod hub;

@@ -285,6 +285,46 @@ pub fn direct_contact(facts: DirectFacts) -> Result<(), CoreError> {
     Ok(())
 }
 
+/// What decides whether a device may hand a signal to another device (`device_signal`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignalFacts {
+    /// The target device is one of the sender's own.
+    pub own_device: bool,
+    /// The sending connection was signalled by the target device and has not answered yet (a
+    /// reply to a question, say an XMPP IQ result).
+    pub answering: bool,
+    /// Between the two users (when they differ).
+    pub direct: DirectFacts,
+    /// The sender may see the target user's presence (they share a conversation or are
+    /// friends, and the target's presence setting shows it to the sender).
+    pub sees_presence: bool,
+}
+
+/// Whether a device may signal another device: always its user's own devices; another user's
+/// when it could write to that user directly ([`direct_contact`]); and, unless either has
+/// blocked the other, a device that signalled it first (its answer goes back even to a user who
+/// accepts messages only from friends, who asked). Refusals read as for a message.
+pub fn device_signal(facts: SignalFacts) -> Result<(), CoreError> {
+    if facts.own_device {
+        return Ok(());
+    }
+    if facts.answering
+        && !facts.direct.sender_blocked_recipient
+        && !facts.direct.recipient_blocked_sender
+    {
+        return Ok(());
+    }
+    direct_contact(facts.direct)
+}
+
+/// Whether a sender allowed to signal a device may learn that it has no live connection
+/// (`not_found`). Whether a device is connected is presence: a sender who may not see the
+/// target's presence gets `ok` either way, and a signal to a device that is away goes nowhere.
+/// A device that signalled the sender first has shown itself already.
+pub fn signal_reveals_absence(facts: SignalFacts) -> bool {
+    facts.own_device || facts.answering || facts.sees_presence
+}
+
 /// Whether `sender` may ask `recipient` to be friends, given the blocks between them. A
 /// blocked sender gets the same refusal as for a message.
 pub fn friend_request(
@@ -546,6 +586,8 @@ pub fn frame_scope(frame: &tidings_proto::ws::ClientFrame) -> Option<Scope> {
         F::PresenceQuery { .. } => Some(Scope::Contacts),
         // A call is a conversation between the two, like a message (and ends as one).
         F::CallInvite { .. } | F::CallSignal { .. } => Some(Scope::MessagesWrite),
+        // A signal reaches another user's device like a message (XMPP IQs between resources).
+        F::DeviceSignal { .. } => Some(Scope::MessagesWrite),
     }
 }
 
@@ -877,6 +919,74 @@ mod tests {
         assert_eq!(blocked.message, friends_only.message);
         assert_eq!(blocked.code, friends_only.code);
         assert!(!blocked.message.contains("block"));
+    }
+
+    #[test]
+    fn device_signals_under_blocks_settings_and_answers() {
+        use DirectMessages::{Everyone as All, Friends as OnlyFriends};
+        #[rustfmt::skip]
+        let table = [
+            // own    answering mine   theirs setting      friends allowed
+            (true,  false, false, false, All,         false, true),
+            // Own devices regardless of anything else (the facts are those of a user and
+            // themselves, which never block).
+            (true,  false, true,  true,  OnlyFriends, false, true),
+            (false, false, false, false, All,         false, true),
+            (false, false, false, false, OnlyFriends, false, false),
+            (false, false, false, false, OnlyFriends, true,  true),
+            (false, false, true,  false, All,         false, false),
+            (false, false, false, true,  All,         false, false),
+            // An answer goes back to a friends-only asker, but never across a block.
+            (false, true,  false, false, OnlyFriends, false, true),
+            (false, true,  true,  false, All,         false, false),
+            (false, true,  false, true,  All,         false, false),
+            (false, true,  false, true,  OnlyFriends, true,  false),
+        ];
+        for (own, answering, mine, theirs, setting, friends, allowed) in table {
+            let facts = SignalFacts {
+                own_device: own,
+                answering,
+                direct: DirectFacts {
+                    sender_blocked_recipient: mine,
+                    recipient_blocked_sender: theirs,
+                    recipient_accepts: setting,
+                    friends,
+                },
+                sees_presence: false,
+            };
+            assert_eq!(device_signal(facts).is_ok(), allowed, "{facts:?}");
+        }
+        // A refusal by a block reads like a friends-only refusal.
+        let blocked = device_signal(SignalFacts {
+            direct: DirectFacts {
+                recipient_blocked_sender: true,
+                ..DirectFacts::default()
+            },
+            ..SignalFacts::default()
+        })
+        .unwrap_err();
+        assert_eq!(blocked.message, NOT_ACCEPTED);
+    }
+
+    #[test]
+    fn only_senders_who_see_presence_learn_a_device_is_away() {
+        #[rustfmt::skip]
+        let table = [
+            // own    answering sees   reveals
+            (true,  false, false, true),
+            (false, true,  false, true),
+            (false, false, true,  true),
+            (false, false, false, false),
+        ];
+        for (own_device, answering, sees_presence, reveals) in table {
+            let facts = SignalFacts {
+                own_device,
+                answering,
+                sees_presence,
+                ..SignalFacts::default()
+            };
+            assert_eq!(signal_reveals_absence(facts), reveals, "{facts:?}");
+        }
     }
 
     #[test]

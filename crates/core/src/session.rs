@@ -341,6 +341,8 @@ pub struct Session {
     draining: bool,
     /// Calls this device placed or accepted on this connection, newest last.
     calls: VecDeque<tidings_proto::call::CallId>,
+    /// Devices that signalled this connection and may get an answer from it.
+    answers: crate::device_signals::AnswerCredits,
 }
 
 impl Session {
@@ -358,6 +360,7 @@ impl Session {
             closing: false,
             draining: false,
             calls: VecDeque::new(),
+            answers: Default::default(),
         }
     }
 
@@ -648,6 +651,24 @@ impl Session {
                     (Err(e), id) => error_completion(id, e),
                 }
             })),
+            ClientFrame::DeviceSignal {
+                id,
+                to_user,
+                to_device,
+                kind,
+                payload,
+            } => {
+                let answering = self.answers.take(to_user, to_device, Instant::now());
+                self.in_flight.push(Box::pin(async move {
+                    match core
+                        .device_signal(&caller, to_user, to_device, kind, payload, answering)
+                        .await
+                    {
+                        Ok(()) => Completion::Reply(Box::new(ServerFrame::Ok { id })),
+                        Err(e) => error_completion(Some(id), e),
+                    }
+                }))
+            }
             ClientFrame::PresenceQuery { id, user_ids } => {
                 self.in_flight.push(Box::pin(async move {
                     match core.presence_of(&caller, &user_ids).await {
@@ -1132,6 +1153,15 @@ impl Session {
     }
 
     fn on_event(&mut self, frame: Arc<OutFrame>) {
+        if let ServerFrame::DeviceSignal {
+            from_user,
+            from_device,
+            ..
+        } = frame.frame()
+        {
+            self.answers
+                .received(*from_user, *from_device, Instant::now());
+        }
         let Some((id, seq)) = frame.position() else {
             self.out
                 .push_back(Output::Frame(Text::Shared(frame.json())));

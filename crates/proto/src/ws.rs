@@ -114,6 +114,20 @@ pub enum ClientFrame {
         call_id: crate::call::CallId,
         signal: crate::call::CallSignal,
     },
+    /// Hands an ephemeral signal to one live device: one of the caller's own, or a device of
+    /// a user the caller may message directly (docs/protocol.md 5.9). Never stored: answered
+    /// by `ok` once it is on its way to the device's connections, or by `error` (`not_found`
+    /// when the device has no live connection).
+    DeviceSignal {
+        id: String,
+        to_user: UserId,
+        to_device: DeviceId,
+        /// What the payload is, chosen by the applications that exchange it (1 to 64 bytes of
+        /// visible ASCII; `xmpp.iq` is an XMPP IQ stanza, as the XMPP gateway sends them).
+        kind: String,
+        /// Opaque to the server, at most `limits.max_device_signal_bytes` as JSON.
+        payload: serde_json::Value,
+    },
 }
 
 impl ClientFrame {
@@ -127,7 +141,7 @@ impl ClientFrame {
             | ClientFrame::Receipt { id, .. }
             | ClientFrame::PresenceQuery { id, .. }
             | ClientFrame::Ping { id } => Some(id),
-            ClientFrame::CallInvite { id, .. } => Some(id),
+            ClientFrame::CallInvite { id, .. } | ClientFrame::DeviceSignal { id, .. } => Some(id),
             ClientFrame::Typing { id, .. }
             | ClientFrame::SetActivity { id, .. }
             | ClientFrame::CallSignal { id, .. } => id.as_deref(),
@@ -149,6 +163,7 @@ impl ClientFrame {
             ClientFrame::SetActivity { .. } => "set_activity",
             ClientFrame::CallInvite { .. } => "call_invite",
             ClientFrame::CallSignal { .. } => "call_signal",
+            ClientFrame::DeviceSignal { .. } => "device_signal",
         }
     }
 }
@@ -327,6 +342,14 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         device_id: Option<DeviceId>,
         event: crate::call::CallEvent,
+    },
+    /// A `device_signal` another device (of this user or of someone else) addressed to this
+    /// device.
+    DeviceSignal {
+        from_user: UserId,
+        from_device: DeviceId,
+        kind: String,
+        payload: serde_json::Value,
     },
 }
 

@@ -354,6 +354,29 @@ impl Connection {
         }
     }
 
+    /// Hands `payload` to one live device (`device_signal`) and waits for the server's `ok`.
+    pub async fn device_signal(
+        &self,
+        to_user: UserId,
+        to_device: DeviceId,
+        kind: &str,
+        payload: serde_json::Value,
+    ) -> SdkResult<()> {
+        match self
+            .request(|id| ClientFrame::DeviceSignal {
+                id,
+                to_user,
+                to_device,
+                kind: kind.into(),
+                payload,
+            })
+            .await?
+        {
+            ServerFrame::Ok { .. } => Ok(()),
+            other => Err(SdkError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Asks for everything after `cursors`; the messages arrive as events before this returns.
     /// Returns `(conversations, messages)` as counted by the server.
     pub async fn sync(

@@ -556,6 +556,15 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             "must exceed limits.max_message_bytes by at least 1024 bytes of envelope",
         );
     }
+    if limits.max_device_signal_bytes == 0 {
+        return invalid("limits.max_device_signal_bytes", "must be greater than 0");
+    }
+    if limits.max_device_signal_bytes + 1024 > config.http.ws_max_frame_bytes {
+        return invalid(
+            "http.ws_max_frame_bytes",
+            "must exceed limits.max_device_signal_bytes by at least 1024 bytes of envelope",
+        );
+    }
     if limits.max_group_members < 2 {
         return invalid("limits.max_group_members", "must be at least 2");
     }
@@ -822,6 +831,28 @@ mod tests {
         let config = load(Some(&file), &vars, &flags).unwrap();
         assert_eq!(config.listen.port(), 9002);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn device_signal_limit_is_checked() {
+        let path = Path::new("t.toml");
+        let load_text =
+            |text: &str| from_text(Some((path, text)), &env(&[]), &Overrides::default());
+        let ok = load_text("[limits]\nmax_device_signal_bytes = 1000\n").unwrap();
+        assert_eq!(ok.limits.max_device_signal_bytes, 1000);
+        for (text, key) in [
+            (
+                "[limits]\nmax_device_signal_bytes = 0\n",
+                "limits.max_device_signal_bytes",
+            ),
+            (
+                "[limits]\nmax_device_signal_bytes = 262144\n",
+                "http.ws_max_frame_bytes",
+            ),
+        ] {
+            let err = load_text(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! message; a refusal becomes a stanza error. Messages the session delivers become
 //! `<message>` stanzas carrying the sender's id and the server's message id as `stanza-id`.
 
+#[path = "iq_route.rs"]
+mod iq_route;
 #[path = "mam.rs"]
 mod mam;
 #[path = "muc.rs"]
@@ -395,6 +397,8 @@ pub async fn run(
         resume_id: None,
         handoffs: None,
         outbox: crate::sm::Outbox::default(),
+        routes: iq_route::Routes::default(),
+        device_names: HashMap::new(),
     });
     tracing::debug!(user_id = %user_id, %resource, "XMPP client bound a resource.");
     serve_and_keep(conn, stream).await;
@@ -889,6 +893,13 @@ enum Pending {
     Renew,
     /// The catch-up sync from the device's saved cursors (offline delivery).
     Sync,
+    /// An IQ handed to another resource's device: if the core refuses it, the client gets
+    /// an IQ error.
+    RoutedIq {
+        to_user: UserId,
+        to_device: tidings_proto::DeviceId,
+        iq_id: String,
+    },
 }
 
 /// A bound session, served on a connection or parked awaiting resumption.
@@ -941,6 +952,10 @@ pub(crate) struct Conn {
     handoffs: Option<tokio::sync::mpsc::Receiver<Handoff>>,
     /// Stanzas sent and not acknowledged, while resumption is on.
     outbox: crate::sm::Outbox,
+    /// IQs routed to and from other resources that wait for answers (iq_route.rs).
+    routes: iq_route::Routes,
+    /// Names (resources) of other users' devices that sent this client IQs, as met.
+    device_names: HashMap<tidings_proto::DeviceId, String>,
 }
 
 /// The next handoff request, or never when the session is not resumable.
@@ -1031,6 +1046,7 @@ impl Conn {
                 }
             }
             let renew_at = self.renew_at;
+            let routed_deadline = self.routes.next_deadline();
             tokio::select! {
                 biased;
                 () = self.kick.notified() => {
@@ -1074,6 +1090,7 @@ impl Conn {
                     }
                 },
                 () = sleep_until_opt(renew_at) => self.renew().await,
+                () = sleep_until_opt(routed_deadline) => self.expire_routed_iqs(),
             }
         }
     }
@@ -1554,6 +1571,8 @@ impl Conn {
     async fn on_iq(&mut self, stanza: Element) -> Result<(), Fail> {
         let kind = stanza.get_attr("type").unwrap_or_default().to_owned();
         if kind == "result" || kind == "error" {
+            // An answer to an IQ another resource sent this client goes back to it.
+            self.answer_routed_iq(&stanza);
             return Ok(());
         }
         if kind != "get" && kind != "set" || stanza.get_attr("id").is_none() {
@@ -1585,9 +1604,16 @@ impl Conn {
             && to
                 .as_deref()
                 .is_some_and(|t| !t.contains('/') && self.local_user(t).is_some());
+        if let Some(to) = to
+            .as_deref()
+            .filter(|t| !to_self && t.contains('/') && self.local_user(t).is_some())
+        {
+            // A full JID of our domain: the addressed resource answers (RFC 6121 8.5.3).
+            self.route_iq(&stanza, to).await;
+            return Ok(());
+        }
         if !to_server && !to_self && !vcard_of_user {
-            // Another user's JID: the server answers for accounts (RFC 6121 8.5), and routes
-            // nothing between users' resources yet.
+            // Another user's bare JID: the server answers for accounts (RFC 6121 8.5).
             self.send(&iq_error(&stanza, "cancel", "service-unavailable", None));
             return Ok(());
         }
@@ -1844,6 +1870,11 @@ impl Conn {
                     let (kind, condition) = condition_for(code);
                     self.message_error(&stanza, kind, condition, &message);
                 }
+                Some(Pending::RoutedIq {
+                    to_user,
+                    to_device,
+                    iq_id,
+                }) => self.routed_iq_refused(to_user, to_device, &iq_id, code),
                 Some(_) => tracing::debug!(%message, "XMPP request refused."),
                 None => {}
             },
@@ -1921,6 +1952,14 @@ impl Conn {
                 self.send(&el);
             }
             ServerFrame::Contact { event, .. } => self.contact(event).await,
+            ServerFrame::DeviceSignal {
+                from_user,
+                from_device,
+                kind,
+                payload,
+            } if kind == iq_route::KIND_IQ => {
+                self.on_routed_iq(from_user, from_device, payload).await;
+            }
             _ => {}
         }
     }

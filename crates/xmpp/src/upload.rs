@@ -7,7 +7,7 @@
 //! capability for the finished file that anyone it is shared with can use (it redirects to a
 //! short-lived signed link). Both point at the HTTP listener (`upload_base_url`).
 
-use super::{Conn, NS_CLIENT, NS_DISCO_INFO, NS_STANZAS, condition_for, iq_error};
+use super::{Conn, NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_STANZAS, condition_for, iq_error};
 use crate::xml::Element;
 use tidings_core::policy::{Scope, decide_scope};
 
@@ -65,6 +65,11 @@ impl Conn {
                     .child(Element::new("feature", NS_DISCO_INFO).attr("var", NS_UPLOAD))
                     .child(form);
                 self.send(&result.child(query));
+            }
+            ("get", "query", NS_DISCO_ITEMS) => {
+                // The service has no items, and says so rather than refusing (clients walk
+                // every service the server lists).
+                self.send(&result.child(Element::new("query", NS_DISCO_ITEMS)));
             }
             ("get", "request", NS_UPLOAD) => {
                 let filename = payload.get_attr("filename").unwrap_or_default();

@@ -370,6 +370,49 @@ async fn carbons_between_two_resources() {
     laptop.quit().await;
 }
 
+/// IQs between two users' slixmpp clients: XEP-0092 software version and XEP-0030 disco#info
+/// of the other client's full JID are answered by that client, through the server; a resource
+/// that is not there gets `service-unavailable`.
+#[tokio::test]
+async fn slixmpp_asks_another_users_client_for_its_version() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let mut alice_xmpp = Xmpp::password(&python, &setup, &alice, "laptop").await;
+    let mut bob_xmpp = Xmpp::password(&python, &setup, &bob, "phone").await;
+
+    alice_xmpp
+        .command(json!({"op": "version", "jid": "bob@localhost/phone"}))
+        .await;
+    let version = alice_xmpp.expect("version", |_| true).await;
+    assert_eq!(version["from_"], "bob@localhost/phone");
+    assert_eq!(version["name"], "TidingsTest");
+    assert_eq!(version["version"], "1.2.3");
+
+    bob_xmpp
+        .command(json!({"op": "disco_of", "jid": "alice@localhost/laptop"}))
+        .await;
+    let disco = bob_xmpp.expect("disco_of", |_| true).await;
+    assert_eq!(disco["from_"], "alice@localhost/laptop");
+    let features = disco["features"].as_array().unwrap();
+    assert!(
+        features.contains(&json!("jabber:iq:version"))
+            && features.contains(&json!("urn:xmpp:ping")),
+        "{features:?}"
+    );
+
+    alice_xmpp
+        .command(json!({"op": "version", "jid": "bob@localhost/elsewhere"}))
+        .await;
+    let refused = alice_xmpp.expect("iq_error", |_| true).await;
+    assert_eq!(refused["condition"], "service-unavailable");
+    alice_xmpp.quit().await;
+    bob_xmpp.quit().await;
+}
+
 /// The blocking command (XEP-0191) is the Tidings block list, and vCard-temp shows profiles.
 #[tokio::test]
 async fn blocking_and_vcards() {
@@ -931,7 +974,11 @@ async fn slixmpp_joins_a_group_and_chats_with_a_websocket_user() {
     let mut xmpp = Xmpp::password(&python, &setup, &alice, "muc").await;
     xmpp.command(json!({"op": "rooms"})).await;
     let rooms = xmpp.expect("rooms", |_| true).await;
-    assert_eq!(rooms["services"], json!(["conference.localhost"]));
+    // The server lists its services (the upload service has no items).
+    assert_eq!(
+        rooms["services"],
+        json!(["conference.localhost", "upload.localhost"])
+    );
     assert_eq!(rooms["rooms"], json!([[room.clone(), "Lunch"]]));
     xmpp.command(json!({"op": "room_info", "room": room})).await;
     let info = xmpp.expect("room_info", |_| true).await;

@@ -1128,6 +1128,17 @@ async fn http_upload_slots_put_files_in_the_file_store() {
     );
     let max = setup.server.config.files.max_file_bytes;
     assert!(info.contains(&format!("<value>{max}</value>")), "{info}");
+    // Clients walk every listed service's items: an empty list, not an error.
+    write(
+        &mut alice,
+        "<iq type='get' id='i3' to='upload.localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
+    )
+    .await;
+    let no_items = read_until(&mut alice, "</iq>").await;
+    assert!(
+        no_items.contains("type='result'") && !no_items.contains("<item"),
+        "{no_items}"
+    );
 
     // A slot beyond the limit is refused with the limit.
     write(
@@ -1185,4 +1196,239 @@ async fn http_upload_slots_put_files_in_the_file_store() {
     assert_eq!(fetched.text().await.unwrap(), body);
     let forged_get = get.replace("signature=", "signature=x");
     assert_eq!(http.get(&forged_get).send().await.unwrap().status(), 404);
+}
+
+/// IQs to another user's full JID reach that resource with the sender's full JID as `from`,
+/// and its answer comes back (XEP-0092 software version, XEP-0030 disco#info, an error); only
+/// answers to IQs actually asked are routed; a native device takes part through
+/// `device_signal`; an IQ to a resource that is not there, or to a user who blocked the
+/// sender, gets `service-unavailable`.
+#[tokio::test]
+async fn iqs_between_resources_are_routed_to_the_resource_and_back() {
+    use serde_json::json;
+    use tidings_proto::ws::ServerFrame;
+    let setup = setup(|_| {}).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    // They share a conversation, so alice may learn that a resource of bob's went away.
+    bob.api.open_direct(alice.user_id).await.unwrap();
+    let mut a = sign_in(&setup, "alice", "pc").await;
+    let mut b = sign_in(&setup, "bob", "phone").await;
+
+    // Software version, asked of bob's resource and answered by it.
+    write(
+        &mut a,
+        "<iq type='get' id='v1' to='bob@localhost/phone'><query xmlns='jabber:iq:version'/></iq>",
+    )
+    .await;
+    let asked = read_until(&mut b, "</iq>").await;
+    for part in [
+        "type='get'",
+        "id='v1'",
+        "from='alice@localhost/pc'",
+        "to='bob@localhost/phone'",
+        "<query xmlns='jabber:iq:version'/>",
+    ] {
+        assert!(asked.contains(part), "{part} missing: {asked}");
+    }
+    write(
+        &mut b,
+        "<iq type='result' id='v1' to='alice@localhost/pc'><query xmlns='jabber:iq:version'>\
+         <name>BobClient</name><version>1.0</version></query></iq>",
+    )
+    .await;
+    let answer = read_until(&mut a, "</iq>").await;
+    for part in [
+        "type='result'",
+        "id='v1'",
+        "from='bob@localhost/phone'",
+        "to='alice@localhost/pc'",
+        "<name>BobClient</name>",
+    ] {
+        assert!(answer.contains(part), "{part} missing: {answer}");
+    }
+
+    // Service discovery of the client, and an error as the answer.
+    write(
+        &mut a,
+        "<iq type='get' id='d1' to='bob@localhost/phone'>\
+         <query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    )
+    .await;
+    read_until(&mut b, "disco#info'/></iq>").await;
+    write(
+        &mut b,
+        "<iq type='result' id='d1' to='alice@localhost/pc'>\
+         <query xmlns='http://jabber.org/protocol/disco#info'>\
+         <identity category='client' type='phone' name='BobClient'/>\
+         <feature var='jabber:iq:version'/></query></iq>",
+    )
+    .await;
+    let answer = read_until(&mut a, "</iq>").await;
+    assert!(
+        answer.contains("id='d1'") && answer.contains("<identity category='client' type='phone'"),
+        "{answer}"
+    );
+    write(
+        &mut a,
+        "<iq type='set' id='e1' to='bob@localhost/phone'><nothing xmlns='urn:example'/></iq>",
+    )
+    .await;
+    read_until(&mut b, "urn:example'/></iq>").await;
+    write(
+        &mut b,
+        "<iq type='error' id='e1' to='alice@localhost/pc'><error type='cancel'>\
+         <feature-not-implemented xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+    )
+    .await;
+    let answer = read_until(&mut a, "</iq>").await;
+    assert!(
+        answer.contains("type='error'")
+            && answer.contains("id='e1'")
+            && answer.contains("from='bob@localhost/phone'")
+            && answer.contains("<feature-not-implemented"),
+        "{answer}"
+    );
+
+    // Answers to questions never asked, or asked and answered already, go nowhere: not from
+    // an XMPP client (its connection drops them) ...
+    write(
+        &mut b,
+        "<iq type='result' id='v1' to='alice@localhost/pc'/>\
+         <iq type='result' id='spoof1' to='alice@localhost/pc'/>\
+         <iq type='get' id='bp'><ping xmlns='urn:xmpp:ping'/></iq>",
+    )
+    .await;
+    read_until(&mut b, "id='bp'").await;
+    // ... nor from a native device (the receiving connection drops them). A question from the
+    // native device gets through, with the device's name as the resource, and is answered.
+    let mut native = setup.server.connect(&bob).await;
+    let alice_pc = setup
+        .server
+        .core()
+        .device_named(alice.user_id, "XMPP pc")
+        .await
+        .unwrap()
+        .expect("the resource's device");
+    native
+        .device_signal(
+            alice.user_id,
+            alice_pc,
+            "xmpp.iq",
+            json!("<iq xmlns='jabber:client' type='result' id='spoof2'/>"),
+        )
+        .await
+        .unwrap();
+    native
+        .device_signal(
+            alice.user_id,
+            alice_pc,
+            "xmpp.iq",
+            json!(
+                "<iq xmlns='jabber:client' type='get' id='n1'><ping xmlns='urn:xmpp:ping'/></iq>"
+            ),
+        )
+        .await
+        .unwrap();
+    let got = read_until(&mut a, "</iq>").await;
+    assert!(
+        got.contains("id='n1'") && got.contains("from='bob@localhost/test device'"),
+        "{got}"
+    );
+    assert!(
+        !got.contains("spoof") && !got.contains("id='v1'"),
+        "an answer nobody asked for was delivered: {got}"
+    );
+    write(
+        &mut a,
+        "<iq type='result' id='n1' to='bob@localhost/test device'/>",
+    )
+    .await;
+    let payload = loop {
+        let event = tokio::time::timeout(WAIT, native.next_event())
+            .await
+            .expect("the answer in time")
+            .expect("open");
+        if let ServerFrame::DeviceSignal {
+            from_user,
+            from_device,
+            kind,
+            payload,
+        } = event
+        {
+            assert_eq!((from_user, from_device), (alice.user_id, alice_pc));
+            assert_eq!(kind, "xmpp.iq");
+            break payload;
+        }
+    };
+    let xml = payload.as_str().unwrap();
+    assert!(
+        xml.contains("type='result'") && xml.contains("id='n1'"),
+        "{xml}"
+    );
+
+    // A resource nobody bound, and one bound before but gone now.
+    write(
+        &mut a,
+        "<iq type='get' id='o1' to='bob@localhost/nowhere'><query xmlns='jabber:iq:version'/></iq>",
+    )
+    .await;
+    let answer = read_until(&mut a, "</iq>").await;
+    assert!(
+        answer.contains("id='o1'")
+            && answer.contains("from='bob@localhost/nowhere'")
+            && answer.contains("<service-unavailable"),
+        "{answer}"
+    );
+    let mut laptop = sign_in(&setup, "bob", "laptop").await;
+    let bob_laptop = setup
+        .server
+        .core()
+        .device_named(bob.user_id, "XMPP laptop")
+        .await
+        .unwrap()
+        .unwrap();
+    write(&mut laptop, "</stream:stream>").await;
+    read_until(&mut laptop, "</stream:stream>").await;
+    drop(laptop);
+    // Wait until the core no longer counts the device as connected.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while native
+        .device_signal(bob.user_id, bob_laptop, "test.probe", json!(1))
+        .await
+        .is_ok()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "still connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    write(
+        &mut a,
+        "<iq type='get' id='o2' to='bob@localhost/laptop'><query xmlns='jabber:iq:version'/></iq>",
+    )
+    .await;
+    let answer = read_until(&mut a, "</iq>").await;
+    assert!(
+        answer.contains("id='o2'") && answer.contains("<service-unavailable"),
+        "{answer}"
+    );
+
+    // Blocked: refused the same way, and nothing reaches bob's resource.
+    bob.api.block(alice.user_id).await.unwrap();
+    write(
+        &mut a,
+        "<iq type='get' id='x1' to='bob@localhost/phone'><query xmlns='jabber:iq:version'/></iq>",
+    )
+    .await;
+    let answer = read_until(&mut a, "</iq>").await;
+    assert!(
+        answer.contains("id='x1'") && answer.contains("<service-unavailable"),
+        "{answer}"
+    );
+    write(
+        &mut b,
+        "<iq type='get' id='bp2'><ping xmlns='urn:xmpp:ping'/></iq>",
+    )
+    .await;
+    let got = read_until(&mut b, "id='bp2'").await;
+    assert!(!got.contains("id='x1'"), "{got}");
 }
