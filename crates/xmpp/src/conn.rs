@@ -53,6 +53,8 @@ pub const NS_SID: &str = "urn:xmpp:sid:0";
 pub const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 pub const NS_RECEIPTS: &str = "urn:xmpp:receipts";
 pub const NS_MARKERS: &str = "urn:xmpp:chat-markers:0";
+/// Message processing hints (XEP-0334), such as `<store/>`: advice, not content.
+pub const NS_HINTS: &str = "urn:xmpp:hints";
 pub const NS_CARBONS: &str = "urn:xmpp:carbons:2";
 pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
 pub const NS_SM: &str = "urn:xmpp:sm:3";
@@ -1407,7 +1409,8 @@ impl Conn {
                     .find("displayed", NS_MARKERS)
                     .map(|r| (ReceiptKind::Read, r))
             });
-        if let Some((receipt, marker)) = receipt
+        let mut mapped_receipt = false;
+        if let Some((receipt, marker)) = &receipt
             && let Some(seq) = marker
                 .get_attr("id")
                 .and_then(|id| self.seq_of(conversation, id))
@@ -1416,9 +1419,27 @@ impl Conn {
             self.native(&ClientFrame::Receipt {
                 id,
                 conversation_id: conversation,
-                receipt,
+                receipt: *receipt,
                 seq,
             });
+            mapped_receipt = true;
+        }
+        // A bodiless message to one resource carrying what the core cannot keep (a marker for
+        // a message this connection cannot place, a reaction, a retraction, another
+        // extension) is relayed to that resource, as a server routes it.
+        let unmapped = stanza.elements().any(|e| {
+            !(e.ns == NS_CHATSTATES
+                || e.ns == NS_HINTS
+                || e.is("origin-id", NS_SID)
+                || e.is("thread", NS_CLIENT)
+                || (mapped_receipt && (e.ns == NS_RECEIPTS || e.ns == NS_MARKERS)))
+        });
+        if to.contains('/')
+            && unmapped
+            && body.as_deref().is_none_or(str::is_empty)
+            && to != self.full
+        {
+            self.route_message(&stanza, &to).await;
         }
         let state = stanza
             .elements()
@@ -1959,6 +1980,15 @@ impl Conn {
                 payload,
             } if kind == iq_route::KIND_IQ => {
                 self.on_routed_iq(from_user, from_device, payload).await;
+            }
+            ServerFrame::DeviceSignal {
+                from_user,
+                from_device,
+                kind,
+                payload,
+            } if kind == iq_route::KIND_MESSAGE => {
+                self.on_routed_message(from_user, from_device, payload)
+                    .await;
             }
             _ => {}
         }

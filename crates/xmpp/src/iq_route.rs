@@ -13,6 +13,12 @@
 //!
 //! Both tables hold at most [`MAX_PENDING`] entries; past that a new IQ is refused with
 //! `resource-constraint`.
+//!
+//! Messages to another full JID that carry nothing the core keeps (no body) and something it
+//! cannot map (a marker or receipt for a message id this connection cannot place, a reaction,
+//! a retraction, any other extension) travel the same way as signals of kind
+//! [`KIND_MESSAGE`]: delivered to that resource if it is connected, never stored, and never
+//! answered. A message with a body always goes through the core.
 
 use super::*;
 use tidings_proto::DeviceId;
@@ -20,6 +26,9 @@ use tidings_proto::DeviceId;
 /// The `kind` of a device signal that carries an XMPP IQ stanza (its payload is the stanza's
 /// XML as a JSON string).
 pub(crate) const KIND_IQ: &str = "xmpp.iq";
+/// The `kind` of a device signal that carries a bodiless XMPP message stanza the core has no
+/// meaning for (its payload is the stanza's XML as a JSON string).
+pub(crate) const KIND_MESSAGE: &str = "xmpp.message";
 /// Routed IQs waiting for an answer, per connection and direction, at most.
 const MAX_PENDING: usize = 64;
 /// How long a routed IQ waits for its answer.
@@ -310,6 +319,62 @@ impl Conn {
             }
             _ => {}
         }
+    }
+
+    /// Relays a bodiless message to another user's resource (`to`, a full JID of our domain):
+    /// dropped when the resource is unknown, as an ephemeral message would be.
+    pub(super) async fn route_message(&mut self, stanza: &Element, to: &str) {
+        let Some((bare, resource)) = to.split_once('/') else {
+            return;
+        };
+        let Some(local) = self.local_user(bare).map(str::to_owned) else {
+            return;
+        };
+        let Some(to_user) = self.user_id(&local).await else {
+            return;
+        };
+        let Some(to_device) = self.device_of_resource(to_user, resource).await else {
+            return;
+        };
+        let mut xml = String::with_capacity(256);
+        stanza.write_to(&mut xml, "");
+        let request = self.request_id(Pending::Quiet);
+        self.native(&ClientFrame::DeviceSignal {
+            id: request,
+            to_user,
+            to_device,
+            kind: KIND_MESSAGE.into(),
+            payload: serde_json::Value::String(xml),
+        });
+    }
+
+    /// A device relayed this connection a bodiless message: delivered from the sender's full
+    /// JID. Anything but a message without a body is dropped (the core stores every body).
+    pub(super) async fn on_routed_message(
+        &mut self,
+        from_user: UserId,
+        from_device: DeviceId,
+        payload: serde_json::Value,
+    ) {
+        let Some(xml) = payload.as_str() else {
+            return;
+        };
+        let scope = HashMap::from([(String::new(), NS_CLIENT.to_owned())]);
+        let Ok(mut message) =
+            crate::xml::parse_element(xml.as_bytes(), &scope, self.gw.config.limits())
+        else {
+            tracing::debug!("Unreadable routed message dropped.");
+            return;
+        };
+        if !message.is("message", NS_CLIENT) || message.find("body", NS_CLIENT).is_some() {
+            return;
+        }
+        let Some(from_jid) = self.jid_of_device(from_user, from_device).await else {
+            return;
+        };
+        message.set_attr("from", from_jid);
+        message.set_attr("to", self.full.clone());
+        self.send(&message);
     }
 
     /// The device a resource of `user` names: the device of that XMPP resource (named

@@ -1432,3 +1432,68 @@ async fn iqs_between_resources_are_routed_to_the_resource_and_back() {
     let got = read_until(&mut b, "id='bp2'").await;
     assert!(!got.contains("id='x1'"), "{got}");
 }
+
+/// Bodiless messages to another resource that the core cannot keep (a marker for an unknown
+/// message, a reaction, a retraction) reach that resource from the sender's full JID; and a
+/// blocked sender's relay is refused.
+#[tokio::test]
+async fn bodiless_extensions_are_relayed_to_the_addressed_resource() {
+    let setup = setup(|_| {}).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    bob.api.open_direct(alice.user_id).await.unwrap();
+    let mut a = sign_in(&setup, "alice", "pc").await;
+    let mut b = sign_in(&setup, "bob", "phone").await;
+
+    write(
+        &mut a,
+        "<message to='bob@localhost/phone' id='m1'><displayed xmlns='urn:xmpp:chat-markers:0' id='toto'/></message>",
+    )
+    .await;
+    let marker = read_until(&mut b, "<displayed").await;
+    assert!(
+        marker.contains("from='alice@localhost/pc'") && marker.contains("<displayed"),
+        "{marker}"
+    );
+    write(
+        &mut a,
+        "<message to='bob@localhost/phone' id='m2' type='chat'><reactions xmlns='urn:xmpp:reactions:0' id='toto'><reaction>🦙</reaction></reactions><store xmlns='urn:xmpp:hints'/></message>",
+    )
+    .await;
+    let reaction = read_until(&mut b, "</reactions>").await;
+    assert!(
+        reaction.contains("from='alice@localhost/pc'") && reaction.contains("🦙"),
+        "{reaction}"
+    );
+    write(
+        &mut a,
+        "<message to='bob@localhost/phone' id='m3'><retract xmlns='urn:xmpp:message-retract:1' id='toto'/></message>",
+    )
+    .await;
+    let retraction = read_until(&mut b, "message-retract").await;
+    assert!(retraction.contains("id='m3'"), "{retraction}");
+
+    // Blocked: the core refuses the relay (quietly: an ephemeral message gets no error).
+    bob.api.block(alice.user_id).await.unwrap();
+    write(
+        &mut a,
+        "<message to='bob@localhost/phone' id='m4'><retract xmlns='urn:xmpp:message-retract:1' id='x'/></message>",
+    )
+    .await;
+    // Alice's next request is answered after the relay was decided.
+    write(
+        &mut a,
+        "<iq type='get' id='p0'><ping xmlns='urn:xmpp:ping'/></iq>",
+    )
+    .await;
+    read_until(&mut a, "id='p0'").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Bob's stream saw nothing of it: a ping round trip comes back with nothing before it.
+    write(
+        &mut b,
+        "<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>",
+    )
+    .await;
+    let after = read_until(&mut b, "id='p1'").await;
+    assert!(!after.contains("id='m4'"), "{after}");
+}
