@@ -433,12 +433,33 @@ fn per_gib(kib: f64) -> f64 {
 }
 
 /// Finds the Mosquitto process, for its memory.
-fn mosquitto_pid() -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        (comm.trim() == "mosquitto").then_some(pid)
-    })
+/// The Mosquitto serving `port`: the one whose command line names the port (a broker started
+/// for the run, `mosquitto -p PORT`, has a fresh heap, so its memory growth is not absorbed by
+/// what a long-running broker freed before), else the only or first one found.
+fn mosquitto_pid(port: u16) -> Option<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "mosquitto" {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let names_port = cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == port.to_string().as_bytes());
+        if names_port {
+            return Some(pid);
+        }
+        found.push(pid);
+    }
+    found.first().copied()
 }
 
 pub async fn run(options: &ServerOptions, params: Params) -> anyhow::Result<Outcome> {
@@ -511,7 +532,8 @@ pub async fn run(options: &ServerOptions, params: Params) -> anyhow::Result<Outc
     outcome.targets.push(t);
 
     if let Some(addr) = params.mosquitto {
-        let pid = mosquitto_pid().context("no mosquitto process found for its memory")?;
+        let pid =
+            mosquitto_pid(addr.port()).context("no mosquitto process found for its memory")?;
         let anon = Login { token: None };
         let mut m = Target {
             name: format!("mosquitto {addr}"),
