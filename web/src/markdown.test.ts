@@ -2,7 +2,7 @@
 
 import { describe, expect, it } from "vitest";
 import { renderToStaticMarkup } from "react-dom/server";
-import { Markdown, looksLikeMarkdown, parseInline, safeHref } from "./markdown";
+import { Markdown, looksLikeMarkdown, parseBlocks, parseInline, safeHref } from "./markdown";
 
 const html = (text: string) => renderToStaticMarkup(Markdown({ text }));
 
@@ -68,5 +68,18 @@ describe("markdown", () => {
     const links = "[y](https://ok.example)".repeat(2850);
     expect(parseInline(links).filter((n) => n.kind === "link")).toHaveLength(2850);
     expect(parseInline("[*".repeat(32768)).length).toBeGreaterThan(0);
+  });
+
+  it("keeps quotes nested past the limit as text instead of looping (a regression of the fast-check run)", () => {
+    // Four levels of quote, then the rest of the line is a paragraph: the parser used to
+    // refuse that line in the paragraph branch too and push empty paragraphs for ever.
+    const blocks = parseBlocks(">>>>>>> deep\n>>>>>>> deeper\nplain");
+    let level = blocks;
+    for (let depth = 0; depth < 4; depth++) {
+      expect(level[0].kind).toBe("quote");
+      level = (level[0] as { kind: "quote"; blocks: typeof blocks }).blocks;
+    }
+    expect(level).toEqual([{ kind: "paragraph", lines: [">>> deep", ">>> deeper"] }]);
+    expect(html(">".repeat(65536))).toContain("&gt;&gt;&gt;");
   });
 });

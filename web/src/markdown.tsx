@@ -53,8 +53,12 @@ export function parseBlocks(text: string, depth = 0): Block[] {
     } else if (line.trim() === "") {
       i++;
     } else {
-      const body: string[] = [];
-      while (i < lines.length && lines[i].trim() !== "" && !FENCE.test(lines[i]) && !QUOTE.test(lines[i]) && !BULLET.test(lines[i]) && !NUMBERED.test(lines[i])) {
+      // The first line is taken whatever it looks like: a quote line past the nesting limit
+      // lands here, and a loop that refused it would never move on (a message of `>>>>>>`
+      // once filled the recipient's memory until the tab died).
+      const body: string[] = [lines[i++]];
+      const quotes = depth < 4;
+      while (i < lines.length && lines[i].trim() !== "" && !FENCE.test(lines[i]) && !(quotes && QUOTE.test(lines[i])) && !BULLET.test(lines[i]) && !NUMBERED.test(lines[i])) {
         body.push(lines[i++]);
       }
       blocks.push({ kind: "paragraph", lines: body });
