@@ -722,24 +722,32 @@ impl Files {
     /// `(path with query, expires_at)`.
     pub async fn link(&self, caller: &Caller, id: &str) -> CoreResult<(String, i64)> {
         let file = self.file_for(caller, id).await?;
+        Ok(self.signed_link(&file.id))
+    }
+
+    /// A signed link to the file `id`, valid for `link_ttl_secs`: `(path with query,
+    /// expires_at)`. Whoever asks has already been allowed to read the file.
+    fn signed_link(&self, id: &str) -> (String, i64) {
         let ttl_ms = self.inner.config.link_ttl_secs.saturating_mul(1000);
         let expires_at = self
             .now()
             .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
-        let signature = self.link_signature(&file.id, expires_at);
-        let url = format!(
-            "/api/v1/files/{}?expires={expires_at}&signature={signature}",
-            file.id
-        );
-        Ok((url, expires_at))
+        let signature = self.link_signature(id, expires_at);
+        let url = format!("/api/v1/files/{id}?expires={expires_at}&signature={signature}");
+        (url, expires_at)
     }
 
     fn link_signature(&self, id: &str, expires_at: i64) -> String {
+        self.sign(&format!("tidings.file-link.v1:{id}:{expires_at}"))
+    }
+
+    /// The URL-safe HMAC-SHA256 of `message` under the link key, for signed URLs.
+    fn sign(&self, message: &str) -> String {
         use base64::Engine;
         use hmac::Mac;
         let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.inner.link_key)
             .expect("HMAC takes any key length");
-        mac.update(format!("tidings.file-link.v1:{id}:{expires_at}").as_bytes());
+        mac.update(message.as_bytes());
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
 
@@ -804,12 +812,9 @@ impl Files {
 
     /// Signs a slot URL: `purpose` keeps a download URL from being used to upload.
     fn slot_signature(&self, purpose: &str, id: &str, expires_at: i64) -> String {
-        use base64::Engine;
-        use hmac::Mac;
-        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.inner.link_key)
-            .expect("HMAC takes any key length");
-        mac.update(format!("tidings.upload-slot.v1:{purpose}:{id}:{expires_at}").as_bytes());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        self.sign(&format!(
+            "tidings.upload-slot.v1:{purpose}:{id}:{expires_at}"
+        ))
     }
 
     fn check_slot(&self, purpose: &str, id: &str, expires_at: i64, signature: &str) -> bool {
@@ -884,14 +889,7 @@ impl Files {
             .await?
             .and_then(|u| u.file_id)
             .ok_or_else(|| CoreError::not_found("file"))?;
-        let ttl_ms = self.inner.config.link_ttl_secs.saturating_mul(1000);
-        let expires_at = self
-            .now()
-            .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
-        let signature = self.link_signature(&file_id, expires_at);
-        Ok(format!(
-            "/api/v1/files/{file_id}?expires={expires_at}&signature={signature}"
-        ))
+        Ok(self.signed_link(&file_id).0)
     }
 
     /// Streams a file through a signed link; an expired, altered or foreign link is

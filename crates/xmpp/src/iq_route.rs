@@ -173,20 +173,7 @@ impl Conn {
     /// domain that is not this connection's) to that resource's device.
     pub(super) async fn route_iq(&mut self, stanza: &Element, to: &str) {
         let id = stanza.get_attr("id").unwrap_or_default().to_owned();
-        let target = match to.split_once('/') {
-            Some((bare, resource)) => match self.local_user(bare).map(str::to_owned) {
-                Some(local) => match self.user_id(&local).await {
-                    Some(user) => self
-                        .device_of_resource(user, resource)
-                        .await
-                        .map(|d| (user, d)),
-                    None => None,
-                },
-                None => None,
-            },
-            None => None,
-        };
-        let Some((to_user, to_device)) = target else {
+        let Some((to_user, to_device)) = self.device_of_jid(to).await else {
             self.send(&iq_error(stanza, "cancel", "service-unavailable", None));
             return;
         };
@@ -211,16 +198,49 @@ impl Conn {
     }
 
     fn signal_iq(&mut self, request: String, to_user: UserId, to_device: DeviceId, iq: &Element) {
+        self.signal_stanza(request, to_user, to_device, KIND_IQ, iq);
+    }
+
+    /// Sends a stanza to a device as a signal of `kind`.
+    fn signal_stanza(
+        &mut self,
+        request: String,
+        to_user: UserId,
+        to_device: DeviceId,
+        kind: &str,
+        stanza: &Element,
+    ) {
         // Written with its namespace, so the payload stands alone for native receivers too.
         let mut xml = String::with_capacity(256);
-        iq.write_to(&mut xml, "");
+        stanza.write_to(&mut xml, "");
         self.native(&ClientFrame::DeviceSignal {
             id: request,
             to_user,
             to_device,
-            kind: KIND_IQ.into(),
+            kind: kind.into(),
             payload: serde_json::Value::String(xml),
         });
+    }
+
+    /// The stanza a device signalled, parsed under this gateway's limits; `None` (logged)
+    /// when the payload is not one.
+    fn signalled_stanza(&self, payload: &serde_json::Value) -> Option<Element> {
+        let xml = payload.as_str()?;
+        let scope = HashMap::from([(String::new(), NS_CLIENT.to_owned())]);
+        let parsed = crate::xml::parse_element(xml.as_bytes(), &scope, self.gw.config.limits());
+        if parsed.is_err() {
+            tracing::debug!("Unreadable signalled stanza dropped.");
+        }
+        parsed.ok()
+    }
+
+    /// The user and device a full JID of our domain names, if both exist.
+    async fn device_of_jid(&mut self, jid: &str) -> Option<(UserId, DeviceId)> {
+        let (bare, resource) = jid.split_once('/')?;
+        let local = self.local_user(bare)?.to_owned();
+        let user = self.user_id(&local).await?;
+        let device = self.device_of_resource(user, resource).await?;
+        Some((user, device))
     }
 
     /// The core refused to hand an IQ to its target: answer the client.
@@ -274,13 +294,7 @@ impl Conn {
         from_device: DeviceId,
         payload: serde_json::Value,
     ) {
-        let Some(xml) = payload.as_str() else {
-            return;
-        };
-        let scope = HashMap::from([(String::new(), NS_CLIENT.to_owned())]);
-        let Ok(mut iq) = crate::xml::parse_element(xml.as_bytes(), &scope, self.gw.config.limits())
-        else {
-            tracing::debug!("Unreadable routed IQ dropped.");
+        let Some(mut iq) = self.signalled_stanza(&payload) else {
             return;
         };
         let Some(id) = iq.get_attr("id").map(str::to_owned) else {
@@ -324,28 +338,11 @@ impl Conn {
     /// Relays a bodiless message to another user's resource (`to`, a full JID of our domain):
     /// dropped when the resource is unknown, as an ephemeral message would be.
     pub(super) async fn route_message(&mut self, stanza: &Element, to: &str) {
-        let Some((bare, resource)) = to.split_once('/') else {
+        let Some((to_user, to_device)) = self.device_of_jid(to).await else {
             return;
         };
-        let Some(local) = self.local_user(bare).map(str::to_owned) else {
-            return;
-        };
-        let Some(to_user) = self.user_id(&local).await else {
-            return;
-        };
-        let Some(to_device) = self.device_of_resource(to_user, resource).await else {
-            return;
-        };
-        let mut xml = String::with_capacity(256);
-        stanza.write_to(&mut xml, "");
         let request = self.request_id(Pending::Quiet);
-        self.native(&ClientFrame::DeviceSignal {
-            id: request,
-            to_user,
-            to_device,
-            kind: KIND_MESSAGE.into(),
-            payload: serde_json::Value::String(xml),
-        });
+        self.signal_stanza(request, to_user, to_device, KIND_MESSAGE, stanza);
     }
 
     /// A device relayed this connection a bodiless message: delivered from the sender's full
@@ -356,14 +353,7 @@ impl Conn {
         from_device: DeviceId,
         payload: serde_json::Value,
     ) {
-        let Some(xml) = payload.as_str() else {
-            return;
-        };
-        let scope = HashMap::from([(String::new(), NS_CLIENT.to_owned())]);
-        let Ok(mut message) =
-            crate::xml::parse_element(xml.as_bytes(), &scope, self.gw.config.limits())
-        else {
-            tracing::debug!("Unreadable routed message dropped.");
+        let Some(mut message) = self.signalled_stanza(&payload) else {
             return;
         };
         if !message.is("message", NS_CLIENT) || message.find("body", NS_CLIENT).is_some() {
