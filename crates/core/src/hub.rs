@@ -10,12 +10,13 @@
 //! slots and two cache-line-padded halves (about 800 bytes) for the connection's whole life.
 //! With hundreds of thousands of idle connections that was a quarter of each one's memory.
 
+use futures_util::task::AtomicWaker;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use tidings_bus::{BusEvent, OutFrame};
 use tidings_proto::{DeviceId, UserId};
-use tokio::sync::Notify;
 
 /// Why the server closes a connection on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,14 +28,18 @@ pub enum CloseReason {
 
 /// Shared between a connection's task and the hub: the connection's queue of live events, and
 /// the way to ask the task to close.
+///
+/// The task is woken through one [`AtomicWaker`] and polls ([`poll_recv`](Self::poll_recv),
+/// [`poll_closed`](Self::poll_closed)) rather than awaiting a `Notify`: a waiting task then
+/// holds no `Notified` future (an intrusive list node of about 64 bytes each) in its state,
+/// and the control itself holds one waker slot instead of two notifiers. One connection's
+/// session is the only consumer, so one waker slot is enough.
 #[derive(Debug, Default)]
 pub struct ConnControl {
+    /// Set once [`close`](Self::close) has been called; the reason is in `queue`.
     closing: AtomicBool,
-    reason: Mutex<Option<CloseReason>>,
-    notify: Notify,
     queue: Mutex<Outbound>,
-    /// Signals the connection's task that `queue` gained a frame or was detached.
-    queued: Notify,
+    waker: AtomicWaker,
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +47,8 @@ struct Outbound {
     frames: VecDeque<Arc<OutFrame>>,
     /// The hub let go of the connection (the hub itself is gone): nothing more will come.
     detached: bool,
+    /// Why the server asked the connection to close, once it has.
+    reason: Option<CloseReason>,
 }
 
 /// Queues of at most this many slots are kept once emptied; larger ones are freed, so a burst
@@ -49,76 +56,83 @@ struct Outbound {
 const KEPT_QUEUE_SLOTS: usize = 16;
 
 impl ConnControl {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outbound> {
+        self.queue.lock().expect("queue lock poisoned")
+    }
+
     /// Queues a live event unless `capacity` frames are already waiting; false when full.
     fn push(&self, frame: Arc<OutFrame>, capacity: usize) -> bool {
-        let mut queue = self.queue.lock().expect("queue lock poisoned");
+        let mut queue = self.lock();
         if queue.frames.len() >= capacity {
             return false;
         }
         queue.frames.push_back(frame);
         drop(queue);
-        // A permit is stored when the task is not waiting, so a frame queued between its
-        // look at the queue and its wait still wakes it.
-        self.queued.notify_one();
+        // The task registers its waker before it looks at the queue, so a frame queued
+        // between its look and its sleep still wakes it.
+        self.waker.wake();
         true
     }
 
     fn detach(&self) {
-        self.queue.lock().expect("queue lock poisoned").detached = true;
-        self.queued.notify_one();
+        self.lock().detached = true;
+        self.waker.wake();
+    }
+
+    /// The next live event, in order; `Ready(None)` once the hub has let go of the connection.
+    /// A frame stays queued until a poll returns it.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Arc<OutFrame>>> {
+        self.waker.register(cx.waker());
+        let mut queue = self.lock();
+        if let Some(frame) = queue.frames.pop_front() {
+            if queue.frames.is_empty() && queue.frames.capacity() > KEPT_QUEUE_SLOTS {
+                queue.frames = VecDeque::new();
+            }
+            return Poll::Ready(Some(frame));
+        }
+        if queue.detached {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 
     /// The next live event, in order; `None` once the hub has let go of the connection.
     /// Cancel-safe: a frame stays queued until a call returns it.
     pub async fn recv(&self) -> Option<Arc<OutFrame>> {
-        loop {
-            {
-                let mut queue = self.queue.lock().expect("queue lock poisoned");
-                if let Some(frame) = queue.frames.pop_front() {
-                    if queue.frames.is_empty() && queue.frames.capacity() > KEPT_QUEUE_SLOTS {
-                        queue.frames = VecDeque::new();
-                    }
-                    return Some(frame);
-                }
-                if queue.detached {
-                    return None;
-                }
-            }
-            self.queued.notified().await;
-        }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     pub fn close(&self, reason: CloseReason) {
-        let mut slot = self.reason.lock().expect("control lock poisoned");
-        if slot.is_none() {
-            *slot = Some(reason);
+        let mut queue = self.lock();
+        if queue.reason.is_none() {
+            queue.reason = Some(reason);
         }
-        drop(slot);
+        drop(queue);
         self.closing.store(true, Ordering::Release);
-        self.notify.notify_one();
+        self.waker.wake();
     }
 
     /// The close reason, if [`close`](Self::close) has been called.
     pub fn closed_now(&self) -> Option<CloseReason> {
         if self.closing.load(Ordering::Acquire) {
-            *self.reason.lock().expect("control lock poisoned")
+            self.lock().reason
         } else {
             None
         }
     }
 
+    /// Ready once [`close`](Self::close) has been called.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        self.waker.register(cx.waker());
+        match self.closed_now() {
+            Some(reason) => Poll::Ready(reason),
+            None => Poll::Pending,
+        }
+    }
+
     /// Resolves once [`close`](Self::close) has been called.
     pub async fn closed(&self) -> CloseReason {
-        loop {
-            if self.closing.load(Ordering::Acquire) {
-                return self
-                    .reason
-                    .lock()
-                    .expect("control lock poisoned")
-                    .unwrap_or(CloseReason::ShuttingDown);
-            }
-            self.notify.notified().await;
-        }
+        std::future::poll_fn(|cx| self.poll_closed(cx)).await
     }
 }
 
@@ -172,7 +186,9 @@ impl Hub {
         let control = Arc::new(ConnControl::default());
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut shard = self.shard(user).lock().expect("hub lock poisoned");
-        let conns = shard.entry(user).or_default();
+        // Most users hold one connection: a list sized for one, not the four a first push
+        // would make room for.
+        let conns = shard.entry(user).or_insert_with(|| Vec::with_capacity(1));
         let first_for_user = conns.is_empty();
         conns.push(Conn {
             id: conn_id,

@@ -31,8 +31,10 @@ use crate::{Caller, Core};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tidings_bus::OutFrame;
 use tidings_proto::contacts::ContactsSnapshot;
@@ -310,11 +312,12 @@ impl InFlight {
         self.len() == 0
     }
 
-    /// The next request to complete; `None` when none is in flight. Cancel-safe, as
-    /// `FuturesUnordered::next` is.
-    async fn next(&mut self) -> Option<Completion> {
-        let set = self.0.as_mut()?;
-        let done = set.next().await;
+    /// The next request to complete; `Ready(None)` when none is in flight.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
+        let Some(set) = self.0.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let done = set.poll_next_unpin(cx);
         if set.is_empty() {
             self.0 = None;
         }
@@ -714,13 +717,26 @@ impl Session {
 
     /// The next thing to write. Cancel-safe.
     pub async fn next_output(&mut self) -> Output {
+        std::future::poll_fn(|cx| self.poll_output(cx)).await
+    }
+
+    /// The next thing to write, polled. Every source it waits on is polled in place (the
+    /// connection's control, the boxed store read, the requests in flight, the deadline), so
+    /// a transport that polls this from its own loop holds no future for it while it waits:
+    /// an idle connection's task stays as small as its state.
+    pub fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<Output> {
         loop {
             if let Some(out) = self.out.pop_front() {
-                return out;
+                if self.out.is_empty() {
+                    // The queue grows to a few slots for the sign-in's replies; an idle
+                    // connection keeps none of them.
+                    self.out = VecDeque::new();
+                }
+                return Poll::Ready(out);
             }
             if self.closing {
                 // Everything, including the close, has been handed out; stay quiet.
-                std::future::pending::<()>().await;
+                return Poll::Pending;
             }
             if let Some(conn) = &self.conn
                 && !self.draining
@@ -749,32 +765,27 @@ impl Session {
             // A store read runs alongside everything else: live events keep draining (those
             // for conversations being filled are dropped, the read covers them) and requests
             // keep completing, so a long sync neither overflows the queue nor stalls sends.
-            let wake = {
-                let in_flight = &mut self.in_flight;
-                let deadline = &mut self.deadline;
-                let fetch = &mut self.fetch;
-                let fetching = fetch.is_some();
-                let draining = self.draining;
-                match self.conn.as_mut() {
-                    Some(conn) => {
-                        let control = &conn.control;
-                        tokio::select! {
-                            biased;
-                            reason = control.closed(), if !draining => Wake::Closed(reason),
-                            (id, result) = async { fetch.as_mut().expect("guarded").await }, if fetching => {
-                                Wake::Fetched(id, result)
-                            }
-                            Some(done) = in_flight.next(), if !in_flight.is_empty() => Wake::Done(done),
-                            event = control.recv() => Wake::Event(event),
-                            () = deadline.as_mut() => Wake::Deadline,
-                        }
-                    }
-                    None => tokio::select! {
-                        biased;
-                        Some(done) = in_flight.next(), if !in_flight.is_empty() => Wake::Done(done),
-                        () = deadline.as_mut() => Wake::Deadline,
-                    },
-                }
+            // The order is a priority: a close first, then a finished read, then requests,
+            // then live events, then the deadline.
+            let control = self.conn.as_ref().map(|c| &c.control);
+            let wake = if let Some(Poll::Ready(reason)) = control
+                .as_ref()
+                .filter(|_| !self.draining)
+                .map(|c| c.poll_closed(cx))
+            {
+                Wake::Closed(reason)
+            } else if let Some(Poll::Ready((id, result))) =
+                self.fetch.as_mut().map(|f| f.as_mut().poll(cx))
+            {
+                Wake::Fetched(id, result)
+            } else if let Poll::Ready(Some(done)) = self.in_flight.poll_next(cx) {
+                Wake::Done(done)
+            } else if let Some(Poll::Ready(event)) = control.as_ref().map(|c| c.poll_recv(cx)) {
+                Wake::Event(event)
+            } else if self.deadline.as_mut().poll(cx).is_ready() {
+                Wake::Deadline
+            } else {
+                return Poll::Pending;
             };
             match wake {
                 Wake::Fetched(id, result) => {

@@ -9,11 +9,13 @@
 use crate::codec::{Properties, Publish, QoS, SubOptions};
 use crate::topic;
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use tidings_bus::BrokerPublication;
 use tidings_proto::{ConversationId, Seq, UserId};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Now on the wall clock, in ms since the epoch (session expiry across restarts).
@@ -21,6 +23,73 @@ pub(crate) fn wall_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How the rest of the gateway wakes one connection's task: the session it holds has
+/// something queued, a newer connection took the session, or one of its timers is due.
+///
+/// The task polls it ([`ConnSignal::poll`]) rather than awaiting a `Notify`, and its timers are
+/// a deadline the gateway's sweep checks rather than a timer of its own (see
+/// [`ConnSignal::set_deadline`]): a waiting connection then holds neither `Notified` nor
+/// `Sleep` futures, which were about a third of an idle connection's memory.
+#[derive(Debug, Default)]
+pub struct ConnSignal {
+    waker: AtomicWaker,
+    raised: AtomicU8,
+    /// When the connection wants [`ConnSignal::TIMER`], in ms of the gateway's clock
+    /// ([`crate::Gateway::clock_ms`]); `u64::MAX` for never.
+    deadline_ms: AtomicU64,
+}
+
+impl ConnSignal {
+    /// The session has something queued for the client.
+    pub const QUEUED: u8 = 1;
+    /// A newer connection took the session: this one says so and ends.
+    pub const KICKED: u8 = 2;
+    /// The deadline passed: the connection checks its keep-alive and other timers.
+    pub const TIMER: u8 = 4;
+
+    pub fn new() -> Self {
+        ConnSignal {
+            deadline_ms: AtomicU64::new(u64::MAX),
+            ..ConnSignal::default()
+        }
+    }
+
+    /// Raises `flags` and wakes the connection.
+    pub fn raise(&self, flags: u8) {
+        self.raised.fetch_or(flags, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    /// Takes the raised flags, if any; otherwise the connection is woken when one is raised.
+    pub fn poll(&self, cx: &mut Context<'_>) -> Poll<u8> {
+        // Registered before looking, so a flag raised in between still wakes the task.
+        self.waker.register(cx.waker());
+        match self.raised.swap(0, Ordering::AcqRel) {
+            0 => Poll::Pending,
+            flags => Poll::Ready(flags),
+        }
+    }
+
+    /// Asks for [`ConnSignal::TIMER`] once the gateway's clock reaches `at_ms`.
+    pub fn set_deadline(&self, at_ms: u64) {
+        self.deadline_ms.store(at_ms, Ordering::Release);
+    }
+
+    /// Raises [`ConnSignal::TIMER`] if the deadline has passed at `now_ms`. The deadline is
+    /// cleared, so a connection is woken once per deadline it sets.
+    pub fn check_deadline(&self, now_ms: u64) {
+        let at = self.deadline_ms.load(Ordering::Acquire);
+        if at <= now_ms
+            && self
+                .deadline_ms
+                .compare_exchange(at, u64::MAX, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.raise(Self::TIMER);
+        }
+    }
 }
 
 /// A session is its user's: two users may use the same client id without meeting.
@@ -134,10 +203,9 @@ pub struct SessionState {
     /// Whether `im_cursors` holds a starting position for every conversation the user was in
     /// when the events subscription was first made.
     pub im_baseline: bool,
-    /// Wakes the connection when something is queued.
-    pub notify: Arc<Notify>,
-    /// The connection holding the session, and how to ask it to leave.
-    pub owner: Option<(u64, Arc<Notify>)>,
+    /// The connection holding the session, and how to wake it (something queued) or ask it
+    /// to leave.
+    pub owner: Option<(u64, Arc<ConnSignal>)>,
     /// The id of the last connection that held the session (ids are unique per node), so
     /// timers armed when an earlier connection ended know they are stale.
     pub generation: u64,
@@ -165,7 +233,6 @@ impl SessionState {
             expiry_secs: 0,
             im_cursors: HashMap::new(),
             im_baseline: false,
-            notify: Arc::new(Notify::new()),
             owner: None,
             generation: 0,
             dropped: 0,
@@ -221,7 +288,9 @@ struct FilterSubs {
 
 #[derive(Default)]
 pub struct State {
-    pub sessions: HashMap<SessionKey, SessionState>,
+    /// Boxed: a session's state is a few hundred bytes, and the map's spare slots (an eighth
+    /// to a half of them) would each hold that much inline.
+    pub sessions: HashMap<SessionKey, Box<SessionState>>,
     index: HashMap<String, FilterSubs>,
     pub(crate) retained: HashMap<String, Arc<Message>>,
     /// Persistent sessions changed since they were last saved, and stored ones removed.
@@ -257,26 +326,38 @@ impl Broker {
         self.state.lock().expect("broker lock poisoned")
     }
 
+    /// Wakes every connection whose deadline has passed at `now_ms` (the gateway's clock).
+    pub fn check_deadlines(&self, now_ms: u64) {
+        for (_, signal) in self
+            .lock()
+            .sessions
+            .values()
+            .filter_map(|s| s.owner.as_ref())
+        {
+            signal.check_deadline(now_ms);
+        }
+    }
+
     /// Number of sessions held (connected or not).
     pub fn session_count(&self) -> usize {
         self.lock().sessions.len()
     }
 
-    /// Takes (or creates) the session for a connection. With `clean`, any earlier state is
-    /// discarded. Returns whether earlier state was kept (CONNACK's "session present"), the
-    /// notifier of the session.
+    /// Takes (or creates) the session for a connection, woken through `signal` from now on.
+    /// With `clean`, any earlier state is discarded. Returns whether earlier state was kept
+    /// (CONNACK's "session present").
     pub fn attach(
         &self,
         key: &SessionKey,
         clean: bool,
         conn_id: u64,
-        kick: Arc<Notify>,
-    ) -> (bool, Arc<Notify>) {
+        signal: Arc<ConnSignal>,
+    ) -> bool {
         let mut state = self.lock();
         if let Some(old) = state.sessions.get_mut(key)
-            && let Some((_, old_kick)) = old.owner.take()
+            && let Some((_, old_signal)) = old.owner.take()
         {
-            old_kick.notify_one();
+            old_signal.raise(ConnSignal::KICKED);
         }
         // A session restored from the store is this node's to write (or delete) from now on.
         if state.sessions.get(key).is_some_and(|s| s.restored) {
@@ -291,14 +372,13 @@ impl Broker {
         let session = state
             .sessions
             .entry(key.clone())
-            .or_insert_with(SessionState::new);
-        session.owner = Some((conn_id, kick));
+            .or_insert_with(|| Box::new(SessionState::new()));
+        session.owner = Some((conn_id, signal));
         session.generation = conn_id;
         session.owned_here = true;
         session.away_since_ms = None;
-        let notify = session.notify.clone();
         state.touch(key);
-        (present, notify)
+        present
     }
 
     /// Releases the session when its connection ends. A session without expiry goes at once;
@@ -518,7 +598,9 @@ impl Broker {
             if session.expiry_secs > 0 && session.owned_here {
                 dirty.insert(key);
             }
-            session.notify.notify_one();
+            if let Some((_, signal)) = &session.owner {
+                signal.raise(ConnSignal::QUEUED);
+            }
         }
         count
     }
@@ -623,7 +705,7 @@ mod tests {
     fn routes_by_wildcard_downgrades_qos_and_keeps_retained() {
         let broker = Broker::new(10);
         for n in 1..=3 {
-            broker.attach(&key(n), true, n as u64, Arc::new(Notify::new()));
+            broker.attach(&key(n), true, n as u64, Arc::new(ConnSignal::new()));
         }
         broker.subscribe(&key(1), "a/+", sub(QoS::AtLeastOnce));
         broker.subscribe(&key(2), "a/#", sub(QoS::AtMostOnce));
@@ -650,7 +732,7 @@ mod tests {
     fn shared_subscriptions_take_turns_and_clean_sessions_forget() {
         let broker = Broker::new(10);
         for n in 1..=2 {
-            broker.attach(&key(n), true, n as u64, Arc::new(Notify::new()));
+            broker.attach(&key(n), true, n as u64, Arc::new(ConnSignal::new()));
             broker.subscribe(&key(n), "$share/g/t/#", sub(QoS::AtLeastOnce));
         }
         for _ in 0..4 {

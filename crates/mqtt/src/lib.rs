@@ -113,12 +113,20 @@ impl Default for MqttConfig {
 /// growing memory.
 const RELAY_QUEUE: usize = 1024;
 
+/// How often the gateway looks for connections whose deadline (keep-alive, token renewal)
+/// has passed. One sweep over every connection replaces a timer per connection; a keep-alive
+/// then runs out up to this much late, well within what MQTT allows (the server may wait
+/// 1.5 times the keep-alive).
+const TIMER_SWEEP: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What every MQTT connection of this node shares.
 pub struct Gateway {
     pub core: Core,
     pub config: MqttConfig,
     pub broker: broker::Broker,
     next_conn: AtomicU64,
+    /// The start of the gateway's clock, in which connections set their deadlines.
+    epoch: tokio::time::Instant,
     /// Broker publications of this node's clients, in order, for the other nodes (through
     /// the core's bus: NATS in a cluster, the in-process bus on a single node).
     pub(crate) relay: tokio::sync::mpsc::Sender<tidings_bus::BrokerPublication>,
@@ -134,6 +142,7 @@ impl Gateway {
             core: core.clone(),
             config,
             next_conn: AtomicU64::new(1),
+            epoch: tokio::time::Instant::now(),
             relay,
         });
         // One task sends, so one node's publications reach the others in the order they were
@@ -154,7 +163,28 @@ impl Gateway {
             });
         }
         gateway.start_saving();
+        gateway.start_timer_sweep();
         gateway
+    }
+
+    /// `at` on the gateway's clock: ms since the gateway started.
+    pub(crate) fn clock_ms(&self, at: tokio::time::Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// Wakes, every [`TIMER_SWEEP`], the connections whose deadline has passed.
+    fn start_timer_sweep(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(TIMER_SWEEP);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(gateway) = weak.upgrade() else { break };
+                let now = gateway.clock_ms(tokio::time::Instant::now());
+                gateway.broker.check_deadlines(now);
+            }
+        });
     }
 
     /// Routes a broker publication to this node's sessions and queues it for the other

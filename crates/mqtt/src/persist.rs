@@ -275,7 +275,7 @@ impl Gateway {
                 for (filter, sub) in &session.subscriptions {
                     state.index_subscription(&key, filter, sub.clone());
                 }
-                state.sessions.insert(key.clone(), session);
+                state.sessions.insert(key.clone(), Box::new(session));
                 if let Some(left) = left {
                     timers.push((key, left));
                 }

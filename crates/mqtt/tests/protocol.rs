@@ -573,3 +573,53 @@ async fn packets_sent_right_behind_connect_are_handled_without_waiting_for_more(
     assert!(seen.contains(&"puback") && seen.contains(&"publish") && seen.contains(&"pingresp"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_newer_connection_with_the_same_client_id_takes_the_session_over() {
+    let server = TestServer::start().await;
+    server.user("alice").await;
+    let addr = server.mqtt_addr();
+    let mut first = Raw::connect(addr, "phone").await;
+    first.subscribe("users/alice/t", QoS::AtLeastOnce).await;
+    let mut connect = connect_packet(Version::V5, "phone");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(60);
+    let (mut second, ack) = Raw::open(addr, connect).await;
+    assert_eq!(ack.reason, Reason::SUCCESS);
+    first.expect_disconnect(Reason::SESSION_TAKEN_OVER).await;
+    // The session, and its subscription, went to the newer connection.
+    let mut publisher = Raw::connect(addr, "publisher").await;
+    publisher
+        .publish("users/alice/t", "after", QoS::AtMostOnce, 0)
+        .await;
+    match second.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(p.payload, Bytes::from_static(b"after")),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+/// A device signed in with its password holds an access token the gateway renews before it
+/// expires; without the renewal the core would close the connection at expiry.
+#[tokio::test]
+async fn a_password_session_outlives_its_first_access_token() {
+    let server = TestServer::start_with(|c| c.tokens.access_ttl_secs = 10).await;
+    server.user("alice").await;
+    let addr = server.mqtt_addr();
+    let mut device = Raw::connect(addr, "long-lived").await;
+    device.subscribe("users/alice/t", QoS::AtMostOnce).await;
+    // Past the first token's expiry, pinging within the keep-alive.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        device.ping().await;
+    }
+    let mut publisher = Raw::connect(addr, "publisher").await;
+    publisher
+        .publish("users/alice/t", "still here", QoS::AtMostOnce, 0)
+        .await;
+    match device.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(p.payload, Bytes::from_static(b"still here")),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    server.stop().await;
+}
