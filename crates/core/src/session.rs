@@ -334,7 +334,8 @@ pub struct Session {
     convs: HashMap<ConversationId, ConvState>,
     work: VecDeque<Work>,
     fetch: Option<Fetch>,
-    sync: Option<SyncProgress>,
+    /// Boxed: a sync is rare and brief, and the slot is in every connection.
+    sync: Option<Box<SyncProgress>>,
     /// Fires at the auth deadline before authentication and at token expiry after.
     deadline: Pin<Box<Sleep>>,
     closing: bool,
@@ -526,12 +527,12 @@ impl Session {
                     );
                 }
                 // Reserve the slot now so a second sync cannot start before the plan arrives.
-                self.sync = Some(SyncProgress {
+                self.sync = Some(Box::new(SyncProgress {
                     id: id.clone(),
                     planned: false,
                     conversations: 0,
                     messages: 0,
-                });
+                }));
                 self.in_flight.push(Box::pin(async move {
                     let result = async {
                         let list = core.inner.store.conversations_of(caller.user_id).await?;
