@@ -64,6 +64,8 @@ pub const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
 
 /// How long one write to the client may take before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a closed stream waits for the core's answers to the messages sent before the close.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from the socket at once.
 const READ_CHUNK: usize = 8 * 1024;
 /// Message ids remembered per connection to map receipts and markers onto sequences.
@@ -489,6 +491,9 @@ async fn serve_and_keep(mut conn: Box<Conn>, mut stream: Stream) {
             }
         }
         end => {
+            if matches!(end, Fail::Closed) {
+                conn.drain(&mut stream).await;
+            }
             conn.end(true);
             finish(&mut stream, end, true, &gw).await;
         }
@@ -1097,6 +1102,43 @@ impl Conn {
                 },
                 () = tokio::time::sleep_until(deadline) => return None,
                 () = sleep_until_opt(renew_at) => self.renew().await,
+            }
+        }
+    }
+
+    /// After the client closed its stream: the messages it sent before the close are still
+    /// on their way through the core (a client may send and close at once). Their answers are
+    /// awaited, within a limit, and what they bring (bounces) written, so closing never drops
+    /// a message sent before it; ending the session first would cancel the sends in flight.
+    async fn drain(&mut self, stream: &mut Stream) {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        loop {
+            if !self.out.is_empty() {
+                let out = std::mem::take(&mut self.out);
+                if stream.write(&out).await.is_err() {
+                    return;
+                }
+            }
+            if !self
+                .pending
+                .values()
+                .any(|p| matches!(p, Pending::Send { .. }))
+            {
+                return;
+            }
+            tokio::select! {
+                output = self.session.next_output() => match output {
+                    Output::Frame(text) => {
+                        if let Ok(frame) = serde_json::from_str::<ServerFrame>(text.as_str()) {
+                            self.on_frame(frame).await;
+                        }
+                    }
+                    Output::Close { .. } => return,
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!("XMPP sends still unanswered when the stream closed.");
+                    return;
+                }
             }
         }
     }

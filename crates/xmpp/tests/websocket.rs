@@ -336,8 +336,11 @@ async fn signs_in_and_chats_with_a_native_user() {
     let server = server().await;
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
     befriend(&alice, &bob).await;
+    befriend(&alice, &carol).await;
     let mut bob_native = server.connect(&bob).await;
+    let mut carol_native = server.connect(&carol).await;
     let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
 
     let mut ws = connect(&server).await;
@@ -373,6 +376,15 @@ async fn signs_in_and_chats_with_a_native_user() {
         reply.find("body", NS_CLIENT).unwrap().text_content(),
         "and back"
     );
+    // A message sent right before the close still goes through: the close waits for it. (To
+    // a new conversation, so the core has work to do for it after the close is read.)
+    send(&mut ws, &format!("<enable xmlns='{NS_SM}'/>")).await;
+    send(
+        &mut ws,
+        "<message xmlns='jabber:client' type='chat' to='carol@localhost' id='m2'>\
+         <body>last words</body></message>",
+    )
+    .await;
     send(&mut ws, CLOSE).await;
     loop {
         // Whatever was on its way (presence, receipts), then the close.
@@ -381,6 +393,12 @@ async fn signs_in_and_chats_with_a_native_user() {
             break;
         }
     }
+    assert_eq!(
+        next_message(&mut carol_native).await.body,
+        MessageBody::Text {
+            text: "last words".into()
+        }
+    );
 
     // An access token instead of a password.
     let mut ws = connect(&server).await;
