@@ -425,6 +425,24 @@ async fn stream_management_resumes_on_a_new_websocket() {
     assert!(enabled.is("enabled", NS_SM), "{enabled:?}");
     let id = enabled.get_attr("id").expect("a resumption id").to_owned();
     send(&mut ws, "<presence xmlns='jabber:client'/>").await;
+    // The reflected presence is stanza 1. An acknowledgement behind an earlier one (xmpp.js
+    // sends one when it resets its count late) changes nothing and ends nothing.
+    let reflected = recv_element(&mut ws).await;
+    assert!(reflected.is("presence", NS_CLIENT), "{reflected:?}");
+    send(&mut ws, &format!("<a xmlns='{NS_SM}' h='1'/>")).await;
+    send(&mut ws, &format!("<a xmlns='{NS_SM}' h='0'/>")).await;
+    send(
+        &mut ws,
+        "<iq xmlns='jabber:client' type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>",
+    )
+    .await;
+    loop {
+        let element = recv_element(&mut ws).await;
+        if element.is("iq", NS_CLIENT) {
+            assert_eq!(element.get_attr("id"), Some("p1"));
+            break;
+        }
+    }
     // The socket is lost without a <close/>.
     drop(ws);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -450,6 +468,15 @@ async fn stream_management_resumes_on_a_new_websocket() {
         message.find("body", NS_CLIENT).unwrap().text_content(),
         "while you were away"
     );
+    // An acknowledgement of more than was sent still ends the stream (XEP-0198).
+    send(&mut ws, &format!("<a xmlns='{NS_SM}' h='99'/>")).await;
+    loop {
+        let element = recv_element(&mut ws).await;
+        if element.is("error", NS_STREAM) {
+            assert!(element.find("undefined-condition", NS_STREAMS).is_some());
+            break;
+        }
+    }
     drop(bob_native);
     server.stop().await;
 }
