@@ -208,6 +208,19 @@ async fn the_upgrade_needs_the_xmpp_subprotocol() {
     // Offered among others, it is chosen.
     connect_with(&server, Some("foo, xmpp")).await.unwrap();
     server.stop().await;
+
+    // No route when XMPP is off, or its WebSocket is.
+    let off = TestServer::start().await;
+    assert!(connect_with(&off, Some("xmpp")).await.is_err());
+    off.stop().await;
+    let no_websocket = TestServer::start_with(|c| {
+        c.xmpp.enabled = true;
+        c.xmpp.listen = "127.0.0.1:0".parse().unwrap();
+        c.xmpp.websocket = false;
+    })
+    .await;
+    assert!(connect_with(&no_websocket, Some("xmpp")).await.is_err());
+    no_websocket.stop().await;
 }
 
 #[tokio::test]
