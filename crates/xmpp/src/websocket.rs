@@ -13,8 +13,8 @@
 //!
 //! TLS is the WebSocket's business: the route admits a socket only when the connection to the
 //! client is encrypted (the listener serves HTTPS, or a trusted reverse proxy says it received
-//! HTTPS), or the client is on this host (a reverse proxy on the same machine, or a local
-//! client), or `xmpp.tls_required` is off. Such a stream counts as secure, so STARTTLS is never
+//! HTTPS), or the client is on this host (a local client, or a reverse proxy on the same
+//! machine that does not say it took plain HTTP), or `xmpp.tls_required` is off. Such a stream counts as secure, so STARTTLS is never
 //! offered and the SASL mechanisms are; `-PLUS` is not, having no TLS channel of its own.
 
 use crate::Gateway;
@@ -87,15 +87,20 @@ impl HttpListener {
 
     /// Whether the client's connection is encrypted, or never left this host.
     fn secure(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
-        if self.https || canonical(peer).is_loopback() {
+        if self.https {
             return true;
         }
-        (self.trusted_proxy)(peer)
-            && headers
-                .get("x-forwarded-proto")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+        // What a proxy says the client used (the first hop's scheme).
+        let forwarded = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim);
+        if canonical(peer).is_loopback() {
+            // A local client, or a proxy on this host, unless it says it took plain HTTP.
+            return !forwarded.is_some_and(|proto| proto.eq_ignore_ascii_case("http"));
+        }
+        (self.trusted_proxy)(peer) && forwarded.is_some_and(|p| p.eq_ignore_ascii_case("https"))
     }
 }
 
@@ -593,6 +598,9 @@ mod tests {
         assert!(plain.secure(ip("127.0.0.1"), &none));
         assert!(plain.secure(ip("::1"), &none));
         assert!(plain.secure(ip("::ffff:127.0.0.1"), &none));
+        // A proxy on this host that took plain HTTP says so.
+        assert!(!plain.secure(ip("127.0.0.1"), &http));
+        assert!(plain.secure(ip("127.0.0.1"), &https));
         // Nobody is a trusted proxy here: the header is the client's own word.
         assert!(!plain.secure(ip("203.0.113.9"), &https));
         assert!(HttpListener::direct(true).secure(ip("203.0.113.9"), &none));
