@@ -457,6 +457,62 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         app = app.merge(tidings_mqtt::websocket_router(gateway.clone()));
     }
     let tls_gateway = gateway.clone();
+    // The XMPP gateway, when XMPP is on: its listeners start below, and its WebSocket route
+    // (RFC 7395) joins the HTTP router here, before the router is finished.
+    let xmpp_gateway = if config.xmpp.enabled {
+        // STARTTLS and direct TLS serve the server's one certificate; `xmpp-client` is the
+        // ALPN protocol of direct TLS (XEP-0368), which STARTTLS clients simply do not send.
+        let xmpp_tls = tls.as_ref().map(|t| t.server_config(&[b"xmpp-client"]));
+        if xmpp_tls.is_none() && config.xmpp.tls_required {
+            tracing::warn!(
+                "XMPP requires TLS but none is configured ([tls] or --dev-tls): clients cannot sign in over TCP."
+            );
+        }
+        // Upload slots (XEP-0363) point at the HTTP listener, as clients reach it.
+        let base_url = if config.xmpp.upload_base_url.is_empty() {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{}:{}", config.xmpp.domain, addr.port())
+        } else {
+            config.xmpp.upload_base_url.trim_end_matches('/').to_owned()
+        };
+        let uploads = tidings_xmpp::conn::upload::Uploads {
+            files: files.clone(),
+            base_url,
+        };
+        let gateway = tidings_xmpp::Gateway::with_uploads(
+            core.clone(),
+            config.xmpp.clone(),
+            xmpp_tls,
+            Some(uploads),
+        );
+        if config.xmpp.websocket {
+            // The route asks the HTTP transport's reading of `[http] trusted_proxies` whether
+            // a client's TLS ended at a proxy of ours, and who is behind it.
+            let proxies = std::sync::Arc::new(
+                tidings_http::TrustedProxies::parse(&config.http.trusted_proxies)
+                    .map_err(anyhow::Error::msg)
+                    .context("http.trusted_proxies")?,
+            );
+            let behind = proxies.clone();
+            let listener = tidings_xmpp::HttpListener::new(
+                tls.is_some(),
+                move |peer| proxies.contains(peer),
+                move |peer, headers| {
+                    behind.client(
+                        peer,
+                        headers
+                            .get_all("x-forwarded-for")
+                            .iter()
+                            .filter_map(|value| value.to_str().ok()),
+                    )
+                },
+            );
+            app = app.merge(tidings_xmpp::websocket_router(gateway.clone(), listener));
+        }
+        Some(gateway)
+    } else {
+        None
+    };
     // Last, so the merged routes get the security headers too (HSTS only when TLS is on).
     let app = tidings_http::finish(app, &config.http, tls.is_some());
     let (mqtt_stop, mqtt_stopped) = oneshot::channel::<()>();
@@ -480,32 +536,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let (xmpp_stop, xmpp_stopped) = tokio::sync::watch::channel(false);
     let mut xmpp_addr = None;
     let mut xmpp_tasks = Vec::new();
-    if config.xmpp.enabled {
-        // STARTTLS and direct TLS serve the server's one certificate; `xmpp-client` is the
-        // ALPN protocol of direct TLS (XEP-0368), which STARTTLS clients simply do not send.
-        let xmpp_tls = tls.as_ref().map(|t| t.server_config(&[b"xmpp-client"]));
-        if xmpp_tls.is_none() && config.xmpp.tls_required {
-            tracing::warn!(
-                "XMPP requires TLS but none is configured ([tls] or --dev-tls): clients cannot sign in."
-            );
-        }
-        // Upload slots (XEP-0363) point at the HTTP listener, as clients reach it.
-        let base_url = if config.xmpp.upload_base_url.is_empty() {
-            let scheme = if tls.is_some() { "https" } else { "http" };
-            format!("{scheme}://{}:{}", config.xmpp.domain, addr.port())
-        } else {
-            config.xmpp.upload_base_url.trim_end_matches('/').to_owned()
-        };
-        let uploads = tidings_xmpp::conn::upload::Uploads {
-            files: files.clone(),
-            base_url,
-        };
-        let gateway = tidings_xmpp::Gateway::with_uploads(
-            core.clone(),
-            config.xmpp.clone(),
-            xmpp_tls.clone(),
-            Some(uploads),
-        );
+    if let Some(gateway) = xmpp_gateway {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -519,7 +550,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             gateway.clone(),
             stopped(xmpp_stopped.clone()),
         )));
-        if config.xmpp.direct_tls && xmpp_tls.is_some() {
+        if config.xmpp.direct_tls && gateway.tls.is_some() {
             let tls_listener = TcpListener::bind(config.xmpp.tls_listen)
                 .await
                 .with_context(|| format!("cannot listen for XMPP on {}", config.xmpp.tls_listen))?;

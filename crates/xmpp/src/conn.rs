@@ -64,6 +64,8 @@ pub const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
 
 /// How long one write to the client may take before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a closed stream waits for the core's answers to the messages sent before the close.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from the socket at once.
 const READ_CHUNK: usize = 8 * 1024;
 /// Message ids remembered per connection to map receipts and markers onto sequences.
@@ -110,10 +112,20 @@ impl From<XmlError> for Fail {
     }
 }
 
+/// How a stream's XML travels.
+enum Wire {
+    /// A byte stream (TCP, TLS over TCP) read through the streaming parser.
+    Bytes {
+        io: Box<dyn Io>,
+        parser: StreamParser,
+    },
+    /// A WebSocket (RFC 7395): one element per message each way (websocket.rs).
+    Framed(Box<crate::websocket::Framed>),
+}
+
 /// The socket with its parser and the stanza rate limit.
 struct Stream {
-    io: Box<dyn Io>,
-    parser: StreamParser,
+    wire: Wire,
     secure: bool,
     /// The `tls-exporter` channel binding of the TLS connection (RFC 9266), for SCRAM `-PLUS`;
     /// only with TLS 1.3, where the exporter is unique to the connection.
@@ -126,40 +138,80 @@ struct Stream {
 }
 
 impl Stream {
+    fn new(gw: &Gateway, wire: Wire, secure: bool, channel_binding: Option<Vec<u8>>) -> Stream {
+        let cfg = &gw.config;
+        Stream {
+            wire,
+            secure,
+            channel_binding,
+            tokens: f64::from(cfg.stanza_burst.max(1)),
+            counted: Instant::now(),
+            rate: f64::from(cfg.stanzas_per_second.max(1)),
+            burst: f64::from(cfg.stanza_burst.max(1)),
+        }
+    }
+
     fn restart(&mut self, gw: &Gateway) {
-        self.parser = StreamParser::new(gw.config.limits());
+        match &mut self.wire {
+            Wire::Bytes { parser, .. } => *parser = StreamParser::new(gw.config.limits()),
+            Wire::Framed(framed) => framed.restart(),
+        }
     }
 
     async fn write(&mut self, text: &str) -> Result<(), Fail> {
-        match tokio::time::timeout(WRITE_TIMEOUT, async {
-            self.io.write_all(text.as_bytes()).await?;
-            self.io.flush().await
+        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+            match &mut self.wire {
+                Wire::Bytes { io, .. } => {
+                    io.write_all(text.as_bytes()).await?;
+                    io.flush().await
+                }
+                Wire::Framed(framed) => framed.write(text).await.map_err(std::io::Error::other),
+            }
         })
-        .await
-        {
+        .await;
+        match written {
             Ok(Ok(())) => Ok(()),
             _ => Err(Fail::Io),
         }
     }
 
-    /// The next parsed event, reading as needed. Cancel-safe: bytes read stay in the parser,
-    /// and a token is taken only together with the stanza it pays for.
+    /// Closes the socket once the stream is over.
+    async fn shutdown(&mut self) {
+        match &mut self.wire {
+            Wire::Bytes { io, .. } => {
+                let _ = io.shutdown().await;
+            }
+            Wire::Framed(framed) => framed.shutdown().await,
+        }
+    }
+
+    /// The next parsed event, reading as needed. Cancel-safe: bytes read stay in the parser
+    /// (a WebSocket message is taken only with its event), and a token is taken only together
+    /// with the stanza it pays for.
     async fn next(&mut self) -> Result<StreamEvent, Fail> {
         self.wait_for_token().await;
-        loop {
-            if let Some(event) = self.parser.next_event()? {
-                if matches!(event, StreamEvent::Stanza(_)) {
-                    self.tokens -= 1.0;
+        let event = match &mut self.wire {
+            Wire::Bytes { io, parser } => loop {
+                if let Some(event) = parser.next_event()? {
+                    break event;
                 }
-                return Ok(event);
-            }
-            let n = read_into(&mut self.io, &mut self.parser)
-                .await
-                .map_err(|_| Fail::Io)?;
-            if n == 0 {
-                return Err(Fail::Eof);
-            }
+                let n = read_into(io, parser).await.map_err(|_| Fail::Io)?;
+                if n == 0 {
+                    return Err(Fail::Eof);
+                }
+            },
+            Wire::Framed(framed) => framed.next_event().await.map_err(|e| match e {
+                crate::websocket::ReadError::Stream(condition, text) => {
+                    Fail::Stream(condition, text)
+                }
+                crate::websocket::ReadError::Closed => Fail::Eof,
+                crate::websocket::ReadError::Io => Fail::Io,
+            })?,
+        };
+        if matches!(event, StreamEvent::Stanza(_)) {
+            self.tokens -= 1.0;
         }
+        Ok(event)
     }
 
     /// Waits until the bucket holds a token: a client over its stanza rate is read more
@@ -264,7 +316,7 @@ async fn finish(stream: &mut Stream, fail: Fail, header_sent: bool, gw: &Gateway
             let _ = stream.write(&out).await;
         }
     }
-    let _ = stream.io.shutdown().await;
+    stream.shutdown().await;
 }
 
 /// The `tls-exporter` channel binding of a server TLS connection: 32 bytes exported with the
@@ -319,17 +371,25 @@ pub async fn run(
     peer: Option<SocketAddr>,
     tls: Option<Option<Vec<u8>>>,
 ) {
+    let parser = StreamParser::new(gw.config.limits());
+    let wire = Wire::Bytes { io, parser };
+    let stream = Stream::new(&gw, wire, tls.is_some(), tls.flatten());
+    run_stream(gw, stream, peer).await;
+}
+
+/// Serves one stream over a WebSocket (RFC 7395). The route admitted it as secure (see
+/// websocket.rs): TLS is the WebSocket's, so STARTTLS is not offered and SASL is.
+pub(crate) async fn run_framed(
+    gw: Arc<Gateway>,
+    framed: crate::websocket::Framed,
+    peer: Option<SocketAddr>,
+) {
+    let stream = Stream::new(&gw, Wire::Framed(Box::new(framed)), true, None);
+    run_stream(gw, stream, peer).await;
+}
+
+async fn run_stream(gw: Arc<Gateway>, mut stream: Stream, peer: Option<SocketAddr>) {
     let cfg = &gw.config;
-    let mut stream = Stream {
-        io,
-        parser: StreamParser::new(cfg.limits()),
-        secure: tls.is_some(),
-        channel_binding: tls.flatten(),
-        tokens: f64::from(cfg.stanza_burst.max(1)),
-        counted: Instant::now(),
-        rate: f64::from(cfg.stanzas_per_second.max(1)),
-        burst: f64::from(cfg.stanza_burst.max(1)),
-    };
     let timeout = Duration::from_secs(u64::from(cfg.negotiation_timeout_secs.max(1)));
     let negotiated = tokio::time::timeout(timeout, negotiate(&gw, &mut stream, peer)).await;
     let negotiated = match negotiated {
@@ -414,11 +474,11 @@ async fn serve_and_keep(mut conn: Box<Conn>, mut stream: Stream) {
     let end = conn.serve(&mut stream).await;
     match end {
         Fail::Handoff(handoff) => {
-            let _ = stream.io.shutdown().await;
+            stream.shutdown().await;
             let _ = handoff.send(conn);
         }
         Fail::Io | Fail::Eof if conn.resume_id.is_some() => {
-            let _ = stream.io.shutdown().await;
+            stream.shutdown().await;
             drop(stream);
             tracing::debug!(user_id = %conn.caller.user_id, "XMPP session kept for resumption.");
             match conn.park().await {
@@ -431,6 +491,9 @@ async fn serve_and_keep(mut conn: Box<Conn>, mut stream: Stream) {
             }
         }
         end => {
+            if matches!(end, Fail::Closed) {
+                conn.drain(&mut stream).await;
+            }
             conn.end(true);
             finish(&mut stream, end, true, &gw).await;
         }
@@ -470,7 +533,9 @@ async fn negotiate(
             let _ = stream.write(&out).await;
             return Err((Fail::Io, true));
         }
-        let tls_available = gw.tls.is_some() && !stream.secure;
+        // Over a WebSocket, TLS is the WebSocket's (RFC 7395 3.8): never STARTTLS.
+        let tls_available =
+            gw.tls.is_some() && !stream.secure && matches!(stream.wire, Wire::Bytes { .. });
         let mut features = Element::new("features", NS_STREAM);
         let may_auth = stream.secure || !cfg.tls_required;
         if authenticated.is_none() {
@@ -512,7 +577,10 @@ async fn negotiate(
             let stanza = match stream.next().await {
                 Ok(StreamEvent::Stanza(s)) => s,
                 Ok(StreamEvent::Close) => return Err((Fail::Closed, true)),
-                Ok(StreamEvent::Open(_)) => unreachable!("the header comes once per stream"),
+                // The parsers return one header per stream; kept as an error all the same.
+                Ok(StreamEvent::Open(_)) => {
+                    return Err((Fail::Stream("not-well-formed", String::new()), true));
+                }
                 Err(fail) => return Err((fail, true)),
             };
             if stanza.is("starttls", NS_TLS) && tls_available && authenticated.is_none() {
@@ -524,10 +592,13 @@ async fn negotiate(
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                 // Swap the plain socket out for the TLS one; a failed handshake leaves nothing
                 // to write to.
-                let plain = std::mem::replace(&mut stream.io, Box::new(tokio::io::duplex(1).0));
+                let Wire::Bytes { io, .. } = &mut stream.wire else {
+                    return Err((Fail::Io, true));
+                };
+                let plain = std::mem::replace(io, Box::new(tokio::io::duplex(1).0));
                 let tls = acceptor.accept(plain).await.map_err(|_| (Fail::Io, true))?;
                 stream.channel_binding = tls_exporter(&tls);
-                stream.io = Box::new(tls);
+                *io = Box::new(tls);
                 stream.secure = true;
                 stream.restart(gw);
                 break;
@@ -1031,6 +1102,43 @@ impl Conn {
                 },
                 () = tokio::time::sleep_until(deadline) => return None,
                 () = sleep_until_opt(renew_at) => self.renew().await,
+            }
+        }
+    }
+
+    /// After the client closed its stream: the messages it sent before the close are still
+    /// on their way through the core (a client may send and close at once). Their answers are
+    /// awaited, within a limit, and what they bring (bounces) written, so closing never drops
+    /// a message sent before it; ending the session first would cancel the sends in flight.
+    async fn drain(&mut self, stream: &mut Stream) {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        loop {
+            if !self.out.is_empty() {
+                let out = std::mem::take(&mut self.out);
+                if stream.write(&out).await.is_err() {
+                    return;
+                }
+            }
+            if !self
+                .pending
+                .values()
+                .any(|p| matches!(p, Pending::Send { .. }))
+            {
+                return;
+            }
+            tokio::select! {
+                output = self.session.next_output() => match output {
+                    Output::Frame(text) => {
+                        if let Ok(frame) = serde_json::from_str::<ServerFrame>(text.as_str()) {
+                            self.on_frame(frame).await;
+                        }
+                    }
+                    Output::Close { .. } => return,
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!("XMPP sends still unanswered when the stream closed.");
+                    return;
+                }
             }
         }
     }

@@ -11,15 +11,21 @@
 //!   [`tidings_core::session::Session`] and the session's output translated back. Its child
 //!   modules answer MAM queries (`mam.rs`), serve groups as MUC rooms (`muc.rs`,
 //!   `muc_admin.rs`) and hand out HTTP File Upload slots (`upload.rs`).
+//! - [`websocket`]: XMPP over WebSocket (RFC 7395): the route, and the framing that puts one
+//!   element in each message around the same connection code.
 //!
 //! The transport holds no business rules: sending, delivery order, receipts, typing, presence
 //! and friends are the core's. [`serve`] runs the STARTTLS listener and [`serve_tls`] the
-//! direct-TLS one (XEP-0368).
+//! direct-TLS one (XEP-0368); [`websocket_router`] gives the binary an axum route for XMPP
+//! over WebSocket, so the HTTP transport never depends on this crate.
 
 pub mod conn;
 pub mod sasl;
 pub mod sm;
+pub mod websocket;
 pub mod xml;
+
+pub use websocket::{HttpListener, websocket_router};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -45,6 +51,10 @@ pub struct XmppConfig {
     pub direct_tls: bool,
     /// Address and port of the direct-TLS listener (5223 is the usual port).
     pub tls_listen: SocketAddr,
+    /// Whether to serve XMPP over WebSocket (RFC 7395) at `/xmpp-websocket` on the HTTP
+    /// listener (subprotocol `xmpp`). With `xmpp.tls_required`, only over HTTPS, from a
+    /// trusted proxy that received HTTPS, or from this host.
+    pub websocket: bool,
     /// The XMPP domain: users are `username@domain`.
     pub domain: String,
     /// The domain of group chat rooms (XEP-0045): the group with id N is the room
@@ -86,6 +96,7 @@ impl Default for XmppConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5222)),
             direct_tls: true,
             tls_listen: SocketAddr::from(([127, 0, 0, 1], 5223)),
+            websocket: true,
             domain: "localhost".into(),
             muc_domain: "conference.localhost".into(),
             upload_domain: "upload.localhost".into(),

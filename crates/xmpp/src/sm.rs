@@ -39,12 +39,20 @@ impl Outbox {
         self.unacked.push_back(xml);
     }
 
-    /// The client says it handled `h` stanzas (modulo 2^32): forgets those.
+    /// The client says it handled `h` stanzas (modulo 2^32): forgets those. An `h` behind
+    /// one the client already sent changes nothing: xmpp.js, for one, can answer an `<r/>`
+    /// before it resets its count on `<enabled/>`, and then counts one short for good; that
+    /// costs it at most a stanza resent, where ending the stream would cost the session.
     pub fn ack(&mut self, h: u32) -> Result<(), TooHigh> {
         self.requested = false;
         let acked = self.sent - self.unacked.len() as u64;
-        // `h` wraps at 2^32; what it adds to the acknowledged count is the difference.
-        let delta = u64::from(h.wrapping_sub(acked as u32));
+        // `h` wraps at 2^32; what it adds to the acknowledged count is the difference, read
+        // as serial numbers (RFC 1982): up to 2^31 ahead, else behind.
+        let delta = h.wrapping_sub(acked as u32);
+        if delta > u32::MAX / 2 {
+            return Ok(());
+        }
+        let delta = u64::from(delta);
         if delta > self.unacked.len() as u64 {
             return Err(TooHigh);
         }
@@ -95,6 +103,9 @@ mod tests {
         );
         outbox.ack(2).unwrap();
         assert_eq!(outbox.unacked().count(), 3, "an old h changes nothing");
+        outbox.ack(1).unwrap();
+        outbox.ack(0).unwrap();
+        assert_eq!(outbox.unacked().count(), 3, "nor does one behind it");
         assert_eq!(outbox.ack(6), Err(TooHigh));
         outbox.ack(5).unwrap();
         assert_eq!(outbox.unacked().count(), 0);
@@ -112,6 +123,9 @@ mod tests {
         outbox.push("<b/>".into());
         // Stanza 2^32 is h = 0 after the wrap.
         outbox.ack(0).unwrap();
+        assert_eq!(outbox.unacked().collect::<Vec<_>>(), ["<b/>"]);
+        // Behind, across the wrap: nothing changes.
+        outbox.ack(u32::MAX).unwrap();
         assert_eq!(outbox.unacked().collect::<Vec<_>>(), ["<b/>"]);
         outbox.ack(1).unwrap();
         assert_eq!(outbox.unacked().count(), 0);
