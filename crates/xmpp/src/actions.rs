@@ -152,10 +152,8 @@ impl Conn {
             }
         };
         if bodies.is_empty() {
-            // The set is what the core holds already; a room still reflects the stanza.
-            if groupchat {
-                self.reflect(stanza, conversation, target.id);
-            }
+            // The set is what the core holds already: no message, so nothing to reflect
+            // either (a reflection carries the stanza-id of the message it became).
             return Outcome::Done;
         }
         let number = self.received;
@@ -320,10 +318,9 @@ impl Conn {
                 }
                 vec![reactions, Element::new("store", NS_HINTS)]
             }
-            MessageBody::Deleted {} => vec![Element::new("retracted", NS_RETRACT).attr(
-                "stamp",
-                super::mam::stamp(message.edited_at.unwrap_or(message.ts)),
-            )],
+            MessageBody::Deleted {} => vec![
+                Element::new("retracted", NS_RETRACT).attr("stamp", super::mam::stamp(message.ts)),
+            ],
             body => vec![Element::new("body", NS_CLIENT).text(super::text_of(body)?)],
         })
     }
