@@ -107,6 +107,18 @@ def describe(xml):
             out['displayed'] = child.get('id')
         if tag == '{urn:xmpp:delay}delay':
             out['delay'] = child.get('stamp')
+        if tag == '{urn:xmpp:message-correct:0}replace':
+            out['replace'] = child.get('id')
+        if tag == '{urn:xmpp:message-retract:1}retract':
+            out['retract'] = child.get('id')
+        if tag == '{urn:xmpp:message-retract:1}retracted':
+            out['retracted'] = child.get('stamp')
+        if tag == '{urn:xmpp:fallback:0}fallback':
+            out['fallback'] = child.get('for')
+        if tag == '{urn:xmpp:reactions:0}reactions':
+            out['reactions'] = child.get('id')
+            out['reaction_keys'] = sorted(
+                r.text or '' for r in child.findall('{urn:xmpp:reactions:0}reaction'))
         if tag == '{jabber:client}error':
             out['error'] = [c.tag.split('}')[1] for c in child if 'text' not in c.tag]
     return out
@@ -125,6 +137,9 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin('xep_0313')
         self.register_plugin('xep_0045')
         self.register_plugin('xep_0363')
+        self.register_plugin('xep_0308')
+        self.register_plugin('xep_0424')
+        self.register_plugin('xep_0444')
         self.register_plugin('xep_0092', {'name': 'TidingsTest', 'version': '1.2.3'})
         self.ca_certs = args.ca
         self.ssl_context.load_verify_locations(cafile=args.ca)
@@ -225,6 +240,19 @@ class Client(slixmpp.ClientXMPP):
             msg['id'] = c['id']
             ET.SubElement(msg.xml, SID + 'origin-id', id=c['id'])
             msg.send()
+        elif op == 'correct':
+            # XEP-0308 through slixmpp's plugin: the new body naming the original's id.
+            msg = self.plugin['xep_0308'].build_correction(
+                c['replace'], slixmpp.JID(c['to']), mbody=c['body'], mtype=c.get('type', 'chat'))
+            msg['id'] = c['id']
+            msg.send()
+        elif op == 'retract':
+            # XEP-0424 through slixmpp's plugin, with its fallback body.
+            self.plugin['xep_0424'].send_retraction(
+                slixmpp.JID(c['to']), c['id'], mtype=c.get('type', 'chat'))
+        elif op == 'react':
+            # XEP-0444 through slixmpp's plugin: the full set of this user's reactions.
+            self.plugin['xep_0444'].send_reactions(slixmpp.JID(c['to']), c['id'], c['reactions'])
         elif op in ('displayed', 'received'):
             ns = 'urn:xmpp:chat-markers:0' if op == 'displayed' else 'urn:xmpp:receipts'
             msg = self.make_message(mto=c['to'], mtype='chat')

@@ -12,7 +12,11 @@
 //! `client_msg_id`. The session answers with `ack` only after the sequencer committed the
 //! message; a refusal becomes a stanza error. Messages the session delivers become
 //! `<message>` stanzas carrying the sender's id and the server's message id as `stanza-id`.
+//! Corrections, retractions and reactions, both ways, are the core's edits, recalls and
+//! reactions (`actions.rs`).
 
+#[path = "actions.rs"]
+mod actions;
 #[path = "iq_route.rs"]
 mod iq_route;
 #[path = "mam.rs"]
@@ -958,6 +962,14 @@ enum Pending {
     /// A message send: the stanza to bounce with an error if it is refused, and its number
     /// for Stream Management.
     Send { stanza: Element, number: u64 },
+    /// A correction, retraction or reaction (actions.rs): bounced like a send; `number` is
+    /// set on the last message a stanza became, and a room reflects the stanza on its `ack`
+    /// when `reflect`.
+    Action {
+        stanza: Element,
+        number: Option<u64>,
+        reflect: bool,
+    },
     /// A request whose error only needs logging (receipts, typing).
     Quiet,
     /// An initial-presence query: answered with the presence of the friends asked about.
@@ -1122,7 +1134,7 @@ impl Conn {
             if !self
                 .pending
                 .values()
-                .any(|p| matches!(p, Pending::Send { .. }))
+                .any(|p| matches!(p, Pending::Send { .. } | Pending::Action { .. }))
             {
                 return;
             }
@@ -1502,6 +1514,22 @@ impl Conn {
                 return Ok(());
             }
         };
+        match self.on_action(&stanza, conversation, false).await {
+            actions::Outcome::Done => return Ok(()),
+            // A retraction or reaction of a message the gateway cannot place, to one
+            // resource of the peer, is relayed to it below (its client may know the id).
+            actions::Outcome::Unknown
+                if to.contains('/')
+                    && to != self.full
+                    && stanza
+                        .find("body", NS_CLIENT)
+                        .is_none_or(|b| b.text_content().is_empty()) => {}
+            actions::Outcome::Unknown => {
+                self.message_error(&stanza, "cancel", "item-not-found", "no such message");
+                return Ok(());
+            }
+            actions::Outcome::None => {}
+        }
         let body = stanza.find("body", NS_CLIENT).map(Element::text_content);
         // Receipts and markers name a message this connection delivered.
         let receipt = stanza
@@ -1774,6 +1802,9 @@ impl Conn {
                         NS_CARBONS,
                         "jabber:iq:roster",
                         NS_SID,
+                        actions::NS_CORRECT,
+                        actions::NS_RETRACT,
+                        actions::NS_REACTIONS,
                     ] {
                         query = query
                             .child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));
@@ -1784,7 +1815,13 @@ impl Conn {
                             .attr("category", "account")
                             .attr("type", "registered"),
                     );
-                    for feature in [NS_DISCO_INFO, mam::NS_MAM] {
+                    for feature in [
+                        NS_DISCO_INFO,
+                        mam::NS_MAM,
+                        actions::NS_CORRECT,
+                        actions::NS_RETRACT,
+                        actions::NS_REACTIONS,
+                    ] {
                         query = query
                             .child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));
                     }
@@ -1973,19 +2010,41 @@ impl Conn {
                 message_id,
                 ..
             } => {
-                if let Some(Pending::Send { stanza, number }) = self.pending.remove(&id) {
-                    self.unanswered.remove(&number);
-                    let xmpp_id = stanza
-                        .find("origin-id", NS_SID)
-                        .and_then(|o| o.get_attr("id"))
-                        .or_else(|| stanza.get_attr("id"))
-                        .map(str::to_owned);
-                    if let Some(xmpp_id) = xmpp_id {
-                        self.remember(conversation_id, seq, xmpp_id);
+                match self.pending.remove(&id) {
+                    Some(Pending::Send { stanza, number }) => {
+                        self.unanswered.remove(&number);
+                        let origin_id = stanza
+                            .find("origin-id", NS_SID)
+                            .and_then(|o| o.get_attr("id"))
+                            .map(str::to_owned);
+                        let stanza_id = stanza.get_attr("id").map(str::to_owned);
+                        // The client may name the message by either later (a correction
+                        // names the stanza id); the stanza id is found first.
+                        if let Some(origin_id) = &origin_id {
+                            self.remember(conversation_id, seq, origin_id.clone());
+                        }
+                        if let Some(stanza_id) =
+                            stanza_id.filter(|id| Some(id) != origin_id.as_ref())
+                        {
+                            self.remember(conversation_id, seq, stanza_id);
+                        }
+                        if stanza.get_attr("type") == Some("groupchat") {
+                            self.reflect(&stanza, conversation_id, message_id);
+                        }
                     }
-                    if stanza.get_attr("type") == Some("groupchat") {
-                        self.reflect(&stanza, conversation_id, message_id);
+                    Some(Pending::Action {
+                        stanza,
+                        number,
+                        reflect,
+                    }) => {
+                        if let Some(number) = number {
+                            self.unanswered.remove(&number);
+                        }
+                        if reflect {
+                            self.reflect(&stanza, conversation_id, message_id);
+                        }
                     }
+                    _ => {}
                 }
             }
             ServerFrame::Error {
@@ -1996,6 +2055,13 @@ impl Conn {
             } => match self.pending.remove(&id) {
                 Some(Pending::Send { stanza, number }) => {
                     self.unanswered.remove(&number);
+                    let (kind, condition) = condition_for(code);
+                    self.message_error(&stanza, kind, condition, &message);
+                }
+                Some(Pending::Action { stanza, number, .. }) => {
+                    if let Some(number) = number {
+                        self.unanswered.remove(&number);
+                    }
                     let (kind, condition) = condition_for(code);
                     self.message_error(&stanza, kind, condition, &message);
                 }
@@ -2170,15 +2236,19 @@ impl Conn {
             self.deliver_group(message).await;
             return;
         };
-        let Some(text) = text_of(&message.body) else {
-            return;
-        };
         let xmpp_id = message.client_msg_id.clone();
         self.remember(message.conversation_id, message.seq, xmpp_id.clone());
         let mine = message.sender_id == self.caller.user_id;
         if mine && message.sender_device_id == self.caller.device_id {
             return;
         }
+        // A message recalled before it reached this device: there is nothing to show.
+        if matches!(message.body, MessageBody::Deleted {}) {
+            return;
+        }
+        let Some(payload) = self.payload(&message, false).await else {
+            return;
+        };
         let Some(peer_name) = self.username(peer).await else {
             return;
         };
@@ -2192,8 +2262,11 @@ impl Conn {
             .attr("type", "chat")
             .attr("id", xmpp_id.clone())
             .attr("from", from)
-            .attr("to", to)
-            .child(Element::new("body", NS_CLIENT).text(text))
+            .attr("to", to);
+        for child in payload {
+            stanza = stanza.child(child);
+        }
+        stanza = stanza
             .child(Element::new("origin-id", NS_SID).attr("id", xmpp_id))
             .child(
                 Element::new("stanza-id", NS_SID)

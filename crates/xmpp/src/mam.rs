@@ -169,11 +169,13 @@ impl Conn {
             .then(|| format!("{conversation}@{}", self.gw.config.muc_domain));
         let (messages, complete) = page;
         for message in &messages {
-            let Some(text) = super::text_of(&message.body) else {
-                continue;
-            };
+            // Corrections, retractions and reactions come as such, a recalled message as a
+            // tombstone (XEP-0424), and an edited one with its latest body.
             let archived = match &peer {
                 Some(peer) => {
+                    let Some(payload) = self.payload(message, false).await else {
+                        continue;
+                    };
                     let peer_jid = format!("{peer}@{}", self.domain());
                     let mine = message.sender_id == self.caller.user_id;
                     let (from, to) = if mine {
@@ -181,16 +183,18 @@ impl Conn {
                     } else {
                         (peer_jid, self.bare.clone())
                     };
-                    Element::new("message", NS_CLIENT)
+                    let mut el = Element::new("message", NS_CLIENT)
                         .attr("type", "chat")
                         .attr("id", message.client_msg_id.clone())
                         .attr("from", from)
-                        .attr("to", to)
-                        .child(Element::new("body", NS_CLIENT).text(text))
-                        .child(
-                            Element::new("origin-id", super::NS_SID)
-                                .attr("id", message.client_msg_id.clone()),
-                        )
+                        .attr("to", to);
+                    for child in payload {
+                        el = el.child(child);
+                    }
+                    el.child(
+                        Element::new("origin-id", super::NS_SID)
+                            .attr("id", message.client_msg_id.clone()),
+                    )
                 }
                 None => {
                     let Some(mut el) = self.groupchat(message).await else {
@@ -306,7 +310,7 @@ impl Conn {
 
     /// The first sequence number in `lo..=hi` whose message satisfies `pred` (false, then
     /// true, along the sequence), or `hi + 1`.
-    async fn first_seq(
+    pub(super) async fn first_seq(
         &mut self,
         conversation: ConversationId,
         lo: Seq,
@@ -326,7 +330,7 @@ impl Conn {
 
     /// The newest message the caller may see with a sequence number at most `seq` (the newest
     /// of all without one).
-    async fn message_at(
+    pub(super) async fn message_at(
         &mut self,
         conversation: ConversationId,
         seq: Option<Seq>,

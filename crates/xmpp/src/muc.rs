@@ -253,17 +253,19 @@ impl Conn {
 
     /// A group message as a `groupchat` stanza from the sender's occupant JID.
     pub(super) async fn groupchat(&mut self, message: &tidings_proto::Message) -> Option<Element> {
-        let text = super::text_of(&message.body)?;
+        let payload = self.payload(message, true).await?;
         let sender = self.username(message.sender_id).await?;
         let room_jid = self.room_jid(message.conversation_id);
+        let mut el = Element::new("message", NS_CLIENT)
+            .attr("type", "groupchat")
+            .attr("id", message.client_msg_id.clone())
+            .attr("from", format!("{room_jid}/{sender}"))
+            .attr("to", self.full.clone());
+        for child in payload {
+            el = el.child(child);
+        }
         Some(
-            Element::new("message", NS_CLIENT)
-                .attr("type", "groupchat")
-                .attr("id", message.client_msg_id.clone())
-                .attr("from", format!("{room_jid}/{sender}"))
-                .attr("to", self.full.clone())
-                .child(Element::new("body", NS_CLIENT).text(text))
-                .child(Element::new("origin-id", NS_SID).attr("id", message.client_msg_id.clone()))
+            el.child(Element::new("origin-id", NS_SID).attr("id", message.client_msg_id.clone()))
                 .child(
                     Element::new("stanza-id", NS_SID)
                         .attr("by", room_jid)
@@ -313,7 +315,14 @@ impl Conn {
             .attr("from", format!("{room_jid}/{nick}"))
             .attr("to", self.full.clone());
         for child in stanza.elements() {
-            if child.is("body", NS_CLIENT) || child.is("origin-id", NS_SID) {
+            // Corrections, retractions and reactions are reflected with what they carry.
+            if child.is("body", NS_CLIENT)
+                || child.is("origin-id", NS_SID)
+                || child.is("replace", super::actions::NS_CORRECT)
+                || child.is("retract", super::actions::NS_RETRACT)
+                || child.is("reactions", super::actions::NS_REACTIONS)
+                || child.is("fallback", super::actions::NS_FALLBACK)
+            {
                 el = el.child(child.clone());
             }
         }
@@ -344,6 +353,14 @@ impl Conn {
         if !self.rooms.contains_key(&room) {
             self.message_error(&stanza, "modify", "not-acceptable", "join the room first");
             return;
+        }
+        match self.on_action(&stanza, room, true).await {
+            super::actions::Outcome::None => {}
+            super::actions::Outcome::Done => return,
+            super::actions::Outcome::Unknown => {
+                self.message_error(&stanza, "cancel", "item-not-found", "no such message");
+                return;
+            }
         }
         let Some(text) = stanza
             .find("body", NS_CLIENT)
@@ -472,6 +489,9 @@ impl Conn {
                     "muc_hidden",
                     super::mam::NS_MAM,
                     NS_SID,
+                    super::actions::NS_CORRECT,
+                    super::actions::NS_RETRACT,
+                    super::actions::NS_REACTIONS,
                 ] {
                     query =
                         query.child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));

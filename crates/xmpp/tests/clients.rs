@@ -197,6 +197,154 @@ async fn befriend(a: &TestUser, b: &TestUser) {
     b.api.accept_friend_request(a.user_id).await.unwrap();
 }
 
+/// slixmpp's own XEP-0308, XEP-0424 and XEP-0444 plugins against a WebSocket user: each of
+/// Alice's corrections, retractions and reactions reaches Bob as the core's edit, recall or
+/// reaction of the right message (a retraction's fallback body never as a message), and each
+/// of Bob's reaches slixmpp as the element its plugin understands, naming the id slixmpp got
+/// the message with; correcting Bob's message is refused with `forbidden`.
+#[tokio::test]
+async fn slixmpp_corrects_retracts_and_reacts_with_a_websocket_user() {
+    let Some(python) = slixmpp_python() else {
+        return;
+    };
+    let setup = setup().await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let mut bob_ws = setup.server.connect(&bob).await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let mut xmpp = Xmpp::password(&python, &setup, &alice, "laptop").await;
+    xmpp.command(json!({"op": "disco"})).await;
+    let disco = xmpp.expect("disco", |_| true).await;
+    for feature in [
+        "urn:xmpp:message-correct:0",
+        "urn:xmpp:message-retract:1",
+        "urn:xmpp:reactions:0",
+    ] {
+        assert!(
+            disco["features"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(feature)),
+            "{disco}"
+        );
+    }
+
+    // Alice corrects, then retracts, her message.
+    xmpp.command(json!({"op": "send", "to": "bob@localhost", "body": "teh cat", "id": "x-1"}))
+        .await;
+    let original = next_message(&mut bob_ws).await;
+    assert_eq!(original.client_msg_id, "x-1");
+    xmpp.command(json!({
+        "op": "correct", "to": "bob@localhost", "replace": "x-1", "body": "the cat", "id": "x-2"
+    }))
+    .await;
+    let edit = next_message(&mut bob_ws).await;
+    assert_eq!(
+        edit.body,
+        MessageBody::Edit {
+            target: original.seq,
+            body: Box::new(MessageBody::Text {
+                text: "the cat".into()
+            })
+        }
+    );
+    xmpp.command(json!({"op": "retract", "to": "bob@localhost", "id": "x-1"}))
+        .await;
+    let recall = next_message(&mut bob_ws).await;
+    assert_eq!(
+        recall.body,
+        MessageBody::Recall {
+            target: original.seq
+        }
+    );
+
+    // Bob's message: Alice reacts, changes her reactions, and tries to correct it.
+    let (seq, _) = bob_ws
+        .send_text(conversation, "w-1", "lunch at noon")
+        .await
+        .unwrap();
+    xmpp.expect("message", |m| m["body"] == "lunch at noon")
+        .await;
+    xmpp.command(json!({"op": "react", "to": "bob@localhost", "id": "w-1", "reactions": ["👍"]}))
+        .await;
+    let reaction = next_message(&mut bob_ws).await;
+    assert_eq!(
+        reaction.body,
+        MessageBody::Reaction {
+            target: seq,
+            key: "👍".into(),
+            remove: false
+        }
+    );
+    xmpp.command(json!({"op": "react", "to": "bob@localhost", "id": "w-1", "reactions": []}))
+        .await;
+    let reaction = next_message(&mut bob_ws).await;
+    assert_eq!(
+        reaction.body,
+        MessageBody::Reaction {
+            target: seq,
+            key: "👍".into(),
+            remove: true
+        }
+    );
+    xmpp.command(json!({
+        "op": "correct", "to": "bob@localhost", "replace": "w-1", "body": "mine now", "id": "x-3"
+    }))
+    .await;
+    let refused = xmpp
+        .expect("message", |m| m["type"] == "error" && m["id"] == "x-3")
+        .await;
+    assert_eq!(refused["error"], json!(["forbidden"]), "{refused}");
+
+    // Bob edits, reacts to and recalls his message: slixmpp sees each as its XEP.
+    bob_ws
+        .send(
+            conversation,
+            "w-2",
+            MessageBody::Edit {
+                target: seq,
+                body: Box::new(MessageBody::Text {
+                    text: "lunch at one".into(),
+                }),
+            },
+        )
+        .await
+        .unwrap();
+    let got = xmpp.expect("message", |m| m["replace"] == "w-1").await;
+    assert_eq!(got["body"], "lunch at one");
+    bob_ws
+        .send(
+            conversation,
+            "w-3",
+            MessageBody::Reaction {
+                target: seq,
+                key: "🎉".into(),
+                remove: false,
+            },
+        )
+        .await
+        .unwrap();
+    let got = xmpp.expect("message", |m| m["reactions"] == "w-1").await;
+    assert_eq!(got["reaction_keys"], json!(["🎉"]));
+    bob_ws
+        .send(conversation, "w-4", MessageBody::Recall { target: seq })
+        .await
+        .unwrap();
+    let got = xmpp.expect("message", |m| m["retract"] == "w-1").await;
+    assert_eq!(got["fallback"], "urn:xmpp:message-retract:1");
+
+    // No fallback body or correction became a message of its own.
+    let history = bob.api.history(conversation, None, 50).await.unwrap();
+    let texts: Vec<&MessageBody> = history
+        .messages
+        .iter()
+        .map(|m| &m.body)
+        .filter(|b| matches!(b, MessageBody::Text { .. }))
+        .collect();
+    assert!(texts.is_empty(), "{texts:?}");
+    xmpp.quit().await;
+}
+
 /// An XMPP user and a WebSocket user in one direct conversation: messages both ways with ids
 /// mapped (origin-id <-> client_msg_id, stanza-id = server id), typing, receipts and markers,
 /// roster, presence, ping and disco, and both see the same history.

@@ -756,6 +756,24 @@ impl Stanzas {
         }
     }
 
+    /// Everything unread up to and including `needle`, raw (for answers whose stanzas nest
+    /// `<message>`, such as MAM results).
+    async fn raw_until(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(at) = self.buf.find(needle) {
+                return self.buf.drain(..at + needle.len()).collect();
+            }
+            let n = tokio::time::timeout_at(deadline, self.tls.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("no {needle:?}; got {}", self.buf))
+                .unwrap_or(0);
+            assert!(n > 0, "closed before {needle:?}; got {}", self.buf);
+            self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    }
+
     /// Sends an IQ and returns its answer (matched by id).
     async fn iq(&mut self, id: &str, iq: &str) -> String {
         self.send(iq).await;
@@ -1496,4 +1514,533 @@ async fn bodiless_extensions_are_relayed_to_the_addressed_resource() {
     .await;
     let after = read_until(&mut b, "id='p1'").await;
     assert!(!after.contains("id='m4'"), "{after}");
+}
+
+/// Polls the history of `conversation` (as `user`) until `check` holds for it.
+async fn history_until(
+    user: &tidings_testkit::TestUser,
+    conversation: tidings_proto::ConversationId,
+    what: &str,
+    check: impl Fn(&[tidings_proto::Message]) -> bool,
+) -> Vec<tidings_proto::Message> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let messages = user
+            .api
+            .history(conversation, None, 100)
+            .await
+            .unwrap()
+            .messages;
+        if check(&messages) {
+            return messages;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never happened: {messages:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The MAM result in `answer` whose archived message has the id `id`.
+fn mam_result<'a>(answer: &'a str, id: &str) -> &'a str {
+    answer
+        .split("<result ")
+        .skip(1)
+        .find(|r| r.contains(&format!("type='chat' id='{id}'")))
+        .unwrap_or_else(|| panic!("no result for {id} in {answer}"))
+}
+
+fn by_id<'a>(messages: &'a [tidings_proto::Message], id: &str) -> &'a tidings_proto::Message {
+    messages
+        .iter()
+        .find(|m| m.client_msg_id == id)
+        .unwrap_or_else(|| panic!("no {id} in {messages:#?}"))
+}
+
+fn text(text: &str) -> tidings_proto::MessageBody {
+    tidings_proto::MessageBody::Text { text: text.into() }
+}
+
+/// XEP-0308 both ways: an XMPP correction is the core's edit (the web client sees the new body
+/// and the edit time, and no new message), a native edit reaches the XMPP client as a
+/// correction naming the id it knows the message by, and a correction of someone else's or of
+/// an unknown message is refused with a stanza error while the stream goes on. The archive
+/// shows the latest body.
+#[tokio::test]
+async fn corrections_are_edits_both_ways() {
+    use tidings_proto::MessageBody;
+    let setup = setup(|_| {}).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let mut a = Stanzas::new(sign_in(&setup, "alice", "pc").await);
+    a.send("<presence/>").await;
+
+    a.send(
+        "<message to='bob@localhost' type='chat' id='a1'><body>helo</body>\
+         <origin-id xmlns='urn:xmpp:sid:0' id='a1'/></message>",
+    )
+    .await;
+    history_until(&bob, conversation, "a1 stored", |m| {
+        m.iter().any(|m| m.client_msg_id == "a1")
+    })
+    .await;
+    a.send(
+        "<message to='bob@localhost' type='chat' id='a2'><body>hello</body>\
+         <replace id='a1' xmlns='urn:xmpp:message-correct:0'/></message>",
+    )
+    .await;
+    let messages = history_until(&bob, conversation, "the correction", |m| {
+        m.iter()
+            .any(|m| m.client_msg_id == "a1" && m.edited_at.is_some())
+    })
+    .await;
+    assert_eq!(by_id(&messages, "a1").body, text("hello"));
+    // The correction is the edit, not a message of its own.
+    assert!(matches!(
+        by_id(&messages, "a2").body,
+        MessageBody::Edit { .. }
+    ));
+
+    // A native edit: the XMPP client gets a correction of the id it got the message with.
+    let sent = bob
+        .api
+        .send(conversation, "b1", text("good morning"))
+        .await
+        .unwrap();
+    a.expect(&["<body>good morning</body>"]).await;
+    bob.api
+        .send(
+            conversation,
+            "b2",
+            MessageBody::Edit {
+                target: sent.seq,
+                body: Box::new(text("good evening")),
+            },
+        )
+        .await
+        .unwrap();
+    let correction = a
+        .expect(&["<replace xmlns='urn:xmpp:message-correct:0' id='b1'/>"])
+        .await;
+    assert!(
+        correction.contains("<body>good evening</body>")
+            && correction.contains("from='bob@localhost'"),
+        "{correction}"
+    );
+
+    // Bob's message is not Alice's to correct; an unknown id names nothing.
+    a.send(
+        "<message to='bob@localhost' type='chat' id='a3'><body>hacked</body>\
+         <replace id='b1' xmlns='urn:xmpp:message-correct:0'/></message>",
+    )
+    .await;
+    let refused = a.expect(&["type='error'", "id='a3'"]).await;
+    assert!(refused.contains("<forbidden"), "{refused}");
+    a.send(
+        "<message to='bob@localhost' type='chat' id='a4'><body>what</body>\
+         <replace id='nope' xmlns='urn:xmpp:message-correct:0'/></message>",
+    )
+    .await;
+    let refused = a.expect(&["type='error'", "id='a4'"]).await;
+    assert!(refused.contains("<item-not-found"), "{refused}");
+    let pong = a
+        .iq(
+            "p1",
+            "<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>",
+        )
+        .await;
+    assert!(pong.contains("type='result'"), "{pong}");
+    let messages = bob
+        .api
+        .history(conversation, None, 100)
+        .await
+        .unwrap()
+        .messages;
+    assert_eq!(by_id(&messages, "b1").body, text("good evening"));
+    assert!(
+        !messages
+            .iter()
+            .any(|m| m.client_msg_id == "a3" || m.client_msg_id == "a4")
+    );
+
+    // The archive: the latest body, and the edits as corrections.
+    a.send(
+        "<iq type='set' id='q1'><query xmlns='urn:xmpp:mam:2' queryid='q1'>\
+         <x xmlns='jabber:x:data' type='submit'>\
+         <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>\
+         <field var='with'><value>bob@localhost</value></field></x></query></iq>",
+    )
+    .await;
+    let answer = a.raw_until("</fin>").await;
+    let archived = mam_result(&answer, "a1");
+    assert!(archived.contains("<body>hello</body>"), "{archived}");
+    let archived = mam_result(&answer, "b2");
+    assert!(
+        archived.contains("<replace xmlns='urn:xmpp:message-correct:0' id='b1'/>")
+            && archived.contains("<body>good evening</body>"),
+        "{archived}"
+    );
+}
+
+/// XEP-0424 both ways: an XMPP retraction (current, or the older fastening form) is the
+/// core's recall and its fallback body no message; a native recall reaches the XMPP client as
+/// a retraction with a fallback body; retracting the peer's message is refused; the archive
+/// shows a tombstone.
+#[tokio::test]
+async fn retractions_are_recalls_both_ways() {
+    use tidings_proto::MessageBody;
+    let setup = setup(|_| {}).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let mut a = Stanzas::new(sign_in(&setup, "alice", "pc").await);
+    a.send("<presence/>").await;
+
+    a.send(
+        "<message to='bob@localhost' type='chat' id='a1'><body>oops</body>\
+         <origin-id xmlns='urn:xmpp:sid:0' id='a1'/></message>\
+         <message to='bob@localhost' type='chat' id='a2'><body>old style</body></message>",
+    )
+    .await;
+    history_until(&bob, conversation, "a1 and a2 stored", |m| {
+        m.iter().any(|m| m.client_msg_id == "a2")
+    })
+    .await;
+    a.send(
+        "<message to='bob@localhost' type='chat' id='r1'>\
+         <retract id='a1' xmlns='urn:xmpp:message-retract:1'/>\
+         <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:message-retract:1'/>\
+         <body>This person attempted to retract a previous message.</body>\
+         <store xmlns='urn:xmpp:hints'/></message>\
+         <message to='bob@localhost' type='chat' id='r2'>\
+         <apply-to id='a2' xmlns='urn:xmpp:fasten:0'>\
+         <retract xmlns='urn:xmpp:message-retract:0'/></apply-to>\
+         <body>retracted</body></message>",
+    )
+    .await;
+    let messages = history_until(&bob, conversation, "both recalls", |m| {
+        m.iter()
+            .filter(|m| matches!(m.body, MessageBody::Deleted {}))
+            .count()
+            == 2
+    })
+    .await;
+    assert_eq!(by_id(&messages, "a1").body, MessageBody::Deleted {});
+    assert_eq!(by_id(&messages, "a2").body, MessageBody::Deleted {});
+    assert!(
+        messages
+            .iter()
+            .all(|m| !matches!(&m.body, MessageBody::Text { text } if text.contains("retract"))),
+        "a fallback body became a message: {messages:#?}"
+    );
+
+    // A native recall: a retraction of the id the client knows, with a fallback body.
+    let sent = bob
+        .api
+        .send(conversation, "b1", text("secret"))
+        .await
+        .unwrap();
+    a.expect(&["<body>secret</body>"]).await;
+    bob.api
+        .send(conversation, "b2", MessageBody::Recall { target: sent.seq })
+        .await
+        .unwrap();
+    let retraction = a
+        .expect(&["<retract xmlns='urn:xmpp:message-retract:1' id='b1'/>"])
+        .await;
+    assert!(
+        retraction.contains("<fallback xmlns='urn:xmpp:fallback:0'")
+            && retraction.contains("<body>"),
+        "{retraction}"
+    );
+
+    // Bob's message is not Alice's to retract.
+    bob.api
+        .send(conversation, "b3", text("mine"))
+        .await
+        .unwrap();
+    a.expect(&["<body>mine</body>"]).await;
+    a.send(
+        "<message to='bob@localhost' type='chat' id='r3'>\
+         <retract id='b3' xmlns='urn:xmpp:message-retract:1'/></message>",
+    )
+    .await;
+    let refused = a.expect(&["type='error'", "id='r3'"]).await;
+    assert!(refused.contains("<forbidden"), "{refused}");
+    let messages = bob
+        .api
+        .history(conversation, None, 100)
+        .await
+        .unwrap()
+        .messages;
+    assert_eq!(by_id(&messages, "b3").body, text("mine"));
+
+    // The archive shows the recalled message as a tombstone.
+    a.send(
+        "<iq type='set' id='q1'><query xmlns='urn:xmpp:mam:2' queryid='q1'>\
+         <x xmlns='jabber:x:data' type='submit'>\
+         <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>\
+         <field var='with'><value>bob@localhost</value></field></x></query></iq>",
+    )
+    .await;
+    let answer = a.raw_until("</fin>").await;
+    let archived = mam_result(&answer, "a1");
+    assert!(
+        archived.contains("<retracted xmlns='urn:xmpp:message-retract:1'")
+            && !archived.contains("oops"),
+        "{archived}"
+    );
+    let archived = mam_result(&answer, "r1");
+    assert!(
+        archived.contains("<retract xmlns='urn:xmpp:message-retract:1' id='a1'/>"),
+        "{archived}"
+    );
+}
+
+/// XEP-0444 both ways: an XMPP reactions element sets the user's full set (adds and removes
+/// against what the core holds), a native reaction reaches the XMPP client as the reacting
+/// user's full set, reacting to an unknown message is refused, and the features are in
+/// service discovery.
+#[tokio::test]
+async fn reactions_are_full_sets_both_ways() {
+    use tidings_proto::MessageBody;
+    let setup = setup(|_| {}).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let mut a = Stanzas::new(sign_in(&setup, "alice", "pc").await);
+    a.send("<presence/>").await;
+
+    let disco = a
+        .iq(
+            "d1",
+            "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+        )
+        .await;
+    for feature in [
+        "urn:xmpp:message-correct:0",
+        "urn:xmpp:message-retract:1",
+        "urn:xmpp:reactions:0",
+    ] {
+        assert!(disco.contains(&format!("var='{feature}'")), "{disco}");
+    }
+
+    let sent = bob
+        .api
+        .send(conversation, "b1", text("react to me"))
+        .await
+        .unwrap();
+    a.expect(&["<body>react to me</body>"]).await;
+    let mine = |list: &tidings_proto::rest::ReactionList| {
+        let mut keys: Vec<String> = list
+            .reactions
+            .iter()
+            .filter(|r| r.users.contains(&alice.user_id))
+            .map(|r| r.key.clone())
+            .collect();
+        keys.sort();
+        keys
+    };
+    let reactions_until = |want: Vec<&'static str>| {
+        let bob = &bob;
+        let mine = &mine;
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let list = bob.api.reactions(conversation, sent.seq).await.unwrap();
+                let mut want: Vec<String> = want.iter().map(|k| (*k).to_owned()).collect();
+                want.sort();
+                if mine(&list) == want {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "reactions {list:?}, wanted {want:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    a.send(
+        "<message to='bob@localhost' type='chat' id='x1'>\
+         <reactions id='b1' xmlns='urn:xmpp:reactions:0'>\
+         <reaction>👍</reaction><reaction>🎉</reaction></reactions>\
+         <store xmlns='urn:xmpp:hints'/></message>",
+    )
+    .await;
+    reactions_until(vec!["👍", "🎉"]).await;
+    a.send(
+        "<message to='bob@localhost' type='chat' id='x2'>\
+         <reactions id='b1' xmlns='urn:xmpp:reactions:0'><reaction>🎉</reaction></reactions>\
+         </message>",
+    )
+    .await;
+    reactions_until(vec!["🎉"]).await;
+    a.send(
+        "<message to='bob@localhost' type='chat' id='x3'>\
+         <reactions id='b1' xmlns='urn:xmpp:reactions:0'/></message>",
+    )
+    .await;
+    reactions_until(vec![]).await;
+
+    // Native reactions: the XMPP client gets Bob's full set each time.
+    bob.api
+        .send(
+            conversation,
+            "b2",
+            MessageBody::Reaction {
+                target: sent.seq,
+                key: "🔥".into(),
+                remove: false,
+            },
+        )
+        .await
+        .unwrap();
+    let got = a
+        .expect(&["<reactions xmlns='urn:xmpp:reactions:0' id='b1'>", "🔥"])
+        .await;
+    assert!(got.contains("from='bob@localhost'"), "{got}");
+    bob.api
+        .send(
+            conversation,
+            "b3",
+            MessageBody::Reaction {
+                target: sent.seq,
+                key: "👀".into(),
+                remove: false,
+            },
+        )
+        .await
+        .unwrap();
+    let got = a.expect(&["<reactions ", "👀"]).await;
+    assert!(
+        got.contains("<reaction>🔥</reaction>") && got.contains("<reaction>👀</reaction>"),
+        "{got}"
+    );
+    bob.api
+        .send(
+            conversation,
+            "b4",
+            MessageBody::Reaction {
+                target: sent.seq,
+                key: "🔥".into(),
+                remove: true,
+            },
+        )
+        .await
+        .unwrap();
+    let got = a.expect(&["<reactions ", "id='b4'"]).await;
+    assert!(
+        !got.contains("🔥") && got.contains("<reaction>👀</reaction>"),
+        "{got}"
+    );
+
+    // An unknown message takes no reactions; the stream goes on.
+    a.send(
+        "<message to='bob@localhost' type='chat' id='x4'>\
+         <reactions id='nope' xmlns='urn:xmpp:reactions:0'><reaction>👍</reaction></reactions>\
+         </message>",
+    )
+    .await;
+    let refused = a.expect(&["type='error'", "id='x4'"]).await;
+    assert!(refused.contains("<item-not-found"), "{refused}");
+    let pong = a
+        .iq(
+            "p1",
+            "<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>",
+        )
+        .await;
+    assert!(pong.contains("type='result'"), "{pong}");
+}
+
+/// In a room (XEP-0045) the same mapping: a correction and a retraction from XMPP are the
+/// core's edit and recall (and reflected), reactions name the room's stanza-id, and a native
+/// recall reaches occupants as a retraction of the stanza-id.
+#[tokio::test]
+async fn room_corrections_retractions_and_reactions() {
+    use tidings_proto::MessageBody;
+    let setup = setup(|_| {}).await;
+    let bob = setup.server.user("bob").await;
+    let alice = setup.server.user("alice").await;
+    let group = bob
+        .api
+        .create_group("Team", &[alice.user_id])
+        .await
+        .unwrap()
+        .id;
+    let room = format!("{group}@conference.localhost");
+    let mut a = Stanzas::new(sign_in(&setup, "alice", "pc").await);
+    a.send("<presence/>").await;
+    a.join(&room, "alice").await;
+
+    a.send(&format!(
+        "<message to='{room}' type='groupchat' id='g1'><body>teh plan</body></message>"
+    ))
+    .await;
+    a.expect(&["type='groupchat'", "id='g1'", "<stanza-id"])
+        .await;
+    a.send(&format!(
+        "<message to='{room}' type='groupchat' id='g2'><body>the plan</body>\
+         <replace id='g1' xmlns='urn:xmpp:message-correct:0'/></message>"
+    ))
+    .await;
+    let reflected = a.expect(&["id='g2'", "<stanza-id"]).await;
+    assert!(reflected.contains("<replace"), "{reflected}");
+    let messages = history_until(&bob, group, "the room correction", |m| {
+        m.iter()
+            .any(|m| m.client_msg_id == "g1" && m.edited_at.is_some())
+    })
+    .await;
+    assert_eq!(by_id(&messages, "g1").body, text("the plan"));
+
+    // Reactions in a room name the message by the room's stanza-id.
+    let sent = bob.api.send(group, "b1", text("lunch?")).await.unwrap();
+    a.expect(&["<body>lunch?</body>"]).await;
+    a.send(&format!(
+        "<message to='{room}' type='groupchat' id='g3'>\
+         <reactions id='{}' xmlns='urn:xmpp:reactions:0'><reaction>🍕</reaction></reactions></message>",
+        sent.message_id
+    ))
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let list = bob.api.reactions(group, sent.seq).await.unwrap();
+        if list
+            .reactions
+            .iter()
+            .any(|r| r.key == "🍕" && r.users.contains(&alice.user_id))
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{list:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bob.api
+        .send(group, "b2", MessageBody::Recall { target: sent.seq })
+        .await
+        .unwrap();
+    let retraction = a
+        .expect(&[&format!(
+            "<retract xmlns='urn:xmpp:message-retract:1' id='{}'/>",
+            sent.message_id
+        )])
+        .await;
+    assert!(
+        retraction.contains(&format!("from='{room}/bob'")),
+        "{retraction}"
+    );
+
+    // Alice retracts her own message in the room.
+    a.send(&format!(
+        "<message to='{room}' type='groupchat' id='g4'>\
+         <retract id='g1' xmlns='urn:xmpp:message-retract:1'/><body>fallback</body></message>"
+    ))
+    .await;
+    history_until(&bob, group, "the room recall", |m| {
+        m.iter()
+            .any(|m| m.client_msg_id == "g1" && m.body == MessageBody::Deleted {})
+    })
+    .await;
 }
