@@ -166,6 +166,11 @@ pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, event: BusEvent) -> Result<(), BusError>;
     /// Subscribes this node to all events. Each node subscribes once.
     async fn subscribe(&self) -> Result<mpsc::Receiver<BusEvent>, BusError>;
+    /// Whether events reach other nodes: false for a bus within one process, so work that
+    /// only serves other nodes (relaying MQTT broker publications) can be skipped.
+    fn spans_nodes(&self) -> bool {
+        true
+    }
 }
 
 /// The bus of a single-node deployment: a bounded channel per subscriber.
@@ -203,6 +208,10 @@ impl Bus for InProcessBus {
         let (tx, rx) = mpsc::channel(self.capacity);
         self.subscribers.lock().expect("bus lock poisoned").push(tx);
         Ok(rx)
+    }
+
+    fn spans_nodes(&self) -> bool {
+        false
     }
 }
 

@@ -311,6 +311,12 @@ impl Core {
         }
     }
 
+    /// Whether this node's bus reaches other nodes (a cluster on NATS) rather than staying
+    /// within the process.
+    pub fn is_clustered(&self) -> bool {
+        self.inner.bus.spans_nodes()
+    }
+
     /// The MQTT broker publications other nodes make, from now on. Only the first caller (the
     /// node's MQTT gateway) gets them; later calls return `None`.
     pub fn broker_publications(

@@ -689,7 +689,7 @@ where
                     self.pump();
                 }
                 Input::Relay(publication) => {
-                    let _ = Box::pin(self.gw.relay.send(*publication)).await;
+                    Box::pin(self.gw.relay_when_room(*publication)).await;
                 }
                 Input::End(end) => return Some(end),
                 Input::Fail => {

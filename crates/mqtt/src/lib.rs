@@ -128,15 +128,21 @@ pub struct Gateway {
     /// The start of the gateway's clock, in which connections set their deadlines.
     epoch: tokio::time::Instant,
     /// Broker publications of this node's clients, in order, for the other nodes (through
-    /// the core's bus: NATS in a cluster, the in-process bus on a single node).
-    pub(crate) relay: tokio::sync::mpsc::Sender<tidings_bus::BrokerPublication>,
+    /// the core's bus, NATS). `None` on a single node, whose bus reaches no other node: there
+    /// each publication would only be copied, queued and dropped again.
+    pub(crate) relay: Option<tokio::sync::mpsc::Sender<tidings_bus::BrokerPublication>>,
 }
 
 impl Gateway {
     /// Makes the gateway and starts relaying broker publications to and from the other nodes.
     /// Must be called within the Tokio runtime.
     pub fn new(core: Core, config: MqttConfig) -> Arc<Gateway> {
-        let (relay, mut outgoing) = tokio::sync::mpsc::channel(RELAY_QUEUE);
+        let (relay, outgoing) = if core.is_clustered() {
+            let (relay, outgoing) = tokio::sync::mpsc::channel(RELAY_QUEUE);
+            (Some(relay), Some(outgoing))
+        } else {
+            (None, None)
+        };
         let gateway = Arc::new(Gateway {
             broker: broker::Broker::new(config.max_queued_messages as usize),
             core: core.clone(),
@@ -147,11 +153,13 @@ impl Gateway {
         });
         // One task sends, so one node's publications reach the others in the order they were
         // made.
-        tokio::spawn(async move {
-            while let Some(publication) = outgoing.recv().await {
-                core.publish_broker(publication).await;
-            }
-        });
+        if let Some(mut outgoing) = outgoing {
+            tokio::spawn(async move {
+                while let Some(publication) = outgoing.recv().await {
+                    core.publish_broker(publication).await;
+                }
+            });
+        }
         if let Some(mut incoming) = gateway.core.broker_publications(RELAY_QUEUE) {
             let weak = Arc::downgrade(&gateway);
             tokio::spawn(async move {
@@ -189,15 +197,19 @@ impl Gateway {
 
     /// Routes a broker publication to this node's sessions and queues it for the other
     /// nodes. Returns it when the relay queue is full: the caller waits for room
-    /// ([`Gateway::relay`]'s `send`) before publishing more, so order is kept.
+    /// ([`Gateway::relay_when_room`]) before publishing more, so order is kept.
     pub fn publish(
         &self,
         from: &broker::SessionKey,
         message: broker::Message,
     ) -> Option<tidings_bus::BrokerPublication> {
+        let Some(relay) = &self.relay else {
+            self.broker.publish(from, message);
+            return None;
+        };
         let relayed = message.to_relay(from);
         self.broker.publish(from, message);
-        match self.relay.try_send(relayed) {
+        match relay.try_send(relayed) {
             Ok(()) => None,
             Err(tokio::sync::mpsc::error::TrySendError::Full(relayed)) => Some(relayed),
             // The relay task is gone: the gateway is shutting down.
@@ -211,8 +223,16 @@ impl Gateway {
         if let Some(relayed) = self.publish(from, message) {
             let gateway = self.clone();
             tokio::spawn(async move {
-                let _ = gateway.relay.send(relayed).await;
+                gateway.relay_when_room(relayed).await;
             });
+        }
+    }
+
+    /// Queues a publication for the other nodes, waiting for room in the relay queue.
+    pub(crate) async fn relay_when_room(&self, publication: tidings_bus::BrokerPublication) {
+        if let Some(relay) = &self.relay {
+            // An error means the relay task is gone: the gateway is shutting down.
+            let _ = relay.send(publication).await;
         }
     }
 
