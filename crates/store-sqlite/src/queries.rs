@@ -3472,6 +3472,7 @@ mod tests {
             .chain(crate::oauth::ALL)
             .chain(crate::push::ALL)
             .chain(crate::mqtt::ALL)
+            .chain(crate::userxml::ALL)
             .chain(crate::account::ALL)
         {
             let mut stmt = conn
