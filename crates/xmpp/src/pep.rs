@@ -119,13 +119,26 @@ impl Conn {
     /// Stores image bytes in the file store as the caller's (the same size limit, quota and
     /// scope as any upload) and makes them the caller's avatar (which checks it is an image).
     async fn set_avatar_bytes(&mut self, bytes: Vec<u8>) -> CoreResult<String> {
+        decide_scope(self.caller.scopes, Scope::Files)?;
+        // Clients send the same photo again with every vCard they set: that is no new file
+        // (it would count against the quota each time).
+        let current = self
+            .gw
+            .core
+            .profile(&self.caller, self.caller.user_id)
+            .await?;
+        if !current.avatar.is_empty()
+            && let Some((existing, _)) = self.avatar_bytes(&current.avatar).await
+            && existing == bytes
+        {
+            return Ok(current.avatar);
+        }
         let Some(uploads) = self.gw.uploads.as_ref() else {
             return Err(CoreError::new(
                 ErrorCode::Unavailable,
                 "this server keeps no files",
             ));
         };
-        decide_scope(self.caller.scopes, Scope::Files)?;
         let length = bytes.len() as u64;
         let metadata = format!("filename {}", b64_encode(b"avatar"));
         let body: tidings_files::ByteStream = futures_util::stream::once(async move {

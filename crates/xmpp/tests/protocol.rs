@@ -2129,6 +2129,19 @@ async fn vcards_are_profiles_both_ways() {
         png()
     );
 
+    // The same photo again (clients resend the whole vCard) is the same file.
+    write(
+        &mut alice,
+        &format!("<iq type='set' id='v7'><vCard xmlns='vcard-temp'><FN>Alice Liddell</FN><URL>https://alice.example/</URL><PHOTO><TYPE>image/png</TYPE><BINVAL>{PNG_B64}</BINVAL></PHOTO></vCard></iq>"),
+    )
+    .await;
+    let again = read_iq(&mut alice, "v7").await;
+    assert!(again.contains("type='result'"), "{again}");
+    assert_eq!(
+        alice_user.api.my_profile().await.unwrap().avatar,
+        profile.avatar
+    );
+
     write(
         &mut alice,
         "<iq type='get' id='v2'><vCard xmlns='vcard-temp'/></iq>",
