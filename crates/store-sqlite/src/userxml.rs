@@ -24,6 +24,7 @@ statements! {
     SELECT_NODE = "SELECT item_id, xml, updated_at FROM user_xml \
         WHERE user_id = ?1 AND node = ?2 ORDER BY updated_at DESC, item_id";
     DELETE = "DELETE FROM user_xml WHERE user_id = ?1 AND node = ?2 AND item_id = ?3";
+    DELETE_ALL = "DELETE FROM user_xml WHERE user_id = ?1";
 }
 
 pub(crate) fn put(conn: &Connection, item: &UserXmlRecord, max_items: u32) -> StoreResult<bool> {
@@ -72,4 +73,10 @@ pub(crate) fn delete(
     item_id: &str,
 ) -> StoreResult<bool> {
     Ok(execute(conn, DELETE, params![user.0, node, item_id])? > 0)
+}
+
+/// Removes every item of a user's (account deletion).
+pub(crate) fn delete_all(conn: &Connection, user: UserId) -> StoreResult<()> {
+    execute(conn, DELETE_ALL, params![user.0])?;
+    Ok(())
 }

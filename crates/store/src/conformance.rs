@@ -583,6 +583,13 @@ pub async fn user_xml_items_replace_and_count(store: Arc<dyn Store>) {
             .await,
         Err(StoreError::NotFound)
     ));
+    // A deleted account's stored XML goes with it.
+    store
+        .delete_user(bob, 7, false, entry("d", 7, None, Some(bob)))
+        .await
+        .unwrap();
+    assert!(store.user_xml(bob, "nick").await.unwrap().is_empty());
+    assert_eq!(store.user_xml(alice, "nick").await.unwrap().len(), 1);
 }
 
 fn invite(n: u8, expires_at: i64, uses: u32) -> NewInvite {

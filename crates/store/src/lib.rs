@@ -725,7 +725,7 @@ pub trait Store: Send + Sync + 'static {
     async fn set_admin(&self, user: UserId, is_admin: bool, audit: NewAudit) -> StoreResult<bool>;
     /// Deletes an account in one transaction: marks it deleted and suspended, drops its admin
     /// role, signs out every device, removes it from every conversation, clears its profile,
-    /// last-seen time, two-factor enrolment and links to external identities (so the person
+    /// stored XML, last-seen time, two-factor enrolment and links to external identities (so the person
     /// may start afresh), and, with
     /// `remove_messages`, replaces the body of every message it sent in those conversations with
     /// the `deleted` tombstone (envelopes keep their sequence). Writes `audit`.
