@@ -126,6 +126,11 @@ pub struct LimitsConfig {
     /// Second-factor codes (TOTP or recovery) tried per account per minute, wherever a code
     /// is checked (sign-in, confirming, disabling, deleting); a minute holds at most this many.
     pub second_factor_attempts_per_user_per_minute: u32,
+    /// Largest item of a user's stored XML (an XMPP PEP item, private XML storage, the extra
+    /// fields of a vCard), in bytes as serialized.
+    pub max_user_xml_bytes: usize,
+    /// Items of stored XML one user may hold across all their nodes.
+    pub max_user_xml_items: u32,
 }
 
 impl Default for LimitsConfig {
@@ -148,6 +153,8 @@ impl Default for LimitsConfig {
             friend_requests_per_hour: 30,
             sign_in_attempts_per_address_per_minute: 20,
             second_factor_attempts_per_user_per_minute: 5,
+            max_user_xml_bytes: 64 * 1024,
+            max_user_xml_items: 256,
         }
     }
 }

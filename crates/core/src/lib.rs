@@ -55,6 +55,7 @@ pub mod session;
 pub mod sso;
 pub mod tokens;
 pub mod twofactor;
+pub mod userxml;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::CoreConfig;

@@ -353,6 +353,36 @@ pub fn presence_visible(setting: Visibility, viewer_is_subject: bool, friends: b
         }
 }
 
+/// Who may read one of a user's stored nodes besides the owner (see `userxml.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeAccess {
+    /// The owner alone: PEP nodes in general, private XML storage.
+    Owner,
+    /// The owner's friends too: what contacts need to show the user (avatar, nickname).
+    Friends,
+    /// Every signed-in user, as for the profile it extends: the vCard's stored fields.
+    Everyone,
+}
+
+/// Reading one of a user's stored nodes: the owner reads all of them; others as the node's
+/// access says. A refusal says `forbidden`, as XEP-0060 asks of a node whose access model the
+/// requester does not meet.
+pub fn read_user_node(own: bool, friends: bool, access: NodeAccess) -> Result<(), CoreError> {
+    let allowed = own
+        || match access {
+            NodeAccess::Owner => false,
+            NodeAccess::Friends => friends,
+            NodeAccess::Everyone => true,
+        };
+    if allowed {
+        Ok(())
+    } else {
+        Err(CoreError::forbidden(
+            "only the owner (and, for shared nodes, their friends) may read this node",
+        ))
+    }
+}
+
 /// Whether `adder` may put a user into a group directly, by the user's setting; when not, the
 /// group code sends an invitation the user may accept. A block either way always says no.
 pub fn group_add(setting: GroupAdds, friends: bool, blocked_either_way: bool) -> bool {
@@ -1011,6 +1041,31 @@ mod tests {
                 .message
                 .contains("unblock")
         );
+    }
+
+    #[test]
+    fn user_nodes_by_ownership_friendship_and_access() {
+        use NodeAccess::*;
+        #[rustfmt::skip]
+        let table = [
+            // own   friends access    outcome
+            (true,  false, Owner,    Y),
+            (true,  false, Friends,  Y),
+            (true,  false, Everyone, Y),
+            (false, true,  Owner,    F),
+            (false, true,  Friends,  Y),
+            (false, true,  Everyone, Y),
+            (false, false, Owner,    F),
+            (false, false, Friends,  F),
+            (false, false, Everyone, Y),
+        ];
+        for (own, friends, access, expected) in table {
+            assert_eq!(
+                outcome(read_user_node(own, friends, access)),
+                expected,
+                "own={own} friends={friends} access={access:?}"
+            );
+        }
     }
 
     #[test]

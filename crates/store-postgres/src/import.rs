@@ -56,6 +56,7 @@ pub const TABLES: &[&str] = &[
     "push_outbox",
     "mqtt_sessions",
     "mqtt_retained",
+    "user_xml",
     "two_factor",
     "recovery_codes",
 ];

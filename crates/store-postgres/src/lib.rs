@@ -5,6 +5,7 @@
 //!   or one pooled connection (reads).
 //! - `queries`: every SQL statement, as async functions over any pooled client or transaction.
 //! - `mqtt`: MQTT persistent sessions and retained messages.
+//! - `userxml`: per-user XML storage.
 //! - `account`: TOTP enrolments, recovery codes and a user's file list.
 //! - `push`: push subscriptions, settings and the job queue (claimed with `SKIP LOCKED`).
 //! - `schema`: the embedded migrations (`src/migrations/*.sql`) and how they are applied.
@@ -36,6 +37,7 @@ mod schema;
 mod scram;
 #[doc(hidden)]
 pub mod testing;
+mod userxml;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -1442,5 +1444,25 @@ impl Store for PgStore {
 
     async fn mqtt_retained(&self) -> StoreResult<Vec<tidings_store::MqttRetainedRecord>> {
         read!(self, |c| mqtt::retained(c).await?)
+    }
+
+    async fn put_user_xml(
+        &self,
+        item: tidings_store::UserXmlRecord,
+        max_items: u32,
+    ) -> StoreResult<bool> {
+        in_tx!(self, |c| userxml::put(c, &item, max_items).await?)
+    }
+
+    async fn user_xml(
+        &self,
+        user: UserId,
+        node: &str,
+    ) -> StoreResult<Vec<tidings_store::UserXmlRecord>> {
+        read!(self, |c| userxml::get(c, user, node).await?)
+    }
+
+    async fn delete_user_xml(&self, user: UserId, node: &str, item_id: &str) -> StoreResult<bool> {
+        in_tx!(self, |c| userxml::delete(c, user, node, item_id).await?)
     }
 }

@@ -502,6 +502,7 @@ pub(crate) async fn delete_user<C: GenericClient>(
         remove_member(c, conversation, user).await?;
     }
     exec(c, "DELETE FROM profiles WHERE user_id = $1", &[&user.0]).await?;
+    exec(c, "DELETE FROM user_xml WHERE user_id = $1", &[&user.0]).await?;
     exec(c, "DELETE FROM last_seen WHERE user_id = $1", &[&user.0]).await?;
     crate::account::remove_personal(c, user).await?;
     exec(

@@ -7,6 +7,7 @@
 //!   write is a job on its channel; jobs queued together share one transaction (group commit).
 //! - `readers`: a small pool of read-only connections used from tokio's blocking pool.
 //! - `mqtt`: the statements of MQTT persistent sessions and retained messages.
+//! - `userxml`: the statements of per-user XML storage.
 //! - `account`: the statements of TOTP enrolments, recovery codes and a user's file list.
 //! - `push`: the statements of push subscriptions, settings and the job queue.
 //! - `queries`: every other SQL statement, as blocking functions on a `&Connection`.
@@ -31,6 +32,7 @@ mod queries;
 mod readers;
 mod schema;
 mod scram;
+mod userxml;
 mod writer;
 
 #[cfg(test)]
@@ -1334,6 +1336,30 @@ impl Store for SqliteStore {
 
     async fn mqtt_retained(&self) -> StoreResult<Vec<tidings_store::MqttRetainedRecord>> {
         self.read(mqtt::retained).await
+    }
+
+    async fn put_user_xml(
+        &self,
+        item: tidings_store::UserXmlRecord,
+        max_items: u32,
+    ) -> StoreResult<bool> {
+        self.write(move |conn| userxml::put(conn, &item, max_items))
+            .await
+    }
+
+    async fn user_xml(
+        &self,
+        user: UserId,
+        node: &str,
+    ) -> StoreResult<Vec<tidings_store::UserXmlRecord>> {
+        let node = node.to_owned();
+        self.read(move |conn| userxml::get(conn, user, &node)).await
+    }
+
+    async fn delete_user_xml(&self, user: UserId, node: &str, item_id: &str) -> StoreResult<bool> {
+        let (node, item_id) = (node.to_owned(), item_id.to_owned());
+        self.write(move |conn| userxml::delete(conn, user, &node, &item_id))
+            .await
     }
 
     async fn two_factor(

@@ -1133,6 +1133,7 @@ pub(crate) fn delete_user(
     // What the account said about itself goes with it.
     execute(conn, DELETE_PROFILE, [user.0])?;
     execute(conn, DELETE_LAST_SEEN, [user.0])?;
+    crate::userxml::delete_all(conn, user)?;
     crate::account::remove_personal(conn, user)?;
     execute(conn, DELETE_EXTERNAL_IDENTITIES, [user.0])?;
     insert_audit(conn, audit)?;
@@ -3472,6 +3473,7 @@ mod tests {
             .chain(crate::oauth::ALL)
             .chain(crate::push::ALL)
             .chain(crate::mqtt::ALL)
+            .chain(crate::userxml::ALL)
             .chain(crate::account::ALL)
         {
             let mut stmt = conn

@@ -26,7 +26,7 @@ use crate::{
     AuthorizationCodeRecord, DeviceAuthorizationRecord, DeviceAuthorizationState, DeviceGrant,
     ExternalIdentity, OAuthClientRecord,
 };
-use crate::{CallRecord, CallState, FileRecord, UploadKind, UploadRecord};
+use crate::{CallRecord, CallState, FileRecord, UploadKind, UploadRecord, UserXmlRecord};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tidings_proto::message::SystemEvent;
@@ -63,6 +63,7 @@ macro_rules! store_conformance_tests {
             set_password_hash,
             scram_credentials_replace,
             device_cursors_only_advance,
+            user_xml_items_replace_and_count,
             invite_consumes_uses,
             invite_refuses_expired_and_unknown,
             invite_use_is_kept_on_username_conflict,
@@ -504,6 +505,91 @@ pub async fn device_cursors_only_advance(store: Arc<dyn Store>) {
             .await,
         Err(StoreError::NotFound)
     ));
+}
+
+pub async fn user_xml_items_replace_and_count(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let item = |user: UserId, node: &str, id: &str, xml: &str, at: i64| UserXmlRecord {
+        user_id: user,
+        node: node.to_owned(),
+        item_id: id.to_owned(),
+        xml: xml.to_owned(),
+        updated_at: at,
+    };
+    assert!(store.user_xml(alice, "nick").await.unwrap().is_empty());
+    assert!(
+        store
+            .put_user_xml(item(alice, "nick", "current", "<a/>", 1), 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_user_xml(item(alice, "books", "x", "<b/>", 2), 2)
+            .await
+            .unwrap()
+    );
+    // A third item is over the limit of two; replacing one is not.
+    assert!(
+        !store
+            .put_user_xml(item(alice, "books", "y", "<c/>", 3), 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_user_xml(item(alice, "nick", "current", "<d/>", 4), 2)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.user_xml(alice, "nick").await.unwrap(),
+        [item(alice, "nick", "current", "<d/>", 4)]
+    );
+    // Another user's items are their own, and count against their own limit.
+    assert!(
+        store
+            .put_user_xml(item(bob, "nick", "current", "<e/>", 5), 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_user_xml(item(bob, "nick", "older", "<f/>", 1), 2)
+            .await
+            .unwrap()
+    );
+    let ids: Vec<String> = store
+        .user_xml(bob, "nick")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.item_id)
+        .collect();
+    assert_eq!(ids, ["current", "older"], "newest first");
+    assert_eq!(store.user_xml(alice, "nick").await.unwrap().len(), 1);
+    assert!(store.delete_user_xml(alice, "books", "x").await.unwrap());
+    assert!(!store.delete_user_xml(alice, "books", "x").await.unwrap());
+    assert!(
+        store
+            .put_user_xml(item(alice, "books", "y", "<c/>", 6), 2)
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store
+            .put_user_xml(item(UserId(i64::MAX), "nick", "current", "<a/>", 1), 2)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    // A deleted account's stored XML goes with it.
+    store
+        .delete_user(bob, 7, false, entry("d", 7, None, Some(bob)))
+        .await
+        .unwrap();
+    assert!(store.user_xml(bob, "nick").await.unwrap().is_empty());
+    assert_eq!(store.user_xml(alice, "nick").await.unwrap().len(), 1);
 }
 
 fn invite(n: u8, expires_at: i64, uses: u32) -> NewInvite {

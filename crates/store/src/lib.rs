@@ -41,6 +41,7 @@ pub mod oauth;
 pub mod push;
 pub mod search;
 pub mod twofactor;
+pub mod userxml;
 
 pub use audit::{AuditCheckpoint, AuditFilter, AuditRecord, CheckpointSigner};
 pub use mqtt::{MqttRetainedRecord, MqttSessionRecord};
@@ -50,6 +51,7 @@ pub use oauth::{
 };
 pub use push::{NewPushJob, OutboxItem, PushJob, PushJobKey, PushSubscriptionRecord};
 pub use twofactor::TwoFactorRecord;
+pub use userxml::UserXmlRecord;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -723,7 +725,7 @@ pub trait Store: Send + Sync + 'static {
     async fn set_admin(&self, user: UserId, is_admin: bool, audit: NewAudit) -> StoreResult<bool>;
     /// Deletes an account in one transaction: marks it deleted and suspended, drops its admin
     /// role, signs out every device, removes it from every conversation, clears its profile,
-    /// last-seen time, two-factor enrolment and links to external identities (so the person
+    /// stored XML, last-seen time, two-factor enrolment and links to external identities (so the person
     /// may start afresh), and, with
     /// `remove_messages`, replaces the body of every message it sent in those conversations with
     /// the `deleted` tombstone (envelopes keep their sequence). Writes `audit`.
@@ -1492,4 +1494,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Every stored retained message, by topic.
     async fn mqtt_retained(&self) -> StoreResult<Vec<MqttRetainedRecord>>;
+
+    // --- Per-user XML storage (see [`userxml`]) -----------------------------------------------
+
+    /// Writes an item, replacing the one with the same user, node and item id. A new item is
+    /// refused with `Ok(false)` when the user already holds `max_items` items (in all nodes);
+    /// replacing an item always succeeds. `NotFound` when the user does not exist.
+    async fn put_user_xml(&self, item: UserXmlRecord, max_items: u32) -> StoreResult<bool>;
+    /// The items of one of a user's nodes, the most recently written first.
+    async fn user_xml(&self, user: UserId, node: &str) -> StoreResult<Vec<UserXmlRecord>>;
+    /// Deletes one item; `false` when there was none.
+    async fn delete_user_xml(&self, user: UserId, node: &str, item_id: &str) -> StoreResult<bool>;
 }

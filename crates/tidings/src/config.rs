@@ -574,6 +574,11 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         ("limits.max_in_flight", limits.max_in_flight),
         ("limits.max_commit_batch", limits.max_commit_batch),
         ("limits.max_history_page", limits.max_history_page as usize),
+        ("limits.max_user_xml_bytes", limits.max_user_xml_bytes),
+        (
+            "limits.max_user_xml_items",
+            limits.max_user_xml_items as usize,
+        ),
         (
             "messages.retention_interval_secs",
             config.messages.retention_interval_secs as usize,

@@ -25,6 +25,8 @@ mod mam;
 mod muc;
 #[path = "muc_admin.rs"]
 mod muc_admin;
+#[path = "pep.rs"]
+mod pep;
 #[path = "upload.rs"]
 pub mod upload;
 
@@ -1755,9 +1757,9 @@ impl Conn {
         let to_self = to
             .as_deref()
             .is_some_and(|t| t == self.bare || t == self.full);
-        // A vCard request to another user's bare JID is answered by the server for that
-        // account (RFC 6121 8.5.1), from their profile.
-        let vcard_of_user = payload.is("vCard", NS_VCARD)
+        // A vCard or PEP request to another user's bare JID is answered by the server for
+        // that account (RFC 6121 8.5.1), from their profile and stored nodes.
+        let vcard_of_user = (payload.is("vCard", NS_VCARD) || payload.is("pubsub", pep::NS_PUBSUB))
             && to
                 .as_deref()
                 .is_some_and(|t| !t.contains('/') && self.local_user(t).is_some());
@@ -1805,6 +1807,8 @@ impl Conn {
                         actions::NS_CORRECT,
                         actions::NS_RETRACT,
                         actions::NS_REACTIONS,
+                        NS_VCARD,
+                        pep::NS_PRIVATE,
                     ] {
                         query = query
                             .child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));
@@ -1815,13 +1819,22 @@ impl Conn {
                             .attr("category", "account")
                             .attr("type", "registered"),
                     );
+                    query = query.child(
+                        Element::new("identity", NS_DISCO_INFO)
+                            .attr("category", "pubsub")
+                            .attr("type", "pep"),
+                    );
                     for feature in [
                         NS_DISCO_INFO,
                         mam::NS_MAM,
                         actions::NS_CORRECT,
                         actions::NS_RETRACT,
                         actions::NS_REACTIONS,
-                    ] {
+                        NS_VCARD,
+                    ]
+                    .into_iter()
+                    .chain(pep::PEP_FEATURES.iter().copied())
+                    {
                         query = query
                             .child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));
                     }
@@ -1950,41 +1963,18 @@ impl Conn {
                 }
                 self.send(&result());
             }
-            ("get", "vCard", NS_VCARD) => {
-                // vCard-temp from the Tidings profile: the user's own (to the bare JID or the
-                // server) or another user's (addressed to theirs, answered here).
-                let user = match to
-                    .as_deref()
-                    .and_then(|t| self.local_user(t))
-                    .map(str::to_owned)
-                {
-                    Some(local) => self.user_id(&local).await,
-                    None => Some(self.caller.user_id),
-                };
-                let profile = match user {
-                    Some(user) => self.gw.core.profile(&self.caller, user).await.ok(),
-                    None => None,
-                };
-                match profile {
-                    Some(profile) => {
-                        let mut vcard = Element::new("vCard", NS_VCARD).child(
-                            Element::new("NICKNAME", NS_VCARD).text(profile.username.clone()),
-                        );
-                        let name = if profile.display_name.is_empty() {
-                            profile.username
-                        } else {
-                            profile.display_name
-                        };
-                        vcard = vcard.child(Element::new("FN", NS_VCARD).text(name));
-                        if !profile.status_text.is_empty() {
-                            vcard = vcard
-                                .child(Element::new("DESC", NS_VCARD).text(profile.status_text));
-                        }
-                        let el = result().child(vcard);
-                        self.send(&el);
-                    }
-                    None => self.send(&iq_error(&stanza, "cancel", "item-not-found", None)),
-                }
+            ("get", "vCard", NS_VCARD) => self.vcard_get(&stanza, to.as_deref()).await,
+            ("set", "vCard", NS_VCARD) => {
+                self.vcard_set(&stanza, &payload, to_server || to_self)
+                    .await;
+            }
+            ("get" | "set", "query", pep::NS_PRIVATE) if to_server || to_self => {
+                self.on_private(&stanza, &payload, &kind).await;
+            }
+            ("get" | "set", "pubsub", pep::NS_PUBSUB) => {
+                let own = to_server || to_self;
+                self.on_pep(&stanza, &payload, &kind, to.as_deref(), own)
+                    .await;
             }
             ("set", "bind", NS_BIND) => {
                 self.send(&iq_error(

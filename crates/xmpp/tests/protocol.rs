@@ -21,7 +21,15 @@ struct Setup {
 }
 
 async fn setup(adjust: impl FnOnce(&mut XmppConfig)) -> Setup {
-    let server = TestServer::start().await;
+    setup_with(|_| {}, adjust).await
+}
+
+/// As [`setup`], with the server's configuration adjusted too.
+async fn setup_with(
+    server_adjust: impl FnOnce(&mut tidings::config::Config),
+    adjust: impl FnOnce(&mut XmppConfig),
+) -> Setup {
+    let server = TestServer::start_with(server_adjust).await;
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -2043,4 +2051,379 @@ async fn room_corrections_retractions_and_reactions() {
             .any(|m| m.client_msg_id == "g1" && m.body == MessageBody::Deleted {})
     })
     .await;
+}
+
+/// Reads until the whole `<iq>` with this id arrived (an empty one closes itself); returns it.
+async fn read_iq<S: AsyncRead + Unpin>(stream: &mut S, id: &str) -> String {
+    let needle = format!("id='{id}'");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(at) = text.find(&needle) {
+            let start = text[..at].rfind("<iq").unwrap_or(0);
+            let rest = &text[at..];
+            if let Some(end) = rest.find('>') {
+                if rest[..end].ends_with('/') {
+                    return text[start..at + end + 1].to_owned();
+                }
+                if let Some(close) = rest.find("</iq>") {
+                    return text[start..at + close + 5].to_owned();
+                }
+            }
+        }
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no iq {id:?} in time; got {text}"))
+            .unwrap_or(0);
+        if n == 0 {
+            panic!("closed before iq {id:?}; got {text}");
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A 1×1 PNG.
+const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+fn png() -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(PNG_B64)
+        .unwrap()
+}
+
+/// Makes two test users friends.
+async fn befriend(a: &tidings_testkit::TestUser, b: &tidings_testkit::TestUser) {
+    a.api.send_friend_request(b.user_id, None).await.unwrap();
+    b.api.accept_friend_request(a.user_id).await.unwrap();
+}
+
+/// A vCard set over XMPP changes the Tidings profile (display name, and the avatar through the
+/// file store), keeps the fields a profile has no place for, and a native profile change shows
+/// in the vCard.
+#[tokio::test]
+async fn vcards_are_profiles_both_ways() {
+    let setup = setup(|_| {}).await;
+    let alice_user = setup.server.user("alice").await;
+    let bob_user = setup.server.user("bob").await;
+    let mut alice = sign_in(&setup, "alice", "laptop").await;
+
+    write(
+        &mut alice,
+        &format!("<iq type='set' id='v1'><vCard xmlns='vcard-temp'><FN>Alice Liddell</FN><URL>https://alice.example/</URL><PHOTO><TYPE>image/png</TYPE><BINVAL>{PNG_B64}</BINVAL></PHOTO></vCard></iq>"),
+    )
+    .await;
+    let set = read_iq(&mut alice, "v1").await;
+    assert!(
+        set.contains("id='v1'") && set.contains("type='result'"),
+        "{set}"
+    );
+    let profile = alice_user.api.my_profile().await.unwrap();
+    assert_eq!(profile.display_name, "Alice Liddell");
+    assert!(!profile.avatar.is_empty(), "{profile:?}");
+    // Another user downloads the avatar natively: the bytes the vCard carried.
+    assert_eq!(
+        bob_user.api.download(&profile.avatar, None).await.unwrap(),
+        png()
+    );
+
+    // The same photo again (clients resend the whole vCard) is the same file.
+    write(
+        &mut alice,
+        &format!("<iq type='set' id='v7'><vCard xmlns='vcard-temp'><FN>Alice Liddell</FN><URL>https://alice.example/</URL><PHOTO><TYPE>image/png</TYPE><BINVAL>{PNG_B64}</BINVAL></PHOTO></vCard></iq>"),
+    )
+    .await;
+    let again = read_iq(&mut alice, "v7").await;
+    assert!(again.contains("type='result'"), "{again}");
+    assert_eq!(
+        alice_user.api.my_profile().await.unwrap().avatar,
+        profile.avatar
+    );
+
+    write(
+        &mut alice,
+        "<iq type='get' id='v2'><vCard xmlns='vcard-temp'/></iq>",
+    )
+    .await;
+    let own = read_iq(&mut alice, "v2").await;
+    assert!(own.contains("<FN>Alice Liddell</FN>"), "{own}");
+    assert!(
+        own.contains(&format!("<BINVAL>{PNG_B64}</BINVAL>")),
+        "{own}"
+    );
+    assert!(own.contains("<TYPE>image/png</TYPE>"), "{own}");
+    assert!(own.contains("<URL>https://alice.example/</URL>"), "{own}");
+
+    // Another user (not a friend) reads the same vCard, as the profile is readable.
+    let mut bob = sign_in(&setup, "bob", "phone").await;
+    write(
+        &mut bob,
+        "<iq type='get' id='v6' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>",
+    )
+    .await;
+    let alices = read_iq(&mut bob, "v6").await;
+    assert!(alices.contains("<FN>Alice Liddell</FN>"), "{alices}");
+    assert!(
+        alices.contains("<URL>https://alice.example/</URL>"),
+        "{alices}"
+    );
+    assert!(
+        alices.contains(&format!("<BINVAL>{PNG_B64}</BINVAL>")),
+        "{alices}"
+    );
+
+    // A native change shows in the vCard another user reads.
+    bob_user
+        .api
+        .update_profile(&tidings_proto::rest::UpdateProfileRequest {
+            display_name: Some("Bobby".into()),
+            status_text: None,
+            avatar: None,
+        })
+        .await
+        .unwrap();
+    write(
+        &mut alice,
+        "<iq type='get' id='v3' to='bob@localhost'><vCard xmlns='vcard-temp'/></iq>",
+    )
+    .await;
+    let bobs = read_iq(&mut alice, "v3").await;
+    assert!(
+        bobs.contains("<FN>Bobby</FN>") && bobs.contains("from='bob@localhost'"),
+        "{bobs}"
+    );
+    assert!(!bobs.contains("<PHOTO"), "{bobs}");
+
+    // Nobody sets another user's vCard, and a photo that is not an image is refused.
+    write(
+        &mut alice,
+        "<iq type='set' id='v4' to='bob@localhost'><vCard xmlns='vcard-temp'><FN>Mallory</FN></vCard></iq>",
+    )
+    .await;
+    let foreign = read_iq(&mut alice, "v4").await;
+    assert!(
+        foreign.contains("type='error'") && foreign.contains("<forbidden"),
+        "{foreign}"
+    );
+    write(
+        &mut alice,
+        "<iq type='set' id='v5'><vCard xmlns='vcard-temp'><PHOTO><BINVAL>aGVsbG8=</BINVAL></PHOTO></vCard></iq>",
+    )
+    .await;
+    let text = read_iq(&mut alice, "v5").await;
+    assert!(
+        text.contains("id='v5'") && text.contains("type='error'"),
+        "{text}"
+    );
+    assert_eq!(
+        bob_user
+            .api
+            .profile(bob_user.user_id)
+            .await
+            .unwrap()
+            .display_name,
+        "Bobby"
+    );
+}
+
+/// PEP nodes and private XML storage are kept per user, within the configured limits; the
+/// avatar nodes are the profile avatar; friends read only the shared nodes, others nothing.
+#[tokio::test]
+async fn pep_nodes_and_private_storage() {
+    let setup = setup_with(
+        |c| {
+            c.limits.max_user_xml_bytes = 300;
+            c.limits.max_user_xml_items = 3;
+        },
+        |_| {},
+    )
+    .await;
+    let alice_user = setup.server.user("alice").await;
+    let bob_user = setup.server.user("bob").await;
+    setup.server.user("carol").await;
+    befriend(&alice_user, &bob_user).await;
+    let mut alice = sign_in(&setup, "alice", "laptop").await;
+    let mut bob = sign_in(&setup, "bob", "phone").await;
+    let mut carol = sign_in(&setup, "carol", "desk").await;
+
+    // Discovery: the account is a PEP service and says what it stores.
+    write(
+        &mut alice,
+        "<iq type='get' id='d1' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    )
+    .await;
+    let info = read_iq(&mut alice, "d1").await;
+    assert!(
+        info.contains("category='pubsub'") && info.contains("type='pep'"),
+        "{info}"
+    );
+    assert!(
+        info.contains("var='http://jabber.org/protocol/pubsub#publish'"),
+        "{info}"
+    );
+    assert!(info.contains("var='vcard-temp'"), "{info}");
+
+    // Private XML storage: a round trip, and an empty answer for what was never stored.
+    write(
+        &mut alice,
+        "<iq type='set' id='p1'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'><conference jid='tea@rooms.localhost' autojoin='true'/></storage></query></iq>",
+    )
+    .await;
+    let stored = read_iq(&mut alice, "p1").await;
+    assert!(stored.contains("type='result'"), "{stored}");
+    write(
+        &mut alice,
+        "<iq type='get' id='p2'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>",
+    )
+    .await;
+    let got = read_iq(&mut alice, "p2").await;
+    assert!(
+        got.contains("<conference jid='tea@rooms.localhost' autojoin='true'/>"),
+        "{got}"
+    );
+    write(
+        &mut alice,
+        "<iq type='get' id='p3'><query xmlns='jabber:iq:private'><prefs xmlns='urn:example:prefs'/></query></iq>",
+    )
+    .await;
+    let empty = read_iq(&mut alice, "p3").await;
+    assert!(
+        empty.contains("<prefs xmlns='urn:example:prefs'/>"),
+        "{empty}"
+    );
+    // An item over the byte limit is refused.
+    let big = "x".repeat(400);
+    write(
+        &mut alice,
+        &format!("<iq type='set' id='p4'><query xmlns='jabber:iq:private'><prefs xmlns='urn:example:prefs'>{big}</prefs></query></iq>"),
+    )
+    .await;
+    let refused = read_iq(&mut alice, "p4").await;
+    assert!(
+        refused.contains("type='error'") && refused.contains("<policy-violation"),
+        "{refused}"
+    );
+
+    // PEP: a nickname (shared with friends) and a private node.
+    write(
+        &mut alice,
+        "<iq type='set' id='n1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='http://jabber.org/protocol/nick'><item><nick xmlns='http://jabber.org/protocol/nick'>Ally</nick></item></publish></pubsub></iq>",
+    )
+    .await;
+    let published = read_iq(&mut alice, "n1").await;
+    assert!(
+        published.contains("type='result'") && published.contains("<item id='current'/>"),
+        "{published}"
+    );
+    write(
+        &mut alice,
+        "<iq type='set' id='b1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:bookmarks:1'><item id='tea@rooms.localhost'><conference xmlns='urn:xmpp:bookmarks:1' name='Tea'/></item></publish></pubsub></iq>",
+    )
+    .await;
+    let published = read_iq(&mut alice, "b1").await;
+    assert!(published.contains("type='result'"), "{published}");
+    write(
+        &mut alice,
+        "<iq type='get' id='b2'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>",
+    )
+    .await;
+    let own = read_iq(&mut alice, "b2").await;
+    assert!(own.contains("<item id='tea@rooms.localhost'><conference xmlns='urn:xmpp:bookmarks:1' name='Tea'/></item>"), "{own}");
+
+    let nick = "<iq type='get' id='r1' to='alice@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='http://jabber.org/protocol/nick'/></pubsub></iq>";
+    write(&mut bob, nick).await;
+    let friend = read_iq(&mut bob, "r1").await;
+    assert!(
+        friend.contains("<nick xmlns='http://jabber.org/protocol/nick'>Ally</nick>"),
+        "{friend}"
+    );
+    write(&mut carol, nick).await;
+    let stranger = read_iq(&mut carol, "r1").await;
+    assert!(
+        stranger.contains("type='error'") && stranger.contains("<forbidden"),
+        "{stranger}"
+    );
+    let bookmarks = "<iq type='get' id='r2' to='alice@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>";
+    write(&mut bob, bookmarks).await;
+    let friend = read_iq(&mut bob, "r2").await;
+    assert!(
+        friend.contains("<forbidden") && !friend.contains("Tea"),
+        "{friend}"
+    );
+    write(&mut carol, bookmarks).await;
+    let stranger = read_iq(&mut carol, "r2").await;
+    assert!(
+        stranger.contains("<forbidden") && !stranger.contains("Tea"),
+        "{stranger}"
+    );
+    // Nobody publishes to another user's nodes.
+    write(
+        &mut carol,
+        "<iq type='set' id='x1' to='alice@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='http://jabber.org/protocol/nick'><item><nick xmlns='http://jabber.org/protocol/nick'>Evil</nick></item></publish></pubsub></iq>",
+    )
+    .await;
+    let foreign = read_iq(&mut carol, "x1").await;
+    assert!(foreign.contains("<forbidden"), "{foreign}");
+
+    // Alice holds three items (the private bookmarks, the nickname, one bookmark): a fourth
+    // is over the limit, replacing one is not.
+    write(
+        &mut alice,
+        "<iq type='set' id='b3'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:bookmarks:1'><item id='cake@rooms.localhost'><conference xmlns='urn:xmpp:bookmarks:1'/></item></publish></pubsub></iq>",
+    )
+    .await;
+    let full = read_iq(&mut alice, "b3").await;
+    assert!(
+        full.contains("type='error'") && full.contains("<resource-constraint"),
+        "{full}"
+    );
+    write(
+        &mut alice,
+        "<iq type='set' id='n2'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='http://jabber.org/protocol/nick'><item id='current'><nick xmlns='http://jabber.org/protocol/nick'>Al</nick></item></publish></pubsub></iq>",
+    )
+    .await;
+    let replaced = read_iq(&mut alice, "n2").await;
+    assert!(replaced.contains("type='result'"), "{replaced}");
+
+    // User Avatar: publishing the data sets the profile avatar (no item limit: it is a file),
+    // and friends read data and metadata from the profile.
+    write(
+        &mut alice,
+        &format!("<iq type='set' id='a1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:avatar:data'><item id='ignored'><data xmlns='urn:xmpp:avatar:data'>{PNG_B64}</data></item></publish></pubsub></iq>"),
+    )
+    .await;
+    let data = read_iq(&mut alice, "a1").await;
+    assert!(data.contains("type='result'"), "{data}");
+    let avatar = alice_user.api.my_profile().await.unwrap().avatar;
+    assert!(!avatar.is_empty());
+    assert_eq!(bob_user.api.download(&avatar, None).await.unwrap(), png());
+    write(
+        &mut bob,
+        "<iq type='get' id='a2' to='alice@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:avatar:metadata'/></pubsub></iq>",
+    )
+    .await;
+    let metadata = read_iq(&mut bob, "a2").await;
+    assert!(
+        metadata.contains("type='image/png'")
+            && metadata.contains(&format!("bytes='{}'", png().len())),
+        "{metadata}"
+    );
+    write(
+        &mut bob,
+        "<iq type='get' id='a3' to='alice@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:avatar:data'/></pubsub></iq>",
+    )
+    .await;
+    let data = read_iq(&mut bob, "a3").await;
+    assert!(data.contains(&format!(">{PNG_B64}</data>")), "{data}");
+    // Empty metadata turns the avatar off.
+    write(
+        &mut alice,
+        "<iq type='set' id='a4'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:avatar:metadata'><item><metadata xmlns='urn:xmpp:avatar:metadata'/></item></publish></pubsub></iq>",
+    )
+    .await;
+    let off = read_iq(&mut alice, "a4").await;
+    assert!(off.contains("type='result'"), "{off}");
+    assert_eq!(alice_user.api.my_profile().await.unwrap().avatar, "");
 }
