@@ -1519,13 +1519,21 @@ impl Conn {
         match self.on_action(&stanza, conversation, false).await {
             actions::Outcome::Done => return Ok(()),
             // A retraction or reaction of a message the gateway cannot place, to one
-            // resource of the peer, is relayed to it below (its client may know the id).
-            actions::Outcome::Unknown
-                if to.contains('/')
-                    && to != self.full
-                    && stanza
-                        .find("body", NS_CLIENT)
-                        .is_none_or(|b| b.text_content().is_empty()) => {}
+            // resource of the peer, is relayed to that resource as a server routes it (its
+            // client may know the id). A retraction's fallback body is left out: a relayed
+            // message never carries content the core did not store, and the fallback is for
+            // clients without retraction, which could not act on an unknown id anyway.
+            actions::Outcome::Unknown if to.contains('/') && to != self.full => {
+                let mut relayed = stanza.clone();
+                relayed.children.retain(|child| match child {
+                    crate::xml::Node::Element(e) => {
+                        !e.is("body", NS_CLIENT) && !e.is("fallback", actions::NS_FALLBACK)
+                    }
+                    crate::xml::Node::Text(_) => true,
+                });
+                self.route_message(&relayed, &to).await;
+                return Ok(());
+            }
             actions::Outcome::Unknown => {
                 self.message_error(&stanza, "cancel", "item-not-found", "no such message");
                 return Ok(());

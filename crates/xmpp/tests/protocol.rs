@@ -1498,6 +1498,28 @@ async fn bodiless_extensions_are_relayed_to_the_addressed_resource() {
     .await;
     let retraction = read_until(&mut b, "message-retract").await;
     assert!(retraction.contains("id='m3'"), "{retraction}");
+    // With the fallback body clients send along, the retraction is relayed without it: a
+    // relayed message never carries content the core did not store.
+    write(
+        &mut a,
+        "<message to='bob@localhost/phone' id='m5'><body>Twas a mistake</body>\
+         <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:message-retract:1'/>\
+         <retract xmlns='urn:xmpp:message-retract:1' id='toto'/></message>",
+    )
+    .await;
+    let mut relayed = read_until(&mut b, "id='m5'").await;
+    while !relayed[relayed.find("id='m5'").unwrap()..].contains("</message>") {
+        relayed.push_str(&read_until(&mut b, "</message>").await);
+    }
+    let relayed = &relayed[relayed.find("id='m5'").unwrap()..];
+    assert!(
+        relayed.contains("message-retract") && relayed.contains("toto"),
+        "{relayed}"
+    );
+    assert!(
+        !relayed.contains("Twas a mistake") && !relayed.contains("urn:xmpp:fallback"),
+        "{relayed}"
+    );
 
     // Blocked: the core refuses the relay (quietly: an ephemeral message gets no error).
     bob.api.block(alice.user_id).await.unwrap();
