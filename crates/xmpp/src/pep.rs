@@ -11,6 +11,7 @@
 use super::{Conn, NS_CLIENT, NS_VCARD, condition_for, iq_error};
 use crate::xml::{Element, Node};
 use futures_util::StreamExt;
+use sha2::Digest;
 use std::collections::HashMap;
 use tidings_core::policy::{Scope, decide_scope};
 use tidings_core::userxml::VCARD_NODE;
@@ -120,25 +121,26 @@ impl Conn {
     /// scope as any upload) and makes them the caller's avatar (which checks it is an image).
     async fn set_avatar_bytes(&mut self, bytes: Vec<u8>) -> CoreResult<String> {
         decide_scope(self.caller.scopes, Scope::Files)?;
-        // Clients send the same photo again with every vCard they set: that is no new file
-        // (it would count against the quota each time).
-        let current = self
-            .gw
-            .core
-            .profile(&self.caller, self.caller.user_id)
-            .await?;
-        if !current.avatar.is_empty()
-            && let Some((existing, _)) = self.avatar_bytes(&current.avatar).await
-            && existing == bytes
-        {
-            return Ok(current.avatar);
-        }
         let Some(uploads) = self.gw.uploads.as_ref() else {
             return Err(CoreError::new(
                 ErrorCode::Unavailable,
                 "this server keeps no files",
             ));
         };
+        // Clients send the same photo again with every vCard they set: that is no new file
+        // (it would count against the quota each time). The file record's hash tells, without
+        // reading the stored bytes back.
+        let current = self
+            .gw
+            .core
+            .profile(&self.caller, self.caller.user_id)
+            .await?;
+        if !current.avatar.is_empty()
+            && let Ok(existing) = uploads.files.file_for(&self.caller, &current.avatar).await
+            && existing.sha256 == <[u8; 32]>::from(sha2::Sha256::digest(&bytes))
+        {
+            return Ok(current.avatar);
+        }
         let length = bytes.len() as u64;
         let metadata = format!("filename {}", b64_encode(b"avatar"));
         let body: tidings_files::ByteStream = futures_util::stream::once(async move {
