@@ -728,11 +728,6 @@ impl Session {
     pub fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<Output> {
         loop {
             if let Some(out) = self.out.pop_front() {
-                if self.out.is_empty() {
-                    // The queue grows to a few slots for the sign-in's replies; an idle
-                    // connection keeps none of them.
-                    self.out = VecDeque::new();
-                }
                 return Poll::Ready(out);
             }
             if self.closing {
@@ -786,6 +781,12 @@ impl Session {
             } else if self.deadline.as_mut().poll(cx).is_ready() {
                 Wake::Deadline
             } else {
+                // Going idle: the queue grew to a few slots for the sign-in's replies (or a
+                // burst's), and an idle connection keeps none of them. Freed here rather than
+                // whenever it empties, so a busy connection does not allocate per reply.
+                if self.out.capacity() > 0 {
+                    self.out = VecDeque::new();
+                }
                 return Poll::Pending;
             };
             match wake {
