@@ -1327,6 +1327,14 @@ export interface OAuthError {
   error_description?: string | null;
 }
 
+/** One device in a group's room (XMPP Multi-User Chat occupants, docs/xmpp.md). */
+export interface Occupant {
+  user_id: UserId;
+  device_id: DeviceId;
+  /** The name the device goes by in the room, unique per user there. */
+  nick: string;
+}
+
 /**
  * `POST /api/v1/oidc/exchange`: trades the one-time code that the sign-in callback put in
  * the web app's URL fragment (`#oidc_code=...`) for tokens. A code works once, within 60 s.
@@ -1662,7 +1670,8 @@ export type ServerFrame =
   | ServerFrameContacts
   | ServerFrameCallStarted
   | ServerFrameCall
-  | ServerFrameDeviceSignal;
+  | ServerFrameDeviceSignal
+  | ServerFrameOccupant;
 
 /** The connection is authenticated until `expires_at` (ms since the epoch). */
 export interface ServerFrameAuthOk {
@@ -1859,6 +1868,30 @@ export interface ServerFrameDeviceSignal {
   from_device: DeviceId;
   kind: string;
   payload: unknown;
+}
+
+/**
+ * Who is in a group's room changed: a device entered it under a nick, took another
+ * nick, or left. Sent to the other devices in the room (XMPP Multi-User Chat occupants).
+ */
+export interface ServerFrameOccupant {
+  type: "occupant";
+  conversation_id: ConversationId;
+  occupant: Occupant;
+  /** `false`: the device left the room. */
+  present: boolean;
+  /**
+   * Set when a moderator took the device out of the room (a kick): who did. The member
+   * stays a member and may enter again.
+   */
+  kicked_by?: UserId | null;
+  /** Set when the device changed its nick: the nick it had. */
+  previous_nick?: string | null;
+  /**
+   * What the occupant said with the change (a presence status), or the reason given
+   * for a kick, if anything.
+   */
+  status?: string | null;
 }
 
 /**

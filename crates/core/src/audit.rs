@@ -54,6 +54,8 @@ pub mod kinds {
     /// A refused attempt to register, list or remove OAuth clients.
     pub const OAUTH_CLIENT_MANAGE: &str = "oauth_client.manage";
     pub const GROUP_KICK: &str = "group.kick";
+    /// A moderator took a member's devices out of a group's room (XMPP MUC); they stay a member.
+    pub const ROOM_KICK: &str = "room.kick";
     pub const GROUP_BAN: &str = "group.ban";
     pub const GROUP_UNBAN: &str = "group.unban";
     pub const GROUP_MUTE: &str = "group.mute";

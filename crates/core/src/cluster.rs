@@ -5,7 +5,8 @@
 //! `BusEvent::NodePresence`) whenever a user's first connection arrives or last one leaves,
 //! and every [`HEARTBEAT`] with a full snapshot. Each node keeps the latest picture of every
 //! other node; a node not heard from for [`EXPIRY`] (it died, or its bus link did) is
-//! forgotten, so its users stop counting as online without it having to say goodbye. A node
+//! forgotten, so its users stop counting as online without it having to say goodbye, and its
+//! room occupants (`rooms.rs`) are swept. A node
 //! that just started knows the others after at most one heartbeat.
 
 use crate::Core;
@@ -43,7 +44,10 @@ impl ClusterPresence {
     }
 
     /// Takes in another node's news; our own events (which the bus echoes) are skipped.
-    pub(crate) fn apply(&self, event: &BusEvent) {
+    /// Returns `true` when the news is from a node not heard from before (one that just
+    /// started): it then deserves this node's snapshot at once rather than at the next
+    /// heartbeat, so it does not count this node's users and room occupants as gone meanwhile.
+    pub(crate) fn apply(&self, event: &BusEvent) -> bool {
         if let BusEvent::DeviceActivity {
             node,
             full,
@@ -52,9 +56,10 @@ impl ClusterPresence {
         } = event
         {
             if *node == self.node {
-                return;
+                return false;
             }
             let mut nodes = self.nodes.lock().expect("cluster lock poisoned");
+            let new = !nodes.contains_key(node);
             let view = nodes.entry(*node).or_insert_with(|| NodeView {
                 heard: Instant::now(),
                 users: HashSet::new(),
@@ -68,7 +73,7 @@ impl ClusterPresence {
                     view.awake.remove(device);
                 }
             }
-            return;
+            return new;
         }
         let BusEvent::NodePresence {
             node,
@@ -77,14 +82,15 @@ impl ClusterPresence {
             offline,
         } = event
         else {
-            return;
+            return false;
         };
         if *node == self.node {
-            return;
+            return false;
         }
         let mut nodes = self.nodes.lock().expect("cluster lock poisoned");
         let now = Instant::now();
         nodes.retain(|_, view| now.duration_since(view.heard) < EXPIRY);
+        let new = !nodes.contains_key(node);
         let view = nodes.entry(*node).or_insert_with(|| NodeView {
             heard: now,
             users: HashSet::new(),
@@ -99,6 +105,7 @@ impl ClusterPresence {
                 view.users.remove(user);
             }
         }
+        new
     }
 
     /// Whether a node other than this one, heard from recently, holds a connection of `user`.
@@ -112,6 +119,19 @@ impl ClusterPresence {
 }
 
 impl ClusterPresence {
+    /// This node and every other node heard from recently, as the store keeps node ids.
+    pub(crate) fn live_nodes(&self) -> Vec<i64> {
+        let nodes = self.nodes.lock().expect("cluster lock poisoned");
+        let now = Instant::now();
+        let mut live: Vec<i64> = nodes
+            .iter()
+            .filter(|(_, view)| now.duration_since(view.heard) < EXPIRY)
+            .map(|(node, _)| *node as i64)
+            .collect();
+        live.push(self.node as i64);
+        live
+    }
+
     /// Whether a node other than this one, heard from recently, holds a foreground connection
     /// of `device`.
     pub(crate) fn device_awake_elsewhere(&self, device: DeviceId) -> bool {
@@ -172,26 +192,46 @@ impl Core {
 
 /// Publishes this node's online users every [`HEARTBEAT`], until the core is dropped.
 pub(crate) async fn run_heartbeat(core: Core) {
+    let started = Instant::now();
     let mut interval = tokio::time::interval(HEARTBEAT);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
+        // Room occupants of nodes that stopped without saying so are swept, once this node
+        // has been up long enough to have heard from every live one.
+        if started.elapsed() > EXPIRY {
+            let live = core.inner.cluster.live_nodes();
+            match core.inner.store.vacate_nodes_except(&live).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(occupants = n, "Swept the room occupants of stopped nodes.")
+                }
+                Err(e) => tracing::debug!(%e, "Could not sweep the occupants of stopped nodes."),
+            }
+        }
+        core.publish_snapshot().await;
+    }
+}
+
+impl Core {
+    /// Publishes this node's full picture: its online users and its awake devices.
+    pub(crate) async fn publish_snapshot(&self) {
         let event = BusEvent::NodePresence {
-            node: core.inner.cluster.node,
+            node: self.inner.cluster.node,
             full: true,
-            online: Arc::from(core.inner.hub.online_users()),
+            online: Arc::from(self.inner.hub.online_users()),
             offline: Arc::from(Vec::new()),
         };
-        if let Err(e) = core.inner.bus.publish(event).await {
+        if let Err(e) = self.inner.bus.publish(event).await {
             tracing::debug!(%e, "Could not publish the node presence snapshot.");
         }
         let event = BusEvent::DeviceActivity {
-            node: core.inner.cluster.node,
+            node: self.inner.cluster.node,
             full: true,
-            awake: Arc::from(core.inner.hub.awake_devices()),
+            awake: Arc::from(self.inner.hub.awake_devices()),
             asleep: Arc::from(Vec::new()),
         };
-        if let Err(e) = core.inner.bus.publish(event).await {
+        if let Err(e) = self.inner.bus.publish(event).await {
             tracing::debug!(%e, "Could not publish the device activity snapshot.");
         }
     }

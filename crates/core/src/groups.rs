@@ -91,7 +91,7 @@ fn group_view(group: &GroupRecord, role: Role) -> GroupInfo {
 impl Core {
     /// Authorizes `action` in a group (direct conversations refuse every group action) and
     /// returns the group's info with the caller's role.
-    async fn authorize_group(
+    pub(crate) async fn authorize_group(
         &self,
         caller: &Caller,
         id: ConversationId,
@@ -108,7 +108,7 @@ impl Core {
 
     /// Checks the rank rule for acting on `target`, who must be a member; refusals are
     /// audited.
-    async fn outranks(
+    pub(crate) async fn outranks(
         &self,
         caller: &Caller,
         info: &ConvInfo,
@@ -147,7 +147,7 @@ impl Core {
         }
     }
 
-    fn audit_entry(
+    pub(crate) fn audit_entry(
         &self,
         caller: &Caller,
         id: ConversationId,
@@ -178,6 +178,7 @@ impl Core {
         audit: Option<NewAudit>,
     ) -> CoreResult<GroupChanged> {
         let message = self.system_message(caller, id, event);
+        let dissolving = matches!(change, GroupChange::Dissolve);
         let changed = self
             .inner
             .store
@@ -191,6 +192,12 @@ impl Core {
                 other => other.into(),
             })?;
         self.membership_changed(id).await;
+        if dissolving {
+            // A dissolved group's room address is free for a new room.
+            if let Err(e) = self.inner.store.delete_room(id).await {
+                tracing::warn!(%e, "Could not release a dissolved group's room.");
+            }
+        }
         let mut recipients: Vec<UserId> = match self.conv_info(id).await {
             Ok(info) => info.member_ids.to_vec(),
             Err(e) if e.code == ErrorCode::NotFound => Vec::new(),

@@ -20,6 +20,7 @@
 //! - [`oauth`]: registered OAuth clients, the authorization code grant with PKCE, introspection.
 //! - [`push`]: push notifications: who gets one, the durable queue, the delivery worker.
 //! - [`policy`]: every access decision.
+//! - [`rooms`]: named rooms and their occupants (XMPP Multi-User Chat).
 //! - [`rtc`]: ICE servers and TURN REST credentials for calls.
 //! - [`search`]: full-text message search, and the background indexer that feeds it.
 //!
@@ -47,6 +48,7 @@ pub mod profiles;
 pub mod push;
 pub mod ratelimit;
 pub mod rich;
+pub mod rooms;
 pub mod rtc;
 pub mod scram;
 pub mod search;
@@ -240,7 +242,11 @@ impl Core {
                     }
                     continue;
                 }
-                dispatch_core.inner.cluster.apply(&event);
+                if dispatch_core.inner.cluster.apply(&event) {
+                    // A node that just started learns this one's picture now.
+                    let core = dispatch_core.clone();
+                    tokio::spawn(async move { core.publish_snapshot().await });
+                }
                 dispatch_core.inner.hub.dispatch(&event);
             }
         });

@@ -623,7 +623,7 @@ impl Core {
             .collect())
     }
 
-    async fn publish(&self, event: BusEvent) {
+    pub(crate) async fn publish(&self, event: BusEvent) {
         if let Err(e) = self.inner.bus.publish(event).await {
             tracing::warn!(%e, "Could not publish an event.");
         }

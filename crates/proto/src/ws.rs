@@ -206,6 +206,15 @@ pub struct Presence {
     pub last_seen: Option<i64>,
 }
 
+/// One device in a group's room (XMPP Multi-User Chat occupants, docs/xmpp.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Occupant {
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+    /// The name the device goes by in the room, unique per user there.
+    pub nick: String,
+}
+
 /// A frame sent by the server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -350,6 +359,25 @@ pub enum ServerFrame {
         from_device: DeviceId,
         kind: String,
         payload: serde_json::Value,
+    },
+    /// Who is in a group's room changed: a device entered it under a nick, took another
+    /// nick, or left. Sent to the other devices in the room (XMPP Multi-User Chat occupants).
+    Occupant {
+        conversation_id: ConversationId,
+        occupant: Occupant,
+        /// Set when the device changed its nick: the nick it had.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous_nick: Option<String>,
+        /// `false`: the device left the room.
+        present: bool,
+        /// What the occupant said with the change (a presence status), or the reason given
+        /// for a kick, if anything.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+        /// Set when a moderator took the device out of the room (a kick): who did. The member
+        /// stays a member and may enter again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kicked_by: Option<UserId>,
     },
 }
 

@@ -57,6 +57,7 @@ pub const TABLES: &[&str] = &[
     "mqtt_sessions",
     "mqtt_retained",
     "user_xml",
+    "rooms",
     "two_factor",
     "recovery_codes",
 ];

@@ -6,6 +6,7 @@
 //! - `queries`: every SQL statement, as async functions over any pooled client or transaction.
 //! - `mqtt`: MQTT persistent sessions and retained messages.
 //! - `userxml`: per-user XML storage.
+//! - `rooms`: named rooms and their occupants (XMPP Multi-User Chat).
 //! - `account`: TOTP enrolments, recovery codes and a user's file list.
 //! - `push`: push subscriptions, settings and the job queue (claimed with `SKIP LOCKED`).
 //! - `schema`: the embedded migrations (`src/migrations/*.sql`) and how they are applied.
@@ -33,6 +34,7 @@ mod oauth;
 mod push;
 mod queries;
 mod rich;
+mod rooms;
 mod schema;
 mod scram;
 #[doc(hidden)]
@@ -1464,5 +1466,71 @@ impl Store for PgStore {
 
     async fn delete_user_xml(&self, user: UserId, node: &str, item_id: &str) -> StoreResult<bool> {
         in_tx!(self, |c| userxml::delete(c, user, node, item_id).await?)
+    }
+
+    async fn claim_room_address(
+        &self,
+        conversation: ConversationId,
+        address: &str,
+        temporary: bool,
+    ) -> StoreResult<bool> {
+        in_tx!(self, |c| rooms::claim(c, conversation, address, temporary)
+            .await?)
+    }
+
+    async fn room_by_address(
+        &self,
+        address: &str,
+    ) -> StoreResult<Option<tidings_store::RoomRecord>> {
+        read!(self, |c| rooms::by_address(c, address).await?)
+    }
+
+    async fn rooms_of(
+        &self,
+        conversations: &[ConversationId],
+    ) -> StoreResult<Vec<tidings_store::RoomRecord>> {
+        read!(self, |c| rooms::of_conversations(c, conversations).await?)
+    }
+
+    async fn set_room_temporary(
+        &self,
+        conversation: ConversationId,
+        temporary: bool,
+    ) -> StoreResult<bool> {
+        in_tx!(self, |c| rooms::set_temporary(c, conversation, temporary)
+            .await?)
+    }
+
+    async fn delete_room(&self, conversation: ConversationId) -> StoreResult<()> {
+        in_tx!(self, |c| rooms::delete(c, conversation).await?)
+    }
+
+    async fn occupy(
+        &self,
+        occupant: tidings_store::OccupantRecord,
+        live_nodes: &[i64],
+    ) -> StoreResult<tidings_store::Occupied> {
+        in_tx!(self, |c| rooms::occupy(c, &occupant, live_nodes).await?)
+    }
+
+    async fn vacate(
+        &self,
+        conversation: ConversationId,
+        device: DeviceId,
+    ) -> StoreResult<Option<tidings_store::OccupantRecord>> {
+        in_tx!(self, |c| rooms::vacate(c, conversation, device).await?)
+    }
+
+    async fn occupants(
+        &self,
+        conversation: ConversationId,
+        live_nodes: &[i64],
+    ) -> StoreResult<Vec<tidings_store::OccupantRecord>> {
+        read!(self, |c| rooms::occupants(c, conversation, live_nodes)
+            .await?)
+    }
+
+    async fn vacate_nodes_except(&self, live_nodes: &[i64]) -> StoreResult<u64> {
+        in_tx!(self, |c| rooms::vacate_nodes_except(c, live_nodes).await?)
     }
 }

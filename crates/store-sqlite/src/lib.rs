@@ -8,6 +8,7 @@
 //! - `readers`: a small pool of read-only connections used from tokio's blocking pool.
 //! - `mqtt`: the statements of MQTT persistent sessions and retained messages.
 //! - `userxml`: the statements of per-user XML storage.
+//! - `rooms`: the statements of named rooms and their occupants (XMPP Multi-User Chat).
 //! - `account`: the statements of TOTP enrolments, recovery codes and a user's file list.
 //! - `push`: the statements of push subscriptions, settings and the job queue.
 //! - `queries`: every other SQL statement, as blocking functions on a `&Connection`.
@@ -30,6 +31,7 @@ mod oauth;
 mod push;
 mod queries;
 mod readers;
+mod rooms;
 mod schema;
 mod scram;
 mod userxml;
@@ -1359,6 +1361,84 @@ impl Store for SqliteStore {
     async fn delete_user_xml(&self, user: UserId, node: &str, item_id: &str) -> StoreResult<bool> {
         let (node, item_id) = (node.to_owned(), item_id.to_owned());
         self.write(move |conn| userxml::delete(conn, user, &node, &item_id))
+            .await
+    }
+
+    async fn claim_room_address(
+        &self,
+        conversation: ConversationId,
+        address: &str,
+        temporary: bool,
+    ) -> StoreResult<bool> {
+        let address = address.to_owned();
+        self.write(move |conn| rooms::claim(conn, conversation, &address, temporary))
+            .await
+    }
+
+    async fn room_by_address(
+        &self,
+        address: &str,
+    ) -> StoreResult<Option<tidings_store::RoomRecord>> {
+        let address = address.to_owned();
+        self.read(move |conn| rooms::by_address(conn, &address))
+            .await
+    }
+
+    async fn rooms_of(
+        &self,
+        conversations: &[ConversationId],
+    ) -> StoreResult<Vec<tidings_store::RoomRecord>> {
+        let conversations = conversations.to_vec();
+        self.read(move |conn| rooms::of_conversations(conn, &conversations))
+            .await
+    }
+
+    async fn set_room_temporary(
+        &self,
+        conversation: ConversationId,
+        temporary: bool,
+    ) -> StoreResult<bool> {
+        self.write(move |conn| rooms::set_temporary(conn, conversation, temporary))
+            .await
+    }
+
+    async fn delete_room(&self, conversation: ConversationId) -> StoreResult<()> {
+        self.write(move |conn| rooms::delete(conn, conversation))
+            .await
+    }
+
+    async fn occupy(
+        &self,
+        occupant: tidings_store::OccupantRecord,
+        live_nodes: &[i64],
+    ) -> StoreResult<tidings_store::Occupied> {
+        let live_nodes = live_nodes.to_vec();
+        self.write(move |conn| rooms::occupy(conn, &occupant, &live_nodes))
+            .await
+    }
+
+    async fn vacate(
+        &self,
+        conversation: ConversationId,
+        device: DeviceId,
+    ) -> StoreResult<Option<tidings_store::OccupantRecord>> {
+        self.write(move |conn| rooms::vacate(conn, conversation, device))
+            .await
+    }
+
+    async fn occupants(
+        &self,
+        conversation: ConversationId,
+        live_nodes: &[i64],
+    ) -> StoreResult<Vec<tidings_store::OccupantRecord>> {
+        let live_nodes = live_nodes.to_vec();
+        self.read(move |conn| rooms::occupants(conn, conversation, &live_nodes))
+            .await
+    }
+
+    async fn vacate_nodes_except(&self, live_nodes: &[i64]) -> StoreResult<u64> {
+        let live_nodes = live_nodes.to_vec();
+        self.write(move |conn| rooms::vacate_nodes_except(conn, &live_nodes))
             .await
     }
 

@@ -3474,6 +3474,7 @@ mod tests {
             .chain(crate::push::ALL)
             .chain(crate::mqtt::ALL)
             .chain(crate::userxml::ALL)
+            .chain(crate::rooms::ALL)
             .chain(crate::account::ALL)
         {
             let mut stmt = conn

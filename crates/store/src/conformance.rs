@@ -27,6 +27,7 @@ use crate::{
     ExternalIdentity, OAuthClientRecord,
 };
 use crate::{CallRecord, CallState, FileRecord, UploadKind, UploadRecord, UserXmlRecord};
+use crate::{OccupantRecord, Occupied};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tidings_proto::message::SystemEvent;
@@ -64,6 +65,8 @@ macro_rules! store_conformance_tests {
             scram_credentials_replace,
             device_cursors_only_advance,
             user_xml_items_replace_and_count,
+            room_addresses_are_unique_and_released,
+            occupants_hold_nicks_per_user_and_live_node,
             invite_consumes_uses,
             invite_refuses_expired_and_unknown,
             invite_use_is_kept_on_username_conflict,
@@ -590,6 +593,204 @@ pub async fn user_xml_items_replace_and_count(store: Arc<dyn Store>) {
         .unwrap();
     assert!(store.user_xml(bob, "nick").await.unwrap().is_empty());
     assert_eq!(store.user_xml(alice, "nick").await.unwrap().len(), 1);
+}
+
+pub async fn room_addresses_are_unique_and_released(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let first = group(&store, alice, &[]).await.id;
+    let second = group(&store, alice, &[]).await.id;
+    assert!(store.room_by_address("lounge").await.unwrap().is_none());
+    assert!(
+        store
+            .claim_room_address(first, "lounge", false)
+            .await
+            .unwrap()
+    );
+    // An address has one group, and a group one address.
+    assert!(
+        !store
+            .claim_room_address(second, "lounge", true)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_room_address(first, "other", false)
+            .await
+            .unwrap()
+    );
+    let room = store.room_by_address("lounge").await.unwrap().unwrap();
+    assert_eq!((room.conversation_id, room.temporary), (first, false));
+    assert!(store.set_room_temporary(first, true).await.unwrap());
+    assert!(
+        !store.set_room_temporary(second, true).await.unwrap(),
+        "no address"
+    );
+    assert!(
+        store
+            .claim_room_address(second, "kitchen", false)
+            .await
+            .unwrap()
+    );
+    let rooms = store
+        .rooms_of(&[second, first, ConversationId(i64::MAX)])
+        .await
+        .unwrap();
+    let listed: Vec<(ConversationId, &str, bool)> = rooms
+        .iter()
+        .map(|r| (r.conversation_id, r.address.as_str(), r.temporary))
+        .collect();
+    assert_eq!(
+        listed,
+        [(first, "lounge", true), (second, "kitchen", false)]
+    );
+    // Releasing the room frees the address and empties the room.
+    let device = store.create_device(alice, "phone", 1_000).await.unwrap().id;
+    let occupant = OccupantRecord {
+        conversation_id: first,
+        device_id: device,
+        user_id: alice,
+        nick: "al".into(),
+        node: 7,
+        joined_at: 1,
+    };
+    assert_eq!(
+        store.occupy(occupant, &[7]).await.unwrap(),
+        Occupied::Entered
+    );
+    store.delete_room(first).await.unwrap();
+    assert!(store.room_by_address("lounge").await.unwrap().is_none());
+    assert!(store.occupants(first, &[7]).await.unwrap().is_empty());
+    assert!(
+        !store
+            .claim_room_address(second, "lounge", false)
+            .await
+            .unwrap()
+    );
+    let third = group(&store, alice, &[]).await.id;
+    assert!(
+        store
+            .claim_room_address(third, "lounge", false)
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store
+            .claim_room_address(ConversationId(i64::MAX), "nowhere", false)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn occupants_hold_nicks_per_user_and_live_node(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let room = group(&store, alice, &[bob]).await.id;
+    let phone = store.create_device(alice, "phone", 1_000).await.unwrap().id;
+    let laptop = store
+        .create_device(alice, "laptop", 1_000)
+        .await
+        .unwrap()
+        .id;
+    let bobs = store.create_device(bob, "bobs", 1_000).await.unwrap().id;
+    let at =
+        |device: DeviceId, user: UserId, nick: &str, node: i64, joined_at: i64| OccupantRecord {
+            conversation_id: room,
+            device_id: device,
+            user_id: user,
+            nick: nick.to_owned(),
+            node,
+            joined_at,
+        };
+    let live = [1, 2];
+    assert_eq!(
+        store
+            .occupy(at(phone, alice, "al", 1, 10), &live)
+            .await
+            .unwrap(),
+        Occupied::Entered
+    );
+    // The same user's other device may share the nick; another user may not take it.
+    assert_eq!(
+        store
+            .occupy(at(laptop, alice, "al", 2, 20), &live)
+            .await
+            .unwrap(),
+        Occupied::Entered
+    );
+    assert_eq!(
+        store
+            .occupy(at(bobs, bob, "al", 1, 30), &live)
+            .await
+            .unwrap(),
+        Occupied::NickTaken
+    );
+    assert_eq!(
+        store
+            .occupy(at(bobs, bob, "bob", 1, 30), &live)
+            .await
+            .unwrap(),
+        Occupied::Entered
+    );
+    assert_eq!(
+        store
+            .occupy(at(phone, alice, "al", 1, 40), &live)
+            .await
+            .unwrap(),
+        Occupied::Unchanged
+    );
+    assert_eq!(
+        store
+            .occupy(at(phone, alice, "alice", 1, 50), &live)
+            .await
+            .unwrap(),
+        Occupied::Renamed {
+            previous: "al".into()
+        }
+    );
+    let list = store.occupants(room, &live).await.unwrap();
+    let names: Vec<(DeviceId, &str)> = list
+        .iter()
+        .map(|o| (o.device_id, o.nick.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [(phone, "alice"), (laptop, "al"), (bobs, "bob")],
+        "in order of entry"
+    );
+    // A node that is gone holds nobody: its occupants are not listed, their nicks are free,
+    // and they can be swept.
+    let only_one = [1];
+    let list = store.occupants(room, &only_one).await.unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(
+        store
+            .occupy(at(bobs, bob, "al", 1, 60), &only_one)
+            .await
+            .unwrap(),
+        Occupied::Renamed {
+            previous: "bob".into()
+        }
+    );
+    assert_eq!(store.vacate_nodes_except(&only_one).await.unwrap(), 1);
+    let gone = store.vacate(room, bobs).await.unwrap().unwrap();
+    assert_eq!((gone.user_id, gone.nick.as_str()), (bob, "al"));
+    assert!(store.vacate(room, bobs).await.unwrap().is_none());
+    let list = store.occupants(room, &only_one).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].device_id, phone);
+    assert!(matches!(
+        store
+            .occupy(
+                OccupantRecord {
+                    conversation_id: ConversationId(i64::MAX),
+                    ..at(phone, alice, "x", 1, 1)
+                },
+                &live
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 fn invite(n: u8, expires_at: i64, uses: u32) -> NewInvite {

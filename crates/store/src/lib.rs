@@ -39,6 +39,7 @@ pub mod meta;
 pub mod mqtt;
 pub mod oauth;
 pub mod push;
+pub mod rooms;
 pub mod search;
 pub mod twofactor;
 pub mod userxml;
@@ -50,6 +51,7 @@ pub use oauth::{
     DeviceGrant, OAuthClientRecord,
 };
 pub use push::{NewPushJob, OutboxItem, PushJob, PushJobKey, PushSubscriptionRecord};
+pub use rooms::{OccupantRecord, Occupied, RoomRecord};
 pub use twofactor::TwoFactorRecord;
 pub use userxml::UserXmlRecord;
 
@@ -1505,4 +1507,46 @@ pub trait Store: Send + Sync + 'static {
     async fn user_xml(&self, user: UserId, node: &str) -> StoreResult<Vec<UserXmlRecord>>;
     /// Deletes one item; `false` when there was none.
     async fn delete_user_xml(&self, user: UserId, node: &str, item_id: &str) -> StoreResult<bool>;
+
+    // --- Named rooms and occupants (see [`rooms`]) --------------------------------------------
+
+    /// Gives a group the room address `address` (lowercase). `Ok(false)` when another group
+    /// holds the address or this group already has one; `NotFound` for unknown conversations.
+    async fn claim_room_address(
+        &self,
+        conversation: ConversationId,
+        address: &str,
+        temporary: bool,
+    ) -> StoreResult<bool>;
+    /// The room holding `address` (lowercase), if any.
+    async fn room_by_address(&self, address: &str) -> StoreResult<Option<RoomRecord>>;
+    /// The rooms of those of `conversations` that have an address, by conversation id.
+    async fn rooms_of(&self, conversations: &[ConversationId]) -> StoreResult<Vec<RoomRecord>>;
+    /// Marks a room temporary or not; `false` when the group has no room address.
+    async fn set_room_temporary(
+        &self,
+        conversation: ConversationId,
+        temporary: bool,
+    ) -> StoreResult<bool>;
+    /// Releases a group's room address and empties its room (when the group is dissolved).
+    async fn delete_room(&self, conversation: ConversationId) -> StoreResult<()>;
+    /// Puts a device in a room under `occupant.nick`, or renames it there. Nicks are unique per
+    /// user: another user's occupant with the same nick (on a node in `live_nodes`) makes it
+    /// [`Occupied::NickTaken`]; the same user's other devices may share a nick.
+    async fn occupy(&self, occupant: OccupantRecord, live_nodes: &[i64]) -> StoreResult<Occupied>;
+    /// Takes a device out of a room, returning what it was there, if it was.
+    async fn vacate(
+        &self,
+        conversation: ConversationId,
+        device: DeviceId,
+    ) -> StoreResult<Option<OccupantRecord>>;
+    /// A room's occupants on the nodes in `live_nodes`, in the order they entered.
+    async fn occupants(
+        &self,
+        conversation: ConversationId,
+        live_nodes: &[i64],
+    ) -> StoreResult<Vec<OccupantRecord>>;
+    /// Deletes the occupants of every node not in `live_nodes` (nodes that stopped without
+    /// saying so), returning how many rows went.
+    async fn vacate_nodes_except(&self, live_nodes: &[i64]) -> StoreResult<u64>;
 }

@@ -25,8 +25,8 @@ use tidings_proto::{ConversationId, Message, MessageBody, Seq};
 pub const NS_CORRECT: &str = "urn:xmpp:message-correct:0";
 pub const NS_RETRACT: &str = "urn:xmpp:message-retract:1";
 /// The retraction of XEP-0424 before version 0.4, inside a fastening (XEP-0422).
-const NS_RETRACT_0: &str = "urn:xmpp:message-retract:0";
-const NS_FASTEN: &str = "urn:xmpp:fasten:0";
+pub(super) const NS_RETRACT_0: &str = "urn:xmpp:message-retract:0";
+pub(super) const NS_FASTEN: &str = "urn:xmpp:fasten:0";
 pub const NS_REACTIONS: &str = "urn:xmpp:reactions:0";
 pub const NS_FALLBACK: &str = "urn:xmpp:fallback:0";
 /// Recent messages searched for a `client_msg_id` this connection does not remember.
@@ -208,7 +208,11 @@ impl Conn {
     /// The message an XMPP id names in a conversation: one remembered, a recent one with that
     /// `client_msg_id`, or the one with that server id. An id that names a correction names
     /// the message it corrected (clients that correct a correction use its id).
-    async fn target_of(&mut self, conversation: ConversationId, id: &str) -> Option<Message> {
+    pub(super) async fn target_of(
+        &mut self,
+        conversation: ConversationId,
+        id: &str,
+    ) -> Option<Message> {
         let mut found = None;
         if let Some(seq) = self.seq_of(conversation, id) {
             found = self
@@ -253,7 +257,7 @@ impl Conn {
 
     /// The id an XMPP client knows a message by: its `client_msg_id` (the id it was delivered
     /// with), or in a room (`by_stanza_id`) the room's `stanza-id`, the server's message id.
-    async fn xmpp_id_of(
+    pub(super) async fn xmpp_id_of(
         &mut self,
         conversation: ConversationId,
         seq: Seq,

@@ -1017,8 +1017,8 @@ pub(crate) struct Conn {
     ids: VecDeque<(ConversationId, Seq, String)>,
     /// Message Carbons (XEP-0280) enabled.
     carbons: bool,
-    /// Rooms (groups) this connection joined over MUC, with its nick in each.
-    rooms: HashMap<ConversationId, String>,
+    /// Rooms (groups) this connection joined over MUC: the JID, its nick and the occupants.
+    rooms: HashMap<ConversationId, muc::Joined>,
     /// When the resource was bound (ms since the epoch, the core's clock): a direct message
     /// committed before it is an offline message and carries a `<delay>` (XEP-0203).
     bound_at: i64,
@@ -1057,8 +1057,22 @@ impl Conn {
     /// Releases what the session holds in the gateway once it is over, and (with `save`) saves
     /// how far the device was handed messages, so its next session starts there.
     fn end(&self, save: bool) {
-        self.gw
+        let bound = self
+            .gw
             .unbind(self.caller.user_id, &self.resource, self.conn_id);
+        // The device leaves the rooms it is in, unless a newer connection bound the same
+        // resource (the same device) and took its place there.
+        if bound && !self.rooms.is_empty() {
+            let rooms: Vec<ConversationId> = self.rooms.keys().copied().collect();
+            let (core, caller) = (self.gw.core.clone(), self.caller);
+            tokio::spawn(async move {
+                for room in rooms {
+                    if let Err(e) = core.leave_room(&caller, room, None, true).await {
+                        tracing::debug!(%e, "Could not take an XMPP occupant out of a room.");
+                    }
+                }
+            });
+        }
         if let Some(id) = &self.resume_id {
             self.gw.forget_resumable(id);
         }
@@ -1486,10 +1500,20 @@ impl Conn {
             // A message to the server itself: nothing handles it.
             return Ok(());
         };
-        if self.is_muc(&to) {
-            self.on_muc_message(stanza, &to).await;
-            return Ok(());
-        }
+        let (stanza, to) = if self.is_muc(&to) {
+            // A private message to an occupant comes back as a direct message to its user.
+            match self.on_muc_message(stanza, &to).await {
+                Some(direct) => {
+                    let to = direct.get_attr("to").unwrap_or_default().to_owned();
+                    (direct, to)
+                }
+                None => return Ok(()),
+            }
+        } else {
+            (stanza, to)
+        };
+        let kind = stanza.get_attr("type").unwrap_or("normal").to_owned();
+        let kind = kind.as_str();
         let Some(local) = self.local_user(&to).map(str::to_owned) else {
             let error = "remote domains are not reachable from this server";
             self.message_error(&stanza, "cancel", "remote-server-not-found", error);
@@ -1685,7 +1709,7 @@ impl Conn {
             (Some("unavailable"), None) => {
                 // Unavailable presence leaves every room (XEP-0045 7.14).
                 self.available = false;
-                self.rooms.clear();
+                self.leave_all_rooms().await;
                 Ok(())
             }
             (
@@ -2161,6 +2185,22 @@ impl Conn {
             } if kind == iq_route::KIND_MESSAGE => {
                 self.on_routed_message(from_user, from_device, payload)
                     .await;
+            }
+            ServerFrame::Occupant {
+                conversation_id,
+                occupant,
+                previous_nick,
+                present,
+                status,
+                kicked_by,
+            } => {
+                let change = muc::OccupantChange {
+                    previous_nick,
+                    present,
+                    status,
+                    kicked_by,
+                };
+                self.on_occupant(conversation_id, occupant, change).await;
             }
             _ => {}
         }

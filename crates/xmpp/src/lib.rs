@@ -220,12 +220,16 @@ impl Gateway {
     }
 
     /// Releases `resource` if `conn_id` still holds it.
-    fn unbind(&self, user: UserId, resource: &str, conn_id: u64) {
+    /// Forgets a binding if it is still this connection's; `false` when a newer connection
+    /// bound the resource since.
+    fn unbind(&self, user: UserId, resource: &str, conn_id: u64) -> bool {
         let mut table = self.resources.lock().expect("resource table");
         let key = (user, resource.to_owned());
         if table.get(&key).is_some_and(|b| b.conn_id == conn_id) {
             table.remove(&key);
+            return true;
         }
+        false
     }
 }
 

@@ -1,32 +1,84 @@
 //! Multi-User Chat (XEP-0045): Tidings groups as rooms on the MUC domain.
 //!
-//! A group is the room `<conversation id>@<muc_domain>`. Membership is the core's: only
-//! members can discover, join, read or post, and every read and send goes through the same
-//! core calls (and so the same `policy.rs` decisions) as the web protocol. The room is
-//! members-only, persistent and non-anonymous; its occupants are the group's members (a
-//! Tidings group has no separate "in the room" state), each under their username as nick,
-//! with affiliations and roles from the Tidings roles: owner → owner/moderator,
-//! admin → admin/moderator, member → member/participant, a muted member → visitor.
+//! A group is the room `<conversation id>@<muc_domain>`, or `<address>@<muc_domain>` when it
+//! has a room address (`tidings_core::rooms`). Joining an address no group holds creates a
+//! group under it, owned by the joiner (status 201). Membership is the core's: only members can
+//! discover, join, read or post, and every read and send goes through the same core calls (and
+//! so the same `policy.rs` decisions) as the web protocol. Affiliations and roles come from the
+//! Tidings roles: owner → owner/moderator, admin → admin/moderator, member →
+//! member/participant, a muted member → visitor.
 //!
-//! Joining answers with the occupants, the self-presence (status 110), history from the
-//! core's archive (`maxstanzas`, `seconds`, `since`) and the subject (the group title).
-//! Group messages the session delivers reach this connection only for rooms it joined, as
-//! `groupchat` messages from `room/sender` with a `stanza-id` by the room; the sender's own
-//! message is reflected with the id it was sent with. MAM queries to the room JID page through
-//! the group's history (`mam.rs`). Moderation, configuration and the presence that follows
-//! from the group's events are in `muc_admin.rs`.
+//! Occupants are the core's: each connection that joins enters its device in the room under
+//! its nick (`Core::enter_room`), and the other occupants' connections learn it from the
+//! core's `occupant` frames, on whichever node they are. A nick is unique per user in a room
+//! and may not be another member's username (web members post under their usernames). Joining
+//! answers with the occupants, the self-presence (status 110), history from the core's archive
+//! (`maxstanzas`, `seconds`, `since`) and the subject (the group title). Group messages reach
+//! this connection only for rooms it joined, as `groupchat` messages from `room/nick` (the
+//! sender's occupant nick, or their username when they are not in the room) with a
+//! `stanza-id` by the room; the sender's own message is reflected with the id it was sent with.
+//! MAM queries to the room JID page through the group's history (`mam.rs`). Moderation,
+//! configuration and the presence that follows from the group's events are in `muc_admin.rs`.
 
 use super::mam::{NS_DELAY, stamp};
 use super::{Conn, NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_SID, Pending, condition_for};
 use crate::xml::Element;
 use tidings_proto::rest::{ConversationKind, Member, Role};
-use tidings_proto::ws::ClientFrame;
-use tidings_proto::{ConversationId, MessageBody};
+use tidings_proto::ws::{ClientFrame, Occupant};
+use tidings_proto::{ConversationId, ErrorCode, MessageBody, UserId};
 
 pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
 pub const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 /// History sent on join when the client does not limit it.
 const DEFAULT_HISTORY: u32 = 20;
+
+/// A room this connection joined.
+#[derive(Debug)]
+pub(super) struct Joined {
+    /// The room's bare JID, as the client joined it.
+    pub(super) jid: String,
+    /// This connection's nick there.
+    pub(super) nick: String,
+    /// The other devices in the room (the user's own other devices included).
+    pub(super) others: Vec<Occupant>,
+}
+
+impl Joined {
+    /// The nick `user` goes by in the room, if one of their devices is in it.
+    pub(super) fn nick_of(&self, user: UserId) -> Option<&str> {
+        self.others
+            .iter()
+            .find(|o| o.user_id == user)
+            .map(|o| o.nick.as_str())
+    }
+
+    /// Every nick `user`'s devices hold in the room (besides this connection's), once each.
+    pub(super) fn nicks_of(&self, user: UserId) -> Vec<String> {
+        let mut nicks: Vec<String> = Vec::new();
+        for o in self.others.iter().filter(|o| o.user_id == user) {
+            if !nicks.contains(&o.nick) {
+                nicks.push(o.nick.clone());
+            }
+        }
+        nicks
+    }
+
+    /// The user an occupant nick belongs to.
+    pub(super) fn user_of(&self, nick: &str) -> Option<UserId> {
+        self.others
+            .iter()
+            .find(|o| o.nick == nick)
+            .map(|o| o.user_id)
+    }
+}
+
+/// What an `occupant` frame says changed.
+pub(super) struct OccupantChange {
+    pub(super) previous_nick: Option<String>,
+    pub(super) present: bool,
+    pub(super) status: Option<String>,
+    pub(super) kicked_by: Option<UserId>,
+}
 
 /// The affiliation and role of a member (XEP-0045 5.1, 5.2).
 pub(super) fn affiliation_role(member: &Member) -> (&'static str, &'static str) {
@@ -36,6 +88,10 @@ pub(super) fn affiliation_role(member: &Member) -> (&'static str, &'static str) 
         Role::Member if member.muted_until.is_some() => ("member", "visitor"),
         Role::Member => ("member", "participant"),
     }
+}
+
+fn status(code: &str) -> Element {
+    Element::new("status", NS_MUC_USER).attr("code", code.to_owned())
 }
 
 impl Conn {
@@ -61,18 +117,39 @@ impl Conn {
         domain.eq_ignore_ascii_case(self.muc_domain())
     }
 
-    /// The group a room JID names, if it is one of the MUC domain's.
-    fn room_of(&self, jid: &str) -> Option<ConversationId> {
+    /// The local part of a room JID on the MUC domain.
+    fn room_local<'a>(&self, jid: &'a str) -> Option<&'a str> {
         let bare = jid.split('/').next().unwrap_or(jid);
         let (local, domain) = bare.split_once('@')?;
-        if !domain.eq_ignore_ascii_case(self.muc_domain()) {
-            return None;
-        }
-        local.parse().ok().map(ConversationId)
+        domain
+            .eq_ignore_ascii_case(self.muc_domain())
+            .then_some(local)
+            .filter(|l| !l.is_empty())
     }
 
+    /// The group a room JID names: by id, by a room this connection joined, or by address.
+    pub(super) async fn room_of(&mut self, jid: &str) -> Option<ConversationId> {
+        let local = self.room_local(jid)?;
+        if let Ok(id) = local.parse() {
+            return Some(ConversationId(id));
+        }
+        let bare = jid.split('/').next().unwrap_or(jid);
+        if let Some((id, _)) = self
+            .rooms
+            .iter()
+            .find(|(_, j)| j.jid.eq_ignore_ascii_case(bare))
+        {
+            return Some(*id);
+        }
+        self.gw.core.room_by_address(local).await.ok().flatten()
+    }
+
+    /// The room JID of a group: the one this connection joined it as, else by id.
     pub(super) fn room_jid(&self, room: ConversationId) -> String {
-        format!("{room}@{}", self.muc_domain())
+        match self.rooms.get(&room) {
+            Some(joined) => joined.jid.clone(),
+            None => format!("{room}@{}", self.muc_domain()),
+        }
     }
 
     /// The group's title if the caller is a member of this group (the core decides).
@@ -81,29 +158,67 @@ impl Conn {
         (info.kind == ConversationKind::Group).then_some(info.title)
     }
 
+    /// The status text of a presence, if any.
+    fn status_text(stanza: &Element) -> Option<String> {
+        stanza
+            .find("status", NS_CLIENT)
+            .map(Element::text_content)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Leaves a room: the core takes the device out (telling the other occupants when
+    /// `announce`), and this client gets its own unavailable presence.
+    pub(super) async fn leave_room(
+        &mut self,
+        room: ConversationId,
+        status_text: Option<String>,
+        announce: bool,
+    ) {
+        let Some(joined) = self.rooms.remove(&room) else {
+            return;
+        };
+        if let Err(e) = self
+            .gw
+            .core
+            .leave_room(&self.caller, room, status_text, announce)
+            .await
+        {
+            tracing::debug!(%e, "Could not take an XMPP occupant out of a room.");
+        }
+        let item = Element::new("item", NS_MUC_USER).attr("role", "none");
+        let item = match self.my_affiliation(room).await {
+            Some(affiliation) => item.attr("affiliation", affiliation),
+            None => item.attr("affiliation", "none"),
+        };
+        self.send_unavailable(
+            &joined.jid,
+            &joined.nick,
+            Element::new("x", NS_MUC_USER)
+                .child(item)
+                .child(status("110")),
+        );
+    }
+
+    /// Leaves every room (unavailable presence, or the end of the session).
+    pub(super) async fn leave_all_rooms(&mut self) {
+        let rooms: Vec<ConversationId> = self.rooms.keys().copied().collect();
+        for room in rooms {
+            self.leave_room(room, None, true).await;
+        }
+    }
+
     /// Presence and messages to the MUC domain.
     pub(super) async fn on_muc_presence(&mut self, stanza: &Element, to: &str) {
-        let Some(room) = self.room_of(to) else {
+        let kind = stanza.get_attr("type");
+        let Some(local) = self.room_local(to).map(str::to_owned) else {
             self.muc_presence_error(stanza, "cancel", "item-not-found");
             return;
         };
         let nick = to.split_once('/').map(|(_, n)| n.to_owned());
-        let kind = stanza.get_attr("type");
+        let known = self.room_of(to).await;
         if kind == Some("unavailable") {
-            if let Some(nick) = self.rooms.remove(&room) {
-                let room_jid = self.room_jid(room);
-                let item = Element::new("item", NS_MUC_USER).attr("role", "none");
-                let item = match self.my_affiliation(room).await {
-                    Some(affiliation) => item.attr("affiliation", affiliation),
-                    None => item.attr("affiliation", "none"),
-                };
-                self.send_unavailable(
-                    &room_jid,
-                    &nick,
-                    Element::new("x", NS_MUC_USER)
-                        .child(item)
-                        .child(Element::new("status", NS_MUC_USER).attr("code", "110")),
-                );
+            if let Some(room) = known {
+                self.leave_room(room, Self::status_text(stanza), true).await;
             }
             return;
         }
@@ -111,19 +226,56 @@ impl Conn {
             // Subscriptions and probes mean nothing to a room.
             return;
         }
-        let Some(nick) = nick.filter(|n| !n.is_empty()) else {
+        let Some(nick) = nick.filter(|n| !n.trim().is_empty()) else {
             self.muc_presence_error(stanza, "modify", "jid-malformed");
             return;
         };
-        if self.rooms.contains_key(&room) && stanza.find("x", NS_MUC).is_none() {
-            // A presence update or nick change while joined: the nick stays the username, and
-            // occupants' presence is not broadcast. A join sent again (with the MUC element,
-            // as clients do after reconnecting) is answered in full below.
-            return;
-        }
+        let mut created = false;
+        let room = match known {
+            Some(room) => room,
+            None => match self.gw.core.create_room(&self.caller, &local).await {
+                Ok(room) => {
+                    created = true;
+                    room
+                }
+                Err(e) => {
+                    let (kind, condition) = match e.code {
+                        ErrorCode::InvalidField => ("modify", "jid-malformed"),
+                        ErrorCode::Conflict => ("cancel", "conflict"),
+                        code => condition_for(code),
+                    };
+                    self.muc_presence_error(stanza, kind, condition);
+                    return;
+                }
+            },
+        };
+        let joined_already = self.rooms.contains_key(&room);
         let Some(title) = self.group_title(room).await else {
             self.muc_presence_error(stanza, "auth", "registration-required");
             return;
+        };
+        if !self.nick_is_free(room, &nick).await {
+            self.muc_presence_error(stanza, "cancel", "conflict");
+            return;
+        }
+        let status_text = Self::status_text(stanza);
+        let entered = match self
+            .gw
+            .core
+            .enter_room(&self.caller, room, &nick, status_text)
+            .await
+        {
+            Ok(entered) => entered,
+            Err(e) => {
+                let (kind, condition) = match e.code {
+                    ErrorCode::Conflict => ("cancel", "conflict"),
+                    ErrorCode::InvalidField => ("modify", "jid-malformed"),
+                    ErrorCode::NotFound | ErrorCode::Forbidden => ("auth", "registration-required"),
+                    code => condition_for(code),
+                };
+                self.muc_presence_error(stanza, kind, condition);
+                return;
+            }
         };
         let members = match self.gw.core.members(&self.caller, room).await {
             Ok(members) => members,
@@ -133,48 +285,76 @@ impl Conn {
                 return;
             }
         };
-        let room_jid = self.room_jid(room);
-        let me = self.caller.user_id;
-        let my_nick = self.username(me).await.unwrap_or(nick.clone());
-        // Occupants first, then the self-presence (XEP-0045 7.2.3).
-        let mut own = None;
         for member in &members {
             self.names.insert(member.user_id, member.username.clone());
             self.users.insert(member.username.clone(), member.user_id);
-            let (affiliation, role) = affiliation_role(member);
-            let item = Element::new("item", NS_MUC_USER)
-                .attr("affiliation", affiliation)
-                .attr("role", role)
-                .attr("jid", format!("{}@{}", member.username, self.domain()));
-            if member.user_id == me {
-                own = Some(item);
-                continue;
-            }
-            let el = Element::new("presence", NS_CLIENT)
-                .attr("from", format!("{room_jid}/{}", member.username))
-                .attr("to", self.full.clone())
-                .child(Element::new("x", NS_MUC_USER).child(item));
-            self.send(&el);
         }
-        let Some(own) = own else {
+        let me = self.caller.user_id;
+        let Some(own) = members.iter().find(|m| m.user_id == me) else {
             self.muc_presence_error(stanza, "auth", "registration-required");
             return;
         };
-        // 100: real JIDs are visible; 110: this is you; 210: the service set the nick.
+        let (affiliation, role) = affiliation_role(own);
+        let nick = nick.trim().to_owned();
+        let room_jid = match self.rooms.get(&room) {
+            Some(joined) => joined.jid.clone(),
+            None => to.split('/').next().unwrap_or(to).to_lowercase(),
+        };
+        let others: Vec<Occupant> = entered
+            .occupants
+            .iter()
+            .filter(|o| o.device_id != self.caller.device_id)
+            .cloned()
+            .collect();
+        let full = self.full.clone();
+        let own_item = |nick: &str| {
+            Element::new("item", NS_MUC_USER)
+                .attr("affiliation", affiliation)
+                .attr("role", role)
+                .attr("jid", full.clone())
+                .attr("nick", nick.to_owned())
+        };
+        if joined_already && stanza.find("x", NS_MUC).is_none() {
+            // A nick change (XEP-0045 7.6) or a presence update while joined.
+            // The core tells this device of its own nick change last, after the others
+            // (`on_own_rename`).
+            if let Some(joined) = self.rooms.get_mut(&room) {
+                joined.others = others;
+            }
+            return;
+        }
+        // Occupants first, then the self-presence (XEP-0045 7.2.3).
+        for other in &others {
+            let Some(member) = members.iter().find(|m| m.user_id == other.user_id) else {
+                continue;
+            };
+            let el = self.occupant_element(&room_jid, other, member);
+            self.send(&el);
+        }
+        // 100: real JIDs are visible; 110: this is you; 201: the room was created.
         let mut x = Element::new("x", NS_MUC_USER)
-            .child(own.attr("jid", self.full.clone()))
-            .child(Element::new("status", NS_MUC_USER).attr("code", "100"))
-            .child(Element::new("status", NS_MUC_USER).attr("code", "110"));
-        if my_nick != nick {
-            x = x.child(Element::new("status", NS_MUC_USER).attr("code", "210"));
+            .child(own_item(&nick))
+            .child(status("100"))
+            .child(status("110"));
+        if created {
+            x = x.child(status("201"));
         }
         let el = Element::new("presence", NS_CLIENT)
-            .attr("from", format!("{room_jid}/{my_nick}"))
+            .attr("from", format!("{room_jid}/{nick}"))
             .attr("to", self.full.clone())
             .child(x);
         self.send(&el);
-        self.rooms.insert(room, my_nick);
-        self.room_history(room, stanza.find("x", NS_MUC)).await;
+        self.rooms.insert(
+            room,
+            Joined {
+                jid: room_jid.clone(),
+                nick,
+                others,
+            },
+        );
+        if !created {
+            self.room_history(room, stanza.find("x", NS_MUC)).await;
+        }
         let subject = Element::new("message", NS_CLIENT)
             .attr("type", "groupchat")
             .attr("from", room_jid)
@@ -182,6 +362,120 @@ impl Conn {
             .attr("id", super::random_id())
             .child(Element::new("subject", NS_CLIENT).text(title));
         self.send(&subject);
+    }
+
+    /// Whether `nick` is free for this user in a room: not another member's username (web
+    /// members post under theirs). Occupants' nicks are the core's to check.
+    async fn nick_is_free(&mut self, room: ConversationId, nick: &str) -> bool {
+        match self.user_id(nick.trim()).await {
+            Some(user) if user != self.caller.user_id => {
+                let Ok(members) = self.gw.core.members(&self.caller, room).await else {
+                    return true;
+                };
+                !members.iter().any(|m| m.user_id == user)
+            }
+            _ => true,
+        }
+    }
+
+    /// The available presence of another occupant, as this connection sees it.
+    pub(super) fn occupant_element(
+        &self,
+        room_jid: &str,
+        occupant: &Occupant,
+        member: &Member,
+    ) -> Element {
+        let (affiliation, role) = affiliation_role(member);
+        Element::new("presence", NS_CLIENT)
+            .attr("from", format!("{room_jid}/{}", occupant.nick))
+            .attr("to", self.full.clone())
+            .child(
+                Element::new("x", NS_MUC_USER).child(
+                    Element::new("item", NS_MUC_USER)
+                        .attr("affiliation", affiliation)
+                        .attr("role", role)
+                        .attr("jid", format!("{}@{}", member.username, self.domain())),
+                ),
+            )
+    }
+
+    /// Another device entered a room this connection is in, changed its nick there, or left;
+    /// or a moderator kicked a device (this one included) out of it.
+    pub(super) async fn on_occupant(
+        &mut self,
+        room: ConversationId,
+        occupant: Occupant,
+        change: OccupantChange,
+    ) {
+        let OccupantChange {
+            previous_nick,
+            present,
+            status: status_text,
+            kicked_by,
+        } = change;
+        if let Some(actor) = kicked_by {
+            self.on_kick(room, occupant, actor, status_text).await;
+            return;
+        }
+        if occupant.device_id == self.caller.device_id {
+            if let Some(previous) = previous_nick {
+                self.on_own_rename(room, occupant.nick, previous).await;
+            }
+            return;
+        }
+        let Some(joined) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let room_jid = joined.jid.clone();
+        joined.others.retain(|o| o.device_id != occupant.device_id);
+        if present {
+            joined.others.push(occupant.clone());
+        }
+        let member = match self.gw.core.members(&self.caller, room).await {
+            Ok(members) => members.into_iter().find(|m| m.user_id == occupant.user_id),
+            Err(_) => None,
+        };
+        let domain = self.domain().to_owned();
+        let item = |member: Option<&Member>, present: bool| {
+            let (affiliation, role) = match member {
+                Some(member) if present => affiliation_role(member),
+                Some(member) => (affiliation_role(member).0, "none"),
+                None => ("none", "none"),
+            };
+            let mut item = Element::new("item", NS_MUC_USER)
+                .attr("affiliation", affiliation)
+                .attr("role", role);
+            if let Some(member) = member {
+                item = item.attr("jid", format!("{}@{domain}", member.username));
+            }
+            item
+        };
+        if let Some(previous) = previous_nick {
+            let x = Element::new("x", NS_MUC_USER)
+                .child(item(member.as_ref(), true).attr("nick", occupant.nick.clone()))
+                .child(status("303"));
+            self.send_unavailable(&room_jid, &previous, x);
+        }
+        if present {
+            let Some(member) = member else {
+                return;
+            };
+            let mut el = self.occupant_element(&room_jid, &occupant, &member);
+            if let Some(text) = status_text {
+                el = el.child(Element::new("status", NS_CLIENT).text(text));
+            }
+            self.send(&el);
+        } else {
+            let mut el = Element::new("presence", NS_CLIENT)
+                .attr("type", "unavailable")
+                .attr("from", format!("{room_jid}/{}", occupant.nick))
+                .attr("to", self.full.clone());
+            if let Some(text) = status_text {
+                el = el.child(Element::new("status", NS_CLIENT).text(text));
+            }
+            el = el.child(Element::new("x", NS_MUC_USER).child(item(member.as_ref(), false)));
+            self.send(&el);
+        }
     }
 
     async fn my_affiliation(&mut self, room: ConversationId) -> Option<&'static str> {
@@ -254,7 +548,9 @@ impl Conn {
     /// A group message as a `groupchat` stanza from the sender's occupant JID.
     pub(super) async fn groupchat(&mut self, message: &tidings_proto::Message) -> Option<Element> {
         let payload = self.payload(message, true).await?;
-        let sender = self.username(message.sender_id).await?;
+        let sender = self
+            .nick_in(message.conversation_id, message.sender_id)
+            .await?;
         let room_jid = self.room_jid(message.conversation_id);
         let mut el = Element::new("message", NS_CLIENT)
             .attr("type", "groupchat")
@@ -272,6 +568,21 @@ impl Conn {
                         .attr("id", message.id.to_string()),
                 ),
         )
+    }
+
+    /// The nick `user` shows under in a room this connection joined: this connection's own
+    /// nick for the user themselves, an occupant's nick, else the username (members who are not
+    /// in the room, such as web users, post under it).
+    pub(super) async fn nick_in(&mut self, room: ConversationId, user: UserId) -> Option<String> {
+        if let Some(joined) = self.rooms.get(&room) {
+            if user == self.caller.user_id {
+                return Some(joined.nick.clone());
+            }
+            if let Some(nick) = joined.nick_of(user) {
+                return Some(nick.to_owned());
+            }
+        }
+        self.username(user).await
     }
 
     /// A group message from the session: to the client if it joined the room. Messages from
@@ -305,7 +616,7 @@ impl Conn {
         room: ConversationId,
         message_id: tidings_proto::MessageId,
     ) {
-        let Some(nick) = self.rooms.get(&room).cloned() else {
+        let Some(nick) = self.rooms.get(&room).map(|j| j.nick.clone()) else {
             return;
         };
         let room_jid = self.room_jid(room);
@@ -334,32 +645,63 @@ impl Conn {
         self.send(&el);
     }
 
-    /// A `groupchat` message to a room: a native send in the group.
-    pub(super) async fn on_muc_message(&mut self, stanza: Element, to: &str) {
-        let Some(room) = self.room_of(to) else {
+    /// A message to a room or an occupant. A `groupchat` message to a room is a native send in
+    /// the group. A private message to an occupant (`room/nick`) is a direct message to that
+    /// occupant's user: the stanza comes back with `to` rewritten for the direct path, so it is
+    /// stored, delivered and refused like any other (the recipient sees it from the sender's own
+    /// JID, and both find it in their direct history).
+    pub(super) async fn on_muc_message(
+        &mut self,
+        mut stanza: Element,
+        to: &str,
+    ) -> Option<Element> {
+        let Some(room) = self.room_of(to).await else {
             self.message_error(&stanza, "cancel", "item-not-found", "no such room");
-            return;
+            return None;
         };
         if stanza.get_attr("type") != Some("groupchat") {
-            // Private messages between occupants would bypass the group; not offered.
-            self.message_error(
-                &stanza,
-                "cancel",
-                "feature-not-implemented",
-                "private messages in rooms are not available; send a chat message to the user",
-            );
-            return;
+            let nick = to.split_once('/').map(|(_, n)| n);
+            let target = match (self.rooms.get(&room), nick) {
+                (Some(joined), Some(nick)) => joined.user_of(nick),
+                _ => None,
+            };
+            let target = match (target, nick) {
+                (Some(user), _) => Some(user),
+                (None, Some(nick)) if self.rooms.contains_key(&room) => {
+                    // A member not in the room is addressed by username.
+                    match self.user_id(nick).await {
+                        Some(user) if self.is_member(room, user).await => Some(user),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            let Some(user) = target else {
+                let text = if self.rooms.contains_key(&room) {
+                    "no such occupant"
+                } else {
+                    "join the room first"
+                };
+                self.message_error(&stanza, "modify", "item-not-found", text);
+                return None;
+            };
+            let username = self.username(user).await?;
+            stanza.set_attr("to", format!("{username}@{}", self.domain()));
+            if stanza.get_attr("type").is_none() {
+                stanza.set_attr("type", "chat");
+            }
+            return Some(stanza);
         }
         if !self.rooms.contains_key(&room) {
             self.message_error(&stanza, "modify", "not-acceptable", "join the room first");
-            return;
+            return None;
         }
         match self.on_action(&stanza, room, true).await {
             super::actions::Outcome::None => {}
-            super::actions::Outcome::Done => return,
+            super::actions::Outcome::Done => return None,
             super::actions::Outcome::Unknown => {
                 self.message_error(&stanza, "cancel", "item-not-found", "no such message");
-                return;
+                return None;
             }
         }
         let Some(text) = stanza
@@ -371,7 +713,7 @@ impl Conn {
             if stanza.find("subject", NS_CLIENT).is_some() {
                 self.on_muc_subject(&stanza, room).await;
             }
-            return;
+            return None;
         };
         let client_msg_id = stanza
             .find("origin-id", NS_SID)
@@ -397,6 +739,16 @@ impl Conn {
             thread_root: None,
             mentions: None,
         });
+        None
+    }
+
+    /// Whether `user` is a member of the group (as the caller may see).
+    async fn is_member(&mut self, room: ConversationId, user: UserId) -> bool {
+        self.gw
+            .core
+            .members(&self.caller, room)
+            .await
+            .is_ok_and(|members| members.iter().any(|m| m.user_id == user))
     }
 
     /// IQs to the MUC service or a room: disco, and MAM on a room.
@@ -433,11 +785,26 @@ impl Conn {
                             return;
                         }
                     };
+                    let groups: Vec<_> = list
+                        .iter()
+                        .filter(|c| c.kind == ConversationKind::Group)
+                        .collect();
+                    let ids: Vec<ConversationId> = groups.iter().map(|c| c.id).collect();
+                    let addresses = self
+                        .gw
+                        .core
+                        .room_addresses(&self.caller, &ids)
+                        .await
+                        .unwrap_or_default();
                     let mut query = Element::new("query", NS_DISCO_ITEMS);
-                    for c in list.iter().filter(|c| c.kind == ConversationKind::Group) {
+                    for c in groups {
+                        let jid = match addresses.iter().find(|(id, _)| *id == c.id) {
+                            Some((_, address)) => format!("{address}@{}", self.muc_domain()),
+                            None => self.room_jid(c.id),
+                        };
                         query = query.child(
                             Element::new("item", NS_DISCO_ITEMS)
-                                .attr("jid", self.room_jid(c.id))
+                                .attr("jid", jid)
                                 .attr("name", c.title.clone()),
                         );
                     }
@@ -453,16 +820,14 @@ impl Conn {
             }
             return;
         }
-        let room = match self.room_of(to) {
+        let room = match self.room_of(to).await {
             Some(room) if !to.contains('/') => room,
-            _ => {
-                // Occupants' JIDs hide users' resources; IQs are not relayed to them.
-                self.send(&super::iq_error(
-                    stanza,
-                    "cancel",
-                    "service-unavailable",
-                    None,
-                ));
+            Some(room) => {
+                self.on_occupant_iq(stanza, payload, room, to, result);
+                return;
+            }
+            None => {
+                self.send(&super::iq_error(stanza, "cancel", "item-not-found", None));
                 return;
             }
         };
@@ -479,11 +844,22 @@ impl Conn {
                         .attr("type", "text")
                         .attr("name", title),
                 );
+                let temporary = self
+                    .gw
+                    .core
+                    .room_is_temporary(&self.caller, room)
+                    .await
+                    .unwrap_or(false);
+                let lifetime = if temporary {
+                    "muc_temporary"
+                } else {
+                    "muc_persistent"
+                };
                 for feature in [
                     NS_DISCO_INFO,
                     NS_MUC,
                     "muc_membersonly",
-                    "muc_persistent",
+                    lifetime,
                     "muc_nonanonymous",
                     "muc_unsecured",
                     "muc_hidden",
@@ -492,6 +868,7 @@ impl Conn {
                     super::actions::NS_CORRECT,
                     super::actions::NS_RETRACT,
                     super::actions::NS_REACTIONS,
+                    super::muc_admin::NS_MODERATE,
                 ] {
                     query =
                         query.child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));
@@ -511,6 +888,9 @@ impl Conn {
             ("get" | "set", "query", super::muc_admin::NS_MUC_OWNER) => {
                 self.on_muc_owner(stanza, payload, room, result).await;
             }
+            ("set", "moderate", super::muc_admin::NS_MODERATE) => {
+                self.on_moderate(stanza, payload, room, result).await;
+            }
             _ => self.send(&super::iq_error(
                 stanza,
                 "cancel",
@@ -518,5 +898,117 @@ impl Conn {
                 None,
             )),
         }
+    }
+
+    /// IQs to an occupant's JID. A ping to one's own occupant JID is the self-ping of
+    /// XEP-0410: answered by the room, with `not-acceptable` when this connection is not in the
+    /// room under that nick (the client then rejoins). Other IQs to occupants would reach
+    /// users' devices without their real JIDs; they are not relayed.
+    fn on_occupant_iq(
+        &mut self,
+        stanza: &Element,
+        payload: &Element,
+        room: ConversationId,
+        to: &str,
+        result: Element,
+    ) {
+        let nick = to.split_once('/').map_or("", |(_, n)| n);
+        let own = self.rooms.get(&room).is_some_and(|j| j.nick == nick);
+        let someone = self
+            .rooms
+            .get(&room)
+            .is_some_and(|j| j.user_of(nick).is_some());
+        let ping = stanza.get_attr("type") == Some("get") && payload.is("ping", super::NS_PING);
+        if ping && own {
+            self.send(&result);
+        } else if ping && !someone {
+            self.send(&super::iq_error(stanza, "cancel", "not-acceptable", None));
+        } else {
+            self.send(&super::iq_error(
+                stanza,
+                "cancel",
+                "service-unavailable",
+                None,
+            ));
+        }
+    }
+
+    /// A device was kicked out of a room (XEP-0045 8.2): status 307 with the actor and the
+    /// reason; for this connection's own device, 110 too, and the room is left (the core took
+    /// the device out already).
+    async fn on_kick(
+        &mut self,
+        room: ConversationId,
+        occupant: Occupant,
+        actor: UserId,
+        reason: Option<String>,
+    ) {
+        let Some(joined) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        joined.others.retain(|o| o.device_id != occupant.device_id);
+        let room_jid = joined.jid.clone();
+        let own = occupant.device_id == self.caller.device_id;
+        let affiliation = match self.gw.core.members(&self.caller, room).await {
+            Ok(members) => members
+                .iter()
+                .find(|m| m.user_id == occupant.user_id)
+                .map_or("none", |m| affiliation_role(m).0),
+            Err(_) => "none",
+        };
+        let mut item = Element::new("item", NS_MUC_USER)
+            .attr("affiliation", affiliation)
+            .attr("role", "none");
+        if let Some(actor_nick) = self.nick_in(room, actor).await {
+            item = item.child(Element::new("actor", NS_MUC_USER).attr("nick", actor_nick));
+        }
+        if let Some(reason) = reason {
+            item = item.child(Element::new("reason", NS_MUC_USER).text(reason));
+        }
+        let mut x = Element::new("x", NS_MUC_USER)
+            .child(item)
+            .child(status("307"));
+        if own {
+            x = x.child(status("110"));
+            self.rooms.remove(&room);
+        }
+        self.send_unavailable(&room_jid, &occupant.nick, x);
+    }
+
+    /// This device's own nick change, confirmed by the core after the other occupants were
+    /// told (XEP-0045 7.6): unavailable from the old nick with 303 and 110, then the presence
+    /// from the new one.
+    async fn on_own_rename(&mut self, room: ConversationId, nick: String, previous: String) {
+        let Some(joined) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        joined.nick = nick.clone();
+        let room_jid = joined.jid.clone();
+        let (affiliation, role) = match self.gw.core.members(&self.caller, room).await {
+            Ok(members) => members
+                .iter()
+                .find(|m| m.user_id == self.caller.user_id)
+                .map_or(("none", "none"), affiliation_role),
+            Err(_) => ("none", "none"),
+        };
+        let item = Element::new("item", NS_MUC_USER)
+            .attr("affiliation", affiliation)
+            .attr("role", role)
+            .attr("jid", self.full.clone())
+            .attr("nick", nick.clone());
+        let x = Element::new("x", NS_MUC_USER)
+            .child(item.clone())
+            .child(status("303"))
+            .child(status("110"));
+        self.send_unavailable(&room_jid, &previous, x);
+        let el = Element::new("presence", NS_CLIENT)
+            .attr("from", format!("{room_jid}/{nick}"))
+            .attr("to", self.full.clone())
+            .child(
+                Element::new("x", NS_MUC_USER)
+                    .child(item)
+                    .child(status("110")),
+            );
+        self.send(&el);
     }
 }

@@ -19,16 +19,23 @@ use tidings_proto::{ConversationId, ErrorCode, UserId};
 
 pub const NS_MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 pub const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+/// Moderated message retraction (XEP-0425), and its earlier version inside a fastening, which
+/// moderation notices also carry for clients that only know it.
+pub const NS_MODERATE: &str = "urn:xmpp:message-moderate:1";
+const NS_MODERATE_0: &str = "urn:xmpp:message-moderate:0";
+/// The body clients without moderation support show instead of a moderated message.
+const MODERATED_FALLBACK: &str = "This message was retracted by a moderator.";
 const NS_DATA: &str = "jabber:x:data";
 const NS_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
+const PERSISTENT: &str = "muc#roomconfig_persistentroom";
 /// Revoking voice has no end in XMPP; Tidings mutes have one, so it becomes the longest mute
 /// the core accepts (366 days, `groups.rs`).
 const VOICELESS_SECS: u64 = 366 * 24 * 3600;
 /// The room features that follow from what a Tidings group is, as configuration fields with
-/// their only possible value.
-const FIXED_FIELDS: [(&str, &str, &str); 5] = [
+/// their only possible value. Persistence is not among them: a room created by joining its
+/// address may be made temporary (its group is dissolved when the last occupant leaves).
+const FIXED_FIELDS: [(&str, &str, &str); 4] = [
     ("muc#roomconfig_membersonly", "Only members may join", "1"),
-    ("muc#roomconfig_persistentroom", "Persistent room", "1"),
     ("muc#roomconfig_publicroom", "Listed in the directory", "0"),
     ("muc#roomconfig_moderatedroom", "Moderated room", "0"),
     ("muc#roomconfig_whois", "Who may see real JIDs", "anyone"),
@@ -72,9 +79,19 @@ impl Conn {
         self.send(&super::iq_error(stanza, kind, condition, Some(&text)));
     }
 
-    /// The user an item names: by `jid` (a bare JID of our domain) or by `nick` (the nick is
-    /// the username).
-    async fn item_user(&mut self, item: &Element) -> Result<UserId, Refusal> {
+    /// The user an item names: by `jid` (a bare JID of our domain) or by `nick` (an
+    /// occupant's nick in the room, else a member's username).
+    async fn item_user(&mut self, room: ConversationId, item: &Element) -> Result<UserId, Refusal> {
+        if let (None, Some(nick)) = (item.get_attr("jid"), item.get_attr("nick"))
+            && let Some(joined) = self.rooms.get(&room)
+        {
+            if joined.nick == nick {
+                return Ok(self.caller.user_id);
+            }
+            if let Some(user) = joined.user_of(nick) {
+                return Ok(user);
+            }
+        }
         let name = match (item.get_attr("jid"), item.get_attr("nick")) {
             (Some(jid), _) => self
                 .local_user(jid)
@@ -184,7 +201,7 @@ impl Conn {
 
     /// One `muc#admin` item of a set, as the core call it stands for.
     async fn admin_change(&mut self, room: ConversationId, item: &Element) -> Result<(), Refusal> {
-        let user = self.item_user(item).await?;
+        let user = self.item_user(room, item).await?;
         let core = self.gw.core.clone();
         let caller = self.caller;
         let reason = item
@@ -208,7 +225,9 @@ impl Conn {
                         "conflict",
                         "you cannot kick yourself; leave the room instead",
                     )),
-                    "none" => Ok(core.remove_member(&caller, room, user).await?),
+                    // A kick takes the member's devices out of the room; they stay a member
+                    // (XEP-0045 8.2). Removing them from the group is affiliation `none`.
+                    "none" => Ok(core.kick_from_room(&caller, room, user, reason).await?),
                     "visitor" if member.muted_until.is_some() => Ok(()),
                     "visitor" => Ok(core
                         .mute_member(&caller, room, user, Some(VOICELESS_SECS))
@@ -304,6 +323,13 @@ impl Conn {
                     "Description",
                     &info.description,
                 ));
+            let temporary = core.room_is_temporary(&caller, room).await.unwrap_or(false);
+            form = form.child(field(
+                PERSISTENT,
+                "boolean",
+                "Persistent room (a temporary one is dissolved when the last occupant leaves)",
+                if temporary { "0" } else { "1" },
+            ));
             for (var, label, value) in FIXED_FIELDS {
                 let kind = if value == "anyone" {
                     "list-single"
@@ -355,6 +381,30 @@ impl Conn {
             Ok(info) => info,
             Err(e) => return self.iq_refusal(stanza, e.into()),
         };
+        if let Some(persistent) = value(PERSISTENT) {
+            let temporary = match persistent.trim() {
+                "1" | "true" => false,
+                "0" | "false" => true,
+                _ => {
+                    let text = format!("{PERSISTENT} is a boolean");
+                    return self.iq_refusal(stanza, Refusal("modify", "bad-request", text));
+                }
+            };
+            let now = core.room_is_temporary(&caller, room).await.unwrap_or(false);
+            if temporary != now {
+                match core.set_room_temporary(&caller, room, temporary).await {
+                    Ok(()) => {}
+                    Err(e) if e.code == ErrorCode::NotFound => {
+                        let text = "only a room created by joining its name can be temporary";
+                        return self.iq_refusal(
+                            stanza,
+                            Refusal("cancel", "not-acceptable", text.to_owned()),
+                        );
+                    }
+                    Err(e) => return self.iq_refusal(stanza, e.into()),
+                }
+            }
+        }
         // Only fields that change something go to the core (an instant-room submission or an
         // unchanged form is accepted without a change).
         let request = UpdateGroupRequest {
@@ -425,10 +475,13 @@ impl Conn {
                 self.occupant_gone(room, *user, actor, "outcast", Some("301"), reason.clone())
                     .await;
             }
+            SystemEvent::MessageDeleted { seq } => {
+                self.moderated(room, actor, *seq).await;
+            }
             SystemEvent::GroupDissolved {} => {
-                // XEP-0045 10.9: every occupant leaves with the room's destruction.
-                if let Some(nick) = self.rooms.remove(&room) {
-                    let room_jid = self.room_jid(room);
+                // XEP-0045 10.9: every occupant leaves with the room's destruction (the core
+                // emptied the room with the group).
+                if let Some(joined) = self.rooms.remove(&room) {
                     let x = Element::new("x", NS_MUC_USER)
                         .child(
                             Element::new("item", NS_MUC_USER)
@@ -437,7 +490,7 @@ impl Conn {
                         )
                         .child(Element::new("destroy", NS_MUC_USER))
                         .child(status("110"));
-                    self.send_unavailable(&room_jid, &nick, x);
+                    self.send_unavailable(&joined.jid, &joined.nick, x);
                 }
             }
             SystemEvent::InfoChanged {
@@ -461,7 +514,9 @@ impl Conn {
     }
 
     /// The presence of a member with their current affiliation and role (after a mute, a role
-    /// change or joining).
+    /// change or joining), under each nick their devices hold in the room. A member with no
+    /// device in the room is not an occupant: an affiliation change is told as a message from
+    /// the room (XEP-0045 9.3), a mute means nothing until they enter.
     async fn occupant_presence(&mut self, room: ConversationId, user: UserId) {
         let Ok(members) = self.gw.core.members(&self.caller, room).await else {
             return;
@@ -471,24 +526,47 @@ impl Conn {
         };
         self.names.insert(member.user_id, member.username.clone());
         self.users.insert(member.username.clone(), member.user_id);
-        let room_jid = self.room_jid(room);
-        let mut item = user_item(&member, &self.gw.config.domain);
-        let mut x = Element::new("x", NS_MUC_USER);
-        if user == self.caller.user_id {
-            item = item.attr("jid", self.full.clone());
-            x = x.child(item).child(status("110"));
-        } else {
-            x = x.child(item);
+        let Some(joined) = self.rooms.get(&room) else {
+            return;
+        };
+        let room_jid = joined.jid.clone();
+        let me = user == self.caller.user_id;
+        let mut nicks = joined.nicks_of(user);
+        if me && !nicks.contains(&joined.nick) {
+            nicks.insert(0, joined.nick.clone());
         }
-        let el = Element::new("presence", NS_CLIENT)
-            .attr("from", format!("{room_jid}/{}", member.username))
-            .attr("to", self.full.clone())
-            .child(x);
-        self.send(&el);
+        if nicks.is_empty() {
+            let item = user_item(&member, &self.gw.config.domain).attr("role", "none");
+            let el = Element::new("message", NS_CLIENT)
+                .attr("from", room_jid)
+                .attr("to", self.full.clone())
+                .attr("id", super::random_id())
+                .child(Element::new("x", NS_MUC_USER).child(item));
+            self.send(&el);
+            return;
+        }
+        let own_nick = self.rooms.get(&room).map(|j| j.nick.clone());
+        for nick in nicks {
+            let mut item = user_item(&member, &self.gw.config.domain);
+            let mut x = Element::new("x", NS_MUC_USER);
+            if me && own_nick.as_deref() == Some(nick.as_str()) {
+                item = item.attr("jid", self.full.clone());
+                x = x.child(item).child(status("110"));
+            } else {
+                x = x.child(item);
+            }
+            let el = Element::new("presence", NS_CLIENT)
+                .attr("from", format!("{room_jid}/{nick}"))
+                .attr("to", self.full.clone())
+                .child(x);
+            self.send(&el);
+        }
     }
 
-    /// The unavailable presence of a member who left, was removed or banned, with the status
-    /// code saying which and who did it; for this user, the room is left.
+    /// The unavailable presence of a member who left, was removed or banned, under each nick
+    /// their devices held in the room, with the status code saying which and who did it; for
+    /// this user, the room is left (the core is told, without a second announcement). A member
+    /// with no device in the room gets the affiliation change as a message from the room.
     async fn occupant_gone(
         &mut self,
         room: ConversationId,
@@ -498,29 +576,139 @@ impl Conn {
         code: Option<&str>,
         reason: Option<String>,
     ) {
-        let Some(nick) = self.username(user).await else {
+        let Some(joined) = self.rooms.get_mut(&room) else {
             return;
         };
-        let room_jid = self.room_jid(room);
+        let room_jid = joined.jid.clone();
+        let me = user == self.caller.user_id;
+        let mut nicks = joined.nicks_of(user);
+        joined.others.retain(|o| o.user_id != user);
+        if me {
+            nicks.retain(|n| *n != joined.nick);
+            nicks.insert(0, joined.nick.clone());
+        }
         let mut item = Element::new("item", NS_MUC_USER)
             .attr("affiliation", affiliation)
             .attr("role", "none");
         if code.is_some()
-            && let Some(actor_nick) = self.username(actor).await
+            && let Some(actor_nick) = self.nick_in(room, actor).await
         {
             item = item.child(Element::new("actor", NS_MUC_USER).attr("nick", actor_nick));
         }
         if let Some(reason) = reason {
             item = item.child(Element::new("reason", NS_MUC_USER).text(reason));
         }
-        let mut x = Element::new("x", NS_MUC_USER).child(item);
-        if let Some(code) = code {
-            x = x.child(status(code));
+        if nicks.is_empty() {
+            if code.is_some()
+                && let Some(username) = self.username(user).await
+            {
+                let item = item.attr("jid", format!("{username}@{}", self.domain()));
+                let el = Element::new("message", NS_CLIENT)
+                    .attr("from", room_jid)
+                    .attr("to", self.full.clone())
+                    .attr("id", super::random_id())
+                    .child(Element::new("x", NS_MUC_USER).child(item));
+                self.send(&el);
+            }
+            return;
         }
-        if user == self.caller.user_id {
-            x = x.child(status("110"));
+        for (i, nick) in nicks.iter().enumerate() {
+            let mut x = Element::new("x", NS_MUC_USER).child(item.clone());
+            if let Some(code) = code {
+                x = x.child(status(code));
+            }
+            if me && i == 0 {
+                x = x.child(status("110"));
+            }
+            self.send_unavailable(&room_jid, nick, x);
+        }
+        if me {
+            // Out of the group, so out of the room; the group's message told the others.
             self.rooms.remove(&room);
+            if let Err(e) = self
+                .gw
+                .core
+                .leave_room(&self.caller, room, None, false)
+                .await
+            {
+                tracing::debug!(%e, "Could not take a removed member's device out of a room.");
+            }
         }
-        self.send_unavailable(&room_jid, &nick, x);
+    }
+
+    /// A moderation request (XEP-0425): `<moderate id='stanza-id'>` with a `<retract/>`, the
+    /// core's deletion of another member's message (its policy decides: moderators, by rank).
+    pub(super) async fn on_moderate(
+        &mut self,
+        stanza: &Element,
+        moderate: &Element,
+        room: ConversationId,
+        result: Element,
+    ) {
+        if moderate
+            .find("retract", super::actions::NS_RETRACT)
+            .is_none()
+        {
+            return self.iq_refusal(
+                stanza,
+                refusal("modify", "bad-request", "only retraction is supported"),
+            );
+        }
+        let Some(id) = moderate.get_attr("id").map(str::to_owned) else {
+            return self.iq_refusal(stanza, refusal("modify", "bad-request", "no id"));
+        };
+        let Some(message) = self.target_of(room, &id).await else {
+            return self.iq_refusal(
+                stanza,
+                refusal("cancel", "item-not-found", "no such message"),
+            );
+        };
+        match self
+            .gw
+            .core
+            .delete_message(&self.caller, room, message.seq)
+            .await
+        {
+            Ok(()) => self.send(&result),
+            Err(e) => self.iq_refusal(stanza, e.into()),
+        }
+    }
+
+    /// A message a moderator deleted, to the occupants as a moderated retraction from the room
+    /// (XEP-0425), named by its `stanza-id`, with the earlier fastening form beside it.
+    async fn moderated(&mut self, room: ConversationId, actor: UserId, seq: tidings_proto::Seq) {
+        let Some(id) = self.xmpp_id_of(room, seq, true).await else {
+            return;
+        };
+        let room_jid = self.room_jid(room);
+        let by = match self.nick_in(room, actor).await {
+            Some(nick) => format!("{room_jid}/{nick}"),
+            None => room_jid.clone(),
+        };
+        let el = Element::new("message", NS_CLIENT)
+            .attr("type", "groupchat")
+            .attr("from", room_jid)
+            .attr("to", self.full.clone())
+            .attr("id", super::random_id())
+            .child(
+                Element::new("retract", super::actions::NS_RETRACT)
+                    .attr("id", id.clone())
+                    .child(Element::new("moderated", NS_MODERATE).attr("by", by.clone())),
+            )
+            .child(
+                Element::new("apply-to", super::actions::NS_FASTEN)
+                    .attr("id", id)
+                    .child(
+                        Element::new("moderated", NS_MODERATE_0)
+                            .attr("by", by)
+                            .child(Element::new("retract", super::actions::NS_RETRACT_0)),
+                    ),
+            )
+            .child(
+                Element::new("fallback", super::actions::NS_FALLBACK)
+                    .attr("for", super::actions::NS_RETRACT),
+            )
+            .child(Element::new("body", NS_CLIENT).text(MODERATED_FALLBACK));
+        self.send(&el);
     }
 }

@@ -830,6 +830,11 @@ async fn muc_admin_moderates_through_the_core() {
     owner.join(&room, "bob").await;
     let mut member = Stanzas::new(sign_in(&setup, "alice", "mod").await);
     member.join(&room, "alice").await;
+    // Carol and dave are occupants too: presence is only for devices in the room.
+    let mut carol_xmpp = Stanzas::new(sign_in(&setup, "carol", "mod").await);
+    carol_xmpp.join(&room, "carol").await;
+    let mut dave_xmpp = Stanzas::new(sign_in(&setup, "dave", "mod").await);
+    dave_xmpp.join(&room, "dave").await;
 
     // A member without the right to mute is refused by the core's policy.
     let refused = member
@@ -940,7 +945,8 @@ async fn muc_admin_moderates_through_the_core() {
         .expect(&[&format!("from='{room}/dave'"), "role='visitor'"])
         .await;
 
-    // A kick removes the member: status 307 with the actor, and dave is gone for the web.
+    // A kick takes dave's device out of the room: status 307 with the actor, for everyone in
+    // it and for dave himself; he stays a member (removal is affiliation `none`, below).
     let done = owner
         .iq(
             "k1",
@@ -955,8 +961,15 @@ async fn muc_admin_moderates_through_the_core() {
             .await;
         assert!(gone.contains("<actor nick='bob'/>"), "{gone}");
     }
+    let own = dave_xmpp
+        .expect(&[&dave_from, "type='unavailable'", "code='307'"])
+        .await;
+    assert!(own.contains("code='110'"), "{own}");
     let members = bob.api.members(group).await.unwrap();
-    assert_eq!(role_of(&members, dave.user_id), None);
+    assert_eq!(
+        role_of(&members, dave.user_id),
+        Some(tidings_proto::rest::Role::Member)
+    );
 
     // Outcast is the core's ban: status 301 with the reason, and the ban list on both sides.
     let done = member
@@ -1022,6 +1035,274 @@ async fn muc_admin_moderates_through_the_core() {
     assert!(own.contains("code='110'"), "{own}");
     let members = bob.api.members(group).await.unwrap();
     assert_eq!(role_of(&members, alice.user_id), None);
+}
+
+/// Rooms by name and their occupants (XEP-0045 §7, §10.1): joining a name no group holds
+/// creates a group owned by the joiner (status 201); occupants are the devices in the room,
+/// each under a nick unique per user that may not be another member's username; joins, nick
+/// changes (303) and departures (with their status) reach the other occupants; a private
+/// message to an occupant is a direct message; self-ping (XEP-0410) answers while joined; a
+/// kick (XEP-0045 §8.2) takes the devices out but keeps the membership; a moderator's
+/// retraction (XEP-0425) is the core's deletion; a temporary room is dissolved when its last
+/// occupant leaves, which frees the name.
+#[tokio::test]
+async fn rooms_by_name_with_occupants_nicks_and_private_messages() {
+    let setup = setup(|_| {}).await;
+    let bob = setup.server.user("bob").await;
+    let alice = setup.server.user("alice").await;
+    let carol = setup.server.user("carol").await;
+    let room = "lounge@conference.localhost";
+    let mut owner = Stanzas::new(sign_in(&setup, "bob", "room").await);
+    owner
+        .send(&format!(
+            "<presence to='{room}/bobby'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))
+        .await;
+    let created = owner
+        .expect(&[&format!("from='{room}/bobby'"), "code='110'"])
+        .await;
+    assert!(created.contains("code='201'"), "{created}");
+    assert!(created.contains("affiliation='owner'"), "{created}");
+    owner.expect(&["<subject>lounge</subject>"]).await;
+    let groups = bob.api.conversations().await.unwrap().conversations;
+    let group = groups
+        .iter()
+        .find(|c| c.title == "lounge")
+        .expect("the room is a group")
+        .id;
+
+    // A non-member cannot enter; the owner adds alice through the affiliation list.
+    let mut outsider = Stanzas::new(sign_in(&setup, "carol", "room").await);
+    outsider
+        .send(&format!(
+            "<presence to='{room}/c'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))
+        .await;
+    outsider.expect(&["<registration-required "]).await;
+    let done = owner
+        .iq(
+            "a1",
+            &admin_iq(
+                "a1",
+                room,
+                "set",
+                "<item jid='alice@localhost' affiliation='member'/>",
+            ),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+
+    // Alice joins (the name is case-insensitive) and sees bob under his nick.
+    let mut member = Stanzas::new(sign_in(&setup, "alice", "room").await);
+    member
+        .send(
+            "<presence to='Lounge@conference.localhost/al'>             <x xmlns='http://jabber.org/protocol/muc'/></presence>",
+        )
+        .await;
+    member.expect(&[&format!("from='{room}/bobby'")]).await;
+    let own = member
+        .expect(&[&format!("from='{room}/al'"), "code='110'"])
+        .await;
+    assert!(!own.contains("code='201'"), "{own}");
+    member.expect(&["<subject>"]).await;
+    owner
+        .expect(&[&format!("from='{room}/al'"), "jid='alice@localhost'"])
+        .await;
+    assert_eq!(
+        bob.api
+            .members(group)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| m.user_id == alice.user_id)
+            .count(),
+        1
+    );
+
+    // Another occupant's nick, and another member's username, are taken.
+    for taken in ["bobby", "bob"] {
+        member
+            .send(&format!("<presence to='{room}/{taken}'/>"))
+            .await;
+        member.expect(&["type='error'", "<conflict "]).await;
+    }
+    // A nick change: 303 with the new nick, then the new presence, for both.
+    member.send(&format!("<presence to='{room}/ally'/>")).await;
+    let old = member
+        .expect(&[&format!("from='{room}/al'"), "code='303'"])
+        .await;
+    assert!(
+        old.contains("code='110'") && old.contains("nick='ally'"),
+        "{old}"
+    );
+    member
+        .expect(&[&format!("from='{room}/ally'"), "code='110'"])
+        .await;
+    let old = owner
+        .expect(&[&format!("from='{room}/al'"), "code='303'"])
+        .await;
+    assert!(old.contains("nick='ally'"), "{old}");
+    owner.expect(&[&format!("from='{room}/ally'")]).await;
+
+    // Group messages come from the sender's nick; a web member's from their username.
+    member
+        .send(&format!(
+            "<message to='{room}' type='groupchat' id='g1'><body>hello room</body></message>"
+        ))
+        .await;
+    owner
+        .expect(&[&format!("from='{room}/ally'"), "<body>hello room</body>"])
+        .await;
+    bob.api.add_members(group, &[carol.user_id]).await.unwrap();
+    carol
+        .api
+        .send(group, "w1", text("from the web"))
+        .await
+        .unwrap();
+    member
+        .expect(&[&format!("from='{room}/carol'"), "<body>from the web</body>"])
+        .await;
+
+    // A private message to an occupant is a direct message between the two users.
+    member
+        .send(&format!(
+            "<message to='{room}/bobby' type='chat' id='p1'><body>psst</body></message>"
+        ))
+        .await;
+    owner
+        .expect(&["from='alice@localhost", "<body>psst</body>"])
+        .await;
+    let direct = alice.api.open_direct(bob.user_id).await.unwrap().id;
+    let history = bob.api.history(direct, None, 10).await.unwrap();
+    assert!(
+        history.messages.iter().any(|m| m.body == text("psst")),
+        "{history:?}"
+    );
+
+    // Self-ping: answered while joined under that nick.
+    let pong = member
+        .iq(
+            "sp1",
+            &format!("<iq type='get' id='sp1' to='{room}/ally'><ping xmlns='urn:xmpp:ping'/></iq>"),
+        )
+        .await;
+    assert!(pong.contains("type='result'"), "{pong}");
+    let stale = member
+        .iq(
+            "sp2",
+            &format!(
+                "<iq type='get' id='sp2' to='{room}/nobody'><ping xmlns='urn:xmpp:ping'/></iq>"
+            ),
+        )
+        .await;
+    assert!(stale.contains("<not-acceptable "), "{stale}");
+
+    // A moderator's retraction deletes alice's message through the core.
+    let reflected = member.expect(&["id='g1'", "<stanza-id"]).await;
+    let stanza_id = attr_value(&reflected[reflected.find("<stanza-id").unwrap()..], "id");
+    let done = owner
+        .iq(
+            "md1",
+            &format!(
+                "<iq type='set' id='md1' to='{room}'>                 <moderate id='{stanza_id}' xmlns='urn:xmpp:message-moderate:1'>                 <retract xmlns='urn:xmpp:message-retract:1'/></moderate></iq>"
+            ),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    let notice = member.expect(&["<moderated", "message-retract:1"]).await;
+    assert!(notice.contains(&format!("id='{stanza_id}'")), "{notice}");
+    assert!(notice.contains(&format!("by='{room}/bobby'")), "{notice}");
+    let history = bob.api.history(group, None, 20).await.unwrap();
+    assert!(
+        history
+            .messages
+            .iter()
+            .any(|m| m.client_msg_id == "g1" && m.body == tidings_proto::MessageBody::Deleted {}),
+        "{history:?}"
+    );
+
+    // A kick takes alice's device out; she stays a member and may come back.
+    let done = owner
+        .iq(
+            "k1",
+            &admin_iq("k1", room, "set", "<item nick='ally' role='none'/>"),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    let kicked = member
+        .expect(&[&format!("from='{room}/ally'"), "code='307'"])
+        .await;
+    assert!(kicked.contains("code='110'"), "{kicked}");
+    assert!(kicked.contains("<actor nick='bobby'/>"), "{kicked}");
+    owner
+        .expect(&[&format!("from='{room}/ally'"), "code='307'"])
+        .await;
+    assert!(
+        bob.api
+            .members(group)
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.user_id == alice.user_id)
+    );
+    member
+        .send(&format!(
+            "<presence to='{room}/ally'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))
+        .await;
+    member
+        .expect(&[&format!("from='{room}/ally'"), "code='110'"])
+        .await;
+    owner.expect(&[&format!("from='{room}/ally'")]).await;
+
+    // The owner makes the room temporary; alice leaves with a status, then bob leaves, and the
+    // group is dissolved: the name is free for a new room.
+    let owner_form = format!(
+        "<iq type='set' id='t1' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'>         <x xmlns='jabber:x:data' type='submit'>         <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>         <field var='muc#roomconfig_persistentroom'><value>0</value></field></x></query></iq>"
+    );
+    let done = owner.iq("t1", &owner_form).await;
+    assert!(done.contains("type='result'"), "{done}");
+    member
+        .send(&format!(
+            "<presence to='{room}/ally' type='unavailable'><status>bye now</status></presence>"
+        ))
+        .await;
+    let gone = owner
+        .expect(&[&format!("from='{room}/ally'"), "type='unavailable'"])
+        .await;
+    assert!(gone.contains("<status>bye now</status>"), "{gone}");
+    owner
+        .send(&format!("<presence to='{room}/bobby' type='unavailable'/>"))
+        .await;
+    owner
+        .expect(&[
+            &format!("from='{room}/bobby'"),
+            "type='unavailable'",
+            "code='110'",
+        ])
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let info = bob.api.group_info(group).await;
+        if info.is_err() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not dissolved: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    member
+        .send(&format!(
+            "<presence to='{room}/first'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))
+        .await;
+    let again = member
+        .expect(&[&format!("from='{room}/first'"), "code='110'"])
+        .await;
+    assert!(again.contains("code='201'"), "{again}");
+    assert!(again.contains("affiliation='owner'"), "{again}");
 }
 
 /// Room configuration (`muc#owner`, XEP-0045 §10) and subject changes are the group's title:
