@@ -2730,3 +2730,104 @@ async fn pep_nodes_and_private_storage() {
     assert!(off.contains("type='result'"), "{off}");
     assert_eq!(alice_user.api.my_profile().await.unwrap().avatar, "");
 }
+
+/// A room's occupants on two nodes sharing PostgreSQL and NATS: an occupant on one node sees
+/// those on the other when joining and as they come, change nicks, post and are kicked.
+/// Needs PostgreSQL (`PG_TEST_URL`) and NATS (`NATS_TEST_URL`), like the other cluster tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_occupants_span_nodes() {
+    use tidings::config::{BusKind, StoreKind};
+    let db = tidings_store_postgres::testing::TestDatabase::create().await;
+    let nats = std::env::var("NATS_TEST_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let prefix = format!("tidings-xmpp-rooms-test.{}", db.name);
+    // One data directory for both nodes: it holds the token signing key they share.
+    let data = tempfile::tempdir().unwrap();
+    let node = |dir: std::path::PathBuf| {
+        let (url, nats, prefix) = (db.url.clone(), nats.clone(), prefix.clone());
+        move |c: &mut tidings::config::Config| {
+            c.data_dir = dir;
+            c.store.kind = StoreKind::Postgres;
+            c.store.url = url;
+            c.store.max_connections = 4;
+            c.bus.kind = BusKind::Nats;
+            c.bus.url = nats;
+            c.bus.subject_prefix = prefix;
+            c.tokens.issuer = "http://tidings.test".into();
+        }
+    };
+    let a = setup_with(node(data.path().into()), |_| {}).await;
+    let b = setup_with(node(data.path().into()), |_| {}).await;
+    let bob = a.server.user("bob").await;
+    a.server.user("alice").await;
+    let room = "hall@conference.localhost";
+
+    let mut owner = Stanzas::new(sign_in(&a, "bob", "span").await);
+    owner
+        .send(&format!(
+            "<presence to='{room}/bobby'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))
+        .await;
+    owner
+        .expect(&[&format!("from='{room}/bobby'"), "code='201'"])
+        .await;
+    let done = owner
+        .iq(
+            "a1",
+            &admin_iq(
+                "a1",
+                room,
+                "set",
+                "<item jid='alice@localhost' affiliation='member'/>",
+            ),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+
+    // Alice, on the other node, finds bob in the room, and bob learns of her over NATS.
+    let mut member = Stanzas::new(sign_in(&b, "alice", "span").await);
+    member
+        .send(&format!(
+            "<presence to='{room}/al'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))
+        .await;
+    member.expect(&[&format!("from='{room}/bobby'")]).await;
+    member
+        .expect(&[&format!("from='{room}/al'"), "code='110'"])
+        .await;
+    owner.expect(&[&format!("from='{room}/al'")]).await;
+    // bob's nick is held across nodes.
+    member.send(&format!("<presence to='{room}/bobby'/>")).await;
+    member.expect(&["type='error'", "<conflict "]).await;
+
+    member.send(&format!("<presence to='{room}/ally'/>")).await;
+    owner
+        .expect(&[&format!("from='{room}/al'"), "code='303'", "nick='ally'"])
+        .await;
+    member
+        .expect(&[&format!("from='{room}/al'"), "code='303'", "code='110'"])
+        .await;
+    member
+        .send(&format!(
+            "<message to='{room}' type='groupchat' id='x1'><body>across</body></message>"
+        ))
+        .await;
+    owner
+        .expect(&[&format!("from='{room}/ally'"), "<body>across</body>"])
+        .await;
+
+    let done = owner
+        .iq(
+            "k1",
+            &admin_iq("k1", room, "set", "<item nick='ally' role='none'/>"),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    let kicked = member
+        .expect(&[&format!("from='{room}/ally'"), "code='307'"])
+        .await;
+    assert!(kicked.contains("code='110'"), "{kicked}");
+    owner
+        .expect(&[&format!("from='{room}/ally'"), "code='307'"])
+        .await;
+    drop(bob);
+}
