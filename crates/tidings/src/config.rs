@@ -546,6 +546,16 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     if xmpp.domain.is_empty() || xmpp.domain.contains(['@', '/', ' ']) {
         return invalid("xmpp.domain", "must be a domain name");
     }
+    if xmpp.status_addresses.iter().any(|a| {
+        !(a.starts_with("https://") || a.starts_with("http://"))
+            || a.len() > 2048
+            || a.contains(char::is_whitespace)
+    }) {
+        return invalid(
+            "xmpp.status_addresses",
+            "each must be an http:// or https:// URL of at most 2048 bytes",
+        );
+    }
     let limits = &config.limits;
     if limits.max_message_bytes == 0 {
         return invalid("limits.max_message_bytes", "must be greater than 0");
@@ -786,6 +796,22 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn xmpp_status_addresses_must_be_http_urls() {
+        let vars = env(&[(
+            "TIDINGS_XMPP_STATUS_ADDRESSES",
+            r#"["https://status.example.com/xmpp.json"]"#,
+        )]);
+        let config = load(None, &vars, &Overrides::default()).unwrap();
+        assert_eq!(
+            config.xmpp.status_addresses,
+            ["https://status.example.com/xmpp.json"]
+        );
+        let bad = env(&[("TIDINGS_XMPP_STATUS_ADDRESSES", r#"["status.example.com"]"#)]);
+        let err = load(None, &bad, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("xmpp.status_addresses"), "{err}");
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 pub const NS_ROSTER: &str = "jabber:iq:roster";
 pub const NS_PING: &str = "urn:xmpp:ping";
 pub const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+/// Data forms (XEP-0004).
+const NS_DATA: &str = "jabber:x:data";
+/// Service Outage Status (XEP-0455).
+const NS_SOS: &str = "urn:xmpp:sos:0";
 pub const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 pub const NS_SID: &str = "urn:xmpp:sid:0";
 pub const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
@@ -1844,6 +1848,29 @@ impl Conn {
                     ] {
                         query = query
                             .child(Element::new("feature", NS_DISCO_INFO).attr("var", feature));
+                    }
+                    // Where users learn of an outage when this server cannot tell them
+                    // (XEP-0455), as a service discovery extension form (XEP-0128).
+                    let addresses = &self.gw.config.status_addresses;
+                    if !addresses.is_empty() {
+                        let mut field = Element::new("field", NS_DATA)
+                            .attr("var", "external-status-addresses")
+                            .attr("type", "list-multi");
+                        for address in addresses {
+                            field =
+                                field.child(Element::new("value", NS_DATA).text(address.clone()));
+                        }
+                        query = query.child(
+                            Element::new("x", NS_DATA)
+                                .attr("type", "result")
+                                .child(
+                                    Element::new("field", NS_DATA)
+                                        .attr("var", "FORM_TYPE")
+                                        .attr("type", "hidden")
+                                        .child(Element::new("value", NS_DATA).text(NS_SOS)),
+                                )
+                                .child(field),
+                        );
                     }
                 } else {
                     query = query.child(

@@ -87,6 +87,11 @@ pub struct XmppConfig {
     /// Seconds a session that enabled Stream Management resumption (XEP-0198) is kept after
     /// its connection drops, for the client to resume it; 0 turns resumption off.
     pub resume_timeout_secs: u32,
+    /// HTTP(S) addresses of status documents hosted apart from this server, which clients
+    /// fetch to learn of an outage when they cannot reach it (XEP-0455), e.g.
+    /// `["https://status.example.com/xmpp.json"]`. Advertised in the server's service
+    /// discovery; empty advertises none.
+    pub status_addresses: Vec<String>,
 }
 
 impl Default for XmppConfig {
@@ -109,6 +114,7 @@ impl Default for XmppConfig {
             stanza_burst: 200,
             negotiation_timeout_secs: 30,
             resume_timeout_secs: 300,
+            status_addresses: Vec::new(),
         }
     }
 }

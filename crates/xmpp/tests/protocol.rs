@@ -2110,6 +2110,40 @@ async fn retractions_are_recalls_both_ways() {
     );
 }
 
+/// Service Outage Status (XEP-0455): the configured status addresses are in the server's
+/// disco#info as a `urn:xmpp:sos:0` form; without any, there is no form.
+#[tokio::test]
+async fn outage_status_addresses_are_discoverable() {
+    let address = "https://status.example.net/xmpp.json";
+    let setup = setup(|c| c.status_addresses = vec![address.into()]).await;
+    setup.server.user("alice").await;
+    let mut a = Stanzas::new(sign_in(&setup, "alice", "pc").await);
+    let disco = a
+        .iq(
+            "d1",
+            "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+        )
+        .await;
+    assert!(disco.contains("<value>urn:xmpp:sos:0</value>"), "{disco}");
+    assert!(
+        disco.contains(&format!(
+            "var='external-status-addresses' type='list-multi'><value>{address}</value>"
+        )),
+        "{disco}"
+    );
+
+    let plain = setup_with(|_| {}, |_| {}).await;
+    plain.server.user("alice").await;
+    let mut b = Stanzas::new(sign_in(&plain, "alice", "pc").await);
+    let disco = b
+        .iq(
+            "d2",
+            "<iq type='get' id='d2' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+        )
+        .await;
+    assert!(!disco.contains("urn:xmpp:sos:0"), "{disco}");
+}
+
 /// XEP-0444 both ways: an XMPP reactions element sets the user's full set (adds and removes
 /// against what the core holds), a native reaction reaches the XMPP client as the reacting
 /// user's full set, reacting to an unknown message is refused, and the features are in
