@@ -1671,6 +1671,7 @@ export type ServerFrame =
   | ServerFrameCallStarted
   | ServerFrameCall
   | ServerFrameDeviceSignal
+  | ServerFrameUserXml
   | ServerFrameOccupant;
 
 /** The connection is authenticated until `expires_at` (ms since the epoch). */
@@ -1868,6 +1869,19 @@ export interface ServerFrameDeviceSignal {
   from_device: DeviceId;
   kind: string;
   payload: unknown;
+}
+
+/**
+ * One of the user's stored XML items (PEP nodes, private storage, roster details of the
+ * XMPP gateway) was written or deleted, on this or another device. Sent to the user's own
+ * devices; the item is read with the gateway's calls.
+ */
+export interface ServerFrameUserXml {
+  type: "user_xml";
+  node: string;
+  item_id: string;
+  /** `true`: the item was deleted. */
+  deleted?: boolean;
 }
 
 /**

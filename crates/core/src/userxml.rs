@@ -23,6 +23,9 @@ pub const FRIEND_NODES: &[&str] = &[
 /// signed-in user may read it.
 pub const VCARD_NODE: &str = "vcard-temp";
 
+/// The node of the XMPP roster's details (a contact's name and groups), one item per contact.
+pub const ROSTER_NODE: &str = "roster";
+
 /// Who besides the owner may read `node`.
 pub fn node_access(node: &str) -> NodeAccess {
     if node == VCARD_NODE {
@@ -80,6 +83,7 @@ impl Core {
             .put_user_xml(record, limits.max_user_xml_items)
             .await?
         {
+            self.tell_owner(caller, node, item_id, false).await;
             Ok(())
         } else {
             Err(CoreError::new(
@@ -112,10 +116,28 @@ impl Core {
         node: &str,
         item_id: &str,
     ) -> CoreResult<bool> {
-        Ok(self
+        let deleted = self
             .inner
             .store
             .delete_user_xml(caller.user_id, node, item_id)
-            .await?)
+            .await?;
+        if deleted {
+            self.tell_owner(caller, node, item_id, true).await;
+        }
+        Ok(deleted)
+    }
+
+    /// Tells every device of the caller (on every node) that one of their items changed, so
+    /// their other sessions can follow (roster pushes, PEP notifications of their own nodes).
+    async fn tell_owner(&self, caller: &Caller, node: &str, item_id: &str, deleted: bool) {
+        self.deliver(
+            vec![caller.user_id],
+            tidings_proto::ws::ServerFrame::UserXml {
+                node: node.to_owned(),
+                item_id: item_id.to_owned(),
+                deleted,
+            },
+        )
+        .await;
     }
 }

@@ -360,6 +360,16 @@ pub enum ServerFrame {
         kind: String,
         payload: serde_json::Value,
     },
+    /// One of the user's stored XML items (PEP nodes, private storage, roster details of the
+    /// XMPP gateway) was written or deleted, on this or another device. Sent to the user's own
+    /// devices; the item is read with the gateway's calls.
+    UserXml {
+        node: String,
+        item_id: String,
+        /// `true`: the item was deleted.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        deleted: bool,
+    },
     /// Who is in a group's room changed: a device entered it under a nick, took another
     /// nick, or left. Sent to the other devices in the room (XMPP Multi-User Chat occupants).
     Occupant {

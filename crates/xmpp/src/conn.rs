@@ -27,6 +27,8 @@ mod muc;
 mod muc_admin;
 #[path = "pep.rs"]
 mod pep;
+#[path = "roster.rs"]
+mod roster;
 #[path = "upload.rs"]
 pub mod upload;
 
@@ -1921,17 +1923,11 @@ impl Conn {
                 let el = result().child(query);
                 self.send(&el);
             }
-            ("get", "query", NS_ROSTER) => match self.gw.core.friends(&self.caller).await {
-                Ok(list) => {
+            ("get", "query", NS_ROSTER) => match self.roster().await {
+                Ok(items) => {
                     let mut query = Element::new("query", NS_ROSTER);
-                    for friend in list.friends {
-                        self.names.insert(friend.user_id, friend.username.clone());
-                        self.users.insert(friend.username.clone(), friend.user_id);
-                        query = query.child(
-                            Element::new("item", NS_ROSTER)
-                                .attr("jid", format!("{}@{}", friend.username, self.domain()))
-                                .attr("subscription", "both"),
-                        );
+                    for item in items {
+                        query = query.child(item);
                     }
                     let el = result().child(query);
                     self.send(&el);
@@ -1941,6 +1937,7 @@ impl Conn {
                     self.send(&iq_error(&stanza, kind, condition, Some(&e.message)));
                 }
             },
+            ("set", "query", NS_ROSTER) => self.on_roster_set(&stanza, &payload).await,
             ("set", "enable", NS_CARBONS) => {
                 self.carbons = true;
                 self.send(&result());
@@ -2213,6 +2210,21 @@ impl Conn {
                 self.on_routed_message(from_user, from_device, payload)
                     .await;
             }
+            ServerFrame::UserXml { node, item_id, .. }
+                if node == tidings_core::userxml::ROSTER_NODE =>
+            {
+                // A contact's details changed on one of the user's devices (this one too).
+                let subscription = match self.user_id(&item_id).await {
+                    Some(user) if self.is_friend(user).await => "both",
+                    Some(_) => "none",
+                    None => return,
+                };
+                if self.stored_roster_item(&item_id).await.is_some() || subscription == "both" {
+                    self.roster_push(&item_id, Some(subscription)).await;
+                } else {
+                    self.roster_push(&item_id, None).await;
+                }
+            }
             ServerFrame::Occupant {
                 conversation_id,
                 occupant,
@@ -2279,15 +2291,20 @@ impl Conn {
             ContactEvent::RequestAccepted { friend } => {
                 self.names.insert(friend.user_id, friend.username.clone());
                 self.users.insert(friend.username.clone(), friend.user_id);
-                let mut el = push(format!("{}@{domain}", friend.username), "both");
-                el.set_attr("to", self.full.clone());
-                self.send(&el);
+                self.roster_push(&friend.username, Some("both")).await;
             }
             ContactEvent::FriendRemoved { user_id } => {
                 if let Some(name) = self.username(user_id).await {
-                    let mut el = push(format!("{name}@{domain}"), "remove");
-                    el.set_attr("to", self.full.clone());
-                    self.send(&el);
+                    // A contact with details the user gave stays, without a subscription
+                    // (RFC 6121 3.2); without any, the item goes.
+                    let kept = self.stored_roster_item(&name).await.is_some();
+                    if kept {
+                        self.roster_push(&name, Some("none")).await;
+                    } else {
+                        let mut el = push(format!("{name}@{domain}"), "remove");
+                        el.set_attr("to", self.full.clone());
+                        self.send(&el);
+                    }
                 }
             }
             _ => {}

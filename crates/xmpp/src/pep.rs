@@ -41,6 +41,11 @@ const CURRENT: &str = "current";
 /// vCard fields that come from the profile rather than from what the client stored.
 const PROFILE_FIELDS: &[&str] = &["FN", "NICKNAME", "PHOTO", "DESC"];
 
+/// Whether a node name belongs to the gateway's own storage rather than to PEP.
+fn reserved(node: &str) -> bool {
+    node == VCARD_NODE || node == tidings_core::userxml::ROSTER_NODE || node.starts_with("private:")
+}
+
 /// The lowercase hex SHA-1 of `bytes`: the id of an avatar (XEP-0084, XEP-0153).
 fn sha1_hex(bytes: &[u8]) -> String {
     use sha1::Digest;
@@ -70,11 +75,11 @@ fn serialize(element: &Element) -> String {
 
 impl Conn {
     /// A stored element, parsed back under this gateway's limits.
-    fn stored(&self, xml: &str) -> Option<Element> {
+    pub(super) fn stored(&self, xml: &str) -> Option<Element> {
         crate::xml::parse_element(xml.as_bytes(), &HashMap::new(), self.gw.config.limits()).ok()
     }
 
-    fn result_for(&self, stanza: &Element) -> Element {
+    pub(super) fn result_for(&self, stanza: &Element) -> Element {
         Element::new("iq", NS_CLIENT)
             .attr("type", "result")
             .attr_opt("id", stanza.get_attr("id"))
@@ -357,6 +362,17 @@ impl Conn {
             self.send(&iq_error(stanza, "modify", "bad-request", Some("no node")));
             return;
         };
+        if reserved(&node) {
+            // The gateway's own storage (vCard fields, private XML, roster details) is reached
+            // through its own protocols, never as PEP nodes.
+            self.send(&iq_error(
+                stanza,
+                "cancel",
+                "not-allowed",
+                Some("that node name is reserved"),
+            ));
+            return;
+        }
         match (kind, action.name.as_str()) {
             ("set", "publish" | "retract") if !own => {
                 self.send(&iq_error(stanza, "auth", "forbidden", None));

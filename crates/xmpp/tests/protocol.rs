@@ -2865,3 +2865,114 @@ async fn room_occupants_span_nodes() {
         .await;
     drop(bob);
 }
+
+/// Roster sets (RFC 6121 §2): a friend's name and groups are kept and pushed to every
+/// resource; a user who is not a friend stays in the roster with subscription `none`; removing
+/// a contact ends the friendship; bad sets are refused; the roster's storage is not a PEP node.
+#[tokio::test]
+async fn roster_sets_keep_names_and_groups() {
+    let setup = setup(|_| {}).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    setup.server.user("carol").await;
+    befriend(&alice, &bob).await;
+    let mut pc = Stanzas::new(sign_in(&setup, "alice", "pc").await);
+    let mut phone = Stanzas::new(sign_in(&setup, "alice", "phone").await);
+    let roster_iq = |id: &str, kind: &str, items: &str| {
+        format!("<iq type='{kind}' id='{id}'><query xmlns='jabber:iq:roster'>{items}</query></iq>")
+    };
+
+    let done = pc
+        .iq(
+            "r1",
+            &roster_iq(
+                "r1",
+                "set",
+                "<item jid='bob@localhost' name='Bobby'><group>Work</group></item>",
+            ),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    for client in [&mut pc, &mut phone] {
+        let push = client
+            .expect(&["type='set'", "jid='bob@localhost'", "name='Bobby'"])
+            .await;
+        assert!(push.contains("subscription='both'"), "{push}");
+        assert!(push.contains("<group>Work</group>"), "{push}");
+    }
+    // A contact who is not a friend is kept without a subscription.
+    let done = pc
+        .iq(
+            "r2",
+            &roster_iq("r2", "set", "<item jid='carol@localhost' name='Caz'/>"),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    phone
+        .expect(&["jid='carol@localhost'", "subscription='none'", "name='Caz'"])
+        .await;
+    let roster = phone.iq("r3", &roster_iq("r3", "get", "")).await;
+    assert!(
+        roster.contains("jid='bob@localhost' subscription='both' name='Bobby'><group>Work</group>"),
+        "{roster}"
+    );
+    assert!(
+        roster.contains("jid='carol@localhost' subscription='none' name='Caz'"),
+        "{roster}"
+    );
+
+    // Removing bob ends the friendship, for the web too, and every resource learns it.
+    let done = pc
+        .iq(
+            "r4",
+            &roster_iq(
+                "r4",
+                "set",
+                "<item jid='bob@localhost' subscription='remove'/>",
+            ),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    phone
+        .expect(&["jid='bob@localhost'", "subscription='remove'"])
+        .await;
+    assert!(bob.api.friends().await.unwrap().friends.is_empty());
+    let roster = pc.iq("r5", &roster_iq("r5", "get", "")).await;
+    assert!(!roster.contains("bob@localhost"), "{roster}");
+
+    // Refusals: two items at once, a remote contact, oneself.
+    let refused = pc
+        .iq(
+            "r6",
+            &roster_iq(
+                "r6",
+                "set",
+                "<item jid='bob@localhost'/><item jid='carol@localhost'/>",
+            ),
+        )
+        .await;
+    assert!(refused.contains("<bad-request "), "{refused}");
+    let refused = pc
+        .iq(
+            "r7",
+            &roster_iq("r7", "set", "<item jid='dan@example.org'/>"),
+        )
+        .await;
+    assert!(refused.contains("<item-not-found "), "{refused}");
+    let refused = pc
+        .iq(
+            "r8",
+            &roster_iq("r8", "set", "<item jid='alice@localhost'/>"),
+        )
+        .await;
+    assert!(refused.contains("<not-allowed "), "{refused}");
+    // The roster's storage is not reachable as a PEP node.
+    let refused = pc
+        .iq(
+            "p1",
+            "<iq type='get' id='p1' to='alice@localhost'>\
+             <pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='roster'/></pubsub></iq>",
+        )
+        .await;
+    assert!(refused.contains("<not-allowed "), "{refused}");
+}

@@ -1,0 +1,226 @@
+//! The roster (RFC 6121 §2): the Tidings friend list, with the details a client gives its
+//! contacts (a name and groups) kept per user through `Core::put_user_xml` in the `roster`
+//! node, one item per contact.
+//!
+//! A friend is a contact with subscription `both`. A roster set stores the contact's details;
+//! for a user who is not (or no longer) a friend the contact stays with subscription `none`
+//! until removed, as RFC 6121 keeps roster items apart from subscriptions. Removing a contact
+//! deletes its details, ends the friendship and withdraws a pending friend request. Every
+//! change reaches all of the user's resources as a roster push: the core tells each of the
+//! user's sessions (on every node) that the item changed, and each pushes it.
+
+use super::{Conn, NS_CLIENT, NS_ROSTER, condition_for, iq_error};
+use crate::xml::Element;
+use tidings_core::userxml::ROSTER_NODE;
+use tidings_proto::{ErrorCode, UserId};
+
+/// Most groups one contact may be in.
+const MAX_GROUPS: usize = 32;
+/// Longest contact name or group name, in characters.
+const MAX_NAME_CHARS: usize = 256;
+
+impl Conn {
+    /// Whether `user` is the caller's friend.
+    pub(super) async fn is_friend(&mut self, user: UserId) -> bool {
+        self.gw
+            .core
+            .friends(&self.caller)
+            .await
+            .is_ok_and(|list| list.friends.iter().any(|f| f.user_id == user))
+    }
+
+    /// The details the user stored for the contact `username`, if any.
+    pub(super) async fn stored_roster_item(&mut self, username: &str) -> Option<Element> {
+        let me = self.caller.user_id;
+        let items = self
+            .gw
+            .core
+            .user_xml(&self.caller, me, ROSTER_NODE)
+            .await
+            .ok()?;
+        let record = items.into_iter().find(|i| i.item_id == username)?;
+        self.stored(&record.xml)
+    }
+
+    /// A roster item for `username` with `subscription`, carrying the stored details.
+    async fn roster_item(&mut self, username: &str, subscription: &str) -> Element {
+        let jid = format!("{username}@{}", self.domain());
+        let mut item = Element::new("item", NS_ROSTER)
+            .attr("jid", jid)
+            .attr("subscription", subscription);
+        if let Some(stored) = self.stored_roster_item(username).await {
+            if let Some(name) = stored.get_attr("name") {
+                item = item.attr("name", name.to_owned());
+            }
+            for group in stored.elements().filter(|e| e.is("group", NS_ROSTER)) {
+                item = item.child(group.clone());
+            }
+        }
+        item
+    }
+
+    /// The whole roster: friends, then contacts with details who are not friends.
+    pub(super) async fn roster(&mut self) -> tidings_core::CoreResult<Vec<Element>> {
+        let friends = self.gw.core.friends(&self.caller).await?.friends;
+        let me = self.caller.user_id;
+        let stored = self.gw.core.user_xml(&self.caller, me, ROSTER_NODE).await?;
+        let mut items = Vec::new();
+        for friend in &friends {
+            self.names.insert(friend.user_id, friend.username.clone());
+            self.users.insert(friend.username.clone(), friend.user_id);
+            items.push(self.roster_item(&friend.username, "both").await);
+        }
+        let mut others: Vec<String> = stored
+            .into_iter()
+            .map(|r| r.item_id)
+            .filter(|name| !friends.iter().any(|f| f.username == *name))
+            .collect();
+        others.sort();
+        for name in others {
+            items.push(self.roster_item(&name, "none").await);
+        }
+        Ok(items)
+    }
+
+    /// Sends this connection a roster push for `username`: the item with `subscription`, or
+    /// its removal (`None`).
+    pub(super) async fn roster_push(&mut self, username: &str, subscription: Option<&str>) {
+        let item = match subscription {
+            Some(subscription) => self.roster_item(username, subscription).await,
+            None => Element::new("item", NS_ROSTER)
+                .attr("jid", format!("{username}@{}", self.domain()))
+                .attr("subscription", "remove"),
+        };
+        let el = Element::new("iq", NS_CLIENT)
+            .attr("type", "set")
+            .attr("id", format!("push-{}", super::random_id()))
+            .attr("to", self.full.clone())
+            .child(Element::new("query", NS_ROSTER).child(item));
+        self.send(&el);
+    }
+
+    /// A roster set (RFC 6121 2.3, 2.5): one item, added, updated or removed.
+    pub(super) async fn on_roster_set(&mut self, stanza: &Element, query: &Element) {
+        let items: Vec<&Element> = query
+            .elements()
+            .filter(|e| e.is("item", NS_ROSTER))
+            .collect();
+        let [item] = items.as_slice() else {
+            return self.send(&iq_error(
+                stanza,
+                "modify",
+                "bad-request",
+                Some("a roster set carries exactly one item"),
+            ));
+        };
+        let Some(username) = item
+            .get_attr("jid")
+            .filter(|jid| !jid.contains('/'))
+            .and_then(|jid| self.local_user(jid))
+            .map(str::to_lowercase)
+        else {
+            return self.send(&iq_error(
+                stanza,
+                "cancel",
+                "item-not-found",
+                Some("contacts are users of this server"),
+            ));
+        };
+        let Some(user) = self.user_id(&username).await else {
+            return self.send(&iq_error(stanza, "cancel", "item-not-found", None));
+        };
+        if user == self.caller.user_id {
+            return self.send(&iq_error(
+                stanza,
+                "cancel",
+                "not-allowed",
+                Some("you are not your own contact"),
+            ));
+        }
+        if item.get_attr("subscription") == Some("remove") {
+            return self.roster_remove(stanza, &username, user).await;
+        }
+        let name = item.get_attr("name").filter(|n| !n.is_empty());
+        let groups: Vec<String> = item
+            .elements()
+            .filter(|e| e.is("group", NS_ROSTER))
+            .map(Element::text_content)
+            .collect();
+        let too_long = |text: &str| text.chars().count() > MAX_NAME_CHARS;
+        if groups.len() > MAX_GROUPS
+            || name.is_some_and(too_long)
+            || groups.iter().any(|g| g.is_empty() || too_long(g))
+        {
+            return self.send(&iq_error(
+                stanza,
+                "modify",
+                "not-acceptable",
+                Some("a contact has at most 32 groups; names are 1 to 256 characters"),
+            ));
+        }
+        let mut stored = Element::new("item", NS_ROSTER)
+            .attr("jid", format!("{username}@{}", self.domain()))
+            .attr_opt("name", name);
+        let mut seen: Vec<&String> = Vec::new();
+        for group in &groups {
+            if !seen.contains(&group) {
+                seen.push(group);
+                stored = stored.child(Element::new("group", NS_ROSTER).text(group.clone()));
+            }
+        }
+        let mut xml = String::new();
+        stored.write_to(&mut xml, "");
+        match self
+            .gw
+            .core
+            .put_user_xml(&self.caller, ROSTER_NODE, &username, xml)
+            .await
+        {
+            // The push to every resource (this one too) follows from the core's notice.
+            Ok(()) => {
+                let el = self.result_for(stanza);
+                self.send(&el);
+            }
+            Err(e) => {
+                let (kind, condition) = match e.code {
+                    ErrorCode::QuotaExceeded | ErrorCode::TooLarge => {
+                        ("wait", "resource-constraint")
+                    }
+                    code => condition_for(code),
+                };
+                self.send(&iq_error(stanza, kind, condition, Some(&e.message)));
+            }
+        }
+    }
+
+    /// Removes a contact: its details, the friendship, and a friend request still pending.
+    async fn roster_remove(&mut self, stanza: &Element, username: &str, user: UserId) {
+        let outcome = async {
+            self.gw
+                .core
+                .delete_user_xml(&self.caller, ROSTER_NODE, username)
+                .await?;
+            match self.gw.core.remove_friend(&self.caller, user).await {
+                Err(e) if e.code != ErrorCode::NotFound => return Err(e),
+                _ => {}
+            }
+            match self.gw.core.cancel_friend_request(&self.caller, user).await {
+                Err(e) if e.code != ErrorCode::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                // A contact with neither details nor friendship left no notice to push from.
+                self.roster_push(username, None).await;
+                let el = self.result_for(stanza);
+                self.send(&el);
+            }
+            Err(e) => {
+                let (kind, condition) = condition_for(e.code);
+                self.send(&iq_error(stanza, kind, condition, Some(&e.message)));
+            }
+        }
+    }
+}
