@@ -880,6 +880,12 @@ async fn slixmpp_starts_over_after_the_resumption_timeout() {
     xmpp.expect("session_start", |_| true).await;
     let enabled = xmpp.expect("sm_enabled", |_| true).await;
     assert_eq!(enabled["resume"], true, "{enabled}");
+    // The session is established once the server reflected the initial presence: that is
+    // when the device's delivery cursors start. Dropping before it would leave a device that
+    // never came online, which starts at the present on its first session (a loaded machine
+    // made this test race that).
+    xmpp.expect("presence", |p| p["from"] == "alice@localhost/phone")
+        .await;
     xmpp.command(json!({"op": "drop"})).await;
     xmpp.expect("dropped", |_| true).await;
     bob_ws
