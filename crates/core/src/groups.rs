@@ -1311,7 +1311,7 @@ impl Core {
     /// left). Without this a deleted owner would leave groups nobody can manage. Returns the
     /// groups the user is still in, for [`Core::announce_departure`] once the account is gone.
     pub(crate) async fn hand_on_groups_of(&self, user: UserId) -> CoreResult<Vec<ConversationId>> {
-        let departing = Self::departing(user);
+        let departing = Self::on_behalf_of(user);
         let mut remaining = Vec::new();
         for uc in self.inner.store.conversations_of(user).await? {
             if uc.conversation.kind != tidings_proto::rest::ConversationKind::Group {
@@ -1356,7 +1356,7 @@ impl Core {
 
     /// Tells each group that a deleted user has left (the deletion removed the membership).
     pub(crate) async fn announce_departure(&self, user: UserId, groups: &[ConversationId]) {
-        let departing = Self::departing(user);
+        let departing = Self::on_behalf_of(user);
         for &id in groups {
             if let Err(e) = self
                 .change_group(
@@ -1373,9 +1373,10 @@ impl Core {
         }
     }
 
-    /// The caller a deleted user's last events are attributed to. Their devices are revoked,
-    /// so the device recorded is none of them.
-    fn departing(user: UserId) -> Caller {
+    /// The caller a change is attributed to when no device of the user made it: a deleted
+    /// user's last events (their devices are revoked), or what a user's standing instruction
+    /// does later (a temporary room dissolved when it empties, `rooms.rs`).
+    pub(crate) fn on_behalf_of(user: UserId) -> Caller {
         Caller {
             user_id: user,
             device_id: tidings_proto::DeviceId(0),

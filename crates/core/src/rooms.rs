@@ -6,7 +6,8 @@
 //! every MUC service, anyone may learn that a room exists); what a room holds stays the
 //! members'. An occupant is one device in a group's room under a nick; only members may enter,
 //! through the same `Action::Read` decision as reading the history. Nicks are unique per user
-//! within a room, so a user's devices may share one. Occupancy lives in the store with the id
+//! within a room, so a user's devices may share one, and no nick is another member's username
+//! (members without a device in the room are shown under it). Occupancy lives in the store with the id
 //! of the node holding the device's connection: rows a node left behind when it died stop
 //! counting once the cluster stops hearing from it, and are swept by the heartbeat. Changes go
 //! to the other occupants' devices as `occupant` frames. A temporary room's group is dissolved,
@@ -18,7 +19,7 @@ use crate::{Caller, Core};
 use tidings_bus::{BusEvent, OutFrame};
 use tidings_proto::rest::{CreateGroupRequest, Role};
 use tidings_proto::ws::{Occupant, ServerFrame};
-use tidings_proto::{ConversationId, ErrorCode, UserId};
+use tidings_proto::{ConversationId, DeviceId, ErrorCode, UserId};
 use tidings_store::{OccupantRecord, Occupied};
 
 /// Longest room address, in characters (an XMPP localpart allows 1023 bytes; names people
@@ -171,6 +172,10 @@ impl Core {
     /// Whether a group's room is temporary.
     pub async fn room_is_temporary(&self, caller: &Caller, id: ConversationId) -> CoreResult<bool> {
         self.authorize(caller, id, Action::Read).await?;
+        self.temporary(id).await
+    }
+
+    async fn temporary(&self, id: ConversationId) -> CoreResult<bool> {
         Ok(self
             .inner
             .store
@@ -202,7 +207,8 @@ impl Core {
     }
 
     /// Puts the caller's device in a group's room under `nick`, or changes its nick there.
-    /// `conflict` when another user holds the nick in the room. The other occupants' devices
+    /// `conflict` when another user holds the nick in the room, or it is another member's
+    /// username. The other occupants' devices
     /// are told; of a nick change, the caller's device too, last.
     pub async fn enter_room(
         &self,
@@ -221,7 +227,18 @@ impl Core {
             )));
         }
         check_status(&status)?;
-        self.authorize(caller, id, Action::Read).await?;
+        let info = self.authorize(caller, id, Action::Read).await?;
+        // Members who are not in the room (web users) show under their usernames, so another
+        // member's username is taken too.
+        if let Some(other) = self.inner.store.user_by_name(&nick.to_lowercase()).await?
+            && other.id != caller.user_id
+            && info.roles.contains_key(&other.id)
+        {
+            return Err(CoreError::new(
+                ErrorCode::Conflict,
+                "that nick is another member's username",
+            ));
+        }
         let record = OccupantRecord {
             conversation_id: id,
             device_id: caller.device_id,
@@ -268,10 +285,10 @@ impl Core {
                 let mut everyone = occupants.clone();
                 everyone.retain(|o| o.device_id != caller.device_id);
                 everyone.push(occupant(&record));
-                self.tell_occupants(&Self::on_behalf_of(caller.user_id), &everyone, frame)
-                    .await;
+                self.tell_occupants(None, &everyone, frame).await;
             } else {
-                self.tell_occupants(caller, &occupants, frame).await;
+                self.tell_occupants(Some(caller.device_id), &occupants, frame)
+                    .await;
             }
         }
         Ok(Entered { change, occupants })
@@ -296,7 +313,7 @@ impl Core {
         if announce {
             let others: Vec<Occupant> = occupants.iter().map(occupant).collect();
             self.tell_occupants(
-                caller,
+                Some(caller.device_id),
                 &others,
                 ServerFrame::Occupant {
                     conversation_id: id,
@@ -349,7 +366,7 @@ impl Core {
         for record in kicked {
             self.inner.store.vacate(id, record.device_id).await?;
             self.tell_occupants(
-                &Self::on_behalf_of(caller.user_id),
+                None,
                 &everyone,
                 ServerFrame::Occupant {
                     conversation_id: id,
@@ -368,10 +385,16 @@ impl Core {
         Ok(())
     }
 
-    /// Sends `frame` to the occupants' devices other than the caller's.
-    async fn tell_occupants(&self, caller: &Caller, occupants: &[Occupant], frame: ServerFrame) {
+    /// Sends `frame` to the occupants' devices, but for `skip` (the device whose own
+    /// connection already answered for itself).
+    async fn tell_occupants(
+        &self,
+        skip: Option<DeviceId>,
+        occupants: &[Occupant],
+        frame: ServerFrame,
+    ) {
         let frame = OutFrame::new(frame);
-        for other in occupants.iter().filter(|o| o.device_id != caller.device_id) {
+        for other in occupants.iter().filter(|o| Some(o.device_id) != skip) {
             self.publish(BusEvent::DeliverToDevice {
                 user: other.user_id,
                 device: other.device_id,
@@ -384,14 +407,7 @@ impl Core {
     /// Dissolves a temporary room's group, on its owner's behalf (the owner, or someone the
     /// owner let dissolve the group, made it temporary).
     async fn dissolve_if_temporary(&self, id: ConversationId) -> CoreResult<()> {
-        let temporary = self
-            .inner
-            .store
-            .rooms_of(&[id])
-            .await?
-            .first()
-            .is_some_and(|room| room.temporary);
-        if !temporary {
+        if !self.temporary(id).await? {
             return Ok(());
         }
         let info = match self.conv_info(id).await {
@@ -408,17 +424,6 @@ impl Core {
             return Ok(());
         };
         self.dissolve_group(&Self::on_behalf_of(owner), id).await
-    }
-
-    /// The caller a change made on a user's standing instructions is attributed to: no device
-    /// of theirs made it.
-    fn on_behalf_of(user: UserId) -> Caller {
-        Caller {
-            user_id: user,
-            device_id: tidings_proto::DeviceId(0),
-            expires_at: i64::MAX,
-            scopes: crate::policy::Scopes::ALL,
-        }
     }
 }
 

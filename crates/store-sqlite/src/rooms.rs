@@ -151,19 +151,6 @@ pub(crate) fn occupy(
     )?
     .filter(|row| live_nodes.contains(&row.node));
     match existing {
-        Some(row) if row.nick == occupant.nick => {
-            execute(
-                conn,
-                RENAME_OCCUPANT,
-                params![
-                    conversation,
-                    occupant.device_id.0,
-                    occupant.nick,
-                    occupant.node
-                ],
-            )?;
-            Ok(Occupied::Unchanged)
-        }
         Some(row) => {
             execute(
                 conn,
@@ -175,7 +162,11 @@ pub(crate) fn occupy(
                     occupant.node
                 ],
             )?;
-            Ok(Occupied::Renamed { previous: row.nick })
+            if row.nick == occupant.nick {
+                Ok(Occupied::Unchanged)
+            } else {
+                Ok(Occupied::Renamed { previous: row.nick })
+            }
         }
         None => {
             execute(

@@ -2219,11 +2219,7 @@ impl Conn {
                     Some(_) => "none",
                     None => return,
                 };
-                if self.stored_roster_item(&item_id).await.is_some() || subscription == "both" {
-                    self.roster_push(&item_id, Some(subscription)).await;
-                } else {
-                    self.roster_push(&item_id, None).await;
-                }
+                self.roster_push(&item_id, subscription).await;
             }
             ServerFrame::Occupant {
                 conversation_id,
@@ -2267,19 +2263,6 @@ impl Conn {
     async fn contact(&mut self, event: tidings_proto::contacts::ContactEvent) {
         use tidings_proto::contacts::ContactEvent;
         let domain = self.domain().to_owned();
-        let push = |jid: String, subscription: &str| {
-            Element::new("iq", NS_CLIENT)
-                .attr("type", "set")
-                .attr("id", format!("push-{}", random_id()))
-                .attr("to", "")
-                .child(
-                    Element::new("query", NS_ROSTER).child(
-                        Element::new("item", NS_ROSTER)
-                            .attr("jid", jid)
-                            .attr("subscription", subscription),
-                    ),
-                )
-        };
         match event {
             ContactEvent::RequestReceived { request } => {
                 let el = Element::new("presence", NS_CLIENT)
@@ -2291,20 +2274,12 @@ impl Conn {
             ContactEvent::RequestAccepted { friend } => {
                 self.names.insert(friend.user_id, friend.username.clone());
                 self.users.insert(friend.username.clone(), friend.user_id);
-                self.roster_push(&friend.username, Some("both")).await;
+                self.roster_push(&friend.username, "both").await;
             }
             ContactEvent::FriendRemoved { user_id } => {
                 if let Some(name) = self.username(user_id).await {
-                    // A contact with details the user gave stays, without a subscription
-                    // (RFC 6121 3.2); without any, the item goes.
-                    let kept = self.stored_roster_item(&name).await.is_some();
-                    if kept {
-                        self.roster_push(&name, Some("none")).await;
-                    } else {
-                        let mut el = push(format!("{name}@{domain}"), "remove");
-                        el.set_attr("to", self.full.clone());
-                        self.send(&el);
-                    }
+                    // Kept without a subscription when the user gave it details, else removed.
+                    self.roster_push(&name, "none").await;
                 }
             }
             _ => {}

@@ -10,8 +10,8 @@
 //!
 //! Occupants are the core's: each connection that joins enters its device in the room under
 //! its nick (`Core::enter_room`), and the other occupants' connections learn it from the
-//! core's `occupant` frames, on whichever node they are. A nick is unique per user in a room
-//! and may not be another member's username (web members post under their usernames). Joining
+//! core's `occupant` frames, on whichever node they are. The core keeps a nick unique per user
+//! in a room and apart from other members' usernames (web members post under theirs). Joining
 //! answers with the occupants, the self-presence (status 110), history from the core's archive
 //! (`maxstanzas`, `seconds`, `since`) and the subject (the group title). Group messages reach
 //! this connection only for rooms it joined, as `groupchat` messages from `room/nick` (the
@@ -254,10 +254,6 @@ impl Conn {
             self.muc_presence_error(stanza, "auth", "registration-required");
             return;
         };
-        if !self.nick_is_free(room, &nick).await {
-            self.muc_presence_error(stanza, "cancel", "conflict");
-            return;
-        }
         let status_text = Self::status_text(stanza);
         let entered = match self
             .gw
@@ -362,20 +358,6 @@ impl Conn {
             .attr("id", super::random_id())
             .child(Element::new("subject", NS_CLIENT).text(title));
         self.send(&subject);
-    }
-
-    /// Whether `nick` is free for this user in a room: not another member's username (web
-    /// members post under theirs). Occupants' nicks are the core's to check.
-    async fn nick_is_free(&mut self, room: ConversationId, nick: &str) -> bool {
-        match self.user_id(nick.trim()).await {
-            Some(user) if user != self.caller.user_id => {
-                let Ok(members) = self.gw.core.members(&self.caller, room).await else {
-                    return true;
-                };
-                !members.iter().any(|m| m.user_id == user)
-            }
-            _ => true,
-        }
     }
 
     /// The available presence of another occupant, as this connection sees it.

@@ -537,12 +537,7 @@ impl Conn {
         }
         if nicks.is_empty() {
             let item = user_item(&member, &self.gw.config.domain).attr("role", "none");
-            let el = Element::new("message", NS_CLIENT)
-                .attr("from", room_jid)
-                .attr("to", self.full.clone())
-                .attr("id", super::random_id())
-                .child(Element::new("x", NS_MUC_USER).child(item));
-            self.send(&el);
+            self.affiliation_notice(room_jid, item);
             return;
         }
         let own_nick = self.rooms.get(&room).map(|j| j.nick.clone());
@@ -561,6 +556,17 @@ impl Conn {
                 .child(x);
             self.send(&el);
         }
+    }
+
+    /// An affiliation change of a member with no device in the room, as a message from the
+    /// room carrying the item (XEP-0045 9.3).
+    fn affiliation_notice(&mut self, room_jid: String, item: Element) {
+        let el = Element::new("message", NS_CLIENT)
+            .attr("from", room_jid)
+            .attr("to", self.full.clone())
+            .attr("id", super::random_id())
+            .child(Element::new("x", NS_MUC_USER).child(item));
+        self.send(&el);
     }
 
     /// The unavailable presence of a member who left, was removed or banned, under each nick
@@ -603,12 +609,7 @@ impl Conn {
                 && let Some(username) = self.username(user).await
             {
                 let item = item.attr("jid", format!("{username}@{}", self.domain()));
-                let el = Element::new("message", NS_CLIENT)
-                    .attr("from", room_jid)
-                    .attr("to", self.full.clone())
-                    .attr("id", super::random_id())
-                    .child(Element::new("x", NS_MUC_USER).child(item));
-                self.send(&el);
+                self.affiliation_notice(room_jid, item);
             }
             return;
         }

@@ -11,6 +11,7 @@
 
 use super::{Conn, NS_CLIENT, NS_ROSTER, condition_for, iq_error};
 use crate::xml::Element;
+use std::collections::BTreeMap;
 use tidings_core::userxml::ROSTER_NODE;
 use tidings_proto::{ErrorCode, UserId};
 
@@ -30,7 +31,7 @@ impl Conn {
     }
 
     /// The details the user stored for the contact `username`, if any.
-    pub(super) async fn stored_roster_item(&mut self, username: &str) -> Option<Element> {
+    async fn stored_roster_item(&mut self, username: &str) -> Option<Element> {
         let me = self.caller.user_id;
         let items = self
             .gw
@@ -43,12 +44,12 @@ impl Conn {
     }
 
     /// A roster item for `username` with `subscription`, carrying the stored details.
-    async fn roster_item(&mut self, username: &str, subscription: &str) -> Element {
+    fn roster_item(&self, username: &str, subscription: &str, stored: Option<&Element>) -> Element {
         let jid = format!("{username}@{}", self.domain());
         let mut item = Element::new("item", NS_ROSTER)
             .attr("jid", jid)
             .attr("subscription", subscription);
-        if let Some(stored) = self.stored_roster_item(username).await {
+        if let Some(stored) = stored {
             if let Some(name) = stored.get_attr("name") {
                 item = item.attr("name", name.to_owned());
             }
@@ -59,37 +60,45 @@ impl Conn {
         item
     }
 
-    /// The whole roster: friends, then contacts with details who are not friends.
+    /// The whole roster: friends, then contacts with details who are not friends. The stored
+    /// details are read once for all of them.
     pub(super) async fn roster(&mut self) -> tidings_core::CoreResult<Vec<Element>> {
         let friends = self.gw.core.friends(&self.caller).await?.friends;
         let me = self.caller.user_id;
-        let stored = self.gw.core.user_xml(&self.caller, me, ROSTER_NODE).await?;
+        let mut stored: BTreeMap<String, Element> = self
+            .gw
+            .core
+            .user_xml(&self.caller, me, ROSTER_NODE)
+            .await?
+            .into_iter()
+            .filter_map(|r| Some((r.item_id, self.stored(&r.xml)?)))
+            .collect();
         let mut items = Vec::new();
         for friend in &friends {
             self.names.insert(friend.user_id, friend.username.clone());
             self.users.insert(friend.username.clone(), friend.user_id);
-            items.push(self.roster_item(&friend.username, "both").await);
+            let details = stored.remove(&friend.username);
+            items.push(self.roster_item(&friend.username, "both", details.as_ref()));
         }
-        let mut others: Vec<String> = stored
-            .into_iter()
-            .map(|r| r.item_id)
-            .filter(|name| !friends.iter().any(|f| f.username == *name))
-            .collect();
-        others.sort();
-        for name in others {
-            items.push(self.roster_item(&name, "none").await);
+        // What is left are contacts who are not friends, in name order.
+        for (name, details) in &stored {
+            items.push(self.roster_item(name, "none", Some(details)));
         }
         Ok(items)
     }
 
-    /// Sends this connection a roster push for `username`: the item with `subscription`, or
-    /// its removal (`None`).
-    pub(super) async fn roster_push(&mut self, username: &str, subscription: Option<&str>) {
-        let item = match subscription {
-            Some(subscription) => self.roster_item(username, subscription).await,
-            None => Element::new("item", NS_ROSTER)
+    /// Sends this connection a roster push for `username` as the contact stands now: the item
+    /// with `subscription` and the stored details, or its removal when the contact is neither
+    /// a friend (`subscription` is `none`) nor has details (RFC 6121 3.2: an item outlives its
+    /// subscription only if the user put it in the roster).
+    pub(super) async fn roster_push(&mut self, username: &str, subscription: &str) {
+        let stored = self.stored_roster_item(username).await;
+        let item = if subscription == "none" && stored.is_none() {
+            Element::new("item", NS_ROSTER)
                 .attr("jid", format!("{username}@{}", self.domain()))
-                .attr("subscription", "remove"),
+                .attr("subscription", "remove")
+        } else {
+            self.roster_item(username, subscription, stored.as_ref())
         };
         let el = Element::new("iq", NS_CLIENT)
             .attr("type", "set")
@@ -213,7 +222,7 @@ impl Conn {
         match outcome {
             Ok(()) => {
                 // A contact with neither details nor friendship left no notice to push from.
-                self.roster_push(username, None).await;
+                self.roster_push(username, "none").await;
                 let el = self.result_for(stanza);
                 self.send(&el);
             }
