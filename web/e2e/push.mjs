@@ -25,7 +25,9 @@ try {
   const page = await context.newPage();
   const cdp = await context.newCDPSession(page);
   const registrations = [];
+  const versions = new Map();
   cdp.on("ServiceWorker.workerRegistrationUpdated", (e) => registrations.push(...e.registrations));
+  cdp.on("ServiceWorker.workerVersionUpdated", (e) => e.versions.forEach((v) => versions.set(v.versionId, v)));
   await cdp.send("ServiceWorker.enable");
   await page.goto(base + "/");
   await page.evaluate(() => navigator.serviceWorker.ready.then(() => true));
@@ -36,11 +38,18 @@ try {
     if (!registrationId) await page.waitForTimeout(50);
   }
   assert.ok(registrationId, "the service worker registered");
+  // `ready` resolves while the worker may still be activating. A first push went unshown once
+  // in CI (DevTools reports no delivery result, so the cause is not visible); pushing only to
+  // an activated version removes the one difference from the runs that passed.
+  while (![...versions.values()].some((v) => v.registrationId === registrationId && v.status === "activated") && Date.now() < deadline) {
+    await page.waitForTimeout(50);
+  }
+  assert.ok([...versions.values()].some((v) => v.registrationId === registrationId && v.status === "activated"), "the service worker activated");
 
   const push = (payload) =>
     cdp.send("ServiceWorker.deliverPushMessage", { origin: base, registrationId, data: JSON.stringify(payload) });
-  const shown = async (count) => {
-    const end = Date.now() + T;
+  const shown = async (count, wait = T) => {
+    const end = Date.now() + wait;
     for (;;) {
       const list = await page.evaluate(async () =>
         (await (await navigator.serviceWorker.ready).getNotifications()).map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data })),
@@ -50,8 +59,16 @@ try {
     }
   };
 
-  await push({ kind: "message", conversation_id: 7, sender: "alice", preview: "hello bob", count: 1, badge: 1, ts: Date.now() });
-  let list = await shown(1);
+  // A synthetic push can still be lost between DevTools and a worker that is starting (the
+  // delivery result is not reported back); the first one is offered up to three times. The
+  // payloads are the same notification (one tag), so a repeat cannot add a second one.
+  const first = { kind: "message", conversation_id: 7, sender: "alice", preview: "hello bob", count: 1, badge: 1, ts: Date.now() };
+  let list = [];
+  for (let attempt = 1; attempt <= 3 && list.length === 0; attempt++) {
+    if (attempt > 1) console.log(`[push e2e] nothing shown yet; delivering the first push again (attempt ${attempt})`);
+    await push(first);
+    list = await shown(1, 5000);
+  }
   assert.equal(list.length, 1, JSON.stringify(list));
   assert.deepEqual([list[0].title, list[0].body, list[0].tag, list[0].data.conversation_id], ["alice", "hello bob", "conv-7", 7]);
 

@@ -1704,6 +1704,22 @@ impl Conn {
                         }
                         Err(e) => tracing::warn!(%e, "XMPP offline delivery unavailable."),
                     }
+                    // Requests to the user still unanswered (RFC 6121 3.1.3).
+                    match self.gw.core.friend_requests(&self.caller).await {
+                        Ok(list) => {
+                            for request in list.incoming {
+                                let el = Element::new("presence", NS_CLIENT)
+                                    .attr("type", "subscribe")
+                                    .attr(
+                                        "from",
+                                        format!("{}@{}", request.from.username, self.domain()),
+                                    )
+                                    .attr("to", self.bare.clone());
+                                self.send(&el);
+                            }
+                        }
+                        Err(e) => tracing::warn!(%e, "XMPP pending friend requests unavailable."),
+                    }
                     // Our own presence, reflected (RFC 6121 4.2.2).
                     let reflected = Element::new("presence", NS_CLIENT)
                         .attr("from", self.full.clone())
@@ -2214,12 +2230,11 @@ impl Conn {
                 if node == tidings_core::userxml::ROSTER_NODE =>
             {
                 // A contact's details changed on one of the user's devices (this one too).
-                let subscription = match self.user_id(&item_id).await {
-                    Some(user) if self.is_friend(user).await => "both",
-                    Some(_) => "none",
-                    None => return,
+                let Some(user) = self.user_id(&item_id).await else {
+                    return;
                 };
-                self.roster_push(&item_id, subscription).await;
+                let standing = self.standing(user).await;
+                self.roster_push(&item_id, standing).await;
             }
             ServerFrame::Occupant {
                 conversation_id,
@@ -2271,19 +2286,61 @@ impl Conn {
                     .attr("to", self.bare.clone());
                 self.send(&el);
             }
+            ContactEvent::RequestSent { request } => {
+                let to = request.to;
+                self.names.insert(to.user_id, to.username.clone());
+                self.users.insert(to.username.clone(), to.user_id);
+                self.roster_push(&to.username, roster::Standing::Asked)
+                    .await;
+            }
             ContactEvent::RequestAccepted { friend } => {
                 self.names.insert(friend.user_id, friend.username.clone());
                 self.users.insert(friend.username.clone(), friend.user_id);
-                self.roster_push(&friend.username, "both").await;
+                self.roster_push(&friend.username, roster::Standing::Friend)
+                    .await;
             }
             ContactEvent::FriendRemoved { user_id } => {
                 if let Some(name) = self.username(user_id).await {
                     // Kept without a subscription when the user gave it details, else removed.
-                    self.roster_push(&name, "none").await;
+                    self.roster_push(&name, roster::Standing::Stranger).await;
+                }
+            }
+            // A request of the user's that ended unanswered: the `ask` goes; a declined one is
+            // also told as the contact's refusal (RFC 6121 3.2.2).
+            ContactEvent::RequestDeclined { from, to } if from == self.caller.user_id => {
+                self.request_ended(to, true).await;
+            }
+            ContactEvent::RequestCancelled { from, to } if from == self.caller.user_id => {
+                self.request_ended(to, false).await;
+            }
+            // A request to the user that its sender withdrew (RFC 6121 3.3.3).
+            ContactEvent::RequestCancelled { from, to } if to == self.caller.user_id => {
+                if let Some(name) = self.username(from).await {
+                    let el = Element::new("presence", NS_CLIENT)
+                        .attr("type", "unsubscribe")
+                        .attr("from", format!("{name}@{domain}"))
+                        .attr("to", self.bare.clone());
+                    self.send(&el);
                 }
             }
             _ => {}
         }
+    }
+
+    /// The user's friend request to `to` ended without a friendship: declined by them, or
+    /// withdrawn from one of the user's devices.
+    async fn request_ended(&mut self, to: UserId, declined: bool) {
+        let Some(name) = self.username(to).await else {
+            return;
+        };
+        if declined {
+            let el = Element::new("presence", NS_CLIENT)
+                .attr("type", "unsubscribed")
+                .attr("from", format!("{name}@{}", self.domain()))
+                .attr("to", self.bare.clone());
+            self.send(&el);
+        }
+        self.roster_push(&name, roster::Standing::Stranger).await;
     }
 
     /// A message from the session: to the client, as a carbon when another device of the

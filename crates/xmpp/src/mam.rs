@@ -1,20 +1,27 @@
-//! Message Archive Management (XEP-0313) over the Tidings history of a direct conversation.
+//! Message Archive Management (XEP-0313) over the Tidings history.
 //!
-//! A query names the peer with the form field `with`; it is bounded by `start`/`end` and paged
-//! with Result Set Management (XEP-0059): `max`, `after` and `before` (an empty `before` is the
-//! last page). Ids are stanza-ids, which are the server's message ids. The history is read
-//! through `Core::history`, a page before a sequence number, so every read is authorized by
-//! the core; a bound by id or time becomes a sequence number by binary search (ids and times
-//! grow with the sequence within a conversation), a few single-message reads.
+//! A query with the form field `with` reads the direct conversation with that peer; one
+//! without it reads the user's whole archive, every direct conversation merged by message id
+//! (group messages are in the rooms' archives, as XEP-0313 section 4 has it). A query is
+//! bounded by `start`/`end` and paged with Result Set Management (XEP-0059): `max`, `after`
+//! and `before` (an empty `before` is the last page). Ids are stanza-ids, which are the
+//! server's message ids. The history is read through `Core::history`, a page before a sequence
+//! number, so every read is authorized by the core; a bound by id or time becomes a sequence
+//! number by binary search (ids and times grow with the sequence within a conversation), a few
+//! single-message reads.
 
 use super::{Conn, NS_CLIENT, NS_FORWARD, condition_for, iq_error};
 use crate::xml::Element;
+use tidings_proto::rest::ConversationKind;
 use tidings_proto::{ConversationId, Message, Seq};
 
 pub const NS_MAM: &str = "urn:xmpp:mam:2";
 pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
 const NS_DATA: &str = "jabber:x:data";
 pub(super) const NS_DELAY: &str = "urn:xmpp:delay";
+/// Archived messages with the username of their direct conversation's peer (`None`: a room's),
+/// and whether the page reaches the end of the range in the direction of paging.
+type ArchivePage = (Vec<(Message, Option<String>)>, bool);
 /// Results per page when the client gives no `max`.
 const DEFAULT_MAX: u32 = 50;
 
@@ -90,13 +97,18 @@ impl Conn {
                 return;
             }
         };
-        let Some(peer) = query.with.as_deref().and_then(|w| self.local_user(w)) else {
-            // The whole archive at once would merge every conversation; not offered yet.
+        let max = self.page_size(&query);
+        let Some(with) = query.with.as_deref() else {
+            let page = self.archive_page(&query, max).await;
+            self.answer_mam(stanza, &query, None, page).await;
+            return;
+        };
+        let Some(peer) = self.local_user(with) else {
             self.send(&iq_error(
                 stanza,
                 "cancel",
-                "feature-not-implemented",
-                Some("name the conversation with the 'with' field (a user of this server)"),
+                "item-not-found",
+                Some("'with' names a user of this server"),
             ));
             return;
         };
@@ -113,8 +125,17 @@ impl Conn {
                 return;
             }
         };
-        self.answer_mam(stanza, &query, conversation, Some(peer))
-            .await;
+        let page = self
+            .mam_page(conversation, &query, max)
+            .await
+            .map(|(messages, complete)| {
+                let items = messages
+                    .into_iter()
+                    .map(|m| (m, Some(peer.clone())))
+                    .collect();
+                (items, complete)
+            });
+        self.answer_mam(stanza, &query, None, page).await;
     }
 
     /// Answers a MAM query to a room JID (XEP-0313 section 5) from the group's history; the
@@ -141,37 +162,97 @@ impl Conn {
             ));
             return;
         }
-        self.answer_mam(stanza, &query, room, None).await;
+        let max = self.page_size(&query);
+        let page = self
+            .mam_page(room, &query, max)
+            .await
+            .map(|(messages, complete)| {
+                (messages.into_iter().map(|m| (m, None)).collect(), complete)
+            });
+        self.answer_mam(stanza, &query, Some(room), page).await;
     }
 
-    /// Sends the results and the `<fin/>` of a query on one conversation: the direct
-    /// conversation with `peer`, or the group when `peer` is `None` (results from the room).
+    /// Results per page: the client's `max` within the server's history page limit.
+    fn page_size(&self, query: &Query) -> u32 {
+        query
+            .max
+            .unwrap_or(DEFAULT_MAX)
+            .clamp(1, self.gw.core.config().limits.max_history_page)
+    }
+
+    /// A page of the user's whole archive: the same page taken from every direct conversation
+    /// that can have messages in range, merged by message id (which grows with time across
+    /// conversations) and cut to `max` from the side the query pages from.
+    async fn archive_page(&mut self, query: &Query, max: u32) -> Result<ArchivePage, &'static str> {
+        let parse_id = |id: &str| id.parse::<i64>().map_err(|_| "unknown id");
+        let after = query.after.as_deref().map(parse_id).transpose()?;
+        if let Some(Some(before)) = &query.before {
+            parse_id(before)?;
+        }
+        let list = self
+            .gw
+            .core
+            .conversations(&self.caller)
+            .await
+            .map_err(|_| "archive unavailable")?;
+        let mut merged = Vec::new();
+        let mut complete = true;
+        for conversation in list.conversations {
+            if conversation.kind != ConversationKind::Direct {
+                continue;
+            }
+            let (Some(peer), Some(last)) = (conversation.peer, conversation.last_message) else {
+                continue;
+            };
+            // Conversations whose newest message is before the range are skipped unread, so a
+            // client catching up (`after` its last id) reads only those with something new.
+            if after.is_some_and(|a| last.id.0 <= a) || query.start.is_some_and(|s| last.ts < s) {
+                continue;
+            }
+            let (messages, done) = self.mam_page(conversation.id, query, max).await?;
+            complete &= done;
+            merged.extend(
+                messages
+                    .into_iter()
+                    .map(|m| (m, Some(peer.username.clone()))),
+            );
+        }
+        merged.sort_by_key(|(m, _)| m.id.0);
+        let max = max as usize;
+        if merged.len() > max {
+            complete = false;
+            if query.before.is_some() {
+                merged.drain(..merged.len() - max);
+            } else {
+                merged.truncate(max);
+            }
+        }
+        Ok((merged, complete))
+    }
+
+    /// Sends the results and the `<fin/>` of a query: messages of direct conversations with
+    /// their peer's username, or of `room` (results from the room), or the error that ended
+    /// the query.
     async fn answer_mam(
         &mut self,
         stanza: &Element,
         query: &Query,
-        conversation: ConversationId,
-        peer: Option<String>,
+        room: Option<ConversationId>,
+        page: Result<ArchivePage, &'static str>,
     ) {
-        let max = query
-            .max
-            .unwrap_or(DEFAULT_MAX)
-            .clamp(1, self.gw.core.config().limits.max_history_page);
-        let page = match self.mam_page(conversation, query, max).await {
+        let page = match page {
             Ok(page) => page,
             Err(text) => {
                 self.send(&iq_error(stanza, "cancel", "item-not-found", Some(text)));
                 return;
             }
         };
-        let room_jid = peer
-            .is_none()
-            .then(|| format!("{conversation}@{}", self.gw.config.muc_domain));
+        let room_jid = room.map(|room| format!("{room}@{}", self.gw.config.muc_domain));
         let (messages, complete) = page;
-        for message in &messages {
+        for (message, peer) in &messages {
             // Corrections, retractions and reactions come as such, a recalled message as a
             // tombstone (XEP-0424), and an edited one with its latest body.
-            let archived = match &peer {
+            let archived = match peer {
                 Some(peer) => {
                     let Some(payload) = self.payload(message, false).await else {
                         continue;
@@ -227,7 +308,7 @@ impl Conn {
         }
         let mut set = Element::new("set", NS_RSM);
         match (messages.first(), messages.last()) {
-            (Some(first), Some(last)) => {
+            (Some((first, _)), Some((last, _))) => {
                 set = set
                     .child(Element::new("first", NS_RSM).text(first.id.to_string()))
                     .child(Element::new("last", NS_RSM).text(last.id.to_string()));

@@ -8,6 +8,10 @@
 //! deletes its details, ends the friendship and withdraws a pending friend request. Every
 //! change reaches all of the user's resources as a roster push: the core tells each of the
 //! user's sessions (on every node) that the item changed, and each pushes it.
+//!
+//! A friend request the user sent and that is still pending is a contact with subscription
+//! `none` and `ask='subscribe'` (RFC 6121 3.1.2); requests to the user are not roster items but
+//! `subscribe` presences, delivered when the user becomes available (RFC 6121 3.1.3).
 
 use super::{Conn, NS_CLIENT, NS_ROSTER, condition_for, iq_error};
 use crate::xml::Element;
@@ -20,14 +24,36 @@ const MAX_GROUPS: usize = 32;
 /// Longest contact name or group name, in characters.
 const MAX_NAME_CHARS: usize = 256;
 
+/// Where a contact stands with the user, which decides its roster item's subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Standing {
+    /// Friends: subscription `both`.
+    Friend,
+    /// The user asked them to be friends: subscription `none`, `ask='subscribe'`.
+    Asked,
+    /// Neither: subscription `none`, in the roster only if the user gave it details.
+    Stranger,
+}
+
 impl Conn {
-    /// Whether `user` is the caller's friend.
-    pub(super) async fn is_friend(&mut self, user: UserId) -> bool {
-        self.gw
-            .core
+    /// Where `user` stands with the caller: a friend, asked to be one, or neither.
+    pub(super) async fn standing(&mut self, user: UserId) -> Standing {
+        let core = self.gw.core.clone();
+        if core
             .friends(&self.caller)
             .await
             .is_ok_and(|list| list.friends.iter().any(|f| f.user_id == user))
+        {
+            Standing::Friend
+        } else if core
+            .friend_requests(&self.caller)
+            .await
+            .is_ok_and(|list| list.outgoing.iter().any(|r| r.to.user_id == user))
+        {
+            Standing::Asked
+        } else {
+            Standing::Stranger
+        }
     }
 
     /// The details the user stored for the contact `username`, if any.
@@ -43,12 +69,18 @@ impl Conn {
         self.stored(&record.xml)
     }
 
-    /// A roster item for `username` with `subscription`, carrying the stored details.
-    fn roster_item(&self, username: &str, subscription: &str, stored: Option<&Element>) -> Element {
+    /// A roster item for `username` as the contact stands, carrying the stored details.
+    fn roster_item(&self, username: &str, standing: Standing, stored: Option<&Element>) -> Element {
         let jid = format!("{username}@{}", self.domain());
+        let subscription = if standing == Standing::Friend {
+            "both"
+        } else {
+            "none"
+        };
         let mut item = Element::new("item", NS_ROSTER)
             .attr("jid", jid)
-            .attr("subscription", subscription);
+            .attr("subscription", subscription)
+            .attr_opt("ask", (standing == Standing::Asked).then_some("subscribe"));
         if let Some(stored) = stored {
             if let Some(name) = stored.get_attr("name") {
                 item = item.attr("name", name.to_owned());
@@ -78,27 +110,35 @@ impl Conn {
             self.names.insert(friend.user_id, friend.username.clone());
             self.users.insert(friend.username.clone(), friend.user_id);
             let details = stored.remove(&friend.username);
-            items.push(self.roster_item(&friend.username, "both", details.as_ref()));
+            items.push(self.roster_item(&friend.username, Standing::Friend, details.as_ref()));
         }
-        // What is left are contacts who are not friends, in name order.
+        let asked = self.gw.core.friend_requests(&self.caller).await?.outgoing;
+        for request in &asked {
+            let to = &request.to;
+            self.names.insert(to.user_id, to.username.clone());
+            self.users.insert(to.username.clone(), to.user_id);
+            let details = stored.remove(&to.username);
+            items.push(self.roster_item(&to.username, Standing::Asked, details.as_ref()));
+        }
+        // What is left are contacts who are neither friends nor asked, in name order.
         for (name, details) in &stored {
-            items.push(self.roster_item(name, "none", Some(details)));
+            items.push(self.roster_item(name, Standing::Stranger, Some(details)));
         }
         Ok(items)
     }
 
     /// Sends this connection a roster push for `username` as the contact stands now: the item
-    /// with `subscription` and the stored details, or its removal when the contact is neither
-    /// a friend (`subscription` is `none`) nor has details (RFC 6121 3.2: an item outlives its
-    /// subscription only if the user put it in the roster).
-    pub(super) async fn roster_push(&mut self, username: &str, subscription: &str) {
+    /// with its subscription and the stored details, or its removal when the contact is a
+    /// stranger without details (RFC 6121 3.2: an item outlives its subscription only if the
+    /// user put it in the roster).
+    pub(super) async fn roster_push(&mut self, username: &str, standing: Standing) {
         let stored = self.stored_roster_item(username).await;
-        let item = if subscription == "none" && stored.is_none() {
+        let item = if standing == Standing::Stranger && stored.is_none() {
             Element::new("item", NS_ROSTER)
                 .attr("jid", format!("{username}@{}", self.domain()))
                 .attr("subscription", "remove")
         } else {
-            self.roster_item(username, subscription, stored.as_ref())
+            self.roster_item(username, standing, stored.as_ref())
         };
         let el = Element::new("iq", NS_CLIENT)
             .attr("type", "set")
@@ -222,7 +262,7 @@ impl Conn {
         match outcome {
             Ok(()) => {
                 // A contact with neither details nor friendship left no notice to push from.
-                self.roster_push(username, "none").await;
+                self.roster_push(username, Standing::Stranger).await;
                 let el = self.result_for(stanza);
                 self.send(&el);
             }

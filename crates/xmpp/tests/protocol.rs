@@ -603,13 +603,20 @@ async fn scram_credentials_follow_the_password() {
 
 /// Sends a MAM query on the archive with Bob and returns everything up to its `</iq>`.
 async fn mam_query(tls: &mut Tls, id: &str, fields: &str, set: &str) -> String {
+    let fields = format!("<field var='with'><value>bob@localhost</value></field>{fields}");
+    archive_query(tls, id, &fields, set).await
+}
+
+/// Sends a MAM query on the user's archive with the given form fields and returns everything
+/// up to its `</iq>`.
+async fn archive_query(tls: &mut Tls, id: &str, fields: &str, set: &str) -> String {
     write(
         tls,
         &format!(
             "<iq type='set' id='{id}'><query xmlns='urn:xmpp:mam:2' queryid='q-{id}'>\
              <x xmlns='jabber:x:data' type='submit'>\
              <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>\
-             <field var='with'><value>bob@localhost</value></field>{fields}</x>\
+             {fields}</x>\
              <set xmlns='http://jabber.org/protocol/rsm'>{set}</set></query></iq>"
         ),
     )
@@ -702,6 +709,93 @@ async fn mam_pages_through_a_direct_conversation() {
     .await;
     assert_eq!(mam_bodies(&future).0, Vec::<String>::new(), "{future}");
     assert!(future.contains("complete='true'"), "{future}");
+}
+
+/// MAM without `with` reads the whole archive: every direct conversation merged by message id,
+/// paged forward and backward, without the group's messages; a client catching up `after` its
+/// last id gets exactly what came since.
+#[tokio::test]
+async fn mam_reads_the_whole_archive_merged_by_id() {
+    let setup = setup(|_| {}).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let carol = setup.server.user("carol").await;
+    let with_bob = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let with_carol = carol.api.open_direct(alice.user_id).await.unwrap().id;
+    let group = bob
+        .api
+        .create_group("Team", &[alice.user_id])
+        .await
+        .unwrap()
+        .id;
+    let bob_ws = setup.server.connect(&bob).await;
+    let carol_ws = setup.server.connect(&carol).await;
+    let alice_ws = setup.server.connect(&alice).await;
+    // Interleaved, so the merged order differs from either conversation's.
+    bob_ws.send_text(with_bob, "b0", "one").await.unwrap();
+    carol_ws.send_text(with_carol, "c0", "two").await.unwrap();
+    bob_ws.send_text(group, "g0", "in the group").await.unwrap();
+    alice_ws.send_text(with_carol, "a0", "three").await.unwrap();
+    bob_ws.send_text(with_bob, "b1", "four").await.unwrap();
+    carol_ws.send_text(with_carol, "c1", "five").await.unwrap();
+
+    let mut tls = sign_in(&setup, "alice", "archive").await;
+    let first = archive_query(&mut tls, "w1", "", "<max>3</max>").await;
+    let (bodies, last) = mam_bodies(&first);
+    assert_eq!(bodies, ["one", "two", "three"], "{first}");
+    assert!(!first.contains("complete='true'"), "{first}");
+    // Each result names its conversation's peer.
+    assert!(
+        first.contains("from='bob@localhost' to='alice@localhost'"),
+        "{first}"
+    );
+    assert!(
+        first.contains("from='alice@localhost' to='carol@localhost'"),
+        "{first}"
+    );
+    let second = archive_query(
+        &mut tls,
+        "w2",
+        "",
+        &format!("<max>3</max><after>{}</after>", last.unwrap()),
+    )
+    .await;
+    let (bodies, _) = mam_bodies(&second);
+    assert_eq!(bodies, ["four", "five"], "{second}");
+    assert!(second.contains("complete='true'"), "{second}");
+
+    let latest = archive_query(&mut tls, "w3", "", "<max>2</max><before/>").await;
+    let (bodies, _) = mam_bodies(&latest);
+    assert_eq!(bodies, ["four", "five"], "{latest}");
+    assert!(!latest.contains("complete='true'"), "{latest}");
+    let earlier = archive_query(
+        &mut tls,
+        "w4",
+        "",
+        &format!("<max>5</max><before>{}</before>", content(&latest, "first")),
+    )
+    .await;
+    let (bodies, _) = mam_bodies(&earlier);
+    assert_eq!(bodies, ["one", "two", "three"], "{earlier}");
+    assert!(earlier.contains("complete='true'"), "{earlier}");
+
+    // Catching up: nothing new, then exactly the message that came since.
+    let newest = content(&latest, "last").to_owned();
+    let idle = archive_query(&mut tls, "w5", "", &format!("<after>{newest}</after>")).await;
+    assert_eq!(mam_bodies(&idle).0, Vec::<String>::new(), "{idle}");
+    assert!(idle.contains("complete='true'"), "{idle}");
+    bob_ws.send_text(with_bob, "b2", "six").await.unwrap();
+    let since = archive_query(&mut tls, "w6", "", &format!("<after>{newest}</after>")).await;
+    assert_eq!(mam_bodies(&since).0, ["six"], "{since}");
+    write(
+        &mut tls,
+        "<iq type='set' id='w7'><query xmlns='urn:xmpp:mam:2'>\
+         <set xmlns='http://jabber.org/protocol/rsm'><after>not-an-id</after></set></query></iq>",
+    )
+    .await;
+    let unknown = read_until(&mut tls, "</iq>").await;
+    assert!(unknown.contains("type='error' id='w7'"), "{unknown}");
+    assert!(unknown.contains("<item-not-found"), "{unknown}");
 }
 
 /// A client stream read stanza by stanza: stanzas read while waiting for another are kept, so
@@ -2864,6 +2958,58 @@ async fn room_occupants_span_nodes() {
         .expect(&[&format!("from='{room}/ally'"), "code='307'"])
         .await;
     drop(bob);
+}
+
+/// Pending friend requests (RFC 6121 3.1): one the user sent is a roster item with
+/// `ask='subscribe'` until it is answered; one sent to the user arrives as a `subscribe`
+/// presence when the user becomes available; a decline and a withdrawal are told as
+/// `unsubscribed` and `unsubscribe`.
+#[tokio::test]
+async fn pending_friend_requests_show_in_roster_and_presence() {
+    let setup = setup(|_| {}).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let carol = setup.server.user("carol").await;
+    carol
+        .api
+        .send_friend_request(alice.user_id, None)
+        .await
+        .unwrap();
+    let mut pc = Stanzas::new(sign_in(&setup, "alice", "pc").await);
+    pc.send("<presence/>").await;
+    pc.expect(&["<presence", "type='subscribe'", "from='carol@localhost'"])
+        .await;
+
+    pc.send("<presence type='subscribe' to='bob@localhost'/>")
+        .await;
+    let push = pc
+        .expect(&["type='set'", "jid='bob@localhost'", "ask='subscribe'"])
+        .await;
+    assert!(push.contains("subscription='none'"), "{push}");
+    let roster = pc
+        .iq(
+            "r1",
+            "<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>",
+        )
+        .await;
+    assert!(
+        roster.contains("jid='bob@localhost' subscription='none' ask='subscribe'"),
+        "{roster}"
+    );
+    assert!(!roster.contains("carol@localhost"), "{roster}");
+
+    bob.api.decline_friend_request(alice.user_id).await.unwrap();
+    pc.expect(&["<presence", "type='unsubscribed'", "from='bob@localhost'"])
+        .await;
+    pc.expect(&["jid='bob@localhost'", "subscription='remove'"])
+        .await;
+    carol
+        .api
+        .cancel_friend_request(alice.user_id)
+        .await
+        .unwrap();
+    pc.expect(&["<presence", "type='unsubscribe'", "from='carol@localhost'"])
+        .await;
 }
 
 /// Roster sets (RFC 6121 §2): a friend's name and groups are kept and pushed to every
