@@ -1672,6 +1672,7 @@ export type ServerFrame =
   | ServerFrameCall
   | ServerFrameDeviceSignal
   | ServerFrameUserXml
+  | ServerFrameProfileChanged
   | ServerFrameOccupant;
 
 /** The connection is authenticated until `expires_at` (ms since the epoch). */
@@ -1872,16 +1873,28 @@ export interface ServerFrameDeviceSignal {
 }
 
 /**
- * One of the user's stored XML items (PEP nodes, private storage, roster details of the
- * XMPP gateway) was written or deleted, on this or another device. Sent to the user's own
- * devices; the item is read with the gateway's calls.
+ * A stored XML item (PEP nodes, private storage, roster details of the XMPP gateway) was
+ * written or deleted. Sent to the owner's devices, and for the nodes friends may read
+ * (the avatar and the nickname) to the owner's friends as well; the item is read with the
+ * gateway's calls.
  */
 export interface ServerFrameUserXml {
   type: "user_xml";
+  /** Whose item it is. */
+  user_id: UserId;
   node: string;
   item_id: string;
   /** `true`: the item was deleted. */
   deleted?: boolean;
+}
+
+/**
+ * A user's profile (display name, status text or avatar) changed. Sent to the user's
+ * own devices and to their friends, who may show it at once instead of on next read.
+ */
+export interface ServerFrameProfileChanged {
+  type: "profile_changed";
+  user_id: UserId;
 }
 
 /**

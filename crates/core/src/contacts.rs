@@ -556,7 +556,7 @@ impl Core {
             .collect())
     }
 
-    async fn friend_ids(&self, user: UserId) -> CoreResult<HashSet<UserId>> {
+    pub(crate) async fn friend_ids(&self, user: UserId) -> CoreResult<HashSet<UserId>> {
         Ok(self
             .inner
             .store

@@ -60,13 +60,16 @@ impl Core {
             .ok_or_else(|| CoreError::not_found("user"))
     }
 
-    /// Changes the caller's display name and status text.
+    /// Changes the caller's display name, status text and avatar; a change is told to the
+    /// caller's devices and friends (`profile_changed`).
     pub async fn update_profile(
         &self,
         caller: &Caller,
         req: UpdateProfileRequest,
     ) -> CoreResult<Profile> {
         let current = self.profile(caller, caller.user_id).await?;
+        let avatar_before = current.avatar.clone();
+        let text_before = (current.display_name.clone(), current.status_text.clone());
         let display_name = match req.display_name {
             Some(name) => clean(&name, MAX_DISPLAY_NAME, "a display name")?,
             None => current.display_name,
@@ -87,6 +90,18 @@ impl Core {
                 .store
                 .set_avatar(caller.user_id, avatar, self.now_ms())
                 .await?;
+        }
+        // Clients set their whole profile again with every vCard; only a change is told.
+        let changed = (display_name, status_text) != text_before
+            || req.avatar.is_some_and(|avatar| avatar != avatar_before);
+        if changed {
+            self.deliver(
+                self.self_and_friends(caller.user_id).await,
+                tidings_proto::ws::ServerFrame::ProfileChanged {
+                    user_id: caller.user_id,
+                },
+            )
+            .await;
         }
         self.profile(caller, caller.user_id).await
     }

@@ -83,7 +83,7 @@ impl Core {
             .put_user_xml(record, limits.max_user_xml_items)
             .await?
         {
-            self.tell_owner(caller, node, item_id, false).await;
+            self.tell_readers(caller, node, item_id, false).await;
             Ok(())
         } else {
             Err(CoreError::new(
@@ -122,22 +122,40 @@ impl Core {
             .delete_user_xml(caller.user_id, node, item_id)
             .await?;
         if deleted {
-            self.tell_owner(caller, node, item_id, true).await;
+            self.tell_readers(caller, node, item_id, true).await;
         }
         Ok(deleted)
     }
 
     /// Tells every device of the caller (on every node) that one of their items changed, so
-    /// their other sessions can follow (roster pushes, PEP notifications of their own nodes).
-    async fn tell_owner(&self, caller: &Caller, node: &str, item_id: &str, deleted: bool) {
+    /// their other sessions can follow (roster pushes, PEP notifications of their own nodes),
+    /// and for a node friends may read, the friends' devices too (their PEP notifications).
+    async fn tell_readers(&self, caller: &Caller, node: &str, item_id: &str, deleted: bool) {
+        let users = if node_access(node) == NodeAccess::Friends {
+            self.self_and_friends(caller.user_id).await
+        } else {
+            vec![caller.user_id]
+        };
         self.deliver(
-            vec![caller.user_id],
+            users,
             tidings_proto::ws::ServerFrame::UserXml {
+                user_id: caller.user_id,
                 node: node.to_owned(),
                 item_id: item_id.to_owned(),
                 deleted,
             },
         )
         .await;
+    }
+
+    /// The user and their friends, who hear of changes to what friends may read. Friends are
+    /// left out when the store cannot say: they read the change when they next ask.
+    pub(crate) async fn self_and_friends(&self, user: UserId) -> Vec<UserId> {
+        let mut users = vec![user];
+        match self.friend_ids(user).await {
+            Ok(friends) => users.extend(friends),
+            Err(e) => tracing::warn!(%e, "Could not read the friends to tell of a change."),
+        }
+        users
     }
 }

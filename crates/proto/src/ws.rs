@@ -360,15 +360,23 @@ pub enum ServerFrame {
         kind: String,
         payload: serde_json::Value,
     },
-    /// One of the user's stored XML items (PEP nodes, private storage, roster details of the
-    /// XMPP gateway) was written or deleted, on this or another device. Sent to the user's own
-    /// devices; the item is read with the gateway's calls.
+    /// A stored XML item (PEP nodes, private storage, roster details of the XMPP gateway) was
+    /// written or deleted. Sent to the owner's devices, and for the nodes friends may read
+    /// (the avatar and the nickname) to the owner's friends as well; the item is read with the
+    /// gateway's calls.
     UserXml {
+        /// Whose item it is.
+        user_id: UserId,
         node: String,
         item_id: String,
         /// `true`: the item was deleted.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         deleted: bool,
+    },
+    /// A user's profile (display name, status text or avatar) changed. Sent to the user's
+    /// own devices and to their friends, who may show it at once instead of on next read.
+    ProfileChanged {
+        user_id: UserId,
     },
     /// Who is in a group's room changed: a device entered it under a nick, took another
     /// nick, or left. Sent to the other devices in the room (XMPP Multi-User Chat occupants).

@@ -17,6 +17,8 @@
 
 #[path = "actions.rs"]
 mod actions;
+#[path = "caps.rs"]
+mod caps;
 #[path = "iq_route.rs"]
 mod iq_route;
 #[path = "mam.rs"]
@@ -465,6 +467,7 @@ async fn run_stream(gw: Arc<Gateway>, mut stream: Stream, peer: Option<SocketAdd
         rooms: HashMap::new(),
         bound_at: gw.core.now_ms(),
         available: false,
+        caps: caps::Caps::default(),
         sm: false,
         received: 0,
         unanswered: std::collections::BTreeSet::new(),
@@ -1030,6 +1033,8 @@ pub(crate) struct Conn {
     bound_at: i64,
     /// The client sent initial presence.
     available: bool,
+    /// What the client said it supports (XEP-0115), which decides its PEP notifications.
+    caps: caps::Caps,
     /// Stream Management (XEP-0198) acknowledgements are on.
     sm: bool,
     /// Stanzas received since Stream Management was enabled.
@@ -1726,6 +1731,7 @@ impl Conn {
                         .attr("to", self.full.clone());
                     self.send(&reflected);
                 }
+                self.on_caps(&stanza);
                 Ok(())
             }
             (Some("unavailable"), None) => {
@@ -1784,8 +1790,11 @@ impl Conn {
     async fn on_iq(&mut self, stanza: Element) -> Result<(), Fail> {
         let kind = stanza.get_attr("type").unwrap_or_default().to_owned();
         if kind == "result" || kind == "error" {
-            // An answer to an IQ another resource sent this client goes back to it.
-            self.answer_routed_iq(&stanza);
+            // The answer to the gateway's own capability query, or to an IQ another resource
+            // sent this client, which goes back to it.
+            if !self.on_caps_answer(&stanza).await {
+                self.answer_routed_iq(&stanza);
+            }
             return Ok(());
         }
         if kind != "get" && kind != "set" || stanza.get_attr("id").is_none() {
@@ -2226,9 +2235,15 @@ impl Conn {
                 self.on_routed_message(from_user, from_device, payload)
                     .await;
             }
-            ServerFrame::UserXml { node, item_id, .. }
-                if node == tidings_core::userxml::ROSTER_NODE =>
-            {
+            ServerFrame::UserXml {
+                user_id,
+                node,
+                item_id,
+                ..
+            } if node == tidings_core::userxml::ROSTER_NODE => {
+                if user_id != self.caller.user_id {
+                    return;
+                }
                 // A contact's details changed on one of the user's devices (this one too).
                 let Some(user) = self.user_id(&item_id).await else {
                     return;
@@ -2236,6 +2251,13 @@ impl Conn {
                 let standing = self.standing(user).await;
                 self.roster_push(&item_id, standing).await;
             }
+            ServerFrame::UserXml {
+                user_id,
+                node,
+                item_id,
+                deleted,
+            } => self.notify_item(user_id, &node, &item_id, deleted).await,
+            ServerFrame::ProfileChanged { user_id } => self.notify_avatar(user_id).await,
             ServerFrame::Occupant {
                 conversation_id,
                 occupant,

@@ -7,20 +7,29 @@
 //! client stores (other vCard fields, other PEP nodes, private XML) is kept verbatim per user
 //! through `Core::put_user_xml`, which enforces the limits; who may read what is the core's
 //! decision (`policy::read_user_node`).
+//!
+//! Notifications (XEP-0163 section 4.3) go to each connection whose client asked for the node
+//! with a `+notify` feature (learned through entity capabilities, `caps.rs`): changes to the
+//! user's own nodes and to the nodes friends may read of the user's friends, which the core
+//! tells every such session (`user_xml`), and avatar changes, which are profile changes
+//! (`profile_changed`). When a client first says it wants a node, it gets the node's last
+//! item from the user and from each friend (auto-subscription to contacts' PEP).
 
 use super::{Conn, NS_CLIENT, NS_VCARD, condition_for, iq_error};
 use crate::xml::{Element, Node};
 use futures_util::StreamExt;
 use sha2::Digest;
 use std::collections::HashMap;
+use tidings_core::policy::NodeAccess;
 use tidings_core::policy::{Scope, decide_scope};
-use tidings_core::userxml::VCARD_NODE;
+use tidings_core::userxml::{VCARD_NODE, node_access};
 use tidings_core::{CoreError, CoreResult};
 use tidings_proto::rest::UpdateProfileRequest;
 use tidings_proto::{ErrorCode, UserId};
 
 pub const NS_PRIVATE: &str = "jabber:iq:private";
 pub const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+pub const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 pub const NS_AVATAR_DATA: &str = "urn:xmpp:avatar:data";
 pub const NS_AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
 
@@ -33,6 +42,8 @@ pub const PEP_FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub#item-ids",
     "http://jabber.org/protocol/pubsub#last-published",
     "http://jabber.org/protocol/pubsub#publish-options",
+    "http://jabber.org/protocol/pubsub#auto-subscribe",
+    "http://jabber.org/protocol/pubsub#filtered-notifications",
 ];
 
 /// The item id of single-item storage (the vCard, private XML) and of items published without
@@ -452,6 +463,42 @@ impl Conn {
         }
     }
 
+    /// The item of an avatar node (`NS_AVATAR_DATA` or `NS_AVATAR_METADATA`) of `owner`, a view
+    /// of their profile's avatar: its data or its metadata under the image's hash, or, without
+    /// an avatar, empty metadata (XEP-0084 4.2: the avatar is off) and no data.
+    async fn avatar_items(
+        &mut self,
+        owner: UserId,
+        node: &str,
+    ) -> CoreResult<Vec<(String, Element)>> {
+        let profile = self.gw.core.profile(&self.caller, owner).await?;
+        let avatar = if profile.avatar.is_empty() {
+            None
+        } else {
+            self.avatar_bytes(&profile.avatar).await
+        };
+        Ok(match (node, avatar) {
+            (NS_AVATAR_DATA, Some((bytes, _))) => vec![(
+                sha1_hex(&bytes),
+                Element::new("data", NS_AVATAR_DATA).text(b64_encode(&bytes)),
+            )],
+            (_, Some((bytes, content_type))) => vec![(
+                sha1_hex(&bytes),
+                Element::new("metadata", NS_AVATAR_METADATA).child(
+                    Element::new("info", NS_AVATAR_METADATA)
+                        .attr("bytes", bytes.len().to_string())
+                        .attr("id", sha1_hex(&bytes))
+                        .attr("type", content_type),
+                ),
+            )],
+            (NS_AVATAR_METADATA, None) => vec![(
+                CURRENT.to_owned(),
+                Element::new("metadata", NS_AVATAR_METADATA),
+            )],
+            _ => Vec::new(),
+        })
+    }
+
     async fn pep_items(&mut self, stanza: &Element, owner: UserId, node: &str, action: &Element) {
         // The core decides access for every node, the avatar's too.
         let stored = match self.gw.core.user_xml(&self.caller, owner, node).await {
@@ -460,34 +507,9 @@ impl Conn {
         };
         let mut items: Vec<(String, Element)> = Vec::new();
         if node == NS_AVATAR_DATA || node == NS_AVATAR_METADATA {
-            let profile = match self.gw.core.profile(&self.caller, owner).await {
-                Ok(profile) => profile,
+            match self.avatar_items(owner, node).await {
+                Ok(avatar) => items = avatar,
                 Err(e) => return self.send_core_error(stanza, &e),
-            };
-            let avatar = if profile.avatar.is_empty() {
-                None
-            } else {
-                self.avatar_bytes(&profile.avatar).await
-            };
-            match (node, avatar) {
-                (NS_AVATAR_DATA, Some((bytes, _))) => items.push((
-                    sha1_hex(&bytes),
-                    Element::new("data", NS_AVATAR_DATA).text(b64_encode(&bytes)),
-                )),
-                (_, Some((bytes, content_type))) => items.push((
-                    sha1_hex(&bytes),
-                    Element::new("metadata", NS_AVATAR_METADATA).child(
-                        Element::new("info", NS_AVATAR_METADATA)
-                            .attr("bytes", bytes.len().to_string())
-                            .attr("id", sha1_hex(&bytes))
-                            .attr("type", content_type),
-                    ),
-                )),
-                (NS_AVATAR_METADATA, None) => items.push((
-                    CURRENT.to_owned(),
-                    Element::new("metadata", NS_AVATAR_METADATA),
-                )),
-                _ => {}
             }
         } else {
             for record in stored {
@@ -526,5 +548,131 @@ impl Conn {
             .result_for(stanza)
             .child(Element::new("pubsub", NS_PUBSUB).child(list));
         self.send(&el);
+    }
+
+    /// Sends this client a notification of `owner`'s `node` (XEP-0163 4.3): `items` are the
+    /// `<item/>`s or `<retract/>`s of the event.
+    fn send_event(&mut self, owner_name: &str, node: &str, items: Vec<Element>) {
+        let mut list = Element::new("items", NS_PUBSUB_EVENT).attr("node", node);
+        for item in items {
+            list = list.child(item);
+        }
+        let el = Element::new("message", NS_CLIENT)
+            .attr("type", "headline")
+            .attr("id", format!("event-{}", super::random_id()))
+            .attr("from", format!("{owner_name}@{}", self.domain()))
+            .attr("to", self.full.clone())
+            .child(Element::new("event", NS_PUBSUB_EVENT).child(list));
+        self.send(&el);
+    }
+
+    /// An item of `owner`'s `node` changed: the client gets it (or its retraction) if it asked
+    /// for the node's notifications. The core read decides again whether it may see the item.
+    pub(super) async fn notify_item(
+        &mut self,
+        owner: UserId,
+        node: &str,
+        item_id: &str,
+        deleted: bool,
+    ) {
+        if reserved(node) || !self.caps.wants(node) {
+            return;
+        }
+        let Some(owner_name) = self.username(owner).await else {
+            return;
+        };
+        let item = if deleted {
+            Element::new("retract", NS_PUBSUB_EVENT).attr("id", item_id)
+        } else {
+            let Ok(stored) = self.gw.core.user_xml(&self.caller, owner, node).await else {
+                return;
+            };
+            let Some(payload) = stored
+                .iter()
+                .find(|r| r.item_id == item_id)
+                .and_then(|r| self.stored(&r.xml))
+            else {
+                return;
+            };
+            Element::new("item", NS_PUBSUB_EVENT)
+                .attr("id", item_id)
+                .child(payload)
+        };
+        self.send_event(&owner_name, node, vec![item]);
+    }
+
+    /// `owner`'s profile changed: a client that asked for avatar metadata gets the current one
+    /// (empty metadata when the avatar was taken down).
+    pub(super) async fn notify_avatar(&mut self, owner: UserId) {
+        if !self.caps.wants(NS_AVATAR_METADATA) {
+            return;
+        }
+        let Some(owner_name) = self.username(owner).await else {
+            return;
+        };
+        let Ok(items) = self.avatar_items(owner, NS_AVATAR_METADATA).await else {
+            return;
+        };
+        let items = items
+            .into_iter()
+            .map(|(id, payload)| {
+                Element::new("item", NS_PUBSUB_EVENT)
+                    .attr("id", id)
+                    .child(payload)
+            })
+            .collect();
+        self.send_event(&owner_name, NS_AVATAR_METADATA, items);
+    }
+
+    /// The last item of each of `nodes`, the user's own and, for the nodes friends may read,
+    /// each friend's: what a client gets when it first says it wants them (XEP-0163 4.3.6 and
+    /// 6.1.2). Nodes without items, and avatars that are off, send nothing.
+    pub(super) async fn send_last_items(&mut self, nodes: &[String]) {
+        let nodes: Vec<&String> = nodes.iter().filter(|n| !reserved(n)).collect();
+        if nodes.is_empty() {
+            return;
+        }
+        let me = self.caller.user_id;
+        let mut owners = vec![(me, self.username(me).await.unwrap_or_default())];
+        if nodes.iter().any(|n| node_access(n) == NodeAccess::Friends)
+            && let Ok(list) = self.gw.core.friends(&self.caller).await
+        {
+            for friend in list.friends {
+                self.names.insert(friend.user_id, friend.username.clone());
+                self.users.insert(friend.username.clone(), friend.user_id);
+                owners.push((friend.user_id, friend.username));
+            }
+        }
+        for node in nodes {
+            for (owner, name) in &owners {
+                if *owner != me && node_access(node) != NodeAccess::Friends {
+                    continue;
+                }
+                let last = if node == NS_AVATAR_DATA || node == NS_AVATAR_METADATA {
+                    self.avatar_items(*owner, node)
+                        .await
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find(|(id, _)| id != CURRENT)
+                } else {
+                    let stored = self
+                        .gw
+                        .core
+                        .user_xml(&self.caller, *owner, node)
+                        .await
+                        .unwrap_or_default();
+                    // Newest first.
+                    stored
+                        .into_iter()
+                        .find_map(|r| Some((r.item_id.clone(), self.stored(&r.xml)?)))
+                };
+                if let Some((id, payload)) = last {
+                    let item = Element::new("item", NS_PUBSUB_EVENT)
+                        .attr("id", id)
+                        .child(payload);
+                    self.send_event(name, node, vec![item]);
+                }
+            }
+        }
     }
 }

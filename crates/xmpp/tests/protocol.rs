@@ -2659,6 +2659,167 @@ async fn vcards_are_profiles_both_ways() {
     );
 }
 
+/// The value of attribute `name` in the first tag of `stanza`.
+fn attr_of<'a>(stanza: &'a str, name: &str) -> &'a str {
+    let tag = &stanza[..stanza.find('>').unwrap_or(stanza.len())];
+    let start = tag
+        .find(&format!(" {name}='"))
+        .unwrap_or_else(|| panic!("{name} in {stanza}"))
+        + name.len()
+        + 3;
+    &tag[start..start + tag[start..].find('\'').unwrap()]
+}
+
+/// PEP notifications (XEP-0163 4.3) follow the interests a client states through entity
+/// capabilities (XEP-0115): the gateway asks the client's disco#info once its presence
+/// carries `<c/>`, sends the last items of the nodes it wants (a friend's nickname), then
+/// live changes: a friend's nickname and avatar (a profile change), the user's own bookmarks
+/// (XEP-0402) from another resource and their retraction. Nothing comes from a user who is no
+/// friend, and nothing to a resource that stated no interest.
+#[tokio::test]
+async fn pep_notifications_follow_caps_interests() {
+    let setup = setup(|_| {}).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    setup.server.user("carol").await;
+    befriend(&alice, &bob).await;
+    let publish = |id: &str, node: &str, item: &str| {
+        format!(
+            "<iq type='set' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+             <publish node='{node}'>{item}</publish></pubsub></iq>"
+        )
+    };
+    let nick = |text: &str| {
+        format!("<item><nick xmlns='http://jabber.org/protocol/nick'>{text}</nick></item>")
+    };
+    const NICK: &str = "http://jabber.org/protocol/nick";
+    let mut bob_x = Stanzas::new(sign_in(&setup, "bob", "desk").await);
+    let done = bob_x.iq("n1", &publish("n1", NICK, &nick("Bobby"))).await;
+    assert!(done.contains("type='result'"), "{done}");
+
+    let mut phone = Stanzas::new(sign_in(&setup, "alice", "phone").await);
+    phone.send("<presence/>").await;
+    let mut pc = Stanzas::new(sign_in(&setup, "alice", "pc").await);
+    pc.send(
+        "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' \
+         node='https://client.example' ver='v1'/></presence>",
+    )
+    .await;
+    let query = pc
+        .expect(&[
+            "<iq",
+            "type='get'",
+            "http://jabber.org/protocol/disco#info",
+            "node='https://client.example#v1'",
+        ])
+        .await;
+    let id = attr_of(&query, "id").to_owned();
+    pc.send(&format!(
+        "<iq type='result' id='{id}' to='localhost'>\
+         <query xmlns='http://jabber.org/protocol/disco#info' node='https://client.example#v1'>\
+         <identity category='client' type='pc'/>\
+         <feature var='http://jabber.org/protocol/nick+notify'/>\
+         <feature var='urn:xmpp:avatar:metadata+notify'/>\
+         <feature var='urn:xmpp:bookmarks:1+notify'/></query></iq>"
+    ))
+    .await;
+    let last = pc
+        .expect(&["<event", "from='bob@localhost'", "Bobby"])
+        .await;
+    assert!(last.contains("type='headline'"), "{last}");
+    assert!(last.contains(&format!("<items node='{NICK}'>")), "{last}");
+
+    // Live: a friend's new nickname, and the avatar a vCard set gives him.
+    bob_x.iq("n2", &publish("n2", NICK, &nick("Robert"))).await;
+    pc.expect(&["<event", "from='bob@localhost'", "Robert"])
+        .await;
+    let done = bob_x
+        .iq(
+            "v1",
+            &format!(
+                "<iq type='set' id='v1'><vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE>\
+                 <BINVAL>{PNG_B64}</BINVAL></PHOTO></vCard></iq>"
+            ),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    let avatar = pc
+        .expect(&[
+            "<event",
+            "from='bob@localhost'",
+            "urn:xmpp:avatar:metadata",
+            "<info",
+        ])
+        .await;
+    let hash: String = {
+        use sha1::Digest;
+        sha1::Sha1::digest(png())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert!(avatar.contains(&format!("id='{hash}'")), "{avatar}");
+
+    // The user's own bookmarks, published and retracted from the other resource.
+    const BOOKMARKS: &str = "urn:xmpp:bookmarks:1";
+    let done = phone
+        .iq(
+            "b1",
+            &publish(
+                "b1",
+                BOOKMARKS,
+                "<item id='team@conference.localhost'>\
+                 <conference xmlns='urn:xmpp:bookmarks:1' name='Team' autojoin='true'/></item>",
+            ),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    let mark = pc
+        .expect(&[
+            "<event",
+            "from='alice@localhost'",
+            "id='team@conference.localhost'",
+        ])
+        .await;
+    assert!(mark.contains("name='Team'"), "{mark}");
+    let done = phone
+        .iq(
+            "b2",
+            "<iq type='set' id='b2'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+             <retract node='urn:xmpp:bookmarks:1'><item id='team@conference.localhost'/></retract>\
+             </pubsub></iq>",
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    pc.expect(&["<event", "<retract id='team@conference.localhost'/>"])
+        .await;
+
+    // Someone who is no friend publishes; the next friend's change arrives, theirs never.
+    let mut carol_x = Stanzas::new(sign_in(&setup, "carol", "desk").await);
+    carol_x.iq("n3", &publish("n3", NICK, &nick("Caz"))).await;
+    bob_x
+        .iq("n4", &publish("n4", NICK, &nick("Bob again")))
+        .await;
+    pc.expect(&["<event", "Bob again"]).await;
+    assert!(
+        !pc.seen.iter().any(|s| s.contains("carol@localhost")),
+        "{:#?}",
+        pc.seen
+    );
+    // The resource that stated no interest got no notification at all.
+    phone
+        .iq(
+            "p1",
+            "<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>",
+        )
+        .await;
+    assert!(
+        !phone.seen.iter().any(|s| s.contains("pubsub#event")),
+        "{:#?}",
+        phone.seen
+    );
+}
+
 /// PEP nodes and private XML storage are kept per user, within the configured limits; the
 /// avatar nodes are the profile avatar; friends read only the shared nodes, others nothing.
 #[tokio::test]
