@@ -1672,6 +1672,7 @@ export type ServerFrame =
   | ServerFrameCall
   | ServerFrameDeviceSignal
   | ServerFrameUserXml
+  | ServerFrameBlocked
   | ServerFrameProfileChanged
   | ServerFrameOccupant;
 
@@ -1886,6 +1887,16 @@ export interface ServerFrameUserXml {
   item_id: string;
   /** `true`: the item was deleted. */
   deleted?: boolean;
+}
+
+/**
+ * The user blocked (`blocked`) or unblocked someone, on this or another device. Sent to
+ * the user's own devices, so each can keep its block list current.
+ */
+export interface ServerFrameBlocked {
+  type: "blocked";
+  user_id: UserId;
+  blocked: boolean;
 }
 
 /**

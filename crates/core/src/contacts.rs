@@ -100,7 +100,7 @@ impl Core {
             let friends = store.are_friends(caller.user_id, user).await?;
             let mine = store.friend_request(caller.user_id, user).await?.is_some();
             let theirs = store.friend_request(user, caller.user_id).await?.is_some();
-            store
+            let added = store
                 .block_user(caller.user_id, user, core.now_ms())
                 .await
                 .map_err(|e| match e {
@@ -108,6 +108,9 @@ impl Core {
                     other => other.into(),
                 })?;
             core.forget_direct(caller.user_id, user).await?;
+            if added {
+                core.tell_block(caller.user_id, user, true).await;
+            }
             // The blocked side sees what an ordinary removal, cancel or decline looks like.
             let pair = [caller.user_id, user];
             if friends {
@@ -139,10 +142,26 @@ impl Core {
     pub async fn unblock(&self, caller: &Caller, user: UserId) -> CoreResult<()> {
         let caller = *caller;
         self.detached(move |core| async move {
-            core.inner.store.unblock_user(caller.user_id, user).await?;
-            core.forget_direct(caller.user_id, user).await
+            let lifted = core.inner.store.unblock_user(caller.user_id, user).await?;
+            core.forget_direct(caller.user_id, user).await?;
+            if lifted {
+                core.tell_block(caller.user_id, user, false).await;
+            }
+            Ok(())
         })
         .await
+    }
+
+    /// Tells the blocker's devices that their block list changed (XEP-0191 pushes, for one).
+    async fn tell_block(&self, blocker: UserId, user: UserId, blocked: bool) {
+        self.deliver(
+            vec![blocker],
+            tidings_proto::ws::ServerFrame::Blocked {
+                user_id: user,
+                blocked,
+            },
+        )
+        .await;
     }
 
     /// Drops the cached view of the direct conversation between two users, on every node, so

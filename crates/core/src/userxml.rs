@@ -26,6 +26,11 @@ pub const VCARD_NODE: &str = "vcard-temp";
 /// The node of the XMPP roster's details (a contact's name and groups), one item per contact.
 pub const ROSTER_NODE: &str = "roster";
 
+/// The node of the addresses an XMPP user blocked that are not users of this server (XEP-0191
+/// block lists hold any JID), one item per address. Nothing from them can arrive, since the
+/// gateway speaks to no other server; they are kept so the client's list reads back whole.
+pub const BLOCKED_ADDRESSES_NODE: &str = "blocked-addresses";
+
 /// Who besides the owner may read `node`.
 pub fn node_access(node: &str) -> NodeAccess {
     if node == VCARD_NODE {

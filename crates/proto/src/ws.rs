@@ -373,6 +373,12 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         deleted: bool,
     },
+    /// The user blocked (`blocked`) or unblocked someone, on this or another device. Sent to
+    /// the user's own devices, so each can keep its block list current.
+    Blocked {
+        user_id: UserId,
+        blocked: bool,
+    },
     /// A user's profile (display name, status text or avatar) changed. Sent to the user's
     /// own devices and to their friends, who may show it at once instead of on next read.
     ProfileChanged {

@@ -17,6 +17,8 @@
 
 #[path = "actions.rs"]
 mod actions;
+#[path = "blocking.rs"]
+mod blocking;
 #[path = "caps.rs"]
 mod caps;
 #[path = "iq_route.rs"]
@@ -468,6 +470,7 @@ async fn run_stream(gw: Arc<Gateway>, mut stream: Stream, peer: Option<SocketAdd
         bound_at: gw.core.now_ms(),
         available: false,
         caps: caps::Caps::default(),
+        blocklist_requested: false,
         sm: false,
         received: 0,
         unanswered: std::collections::BTreeSet::new(),
@@ -1035,6 +1038,8 @@ pub(crate) struct Conn {
     available: bool,
     /// What the client said it supports (XEP-0115), which decides its PEP notifications.
     caps: caps::Caps,
+    /// The client asked for its block list, so it gets pushes of changes (XEP-0191).
+    blocklist_requested: bool,
     /// Stream Management (XEP-0198) acknowledgements are on.
     sm: bool,
     /// Stanzas received since Stream Management was enabled.
@@ -1971,79 +1976,8 @@ impl Conn {
                 self.carbons = false;
                 self.send(&result());
             }
-            ("get", "blocklist", NS_BLOCKING) => match self.gw.core.blocks(&self.caller).await {
-                Ok(list) => {
-                    let mut blocklist = Element::new("blocklist", NS_BLOCKING);
-                    for user in list.users {
-                        let jid = format!("{}@{}", user.username, self.domain());
-                        blocklist =
-                            blocklist.child(Element::new("item", NS_BLOCKING).attr("jid", jid));
-                    }
-                    let el = result().child(blocklist);
-                    self.send(&el);
-                }
-                Err(e) => {
-                    let (kind, condition) = condition_for(e.code);
-                    self.send(&iq_error(&stanza, kind, condition, Some(&e.message)));
-                }
-            },
-            ("set", "block" | "unblock", NS_BLOCKING) => {
-                // Every item names a user of this server; an `unblock` without items unblocks
-                // everyone (XEP-0191 3.4).
-                let mut users = Vec::new();
-                for item in payload.elements().filter(|e| e.is("item", NS_BLOCKING)) {
-                    let jid = item.get_attr("jid").unwrap_or_default();
-                    let found = match self.local_user(jid).map(str::to_owned) {
-                        Some(local) => self.user_id(&local).await,
-                        None => None,
-                    };
-                    match found {
-                        Some(id) => users.push(id),
-                        None => {
-                            self.send(&iq_error(
-                                &stanza,
-                                "modify",
-                                "item-not-found",
-                                Some("no such user here"),
-                            ));
-                            return Ok(());
-                        }
-                    }
-                }
-                let block = payload.name == "block";
-                if block && users.is_empty() {
-                    self.send(&iq_error(
-                        &stanza,
-                        "modify",
-                        "bad-request",
-                        Some("nothing to block"),
-                    ));
-                    return Ok(());
-                }
-                if !block && users.is_empty() {
-                    match self.gw.core.blocks(&self.caller).await {
-                        Ok(list) => users = list.users.iter().map(|u| u.user_id).collect(),
-                        Err(e) => {
-                            let (kind, condition) = condition_for(e.code);
-                            self.send(&iq_error(&stanza, kind, condition, Some(&e.message)));
-                            return Ok(());
-                        }
-                    }
-                }
-                for user in users {
-                    let done = if block {
-                        self.gw.core.block(&self.caller, user).await
-                    } else {
-                        self.gw.core.unblock(&self.caller, user).await
-                    };
-                    if let Err(e) = done {
-                        let (kind, condition) = condition_for(e.code);
-                        self.send(&iq_error(&stanza, kind, condition, Some(&e.message)));
-                        return Ok(());
-                    }
-                }
-                self.send(&result());
-            }
+            ("get", "blocklist", NS_BLOCKING) => self.on_blocklist(&stanza).await,
+            ("set", "block" | "unblock", NS_BLOCKING) => self.on_block(&stanza, &payload).await,
             ("get", "vCard", NS_VCARD) => self.vcard_get(&stanza, to.as_deref()).await,
             ("set", "vCard", NS_VCARD) => {
                 self.vcard_set(&stanza, &payload, to_server || to_self)
@@ -2256,7 +2190,23 @@ impl Conn {
                 node,
                 item_id,
                 deleted,
+            } if node == tidings_core::userxml::BLOCKED_ADDRESSES_NODE
+                && user_id == self.caller.user_id =>
+            {
+                self.push_block(item_id, !deleted);
+            }
+            ServerFrame::UserXml {
+                user_id,
+                node,
+                item_id,
+                deleted,
             } => self.notify_item(user_id, &node, &item_id, deleted).await,
+            ServerFrame::Blocked { user_id, blocked } => {
+                if let Some(name) = self.username(user_id).await {
+                    let jid = format!("{name}@{}", self.domain());
+                    self.push_block(jid, blocked);
+                }
+            }
             ServerFrame::ProfileChanged { user_id } => self.notify_avatar(user_id).await,
             ServerFrame::Occupant {
                 conversation_id,

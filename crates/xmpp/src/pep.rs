@@ -54,7 +54,10 @@ const PROFILE_FIELDS: &[&str] = &["FN", "NICKNAME", "PHOTO", "DESC"];
 
 /// Whether a node name belongs to the gateway's own storage rather than to PEP.
 fn reserved(node: &str) -> bool {
-    node == VCARD_NODE || node == tidings_core::userxml::ROSTER_NODE || node.starts_with("private:")
+    node == VCARD_NODE
+        || node == tidings_core::userxml::ROSTER_NODE
+        || node == tidings_core::userxml::BLOCKED_ADDRESSES_NODE
+        || node.starts_with("private:")
 }
 
 /// The lowercase hex SHA-1 of `bytes`: the id of an avatar (XEP-0084, XEP-0153).

@@ -3173,6 +3173,94 @@ async fn pending_friend_requests_show_in_roster_and_presence() {
         .await;
 }
 
+/// The blocking command (XEP-0191): users of this server are Tidings blocks, other addresses are
+/// kept so the list reads back whole; every change, from XMPP or the web, is pushed to each
+/// resource that asked for the list; bad items change nothing; an empty unblock clears all.
+#[tokio::test]
+async fn block_lists_hold_users_and_other_addresses_with_pushes() {
+    let setup = setup(|_| {}).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let carol = setup.server.user("carol").await;
+    let mut pc = Stanzas::new(sign_in(&setup, "alice", "pc").await);
+    let mut phone = Stanzas::new(sign_in(&setup, "alice", "phone").await);
+    let get =
+        |id: &str| format!("<iq type='get' id='{id}'><blocklist xmlns='urn:xmpp:blocking'/></iq>");
+    let set = |id: &str, change: &str, jids: &[&str]| {
+        let items: String = jids.iter().map(|j| format!("<item jid='{j}'/>")).collect();
+        format!(
+            "<iq type='set' id='{id}'><{change} xmlns='urn:xmpp:blocking'>{items}</{change}></iq>"
+        )
+    };
+    for (client, id) in [(&mut pc, "g1"), (&mut phone, "g2")] {
+        let list = client.iq(id, &get(id)).await;
+        assert!(
+            list.contains("<blocklist xmlns='urn:xmpp:blocking'/>"),
+            "{list}"
+        );
+    }
+
+    let done = pc
+        .iq(
+            "b1",
+            &set("b1", "block", &["bob@localhost", "Toto@Example.com"]),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    for client in [&mut pc, &mut phone] {
+        client
+            .expect(&["type='set'", "<block ", "jid='bob@localhost'"])
+            .await;
+        client
+            .expect(&["type='set'", "<block ", "jid='toto@example.com'"])
+            .await;
+    }
+    let list = phone.iq("g3", &get("g3")).await;
+    assert!(list.contains("<item jid='bob@localhost'/>"), "{list}");
+    assert!(list.contains("<item jid='toto@example.com'/>"), "{list}");
+    let blocks = alice.api.blocks().await.unwrap();
+    assert_eq!(
+        blocks.users.iter().map(|u| u.user_id).collect::<Vec<_>>(),
+        [bob.user_id]
+    );
+
+    // A block from the web is pushed too.
+    alice.api.block(carol.user_id).await.unwrap();
+    phone
+        .expect(&["type='set'", "<block ", "jid='carol@localhost'"])
+        .await;
+
+    // Bad items are refused and change nothing.
+    for (id, jid, condition) in [
+        ("x1", "nobody@localhost", "<item-not-found "),
+        ("x2", "team@conference.localhost", "<item-not-found "),
+        ("x3", "not a jid", "<jid-malformed "),
+        ("x4", "@example.com", "<jid-malformed "),
+    ] {
+        let refused = pc
+            .iq(id, &set(id, "block", &["dave@example.org", jid]))
+            .await;
+        assert!(refused.contains(condition), "{jid}: {refused}");
+    }
+    let list = pc.iq("g4", &get("g4")).await;
+    assert!(!list.contains("dave@example.org"), "{list}");
+
+    // An unblock without items clears everything, and says so item by item.
+    let done = pc.iq("u1", &set("u1", "unblock", &[])).await;
+    assert!(done.contains("type='result'"), "{done}");
+    for jid in ["bob@localhost", "carol@localhost", "toto@example.com"] {
+        phone
+            .expect(&["type='set'", "<unblock ", &format!("jid='{jid}'")])
+            .await;
+    }
+    let list = phone.iq("g5", &get("g5")).await;
+    assert!(
+        list.contains("<blocklist xmlns='urn:xmpp:blocking'/>"),
+        "{list}"
+    );
+    assert!(alice.api.blocks().await.unwrap().users.is_empty());
+}
+
 /// Roster sets (RFC 6121 §2): a friend's name and groups are kept and pushed to every
 /// resource; a user who is not a friend stays in the roster with subscription `none`; removing
 /// a contact ends the friendship; bad sets are refused; the roster's storage is not a PEP node.
