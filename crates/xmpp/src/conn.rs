@@ -462,6 +462,7 @@ async fn run_stream(gw: Arc<Gateway>, mut stream: Stream, peer: Option<SocketAdd
         pending: HashMap::new(),
         names: HashMap::new(),
         users: HashMap::new(),
+        avatars: HashMap::new(),
         directs: HashMap::new(),
         peers: HashMap::new(),
         ids: VecDeque::new(),
@@ -1021,6 +1022,9 @@ pub(crate) struct Conn {
     /// Usernames by user id, and ids by username, as met.
     names: HashMap<UserId, String>,
     users: HashMap<String, UserId>,
+    /// Friends' avatars (file ids, empty for none) as met, for the photo hash in their
+    /// presence (XEP-0153); an entry goes when the friend's profile changes.
+    avatars: HashMap<UserId, String>,
     /// Direct conversations by peer, and peers by direct conversation (`None`: a group).
     directs: HashMap<UserId, ConversationId>,
     peers: HashMap<ConversationId, Option<UserId>>,
@@ -2207,7 +2211,19 @@ impl Conn {
                     self.push_block(jid, blocked);
                 }
             }
-            ServerFrame::ProfileChanged { user_id } => self.notify_avatar(user_id).await,
+            ServerFrame::ProfileChanged { user_id } => {
+                self.avatars.remove(&user_id);
+                self.notify_avatar(user_id).await;
+                // A friend's new photo hash comes with their presence (XEP-0153), which their
+                // client would send; here the server asks for it and sends it.
+                if user_id != self.caller.user_id && self.available {
+                    let id = self.request_id(Pending::Presence);
+                    self.native(&ClientFrame::PresenceQuery {
+                        id,
+                        user_ids: vec![user_id],
+                    });
+                }
+            }
             ServerFrame::Occupant {
                 conversation_id,
                 occupant,
@@ -2239,7 +2255,13 @@ impl Conn {
             .attr("from", format!("{name}@{}", self.domain()))
             .attr("to", self.full.clone());
         let el = if status == PresenceStatus::Online {
-            el
+            // The avatar's hash (XEP-0153): empty when there is none, and no `<photo/>` at all
+            // when it cannot be read now (the client then keeps what it has).
+            let mut update = Element::new("x", pep::NS_VCARD_UPDATE);
+            if let Some(hash) = self.photo_hash(user).await {
+                update = update.child(Element::new("photo", pep::NS_VCARD_UPDATE).text(hash));
+            }
+            el.child(update)
         } else {
             el.attr("type", "unavailable")
         };

@@ -150,7 +150,13 @@ pub struct Gateway {
     next_conn: AtomicU64,
     /// The HTTP File Upload service (XEP-0363); `None` when the server has no file store here.
     pub uploads: Option<conn::upload::Uploads>,
+    /// SHA-1 of avatar images by file id, for the XEP-0153 photo hash in presence. Files never
+    /// change, so an entry stays true; the map is emptied when it reaches its bound.
+    avatar_hashes: Mutex<HashMap<String, String>>,
 }
+
+/// The most avatar hashes kept (about 100 bytes each).
+const MAX_AVATAR_HASHES: usize = 4096;
 
 impl Gateway {
     pub fn new(
@@ -176,7 +182,25 @@ impl Gateway {
             resources: Mutex::new(HashMap::new()),
             resumable: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            avatar_hashes: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The SHA-1 of the avatar file `file_id`, if known.
+    fn avatar_hash(&self, file_id: &str) -> Option<String> {
+        self.avatar_hashes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(file_id)
+            .cloned()
+    }
+
+    fn remember_avatar_hash(&self, file_id: &str, hash: String) {
+        let mut hashes = self.avatar_hashes.lock().unwrap_or_else(|e| e.into_inner());
+        if hashes.len() >= MAX_AVATAR_HASHES {
+            hashes.clear();
+        }
+        hashes.insert(file_id.to_owned(), hash);
     }
 
     fn conn_id(&self) -> u64 {

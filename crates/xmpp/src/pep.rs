@@ -32,6 +32,7 @@ pub const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 pub const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 pub const NS_AVATAR_DATA: &str = "urn:xmpp:avatar:data";
 pub const NS_AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
+pub const NS_VCARD_UPDATE: &str = "vcard-temp:x:update";
 
 /// The pubsub features the account (the user's bare JID) offers, for disco#info.
 pub const PEP_FEATURES: &[&str] = &[
@@ -464,6 +465,30 @@ impl Conn {
             }
             Err(e) => self.send_core_error(stanza, &e),
         }
+    }
+
+    /// The SHA-1 of `user`'s avatar as XEP-0153 puts it in presence: empty for none, `None`
+    /// when it cannot be read now. The avatar's file id is kept per connection until the
+    /// user's profile changes, the hash per file id by the gateway.
+    pub(super) async fn photo_hash(&mut self, user: UserId) -> Option<String> {
+        let file_id = match self.avatars.get(&user) {
+            Some(file_id) => file_id.clone(),
+            None => {
+                let file_id = self.gw.core.profile(&self.caller, user).await.ok()?.avatar;
+                self.avatars.insert(user, file_id.clone());
+                file_id
+            }
+        };
+        if file_id.is_empty() {
+            return Some(String::new());
+        }
+        if let Some(hash) = self.gw.avatar_hash(&file_id) {
+            return Some(hash);
+        }
+        let (bytes, _) = self.avatar_bytes(&file_id).await?;
+        let hash = sha1_hex(&bytes);
+        self.gw.remember_avatar_hash(&file_id, hash.clone());
+        Some(hash)
     }
 
     /// The item of an avatar node (`NS_AVATAR_DATA` or `NS_AVATAR_METADATA`) of `owner`, a view

@@ -2820,6 +2820,71 @@ async fn pep_notifications_follow_caps_interests() {
     );
 }
 
+/// A friend's presence carries the hash of their avatar (XEP-0153): empty without one, the
+/// image's SHA-1 once a photo is set (a new presence is sent when it changes), empty again once
+/// it is taken down.
+#[tokio::test]
+async fn presence_carries_the_avatar_hash() {
+    let setup = setup(|_| {}).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    befriend(&alice, &bob).await;
+    let mut pc = Stanzas::new(sign_in(&setup, "alice", "pc").await);
+    pc.send("<presence/>").await;
+    pc.expect(&["<presence", "from='alice@localhost/pc'"]).await;
+    let _bob_ws = setup.server.connect(&bob).await;
+    let online = pc
+        .expect(&["<presence", "from='bob@localhost'", "vcard-temp:x:update"])
+        .await;
+    assert!(!online.contains("type='unavailable'"), "{online}");
+    assert!(
+        online.contains("<photo></photo>") || online.contains("<photo/>"),
+        "{online}"
+    );
+
+    let mut bob_x = Stanzas::new(sign_in(&setup, "bob", "desk").await);
+    let done = bob_x
+        .iq(
+            "v1",
+            &format!(
+                "<iq type='set' id='v1'><vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE>\
+                 <BINVAL>{PNG_B64}</BINVAL></PHOTO></vCard></iq>"
+            ),
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    let hash: String = {
+        use sha1::Digest;
+        sha1::Sha1::digest(png())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    pc.expect(&[
+        "<presence",
+        "from='bob@localhost'",
+        &format!("<photo>{hash}</photo>"),
+    ])
+    .await;
+    // What came before that presence is not what the next expectation may match.
+    pc.seen.clear();
+
+    let done = bob_x
+        .iq(
+            "v2",
+            "<iq type='set' id='v2'><vCard xmlns='vcard-temp'><PHOTO/></vCard></iq>",
+        )
+        .await;
+    assert!(done.contains("type='result'"), "{done}");
+    let cleared = pc
+        .expect(&["<presence", "from='bob@localhost'", "vcard-temp:x:update"])
+        .await;
+    assert!(
+        cleared.contains("<photo></photo>") || cleared.contains("<photo/>"),
+        "{cleared}"
+    );
+}
+
 /// PEP nodes and private XML storage are kept per user, within the configured limits; the
 /// avatar nodes are the profile avatar; friends read only the shared nodes, others nothing.
 #[tokio::test]
