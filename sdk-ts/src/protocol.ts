@@ -1336,6 +1336,15 @@ export interface Occupant {
 }
 
 /**
+ * How available an occupant says it is in a room (XMPP `<show/>`); without one it is simply
+ * available.
+ */
+export type OccupantShow =
+  | "away" | "chat" | "dnd"
+  /** Away for a long time. */
+  | "xa";
+
+/**
  * `POST /api/v1/oidc/exchange`: trades the one-time code that the sign-in callback put in
  * the web app's URL fragment (`#oidc_code=...`) for tokens. A code works once, within 60 s.
  */
@@ -1925,6 +1934,8 @@ export interface ServerFrameOccupant {
   kicked_by?: UserId | null;
   /** Set when the device changed its nick: the nick it had. */
   previous_nick?: string | null;
+  /** How available the occupant says it is, when it said. */
+  show?: OccupantShow | null;
   /**
    * What the occupant said with the change (a presence status), or the reason given
    * for a kick, if anything.

@@ -18,7 +18,7 @@ use crate::policy::Action;
 use crate::{Caller, Core};
 use tidings_bus::{BusEvent, OutFrame};
 use tidings_proto::rest::{CreateGroupRequest, Role};
-use tidings_proto::ws::{Occupant, ServerFrame};
+use tidings_proto::ws::{Occupant, OccupantShow, ServerFrame};
 use tidings_proto::{ConversationId, DeviceId, ErrorCode, UserId};
 use tidings_store::{OccupantRecord, Occupied};
 
@@ -46,8 +46,7 @@ pub fn normalize_address(address: &str) -> Option<String> {
 /// What entering a room did, with the room's occupants afterwards (the caller's device too).
 #[derive(Clone, Debug)]
 pub struct Entered {
-    /// `None` when the device was already there under the same nick.
-    pub change: Option<Change>,
+    pub change: Change,
     pub occupants: Vec<Occupant>,
 }
 
@@ -55,7 +54,11 @@ pub struct Entered {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     Entered,
-    Renamed { previous: String },
+    Renamed {
+        previous: String,
+    },
+    /// The device was there under that nick already: a presence update (status, show).
+    Updated,
 }
 
 fn occupant(record: &OccupantRecord) -> Occupant {
@@ -216,6 +219,7 @@ impl Core {
         id: ConversationId,
         nick: &str,
         status: Option<String>,
+        show: Option<OccupantShow>,
     ) -> CoreResult<Entered> {
         let nick = nick.trim();
         if nick.is_empty()
@@ -259,37 +263,37 @@ impl Core {
                     "another member has that nick in this room",
                 ));
             }
-            Occupied::Unchanged => None,
-            Occupied::Entered => Some(Change::Entered),
-            Occupied::Renamed { previous } => Some(Change::Renamed { previous }),
+            Occupied::Unchanged => Change::Updated,
+            Occupied::Entered => Change::Entered,
+            Occupied::Renamed { previous } => Change::Renamed { previous },
         };
         let occupants = self.occupants(caller, id).await?;
-        if let Some(change) = &change {
-            let previous_nick = match change {
-                Change::Renamed { previous } => Some(previous.clone()),
-                Change::Entered => None,
-            };
-            let renamed = previous_nick.is_some();
-            let frame = ServerFrame::Occupant {
-                conversation_id: id,
-                occupant: occupant(&record),
-                previous_nick,
-                present: true,
-                status,
-                kicked_by: None,
-            };
-            if renamed {
-                // A nick change reaches the device that made it too, after everyone else
-                // (XEP-0045 7.6: the room tells the others, then the occupant), so clients
-                // that act on their own confirmation find the others already told.
-                let mut everyone = occupants.clone();
-                everyone.retain(|o| o.device_id != caller.device_id);
-                everyone.push(occupant(&record));
-                self.tell_occupants(None, &everyone, frame).await;
-            } else {
-                self.tell_occupants(Some(caller.device_id), &occupants, frame)
-                    .await;
-            }
+        let previous_nick = match &change {
+            Change::Renamed { previous } => Some(previous.clone()),
+            Change::Entered | Change::Updated => None,
+        };
+        let renamed = previous_nick.is_some();
+        let frame = ServerFrame::Occupant {
+            conversation_id: id,
+            occupant: occupant(&record),
+            previous_nick,
+            present: true,
+            status,
+            show,
+            kicked_by: None,
+        };
+        if renamed {
+            // A nick change reaches the device that made it too, after everyone else
+            // (XEP-0045 7.6: the room tells the others, then the occupant), so clients that act
+            // on their own confirmation find the others already told.
+            let mut everyone = occupants.clone();
+            everyone.retain(|o| o.device_id != caller.device_id);
+            everyone.push(occupant(&record));
+            self.tell_occupants(None, &everyone, frame).await;
+        } else {
+            // Entering, or a presence update (XEP-0045 7.7), goes to the others.
+            self.tell_occupants(Some(caller.device_id), &occupants, frame)
+                .await;
         }
         Ok(Entered { change, occupants })
     }
@@ -321,6 +325,7 @@ impl Core {
                     previous_nick: None,
                     present: false,
                     status,
+                    show: None,
                     kicked_by: None,
                 },
             )
@@ -374,6 +379,7 @@ impl Core {
                     previous_nick: None,
                     present: false,
                     status: reason.clone(),
+                    show: None,
                     kicked_by: Some(caller.user_id),
                 },
             )

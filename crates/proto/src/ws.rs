@@ -215,6 +215,18 @@ pub struct Occupant {
     pub nick: String,
 }
 
+/// How available an occupant says it is in a room (XMPP `<show/>`); without one it is simply
+/// available.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OccupantShow {
+    Away,
+    Chat,
+    Dnd,
+    /// Away for a long time.
+    Xa,
+}
+
 /// A frame sent by the server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -398,6 +410,9 @@ pub enum ServerFrame {
         /// for a kick, if anything.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status: Option<String>,
+        /// How available the occupant says it is, when it said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        show: Option<OccupantShow>,
         /// Set when a moderator took the device out of the room (a kick): who did. The member
         /// stays a member and may enter again.
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -24,7 +24,7 @@ use super::mam::{NS_DELAY, stamp};
 use super::{Conn, NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_SID, Pending, condition_for};
 use crate::xml::Element;
 use tidings_proto::rest::{ConversationKind, Member, Role};
-use tidings_proto::ws::{ClientFrame, Occupant};
+use tidings_proto::ws::{ClientFrame, Occupant, OccupantShow};
 use tidings_proto::{ConversationId, ErrorCode, MessageBody, UserId};
 
 pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
@@ -77,7 +77,29 @@ pub(super) struct OccupantChange {
     pub(super) previous_nick: Option<String>,
     pub(super) present: bool,
     pub(super) status: Option<String>,
+    pub(super) show: Option<OccupantShow>,
     pub(super) kicked_by: Option<UserId>,
+}
+
+/// A presence's `<show/>` (RFC 6121 4.7.2.1) as an occupant's availability; anything else is
+/// plain availability.
+fn show_of(text: &str) -> Option<OccupantShow> {
+    match text {
+        "away" => Some(OccupantShow::Away),
+        "chat" => Some(OccupantShow::Chat),
+        "dnd" => Some(OccupantShow::Dnd),
+        "xa" => Some(OccupantShow::Xa),
+        _ => None,
+    }
+}
+
+fn show_name(show: OccupantShow) -> &'static str {
+    match show {
+        OccupantShow::Away => "away",
+        OccupantShow::Chat => "chat",
+        OccupantShow::Dnd => "dnd",
+        OccupantShow::Xa => "xa",
+    }
 }
 
 /// The affiliation and role of a member (XEP-0045 5.1, 5.2).
@@ -159,6 +181,7 @@ impl Conn {
     }
 
     /// The status text of a presence, if any.
+    /// The text of a presence's `<status/>`, if it has one.
     fn status_text(stanza: &Element) -> Option<String> {
         stanza
             .find("status", NS_CLIENT)
@@ -255,10 +278,13 @@ impl Conn {
             return;
         };
         let status_text = Self::status_text(stanza);
+        let show = stanza
+            .find("show", NS_CLIENT)
+            .and_then(|s| show_of(s.text_content().trim()));
         let entered = match self
             .gw
             .core
-            .enter_room(&self.caller, room, &nick, status_text)
+            .enter_room(&self.caller, room, &nick, status_text, show)
             .await
         {
             Ok(entered) => entered,
@@ -393,6 +419,7 @@ impl Conn {
             previous_nick,
             present,
             status: status_text,
+            show,
             kicked_by,
         } = change;
         if let Some(actor) = kicked_by {
@@ -443,6 +470,9 @@ impl Conn {
                 return;
             };
             let mut el = self.occupant_element(&room_jid, &occupant, &member);
+            if let Some(show) = show {
+                el = el.child(Element::new("show", NS_CLIENT).text(show_name(show)));
+            }
             if let Some(text) = status_text {
                 el = el.child(Element::new("status", NS_CLIENT).text(text));
             }

@@ -1237,6 +1237,18 @@ async fn rooms_by_name_with_occupants_nicks_and_private_messages() {
         .await;
     assert!(old.contains("nick='ally'"), "{old}");
     owner.expect(&[&format!("from='{room}/ally'")]).await;
+    // A presence update under the same nick reaches the others with its show and status
+    // (XEP-0045 7.7).
+    member
+        .send(&format!(
+            "<presence to='{room}/ally'><show>away</show><status>at lunch</status></presence>"
+        ))
+        .await;
+    let update = owner
+        .expect(&[&format!("from='{room}/ally'"), "<show>away</show>"])
+        .await;
+    assert!(update.contains("<status>at lunch</status>"), "{update}");
+    assert!(!update.contains("type='unavailable'"), "{update}");
 
     // Group messages come from the sender's nick; a web member's from their username.
     member
