@@ -1,4 +1,5 @@
-//! Corrections (XEP-0308), retractions (XEP-0424) and reactions (XEP-0444), both ways.
+//! Corrections (XEP-0308), retractions (XEP-0424), reactions (XEP-0444) and replies
+//! (XEP-0461), both ways.
 //!
 //! Incoming, each becomes the core's message acting on an earlier one, so the same rules as
 //! for the web client apply (only the sender edits, within the edit window; the recall rules
@@ -15,6 +16,11 @@
 //! corrections the message id, as the XEPs ask. The archive shows a recalled message as a
 //! tombstone and the edits as corrections after the message, which already has its latest
 //! body.
+//!
+//! A reply is a message with `reply_to`: incoming, `<reply id>` names the answered message as
+//! above, and the quote the sender's fallback marks (XEP-0428) is cut from the body, since
+//! Tidings shows the answered message itself; outgoing, the reply names the message by the id
+//! the client knows it by and carries a quote of it as a fallback for clients without replies.
 
 use super::{Conn, NS_CLIENT, NS_HINTS, NS_SID, Pending, condition_for};
 use crate::xml::Element;
@@ -29,6 +35,9 @@ pub(super) const NS_RETRACT_0: &str = "urn:xmpp:message-retract:0";
 pub(super) const NS_FASTEN: &str = "urn:xmpp:fasten:0";
 pub const NS_REACTIONS: &str = "urn:xmpp:reactions:0";
 pub const NS_FALLBACK: &str = "urn:xmpp:fallback:0";
+pub const NS_REPLY: &str = "urn:xmpp:reply:0";
+/// The most characters of the answered message quoted in a reply's fallback.
+const QUOTED_CHARS: usize = 120;
 /// Recent messages searched for a `client_msg_id` this connection does not remember.
 const SEARCHED: u32 = 200;
 /// The body XEP-0424 suggests for clients that do not support retraction.
@@ -93,6 +102,54 @@ pub(super) enum Outcome {
     Done,
     /// The message it names is not one the gateway can find; nothing was sent.
     Unknown,
+}
+
+/// `body` without the ranges that `stanza`'s fallbacks for `for_ns` mark (XEP-0428: Unicode
+/// code point offsets, `start` inclusive, `end` exclusive). Ranges that do not fit the body are
+/// ignored; if nothing would be left, the body stays whole.
+pub(super) fn strip_fallback(stanza: &Element, body: &str, for_ns: &str) -> String {
+    let chars: Vec<char> = body.chars().collect();
+    let mut cut = vec![false; chars.len()];
+    for fallback in stanza
+        .elements()
+        .filter(|e| e.is("fallback", NS_FALLBACK) && e.get_attr("for") == Some(for_ns))
+    {
+        for range in fallback.elements().filter(|e| e.name == "body") {
+            let bound = |name: &str| range.get_attr(name).and_then(|v| v.parse::<usize>().ok());
+            if let (Some(start), Some(end)) = (bound("start"), bound("end"))
+                && start < end
+                && end <= chars.len()
+            {
+                cut[start..end].iter_mut().for_each(|c| *c = true);
+            }
+        }
+    }
+    let kept: String = chars
+        .iter()
+        .zip(&cut)
+        .filter(|(_, cut)| !**cut)
+        .map(|(c, _)| c)
+        .collect();
+    if kept.trim().is_empty() {
+        body.to_owned()
+    } else {
+        kept
+    }
+}
+
+/// The quote of `text` a reply carries as its fallback: each line after `> `, shortened.
+fn quote(author: &str, text: &str) -> String {
+    let mut short: String = text.chars().take(QUOTED_CHARS).collect();
+    if text.chars().count() > QUOTED_CHARS {
+        short.push('…');
+    }
+    let mut out = format!("> {author}:\n");
+    for line in short.lines() {
+        out.push_str("> ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 impl Conn {
@@ -255,6 +312,68 @@ impl Conn {
         }
     }
 
+    /// A reply's answered message in `conversation` (XEP-0461) and the body without the quote
+    /// its fallback marks. A reply to a message the gateway cannot place is kept as a plain
+    /// message with its whole body, quote included.
+    pub(super) async fn reply_of(
+        &mut self,
+        conversation: ConversationId,
+        stanza: &Element,
+        body: String,
+    ) -> (Option<Seq>, String) {
+        let Some(id) = stanza
+            .find("reply", NS_REPLY)
+            .and_then(|r| r.get_attr("id"))
+        else {
+            return (None, body);
+        };
+        match self.target_of(conversation, id).await {
+            Some(target) => (Some(target.seq), strip_fallback(stanza, &body, NS_REPLY)),
+            None => (None, body),
+        }
+    }
+
+    /// The `<reply/>`, the quoting body and its fallback marker for a message answering the
+    /// one at `seq`; `None` when that message cannot be read.
+    async fn reply_payload(
+        &mut self,
+        message: &Message,
+        seq: Seq,
+        groupchat: bool,
+        text: &str,
+    ) -> Option<Vec<Element>> {
+        let conversation = message.conversation_id;
+        let answered = self
+            .message_at(conversation, Some(seq))
+            .await
+            .filter(|m| m.seq == seq)?;
+        let id = self.xmpp_id_of(conversation, seq, groupchat).await?;
+        let author = self.username(answered.sender_id).await?;
+        let to = if groupchat {
+            format!("{conversation}@{}/{author}", self.gw.config.muc_domain)
+        } else {
+            format!("{author}@{}", self.domain())
+        };
+        let quoted = quote(
+            &author,
+            super::text_of(&answered.body).as_deref().unwrap_or(""),
+        );
+        let end = quoted.chars().count();
+        Some(vec![
+            Element::new("reply", NS_REPLY)
+                .attr("to", to)
+                .attr("id", id),
+            Element::new("body", NS_CLIENT).text(format!("{quoted}{text}")),
+            Element::new("fallback", NS_FALLBACK)
+                .attr("for", NS_REPLY)
+                .child(
+                    Element::new("body", NS_FALLBACK)
+                        .attr("start", "0")
+                        .attr("end", end.to_string()),
+                ),
+        ])
+    }
+
     /// The id an XMPP client knows a message by: its `client_msg_id` (the id it was delivered
     /// with), or in a room (`by_stanza_id`) the room's `stanza-id`, the server's message id.
     pub(super) async fn xmpp_id_of(
@@ -325,7 +444,15 @@ impl Conn {
             MessageBody::Deleted {} => vec![
                 Element::new("retracted", NS_RETRACT).attr("stamp", super::mam::stamp(message.ts)),
             ],
-            body => vec![Element::new("body", NS_CLIENT).text(super::text_of(body)?)],
+            body => {
+                let text = super::text_of(body)?;
+                if let Some(seq) = message.reply_to
+                    && let Some(reply) = self.reply_payload(message, seq, groupchat, &text).await
+                {
+                    return Some(reply);
+                }
+                vec![Element::new("body", NS_CLIENT).text(text)]
+            }
         })
     }
 }
@@ -349,6 +476,32 @@ mod tests {
             Some(StreamEvent::Stanza(s)) => s,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn reply_fallbacks_are_cut_by_code_points() {
+        let reply = stanza(
+            "<message><body>&gt; é:\nYes</body>\
+             <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'><body start='0' end='5'/></fallback>\
+             <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:other'><body start='5' end='8'/></fallback>\
+             </message>",
+        );
+        assert_eq!(strip_fallback(&reply, "> é:\nYes", NS_REPLY), "Yes");
+        // Out of range, or everything: the body stays whole.
+        let odd = stanza(
+            "<message><body>Hi</body>\
+             <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'><body start='0' end='9'/></fallback>\
+             </message>",
+        );
+        assert_eq!(strip_fallback(&odd, "Hi", NS_REPLY), "Hi");
+        let all = stanza(
+            "<message><body>Hi</body>\
+             <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'><body start='0' end='2'/></fallback>\
+             </message>",
+        );
+        assert_eq!(strip_fallback(&all, "Hi", NS_REPLY), "Hi");
+        assert_eq!(quote("bob", "one\ntwo"), "> bob:\n> one\n> two\n");
+        assert!(quote("bob", &"x".repeat(500)).ends_with("…\n"));
     }
 
     #[test]

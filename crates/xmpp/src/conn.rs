@@ -1648,6 +1648,7 @@ impl Conn {
                 if self.sm {
                     self.unanswered.insert(number);
                 }
+                let (reply_to, text) = self.reply_of(conversation, &stanza, text).await;
                 let id = self.request_id(Pending::Send {
                     stanza: stanza.clone(),
                     number,
@@ -1657,7 +1658,7 @@ impl Conn {
                     conversation_id: conversation,
                     client_msg_id,
                     body: MessageBody::Text { text },
-                    reply_to: None,
+                    reply_to,
                     thread_root: None,
                     mentions: None,
                 });

@@ -738,6 +738,7 @@ impl Conn {
         if self.sm {
             self.unanswered.insert(number);
         }
+        let (reply_to, text) = self.reply_of(room, &stanza, text).await;
         let id = self.request_id(Pending::Send {
             stanza: stanza.clone(),
             number,
@@ -747,7 +748,7 @@ impl Conn {
             conversation_id: room,
             client_msg_id,
             body: MessageBody::Text { text },
-            reply_to: None,
+            reply_to,
             thread_root: None,
             mentions: None,
         });

@@ -798,6 +798,80 @@ async fn mam_reads_the_whole_archive_merged_by_id() {
     assert!(unknown.contains("<item-not-found"), "{unknown}");
 }
 
+/// Replies (XEP-0461) both ways: an XMPP reply becomes a core reply to the message its id
+/// names, without the quote its fallback marks; a native reply reaches the XMPP client naming
+/// the answered message by the id it knows, with a quoting fallback.
+#[tokio::test]
+async fn replies_map_to_the_core_both_ways() {
+    let setup = setup(|_| {}).await;
+    let alice = setup.server.user("alice").await;
+    let bob = setup.server.user("bob").await;
+    let conversation = bob.api.open_direct(alice.user_id).await.unwrap().id;
+    let mut pc = Stanzas::new(sign_in(&setup, "alice", "pc").await);
+    pc.send("<presence/>").await;
+    pc.expect(&["<presence", "from='alice@localhost/pc'"]).await;
+    let bob_ws = setup.server.connect(&bob).await;
+    bob_ws
+        .send_text(conversation, "b1", "Shall we bake a cake?")
+        .await
+        .unwrap();
+    pc.expect(&["<body>Shall we bake a cake?</body>"]).await;
+
+    let quote = "> bob:\n> Shall we bake a cake?\n";
+    pc.send(&format!(
+        "<message type='chat' to='bob@localhost' id='a1'><body>{}Yes, chocolate!</body>\
+         <reply xmlns='urn:xmpp:reply:0' to='bob@localhost' id='b1'/>\
+         <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'>\
+         <body start='0' end='{}'/></fallback></message>",
+        quote.replace('>', "&gt;"),
+        quote.chars().count()
+    ))
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let history = loop {
+        let history = bob.api.history(conversation, None, 10).await.unwrap();
+        if history.messages.len() == 2 || tokio::time::Instant::now() > deadline {
+            break history;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let [asked, answer] = &history.messages[..] else {
+        panic!("{history:?}");
+    };
+    assert_eq!(answer.reply_to, Some(asked.seq), "{answer:?}");
+    assert_eq!(
+        answer.body,
+        tidings_proto::MessageBody::Text {
+            text: "Yes, chocolate!".into()
+        }
+    );
+
+    // A native reply names alice's message by her id, with a quote for older clients.
+    bob.api
+        .send_related(
+            conversation,
+            "b2",
+            tidings_proto::MessageBody::Text {
+                text: "Great".into(),
+            },
+            tidings_proto::Relations {
+                reply_to: Some(answer.seq),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let reply = pc
+        .expect(&["<message", "urn:xmpp:reply:0", "Great</body>"])
+        .await;
+    assert!(reply.contains("to='alice@localhost' id='a1'"), "{reply}");
+    assert!(reply.contains("for='urn:xmpp:reply:0'"), "{reply}");
+    assert!(
+        reply.contains("&gt; alice:") || reply.contains("> alice:"),
+        "{reply}"
+    );
+}
+
 /// A client stream read stanza by stanza: stanzas read while waiting for another are kept, so
 /// interleaved presences and results can be expected in any order.
 struct Stanzas {
