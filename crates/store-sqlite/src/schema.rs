@@ -86,6 +86,16 @@ fn common_pragmas(conn: &Connection, options: &SqliteOptions) -> StoreResult<()>
         .map_err(backend)?;
     // The backend has a few dozen distinct statements; keep all of them prepared.
     conn.set_prepared_statement_cache_capacity(128);
+    // The query planner stability guarantee: plans never depend on the values bound to a
+    // statement. Without it SQLite lets a bound `LIMIT ?` (and, once ANALYZE has run, any
+    // bound value compared with an indexed column) steer the plan, and then recompiles the
+    // statement on every execution with a new binding, which the hot reads (one message, a
+    // page of history) paid each time. Our plans are fixed by the index-plan test anyway.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map_err(backend)?;
     Ok(())
 }
 

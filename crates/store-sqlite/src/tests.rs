@@ -43,6 +43,39 @@ fn pragma(conn: &rusqlite::Connection, name: &str) -> StoreResult<String> {
     .map_err(error::backend)
 }
 
+/// New bindings never recompile a statement (the query planner stability guarantee). Without
+/// it SQLite compiled every `ORDER BY ... LIMIT ?` read again on each run: the message reads
+/// behind every send paid a full prepare.
+#[tokio::test]
+async fn new_bindings_do_not_recompile_statements() {
+    let (_dir, path) = db_path();
+    let store = open(&path);
+    for store_side in [true, false] {
+        let recompiled = move |conn: &rusqlite::Connection| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id FROM messages WHERE conversation_id = ?1 AND seq > ?2 \
+                     ORDER BY seq LIMIT ?3",
+                )
+                .map_err(error::backend)?;
+            for limit in 1..5 {
+                stmt.query_map(rusqlite::params![1, limit, limit], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(error::backend)?;
+            }
+            Ok(stmt.get_status(rusqlite::StatementStatus::RePrepare))
+        };
+        let count = if store_side {
+            store.write(recompiled).await.unwrap()
+        } else {
+            store.read(recompiled).await.unwrap()
+        };
+        assert_eq!(count, 0, "writer: {store_side}");
+    }
+}
+
 #[tokio::test]
 async fn writer_is_wal_with_full_sync_and_foreign_keys() {
     let (_dir, path) = db_path();
