@@ -218,8 +218,8 @@ pub(crate) async fn retry<C: GenericClient>(c: &C, key: &PushJobKey, next_at: i6
     Ok(())
 }
 
-/// Records the new messages of an append that may notify in the outbox, in the append's
-/// transaction.
+/// Records the new messages of an append that may notify someone with a push subscription in
+/// the outbox, in the append's transaction.
 pub(crate) async fn record_outbox<C: GenericClient>(
     c: &C,
     appended: &[std::result::Result<Appended, StoreError>],
@@ -238,11 +238,18 @@ pub(crate) async fn record_outbox<C: GenericClient>(
         .map(|a| crate::queries::seq_to_sql(a.message.seq))
         .collect();
     let ts: Vec<i64> = rows.iter().map(|a| a.message.ts).collect();
+    let senders: Vec<i64> = rows.iter().map(|a| a.message.sender_id.0).collect();
+    // Only when a member other than the sender has a device that can be pushed: planning a
+    // message nobody can be pushed for costs writes and reads per message.
     c.execute(
         "INSERT INTO push_outbox (conversation_id, seq, next_at) \
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) \
+         SELECT u.c, u.s, u.t FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], \
+             $4::bigint[]) AS u(c, s, t, sender) \
+         WHERE EXISTS (SELECT 1 FROM members m \
+             JOIN push_subscriptions p ON p.user_id = m.user_id \
+             WHERE m.conversation_id = u.c AND m.user_id <> u.sender) \
          ON CONFLICT (conversation_id, seq) DO NOTHING",
-        &[&conversations, &seqs, &ts],
+        &[&conversations, &seqs, &ts, &senders],
     )
     .await?;
     Ok(())

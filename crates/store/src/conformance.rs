@@ -5562,6 +5562,29 @@ pub async fn push_outbox_records_what_may_notify(store: Arc<dyn Store>) {
         conversation_id: direct.id,
         seq,
     };
+    // Only the sender can be pushed: nothing is recorded.
+    store
+        .set_push_subscription(alice.user, alice.device, web_push(7), 1)
+        .await
+        .unwrap();
+    append(
+        &store,
+        vec![text(direct.id, alice.user, alice.device, "m0", 50)],
+    )
+    .await;
+    assert!(
+        store
+            .claim_push_outbox(i64::MAX, 0, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no member but the sender has a push subscription"
+    );
+    let bob_phone = device(&store, bob).await;
+    store
+        .set_push_subscription(bob, bob_phone, web_push(8), 2)
+        .await
+        .unwrap();
     let first = append(
         &store,
         vec![
