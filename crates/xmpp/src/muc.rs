@@ -351,6 +351,7 @@ impl Conn {
                 continue;
             };
             let el = self.occupant_element(&room_jid, other, member);
+            let el = self.with_photo_hash(el, other.user_id).await;
             self.send(&el);
         }
         // 100: real JIDs are visible; 110: this is you; 201: the room was created.
@@ -469,7 +470,8 @@ impl Conn {
             let Some(member) = member else {
                 return;
             };
-            let mut el = self.occupant_element(&room_jid, &occupant, &member);
+            let el = self.occupant_element(&room_jid, &occupant, &member);
+            let mut el = self.with_photo_hash(el, occupant.user_id).await;
             if let Some(show) = show {
                 el = el.child(Element::new("show", NS_CLIENT).text(show_name(show)));
             }
@@ -836,7 +838,7 @@ impl Conn {
         let room = match self.room_of(to).await {
             Some(room) if !to.contains('/') => room,
             Some(room) => {
-                self.on_occupant_iq(stanza, payload, room, to, result);
+                self.on_occupant_iq(stanza, payload, room, to, result).await;
                 return;
             }
             None => {
@@ -917,7 +919,7 @@ impl Conn {
     /// XEP-0410: answered by the room, with `not-acceptable` when this connection is not in the
     /// room under that nick (the client then rejoins). Other IQs to occupants would reach
     /// users' devices without their real JIDs; they are not relayed.
-    fn on_occupant_iq(
+    async fn on_occupant_iq(
         &mut self,
         stanza: &Element,
         payload: &Element,
@@ -932,7 +934,18 @@ impl Conn {
             .get(&room)
             .is_some_and(|j| j.user_of(nick).is_some());
         let ping = stanza.get_attr("type") == Some("get") && payload.is("ping", super::NS_PING);
-        if ping && own {
+        let vcard = stanza.get_attr("type") == Some("get") && payload.is("vCard", super::NS_VCARD);
+        if vcard && self.rooms.contains_key(&room) {
+            // An occupant's vCard (XEP-0054 through the room, as clients fetch avatars in
+            // rooms): the vCard of the user behind the nick, answered from the occupant JID.
+            match self.user_behind(room, nick).await {
+                Some(username) => {
+                    let bare = format!("{username}@{}", self.domain());
+                    self.vcard_get(stanza, Some(&bare)).await;
+                }
+                None => self.send(&super::iq_error(stanza, "cancel", "item-not-found", None)),
+            }
+        } else if ping && own {
             self.send(&result);
         } else if ping && !someone {
             self.send(&super::iq_error(stanza, "cancel", "not-acceptable", None));
@@ -944,6 +957,39 @@ impl Conn {
                 None,
             ));
         }
+    }
+
+    /// The username of whoever goes by `nick` in the room: this connection, another occupant,
+    /// or a member who is not in the room (web members show under their usernames).
+    async fn user_behind(&mut self, room: ConversationId, nick: &str) -> Option<String> {
+        let joined = self.rooms.get(&room)?;
+        let user = if joined.nick == nick {
+            Some(self.caller.user_id)
+        } else {
+            joined.user_of(nick)
+        };
+        match user {
+            Some(user) => self.username(user).await,
+            None => self
+                .gw
+                .core
+                .members(&self.caller, room)
+                .await
+                .ok()?
+                .into_iter()
+                .find(|m| m.username == nick)
+                .map(|m| m.username),
+        }
+    }
+
+    /// An occupant's presence with the photo hash of the user behind it (XEP-0153), as a
+    /// friend's presence carries it.
+    async fn with_photo_hash(&mut self, presence: Element, user: UserId) -> Element {
+        let mut update = Element::new("x", super::pep::NS_VCARD_UPDATE);
+        if let Some(hash) = self.photo_hash(user).await {
+            update = update.child(Element::new("photo", super::pep::NS_VCARD_UPDATE).text(hash));
+        }
+        presence.child(update)
     }
 
     /// A device was kicked out of a room (XEP-0045 8.2): status 307 with the actor and the

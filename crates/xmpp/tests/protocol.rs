@@ -1267,7 +1267,9 @@ async fn rooms_by_name_with_occupants_nicks_and_private_messages() {
             "<presence to='Lounge@conference.localhost/al'>             <x xmlns='http://jabber.org/protocol/muc'/></presence>",
         )
         .await;
-    member.expect(&[&format!("from='{room}/bobby'")]).await;
+    let bobby = member.expect(&[&format!("from='{room}/bobby'")]).await;
+    // Occupants carry their photo hash (XEP-0153; bob has no avatar: empty).
+    assert!(bobby.contains("vcard-temp:x:update"), "{bobby}");
     let own = member
         .expect(&[&format!("from='{room}/al'"), "code='110'"])
         .await;
@@ -1286,6 +1288,24 @@ async fn rooms_by_name_with_occupants_nicks_and_private_messages() {
             .count(),
         1
     );
+
+    // An occupant's vCard, asked through the room, is the vCard of the user behind the nick.
+    let card = member
+        .iq(
+            "vc1",
+            &format!("<iq type='get' id='vc1' to='{room}/bobby'><vCard xmlns='vcard-temp'/></iq>"),
+        )
+        .await;
+    assert!(card.contains("type='result'"), "{card}");
+    assert!(card.contains(&format!("from='{room}/bobby'")), "{card}");
+    assert!(card.contains("<NICKNAME>bob</NICKNAME>"), "{card}");
+    let nobody = member
+        .iq(
+            "vc2",
+            &format!("<iq type='get' id='vc2' to='{room}/nobody'><vCard xmlns='vcard-temp'/></iq>"),
+        )
+        .await;
+    assert!(nobody.contains("<item-not-found "), "{nobody}");
 
     // Another occupant's nick, and another member's username, are taken.
     for taken in ["bobby", "bob"] {
