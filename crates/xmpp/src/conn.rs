@@ -354,13 +354,28 @@ pub async fn run_direct_tls(gw: Arc<Gateway>, tcp: tokio::net::TcpStream, peer: 
     };
     let timeout = Duration::from_secs(u64::from(gw.config.negotiation_timeout_secs.max(1)));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => {
-            let binding = tls_exporter(&tls);
-            run(gw, Box::new(tls), Some(peer), Some(binding)).await;
-        }
-        _ => tracing::debug!(%peer, "XMPP direct TLS handshake failed."),
+    // The handshake is boxed and its result boxed at once (in a plain function), so the TLS
+    // connection's state is not also kept inline in the connection's task for its lifetime.
+    let accepted = boxed_tls(tokio::time::timeout(timeout, Box::pin(acceptor.accept(tcp))).await);
+    match accepted {
+        Some((io, binding)) => run(gw, io, Some(peer), Some(binding)).await,
+        None => tracing::debug!(%peer, "XMPP direct TLS handshake failed."),
     }
+}
+
+/// The outcome of a direct TLS handshake under its time limit.
+type Accepted = Result<
+    std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    tokio::time::error::Elapsed,
+>;
+
+/// A finished TLS handshake as the boxed stream the connection reads, with its channel
+/// binding (`None` when the TLS version has none); `None` when the handshake failed or timed
+/// out.
+fn boxed_tls(accepted: Accepted) -> Option<(Box<dyn Io>, Option<Vec<u8>>)> {
+    let tls = accepted.ok()?.ok()?;
+    let binding = tls_exporter(&tls);
+    Some((Box::new(tls), binding))
 }
 
 /// How negotiation ended: a resource bound, or a session resumed (with the client's `h`).
@@ -407,7 +422,10 @@ pub(crate) async fn run_framed(
 async fn run_stream(gw: Arc<Gateway>, mut stream: Stream, peer: Option<SocketAddr>) {
     let cfg = &gw.config;
     let timeout = Duration::from_secs(u64::from(cfg.negotiation_timeout_secs.max(1)));
-    let negotiated = tokio::time::timeout(timeout, negotiate(&gw, &mut stream, peer)).await;
+    // Boxed: negotiation's state is only needed until the stream is bound, and would
+    // otherwise be part of every idle connection's task.
+    let negotiated =
+        tokio::time::timeout(timeout, Box::pin(negotiate(&gw, &mut stream, peer))).await;
     let negotiated = match negotiated {
         Ok(Ok(Start::Bound(n))) => n,
         Ok(Ok(Start::Resumed(mut conn, h))) => {
@@ -491,6 +509,12 @@ async fn run_stream(gw: Arc<Gateway>, mut stream: Stream, peer: Option<SocketAdd
 async fn serve_and_keep(mut conn: Box<Conn>, mut stream: Stream) {
     let gw = conn.gw.clone();
     let end = conn.serve(&mut stream).await;
+    // What follows the stream's end is boxed: it runs once, and an idle connection's task
+    // should not keep room for it while the stream is served.
+    Box::pin(after_serving(conn, stream, end, gw)).await;
+}
+
+async fn after_serving(mut conn: Box<Conn>, mut stream: Stream, end: Fail, gw: Arc<Gateway>) {
     match end {
         Fail::Handoff(handoff) => {
             stream.shutdown().await;
@@ -1218,7 +1242,10 @@ impl Conn {
                 event = stream.next(), if self.session.can_read() => {
                     match event {
                         Ok(StreamEvent::Stanza(stanza)) => {
-                            if let Err(fail) = self.on_stanza(stanza).await {
+                            // Boxed, like the frame handling below: the handlers' state is
+                            // large and lives only while a stanza is handled, so an idle
+                            // connection's task does not keep room for it.
+                            if let Err(fail) = Box::pin(self.on_stanza(stanza)).await {
                                 return fail;
                             }
                         }
@@ -1232,7 +1259,7 @@ impl Conn {
                 output = self.session.next_output() => match output {
                     Output::Frame(text) => {
                         match serde_json::from_str::<ServerFrame>(text.as_str()) {
-                            Ok(frame) => self.on_frame(frame).await,
+                            Ok(frame) => Box::pin(self.on_frame(frame)).await,
                             Err(e) => tracing::warn!(%e, "Unreadable session frame."),
                         }
                     }
@@ -1247,7 +1274,7 @@ impl Conn {
                         return Fail::Stream(condition, reason.into());
                     }
                 },
-                () = sleep_until_opt(renew_at) => self.renew().await,
+                () = sleep_until_opt(renew_at) => Box::pin(self.renew()).await,
                 () = sleep_until_opt(routed_deadline) => self.expire_routed_iqs(),
             }
         }
