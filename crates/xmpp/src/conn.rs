@@ -363,6 +363,9 @@ pub async fn run_direct_tls(gw: Arc<Gateway>, tcp: tokio::net::TcpStream, peer: 
     }
 }
 
+/// A TLS stream ready to serve, and its channel binding.
+type TlsIo = (Box<dyn Io>, Option<Vec<u8>>);
+
 /// The outcome of a direct TLS handshake under its time limit.
 type Accepted = Result<
     std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
@@ -372,7 +375,7 @@ type Accepted = Result<
 /// A finished TLS handshake as the boxed stream the connection reads, with its channel
 /// binding (`None` when the TLS version has none); `None` when the handshake failed or timed
 /// out.
-fn boxed_tls(accepted: Accepted) -> Option<(Box<dyn Io>, Option<Vec<u8>>)> {
+fn boxed_tls(accepted: Accepted) -> Option<TlsIo> {
     let tls = accepted.ok()?.ok()?;
     let binding = tls_exporter(&tls);
     Some((Box::new(tls), binding))
