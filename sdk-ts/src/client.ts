@@ -554,6 +554,8 @@ export class TidingsClient {
       }
       case "contact":
       case "contacts":
+      // A block or unblock on any of the user's devices (the web, an XMPP client, ...).
+      case "blocked":
         void this.refreshContacts().catch(() => undefined);
         break;
       default:

@@ -94,6 +94,16 @@ describe("TidingsClient against the real server", () => {
     await until(() => (a.conversations.get(id)!.conversation.peer_read_seq ?? 0) === 40, 20000, "read receipt");
   });
 
+  it("follows blocks made on any device through the blocked event", async () => {
+    const [a, b] = [await user(), await user()];
+    const peer = b.me!.user_id;
+    // Through the REST API, as another device would: only the server's event tells this client.
+    await a.rest.block(peer);
+    await until(() => a.contacts.blocked.some((u) => u.user_id === peer), 20000, "the block in the contacts");
+    await a.rest.unblock(peer);
+    await until(() => a.contacts.blocked.length === 0, 20000, "the unblock in the contacts");
+  });
+
   it("stores a message once when the same client_msg_id is sent twice", async () => {
     const [a, b] = [await user(), await user()];
     const id = await direct(a, b);
