@@ -1347,14 +1347,19 @@ impl Conn {
         domain.eq_ignore_ascii_case(self.domain()).then_some(user)
     }
 
+    /// Remembers a user's name both ways, as met in a listing or an event.
+    fn learn_name(&mut self, id: UserId, username: &str) {
+        self.names.insert(id, username.to_owned());
+        self.users.insert(username.to_owned(), id);
+    }
+
     async fn user_id(&mut self, username: &str) -> Option<UserId> {
         let username = username.to_lowercase();
         if let Some(id) = self.users.get(&username) {
             return Some(*id);
         }
         let id = self.gw.core.user_id_by_name(&username).await.ok()?;
-        self.names.insert(id, username.clone());
-        self.users.insert(username, id);
+        self.learn_name(id, &username);
         Some(id)
     }
 
@@ -1363,8 +1368,7 @@ impl Conn {
             return Some(name.clone());
         }
         let profile = self.gw.core.profile(&self.caller, id).await.ok()?;
-        self.names.insert(id, profile.username.clone());
-        self.users.insert(profile.username.clone(), id);
+        self.learn_name(id, &profile.username);
         Some(profile.username)
     }
 
@@ -1400,8 +1404,7 @@ impl Conn {
                 .iter()
                 .find(|m| m.user_id != self.caller.user_id)
                 .map(|m| {
-                    self.names.insert(m.user_id, m.username.clone());
-                    self.users.insert(m.username.clone(), m.user_id);
+                    self.learn_name(m.user_id, &m.username);
                     m.user_id
                 })
         } else {
@@ -1728,8 +1731,7 @@ impl Conn {
                         .unwrap_or_default();
                     let user_ids: Vec<UserId> = friends.iter().map(|f| f.user_id).collect();
                     for f in friends {
-                        self.names.insert(f.user_id, f.username.clone());
-                        self.users.insert(f.username, f.user_id);
+                        self.learn_name(f.user_id, &f.username);
                     }
                     if !user_ids.is_empty() {
                         let id = self.request_id(Pending::Presence);
@@ -1753,14 +1755,7 @@ impl Conn {
                     match self.gw.core.friend_requests(&self.caller).await {
                         Ok(list) => {
                             for request in list.incoming {
-                                let el = Element::new("presence", NS_CLIENT)
-                                    .attr("type", "subscribe")
-                                    .attr(
-                                        "from",
-                                        format!("{}@{}", request.from.username, self.domain()),
-                                    )
-                                    .attr("to", self.bare.clone());
-                                self.send(&el);
+                                self.send_subscription("subscribe", &request.from.username);
                             }
                         }
                         Err(e) => tracing::warn!(%e, "XMPP pending friend requests unavailable."),
@@ -2288,13 +2283,7 @@ impl Conn {
             .attr("from", format!("{name}@{}", self.domain()))
             .attr("to", self.full.clone());
         let el = if status == PresenceStatus::Online {
-            // The avatar's hash (XEP-0153): empty when there is none, and no `<photo/>` at all
-            // when it cannot be read now (the client then keeps what it has).
-            let mut update = Element::new("x", pep::NS_VCARD_UPDATE);
-            if let Some(hash) = self.photo_hash(user).await {
-                update = update.child(Element::new("photo", pep::NS_VCARD_UPDATE).text(hash));
-            }
-            el.child(update)
+            self.with_photo_hash(el, user).await
         } else {
             el.attr("type", "unavailable")
         };
@@ -2304,25 +2293,18 @@ impl Conn {
     /// Friend changes as roster pushes and subscription stanzas (RFC 6121).
     async fn contact(&mut self, event: tidings_proto::contacts::ContactEvent) {
         use tidings_proto::contacts::ContactEvent;
-        let domain = self.domain().to_owned();
         match event {
             ContactEvent::RequestReceived { request } => {
-                let el = Element::new("presence", NS_CLIENT)
-                    .attr("type", "subscribe")
-                    .attr("from", format!("{}@{domain}", request.from.username))
-                    .attr("to", self.bare.clone());
-                self.send(&el);
+                self.send_subscription("subscribe", &request.from.username);
             }
             ContactEvent::RequestSent { request } => {
                 let to = request.to;
-                self.names.insert(to.user_id, to.username.clone());
-                self.users.insert(to.username.clone(), to.user_id);
+                self.learn_name(to.user_id, &to.username);
                 self.roster_push(&to.username, roster::Standing::Asked)
                     .await;
             }
             ContactEvent::RequestAccepted { friend } => {
-                self.names.insert(friend.user_id, friend.username.clone());
-                self.users.insert(friend.username.clone(), friend.user_id);
+                self.learn_name(friend.user_id, &friend.username);
                 self.roster_push(&friend.username, roster::Standing::Friend)
                     .await;
             }
@@ -2343,11 +2325,7 @@ impl Conn {
             // A request to the user that its sender withdrew (RFC 6121 3.3.3).
             ContactEvent::RequestCancelled { from, to } if to == self.caller.user_id => {
                 if let Some(name) = self.username(from).await {
-                    let el = Element::new("presence", NS_CLIENT)
-                        .attr("type", "unsubscribe")
-                        .attr("from", format!("{name}@{domain}"))
-                        .attr("to", self.bare.clone());
-                    self.send(&el);
+                    self.send_subscription("unsubscribe", &name);
                 }
             }
             _ => {}
@@ -2361,13 +2339,18 @@ impl Conn {
             return;
         };
         if declined {
-            let el = Element::new("presence", NS_CLIENT)
-                .attr("type", "unsubscribed")
-                .attr("from", format!("{name}@{}", self.domain()))
-                .attr("to", self.bare.clone());
-            self.send(&el);
+            self.send_subscription("unsubscribed", &name);
         }
         self.roster_push(&name, roster::Standing::Stranger).await;
+    }
+
+    /// A subscription presence (RFC 6121 3) of `kind` from the contact `username` to the user.
+    fn send_subscription(&mut self, kind: &str, username: &str) {
+        let el = Element::new("presence", NS_CLIENT)
+            .attr("type", kind)
+            .attr("from", format!("{username}@{}", self.domain()))
+            .attr("to", self.bare.clone());
+        self.send(&el);
     }
 
     /// A message from the session: to the client, as a carbon when another device of the

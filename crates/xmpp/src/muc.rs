@@ -308,8 +308,7 @@ impl Conn {
             }
         };
         for member in &members {
-            self.names.insert(member.user_id, member.username.clone());
-            self.users.insert(member.username.clone(), member.user_id);
+            self.learn_name(member.user_id, &member.username);
         }
         let me = self.caller.user_id;
         let Some(own) = members.iter().find(|m| m.user_id == me) else {
@@ -980,16 +979,6 @@ impl Conn {
                 .find(|m| m.username == nick)
                 .map(|m| m.username),
         }
-    }
-
-    /// An occupant's presence with the photo hash of the user behind it (XEP-0153), as a
-    /// friend's presence carries it.
-    async fn with_photo_hash(&mut self, presence: Element, user: UserId) -> Element {
-        let mut update = Element::new("x", super::pep::NS_VCARD_UPDATE);
-        if let Some(hash) = self.photo_hash(user).await {
-            update = update.child(Element::new("photo", super::pep::NS_VCARD_UPDATE).text(hash));
-        }
-        presence.child(update)
     }
 
     /// A device was kicked out of a room (XEP-0045 8.2): status 307 with the actor and the

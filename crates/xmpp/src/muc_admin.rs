@@ -524,8 +524,7 @@ impl Conn {
         let Some(member) = members.into_iter().find(|m| m.user_id == user) else {
             return;
         };
-        self.names.insert(member.user_id, member.username.clone());
-        self.users.insert(member.username.clone(), member.user_id);
+        self.learn_name(member.user_id, &member.username);
         let Some(joined) = self.rooms.get(&room) else {
             return;
         };

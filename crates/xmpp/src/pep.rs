@@ -32,7 +32,7 @@ pub const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 pub const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 pub const NS_AVATAR_DATA: &str = "urn:xmpp:avatar:data";
 pub const NS_AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
-pub const NS_VCARD_UPDATE: &str = "vcard-temp:x:update";
+const NS_VCARD_UPDATE: &str = "vcard-temp:x:update";
 
 /// The pubsub features the account (the user's bare JID) offers, for disco#info.
 pub const PEP_FEATURES: &[&str] = &[
@@ -470,7 +470,7 @@ impl Conn {
     /// The SHA-1 of `user`'s avatar as XEP-0153 puts it in presence: empty for none, `None`
     /// when it cannot be read now. The avatar's file id is kept per connection until the
     /// user's profile changes, the hash per file id by the gateway.
-    pub(super) async fn photo_hash(&mut self, user: UserId) -> Option<String> {
+    async fn photo_hash(&mut self, user: UserId) -> Option<String> {
         let file_id = match self.avatars.get(&user) {
             Some(file_id) => file_id.clone(),
             None => {
@@ -489,6 +489,17 @@ impl Conn {
         let hash = sha1_hex(&bytes);
         self.gw.remember_avatar_hash(&file_id, hash.clone());
         Some(hash)
+    }
+
+    /// `presence` (a friend's, or an occupant's) with the photo hash of `user` (XEP-0153):
+    /// empty when there is no avatar, and no `<photo/>` at all when it cannot be read now (the
+    /// client then keeps what it has).
+    pub(super) async fn with_photo_hash(&mut self, presence: Element, user: UserId) -> Element {
+        let mut update = Element::new("x", NS_VCARD_UPDATE);
+        if let Some(hash) = self.photo_hash(user).await {
+            update = update.child(Element::new("photo", NS_VCARD_UPDATE).text(hash));
+        }
+        presence.child(update)
     }
 
     /// The item of an avatar node (`NS_AVATAR_DATA` or `NS_AVATAR_METADATA`) of `owner`, a view
@@ -666,8 +677,7 @@ impl Conn {
             && let Ok(list) = self.gw.core.friends(&self.caller).await
         {
             for friend in list.friends {
-                self.names.insert(friend.user_id, friend.username.clone());
-                self.users.insert(friend.username.clone(), friend.user_id);
+                self.learn_name(friend.user_id, &friend.username);
                 owners.push((friend.user_id, friend.username));
             }
         }

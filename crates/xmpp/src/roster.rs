@@ -107,16 +107,14 @@ impl Conn {
             .collect();
         let mut items = Vec::new();
         for friend in &friends {
-            self.names.insert(friend.user_id, friend.username.clone());
-            self.users.insert(friend.username.clone(), friend.user_id);
+            self.learn_name(friend.user_id, &friend.username);
             let details = stored.remove(&friend.username);
             items.push(self.roster_item(&friend.username, Standing::Friend, details.as_ref()));
         }
         let asked = self.gw.core.friend_requests(&self.caller).await?.outgoing;
         for request in &asked {
             let to = &request.to;
-            self.names.insert(to.user_id, to.username.clone());
-            self.users.insert(to.username.clone(), to.user_id);
+            self.learn_name(to.user_id, &to.username);
             let details = stored.remove(&to.username);
             items.push(self.roster_item(&to.username, Standing::Asked, details.as_ref()));
         }
