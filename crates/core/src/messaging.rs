@@ -184,6 +184,34 @@ fn validate_client_msg_id(id: &str) -> CoreResult<()> {
     Ok(())
 }
 
+/// A send's place among the sends one connection makes to one conversation. The checks before
+/// the sequencer take different times (a file message reads the store, a text message whose
+/// conversation is cached reads nothing), so sends a client pipelines could otherwise reach the
+/// sequencer, and be committed, in another order than the client sent them. With a turn, a
+/// send enters the sequencer only once the send before it has entered it or failed: the checks
+/// still run side by side, the commits keep the client's order.
+pub struct SendTurn {
+    /// Resolves (or is dropped) once the previous send has entered the sequencer or failed.
+    pub after: Option<oneshot::Receiver<()>>,
+    /// Dropped once this send has entered the sequencer or failed, which lets the next go.
+    pub done: oneshot::Sender<()>,
+}
+
+impl SendTurn {
+    /// The turn after `previous` (`None`: the first send, or every earlier one is through),
+    /// and what the send after this one waits on.
+    pub fn after(previous: Option<oneshot::Receiver<()>>) -> (SendTurn, oneshot::Receiver<()>) {
+        let (done, next) = oneshot::channel();
+        (
+            SendTurn {
+                after: previous,
+                done,
+            },
+            next,
+        )
+    }
+}
+
 impl Core {
     /// Sends a message: validated, committed durably, published, then acknowledged.
     pub async fn send(
@@ -191,8 +219,29 @@ impl Core {
         caller: &Caller,
         conversation_id: ConversationId,
         client_msg_id: String,
+        body: MessageBody,
+        relations: Relations,
+    ) -> CoreResult<SendAck> {
+        self.send_in_turn(
+            caller,
+            conversation_id,
+            client_msg_id,
+            body,
+            relations,
+            None,
+        )
+        .await
+    }
+
+    /// [`Core::send`], committed after the send before it in `turn` (see [`SendTurn`]).
+    pub async fn send_in_turn(
+        &self,
+        caller: &Caller,
+        conversation_id: ConversationId,
+        client_msg_id: String,
         mut body: MessageBody,
         mut relations: Relations,
+        turn: Option<SendTurn>,
     ) -> CoreResult<SendAck> {
         let started = std::time::Instant::now();
         tidings_metrics::metrics().messages_received.inc();
@@ -241,11 +290,23 @@ impl Core {
             except_device: Some(caller.device_id),
             reply,
         };
+        // Whatever happened to the send before (through or failed), this one may go now; its
+        // own `done` is dropped when it has entered the sequencer (or on the error return).
+        let done = match turn {
+            Some(SendTurn { after, done }) => {
+                if let Some(after) = after {
+                    let _ = after.await;
+                }
+                Some(done)
+            }
+            None => None,
+        };
         self.inner
             .sequencer
             .send(request)
             .await
             .map_err(|_| CoreError::new(ErrorCode::Unavailable, "server is shutting down"))?;
+        drop(done);
         let appended = rx
             .await
             .map_err(|_| CoreError::new(ErrorCode::Unavailable, "server is shutting down"))?

@@ -27,6 +27,7 @@
 
 use crate::error::{CoreError, CoreResult};
 use crate::hub::{CloseReason, ConnControl};
+use crate::messaging::SendTurn;
 use crate::{Caller, Core};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -42,6 +43,7 @@ use tidings_proto::rest::SendAck;
 use tidings_proto::ws::{ClientFrame, Cursor, ServerFrame};
 use tidings_proto::{ConversationId, ErrorCode, Message, MessageBody, Seq, UserId};
 use tidings_store::UserConversation;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 /// How long a new connection may take to authenticate.
@@ -163,6 +165,9 @@ struct ConvState {
     ahead: BTreeSet<Seq>,
     /// Sends of this connection not yet acknowledged.
     sending: u32,
+    /// What the next send to this conversation waits on before it is sequenced: resolved once
+    /// the latest send has been (see `SendTurn`).
+    send_turn: Option<oneshot::Receiver<()>>,
     /// A store read for this conversation is queued or running; live events are dropped
     /// meanwhile because the read will include them.
     filling: bool,
@@ -497,7 +502,11 @@ impl Session {
                 thread_root,
                 mentions,
             } => {
-                self.convs.entry(conversation_id).or_default().sending += 1;
+                let state = self.convs.entry(conversation_id).or_default();
+                state.sending += 1;
+                // Commits follow the order of this connection's sends (see `SendTurn`).
+                let (turn, next) = SendTurn::after(state.send_turn.take());
+                state.send_turn = Some(next);
                 let relations = tidings_proto::Relations {
                     reply_to,
                     thread_root,
@@ -505,7 +514,14 @@ impl Session {
                 };
                 self.in_flight.push(Box::pin(async move {
                     let result = core
-                        .send(&caller, conversation_id, client_msg_id, body, relations)
+                        .send_in_turn(
+                            &caller,
+                            conversation_id,
+                            client_msg_id,
+                            body,
+                            relations,
+                            Some(turn),
+                        )
                         .await;
                     Completion::Sent {
                         id,

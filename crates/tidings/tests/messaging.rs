@@ -552,3 +552,71 @@ async fn read_receipts_made_while_away_arrive_on_sync() {
     assert_eq!(list.conversations[0].peer_read_seq, Some(3));
     server.stop().await;
 }
+
+/// A client may pipeline sends without waiting for acks; the server must still commit them in
+/// the order they were sent. A file message pays for store lookups before it is sequenced and a
+/// text message does not, so without ordering the text sent second would overtake the file.
+#[tokio::test]
+async fn pipelined_sends_commit_in_the_order_they_were_sent() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let conv = alice.api.open_direct(bob.user_id).await.unwrap();
+    let file = alice
+        .api
+        .upload(b"meeting notes", "notes.txt")
+        .await
+        .unwrap();
+    let mut alice_ws = server.connect(&alice).await;
+    // The first send fills the conversation's caches, so a text message needs no store read.
+    alice_ws.send_text(conv.id, "warm", "first").await.unwrap();
+    let frame = |id: String, body: MessageBody| {
+        serde_json::to_string(&ClientFrame::Send {
+            id: id.clone(),
+            conversation_id: conv.id,
+            client_msg_id: id,
+            body,
+            reply_to: None,
+            thread_root: None,
+            mentions: None,
+        })
+        .unwrap()
+    };
+    const ROUNDS: usize = 20;
+    let mut order = Vec::new();
+    for round in 0..ROUNDS {
+        let file_body = MessageBody::File {
+            file_id: file.clone(),
+            name: "notes.txt".into(),
+            size: 1,
+            content_type: "text/plain".into(),
+            width: None,
+            height: None,
+        };
+        let text_body = MessageBody::Text {
+            text: format!("after the file of round {round}"),
+        };
+        for (id, body) in [
+            (format!("file-{round}"), file_body),
+            (format!("text-{round}"), text_body),
+        ] {
+            alice_ws.send_raw(frame(id.clone(), body)).unwrap();
+            order.push(id);
+        }
+    }
+    let mut seqs = std::collections::HashMap::new();
+    while seqs.len() < order.len() {
+        match tokio::time::timeout(WAIT, alice_ws.next_event()).await {
+            Ok(Some(ServerFrame::Ack { id, seq, .. })) => {
+                seqs.insert(id, seq);
+            }
+            Ok(Some(ServerFrame::Error { id, code, .. })) => panic!("{id:?} refused: {code:?}"),
+            Ok(Some(_)) => {}
+            other => panic!("no ack: {other:?}"),
+        }
+    }
+    let committed: Vec<_> = order.iter().map(|id| seqs[id]).collect();
+    let expected: Vec<u64> = (2..2 + order.len() as u64).collect();
+    assert_eq!(committed, expected, "sequences in send order: {order:?}");
+    server.stop().await;
+}
