@@ -33,7 +33,9 @@ ssl = { certificate = "@DIR@/tls.crt", key = "@DIR@/tls.key" }
 -- Archive every chat message, never expire.
 default_archive_policy = true
 archive_expires_after = "never"
-max_archive_query_results = 50
+-- Results per MAM page at most (default 50): the offline catch-up (scenario 4) asks for pages
+-- of 500, the most Tidings gives.
+max_archive_query_results = 500
 
 modules_enabled = {
     "roster"; "saslauth"; "tls"; "disco"; "ping"; "mam"; "smacks";

@@ -12,6 +12,9 @@
 //! - **Scenario 3, group fan-out** ([`fanout`]): one sender in a group of N members, open loop;
 //!   first- and last-recipient latency, deliveries per second, completeness; then one member
 //!   stops reading and the others are measured beside it (native protocol only).
+//! - **Scenario 4, offline catch-up** ([`catchup`]): N messages sent while the receiver is
+//!   away, then the time to take them all in on its return (native sync, MAM pages, a
+//!   persistent MQTT session) and the server's peak memory meanwhile.
 //! - **Scenario 5, sign-in storm** ([`storm`]): K clients holding credentials come back to a
 //!   restarted server within W seconds; sign-ins per second, time to a session, failures.
 //!
@@ -22,9 +25,11 @@
 //! Tidings is started by this tool (see [`crate::server`]), its accounts made over REST; the
 //! peers by `bench/peers/run`, each on a fresh data directory, which also writes their accounts.
 
+mod catchup;
 mod fanout;
 mod storm;
 
+pub use catchup::CatchupOutcome;
 pub use fanout::FanoutOutcome;
 pub use storm::StormOutcome;
 
@@ -135,6 +140,11 @@ pub struct Params {
     /// `limits.outbound_queue` for the fan-out's server (`None`: the server's default); small,
     /// the stalled member overflows it within seconds.
     pub fanout_outbound_queue: Option<usize>,
+    /// Messages of scenario 4's backlog (0: skip it).
+    pub catchup_messages: u64,
+    /// Seconds the backlog's sender may take; a server that stores fewer in that time is
+    /// caught up on what it stored.
+    pub catchup_send_secs: f64,
     /// Clients of scenario 5 (0: skip it).
     pub storm_clients: usize,
     /// Seconds within which they all come back.
@@ -442,11 +452,14 @@ impl Deployment {
                 link::mqtt_connect_within(
                     self.addr,
                     ip,
-                    format!("bench{i}"),
-                    Some(&account.token),
-                    MqttMode::Im,
-                    dest.unwrap_or_default().to_string(),
-                    Some("tidings/v1/me/events"),
+                    link::MqttClient {
+                        client_id: format!("bench{i}"),
+                        password: Some(&account.token),
+                        mode: MqttMode::Im,
+                        topic: dest.unwrap_or_default().to_string(),
+                        subscribe: Some("tidings/v1/me/events"),
+                        session_expiry: None,
+                    },
                 )
                 .await
             }
@@ -460,11 +473,14 @@ impl Deployment {
                 link::mqtt_connect_within(
                     self.addr,
                     ip,
-                    format!("bench{i}"),
-                    None,
-                    MqttMode::Broker,
-                    dest.unwrap_or_default().to_string(),
-                    Some(&subscribe),
+                    link::MqttClient {
+                        client_id: format!("bench{i}"),
+                        password: None,
+                        mode: MqttMode::Broker,
+                        topic: dest.unwrap_or_default().to_string(),
+                        subscribe: Some(&subscribe),
+                        session_expiry: None,
+                    },
                 )
                 .await
             }
@@ -1058,6 +1074,8 @@ pub struct Outcome {
     pub sweeps: Vec<SweepOutcome>,
     /// Scenario 3.
     pub fanout: Vec<FanoutOutcome>,
+    /// Scenario 4.
+    pub catchups: Vec<CatchupOutcome>,
     /// Scenario 5.
     pub storms: Vec<StormOutcome>,
     /// Every scenario passed (for the smoke profile: completeness only).
@@ -1078,6 +1096,7 @@ pub async fn run(env: &Env, params: Params) -> anyhow::Result<Outcome> {
     let mut idle_results = Vec::new();
     let mut sweeps = Vec::new();
     let mut fanout_results = Vec::new();
+    let mut catchups = Vec::new();
     let mut storms = Vec::new();
     let mut passed = true;
     for &target in &params.targets {
@@ -1129,6 +1148,15 @@ pub async fn run(env: &Env, params: Params) -> anyhow::Result<Outcome> {
             passed &= outcomes.iter().all(|o| o.passed);
             fanout_results.extend(outcomes);
         }
+        if params.catchup_messages > 0 {
+            let outcome = catchup::run(env, target, &params).await;
+            catchup::print_one(&outcome);
+            passed &= outcome.error.is_none();
+            if params.completeness_only {
+                passed &= outcome.passed;
+            }
+            catchups.push(outcome);
+        }
         if params.storm_clients > 0 && params.storm_targets.contains(&target) {
             let outcome =
                 storm::run(env, target, params.storm_clients, params.storm_window_secs).await;
@@ -1148,6 +1176,7 @@ pub async fn run(env: &Env, params: Params) -> anyhow::Result<Outcome> {
         idle: idle_results,
         sweeps,
         fanout: fanout_results,
+        catchups,
         storms,
         passed,
     };
@@ -1226,6 +1255,14 @@ pub fn print(o: &Outcome) {
                     .as_ref()
                     .map_or(String::new(), |e| format!("  ERROR {e}"))
             );
+        }
+    }
+    if !o.catchups.is_empty() {
+        println!(
+            "scenario 4, offline catch-up: stored, then the time from connecting to the last missed message, peak RSS"
+        );
+        for c in &o.catchups {
+            catchup::print_one(c);
         }
     }
     if !o.storms.is_empty() {

@@ -20,7 +20,7 @@ use tidings_mqtt::codec::{
 use tidings_proto::MessageBody;
 use tidings_proto::ws::ServerFrame;
 use tidings_sdk::Connection;
-use tidings_xmpp::xml::{StreamEvent, StreamParser};
+use tidings_xmpp::xml::{Element, StreamEvent, StreamParser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
 use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
@@ -251,7 +251,125 @@ impl Link {
     }
 }
 
+/// Message Archive Management (XEP-0313), Result Set Management (XEP-0059) and forwarding
+/// (XEP-0297), for reading an archive.
+const NS_MAM: &str = "urn:xmpp:mam:2";
+const NS_RSM: &str = "http://jabber.org/protocol/rsm";
+const NS_FORWARD: &str = "urn:xmpp:forward:0";
+
+impl Link {
+    /// XMPP only: reads the archive of the conversation with `with` (a bare JID) through
+    /// Message Archive Management, oldest first, in pages of at most `max` (the server may
+    /// give fewer), handing each archived message's body to `on_message`, and returns how many
+    /// pages it took. A page is asked for once the previous one is complete, as clients do:
+    /// the next page starts after the last id of the previous one. Other stanzas meanwhile
+    /// (presence, live messages) are not handed on.
+    pub async fn read_archive(
+        &mut self,
+        with: &str,
+        max: u32,
+        mut on_message: impl FnMut(String),
+    ) -> anyhow::Result<u64> {
+        let Link::Xmpp(l) = self else {
+            bail!("only an XMPP link reads an archive");
+        };
+        let mut after: Option<String> = None;
+        let mut pages = 0u64;
+        loop {
+            pages += 1;
+            let query_id = format!("mam{pages}");
+            let after_xml = after
+                .as_deref()
+                .map_or(String::new(), |a| format!("<after>{a}</after>"));
+            let iq = format!(
+                "<iq type='set' id='{query_id}'><query xmlns='{NS_MAM}' queryid='{query_id}'>\
+                 <x xmlns='jabber:x:data' type='submit'>\
+                 <field var='FORM_TYPE' type='hidden'><value>{NS_MAM}</value></field>\
+                 <field var='with'><value>{with}</value></field></x>\
+                 <set xmlns='{NS_RSM}'><max>{max}</max>{after_xml}</set></query></iq>"
+            );
+            l.out
+                .send(Bytes::from(iq))
+                .ok()
+                .context("the connection is closed")?;
+            let mut last_result_id = None;
+            loop {
+                let stanza = l.next_stanza().await?;
+                if stanza.name == "message" {
+                    let Some(result) = stanza.find("result", NS_MAM) else {
+                        continue;
+                    };
+                    if result.get_attr("queryid") != Some(query_id.as_str()) {
+                        continue;
+                    }
+                    let body = result
+                        .find("forwarded", NS_FORWARD)
+                        .and_then(|f| f.elements().find(|e| e.name == "message"))
+                        .and_then(|m| m.elements().find(|e| e.name == "body"));
+                    if let Some(body) = body {
+                        on_message(body.text_content());
+                    }
+                    last_result_id = result.get_attr("id").map(str::to_string);
+                } else if stanza.name == "iq" && stanza.get_attr("id") == Some(query_id.as_str()) {
+                    if stanza.get_attr("type") != Some("result") {
+                        let mut xml = stanza.to_xml();
+                        xml.truncate(300);
+                        bail!("MAM query refused: {xml}");
+                    }
+                    let fin = stanza
+                        .find("fin", NS_MAM)
+                        .context("a MAM answer without <fin/>")?;
+                    let complete = matches!(fin.get_attr("complete"), Some("true" | "1"));
+                    let last = fin
+                        .find("set", NS_RSM)
+                        .and_then(|s| s.elements().find(|e| e.name == "last"))
+                        .map(|e| e.text_content())
+                        .or(last_result_id);
+                    match last {
+                        Some(last) if !complete => after = Some(last),
+                        _ => return Ok(pages),
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
 impl XmppLink {
+    /// The next stanza that is not Stream Management's, answering the server's `<r/>` on the
+    /// way (acknowledgements of our own sends are not expected while reading an archive).
+    async fn next_stanza(&mut self) -> anyhow::Result<Element> {
+        loop {
+            match self.parser.next_event() {
+                Err(e) => bail!("XML: {e}"),
+                Ok(Some(StreamEvent::Close)) => bail!("stream closed"),
+                Ok(Some(StreamEvent::Open(_))) => {}
+                Ok(Some(StreamEvent::Stanza(e))) => {
+                    if e.ns == NS_SM {
+                        if e.name == "r" {
+                            let a = format!("<a xmlns='{NS_SM}' h='{}'/>", self.inbound);
+                            let _ = self.out.send(Bytes::from(a));
+                        }
+                        continue;
+                    }
+                    self.inbound += 1;
+                    if e.name == "error" {
+                        let mut xml = e.to_xml();
+                        xml.truncate(200);
+                        bail!("stream error: {xml}");
+                    }
+                    return Ok(e);
+                }
+                Ok(None) => match self.reader.read(&mut self.buf).await {
+                    Ok(0) => bail!("connection closed"),
+                    Ok(n) => self.parser.feed(&self.buf[..n]),
+                    Err(e) => bail!("read: {e}"),
+                },
+            }
+        }
+    }
+
     async fn next(&mut self) -> Event {
         loop {
             match self.parser.next_event() {
@@ -431,37 +549,48 @@ impl MqttLink {
     }
 }
 
+/// Who an MQTT link signs in as and what it does.
+pub struct MqttClient<'a> {
+    pub client_id: String,
+    /// Tidings: the access token (as the password); `None` signs in anonymously.
+    pub password: Option<&'a str>,
+    pub mode: MqttMode,
+    /// Where [`Link::send`] publishes.
+    pub topic: String,
+    /// A filter to subscribe to at QoS 1 once connected.
+    pub subscribe: Option<&'a str>,
+    /// `Some(seconds)`: no clean start, and the session outlives the connection that long
+    /// (MQTT 5 session expiry), so messages for it wait while it is away. `None`: a clean
+    /// start with a session that ends with the connection.
+    pub session_expiry: Option<u32>,
+}
+
 /// [`mqtt_connect`], giving up after 30 s.
-#[allow(clippy::too_many_arguments)]
 pub async fn mqtt_connect_within(
     addr: SocketAddr,
     source: IpAddr,
-    client_id: String,
-    password: Option<&str>,
-    mode: MqttMode,
-    topic: String,
-    subscribe: Option<&str>,
+    client: MqttClient<'_>,
 ) -> anyhow::Result<Link> {
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        mqtt_connect(addr, source, client_id, password, mode, topic, subscribe),
-    )
-    .await
-    .context("no MQTT session within 30 s")?
+    tokio::time::timeout(Duration::from_secs(30), mqtt_connect(addr, source, client))
+        .await
+        .context("no MQTT session within 30 s")?
 }
 
-/// Opens an MQTT 5 connection from `source`, subscribes to `subscribe` (QoS 1) if given, and
-/// returns a link that publishes to `topic`.
-#[allow(clippy::too_many_arguments)]
+/// Opens an MQTT 5 connection from `source` as `client`, subscribes (QoS 1) if asked, and
+/// returns a link that publishes to the client's topic.
 pub async fn mqtt_connect(
     addr: SocketAddr,
     source: IpAddr,
-    client_id: String,
-    password: Option<&str>,
-    mode: MqttMode,
-    topic: String,
-    subscribe: Option<&str>,
+    client: MqttClient<'_>,
 ) -> anyhow::Result<Link> {
+    let MqttClient {
+        client_id,
+        password,
+        mode,
+        topic,
+        subscribe,
+        session_expiry,
+    } = client;
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
     let stream = socket.connect(addr).await.context("connecting")?;
@@ -471,9 +600,12 @@ pub async fn mqtt_connect(
     codec::encode(
         &Packet::Connect(Box::new(Connect {
             version: Version::V5,
-            clean_start: true,
+            clean_start: session_expiry.is_none(),
             keep_alive: 600,
-            properties: Properties::default(),
+            properties: Properties {
+                session_expiry_interval: session_expiry,
+                ..Properties::default()
+            },
             client_id,
             will: None,
             username: password.map(|_| String::new()),

@@ -167,8 +167,8 @@ enum Scenario {
     },
     /// Tidings beside ejabberd, Prosody and Mosquitto (started by `bench/peers/run`): idle
     /// session memory (scenario 1), the 1:1 durable rate sweep (scenario 2), group fan-out
-    /// (scenario 3, Tidings' native protocol only) and the sign-in storm (scenario 5), same
-    /// code for every server; results, then SVG charts in --charts.
+    /// (scenario 3, Tidings' native protocol only), offline catch-up (scenario 4) and the sign-in
+    /// storm (scenario 5), same code for every server; results, then SVG charts in --charts.
     Compare {
         /// Servers and protocols to measure.
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = compare::Target::ALL)]
@@ -212,18 +212,25 @@ enum Scenario {
         /// server's default if not given. The stalled member is closed once it overflows.
         #[arg(long)]
         fanout_outbound_queue: Option<usize>,
+        /// Messages of the offline catch-up's backlog (scenario 4); 0 to skip the scenario.
+        #[arg(long, default_value_t = 100_000)]
+        catchup_messages: u64,
+        /// Seconds the catch-up's sender may take to have the backlog stored; a server that
+        /// stores fewer in that time is caught up on what it stored.
+        #[arg(long, default_value_t = 300.0)]
+        catchup_send_secs: f64,
         /// Clients of the sign-in storm (scenario 5); 0 to skip the scenario.
         #[arg(long, default_value_t = 15_000)]
         storm_clients: usize,
         /// Seconds within which the storm's clients all come back.
         #[arg(long, default_value_t = 10.0)]
         storm_window: f64,
-        /// The scenarios to run (1, 2, 3, 5), also with --smoke.
-        #[arg(long, value_delimiter = ',', default_value = "1,2,3,5")]
+        /// The scenarios to run (1, 2, 3, 4, 5), also with --smoke.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5")]
         scenarios: Vec<u8>,
         /// The smoke profile: 50 and 100 idle sessions; 10 pairs at 20 msg/s for 3 s; a group
         /// of 6 (Tidings' own protocol) at 60 msg/s for 2 s per phase with 4 KiB messages; a
-        /// storm of 200 clients within 1 s (native protocol only). Passes on completeness alone (never on
+        /// catch-up of 200 messages; a storm of 200 clients within 1 s (native protocol only). Passes on completeness alone (never on
         /// speed). Overrides the sizes above.
         #[arg(long)]
         smoke: bool,
@@ -438,6 +445,8 @@ async fn main() -> anyhow::Result<()> {
             fanout_step,
             fanout_payload_bytes,
             fanout_outbound_queue,
+            catchup_messages,
+            catchup_send_secs,
             storm_clients,
             storm_window,
             scenarios,
@@ -466,6 +475,8 @@ async fn main() -> anyhow::Result<()> {
                     // completeness beside a stalled member and after its sync, not the close.
                     fanout_payload_bytes: 4096,
                     fanout_outbound_queue: None,
+                    catchup_messages: 200,
+                    catchup_send_secs: 30.0,
                     storm_clients: 200,
                     storm_window_secs: 1.0,
                     storm_targets: vec![compare::Target::TidingsWs],
@@ -487,6 +498,8 @@ async fn main() -> anyhow::Result<()> {
                     fanout_step_secs: fanout_step,
                     fanout_payload_bytes,
                     fanout_outbound_queue,
+                    catchup_messages,
+                    catchup_send_secs,
                     storm_clients,
                     storm_window_secs: storm_window,
                     completeness_only: false,
@@ -500,6 +513,9 @@ async fn main() -> anyhow::Result<()> {
             }
             if !scenarios.contains(&3) {
                 params.fanout_members.clear();
+            }
+            if !scenarios.contains(&4) {
+                params.catchup_messages = 0;
             }
             if !scenarios.contains(&5) {
                 params.storm_clients = 0;
@@ -527,16 +543,18 @@ async fn main() -> anyhow::Result<()> {
                 !result.idle.is_empty(),
                 !result.sweeps.is_empty(),
                 !result.fanout.is_empty(),
+                !result.catchups.is_empty(),
                 !result.storms.is_empty(),
             ];
             let key = match ran {
                 _ if smoke => "compare_smoke".to_string(),
-                [true, false, false, false] => "compare_idle".to_string(),
-                [false, true, false, false] => {
+                [true, false, false, false, false] => "compare_idle".to_string(),
+                [false, true, false, false, false] => {
                     format!("compare_sweep_pairs{}", result.params.pairs)
                 }
-                [false, false, true, false] => "compare_fanout".to_string(),
-                [false, false, false, true] => "compare_storm".to_string(),
+                [false, false, true, false, false] => "compare_fanout".to_string(),
+                [false, false, false, true, false] => "compare_catchup".to_string(),
+                [false, false, false, false, true] => "compare_storm".to_string(),
                 _ => format!("compare_pairs{}", result.params.pairs),
             };
             if let Some(out) = &cli.out {
