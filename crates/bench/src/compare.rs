@@ -18,6 +18,10 @@
 //! - **Scenario 5, sign-in storm** ([`storm`]): K clients holding credentials come back to a
 //!   restarted server within W seconds; sign-ins per second, time to a session, failures.
 //!
+//! - **Scenario 6, mixed soak** ([`soak`]): users in pairs and in groups of 50 to 500 send at
+//!   constant rates for half an hour while 1% of them churn per minute; memory and latency
+//!   must stay flat and every member must hold every message (native protocol only).
+//!
 //! Every message text is `"<pair> <k> <intended ns> <filler>"`: the receiver checks that the
 //! message came from its own sender and that `k` arrives exactly once, in order, for every
 //! message the server acknowledged.
@@ -27,10 +31,12 @@
 
 mod catchup;
 mod fanout;
+mod soak;
 mod storm;
 
 pub use catchup::CatchupOutcome;
 pub use fanout::FanoutOutcome;
+pub use soak::{SoakOutcome, SoakParams};
 pub use storm::StormOutcome;
 
 use crate::link::{self, Event, Link, MqttMode};
@@ -145,6 +151,8 @@ pub struct Params {
     /// Seconds the backlog's sender may take; a server that stores fewer in that time is
     /// caught up on what it stored.
     pub catchup_send_secs: f64,
+    /// Scenario 6 (`users` 0: skip it).
+    pub soak: SoakParams,
     /// Clients of scenario 5 (0: skip it).
     pub storm_clients: usize,
     /// Seconds within which they all come back.
@@ -1078,6 +1086,8 @@ pub struct Outcome {
     pub catchups: Vec<CatchupOutcome>,
     /// Scenario 5.
     pub storms: Vec<StormOutcome>,
+    /// Scenario 6.
+    pub soaks: Vec<SoakOutcome>,
     /// Every scenario passed (for the smoke profile: completeness only).
     pub passed: bool,
 }
@@ -1098,6 +1108,7 @@ pub async fn run(env: &Env, params: Params) -> anyhow::Result<Outcome> {
     let mut fanout_results = Vec::new();
     let mut catchups = Vec::new();
     let mut storms = Vec::new();
+    let mut soaks = Vec::new();
     let mut passed = true;
     for &target in &params.targets {
         if !params.idle_counts.is_empty() {
@@ -1167,6 +1178,13 @@ pub async fn run(env: &Env, params: Params) -> anyhow::Result<Outcome> {
             }
             storms.push(outcome);
         }
+        // Scenario 6 runs over the native protocol only (see `soak`).
+        if params.soak.users > 0 && target == Target::TidingsWs {
+            let outcome = soak::run(env, &params).await;
+            soak::print_one(&outcome);
+            passed &= outcome.error.is_none() && outcome.passed;
+            soaks.push(outcome);
+        }
     }
     let outcome = Outcome {
         params,
@@ -1178,6 +1196,7 @@ pub async fn run(env: &Env, params: Params) -> anyhow::Result<Outcome> {
         fanout: fanout_results,
         catchups,
         storms,
+        soaks,
         passed,
     };
     print(&outcome);
@@ -1283,6 +1302,14 @@ pub fn print(o: &Outcome) {
                     .as_ref()
                     .map_or(String::new(), |e| format!("  ERROR {e}"))
             );
+        }
+    }
+    if !o.soaks.is_empty() {
+        println!(
+            "scenario 6, mixed soak: completeness, e2e latency, RSS and p99 from the first third to the last"
+        );
+        for s in &o.soaks {
+            soak::print_one(s);
         }
     }
     println!(

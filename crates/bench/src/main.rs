@@ -219,18 +219,37 @@ enum Scenario {
         /// stores fewer in that time is caught up on what it stored.
         #[arg(long, default_value_t = 300.0)]
         catchup_send_secs: f64,
+        /// Users of the mixed soak (scenario 6, native protocol only); 0 to skip the scenario.
+        #[arg(long, default_value_t = 2000)]
+        soak_users: usize,
+        /// Minutes of the soak.
+        #[arg(long, default_value_t = 30.0)]
+        soak_minutes: f64,
+        /// Messages per second into the soak's direct conversations (pairs of users).
+        #[arg(long, default_value_t = 200)]
+        soak_direct_rate: u64,
+        /// Messages per second into the soak's groups.
+        #[arg(long, default_value_t = 20)]
+        soak_group_rate: u64,
+        /// Groups of the soak, their sizes spread evenly from 50 to 500 members.
+        #[arg(long, default_value_t = 10)]
+        soak_groups: usize,
+        /// Users that go away and come back per minute, in percent.
+        #[arg(long, default_value_t = 1.0)]
+        soak_churn_percent: f64,
         /// Clients of the sign-in storm (scenario 5); 0 to skip the scenario.
         #[arg(long, default_value_t = 15_000)]
         storm_clients: usize,
         /// Seconds within which the storm's clients all come back.
         #[arg(long, default_value_t = 10.0)]
         storm_window: f64,
-        /// The scenarios to run (1, 2, 3, 4, 5), also with --smoke.
-        #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5")]
+        /// The scenarios to run (1 to 6), also with --smoke.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6")]
         scenarios: Vec<u8>,
         /// The smoke profile: 50 and 100 idle sessions; 10 pairs at 20 msg/s for 3 s; a group
         /// of 6 (Tidings' own protocol) at 60 msg/s for 2 s per phase with 4 KiB messages; a
-        /// catch-up of 200 messages; a storm of 200 clients within 1 s (native protocol only). Passes on completeness alone (never on
+        /// catch-up of 200 messages; a 20 s soak of 40 users (groups of 5 to 20, 60% churning
+        /// per minute); a storm of 200 clients within 1 s (native protocol only). Passes on completeness alone (never on
         /// speed). Overrides the sizes above.
         #[arg(long)]
         smoke: bool,
@@ -447,6 +466,12 @@ async fn main() -> anyhow::Result<()> {
             fanout_outbound_queue,
             catchup_messages,
             catchup_send_secs,
+            soak_users,
+            soak_minutes,
+            soak_direct_rate,
+            soak_group_rate,
+            soak_groups,
+            soak_churn_percent,
             storm_clients,
             storm_window,
             scenarios,
@@ -477,6 +502,19 @@ async fn main() -> anyhow::Result<()> {
                     fanout_outbound_queue: None,
                     catchup_messages: 200,
                     catchup_send_secs: 30.0,
+                    soak: compare::SoakParams {
+                        users: 40,
+                        minutes: 1.0 / 3.0,
+                        direct_rate: 20,
+                        group_rate: 5,
+                        groups: 4,
+                        group_min: 5,
+                        group_max: 20,
+                        churn_percent_per_minute: 60.0,
+                        away_max_secs: 3.0,
+                        sample_secs: 5.0,
+                        payload_bytes,
+                    },
                     storm_clients: 200,
                     storm_window_secs: 1.0,
                     storm_targets: vec![compare::Target::TidingsWs],
@@ -500,6 +538,19 @@ async fn main() -> anyhow::Result<()> {
                     fanout_outbound_queue,
                     catchup_messages,
                     catchup_send_secs,
+                    soak: compare::SoakParams {
+                        users: soak_users,
+                        minutes: soak_minutes,
+                        direct_rate: soak_direct_rate,
+                        group_rate: soak_group_rate,
+                        groups: soak_groups,
+                        group_min: 50,
+                        group_max: 500,
+                        churn_percent_per_minute: soak_churn_percent,
+                        away_max_secs: 30.0,
+                        sample_secs: 60.0,
+                        payload_bytes,
+                    },
                     storm_clients,
                     storm_window_secs: storm_window,
                     completeness_only: false,
@@ -516,6 +567,9 @@ async fn main() -> anyhow::Result<()> {
             }
             if !scenarios.contains(&4) {
                 params.catchup_messages = 0;
+            }
+            if !scenarios.contains(&6) {
+                params.soak.users = 0;
             }
             if !scenarios.contains(&5) {
                 params.storm_clients = 0;
@@ -545,16 +599,18 @@ async fn main() -> anyhow::Result<()> {
                 !result.fanout.is_empty(),
                 !result.catchups.is_empty(),
                 !result.storms.is_empty(),
+                !result.soaks.is_empty(),
             ];
             let key = match ran {
                 _ if smoke => "compare_smoke".to_string(),
-                [true, false, false, false, false] => "compare_idle".to_string(),
-                [false, true, false, false, false] => {
+                [true, false, false, false, false, false] => "compare_idle".to_string(),
+                [false, true, false, false, false, false] => {
                     format!("compare_sweep_pairs{}", result.params.pairs)
                 }
-                [false, false, true, false, false] => "compare_fanout".to_string(),
-                [false, false, false, true, false] => "compare_catchup".to_string(),
-                [false, false, false, false, true] => "compare_storm".to_string(),
+                [false, false, true, false, false, false] => "compare_fanout".to_string(),
+                [false, false, false, true, false, false] => "compare_catchup".to_string(),
+                [false, false, false, false, true, false] => "compare_storm".to_string(),
+                [false, false, false, false, false, true] => "compare_soak".to_string(),
                 _ => format!("compare_pairs{}", result.params.pairs),
             };
             if let Some(out) = &cli.out {
