@@ -582,7 +582,9 @@ async fn main() -> anyhow::Result<()> {
                 peers_dir,
             };
             let result = compare::run(&env, params).await?;
-            if !smoke && !charts.as_os_str().is_empty() {
+            // The charts show scenarios 1 and 2; a run of the others draws none.
+            let chartable = !result.sweeps.is_empty() || !result.idle.is_empty();
+            if !smoke && chartable && !charts.as_os_str().is_empty() {
                 let short: String = revision.commit.chars().take(7).collect();
                 let note = format!(
                     "commit {short}, load {}",
