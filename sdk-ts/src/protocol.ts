@@ -1333,6 +1333,10 @@ export interface Occupant {
   device_id: DeviceId;
   /** The name the device goes by in the room, unique per user there. */
   nick: string;
+  /** Its availability in the room, from its latest room presence; none: simply available. */
+  show?: OccupantShow | null;
+  /** The status text of its latest room presence. */
+  status?: string | null;
 }
 
 /**
@@ -1934,11 +1938,10 @@ export interface ServerFrameOccupant {
   kicked_by?: UserId | null;
   /** Set when the device changed its nick: the nick it had. */
   previous_nick?: string | null;
-  /** How available the occupant says it is, when it said. */
-  show?: OccupantShow | null;
   /**
-   * What the occupant said with the change (a presence status), or the reason given
-   * for a kick, if anything.
+   * What the occupant said with the change (a presence status, also when leaving), or
+   * the reason given for a kick, if anything. While present, `occupant` carries its
+   * latest show and status.
    */
   status?: string | null;
 }

@@ -66,6 +66,8 @@ fn occupant(record: &OccupantRecord) -> Occupant {
         user_id: record.user_id,
         device_id: record.device_id,
         nick: record.nick.clone(),
+        show: record.show,
+        status: record.status.clone(),
     }
 }
 
@@ -250,6 +252,8 @@ impl Core {
             nick: nick.to_owned(),
             node: self.inner.cluster.node as i64,
             joined_at: self.now_ms(),
+            show,
+            status: status.clone(),
         };
         let change = match self
             .inner
@@ -279,7 +283,6 @@ impl Core {
             previous_nick,
             present: true,
             status,
-            show,
             kicked_by: None,
         };
         if renamed {
@@ -325,7 +328,6 @@ impl Core {
                     previous_nick: None,
                     present: false,
                     status,
-                    show: None,
                     kicked_by: None,
                 },
             )
@@ -379,7 +381,6 @@ impl Core {
                     previous_nick: None,
                     present: false,
                     status: reason.clone(),
-                    show: None,
                     kicked_by: Some(caller.user_id),
                 },
             )

@@ -213,6 +213,12 @@ pub struct Occupant {
     pub device_id: DeviceId,
     /// The name the device goes by in the room, unique per user there.
     pub nick: String,
+    /// Its availability in the room, from its latest room presence; none: simply available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show: Option<OccupantShow>,
+    /// The status text of its latest room presence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// How available an occupant says it is in a room (XMPP `<show/>`); without one it is simply
@@ -225,6 +231,29 @@ pub enum OccupantShow {
     Dnd,
     /// Away for a long time.
     Xa,
+}
+
+impl OccupantShow {
+    /// The name, as on the wire (and as XMPP's `<show/>` spells it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OccupantShow::Away => "away",
+            OccupantShow::Chat => "chat",
+            OccupantShow::Dnd => "dnd",
+            OccupantShow::Xa => "xa",
+        }
+    }
+
+    /// The availability a name stands for; anything else is none (plain availability).
+    pub fn parse(name: &str) -> Option<OccupantShow> {
+        match name {
+            "away" => Some(OccupantShow::Away),
+            "chat" => Some(OccupantShow::Chat),
+            "dnd" => Some(OccupantShow::Dnd),
+            "xa" => Some(OccupantShow::Xa),
+            _ => None,
+        }
+    }
 }
 
 /// A frame sent by the server.
@@ -406,13 +435,11 @@ pub enum ServerFrame {
         previous_nick: Option<String>,
         /// `false`: the device left the room.
         present: bool,
-        /// What the occupant said with the change (a presence status), or the reason given
-        /// for a kick, if anything.
+        /// What the occupant said with the change (a presence status, also when leaving), or
+        /// the reason given for a kick, if anything. While present, `occupant` carries its
+        /// latest show and status.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status: Option<String>,
-        /// How available the occupant says it is, when it said.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        show: Option<OccupantShow>,
         /// Set when a moderator took the device out of the room (a kick): who did. The member
         /// stays a member and may enter again.
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,11 +3,13 @@
 use crate::error::Result;
 use crate::queries::{all, exec, opt};
 use deadpool_postgres::GenericClient;
+use tidings_proto::ws::OccupantShow;
 use tidings_proto::{ConversationId, DeviceId, UserId};
 use tidings_store::{OccupantRecord, Occupied, RoomRecord, StoreError};
 use tokio_postgres::Row;
 
-const OCCUPANT_COLUMNS: &str = "conversation_id, device_id, user_id, nick, node, joined_at";
+const OCCUPANT_COLUMNS: &str =
+    "conversation_id, device_id, user_id, nick, node, joined_at, show, status";
 
 fn room_from_row(row: &Row) -> RoomRecord {
     RoomRecord {
@@ -25,6 +27,10 @@ fn occupant_from_row(row: &Row) -> OccupantRecord {
         nick: row.get(3),
         node: row.get(4),
         joined_at: row.get(5),
+        show: row
+            .get::<_, Option<String>>(6)
+            .and_then(|s| OccupantShow::parse(&s)),
+        status: row.get(7),
     }
 }
 
@@ -159,8 +165,9 @@ pub(crate) async fn occupy<C: GenericClient>(
     .as_ref()
     .map(occupant_from_row)
     .filter(|row| live_nodes.contains(&row.node));
-    let rename = "UPDATE occupants SET nick = $3, node = $4 \
+    let rename = "UPDATE occupants SET nick = $3, node = $4, show = $5, status = $6 \
                   WHERE conversation_id = $1 AND device_id = $2";
+    let show = occupant.show.map(OccupantShow::as_str);
     match existing {
         Some(row) => {
             exec(
@@ -171,6 +178,8 @@ pub(crate) async fn occupy<C: GenericClient>(
                     &occupant.device_id.0,
                     &occupant.nick,
                     &occupant.node,
+                    &show,
+                    &occupant.status,
                 ],
             )
             .await?;
@@ -184,10 +193,12 @@ pub(crate) async fn occupy<C: GenericClient>(
             exec(
                 c,
                 &format!(
-                    "INSERT INTO occupants ({OCCUPANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+                    "INSERT INTO occupants ({OCCUPANT_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                      ON CONFLICT (conversation_id, device_id) DO UPDATE SET \
                      user_id = EXCLUDED.user_id, nick = EXCLUDED.nick, node = EXCLUDED.node, \
-                     joined_at = EXCLUDED.joined_at"
+                     joined_at = EXCLUDED.joined_at, show = EXCLUDED.show, \
+                     status = EXCLUDED.status"
                 ),
                 &[
                     &conversation,
@@ -196,6 +207,8 @@ pub(crate) async fn occupy<C: GenericClient>(
                     &occupant.nick,
                     &occupant.node,
                     &occupant.joined_at,
+                    &show,
+                    &occupant.status,
                 ],
             )
             .await?;

@@ -22,6 +22,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_device_cursors.sql"),
     include_str!("migrations/0014_user_xml.sql"),
     include_str!("migrations/0015_rooms.sql"),
+    include_str!("migrations/0016_occupant_presence.sql"),
 ];
 
 /// Applies the migrations the database has not seen yet, in one transaction. An advisory lock

@@ -2,6 +2,7 @@
 
 use crate::queries::{execute, query_all, query_opt};
 use rusqlite::{Connection, Row, params};
+use tidings_proto::ws::OccupantShow;
 use tidings_proto::{ConversationId, DeviceId, UserId};
 use tidings_store::{OccupantRecord, Occupied, RoomRecord, StoreError, StoreResult};
 
@@ -26,17 +27,18 @@ statements! {
     DELETE_OCCUPANTS = "DELETE FROM occupants WHERE conversation_id = ?1";
     NICK_TAKEN = "SELECT 1 FROM occupants WHERE conversation_id = ?1 AND nick = ?2 \
         AND user_id <> ?3 AND node IN (SELECT value FROM json_each(?4)) LIMIT 1";
-    OCCUPANT = "SELECT conversation_id, device_id, user_id, nick, node, joined_at \
+    OCCUPANT = "SELECT conversation_id, device_id, user_id, nick, node, joined_at, show, status \
         FROM occupants WHERE conversation_id = ?1 AND device_id = ?2";
     UPSERT_OCCUPANT = "INSERT INTO occupants \
-        (conversation_id, device_id, user_id, nick, node, joined_at) \
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (conversation_id, device_id) DO UPDATE SET \
+        (conversation_id, device_id, user_id, nick, node, joined_at, show, status) \
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+        ON CONFLICT (conversation_id, device_id) DO UPDATE SET \
         user_id = excluded.user_id, nick = excluded.nick, node = excluded.node, \
-        joined_at = excluded.joined_at";
-    RENAME_OCCUPANT = "UPDATE occupants SET nick = ?3, node = ?4 \
+        joined_at = excluded.joined_at, show = excluded.show, status = excluded.status";
+    RENAME_OCCUPANT = "UPDATE occupants SET nick = ?3, node = ?4, show = ?5, status = ?6 \
         WHERE conversation_id = ?1 AND device_id = ?2";
     DELETE_OCCUPANT = "DELETE FROM occupants WHERE conversation_id = ?1 AND device_id = ?2";
-    OCCUPANTS = "SELECT conversation_id, device_id, user_id, nick, node, joined_at \
+    OCCUPANTS = "SELECT conversation_id, device_id, user_id, nick, node, joined_at, show, status \
         FROM occupants WHERE conversation_id = ?1 \
         AND node IN (SELECT value FROM json_each(?2)) ORDER BY joined_at, device_id";
     // The sweep deletes the ranges between live nodes, each an index search.
@@ -65,6 +67,10 @@ fn occupant_from_row(row: &Row<'_>) -> rusqlite::Result<OccupantRecord> {
         nick: row.get(3)?,
         node: row.get(4)?,
         joined_at: row.get(5)?,
+        show: row
+            .get::<_, Option<String>>(6)?
+            .and_then(|s| OccupantShow::parse(&s)),
+        status: row.get(7)?,
     })
 }
 
@@ -159,7 +165,9 @@ pub(crate) fn occupy(
                     conversation,
                     occupant.device_id.0,
                     occupant.nick,
-                    occupant.node
+                    occupant.node,
+                    occupant.show.map(OccupantShow::as_str),
+                    occupant.status
                 ],
             )?;
             if row.nick == occupant.nick {
@@ -178,7 +186,9 @@ pub(crate) fn occupy(
                     occupant.user_id.0,
                     occupant.nick,
                     occupant.node,
-                    occupant.joined_at
+                    occupant.joined_at,
+                    occupant.show.map(OccupantShow::as_str),
+                    occupant.status
                 ],
             )?;
             Ok(Occupied::Entered)

@@ -30,6 +30,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0019_device_cursors.sql"),
     include_str!("migrations/0020_user_xml.sql"),
     include_str!("migrations/0021_rooms.sql"),
+    include_str!("migrations/0022_occupant_presence.sql"),
 ];
 
 /// Opens the one read-write connection and brings the schema up to date.

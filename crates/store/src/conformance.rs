@@ -32,7 +32,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use tidings_proto::message::SystemEvent;
 use tidings_proto::rest::{ConversationKind, GroupPermissions, Role};
-use tidings_proto::ws::ReceiptKind;
+use tidings_proto::ws::{OccupantShow, ReceiptKind};
 use tidings_proto::{ConversationId, DeviceId, Message, MessageBody, Seq, UserId};
 
 /// What a backend's test hands to a case: the store, plus anything that must live as long.
@@ -653,6 +653,8 @@ pub async fn room_addresses_are_unique_and_released(store: Arc<dyn Store>) {
         nick: "al".into(),
         node: 7,
         joined_at: 1,
+        show: None,
+        status: None,
     };
     assert_eq!(
         store.occupy(occupant, &[7]).await.unwrap(),
@@ -701,6 +703,8 @@ pub async fn occupants_hold_nicks_per_user_and_live_node(store: Arc<dyn Store>) 
             nick: nick.to_owned(),
             node,
             joined_at,
+            show: None,
+            status: None,
         };
     let live = [1, 2];
     assert_eq!(
@@ -732,13 +736,24 @@ pub async fn occupants_hold_nicks_per_user_and_live_node(store: Arc<dyn Store>) 
             .unwrap(),
         Occupied::Entered
     );
+    // A presence update under the same nick keeps the device's new show and status, for
+    // those who enter later.
+    let away = OccupantRecord {
+        show: Some(OccupantShow::Away),
+        status: Some("at lunch".into()),
+        ..at(phone, alice, "al", 1, 40)
+    };
     assert_eq!(
-        store
-            .occupy(at(phone, alice, "al", 1, 40), &live)
-            .await
-            .unwrap(),
+        store.occupy(away, &live).await.unwrap(),
         Occupied::Unchanged
     );
+    let list = store.occupants(room, &live).await.unwrap();
+    let phone_row = list.iter().find(|o| o.device_id == phone).unwrap();
+    assert_eq!(
+        (phone_row.show, phone_row.status.as_deref()),
+        (Some(OccupantShow::Away), Some("at lunch"))
+    );
+    assert_eq!(phone_row.joined_at, 10, "still ordered by when it entered");
     assert_eq!(
         store
             .occupy(at(phone, alice, "alice", 1, 50), &live)
@@ -749,6 +764,12 @@ pub async fn occupants_hold_nicks_per_user_and_live_node(store: Arc<dyn Store>) 
         }
     );
     let list = store.occupants(room, &live).await.unwrap();
+    let phone_row = list.iter().find(|o| o.device_id == phone).unwrap();
+    assert_eq!(
+        (phone_row.show, phone_row.status.as_deref()),
+        (None, None),
+        "a nick change carries the presence it came with"
+    );
     let names: Vec<(DeviceId, &str)> = list
         .iter()
         .map(|o| (o.device_id, o.nick.as_str()))

@@ -7,6 +7,7 @@
 //! names the node that holds the device's connection, so rows a dead node left behind can be
 //! ignored and swept (`vacate_nodes_except`).
 
+use tidings_proto::ws::OccupantShow;
 use tidings_proto::{ConversationId, DeviceId, UserId};
 
 /// A group's room address.
@@ -30,6 +31,10 @@ pub struct OccupantRecord {
     pub node: i64,
     /// When the device entered, ms since the epoch; orders the occupant list.
     pub joined_at: i64,
+    /// Availability and status text of the device's latest room presence, kept so that those
+    /// who enter later see them.
+    pub show: Option<OccupantShow>,
+    pub status: Option<String>,
 }
 
 /// What [`crate::Store::occupy`] did.
@@ -39,7 +44,7 @@ pub enum Occupied {
     Entered,
     /// The device was in the room under another nick, and now has this one.
     Renamed { previous: String },
-    /// The device was already in the room under this nick.
+    /// The device was already in the room under this nick (its show and status are updated).
     Unchanged,
     /// Another user holds the nick in this room; nothing changed.
     NickTaken,

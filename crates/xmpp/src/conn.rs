@@ -2256,14 +2256,12 @@ impl Conn {
                 previous_nick,
                 present,
                 status,
-                show,
                 kicked_by,
             } => {
                 let change = muc::OccupantChange {
                     previous_nick,
                     present,
                     status,
-                    show,
                     kicked_by,
                 };
                 self.on_occupant(conversation_id, occupant, change).await;

@@ -77,29 +77,7 @@ pub(super) struct OccupantChange {
     pub(super) previous_nick: Option<String>,
     pub(super) present: bool,
     pub(super) status: Option<String>,
-    pub(super) show: Option<OccupantShow>,
     pub(super) kicked_by: Option<UserId>,
-}
-
-/// A presence's `<show/>` (RFC 6121 4.7.2.1) as an occupant's availability; anything else is
-/// plain availability.
-fn show_of(text: &str) -> Option<OccupantShow> {
-    match text {
-        "away" => Some(OccupantShow::Away),
-        "chat" => Some(OccupantShow::Chat),
-        "dnd" => Some(OccupantShow::Dnd),
-        "xa" => Some(OccupantShow::Xa),
-        _ => None,
-    }
-}
-
-fn show_name(show: OccupantShow) -> &'static str {
-    match show {
-        OccupantShow::Away => "away",
-        OccupantShow::Chat => "chat",
-        OccupantShow::Dnd => "dnd",
-        OccupantShow::Xa => "xa",
-    }
 }
 
 /// The affiliation and role of a member (XEP-0045 5.1, 5.2).
@@ -280,7 +258,8 @@ impl Conn {
         let status_text = Self::status_text(stanza);
         let show = stanza
             .find("show", NS_CLIENT)
-            .and_then(|s| show_of(s.text_content().trim()));
+            // RFC 6121 4.7.2.1; anything else is plain availability.
+            .and_then(|s| OccupantShow::parse(s.text_content().trim()));
         let entered = match self
             .gw
             .core
@@ -386,7 +365,9 @@ impl Conn {
         self.send(&subject);
     }
 
-    /// The available presence of another occupant, as this connection sees it.
+    /// The available presence of another occupant, as this connection sees it, with the show
+    /// and status of its latest room presence (kept by the core, so that whoever enters later
+    /// sees them too).
     pub(super) fn occupant_element(
         &self,
         room_jid: &str,
@@ -394,17 +375,23 @@ impl Conn {
         member: &Member,
     ) -> Element {
         let (affiliation, role) = affiliation_role(member);
-        Element::new("presence", NS_CLIENT)
+        let mut el = Element::new("presence", NS_CLIENT)
             .attr("from", format!("{room_jid}/{}", occupant.nick))
-            .attr("to", self.full.clone())
-            .child(
-                Element::new("x", NS_MUC_USER).child(
-                    Element::new("item", NS_MUC_USER)
-                        .attr("affiliation", affiliation)
-                        .attr("role", role)
-                        .attr("jid", format!("{}@{}", member.username, self.domain())),
-                ),
-            )
+            .attr("to", self.full.clone());
+        if let Some(show) = occupant.show {
+            el = el.child(Element::new("show", NS_CLIENT).text(show.as_str()));
+        }
+        if let Some(text) = &occupant.status {
+            el = el.child(Element::new("status", NS_CLIENT).text(text.clone()));
+        }
+        el.child(
+            Element::new("x", NS_MUC_USER).child(
+                Element::new("item", NS_MUC_USER)
+                    .attr("affiliation", affiliation)
+                    .attr("role", role)
+                    .attr("jid", format!("{}@{}", member.username, self.domain())),
+            ),
+        )
     }
 
     /// Another device entered a room this connection is in, changed its nick there, or left;
@@ -419,7 +406,6 @@ impl Conn {
             previous_nick,
             present,
             status: status_text,
-            show,
             kicked_by,
         } = change;
         if let Some(actor) = kicked_by {
@@ -469,14 +455,9 @@ impl Conn {
             let Some(member) = member else {
                 return;
             };
+            // The occupant carries the show and status this presence came with.
             let el = self.occupant_element(&room_jid, &occupant, &member);
-            let mut el = self.with_photo_hash(el, occupant.user_id).await;
-            if let Some(show) = show {
-                el = el.child(Element::new("show", NS_CLIENT).text(show_name(show)));
-            }
-            if let Some(text) = status_text {
-                el = el.child(Element::new("status", NS_CLIENT).text(text));
-            }
+            let el = self.with_photo_hash(el, occupant.user_id).await;
             self.send(&el);
         } else {
             let mut el = Element::new("presence", NS_CLIENT)

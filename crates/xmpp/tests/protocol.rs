@@ -1362,6 +1362,30 @@ async fn rooms_by_name_with_occupants_nicks_and_private_messages() {
     member
         .expect(&[&format!("from='{room}/carol'"), "<body>from the web</body>"])
         .await;
+    // Whoever enters later sees the others' show and status: the core keeps them with the
+    // occupant.
+    outsider
+        .send(&format!(
+            "<presence to='{room}/carol'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))
+        .await;
+    let ally = outsider.expect(&[&format!("from='{room}/ally'")]).await;
+    assert!(
+        ally.contains("<show>away</show>") && ally.contains("<status>at lunch</status>"),
+        "{ally}"
+    );
+    let bobby = outsider.expect(&[&format!("from='{room}/bobby'")]).await;
+    assert!(!bobby.contains("<show>"), "{bobby}");
+    outsider
+        .expect(&[&format!("from='{room}/carol'"), "code='110'"])
+        .await;
+    // Carol leaves again: the room is temporary and must empty below.
+    outsider
+        .send(&format!("<presence to='{room}/carol' type='unavailable'/>"))
+        .await;
+    outsider
+        .expect(&[&format!("from='{room}/carol'"), "type='unavailable'"])
+        .await;
 
     // A private message to an occupant is a direct message between the two users.
     member
