@@ -926,11 +926,13 @@ impl Session {
                     if let Some(contacts) = contacts {
                         self.reply(ServerFrame::Contacts { contacts });
                     }
-                    self.plan_sync(cursors, limit, list)
+                    self.plan_sync(cursors, limit, list);
+                    self.replay_held_for_plan();
                 }
                 Err(e) => {
                     self.sync = None;
                     self.error(Some(id), e);
+                    self.replay_held_for_plan();
                 }
             },
         }
@@ -1202,6 +1204,18 @@ impl Session {
             state.dropped_while_reading = true;
             return;
         }
+        // A sync was asked for and its plan is not in yet: the client's position here is about
+        // to be known from its cursor. Delivered now, the event would come before the older
+        // messages the sync is about to read; it waits for the plan instead.
+        if !state.known && self.sync.as_ref().is_some_and(|sync| !sync.planned) {
+            if state.parked.len() < MAX_PARKED {
+                state.parked.insert(seq, frame);
+            } else {
+                // Too many to hold: the sync's read of this conversation takes them in.
+                state.dropped_while_reading = true;
+            }
+            return;
+        }
         if let ServerFrame::Message { message } = frame.frame()
             && !Self::visible(state, user, message)
         {
@@ -1227,6 +1241,30 @@ impl Session {
         }
         // Holes nobody here can explain (a lost or reordered event): read them from the store.
         self.fill(id);
+    }
+
+    /// After a sync's plan (or its failure), the events held back for it go through the live
+    /// path again, now that the client's position in their conversations is known: delivered,
+    /// parked, or left to the sync's reads. Each conversation's events stay in sequence order.
+    fn replay_held_for_plan(&mut self) {
+        let held: Vec<Arc<OutFrame>> = self
+            .convs
+            .values_mut()
+            .flat_map(|state| std::mem::take(&mut state.parked).into_values())
+            .collect();
+        for frame in held {
+            self.on_event(frame);
+        }
+        // Conversations whose held events overflowed, and that the plan placed but did not read.
+        let overflowed: Vec<ConversationId> = self
+            .convs
+            .iter()
+            .filter(|(_, state)| state.known && state.dropped_while_reading && !state.filling)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overflowed {
+            self.fill(id);
+        }
     }
 
     /// Reads a conversation's holes from the store; what was parked is in the read too.
