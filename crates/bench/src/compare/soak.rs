@@ -270,8 +270,22 @@ impl User {
         let started = Instant::now();
         let mut conn = self.connect().await?;
         conn.sync(&self.cursors, None).await.context("syncing")?;
+        // What came between the reconnect and the end of the sync is checked as a set (each
+        // once, none missing), not for order: a live message that arrives before the server
+        // has the sync request is delivered as it is, ahead of the older ones the sync then
+        // reads (docs/protocol.md 8.5, case 1). Live deliveries after that are checked in order.
+        let marks: HashMap<ConversationId, usize> = self
+            .report
+            .received
+            .iter()
+            .map(|(c, list)| (*c, list.len()))
+            .collect();
         while let Some(frame) = conn.try_next_event() {
             self.handle(shared, frame, false);
+        }
+        for (c, list) in self.report.received.iter_mut() {
+            let from = marks.get(c).copied().unwrap_or(0);
+            list[from..].sort_unstable();
         }
         let now = since(shared.epoch);
         shared.record(&shared.reconnect, now, started.elapsed().as_nanos() as i64);
