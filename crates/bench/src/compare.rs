@@ -408,19 +408,15 @@ impl Deployment {
             read_buffer,
             event_buffer,
         };
-        let mut attempt = 0;
-        loop {
-            match Connection::connect_with(&self.ws_url, &self.accounts[i].token, &options).await {
-                Ok(conn) => return Ok(conn),
-                Err(e) if attempt < 2 => {
-                    attempt += 1;
-                    self.retries.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("{}: connection {i}: {e}; trying again", self.target.name());
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let label = format!("{}: connection {i}", self.target.name());
+        connect_ws_retrying(
+            &self.ws_url,
+            &self.accounts[i].token,
+            &options,
+            &label,
+            &self.retries,
+        )
+        .await
     }
 
     /// Connects account `i` from source address number `src`. A sender sends to `dest`; every
@@ -520,6 +516,30 @@ impl Deployment {
             peers_script(env, &["stop", peer, &dir.to_string_lossy()]).await?;
         }
         Ok(())
+    }
+}
+
+/// Opens a native-protocol connection; a failed attempt (a server that timed out a slow
+/// handshake on this busy machine) is tried twice more, each counted in `retries`.
+async fn connect_ws_retrying(
+    ws_url: &str,
+    token: &str,
+    options: &ConnectOptions,
+    label: &str,
+    retries: &AtomicU64,
+) -> anyhow::Result<Connection> {
+    let mut attempt = 0;
+    loop {
+        match Connection::connect_with(ws_url, token, options).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) if attempt < 2 => {
+                attempt += 1;
+                retries.fetch_add(1, Ordering::Relaxed);
+                eprintln!("{label}: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

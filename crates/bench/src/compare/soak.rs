@@ -9,7 +9,7 @@
 //!
 //! Only `tidings-ws` is measured, as for scenario 3: the peers would need their rooms made.
 
-use super::{Deployment, Env, Params, Target, since};
+use super::{Deployment, Env, Params, Target, connect_ws_retrying, since};
 use crate::server::{cpu_seconds, status_kib};
 use crate::stats::{Completeness, Latency, LatencySummary};
 use anyhow::{Context, bail};
@@ -18,7 +18,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -88,6 +87,8 @@ pub struct SoakOutcome {
     pub skipped: u64,
     pub refused: BTreeMap<String, u64>,
     pub churns: u64,
+    /// Connection attempts (at setup or on coming back) that failed and were tried again.
+    pub connect_retries: u64,
     /// Over every member of every conversation, against what the others were acknowledged.
     pub completeness: Completeness,
     pub e2e: LatencySummary,
@@ -129,6 +130,8 @@ struct Shared {
     reconnect: Mutex<Vec<Latency>>,
     live: Vec<AtomicU64>,
     pad: String,
+    /// Reconnections that failed and were tried again.
+    retries: AtomicU64,
 }
 
 impl Shared {
@@ -230,24 +233,14 @@ impl User {
         }
     }
 
-    async fn connect(&self) -> anyhow::Result<Connection> {
+    async fn connect(&self, shared: &Shared) -> anyhow::Result<Connection> {
         let options = tidings_sdk::ConnectOptions {
             local_ip: Some(crate::setup::source_ip(self.index)),
             read_buffer: 16 * 1024,
             event_buffer: 65_536,
         };
-        let mut attempt = 0;
-        loop {
-            match Connection::connect_with(&self.ws_url, &self.token, &options).await {
-                Ok(conn) => return Ok(conn),
-                Err(e) if attempt < 2 => {
-                    attempt += 1;
-                    eprintln!("soak: user {}: {e}; trying again", self.index);
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let label = format!("soak: user {}", self.index);
+        connect_ws_retrying(&self.ws_url, &self.token, &options, &label, &shared.retries).await
     }
 
     /// Goes away for `away` and comes back: reconnects and syncs from its cursors.
@@ -268,7 +261,7 @@ impl User {
         drop(conn);
         tokio::time::sleep(away).await;
         let started = Instant::now();
-        let mut conn = self.connect().await?;
+        let mut conn = self.connect(shared).await?;
         conn.sync(&self.cursors, None).await.context("syncing")?;
         // What came between the reconnect and the end of the sync is checked as a set (each
         // once, none missing), not for order: a live message that arrives before the server
@@ -299,20 +292,17 @@ impl User {
         mut conn: Connection,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) -> UserReport {
-        let mut text = String::new();
         loop {
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
                     None | Some(Command::Stop) => break,
                     Some(Command::Send { conversation, k, intended_ns }) => {
-                        text.clear();
-                        let _ = write!(
-                            text,
+                        let text = format!(
                             r#"{{"type":"send","id":"{k}","conversation_id":{conversation},"client_msg_id":"{k}","body":{{"kind":"text","text":"s {} {k} {intended_ns} {}"}}}}"#,
                             self.index, shared.pad
                         );
-                        if conn.send_raw(text.clone()).is_ok() {
+                        if conn.send_raw(text).is_ok() {
                             self.pending.insert(k, intended_ns);
                             self.report.sent += 1;
                         }
@@ -394,6 +384,7 @@ pub async fn run(env: &Env, params: &Params) -> SoakOutcome {
                 skipped: 0,
                 refused: BTreeMap::new(),
                 churns: 0,
+                connect_retries: 0,
                 completeness: Completeness::default(),
                 e2e: LatencySummary::default(),
                 rss_first_third_kib: 0.0,
@@ -466,6 +457,7 @@ async fn soak(env: &Env, p: &SoakParams) -> anyhow::Result<SoakOutcome> {
         reconnect: buckets(),
         live: (0..=samples_len).map(|_| AtomicU64::new(0)).collect(),
         pad: "x".repeat(p.payload_bytes),
+        retries: AtomicU64::new(0),
     });
     let mut commands = Vec::with_capacity(users);
     let mut tasks = Vec::with_capacity(users);
@@ -653,6 +645,8 @@ async fn soak(env: &Env, p: &SoakParams) -> anyhow::Result<SoakOutcome> {
         }
         closed.extend(r.closed.clone());
     }
+    let connect_retries =
+        d.retries.load(Ordering::Relaxed) + shared.retries.load(Ordering::Relaxed);
     deployment.stop(&env).await?;
     let passed = completeness.is_perfect() && closed.is_empty() && refused.is_empty();
     Ok(SoakOutcome {
@@ -664,6 +658,7 @@ async fn soak(env: &Env, p: &SoakParams) -> anyhow::Result<SoakOutcome> {
         skipped,
         refused,
         churns,
+        connect_retries,
         completeness,
         e2e: e2e_all.summary(),
         rss_first_third_kib,
